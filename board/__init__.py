@@ -1,0 +1,1 @@
+"""Board profiles and emulated hardware (sim/, qemu/, pico/)."""

@@ -1,0 +1,5 @@
+"""POS terminal firmware: the application (engine, host link, journal, UI, ECR).
+
+Nothing in this package touches hardware directly; drivers/ does, and only
+firmware/app.py wires the two together.
+"""

@@ -1,0 +1,1 @@
+"""Sans-I/O transaction logic: state machines fed with events that return actions."""

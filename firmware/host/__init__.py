@@ -1,0 +1,1 @@
+"""ISO 8583 host link (China UnionPay POS dialect): spec, framing, MAC, keys, builders, channel."""

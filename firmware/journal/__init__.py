@@ -1,0 +1,1 @@
+"""The SQLite transaction journal: schema, migrations, state transitions, recovery."""

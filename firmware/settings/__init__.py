@@ -1,0 +1,1 @@
+"""Terminal settings: the model, validation and atomic save with history."""
