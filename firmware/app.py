@@ -1,0 +1,656 @@
+"""The asyncio main loop: the only place that wires I/O to the engine.
+
+Theory of operation: an operation (from the ECR link now, the keypad later)
+takes the one operation lock, makes sure the terminal is signed on and owes
+the host nothing (reversals, advices, an interrupted settlement), then runs an
+engine flow, carrying out each action it returns (journal write, host request,
+card read, PIN entry) and feeding the resulting event back. CANCEL is honoured
+wherever the flow allows it. `fault_hook` lets tests stop between any two
+actions, which is how a power loss at every step is proven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from board.profiles import BoardProfile, profile
+from firmware.ecr.server import EcrServer
+from firmware.engine import events as ev
+from firmware.engine.backlog import AdviceFlow, ReversalFlow
+from firmware.engine.financial import FinancialFlow, FlowContext
+from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.settlement import SettlementFlow
+from firmware.engine.states import TxnState
+from firmware.engine.validation import Limits
+from firmware.host.channel import HostChannel, HostLink
+from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
+from firmware.host.keys import encrypt_pin_block
+from firmware.host.messages import Terminal as TermIds
+from firmware.host.messages import TxnKind, echo_request, signoff_request
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
+from firmware.logmask import install as install_mask
+from firmware.settings.model import verify_password
+from firmware.settings.store import SettingsStore
+
+log = logging.getLogger("posfw.app")
+
+
+class OperatorCancelled(Exception):
+    """CANCEL arrived while the terminal was waiting for something."""
+
+
+@dataclass
+class OperatorInput:
+    """What the operator (or the ECR request) supplies when the flow asks."""
+
+    password: str | None = None
+    card: CardRead | None = None
+    pin: str | None = None  # sim board only: the PIN the test cardholder "types"
+
+
+@dataclass
+class AppConfig:
+    data_dir: Path
+    board: str = "sim"
+    ecr_host: str = "127.0.0.1"
+    ecr_port: int = 0
+    host: str | None = None
+    port: int | None = None
+    reply_timeout: float | None = None
+    ready_file: Path | None = None
+
+
+class CardSlot:
+    """The sim board's card source: a test card presented over ECR or the control link."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[CardRead, str | None]] = asyncio.Queue(maxsize=1)
+
+    def present(self, card: CardRead, pin: str | None) -> None:
+        self.clear()
+        self._queue.put_nowait((card, pin))
+
+    def clear(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def take(self) -> tuple[CardRead, str | None]:
+        return await self._queue.get()
+
+
+class PasswordGuard:
+    """Counts wrong supervisor passwords; locks for a while after too many (audited)."""
+
+    def __init__(self, max_tries: int = 5, lock_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_tries = max_tries
+        self.lock_seconds = lock_seconds
+        self.wrong = 0
+        self.locked_until = 0.0
+        self._clock = clock
+
+    def locked(self) -> bool:
+        return self._clock() < self.locked_until
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.wrong = 0
+            return
+        self.wrong += 1
+        if self.wrong >= self.max_tries:
+            self.locked_until = self._clock() + self.lock_seconds
+            self.wrong = 0
+
+
+class Terminal:
+    """The running terminal: journal, host link, settings and the operation lock."""
+
+    def __init__(self, cfg: AppConfig, now: Callable[[], datetime] = datetime.now) -> None:
+        self.cfg = cfg
+        self.board: BoardProfile = profile(cfg.board)
+        self.now = now
+        self.data_dir = Path(cfg.data_dir)
+        self.settings_store = SettingsStore(self.data_dir / "settings.json")
+        self.settings: dict[str, dict[str, Any]] = {}
+        self.journal: Journal | None = None
+        self.link: HostLink | None = None
+        self.service_problem: str | None = None
+        self.card_slot = CardSlot()
+        self.password_guard = PasswordGuard()
+        self.fault_hook: Callable[[object], None] | None = None
+        self.notice: str | None = None  # shown on the idle screen / status
+        self._lock = asyncio.Lock()
+        self._cancel = asyncio.Event()
+        self.last_result: TxnResult | None = None
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = self.settings_store.load()
+        if self.settings_store.problem:
+            self.notice = self.settings_store.problem
+        m, c = self.settings["merchant"], self.settings["comms"]
+        if self.cfg.host:
+            c["host"] = self.cfg.host
+        if self.cfg.port:
+            c["port"] = self.cfg.port
+        if self.cfg.reply_timeout:
+            c["reply_timeout"] = self.cfg.reply_timeout
+        keys_dir = self.data_dir / "keys"
+        vault = CardVault.from_key_file(keys_dir / "card.key")
+        tmk = self._load_tmk(keys_dir / "tmk.key")
+        try:
+            self.journal = Journal.open(self.data_dir / "journal.db", vault)
+        except JournalCorrupt as exc:
+            self.service_problem = str(exc)
+            log.error("SERVICE MODE: %s", exc)
+            return
+        report = self.journal.recover()
+        if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
+            log.warning("start-up recovery: %s", report)
+        channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]))
+        self.link = HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), tmk)
+        if await self.ensure_signed_on():
+            await self._settle_backlog_before_anything()
+
+    @staticmethod
+    def _load_tmk(path: Path) -> bytes:
+        try:
+            tmk = bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
+                             "(see README, 'Provisioning')") from None
+        if len(tmk) != 16:
+            raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
+        return tmk
+
+    async def close(self) -> None:
+        if self.link is not None:
+            await self.link.channel.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    # -- helpers ----------------------------------------------------------------
+
+    @property
+    def term(self) -> TermIds:
+        assert self.link is not None
+        return self.link.term
+
+    def _tx(self) -> dict[str, Any]:
+        return self.settings["transactions"]
+
+    def _timeout(self) -> float:
+        return float(self.settings["comms"]["reply_timeout"])
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def _race(self, awaitable: Awaitable[Any], cancellable: bool) -> Any:
+        task = asyncio.ensure_future(awaitable)
+        if not cancellable:
+            return await task
+        waiter = asyncio.ensure_future(self._cancel.wait())
+        try:
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            waiter.cancel()
+            raise
+        if task in done:
+            waiter.cancel()
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise OperatorCancelled
+
+    async def ensure_signed_on(self) -> bool:
+        assert self.link is not None and self.journal is not None
+        if not self.link.sign_on_required and self.link.keys is not None:
+            return True
+        stan = self.journal.allocate_stan()
+        try:
+            reply = await self.link.sign_on(stan, self.journal.current_batch(),
+                                            self._tx()["operator"], timeout=self._timeout())
+        except KeyCheckError as exc:
+            self.notice = f"sign-on failed: {exc}"
+            self.journal.audit("system", "sign-on", str(exc), "failed")
+            return False
+        except HostError as exc:
+            log.warning("sign-on failed: %s", exc)
+            return False
+        if reply.fields.get("39") != "00":
+            self.notice = f"sign-on refused by the host ({reply.fields.get('39')})"
+            return False
+        host_batch = reply.fields.get("60", "")[2:8]
+        self.journal.adopt_batch(host_batch)
+        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        return True
+
+    # -- the action executor ----------------------------------------------------
+
+    async def _drive(self, flow: Any, io: OperatorInput, cancellable: bool) -> TxnResult | None:
+        queue: deque[Any] = deque(flow.start())
+        while queue:
+            action = queue.popleft()
+            if self.fault_hook is not None:
+                self.fault_hook(action)
+            if isinstance(action, ev.Finish):
+                return action.result
+            event = await self._perform(action, io, flow, cancellable)
+            if event is not None:
+                queue.extend(flow.handle(event))
+        return None
+
+    async def _perform(self, action: Any, io: OperatorInput, flow: Any, cancellable: bool) -> Any:
+        j = self.journal
+        assert j is not None and self.link is not None
+        if isinstance(action, ev.AskAuthorisation):
+            return ev.Authorised(self.check_password(io.password, action.purpose))
+        if isinstance(action, ev.AskCard):
+            if io.card is not None:
+                return ev.CardPresented(io.card)
+            try:
+                card, pin = await self._race(self.card_slot.take(), cancellable)
+            except OperatorCancelled:
+                return ev.Cancel()
+            io.pin = pin if pin is not None else io.pin
+            return ev.CardPresented(card)
+        if isinstance(action, ev.AskPin):
+            if io.pin is None or self.link.keys is None:
+                return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
+            # The clear PIN becomes an encrypted block here and is dropped at once.
+            block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)
+            io.pin = None
+            return ev.PinEntered(block)
+        if isinstance(action, ev.WritePending):
+            return ev.PendingWritten(j.begin(action.draft))
+        if isinstance(action, ev.SendRequest):
+            try:
+                reply = await self._race(
+                    self.link.request(action.message, mac=action.mac, timeout=action.timeout),
+                    cancellable,
+                )
+            except OperatorCancelled:
+                return ev.Cancel()
+            except NoReply as exc:
+                log.warning("no usable reply (%s): %s", exc.reason, exc.detail)
+                return ev.ReplyLost(exc.reason)
+            except LocalProtocolError as exc:
+                log.error("request could not be built: %s", exc)
+                return ev.ReplyLost("malformed")
+            except (HostError, OSError) as exc:
+                log.warning("link error: %s", exc)
+                return ev.ReplyLost("link")
+            return ev.ReplyReceived(reply)
+        if isinstance(action, ev.WriteOutcome):
+            record = j.apply(action.record_id, action.event, action.result,
+                             action.reversal_reason, action.void_of)
+            return ev.OutcomeWritten(record)
+        if isinstance(action, ev.AuditNote):
+            j.audit(self._tx()["operator"], action.action, action.detail, action.outcome)
+            return None
+        if isinstance(action, ev.AllocateStan):
+            return ev.StanAllocated(j.allocate_stan())
+        if isinstance(action, ev.BeginSettlement):
+            sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign)
+            return ev.SettlementBegun(sid)
+        if isinstance(action, ev.RecordSettlementReply):
+            j.record_settlement_reply(action.settlement_id, action.result_domestic,
+                                      action.result_foreign)
+            return ev.Done()
+        if isinstance(action, ev.LoadUploadItems):
+            return ev.UploadItemsLoaded(tuple(j.upload_items(action.settlement_id, action.limit)))
+        if isinstance(action, ev.MarkUploaded):
+            j.mark_uploaded(action.settlement_id, action.record_ids)
+            return ev.Done()
+        if isinstance(action, ev.AbandonSettlement):
+            j.abandon_settlement(action.settlement_id, action.reason)
+            return ev.Done()
+        if isinstance(action, ev.FinishSettlement):
+            j.finish_settlement(action.settlement_id)
+            return ev.Done()
+        raise TypeError(f"no executor for {action!r}")
+
+    # -- passwords --------------------------------------------------------------
+
+    def check_password(self, password: str | None, purpose: str) -> bool:
+        assert self.journal is not None
+        if self.password_guard.locked():
+            self.journal.audit("supervisor", f"password for {purpose}", "locked out", "refused")
+            return False
+        ok = password is not None and verify_password(
+            password, self.settings["security"]["supervisor_hash"]
+        )
+        self.password_guard.record(ok)
+        self.journal.audit("supervisor", f"password for {purpose}", "", "ok" if ok else "wrong")
+        return ok
+
+    async def set_password(self, old: str, new: str) -> TxnResult:
+        async with self._lock:
+            if not self.check_password(old, "password change"):
+                return TxnResult("refused", "password_wrong")
+            if len(new) < 6 or not new.isdigit() or new == "000000":
+                return TxnResult("refused", "password_wrong",
+                                 detail="the new password must be 6 or more digits, not 000000")
+            from firmware.settings.model import hash_password
+
+            data = {k: dict(v) for k, v in self.settings.items()}
+            data["security"]["supervisor_hash"] = hash_password(new)
+            data["security"]["password_changed"] = True
+            self.settings_store.save(data, reason="supervisor password changed")
+            self.settings = data
+            assert self.journal is not None
+            self.journal.audit("supervisor", "password change", "", "done")
+            return TxnResult("approved", "approved", detail="supervisor password changed")
+
+    # -- the backlog: reversals, advices, interrupted settlement ----------------
+
+    async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool:
+        await self._drive(flow, OperatorInput(), cancellable=False)
+        return bool(flow.resolved)
+
+    async def clear_backlog(self) -> None:
+        """Send every due reversal (up to the retry count each) and every stored advice."""
+        j = self.journal
+        assert j is not None
+        retries = int(self._tx()["reversal_retries"])
+        for record in j.reversals_due():
+            pan = j.decrypt_pan(record.id)
+            for _ in range(retries):
+                if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
+                    break
+        for record in j.advices_due():
+            await self._attempt(AdviceFlow(record, j.decrypt_pan(record.id), self.term,
+                                           self._timeout()))
+
+    async def _settle_backlog_before_anything(self) -> TxnResult | None:
+        await self.clear_backlog()
+        assert self.journal is not None
+        if self.journal.open_settlement() is not None:
+            self.notice = "resuming an interrupted settlement"
+            log.warning(self.notice)
+            return await self._run_settlement(self._tx()["operator"])
+        return None
+
+    # -- operations -------------------------------------------------------------
+
+    def _refusal(self, kind: TxnKind | None) -> TxnResult | None:
+        if self.service_problem:
+            return TxnResult("refused", "service_mode", detail=self.service_problem)
+        if not self.settings["security"].get("password_changed"):
+            return TxnResult("refused", "change_password",
+                             detail="the factory supervisor password must be changed first")
+        if kind is not None and kind.value not in self._tx()["enabled"]:
+            return TxnResult("refused", "type_disabled", detail=f"{kind.value} is disabled")
+        return None
+
+    async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        async with self._lock:
+            self._cancel.clear()
+            result = await self._financial(request, io)
+            self.last_result = result
+            return result
+
+    async def _financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        refusal = self._refusal(request.kind)
+        if refusal is not None:
+            return refusal
+        j = self.journal
+        assert j is not None
+        if not await self.ensure_signed_on():
+            return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+        try:
+            await self._settle_backlog_before_anything()
+            if j.open_settlement() is not None:
+                return TxnResult("refused", "settlement_interrupted",
+                                 detail="an interrupted settlement must finish first")
+            request = self._with_original(request)
+            tx = self._tx()
+            ctx = FlowContext(
+                term=self.term, batch=j.current_batch(), now=self.now(), currency=tx["currency"],
+                limits=Limits(max_amount=int(tx["max_amount"]),
+                              allow_fallback_swipe=bool(tx["allow_fallback_swipe"])),
+                reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
+                allow_pin_bypass=bool(tx["allow_pin_bypass"]),
+            )
+            flow = FinancialFlow(request, ctx)
+            result = await self._drive(flow, io, cancellable=True)
+            assert result is not None
+            if result.status in ("reversal_pending", "cancelled_after_send"):
+                result = await self._reverse_now(result)
+            return result
+        except JournalFull as exc:
+            log.error("%s", exc)
+            return TxnResult("failed", "journal_full", detail=str(exc))
+
+    def _with_original(self, request: TxnRequest) -> TxnRequest:
+        j = self.journal
+        assert j is not None
+        orig = request.original
+        if orig is None:
+            return request
+        record = None
+        if request.kind is TxnKind.REFUND:
+            record = j.find_by_rrn(orig.rrn) if orig.rrn else None
+            if record is None or record.kind is not TxnKind.SALE:
+                return request  # an original from elsewhere: the operator's reference stands
+            return replace(request, original=replace(
+                orig, record_id=record.id, kind=record.kind, state=record.state,
+                amount=record.amount, batch=orig.batch or record.batch,
+                trace=orig.trace or record.stan, refunded=j.refunded_against(orig.rrn or ""),
+            ))
+        if orig.trace:
+            record = j.find_by_trace(orig.trace, orig.batch)
+            if record is None and request.kind is TxnKind.COMPLETION:
+                candidates = [r for r in j.records(TxnState.APPROVED) if r.stan == orig.trace
+                              and r.kind is TxnKind.PREAUTH]
+                record = candidates[-1] if candidates else None
+        if record is None:
+            return replace(request, original=replace(orig, record_id=None))
+        return replace(request, original=OriginalRef(
+            record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
+            batch=record.batch, trace=record.stan, rrn=record.rrn, auth_code=record.auth_code,
+            date=record.local_date, pan=j.decrypt_pan(record.id),
+        ))
+
+    async def _reverse_now(self, result: TxnResult) -> TxnResult:
+        """The outcome is unknown: reverse at once while the link may be up."""
+        j = self.journal
+        assert j is not None and result.record is not None
+        record = j.get(result.record.id)
+        pan = j.decrypt_pan(record.id)
+        for _ in range(int(self._tx()["reversal_retries"])):
+            if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
+                return replace(result, status="reversed", message_key="reversal_sent",
+                               record=j.get(record.id))
+        return replace(result, status="reversal_pending", message_key="reversal_pending",
+                       record=j.get(record.id))
+
+    async def settle(self, password: str | None) -> TxnResult:
+        async with self._lock:
+            self._cancel.clear()
+            refusal = self._refusal(None)
+            if refusal is not None:
+                return refusal
+            if not self.check_password(password, "settlement"):
+                return TxnResult("refused", "password_wrong")
+            if not await self.ensure_signed_on():
+                return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+            result = await self._run_settlement(self._tx()["operator"])
+            self.last_result = result
+            return result
+
+    async def _run_settlement(self, operator: str) -> TxnResult:
+        j = self.journal
+        assert j is not None
+        resume = j.open_settlement()
+        if resume is None:
+            await self.clear_backlog()
+            counts = j.unresolved_counts()
+            if counts["REVERSAL_DUE"] or counts["ADVICE_DUE"] or counts["PENDING"]:
+                return TxnResult(
+                    "refused", "settlement_blocked",
+                    detail=f"{counts['REVERSAL_DUE']} reversal(s) and {counts['ADVICE_DUE']} "
+                           "advice(s) are not yet acknowledged by the host",
+                )
+            batch = j.current_batch()
+            dom, fgn = j.totals(batch)
+        else:
+            from firmware.host.messages import SideTotals
+
+            batch = resume.batch
+            dom, fgn = SideTotals(*resume.domestic), SideTotals(*resume.foreign)
+        flow = SettlementFlow(self.term, batch, operator, self._tx()["currency"],
+                              self._timeout(), dom, fgn, resume)
+        try:
+            result = await self._drive(flow, OperatorInput(), cancellable=False)
+        except JournalFull as exc:
+            return TxnResult("failed", "journal_full", detail=str(exc))
+        assert result is not None
+        if result.status == "settled":
+            self.notice = None
+            j.purge_settled(int(self._tx()["retention_days"]))
+        return result
+
+    async def echo(self) -> tuple[bool, float, str]:
+        async with self._lock:
+            assert self.link is not None and self.journal is not None
+            start = time.monotonic()
+            try:
+                reply = await self.link.request(
+                    echo_request(self.term, self.journal.current_batch()), mac=False,
+                    timeout=self._timeout(),
+                )
+            except HostError as exc:
+                return False, time.monotonic() - start, str(exc)
+            return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
+
+    async def sign_on(self) -> bool:
+        async with self._lock:
+            assert self.link is not None
+            self.link.sign_on_required = True
+            return await self.ensure_signed_on()
+
+    async def sign_off(self) -> bool:
+        async with self._lock:
+            assert self.link is not None and self.journal is not None
+            msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
+            try:
+                reply = await self.link.request(msg, mac=False, timeout=self._timeout())
+            except HostError:
+                return False
+            self.link.keys = None
+            self.link.sign_on_required = True
+            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
+            return reply.fields.get("39") == "00"
+
+    def status(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "board": self.board.name,
+            "service_mode": self.service_problem,
+            "notice": self.notice,
+            "busy": self.busy,
+        }
+        if self.journal is not None and self.link is not None:
+            info.update({
+                "tid": self.term.tid,
+                "mid": self.term.mid,
+                "signed_on": not self.link.sign_on_required and self.link.keys is not None,
+                "batch": self.journal.current_batch(),
+                "unresolved": self.journal.unresolved_counts(),
+                "settlement_open": self.journal.open_settlement() is not None,
+                "password_changed": bool(self.settings["security"].get("password_changed")),
+            })
+        return info
+
+
+# -- process entry ------------------------------------------------------------
+
+def setup_logging(data_dir: Path, level: str) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in (logging.StreamHandler(sys.stderr),
+                    logging.FileHandler(data_dir / "terminal.log", encoding="utf-8")):
+        handler.setFormatter(fmt)
+        install_mask(handler)
+        root.addHandler(handler)
+
+
+async def serve(cfg: AppConfig) -> None:
+    terminal = Terminal(cfg)
+    await terminal.start()
+    ecr = EcrServer(terminal, cfg.ecr_host, cfg.ecr_port, serial_path=None)
+    await ecr.start()
+    if cfg.ready_file is not None:
+        tmp = cfg.ready_file.with_suffix(".tmp")
+        tmp.write_text(str(ecr.port))
+        os.replace(tmp, cfg.ready_file)
+    log.info("terminal ready: ECR on %s:%d, board %s", cfg.ecr_host, ecr.port, cfg.board)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await ecr.close()
+    await terminal.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="POS terminal firmware (headless, ECR-driven)")
+    parser.add_argument("--data", type=Path, default=Path("var/terminal"))
+    parser.add_argument("--board", default=os.environ.get("BOARD", "sim"))
+    parser.add_argument("--ecr-port", type=int, default=8583)
+    parser.add_argument("--host", help="acquirer host (overrides settings)")
+    parser.add_argument("--port", type=int, help="acquirer port (overrides settings)")
+    parser.add_argument("--reply-timeout", type=float)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.data, args.log_level)
+    _require_c_extension()
+    cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
+                    port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file)
+    try:
+        asyncio.run(serve(cfg))
+    except JournalError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def _require_c_extension() -> None:
+    """Without the C extension the firmware refuses to start (no silent slow path)."""
+    if not (Path(__file__).resolve().parent.parent / "c_ext").is_dir():
+        return
+    try:
+        import c_ext.posio  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

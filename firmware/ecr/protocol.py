@@ -1,0 +1,104 @@
+"""The ECR wire protocol: one JSON object per line, requests in, responses out.
+
+Parsing is strict and every refusal says in words what was wrong, because a
+till integrator reads these messages while wiring a cash register to us.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 4096
+
+# op -> (required fields, optional fields)
+OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sale": (("amount",), ("ref", "card", "pin")),
+    "void": (("trace", "password"), ("ref",)),
+    "refund": (("amount", "orig_rrn", "orig_date", "password"),
+               ("orig_trace", "orig_batch", "ref", "card", "pin")),
+    "balance": ((), ("card", "pin")),
+    "preauth": (("amount",), ("ref", "card", "pin")),
+    "preauth_void": (("trace", "password"), ("ref",)),
+    "completion": (("trace", "amount"), ("ref",)),
+    "completion_void": (("trace", "password"), ("ref",)),
+    "settle": (("password",), ()),
+    "status": ((), ()),
+    "last": ((), ()),
+    "lookup": (("trace",), ("batch",)),
+    "signon": ((), ()),
+    "signoff": ((), ()),
+    "echo": ((), ()),
+    "cancel": ((), ()),
+    "set_password": (("old", "new"), ()),
+    "resolve_reversal": (("trace", "password", "reason"), ("batch",)),
+    "present_card": (("card",), ("pin",)),
+}
+FINANCIAL_OPS = frozenset(
+    {"sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"}
+)
+AMOUNT_FIELDS = ("amount",)
+TRACE_FIELDS = ("trace", "orig_trace", "orig_batch", "batch")
+
+
+class EcrError(Exception):
+    """A request that cannot be carried out as sent; str() is the words to show the till."""
+
+
+@dataclass(frozen=True)
+class EcrRequest:
+    op: str
+    id: Any = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_request(line: bytes) -> EcrRequest:
+    if len(line) > MAX_LINE:
+        raise EcrError(f"request longer than {MAX_LINE} bytes")
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EcrError(f"request is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise EcrError("request must be a JSON object like {\"op\": \"sale\", \"amount\": 100}")
+    op = obj.get("op")
+    if op not in OPS:
+        raise EcrError(f"unknown op {op!r}; known ops: {', '.join(sorted(OPS))}")
+    required, optional = OPS[op]
+    missing = [name for name in required if name not in obj]
+    if missing:
+        raise EcrError(f"{op} needs {', '.join(missing)}")
+    unknown = set(obj) - set(required) - set(optional) - {"op", "id"}
+    if unknown:
+        raise EcrError(f"{op} does not take {', '.join(sorted(unknown))}")
+    args = {k: v for k, v in obj.items() if k not in ("op", "id")}
+    for name in AMOUNT_FIELDS:
+        if name in args:
+            value = args[name]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise EcrError(
+                    f"{name} must be a whole number of fen (e.g. 1234 for 12.34), got {value!r}"
+                )
+            if value <= 0:
+                raise EcrError(f"{name} must be greater than zero, got {value}")
+    for name in TRACE_FIELDS:
+        if name in args:
+            value = args[name]
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = f"{value:06d}"
+            if not (isinstance(value, str) and value.isdigit() and 1 <= len(value) <= 6):
+                raise EcrError(f"{name} must be up to 6 digits, got {args[name]!r}")
+            args[name] = value.zfill(6)
+    if "orig_date" in args:
+        value = args["orig_date"]
+        if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
+            raise EcrError(f"orig_date must be MMDD, got {value!r}")
+    for name in ("password", "old", "new", "pin", "card", "ref", "reason", "orig_rrn"):
+        if name in args and not isinstance(args[name], str):
+            raise EcrError(f"{name} must be a string")
+    return EcrRequest(op=op, id=obj.get("id"), args=args)
+
+
+def encode_response(payload: dict[str, Any]) -> bytes:
+    return (json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")

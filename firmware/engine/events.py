@@ -1,0 +1,186 @@
+"""Events into the engine and actions out of it: frozen dataclasses, nothing else.
+
+The app carries each action out (journal write, host request, card read, ...)
+and feeds the matching event back; a test can stop between any two actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from firmware.engine.model import CardRead, HostResult, PendingDraft, TxnRecord, TxnResult
+from firmware.engine.states import TxnEvent
+from firmware.host.messages import Message, SideTotals
+
+# ---- actions (engine -> app) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AskAuthorisation:
+    """The supervisor password is needed (keypad, or the ECR request's field)."""
+
+    purpose: str
+
+
+@dataclass(frozen=True)
+class AskCard:
+    purpose: str
+
+
+@dataclass(frozen=True)
+class AskPin:
+    pan_masked: str
+    attempt: int
+    bypass_allowed: bool
+
+
+@dataclass(frozen=True)
+class WritePending:
+    draft: PendingDraft
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    message: Message
+    mac: bool
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    record_id: int
+    event: TxnEvent
+    result: HostResult | None = None
+    reversal_reason: str | None = None
+    void_of: int | None = None  # approving a void marks this original VOIDED in the same commit
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    action: str
+    detail: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class AllocateStan:
+    """A management message needs the next STAN (durably consumed)."""
+
+
+@dataclass(frozen=True)
+class BeginSettlement:
+    batch: str
+    stan: str
+    domestic: SideTotals
+    foreign: SideTotals
+
+
+@dataclass(frozen=True)
+class RecordSettlementReply:
+    settlement_id: int
+    result_domestic: str
+    result_foreign: str
+
+
+@dataclass(frozen=True)
+class LoadUploadItems:
+    settlement_id: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class MarkUploaded:
+    settlement_id: int
+    record_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AbandonSettlement:
+    settlement_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FinishSettlement:
+    settlement_id: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    result: TxnResult
+
+
+Action = (
+    AskAuthorisation | AskCard | AskPin | WritePending | SendRequest | WriteOutcome | AuditNote
+    | AllocateStan | BeginSettlement | RecordSettlementReply | LoadUploadItems | MarkUploaded
+    | AbandonSettlement | FinishSettlement | Finish
+)
+
+# ---- events (app -> engine) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authorised:
+    ok: bool
+
+
+@dataclass(frozen=True)
+class CardPresented:
+    card: CardRead
+
+
+@dataclass(frozen=True)
+class PinEntered:
+    pin_block: bytes | None = field(default=None, repr=False)  # None: bypassed
+
+
+@dataclass(frozen=True)
+class PendingWritten:
+    record: TxnRecord
+
+
+@dataclass(frozen=True)
+class ReplyReceived:
+    message: Message
+
+
+@dataclass(frozen=True)
+class ReplyLost:
+    reason: str  # firmware.host.errors.NoReply reasons
+
+
+@dataclass(frozen=True)
+class OutcomeWritten:
+    record: TxnRecord
+
+
+@dataclass(frozen=True)
+class StanAllocated:
+    stan: str
+
+
+@dataclass(frozen=True)
+class SettlementBegun:
+    settlement_id: int
+
+
+@dataclass(frozen=True)
+class UploadItemsLoaded:
+    # (record, clear PAN) pairs; the PAN is decrypted only to build the 0320
+    items: tuple[tuple[TxnRecord, str], ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Done:
+    """A journal action without a result of its own completed."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The operator pressed CANCEL (or the ECR sent cancel)."""
+
+
+Event = (
+    Authorised | CardPresented | PinEntered | PendingWritten | ReplyReceived | ReplyLost
+    | OutcomeWritten | StanAllocated | SettlementBegun | UploadItemsLoaded | Done | Cancel
+)

@@ -1,0 +1,334 @@
+"""The financial transaction flow: authorise, card, PIN, write ahead, send, record.
+
+Theory of operation: the flow is a state machine with one handler per step
+(STEPS below is its table). Nothing is sent before WritePending has been
+acknowledged with PendingWritten, so the record and the counters it consumed
+are durable first; nothing is shown before OutcomeWritten. A lost, late,
+malformed or bad-MAC reply, and CANCEL after the request was written, all end
+in REVERSAL_DUE (or, for an advice, in ADVICE_DUE: it is simply sent again
+later). CANCEL before the write ends the flow with no financial record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+
+from firmware.engine import events as ev
+from firmware.engine.cardclass import is_foreign
+from firmware.engine.codes import lookup
+from firmware.engine.model import CardRead, HostResult, PendingDraft, TxnRecord, TxnRequest, TxnResult
+from firmware.engine.states import TxnEvent
+from firmware.engine.validation import Limits, check_amount, check_card, check_original
+from firmware.host.messages import (
+    WIRE,
+    CardInput,
+    FinancialParams,
+    Message,
+    Terminal,
+    TxnKind,
+    financial_request,
+    mask_pan,
+)
+
+# Kinds whose card comes from the original record instead of a fresh read.
+CARD_FROM_ORIGINAL: frozenset[TxnKind] = frozenset(
+    {TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION, TxnKind.COMPLETION_VOID}
+)
+NEEDS_SUPERVISOR: frozenset[TxnKind] = frozenset(
+    {TxnKind.VOID, TxnKind.REFUND, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID}
+)
+# Reversal reason (field 39 of the 0400) for each way of losing the reply.
+REVERSAL_REASON: dict[str, str] = {"timeout": "98", "bad_mac": "A0"}
+ADVICE_ACK_CODES = frozenset({"00", "94"})
+
+
+class Step(str, Enum):
+    AUTHORISE = "authorise"
+    CARD = "card"
+    PIN = "pin"
+    WRITE_PENDING = "write_pending"
+    AWAIT_REPLY = "await_reply"
+    WRITE_OUTCOME = "write_outcome"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    term: Terminal
+    batch: str
+    now: datetime  # local time, passed in: the engine reads no clock
+    currency: str = "156"
+    limits: Limits = Limits()
+    reply_timeout: float = 30.0
+    pin_tries: int = 3
+    allow_pin_bypass: bool = False
+    card_from_original: frozenset[TxnKind] = CARD_FROM_ORIGINAL
+
+
+def reversal_reason(no_reply_reason: str) -> str:
+    return REVERSAL_REASON.get(no_reply_reason, "06")
+
+
+def card_input_for(record_mode: str, pan: str, card: CardRead | None, pin_block: bytes | None,
+                   pin_entered: bool) -> CardInput:
+    if card is not None:
+        return CardInput(
+            entry_mode=card.entry_mode, pan=card.pan, expiry=card.expiry, track2=card.track2,
+            track3=card.track3, card_seq=card.card_seq, icc_data=card.icc_data, pin_block=pin_block,
+        )
+    # Built from the journal: only the PAN survives, so it travels in field 2 as keyed.
+    return CardInput(entry_mode="keyed", pan=pan, pin_block=pin_block)
+
+
+def params_for(record: TxnRecord, term: Terminal, card: CardInput) -> FinancialParams:
+    return FinancialParams(
+        kind=record.kind, stan=record.stan, batch=record.batch, term=term, amount=record.amount,
+        currency=record.currency, card=card, orig_rrn=record.orig_rrn, orig_auth=record.orig_auth,
+        orig_batch=record.orig_batch, orig_stan=record.orig_stan, orig_date=record.orig_date,
+    )
+
+
+class FinancialFlow:
+    """One sale / void / refund / balance / pre-auth family transaction."""
+
+    def __init__(self, request: TxnRequest, ctx: FlowContext) -> None:
+        self.request = request
+        self.ctx = ctx
+        self.step = Step.AUTHORISE
+        self.wire = WIRE[request.kind]
+        self.card: CardRead | None = None
+        self.pin_block: bytes | None = None
+        self.pin_attempt = 0
+        self.record: TxnRecord | None = None
+        self.reply: HostResult | None = None
+        self.lost_reason: str | None = None
+        self._handlers: dict[Step, Callable[[object], list[ev.Action]]] = {
+            Step.AUTHORISE: self._on_authorise,
+            Step.CARD: self._on_card,
+            Step.PIN: self._on_pin,
+            Step.WRITE_PENDING: self._on_pending_written,
+            Step.AWAIT_REPLY: self._on_reply,
+            Step.WRITE_OUTCOME: self._on_outcome_written,
+        }
+
+    # -- entry points ---------------------------------------------------------
+
+    def start(self) -> list[ev.Action]:
+        refusal = check_amount(self.request, self.ctx.limits) or check_original(
+            self.request, self.ctx.batch
+        )
+        if refusal is not None:
+            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail))
+        if self.request.kind in NEEDS_SUPERVISOR:
+            return [ev.AskAuthorisation(self.request.kind.value)]
+        return self._after_authorisation()
+
+    def handle(self, event: object) -> list[ev.Action]:
+        if self.step is Step.DONE:
+            raise RuntimeError("the flow has finished")
+        if isinstance(event, ev.Cancel):
+            return self._on_cancel()
+        return self._handlers[self.step](event)
+
+    @property
+    def money_may_have_moved(self) -> bool:
+        return self.step in (Step.AWAIT_REPLY, Step.WRITE_OUTCOME)
+
+    # -- steps ----------------------------------------------------------------
+
+    def _on_authorise(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.Authorised)
+        if not event.ok:
+            return self._finish(
+                TxnResult("refused", "password_wrong", detail="wrong supervisor password"),
+                audit=("authorise", "wrong supervisor password", "refused"),
+            )
+        return self._after_authorisation()
+
+    def _after_authorisation(self) -> list[ev.Action]:
+        if self.request.kind in self.ctx.card_from_original:
+            return self._after_card()
+        self.step = Step.CARD
+        return [ev.AskCard(self.request.kind.value)]
+
+    def _on_card(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.CardPresented)
+        refusal = check_card(event.card, self.ctx.now.strftime("%y%m"), self.ctx.limits)
+        if refusal is not None:
+            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail))
+        self.card = event.card
+        return self._after_card()
+
+    def _after_card(self) -> list[ev.Action]:
+        if self.card is not None and self._pin_needed():
+            return self._ask_pin()
+        return self._write_pending()
+
+    def _pin_needed(self) -> bool:
+        assert self.card is not None
+        return self.card.pin_required or self.request.kind is TxnKind.BALANCE
+
+    def _ask_pin(self) -> list[ev.Action]:
+        assert self.card is not None
+        self.step = Step.PIN
+        self.pin_attempt += 1
+        bypass = self.ctx.allow_pin_bypass and not self.card.pin_required
+        return [ev.AskPin(mask_pan(self.card.pan), self.pin_attempt, bypass)]
+
+    def _on_pin(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.PinEntered)
+        self.pin_block = event.pin_block
+        return self._write_pending()
+
+    def _write_pending(self) -> list[ev.Action]:
+        self.step = Step.WRITE_PENDING
+        return [ev.WritePending(self._draft())]
+
+    def _draft(self) -> PendingDraft:
+        req, orig = self.request, self.request.original
+        pan = self.card.pan if self.card is not None else (orig.pan if orig else None)
+        if not pan:
+            raise ValueError("no card number for this transaction")
+        amount = req.amount
+        if amount is None:
+            amount = orig.amount if orig is not None and orig.amount is not None else 0
+        return PendingDraft(
+            kind=req.kind,
+            amount=amount,
+            currency=self.ctx.currency,
+            pan=pan,
+            pan_masked=mask_pan(pan),
+            foreign=is_foreign(pan),
+            entry_mode=self.card.entry_mode if self.card is not None else "keyed",
+            pin_entered=self.pin_block is not None,
+            operator=req.operator,
+            local_date=self.ctx.now.strftime("%m%d"),
+            local_time=self.ctx.now.strftime("%H%M%S"),
+            advice=self.wire.advice,
+            reference=req.reference,
+            orig_id=orig.record_id if orig else None,
+            orig_batch=orig.batch if orig else None,
+            orig_stan=orig.trace if orig else None,
+            orig_rrn=orig.rrn if orig else None,
+            orig_auth=orig.auth_code if orig else None,
+            orig_date=orig.date if orig else None,
+        )
+
+    def _on_pending_written(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.PendingWritten)
+        self.record = event.record
+        card = card_input_for(
+            event.record.entry_mode, self._pan(), self.card, self.pin_block, event.record.pin_entered
+        )
+        message: Message = financial_request(params_for(event.record, self.ctx.term, card))
+        self.step = Step.AWAIT_REPLY
+        return [ev.SendRequest(message, mac=True, timeout=self.ctx.reply_timeout)]
+
+    def _pan(self) -> str:
+        if self.card is not None:
+            return self.card.pan
+        assert self.request.original is not None and self.request.original.pan
+        return self.request.original.pan
+
+    def _on_reply(self, event: object) -> list[ev.Action]:
+        assert self.record is not None
+        if isinstance(event, ev.ReplyLost):
+            return self._reply_lost(event.reason)
+        assert isinstance(event, ev.ReplyReceived)
+        fields = event.message.fields
+        code = fields.get("39", "")
+        result = HostResult(
+            response_code=code,
+            rrn=fields.get("37"),
+            auth_code=(fields.get("38") or "").strip() or None,
+            card_org=(fields.get("63") or "")[:3].strip() or None,
+            balance=_parse_balance(fields.get("54")),
+        )
+        self.reply = result
+        self.step = Step.WRITE_OUTCOME
+        if self.wire.advice:
+            kind = TxnEvent.ADVICE_ACKED if code in ADVICE_ACK_CODES else TxnEvent.DECLINE
+            return [ev.WriteOutcome(self.record.id, kind, result)]
+        if code == "00":
+            void_of = None
+            if self.request.kind in (TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID):
+                void_of = self.request.original.record_id if self.request.original else None
+            return [ev.WriteOutcome(self.record.id, TxnEvent.APPROVE, result, void_of=void_of)]
+        return [ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result)]
+
+    def _reply_lost(self, reason: str) -> list[ev.Action]:
+        assert self.record is not None
+        self.lost_reason = reason
+        self.step = Step.WRITE_OUTCOME
+        if self.wire.advice:
+            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
+        if not self.wire.reversible:
+            return [ev.WriteOutcome(self.record.id, TxnEvent.LOSE_ENQUIRY_REPLY)]
+        return [
+            ev.WriteOutcome(
+                self.record.id, TxnEvent.LOSE_REPLY, reversal_reason=reversal_reason(reason)
+            )
+        ]
+
+    def _on_outcome_written(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.OutcomeWritten)
+        record = event.record
+        self.record = record
+        if self.lost_reason is not None:
+            if self.wire.advice:
+                return self._finish(TxnResult("stored", "advice_stored", record))
+            if not self.wire.reversible:
+                return self._finish(TxnResult("failed", "no_reply", record, detail=self.lost_reason))
+            status = "cancelled_after_send" if self.lost_reason == "cancelled" else "reversal_pending"
+            return self._finish(TxnResult(status, "reversal_pending", record, detail=self.lost_reason))
+        assert self.reply is not None
+        code = self.reply.response_code
+        if record.state.value == "APPROVED":
+            return self._finish(
+                TxnResult("approved", "00", record, response_code=code, balance=self.reply.balance)
+            )
+        if code == "55" and self.card is not None and self.pin_attempt < self.ctx.pin_tries:
+            self.pin_block = None
+            return self._ask_pin()
+        return self._finish(
+            TxnResult("declined", code, record, response_code=code, detail=lookup(code).en)
+        )
+
+    # -- cancel -------------------------------------------------------------
+
+    def _on_cancel(self) -> list[ev.Action]:
+        if self.step is Step.AWAIT_REPLY:
+            return self._reply_lost("cancelled")
+        if self.step is Step.WRITE_OUTCOME:
+            return []  # the outcome is being made durable; it is reported as it is
+        step = self.step.value
+        return self._finish(
+            TxnResult("cancelled", "cancelled", detail=f"cancelled at step {step}"),
+            audit=(f"{self.request.kind.value} cancelled", f"at step {step}", "cancelled"),
+        )
+
+    def _finish(self, result: TxnResult, audit: tuple[str, str, str] | None = None
+                ) -> list[ev.Action]:
+        self.step = Step.DONE
+        actions: list[ev.Action] = []
+        if audit is not None:
+            actions.append(ev.AuditNote(*audit))
+        actions.append(ev.Finish(result))
+        return actions
+
+
+def _parse_balance(field54: str | None) -> int | None:
+    """CUP field 54: account type 2, amount type 2, currency 3, sign C/D, amount 12."""
+    if not field54 or len(field54) < 20:
+        return None
+    sign, digits = field54[7], field54[8:20]
+    if not digits.isdigit():
+        return None
+    return -int(digits) if sign == "D" else int(digits)
+
+
+def with_record(result: TxnResult, record: TxnRecord) -> TxnResult:
+    return replace(result, record=record)

@@ -1,0 +1,53 @@
+"""Message catalogs (en, zh_CN) for results the terminal reports in words.
+
+Screens, receipts and the ECR link hold keys; this module holds the sentences.
+Host response codes have their own catalog in engine/codes.py.
+"""
+
+from __future__ import annotations
+
+from firmware.engine.codes import lookup
+
+CATALOG: dict[str, tuple[str, str]] = {
+    "approved": ("Approved", "交易成功"),
+    "cancelled": ("Cancelled", "已取消"),
+    "reversal_sent": ("Cancelled - reversal sent", "已取消 - 已冲正"),
+    "reversal_pending": ("Reversal pending", "冲正待发送"),
+    "advice_stored": ("Refund stored - will be sent to the host", "退货已保存, 将上送主机"),
+    "no_reply": ("No reply from host - nothing was charged", "主机无应答 - 未扣款"),
+    "host_unreachable": ("Host unreachable - check network (F1: echo test)", "主机无法连接 - 请检查网络"),
+    "sign_on_failed": ("Sign-on failed", "签到失败"),
+    "invalid_amount": ("Invalid amount", "金额无效"),
+    "amount_over_limit": ("Amount over the limit", "金额超限"),
+    "card_invalid": ("Card number invalid", "卡号无效"),
+    "card_expired": ("Card expired", "卡已过期"),
+    "insert_chip": ("Chip card - please insert", "IC卡请插卡"),
+    "original_not_found": ("Original transaction not found", "原交易不存在"),
+    "original_wrong_type": ("Original is of another type", "原交易类型不符"),
+    "original_already_voided": ("Original already voided", "原交易已撤销"),
+    "original_not_approved": ("Original was not approved", "原交易未成功"),
+    "original_settled": ("Original is settled - use refund", "原交易已结算, 请做退货"),
+    "refund_over_original": ("Refund exceeds the original", "退货金额超过原交易"),
+    "completion_over_preauth": ("Completion exceeds the pre-auth", "完成金额超过预授权"),
+    "password_wrong": ("Wrong supervisor password", "主管密码错误"),
+    "password_locked": ("Too many wrong passwords - locked", "密码错误次数过多, 已锁定"),
+    "change_password": ("Change the supervisor password first", "请先修改主管密码"),
+    "journal_full": ("Storage full - not sent; call support", "存储已满 - 未发送, 请联系维护"),
+    "service_mode": ("Service mode - journal damaged; call support", "维护模式 - 流水损坏, 请联系维护"),
+    "settled_balanced": ("Settlement done - balanced", "结算完成 - 对账平"),
+    "settled_unbalanced": ("Settlement done - unbalanced, batch uploaded", "结算完成 - 对账不平, 已批上送"),
+    "settlement_interrupted": ("Settlement interrupted - will resume", "结算中断 - 将继续"),
+    "settlement_no_reply": ("Settlement not done - nothing changed", "结算未完成 - 无变化"),
+    "settlement_blocked": ("Settlement refused - items pending", "有未完成交易, 不能结算"),
+    "busy": ("Terminal busy", "终端忙"),
+    "type_disabled": ("Transaction type disabled", "交易类型未开通"),
+    "deregistered": ("Terminal deregistered", "终端已注销"),
+}
+
+
+def text(key: str, lang: str = "en") -> str:
+    """The sentence for a catalog key or a two-character host response code."""
+    entry = CATALOG.get(key)
+    if entry is not None:
+        return entry[1] if lang.startswith("zh") else entry[0]
+    return lookup(key).text(lang)

@@ -1,0 +1,81 @@
+"""The journal's SQL schema and its migrations, versioned with PRAGMA user_version.
+
+Each migration is a list of statements applied in one transaction; a journal
+written by a newer firmware is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: transactions, counters, settlements, audit
+    [
+        """CREATE TABLE counters (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        )""",
+        "INSERT INTO counters (name, value) VALUES ('stan', 0), ('invoice', 0), ('batch', 1)",
+        """CREATE TABLE txn (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            stan TEXT NOT NULL,
+            batch TEXT NOT NULL,
+            invoice TEXT NOT NULL,
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            currency TEXT NOT NULL,
+            pan_enc BLOB,
+            pan_masked TEXT NOT NULL,
+            foreign_card INTEGER NOT NULL,
+            entry_mode TEXT NOT NULL,
+            pin_entered INTEGER NOT NULL,
+            operator TEXT NOT NULL,
+            local_date TEXT NOT NULL,
+            local_time TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            reference TEXT,
+            orig_id INTEGER REFERENCES txn(id),
+            orig_batch TEXT, orig_stan TEXT, orig_rrn TEXT, orig_auth TEXT, orig_date TEXT,
+            response_code TEXT, rrn TEXT, auth_code TEXT, card_org TEXT,
+            reversal_reason TEXT,
+            reversal_attempts INTEGER NOT NULL DEFAULT 0,
+            advice_attempts INTEGER NOT NULL DEFAULT 0,
+            uploaded INTEGER NOT NULL DEFAULT 0,
+            settlement_id INTEGER REFERENCES settlement(id)
+        )""",
+        # A STAN is never used twice within a batch; the counter makes it so,
+        # the index proves it.
+        "CREATE UNIQUE INDEX txn_batch_stan ON txn (batch, stan)",
+        "CREATE INDEX txn_state ON txn (state)",
+        "CREATE INDEX txn_batch_invoice ON txn (batch, invoice)",
+        "CREATE INDEX txn_rrn ON txn (rrn)",
+        """CREATE TABLE settlement (
+            id INTEGER PRIMARY KEY,
+            batch TEXT NOT NULL,
+            state TEXT NOT NULL,
+            stan TEXT NOT NULL,
+            totals TEXT NOT NULL,
+            result_domestic TEXT,
+            result_foreign TEXT,
+            uploaded_count INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            started_at REAL NOT NULL,
+            finished_at REAL
+        )""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            operator TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        )""",
+        # Append-only: the audit trail cannot be edited from SQL either.
+        """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

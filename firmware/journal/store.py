@@ -1,0 +1,549 @@
+"""The journal: every financial record, the counters it consumed, settlements, audit.
+
+One SQL transaction per state change, committed with synchronous=FULL in WAL
+mode before the caller may act on it. The state table in engine/states.py is
+enforced here, so no code path can turn a given-up record into an approval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
+from firmware.engine.states import TxnEvent, TxnState, next_state
+from firmware.host.messages import SideTotals, TxnKind
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
+from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from firmware.journal.vault import CardVault
+
+log = logging.getLogger("posfw.journal")
+
+COUNTER_WRAP = 999_999
+DEBIT_KINDS = (TxnKind.SALE.value, TxnKind.COMPLETION.value)
+CREDIT_KINDS = (TxnKind.VOID.value, TxnKind.COMPLETION_VOID.value, TxnKind.REFUND.value)
+# Gross totals: a voided sale stays in the debit total and its void in credit.
+DEBIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
+CREDIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
+OPEN_SETTLEMENT_STATES = ("REQUESTED", "UPLOADING", "ENDING")
+
+_TXN_COLUMNS = (
+    "id, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign_card, "
+    "entry_mode, pin_entered, operator, local_date, local_time, created_at, reference, orig_id, "
+    "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
+    "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id"
+)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    to_reverse: int  # PENDING records found at start-up that became REVERSAL_DUE
+    enquiries_failed: int
+    settlements_abandoned: int
+    settlement_to_resume: SettlementRow | None
+
+
+def _row_to_record(row: tuple) -> TxnRecord:
+    (rid, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign, entry_mode,
+     pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
+     orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
+     adv_attempts, uploaded, settlement_id) = row
+    return TxnRecord(
+        id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
+        invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
+        foreign=bool(foreign), entry_mode=entry_mode, pin_entered=bool(pin_entered),
+        operator=operator, local_date=local_date, local_time=local_time, created_at=created_at,
+        reference=reference, orig_id=orig_id, orig_batch=orig_batch, orig_stan=orig_stan,
+        orig_rrn=orig_rrn, orig_auth=orig_auth, orig_date=orig_date, response_code=rc, rrn=rrn,
+        auth_code=auth, card_org=org, reversal_reason=rev_reason,
+        reversal_attempts=rev_attempts, advice_attempts=adv_attempts, uploaded=bool(uploaded),
+        settlement_id=settlement_id,
+    )
+
+
+def _row_to_settlement(row: tuple) -> SettlementRow:
+    (sid, batch, state, stan, totals, rdom, rfor, uploaded, started, finished) = row
+    t = json.loads(totals)
+    return SettlementRow(
+        id=sid, batch=batch, state=state, stan=stan, domestic=tuple(t["domestic"]),
+        foreign=tuple(t["foreign"]), result_domestic=rdom, result_foreign=rfor,
+        uploaded_count=uploaded, started_at=started, finished_at=finished,
+    )
+
+
+_SETTLEMENT_COLUMNS = (
+    "id, batch, state, stan, totals, result_domestic, result_foreign, uploaded_count, "
+    "started_at, finished_at"
+)
+
+
+class Journal:
+    """The open journal file. Not thread-safe: the app's event loop is its only user."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, vault: CardVault,
+                 clock: Callable[[], float]) -> None:
+        self._db = conn
+        self.path = path
+        self._vault = vault
+        self._clock = clock
+
+    # -- opening ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, vault: CardVault,
+             clock: Callable[[], float] = time.time) -> Journal:
+        """Open (creating if absent), check and migrate. A damaged file is never recreated."""
+        p = Path(path)
+        existed = p.exists() and p.stat().st_size > 0
+        try:
+            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {p}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if existed:
+                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise JournalCorrupt(p, verdict)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(f"the journal {p} cannot use WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            journal = cls(conn, p, vault, clock)
+            journal._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "full" in str(exc).lower():
+                raise JournalFull(str(exc)) from exc
+            raise JournalCorrupt(p, str(exc)) from exc
+        except JournalError:
+            conn.close()
+            raise
+        return journal
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalTooNew(self.path, version, SCHEMA_VERSION)
+        for number in range(version, SCHEMA_VERSION):
+            with self._tx() as cur:
+                for statement in MIGRATIONS[number]:
+                    cur.execute(statement)
+                cur.execute(f"PRAGMA user_version = {number + 1}")
+            log.info("journal migrated to schema %d", number + 1)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One durable SQL transaction; a full disk becomes JournalFull, nothing half-written."""
+        cur = self._db.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback failed")
+            if isinstance(exc, sqlite3.OperationalError) and (
+                "full" in str(exc).lower() or "disk i/o" in str(exc).lower()
+            ):
+                raise JournalFull(str(exc)) from exc
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc).lower():
+                raise JournalCorrupt(self.path, str(exc)) from exc
+            raise
+        finally:
+            cur.close()
+
+    # -- counters ---------------------------------------------------------------
+
+    @staticmethod
+    def _next(cur: sqlite3.Cursor, name: str) -> int:
+        value = cur.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+        value = value % COUNTER_WRAP + 1
+        cur.execute("UPDATE counters SET value = ? WHERE name = ?", (value, name))
+        return value
+
+    def allocate_stan(self) -> str:
+        """The next STAN for a management message, durably consumed."""
+        with self._tx() as cur:
+            return f"{self._next(cur, 'stan'):06d}"
+
+    def current_batch(self) -> str:
+        value = self._db.execute("SELECT value FROM counters WHERE name = 'batch'").fetchone()[0]
+        return f"{value:06d}"
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+
+    def adopt_batch(self, batch: str) -> bool:
+        """Take the host's batch number (sign-on 60.2) unless this batch already has records."""
+        if not (len(batch) == 6 and batch.isdigit()):
+            return False
+        current = self.current_batch()
+        if batch == current:
+            return False
+        with self._tx() as cur:
+            used = cur.execute("SELECT COUNT(*) FROM txn WHERE batch = ?", (current,)).fetchone()[0]
+            if used:
+                log.warning("host batch %s ignored: batch %s has %d records", batch, current, used)
+                return False
+            cur.execute("UPDATE counters SET value = ? WHERE name = 'batch'", (int(batch),))
+            self._audit(cur, "system", "adopt batch", f"{current} -> {batch}", "done")
+        return True
+
+    # -- records ----------------------------------------------------------------
+
+    def begin(self, draft: PendingDraft) -> TxnRecord:
+        """Write ahead: the record and the counters it consumes, in one commit."""
+        now = self._clock()
+        state = TxnState.ADVICE_DUE if draft.advice else TxnState.PENDING
+        pan_enc = self._vault.encrypt(draft.pan)
+        with self._tx() as cur:
+            stan = f"{self._next(cur, 'stan'):06d}"
+            invoice = f"{self._next(cur, 'invoice'):06d}"
+            batch = f"{cur.execute('SELECT value FROM counters WHERE name = ?', ('batch',)).fetchone()[0]:06d}"
+            cur.execute(
+                "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
+                "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
+                "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
+                "orig_rrn, orig_auth, orig_date) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
+                 pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
+                 int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
+                 now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
+                 draft.orig_rrn, draft.orig_auth, draft.orig_date),
+            )
+            rid = cur.lastrowid
+            assert rid is not None
+            self._audit(cur, draft.operator, draft.kind.value,
+                        f"trace {stan} amount {draft.amount} card {draft.pan_masked}", state.value)
+            row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (rid,)).fetchone()
+        return _row_to_record(row)
+
+    def apply(self, record_id: int, event: TxnEvent, result: HostResult | None = None,
+              reversal_reason: str | None = None, void_of: int | None = None) -> TxnRecord:
+        """One state change (and, for an approved void, its original's) in one commit."""
+        now = self._clock()
+        with self._tx() as cur:
+            row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no journal record {record_id}")
+            record = _row_to_record(row)
+            new_state = next_state(record.state, event)
+            sets = ["state = ?", "updated_at = ?"]
+            args: list[object] = [new_state.value, now]
+            if result is not None and event in (
+                TxnEvent.APPROVE, TxnEvent.DECLINE, TxnEvent.ADVICE_ACKED
+            ):
+                sets += ["response_code = ?", "rrn = ?", "auth_code = ?", "card_org = ?"]
+                args += [result.response_code, result.rrn, result.auth_code, result.card_org]
+            if reversal_reason is not None:
+                sets.append("reversal_reason = ?")
+                args.append(reversal_reason)
+            if event in (TxnEvent.REVERSAL_ACKED, TxnEvent.REVERSAL_FAILED):
+                sets.append("reversal_attempts = reversal_attempts + 1")
+            if event in (TxnEvent.ADVICE_ACKED, TxnEvent.ADVICE_FAILED):
+                sets.append("advice_attempts = advice_attempts + 1")
+            cur.execute(f"UPDATE txn SET {', '.join(sets)} WHERE id = ?", (*args, record_id))
+            if void_of is not None and new_state is TxnState.APPROVED:
+                orig = cur.execute("SELECT state FROM txn WHERE id = ?", (void_of,)).fetchone()
+                if orig is None:
+                    raise JournalError(f"the voided original {void_of} is not in the journal")
+                voided = next_state(TxnState(orig[0]), TxnEvent.VOID)
+                cur.execute("UPDATE txn SET state = ?, updated_at = ? WHERE id = ?",
+                            (voided.value, now, void_of))
+            if event not in (TxnEvent.APPROVE, TxnEvent.DECLINE):  # those are audited by begin+rc
+                self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
+                            f"trace {record.stan}", new_state.value)
+            row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
+        return _row_to_record(row)
+
+    def resolve_manually(self, record_id: int, operator: str, reason: str) -> TxnRecord:
+        """Supervisor closes a reversal that the host never acknowledged (audited)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT state, stan FROM txn WHERE id = ?", (record_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no journal record {record_id}")
+            new_state = next_state(TxnState(row[0]), TxnEvent.RESOLVE_MANUALLY)
+            cur.execute("UPDATE txn SET state = ?, updated_at = ? WHERE id = ?",
+                        (new_state.value, self._clock(), record_id))
+            self._audit(cur, operator, "manual reversal resolution", f"trace {row[1]}: {reason}",
+                        new_state.value)
+        return self.get(record_id)
+
+    def get(self, record_id: int) -> TxnRecord:
+        row = self._db.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no journal record {record_id}")
+        return _row_to_record(row)
+
+    def _select(self, where: str, args: tuple = (), order: str = "id") -> list[TxnRecord]:
+        rows = self._db.execute(
+            f"SELECT {_TXN_COLUMNS} FROM txn WHERE {where} ORDER BY {order}", args
+        ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def find_by_trace(self, trace: str, batch: str | None = None) -> TxnRecord | None:
+        batch = batch or self.current_batch()
+        found = self._select("batch = ? AND stan = ?", (batch, trace))
+        return found[0] if found else None
+
+    def find_by_rrn(self, rrn: str) -> TxnRecord | None:
+        found = self._select("rrn = ? AND state IN ('APPROVED', 'VOIDED')", (rrn,), order="id DESC")
+        return found[0] if found else None
+
+    def last_record(self) -> TxnRecord | None:
+        found = self._select("1", order="id DESC LIMIT 1")
+        return found[0] if found else None
+
+    def records(self, state: TxnState | None = None, batch: str | None = None) -> list[TxnRecord]:
+        clauses, args = ["1"], []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state.value)
+        if batch is not None:
+            clauses.append("batch = ?")
+            args.append(batch)
+        return self._select(" AND ".join(clauses), tuple(args))
+
+    def reversals_due(self) -> list[TxnRecord]:
+        return self._select("state = 'REVERSAL_DUE'")
+
+    def advices_due(self) -> list[TxnRecord]:
+        return self._select("state = 'ADVICE_DUE'")
+
+    def unresolved_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) FROM txn WHERE state IN ('PENDING','REVERSAL_DUE','ADVICE_DUE')"
+            " GROUP BY state"
+        ).fetchall()
+        counts = {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0}
+        counts.update(dict(rows))
+        return counts
+
+    def refunded_against(self, orig_rrn: str) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM txn WHERE kind = 'refund' AND orig_rrn = ? "
+            "AND state IN ('APPROVED', 'ADVICE_DUE', 'PENDING')",
+            (orig_rrn,),
+        ).fetchone()
+        return int(row[0])
+
+    def decrypt_pan(self, record_id: int) -> str:
+        row = self._db.execute("SELECT pan_enc FROM txn WHERE id = ?", (record_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise JournalError(f"record {record_id} holds no card number")
+        return self._vault.decrypt(row[0])
+
+    # -- start-up recovery ------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Whatever was on the wire when the power went is now unknown: plan its reversal."""
+        now = self._clock()
+        with self._tx() as cur:
+            pending = cur.execute("SELECT id, kind FROM txn WHERE state = 'PENDING'").fetchall()
+            to_reverse = enquiries = 0
+            for rid, kind in pending:
+                if kind == TxnKind.BALANCE.value:
+                    event, reason = TxnEvent.LOSE_ENQUIRY_REPLY, None
+                    enquiries += 1
+                else:
+                    event, reason = TxnEvent.LOSE_REPLY, "06"
+                    to_reverse += 1
+                new_state = next_state(TxnState.PENDING, event)
+                cur.execute(
+                    "UPDATE txn SET state = ?, reversal_reason = COALESCE(?, reversal_reason), "
+                    "updated_at = ? WHERE id = ?",
+                    (new_state.value, reason, now, rid),
+                )
+            abandoned = cur.execute(
+                "UPDATE settlement SET state = 'ABANDONED', reason = ?, finished_at = ? "
+                "WHERE state = 'REQUESTED'",
+                ("no recorded reply to the settlement request before a restart", now),
+            ).rowcount
+            if pending or abandoned:
+                self._audit(cur, "system", "start-up recovery",
+                            f"{to_reverse} to reverse, {enquiries} enquiries lost, "
+                            f"{abandoned} settlement requests abandoned", "done")
+        return RecoveryReport(to_reverse, enquiries, abandoned, self.open_settlement())
+
+    # -- totals and settlement --------------------------------------------------
+
+    def totals(self, batch: str | None = None) -> tuple[SideTotals, SideTotals]:
+        batch = batch or self.current_batch()
+        rows = self._db.execute(
+            "SELECT foreign_card, "
+            f" SUM(CASE WHEN kind IN {DEBIT_KINDS} AND state IN {DEBIT_STATES} THEN amount ELSE 0 END),"
+            f" SUM(CASE WHEN kind IN {DEBIT_KINDS} AND state IN {DEBIT_STATES} THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN kind IN {CREDIT_KINDS} AND state IN {CREDIT_STATES} THEN amount ELSE 0 END),"
+            f" SUM(CASE WHEN kind IN {CREDIT_KINDS} AND state IN {CREDIT_STATES} THEN 1 ELSE 0 END)"
+            " FROM txn WHERE batch = ? GROUP BY foreign_card",
+            (batch,),
+        ).fetchall()
+        sides = {0: SideTotals(0, 0, 0, 0), 1: SideTotals(0, 0, 0, 0)}
+        for foreign, da, dc, ca, cc in rows:
+            sides[foreign] = SideTotals(int(da or 0), int(dc or 0), int(ca or 0), int(cc or 0))
+        return sides[0], sides[1]
+
+    def totals_by_kind(self, batch: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """(card side, kind) -> (count, amount) of counted records, for reviews and reports."""
+        batch = batch or self.current_batch()
+        rows = self._db.execute(
+            "SELECT foreign_card, kind, COUNT(*), SUM(amount) FROM txn WHERE batch = ? "
+            "AND state IN ('APPROVED', 'VOIDED') GROUP BY foreign_card, kind",
+            (batch,),
+        ).fetchall()
+        return {("foreign" if f else "domestic", k): (c, int(a)) for f, k, c, a in rows}
+
+    def open_settlement(self) -> SettlementRow | None:
+        row = self._db.execute(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE state IN "
+            f"{OPEN_SETTLEMENT_STATES} ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return _row_to_settlement(row) if row else None
+
+    def last_settlement(self) -> SettlementRow | None:
+        row = self._db.execute(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE state = 'DONE' "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return _row_to_settlement(row) if row else None
+
+    def get_settlement(self, settlement_id: int) -> SettlementRow:
+        row = self._db.execute(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?", (settlement_id,)
+        ).fetchone()
+        if row is None:
+            raise JournalError(f"no settlement {settlement_id}")
+        return _row_to_settlement(row)
+
+    def begin_settlement(self, batch: str, stan: str, domestic: SideTotals,
+                         foreign: SideTotals, operator: str = "01") -> int:
+        totals = json.dumps({
+            "domestic": [domestic.debit_amount, domestic.debit_count,
+                         domestic.credit_amount, domestic.credit_count],
+            "foreign": [foreign.debit_amount, foreign.debit_count,
+                        foreign.credit_amount, foreign.credit_count],
+        })
+        with self._tx() as cur:
+            if cur.execute(
+                f"SELECT COUNT(*) FROM settlement WHERE state IN {OPEN_SETTLEMENT_STATES}"
+            ).fetchone()[0]:
+                raise JournalError("a settlement is already in progress")
+            cur.execute(
+                "INSERT INTO settlement (batch, state, stan, totals, started_at) "
+                "VALUES (?, 'REQUESTED', ?, ?, ?)",
+                (batch, stan, totals, self._clock()),
+            )
+            sid = cur.lastrowid
+            self._audit(cur, operator, "settlement", f"batch {batch} requested", "REQUESTED")
+        assert sid is not None
+        return sid
+
+    def record_settlement_reply(self, settlement_id: int, dom: str, fgn: str) -> None:
+        state = "ENDING" if (dom, fgn) == ("1", "1") else "UPLOADING"
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE settlement SET state = ?, result_domestic = ?, result_foreign = ? "
+                "WHERE id = ? AND state = 'REQUESTED'",
+                (state, dom, fgn, settlement_id),
+            )
+            self._audit(cur, "system", "settlement reply",
+                        f"domestic {dom} foreign {fgn}", state)
+
+    def upload_items(self, settlement_id: int, limit: int) -> list[tuple[TxnRecord, str]]:
+        s = self.get_settlement(settlement_id)
+        sides = [side for side, result in ((0, s.result_domestic), (1, s.result_foreign))
+                 if result != "1"]
+        if not sides:
+            return []
+        marks = ",".join("?" * len(sides))
+        records = self._select(
+            f"batch = ? AND uploaded = 0 AND foreign_card IN ({marks}) AND ("
+            f"(kind IN {DEBIT_KINDS} AND state IN {DEBIT_STATES}) OR "
+            f"(kind IN {CREDIT_KINDS} AND state IN {CREDIT_STATES})) ",
+            (s.batch, *sides), order=f"id LIMIT {int(limit)}",
+        )
+        return [(r, self.decrypt_pan(r.id)) for r in records]
+
+    def mark_uploaded(self, settlement_id: int, record_ids: tuple[int, ...]) -> None:
+        with self._tx() as cur:
+            cur.executemany("UPDATE txn SET uploaded = 1 WHERE id = ?", [(i,) for i in record_ids])
+            cur.execute(
+                "UPDATE settlement SET uploaded_count = uploaded_count + ? WHERE id = ?",
+                (len(record_ids), settlement_id),
+            )
+
+    def abandon_settlement(self, settlement_id: int, reason: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE settlement SET state = 'ABANDONED', reason = ?, finished_at = ? "
+                "WHERE id = ?",
+                (reason, self._clock(), settlement_id),
+            )
+            self._audit(cur, "system", "settlement abandoned", reason, "ABANDONED")
+
+    def finish_settlement(self, settlement_id: int) -> str:
+        """Close the batch: its records join the settlement, the batch number advances."""
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT batch, state FROM settlement WHERE id = ?", (settlement_id,)
+            ).fetchone()
+            if row is None or row[1] not in ("UPLOADING", "ENDING"):
+                raise JournalError(f"settlement {settlement_id} cannot finish from {row}")
+            batch = row[0]
+            cur.execute(
+                "UPDATE settlement SET state = 'DONE', finished_at = ? WHERE id = ?",
+                (self._clock(), settlement_id),
+            )
+            cur.execute("UPDATE txn SET settlement_id = ? WHERE batch = ?", (settlement_id, batch))
+            new_batch = int(batch) % COUNTER_WRAP + 1
+            cur.execute("UPDATE counters SET value = ? WHERE name = 'batch'", (new_batch,))
+            self._audit(cur, "system", "settlement done", f"batch {batch} closed", "DONE")
+        return f"{new_batch:06d}"
+
+    def purge_settled(self, older_than_days: int) -> int:
+        """Retention: settled records older than the setting go (never unresolved ones)."""
+        cutoff = self._clock() - older_than_days * 86400
+        with self._tx() as cur:
+            return cur.execute(
+                "DELETE FROM txn WHERE settlement_id IS NOT NULL AND created_at < ? AND state IN "
+                "('APPROVED','DECLINED','REVERSED','VOIDED','FAILED','RESOLVED_MANUALLY') "
+                "AND id NOT IN (SELECT orig_id FROM txn WHERE orig_id IS NOT NULL)",
+                (cutoff,),
+            ).rowcount
+
+    # -- audit ------------------------------------------------------------------
+
+    def _audit(self, cur: sqlite3.Cursor, operator: str, action: str, detail: str,
+               outcome: str) -> None:
+        cur.execute(
+            "INSERT INTO audit (at, operator, action, detail, outcome) VALUES (?,?,?,?,?)",
+            (self._clock(), operator, action, detail, outcome),
+        )
+
+    def audit(self, operator: str, action: str, detail: str, outcome: str) -> None:
+        with self._tx() as cur:
+            self._audit(cur, operator, action, detail, outcome)
+
+    def audit_lines(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
+        return self._db.execute(
+            "SELECT at, operator, action, detail, outcome FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def integrity(self) -> str:
+        return self._db.execute("PRAGMA quick_check").fetchone()[0]

@@ -1,0 +1,162 @@
+"""Test helpers: a provisioned terminal data directory paired with the acquirer simulator.
+
+The terminal runs in-process (asyncio) or as a real subprocess driven over the
+ECR link; the simulator runs in a thread on 127.0.0.1. Both use real files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from board.sim.acquirer import SimulatorThread
+from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.engine.model import CardRead, OriginalRef, TxnRequest
+from firmware.host.messages import TxnKind
+from firmware.settings.model import factory, hash_password
+
+REPO = Path(__file__).resolve().parent.parent
+TID = "12345678"
+MID = "123456789012345"
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PASSWORD = "246810"
+
+
+def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: Any) -> Path:
+    """What a terminal vendor's provisioning step leaves on the device."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = data_dir / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "tmk.key").write_text(TMK.hex())
+    os.chmod(keys / "tmk.key", 0o600)
+    settings = factory()
+    settings["merchant"].update({"tid": TID, "mid": MID})
+    settings["comms"].update({"port": sim_port, "reply_timeout": reply_timeout,
+                              "connect_timeout": 2.0})
+    settings["security"].update({"supervisor_hash": hash_password(PASSWORD),
+                                 "password_changed": True})
+    settings["transactions"].update(tx)
+    (data_dir / "settings.json").write_text(json.dumps(settings))
+    return data_dir
+
+
+def start_sim(tmp: Path) -> SimulatorThread:
+    sim = SimulatorThread(tmp / "ledger.db", terminals=[(TID, MID, TMK)])
+    sim.start()
+    return sim
+
+
+def swipe(name: str) -> CardRead:
+    from board.sim.cards import TEST_CARDS
+
+    c = TEST_CARDS[name]
+    return CardRead("swipe", c.pan, c.expiry, c.service_code, c.track2)
+
+
+def pin_for(name: str) -> str | None:
+    from board.sim.cards import TEST_CARDS
+
+    return TEST_CARDS[name].pin
+
+
+async def terminal(data_dir: Path) -> Terminal:
+    t = Terminal(AppConfig(data_dir=data_dir))
+    await t.start()
+    return t
+
+
+async def sale(t: Terminal, amount: int, card: str = "cup_credit", **kw: Any):
+    io = OperatorInput(card=swipe(card), pin=pin_for(card))
+    return await t.financial(TxnRequest(TxnKind.SALE, amount, **kw), io)
+
+
+async def void(t: Terminal, trace: str, password: str = PASSWORD):
+    return await t.financial(TxnRequest(TxnKind.VOID, original=OriginalRef(trace=trace)),
+                             OperatorInput(password=password))
+
+
+async def refund(t: Terminal, amount: int, rrn: str, date: str, card: str = "cup_credit",
+                 password: str = PASSWORD):
+    io = OperatorInput(card=swipe(card), pin=pin_for(card), password=password)
+    return await t.financial(
+        TxnRequest(TxnKind.REFUND, amount, original=OriginalRef(rrn=rrn, date=date)), io)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# -- the terminal as a real process ------------------------------------------------
+
+class TerminalProcess:
+    """`python -m firmware.app` in a subprocess, driven over its ECR TCP port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def start(self, timeout: float = 20.0) -> None:
+        ready = self.data_dir / "ready"
+        ready.unlink(missing_ok=True)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.app", "--data", str(self.data_dir), "--ecr-port", "0",
+             "--ready-file", str(ready), "--log-level", "INFO"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "stderr.log", "ab"),
+        )
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"terminal exited with {self.proc.returncode}: "
+                                   + (self.data_dir / "stderr.log").read_text()[-2000:])
+            if time.monotonic() > deadline:
+                raise TimeoutError("terminal did not become ready")
+            time.sleep(0.02)
+        self.port = int(ready.read_text())
+        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self._buf = b""
+
+    def request(self, timeout: float = 30.0, **req: Any) -> dict[str, Any]:
+        assert self._sock is not None
+        self._sock.settimeout(timeout)
+        self._sock.sendall((json.dumps(req) + "\n").encode())
+        while b"\n" not in self._buf:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("terminal closed the ECR link")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def send_only(self, **req: Any) -> None:
+        assert self._sock is not None
+        self._sock.sendall((json.dumps(req) + "\n").encode())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
