@@ -160,3 +160,53 @@ class TerminalProcess:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+# -- agreement between the terminal's journal and the host's ledger -----------------
+
+MONEY_STATES = ("APPROVED", "VOIDED")
+
+
+def assert_agree(journal: Any, ledger: Any, tid: str = TID) -> None:
+    """No lost approval, no double charge, nothing owed: the two books say the same."""
+    unresolved = journal.unresolved_counts()
+    assert unresolved == {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0}, unresolved
+    mine = {
+        (int(r.batch), int(r.stan)): r
+        for r in journal.records()
+        if r.state.value in MONEY_STATES and r.kind is not TxnKind.BALANCE
+    }
+    host_rows = [r for r in ledger.approved(tid) if r.kind != "balance"]
+    theirs = {(r.batch, r.stan): r for r in host_rows}
+    assert len(theirs) == len(host_rows), "the host booked one (batch, STAN) twice"
+    only_mine = sorted(set(mine) - set(theirs))
+    only_theirs = sorted(set(theirs) - set(mine))
+    assert not only_mine, f"approved on the terminal only: {only_mine}"
+    assert not only_theirs, f"approved at the host only: {only_theirs}"
+    for key, record in mine.items():
+        host = theirs[key]
+        assert host.amount == record.amount, (key, host.amount, record.amount)
+        assert host.kind == record.kind.value, (key, host.kind, record.kind)
+        assert (record.state.value == "VOIDED") == host.voided, (key, record.state, host.voided_by)
+
+
+class WireSpy:
+    """Records every request the terminal's host link sends and the reply it got."""
+
+    def __init__(self, t: Terminal) -> None:
+        self.sent: list[Any] = []
+        self.replies: list[Any] = []
+        link = t.link
+        assert link is not None
+        original = link.request
+
+        async def spy(msg: Any, *, mac: bool, timeout: float) -> Any:
+            self.sent.append(msg)
+            reply = await original(msg, mac=mac, timeout=timeout)
+            self.replies.append(reply)
+            return reply
+
+        link.request = spy  # type: ignore[method-assign]
+
+    def mtis(self) -> list[str]:
+        return [m.mti for m in self.sent]

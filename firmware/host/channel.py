@@ -1,0 +1,265 @@
+"""TCP link to the acquirer host: HostChannel (connection + MUX) and HostLink (session).
+
+Theory of operation: one background reader task per connection turns frames into
+Decoded messages and hands each to the one outstanding request if its `accept`
+says it matches (jPOS MUX idea); anything else is a stray, logged and dropped.
+A frame that cannot be decoded means framing can no longer be trusted: the
+waiter gets NoReply(MALFORMED) and the connection is closed. HostLink adds the
+working keys, the MAC, the CUP matching rule (MTI + 10, fields 11/41/42, amount)
+and the "sign on again" signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from .codec import Decoded, decode, encode, verify_mac
+from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
+from .framing import MAX_FRAME, read_frame
+from .keys import WorkingKeys, parse_signon_keys
+from .messages import Message, Terminal, signon_request
+
+__all__ = ["SIGN_ON_CODES", "HostChannel", "HostLink"]
+
+log = logging.getLogger("posfw.host")
+
+# Response codes after which the host expects a fresh sign-on (section 7).
+SIGN_ON_CODES: Final = frozenset({"22", "77", "99", "A0"})
+
+_Waiter = tuple[Callable[[Decoded], bool], asyncio.Future[Decoded]]
+
+
+class HostChannel:
+    """One TCP connection to the host, opened on demand, one request at a time."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
+                 max_frame: int = MAX_FRAME) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiter: _Waiter | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and its reader is running (no I/O)."""
+        return (self._writer is not None and not self._writer.is_closing()
+                and self._reader_task is not None and not self._reader_task.done())
+
+    async def exchange(self, frame: bytes, accept: Callable[[Decoded], bool],
+                       timeout: float) -> Decoded:
+        """Send `frame` and wait up to `timeout` s for a reply that `accept` takes.
+
+        Connects first if needed (bounded by connect_timeout, not by `timeout`).
+        Raises NoReply(LINK) if the connection cannot be made or drops before the
+        reply, NoReply(TIMEOUT), or NoReply(MALFORMED). If the calling task is
+        cancelled the reader carries on; a late reply is discarded as a stray.
+        """
+        async with self._lock:
+            await self._ensure_connected()
+            writer = self._writer
+            assert writer is not None  # _ensure_connected either connects or raises
+            future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
+            # Register before writing: a fast host may answer before drain() returns.
+            self._waiter = (accept, future)
+            try:
+                async with asyncio.timeout(timeout):
+                    try:
+                        writer.write(frame)
+                        await writer.drain()
+                    except (ConnectionError, OSError) as exc:
+                        await self._drop_connection()
+                        raise NoReply(NoReply.LINK, f"send failed: {exc}") from None
+                    return await future
+            except TimeoutError:
+                raise NoReply(NoReply.TIMEOUT, f"no reply within {timeout:g} s") from None
+            finally:
+                self._waiter = None
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # mark retrieved: no "never retrieved" noise
+
+    async def close(self) -> None:
+        """Close the connection; a request still waiting gets NoReply(CANCELLED)."""
+        self._fail_waiter(NoReply(NoReply.CANCELLED, "channel closed locally"))
+        await self._drop_connection()
+
+    # -- internals
+
+    async def _ensure_connected(self) -> None:
+        if self.connected:
+            return
+        await self._drop_connection()  # clear what is left of a dead connection
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
+            raise NoReply(NoReply.LINK, f"connect to {self.host}:{self.port} timed out "
+                                        f"after {self.connect_timeout:g} s") from None
+        except OSError as exc:
+            raise NoReply(NoReply.LINK, f"connect to {self.host}:{self.port} failed: "
+                                        f"{exc.strerror or exc}") from None
+        self._reader, self._writer = reader, writer
+        self._reader_task = asyncio.create_task(self._read_loop(reader),
+                                                name=f"host-reader {self.host}:{self.port}")
+        log.info("connected to host %s:%s", self.host, self.port)
+
+    async def _drop_connection(self) -> None:
+        task, writer = self._reader_task, self._writer
+        self._reader_task = self._reader = self._writer = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def _fail_waiter(self, exc: NoReply) -> None:
+        if self._waiter is not None:
+            future = self._waiter[1]
+            if not future.done():
+                future.set_exception(exc)
+
+    def _deliver(self, decoded: Decoded) -> None:
+        fields = decoded.message.fields
+        if self._waiter is not None:
+            accept, future = self._waiter
+            if not future.done():
+                try:
+                    taken = accept(decoded)
+                except Exception as exc:  # a faulty predicate must not kill the reader
+                    future.set_exception(exc)
+                    return
+                if taken:
+                    future.set_result(decoded)
+                    return
+        # Only MTI and STAN: nothing that could identify a card.
+        log.warning("discarded stray response MTI %s STAN %s",
+                    decoded.message.mti, fields.get("11", "-"))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        """Reader task: runs until the connection ends; never raises."""
+        reason = "connection closed by host before the reply"
+        try:
+            while True:
+                payload = await read_frame(reader, self.max_frame)
+                try:
+                    decoded = decode(payload)
+                except RemoteProtocolError as exc:
+                    # A body we cannot parse may mean we lost the frame boundary:
+                    # nothing further on this connection can be trusted.
+                    log.warning("malformed frame from host, closing connection: %s", exc)
+                    self._fail_waiter(NoReply(NoReply.MALFORMED, str(exc)))
+                    reason = "connection closed after a malformed frame"
+                    return
+                self._deliver(decoded)
+        except RemoteProtocolError as exc:  # bad length prefix
+            log.warning("malformed frame from host, closing connection: %s", exc)
+            self._fail_waiter(NoReply(NoReply.MALFORMED, str(exc)))
+        except asyncio.IncompleteReadError:
+            log.info("host closed the connection")
+            self._fail_waiter(NoReply(NoReply.LINK, reason))
+        except (ConnectionError, OSError) as exc:
+            log.info("connection to host lost: %s", exc)
+            self._fail_waiter(NoReply(NoReply.LINK, f"connection lost: {exc}"))
+        finally:
+            # Close here so `connected` turns False and the next exchange reconnects.
+            writer = self._writer
+            if writer is not None and self._reader is reader:
+                writer.close()
+
+
+class HostLink:
+    """A session with the host over a channel: working keys, MAC and reply matching."""
+
+    def __init__(self, channel: HostChannel, term: Terminal, tmk: bytes) -> None:
+        self.channel = channel
+        self.term = term
+        self._tmk = tmk
+        self.keys: WorkingKeys | None = None
+        self.sign_on_required = True
+
+    def __repr__(self) -> str:
+        # Never the master key; the working keys' repr shows check values only.
+        return (f"HostLink(host={self.channel.host}:{self.channel.port}, "
+                f"tid={self.term.tid}, keys={self.keys!r}, "
+                f"sign_on_required={self.sign_on_required})")
+
+    async def request(self, msg: Message, *, mac: bool, timeout: float) -> Message:
+        """Send `msg`, return the matching reply.
+
+        NoReply(MALFORMED) if the reply's amount differs from the request's,
+        NoReply(BAD_MAC) if a reply that must carry a MAC has none or a wrong one
+        (checked when 39 is 00 and on every 0410).
+        """
+        if mac and self.keys is None:
+            raise LocalProtocolError("no working keys: sign on before sending MACed messages")
+        mak = self.keys.mak if mac and self.keys is not None else None
+        frame = encode(msg, mak)
+        req = msg.fields
+        reply_mti = f"{int(msg.mti) + 10:04d}"
+
+        def accept(d: Decoded) -> bool:
+            got = d.message
+            if got.mti != reply_mti:
+                return False
+            if "11" in req and got.fields.get("11") != req["11"]:
+                return False
+            return (got.fields.get("41") == req.get("41")
+                    and got.fields.get("42") == req.get("42"))
+
+        log.info("send MTI %s STAN %s", msg.mti, req.get("11", "-"))
+        decoded = await self.channel.exchange(frame, accept, timeout)
+        reply = decoded.message
+        code = reply.fields.get("39")
+        log.info("reply MTI %s STAN %s code %s", reply.mti, reply.fields.get("11", "-"), code)
+        # Erring towards a needless sign-on is harmless, so heed these before any check.
+        if reply.header.processing == "3" or code in SIGN_ON_CODES:
+            self.sign_on_required = True
+        if "4" in req and "4" in reply.fields and reply.fields["4"] != req["4"]:
+            raise NoReply(NoReply.MALFORMED, "amount differs: reply field 4 is "
+                          f"{reply.fields['4']}, request was {req['4']}")
+        if mac and (code == "00" or reply.mti == "0410"):
+            assert mak is not None
+            if "64" not in reply.fields:
+                raise NoReply(NoReply.BAD_MAC, "reply carries no MAC (field 64)")
+            if not verify_mac(decoded, mak):
+                raise NoReply(NoReply.BAD_MAC, "reply MAC (field 64) does not verify")
+        return reply
+
+    async def sign_on(self, stan: str, batch: str, operator: str, with_tdk: bool = False,
+                      timeout: float = 30.0) -> Message:
+        """Send the 0800; on 00 install the working keys from field 62.
+
+        Returns the reply (the caller adopts 60.2 as its batch number). Raises
+        KeyCheckError on a check value mismatch, RemoteProtocolError if 62 is
+        missing or the wrong size; the previous keys are then left untouched and
+        sign_on_required stays True.
+        """
+        msg = signon_request(stan, self.term, batch, operator, with_tdk)
+        reply = await self.request(msg, mac=False, timeout=timeout)
+        if reply.fields.get("39") != "00":
+            log.warning("sign-on declined with code %s", reply.fields.get("39"))
+            return reply
+        if "62" not in reply.fields:
+            raise RemoteProtocolError("approved sign-on reply has no working keys", field="62")
+        try:
+            keys = parse_signon_keys(reply.fields["62"], self._tmk)
+        except KeyCheckError as exc:
+            log.error("sign-on failed: %s", exc)
+            raise
+        self.keys = keys
+        self.sign_on_required = False
+        log.info("signed on: %r", keys)
+        return reply

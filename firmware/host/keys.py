@@ -1,0 +1,159 @@
+"""Working keys: sign-on field 62 (PIK, MAK, optional TDK under the master key),
+check values, and the PIN block (ISO 9564 format 0 under the PIK).
+
+Keys live in memory only; nothing here logs or stores key bytes or PINs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+from psec.des import adjust_key_parity, decrypt_tdes_ecb, encrypt_tdes_ecb
+from psec.pinblock import decode_pinblock_iso_0, encode_pinblock_iso_0
+
+from .errors import HostError, KeyCheckError, LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "WorkingKeys",
+    "build_signon_keys",
+    "check_value",
+    "decrypt_pin",
+    "encrypt_pin_block",
+    "expand_key",
+    "generate_working_keys",
+    "parse_signon_keys",
+]
+
+KEY_LEN: Final = 16  # double-length keys on the wire
+CV_LEN: Final = 4
+_ENTRY: Final = KEY_LEN + CV_LEN
+# (name used in messages, attribute) in wire order.
+_ORDER: Final = (("PIN key", "pik"), ("MAC key", "mak"), ("track data key", "tdk"))
+
+
+def expand_key(key: bytes) -> bytes:
+    """The same DES/TDES key in 24-byte form (K, K, K or K1, K2, K1).
+
+    cryptography deprecates 8- and 16-byte TripleDES keys; the 24-byte form
+    computes exactly the same cipher and keeps working after that removal.
+    """
+    key = bytes(key)
+    if len(key) == 8:
+        return key * 3
+    if len(key) == 16:
+        return key + key[:8]
+    if len(key) == 24:
+        return key
+    raise LocalProtocolError(f"DES key must be 8, 16 or 24 bytes, got {len(key)}")
+
+
+def _check_key(name: str, key: bytes) -> None:
+    if not isinstance(key, bytes | bytearray) or len(key) not in (8, 16):
+        raise LocalProtocolError(f"{name} must be 8 or 16 bytes")
+
+
+@dataclass(frozen=True, repr=False)
+class WorkingKeys:
+    """Clear working keys from the last sign-on (memory only)."""
+
+    pik: bytes
+    mak: bytes
+    tdk: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_key("PIN key", self.pik)
+        _check_key("MAC key", self.mak)
+        if self.tdk is not None:
+            _check_key("track data key", self.tdk)
+
+    def __repr__(self) -> str:
+        # Check values identify keys without revealing them; never print the bytes.
+        tdk = check_value(self.tdk).hex().upper() if self.tdk is not None else None
+        return (f"WorkingKeys(pik_cv={check_value(self.pik).hex().upper()}, "
+                f"mak_cv={check_value(self.mak).hex().upper()}, tdk_cv={tdk})")
+
+    __str__ = __repr__
+
+
+def check_value(clear_key: bytes) -> bytes:
+    """First 4 bytes of TDES-ECB of 8 zero bytes under the key."""
+    return encrypt_tdes_ecb(expand_key(clear_key), b"\x00" * 8)[:CV_LEN]
+
+
+def _require_tmk(tmk: bytes) -> None:
+    if len(tmk) != KEY_LEN:
+        raise LocalProtocolError(f"terminal master key must be {KEY_LEN} bytes, got {len(tmk)}")
+
+
+def parse_signon_keys(field62_hex: str, tmk: bytes) -> WorkingKeys:
+    """Decrypt and verify the working keys of a sign-on reply's field 62.
+
+    40 bytes: PIK+CV, MAK+CV; 60 bytes: and TDK+CV. A wrong length is a
+    RemoteProtocolError; a check value mismatch a KeyCheckError naming the key.
+    """
+    _require_tmk(tmk)
+    try:
+        raw = bytes.fromhex(field62_hex)
+    except ValueError:
+        raise RemoteProtocolError("working keys are not hex", field="62") from None
+    if len(raw) not in (2 * _ENTRY, 3 * _ENTRY):
+        raise RemoteProtocolError(
+            f"working keys are {len(raw)} bytes, expected {2 * _ENTRY} or {3 * _ENTRY}",
+            field="62")
+    clear: dict[str, bytes] = {}
+    for i, (name, attr) in enumerate(_ORDER[: len(raw) // _ENTRY]):
+        entry = raw[i * _ENTRY:(i + 1) * _ENTRY]
+        key = decrypt_tdes_ecb(expand_key(tmk), entry[:KEY_LEN])
+        expected, got = entry[KEY_LEN:], check_value(key)
+        if got != expected:
+            raise KeyCheckError(
+                f"{name} check value mismatch: host sent {expected.hex().upper()}, "
+                f"decrypted key gives {got.hex().upper()} (wrong terminal master key?)")
+        clear[attr] = key
+    return WorkingKeys(**clear)
+
+
+def build_signon_keys(keys: WorkingKeys, tmk: bytes) -> str:
+    """Inverse of parse_signon_keys (acquirer simulator side): field 62 as hex."""
+    _require_tmk(tmk)
+    out = bytearray()
+    for name, attr in _ORDER:
+        key = getattr(keys, attr)
+        if key is None:
+            continue
+        if len(key) != KEY_LEN:
+            raise LocalProtocolError(f"{name} must be {KEY_LEN} bytes for field 62")
+        out += encrypt_tdes_ecb(expand_key(tmk), key) + check_value(key)
+    return out.hex().upper()
+
+
+def generate_working_keys(with_tdk: bool) -> WorkingKeys:
+    """Fresh random double-length keys with odd parity (simulator and tests)."""
+    def one() -> bytes:
+        return adjust_key_parity(secrets.token_bytes(KEY_LEN))
+    return WorkingKeys(pik=one(), mak=one(), tdk=one() if with_tdk else None)
+
+
+def encrypt_pin_block(pin: str, pan: str, pik: bytes) -> bytes:
+    """ISO 9564 format 0 PIN block (ANSI X9.8, with PAN) encrypted TDES-ECB under the PIK."""
+    try:
+        block = encode_pinblock_iso_0(pin, pan)
+    except ValueError:
+        # psec's message is safe here, but keep ours fixed so no PIN can leak into it.
+        raise LocalProtocolError("PIN must be 4-12 digits and the PAN at least 13 digits") \
+            from None
+    return encrypt_tdes_ecb(expand_key(pik), block)
+
+
+def decrypt_pin(pin_block: bytes, pan: str, pik: bytes) -> str:
+    """Recover the clear PIN (acquirer simulator side). HostError if the block is malformed."""
+    if len(pin_block) != 8:
+        raise HostError(f"PIN block must be 8 bytes, got {len(pin_block)}")
+    try:
+        return decode_pinblock_iso_0(decrypt_tdes_ecb(expand_key(pik), bytes(pin_block)), pan)
+    except ValueError:
+        # psec's messages quote PIN digits; never pass them on.
+        raise HostError("PIN block is malformed (not ISO format 0 for this PAN and key)") \
+            from None

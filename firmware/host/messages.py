@@ -1,0 +1,499 @@
+"""Message builders: the only place that knows which fields each CUP transaction carries.
+
+Pure functions from typed parameters to Message (MTI + field dict); no I/O, no
+bytes. Field 64 is never added here: codec.encode fills it when given the MAK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .framing import DEFAULT_TPDU, Header, swap_tpdu
+from .spec import SENSITIVE_FIELDS
+
+__all__ = [
+    "ECHOED_FIELDS",
+    "ENTRY_MODES",
+    "REVERSAL_REASONS",
+    "SECURITY_CONTROL",
+    "VOID_KINDS",
+    "WIRE",
+    "CardInput",
+    "FinancialParams",
+    "Message",
+    "SideTotals",
+    "Terminal",
+    "TxnKind",
+    "TxnWire",
+    "UploadItem",
+    "batch_upload_end",
+    "batch_upload_request",
+    "echo_request",
+    "financial_request",
+    "loggable",
+    "mask_pan",
+    "parse_settlement_field48",
+    "response_for",
+    "reversal_request",
+    "settlement_field48",
+    "settlement_request",
+    "signoff_request",
+    "signon_request",
+]
+
+
+class TxnKind(StrEnum):
+    """Transaction kinds (a str subclass: values go into the journal as they are)."""
+
+    SALE = "sale"
+    VOID = "void"
+    REFUND = "refund"
+    BALANCE = "balance"
+    PREAUTH = "preauth"
+    PREAUTH_VOID = "preauth_void"
+    COMPLETION = "completion"
+    COMPLETION_VOID = "completion_void"
+
+
+@dataclass(frozen=True)
+class TxnWire:
+    """How one transaction kind looks on the wire (domain doc section 3)."""
+
+    mti: str
+    proc: str  # field 3
+    cond: str  # field 25
+    type_code: str  # 60.1
+    reversible: bool  # unknown outcome must be reversed
+    advice: bool  # store-and-forward, never reversed
+    sends_orig_rrn: bool  # field 37
+    sends_orig_auth: bool  # field 38
+    orig_has_date: bool  # field 61 ends with the original MMDD
+    has_amount: bool  # field 4
+
+    @property
+    def sends_orig_ref(self) -> bool:
+        """Field 61 (original batch + trace) goes with every kind that refers to an original."""
+        return self.sends_orig_rrn or self.sends_orig_auth
+
+
+WIRE: Final[dict[TxnKind, TxnWire]] = {
+    TxnKind.SALE: TxnWire(
+        mti="0200", proc="000000", cond="00", type_code="22", reversible=True, advice=False,
+        sends_orig_rrn=False, sends_orig_auth=False, orig_has_date=False, has_amount=True),
+    TxnKind.VOID: TxnWire(
+        mti="0200", proc="200000", cond="00", type_code="23", reversible=True, advice=False,
+        sends_orig_rrn=True, sends_orig_auth=True, orig_has_date=False, has_amount=True),
+    TxnKind.REFUND: TxnWire(
+        mti="0220", proc="200000", cond="00", type_code="25", reversible=False, advice=True,
+        sends_orig_rrn=True, sends_orig_auth=False, orig_has_date=True, has_amount=True),
+    TxnKind.BALANCE: TxnWire(
+        mti="0200", proc="310000", cond="00", type_code="01", reversible=False, advice=False,
+        sends_orig_rrn=False, sends_orig_auth=False, orig_has_date=False, has_amount=False),
+    TxnKind.PREAUTH: TxnWire(
+        mti="0100", proc="030000", cond="06", type_code="10", reversible=True, advice=False,
+        sends_orig_rrn=False, sends_orig_auth=False, orig_has_date=False, has_amount=True),
+    TxnKind.PREAUTH_VOID: TxnWire(
+        mti="0100", proc="200000", cond="06", type_code="11", reversible=True, advice=False,
+        sends_orig_rrn=False, sends_orig_auth=True, orig_has_date=True, has_amount=True),
+    TxnKind.COMPLETION: TxnWire(
+        mti="0200", proc="000000", cond="06", type_code="20", reversible=True, advice=False,
+        sends_orig_rrn=False, sends_orig_auth=True, orig_has_date=True, has_amount=True),
+    # The table only says "61" here; we send batch + trace without the date, like
+    # the sale void it mirrors (our choice).
+    TxnKind.COMPLETION_VOID: TxnWire(
+        mti="0200", proc="200000", cond="06", type_code="21", reversible=True, advice=False,
+        sends_orig_rrn=True, sends_orig_auth=True, orig_has_date=False, has_amount=True),
+}
+
+# Section 5: "61 for the void types".
+VOID_KINDS: Final = frozenset({TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID})
+REVERSAL_REASONS: Final = frozenset({"06", "98", "A0"})
+ENTRY_MODES: Final[dict[str, str]] = {"keyed": "01", "swipe": "02", "chip": "05",
+                                      "contactless": "07"}
+# Field 53: PIN format 2 (ANSI X9.8 with PAN), double-length key, tracks not encrypted.
+SECURITY_CONTROL: Final = "2600000000000000"
+PIN_CAPTURE: Final = "12"  # field 26: the PIN pad takes up to 12 digits
+# Fields a CUP host copies from request to reply (response_for, simulator use).
+ECHOED_FIELDS: Final = ("2", "3", "4", "11", "14", "25", "41", "42", "49", "60", "61")
+_REVERSAL_KEEPS: Final = ("3", "4", "11", "22", "25", "41", "42", "49", "60")
+_MAX_AMOUNT: Final = 10**12 - 1
+_DIGITS: Final = frozenset("0123456789")
+
+
+def mask_pan(pan: str) -> str:
+    """First 6 and last 4 digits, '*' between; shorter PANs show at most the last 4."""
+    n = len(pan)
+    if n > 10:
+        return pan[:6] + "*" * (n - 10) + pan[-4:]
+    if n > 4:
+        return "*" * (n - 4) + pan[-4:]
+    return "*" * n
+
+
+def loggable(fields: dict[str, str]) -> dict[str, str]:
+    """A copy of `fields` safe for logs: PAN masked, tracks, PIN, ICC data and keys hidden."""
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if key == "2":
+            out[key] = mask_pan(value)
+        elif key in SENSITIVE_FIELDS:
+            out[key] = f"<{len(value)} chars hidden>"
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Message:
+    """One ISO 8583 message: MTI and fields as strings (binary fields as uppercase hex)."""
+
+    mti: str
+    fields: dict[str, str]
+    header: Header = field(default_factory=Header)
+    tpdu: bytes = DEFAULT_TPDU
+
+    def __repr__(self) -> str:
+        # Messages end up in logs and tracebacks: never show card data in clear.
+        return (f"Message(mti={self.mti!r}, fields={loggable(self.fields)!r}, "
+                f"header={self.header!r}, tpdu={self.tpdu.hex()!r})")
+
+
+@dataclass(frozen=True)
+class CardInput:
+    """What the card reader produced; the PIN block is already encrypted under the PIK."""
+
+    entry_mode: str  # "swipe" | "chip" | "keyed" | "contactless"
+    pan: str
+    expiry: str | None = None  # YYMM
+    track2: str | None = None
+    track3: str | None = None
+    card_seq: str | None = None
+    icc_data: str | None = None  # hex
+    pin_block: bytes | None = None
+
+    def __repr__(self) -> str:
+        icc = f"<{len(self.icc_data) // 2} bytes>" if self.icc_data else None
+        return (f"CardInput(entry_mode={self.entry_mode!r}, pan={mask_pan(self.pan)!r}, "
+                f"track2={'<set>' if self.track2 else None}, "
+                f"track3={'<set>' if self.track3 else None}, card_seq={self.card_seq!r}, "
+                f"icc_data={icc}, pin_block={'<set>' if self.pin_block else None})")
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Terminal:
+    tid: str  # field 41, 8 characters
+    mid: str  # field 42, 15 characters
+
+    def __post_init__(self) -> None:
+        for name, value, width in (("terminal id", self.tid, 8), ("merchant id", self.mid, 15)):
+            if len(value) != width or not value.isascii() or not value.isprintable():
+                raise LocalProtocolError(f"{name} must be {width} printable ASCII characters, "
+                                         f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class FinancialParams:
+    """Everything a financial request (and its reversal) is built from.
+
+    The first five fields may be given by position; the rest by keyword only.
+    """
+
+    kind: TxnKind
+    stan: str
+    batch: str
+    term: Terminal
+    amount: int  # fen
+    _: KW_ONLY
+    card: CardInput
+    currency: str = "156"
+    orig_rrn: str | None = None
+    orig_auth: str | None = None
+    orig_batch: str | None = None
+    orig_stan: str | None = None
+    orig_date: str | None = None  # MMDD
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One transaction in a batch-upload 0320."""
+
+    foreign: bool
+    trace: str
+    pan: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class SideTotals:
+    """Gross totals of one side (domestic or foreign cards) for the 0500."""
+
+    debit_amount: int
+    debit_count: int
+    credit_amount: int
+    credit_count: int
+
+
+# -- validation helpers: every builder input is checked here, so a LocalProtocolError
+#    names the field instead of pyiso8583 failing later with a byte count.
+
+def _digits(what: str, value: object, width: int | None = None, *, secret: bool = False) -> str:
+    if not isinstance(value, str) or not value or not set(value) <= _DIGITS:
+        # Card data must not reach an error message (which may be logged).
+        shown = "<hidden>" if secret else repr(value)
+        raise LocalProtocolError(f"{what} must be digits, got {shown}")
+    if width is not None and len(value) != width:
+        raise LocalProtocolError(f"{what} must be {width} digits, got {len(value)}")
+    return value
+
+
+def _number(what: str, value: int, width: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**width:
+        raise LocalProtocolError(f"{what} must be an integer 0..{10**width - 1}, got {value!r}")
+    return f"{value:0{width}d}"
+
+
+def _pan(pan: str) -> str:
+    _digits("PAN (field 2)", pan, secret=True)
+    if not 12 <= len(pan) <= 19:
+        raise LocalProtocolError(f"PAN (field 2) must be 12-19 digits, got {len(pan)}")
+    return pan
+
+
+def _operator(operator: str) -> str:
+    # Field 63 carries a 3-character operator code; shorter codes are space padded.
+    if not 1 <= len(operator) <= 3 or not operator.isascii() or not operator.isprintable():
+        raise LocalProtocolError(f"operator code (field 63) must be 1-3 characters, "
+                                 f"got {operator!r}")
+    return operator.ljust(3)
+
+
+def _currency(currency: str) -> str:
+    return _digits("currency (field 49)", currency, 3)
+
+
+def _terminal_fields(term: Terminal) -> dict[str, str]:
+    return {"41": term.tid, "42": term.mid}
+
+
+def _card_fields(card: CardInput) -> dict[str, str]:
+    if card.entry_mode not in ENTRY_MODES:
+        raise LocalProtocolError(f"unknown entry mode {card.entry_mode!r}; "
+                                 f"expected one of {sorted(ENTRY_MODES)}")
+    fields: dict[str, str] = {}
+    if card.entry_mode == "swipe":
+        if not card.track2:
+            raise LocalProtocolError("swiped card needs track 2 (field 35)")
+        fields["35"] = card.track2
+        if card.track3:
+            fields["36"] = card.track3
+    else:
+        fields["2"] = _pan(card.pan)
+        if card.expiry is not None:
+            fields["14"] = _digits("expiry (field 14)", card.expiry, 4, secret=True)
+    if card.entry_mode in ("chip", "contactless"):
+        # Chip cards carry 23 and 35 only when the card has them (5F34, 57 are optional).
+        if card.card_seq is not None:
+            seq = _digits("card sequence (field 23)", card.card_seq)
+            if len(seq) > 3:
+                raise LocalProtocolError("card sequence (field 23) must be at most 3 digits")
+            fields["23"] = seq.zfill(3)
+        if card.track2:
+            fields["35"] = card.track2
+        if not card.icc_data:
+            raise LocalProtocolError("chip transaction needs ICC data (field 55)")
+        fields["55"] = card.icc_data.upper()
+    if card.pin_block is not None:
+        if len(card.pin_block) != 8:
+            raise LocalProtocolError("PIN block (field 52) must be 8 bytes")
+        fields["26"] = PIN_CAPTURE
+        fields["52"] = card.pin_block.hex().upper()
+        fields["53"] = SECURITY_CONTROL
+    fields["22"] = ENTRY_MODES[card.entry_mode] + ("1" if card.pin_block is not None else "2")
+    return fields
+
+
+def _field60(type_code: str, batch: str, network_code: str) -> str:
+    return type_code + _digits("batch (60.2)", batch, 6) + network_code
+
+
+def financial_request(p: FinancialParams) -> Message:
+    """Build the request of a financial transaction (sale, void, refund, ...), without 64."""
+    if not isinstance(p.kind, TxnKind):
+        raise LocalProtocolError(f"kind must be a TxnKind, got {p.kind!r}")
+    if not isinstance(p.card, CardInput):
+        raise LocalProtocolError(f"card must be a CardInput, got {type(p.card).__name__}")
+    w = WIRE[p.kind]
+    fields: dict[str, str] = {
+        "3": w.proc,
+        "11": _digits("STAN (field 11)", p.stan, 6),
+        "25": w.cond,
+        **_terminal_fields(p.term),
+        "49": _currency(p.currency),
+        "60": _field60(w.type_code, p.batch, "000"),
+    }
+    if w.has_amount:
+        if isinstance(p.amount, int) and not isinstance(p.amount, bool) and p.amount <= 0:
+            raise LocalProtocolError(f"amount must be positive, got {p.amount}")
+        fields["4"] = _number("amount (field 4)", p.amount, 12)
+    fields.update(_card_fields(p.card))
+    if w.sends_orig_rrn:
+        if not p.orig_rrn or len(p.orig_rrn) != 12:
+            raise LocalProtocolError(f"{p.kind.value} needs the original RRN (12 characters)")
+        fields["37"] = p.orig_rrn
+    if w.sends_orig_auth:
+        if not p.orig_auth or len(p.orig_auth) != 6:
+            raise LocalProtocolError(f"{p.kind.value} needs the original auth code "
+                                     "(6 characters)")
+        fields["38"] = p.orig_auth
+    if w.sends_orig_ref:
+        ref = (_digits("original batch (61.1)", p.orig_batch, 6)
+               + _digits("original trace (61.2)", p.orig_stan, 6))
+        if w.orig_has_date:
+            ref += _digits("original date MMDD (61.3)", p.orig_date, 4)
+        fields["61"] = ref
+    return Message(w.mti, fields)
+
+
+def reversal_request(p: FinancialParams, reason: str, auth_code: str | None) -> Message:
+    """The 0400 for a financial request whose outcome is unknown (section 5)."""
+    if not WIRE[p.kind].reversible:
+        raise LocalProtocolError(f"{p.kind.value} is not reversible")
+    if reason not in REVERSAL_REASONS:
+        raise LocalProtocolError(f"reversal reason (field 39) must be one of "
+                                 f"{sorted(REVERSAL_REASONS)}, got {reason!r}")
+    orig = financial_request(p)
+    fields = {k: orig.fields[k] for k in _REVERSAL_KEEPS if k in orig.fields}
+    fields["2"] = _pan(p.card.pan)
+    fields["39"] = reason
+    if auth_code:
+        if len(auth_code) != 6:
+            raise LocalProtocolError("auth code (field 38) must be 6 characters")
+        fields["38"] = auth_code
+    if "55" in orig.fields:
+        fields["55"] = orig.fields["55"]
+    if p.kind in VOID_KINDS:
+        fields["61"] = orig.fields["61"]
+    return Message("0400", fields, header=orig.header, tpdu=orig.tpdu)
+
+
+def signon_request(stan: str, term: Terminal, batch: str, operator: str,
+                   with_tdk: bool) -> Message:
+    """0800 sign-on; 60.3 asks for PIK+MAK (003) or PIK+MAK+TDK (004)."""
+    return Message("0800", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "60": _field60("00", batch, "004" if with_tdk else "003"),
+        "63": _operator(operator),
+    })
+
+
+def signoff_request(stan: str, term: Terminal, batch: str) -> Message:
+    return Message("0820", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "60": _field60("00", batch, "002"),
+    })
+
+
+def echo_request(term: Terminal, batch: str) -> Message:
+    """0820 echo test; carries no STAN, so its reply is matched on MTI, 41 and 42 only."""
+    return Message("0820", {**_terminal_fields(term), "60": _field60("00", batch, "301")})
+
+
+def settlement_request(stan: str, term: Terminal, batch: str, operator: str, field48: str,
+                       currency: str = "156") -> Message:
+    _digits("settlement totals (field 48)", field48, 62)
+    return Message("0500", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "48": field48,
+        "49": _currency(currency),
+        "60": _field60("00", batch, "201"),
+        "63": _operator(operator),
+    })
+
+
+def batch_upload_request(stan: str, term: Terminal, batch: str,
+                         items: list[UploadItem]) -> Message:
+    """0320 with up to 8 transaction details in field 48."""
+    if not 1 <= len(items) <= 8:
+        raise LocalProtocolError(f"batch upload carries 1-8 items, got {len(items)}")
+    parts = [f"{len(items):02d}"]
+    for item in items:
+        pan = _pan(item.pan)
+        parts.append(("01" if item.foreign else "00")
+                     + _digits("upload trace", item.trace, 6)
+                     + pan.rjust(20, "0")
+                     + _number("upload amount", item.amount, 12))
+    return Message("0320", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "48": "".join(parts),
+        "60": _field60("00", batch, "201"),
+    })
+
+
+def batch_upload_end(stan: str, term: Terminal, batch: str, count: int,
+                     balanced: bool) -> Message:
+    """Closing 0320: 48 = total count uploaded, 60.3 = 207 balanced / 202 unbalanced."""
+    return Message("0320", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "48": _number("upload count (field 48)", count, 4),
+        "60": _field60("00", batch, "207" if balanced else "202"),
+    })
+
+
+def _side(t: SideTotals, result: str) -> str:
+    return (_number("debit amount", t.debit_amount, 12) + _number("debit count", t.debit_count, 3)
+            + _number("credit amount", t.credit_amount, 12)
+            + _number("credit count", t.credit_count, 3) + result)
+
+
+def settlement_field48(domestic: SideTotals, foreign: SideTotals) -> str:
+    """The 62 digits of a 0500's field 48 (result digits 0 in the request)."""
+    return _side(domestic, "0") + _side(foreign, "0")
+
+
+def parse_settlement_field48(s: str) -> tuple[SideTotals, str, SideTotals, str]:
+    """Split a 0500/0510 field 48 into (domestic, result, foreign, result).
+
+    Result digits: 0 (request), 1 balanced, 2 unbalanced, 3 error.
+    """
+    if len(s) != 62 or not set(s) <= _DIGITS:
+        raise RemoteProtocolError(f"settlement totals must be 62 digits, got {len(s)} "
+                                  "characters", field="48")
+
+    def side(part: str) -> tuple[SideTotals, str]:
+        totals = SideTotals(int(part[0:12]), int(part[12:15]), int(part[15:27]),
+                            int(part[27:30]))
+        if part[30] not in "0123":
+            raise RemoteProtocolError(f"settlement result digit {part[30]} is not 0-3",
+                                      field="48")
+        return totals, part[30]
+
+    dom, dom_result = side(s[:31])
+    foreign, foreign_result = side(s[31:])
+    return dom, dom_result, foreign, foreign_result
+
+
+def response_for(request: Message, code: str, extra: dict[str, str]) -> Message:
+    """A reply to `request` as a CUP host builds it (acquirer simulator use).
+
+    MTI + 10, the echoed fields copied, 39 = code, then `extra` (which wins);
+    same header, TPDU addresses swapped. No field 64: the encoder adds it.
+    """
+    mti = request.mti
+    if len(mti) != 4 or not set(mti) <= _DIGITS or int(mti[2]) % 2:
+        raise LocalProtocolError(f"{mti!r} is not a request MTI")
+    fields = {k: request.fields[k] for k in ECHOED_FIELDS if k in request.fields}
+    fields["39"] = code
+    fields.update(extra)
+    fields.pop("64", None)
+    return Message(f"{int(mti) + 10:04d}", fields, header=request.header,
+                   tpdu=swap_tpdu(request.tpdu))

@@ -1,0 +1,431 @@
+"""HostChannel / HostLink against a real asyncio TCP server on 127.0.0.1 (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from firmware.host.channel import HostChannel, HostLink
+from firmware.host.codec import decode, encode, verify_mac
+from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply
+from firmware.host.framing import Header, read_frame
+from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
+from firmware.host.messages import (
+    CardInput,
+    FinancialParams,
+    Message,
+    Terminal,
+    TxnKind,
+    echo_request,
+    financial_request,
+    response_for,
+    reversal_request,
+)
+
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+KEYS = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"),
+                   mak=bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A"))
+TERM = Terminal("TERM0001", "898440154110001")
+PAN = "6225881234567890"
+CARD = CardInput("swipe", PAN, track2=PAN + "=2512101", pin_block=bytes(8))
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def sale(stan: str = "000100", amount: int = 5000) -> Message:
+    return financial_request(FinancialParams(TxnKind.SALE, stan, "000001", TERM, amount,
+                                             card=CARD))
+
+
+async def receive(reader: asyncio.StreamReader) -> Message:
+    return decode(await read_frame(reader)).message
+
+
+def reply(req: Message, code: str = "00", mak: bytes | None = KEYS.mak, **extra: str) -> bytes:
+    return encode(response_for(req, code, {"37": "000000000001", **extra}), mak)
+
+
+async def serve(script: Script) -> tuple[asyncio.Server, int]:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await script(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def run(test: Callable[[], Awaitable[Any]]) -> Any:
+    # pytest-asyncio is not used: each test owns its loop, with a hard deadline.
+    async def bounded() -> Any:
+        async with asyncio.timeout(10):
+            return await test()
+    return asyncio.run(bounded())
+
+
+async def linked(script: Script, keys: WorkingKeys | None = KEYS
+                 ) -> tuple[asyncio.Server, HostChannel, HostLink]:
+    server, port = await serve(script)
+    channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+    link = HostLink(channel, TERM, TMK)
+    link.keys = keys
+    return server, channel, link
+
+
+async def finish(server: asyncio.Server, channel: HostChannel) -> None:
+    await channel.close()
+    server.close()
+
+
+def test_matching_reply_and_request_mac() -> None:
+    seen: list[bool] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        payload = await read_frame(r)
+        d = decode(payload)
+        seen.append(verify_mac(d, KEYS.mak))
+        w.write(reply(d.message, "00", **{"38": "123456"}))
+        await r.read()
+
+    async def test() -> Message:
+        server, channel, link = await linked(script)
+        rep = await link.request(sale(), mac=True, timeout=2)
+        assert channel.connected
+        await finish(server, channel)
+        return rep
+
+    rep = run(test)
+    assert seen == [True]
+    assert rep.mti == "0210" and rep.fields["39"] == "00" and rep.fields["38"] == "123456"
+
+
+def test_stray_reply_discarded_then_real_one_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        w.write(reply(replace(req, fields={**req.fields, "11": "999999"})))  # wrong STAN
+        w.write(reply(replace(req, fields={**req.fields, "41": "OTHER001"})))  # wrong terminal
+        w.write(reply(req))
+        await r.read()
+
+    async def test() -> Message:
+        server, channel, link = await linked(script)
+        rep = await link.request(sale(), mac=True, timeout=2)
+        await finish(server, channel)
+        return rep
+
+    with caplog.at_level(logging.WARNING, logger="posfw.host"):
+        rep = run(test)
+    assert rep.fields["11"] == "000100"
+    strays = [r.getMessage() for r in caplog.records if "stray" in r.getMessage()]
+    assert strays == ["discarded stray response MTI 0210 STAN 999999",
+                      "discarded stray response MTI 0210 STAN 000100"]
+    assert all(PAN not in r.getMessage() for r in caplog.records)
+
+
+def test_timeout() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await receive(r)
+        await r.read()  # never answers
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(sale(), mac=True, timeout=0.2)
+        assert info.value.reason == NoReply.TIMEOUT
+        assert channel.connected  # a slow host is not a broken link
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_connection_refused() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+
+    async def test() -> None:
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+        with pytest.raises(NoReply) as info:
+            await channel.exchange(b"\x00\x01x", lambda d: True, timeout=1)
+        assert info.value.reason == NoReply.LINK
+        assert "connect" in info.value.detail
+        assert not channel.connected
+
+    run(test)
+
+
+def test_connection_closed_mid_wait() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await receive(r)  # then the handler returns and closes
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(sale(), mac=True, timeout=2)
+        assert info.value.reason == NoReply.LINK
+        assert not channel.connected
+        await finish(server, channel)
+
+    run(test)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\x05hello",  # a frame whose body is not ISO 8583
+    b"\xff\xff" + bytes(10),  # a length no CUP message has: framing lost
+    b"\x00\x0d" + bytes.fromhex("6000000003603100000000") + b"\x03\x00",  # unknown MTI
+])
+def test_garbage_frame_is_malformed_and_closes(garbage: bytes) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await receive(r)
+        w.write(garbage)
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(sale(), mac=True, timeout=2)
+        assert info.value.reason == NoReply.MALFORMED
+        await asyncio.sleep(0)
+        assert not channel.connected
+        await finish(server, channel)
+
+    run(test)
+
+
+@pytest.mark.parametrize(("mak", "why"), [(bytes(16), "does not verify"), (None, "no MAC")])
+def test_bad_or_missing_mac(mak: bytes | None, why: str) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r), "00", mak))
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply, match=why) as info:
+            await link.request(sale(), mac=True, timeout=2)
+        assert info.value.reason == NoReply.BAD_MAC
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_decline_without_mac_is_accepted() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r), "51", None))
+        await r.read()
+
+    async def test() -> Message:
+        server, channel, link = await linked(script)
+        rep = await link.request(sale(), mac=True, timeout=2)
+        await finish(server, channel)
+        return rep
+
+    assert run(test).fields["39"] == "51"
+
+
+def test_reversal_reply_mac_checked_even_when_not_00() -> None:
+    p = FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 5000, card=CARD)
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r), "25", bytes(16)))
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(reversal_request(p, "98", None), mac=True, timeout=2)
+        assert info.value.reason == NoReply.BAD_MAC
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_amount_differs() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r), "00", **{"4": "000000000001"}))
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply, match="amount differs") as info:
+            await link.request(sale(), mac=True, timeout=2)
+        assert info.value.reason == NoReply.MALFORMED
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_cancelled_request_then_next_works(caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> Message:
+        go = asyncio.Event()
+
+        async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            first = await receive(r)
+            await go.wait()  # answer the first request only after it was cancelled
+            w.write(reply(first))
+            second = await receive(r)
+            w.write(reply(second))
+            await r.read()
+
+        server, channel, link = await linked(script)
+        task = asyncio.create_task(link.request(sale("000100"), mac=True, timeout=5))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        go.set()
+        rep = await link.request(sale("000101"), mac=True, timeout=2)
+        await finish(server, channel)
+        return rep
+
+    with caplog.at_level(logging.WARNING, logger="posfw.host"):
+        rep = run(test)
+    assert rep.fields["11"] == "000101"
+    assert "discarded stray response MTI 0210 STAN 000100" in caplog.text
+
+
+def test_close_while_waiting_is_cancelled() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await receive(r)
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        task = asyncio.create_task(link.request(sale(), mac=True, timeout=5))
+        await asyncio.sleep(0.1)
+        await channel.close()
+        with pytest.raises(NoReply) as info:
+            await task
+        assert info.value.reason == NoReply.CANCELLED
+        server.close()
+
+    run(test)
+
+
+def test_reconnects_after_host_closes() -> None:
+    connections: list[int] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        w.write(reply(await receive(r)))
+        await w.drain()  # short connection: one exchange, then close
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        for stan in ("000100", "000101", "000102"):
+            assert (await link.request(sale(stan), mac=True, timeout=2)).fields["11"] == stan
+            await asyncio.sleep(0.05)
+        await finish(server, channel)
+
+    run(test)
+    assert len(connections) == 3
+
+
+def test_echo_matched_without_stan() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        w.write(encode(response_for(req, "00", {})))
+        await r.read()
+
+    async def test() -> Message:
+        server, channel, link = await linked(script, keys=None)
+        rep = await link.request(echo_request(TERM, "000001"), mac=False, timeout=2)
+        await finish(server, channel)
+        return rep
+
+    rep = run(test)
+    assert rep.mti == "0830" and "11" not in rep.fields
+
+
+def test_mac_without_keys_is_local_error() -> None:
+    async def test() -> None:
+        link = HostLink(HostChannel("127.0.0.1", 9), TERM, TMK)
+        with pytest.raises(LocalProtocolError, match="sign on"):
+            await link.request(sale(), mac=True, timeout=1)
+
+    run(test)
+
+
+def _signon_script(keys: WorkingKeys, corrupt: bool = False, code: str = "00") -> Script:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        f62 = build_signon_keys(keys, TMK)
+        if corrupt:  # flip a bit of the MAC key's check value
+            raw = bytearray(bytes.fromhex(f62))
+            raw[39] ^= 1
+            f62 = raw.hex().upper()
+        extra = {"12": "101010", "13": "1122", "32": "48020000", "37": "000000000002",
+                 "60": "00000042003", "62": f62}
+        w.write(encode(response_for(req, code, extra if code == "00" else {})))
+        await r.read()
+    return script
+
+
+def test_sign_on_installs_keys() -> None:
+    fresh = generate_working_keys(with_tdk=True)
+
+    async def test() -> tuple[Message, HostLink]:
+        server, channel, link = await linked(_signon_script(fresh), keys=None)
+        assert link.sign_on_required
+        rep = await link.sign_on("000001", "000001", "01", with_tdk=True, timeout=2)
+        await finish(server, channel)
+        return rep, link
+
+    rep, link = run(test)
+    assert link.keys == fresh
+    assert not link.sign_on_required
+    assert rep.fields["60"][2:8] == "000042"  # the batch the caller adopts
+    assert fresh.mak.hex() not in repr(link).lower()
+
+
+def test_sign_on_bad_check_value() -> None:
+    async def test() -> HostLink:
+        server, channel, link = await linked(_signon_script(generate_working_keys(False), True))
+        with pytest.raises(KeyCheckError, match="MAC key check value mismatch"):
+            await link.sign_on("000001", "000001", "01", timeout=2)
+        await finish(server, channel)
+        return link
+
+    link = run(test)
+    assert link.keys == KEYS  # previous keys untouched
+    assert link.sign_on_required
+
+
+def test_sign_on_declined() -> None:
+    async def test() -> tuple[Message, HostLink]:
+        server, channel, link = await linked(_signon_script(KEYS, code="97"), keys=None)
+        rep = await link.sign_on("000001", "000001", "01", timeout=2)
+        await finish(server, channel)
+        return rep, link
+
+    rep, link = run(test)
+    assert rep.fields["39"] == "97"
+    assert link.keys is None and link.sign_on_required
+
+
+@pytest.mark.parametrize(("code", "processing", "required"), [
+    ("00", "0", False), ("05", "0", False), ("22", "0", True), ("77", "0", True),
+    ("99", "0", True), ("A0", "0", True), ("00", "3", True),
+])
+def test_sign_on_required_signals(code: str, processing: str, required: bool) -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        rep = response_for(req, code, {})
+        w.write(encode(replace(rep, header=Header(processing=processing)), KEYS.mak))
+        await r.read()
+
+    async def test() -> HostLink:
+        server, channel, link = await linked(script)
+        link.sign_on_required = False
+        await link.request(sale(), mac=True, timeout=2)
+        await finish(server, channel)
+        return link
+
+    assert run(test).sign_on_required is required

@@ -1,0 +1,168 @@
+"""Working keys from sign-on field 62, check values, PIN blocks (firmware.host.keys)."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, RemoteProtocolError
+from firmware.host.keys import (
+    WorkingKeys,
+    build_signon_keys,
+    check_value,
+    decrypt_pin,
+    encrypt_pin_block,
+    expand_key,
+    generate_working_keys,
+    parse_signon_keys,
+)
+
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PIK = bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A")
+MAK = bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A")
+TDK = bytes.fromhex("10101010101010101F1F1F1F1F1F1F1F")
+
+
+def _tdes(key: bytes, block: bytes) -> bytes:
+    return Cipher(TripleDES(key), modes.ECB()).encryptor().update(block)
+
+
+def _field62(*keys: bytes) -> str:
+    # Built with cryptography directly, not with build_signon_keys, so the parser is
+    # checked against an independent encoder.
+    out = b""
+    for k in keys:
+        out += _tdes(TMK, k) + _tdes(k, bytes(8))[:4]
+    return out.hex().upper()
+
+
+def test_check_value_known_vector() -> None:
+    # psec documents KCV 08D7 for this key; ours is the same computation, 4 bytes long.
+    assert check_value(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")).hex().upper()[:4] \
+        == "08D7"
+    assert len(check_value(PIK)) == 4
+
+
+def test_parse_40_bytes() -> None:
+    keys = parse_signon_keys(_field62(PIK, MAK), TMK)
+    assert keys == WorkingKeys(pik=PIK, mak=MAK)
+    assert keys.tdk is None
+
+
+def test_parse_60_bytes_with_tdk() -> None:
+    keys = parse_signon_keys(_field62(PIK, MAK, TDK), TMK)
+    assert (keys.pik, keys.mak, keys.tdk) == (PIK, MAK, TDK)
+
+
+def test_lowercase_hex_accepted() -> None:
+    assert parse_signon_keys(_field62(PIK, MAK).lower(), TMK).mak == MAK
+
+
+@pytest.mark.parametrize(("index", "name"), [(0, "PIN key"), (1, "MAC key"),
+                                             (2, "track data key")])
+def test_bad_check_value_names_the_key(index: int, name: str) -> None:
+    raw = bytearray(bytes.fromhex(_field62(PIK, MAK, TDK)))
+    raw[index * 20 + 16] ^= 0x01  # corrupt the first check value byte of that key
+    with pytest.raises(KeyCheckError, match=f"^{name} check value mismatch"):
+        parse_signon_keys(raw.hex(), TMK)
+
+
+def test_wrong_master_key_fails_on_first_key() -> None:
+    with pytest.raises(KeyCheckError, match="PIN key"):
+        parse_signon_keys(_field62(PIK, MAK), bytes(16))
+
+
+@pytest.mark.parametrize("length", [0, 20, 39, 41, 59, 61, 80])
+def test_wrong_length(length: int) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_signon_keys("00" * length, TMK)
+    assert info.value.field == "62"
+
+
+def test_not_hex() -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_signon_keys("ZZ" * 40, TMK)
+
+
+def test_build_is_inverse_of_parse() -> None:
+    for with_tdk in (False, True):
+        keys = generate_working_keys(with_tdk)
+        hex62 = build_signon_keys(keys, TMK)
+        assert len(hex62) == (120 if with_tdk else 80)
+        assert parse_signon_keys(hex62, TMK) == keys
+    assert build_signon_keys(WorkingKeys(PIK, MAK), TMK) == _field62(PIK, MAK)
+
+
+def test_generated_keys_have_odd_parity_and_differ() -> None:
+    a, b = generate_working_keys(True), generate_working_keys(True)
+    for key in (a.pik, a.mak, a.tdk):
+        assert key is not None and len(key) == 16
+        assert all(bin(byte).count("1") % 2 == 1 for byte in key)
+    assert a.pik != b.pik and a.pik != a.mak
+
+
+def test_repr_shows_check_values_only() -> None:
+    keys = WorkingKeys(pik=PIK, mak=MAK, tdk=TDK)
+    text = repr(keys) + str(keys)
+    for key in (PIK, MAK, TDK):
+        assert key.hex() not in text.lower()
+        assert key.hex().upper() not in text
+        assert repr(key) not in text
+    assert check_value(MAK).hex().upper() in text
+
+
+def test_working_keys_reject_bad_lengths() -> None:
+    with pytest.raises(LocalProtocolError):
+        WorkingKeys(pik=bytes(5), mak=MAK)
+
+
+def test_master_key_must_be_double_length() -> None:
+    with pytest.raises(LocalProtocolError):
+        parse_signon_keys(_field62(PIK, MAK), TMK[:8])
+
+
+def test_pin_block_known_vector() -> None:
+    # psec's documented ISO 0 clear block for PIN 1234, PAN 5544332211009966.
+    block = encrypt_pin_block("1234", "5544332211009966", PIK)
+    clear = Cipher(TripleDES(PIK), modes.ECB()).decryptor().update(block)
+    assert clear.hex().upper() == "041277CDDEEFF669"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text("0123456789", min_size=4, max_size=12),
+       st.text("0123456789", min_size=13, max_size=19))
+def test_pin_round_trip(pin: str, pan: str) -> None:
+    block = encrypt_pin_block(pin, pan, PIK)
+    assert len(block) == 8
+    assert decrypt_pin(block, pan, PIK) == pin
+
+
+def test_decrypt_with_wrong_key_or_pan_is_a_host_error_without_digits() -> None:
+    block = encrypt_pin_block("987654", "6225881234567890", PIK)
+    with pytest.raises(HostError) as info:
+        decrypt_pin(block, "6225881234567890", MAK)
+    assert "987654" not in str(info.value)
+    with pytest.raises(HostError):
+        decrypt_pin(block[:7], "6225881234567890", PIK)
+
+
+@pytest.mark.parametrize(("pin", "pan"), [("123", "6225881234567890"),
+                                          ("1234567890123", "6225881234567890"),
+                                          ("12a4", "6225881234567890"),
+                                          ("1234", "622588123456")])
+def test_encrypt_rejects_bad_pin_or_pan(pin: str, pan: str) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        encrypt_pin_block(pin, pan, PIK)
+    assert pin not in str(info.value)
+
+
+def test_expand_key_same_cipher() -> None:
+    block = bytes.fromhex("0123456789ABCDEF")
+    for key in (PIK[:8], PIK):
+        assert _tdes(expand_key(key), block) == _tdes(key, block)
+    assert len(expand_key(PIK)) == 24
+    with pytest.raises(LocalProtocolError):
+        expand_key(bytes(12))

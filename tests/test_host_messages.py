@@ -1,0 +1,432 @@
+"""Message builders (firmware.host.messages): field sets per transaction and round trips."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware.host.codec import decode, encode, verify_mac
+from firmware.host.errors import LocalProtocolError, RemoteProtocolError
+from firmware.host.framing import DEFAULT_TPDU, Header
+from firmware.host.messages import (
+    WIRE,
+    CardInput,
+    FinancialParams,
+    Message,
+    SideTotals,
+    Terminal,
+    TxnKind,
+    UploadItem,
+    batch_upload_end,
+    batch_upload_request,
+    echo_request,
+    financial_request,
+    loggable,
+    mask_pan,
+    parse_settlement_field48,
+    response_for,
+    reversal_request,
+    settlement_field48,
+    settlement_request,
+    signoff_request,
+    signon_request,
+)
+
+MAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+TERM = Terminal("TERM0001", "898440154110001")
+PAN = "6225881234567890"
+PIN_BLOCK = bytes.fromhex("1122334455667788")
+SWIPE = CardInput("swipe", PAN, track2=PAN + "=2512101")
+SWIPE_PIN = CardInput("swipe", PAN, track2=PAN + "=2512101", track3="99" + PAN + "=156",
+                      pin_block=PIN_BLOCK)
+CHIP = CardInput("chip", PAN, expiry="2512", card_seq="01", track2=PAN + "=2512101",
+                 icc_data="9f2608aabbccddeeff0011", pin_block=PIN_BLOCK)
+KEYED = CardInput("keyed", PAN, expiry="2512")
+
+
+def params(kind: TxnKind, card: CardInput = SWIPE, **kw: str) -> FinancialParams:
+    orig = {"orig_rrn": "123456789012", "orig_auth": "A1B2C3", "orig_batch": "000001",
+            "orig_stan": "000077", "orig_date": "1122"}
+    orig.update(kw)
+    return FinancialParams(kind, "000100", "000001", TERM, 12345, card=card, **orig)
+
+
+# -- the WIRE table, row by row from domain doc section 3
+
+@pytest.mark.parametrize(("kind", "row"), [
+    (TxnKind.SALE, ("0200", "000000", "00", "22", True, False, False, False, False, True)),
+    (TxnKind.VOID, ("0200", "200000", "00", "23", True, False, True, True, False, True)),
+    (TxnKind.REFUND, ("0220", "200000", "00", "25", False, True, True, False, True, True)),
+    (TxnKind.BALANCE, ("0200", "310000", "00", "01", False, False, False, False, False, False)),
+    (TxnKind.PREAUTH, ("0100", "030000", "06", "10", True, False, False, False, False, True)),
+    (TxnKind.PREAUTH_VOID, ("0100", "200000", "06", "11", True, False, False, True, True, True)),
+    (TxnKind.COMPLETION, ("0200", "000000", "06", "20", True, False, False, True, True, True)),
+    (TxnKind.COMPLETION_VOID,
+     ("0200", "200000", "06", "21", True, False, True, True, False, True)),
+])
+def test_wire_table(kind: TxnKind, row: tuple[object, ...]) -> None:
+    w = WIRE[kind]
+    assert (w.mti, w.proc, w.cond, w.type_code, w.reversible, w.advice, w.sends_orig_rrn,
+            w.sends_orig_auth, w.orig_has_date, w.has_amount) == row
+
+
+def test_txnkind_is_str() -> None:
+    assert TxnKind("completion_void") is TxnKind.COMPLETION_VOID
+    assert isinstance(TxnKind.SALE, str) and TxnKind.SALE == "sale"
+
+
+BASE = {"3", "4", "11", "22", "25", "41", "42", "49", "60"}
+
+
+@pytest.mark.parametrize(("kind", "extra", "f61"), [
+    (TxnKind.SALE, set(), None),
+    (TxnKind.VOID, {"37", "38", "61"}, "000001000077"),
+    (TxnKind.REFUND, {"37", "61"}, "0000010000771122"),
+    (TxnKind.PREAUTH, set(), None),
+    (TxnKind.PREAUTH_VOID, {"38", "61"}, "0000010000771122"),
+    (TxnKind.COMPLETION, {"38", "61"}, "0000010000771122"),
+    (TxnKind.COMPLETION_VOID, {"37", "38", "61"}, "000001000077"),
+])
+def test_financial_fields_per_kind(kind: TxnKind, extra: set[str], f61: str | None) -> None:
+    msg = financial_request(params(kind))
+    w = WIRE[kind]
+    assert msg.mti == w.mti
+    assert set(msg.fields) == BASE | {"35"} | extra
+    assert msg.fields["3"] == w.proc
+    assert msg.fields["25"] == w.cond
+    assert msg.fields["60"] == w.type_code + "000001" + "000"
+    assert msg.fields["4"] == "000000012345"
+    assert msg.fields["49"] == "156"
+    assert msg.fields["22"] == "022"
+    assert msg.fields.get("61") == f61
+    assert "64" not in msg.fields
+    assert msg.header == Header() and msg.tpdu == DEFAULT_TPDU
+
+
+def test_balance_has_no_amount_and_carries_pin() -> None:
+    msg = financial_request(params(TxnKind.BALANCE, SWIPE_PIN))
+    assert set(msg.fields) == (BASE - {"4"}) | {"26", "35", "36", "52", "53"}
+    assert msg.fields["3"] == "310000"
+    assert msg.fields["22"] == "021"
+    assert msg.fields["26"] == "12"
+    assert msg.fields["52"] == "1122334455667788"
+    assert msg.fields["53"] == "2600000000000000"
+
+
+@pytest.mark.parametrize(("card", "fields", "f22"), [
+    (SWIPE, {"35"}, "022"),
+    (SWIPE_PIN, {"35", "36", "26", "52", "53"}, "021"),
+    (CHIP, {"2", "14", "23", "35", "55", "26", "52", "53"}, "051"),
+    (KEYED, {"2", "14"}, "012"),
+    (CardInput("contactless", PAN, expiry="2512", icc_data="9F2701"), {"2", "14", "55"}, "072"),
+])
+def test_card_fields_per_entry_mode(card: CardInput, fields: set[str], f22: str) -> None:
+    msg = financial_request(params(TxnKind.SALE, card))
+    assert set(msg.fields) == BASE | fields
+    assert msg.fields["22"] == f22
+
+
+def test_chip_values() -> None:
+    f = financial_request(params(TxnKind.SALE, CHIP)).fields
+    assert (f["2"], f["14"], f["23"], f["35"]) == (PAN, "2512", "001", PAN + "=2512101")
+    assert f["55"] == "9F2608AABBCCDDEEFF0011"
+
+
+@pytest.mark.parametrize(("p", "needle"), [
+    (params(TxnKind.VOID, orig_rrn=""), "RRN"),
+    (params(TxnKind.VOID, orig_auth="12"), "auth"),
+    (params(TxnKind.REFUND, orig_date="11"), "61.3"),
+    (params(TxnKind.VOID, orig_stan="77"), "61.2"),
+    (params(TxnKind.SALE, CardInput("swipe", PAN)), "track 2"),
+    (params(TxnKind.SALE, CardInput("chip", PAN)), "ICC"),
+    (params(TxnKind.SALE, CardInput("wave", PAN)), "entry mode"),
+    (params(TxnKind.SALE, CardInput("keyed", "1234")), "PAN"),
+    (FinancialParams(TxnKind.SALE, "100", "000001", TERM, 1, card=SWIPE), "STAN"),
+    (FinancialParams(TxnKind.SALE, "000100", "1", TERM, 1, card=SWIPE), "batch"),
+    (FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 0, card=SWIPE), "amount"),
+    (FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 10**12, card=SWIPE), "amount"),
+    (FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 1, card=SWIPE, currency="CNY"),
+     "currency"),
+])
+def test_financial_request_rejects(p: FinancialParams, needle: str) -> None:
+    with pytest.raises(LocalProtocolError, match=needle):
+        financial_request(p)
+
+
+def test_bad_pan_is_not_echoed_in_the_error() -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        financial_request(params(TxnKind.SALE, CardInput("keyed", "62258812345X7890")))
+    assert "62258812345" not in str(info.value)
+
+
+def test_terminal_validation() -> None:
+    with pytest.raises(LocalProtocolError):
+        Terminal("1234567", "123456789012345")
+    with pytest.raises(LocalProtocolError):
+        Terminal("12345678", "12345678901234")
+
+
+# -- reversal (section 5)
+
+def test_reversal_of_chip_sale() -> None:
+    p = params(TxnKind.SALE, CHIP)
+    orig = financial_request(p)
+    rev = reversal_request(p, "98", None)
+    assert rev.mti == "0400"
+    assert set(rev.fields) == {"2", "3", "4", "11", "22", "25", "39", "41", "42", "49", "55",
+                               "60"}
+    for k in ("3", "4", "11", "22", "25", "49", "60", "55"):
+        assert rev.fields[k] == orig.fields[k]
+    assert rev.fields["2"] == PAN
+    assert rev.fields["39"] == "98"
+
+
+def test_reversal_of_swiped_void_with_auth_code() -> None:
+    p = params(TxnKind.VOID, SWIPE_PIN)
+    rev = reversal_request(p, "A0", "654321")
+    assert set(rev.fields) == {"2", "3", "4", "11", "22", "25", "38", "39", "41", "42", "49",
+                               "60", "61"}
+    assert rev.fields["38"] == "654321"
+    assert rev.fields["61"] == "000001000077"
+    assert rev.fields["2"] == PAN  # swiped: the PAN comes from the journal, not from 35
+
+
+@pytest.mark.parametrize("kind", [TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID])
+def test_reversal_of_void_types_keeps_61(kind: TxnKind) -> None:
+    p = params(kind)
+    assert reversal_request(p, "06", None).fields["61"] == financial_request(p).fields["61"]
+
+
+@pytest.mark.parametrize("kind", [TxnKind.SALE, TxnKind.PREAUTH, TxnKind.COMPLETION])
+def test_reversal_of_non_void_has_no_61(kind: TxnKind) -> None:
+    assert "61" not in reversal_request(params(kind), "06", None).fields
+
+
+@pytest.mark.parametrize("kind", [TxnKind.REFUND, TxnKind.BALANCE])
+def test_non_reversible_kinds(kind: TxnKind) -> None:
+    with pytest.raises(LocalProtocolError, match="not reversible"):
+        reversal_request(params(kind), "06", None)
+
+
+def test_reversal_reason_checked() -> None:
+    with pytest.raises(LocalProtocolError, match="reason"):
+        reversal_request(params(TxnKind.SALE), "00", None)
+
+
+# -- management messages
+
+def test_signon() -> None:
+    m = signon_request("000005", TERM, "000001", "01", with_tdk=False)
+    assert m.mti == "0800"
+    assert m.fields == {"11": "000005", "41": "TERM0001", "42": "898440154110001",
+                        "60": "00000001003", "63": "01 "}
+    assert signon_request("000005", TERM, "000001", "001", True).fields["60"] == "00000001004"
+
+
+def test_signoff_and_echo() -> None:
+    off = signoff_request("000006", TERM, "000002")
+    assert (off.mti, off.fields["60"], set(off.fields)) == ("0820", "00000002002",
+                                                            {"11", "41", "42", "60"})
+    echo = echo_request(TERM, "000002")
+    assert (echo.mti, echo.fields["60"], set(echo.fields)) == ("0820", "00000002301",
+                                                               {"41", "42", "60"})
+
+
+def test_settlement() -> None:
+    f48 = settlement_field48(SideTotals(123456, 3, 1000, 1), SideTotals(0, 0, 0, 0))
+    assert f48 == ("000000123456" "003" "000000001000" "001" "0"
+                   "000000000000" "000" "000000000000" "000" "0")
+    m = settlement_request("000010", TERM, "000001", "01", f48, "156")
+    assert m.mti == "0500"
+    assert m.fields == {"11": "000010", "41": "TERM0001", "42": "898440154110001", "48": f48,
+                        "49": "156", "60": "00000001201", "63": "01 "}
+    with pytest.raises(LocalProtocolError):
+        settlement_request("000010", TERM, "000001", "01", f48[:-1])
+    with pytest.raises(LocalProtocolError):
+        settlement_field48(SideTotals(1, 1000, 0, 0), SideTotals(0, 0, 0, 0))
+
+
+def test_parse_settlement_field48() -> None:
+    dom, foreign = SideTotals(5, 1, 6, 2), SideTotals(7, 3, 8, 4)
+    reply = settlement_field48(dom, foreign)
+    reply = reply[:30] + "1" + reply[31:61] + "2"
+    assert parse_settlement_field48(reply) == (dom, "1", foreign, "2")
+
+
+@pytest.mark.parametrize("bad", ["0" * 61, "0" * 63, "0" * 30 + "A" + "0" * 31,
+                                 "0" * 30 + "7" + "0" * 31])
+def test_parse_settlement_field48_rejects(bad: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_settlement_field48(bad)
+    assert info.value.field == "48"
+
+
+def test_batch_upload() -> None:
+    items = [UploadItem(False, "000101", PAN, 12345), UploadItem(True, "000102",
+                                                                 "4761739001010010", 1)]
+    m = batch_upload_request("000011", TERM, "000001", items)
+    assert m.mti == "0320"
+    assert m.fields["60"] == "00000001201"
+    assert m.fields["48"] == ("02"
+                              "00" "000101" "0000" + PAN + "000000012345"
+                              "01" "000102" "0000" "4761739001010010" "000000000001")
+    assert len(batch_upload_request("000011", TERM, "000001", items * 4).fields["48"]) == 322
+    with pytest.raises(LocalProtocolError):
+        batch_upload_request("000011", TERM, "000001", items * 5)
+    with pytest.raises(LocalProtocolError):
+        batch_upload_request("000011", TERM, "000001", [])
+
+
+def test_batch_upload_end() -> None:
+    m = batch_upload_end("000012", TERM, "000001", 17, balanced=True)
+    assert (m.mti, m.fields["48"], m.fields["60"]) == ("0320", "0017", "00000001207")
+    assert batch_upload_end("000012", TERM, "000001", 0, False).fields["60"] == "00000001202"
+
+
+def test_response_for() -> None:
+    req = financial_request(params(TxnKind.VOID, CHIP))
+    rep = response_for(req, "00", {"37": "999999999999", "38": "ABCDEF"})
+    assert rep.mti == "0210"
+    assert rep.tpdu.hex() == "6000000003"
+    for k in ("2", "3", "4", "11", "25", "41", "42", "49", "60", "61"):
+        assert rep.fields[k] == req.fields[k]
+    assert rep.fields["39"] == "00"
+    assert rep.fields["37"] == "999999999999"
+    assert "52" not in rep.fields and "35" not in rep.fields
+    assert response_for(signon_request("000001", TERM, "000001", "01", False), "00",
+                        {}).mti == "0810"
+    with pytest.raises(LocalProtocolError):
+        response_for(rep, "00", {})
+
+
+@pytest.mark.parametrize(("pan", "masked"), [
+    ("6225881234567890", "622588******7890"),
+    ("6225881234567890123", "622588*********0123"),
+    ("12345678901", "123456*8901"),
+    ("1234567890", "******7890"),
+    ("12345", "*2345"),
+    ("1234", "****"),
+    ("", ""),
+])
+def test_mask_pan(pan: str, masked: str) -> None:
+    assert mask_pan(pan) == masked
+
+
+def test_reprs_hide_card_data() -> None:
+    text = repr(CHIP) + str(CHIP) + repr(params(TxnKind.SALE, CHIP))
+    text += repr(financial_request(params(TxnKind.SALE, CHIP)))
+    assert PAN not in text
+    assert "2512101" not in text
+    assert "1122334455667788" not in text and "AABBCCDDEEFF" not in text.upper()
+    assert "622588******7890" in text
+    assert loggable({"2": PAN, "35": "x", "4": "1"}) == {"2": "622588******7890",
+                                                        "35": "<1 chars hidden>", "4": "1"}
+
+
+# -- round trips: every builder's output survives encode -> decode unchanged
+
+def roundtrip(msg: Message, mak: bytes | None = None) -> None:
+    d = decode(encode(msg, mak)[2:])
+    got = dict(d.message.fields)
+    if mak is not None:
+        got.pop("64")
+        assert verify_mac(d, mak)
+    assert (d.message.mti, d.message.header, d.message.tpdu) == (msg.mti, msg.header, msg.tpdu)
+    assert got == msg.fields
+
+
+def digits(n: int, m: int | None = None) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=n, max_size=n if m is None else m)
+
+
+printable = st.characters(min_codepoint=32, max_codepoint=126)
+terminals = st.builds(Terminal, st.text(printable, min_size=8, max_size=8),
+                      st.text(printable, min_size=15, max_size=15))
+
+
+@st.composite
+def cards(draw: st.DrawFn) -> CardInput:
+    mode = draw(st.sampled_from(["swipe", "chip", "keyed", "contactless"]))
+    pan = draw(digits(13, 19))
+    track2 = pan + "=" + draw(digits(0, 36 - len(pan)))
+    chip = mode in ("chip", "contactless")
+    return CardInput(
+        mode, pan,
+        expiry=draw(st.none() | digits(4)),
+        track2=track2 if mode == "swipe" else draw(st.none() | st.just(track2)),
+        track3=draw(st.none() | st.just("99" + pan + "=" + draw(digits(0, 80)))),
+        card_seq=draw(st.none() | digits(1, 3)) if chip else None,
+        icc_data=draw(st.binary(min_size=1, max_size=255)).hex() if chip else None,
+        pin_block=draw(st.none() | st.binary(min_size=8, max_size=8)),
+    )
+
+
+@st.composite
+def fin_params(draw: st.DrawFn, kinds: list[TxnKind] | None = None) -> FinancialParams:
+    return FinancialParams(
+        draw(st.sampled_from(kinds or list(TxnKind))), draw(digits(6)), draw(digits(6)),
+        draw(terminals), draw(st.integers(1, 10**12 - 1)), card=draw(cards()),
+        currency=draw(digits(3)),
+        orig_rrn=draw(st.text(string.ascii_uppercase + string.digits, min_size=12,
+                              max_size=12)),
+        orig_auth=draw(st.text(string.ascii_uppercase + string.digits, min_size=6, max_size=6)),
+        orig_batch=draw(digits(6)), orig_stan=draw(digits(6)), orig_date=draw(digits(4)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(fin_params())
+def test_roundtrip_financial(p: FinancialParams) -> None:
+    roundtrip(financial_request(p), MAK)
+
+
+@settings(max_examples=100, deadline=None)
+@given(fin_params([k for k, w in WIRE.items() if w.reversible]),
+       st.sampled_from(["06", "98", "A0"]), st.none() | st.text("ABC123", min_size=6, max_size=6))
+def test_roundtrip_reversal(p: FinancialParams, reason: str, auth: str | None) -> None:
+    roundtrip(reversal_request(p, reason, auth), MAK)
+
+
+@settings(deadline=None)
+@given(digits(6), terminals, digits(6), st.text(printable, min_size=1, max_size=3),
+       st.booleans())
+def test_roundtrip_management(stan: str, term: Terminal, batch: str, op: str,
+                              tdk: bool) -> None:
+    roundtrip(signon_request(stan, term, batch, op, tdk))
+    roundtrip(signoff_request(stan, term, batch))
+    roundtrip(echo_request(term, batch))
+
+
+totals = st.builds(SideTotals, st.integers(0, 10**12 - 1), st.integers(0, 999),
+                   st.integers(0, 10**12 - 1), st.integers(0, 999))
+
+
+@settings(deadline=None)
+@given(digits(6), terminals, digits(6), totals, totals, digits(3))
+def test_roundtrip_settlement(stan: str, term: Terminal, batch: str, dom: SideTotals,
+                              foreign: SideTotals, currency: str) -> None:
+    f48 = settlement_field48(dom, foreign)
+    assert parse_settlement_field48(f48) == (dom, "0", foreign, "0")
+    roundtrip(settlement_request(stan, term, batch, "01", f48, currency))
+
+
+items = st.builds(UploadItem, st.booleans(), digits(6), digits(12, 19),
+                  st.integers(0, 10**12 - 1))
+
+
+@settings(deadline=None)
+@given(digits(6), terminals, digits(6), st.lists(items, min_size=1, max_size=8),
+       st.integers(0, 9999), st.booleans())
+def test_roundtrip_batch_upload(stan: str, term: Terminal, batch: str, its: list[UploadItem],
+                                count: int, balanced: bool) -> None:
+    roundtrip(batch_upload_request(stan, term, batch, its))
+    roundtrip(batch_upload_end(stan, term, batch, count, balanced))
+
+
+@settings(max_examples=50, deadline=None)
+@given(fin_params(), st.sampled_from(["00", "05", "51", "A0"]))
+def test_roundtrip_response(p: FinancialParams, code: str) -> None:
+    rep = response_for(financial_request(p), code, {"37": "123456789012", "12": "120000"})
+    roundtrip(rep, MAK)
