@@ -1,0 +1,48 @@
+# The two commands: `make run` and `make test`. Each does all set-up on a fresh
+# Debian/Ubuntu machine with Python 3.11 (virtualenv, pinned dependencies, the C
+# extension) and then runs. Nothing here depends on anything installed by hand.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+BOARD ?= sim
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test lint bench clean kill-test
+.DEFAULT_GOAL := test
+
+# Debian's python3 lacks ensurepip until python3-venv is installed: install it
+# only when creating the venv fails, and only where we may (root or sudo).
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { \
+	  echo "python3-venv missing: installing it with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv python3-dev && \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+
+$(VENV_STAMP): $(PY) requirements.txt requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+include mk/c_ext.mk
+
+run: $(VENV_STAMP) build
+	$(PY) -m board.sim.devrun --board $(BOARD)
+
+test: $(VENV_STAMP) build fuzz-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+# The long SIGKILL run (also part of `make test` with fewer transactions).
+kill-test: $(VENV_STAMP) build
+	KILL_TEST_TXNS=$${KILL_TEST_TXNS:-400} $(PY) -m pytest tests/test_kill.py -q
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+
+bench: $(VENV_STAMP) build
+	$(PY) tests/bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build var _posio*.so c_ext/_posio.c

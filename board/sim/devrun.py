@@ -1,0 +1,112 @@
+"""`make run`: the acquirer simulator and a provisioned terminal on loopback, headless.
+
+Starts both as child processes, provisions var/terminal on first use (dev keys,
+the dev supervisor password), prints how to drive the terminal over ECR, and
+stops both on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEV_TID = "12345678"
+DEV_MID = "123456789012345"
+DEV_TMK = "0123456789ABCDEFFEDCBA9876543210"  # dev boards only; real TMKs come from a KLD
+DEV_PASSWORD = "246810"
+HOST_PORT = 5800
+CONTROL_PORT = 5801
+ECR_PORT = 8583
+
+HELP = f"""
+  Terminal {DEV_TID} is up; acquirer simulator on 127.0.0.1:{HOST_PORT} (control {CONTROL_PORT}).
+  Drive it over the ECR link (127.0.0.1:{ECR_PORT}) from another shell:
+
+    .venv/bin/python -m firmware.ecr.client sale 12.34 --card cup_debit --pin 123456
+    .venv/bin/python -m firmware.ecr.client sale 99.00 --card visa
+    .venv/bin/python -m firmware.ecr.client void <trace> --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client settle --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client status
+
+  Test cards: cup_debit (PIN 123456), cup_credit, visa, mastercard, jcb, blocked,
+  expired, bad_luhn, cup_chip.  Amounts ending in .51 are declined (51).
+  Data in var/ (journal, settings, log).  Ctrl-C stops both.
+"""
+
+
+def provision(data: Path, host_port: int) -> None:
+    keys = data / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    tmk = keys / "tmk.key"
+    if not tmk.exists():
+        tmk.write_text(DEV_TMK)
+        os.chmod(tmk, 0o600)
+    settings = data / "settings.json"
+    if not settings.exists():
+        from firmware.settings.model import factory, hash_password
+
+        s = factory()
+        s["merchant"].update({"tid": DEV_TID, "mid": DEV_MID})
+        s["comms"]["port"] = host_port
+        s["security"].update({"supervisor_hash": hash_password(DEV_PASSWORD),
+                              "password_changed": True})
+        settings.write_text(json.dumps(s, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--board", default="sim")
+    p.add_argument("--var", type=Path, default=Path("var"))
+    args = p.parse_args(argv)
+    args.var.mkdir(exist_ok=True)
+    provision(args.var / "terminal", HOST_PORT)
+    py = sys.executable
+    sim = subprocess.Popen([py, "-m", "board.sim.acquirer", "--db", str(args.var / "ledger.db"),
+                            "--port", str(HOST_PORT), "--control-port", str(CONTROL_PORT),
+                            "--register", f"{DEV_TID}:{DEV_MID}:{DEV_TMK}"],
+                           stderr=open(args.var / "acquirer.log", "ab"))
+    time.sleep(0.5)
+    ready = args.var / "terminal" / "ready"
+    ready.unlink(missing_ok=True)
+    term = subprocess.Popen([py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
+                             "--board", args.board, "--ecr-port", str(ECR_PORT),
+                             "--ready-file", str(ready)],
+                            stderr=open(args.var / "terminal.stderr.log", "ab"))
+    deadline = time.monotonic() + 20
+    while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not ready.exists():
+        print("the terminal did not start; see var/terminal.stderr.log", file=sys.stderr)
+        sim.terminate()
+        term.terminate()
+        return 1
+    print(HELP, flush=True)
+    stop = {"now": False}
+
+    def on_signal(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop["now"] and term.poll() is None and sim.poll() is None:
+            time.sleep(0.2)
+    finally:
+        for proc in (term, sim):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
