@@ -109,11 +109,12 @@ class TerminalProcess:
         ready = self.data_dir / "ready"
         ready.unlink(missing_ok=True)
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware.app", "--data", str(self.data_dir), "--ecr-port", "0",
-             "--ready-file", str(ready), "--log-level", "INFO"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "stderr.log", "ab"),
-        )
+        with open(self.data_dir / "stderr.log", "ab") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "firmware.app", "--data", str(self.data_dir),
+                 "--ecr-port", "0", "--ready-file", str(ready), "--log-level", "INFO"],
+                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+            )
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.proc.poll() is not None:

@@ -250,9 +250,9 @@ def test_settlement_password_is_required(data_dir, sim):
 
 
 def test_factory_password_blocks_payments_until_changed(tmp_path, sim):
-    from helpers import provision
-
     import json
+
+    from helpers import provision
     d = provision(tmp_path / "fresh", sim.port)
     s = json.loads((d / "settings.json").read_text())
     s["security"]["password_changed"] = False

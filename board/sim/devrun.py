@@ -67,17 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     args.var.mkdir(exist_ok=True)
     provision(args.var / "terminal", HOST_PORT)
     py = sys.executable
+    sim_log = open(args.var / "acquirer.log", "ab")  # noqa: SIM115 - lives as long as the child
     sim = subprocess.Popen([py, "-m", "board.sim.acquirer", "--db", str(args.var / "ledger.db"),
                             "--port", str(HOST_PORT), "--control-port", str(CONTROL_PORT),
                             "--register", f"{DEV_TID}:{DEV_MID}:{DEV_TMK}"],
-                           stderr=open(args.var / "acquirer.log", "ab"))
+                           stderr=sim_log)
     time.sleep(0.5)
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
+    term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
     term = subprocess.Popen([py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
                              "--board", args.board, "--ecr-port", str(ECR_PORT),
                              "--ready-file", str(ready)],
-                            stderr=open(args.var / "terminal.stderr.log", "ab"))
+                            stderr=term_log)
     deadline = time.monotonic() + 20
     while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -7,10 +7,10 @@ follow: success, retry possible, do not retry, operator action, system fault.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class ActionClass(str, Enum):
+class ActionClass(StrEnum):
     SUCCESS = "success"
     RETRY = "retry"  # the same request may succeed later
     DO_NOT_RETRY = "do_not_retry"  # the card or transaction is refused

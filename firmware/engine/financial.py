@@ -12,9 +12,9 @@ later). CANCEL before the write ends the flow with no financial record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from firmware.engine import events as ev
 from firmware.engine.cardclass import is_foreign
@@ -45,7 +45,7 @@ REVERSAL_REASON: dict[str, str] = {"timeout": "98", "bad_mac": "A0"}
 ADVICE_ACK_CODES = frozenset({"00", "94"})
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     AUTHORISE = "authorise"
     CARD = "card"
     PIN = "pin"
@@ -61,7 +61,7 @@ class FlowContext:
     batch: str
     now: datetime  # local time, passed in: the engine reads no clock
     currency: str = "156"
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     reply_timeout: float = 30.0
     pin_tries: int = 3
     allow_pin_bypass: bool = False

@@ -11,7 +11,7 @@ the upload-end reply has been recorded.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from firmware.engine import events as ev
 from firmware.engine.model import SettlementRow, TxnResult
@@ -30,7 +30,7 @@ from firmware.host.messages import (
 UPLOAD_CHUNK = 8  # magstripe records per 0320
 
 
-class SStep(str, Enum):
+class SStep(StrEnum):
     STAN_FOR_REQUEST = "stan_for_request"
     BEGIN = "begin"
     AWAIT_REQUEST_REPLY = "await_request_reply"

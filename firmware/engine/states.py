@@ -9,10 +9,10 @@ record whose outcome was already given up (REVERSAL_DUE, REVERSED).
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class TxnState(str, Enum):
+class TxnState(StrEnum):
     PENDING = "PENDING"  # durable, may be on the wire; outcome unknown
     APPROVED = "APPROVED"  # host approved (or acknowledged the advice); durable
     DECLINED = "DECLINED"  # host said no; nothing moved
@@ -24,7 +24,7 @@ class TxnState(str, Enum):
     FAILED = "FAILED"  # non-reversible enquiry without a reply: nothing moved
 
 
-class TxnEvent(str, Enum):
+class TxnEvent(StrEnum):
     APPROVE = "approve"
     DECLINE = "decline"
     LOSE_REPLY = "lose_reply"  # timeout, link loss, malformed, bad MAC, cancel, power loss

@@ -74,8 +74,8 @@ def check_original(request: TxnRequest, batch: str) -> Refusal | None:
     if request.kind is TxnKind.REFUND:
         if not original.rrn or not original.date:
             return Refusal("original_not_found", "a refund needs the original reference and date")
-        if original.amount is not None and request.amount is not None:
-            if request.amount + original.refunded > original.amount:
+        if (original.amount is not None and request.amount is not None
+                and request.amount + original.refunded > original.amount):
                 return Refusal("refund_over_original", "the refund exceeds what is left to refund")
         return None
     if original.record_id is None:
@@ -88,7 +88,7 @@ def check_original(request: TxnRequest, batch: str) -> Refusal | None:
         return Refusal("original_not_approved", "the original was not approved")
     if request.kind in SAME_BATCH_ONLY and original.batch != batch:
         return Refusal("original_settled", "the original is settled: use a refund instead")
-    if request.kind is TxnKind.COMPLETION and request.amount is not None:
-        if original.amount is not None and request.amount > original.amount:
+    if (request.kind is TxnKind.COMPLETION and request.amount is not None
+            and original.amount is not None and request.amount > original.amount):
             return Refusal("completion_over_preauth", "the completion exceeds the pre-authorised amount")
     return None

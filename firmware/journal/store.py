@@ -213,7 +213,8 @@ class Journal:
         with self._tx() as cur:
             stan = f"{self._next(cur, 'stan'):06d}"
             invoice = f"{self._next(cur, 'invoice'):06d}"
-            batch = f"{cur.execute('SELECT value FROM counters WHERE name = ?', ('batch',)).fetchone()[0]:06d}"
+            batch_no = cur.execute("SELECT value FROM counters WHERE name = 'batch'").fetchone()[0]
+            batch = f"{batch_no:06d}"
             cur.execute(
                 "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
