@@ -1,0 +1,230 @@
+"""Bad input gets a clear error in words and loses nothing: ECR garbage, a full disk
+during a journal write, a corrupted journal or settings file at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import TID, TerminalProcess, WireSpy, assert_agree, run, sale, terminal
+
+from firmware.app import AppConfig, Terminal
+from firmware.ecr.protocol import EcrError, parse_request
+from firmware.journal.vault import CardVault, VaultError
+
+# -- ECR ---------------------------------------------------------------------------
+
+BAD_LINES = [
+    (b'{"op": "sale", "amount": "12.34"}', "whole number of fen"),
+    (b'{"op": "sale", "amount": 12.5}', "whole number of fen"),
+    (b'{"op": "sale", "amount": -5}', "greater than zero"),
+    (b'{"op": "sale", "amount": true}', "whole number of fen"),
+    (b'{"op": "sale", "amount": "abc"}', "whole number of fen"),
+    (b'{"op": "sale"}', "sale needs amount"),
+    (b'{"op": "sale", "amount": 100, "track2": "x"}', "does not take track2"),
+    (b'{"op": "explode"}', "unknown op"),
+    (b"[1, 2, 3]", "must be a JSON object"),
+    (b"not json at all", "not valid JSON"),
+    (b"\xff\xfe\x00garbage", "not valid JSON"),
+    (b'{"op": "void", "trace": "12a", "password": "1"}', "up to 6 digits"),
+    (b'{"op": "refund", "amount": 1, "orig_rrn": "1", "orig_date": "13", "password": "1"}',
+     "MMDD"),
+]
+
+
+@pytest.mark.parametrize("line,words", BAD_LINES)
+def test_ecr_parser_refuses_with_words(line, words):
+    with pytest.raises(EcrError, match=words):
+        parse_request(line)
+
+
+def test_ecr_garbage_over_tcp_then_a_sale_still_works(data_dir, sim):
+    term = TerminalProcess(data_dir)
+    term.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", term.port), timeout=20)
+        stream = sock.makefile("rwb")
+        for line, words in BAD_LINES:
+            stream.write(line + b"\n")
+            stream.flush()
+            reply = json.loads(stream.readline())
+            assert reply["ok"] is False and reply["result"] == "error"
+            assert words.split()[0].lower() in reply["message"].lower(), (line, reply)
+        stream.write(b'{"op": "sale", "amount": ' + b"9" * 5000 + b"}\n")
+        stream.flush()
+        reply = json.loads(stream.readline())
+        assert reply["ok"] is False and "longer than" in reply["message"]
+        sock.close()
+        ok = term.request(op="sale", amount=1500, card="visa")
+        assert ok["result"] == "approved", ok
+        assert len(sim.ledger.approved(TID)) == 1
+    finally:
+        term.stop()
+
+
+def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim):
+    from firmware.ecr.server import EcrServer
+
+    async def go():
+        t = Terminal(AppConfig(data_dir=data_dir, board="rpi"))
+        await t.start()
+        try:
+            server = EcrServer(t, "127.0.0.1", 0, None)
+            with pytest.raises(EcrError, match="cannot come over the ECR link"):
+                await server.dispatch(parse_request(b'{"op": "sale", "amount": 1, "card": "visa"}'))
+        finally:
+            await t.close()
+
+    run(go())
+
+
+# -- full disk -----------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB tmpfs so that SQLite meets a real ENOSPC (needs root to mount)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root / CAP_SYS_ADMIN): {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """Write until the kernel says ENOSPC, in shrinking chunks so no byte is left."""
+    filler = path / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_disk_during_journal_write_sends_nothing_and_loses_nothing(small_disk, sim):
+    from helpers import provision
+
+    data_dir = provision(small_disk / "terminal", sim.port)
+
+    async def go():
+        t = await terminal(data_dir)
+        spy = WireSpy(t)
+        try:
+            first = await sale(t, 1000)
+            assert first.status == "approved"
+            filler = fill(small_disk)
+            before = len(spy.sent)
+            full = await sale(t, 2000)
+            sent_while_full = [m.mti for m in spy.sent[before:]]
+            filler.unlink()
+            again = await sale(t, 3000)
+            return first, full, sent_while_full, again, t.journal
+        finally:
+            await t.link.channel.close()
+
+    first, full, sent_while_full, again, journal = run(go())
+    assert full.status == "failed" and full.message_key == "journal_full", full
+    assert "storage is full" in full.detail and "nothing was sent" in full.detail
+    assert "0200" not in sent_while_full
+    assert again.status == "approved"
+    assert journal.integrity() == "ok"
+    assert [r.amount for r in journal.records()] == [1000, 3000]
+    assert_agree(journal, sim.ledger)
+
+
+# -- corrupt files at start-up -----------------------------------------------------------
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("damage", ["header", "pages"])
+def test_corrupt_journal_means_service_mode_with_the_file_kept(data_dir, sim, damage):
+    async def make_history():
+        t = await terminal(data_dir)
+        for amount in range(1000, 1040):
+            await sale(t, amount)
+        await t.close()
+
+    run(make_history())
+    db = data_dir / "journal.db"
+    raw = bytearray(db.read_bytes())
+    if damage == "header":
+        raw[0:16] = b"NOT A DATABASE!!"
+    else:
+        # Scribble over the b-tree page headers of every other page (what a torn
+        # write on a broken flash part looks like); quick_check must notice.
+        page = int.from_bytes(raw[16:18], "big")
+        for offset in range(page, len(raw), page * 2):
+            raw[offset: offset + 12] = b"\x0d\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+    db.write_bytes(bytes(raw))
+    before = sha(db)
+
+    async def go():
+        t = Terminal(AppConfig(data_dir=data_dir))
+        await t.start()
+        r = await sale(t, 5000)
+        return t.status(), r
+
+    status, r = run(go())
+    assert status["service_mode"] and "call support" in status["service_mode"]
+    assert r.status == "refused" and r.message_key == "service_mode"
+    assert sha(db) == before, "the damaged journal must be kept byte for byte"
+    assert len(sim.ledger.approved(TID)) == 40  # nothing new reached the host
+
+
+def test_corrupt_settings_file_uses_the_last_good_version_and_says_so(data_dir, sim):
+    async def first_start():
+        t = await terminal(data_dir)
+        t.settings_store.save(t.settings, reason="test: make a history entry")
+        await t.close()
+
+    run(first_start())
+    (data_dir / "settings.json").write_text("{ this is not json")
+
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            return t.notice, await sale(t, 1200)
+        finally:
+            await t.close()
+
+    notice, r = run(go())
+    assert notice and "unusable" in notice and "last good version" in notice
+    assert r.status == "approved"
+
+
+def test_card_key_file_readable_by_others_is_refused(tmp_path):
+    key = tmp_path / "card.key"
+    CardVault.from_key_file(key)
+    os.chmod(key, 0o644)
+    with pytest.raises(VaultError, match="chmod 600"):
+        CardVault.from_key_file(key)
+
+
+def test_missing_master_key_says_how_to_provision(tmp_path, sim):
+    from helpers import provision
+
+    d = provision(tmp_path / "t", sim.port)
+    shutil.rmtree(d / "keys")
+
+    async def go():
+        await Terminal(AppConfig(data_dir=d)).start()
+
+    with pytest.raises(SystemExit, match="provision the terminal"):
+        run(go())
