@@ -23,3 +23,22 @@ def sim(tmp_path: Path):
 @pytest.fixture
 def data_dir(tmp_path: Path, sim) -> Path:
     return provision(tmp_path / "terminal", sim.port)
+
+
+# Every PIN block the in-process terminals produce, so the final scan can prove
+# that none of them reached a file (tests/test_zz_no_secrets_at_rest.py).
+PIN_BLOCKS_SEEN: list[bytes] = []
+
+
+@pytest.fixture(autouse=True)
+def _record_pin_blocks(monkeypatch):
+    import firmware.app as app
+
+    real = app.encrypt_pin_block
+
+    def recording(pin: str, pan: str, pik: bytes) -> bytes:
+        block = real(pin, pan, pik)
+        PIN_BLOCKS_SEEN.append(block)
+        return block
+
+    monkeypatch.setattr(app, "encrypt_pin_block", recording)
