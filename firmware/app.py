@@ -418,7 +418,7 @@ class Terminal:
         if refusal is not None:
             return refusal
         j = self.journal
-        assert j is not None
+        assert j is not None and self.link is not None
         if not await self.ensure_signed_on():
             return TxnResult("failed", "host_unreachable", detail="sign-on failed")
         try:
@@ -427,6 +427,10 @@ class Terminal:
                 return TxnResult("refused", "settlement_interrupted",
                                  detail="an interrupted settlement must finish first")
             request = self._with_original(request)
+            try:
+                await self.link.channel.connect()
+            except NoReply as exc:
+                return TxnResult("failed", "host_unreachable", detail=exc.detail)
             tx = self._tx()
             ctx = FlowContext(
                 term=self.term, batch=j.current_batch(), now=self.now(), currency=tx["currency"],

@@ -137,7 +137,7 @@ def test_full_disk_during_journal_write_sends_nothing_and_loses_nothing(small_di
         finally:
             await t.link.channel.close()
 
-    first, full, sent_while_full, again, journal = run(go())
+    _first, full, sent_while_full, again, journal = run(go())
     assert full.status == "failed" and full.message_key == "journal_full", full
     assert "storage is full" in full.detail and "nothing was sent" in full.detail
     assert "0200" not in sent_while_full

@@ -88,6 +88,12 @@ class HostChannel:
                 elif not future.cancelled():
                     future.exception()  # mark retrieved: no "never retrieved" noise
 
+    async def connect(self) -> None:
+        """Open the connection now if it is not open (the terminal dials before it
+        writes a PENDING record, so a dead link costs no needless reversal)."""
+        async with self._lock:
+            await self._ensure_connected()
+
     async def close(self) -> None:
         """Close the connection; a request still waiting gets NoReply(CANCELLED)."""
         self._fail_waiter(NoReply(NoReply.CANCELLED, "channel closed locally"))
