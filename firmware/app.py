@@ -73,6 +73,7 @@ class AppConfig:
     port: int | None = None
     reply_timeout: float | None = None
     ready_file: Path | None = None
+    ecr_serial: str | None = None  # overrides the board profile's ECR serial port
 
 
 class CardSlot:
@@ -607,7 +608,11 @@ def setup_logging(data_dir: Path, level: str) -> None:
 async def serve(cfg: AppConfig) -> None:
     terminal = Terminal(cfg)
     await terminal.start()
-    ecr = EcrServer(terminal, cfg.ecr_host, cfg.ecr_port, serial_path=None)
+    serial = cfg.ecr_serial if cfg.ecr_serial is not None else terminal.board.ecr_serial
+    if serial and not Path(serial).exists():
+        log.warning("ECR serial port %s not present: ECR on TCP only", serial)
+        serial = None
+    ecr = EcrServer(terminal, cfg.ecr_host, cfg.ecr_port, serial_path=serial or None)
     await ecr.start()
     if cfg.ready_file is not None:
         tmp = cfg.ready_file.with_suffix(".tmp")
@@ -632,12 +637,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="acquirer port (overrides settings)")
     parser.add_argument("--reply-timeout", type=float)
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--ecr-serial", help="serial device for the ECR link ('' = none)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.data, args.log_level)
     _require_c_extension()
     cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
-                    port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file)
+                    port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file,
+                    ecr_serial=args.ecr_serial)
     try:
         asyncio.run(serve(cfg))
     except JournalError as exc:

@@ -160,7 +160,10 @@ class EcrServer:
                     line, _, rest = bytes(buffer).partition(b"\n")
                     buffer[:] = rest
                     if line.strip():
-                        await self._handle(line, send)
+                        # A task per request, so that `cancel` is heard mid-operation.
+                        task = asyncio.create_task(self._handle(line, send))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
                 if len(buffer) > MAX_LINE:
                     buffer.clear()
                     await send({"ok": False, "result": "error",

@@ -1,0 +1,56 @@
+"""The ECR link over a serial port: a real pseudo-terminal, the terminal as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import tty
+
+from helpers import REPO, TID
+
+
+def read_line(fd: int, timeout: float = 20.0) -> dict:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no reply line, got {buf!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            buf += os.read(fd, 4096)
+    return json.loads(buf.split(b"\n")[0])
+
+
+def test_sale_and_garbage_over_a_serial_ecr_link(data_dir, sim):
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    slave_path = os.ttyname(slave)
+    ready = data_dir / "ready"
+    with open(data_dir / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.app", "--data", str(data_dir), "--ecr-port", "0",
+             "--ecr-serial", slave_path, "--ready-file", str(ready)],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=err)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.write(master, b"\x00\xff line noise\n")
+        noise = read_line(master)
+        assert noise["ok"] is False and "not valid JSON" in noise["message"]
+        os.write(master, b'{"id": 1, "op": "sale", "amount": 2345, "card": "visa"}\n')
+        reply = read_line(master)
+        assert reply["id"] == 1 and reply["result"] == "approved", reply
+        assert reply["pan"].startswith("400000") and "*" in reply["pan"]
+        assert len(sim.ledger.approved(TID)) == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.close(master)
+        os.close(slave)

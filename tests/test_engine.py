@@ -1,0 +1,110 @@
+"""The engine without any I/O: feed events, read actions, with a fixed clock.
+
+Proves the write-ahead order (nothing is sent before PendingWritten), that CANCEL
+before the write leaves no record, and the reversal reason for each lost reply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from firmware.engine import events as ev
+from firmware.engine.financial import FinancialFlow, FlowContext
+from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.host.messages import Message, Terminal, TxnKind
+
+NOW = datetime(2026, 11, 22, 10, 30, 0)
+CTX = FlowContext(term=Terminal("12345678", "123456789012345"), batch="000001", now=NOW,
+                  reply_timeout=5.0)
+CARD = CardRead("swipe", "6225880000000001", "3012", "101", "6225880000000001=30121010000000000000")
+PIN_CARD = CardRead("swipe", "6222021000000000017", "3012", "120",
+                    "6222021000000000017=30121200000000000")
+
+
+def record(state=TxnState.PENDING, **kw) -> TxnRecord:
+    base = dict(id=1, kind=TxnKind.SALE, state=state, stan="000007", batch="000001",
+                invoice="000003", amount=1000, currency="156", pan_masked="622588******0001",
+                foreign=False, entry_mode="swipe", pin_entered=False, operator="01",
+                local_date="1122", local_time="103000", created_at=0.0)
+    base.update(kw)
+    return TxnRecord(**base)
+
+
+def drive_to_send(flow: FinancialFlow, card: CardRead = CARD) -> list:
+    actions = flow.start()
+    assert isinstance(actions[0], ev.AskCard)
+    actions = flow.handle(ev.CardPresented(card))
+    if isinstance(actions[0], ev.AskPin):
+        actions = flow.handle(ev.PinEntered(b"\x11" * 8))
+    assert isinstance(actions[0], ev.WritePending), actions
+    return flow.handle(ev.PendingWritten(record()))
+
+
+def test_nothing_is_sent_before_the_pending_record_is_written():
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    actions = drive_to_send(flow)
+    assert isinstance(actions[0], ev.SendRequest)
+    assert actions[0].message.fields["11"] == "000007"  # the STAN the journal consumed
+    assert actions[0].mac is True
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_cancel_before_the_write_leaves_no_record(steps):
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), FlowContext(**{**CTX.__dict__}))
+    flow.start()
+    if steps:
+        acts = flow.handle(ev.CardPresented(PIN_CARD))
+        assert isinstance(acts[0], ev.AskPin)
+    actions = flow.handle(ev.Cancel())
+    assert not any(isinstance(a, ev.WritePending) for a in actions)
+    assert isinstance(actions[-1], ev.Finish) and actions[-1].result.status == "cancelled"
+    assert isinstance(actions[0], ev.AuditNote)
+
+
+@pytest.mark.parametrize("reason,code", [("timeout", "98"), ("bad_mac", "A0"), ("link", "06"),
+                                         ("malformed", "06"), ("cancelled", "06")])
+def test_lost_reply_means_reversal_due_with_the_right_reason(reason, code):
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    actions = flow.handle(ev.ReplyLost(reason))
+    assert actions == [ev.WriteOutcome(1, TxnEvent.LOSE_REPLY, reversal_reason=code)]
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.REVERSAL_DUE)))
+    assert final[-1].result.status in ("reversal_pending", "cancelled_after_send")
+
+
+def test_cancel_while_awaiting_the_reply_is_a_lost_reply():
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    actions = flow.handle(ev.Cancel())
+    assert actions[0].event is TxnEvent.LOSE_REPLY
+
+
+def test_approval_is_reported_only_after_it_is_durable():
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    reply = Message("0210", {"39": "00", "37": "123456789012", "38": "AB12CD", "63": "CUP"})
+    actions = flow.handle(ev.ReplyReceived(reply))
+    assert [type(a) for a in actions] == [ev.WriteOutcome]  # no Finish yet
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.APPROVED)))
+    assert final[-1].result.status == "approved"
+
+
+def test_void_needs_the_supervisor_and_names_its_original():
+    orig = OriginalRef(record_id=5, kind=TxnKind.SALE, state=TxnState.APPROVED, amount=1000,
+                       batch="000001", trace="000002", rrn="123456789012", auth_code="AB12CD",
+                       date="1122", pan="6225880000000001")
+    flow = FinancialFlow(TxnRequest(TxnKind.VOID, original=orig), CTX)
+    assert isinstance(flow.start()[0], ev.AskAuthorisation)
+    refused = FinancialFlow(TxnRequest(TxnKind.VOID, original=orig), CTX)
+    refused.start()
+    assert refused.handle(ev.Authorised(False))[-1].result.message_key == "password_wrong"
+    actions = flow.handle(ev.Authorised(True))
+    assert isinstance(actions[0], ev.WritePending) and actions[0].draft.orig_id == 5
+    flow.handle(ev.PendingWritten(record(kind=TxnKind.VOID, orig_rrn="123456789012",
+                                         orig_auth="AB12CD", orig_batch="000001",
+                                         orig_stan="000002")))
+    approved = flow.handle(ev.ReplyReceived(Message("0210", {"39": "00"})))
+    assert approved[0].void_of == 5

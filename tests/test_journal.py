@@ -1,0 +1,120 @@
+"""The journal on its own: schema versions, the state table, counters, audit, totals."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from firmware.engine.model import HostResult, PendingDraft
+from firmware.engine.states import TRANSITIONS, IllegalTransition, TxnEvent, TxnState, diagram
+from firmware.host.messages import TxnKind
+from firmware.journal.errors import JournalTooNew
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault, VaultError
+
+PAN = "6225880000000001"
+
+
+def draft(kind=TxnKind.SALE, amount=1000, pan=PAN, **kw) -> PendingDraft:
+    return PendingDraft(kind=kind, amount=amount, currency="156", pan=pan,
+                        pan_masked=pan[:6] + "******" + pan[-4:], foreign=False,
+                        entry_mode="swipe", pin_entered=False, operator="01",
+                        local_date="1122", local_time="101010", **kw)
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
+    yield j
+    j.close()
+
+
+def test_pragmas_make_every_commit_durable(journal):
+    db = journal._db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_begin_consumes_counters_in_the_same_commit(journal):
+    a = journal.begin(draft())
+    stan = journal.allocate_stan()
+    b = journal.begin(draft())
+    assert (a.stan, stan, b.stan) == ("000001", "000002", "000003")
+    assert (a.invoice, b.invoice) == ("000001", "000002")
+    assert a.state is TxnState.PENDING and a.batch == "000001"
+
+
+def test_counters_wrap_after_999999_and_never_reuse_within_a_batch(journal):
+    journal._db.execute("UPDATE counters SET value = 999998 WHERE name = 'stan'")
+    a = journal.begin(draft())
+    b = journal.begin(draft())
+    assert (a.stan, b.stan) == ("999999", "000001")
+
+
+def test_every_transition_outside_the_table_is_refused(journal):
+    rec = journal.begin(draft())
+    journal.apply(rec.id, TxnEvent.LOSE_REPLY, reversal_reason="98")
+    with pytest.raises(IllegalTransition):
+        journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00"))  # a late approval
+    assert journal.get(rec.id).state is TxnState.REVERSAL_DUE
+    for (state, event), _ in TRANSITIONS.items():
+        assert isinstance(state, TxnState) and isinstance(event, TxnEvent)
+    assert "REVERSAL_DUE -> REVERSED" in diagram()
+
+
+def test_approved_void_marks_its_original_in_one_commit(journal):
+    sale = journal.begin(draft())
+    journal.apply(sale.id, TxnEvent.APPROVE, HostResult("00", rrn="123456789012", auth_code="A1B2C3"))
+    void = journal.begin(draft(kind=TxnKind.VOID, orig_id=sale.id))
+    journal.apply(void.id, TxnEvent.APPROVE, HostResult("00"), void_of=sale.id)
+    assert journal.get(sale.id).state is TxnState.VOIDED
+    dom, fgn = journal.totals()
+    assert (dom.debit_amount, dom.debit_count, dom.credit_amount, dom.credit_count) == (1000, 1, 1000, 1)
+
+
+def test_recover_turns_pending_into_reversal_due_and_abandons_unanswered_settlement(journal):
+    sale = journal.begin(draft())
+    bal = journal.begin(draft(kind=TxnKind.BALANCE, amount=0))
+    journal.begin_settlement("000001", "000009", *journal.totals())
+    report = journal.recover()
+    assert report.to_reverse == 1 and report.enquiries_failed == 1
+    assert report.settlements_abandoned == 1 and report.settlement_to_resume is None
+    assert journal.get(sale.id).state is TxnState.REVERSAL_DUE
+    assert journal.get(sale.id).reversal_reason == "06"
+    assert journal.get(bal.id).state is TxnState.FAILED
+
+
+def test_audit_log_is_append_only(journal):
+    journal.audit("01", "test", "detail", "ok")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        journal._db.execute("UPDATE audit SET outcome = 'forged'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        journal._db.execute("DELETE FROM audit")
+
+
+def test_pan_is_encrypted_and_masked(journal, tmp_path):
+    rec = journal.begin(draft())
+    raw = journal._db.execute("SELECT pan_enc, pan_masked FROM txn").fetchone()
+    assert PAN.encode() not in raw[0] and raw[1] == "622588******0001"
+    assert journal.decrypt_pan(rec.id) == PAN
+    other = CardVault(b"x" * 32)
+    with pytest.raises(VaultError, match="integrity"):
+        other.decrypt(raw[0])
+
+
+def test_a_newer_schema_is_refused_not_guessed(tmp_path):
+    path = tmp_path / "j.db"
+    Journal.open(path, CardVault(b"k" * 32)).close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    with pytest.raises(JournalTooNew, match="install the newer firmware"):
+        Journal.open(path, CardVault(b"k" * 32))
+
+
+def test_adopt_batch_only_while_the_batch_is_empty(journal):
+    assert journal.adopt_batch("000042") and journal.current_batch() == "000042"
+    journal.begin(draft())
+    assert not journal.adopt_batch("000050") and journal.current_batch() == "000042"
