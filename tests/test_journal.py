@@ -69,7 +69,7 @@ def test_approved_void_marks_its_original_in_one_commit(journal):
     void = journal.begin(draft(kind=TxnKind.VOID, orig_id=sale.id))
     journal.apply(void.id, TxnEvent.APPROVE, HostResult("00"), void_of=sale.id)
     assert journal.get(sale.id).state is TxnState.VOIDED
-    dom, fgn = journal.totals()
+    dom, _fgn = journal.totals()
     assert (dom.debit_amount, dom.debit_count, dom.credit_amount, dom.credit_count) == (1000, 1, 1000, 1)
 
 
