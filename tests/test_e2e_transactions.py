@@ -268,3 +268,35 @@ def test_factory_password_blocks_payments_until_changed(tmp_path, sim):
     assert first.status == "refused" and first.message_key == "change_password"
     assert changed.status == "approved"
     assert second.status == "approved"
+
+
+def test_after_settlement_void_is_refused_and_refund_works(data_dir, sim):
+    async def body(t, spy):
+        s = await sale(t, 6000)
+        settled = await t.settle(PASSWORD)
+        v = await void(t, s.record.stan, password=PASSWORD)
+        # The original is kept (retention) and found by its reference for the refund.
+        r = await refund(t, 6000, s.record.rrn, s.record.local_date)
+        return settled, v, r, t.journal
+
+    settled, v, r, journal = scenario(data_dir, body)
+    assert settled.status == "settled"
+    assert v.status == "refused" and v.message_key in ("original_not_found", "original_settled")
+    assert r.status == "approved", r
+    assert r.record.orig_batch != r.record.batch
+    assert_agree(journal, sim.ledger)
+
+
+def test_echo_sign_off_and_sign_on_again(data_dir, sim):
+    async def body(t, spy):
+        ok, rtt, code = await t.echo()
+        off = await t.sign_off()
+        after_off = t.status()["signed_on"]
+        s = await sale(t, 1100)  # signs on again by itself first
+        return ok, rtt, code, off, after_off, s, spy.mtis()
+
+    ok, rtt, code, off, after_off, s, mtis = scenario(data_dir, body)
+    assert ok and code == "00" and rtt >= 0
+    assert off and after_off is False
+    assert s.status == "approved"
+    assert mtis == ["0820", "0820", "0800", "0200"]
