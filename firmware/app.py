@@ -326,6 +326,9 @@ class Terminal:
         if isinstance(action, ev.MarkUploaded):
             j.mark_uploaded(action.settlement_id, action.record_ids)
             return ev.Done()
+        if isinstance(action, ev.RecordEndStan):
+            j.record_end_stan(action.settlement_id, action.stan)
+            return ev.Done()
         if isinstance(action, ev.AbandonSettlement):
             j.abandon_settlement(action.settlement_id, action.reason)
             return ev.Done()

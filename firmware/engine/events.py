@@ -95,6 +95,12 @@ class MarkUploaded:
 
 
 @dataclass(frozen=True)
+class RecordEndStan:
+    settlement_id: int
+    stan: str
+
+
+@dataclass(frozen=True)
 class AbandonSettlement:
     settlement_id: int
     reason: str
@@ -113,7 +119,7 @@ class Finish:
 Action = (
     AskAuthorisation | AskCard | AskPin | WritePending | SendRequest | WriteOutcome | AuditNote
     | AllocateStan | BeginSettlement | RecordSettlementReply | LoadUploadItems | MarkUploaded
-    | AbandonSettlement | FinishSettlement | Finish
+    | RecordEndStan | AbandonSettlement | FinishSettlement | Finish
 )
 
 # ---- events (app -> engine) -------------------------------------------------

@@ -163,7 +163,8 @@ class FinancialFlow:
         return self._after_card()
 
     def _after_card(self) -> list[ev.Action]:
-        if self.card is not None and self._pin_needed():
+        # An advice carries no PIN: it is store-and-forward, resent later from the journal.
+        if self.card is not None and self._pin_needed() and not self.wire.advice:
             return self._ask_pin()
         return self._write_pending()
 
@@ -220,9 +221,15 @@ class FinancialFlow:
     def _on_pending_written(self, event: object) -> list[ev.Action]:
         assert isinstance(event, ev.PendingWritten)
         self.record = event.record
-        card = card_input_for(
-            event.record.entry_mode, self._pan(), self.card, self.pin_block, event.record.pin_entered
-        )
+        if self.wire.advice:
+            # Byte for byte what a resend from the journal will be, so that the host's
+            # duplicate check replays its real outcome instead of answering 94.
+            card = card_input_for(event.record.entry_mode, self._pan(), None, None, False)
+        else:
+            card = card_input_for(
+                event.record.entry_mode, self._pan(), self.card, self.pin_block,
+                event.record.pin_entered,
+            )
         message: Message = financial_request(params_for(event.record, self.ctx.term, card))
         self.step = Step.AWAIT_REPLY
         return [ev.SendRequest(message, mac=True, timeout=self.ctx.reply_timeout)]

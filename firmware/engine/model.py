@@ -167,6 +167,7 @@ class SettlementRow:
     uploaded_count: int = 0
     started_at: float = 0.0
     finished_at: float | None = None
+    end_stan: str | None = None  # STAN of the upload end, reused if it must be resent
 
     @property
     def balanced(self) -> bool:

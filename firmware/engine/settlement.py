@@ -40,6 +40,7 @@ class SStep(StrEnum):
     AWAIT_UPLOAD_REPLY = "await_upload_reply"
     MARK = "mark"
     STAN_FOR_END = "stan_for_end"
+    RECORD_END_STAN = "record_end_stan"
     AWAIT_END_REPLY = "await_end_reply"
     FINISH = "finish"
     ABANDON = "abandon"
@@ -65,6 +66,7 @@ class SettlementFlow:
         self.settlement_id: int | None = resume.id if resume else None
         self.uploaded = resume.uploaded_count if resume else 0
         self.pending_items: tuple[int, ...] = ()
+        self.end_stan: str | None = resume.end_stan if resume else None
         self.step = SStep.STAN_FOR_REQUEST
         self.results: tuple[str, str] | None = (
             (resume.result_domestic or "", resume.result_foreign or "") if resume else None
@@ -146,10 +148,13 @@ class SettlementFlow:
             return self._load()
         if step is SStep.STAN_FOR_END:
             assert isinstance(event, ev.StanAllocated)
-            self.step = SStep.AWAIT_END_REPLY
-            balanced = self.results == ("1", "1")
-            msg = batch_upload_end(event.stan, self.term, self.batch, self.uploaded, balanced)
-            return [ev.SendRequest(msg, mac=False, timeout=self.timeout)]
+            assert self.settlement_id is not None
+            self.end_stan = event.stan
+            self.step = SStep.RECORD_END_STAN
+            return [ev.RecordEndStan(self.settlement_id, event.stan)]
+        if step is SStep.RECORD_END_STAN:
+            assert isinstance(event, ev.Done)
+            return self._send_end()
         if step is SStep.AWAIT_END_REPLY:
             if isinstance(event, ev.ReplyLost):
                 return self._interrupted(f"upload end not acknowledged ({event.reason})")
@@ -199,8 +204,17 @@ class SettlementFlow:
         return [ev.LoadUploadItems(self.settlement_id, UPLOAD_CHUNK)]
 
     def _stan_for_end(self) -> list[ev.Action]:
+        if self.end_stan is not None:
+            return self._send_end()  # a resend: the same STAN, so the host sees a repeat
         self.step = SStep.STAN_FOR_END
         return [ev.AllocateStan()]
+
+    def _send_end(self) -> list[ev.Action]:
+        assert self.end_stan is not None
+        self.step = SStep.AWAIT_END_REPLY
+        balanced = self.results == ("1", "1")
+        msg = batch_upload_end(self.end_stan, self.term, self.batch, self.uploaded, balanced)
+        return [ev.SendRequest(msg, mac=False, timeout=self.timeout)]
 
     def _interrupted(self, why: str, code: str | None = None) -> list[ev.Action]:
         self.step = SStep.DONE

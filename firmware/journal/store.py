@@ -68,18 +68,18 @@ def _row_to_record(row: tuple) -> TxnRecord:
 
 
 def _row_to_settlement(row: tuple) -> SettlementRow:
-    (sid, batch, state, stan, totals, rdom, rfor, uploaded, started, finished) = row
+    (sid, batch, state, stan, totals, rdom, rfor, uploaded, started, finished, end_stan) = row
     t = json.loads(totals)
     return SettlementRow(
         id=sid, batch=batch, state=state, stan=stan, domestic=tuple(t["domestic"]),
         foreign=tuple(t["foreign"]), result_domestic=rdom, result_foreign=rfor,
-        uploaded_count=uploaded, started_at=started, finished_at=finished,
+        uploaded_count=uploaded, started_at=started, finished_at=finished, end_stan=end_stan,
     )
 
 
 _SETTLEMENT_COLUMNS = (
     "id, batch, state, stan, totals, result_domestic, result_foreign, uploaded_count, "
-    "started_at, finished_at"
+    "started_at, finished_at, end_stan"
 )
 
 
@@ -486,6 +486,15 @@ class Journal:
             cur.execute(
                 "UPDATE settlement SET uploaded_count = uploaded_count + ? WHERE id = ?",
                 (len(record_ids), settlement_id),
+            )
+
+    def record_end_stan(self, settlement_id: int, stan: str) -> None:
+        """The end of upload is about to go with this STAN: keep it for any resend."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE settlement SET end_stan = ?, state = 'ENDING' WHERE id = ? "
+                "AND state IN ('UPLOADING', 'ENDING')",
+                (stan, settlement_id),
             )
 
     def abandon_settlement(self, settlement_id: int, reason: str) -> None:
