@@ -23,7 +23,6 @@ def needles() -> dict[str, bytes]:
         found[f"{card.name} PAN ascii"] = pan.encode()
         padded = pan + ("0" if len(pan) % 2 else "")
         found[f"{card.name} PAN bcd"] = bytes.fromhex(padded)
-        found[f"{card.name} PAN middle digits"] = pan[6:-4].encode() + pan[-4:].encode()
         track = card.track2
         found[f"{card.name} track2 ascii"] = track.encode()
         found[f"{card.name} track2 ascii D"] = track.replace("=", "D").encode()
