@@ -13,73 +13,84 @@ from firmware.engine import events as ev
 from firmware.engine.financial import card_input_for, params_for
 from firmware.engine.model import HostResult, TxnRecord
 from firmware.engine.states import TxnEvent, TxnState
-from firmware.host.messages import Terminal, financial_request, reversal_request
+from firmware.host.messages import FinancialParams, Terminal, financial_request, reversal_request
 
 REVERSAL_RESOLVING_CODES = frozenset({"00", "25"})
 ADVICE_ACK_CODES = frozenset({"00", "94"})
 
 
-class ReversalFlow:
+class _OneAttempt:
+    """Shared shape of a backlog attempt: one request, then one journal commit."""
+
+    due_state: TxnState
+    resolving_codes: frozenset[str]
+
+    def __init__(self, record: TxnRecord, pan: str, term: Terminal, timeout: float) -> None:
+        if record.state is not self.due_state:
+            raise ValueError(f"record {record.id} is {record.state.value}, "
+                             f"not {self.due_state.value}")
+        self.record = record
+        self.pan = pan
+        self.term = term
+        self.timeout = timeout
+        self.resolved: bool | None = None
+
+    def _params(self) -> FinancialParams:
+        card = card_input_for(self.record.entry_mode, self.pan, None, None, self.record.pin_entered)
+        return params_for(self.record, self.term, card)
+
+    def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
+        raise NotImplementedError
+
+    def _failed(self) -> TxnEvent:
+        raise NotImplementedError
+
+    def handle(self, event: object) -> list[ev.Action]:
+        if isinstance(event, ev.ReplyReceived):
+            return [self._on_reply(event.message.fields)]
+        if isinstance(event, ev.ReplyLost | ev.Cancel):
+            return [ev.WriteOutcome(self.record.id, self._failed())]
+        if isinstance(event, ev.OutcomeWritten):
+            self.record = event.record
+            self.resolved = event.record.state is not self.due_state
+            return []
+        raise TypeError(f"unexpected event {event!r}")
+
+
+class ReversalFlow(_OneAttempt):
     """One attempt to reverse one REVERSAL_DUE record."""
 
-    def __init__(self, record: TxnRecord, pan: str, term: Terminal, timeout: float) -> None:
-        if record.state is not TxnState.REVERSAL_DUE:
-            raise ValueError(f"record {record.id} is {record.state.value}, not REVERSAL_DUE")
-        self.record = record
-        self.pan = pan
-        self.term = term
-        self.timeout = timeout
-        self.resolved: bool | None = None
+    due_state = TxnState.REVERSAL_DUE
 
     def start(self) -> list[ev.Action]:
-        card = card_input_for(self.record.entry_mode, self.pan, None, None, self.record.pin_entered)
-        params = params_for(self.record, self.term, card)
-        message = reversal_request(params, self.record.reversal_reason or "06", self.record.auth_code)
+        message = reversal_request(self._params(), self.record.reversal_reason or "06",
+                                   self.record.auth_code)
         return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
 
-    def handle(self, event: object) -> list[ev.Action]:
-        if isinstance(event, ev.ReplyReceived):
-            code = event.message.fields.get("39", "")
-            if code in REVERSAL_RESOLVING_CODES:
-                return [ev.WriteOutcome(self.record.id, TxnEvent.REVERSAL_ACKED, HostResult(code))]
-            return [ev.WriteOutcome(self.record.id, TxnEvent.REVERSAL_FAILED, HostResult(code))]
-        if isinstance(event, ev.ReplyLost | ev.Cancel):
-            return [ev.WriteOutcome(self.record.id, TxnEvent.REVERSAL_FAILED)]
-        if isinstance(event, ev.OutcomeWritten):
-            self.record = event.record
-            self.resolved = event.record.state is TxnState.REVERSED
-            return []
-        raise TypeError(f"unexpected event {event!r}")
+    def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
+        code = fields.get("39", "")
+        event = (TxnEvent.REVERSAL_ACKED if code in REVERSAL_RESOLVING_CODES
+                 else TxnEvent.REVERSAL_FAILED)
+        return ev.WriteOutcome(self.record.id, event, HostResult(code))
+
+    def _failed(self) -> TxnEvent:
+        return TxnEvent.REVERSAL_FAILED
 
 
-class AdviceFlow:
-    """One attempt to forward one ADVICE_DUE refund (same STAN every time)."""
+class AdviceFlow(_OneAttempt):
+    """One attempt to forward one ADVICE_DUE refund (same STAN and bytes every time)."""
 
-    def __init__(self, record: TxnRecord, pan: str, term: Terminal, timeout: float) -> None:
-        if record.state is not TxnState.ADVICE_DUE:
-            raise ValueError(f"record {record.id} is {record.state.value}, not ADVICE_DUE")
-        self.record = record
-        self.pan = pan
-        self.term = term
-        self.timeout = timeout
-        self.resolved: bool | None = None
+    due_state = TxnState.ADVICE_DUE
 
     def start(self) -> list[ev.Action]:
-        card = card_input_for(self.record.entry_mode, self.pan, None, None, self.record.pin_entered)
-        message = financial_request(params_for(self.record, self.term, card))
+        message = financial_request(self._params())
         return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
 
-    def handle(self, event: object) -> list[ev.Action]:
-        if isinstance(event, ev.ReplyReceived):
-            fields = event.message.fields
-            code = fields.get("39", "")
-            result = HostResult(code, rrn=fields.get("37"), auth_code=fields.get("38"))
-            kind = TxnEvent.ADVICE_ACKED if code in ADVICE_ACK_CODES else TxnEvent.DECLINE
-            return [ev.WriteOutcome(self.record.id, kind, result)]
-        if isinstance(event, ev.ReplyLost | ev.Cancel):
-            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
-        if isinstance(event, ev.OutcomeWritten):
-            self.record = event.record
-            self.resolved = event.record.state is not TxnState.ADVICE_DUE
-            return []
-        raise TypeError(f"unexpected event {event!r}")
+    def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
+        code = fields.get("39", "")
+        result = HostResult(code, rrn=fields.get("37"), auth_code=fields.get("38"))
+        event = TxnEvent.ADVICE_ACKED if code in ADVICE_ACK_CODES else TxnEvent.DECLINE
+        return ev.WriteOutcome(self.record.id, event, result)
+
+    def _failed(self) -> TxnEvent:
+        return TxnEvent.ADVICE_FAILED
