@@ -38,13 +38,13 @@ from firmware.engine.validation import Limits
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
+from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
 from firmware.host.messages import Terminal as TermIds
-from firmware.host.messages import TxnKind, echo_request, signoff_request
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.logmask import install as install_mask
-from firmware.settings.model import verify_password
+from firmware.settings.model import hash_password, verify_password
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
@@ -358,8 +358,6 @@ class Terminal:
             if len(new) < 6 or not new.isdigit() or new == "000000":
                 return TxnResult("refused", "password_wrong",
                                  detail="the new password must be 6 or more digits, not 000000")
-            from firmware.settings.model import hash_password
-
             data = {k: dict(v) for k, v in self.settings.items()}
             data["security"]["supervisor_hash"] = hash_password(new)
             data["security"]["password_changed"] = True
@@ -526,8 +524,6 @@ class Terminal:
             batch = j.current_batch()
             dom, fgn = j.totals(batch)
         else:
-            from firmware.host.messages import SideTotals
-
             batch = resume.batch
             dom, fgn = SideTotals(*resume.domestic), SideTotals(*resume.foreign)
         flow = SettlementFlow(self.term, batch, operator, self._tx()["currency"],

@@ -12,7 +12,7 @@ later). CANCEL before the write ends the flow with no financial record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -336,6 +336,3 @@ def _parse_balance(field54: str | None) -> int | None:
         return None
     return -int(digits) if sign == "D" else int(digits)
 
-
-def with_record(result: TxnResult, record: TxnRecord) -> TxnResult:
-    return replace(result, record=record)
