@@ -133,12 +133,9 @@ class SettlementFlow:
             msg = batch_upload_request(event.stan, self.term, self.batch, items)
             return [ev.SendRequest(msg, mac=False, timeout=self.timeout)]
         if step is SStep.AWAIT_UPLOAD_REPLY:
-            if isinstance(event, ev.ReplyLost):
-                return self._interrupted(f"batch upload interrupted ({event.reason})")
-            assert isinstance(event, ev.ReplyReceived)
-            code = event.message.fields.get("39", "")
-            if code != "00":
-                return self._interrupted(f"host refused the batch upload ({code})", code)
+            failed = self._unless_approved(event, "batch upload")
+            if failed:
+                return failed
             self.step = SStep.MARK
             assert self.settlement_id is not None
             return [ev.MarkUploaded(self.settlement_id, self.pending_items)]
@@ -156,12 +153,9 @@ class SettlementFlow:
             assert isinstance(event, ev.Done)
             return self._send_end()
         if step is SStep.AWAIT_END_REPLY:
-            if isinstance(event, ev.ReplyLost):
-                return self._interrupted(f"upload end not acknowledged ({event.reason})")
-            assert isinstance(event, ev.ReplyReceived)
-            code = event.message.fields.get("39", "")
-            if code != "00":
-                return self._interrupted(f"host refused the end of upload ({code})", code)
+            failed = self._unless_approved(event, "end of upload")
+            if failed:
+                return failed
             self.step = SStep.FINISH
             assert self.settlement_id is not None
             return [ev.FinishSettlement(self.settlement_id)]
@@ -215,6 +209,16 @@ class SettlementFlow:
         balanced = self.results == ("1", "1")
         msg = batch_upload_end(self.end_stan, self.term, self.batch, self.uploaded, balanced)
         return [ev.SendRequest(msg, mac=False, timeout=self.timeout)]
+
+    def _unless_approved(self, event: object, what: str) -> list[ev.Action]:
+        """Empty when the host answered 00; otherwise the interruption to report."""
+        if isinstance(event, ev.ReplyLost):
+            return self._interrupted(f"{what} not acknowledged ({event.reason})")
+        assert isinstance(event, ev.ReplyReceived)
+        code = event.message.fields.get("39", "")
+        if code != "00":
+            return self._interrupted(f"host refused the {what} ({code})", code)
+        return []
 
     def _interrupted(self, why: str, code: str | None = None) -> list[ev.Action]:
         self.step = SStep.DONE
