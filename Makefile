@@ -21,7 +21,14 @@ $(PY):
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv python3-dev && \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 
+# The LCD and the printer emulator draw Chinese with GNU Unifont, a CJK bitmap
+# font from Debian's fonts-unifont; evdev compiles against the kernel headers.
+UNIFONT := /usr/share/fonts/opentype/unifont/unifont.otf
+
 $(VENV_STAMP): $(PY) requirements.txt requirements-dev.txt
+	@[ -f $(UNIFONT) ] || { echo "fonts-unifont missing: installing it with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-unifont; }
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
 
