@@ -3,3 +3,5 @@
 Nothing in this package touches hardware directly; drivers/ does, and only
 firmware/app.py wires the two together.
 """
+
+__version__ = "0.3.0"

@@ -42,6 +42,15 @@ CATALOG: dict[str, tuple[str, str]] = {
     "busy": ("Terminal busy", "终端忙"),
     "type_disabled": ("Transaction type disabled", "交易类型未开通"),
     "deregistered": ("Terminal deregistered", "终端已注销"),
+    "printer_paper_out": ("Paper out - load paper and press ENTER", "打印机缺纸 - 请装纸后按确认"),
+    "printer_cover_open": ("Printer cover open - close it", "打印机盖未关 - 请关闭"),
+    "printer_offline": ("Printer offline - check power and cable", "打印机离线 - 请检查电源和连线"),
+    "printer_unavailable": ("Printer not answering - check cable", "打印机无响应 - 请检查连线"),
+    "print_unrenderable": ("Receipt cannot be printed - record missing", "凭条无法打印 - 记录缺失"),
+    "reprint_not_found": ("No receipt to reprint", "无可重打印的凭条"),
+    "reprint_no_receipt": ("That transaction has no receipt", "该交易无凭条"),
+    "print_interrupted": ("Receipt cut by power loss - ENTER reprints, CANCEL voids",
+                          "凭条因断电中断 - 确认重打, 取消作废"),
 }
 
 

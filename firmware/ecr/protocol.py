@@ -34,7 +34,13 @@ OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "set_password": (("old", "new"), ()),
     "resolve_reversal": (("trace", "password", "reason"), ("batch",)),
     "present_card": (("card",), ("pin",)),
+    "reprint": ((), ("trace", "batch")),
+    "print_jobs": ((), ("all",)),
+    "print_cancel": ((), ("job",)),
+    "print_confirm": (("job", "print"), ()),
+    "print_test": ((), ()),
 }
+PRINT_OPS = frozenset({"reprint", "print_jobs", "print_cancel", "print_confirm", "print_test"})
 FINANCIAL_OPS = frozenset(
     {"sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"}
 )
@@ -94,6 +100,12 @@ def parse_request(line: bytes) -> EcrRequest:
         value = args["orig_date"]
         if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
             raise EcrError(f"orig_date must be MMDD, got {value!r}")
+    if "job" in args and (not isinstance(args["job"], int) or isinstance(args["job"], bool)
+                          or args["job"] <= 0):
+        raise EcrError(f"job must be a print job number from print_jobs, got {args['job']!r}")
+    for name in ("print", "all"):
+        if name in args and not isinstance(args[name], bool):
+            raise EcrError(f"{name} must be true or false, got {args[name]!r}")
     for name in ("password", "old", "new", "pin", "card", "ref", "reason", "orig_rrn"):
         if name in args and not isinstance(args[name], str):
             raise EcrError(f"{name} must be a string")

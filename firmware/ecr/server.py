@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.ecr.protocol import (
     FINANCIAL_OPS,
     MAX_LINE,
+    PRINT_OPS,
     EcrError,
     EcrRequest,
     encode_response,
@@ -25,6 +26,7 @@ from firmware.ecr.protocol import (
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import text
+from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
     from firmware.app import OperatorInput, Terminal
@@ -201,6 +203,8 @@ class EcrServer:
             self._require_sim()
             t.card_slot.present(sim_card(a["card"]), a.get("pin"))
             return {"ok": True, "result": "card presented"}
+        if req.op in PRINT_OPS:
+            return self._printing(req, lang)
         if t.busy:
             return {"ok": False, "result": "busy", "message": text("busy", lang)}
         if req.op in FINANCIAL_OPS:
@@ -248,6 +252,34 @@ class EcrServer:
         if req.op == "resolve_reversal":
             return await self._resolve(req)
         raise EcrError(f"op {req.op} is not available on this board")
+
+    def _printing(self, req: EcrRequest, lang: str) -> dict[str, Any]:
+        """Print queue ops: they do not take the operation lock (paper is not money)."""
+        from firmware.app_printing import job_payload
+
+        desk = self.terminal.prints
+        if desk is None:
+            return {"ok": False, "result": "error", "message": text("service_mode", lang)}
+        a = req.args
+        try:
+            if req.op == "reprint":
+                job = desk.reprint(a.get("trace"), a.get("batch"))
+                if isinstance(job, str):
+                    return {"ok": False, "result": "none", "message": text(job, lang)}
+                return {"ok": True, "result": "queued", **job_payload(job)}
+            if req.op == "print_test":
+                return {"ok": True, "result": "queued", **job_payload(desk.test_page())}
+            if req.op == "print_jobs":
+                jobs = desk.journal.print_jobs(open_only=not a.get("all", False))
+                return {"ok": True, "result": "jobs", "jobs": [job_payload(j) for j in jobs],
+                        **desk.status()}
+            if req.op == "print_cancel":
+                action = desk.cancel(a.get("job"))
+                return {"ok": True, "result": action.value}
+            job = desk.confirm(a["job"], a["print"])
+            return {"ok": True, "result": "confirmed" if a["print"] else "dropped", **job_payload(job)}
+        except JournalError as exc:
+            return {"ok": False, "result": "error", "message": str(exc)}
 
     def _require_sim(self) -> None:
         if not self.terminal.board.ecr_accepts_card_data:

@@ -53,6 +53,7 @@ class WriteOutcome:
     result: HostResult | None = None
     reversal_reason: str | None = None
     void_of: int | None = None  # approving a void marks this original VOIDED in the same commit
+    receipt: bool = False  # queue the receipt in the same commit (an outcome the cardholder keeps)
 
 
 @dataclass(frozen=True)

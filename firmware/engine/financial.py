@@ -257,13 +257,15 @@ class FinancialFlow:
         self.reply = result
         self.step = Step.WRITE_OUTCOME
         if self.wire.advice:
-            kind = TxnEvent.ADVICE_ACKED if code in ADVICE_ACK_CODES else TxnEvent.DECLINE
-            return [ev.WriteOutcome(self.record.id, kind, result)]
+            acked = code in ADVICE_ACK_CODES
+            kind = TxnEvent.ADVICE_ACKED if acked else TxnEvent.DECLINE
+            return [ev.WriteOutcome(self.record.id, kind, result, receipt=acked)]
         if code == "00":
             void_of = None
             if self.request.kind in (TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID):
                 void_of = self.request.original.record_id if self.request.original else None
-            return [ev.WriteOutcome(self.record.id, TxnEvent.APPROVE, result, void_of=void_of)]
+            return [ev.WriteOutcome(self.record.id, TxnEvent.APPROVE, result, void_of=void_of,
+                                    receipt=self.request.kind is not TxnKind.BALANCE)]
         return [ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result)]
 
     def _reply_lost(self, reason: str) -> list[ev.Action]:
@@ -271,7 +273,8 @@ class FinancialFlow:
         self.lost_reason = reason
         self.step = Step.WRITE_OUTCOME
         if self.wire.advice:
-            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
+            # Stored for the backlog: the refund stands, so its receipt prints now.
+            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED, receipt=True)]
         if not self.wire.reversible:
             return [ev.WriteOutcome(self.record.id, TxnEvent.LOSE_ENQUIRY_REPLY)]
         return [

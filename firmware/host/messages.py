@@ -112,7 +112,10 @@ WIRE: Final[dict[TxnKind, TxnWire]] = {
 VOID_KINDS: Final = frozenset({TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID})
 REVERSAL_REASONS: Final = frozenset({"06", "98", "A0"})
 ENTRY_MODES: Final[dict[str, str]] = {"keyed": "01", "swipe": "02", "chip": "05",
-                                      "contactless": "07"}
+                                      "contactless": "07", "fallback": "02"}
+# A fallback swipe (chip unreadable) travels as a swipe with 60.4 "5" (contact chip
+# capable) and 60.5 "2" (fallback), domain doc section 4.
+FALLBACK_60_SUFFIX: Final = "52"
 # Field 53: PIN format 2 (ANSI X9.8 with PAN), double-length key, tracks not encrypted.
 SECURITY_CONTROL: Final = "2600000000000000"
 PIN_CAPTURE: Final = "12"  # field 26: the PIN pad takes up to 12 digits
@@ -285,7 +288,7 @@ def _card_fields(card: CardInput) -> dict[str, str]:
         raise LocalProtocolError(f"unknown entry mode {card.entry_mode!r}; "
                                  f"expected one of {sorted(ENTRY_MODES)}")
     fields: dict[str, str] = {}
-    if card.entry_mode == "swipe":
+    if card.entry_mode in ("swipe", "fallback"):
         if not card.track2:
             raise LocalProtocolError("swiped card needs track 2 (field 35)")
         fields["35"] = card.track2
@@ -336,6 +339,8 @@ def financial_request(p: FinancialParams) -> Message:
         "49": _currency(p.currency),
         "60": _field60(w.type_code, p.batch, "000"),
     }
+    if p.card.entry_mode == "fallback":
+        fields["60"] += FALLBACK_60_SUFFIX
     if w.has_amount:
         if isinstance(p.amount, int) and not isinstance(p.amount, bool) and p.amount <= 0:
             raise LocalProtocolError(f"amount must be positive, got {p.amount}")

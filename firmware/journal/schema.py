@@ -100,4 +100,31 @@ MIGRATIONS.append([
     "WHERE state IN ('PENDING', 'REVERSAL_DUE', 'ADVICE_DUE')",
 ])
 
+MIGRATIONS.append([
+    # 4: the print queue. A receipt job names its transaction and is re-rendered from
+    # the record (masked PAN only), so no document with card data is ever stored.
+    """CREATE TABLE print_job (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        txn_id INTEGER REFERENCES txn(id) ON DELETE CASCADE,
+        copies TEXT NOT NULL,
+        copies_done INTEGER NOT NULL DEFAULT 0,
+        reprint INTEGER NOT NULL DEFAULT 0,
+        copy_restarted INTEGER NOT NULL DEFAULT 0,
+        printed_any INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        needs_confirm INTEGER NOT NULL DEFAULT 0,
+        voids_job INTEGER REFERENCES print_job(id) ON DELETE CASCADE,
+        reason TEXT,
+        title TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    "CREATE INDEX print_job_open ON print_job (state) "
+    "WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED')",
+    "CREATE INDEX print_job_txn ON print_job (txn_id) WHERE txn_id IS NOT NULL",
+    "CREATE INDEX print_job_voids ON print_job (voids_job) WHERE voids_job IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,6 +22,17 @@ from firmware.host.messages import SideTotals, TxnKind
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from firmware.journal.vault import CardVault
+from firmware.printing.queue import (
+    CancelAction,
+    CopyKind,
+    JobKind,
+    PrintJob,
+    PrintState,
+    RecoveryAction,
+    cancel_action,
+    check_transition,
+    recovery_action,
+)
 
 log = logging.getLogger("posfw.journal")
 
@@ -75,6 +86,31 @@ def _row_to_settlement(row: tuple) -> SettlementRow:
         foreign=tuple(t["foreign"]), result_domestic=rdom, result_foreign=rfor,
         uploaded_count=uploaded, started_at=started, finished_at=finished, end_stan=end_stan,
     )
+
+
+_JOB_COLUMNS = (
+    "id, kind, state, txn_id, copies, copies_done, reprint, copy_restarted, printed_any, "
+    "cancel_requested, needs_confirm, voids_job, reason, title, created_at"
+)
+
+
+def _row_to_job(row: tuple) -> PrintJob:
+    (jid, kind, state, txn_id, copies, done, reprint, restarted, printed_any, cancel, confirm,
+     voids, reason, title, created) = row
+    return PrintJob(
+        id=jid, kind=JobKind(kind), state=PrintState(state), txn_id=txn_id,
+        copies=tuple(CopyKind(c) for c in copies.split(",") if c), copies_done=done,
+        reprint=bool(reprint), copy_restarted=bool(restarted), printed_any=bool(printed_any),
+        cancel_requested=bool(cancel), needs_confirm=bool(confirm), voids_job=voids,
+        reason=reason, title=title, created_at=created,
+    )
+
+
+@dataclass(frozen=True)
+class PrintRecovery:
+    requeued_for_confirm: int  # copies cut by the power loss, waiting for the operator
+    cancelled_with_void_slip: int
+    still_queued: int
 
 
 _SETTLEMENT_COLUMNS = (
@@ -235,8 +271,13 @@ class Journal:
         return _row_to_record(row)
 
     def apply(self, record_id: int, event: TxnEvent, result: HostResult | None = None,
-              reversal_reason: str | None = None, void_of: int | None = None) -> TxnRecord:
-        """One state change (and, for an approved void, its original's) in one commit."""
+              reversal_reason: str | None = None, void_of: int | None = None,
+              receipt_copies: tuple[CopyKind, ...] = ()) -> TxnRecord:
+        """One state change (and, for an approved void, its original's) in one commit.
+
+        receipt_copies queues the receipt in that same commit, so an outcome the
+        operator is told about never lacks its receipt after a power loss.
+        """
         now = self._clock()
         with self._tx() as cur:
             row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
@@ -269,6 +310,9 @@ class Journal:
             if event not in (TxnEvent.APPROVE, TxnEvent.DECLINE):  # those are audited by begin+rc
                 self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
                             f"trace {record.stan}", new_state.value)
+            if receipt_copies:
+                self._insert_job(cur, JobKind.RECEIPT, receipt_copies, txn_id=record_id,
+                                 title=f"{record.kind.value} {record.stan}")
             row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
         return _row_to_record(row)
 
@@ -535,6 +579,161 @@ class Journal:
                 "AND id NOT IN (SELECT orig_id FROM txn WHERE orig_id IS NOT NULL)",
                 (cutoff,),
             ).rowcount
+
+    # -- print queue ------------------------------------------------------------
+
+    def _insert_job(self, cur: sqlite3.Cursor, kind: JobKind, copies: tuple[CopyKind, ...], *,
+                    txn_id: int | None = None, reprint: bool = False, voids_job: int | None = None,
+                    title: str = "", printed_any: bool = False) -> int:
+        now = self._clock()
+        cur.execute(
+            "INSERT INTO print_job (kind, state, txn_id, copies, reprint, voids_job, title, "
+            "printed_any, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (kind.value, PrintState.QUEUED.value, txn_id, ",".join(c.value for c in copies),
+             int(reprint), voids_job, title, int(printed_any), now, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def enqueue_print(self, kind: JobKind, copies: tuple[CopyKind, ...], *,
+                      txn_id: int | None = None, reprint: bool = False, title: str = "",
+                      operator: str = "system") -> PrintJob:
+        with self._tx() as cur:
+            jid = self._insert_job(cur, kind, copies, txn_id=txn_id, reprint=reprint, title=title)
+            if reprint:
+                self._audit(cur, operator, "reprint", title, "queued")
+        return self.print_job(jid)
+
+    def print_job(self, job_id: int) -> PrintJob:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM print_job WHERE id = ?",
+                               (job_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no print job {job_id}")
+        return _row_to_job(row)
+
+    def print_jobs(self, open_only: bool = True, limit: int = 50) -> list[PrintJob]:
+        where = "WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED')" if open_only else ""
+        rows = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM print_job {where} ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_row_to_job(r) for r in reversed(rows)]
+
+    def next_print_job(self) -> PrintJob | None:
+        """The oldest job the spooler may print now (re-queued ones wait for the operator)."""
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PAUSED', 'PRINTING') "
+            "AND needs_confirm = 0 ORDER BY id LIMIT 1"
+        ).fetchone()
+        return _row_to_job(row) if row else None
+
+    def update_print_job(self, job_id: int, state: PrintState | None = None, **fields: object
+                         ) -> PrintJob:
+        """One job change in one commit; the state move is checked against queue.TRANSITIONS."""
+        allowed = {"copies_done", "copy_restarted", "printed_any", "reason"}
+        if not set(fields) <= allowed:
+            raise JournalError(f"print job fields {sorted(set(fields) - allowed)} cannot be set")
+        with self._tx() as cur:
+            job = self._job_in(cur, job_id)
+            sets, args = ["updated_at = ?"], [self._clock()]
+            if state is not None and state is not job.state:
+                check_transition(job.state, state)
+                sets.append("state = ?")
+                args.append(state.value)
+            for name, value in fields.items():
+                sets.append(f"{name} = ?")
+                args.append(int(value) if isinstance(value, bool) else value)
+            cur.execute(f"UPDATE print_job SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+        return self.print_job(job_id)
+
+    def _job_in(self, cur: sqlite3.Cursor, job_id: int) -> PrintJob:
+        row = cur.execute(f"SELECT {_JOB_COLUMNS} FROM print_job WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no print job {job_id}")
+        return _row_to_job(row)
+
+    def _cancel_job(self, cur: sqlite3.Cursor, job: PrintJob, reason: str, with_void_slip: bool
+                    ) -> int | None:
+        check_transition(job.state, PrintState.CANCELLED)
+        cur.execute("UPDATE print_job SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                    (PrintState.CANCELLED.value, reason, self._clock(), job.id))
+        slip = None
+        if with_void_slip and job.kind is not JobKind.VOID_SLIP:
+            # The slip names the copy that is on paper: the one under way, or the last done.
+            index = job.copies_done if job.printed_any else job.copies_done - 1
+            index = max(0, min(index, len(job.copies) - 1))
+            slip = self._insert_job(cur, JobKind.VOID_SLIP, (job.copies[index],), txn_id=job.txn_id,
+                                    voids_job=job.id, title=f"void of {job.title}")
+        return slip
+
+    def finish_print_cancel(self, job_id: int) -> int | None:
+        """The copy under way finished after a CANCEL: the job ends, its VOID slip is queued
+        in the same commit. Returns the slip's job id."""
+        with self._tx() as cur:
+            job = self._job_in(cur, job_id)
+            slip = self._cancel_job(cur, job, "cancelled", with_void_slip=True)
+            self._audit(cur, "operator", "print cancel", job.title, "void slip queued")
+        return slip
+
+    def request_print_cancel(self, job_id: int, operator: str) -> CancelAction:
+        """CANCEL on a job, by cancel-semantics.md: dropped now, or after its current copy."""
+        with self._tx() as cur:
+            job = self._job_in(cur, job_id)
+            action = cancel_action(job)
+            if action is CancelAction.DROP:
+                self._cancel_job(cur, job, "cancelled", with_void_slip=False)
+            elif action is CancelAction.DROP_WITH_VOID_SLIP:
+                self._cancel_job(cur, job, "cancelled", with_void_slip=True)
+            elif action is CancelAction.AFTER_CURRENT_COPY:
+                cur.execute("UPDATE print_job SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                            (self._clock(), job_id))
+            self._audit(cur, operator, "print cancel", job.title, action.value)
+        return action
+
+    def confirm_print(self, job_id: int, operator: str) -> PrintJob:
+        """The operator asked for a receipt cut by a power loss to be printed again."""
+        with self._tx() as cur:
+            job = self._job_in(cur, job_id)
+            if not job.needs_confirm:
+                raise JournalError(f"print job {job_id} is not waiting for a confirmation")
+            cur.execute("UPDATE print_job SET needs_confirm = 0, updated_at = ? WHERE id = ?",
+                        (self._clock(), job_id))
+            self._audit(cur, operator, "reprint after power loss", job.title, "confirmed")
+        return self.print_job(job_id)
+
+    def recover_prints(self) -> PrintRecovery:
+        """Start-up: jobs the power loss cut are re-queued marked REPRINT, to be confirmed."""
+        requeued = voided = kept = 0
+        with self._tx() as cur:
+            rows = cur.execute(f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN "
+                               "('QUEUED', 'PRINTING', 'PAUSED')").fetchall()
+            for job in map(_row_to_job, rows):
+                action = recovery_action(job)
+                if action is RecoveryAction.KEEP:
+                    kept += 1
+                elif action is RecoveryAction.REQUEUE_FOR_CONFIRM:
+                    # The REPRINT mark only where paper was used: a copy paused before its
+                    # first line is not a second print of anything.
+                    restarted = job.printed_any or job.copy_restarted
+                    cur.execute(
+                        "UPDATE print_job SET state = 'QUEUED', needs_confirm = 1, copy_restarted = ?, "
+                        "reason = 'power_loss', updated_at = ? WHERE id = ?",
+                        (int(restarted), self._clock(), job.id))
+                    self._audit(cur, "system", "print interrupted by power loss", job.title,
+                                "re-queued for confirmation")
+                    requeued += 1
+                elif action is RecoveryAction.CANCEL_WITH_VOID_SLIP:
+                    self._cancel_job(cur, job, "cancelled", with_void_slip=True)
+                    voided += 1
+                elif action is RecoveryAction.DROP:
+                    self._cancel_job(cur, job, "cancelled", with_void_slip=False)
+        return PrintRecovery(requeued, voided, kept)
+
+    def last_receipt_txn(self) -> TxnRecord | None:
+        """The transaction of the newest receipt printed or queued (what "reprint last" means)."""
+        row = self._db.execute(
+            "SELECT txn_id FROM print_job WHERE kind = 'receipt' AND txn_id IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1").fetchone()
+        return self.get(row[0]) if row else None
 
     # -- audit ------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ FACTORY: dict[str, dict[str, Any]] = {
         "retention_days": 90,
         "operator": "01",
     },
-    "printer": {"profile": "58mm", "copies": 2, "density": 4},
+    # no_signature_limit: merchant copies of PIN-verified transactions up to this many fen
+    # print no signature line (免签); 0 = always a signature line.
+    "printer": {"profile": "58mm", "copies": 2, "density": 4, "no_signature_limit": 0},
     "display": {"language": "en", "contrast": 5, "idle_timeout_s": 60},
     "security": {"supervisor_hash": "", "password_changed": False},
 }
@@ -114,6 +116,14 @@ def validate(data: dict[str, dict[str, Any]]) -> None:
         problems["transactions.reversal_retries"] = "reversal retries must be 1 to 10"
     if not _digits(get("transactions", "currency"), 3):
         problems["transactions.currency"] = "the currency must be a 3-digit ISO 4217 code"
+    if get("printer", "profile") not in ("58mm", "80mm"):
+        problems["printer.profile"] = "the printer profile must be 58mm or 80mm"
+    copies = get("printer", "copies")
+    if not isinstance(copies, int) or isinstance(copies, bool) or not 1 <= copies <= 3:
+        problems["printer.copies"] = "copies must be 1 (merchant), 2 (+ cardholder) or 3 (+ bank)"
+    limit = get("printer", "no_signature_limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        problems["printer.no_signature_limit"] = "the no-signature limit must be 0 or more fen"
     if get("display", "language") not in ("en", "zh_CN"):
         problems["display.language"] = "the language must be en or zh_CN"
     if problems:

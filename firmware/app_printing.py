@@ -1,0 +1,180 @@
+"""The app's printing desk: renders queued jobs with the receipt layout and the
+settings, runs the spooler, and offers reprint / cancel / confirm / test page to
+the ECR link and (later) the keypad. Part of the app layer, like app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from firmware import __version__
+from firmware.journal.errors import JournalError
+from firmware.journal.store import Journal
+from firmware.ports import Document, Printer
+from firmware.printing import layout
+from firmware.printing.queue import (
+    COPIES_BY_SETTING,
+    CancelAction,
+    CopyKind,
+    JobKind,
+    PrintJob,
+)
+from firmware.spooler import Spooler
+
+log = logging.getLogger("posfw.printing")
+
+COLUMNS_BY_PROFILE = {"58mm": 32, "80mm": 48}
+
+
+class PrintDesk:
+    """Everything the terminal does with paper. Without a printer, jobs wait in the queue."""
+
+    def __init__(self, journal: Journal, printer: Printer | None,
+                 settings: Callable[[], dict[str, dict[str, Any]]],
+                 now: Callable[[], datetime] = datetime.now, *, poll_s: float = 1.0) -> None:
+        self.journal = journal
+        self.printer = printer
+        self._settings = settings
+        self._now = now
+        self.spooler = (Spooler(journal, printer, self.render, poll_s=poll_s)
+                        if printer is not None else None)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        recovery = self.journal.recover_prints()
+        if recovery.requeued_for_confirm or recovery.cancelled_with_void_slip:
+            log.warning("print queue after power loss: %s", recovery)
+        if self.spooler is not None:
+            self._task = asyncio.create_task(self.spooler.run(), name="spooler")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.printer is not None:
+            await self.printer.close()
+
+    def wake(self) -> None:
+        if self.spooler is not None:
+            self.spooler.wake()
+
+    # -- settings ---------------------------------------------------------------
+
+    @property
+    def copies(self) -> tuple[CopyKind, ...]:
+        count = int(self._settings()["printer"].get("copies", 2))
+        return COPIES_BY_SETTING.get(count, COPIES_BY_SETTING[2])
+
+    @property
+    def columns(self) -> int:
+        if self.printer is not None:
+            return self.printer.columns
+        return COLUMNS_BY_PROFILE.get(self._settings()["printer"].get("profile", "58mm"), 32)
+
+    @property
+    def lang(self) -> str:
+        return str(self._settings()["display"].get("language", "en"))
+
+    # -- rendering --------------------------------------------------------------
+
+    def render(self, job: PrintJob, copy: CopyKind) -> Document:
+        """The document for one copy of a job, rebuilt from the journal (masked PAN only)."""
+        settings = self._settings()
+        merchant = layout.MerchantInfo.from_settings(settings)
+        printed_at = self._now()
+        if job.kind is JobKind.TEST:
+            return layout.test_slip(merchant, lang=self.lang, columns=self.columns,
+                                    firmware_version=__version__, printed_at=printed_at)
+        if job.txn_id is None:
+            raise LookupError(f"print job {job.id} names no transaction")
+        record = self.journal.get(job.txn_id)
+        if job.kind is JobKind.VOID_SLIP:
+            return layout.void_slip(layout.SlipRef.from_record(record, copy), merchant,
+                                    lang=self.lang, columns=self.columns, printed_at=printed_at)
+        limit = int(settings["printer"].get("no_signature_limit", 0))
+        return layout.receipt(record, copy, merchant, lang=self.lang, columns=self.columns,
+                              reprint=job.marked_reprint, printed_at=printed_at,
+                              no_signature_limit=limit)
+
+    # -- operations -------------------------------------------------------------
+
+    def reprint(self, trace: str | None = None, batch: str | None = None,
+                operator: str = "operator") -> PrintJob | str:
+        """Reprint the last receipt, or one by trace number; always marked REPRINT.
+        Returns the job, or the i18n key of why not."""
+        if trace is None:
+            record = self.journal.last_receipt_txn()
+        else:
+            record = self.journal.find_by_trace(trace, batch)
+        if record is None:
+            return "reprint_not_found"
+        if record.state.value not in ("APPROVED", "VOIDED", "ADVICE_DUE") or \
+                record.kind.value == "balance":
+            return "reprint_no_receipt"
+        job = self.journal.enqueue_print(JobKind.RECEIPT, self.copies, txn_id=record.id, reprint=True,
+                                         title=f"{record.kind.value} {record.stan}", operator=operator)
+        self.wake()
+        return job
+
+    def test_page(self) -> PrintJob:
+        job = self.journal.enqueue_print(JobKind.TEST, (CopyKind.MERCHANT,), title="test page")
+        self.wake()
+        return job
+
+    def cancel(self, job_id: int | None, operator: str = "operator") -> CancelAction:
+        """CANCEL on a job (the one printing, if none is named)."""
+        if job_id is None:
+            jobs = self.journal.print_jobs()
+            if not jobs:
+                return CancelAction.NOTHING
+            job_id = jobs[0].id
+        action = self.journal.request_print_cancel(job_id, operator)
+        self.wake()
+        return action
+
+    def confirm(self, job_id: int, print_again: bool, operator: str = "operator") -> PrintJob:
+        """The operator's answer for a copy cut by a power loss: print it again (REPRINT) or drop it
+        (a VOID slip then names what is on paper)."""
+        if print_again:
+            job = self.journal.confirm_print(job_id, operator)
+        else:
+            job = self.journal.print_job(job_id)
+            if not job.needs_confirm:
+                raise JournalError(f"print job {job_id} is not waiting for a confirmation")
+            self.journal.request_print_cancel(job_id, operator)
+            job = self.journal.print_job(job_id)
+        self.wake()
+        return job
+
+    def status(self) -> dict[str, Any]:
+        jobs = self.journal.print_jobs()
+        info: dict[str, Any] = {
+            "printer": "none" if self.printer is None else "present",
+            "queued": len(jobs),
+            "awaiting_confirmation": [j.id for j in jobs if j.needs_confirm],
+        }
+        if self.spooler is not None:
+            st = self.spooler.status
+            info["problem"] = self.spooler.problem
+            info["paper_out"] = bool(st and st.paper_out)
+            info["cover_open"] = bool(st and st.cover_open)
+            if self.spooler.progress is not None:
+                info["progress"] = list(self.spooler.progress)
+        return info
+
+
+def job_payload(job: PrintJob) -> dict[str, Any]:
+    return {
+        "job": job.id, "kind": job.kind.value, "state": job.state.value, "title": job.title,
+        "copies": [c.value for c in job.copies], "copies_done": job.copies_done,
+        "reprint": job.marked_reprint, "needs_confirm": job.needs_confirm,
+        "cancel_requested": job.cancel_requested, "reason": job.reason,
+    }

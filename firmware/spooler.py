@@ -1,0 +1,145 @@
+"""The print spooler: takes jobs from the journal's queue, renders and prints them
+one copy at a time, pauses on paper out / cover open, and carries out CANCEL as
+firmware/printing/queue.py rules it. Part of the app layer (it drives a driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from firmware.journal.errors import JournalError
+from firmware.journal.store import Journal
+from firmware.ports import Document, Printer, PrinterPaused, PrinterStatus, PrinterUnavailable
+from firmware.printing.queue import CopyKind, PrintJob, PrintState
+
+log = logging.getLogger("posfw.spooler")
+
+Render = Callable[[PrintJob, CopyKind], Document]
+
+
+class Spooler:
+    """One printer, one job at a time, oldest first. wake() after queueing or cancelling."""
+
+    def __init__(self, journal: Journal, printer: Printer, render: Render, *,
+                 poll_s: float = 1.0, give_up_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.journal = journal
+        self.printer = printer
+        self.render = render
+        self.poll_s = poll_s
+        self.give_up_s = give_up_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.status: PrinterStatus | None = None
+        self.problem: str | None = None  # i18n key while printing is held up
+        self.progress: tuple[int, int, int] | None = None  # (job id, lines done, lines)
+        self.idle = asyncio.Event()  # set while nothing is printable
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forever: print what is printable, then sleep until woken (no polling when idle)."""
+        while True:
+            await self.drain()
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def drain(self) -> None:
+        """Prints until no job is printable (queue empty, or only jobs awaiting the operator)."""
+        while True:
+            self._wake.clear()
+            job = self.journal.next_print_job()
+            if job is None:
+                self.idle.set()
+                self.progress = None
+                return
+            self.idle.clear()
+            try:
+                await self._print_job(job)
+            except JournalError as exc:
+                # The queue could not record a step: stop rather than print without a record.
+                log.error("print queue: %s", exc)
+                self.problem = "journal_full"
+                self.idle.set()
+                return
+
+    async def _print_job(self, job: PrintJob) -> None:
+        j = self.journal
+        while True:
+            job = j.print_job(job.id)
+            if job.state not in (PrintState.QUEUED, PrintState.PRINTING, PrintState.PAUSED):
+                return
+            copy = job.current_copy
+            if copy is None:
+                j.update_print_job(job.id, PrintState.DONE, reason=None)
+                return
+            if job.cancel_requested and not job.printed_any:
+                j.finish_print_cancel(job.id)  # between copies: the VOID slip names the last one
+                return
+            try:
+                doc = self.render(job, copy)
+            except (JournalError, LookupError, ValueError) as exc:
+                log.error("print job %d cannot be rendered: %s", job.id, exc)
+                j.update_print_job(job.id, PrintState.FAILED, reason="print_unrenderable")
+                return
+            # Marked as on paper before the first byte goes: a power loss from here on
+            # re-queues this copy as a REPRINT (conservative: a reprint too many, never
+            # a second "original").
+            job = j.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
+            try:
+                await self.printer.print_document(
+                    doc, lambda done, total, jid=job.id: self._on_progress(jid, done, total))
+            except PrinterPaused as exc:
+                printed = exc.printed_any or job.copy_restarted
+                j.update_print_job(job.id, PrintState.PAUSED, printed_any=printed,
+                                   copy_restarted=printed, reason=exc.status.problem)
+                self.status = exc.status
+                if not await self._wait_until_ready(job.id):
+                    return
+                continue  # the copy starts again from its top (marked REPRINT if any of it printed)
+            except PrinterUnavailable as exc:
+                log.warning("printer unavailable: %s", exc)
+                j.update_print_job(job.id, PrintState.PAUSED, copy_restarted=True,
+                                   reason="printer_unavailable")
+                if not await self._wait_until_ready(job.id):
+                    return
+                continue
+            self.problem = None
+            job = j.update_print_job(job.id, copies_done=job.copies_done + 1, printed_any=False,
+                                     copy_restarted=False, reason=None)
+            if job.cancel_requested:
+                j.finish_print_cancel(job.id)
+                return
+
+    def _on_progress(self, job_id: int, done: int, total: int) -> None:
+        self.progress = (job_id, done, total)
+
+    async def _wait_until_ready(self, job_id: int) -> bool:
+        """Paused: polls the printer's real-time status until it is ready, the job is
+        cancelled (dropped), or the wait passes give_up_s (FAILED)."""
+        started = self._clock()
+        while True:
+            job = self.journal.print_job(job_id)
+            if job.state is not PrintState.PAUSED:
+                return False  # cancelled while paused with nothing printed
+            self.problem = job.reason
+            try:
+                self.status = await self.printer.status()
+            except PrinterUnavailable:
+                self.status = None
+            if self.status is not None and self.status.ready:
+                self.problem = None
+                return True
+            if self._clock() - started > self.give_up_s:
+                self.journal.update_print_job(job_id, PrintState.FAILED,
+                                              reason=job.reason or "printer_unavailable")
+                log.error("print job %d failed: printer not ready for %.0f s", job_id, self.give_up_s)
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()

@@ -1,0 +1,174 @@
+"""The print queue in the journal: states, CANCEL by state, start-up after a power loss,
+and the receipt queued in the same commit as the outcome (real SQLite files)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from firmware.engine.model import HostResult, PendingDraft
+from firmware.engine.states import TxnEvent
+from firmware.host.messages import TxnKind
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
+from firmware.printing.queue import (
+    CancelAction,
+    CopyKind,
+    JobKind,
+    PrintState,
+    PrintTransitionError,
+    RecoveryAction,
+    recovery_action,
+)
+
+PAN = "6225880000000001"
+BOTH = (CopyKind.MERCHANT, CopyKind.CARDHOLDER)
+
+
+def draft(kind: TxnKind = TxnKind.SALE, amount: int = 1000) -> PendingDraft:
+    return PendingDraft(kind=kind, amount=amount, currency="156", pan=PAN,
+                        pan_masked=PAN[:6] + "******" + PAN[-4:], foreign=False, entry_mode="swipe",
+                        pin_entered=False, operator="01", local_date="1122", local_time="101010")
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
+    yield j
+    j.close()
+
+
+def approved_with_receipt(j: Journal) -> int:
+    rec = j.begin(draft())
+    j.apply(rec.id, TxnEvent.APPROVE, HostResult("00", rrn="000000000001", auth_code="123456"),
+            receipt_copies=BOTH)
+    return rec.id
+
+
+def test_the_receipt_is_queued_in_the_same_commit_as_the_approval(journal, tmp_path):
+    rid = approved_with_receipt(journal)
+    other = sqlite3.connect(tmp_path / "j.db")  # what a restarted process would read
+    rows = other.execute("SELECT kind, state, txn_id, copies FROM print_job").fetchall()
+    state = other.execute("SELECT state FROM txn WHERE id = ?", (rid,)).fetchone()[0]
+    other.close()
+    assert state == "APPROVED"
+    assert rows == [("receipt", "QUEUED", rid, "merchant,cardholder")]
+
+
+def test_a_failed_outcome_write_queues_no_receipt(journal):
+    rec = journal.begin(draft())
+    journal.apply(rec.id, TxnEvent.LOSE_REPLY, reversal_reason="98")
+    with pytest.raises(Exception):  # a late approval is refused as a whole...
+        journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00"), receipt_copies=BOTH)
+    assert journal.print_jobs() == []  # ...receipt included
+
+
+def test_cancel_of_a_queued_job_removes_it_and_records_cancelled(journal):
+    rid = approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.DROP
+    job = journal.print_job(job.id)
+    assert job.state is PrintState.CANCELLED and job.txn_id == rid
+    assert journal.next_print_job() is None
+    assert any(line[2] == "print cancel" for line in journal.audit_lines())
+
+
+def test_cancel_while_printing_waits_for_the_copy_then_queues_a_void_slip(journal):
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.AFTER_CURRENT_COPY
+    assert journal.print_job(job.id).state is PrintState.PRINTING  # the copy goes on
+    journal.update_print_job(job.id, copies_done=1, printed_any=False)
+    slip_id = journal.finish_print_cancel(job.id)
+    slip = journal.print_job(slip_id)
+    assert journal.print_job(job.id).state is PrintState.CANCELLED
+    assert slip.kind is JobKind.VOID_SLIP and slip.voids_job == job.id
+    assert slip.copies == (CopyKind.MERCHANT,)  # names the copy that is on paper
+
+
+def test_cancel_while_paused_depends_on_whether_anything_printed(journal):
+    approved_with_receipt(journal)
+    approved_with_receipt(journal)
+    first, second = journal.print_jobs()
+    journal.update_print_job(first.id, PrintState.PRINTING)
+    journal.update_print_job(first.id, PrintState.PAUSED, printed_any=False, reason="printer_paper_out")
+    assert journal.request_print_cancel(first.id, "01") is CancelAction.DROP  # "else as QUEUED"
+    journal.update_print_job(second.id, PrintState.PRINTING)
+    journal.update_print_job(second.id, PrintState.PAUSED, printed_any=True)
+    assert journal.request_print_cancel(second.id, "01") is CancelAction.AFTER_CURRENT_COPY
+    assert journal.print_job(second.id).cancel_requested
+
+
+def test_finished_jobs_cannot_move_again(journal):
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING)
+    journal.update_print_job(job.id, PrintState.DONE)
+    with pytest.raises(PrintTransitionError):
+        journal.update_print_job(job.id, PrintState.PRINTING)
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.NOTHING
+
+
+def test_power_loss_requeues_the_copy_under_way_as_reprint_awaiting_confirmation(journal, tmp_path):
+    approved_with_receipt(journal)
+    approved_with_receipt(journal)
+    printing, queued = journal.print_jobs()
+    journal.update_print_job(printing.id, PrintState.PRINTING, printed_any=True)
+    journal.close()
+    j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))  # the restart
+    report = j.recover_prints()
+    assert (report.requeued_for_confirm, report.still_queued) == (1, 1)
+    cut = j.print_job(printing.id)
+    assert cut.state is PrintState.QUEUED and cut.needs_confirm and cut.marked_reprint
+    assert j.print_job(queued.id).state is PrintState.QUEUED and not j.print_job(queued.id).needs_confirm
+    assert j.next_print_job().id == queued.id  # the cut one waits for the operator
+    j.confirm_print(cut.id, "01")
+    assert not j.print_job(cut.id).needs_confirm
+    j.close()
+
+
+def test_declining_the_reprint_after_power_loss_voids_what_is_on_paper(journal):
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
+    journal.recover_prints()
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.DROP_WITH_VOID_SLIP
+    kinds = [(j.kind, j.state) for j in journal.print_jobs(open_only=False)]
+    assert (JobKind.VOID_SLIP, PrintState.QUEUED) in kinds
+
+
+@pytest.mark.parametrize(("state", "printed", "cancel", "done", "expected"), [
+    (PrintState.QUEUED, False, False, 0, RecoveryAction.KEEP),
+    (PrintState.PRINTING, True, False, 0, RecoveryAction.REQUEUE_FOR_CONFIRM),
+    (PrintState.PAUSED, True, False, 1, RecoveryAction.REQUEUE_FOR_CONFIRM),
+    (PrintState.PAUSED, False, False, 0, RecoveryAction.REQUEUE_FOR_CONFIRM),
+    (PrintState.PRINTING, True, True, 0, RecoveryAction.CANCEL_WITH_VOID_SLIP),
+    (PrintState.PRINTING, False, True, 1, RecoveryAction.CANCEL_WITH_VOID_SLIP),
+    (PrintState.DONE, False, False, 2, RecoveryAction.NONE),
+])
+def test_recovery_rules(state, printed, cancel, done, expected):
+    from firmware.printing.queue import PrintJob
+
+    job = PrintJob(id=1, kind=JobKind.RECEIPT, state=state, copies=BOTH, copies_done=done,
+                   printed_any=printed, cancel_requested=cancel)
+    assert recovery_action(job) is expected
+
+
+def test_a_paused_copy_that_never_started_is_not_marked_reprint_after_power_loss(journal):
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING)
+    journal.update_print_job(job.id, PrintState.PAUSED, printed_any=False)
+    journal.recover_prints()
+    job = journal.print_job(job.id)
+    assert job.needs_confirm and not job.marked_reprint
+
+
+def test_reprint_last_finds_the_newest_receipt(journal):
+    first = approved_with_receipt(journal)
+    second = approved_with_receipt(journal)
+    assert journal.last_receipt_txn().id == second
+    job = journal.enqueue_print(JobKind.RECEIPT, BOTH, txn_id=first, reprint=True, title="sale 1")
+    assert job.marked_reprint and journal.last_receipt_txn().id == first
