@@ -8,6 +8,7 @@ thread (the pump releases the GIL while it waits). Reader and printer share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 
@@ -57,29 +58,24 @@ class SerialPort:
 
     def close(self) -> None:
         if self._serial is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):  # already gone
                 self._serial.close()
-            except (serial.SerialException, OSError):
-                pass  # already gone; closing is all we wanted
             self._serial = None
 
     def dispose(self) -> None:
         """Closes the port and the cancel pipe; the object is unusable afterwards."""
         self.close()
         for fd in (self._cancel_r, self._cancel_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     # ---- cancel ------------------------------------------------------------
 
     def cancel_pending_read(self) -> None:
         """Makes a read_until blocked in another thread return at once (ReadCancelled)."""
-        try:
+        # A full pipe already holds cancel bytes: the read will see one.
+        with contextlib.suppress(BlockingIOError):
             os.write(self._cancel_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is already full of cancel bytes: the read will see one
 
     def _drain_cancel(self) -> None:
         try:
@@ -124,8 +120,6 @@ class SerialPort:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             self.cancel_pending_read()
-            try:
+            with contextlib.suppress(posio.ReadCancelled, PortGone, OSError):
                 await task
-            except (posio.ReadCancelled, PortGone, OSError):
-                pass
             raise

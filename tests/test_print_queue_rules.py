@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from firmware.engine.model import HostResult, PendingDraft
-from firmware.engine.states import TxnEvent
+from firmware.engine.states import IllegalTransition, TxnEvent
 from firmware.host.messages import TxnKind
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
@@ -59,7 +59,7 @@ def test_the_receipt_is_queued_in_the_same_commit_as_the_approval(journal, tmp_p
 def test_a_failed_outcome_write_queues_no_receipt(journal):
     rec = journal.begin(draft())
     journal.apply(rec.id, TxnEvent.LOSE_REPLY, reversal_reason="98")
-    with pytest.raises(Exception):  # a late approval is refused as a whole...
+    with pytest.raises(IllegalTransition):  # a late approval is refused as a whole...
         journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00"), receipt_copies=BOTH)
     assert journal.print_jobs() == []  # ...receipt included
 
