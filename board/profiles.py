@@ -19,6 +19,13 @@ class BoardProfile:
     display_rows: int = 4
     display_cols: int = 16
     printer_columns: int = 32
+    printer_path: str | None = None  # serial device of the ESC/POS printer; None = no printer
+    reader_driver: str = "serial"  # "serial" (framed reader link) | "hid" (keyboard-wedge magstripe)
+    reader_path: str | None = None  # its device (tty or /dev/input/event*); None = no reader
+    keypad: str = "terminal"  # "terminal" (development) | "evdev"
+    keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
+    keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
+    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "spi:<luma.lcd driver>"
 
 
 PROFILES: dict[str, BoardProfile] = {
@@ -34,6 +41,12 @@ PROFILES: dict[str, BoardProfile] = {
         card_source="sim",
         ecr_accepts_card_data=True,
         ecr_serial="/dev/ttyS3",
+        printer_path="/dev/ttyS2",
+        reader_path="/dev/ttyS1",
+        keypad="evdev",
+        keypad_device="AT Translated Set 2 keyboard",  # keys injected through QMP
+        keymap="qemu",
+        display="framebuffer",
     ),
     "rpi": BoardProfile(
         name="rpi",
@@ -44,6 +57,12 @@ PROFILES: dict[str, BoardProfile] = {
         display_rows=8,
         display_cols=21,
         printer_columns=32,
+        printer_path="/dev/pos-printer",  # udev rules name the USB-serial printer and reader
+        reader_path="/dev/pos-reader",
+        keypad="evdev",
+        keypad_device="/dev/pos-keypad",
+        keymap="pos_keypad",
+        display="spi:st7735",
     ),
 }
 

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in tests/bench, one after the other, all output printed.
 
-bench_core runs in this process (its main() returns the figures); bench_posio runs as a
-subprocess, as it is written to. Figures only: the exit status says whether each ran.
+bench_core runs in this process (its main() returns the figures); the others run as
+subprocesses, as they are written to. Figures only: the exit status says whether each ran.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def main() -> int:
     banner("bench_posio: the C extension against its pure-Python twin")
     if run_script(HERE / "bench_posio.py") != 0:
         failures.append("bench_posio")
+    banner("bench_printer: one sale receipt, text vs raster vs python-escpos on its own")
+    if run_script(HERE / "bench_printer.py") != 0:
+        failures.append("bench_printer")
+    banner("bench_keys: key press to display frame on ptys, and painter time")
+    if run_script(HERE / "bench_keys.py") != 0:
+        failures.append("bench_keys")
     print(f"\nall benchmarks: {time.perf_counter() - started:.0f} s"
           + (f"; FAILED to run: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
