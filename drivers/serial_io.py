@@ -97,8 +97,8 @@ class SerialPort:
 
     def read(self, max_bytes: int, inter_byte_ms: int, deadline_ms: int) -> bytes:
         """Blocking read (pump). Raises posio.ReadCancelled after cancel_pending_read(),
-        PortGone when the device hung up or vanished."""
-        self._drain_cancel()  # a cancel meant for an earlier read must not end this one
+        PortGone when the device hung up or vanished. A cancel made before the call
+        also ends it: aread() clears stale ones first."""
         try:
             return posio.read_until(self.fd, max_bytes, inter_byte_ms, deadline_ms, self._cancel_r)
         except posio.ReadCancelled:
@@ -114,6 +114,9 @@ class SerialPort:
 
     async def aread(self, max_bytes: int, inter_byte_ms: int, deadline_ms: int) -> bytes:
         """read() in a worker thread; cancelling the awaiting task cancels the read at once."""
+        # Stale cancel bytes go before the worker starts, never inside it: a cancel that
+        # arrives between the two must stop this read, not be drained by it.
+        self._drain_cancel()
         task = asyncio.ensure_future(asyncio.to_thread(self.read, max_bytes, inter_byte_ms,
                                                        deadline_ms))
         try:

@@ -140,6 +140,9 @@ class Spooler:
                                               reason=job.reason or "printer_unavailable")
                 log.error("print job %d failed: printer not ready for %.0f s", job_id, self.give_up_s)
                 return False
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a task cancel
+            # that lands as the wait finishes, and close() relies on that cancel.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             self._wake.clear()

@@ -16,7 +16,7 @@ from firmware.host.messages import TxnKind, mask_pan
 class CardRead:
     """A card as the reader (or keyed entry) delivered it; lives only in memory."""
 
-    entry_mode: str  # "swipe" | "chip" | "keyed"
+    entry_mode: str  # "swipe" | "fallback" (swipe after a failed chip read) | "chip" | "keyed"
     pan: str
     expiry: str | None = None  # YYMM
     service_code: str | None = None

@@ -1,0 +1,627 @@
+"""A CardReader on the framed serial link of docs/reader-link.md (UART, USB-serial or a pty).
+
+Owns the port (drivers.serial_io.SerialPort), the one task that reads it, matching
+replies to commands by SEQ, events to the pending arm, and reopening a reader that
+hung up or went silent.
+
+Theory of operation:
+- The pump task is the only reader of the port. It blocks in the pump's read_until
+  (no deadline) in a worker thread, so an idle terminal uses no CPU, and decodes what
+  each read returns at once. While a partial frame is held the read gets a 50 ms
+  deadline instead: if nothing comes, the frame was cut short and flush() drops it.
+  Payloads go to _dispatch: replies resolve the future waiting on their SEQ, events
+  resolve the pending arm if their SEQ is the arm's, everything else is counted and
+  dropped (a late event never reaches a later read).
+- Commands write their frame and wait reply_timeout_s for the reply; with no reply
+  they send the same frame again (same SEQ) once. Writes are serialised by a lock
+  that also guards opening and closing the port.
+- The link is "up" once the reader answered `V` on an open port. When the port hangs
+  up, the pump closes it and the link goes down; whoever needs the reader waits for
+  the connect task, which reopens the port with back-off and probes `V`. A pending
+  read re-arms itself (new SEQ, the time left) once the link is up again.
+- Cancelling read() writes `C` at once from the cancelled task and returns; a
+  background task waits for `c` and, if it never comes, marks the link down so the
+  next command probes `V` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import math
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from c_ext import posio
+from drivers.reader import ReaderRefused
+from drivers.reader import link_protocol as lp
+from drivers.serial_io import PortGone, SerialPort
+from firmware.ports import (
+    ChipInserted,
+    ChipRemoved,
+    ReaderEvent,
+    ReaderUnavailable,
+    ReadFailed,
+    ReadTimedOut,
+)
+
+__all__ = ["SerialLinkReader"]
+
+log = logging.getLogger(__name__)
+
+INTER_BYTE_GAP_MS = 50  # docs/reader-link.md: a longer pause ends (and drops) a partial frame
+READ_MAX = 4096
+WRITE_DEADLINE_MS = 500
+CANCEL_WRITE_DEADLINE_MS = 20  # written from the cancelled task itself: must not hold it up
+# How long after its timeout a reader may be late with `T` before the driver stops waiting.
+TIMEOUT_GRACE_S = 1.0
+# While a cancel stops the pump's blocked read, how often the cancel is repeated: the
+# pump drains stale cancel bytes when it starts a read, which can swallow one.
+_CANCEL_REPEAT_S = 0.05
+
+
+class _LinkLost(Exception):
+    """The port hung up (or is closed) while a command was under way."""
+
+
+class _NoAnswer(Exception):
+    """A command got no reply after its retry."""
+
+
+class _Wake(enum.Enum):
+    EVENT = 1
+    LINK_DOWN = 2
+    GUARD = 3
+
+
+@dataclass
+class _Arm:
+    magstripe: bool
+    chip: bool
+    deadline: float | None  # loop time the reader's timeout ends, None = no timeout
+    future: asyncio.Future[ReaderEvent]
+    seq: int | None = None  # SEQ of the A the reader holds (changes when re-armed)
+
+
+@dataclass
+class _Waiter:
+    expected: str  # reply letter
+    future: asyncio.Future[lp.Message]
+
+
+@dataclass
+class LinkStats:
+    """What the link has put up with since the reader was created (counts only, never bytes)."""
+
+    noise_bytes: int = 0
+    bad_checksum: int = 0
+    bad_length: int = 0
+    bad_etx: int = 0
+    truncated: int = 0
+    bad_messages: int = 0  # good frames whose payload broke the protocol
+    stray_replies: int = 0  # replies nobody waits for (late answers to a retried command)
+    stale_events: int = 0  # events for an arm that was cancelled or replaced
+    retries: int = 0
+    reconnects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class SerialLinkReader:
+    """firmware.ports.CardReader over docs/reader-link.md.
+
+    reconnect_window_s bounds how long a command (or a read without a timeout) waits
+    for a reader that is gone; a read with a timeout waits at most that timeout.
+    """
+
+    def __init__(self, path: str, *, baudrate: int = 115200, reply_timeout_s: float = 0.5,
+                 reopen_backoff_s: tuple[float, float] = (0.1, 2.0),
+                 reconnect_window_s: float = 5.0) -> None:
+        self.path = path
+        self.reply_timeout_s = reply_timeout_s
+        self.reopen_backoff_s = reopen_backoff_s
+        self.reconnect_window_s = reconnect_window_s
+        self.stats = LinkStats()
+        self._port = SerialPort(path, baudrate)
+        self._decoder = posio.FrameDecoder()
+        self._decoder_seen = dict.fromkeys(self._decoder.errors, 0)
+        self._io_lock = threading.Lock()  # port open/close/write
+        self._seq = 0
+        self._replies: dict[int, _Waiter] = {}
+        self._arm: _Arm | None = None
+        self._closed = False
+        self._broken = False  # the pump died of a bug: refuse calls rather than hang
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._link_waiters = 0
+        self._last_problem = "it has not answered yet"
+        self._reopen_wanted = False
+        self._chip_known_present = False  # the last chip event handed out was K
+        self._removal_pending = False  # an R came while no chip read was pending
+        self._version: str | None = None
+        # Created on the loop, in _start().
+        self._port_open: asyncio.Event
+        self._port_closed: asyncio.Event
+        self._link_up: asyncio.Event
+        self._link_down: asyncio.Event
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("up" if self._loop and self._link_up.is_set() else "down")
+        return f"SerialLinkReader({self.path!r}, link={state})"
+
+    # ---- CardReader ----------------------------------------------------------
+
+    async def version(self) -> str:
+        reply = await self._command(lp.VERSION)
+        self._version = reply.body.decode("ascii", "replace")
+        return self._version
+
+    async def beep(self, ms: int = 100) -> None:
+        await self._command(lp.BEEP, lp.beep_body(ms))
+
+    async def led(self, colour: str, on: bool) -> None:
+        await self._command(lp.LED, lp.led_body(colour, on))
+
+    async def status(self) -> tuple[bool, bool]:
+        """(armed, chip present) as the reader sees it."""
+        reply = await self._command(lp.STATUS)
+        return lp.parse_status(reply.body)
+
+    async def read(self, *, magstripe: bool = True, chip: bool = True,
+                   timeout_s: float = 60.0) -> ReaderEvent:
+        """Arms the reader and waits for one event (see firmware.ports.CardReader.read).
+
+        timeout_s is rounded up to whole seconds (the link's unit); 0 or less = no timeout.
+        """
+        if not (magstripe or chip):
+            raise ValueError("read() needs magstripe, chip or both")
+        timeout_field = lp.timeout_field(timeout_s)
+        loop = await self._start()
+        if self._arm is not None:
+            raise RuntimeError("a read is already pending on this reader")
+        if chip and self._removal_pending:
+            # The card the terminal was told about left while nobody was reading.
+            self._removal_pending = False
+            self._chip_known_present = False
+            return ChipRemoved()
+        deadline = loop.time() + timeout_field if timeout_field else None
+        arm = _Arm(magstripe, chip, deadline, loop.create_future())
+        self._arm = arm
+        try:
+            event = await self._run_read(arm)
+        except asyncio.CancelledError:
+            self._disarm(arm)
+            raise
+        finally:
+            self._arm = None
+        if isinstance(event, ChipInserted):
+            self._chip_known_present = True
+        elif isinstance(event, ChipRemoved):
+            self._chip_known_present = False
+        return event
+
+    async def close(self) -> None:
+        """Stops the pump and closes the port; every later call raises ReaderUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._connect_task, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        pump = self._pump_task
+        if pump is not None:
+            pump.cancel()
+            while not pump.done():
+                self._port.cancel_pending_read()
+                await asyncio.wait({pump}, timeout=_CANCEL_REPEAT_S)
+        if tasks:
+            await asyncio.wait(tasks)
+        self._fail_waiters(_LinkLost("the reader driver was closed"))
+        with self._io_lock:
+            self._port.dispose()
+
+    @property
+    def link_stats(self) -> dict[str, int]:
+        return self.stats.as_dict()
+
+    # ---- reading -------------------------------------------------------------
+
+    async def _run_read(self, arm: _Arm) -> ReaderEvent:
+        loop = asyncio.get_running_loop()
+        unanswered = 0
+        while True:
+            # The reader may be gone: wait for it as long as the read would have waited.
+            gone_by = arm.deadline if arm.deadline is not None else loop.time() + self.reconnect_window_s
+            await self._ensure_link(gone_by)
+            seconds = 0
+            if arm.deadline is not None:
+                seconds = max(1, math.ceil(arm.deadline - loop.time()))
+            body = lp.arm_body(arm.magstripe, arm.chip, seconds)
+            arm.seq = self._next_seq()
+            try:
+                reply = await self._exchange(lp.ARM, body, seq=arm.seq)
+            except _LinkLost:
+                continue
+            except _NoAnswer as exc:
+                self._suspect(str(exc))
+                unanswered += 1
+                if unanswered == 3:  # it answers V but never A: retrying will not help
+                    raise ReaderUnavailable(f"the card reader on {self.path} does not answer the arm "
+                                            f"command ({exc})") from None
+                continue
+            unanswered = 0
+            if reply.type == lp.NAK:
+                raise ReaderRefused(f"the card reader on {self.path} refused to arm: "
+                                    f"{self._nak_words(reply)}")
+            wake = await self._wait_event(arm)
+            if wake is _Wake.EVENT:
+                return arm.future.result()
+            if wake is _Wake.LINK_DOWN:
+                log.info("card reader on %s: link lost during a read; re-arming once it answers", self.path)
+                continue
+            # The reader's own timeout should have ended the arm with T by now.
+            log.warning("card reader on %s did not report its read timeout; disarming it", self.path)
+            self._disarm(arm)
+            return ReadTimedOut()
+
+    async def _wait_event(self, arm: _Arm) -> _Wake:
+        loop = asyncio.get_running_loop()
+        guard = None
+        if arm.deadline is not None:
+            guard = max(0.0, arm.deadline + TIMEOUT_GRACE_S + self.reply_timeout_s - loop.time())
+        link_down = loop.create_task(self._link_down.wait())
+        waiting: set[asyncio.Future[Any]] = {arm.future, link_down}
+        try:
+            await asyncio.wait(waiting, timeout=guard,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            link_down.cancel()
+        if arm.future.done():
+            return _Wake.EVENT
+        return _Wake.LINK_DOWN if link_down.done() and not link_down.cancelled() else _Wake.GUARD
+
+    def _disarm(self, arm: _Arm) -> None:
+        """Sends `C` for an arm the terminal gave up on, at once, from the calling task."""
+        if arm.seq is None or not self._port.is_open:
+            return  # never armed, or the reader is gone and lost its arm with it
+        arm.seq = None  # anything still in flight for it is stale now
+        seq = self._next_seq()
+        frame = lp.encode(lp.CANCEL, seq)
+        assert self._loop is not None
+        waiter = _Waiter("c", self._loop.create_future())
+        self._replies[seq] = waiter
+        try:
+            # Synchronous on purpose: the C must be on the wire before any later command.
+            self._write_now(frame, CANCEL_WRITE_DEADLINE_MS)
+        except _LinkLost:
+            self._replies.pop(seq, None)
+            return
+        self._spawn(self._confirm_cancel(seq, frame, waiter))
+
+    async def _confirm_cancel(self, seq: int, frame: bytes, waiter: _Waiter) -> None:
+        try:
+            for attempt in range(2):
+                if attempt:
+                    self.stats.retries += 1
+                    await self._write(frame)
+                done, _ = await asyncio.wait({waiter.future}, timeout=self.reply_timeout_s)
+                if done:
+                    waiter.future.result()  # _LinkLost if the port hung up meanwhile
+                    return
+            self._suspect("it did not answer a cancel")
+        except _LinkLost:
+            pass  # gone: it lost its arm with the link
+        finally:
+            self._replies.pop(seq, None)
+
+    # ---- commands ------------------------------------------------------------
+
+    async def _command(self, cmd: str, body: bytes = b"") -> lp.Message:
+        loop = await self._start()
+        name = lp.COMMAND_NAMES[cmd]
+        deadline = loop.time() + self.reconnect_window_s
+        for _attempt in range(3):
+            await self._ensure_link(deadline)
+            try:
+                reply = await self._exchange(cmd, body)
+            except _LinkLost:
+                continue  # hung up under us: wait for it to come back, within the window
+            except _NoAnswer as exc:
+                self._suspect(str(exc))
+                raise ReaderUnavailable(f"the card reader on {self.path} did not answer the {name} "
+                                        f"command ({exc})") from None
+            if reply.type == lp.NAK:
+                raise ReaderRefused(f"the card reader on {self.path} refused the {name} command: "
+                                    f"{self._nak_words(reply)}")
+            return reply
+        raise ReaderUnavailable(f"the card reader on {self.path} keeps hanging up: {self._last_problem}")
+
+    async def _exchange(self, cmd: str, body: bytes = b"", *, seq: int | None = None) -> lp.Message:
+        """Sends one command and returns its reply or NAK; one retry with the same SEQ."""
+        assert self._loop is not None
+        if seq is None:
+            seq = self._next_seq()
+        frame = lp.encode(cmd, seq, body)
+        waiter = _Waiter(cmd.lower(), self._loop.create_future())
+        self._replies[seq] = waiter
+        try:
+            for attempt in range(2):
+                if attempt:
+                    self.stats.retries += 1
+                await self._write(frame)
+                # asyncio.wait, not wait_for: on 3.11 wait_for swallows a cancel that
+                # arrives together with the reply, and an operator CANCEL must never be lost.
+                done, _ = await asyncio.wait({waiter.future}, timeout=self.reply_timeout_s)
+                if done:
+                    return waiter.future.result()
+            raise _NoAnswer(f"no reply to {lp.COMMAND_NAMES[cmd]} in 2 tries of {self.reply_timeout_s} s")
+        finally:
+            self._replies.pop(seq, None)
+
+    def _next_seq(self) -> int:
+        busy = set(self._replies)
+        if self._arm is not None and self._arm.seq is not None:
+            busy.add(self._arm.seq)
+        for _ in range(256):
+            self._seq = (self._seq + 1) & 0xFF
+            if self._seq not in busy:
+                return self._seq
+        raise RuntimeError("all 256 SEQ numbers are waiting for replies")
+
+    @staticmethod
+    def _nak_words(reply: lp.Message) -> str:
+        try:
+            return lp.parse_nak(reply.body).words
+        except lp.LinkError as exc:
+            return f"a malformed NAK ({exc})"
+
+    async def _write(self, frame: bytes) -> None:
+        await asyncio.to_thread(self._write_now, frame, WRITE_DEADLINE_MS)
+
+    def _write_now(self, frame: bytes, deadline_ms: int) -> None:
+        with self._io_lock:
+            if not self._port.is_open:
+                raise _LinkLost(f"{self.path} is not open")
+            try:
+                self._port.write(frame, deadline_ms)
+            except posio.WriteTimeout as exc:
+                raise _LinkLost(f"{self.path}: the reader does not take data ({exc})") from None
+            except PortGone as exc:
+                raise _LinkLost(str(exc)) from None
+
+    # ---- the link: start, connect, lose --------------------------------------
+
+    async def _start(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise ReaderUnavailable(f"the card reader driver for {self.path} is closed")
+        if self._broken:
+            raise ReaderUnavailable(f"the card reader on {self.path} cannot be used: {self._last_problem}")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._port_open = asyncio.Event()
+            self._port_closed = asyncio.Event()
+            self._port_closed.set()
+            self._link_up = asyncio.Event()
+            self._link_down = asyncio.Event()
+            self._link_down.set()
+            self._pump_task = loop.create_task(self._pump(), name=f"reader-pump {self.path}")
+            self._pump_task.add_done_callback(self._pump_ended)
+        elif self._loop is not loop:
+            raise RuntimeError("a SerialLinkReader belongs to the event loop that first used it")
+        return loop
+
+    async def _ensure_link(self, deadline: float) -> None:
+        if self._link_up.is_set():
+            return
+        if self._closed:
+            raise ReaderUnavailable(f"the card reader driver for {self.path} is closed")
+        assert self._loop is not None
+        self._link_waiters += 1
+        try:
+            if self._connect_task is None or self._connect_task.done():
+                self._connect_task = self._loop.create_task(self._connect())
+            timeout = max(0.0, deadline - self._loop.time())
+            try:
+                async with asyncio.timeout(timeout):  # unlike wait_for, never eats a cancel
+                    await self._link_up.wait()
+            except TimeoutError:
+                raise ReaderUnavailable(
+                    f"the card reader on {self.path} is not available: {self._last_problem}") from None
+        finally:
+            self._link_waiters -= 1
+
+    async def _connect(self) -> None:
+        """Opens the port (with back-off) and probes `V` until the reader answers or nobody waits."""
+        delay, longest = self.reopen_backoff_s
+        while not self._closed:
+            if not self._port_open.is_set():
+                try:
+                    with self._io_lock:
+                        self._port.open()
+                except PortGone as exc:
+                    self._last_problem = f"its device cannot be opened ({exc})"
+                    if not await self._back_off(delay):
+                        return
+                    delay = min(delay * 2, longest)
+                    continue
+                self._port_closed.clear()
+                self._port_open.set()
+            try:
+                reply = await self._exchange(lp.VERSION)
+            except (_LinkLost, _NoAnswer) as exc:
+                self._last_problem = f"it does not answer ({exc})"
+                await self._reopen_port()
+                if not await self._back_off(delay):
+                    return
+                delay = min(delay * 2, longest)
+                continue
+            if reply.type == lp.VERSION.lower():
+                self._version = reply.body.decode("ascii", "replace")
+            log.info("card reader on %s answers (%s)", self.path, self._version or "version refused")
+            self._set_link(True, "")
+            return
+
+    async def _back_off(self, delay: float) -> bool:
+        """Sleeps before the next attempt; False when nobody is waiting for the reader any more."""
+        if self._link_waiters == 0:
+            return False
+        await asyncio.sleep(delay)
+        return self._link_waiters > 0 and not self._closed
+
+    async def _reopen_port(self) -> None:
+        """Has the pump close the port (it is the only one that may, its read being on the fd)."""
+        if not self._port_open.is_set():
+            return
+        self._reopen_wanted = True
+        while self._port_open.is_set():
+            self._port.cancel_pending_read()
+            # On timeout the cancel byte was drained before the read began: send another.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CANCEL_REPEAT_S):
+                    await self._port_closed.wait()
+
+    def _suspect(self, reason: str) -> None:
+        """The reader stopped answering on an open port: the next user probes `V` first."""
+        if self._link_up.is_set():
+            log.warning("card reader on %s: %s; probing it before the next command", self.path, reason)
+        self._set_link(False, reason)
+
+    def _set_link(self, up: bool, problem: str) -> None:
+        if up:
+            self._link_down.clear()
+            self._link_up.set()
+        else:
+            self._last_problem = problem or self._last_problem
+            self._link_up.clear()
+            self._link_down.set()
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        for waiter in self._replies.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+                waiter.future.exception()  # retrieved here: a waiter that already left must not warn
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- the pump --------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            await self._port_open.wait()
+            if self._reopen_wanted:
+                self._close_port(self._last_problem)  # why it is being reopened
+                continue
+            # Whatever arrives is decoded at once (inter-byte 0: return after the first read).
+            # Only with a partial frame held does the wait get a deadline: the inter-byte gap,
+            # after which that frame counts as cut short.
+            in_frame = self._decoder.buffered > 0
+            try:
+                data = await self._port.aread(READ_MAX, 0, INTER_BYTE_GAP_MS if in_frame else -1)
+            except posio.ReadCancelled as exc:
+                data, in_frame = exc.partial, False
+            except PortGone as exc:
+                self._close_port(f"its device hung up ({exc})")
+                continue
+            self._take(data, gap_ended=in_frame and not data)
+
+    def _pump_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing reads the reader any more: every later call fails in words, not silently.
+            self._last_problem = f"its driver failed ({task.exception()!r})"
+            self._set_link(False, self._last_problem)
+            self._broken = True
+            log.error("card reader on %s: the reading task failed", self.path, exc_info=task.exception())
+
+    def _close_port(self, reason: str) -> None:
+        was_up = self._link_up.is_set()
+        with self._io_lock:
+            self._port.close()
+        self._take(b"", gap_ended=True)  # what the decoder held is lost with the link
+        self._decoder.reset()
+        self._decoder_seen = dict.fromkeys(self._decoder_seen, 0)
+        self._reopen_wanted = False
+        self._port_open.clear()
+        self._port_closed.set()
+        self._set_link(False, reason)
+        self._fail_waiters(_LinkLost(reason))
+        if was_up:
+            self.stats.reconnects += 1
+            log.warning("card reader on %s: %s; reopening with back-off when needed", self.path, reason)
+
+    def _take(self, data: bytes, gap_ended: bool) -> None:
+        payloads = self._decoder.feed(data) if data else []
+        if gap_ended and self._decoder.buffered:
+            payloads += self._decoder.flush()
+        self._count_line_errors()
+        for payload in payloads:
+            self._dispatch(payload)
+
+    def _count_line_errors(self) -> None:
+        now = self._decoder.errors
+        delta = {k: v - self._decoder_seen[k] for k, v in now.items() if v != self._decoder_seen[k]}
+        if not delta:
+            return
+        self._decoder_seen = now
+        for key, n in delta.items():
+            setattr(self.stats, key, getattr(self.stats, key) + n)
+        # Counts only: the bytes may be card data.
+        log.warning("card reader on %s: line errors skipped (%s)", self.path,
+                    ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in delta.items()))
+
+    def _dispatch(self, payload: bytes) -> None:
+        try:
+            msg = lp.parse(payload)
+        except lp.LinkError as exc:
+            self._bad_message(str(exc))
+            return
+        if msg.is_reply:
+            waiter = self._replies.get(msg.seq)
+            if waiter is None or waiter.future.done():
+                self.stats.stray_replies += 1
+                log.debug("card reader on %s: reply %r nobody waits for", self.path, msg)
+            elif msg.type in (waiter.expected, lp.NAK):
+                waiter.future.set_result(msg)
+            else:
+                self._bad_message(f"reply {msg.type!r} to SEQ {msg.seq}, which waits for {waiter.expected!r}")
+            return
+        if msg.type not in lp.EVENTS:
+            self._bad_message(f"the reader sent {msg.type!r}, which is not an event")
+            return
+        arm = self._arm
+        if arm is not None and arm.seq == msg.seq and not arm.future.done():
+            try:
+                event = lp.event_from_message(msg)
+            except lp.LinkError as exc:
+                self._bad_message(str(exc))
+                # The reader ended its arm with this event: tell the caller rather than wait forever.
+                event = ReadFailed(f"the reader sent a damaged {msg.type!r} event; present the card again")
+            arm.future.set_result(event)
+            return
+        if msg.type == lp.CHIP_OUT and self._chip_known_present:
+            # The card the terminal was told about left (R unarmed, for the K's arm): news
+            # for a chip read, the pending one or else the next.
+            if arm is not None and arm.chip and not arm.future.done():
+                arm.future.set_result(ChipRemoved())
+                self._disarm(arm)  # its own arm got no event: the reader still holds it
+            else:
+                self._removal_pending = True
+            return
+        self.stats.stale_events += 1
+        log.debug("card reader on %s: dropped stale %r", self.path, msg)
+
+    def _bad_message(self, what: str) -> None:
+        self.stats.bad_messages += 1
+        log.warning("card reader on %s: dropped a message that breaks the protocol: %s", self.path, what)
