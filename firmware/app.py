@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from board.profiles import BoardProfile, profile
+from firmware.app_printing import PrintDesk
 from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
@@ -34,16 +35,26 @@ from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnState
+from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.engine.validation import Limits
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
 from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
 from firmware.host.messages import Terminal as TermIds
+from firmware.i18n import text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.logmask import install as install_mask
+from firmware.ports import (
+    CardReader,
+    MagstripeRead,
+    Printer,
+    ReaderUnavailable,
+    ReadFailed,
+    ReadTimedOut,
+)
 from firmware.settings.model import hash_password, verify_password
 from firmware.settings.store import SettingsStore
 
@@ -74,6 +85,9 @@ class AppConfig:
     reply_timeout: float | None = None
     ready_file: Path | None = None
     ecr_serial: str | None = None  # overrides the board profile's ECR serial port
+    printer_path: str | None = None  # overrides the board profile's printer port ('' = none)
+    reader_path: str | None = None  # overrides the board profile's card reader ('' = none)
+    print_poll_s: float = 1.0  # how often a paused printer is asked whether it is ready
 
 
 class CardSlot:
@@ -138,6 +152,8 @@ class Terminal:
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
         self.last_result: TxnResult | None = None
+        self.prints: PrintDesk | None = None
+        self.reader: CardReader | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -165,6 +181,10 @@ class Terminal:
         report = self.journal.recover()
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
+        self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
+                                poll_s=self.cfg.print_poll_s)
+        self.prints.start()
+        self.reader = self._make_reader()
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]))
         self.link = HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), tmk)
         if await self.ensure_signed_on():
@@ -181,7 +201,33 @@ class Terminal:
             raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
         return tmk
 
+    def _make_printer(self) -> Printer | None:
+        """The board's printer driver (only the app knows which concrete driver runs)."""
+        path = self.cfg.printer_path if self.cfg.printer_path is not None else self.board.printer_path
+        if not path:
+            log.info("no printer on this board: receipts wait in the print queue")
+            return None
+        from drivers.printer.escpos_serial import EscPosSerialPrinter
+
+        return EscPosSerialPrinter(path, profile=str(self.settings["printer"]["profile"]))
+
+    def _make_reader(self) -> CardReader | None:
+        path = self.cfg.reader_path if self.cfg.reader_path is not None else self.board.reader_path
+        if not path:
+            return None
+        if self.board.reader_driver == "hid":
+            from drivers.reader.hid_wedge import HidWedgeReader
+
+            return HidWedgeReader(path)
+        from drivers.reader.serial_link import SerialLinkReader
+
+        return SerialLinkReader(path)
+
     async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
+        if self.prints is not None:
+            await self.prints.close()
         if self.link is not None:
             await self.link.channel.close()
         if self.journal is not None:
@@ -273,9 +319,15 @@ class Terminal:
             if io.card is not None:
                 return ev.CardPresented(io.card)
             try:
-                card, pin = await self._race(self.card_slot.take(), cancellable)
+                card, pin = await self._race(self._take_card(), cancellable)
             except OperatorCancelled:
                 return ev.Cancel()
+            except ReaderUnavailable as exc:
+                log.error("card reader: %s", exc)
+                self.notice = text("reader_unavailable")
+                return ev.Cancel()
+            if card is None:
+                return ev.Cancel()  # no card within the reader's wait
             io.pin = pin if pin is not None else io.pin
             return ev.CardPresented(card)
         if isinstance(action, ev.AskPin):
@@ -306,8 +358,11 @@ class Terminal:
                 return ev.ReplyLost("link")
             return ev.ReplyReceived(reply)
         if isinstance(action, ev.WriteOutcome):
+            copies = self.prints.copies if action.receipt and self.prints is not None else ()
             record = j.apply(action.record_id, action.event, action.result,
-                             action.reversal_reason, action.void_of)
+                             action.reversal_reason, action.void_of, receipt_copies=copies)
+            if copies and self.prints is not None:
+                self.prints.wake()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
             j.audit(self._tx()["operator"], action.action, action.detail, action.outcome)
@@ -336,6 +391,45 @@ class Terminal:
             j.finish_settlement(action.settlement_id)
             return ev.Done()
         raise TypeError(f"no executor for {action!r}")
+
+    async def _take_card(self) -> tuple[CardRead | None, str | None]:
+        """The first card from the reader or the sim board's card slot, whichever comes."""
+        if self.reader is None:
+            return await self.card_slot.take()
+        slot = asyncio.ensure_future(self.card_slot.take())
+        read = asyncio.ensure_future(self._read_card())
+        try:
+            done, _ = await asyncio.wait({slot, read}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (slot, read):
+                if not task.done():
+                    task.cancel()  # cancelling the read disarms the reader at once
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        if slot in done:
+            return slot.result()
+        return read.result(), None
+
+    async def _read_card(self) -> CardRead | None:
+        """Reads until a usable swipe, a timeout (None) or a cancel; bad swipes ask again."""
+        assert self.reader is not None
+        tx = self._tx()
+        while True:
+            event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
+            if isinstance(event, ReadTimedOut):
+                return None
+            if isinstance(event, ReadFailed):
+                log.info("card read failed: %s", event.reason)
+                self.notice = text("card_unreadable")
+                continue
+            if not isinstance(event, MagstripeRead):
+                continue  # chip presence: EMV comes later; wait for a swipe
+            try:
+                return card_from_swipe(event, today=self.now().date(),
+                                       allow_fallback=bool(tx["allow_fallback_swipe"]))
+            except CardProblem as exc:
+                self.notice = text(exc.key)
+                log.info("card refused at the reader: %s", exc.key)
 
     # -- passwords --------------------------------------------------------------
 
@@ -587,6 +681,8 @@ class Terminal:
                 "settlement_open": self.journal.open_settlement() is not None,
                 "password_changed": bool(self.settings["security"].get("password_changed")),
             })
+        if self.prints is not None:
+            info["printing"] = self.prints.status()
         return info
 
 
@@ -637,13 +733,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reply-timeout", type=float)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--ecr-serial", help="serial device for the ECR link ('' = none)")
+    parser.add_argument("--printer", help="serial device of the receipt printer ('' = none)")
+    parser.add_argument("--reader", help="device of the card reader ('' = none)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logging(args.data, args.log_level)
     _require_c_extension()
     cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
                     port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file,
-                    ecr_serial=args.ecr_serial)
+                    ecr_serial=args.ecr_serial, printer_path=args.printer,
+                    reader_path=args.reader)
     try:
         asyncio.run(serve(cfg))
     except JournalError as exc:

@@ -98,8 +98,9 @@ def run(coro: Any) -> Any:
 class TerminalProcess:
     """`python -m firmware.app` in a subprocess, driven over its ECR TCP port."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
         self.data_dir = data_dir
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._sock: socket.socket | None = None
@@ -112,7 +113,8 @@ class TerminalProcess:
         with open(self.data_dir / "stderr.log", "ab") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "firmware.app", "--data", str(self.data_dir),
-                 "--ecr-port", "0", "--ready-file", str(ready), "--log-level", "INFO"],
+                 "--ecr-port", "0", "--ready-file", str(ready), "--log-level", "INFO",
+                 *self.extra_args],
                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
             )
         deadline = time.monotonic() + timeout

@@ -1,8 +1,9 @@
-"""`make run`: the acquirer simulator and a provisioned terminal on loopback, headless.
+"""`make run`: the acquirer simulator, the emulated reader and printer, and a provisioned
+terminal on loopback, headless.
 
-Starts both as child processes, provisions var/terminal on first use (dev keys,
+Starts them as child processes, provisions var/terminal on first use (dev keys,
 the dev supervisor password), prints how to drive the terminal over ECR, and
-stops both on Ctrl-C.
+stops them all on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ DEV_TMK = "0123456789ABCDEFFEDCBA9876543210"  # dev boards only; real TMKs come 
 DEV_PASSWORD = "246810"
 HOST_PORT = 5800
 CONTROL_PORT = 5801
+PERIPHERALS_PORT = 5802
 ECR_PORT = 8583
 
 HELP = f"""
@@ -34,9 +36,16 @@ HELP = f"""
     .venv/bin/python -m firmware.ecr.client settle --password {DEV_PASSWORD}
     .venv/bin/python -m firmware.ecr.client status
 
+  Or let the card come through the emulated reader (a real pty and the real driver):
+    .venv/bin/python -m firmware.ecr.client sale 12.34      # waits for a card...
+    .venv/bin/python -m board.sim.peripherals swipe cup_credit
+  The emulated printer prints every receipt here and keeps each slip as text and PNG
+  in var/devices/slips/.  Try `peripherals paper-out --after 5`, then `load-paper`;
+  `ecr.client reprint` reprints the last receipt (marked REPRINT).
+
   Test cards: cup_debit (PIN 123456), cup_credit, visa, mastercard, jcb, blocked,
   expired, bad_luhn, cup_chip.  Amounts ending in .51 are declined (51).
-  Data in var/ (journal, settings, log).  Ctrl-C stops both.
+  Data in var/ (journal, settings, log).  Ctrl-C stops everything.
 """
 
 
@@ -72,21 +81,34 @@ def main(argv: list[str] | None = None) -> int:
                             "--port", str(HOST_PORT), "--control-port", str(CONTROL_PORT),
                             "--register", f"{DEV_TID}:{DEV_MID}:{DEV_TMK}"],
                            stderr=sim_log)
-    time.sleep(0.5)
+    devices = args.var / "devices"
+    dev_log = open(args.var / "peripherals.log", "ab")  # noqa: SIM115 - as above
+    # Its output (the printed slips) comes to this console.
+    peri = subprocess.Popen([py, "-m", "board.sim.peripherals", "serve", "--dir", str(devices),
+                             "--port", str(PERIPHERALS_PORT)], stderr=dev_log)
+    deadline = time.monotonic() + 10
+    while not ((devices / "reader-tty").exists() and (devices / "printer-tty").exists()):
+        if peri.poll() is not None or time.monotonic() > deadline:
+            print("the emulated peripherals did not start; see var/peripherals.log", file=sys.stderr)
+            sim.terminate()
+            return 1
+        time.sleep(0.05)
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
     term = subprocess.Popen([py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
                              "--board", args.board, "--ecr-port", str(ECR_PORT),
-                             "--ready-file", str(ready)],
+                             "--ready-file", str(ready),
+                             "--reader", str(devices / "reader-tty"),
+                             "--printer", str(devices / "printer-tty")],
                             stderr=term_log)
     deadline = time.monotonic() + 20
     while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if not ready.exists():
         print("the terminal did not start; see var/terminal.stderr.log", file=sys.stderr)
-        sim.terminate()
-        term.terminate()
+        for proc in (sim, term, peri):
+            proc.terminate()
         return 1
     print(HELP, flush=True)
     stop = {"now": False}
@@ -97,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        while not stop["now"] and term.poll() is None and sim.poll() is None:
+        while not stop["now"] and term.poll() is None and sim.poll() is None and peri.poll() is None:
             time.sleep(0.2)
     finally:
-        for proc in (term, sim):
+        for proc in (term, peri, sim):
             if proc.poll() is None:
                 proc.terminate()
                 try:

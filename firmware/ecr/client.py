@@ -67,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--pin")
     s = sub.add_parser("settle")
     s.add_argument("--password", required=True)
-    for op in ("status", "last", "signon", "signoff", "echo", "cancel"):
+    for op in ("status", "last", "signon", "signoff", "echo", "cancel", "print_jobs",
+               "print_test"):
         sub.add_parser(op)
+    s = sub.add_parser("reprint", help="reprint the last receipt, or one by trace number")
+    s.add_argument("trace", nargs="?")
+    s = sub.add_parser("print_cancel", help="cancel a print job (the one printing if none named)")
+    s.add_argument("job", nargs="?", type=int)
+    s = sub.add_parser("print_confirm", help="after a power loss: reprint a cut copy, or drop it")
+    s.add_argument("job", type=int)
+    s.add_argument("answer", choices=("print", "drop"))
     s = sub.add_parser("set_password")
     s.add_argument("old")
     s.add_argument("new")
@@ -81,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         request = {"op": args.op}
         for name, value in vars(args).items():
             if name in ("host", "port", "op") or value is None:
+                continue
+            if name == "answer":
+                request["print"] = value == "print"
                 continue
             request[name] = to_fen(value) if name == "amount" else value
     reply = call(args.host, args.port, request)
