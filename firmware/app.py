@@ -182,7 +182,7 @@ class Terminal:
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
         self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
-                                poll_s=self.cfg.print_poll_s)
+                                poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
         self.prints.start()
         self.reader = self._make_reader()
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]))

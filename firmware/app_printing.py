@@ -10,12 +10,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from firmware import __version__
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
-from firmware.ports import Document, Printer
+from firmware.ports import Document, Image, Printer
 from firmware.printing import layout
 from firmware.printing.queue import (
     COPIES_BY_SETTING,
@@ -36,8 +37,10 @@ class PrintDesk:
 
     def __init__(self, journal: Journal, printer: Printer | None,
                  settings: Callable[[], dict[str, dict[str, Any]]],
-                 now: Callable[[], datetime] = datetime.now, *, poll_s: float = 1.0) -> None:
+                 now: Callable[[], datetime] = datetime.now, *, poll_s: float = 1.0,
+                 logo_path: Path | None = None) -> None:
         self.journal = journal
+        self.logo = load_logo(logo_path, self.columns_for(printer, settings())) if logo_path else None
         self.printer = printer
         self._settings = settings
         self._now = now
@@ -73,11 +76,15 @@ class PrintDesk:
         count = int(self._settings()["printer"].get("copies", 2))
         return COPIES_BY_SETTING.get(count, COPIES_BY_SETTING[2])
 
+    @staticmethod
+    def columns_for(printer: Printer | None, settings: dict[str, dict[str, Any]]) -> int:
+        if printer is not None:
+            return printer.columns
+        return COLUMNS_BY_PROFILE.get(settings["printer"].get("profile", "58mm"), 32)
+
     @property
     def columns(self) -> int:
-        if self.printer is not None:
-            return self.printer.columns
-        return COLUMNS_BY_PROFILE.get(self._settings()["printer"].get("profile", "58mm"), 32)
+        return self.columns_for(self.printer, self._settings())
 
     @property
     def lang(self) -> str:
@@ -102,7 +109,7 @@ class PrintDesk:
         limit = int(settings["printer"].get("no_signature_limit", 0))
         return layout.receipt(record, copy, merchant, lang=self.lang, columns=self.columns,
                               reprint=job.marked_reprint, printed_at=printed_at,
-                              no_signature_limit=limit)
+                              no_signature_limit=limit, logo=self.logo)
 
     # -- operations -------------------------------------------------------------
 
@@ -169,6 +176,28 @@ class PrintDesk:
             if self.spooler.progress is not None:
                 info["progress"] = list(self.spooler.progress)
         return info
+
+
+DOTS_PER_COLUMN = 12  # font A: 32 columns = 384 dots on 58 mm paper
+LOGO_MAX_HEIGHT = 160
+
+
+def load_logo(path: Path, columns: int) -> Image | None:
+    """The merchant's logo (any image file Pillow reads) as gray, scaled to fit the paper.
+    A missing or unreadable file is reported and the receipt prints without it."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    if not path.exists():
+        return None
+    try:
+        with PILImage.open(path) as img:
+            gray = img.convert("L")
+    except (OSError, UnidentifiedImageError) as exc:
+        log.warning("logo %s cannot be read (%s): receipts print without it", path, exc)
+        return None
+    gray.thumbnail((columns * DOTS_PER_COLUMN, LOGO_MAX_HEIGHT))
+    return Image(gray=gray.tobytes(), width=gray.width, height=gray.height)
 
 
 def job_payload(job: PrintJob) -> dict[str, Any]:

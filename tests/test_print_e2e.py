@@ -342,3 +342,41 @@ def test_power_loss_mid_print_then_reprint_after_confirmation(data_dir, sim, pri
         proc.stop()
     rows = sim.ledger.rows(TID)
     assert len(rows) == 1  # paper never moves money: one sale at the host, whatever printed
+
+
+# -- the merchant's logo ---------------------------------------------------------------------------
+
+
+def test_logo_prints_through_the_raster_path_and_a_bad_logo_is_skipped(data_dir, sim, printer):
+    from PIL import Image as PILImage
+
+    logo = PILImage.new("L", (600, 200), 255)
+    for x in range(100, 500):
+        for y in range(50, 150):
+            logo.putpixel((x, y), 0)
+    logo.save(data_dir / "logo.png")  # wider than the paper: scaled to fit
+
+    async def go():
+        t = await printing_terminal(data_dir, printer)
+        await sale(t, 1200)
+        await until(lambda: len(printer.slips) == 2)
+        await t.close()
+
+    run(go())
+    first = printer.slips[0]
+    images = [rec.image for rec in first.records if getattr(rec, "image", None) is not None]
+    assert images and images[0].width <= 384
+    assert any("[image" in line for line in first.lines[:2])
+    assert "12.00" in first.text
+
+    (data_dir / "logo.png").write_bytes(b"not an image")
+    printer2_slips = len(printer.slips)
+
+    async def again():
+        t = await printing_terminal(data_dir, printer)
+        await sale(t, 1300)
+        await until(lambda: len(printer.slips) == printer2_slips + 2)
+        await t.close()
+
+    run(again())
+    assert "13.00" in printer.slips[-2].text and not any("[image" in x for x in printer.slips[-2].lines)
