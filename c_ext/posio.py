@@ -96,16 +96,20 @@ def encode_frame(payload: bytes) -> bytes:
     return ffi.buffer(out, n)[:]
 
 
-def _split_records(blob: bytes) -> list[bytes]:
-    """Splits the decoder's output records (1 length byte + payload)."""
-    frames: list[bytes] = []
-    append = frames.append  # one slice per frame is the whole cost here
-    i, end = 0, len(blob)
-    while i < end:
-        j = i + 1 + blob[i]
-        append(blob[i + 1 : j])
-        i = j
-    return frames
+def _split_records(blob: bytes, count: int | None = None) -> list[bytes]:
+    """Splits the decoder's output records (1 length byte + payload); count is
+    how many there are, when the caller already knows (the C side counts them)."""
+    if count is None:
+        count, i, end = 0, 0, len(blob)
+        while i < end:
+            i += 1 + blob[i]
+            count += 1
+    # One slice per frame is the whole cost here, so the loop around it is a
+    # comprehension with no per-record statement: j is the length byte of
+    # the record, i its payload, and after the slice j is the next length
+    # byte (the slice's start is evaluated before its stop).
+    j = 0
+    return [blob[(i := j + 1) : (j := i + blob[j])] for _ in range(count)]
 
 
 class FrameDecoder:
@@ -116,7 +120,8 @@ class FrameDecoder:
     one decoder per link, fed from one thread.
     """
 
-    # Inputs up to this size reuse one output buffer instead of allocating.
+    # Size of the one reused output buffer (plus two reserves): a feed up to
+    # this size needs one C call; a longer one takes several, never an allocation.
     _SMALL = 4096
 
     def __init__(self) -> None:
@@ -132,24 +137,33 @@ class FrameDecoder:
         n = len(data)
         if n == 0:
             return []
-        src = _u8(data)
-        if n <= self._SMALL:
-            out, cap = self._small_out, self._small_cap
+        # Longer inputs also go through the small buffer, in several C calls:
+        # cheaper than a fresh len(data)-sized one (page faults, cold cache).
+        out, cap = self._small_out, self._small_cap
+        # cffi passes a bytes object's own buffer to a `const uint8_t *`
+        # argument, which saves building a view on every (often tiny) read.
+        src = data if type(data) is bytes else _u8(data)
+        out_len, n_frames = self._out_len, self._n_frames
+        out_len[0] = 0
+        n_frames[0] = 0
+        pos = lib.posio_decoder_feed(self._d, src, n, out, cap, out_len, n_frames)
+        count = n_frames[0]
+        frames: list[bytes]
+        if count == 0:
+            frames = []
+        elif count == 1:  # the usual case for short reads: out holds one record
+            frames = [ffi.buffer(out, out_len[0])[1:]]
         else:
-            # n + 2 reserves: room for every frame in one C call, so the
-            # records come back in one block and are sliced once (linear).
-            cap = n + 2 * lib.POSIO_OUT_RESERVE
-            out = ffi.new("uint8_t[]", cap)
-        frames: list[bytes] = []
-        pos = 0
-        while pos < n:
-            self._out_len[0] = 0
-            self._n_frames[0] = 0
-            pos += lib.posio_decoder_feed(
-                self._d, src + pos, n - pos, out, cap, self._out_len, self._n_frames
-            )
-            if self._n_frames[0]:
-                frames.extend(_split_records(ffi.buffer(out, self._out_len[0])[:]))
+            frames = _split_records(ffi.buffer(out, out_len[0])[:], count)
+        if pos < n:
+            # out filled up (only for inputs over _SMALL): drain it, go on.
+            view = _u8(data)
+            while pos < n:
+                out_len[0] = 0
+                n_frames[0] = 0
+                pos += lib.posio_decoder_feed(self._d, view + pos, n - pos, out, cap, out_len, n_frames)
+                if n_frames[0]:
+                    frames += _split_records(ffi.buffer(out, out_len[0])[:], n_frames[0])
         return frames
 
     def flush(self) -> list[bytes]:
