@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.printer.profiles import get_profile
 from firmware import __version__
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
 from firmware.ports import Document, Image, Printer
 from firmware.printing import layout
 from firmware.printing.queue import (
-    COPIES_BY_SETTING,
     CancelAction,
     CopyKind,
     JobKind,
@@ -28,8 +28,6 @@ from firmware.printing.queue import (
 from firmware.spooler import Spooler
 
 log = logging.getLogger("posfw.printing")
-
-COLUMNS_BY_PROFILE = {"58mm": 32, "80mm": 48}
 
 
 class PrintDesk:
@@ -73,14 +71,14 @@ class PrintDesk:
 
     @property
     def copies(self) -> tuple[CopyKind, ...]:
-        count = int(self._settings()["printer"].get("copies", 2))
-        return COPIES_BY_SETTING.get(count, COPIES_BY_SETTING[2])
+        # Settings validation keeps copies in 1..3.
+        return layout.copies_for(int(self._settings()["printer"].get("copies", 2)))
 
     @staticmethod
     def columns_for(printer: Printer | None, settings: dict[str, dict[str, Any]]) -> int:
         if printer is not None:
             return printer.columns
-        return COLUMNS_BY_PROFILE.get(settings["printer"].get("profile", "58mm"), 32)
+        return get_profile(settings["printer"].get("profile", "58mm")).columns
 
     @property
     def columns(self) -> int:
@@ -178,7 +176,6 @@ class PrintDesk:
         return info
 
 
-DOTS_PER_COLUMN = 12  # font A: 32 columns = 384 dots on 58 mm paper
 LOGO_MAX_HEIGHT = 160
 
 
@@ -196,7 +193,7 @@ def load_logo(path: Path, columns: int) -> Image | None:
     except (OSError, UnidentifiedImageError) as exc:
         log.warning("logo %s cannot be read (%s): receipts print without it", path, exc)
         return None
-    gray.thumbnail((columns * DOTS_PER_COLUMN, LOGO_MAX_HEIGHT))
+    gray.thumbnail((columns * layout.DOTS_PER_COLUMN, LOGO_MAX_HEIGHT))
     return Image(gray=gray.tobytes(), width=gray.width, height=gray.height)
 
 

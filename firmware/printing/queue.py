@@ -8,9 +8,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from firmware.printing.layout import CopyKind, copies_for
+from firmware.printing.layout import CopyKind
 
-__all__ = ["COPIES_BY_SETTING", "CopyKind", "JobKind", "PrintJob", "PrintState"]
+__all__ = ["CopyKind", "JobKind", "PrintJob", "PrintState"]
 
 
 class PrintState(enum.StrEnum):
@@ -28,7 +28,6 @@ class JobKind(enum.StrEnum):
     TEST = "test"  # printer test page (diagnostics)
 
 
-COPIES_BY_SETTING: dict[int, tuple[CopyKind, ...]] = {n: copies_for(n) for n in (1, 2, 3)}
 
 OPEN_STATES = (PrintState.QUEUED, PrintState.PRINTING, PrintState.PAUSED)
 
