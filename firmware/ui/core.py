@@ -1,0 +1,518 @@
+"""The UI's contract: the events screens take, the commands they give, and the machine that runs them.
+
+Theory of operation. A screen is a frozen dataclass. `Ui.feed(event, ctx)` hands the event
+to the current screen, which answers with a Transition (the next screen and the commands
+for the app to carry out) or None (not mine: the machine's defaults apply). The machine
+then renders the next screen with the same context and returns (frame, commands). Nothing
+here touches a driver, the journal or a socket; time comes in through the context.
+
+Defaults the machine applies to every screen, so no screen can forget them:
+  * idle timeout: a screen with `staged = True` that has seen no key for the configured
+    idle time goes back to idle, discarding what was typed (DropCard + an audit note);
+  * an operation the screen did not start (ECR, start-up backlog) is shown by the
+    screen the `on_external` hook gives, over whatever is on the LCD;
+  * OpDone that no screen claims is shown by the `on_result` hook.
+A screen with `sensitive = True` (PIN, password) tells the app not to log any key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from firmware.i18n import text as catalog_text
+from firmware.ports import Frame, Icon, Key, text_cells
+
+Catalog = Mapping[str, tuple[str, str]]  # key -> (English, 简体中文)
+
+# ---------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class UiContext:
+    """The world as the screens see it; built by the app for every event, read-only."""
+
+    now: datetime  # wall clock (the idle screen's date and time)
+    mono: float  # monotonic seconds (timeouts, progress counters)
+    rows: int = 4
+    cols: int = 16
+    lang: str = "en"
+    merchant_name: str = ""
+    tid: str = ""
+    signed_on: bool = False
+    link_up: bool | None = None  # None: not known yet
+    paper: str = "none"  # "ok" | "out" | "cover" | "offline" | "none" (no printer)
+    printing: str = ""  # "1/2" while a receipt prints, else ""
+    reversals_due: int = 0
+    advices_due: int = 0
+    deregistered: bool = False
+    notice: str | None = None  # a catalog key (or words) the idle screen must show
+    # A receipt cut by a power loss waits for the operator: ENTER prints it again (REPRINT),
+    # CANCEL drops it with a VOID slip (ConfirmPrint). None: nothing waits.
+    print_confirm_job: int | None = None
+    password_locked_s: float = 0.0  # > 0: supervisor functions are locked this long
+    # The live settings, read-only (max amount, enabled types, bypass, idle timeout...).
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def setting(self, group: str, name: str, default: Any = None) -> Any:
+        return self.settings.get(group, {}).get(name, default)
+
+    @property
+    def idle_timeout_s(self) -> float:
+        return float(self.setting("display", "idle_timeout_s", 60))
+
+    def icons(self) -> frozenset[Icon]:
+        icons: set[Icon] = set()
+        if self.link_up is True:
+            icons.add(Icon.LINK_UP)
+        elif self.link_up is False:
+            icons.add(Icon.LINK_DOWN)
+        if self.paper == "ok":
+            icons.add(Icon.PAPER_OK)
+        elif self.paper != "none":
+            icons.add(Icon.PAPER_OUT)
+        if self.reversals_due:
+            icons.add(Icon.REVERSAL_DUE)
+        if self.advices_due:
+            icons.add(Icon.ADVICE_DUE)
+        return frozenset(icons)
+
+
+# ---------------------------------------------------------------------------- events in
+
+
+@dataclass(frozen=True)
+class KeyIn:
+    key: Key
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed (the app sends one at the screen's next_wakeup, or any time)."""
+
+
+@dataclass(frozen=True)
+class CardPresented:
+    """A card was read while the screen asked for one; the app keeps the card itself.
+
+    Screens only ever see the masked PAN: track data never enters the UI.
+    """
+
+    pan_masked: str
+    entry_mode: str  # "swipe" | "fallback"
+    expiry: str | None = None  # YYMM, shown by the reader test
+
+
+@dataclass(frozen=True)
+class ChipSeen:
+    inserted: bool  # True: inserted; False: removed
+
+
+@dataclass(frozen=True)
+class CardRefused:
+    """The reader saw a card the terminal cannot use; message_key says why in words."""
+
+    message_key: str
+
+
+@dataclass(frozen=True)
+class OpStarted:
+    """An operation began that this UI did not ask for (ECR link, start-up backlog)."""
+
+    op: str
+    source: str  # "ecr" | "system"
+    amount: int | None = None
+
+
+@dataclass(frozen=True)
+class OpStep:
+    """Progress of the running operation.
+
+    step: "card" (waiting for a card), "pin", "connecting", "sending", "reversing",
+    "advice", "uploading", "settling", "printing", "signing_on".
+    done/total: counters for "uploading" and "printing" (e.g. 12/40).
+    cancellable: whether CANCEL still does anything (false once money may move and the
+    flow cannot be stopped, e.g. settlement after its request left).
+    """
+
+    step: str
+    done: int | None = None
+    total: int | None = None
+    cancellable: bool = True
+
+
+@dataclass(frozen=True)
+class PinWanted:
+    """The flow needs the cardholder's PIN now."""
+
+    pan_masked: str
+    amount: int | None
+    bypass_allowed: bool
+    tries_left: int | None = None
+
+
+@dataclass(frozen=True)
+class OpOutcome:
+    """How an operation ended, as a screen shows it (no card data but the masked PAN)."""
+
+    op: str
+    status: str  # approved | declined | refused | cancelled | reversed | reversal_pending
+    #              | stored | failed | settled | done
+    message_key: str  # catalog key or host response code
+    detail: str = ""
+    amount: int | None = None
+    pan_masked: str | None = None
+    auth_code: str | None = None
+    trace: str | None = None
+    rrn: str | None = None
+    batch: str | None = None
+    response_code: str | None = None
+    balance: int | None = None
+    lines: tuple[str, ...] = ()  # extra rows (reports, diag output), already in words
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("approved", "settled", "done", "stored")
+
+
+@dataclass(frozen=True)
+class OpDone:
+    outcome: OpOutcome
+
+
+@dataclass(frozen=True)
+class PasswordChecked:
+    ok: bool
+    locked_s: float = 0.0  # > 0: the function is locked for this long
+
+
+@dataclass(frozen=True)
+class SettingsSaved:
+    """The answer to SaveSettings / RestorePrevious / FactoryDefaults / RollBackSettings."""
+
+    ok: bool
+    problems: Mapping[str, str] = field(default_factory=dict)  # "group.name" -> words
+    self_tests: tuple[str, ...] = ()  # diag names to run now ("echo", "printer", "display")
+    version: str = ""  # the history version the saved file replaced (for roll back)
+
+
+@dataclass(frozen=True)
+class DiagResult:
+    name: str
+    passed: bool
+    reason: str  # in words: what was found
+    next_step: str = ""  # in words: what the operator should do
+    lines: tuple[str, ...] = ()  # extra detail rows (echo history, network info, log lines)
+
+
+UiEvent = (KeyIn | Tick | CardPresented | ChipSeen | CardRefused | OpStarted | OpStep | PinWanted
+           | OpDone | PasswordChecked | SettingsSaved | DiagResult)
+
+# ---------------------------------------------------------------------------- commands out
+
+
+@dataclass(frozen=True)
+class StartOp:
+    """Run an operation. op is one of OPS; params as listed there.
+
+    use_card: the card the app holds from CardPresented at idle pays for it.
+    authorised: the supervisor password was already checked (PasswordChecked ok).
+    """
+
+    op: str
+    amount: int | None = None
+    trace: str | None = None
+    rrn: str | None = None
+    date: str | None = None  # MMDD of the original (refund)
+    reference: str | None = None
+    use_card: bool = False
+    authorised: bool = False
+
+
+# op -> what it needs. The app refuses anything else, in words.
+OPS: dict[str, tuple[str, ...]] = {
+    "sale": ("amount",),
+    "void": ("trace",),
+    "refund": ("amount", "rrn", "date"),
+    "balance": (),
+    "preauth": ("amount",),
+    "preauth_void": ("trace",),
+    "completion": ("trace", "amount"),
+    "completion_void": ("trace",),
+    "settle": (),
+    "subtotals": (),  # X report on screen, nothing closed
+    "reprint_settlement": (),
+    "reprint_last": (),
+    "reprint_trace": ("trace",),
+    "report_list": (),  # the open batch's transactions, on screen
+    "report_totals": (),
+    "sign_on": (),
+    "sign_off": (),
+    "echo": (),
+    "print_resume": (),  # paper loaded: ask the printer again now
+}
+
+
+@dataclass(frozen=True)
+class CancelOp:
+    """The operator pressed CANCEL while an operation runs (the app applies the semantics)."""
+
+
+@dataclass(frozen=True)
+class SubmitPin:
+    """The PIN typed (digits), or None for a bypass the settings allow. Never logged."""
+
+    pin: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CheckPassword:
+    purpose: str  # "void" | "refund" | "settlement" | "settings" | "held_cancel" | ...
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DropCard:
+    """Forget any card the app holds for this UI (cancel or timeout before the sale)."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    action: str
+    detail: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class SaveSettings:
+    data: Mapping[str, Mapping[str, Any]]
+    reason: str = "edited on the keypad"
+
+
+@dataclass(frozen=True)
+class RestorePrevious:
+    pass
+
+
+@dataclass(frozen=True)
+class FactoryDefaults:
+    pass
+
+
+@dataclass(frozen=True)
+class RollBackSettings:
+    """The self-test failed and the operator chose roll back: restore `version`."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class ChangePassword:
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunDiag:
+    name: str  # "printer" | "echo" | "network" | "journal" | "log" | "version" | ...
+
+
+@dataclass(frozen=True)
+class ConfirmPrint:
+    """A receipt cut by a power loss: print it again (True) or drop it with a VOID slip."""
+
+    job_id: int
+    print_again: bool
+
+
+UiCommand = (StartOp | CancelOp | SubmitPin | CheckPassword | DropCard | Audit | SaveSettings
+             | RestorePrevious | FactoryDefaults | RollBackSettings | ChangePassword | RunDiag
+             | ConfirmPrint)
+
+# ---------------------------------------------------------------------------- screens
+
+
+@dataclass(frozen=True)
+class Transition:
+    screen: Screen
+    commands: tuple[UiCommand, ...] = ()
+
+
+class Screen:
+    """Base of every screen (subclasses are frozen dataclasses).
+
+    card_purpose: "sale" (a swipe starts a sale), "test" (reader test shows it) or None.
+    staged: holds typed input that the idle timeout discards.
+    sensitive: PIN / password entry: the app logs no key while it is shown.
+    running: an operation runs under this screen (the idle timeout does not apply).
+    """
+
+    card_purpose: ClassVar[str | None] = None
+    staged: ClassVar[bool] = True
+    sensitive: ClassVar[bool] = False
+    running: ClassVar[bool] = False
+
+    def handle(self, event: UiEvent, ctx: UiContext) -> Transition | None:
+        raise NotImplementedError
+
+    def render(self, ctx: UiContext) -> Frame:
+        raise NotImplementedError
+
+    def next_wakeup(self, ctx: UiContext) -> float | None:
+        """Monotonic time at which this screen wants a Tick (None: only on events)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Output:
+    frame: Frame
+    commands: tuple[UiCommand, ...]
+    sensitive: bool  # the screen now shown takes a PIN or password
+
+
+class Ui:
+    """The screen machine: one current screen, fed events, with the defaults above."""
+
+    def __init__(self, idle: Callable[[], Screen],
+                 on_result: Callable[[OpOutcome, Screen], Screen],
+                 on_external: Callable[[OpStarted, Screen], Screen]) -> None:
+        self._idle = idle
+        self._on_result = on_result
+        self._on_external = on_external
+        self.screen: Screen = idle()
+        self.last_input = 0.0  # mono time of the last key (for the idle timeout)
+
+    def feed(self, event: UiEvent, ctx: UiContext) -> Output:
+        commands: tuple[UiCommand, ...] = ()
+        if isinstance(event, KeyIn):
+            self.last_input = ctx.mono
+        if isinstance(event, Tick) and self._timed_out(ctx):
+            self.screen = self._idle()
+            commands = (DropCard(), Audit("input", "idle timeout", "discarded"))
+        else:
+            transition = self.screen.handle(event, ctx)
+            if transition is None:
+                transition = self._default(event)
+            if transition is not None:
+                if transition.screen is not self.screen and not isinstance(event, KeyIn):
+                    self.last_input = ctx.mono  # a new screen's timeout counts from its arrival
+                self.screen = transition.screen
+                commands = transition.commands
+        return Output(self.screen.render(ctx), commands, self.screen.sensitive)
+
+    def frame(self, ctx: UiContext) -> Frame:
+        return self.screen.render(ctx)
+
+    def next_wakeup(self, ctx: UiContext) -> float | None:
+        own = self.screen.next_wakeup(ctx)
+        if self.screen.staged and not self.screen.running:
+            deadline = self.last_input + ctx.idle_timeout_s
+            own = deadline if own is None else min(own, deadline)
+        return own
+
+    def _timed_out(self, ctx: UiContext) -> bool:
+        return (self.screen.staged and not self.screen.running
+                and ctx.mono - self.last_input >= ctx.idle_timeout_s)
+
+    def _default(self, event: UiEvent) -> Transition | None:
+        if isinstance(event, OpDone):
+            return Transition(self._on_result(event.outcome, self.screen))
+        if isinstance(event, OpStarted):
+            return Transition(self._on_external(event, self.screen))
+        return None
+
+
+# ---------------------------------------------------------------------------- drawing helpers
+
+
+def fit(text: str, cols: int) -> str:
+    """Cut to cols cells (a CJK character counts two and is never cut in half)."""
+    out, used = [], 0
+    for ch in text:
+        width = text_cells(ch)
+        if used + width > cols:
+            break
+        out.append(ch)
+        used += width
+    return "".join(out)
+
+
+def pad(text: str, cols: int) -> str:
+    text = fit(text, cols)
+    return text + " " * (cols - text_cells(text))
+
+
+def center(text: str, cols: int) -> str:
+    text = fit(text, cols)
+    left = (cols - text_cells(text)) // 2
+    return " " * left + text
+
+
+def right(text: str, cols: int) -> str:
+    text = fit(text, cols)
+    return " " * (cols - text_cells(text)) + text
+
+
+def wrap(text: str, cols: int) -> list[str]:
+    """Words to rows of at most cols cells; CJK text breaks anywhere."""
+    rows: list[str] = []
+    line = ""
+    for word in text.replace("\n", " \n ").split(" "):
+        if word == "\n":
+            rows.append(line)
+            line = ""
+            continue
+        candidate = f"{line} {word}" if line else word
+        if text_cells(candidate) <= cols:
+            line = candidate
+            continue
+        if line:
+            rows.append(line)
+        line = ""
+        for ch in word:
+            if text_cells(line + ch) > cols:
+                rows.append(line)
+                line = ""
+            line += ch
+    if line:
+        rows.append(line)
+    return rows
+
+
+def frame(ctx: UiContext, lines: list[str], inverse_row: int | None = None,
+          icons: frozenset[Icon] | None = None) -> Frame:
+    """A Frame of exactly ctx.rows rows (extra lines cut, missing ones blank)."""
+    rows = [fit(line, ctx.cols) for line in lines[: ctx.rows]]
+    rows += [""] * (ctx.rows - len(rows))
+    if inverse_row is not None and not 0 <= inverse_row < ctx.rows:
+        inverse_row = None
+    return Frame(tuple(rows), inverse_row, ctx.icons() if icons is None else icons)
+
+
+def format_fen(amount: int) -> str:
+    """12345 -> '123.45' (money is integers; never through a float)."""
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    return f"{sign}{amount // 100}.{amount % 100:02d}"
+
+
+def say(catalog: Catalog, key: str, lang: str, **values: Any) -> str:
+    """The sentence for key in lang, with {placeholders} filled; keys not in the screen's own
+    catalog fall back to the shared result catalog (firmware.i18n, incl. host response codes)."""
+    entry = catalog.get(key)
+    if entry is None:
+        return catalog_text(key, lang)
+    sentence = entry[1] if lang.startswith("zh") else entry[0]
+    return sentence.format(**values) if values else sentence
+
+
+def test_pattern(rows: int, cols: int, phase: int) -> list[str]:
+    """Display test: phase 0 every cell lit, 1 a checkerboard, 2 the other checkerboard,
+    3 row numbers and the right edge (shows cut-off rows or columns)."""
+    if phase == 0:
+        return ["\u2588" * cols for _ in range(rows)]
+    if phase in (1, 2):
+        return ["".join("\u2588" if (r + c + phase) % 2 else " " for c in range(cols))
+                for r in range(rows)]
+    return [(f"{r + 1}" + "-" * cols)[: cols - 1] + "|" for r in range(rows)]
