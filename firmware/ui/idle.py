@@ -1,0 +1,93 @@
+"""The idle screen: merchant, date and time, what needs the operator (paper, a cut receipt,
+pending reversals/advices, notices), and the keys and card events that start everything.
+
+It redraws once a minute (HH:MM) and holds nothing typed, so the idle timeout never applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from firmware.ports import Frame, Key
+from firmware.ui import core
+from firmware.ui.entry import DIGITS
+from firmware.ui.menu import MenuScreen
+from firmware.ui.scroll import message
+from firmware.ui.texts import max_amount, t, words
+from firmware.ui.txn import open_flow
+
+# F-key -> operation, the shortcuts printed on the hint rows
+SHORTCUTS = {Key.F1: "sale", Key.F2: "void", Key.F3: "settle", Key.F4: "reprint_last"}
+
+
+@dataclass(frozen=True)
+class IdleScreen(core.Screen):
+    card_purpose: ClassVar[str | None] = "sale"
+    staged: ClassVar[bool] = False
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.CardPresented):
+            return open_flow("sale", self, ctx, use_card=True, pan_masked=event.pan_masked)
+        if isinstance(event, core.ChipSeen):
+            # EMV is not built: a chip starts a sale whose card step asks for a swipe
+            return open_flow("sale", self, ctx) if event.inserted else core.Transition(self)
+        if isinstance(event, core.CardRefused):
+            return core.Transition(message(event.message_key, self, "title_card"))
+        if not isinstance(event, core.KeyIn):
+            return None
+        key = event.key
+        if ctx.print_confirm_job is not None and key in (Key.ENTER, Key.CANCEL):
+            return core.Transition(self, (core.ConfirmPrint(ctx.print_confirm_job, key is Key.ENTER),))
+        if ctx.paper == "out" and key is Key.ENTER:
+            # stays at idle: the paper state the app reports redraws this screen
+            return core.Transition(self, (core.StartOp("print_resume"),))
+        if key in (Key.MENU, Key.ENTER):
+            return core.Transition(MenuScreen("main", self))
+        if key in SHORTCUTS:
+            return open_flow(SHORTCUTS[key], self, ctx)
+        if key in DIGITS:
+            first = int(DIGITS[key])
+            return open_flow("sale", self, ctx, amount=first if first <= max_amount(ctx) else 0)
+        return core.Transition(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        header = [core.center(ctx.merchant_name, ctx.cols)] if ctx.merchant_name else []
+        clock = [core.center(f"{ctx.now:%Y-%m-%d %H:%M}", ctx.cols)]
+        middle: list[str] = []
+        if ctx.deregistered:
+            middle.append(core.center(t(ctx, "banner_deregistered"), ctx.cols))
+        if ctx.reversals_due or ctx.advices_due:
+            middle.append(t(ctx, "rev_adv", rev=ctx.reversals_due, adv=ctx.advices_due))
+        for note in self.notes(ctx):
+            middle += core.wrap(note, ctx.cols)
+        hints = [t(ctx, "hint_idle")]
+        if ctx.rows >= 8:
+            hints += [t(ctx, "hint_idle_more"), t(ctx, "hint_idle_more2")]
+        # what the operator must act on wins the rows; the name goes first, then hints, then time
+        for drop in ("header", "hints", "clock"):
+            if len(header) + len(clock) + len(middle) + len(hints) <= ctx.rows:
+                break
+            if drop == "header":
+                header = []
+            elif drop == "hints":
+                hints = hints[:max(0, ctx.rows - len(header) - len(clock) - len(middle))]
+            else:
+                clock = []
+        gap = [""] * max(0, ctx.rows - len(header) - len(clock) - len(middle) - len(hints))
+        return core.frame(ctx, [*header, *clock, *middle, *gap, *hints])
+
+    def notes(self, ctx: core.UiContext) -> list[str]:
+        notes = []
+        if ctx.print_confirm_job is not None:
+            notes.append(t(ctx, "print_interrupted"))
+        if ctx.paper == "out":
+            notes.append(t(ctx, "printer_paper_out"))
+        if ctx.notice:
+            notes.append(words(ctx, ctx.notice))
+        return notes
+
+    def next_wakeup(self, ctx: core.UiContext) -> float | None:
+        # the clock shows minutes: wake at the next minute boundary, never more often
+        into_minute = ctx.now.second + ctx.now.microsecond / 1_000_000
+        return ctx.mono + (60.0 - into_minute)

@@ -1,0 +1,83 @@
+"""The terminal's screen machine: `build_ui()` wires the idle screen, the result screens and the
+working screen for operations started elsewhere (ECR, system) into one core.Ui.
+
+Theory of operation
+-------------------
+Idle is the root. Keys, a card or a chip there open a flow (txn.STEPS): each step is a screen
+that keeps the previous one as `back`, so CANCEL goes back one level and the idle timeout
+(core.Ui) discards the whole staged flow, dropping a held card. The last step (a confirm
+screen, or nothing for reports and reprints) emits StartOp and shows a WorkingScreen, which
+is `running`: no idle timeout, CANCEL emits CancelOp while the step is cancellable, PinWanted
+pushes a PinEntry over it, and OpDone replaces it with a result screen (results.py). Results
+are staged: ENTER, CANCEL or the idle timeout go back to idle. Supervisor functions ask for the
+password first (CheckPassword, answered by PasswordChecked); the StartOp then carries
+authorised=True. An OpStarted the UI did not ask for (ECR, start-up backlog) shows a working
+screen titled with its source ("ECR: Sale") over whatever was shown; an OpDone that no screen
+claims is shown by the result hook. Time only comes in through the context: idle wakes once a
+minute, a working screen once a second while it counts, entry screens at the idle deadline.
+
+Flows (txn.STEPS):
+  sale, preauth: amount > confirm        void, preauth_void, completion_void: password > trace > confirm
+  refund: password > amount > RRN > MMDD > confirm     completion: pre-auth trace > amount > confirm
+  balance: confirm    settle: password > confirm    reprint_trace: trace    the rest: no questions
+
+Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test_ui_menu.py):
+
+    1 Sale             sale
+    2 Void             void
+    3 Refund           refund
+    4 Balance          balance
+    5 Pre-auth >
+        1 Pre-auth         preauth
+        2 Completion       completion
+        3 Pre-auth void    preauth_void
+        4 Compl. void      completion_void
+    6 Settlement >
+        1 Settle           settle
+        2 Subtotals        subtotals
+        3 Settle reprint   reprint_settlement
+    7 Reprint >
+        1 Last receipt     reprint_last
+        2 By trace no.     reprint_trace
+    8 Reports >
+        1 Transactions     report_list
+        2 Totals           report_totals
+    9 Settings         settings
+    0 Diagnostics      diagnostics
+    - Sign on/off >
+        1 Sign on          sign_on
+        2 Sign off         sign_off
+    - Language         language
+    - About            about
+
+Idle shortcuts: MENU/ENTER menu, F1 sale, F2 void, F3 settle, F4 reprint last, a digit starts a
+sale with that digit; settings opens firmware.ui.settings_screens.settings_root after the
+password, diagnostics firmware.ui.diag_screens.diag_root (both imported when opened).
+"""
+
+from __future__ import annotations
+
+from firmware.ui import core
+from firmware.ui.idle import IdleScreen
+from firmware.ui.menu import MENUS
+from firmware.ui.results import result_screen
+from firmware.ui.texts import CATALOG
+from firmware.ui.txn import external
+
+
+def build_ui() -> core.Ui:
+    return core.Ui(IdleScreen, result_screen, external)
+
+
+def menu_tree_text(name: str = "main", indent: str = "") -> list[str]:
+    """The menu table as drawn in this module's docstring (English labels)."""
+    rows: list[str] = []
+    for item in MENUS[name][1]:
+        key = item.shortcut or "-"
+        label = CATALOG[item.label][0]
+        if item.opens.startswith("menu:"):
+            rows.append(f"{indent}{key} {label} >")
+            rows += menu_tree_text(item.opens.removeprefix("menu:"), indent + "    ")
+        else:
+            rows.append(f"{indent}{key} {label:<16} {item.opens}")
+    return rows

@@ -1,0 +1,102 @@
+"""How an operation ended, in words: one result screen per OpOutcome status, read-only.
+
+Results are staged (the idle timeout clears them); ENTER or CANCEL goes to idle, UP/DOWN scroll
+what does not fit; "host unreachable" also offers F1, an echo test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from firmware.ports import Frame, Key
+from firmware.ui import core
+from firmware.ui.scroll import ScrollScreen, paged, scrolled, wrap_all
+from firmware.ui.texts import money, op_title, t, words
+
+# status -> the catalog key of its headline when message_key does not say more
+HEADLINES = {
+    "approved": "approved",
+    "declined": "res_declined",
+    "cancelled": "cancelled",
+    "reversed": "reversal_sent",
+    "reversal_pending": "reversal_pending",
+    "stored": "advice_stored",
+    "failed": "res_failed",
+    "refused": "res_failed",
+    "settled": "settled_balanced",
+    "done": "res_done",
+}
+
+
+def home() -> core.Screen:
+    from firmware.ui.idle import IdleScreen  # idle opens flows that end here: import late
+
+    return IdleScreen()
+
+
+def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
+    """The result's rows before wrapping, in the screen's language."""
+    status = outcome.status
+    lines: list[str] = []
+    if status == "declined":
+        code = outcome.response_code or outcome.message_key
+        lines += [t(ctx, "res_declined"), t(ctx, outcome.message_key), t(ctx, "res_code", code=code)]
+    elif status in ("failed", "refused", "settled", "done", "cancelled", "stored") and outcome.message_key:
+        lines.append(words(ctx, outcome.message_key))
+    elif status == "approved" and outcome.balance is not None:
+        lines.append(t(ctx, "approved"))
+    elif status in HEADLINES:
+        lines.append(t(ctx, HEADLINES[status]))
+    else:  # a status this screen does not know: say it rather than guess
+        lines.append(t(ctx, "res_unknown", status=status))
+    if outcome.balance is not None:
+        lines += [t(ctx, "res_balance"), money(ctx, outcome.balance)]
+    elif outcome.amount is not None and status in ("approved", "stored", "declined", "reversed",
+                                                   "reversal_pending"):
+        lines.append(money(ctx, outcome.amount))
+    if outcome.auth_code and status == "approved":
+        lines.append(t(ctx, "res_auth", code=outcome.auth_code))
+    if outcome.pan_masked:
+        lines.append(outcome.pan_masked)
+    if outcome.trace:
+        lines.append(t(ctx, "res_trace", trace=outcome.trace))
+    if outcome.rrn and status == "approved":
+        lines.append(t(ctx, "res_rrn", rrn=outcome.rrn))
+    if outcome.batch:
+        lines.append(t(ctx, "res_batch", batch=outcome.batch))
+    if outcome.detail and status in ("failed", "refused"):
+        lines.append(outcome.detail)
+    if outcome.message_key == "host_unreachable":
+        lines.append(t(ctx, "f1_echo"))
+    return lines + list(outcome.lines)
+
+
+@dataclass(frozen=True)
+class ResultScreen(core.Screen):
+    outcome: core.OpOutcome
+    top: int = 0
+
+    def rows(self, ctx: core.UiContext) -> list[str]:
+        return wrap_all(body(self.outcome, ctx), ctx.cols)
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if not isinstance(event, core.KeyIn):
+            return None
+        if event.key in (Key.ENTER, Key.CANCEL):
+            return core.Transition(home())
+        if event.key is Key.F1 and self.outcome.message_key == "host_unreachable":
+            from firmware.ui.txn import start  # txn builds on these results: import late
+
+            return start(core.StartOp("echo"))
+        top = scrolled(event.key, self.top, len(self.rows(ctx)), ctx)
+        return core.Transition(replace(self, top=top) if top is not None else self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        return paged(ctx, op_title(ctx, self.outcome.op), self.rows(ctx), self.top)
+
+
+def result_screen(outcome: core.OpOutcome, current: core.Screen | None = None) -> core.Screen:
+    """The screen for an outcome (the Ui's on_result hook); reports go to a scroll screen."""
+    if outcome.status == "done" and outcome.lines:
+        return ScrollScreen(f"op_{outcome.op}", outcome.lines, home(), translate=False)
+    return ResultScreen(outcome)

@@ -1,0 +1,112 @@
+"""Snapshots of every transaction and menu screen in en and zh_CN at 4x16, and the main ones at 8x21
+(tests/snapshots/ui/<area>_<screen>_<lang>[_8x21].txt; UPDATE_SNAPSHOTS=1 rewrites them)."""
+
+from __future__ import annotations
+
+import pytest
+from test_ui_txn import PAN, PW_OK, Term, outcome
+from ui_snapshots import assert_snapshot
+
+from firmware.ports import Frame, text_cells
+from firmware.ui import core
+
+PW = "1 2 3 4 5 6 ENTER"
+RRN = "1 2 3 4 5 6 7 8 9 0 1 2 ENTER"
+
+
+def lines_done(op: str) -> core.OpDone:
+    rows = ("Sale      3", "  CNY 36.00", "Void      1", "  CNY 12.00", "Refund    0", "  CNY 0.00")
+    return core.OpDone(core.OpOutcome(op, "done", "", lines=rows))
+
+
+# name -> (context overrides, the steps from idle)
+SCREENS: dict[str, tuple[dict, list]] = {
+    "idle_home": ({}, []),
+    "idle_alerts": ({"reversals_due": 1, "advices_due": 2, "notice": "settlement_interrupted"}, []),
+    "idle_paper_out": ({"paper": "out"}, []),
+    "idle_print_confirm": ({"print_confirm_job": 3}, []),
+    "idle_deregistered": ({"deregistered": True, "link_up": False}, []),
+    "idle_card_refused": ({}, [core.CardRefused("card_unreadable")]),
+    "menu_main": ({}, ["MENU"]),
+    "menu_main_end": ({}, ["MENU UP"]),
+    "menu_preauth": ({}, ["MENU 5 DOWN"]),
+    "menu_settlement": ({}, ["MENU 6"]),
+    "menu_reprint": ({}, ["MENU 7"]),
+    "menu_reports": ({}, ["MENU 8"]),
+    "menu_signon": ({}, ["MENU UP UP UP ENTER"]),
+    "menu_language_saving": ({}, ["MENU UP UP ENTER"]),
+    "menu_about_reading": ({}, ["MENU UP ENTER"]),
+    "menu_disabled": ({"settings": {"transactions": {"enabled": ["sale"]}}}, ["MENU 3"]),
+    "entry_amount": ({}, ["F1 1 2 3 4"]),
+    "entry_amount_card": ({}, [core.CardPresented(PAN, "swipe"), "5 0 0"]),
+    "entry_amount_max": ({}, ["F1 1 0 0 0 0 0 0 0 1"]),
+    "entry_trace": ({}, ["MENU 7 2 4 2"]),
+    "entry_rrn": ({}, ["MENU 3", PW, PW_OK, "5 0 ENTER 1 2 3"]),
+    "entry_date_invalid": ({}, ["MENU 3", PW, PW_OK, "5 0 ENTER", RRN, "1 3 3 2 ENTER"]),
+    "entry_password": ({}, ["F2 1 2 3"]),
+    "entry_password_checking": ({}, ["F2 " + PW]),
+    "entry_password_wrong": ({}, ["F2 " + PW, core.PasswordChecked(False)]),
+    "entry_password_locked": ({}, ["F2 " + PW, core.PasswordChecked(False, 299.0)]),
+    "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 3), "1 2 3 4"]),
+    "entry_pin_short": ({}, ["F1 1 ENTER ENTER", core.PinWanted(PAN, 1, True), "1 2 ENTER"]),
+    "txn_confirm_sale": ({}, ["F1 1 2 3 4 ENTER"]),
+    "txn_confirm_void": ({}, ["F2 " + PW, PW_OK, "1 2 3 ENTER"]),
+    "txn_confirm_refund": ({}, ["MENU 3", PW, PW_OK, "5 0 ENTER", RRN, "0 5 1 2 ENTER"]),
+    "txn_confirm_settle": ({}, ["F3 " + PW, PW_OK]),
+    "txn_confirm_balance": ({}, ["MENU 4"]),
+    "txn_working_card": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("card")]),
+    "txn_working_connecting": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("connecting"), 3.0]),
+    "txn_working_reversing": ({}, ["F1 1 ENTER ENTER", core.OpStep("reversing")]),
+    "txn_working_uploading": ({}, ["F3 " + PW, PW_OK, "ENTER", core.OpStep("uploading", 12, 40, False)]),
+    "txn_working_printing": ({}, ["F4", core.OpStep("printing", 1, 2)]),
+    "txn_working_signing_on": ({}, ["MENU UP UP UP ENTER 1", core.OpStep("signing_on")]),
+    "txn_working_cancelling": ({}, ["F1 1 ENTER ENTER", core.OpStep("sending"), "CANCEL"]),
+    "txn_working_cannot_cancel": ({}, ["F3 " + PW, PW_OK, "ENTER", core.OpStep("settling", None, None, False),
+                                       "CANCEL"]),
+    "txn_working_ecr": ({}, [core.OpStarted("sale", "ecr", 5000)]),
+    "result_approved": ({}, ["F4", outcome()]),
+    "result_declined": ({}, ["F4", outcome("declined", message_key="51", response_code="51")]),
+    "result_cancelled": ({}, ["F4", outcome("cancelled", message_key="cancelled")]),
+    "result_reversed": ({}, ["F4", outcome("reversed", message_key="reversal_sent")]),
+    "result_reversal_pending": ({}, ["F4", outcome("reversal_pending", message_key="reversal_pending")]),
+    "result_stored": ({}, ["F4", outcome("stored", op="refund", message_key="advice_stored")]),
+    "result_unreachable": ({}, ["F4", outcome("failed", message_key="host_unreachable", amount=None)]),
+    "result_refused": ({}, ["F4", outcome("refused", op="void", message_key="original_already_voided")]),
+    "result_settled": ({}, ["F4", outcome("settled", op="settle", message_key="settled_balanced",
+                                          batch="000002", amount=None, pan_masked=None, trace=None)]),
+    "result_balance": ({}, ["F4", outcome("approved", op="balance", balance=98765, amount=None,
+                                          auth_code=None, trace=None, rrn=None)]),
+    "scroll_report": ({}, ["MENU 8 2", lines_done("report_totals")]),
+    "scroll_report_down": ({}, ["MENU 8 2", lines_done("report_totals"), "DOWN DOWN"]),
+    "scroll_about": ({}, ["MENU UP ENTER", core.DiagResult("version", True, "ok",
+                                                            lines=("Firmware 0.4.0", "posio C ext 1.2",
+                                                                   "Board devboard"))]),
+}
+BIG = ["idle_home", "idle_alerts", "menu_main", "entry_amount", "entry_pin", "result_approved"]
+
+
+def drive(name: str, lang: str, rows: int, cols: int) -> Frame:
+    context, steps = SCREENS[name]
+    context = dict(context)
+    term = Term(context.pop("settings", None), rows=rows, cols=cols, lang=lang, **context)
+    for step in steps:
+        if isinstance(step, float):
+            term.advance(step)
+            term.feed(core.Tick())
+        else:
+            term.run(step)
+    return term.ui.frame(term.ctx())
+
+
+CASES: list[tuple[str, str, int, int]] = [(name, lang, 4, 16) for name in SCREENS for lang in ("en", "zh_CN")]
+CASES += [(name, lang, 8, 21) for name in BIG for lang in ("en", "zh_CN")]
+
+
+@pytest.mark.parametrize(("name", "lang", "rows", "cols"), CASES,
+                         ids=[f"{n}_{lang}_{r}x{c}" for n, lang, r, c in CASES])
+def test_snapshot(name: str, lang: str, rows: int, cols: int) -> None:
+    frame = drive(name, lang, rows, cols)
+    assert len(frame.rows) == rows and all(text_cells(row) <= cols for row in frame.rows)
+    suffix = "" if (rows, cols) == (4, 16) else f"_{rows}x{cols}"
+    assert_snapshot(f"{name}_{lang}{suffix}", frame, cols)
+
