@@ -205,7 +205,7 @@ def test_corrupt_settings_file_uses_the_last_good_version_and_says_so(data_dir, 
             await t.close()
 
     notice, r = run(go())
-    assert notice and "unusable" in notice and "last good version" in notice
+    assert notice and "unusable" in notice and "using the version saved" in notice
     assert r.status == "approved"
 
 

@@ -1,7 +1,7 @@
-"""The settings model: groups, factory defaults, validation with a message per field.
+"""The settings model: factory defaults, validation with a message per field, migration.
 
-Settings are plain data (a dict of groups of fields). Validation names every
-wrong field in words; nothing here touches a file (see store.py).
+Settings are plain data (a dict of groups of fields, described by schema.py). Validation
+names every wrong field in words (en or zh_CN); nothing here touches a file (see store.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import os
 from typing import Any
+
+from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
 FACTORY_PASSWORD = "000000"  # documented in README; must be changed before any payment
 
@@ -27,6 +29,7 @@ FACTORY: dict[str, dict[str, Any]] = {
         "port": 5800,
         "connect_timeout": 10.0,
         "reply_timeout": 30.0,
+        "retries": 1,  # connection attempts before giving up
         "tpdu": "6000030000",
     },
     "transactions": {
@@ -46,7 +49,8 @@ FACTORY: dict[str, dict[str, Any]] = {
     # print no signature line (免签); 0 = always a signature line.
     "printer": {"profile": "58mm", "copies": 2, "density": 4, "no_signature_limit": 0},
     "display": {"language": "en", "contrast": 5, "idle_timeout_s": 60},
-    "security": {"supervisor_hash": "", "password_changed": False},
+    "security": {"supervisor_hash": "", "password_changed": False,
+                 "max_password_tries": 5, "lock_minutes": 5},
 }
 
 
@@ -82,49 +86,143 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
-def _digits(value: Any, length: int) -> bool:
-    return isinstance(value, str) and len(value) == length and value.isdigit()
+# Problem messages: key -> (English, 简体中文); short, as they are shown on the LCD.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "not_table": ("settings must be a table of groups, got {given}", "设置格式错误: {given}"),
+    "group_not_table": ("group {group}: must be a table, got {given}", "{group}组格式错误: {given}"),
+    "unknown_group": ("unknown group {group}", "未知设置组 {group}"),
+    "unknown_field": ("{label}: unknown field", "{label}: 未知字段"),
+    "missing": ("{label}: missing", "{label}: 缺少"),
+    "text": ("{label}: text of {min}-{max} chars, got {given}",
+             "{label}: 应为{min}-{max}个字符, 实为{given}"),
+    "digits": ("{label}: {min} digits, got {given}", "{label}: 应为{min}位数字, 实为{given}"),
+    "digits_range": ("{label}: {min}-{max} digits, got {given}",
+                     "{label}: 应为{min}-{max}位数字, 实为{given}"),
+    "hex": ("{label}: {min} hex digits, got {given}", "{label}: 应为{min}位十六进制, 实为{given}"),
+    "int": ("{label}: whole number {min}-{max}, got {given}", "{label}: 应为整数{min}-{max}, 实为{given}"),
+    "seconds": ("{label}: {min}-{max} s, got {given}", "{label}: 应为{min}-{max}秒, 实为{given}"),
+    "choice": ("{label}: one of {choices}, got {given}", "{label}: 应为{choices}之一, 实为{given}"),
+    "multi": ("{label}: known names, no repeats, got {given}", "{label}: 应为不重复的已知项, 实为{given}"),
+    "bool": ("{label}: yes or no, got {given}", "{label}: 应为是或否, 实为{given}"),
+    "hash": ("{label}: not a valid password hash", "{label}: 密码散列无效"),
+}
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as words, cut short so a message fits a few LCD rows."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 14 else text[:12] + ".."
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problem(fld: Field, value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(message key, values) if value is wrong for fld, else None."""
+    lo = fld.min if fld.min is not None else 0
+    hi = fld.max if fld.max is not None else 0
+    values: dict[str, Any] = {"min": _number(lo), "max": _number(hi), "given": _shown(value),
+                              "choices": "/".join(fld.choices)}
+    kind = fld.kind
+    if kind == "text":
+        ok = isinstance(value, str) and lo <= len(value) <= hi and value.isprintable() and (
+            lo == 0 or bool(value.strip()))
+        return None if ok else ("text", values)
+    if kind == "digits":
+        allowed = "0123456789ABCDEFabcdef" if fld.hex else "0123456789"
+        ok = isinstance(value, str) and lo <= len(value) <= hi and all(ch in allowed for ch in value)
+        if ok:
+            return None
+        return ("hex" if fld.hex else "digits" if lo == hi else "digits_range", values)
+    if kind == "int":
+        return None if _is_int(value) and lo <= value <= hi else ("int", values)
+    if kind == "seconds":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi
+        return None if ok else ("seconds", values)
+    if kind == "choice":
+        return None if isinstance(value, str) and value in fld.choices else ("choice", values)
+    if kind == "multi":
+        ok = (isinstance(value, list | tuple) and all(isinstance(v, str) and v in fld.choices for v in value)
+              and len(set(value)) == len(value))
+        return None if ok else ("multi", values)
+    if kind == "bool":
+        return None if isinstance(value, bool) else ("bool", values)
+    if kind == "hash":
+        ok = isinstance(value, str) and value.startswith("scrypt$") and value.count("$") == 5
+        return None if ok else ("hash", {})  # never echo a hash (or a typo'd password) back
+    raise ValueError(f"schema field {fld.key} has an unknown kind {kind!r}")
+
+
+def field_problem(key: str, value: Any, lang: str = "en") -> str | None:
+    """Words for what is wrong with value for the field "group.name", or None if it is fine."""
+    fld = BY_KEY[key]
+    problem = _field_problem(fld, value)
+    if problem is None:
+        return None
+    entry = MESSAGES[problem[0]]
+    return (entry[1] if lang.startswith("zh") else entry[0]).format(label=label(fld.label, lang),
+                                                                    **problem[1])
+
+
+def problems(data: Any, lang: str = "en") -> dict[str, str]:
+    """Every wrong field as {"group.name": words} in lang; {} when data is valid."""
+
+    def words(key: str, **values: Any) -> str:
+        entry = MESSAGES[key]
+        return (entry[1] if lang.startswith("zh") else entry[0]).format(**values)
+
+    if not isinstance(data, dict):
+        return {"settings": words("not_table", given=_shown(data))}
+    found: dict[str, str] = {}
+    for group, fields in data.items():
+        if group not in GROUPS:
+            found[str(group)] = words("unknown_group", group=_shown(group))
+        elif not isinstance(fields, dict):
+            found[group] = words("group_not_table", group=group, given=_shown(fields))
+        else:
+            for name in fields:
+                if f"{group}.{name}" not in BY_KEY:
+                    found[f"{group}.{name}"] = words("unknown_field", label=f"{group}.{name}")
+    for key, fld in BY_KEY.items():
+        group = data.get(fld.group)
+        if not isinstance(group, dict):
+            continue  # already reported for the group as a whole
+        what = label(fld.label, lang)
+        if fld.name not in group:
+            found[key] = words("missing", label=what)
+            continue
+        problem = _field_problem(fld, group[fld.name])
+        if problem is not None:
+            found[key] = words(problem[0], label=what, **problem[1])
+    return found
 
 
 def validate(data: dict[str, dict[str, Any]]) -> None:
-    """Raise SettingsInvalid naming every wrong field."""
-    problems: dict[str, str] = {}
+    """Raise SettingsInvalid naming every wrong field (English words)."""
+    found = problems(data)
+    if found:
+        raise SettingsInvalid(found)
 
-    def get(group: str, name: str) -> Any:
-        return data.get(group, {}).get(name)
 
-    if not isinstance(get("merchant", "name"), str) or not get("merchant", "name").strip():
-        problems["merchant.name"] = "the merchant name cannot be empty"
-    if not _digits(get("merchant", "mid"), 15):
-        problems["merchant.mid"] = "the merchant ID must be 15 digits"
-    if not _digits(get("merchant", "tid"), 8):
-        problems["merchant.tid"] = "the terminal ID must be 8 digits"
-    port = get("comms", "port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        problems["comms.port"] = "the port must be a number from 1 to 65535"
-    if not isinstance(get("comms", "host"), str) or not get("comms", "host"):
-        problems["comms.host"] = "the host address cannot be empty"
-    for name in ("connect_timeout", "reply_timeout"):
-        value = get("comms", name)
-        if not isinstance(value, int | float) or not 0.1 <= value <= 120:
-            problems[f"comms.{name}"] = "a timeout must be between 0.1 and 120 seconds"
-    max_amount = get("transactions", "max_amount")
-    if not isinstance(max_amount, int) or max_amount <= 0:
-        problems["transactions.max_amount"] = "the maximum amount must be a positive number of fen"
-    retries = get("transactions", "reversal_retries")
-    if not isinstance(retries, int) or not 1 <= retries <= 10:
-        problems["transactions.reversal_retries"] = "reversal retries must be 1 to 10"
-    if not _digits(get("transactions", "currency"), 3):
-        problems["transactions.currency"] = "the currency must be a 3-digit ISO 4217 code"
-    if get("printer", "profile") not in ("58mm", "80mm"):
-        problems["printer.profile"] = "the printer profile must be 58mm or 80mm"
-    copies = get("printer", "copies")
-    if not isinstance(copies, int) or isinstance(copies, bool) or not 1 <= copies <= 3:
-        problems["printer.copies"] = "copies must be 1 (merchant), 2 (+ cardholder) or 3 (+ bank)"
-    limit = get("printer", "no_signature_limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        problems["printer.no_signature_limit"] = "the no-signature limit must be 0 or more fen"
-    if get("display", "language") not in ("en", "zh_CN"):
-        problems["display.language"] = "the language must be en or zh_CN"
-    if problems:
-        raise SettingsInvalid(problems)
+def migrate(data: Any) -> tuple[Any, tuple[str, ...]]:
+    """Fill fields added since the file was written (schema.ADDED_FIELDS) from FACTORY.
+
+    Returns (data, the keys filled). Only those fields: any other missing field means a broken
+    file, which validation reports instead of quietly defaulting it.
+    """
+    if not isinstance(data, dict):
+        return data, ()
+    out = copy.deepcopy(data)
+    filled = []
+    for key in ADDED_FIELDS:
+        group, name = key.split(".")
+        fields = out.get(group)
+        if isinstance(fields, dict) and name not in fields:
+            fields[name] = copy.deepcopy(FACTORY[group][name])
+            filled.append(key)
+    return out, tuple(filled)

@@ -1,72 +1,290 @@
-"""Settings on disk: atomic save with a version history, and the last good version on load.
+"""Settings on disk: atomic save with a version history, restore, factory defaults, and load.
 
-A file that fails to parse or validate is reported and the newest good
-version from the history is used instead; defaults are never used silently.
+Theory of operation. The live file (settings.json) is only ever replaced by rename, so at
+every instant it holds either the old or the new settings. Before each replacement the
+live file is copied into <name>.history/<id>.json (with <id>.meta: when that version was
+saved and why), and the newest HISTORY_KEEP versions are kept. A live file that fails to
+parse or validate at load is reported (`problem`) and the newest good version is used;
+factory defaults are used only at first start (no file and no history at all).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
-import shutil
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from firmware.settings.model import SettingsInvalid, factory, validate
+from firmware.settings.model import SettingsInvalid, factory, migrate, validate
 
 log = logging.getLogger("posfw.settings")
 HISTORY_KEEP = 10
+
+# Kept by factory_defaults(keep_identity=True): without them the terminal could no longer reach
+# its acquirer (host, port) or be recognised by it (MID, TID), and resetting the supervisor
+# password to the documented factory one would open refunds and settings to anyone at the counter.
+IDENTITY_FIELDS = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), ("comms", "port"),
+                   ("security", "supervisor_hash"), ("security", "password_changed"))
+
+
+@dataclass(frozen=True)
+class Version:
+    id: str
+    saved_at: float  # epoch seconds when this version was saved as the live file
+    reason: str  # why it was saved (words)
+
+
+class SettingsWriteError(OSError):
+    """The settings could not be written; the live file is unchanged. str() says why in words."""
+
+    def __init__(self, errno_: int, message: str) -> None:
+        super().__init__(errno_, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+Data = dict[str, dict[str, Any]]
 
 
 class SettingsStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.history_dir = self.path.parent / (self.path.name + ".history")
+        self.meta_path = self.path.parent / (self.path.name + ".meta")
         self.problem: str | None = None  # set when the live file was unusable at load
+        self.migrated: tuple[str, ...] = ()  # fields filled from factory at the last load
+        self.last_backup = ""  # the history id the last write made of the file it replaced
 
-    def load(self) -> dict[str, dict[str, Any]]:
+    # ------------------------------------------------------------------ reading
+
+    def load(self) -> Data:
+        self.problem = None
+        self.migrated = ()
         if not self.path.exists():
-            data = factory()
-            self.save(data, reason="factory defaults (first start)")
-            return data
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-            validate(data)
-            return data
-        except (ValueError, SettingsInvalid) as exc:
-            self.problem = f"settings file {self.path} is unusable ({exc}); using the last good version"
+            if not self._ids():
+                data = factory()
+                self.save(data, reason="factory defaults (first start)")
+                log.warning("no settings file: first start, factory defaults written to %s", self.path)
+                return data
+            self.problem = f"settings file {self.path} is missing"
+        else:
+            try:
+                data = self._parse(self.path)
+                return data
+            except (ValueError, OSError, SettingsInvalid) as exc:
+                self.problem = f"settings file {self.path} is unusable ({exc})"
+        for version in self.history():
+            try:
+                data = self._parse(self.history_dir / f"{version.id}.json")
+            except (ValueError, OSError, SettingsInvalid):
+                continue
+            self.problem += f"; using the version saved {_when(version.saved_at)} ({version.reason})"
             log.error(self.problem)
-            for old in sorted(self.history_dir.glob("*.json"), reverse=True):
-                try:
-                    data = json.loads(old.read_text("utf-8"))
-                    validate(data)
-                    return data
-                except (ValueError, SettingsInvalid):
-                    continue
-            raise RuntimeError(self.problem + ", but no good version exists: restore from support") from exc
+            return data
+        log.error(self.problem)
+        raise RuntimeError(self.problem + ", and no good earlier version exists: restore the settings "
+                           "file from a backup or call support")
 
-    def save(self, data: dict[str, dict[str, Any]], reason: str = "") -> None:
-        """Validate, keep the current file in the history, write atomically (fsync + rename)."""
+    def history(self) -> list[Version]:
+        """Every stored version, newest first."""
+        out = []
+        for vid in reversed(self._ids()):
+            meta: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                meta = json.loads((self.history_dir / f"{vid}.meta").read_text("utf-8"))
+            saved_at = meta.get("saved_at") if isinstance(meta, dict) else None
+            if not isinstance(saved_at, int | float):
+                try:
+                    saved_at = (self.history_dir / f"{vid}.json").stat().st_mtime
+                except OSError:
+                    saved_at = 0.0
+            reason = meta.get("reason") if isinstance(meta, dict) else None
+            out.append(Version(vid, float(saved_at), str(reason) if reason else "reason not recorded"))
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self, data: Data, reason: str = "") -> str:
+        """Validate, keep the current file in the history, write atomically.
+
+        Returns the id of the backup made of the replaced file ("" when there was none), for
+        a roll back. Raises SettingsInvalid (nothing written) or SettingsWriteError (the live
+        file unchanged; e.g. the disk is full).
+        """
         validate(data)
+        reason = reason or "edited"
+        backup = self._backup(replaced_by=reason)
+        payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        _atomic_write(self.path, payload)
+        # The meta is written after the rename: a crash in between only loses the reason.
+        with contextlib.suppress(OSError):
+            _atomic_write(self.meta_path, _meta(time.time(), reason))
+        self.last_backup = backup
+        log.info("settings saved (%s); backup %s", reason, backup or "none (first file)")
+        return backup
+
+    def restore(self, version_id: str, reason: str = "") -> Data:
+        """Make a history version live (the current file is backed up first)."""
+        if version_id not in self._ids():
+            raise ValueError(f"there is no settings version {version_id!r}")
+        try:
+            data = self._parse(self.history_dir / f"{version_id}.json")
+        except (ValueError, OSError, SettingsInvalid) as exc:
+            raise ValueError(f"settings version {version_id} is unusable ({exc})") from exc
+        self.save(data, reason or f"restored version {version_id}")
+        return data
+
+    def restore_previous(self, reason: str = "restore previous") -> Data:
+        """Make the newest good version that differs from the live settings live again.
+
+        The live file is backed up first, so a second restore_previous undoes the first.
+        """
+        current = self._current()
+        for version in self.history():
+            try:
+                data = self._parse(self.history_dir / f"{version.id}.json")
+            except (ValueError, OSError, SettingsInvalid):
+                continue
+            if data != current:
+                self.save(data, reason)
+                return data
+        raise RuntimeError("there is no earlier settings version to restore")
+
+    def factory_defaults(self, keep_identity: bool = True, reason: str = "factory defaults") -> Data:
+        """Factory values (the current file is backed up first).
+
+        keep_identity keeps IDENTITY_FIELDS (MID/TID, host/port, supervisor password) from the
+        current settings so the terminal stays reachable and guarded; see IDENTITY_FIELDS.
+        """
+        data = factory()
+        current = self._current() if keep_identity else None
+        if current is not None:
+            for group, name in IDENTITY_FIELDS:
+                data[group][name] = current[group][name]
+        self.save(data, reason)
+        return data
+
+    # ------------------------------------------------------------------ internals
+
+    def _parse(self, path: Path) -> Data:
+        data, filled = migrate(json.loads(path.read_text("utf-8")))
+        validate(data)
+        if filled:
+            self.migrated = filled
+            log.warning("settings %s migrated: %s filled from factory defaults (added in a newer "
+                        "firmware)", path.name, ", ".join(filled))
+        return data
+
+    def _current(self) -> Data | None:
+        """The live settings if usable, else the newest good version, else None."""
+        for path in [self.path] + [self.history_dir / f"{v.id}.json" for v in self.history()]:
+            try:
+                return self._parse(path)
+            except (ValueError, OSError, SettingsInvalid):
+                continue
+        return None
+
+    def _ids(self) -> list[str]:
+        """History ids, oldest first (numeric order: older firmware used shorter stamps)."""
+        if not self.history_dir.is_dir():
+            return []
+        stems = [p.stem for p in self.history_dir.glob("*.json") if p.stem.isdigit()]
+        return sorted(stems, key=int)
+
+    def _backup(self, replaced_by: str) -> str:
+        """Copy the live file into the history; returns its id ("" if there is no live file)."""
+        try:
+            live = self.path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            raise SettingsWriteError(exc.errno or errno.EIO,
+                                     f"settings not saved: cannot read the current file to back it up "
+                                     f"({exc.strerror}); the live settings are unchanged") from exc
+        meta: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads(self.meta_path.read_text("utf-8"))
+        if not isinstance(meta, dict):
+            meta = {}
+        saved_at = meta.get("saved_at")
+        if not isinstance(saved_at, int | float):
+            saved_at = self.path.stat().st_mtime
         self.history_dir.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            # Copy, not move: the live file must exist at every instant of a save.
-            stamp = f"{time.time():.6f}".replace(".", "")
-            shutil.copy2(self.path, self.history_dir / f"{stamp}.json")
-            old = sorted(self.history_dir.glob("*.json"))
-            for extra in old[:-HISTORY_KEEP]:
-                extra.unlink()
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        ids = self._ids()
+        vid = str(time.time_ns())
+        if ids and int(vid) <= int(ids[-1]):
+            vid = str(int(ids[-1]) + 1)  # a coarse clock must not reorder or overwrite versions
+        _atomic_write(self.history_dir / f"{vid}.json", live)
+        _atomic_write(self.history_dir / f"{vid}.meta",
+                      _meta(saved_at, str(meta.get("reason") or "reason not recorded"), replaced_by))
+        for old in self._ids()[:-HISTORY_KEEP]:
+            for suffix in (".json", ".meta"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.history_dir / f"{old}{suffix}").unlink()
+        return vid
+
+
+def _meta(saved_at: float, reason: str, replaced_by: str | None = None) -> bytes:
+    meta: dict[str, Any] = {"saved_at": saved_at, "reason": reason}
+    if replaced_by is not None:
+        meta.update(replaced_at=time.time(), replaced_by=replaced_by)
+    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """tmp + fsync + rename + directory fsync: path holds the old or the new bytes, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        log.info("settings saved (%s)", reason or "edit")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SettingsWriteError(exc.errno, "the disk is full: settings not saved, the live settings "
+                                                "are unchanged; free some space or call support") from exc
+        raise SettingsWriteError(exc.errno or errno.EIO, f"settings not saved ({exc.strerror or exc}); "
+                                                         "the live settings are unchanged") from exc
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+HISTORY_TEXT = {"none": ("No earlier versions", "没有历史版本")}
+
+
+def history_lines(versions: list[Version], lang: str) -> list[str]:
+    """The History screen's rows: per version its date and time, then its reason (indented).
+
+    Two rows per version so a 16-column LCD shows the whole date and time.
+    """
+    if not versions:
+        entry = HISTORY_TEXT["none"]
+        return [entry[1] if lang.startswith("zh") else entry[0]]
+    lines = []
+    for version in versions:
+        lines.append(_when(version.saved_at))
+        lines.append(" " + version.reason)
+    return lines

@@ -1,0 +1,186 @@
+"""The settings schema: one table of every stored field (kind, limits, label, self-test).
+
+Validation (model.py), the editor screens (ui/settings_screens.py) and the staged-edit
+self-test choice (staging.py) all read this one table; nothing else lists fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash")
+SELF_TEST_ORDER = ("echo", "printer", "display")
+TRANSACTION_TYPES = ("sale", "void", "refund", "balance", "preauth", "preauth_void",
+                     "completion", "completion_void")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One stored setting. min/max: length for text/digits, value for int/seconds."""
+
+    group: str
+    name: str
+    kind: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+    self_test: str | None = None  # "echo" | "printer" | "display": the diag a change needs
+    hex: bool = False  # digits field that also accepts A-F (typed as digits on the keypad)
+    editable: bool = True  # False: stored and validated, but not on the editor screens
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}.{self.name}"
+
+    @property
+    def label(self) -> str:
+        """The catalog key of the field's on-screen name."""
+        return f"f.{self.key}"
+
+
+GROUPS = ("merchant", "comms", "transactions", "printer", "display", "security")
+
+FIELDS: tuple[Field, ...] = (
+    Field("merchant", "name", "text", 1, 24, self_test="printer"),
+    Field("merchant", "mid", "digits", 15, 15),
+    Field("merchant", "tid", "digits", 8, 8),
+    Field("merchant", "receipt_header", "text", 0, 32, self_test="printer"),
+    Field("merchant", "receipt_footer", "text", 0, 32, self_test="printer"),
+    Field("comms", "host", "text", 1, 64, self_test="echo"),
+    Field("comms", "port", "int", 1, 65535, self_test="echo"),
+    Field("comms", "connect_timeout", "seconds", 0.1, 120, unit="s", self_test="echo"),
+    Field("comms", "reply_timeout", "seconds", 0.1, 120, unit="s", self_test="echo"),
+    Field("comms", "retries", "int", 0, 5, self_test="echo"),
+    Field("comms", "tpdu", "digits", 10, 10, hex=True, self_test="echo"),
+    Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
+    Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
+    Field("transactions", "reversal_retries", "int", 1, 10),
+    Field("transactions", "duplicate_window_s", "int", 0, 3600, unit="s"),
+    Field("transactions", "pin_tries", "int", 1, 9),
+    Field("transactions", "allow_pin_bypass", "bool"),
+    Field("transactions", "allow_fallback_swipe", "bool"),
+    Field("transactions", "currency", "digits", 3, 3),
+    Field("transactions", "retention_days", "int", 1, 3650, editable=False),
+    Field("transactions", "operator", "digits", 1, 4, editable=False),
+    Field("printer", "profile", "choice", choices=("58mm", "80mm"), self_test="printer"),
+    Field("printer", "copies", "int", 1, 3, self_test="printer"),
+    Field("printer", "density", "int", 1, 8, self_test="printer"),
+    Field("printer", "no_signature_limit", "int", 0, 99_999_999, unit="fen"),
+    # Language needs no test: the next frame is already drawn in it and the operator sees it.
+    Field("display", "language", "choice", choices=("en", "zh_CN")),
+    Field("display", "contrast", "int", 1, 10, self_test="display"),
+    Field("display", "idle_timeout_s", "int", 10, 600, unit="s"),
+    Field("security", "max_password_tries", "int", 3, 10),
+    Field("security", "lock_minutes", "int", 1, 60),
+    # The password is changed through its own screen (ChangePassword), never edited as a field.
+    Field("security", "supervisor_hash", "hash", editable=False),
+    Field("security", "password_changed", "bool", editable=False),
+)
+
+BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
+
+# Fields added after settings files were already in the field: an old file lacking them is
+# migrated (filled from factory at load, and logged). Any other missing field is a broken file.
+ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
+                "printer.no_signature_limit")
+
+
+def field(group: str, name: str) -> Field:
+    return BY_KEY[f"{group}.{name}"]
+
+
+def group_fields(group: str, editable_only: bool = True) -> tuple[Field, ...]:
+    return tuple(f for f in FIELDS if f.group == group and (f.editable or not editable_only))
+
+
+def self_tests_for(keys: Mapping[str, Any] | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The diag names the changed fields (given as "group.name") need, in SELF_TEST_ORDER."""
+    wanted = {BY_KEY[k].self_test for k in keys if k in BY_KEY}
+    return tuple(name for name in SELF_TEST_ORDER if name in wanted)
+
+
+# Labels: key -> (English, 简体中文). Short enough for a 16-cell row beside a value.
+LABELS: dict[str, tuple[str, str]] = {
+    "g.merchant": ("Merchant", "商户"),
+    "g.comms": ("Comms", "通讯"),
+    "g.transactions": ("Transactions", "交易"),
+    "g.printer": ("Printer", "打印"),
+    "g.display": ("Display", "显示"),
+    "g.security": ("Security", "安全"),
+    "f.merchant.name": ("Name", "商户名"),
+    "f.merchant.mid": ("MID", "商户号"),
+    "f.merchant.tid": ("TID", "终端号"),
+    "f.merchant.receipt_header": ("Header", "票头"),
+    "f.merchant.receipt_footer": ("Footer", "票尾"),
+    "f.comms.host": ("Host", "主机"),
+    "f.comms.port": ("Port", "端口"),
+    "f.comms.connect_timeout": ("Connect", "连接超时"),
+    "f.comms.reply_timeout": ("Reply", "应答超时"),
+    "f.comms.retries": ("Retries", "重试"),
+    "f.comms.tpdu": ("TPDU", "TPDU"),
+    "f.transactions.enabled": ("Enabled", "开通交易"),
+    "f.transactions.max_amount": ("Limit", "限额"),
+    "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),
+    "f.transactions.duplicate_window_s": ("Dup window", "重复判断"),
+    "f.transactions.pin_tries": ("PIN tries", "密码次数"),
+    "f.transactions.allow_pin_bypass": ("PIN bypass", "免密"),
+    "f.transactions.allow_fallback_swipe": ("Fallback", "降级刷卡"),
+    "f.transactions.currency": ("Currency", "货币"),
+    "f.transactions.retention_days": ("Keep days", "保留天数"),
+    "f.transactions.operator": ("Operator", "操作员"),
+    "f.printer.profile": ("Paper", "纸宽"),
+    "f.printer.copies": ("Copies", "联数"),
+    "f.printer.density": ("Density", "浓度"),
+    "f.printer.no_signature_limit": ("No-sign", "免签额"),
+    "f.display.language": ("Lang", "语言"),
+    "f.display.contrast": ("Contrast", "对比度"),
+    "f.display.idle_timeout_s": ("Idle time", "空闲超时"),
+    "f.security.max_password_tries": ("Pwd tries", "密码次数"),
+    "f.security.lock_minutes": ("Lock min", "锁定分钟"),
+    "f.security.supervisor_hash": ("Password", "密码"),
+    "f.security.password_changed": ("Pwd changed", "已改密码"),
+    "c.sale": ("Sale", "消费"),
+    "c.void": ("Void", "撤销"),
+    "c.refund": ("Refund", "退货"),
+    "c.balance": ("Balance", "余额"),
+    "c.preauth": ("Pre-auth", "预授权"),
+    "c.preauth_void": ("Pre-auth void", "预授权撤销"),
+    "c.completion": ("Completion", "预授权完成"),
+    "c.completion_void": ("Compl. void", "完成撤销"),
+    "c.en": ("English", "English"),
+    "c.zh_CN": ("简体中文", "简体中文"),
+    "c.58mm": ("58mm", "58mm"),
+    "c.80mm": ("80mm", "80mm"),
+    "yes": ("Yes", "是"),
+    "no": ("No", "否"),
+}
+
+
+def label(key: str, lang: str) -> str:
+    entry = LABELS.get(key)
+    if entry is None:
+        return key
+    return entry[1] if lang.startswith("zh") else entry[0]
+
+
+def format_value(fld: Field, value: Any, lang: str) -> str:
+    """A stored value as the field list shows it (short)."""
+    if fld.kind == "bool":
+        return label("yes" if value else "no", lang)
+    if fld.kind == "choice":
+        return label(f"c.{value}", lang)
+    if fld.kind == "multi":
+        items = list(value) if isinstance(value, list | tuple) else []
+        return f"{len(items)}/{len(fld.choices)}"
+    if fld.kind == "seconds":
+        return f"{float(value):.1f}s" if isinstance(value, int | float) else str(value)
+    if fld.kind == "int" and fld.unit == "fen" and isinstance(value, int):
+        return f"{value // 100}.{value % 100:02d}"
+    if fld.kind == "int" and fld.unit == "s":
+        return f"{value}s"
+    if fld.kind == "hash":
+        return "******"
+    return str(value)
