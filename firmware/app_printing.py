@@ -1,6 +1,6 @@
-"""The app's printing desk: renders queued jobs with the receipt layout and the
-settings, runs the spooler, and offers reprint / cancel / confirm / test page to
-the ECR link and (later) the keypad. Part of the app layer, like app.py.
+"""The app's printing desk: renders queued jobs (receipts, slips, reports) with the
+layouts and the settings, runs the spooler, and offers reprint / cancel / confirm /
+test page / reports to the ECR link and the keypad. Part of the app layer, like app.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from firmware import __version__
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
 from firmware.ports import Document, Image, Printer
-from firmware.printing import layout
+from firmware.printing import layout, reports
 from firmware.printing.queue import (
+    REPORT_KINDS,
     CancelAction,
     CopyKind,
     JobKind,
@@ -28,6 +29,12 @@ from firmware.printing.queue import (
 from firmware.spooler import Spooler
 
 log = logging.getLogger("posfw.printing")
+
+# What a VOID slip calls a printout that names no transaction (receipt-catalog keys).
+VOIDED_TITLE_KEYS: dict[JobKind, str] = {
+    JobKind.SETTLEMENT: "settlement_report", JobKind.SUBTOTALS: "subtotals_title",
+    JobKind.TXN_LIST: "txn_list", JobKind.TEST: "test_page",
+}
 
 
 class PrintDesk:
@@ -88,6 +95,10 @@ class PrintDesk:
     def lang(self) -> str:
         return str(self._settings()["display"].get("language", "en"))
 
+    @property
+    def currency(self) -> str:
+        return str(self._settings().get("transactions", {}).get("currency", "156"))
+
     # -- rendering --------------------------------------------------------------
 
     def render(self, job: PrintJob, copy: CopyKind) -> Document:
@@ -98,6 +109,11 @@ class PrintDesk:
         if job.kind is JobKind.TEST:
             return layout.test_slip(merchant, lang=self.lang, columns=self.columns,
                                     firmware_version=__version__, printed_at=printed_at)
+        if job.kind in REPORT_KINDS:
+            return self._render_report(job, merchant, printed_at)
+        if job.kind is JobKind.VOID_SLIP and job.txn_id is None:
+            return layout.void_slip(self._void_ref(job, copy), merchant, lang=self.lang,
+                                    columns=self.columns, printed_at=printed_at)
         if job.txn_id is None:
             raise LookupError(f"print job {job.id} names no transaction")
         record = self.journal.get(job.txn_id)
@@ -108,6 +124,35 @@ class PrintDesk:
         return layout.receipt(record, copy, merchant, lang=self.lang, columns=self.columns,
                               reprint=job.marked_reprint, printed_at=printed_at,
                               no_signature_limit=limit, logo=self.logo)
+
+    def _render_report(self, job: PrintJob, merchant: layout.MerchantInfo,
+                       printed_at: datetime) -> Document:
+        j = self.journal
+        common: dict[str, Any] = dict(lang=self.lang, columns=self.columns, printed_at=printed_at,
+                                      reprint=job.marked_reprint, currency=self.currency)
+        if job.kind is JobKind.SETTLEMENT:
+            if job.settlement_id is None:
+                raise LookupError(f"print job {job.id} names no settlement")
+            settlement = j.get_settlement(job.settlement_id)
+            return reports.settlement_report(settlement, j.totals_by_kind(settlement.batch), merchant,
+                                             operator=j.settlement_operator(settlement.id), **common)
+        if job.batch is None:
+            raise LookupError(f"print job {job.id} names no batch")
+        # Settled between the request and the printing: the report says so, not "NOT SETTLED".
+        settled = job.batch != j.current_batch()
+        if job.kind is JobKind.SUBTOTALS:
+            return reports.subtotals_report(job.batch, j.totals_by_kind(job.batch), merchant,
+                                            settled=settled, **common)
+        return reports.transaction_list(j.records(batch=job.batch), merchant, batch=job.batch,
+                                        settled=settled, **common)
+
+    def _void_ref(self, job: PrintJob, copy: CopyKind) -> layout.SlipRef:
+        """What a VOID slip for a report or test page names: the printout, its copy and batch."""
+        voided = self.journal.print_job(job.voids_job) if job.voids_job is not None else None
+        if voided is None or voided.kind not in VOIDED_TITLE_KEYS:
+            raise LookupError(f"print job {job.id} names no printout to void")
+        return layout.SlipRef(VOIDED_TITLE_KEYS[voided.kind], copy=copy, batch=voided.batch,
+                              reprint=voided.marked_reprint)
 
     # -- operations -------------------------------------------------------------
 
@@ -126,6 +171,38 @@ class PrintDesk:
             return "reprint_no_receipt"
         job = self.journal.enqueue_print(JobKind.RECEIPT, self.copies, txn_id=record.id, reprint=True,
                                          title=f"{record.kind.value} {record.stan}", operator=operator)
+        self.wake()
+        return job
+
+    def settlement_report(self, settlement_id: int | None = None, reprint: bool = True,
+                          operator: str = "operator") -> PrintJob | str:
+        """Print a settlement's report again (None: the last finished settlement), marked
+        REPRINT. Returns the job, or the i18n key of why not."""
+        if settlement_id is None:
+            last = self.journal.last_settlement()
+            if last is None:
+                return "no_settlement_yet"
+            settlement_id = last.id
+        else:
+            try:
+                if self.journal.get_settlement(settlement_id).state != "DONE":
+                    return "settlement_not_finished"
+            except JournalError:
+                return "settlement_not_found"
+        job = self.journal.enqueue_report(JobKind.SETTLEMENT, settlement_id, reprint=reprint,
+                                          operator=operator)
+        self.wake()
+        return job
+
+    def subtotals(self, operator: str = "operator") -> PrintJob:
+        """The X report of the open batch (nothing is settled or closed)."""
+        job = self.journal.enqueue_report(JobKind.SUBTOTALS, operator=operator)
+        self.wake()
+        return job
+
+    def transaction_list(self, operator: str = "operator") -> PrintJob:
+        """The open batch's transactions on paper."""
+        job = self.journal.enqueue_report(JobKind.TXN_LIST, operator=operator)
         self.wake()
         return job
 

@@ -127,4 +127,14 @@ MIGRATIONS.append([
     "CREATE INDEX print_job_voids ON print_job (voids_job) WHERE voids_job IS NOT NULL",
 ])
 
+MIGRATIONS.append([
+    # 5: reports in the print queue. A Z report job names its settlement, an X report or a
+    # transaction list its batch; each is re-rendered from the journal when it prints.
+    "ALTER TABLE print_job ADD COLUMN settlement_id INTEGER REFERENCES settlement(id)",
+    "ALTER TABLE print_job ADD COLUMN batch TEXT",
+    "CREATE INDEX print_job_settlement ON print_job (settlement_id) WHERE settlement_id IS NOT NULL",
+    # Who settled: the Z report prints it (begin_settlement already took it, for the audit).
+    "ALTER TABLE settlement ADD COLUMN operator TEXT",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

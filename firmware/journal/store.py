@@ -23,6 +23,7 @@ from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, J
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
+    REPORT_KINDS,
     CancelAction,
     CopyKind,
     JobKind,
@@ -90,19 +91,19 @@ def _row_to_settlement(row: tuple) -> SettlementRow:
 
 _JOB_COLUMNS = (
     "id, kind, state, txn_id, copies, copies_done, reprint, copy_restarted, printed_any, "
-    "cancel_requested, needs_confirm, voids_job, reason, title, created_at"
+    "cancel_requested, needs_confirm, voids_job, reason, title, created_at, settlement_id, batch"
 )
 
 
 def _row_to_job(row: tuple) -> PrintJob:
     (jid, kind, state, txn_id, copies, done, reprint, restarted, printed_any, cancel, confirm,
-     voids, reason, title, created) = row
+     voids, reason, title, created, settlement_id, batch) = row
     return PrintJob(
         id=jid, kind=JobKind(kind), state=PrintState(state), txn_id=txn_id,
         copies=tuple(CopyKind(c) for c in copies.split(",") if c), copies_done=done,
         reprint=bool(reprint), copy_restarted=bool(restarted), printed_any=bool(printed_any),
         cancel_requested=bool(cancel), needs_confirm=bool(confirm), voids_job=voids,
-        reason=reason, title=title, created_at=created,
+        reason=reason, title=title, created_at=created, settlement_id=settlement_id, batch=batch,
     )
 
 
@@ -489,9 +490,9 @@ class Journal:
             ).fetchone()[0]:
                 raise JournalError("a settlement is already in progress")
             cur.execute(
-                "INSERT INTO settlement (batch, state, stan, totals, started_at) "
-                "VALUES (?, 'REQUESTED', ?, ?, ?)",
-                (batch, stan, totals, self._clock()),
+                "INSERT INTO settlement (batch, state, stan, totals, started_at, operator) "
+                "VALUES (?, 'REQUESTED', ?, ?, ?, ?)",
+                (batch, stan, totals, self._clock(), operator),
             )
             sid = cur.lastrowid
             self._audit(cur, operator, "settlement", f"batch {batch} requested", "REQUESTED")
@@ -550,8 +551,12 @@ class Journal:
             )
             self._audit(cur, "system", "settlement abandoned", reason, "ABANDONED")
 
-    def finish_settlement(self, settlement_id: int) -> str:
-        """Close the batch: its records join the settlement, the batch number advances."""
+    def finish_settlement(self, settlement_id: int,
+                          report_copies: tuple[CopyKind, ...] = (CopyKind.MERCHANT,)) -> str:
+        """Close the batch: its records join the settlement, the batch number advances, and the
+        settlement report is queued, all in one commit: a power loss can neither lose the report
+        of a finished settlement nor print one for an unfinished settlement. report_copies=()
+        queues none."""
         with self._tx() as cur:
             row = cur.execute(
                 "SELECT batch, state FROM settlement WHERE id = ?", (settlement_id,)
@@ -567,7 +572,26 @@ class Journal:
             new_batch = int(batch) % COUNTER_WRAP + 1
             cur.execute("UPDATE counters SET value = ? WHERE name = 'batch'", (new_batch,))
             self._audit(cur, "system", "settlement done", f"batch {batch} closed", "DONE")
+            if report_copies:
+                self._insert_job(cur, JobKind.SETTLEMENT, tuple(report_copies),
+                                 settlement_id=settlement_id, batch=batch,
+                                 title=f"settlement report {batch}")
         return f"{new_batch:06d}"
+
+    def settlements(self, limit: int = 10) -> list[SettlementRow]:
+        """The newest settlements first, whatever their state."""
+        rows = self._db.execute(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement ORDER BY id DESC LIMIT ?", (int(limit),)
+        ).fetchall()
+        return [_row_to_settlement(r) for r in rows]
+
+    def settlement_operator(self, settlement_id: int) -> str | None:
+        """Who asked for the settlement (None for one begun before schema 5 kept it)."""
+        row = self._db.execute("SELECT operator FROM settlement WHERE id = ?",
+                               (settlement_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no settlement {settlement_id}")
+        return row[0]
 
     def purge_settled(self, older_than_days: int) -> int:
         """Retention: settled records older than the setting go (never unresolved ones)."""
@@ -584,13 +608,14 @@ class Journal:
 
     def _insert_job(self, cur: sqlite3.Cursor, kind: JobKind, copies: tuple[CopyKind, ...], *,
                     txn_id: int | None = None, reprint: bool = False, voids_job: int | None = None,
-                    title: str = "", printed_any: bool = False) -> int:
+                    title: str = "", printed_any: bool = False, settlement_id: int | None = None,
+                    batch: str | None = None) -> int:
         now = self._clock()
         cur.execute(
             "INSERT INTO print_job (kind, state, txn_id, copies, reprint, voids_job, title, "
-            "printed_any, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "printed_any, created_at, updated_at, settlement_id, batch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (kind.value, PrintState.QUEUED.value, txn_id, ",".join(c.value for c in copies),
-             int(reprint), voids_job, title, int(printed_any), now, now),
+             int(reprint), voids_job, title, int(printed_any), now, now, settlement_id, batch),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -603,6 +628,43 @@ class Journal:
             if reprint:
                 self._audit(cur, operator, "reprint", title, "queued")
         return self.print_job(jid)
+
+    def enqueue_report(self, kind: JobKind, settlement_id: int | None = None, reprint: bool = False,
+                       operator: str = "system",
+                       copies: tuple[CopyKind, ...] = (CopyKind.MERCHANT,)) -> PrintJob:
+        """Queue a report: an X report or transaction list of the open batch, or (again) the
+        settlement report of a finished settlement, which then prints marked REPRINT."""
+        kind = JobKind(kind)
+        if kind not in REPORT_KINDS:
+            raise JournalError(f"{kind.value} is not a report; reports are "
+                               f"{', '.join(sorted(k.value for k in REPORT_KINDS))}")
+        if not copies:
+            raise JournalError("a report needs at least one copy")
+        with self._tx() as cur:
+            if kind is JobKind.SETTLEMENT:
+                row = cur.execute("SELECT batch, state FROM settlement WHERE id = ?",
+                                  (settlement_id,)).fetchone()
+                if row is None:
+                    raise JournalError(f"no settlement {settlement_id} to print a report of")
+                if row[1] != "DONE":
+                    raise JournalError(f"settlement {settlement_id} is {row[1]}, not DONE: "
+                                       "its report prints when it finishes")
+                batch, title = row[0], f"settlement report {row[0]}"
+            else:
+                if settlement_id is not None:
+                    raise JournalError(f"a {kind.value} report is of the open batch, not of a settlement")
+                value = cur.execute("SELECT value FROM counters WHERE name = 'batch'").fetchone()[0]
+                batch, title = f"{value:06d}", f"{kind.value} {value:06d}"
+            jid = self._insert_job(cur, kind, tuple(copies), reprint=reprint, title=title,
+                                   settlement_id=settlement_id, batch=batch)
+            self._audit(cur, operator, "reprint" if reprint else "report", title, "queued")
+        return self.print_job(jid)
+
+    def last_report_job(self, kind: JobKind) -> PrintJob | None:
+        """The newest job of one report kind, whatever its state."""
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM print_job WHERE kind = ? "
+                               "ORDER BY id DESC LIMIT 1", (JobKind(kind).value,)).fetchone()
+        return _row_to_job(row) if row else None
 
     def print_job(self, job_id: int) -> PrintJob:
         row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM print_job WHERE id = ?",
@@ -662,7 +724,8 @@ class Journal:
             index = job.copies_done if job.printed_any else job.copies_done - 1
             index = max(0, min(index, len(job.copies) - 1))
             slip = self._insert_job(cur, JobKind.VOID_SLIP, (job.copies[index],), txn_id=job.txn_id,
-                                    voids_job=job.id, title=f"void of {job.title}")
+                                    voids_job=job.id, title=f"void of {job.title}",
+                                    settlement_id=job.settlement_id, batch=job.batch)
         return slip
 
     def finish_print_cancel(self, job_id: int) -> int | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from firmware.printing.layout import CopyKind
 
-__all__ = ["CopyKind", "JobKind", "PrintJob", "PrintState"]
+__all__ = ["REPORT_KINDS", "CopyKind", "JobKind", "PrintJob", "PrintState"]
 
 
 class PrintState(enum.StrEnum):
@@ -26,8 +26,14 @@ class JobKind(enum.StrEnum):
     RECEIPT = "receipt"  # the copies of a transaction's receipt
     VOID_SLIP = "void_slip"  # "VOID / 作废" naming a receipt whose printing was cancelled
     TEST = "test"  # printer test page (diagnostics)
+    # Reports are rebuilt from the journal at print time, like receipts: the job names its
+    # settlement (Z) or its batch (X, list), never a stored document.
+    SETTLEMENT = "settlement"  # the Z report of one finished settlement
+    SUBTOTALS = "subtotals"  # the X report: totals of a batch not yet settled
+    TXN_LIST = "txn_list"  # the batch's transactions, one or two lines each
 
 
+REPORT_KINDS = frozenset({JobKind.SETTLEMENT, JobKind.SUBTOTALS, JobKind.TXN_LIST})
 
 OPEN_STATES = (PrintState.QUEUED, PrintState.PRINTING, PrintState.PAUSED)
 
@@ -73,6 +79,8 @@ class PrintJob:
     reason: str | None = None  # i18n key of why it is paused / failed / cancelled
     title: str = ""
     created_at: float = 0.0
+    settlement_id: int | None = None  # SETTLEMENT: the settlement whose Z report this is
+    batch: str | None = None  # SUBTOTALS / TXN_LIST: the batch they report on
 
     @property
     def current_copy(self) -> CopyKind | None:

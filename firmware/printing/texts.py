@@ -1,4 +1,5 @@
-"""The receipt catalog (en, zh_CN): every word a receipt, void slip or test page prints.
+"""The receipt catalog (en, zh_CN): every word a receipt, void slip, test page or report prints
+(and the report lines firmware/printing/reports.py draws for the LCD).
 
 Paper has its own conventions, so it has its own catalog apart from firmware/i18n.py (the
 screens): upper-case English and the fixed terms CUP terminals print on 签购单.
@@ -96,6 +97,51 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "align_center": ("CENTRE", "居中"),
     "align_right": ("RIGHT", "右对齐"),
     "test_end": ("END OF TEST", "测试结束"),
+    # reports: settlement (Z), subtotals (X), transaction list; printed and on the LCD
+    "settlement_title": ("SETTLEMENT", "结算单"),
+    "subtotals_title": ("SUBTOTALS", "小计"),
+    "txn_list": ("TRANSACTION LIST", "交易明细"),
+    "not_settled": ("NOT SETTLED", "未结算"),
+    "batch_settled": ("BATCH SETTLED", "批次已结算"),
+    "settled_at": ("SETTLED AT", "结算时间"),
+    "by_type": ("TOTALS BY TYPE", "按交易类型"),
+    "count_amount": ("COUNT / AMOUNT", "笔数 / 金额"),
+    "count": ("COUNT", "笔数"),
+    "side_domestic": ("DOMESTIC CARDS", "内卡"),
+    "side_foreign": ("FOREIGN CARDS", "外卡"),
+    "debit_total": ("DEBIT", "借记"),
+    "credit_total": ("CREDIT", "贷记"),
+    "host_result": ("RECONCILIATION", "对账结果"),
+    # the host's answer per side in the 0510 (field 48): 1 balanced, 2 unbalanced, 3 error
+    "result_1": ("BALANCED", "对账平"),
+    "result_2": ("UNBALANCED", "对账不平"),
+    "result_3": ("ERROR", "对账出错"),
+    "result_none": ("NO RESULT", "无结果"),
+    "batch_uploaded": ("BATCH UPLOADED", "批上送笔数"),
+    "total": ("TOTAL", "合计"),
+    "net_amount": ("NET AMOUNT", "净额"),
+    "no_transactions": ("NO TRANSACTIONS", "无交易"),
+    "end_of_report": ("END OF REPORT", "报表结束"),
+    # record states in the transaction list (keys are "state_" + TxnState value)
+    "state_APPROVED": ("APPROVED", "成功"),
+    "state_VOIDED": ("VOIDED", "已撤销"),
+    "state_REVERSED": ("REVERSED", "已冲正"),
+    "state_REVERSAL_DUE": ("REVERSAL DUE", "待冲正"),
+    "state_PENDING": ("PENDING", "未决"),
+    "state_ADVICE_DUE": ("ADVICE DUE", "待上送"),
+    "state_RESOLVED_MANUALLY": ("RESOLVED", "人工处理"),
+    "state_DECLINED": ("DECLINED", "拒绝"),
+    "state_FAILED": ("FAILED", "失败"),
+    # the same, four cells wide for the LCD (keys are "state_short_" + TxnState value)
+    "state_short_APPROVED": ("APPR", "成功"),
+    "state_short_VOIDED": ("VOID", "撤销"),
+    "state_short_REVERSED": ("REVD", "冲正"),
+    "state_short_REVERSAL_DUE": ("RVDU", "待冲"),
+    "state_short_PENDING": ("PEND", "未决"),
+    "state_short_ADVICE_DUE": ("ADVD", "待送"),
+    "state_short_RESOLVED_MANUALLY": ("RSLV", "人工"),
+    "state_short_DECLINED": ("DECL", "拒绝"),
+    "state_short_FAILED": ("FAIL", "失败"),
 }
 
 
