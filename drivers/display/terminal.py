@@ -10,7 +10,7 @@ import sys
 from typing import TextIO
 
 from drivers.display import check_frame, fit_row
-from firmware.ports import Frame, Icon
+from firmware.ports import Frame, Icon, char_cells
 
 ICON_TAGS: dict[Icon, str] = {
     Icon.LINK_UP: "NET",
@@ -29,6 +29,12 @@ HIDE_CURSOR, SHOW_CURSOR = f"{CSI}?25l", f"{CSI}?25h"
 CLEAR_SCREEN, ERASE_TO_EOL = f"{CSI}2J", f"{CSI}K"
 
 
+def _columns(line: str) -> int:
+    """Terminal columns a drawn line takes (escape sequences take none, CJK two)."""
+    plain = line.replace(INVERSE, "").replace(NORMAL, "")
+    return sum(char_cells(ch) for ch in plain)
+
+
 def move_to(line: int, column: int) -> str:
     """Cursor position (1-based), ANSI CUP."""
     return f"{CSI}{line};{column}H"
@@ -38,11 +44,14 @@ class TerminalDisplay:
     """firmware.ports.Display on a text stream (stdout by default), at (top, left), 1-based."""
 
     def __init__(self, rows: int, cols: int, stream: TextIO | None = None, *,
-                 top: int = 1, left: int = 1, clear: bool = True) -> None:
+                 top: int = 1, left: int = 1, clear: bool = True, width: int | None = None) -> None:
         self.rows, self.cols = rows, cols
         self._stream = stream if stream is not None else sys.stdout
         self._top, self._left = top, left
         self._clear = clear
+        # width: pad every line to this many columns instead of erasing to the end of the line,
+        # so text beside the box (a console's legend) survives redraws.
+        self._width = width
         self._drawn: list[str] | None = None  # the lines now on screen, as written
         self._closed = False
 
@@ -59,7 +68,8 @@ class TerminalDisplay:
             self._drawn = [""] * len(lines)
         for i, (line, before) in enumerate(zip(lines, self._drawn, strict=True)):
             if line != before:
-                out.append(move_to(self._top + i, self._left) + line + ERASE_TO_EOL)
+                tail = ERASE_TO_EOL if self._width is None else " " * max(0, self._width - _columns(line))
+                out.append(move_to(self._top + i, self._left) + line + tail)
         self._drawn = lines
         if out:
             self._stream.write("".join(out))

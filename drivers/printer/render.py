@@ -12,15 +12,16 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
-
-from PIL import Image as PILImage
-from PIL import ImageDraw, ImageFont
+from typing import TYPE_CHECKING, Any, Literal
 
 from c_ext import posio
 from firmware.ports import Align, Block, Cut, Document, Feed, Image, PrinterStatus, TextLine, char_cells
 
 from .profiles import LINE_PITCH, PrinterProfile, get_profile, import_escpos
+
+if TYPE_CHECKING:  # Pillow is imported where pictures are drawn: a text-mode terminal never loads it
+    from PIL import Image as PILImage
+    from PIL import ImageFont
 
 RenderMode = Literal["text", "raster"]
 MODES: tuple[str, ...] = ("text", "raster")
@@ -251,6 +252,8 @@ def _feeds(index: int, feed: Feed, commands: _EscposCommands) -> list[bytes]:
 @cache
 def unifont(size: int = LINE_PITCH) -> ImageFont.FreeTypeFont:
     """GNU Unifont at `size` px: at 24 px a half-width glyph is 12x24 (font A), a CJK one 24x24."""
+    from PIL import ImageFont
+
     try:
         return ImageFont.truetype(UNIFONT_PATH, size)
     except OSError as exc:
@@ -261,6 +264,9 @@ def unifont(size: int = LINE_PITCH) -> ImageFont.FreeTypeFont:
 def text_image(text: str, *, bold: bool = False, width_mult: int = 1, height_mult: int = 1) -> PILImage.Image:
     """One line of text as an 8-bit image (0 black on 255 white), 12x24 dots per half-width cell
     times the multipliers. Bold is the printer's way: the line struck again one dot to the right."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
     font = unifont()
     width = round(font.getlength(text)) if text else 0
     line = PILImage.new("L", (max(width, 1), LINE_PITCH), 255)
@@ -280,6 +286,8 @@ _INVERT = bytes(255 - b for b in range(256))
 
 def packed_to_image(packed: bytes, width: int, height: int) -> PILImage.Image:
     """Packed 1-bit rows (1 = black, MSB leftmost) as an 8-bit image (0 black, 255 white)."""
+    from PIL import Image as PILImage
+
     # PIL's "1" mode packs the same way but with 1 = white.
     return PILImage.frombytes("1", (width, height), packed.translate(_INVERT)).convert("L")
 
@@ -293,6 +301,8 @@ def _aligned_x(align: Align, width: int, paper: int) -> int:
 
 
 def _draw_page(index0: int, blocks: Sequence[Block], profile: PrinterProfile) -> PILImage.Image:
+    from PIL import Image as PILImage
+
     parts: list[tuple[int, PILImage.Image | int]] = []  # (x, picture) or (0, blank rows)
     for offset, block in enumerate(blocks):
         index = index0 + offset
