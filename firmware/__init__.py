@@ -4,4 +4,4 @@ Nothing in this package touches hardware directly; drivers/ does, and only
 firmware/app.py wires the two together.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from board.profiles import BoardProfile, profile
 from firmware.app_printing import PrintDesk
@@ -40,7 +40,7 @@ from firmware.engine.validation import Limits
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
-from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
+from firmware.host.messages import SideTotals, TxnKind, echo_request, mask_pan, signoff_request
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
@@ -72,6 +72,34 @@ class OperatorInput:
     password: str | None = None
     card: CardRead | None = None
     pin: str | None = None  # sim board only: the PIN the test cardholder "types"
+    source: str = "ecr"  # "ecr" | "keypad": who started the operation
+    authorised: bool = False  # the keypad already checked the supervisor password
+
+
+class TerminalObserver(Protocol):
+    """What the keypad/LCD side learns from the terminal (firmware/app_ui.py implements it).
+
+    Calls are synchronous and must not block; ask_pin and release_reader are awaited.
+    """
+
+    def op_started(self, op: str, source: str, amount: int | None) -> None: ...
+
+    def op_step(self, step: str, done: int | None = None, total: int | None = None,
+                cancellable: bool = True) -> None: ...
+
+    def op_finished(self, op: str, source: str, result: TxnResult) -> None: ...
+
+    def changed(self) -> None:
+        """Something the idle screen shows changed (link, counters, paper, notice)."""
+        ...
+
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
+        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL."""
+        ...
+
+    async def release_reader(self) -> None:
+        """Stop any idle card watch so the flow can use the reader."""
+        ...
 
 
 @dataclass
@@ -88,6 +116,12 @@ class AppConfig:
     printer_path: str | None = None  # overrides the board profile's printer port ('' = none)
     reader_path: str | None = None  # overrides the board profile's card reader ('' = none)
     print_poll_s: float = 1.0  # how often a paused printer is asked whether it is ready
+    # The keypad and LCD: None (headless, ECR only), "board" (the profile's drivers) or
+    # "console" (the development console of `make run`: terminal box, legend, hot keys).
+    panel: str | None = None
+    console_control_port: int = 5802  # the emulated peripherals' control port (hot keys)
+    console_printer_fd: int | None = None  # the emulated printer's output, for the paper panel
+    idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
 
 
 class CardSlot:
@@ -154,15 +188,28 @@ class Terminal:
         self.last_result: TxnResult | None = None
         self.prints: PrintDesk | None = None
         self.reader: CardReader | None = None
+        self.observer: TerminalObserver | None = None
+        self.link_up: bool | None = None  # how the last exchange with the host went
+        self._tmk = b""
+        self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
 
     # -- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
+        """open() then connect(): ready for operations (as the ECR-only terminal starts)."""
+        await self.open()
+        await self.connect()
+
+    async def open(self) -> None:
+        """Settings, journal and its recovery, print queue, reader: no network yet."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = self.settings_store.load()
         if self.settings_store.problem:
             self.notice = self.settings_store.problem
-        m, c = self.settings["merchant"], self.settings["comms"]
+        security = self.settings.get("security", {})
+        self.password_guard.max_tries = int(security.get("max_password_tries", 5))
+        self.password_guard.lock_seconds = 60.0 * float(security.get("lock_minutes", 5))
+        c = self.settings["comms"]
         if self.cfg.host:
             c["host"] = self.cfg.host
         if self.cfg.port:
@@ -184,11 +231,29 @@ class Terminal:
         self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
                                 poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
         self.prints.start()
+        if self.prints.spooler is not None:
+            self.prints.spooler.on_change = self._notify_changed
         self.reader = self._make_reader()
+        self._tmk = tmk
+        self.link = self._make_link()
+
+    def _make_link(self) -> HostLink:
+        m, c = self.settings["merchant"], self.settings["comms"]
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]))
-        self.link = HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), tmk)
-        if await self.ensure_signed_on():
-            await self._settle_backlog_before_anything()
+        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk)
+
+    async def connect(self) -> None:
+        """Sign on and clear what the host is owed (reversals, advices, a settlement)."""
+        if self.journal is None or self.link is None:
+            return
+        async with self._lock:
+            if await self.ensure_signed_on():
+                await self._settle_backlog_before_anything()
+        self._notify_changed()
+
+    def _notify_changed(self) -> None:
+        if self.observer is not None:
+            self.observer.changed()
 
     @staticmethod
     def _load_tmk(path: Path) -> bytes:
@@ -249,6 +314,17 @@ class Terminal:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def _step(self, step: str, done: int | None = None, total: int | None = None,
+              cancellable: bool = True) -> None:
+        if self.observer is not None:
+            self.observer.op_step(step, done, total, cancellable)
+
+    def _link(self, up: bool) -> None:
+        if self.link_up != up:
+            self.link_up = up
+            if self.observer is not None:
+                self.observer.changed()
+
     @property
     def busy(self) -> bool:
         return self._lock.locked()
@@ -276,6 +352,7 @@ class Terminal:
         assert self.link is not None and self.journal is not None
         if not self.link.sign_on_required and self.link.keys is not None:
             return True
+        self._step("signing_on", cancellable=False)
         stan = self.journal.allocate_stan()
         try:
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
@@ -286,7 +363,9 @@ class Terminal:
             return False
         except HostError as exc:
             log.warning("sign-on failed: %s", exc)
+            self._link(False)
             return False
+        self._link(True)
         if reply.fields.get("39") != "00":
             self.notice = f"sign-on refused by the host ({reply.fields.get('39')})"
             return False
@@ -314,10 +393,15 @@ class Terminal:
         j = self.journal
         assert j is not None and self.link is not None
         if isinstance(action, ev.AskAuthorisation):
+            if io.authorised:
+                return ev.Authorised(True)  # checked (and audited) on the keypad just before
             return ev.Authorised(self.check_password(io.password, action.purpose))
         if isinstance(action, ev.AskCard):
             if io.card is not None:
                 return ev.CardPresented(io.card)
+            if self.observer is not None:
+                await self.observer.release_reader()  # the idle card watch lets go first
+            self._step("card")
             try:
                 card, pin = await self._race(self._take_card(), cancellable)
             except OperatorCancelled:
@@ -331,6 +415,16 @@ class Terminal:
             io.pin = pin if pin is not None else io.pin
             return ev.CardPresented(card)
         if isinstance(action, ev.AskPin):
+            if io.pin is None and self.observer is not None and self.link.keys is not None:
+                self._step("pin")
+                try:
+                    io.pin = await self._race(self.observer.ask_pin(
+                        mask_pan(flow.card.pan),
+                        flow.request.amount, action.bypass_allowed), cancellable)
+                except OperatorCancelled:
+                    return ev.Cancel()
+                if io.pin is None:
+                    return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             if io.pin is None or self.link.keys is None:
                 return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             # The clear PIN becomes an encrypted block here and is dropped at once.
@@ -340,6 +434,8 @@ class Terminal:
         if isinstance(action, ev.WritePending):
             return ev.PendingWritten(j.begin(action.draft))
         if isinstance(action, ev.SendRequest):
+            if cancellable:
+                self._step("sending")
             try:
                 reply = await self._race(
                     self.link.request(action.message, mac=action.mac, timeout=action.timeout),
@@ -349,13 +445,16 @@ class Terminal:
                 return ev.Cancel()
             except NoReply as exc:
                 log.warning("no usable reply (%s): %s", exc.reason, exc.detail)
+                self._link(exc.reason not in (NoReply.LINK, NoReply.TIMEOUT))
                 return ev.ReplyLost(exc.reason)
             except LocalProtocolError as exc:
                 log.error("request could not be built: %s", exc)
                 return ev.ReplyLost("malformed")
             except (HostError, OSError) as exc:
                 log.warning("link error: %s", exc)
+                self._link(False)
                 return ev.ReplyLost("link")
+            self._link(True)
             return ev.ReplyReceived(reply)
         if isinstance(action, ev.WriteOutcome):
             copies = self.prints.copies if action.receipt and self.prints is not None else ()
@@ -370,6 +469,8 @@ class Terminal:
         if isinstance(action, ev.AllocateStan):
             return ev.StanAllocated(j.allocate_stan())
         if isinstance(action, ev.BeginSettlement):
+            # From here the settlement cannot be cancelled by the operator (cancel-semantics.md).
+            self._step("settling", cancellable=False)
             sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign)
             return ev.SettlementBegun(sid)
         if isinstance(action, ev.RecordSettlementReply):
@@ -377,7 +478,13 @@ class Terminal:
                                       action.result_foreign)
             return ev.Done()
         if isinstance(action, ev.LoadUploadItems):
-            return ev.UploadItemsLoaded(tuple(j.upload_items(action.settlement_id, action.limit)))
+            items = tuple(j.upload_items(action.settlement_id, action.limit))
+            if items and self.observer is not None:
+                done = j.get_settlement(action.settlement_id).uploaded_count
+                total = self._upload_total.setdefault(
+                    action.settlement_id, done + len(j.upload_items(action.settlement_id, 1_000_000)))
+                self._step("uploading", done, total, cancellable=False)
+            return ev.UploadItemsLoaded(items)
         if isinstance(action, ev.MarkUploaded):
             j.mark_uploaded(action.settlement_id, action.record_ids)
             return ev.Done()
@@ -388,7 +495,9 @@ class Terminal:
             j.abandon_settlement(action.settlement_id, action.reason)
             return ev.Done()
         if isinstance(action, ev.FinishSettlement):
-            j.finish_settlement(action.settlement_id)
+            j.finish_settlement(action.settlement_id)  # queues the settlement report with DONE
+            if self.prints is not None:
+                self.prints.wake()
             return ev.Done()
         raise TypeError(f"no executor for {action!r}")
 
@@ -461,6 +570,70 @@ class Terminal:
             self.journal.audit("supervisor", "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
+    # -- settings from the keypad -----------------------------------------------
+
+    async def settings_command(self, command: Any) -> Any:
+        """Save / restore / factory defaults / roll back / password change, then apply.
+
+        Answers with firmware.ui.core.SettingsSaved: the problems per field in words, or the
+        self-tests the changed fields need and the backup version a roll back restores.
+        """
+        from firmware.settings.model import SettingsInvalid
+        from firmware.settings.schema import self_tests_for
+        from firmware.ui import core as ui
+
+        store = self.settings_store
+        async with self._lock:
+            old = self.settings
+            try:
+                if isinstance(command, ui.SaveSettings):
+                    data = {g: dict(v) for g, v in command.data.items()}
+                    version, why = store.save(data, reason=command.reason), command.reason
+                elif isinstance(command, ui.RestorePrevious):
+                    data, why = store.restore_previous(), "restore previous"
+                    version = store.last_backup
+                elif isinstance(command, ui.FactoryDefaults):
+                    data, why = store.factory_defaults(keep_identity=True), "factory defaults"
+                    version = store.last_backup
+                elif isinstance(command, ui.RollBackSettings):
+                    why = "rolled back after a failed self-test"
+                    data, version = store.restore(command.version, why), store.last_backup
+                elif isinstance(command, ui.ChangePassword):
+                    if len(command.new) < 6 or not command.new.isdigit() or command.new == "000000":
+                        return ui.SettingsSaved(False, {"security.password": "the new password must be "
+                                                        "6 or more digits, not 000000"})
+                    data = {g: dict(v) for g, v in old.items()}
+                    data["security"]["supervisor_hash"] = hash_password(command.new)
+                    data["security"]["password_changed"] = True
+                    why = "supervisor password changed"
+                    version = store.save(data, reason=why)
+                else:
+                    raise TypeError(f"not a settings command: {command!r}")
+            except SettingsInvalid as exc:
+                return ui.SettingsSaved(False, dict(exc.problems))
+            except (RuntimeError, ValueError, OSError) as exc:
+                return ui.SettingsSaved(False, {"settings": str(exc)})
+            changed = [f"{g}.{n}" for g in data for n in data[g]
+                       if old.get(g, {}).get(n) != data[g][n]]
+            await self.apply_settings(data, changed)
+            if self.journal is not None:
+                detail = ", ".join(k for k in changed if not k.startswith("security.supervisor"))
+                self.journal.audit("supervisor", f"settings: {why}", detail[:500], "saved")
+        tests = () if isinstance(command, ui.RollBackSettings) else self_tests_for(changed)
+        self._notify_changed()
+        return ui.SettingsSaved(True, {}, tests, version)
+
+    async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
+        """The new settings take effect now: a new host link when its address or ids changed."""
+        self.settings = data
+        lock_guard = data.get("security", {})
+        self.password_guard.max_tries = int(lock_guard.get("max_password_tries", 5))
+        self.password_guard.lock_seconds = 60.0 * float(lock_guard.get("lock_minutes", 5))
+        relink = any(k.startswith("comms.") or k in ("merchant.tid", "merchant.mid") for k in changed)
+        if relink and self.link is not None:
+            await self.link.channel.close()
+            self.link = self._make_link()  # signs on again before the next operation
+
     # -- the backlog: reversals, advices, interrupted settlement ----------------
 
     async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool:
@@ -505,9 +678,25 @@ class Terminal:
     async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
         async with self._lock:
             self._cancel.clear()
-            result = await self._financial(request, io)
-            self.last_result = result
-            return result
+            self._started(request.kind.value, io.source, request.amount)
+            result = TxnResult("failed", "internal_error")
+            try:
+                result = await self._financial(request, io)
+                self.last_result = result
+                return result
+            finally:
+                self._finished(request.kind.value, io.source, result)
+
+    def _started(self, op: str, source: str, amount: int | None = None) -> None:
+        if self.observer is not None and source != "keypad":
+            self.observer.op_started(op, source, amount)
+
+    def _finished(self, op: str, source: str, result: TxnResult) -> None:
+        """The keypad learns how an operation it did not start ended, and redraws its status."""
+        if self.observer is not None:
+            if source != "keypad":
+                self.observer.op_finished(op, source, result)
+            self.observer.changed()
 
     async def _financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
         refusal = self._refusal(request.kind)
@@ -523,9 +712,13 @@ class Terminal:
                 return TxnResult("refused", "settlement_interrupted",
                                  detail="an interrupted settlement must finish first")
             request = self._with_original(request)
+            self._step("connecting")
             try:
-                await self.link.channel.connect()
+                await self._race(self.link.channel.connect(), cancellable=True)
+            except OperatorCancelled:
+                return TxnResult("cancelled", "cancelled", detail="cancelled while connecting")
             except NoReply as exc:
+                self._link(False)
                 return TxnResult("failed", "host_unreachable", detail=exc.detail)
             tx = self._tx()
             ctx = FlowContext(
@@ -581,6 +774,7 @@ class Terminal:
         assert j is not None and result.record is not None
         record = j.get(result.record.id)
         pan = j.decrypt_pan(record.id)
+        self._step("reversing", cancellable=False)
         for _ in range(int(self._tx()["reversal_retries"])):
             if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
                 return replace(result, status="reversed", message_key="reversal_sent",
@@ -588,19 +782,29 @@ class Terminal:
         return replace(result, status="reversal_pending", message_key="reversal_pending",
                        record=j.get(record.id))
 
-    async def settle(self, password: str | None) -> TxnResult:
+    async def settle(self, password: str | None, source: str = "ecr",
+                     authorised: bool = False) -> TxnResult:
         async with self._lock:
             self._cancel.clear()
-            refusal = self._refusal(None)
-            if refusal is not None:
-                return refusal
-            if not self.check_password(password, "settlement"):
-                return TxnResult("refused", "password_wrong")
-            if not await self.ensure_signed_on():
-                return TxnResult("failed", "host_unreachable", detail="sign-on failed")
-            result = await self._run_settlement(self._tx()["operator"])
-            self.last_result = result
-            return result
+            self._started("settle", source)
+            result = TxnResult("failed", "internal_error")
+            try:
+                result = await self._settle(password, authorised)
+                self.last_result = result
+                return result
+            finally:
+                self._finished("settle", source, result)
+
+    async def _settle(self, password: str | None, authorised: bool) -> TxnResult:
+        refusal = self._refusal(None)
+        if refusal is not None:
+            return refusal
+        if not authorised and not self.check_password(password, "settlement"):
+            return TxnResult("refused", "password_wrong")
+        self._step("signing_on", cancellable=False)
+        if not await self.ensure_signed_on():
+            return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+        return await self._run_settlement(self._tx()["operator"])
 
     async def _run_settlement(self, operator: str) -> TxnResult:
         j = self.journal
@@ -642,7 +846,9 @@ class Terminal:
                     timeout=self._timeout(),
                 )
             except HostError as exc:
+                self._link(False)
                 return False, time.monotonic() - start, str(exc)
+            self._link(True)
             return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
 
     async def sign_on(self) -> bool:
@@ -688,21 +894,83 @@ class Terminal:
 
 # -- process entry ------------------------------------------------------------
 
-def setup_logging(data_dir: Path, level: str) -> None:
+def setup_logging(data_dir: Path, level: str, to_stderr: bool = True) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
-    for handler in (logging.StreamHandler(sys.stderr),
-                    logging.FileHandler(data_dir / "terminal.log", encoding="utf-8")):
+    handlers: list[logging.Handler] = [logging.FileHandler(data_dir / "terminal.log", encoding="utf-8")]
+    if to_stderr:  # not under the console: log lines would scribble over the LCD box
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
         handler.setFormatter(fmt)
         install_mask(handler)
         root.addHandler(handler)
 
 
+def make_panel(terminal: Terminal, cfg: AppConfig) -> Any:
+    """The front panel with the board's keypad and display drivers (or the dev console's)."""
+    from firmware.app_ui import FrontPanel
+
+    board = terminal.board
+    if cfg.panel == "console":
+        from board.sim.console import ConsoleDisplay, DevConsole
+
+        console = DevConsole(board.display_rows, board.display_cols, board.name,
+                             control_port=cfg.console_control_port,
+                             printer_feed_fd=cfg.console_printer_fd)
+        console.start()
+        return FrontPanel(terminal, console.keypad, ConsoleDisplay(console))
+    return FrontPanel(terminal, _make_keypad(board), _make_display(board))
+
+
+def _make_keypad(board: BoardProfile) -> Any:
+    if board.keypad == "terminal":
+        from drivers.keypad.terminal_keypad import TerminalKeypad
+
+        return TerminalKeypad(0)
+    if board.keypad == "evdev":
+        from drivers.keypad.evdev_keypad import EvdevKeypad, find_keypad
+        from drivers.keypad.keymaps import keymap
+
+        device = board.keypad_device or ""
+        path = device if device.startswith("/dev/") else find_keypad(device)
+        return EvdevKeypad(path, keymap(board.keymap))
+    raise SystemExit(f"board {board.name}: unknown keypad driver {board.keypad!r}")
+
+
+def _make_display(board: BoardProfile) -> Any:
+    rows, cols = board.display_rows, board.display_cols
+    if board.display == "terminal":
+        from drivers.display.terminal import TerminalDisplay
+
+        return TerminalDisplay(rows, cols)
+    if board.display == "capture":
+        from drivers.display.capture import CaptureDisplay
+
+        return CaptureDisplay(rows, cols)
+    if board.display == "framebuffer":
+        from drivers.display.luma_backend import framebuffer
+
+        return framebuffer("/dev/fb0", rows, cols)
+    if board.display.startswith("spi:"):
+        from drivers.display.luma_backend import spi_lcd
+
+        return spi_lcd(board.display.split(":", 1)[1], rows=rows, cols=cols)
+    raise SystemExit(f"board {board.name}: unknown display {board.display!r}")
+
+
 async def serve(cfg: AppConfig) -> None:
     terminal = Terminal(cfg)
-    await terminal.start()
+    await terminal.open()
+    panel, panel_task = None, None
+    if cfg.panel:
+        panel = make_panel(terminal, cfg)
+        panel_task = asyncio.create_task(panel.run(), name="front-panel")
+        if cfg.idle_file is not None:
+            await asyncio.sleep(0)  # let the panel draw its first frame
+            cfg.idle_file.write_text(f"{time.monotonic()}\n")
+    await terminal.connect()
     serial = cfg.ecr_serial if cfg.ecr_serial is not None else terminal.board.ecr_serial
     if serial and not Path(serial).exists():
         log.warning("ECR serial port %s not present: ECR on TCP only", serial)
@@ -718,7 +986,18 @@ async def serve(cfg: AppConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    if panel_task is not None:
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, panel_task}, return_when=asyncio.FIRST_COMPLETED)
+        if panel_task.done() and not panel_task.cancelled() and panel_task.exception():
+            log.error("front panel stopped: %s", panel_task.exception())
+        waiter.cancel()
+        panel_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await panel_task
+        await panel.close()
+    else:
+        await stop.wait()
     await ecr.close()
     await terminal.close()
 
@@ -735,14 +1014,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ecr-serial", help="serial device for the ECR link ('' = none)")
     parser.add_argument("--printer", help="serial device of the receipt printer ('' = none)")
     parser.add_argument("--reader", help="device of the card reader ('' = none)")
+    parser.add_argument("--panel", choices=("board", "console"),
+                        help="drive the keypad and LCD: the board's drivers, or the development console")
+    parser.add_argument("--console-control-port", type=int, default=5802)
+    parser.add_argument("--console-printer-fd", type=int)
+    parser.add_argument("--idle-file", type=Path, help="written when the idle screen is first drawn")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    setup_logging(args.data, args.log_level)
+    setup_logging(args.data, args.log_level, to_stderr=args.panel != "console")
     _require_c_extension()
     cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
                     port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file,
                     ecr_serial=args.ecr_serial, printer_path=args.printer,
-                    reader_path=args.reader)
+                    reader_path=args.reader, panel=args.panel,
+                    console_control_port=args.console_control_port,
+                    console_printer_fd=args.console_printer_fd, idle_file=args.idle_file)
     try:
         asyncio.run(serve(cfg))
     except JournalError as exc:

@@ -38,6 +38,13 @@ class Spooler:
         self.problem: str | None = None  # i18n key while printing is held up
         self.progress: tuple[int, int, int] | None = None  # (job id, lines done, lines)
         self.idle = asyncio.Event()  # set while nothing is printable
+        # Called (no arguments, must not block) when a job starts, pauses, resumes or ends,
+        # so the LCD's paper icon and "Printing 1/2" follow without anyone polling.
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def wake(self) -> None:
         self._wake.set()
@@ -57,6 +64,7 @@ class Spooler:
             if job is None:
                 self.idle.set()
                 self.progress = None
+                self._changed()
                 return
             self.idle.clear()
             try:
@@ -91,6 +99,7 @@ class Spooler:
             # re-queues this copy as a REPRINT (conservative: a reprint too many, never
             # a second "original").
             job = j.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
+            self._changed()
             try:
                 await self.printer.print_document(
                     doc, lambda done, total, jid=job.id: self._on_progress(jid, done, total))
@@ -99,6 +108,7 @@ class Spooler:
                 j.update_print_job(job.id, PrintState.PAUSED, printed_any=printed,
                                    copy_restarted=printed, reason=exc.status.problem)
                 self.status = exc.status
+                self._changed()
                 if not await self._wait_until_ready(job.id):
                     return
                 continue  # the copy starts again from its top (marked REPRINT if any of it printed)
@@ -134,6 +144,7 @@ class Spooler:
                 self.status = None
             if self.status is not None and self.status.ready:
                 self.problem = None
+                self._changed()
                 return True
             if self._clock() - started > self.give_up_s:
                 self.journal.update_print_job(job_id, PrintState.FAILED,

@@ -15,6 +15,7 @@ import termios
 import time
 import tty
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 from drivers.keypad import KeypadUnavailable
@@ -80,6 +81,7 @@ class TerminalKeyParser:
         self._seq: bytearray | None = None
         self._overlong = False  # a sequence too long to be a key: swallowed to its final byte
         self.ignored = 0  # bytes or sequences that are no key
+        self.others: list[int] = []  # printable bytes that are no key (a console's hot keys)
         self.escapes_started = 0  # lets the caller time each sequence from its own ESC
 
     @property
@@ -115,6 +117,8 @@ class TerminalKeyParser:
                 keys.append(_PLAIN[byte])
             else:
                 self.ignored += 1
+                if 0x20 < byte < 0x7F:
+                    self.others.append(byte)
             return
         if len(seq) == 1:  # just ESC
             if byte in (ord("["), ord("O")):
@@ -170,12 +174,14 @@ class TerminalKeyParser:
 class TerminalKeypad:
     """firmware.ports.Keypad on a tty (stdin by default). Use with `with`, or call close()."""
 
-    def __init__(self, fd: int = 0, *, escape_timeout_s: float = 0.05) -> None:
+    def __init__(self, fd: int = 0, *, escape_timeout_s: float = 0.05,
+                 on_other: Callable[[str], None] | None = None) -> None:
         if not os.isatty(fd):
             raise KeypadUnavailable(f"fd {fd} is not a terminal: TerminalKeypad needs a tty "
                                     "(run it in a terminal, or use the evdev keypad)")
         self.fd = fd
         self._escape_timeout_s = escape_timeout_s
+        self._on_other = on_other  # printable characters that are no key go here (hot keys)
         self._parser = TerminalKeyParser()
         self._pending: deque[KeyPress] = deque()
         self._escape_started_at = 0.0
@@ -272,6 +278,10 @@ class TerminalKeypad:
         if not data:
             raise KeypadUnavailable(f"terminal on fd {self.fd} hung up (end of file)")
         keys = self._parser.feed(data)
+        others, self._parser.others = self._parser.others, []
+        if self._on_other is not None:
+            for byte in others:
+                self._on_other(chr(byte))
         if self._parser.escapes_started != self._escape_seen:
             # A new ESC arrived in this read: its timeout runs from now.
             self._escape_seen = self._parser.escapes_started

@@ -1,0 +1,554 @@
+"""The front panel: the keypad and LCD wired to the terminal through the sans-I/O screens.
+
+Theory of operation: one asyncio task owns the screen machine (firmware.ui). Keys, card reads,
+the terminal's progress and results, and timer ticks all arrive as UI events on one queue; each
+event is fed to the machine, the frame it returns is drawn if it changed, and the commands it
+returns are carried out here (operations run as tasks that answer with OpDone). The panel also
+observes the terminal (TerminalObserver) so that an ECR-started operation, its PIN entry and its
+result appear on the LCD. An idle panel sleeps until the next key, card or the screen's own
+wake-up time (the idle clock: once a minute). No key code is logged, PIN screen or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.tracks import CardProblem, card_from_swipe
+from firmware.host.messages import TxnKind, mask_pan
+from firmware.ports import (
+    ChipInserted,
+    ChipRemoved,
+    Display,
+    Frame,
+    Keypad,
+    MagstripeRead,
+    ReaderUnavailable,
+    ReadFailed,
+    ReadTimedOut,
+)
+from firmware.ui import core as ui
+
+if TYPE_CHECKING:
+    from firmware.app import Terminal
+
+log = logging.getLogger("posfw.panel")
+
+FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
+    "sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"})
+TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
+PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
+
+
+class PanelCancelled(Exception):
+    """CANCEL on the PIN screen (the flow turns it into "nothing sent")."""
+
+
+class FrontPanel:
+    """Keypad + display + screens for one Terminal. run() until cancelled; close() after."""
+
+    def __init__(self, terminal: Terminal, keypad: Keypad | None, display: Display,
+                 machine: ui.Ui | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] | None = None) -> None:
+        if machine is None:
+            from firmware.ui.machine import build_ui
+
+            machine = build_ui()
+        self.terminal = terminal
+        self.keypad = keypad
+        self.display = display
+        self.ui = machine
+        self._clock = clock
+        self._now = now or terminal.now
+        self._events: asyncio.Queue[ui.UiEvent] = asyncio.Queue()
+        self._shown: Frame | None = None
+        self._held_card: CardRead | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._watch_purpose: str | None = None
+        self._op: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pin: asyncio.Future[str | None] | None = None
+        self._changed = asyncio.Event()
+        self._refresh_queued = False
+        self.frames_drawn = 0  # for the idle benchmark: how often the LCD was redrawn
+        self.wakeups = 0  # events handled (keys, ticks, terminal news)
+        from firmware.diag.checks import EchoHistory
+
+        self.echo_history = EchoHistory()
+        terminal.observer = self
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        keys = asyncio.create_task(self._pump_keys(), name="keypad") if self.keypad else None
+        try:
+            self._draw(self.ui.frame(self._ctx()))
+            self._sync_card_watch()
+            while True:
+                event = await self._next_event()
+                self.wakeups += 1
+                self.feed(event)
+        finally:
+            if keys is not None:
+                keys.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await keys
+            await self._stop_everything()
+
+    def feed(self, event: ui.UiEvent) -> None:
+        """One event through the screens: draw, then carry out the commands."""
+        if isinstance(event, ui.Tick):
+            self._refresh_queued = False
+        out = self.ui.feed(event, self._ctx())
+        self._draw(out.frame)
+        for command in out.commands:
+            self._execute(command)
+        self._sync_card_watch()
+
+    async def _next_event(self) -> ui.UiEvent:
+        wake = self.ui.next_wakeup(self._ctx())
+        if wake is None:
+            return await self._events.get()
+        try:
+            async with asyncio.timeout(max(0.0, wake - self._clock())):
+                return await self._events.get()
+        except TimeoutError:
+            return ui.Tick()
+
+    async def _pump_keys(self) -> None:
+        assert self.keypad is not None
+        while True:
+            press = await self.keypad.next_key()
+            self._events.put_nowait(ui.KeyIn(press.key))
+
+    def _draw(self, frame: Frame) -> None:
+        if frame == self._shown:
+            return
+        self._shown = frame
+        self.frames_drawn += 1
+        try:
+            self.display.show(frame)
+        except (OSError, ValueError) as exc:
+            log.error("display: %s", exc)
+
+    def post(self, event: ui.UiEvent) -> None:
+        """Queue an event from outside the loop's own tasks (tests, the console's hot keys)."""
+        self._events.put_nowait(event)
+
+    async def close(self) -> None:
+        await self._stop_everything()
+        if self.keypad is not None:
+            self.keypad.close()
+        self.display.close()
+        if self.terminal.observer is self:
+            self.terminal.observer = None
+
+    async def _stop_everything(self) -> None:
+        self._held_card = None
+        tasks = [t for t in (*self._tasks, self._watch) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._watch = None
+
+    # ------------------------------------------------------------------ context
+
+    def _ctx(self) -> ui.UiContext:
+        t = self.terminal
+        settings = t.settings or {}
+        counts: dict[str, int] = {}
+        if t.journal is not None:
+            with contextlib.suppress(Exception):
+                counts = t.journal.unresolved_counts()
+        paper, printing, confirm = "none", "", None
+        if t.prints is not None:
+            with contextlib.suppress(Exception):
+                paper, printing, confirm = self._paper_state()
+        signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
+        locked = max(0.0, t.password_guard.locked_until - t.password_guard._clock())
+        notice = (t.service_problem and "service_mode") or t.notice
+        return ui.UiContext(
+            now=self._now(), mono=self._clock(),
+            rows=self.display.rows, cols=self.display.cols,
+            lang=str(settings.get("display", {}).get("language", "en")),
+            merchant_name=str(settings.get("merchant", {}).get("name", "")),
+            tid=str(settings.get("merchant", {}).get("tid", "")),
+            signed_on=signed_on, link_up=t.link_up, paper=paper, printing=printing,
+            reversals_due=counts.get("REVERSAL_DUE", 0), advices_due=counts.get("ADVICE_DUE", 0),
+            deregistered=False, notice=notice, settings=settings,
+            print_confirm_job=confirm, password_locked_s=locked,
+        )
+
+    def _paper_state(self) -> tuple[str, str, int | None]:
+        desk = self.terminal.prints
+        assert desk is not None
+        status = desk.status()
+        confirm = status["awaiting_confirmation"][0] if status["awaiting_confirmation"] else None
+        if status["printer"] == "none":
+            return "none", "", confirm
+        paper = "ok"
+        if status.get("paper_out"):
+            paper = "out"
+        elif status.get("cover_open"):
+            paper = "cover"
+        elif status.get("problem") in ("printer_offline", "printer_unavailable"):
+            paper = "offline"
+        printing = ""
+        progress = status.get("progress")
+        if progress:
+            job = desk.journal.print_job(int(progress[0]))
+            if job.state.value in ("PRINTING", "PAUSED"):
+                printing = f"{min(job.copies_done + 1, len(job.copies))}/{len(job.copies)}"
+        return paper, printing, confirm
+
+    # ------------------------------------------------------------------ TerminalObserver
+
+    def op_started(self, op: str, source: str, amount: int | None) -> None:
+        self._events.put_nowait(ui.OpStarted(op, source, amount))
+
+    def op_step(self, step: str, done: int | None = None, total: int | None = None,
+                cancellable: bool = True) -> None:
+        self._events.put_nowait(ui.OpStep(step, done, total, cancellable))
+
+    def op_finished(self, op: str, source: str, result: TxnResult) -> None:
+        self._events.put_nowait(ui.OpDone(outcome_of(op, result)))
+
+    def changed(self) -> None:
+        self._changed.set()
+        if not self._refresh_queued:
+            self._refresh_queued = True
+            self._events.put_nowait(ui.Tick())
+
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
+        loop = asyncio.get_running_loop()
+        self._pin = loop.create_future()
+        self._events.put_nowait(ui.PinWanted(pan_masked, amount, bypass_allowed))
+        try:
+            return await self._pin
+        finally:
+            self._pin = None
+
+    async def release_reader(self) -> None:
+        watch, self._watch = self._watch, None
+        self._watch_purpose = None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
+
+    # ------------------------------------------------------------------ commands
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _execute(self, command: ui.UiCommand) -> None:
+        t = self.terminal
+        if isinstance(command, ui.StartOp):
+            if (self._op is not None and not self._op.done()) or t.busy:
+                self._events.put_nowait(ui.OpDone(ui.OpOutcome(command.op, "refused", "busy")))
+                return
+            self._op = self._spawn(self._run_op(command), f"op-{command.op}")
+        elif isinstance(command, ui.CancelOp):
+            t.cancel()
+            if self._pin is not None and not self._pin.done():
+                self._pin.set_exception(PanelCancelled())
+        elif isinstance(command, ui.SubmitPin):
+            if self._pin is not None and not self._pin.done():
+                self._pin.set_result(command.pin)
+        elif isinstance(command, ui.CheckPassword):
+            self._spawn(self._check_password(command), "password")
+        elif isinstance(command, ui.DropCard):
+            self._held_card = None
+        elif isinstance(command, ui.Audit):
+            if t.journal is not None:
+                t.journal.audit(str(t.settings["transactions"]["operator"]), command.action,
+                                command.detail, command.outcome)
+        elif isinstance(command, ui.ConfirmPrint):
+            if t.prints is not None:
+                try:
+                    t.prints.confirm(command.job_id, command.print_again)
+                except Exception as exc:  # the operator gets words, never a hung panel
+                    log.error("print confirmation: %s", exc)
+            self.changed()
+        elif isinstance(command, ui.RunDiag):
+            self._spawn(self._run_diag(command.name), f"diag-{command.name}")
+        elif isinstance(command, ui.SaveSettings | ui.RestorePrevious | ui.FactoryDefaults
+                        | ui.RollBackSettings | ui.ChangePassword):
+            self._spawn(self._settings(command), "settings")
+
+    async def _check_password(self, command: ui.CheckPassword) -> None:
+        t = self.terminal
+        # scrypt takes tens of milliseconds: off the loop, so the LCD stays live.
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, t.check_password, command.password, command.purpose)
+        locked = max(0.0, t.password_guard.locked_until - t.password_guard._clock())
+        self._events.put_nowait(ui.PasswordChecked(ok, locked))
+
+    async def _run_op(self, command: ui.StartOp) -> None:
+        try:
+            outcome = await self._operation(command)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the operator gets words, never a hung panel
+            log.exception("operation %s failed", command.op)
+            outcome = ui.OpOutcome(command.op, "failed", "internal_error", detail=str(exc))
+        self._events.put_nowait(ui.OpDone(outcome))
+
+    async def _operation(self, c: ui.StartOp) -> ui.OpOutcome:
+        from firmware.app import OperatorInput
+
+        t = self.terminal
+        missing = [name for name in ui.OPS.get(c.op, ("?",)) if getattr(c, name, None) in (None, "")]
+        if c.op not in ui.OPS or missing:
+            return ui.OpOutcome(c.op, "refused", "invalid_request",
+                                detail=f"{c.op} needs {', '.join(missing)}")
+        if c.op in FINANCIAL:
+            card, self._held_card = (self._held_card if c.use_card else None), None
+            original = None
+            if c.op in TRACE_KINDS:
+                original = OriginalRef(trace=c.trace)
+            elif c.op == "refund":
+                original = OriginalRef(rrn=c.rrn, date=c.date)
+            request = TxnRequest(kind=TxnKind(c.op), amount=c.amount,
+                                 operator=str(t.settings["transactions"]["operator"]),
+                                 original=original, reference=c.reference)
+            io = OperatorInput(card=card, source="keypad", authorised=c.authorised)
+            return outcome_of(c.op, await t.financial(request, io))
+        if c.op == "settle":
+            if not c.authorised:
+                return ui.OpOutcome(c.op, "refused", "password_wrong")
+            return outcome_of(c.op, await t.settle(None, source="keypad", authorised=True))
+        if c.op == "sign_on":
+            self.op_step("signing_on", cancellable=False)
+            ok = await t.sign_on()
+            return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_on" if ok else "sign_on_failed",
+                                detail=t.notice or "")
+        if c.op == "sign_off":
+            ok = await t.sign_off()
+            return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_off" if ok else "host_unreachable")
+        if c.op == "echo":
+            return self._diag_echo(await t.echo())
+        return await self._paper_op(c)
+
+    async def _paper_op(self, c: ui.StartOp) -> ui.OpOutcome:
+        from firmware.app_printing import job_payload
+        from firmware.printing import reports
+
+        t = self.terminal
+        desk, j = t.prints, t.journal
+        if desk is None or j is None:
+            return ui.OpOutcome(c.op, "failed", "service_mode")
+        lang = str(t.settings["display"].get("language", "en"))
+        cols = self.display.cols
+        if c.op in ("reprint_last", "reprint_trace"):
+            job = desk.reprint(c.trace if c.op == "reprint_trace" else None)
+            if isinstance(job, str):
+                return ui.OpOutcome(c.op, "refused", job)
+            return ui.OpOutcome(c.op, "done", "reprint_queued", detail=str(job_payload(job)["title"]))
+        if c.op == "reprint_settlement":
+            job = desk.settlement_report(None, reprint=True)
+            if isinstance(job, str):
+                return ui.OpOutcome(c.op, "refused", job)
+            return ui.OpOutcome(c.op, "done", "reprint_queued")
+        if c.op == "subtotals":
+            lines = reports.subtotal_lines(j.totals_by_kind(j.current_batch()), lang, cols)
+            return ui.OpOutcome(c.op, "done", "subtotals", batch=j.current_batch(), lines=tuple(lines))
+        if c.op == "report_totals":
+            lines = reports.subtotal_lines(j.totals_by_kind(j.current_batch()), lang, cols)
+            return ui.OpOutcome(c.op, "done", "report_totals", batch=j.current_batch(),
+                                lines=tuple(lines))
+        if c.op == "report_list":
+            lines = reports.transaction_lines(j.records(batch=j.current_batch()), lang, cols)
+            return ui.OpOutcome(c.op, "done", "report_list", batch=j.current_batch(), lines=tuple(lines))
+        if c.op == "print_resume":
+            desk.wake()
+            self.changed()
+            return ui.OpOutcome(c.op, "done", "print_resumed")
+        return ui.OpOutcome(c.op, "refused", "invalid_request", detail=c.op)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _diag_echo(self, answer: tuple[bool, float, str]) -> ui.OpOutcome:
+        ok, seconds, detail = answer
+        result = self._echo_result(ok, seconds, detail)
+        return ui.OpOutcome("echo", "done" if ok else "failed", "echo_ok" if ok else "host_unreachable",
+                            detail=result.reason, lines=(result.reason, result.next_step, *result.lines))
+
+    def _echo_result(self, ok: bool, seconds: float, detail: str) -> ui.DiagResult:
+        from firmware.diag.checks import echo_result
+
+        t = self.terminal
+        comms = t.settings["comms"]
+        return echo_result(ok, seconds, detail, self.echo_history, self._lang(),
+                           str(comms["host"]), int(comms["port"]))
+
+    def _lang(self) -> str:
+        return str(self.terminal.settings.get("display", {}).get("language", "en"))
+
+    async def _run_diag(self, name: str) -> None:
+        try:
+            result = await self._diag(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the operator gets words, never a hung panel
+            log.exception("diagnostic %s failed", name)
+            result = ui.DiagResult(name, False, f"the check itself failed: {exc}",
+                                   "call support with the log")
+        self._events.put_nowait(result)
+
+    async def _diag(self, name: str) -> ui.DiagResult:
+        from firmware.diag import buildinfo, checks, journal_check, logview, netinfo
+
+        t, lang = self.terminal, self._lang()
+        if name == "echo":
+            if t.busy:
+                return ui.DiagResult(name, False, "terminal busy", "try again when idle")
+            return self._echo_result(*(await t.echo()))
+        if name == "network":
+            comms = t.settings["comms"]
+            return await asyncio.get_running_loop().run_in_executor(
+                None, netinfo.network_info, str(comms["host"]), int(comms["port"]), lang)
+        if name == "journal":
+            if t.journal is None:
+                return ui.DiagResult(name, False, t.service_problem or "no journal", "call support")
+            return journal_check.check_journal(t.journal, lang, time.time())
+        if name == "log":
+            return logview.log_tail(t.data_dir / "terminal.log", 200, lang)
+        if name == "version":
+            return buildinfo.version_info(t.board.name, lang)
+        if name == "printer":
+            return await self._printer_test()
+        if name == "reader":
+            return await self._reader_check()
+        if name == "settings_history":
+            from firmware.settings.store import history_lines
+
+            return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
+        if name == "display":
+            return ui.DiagResult(name, True, "shown", "")
+        _ = checks
+        return ui.DiagResult(name, False, f"no check named {name}", "")
+
+    async def _printer_test(self) -> ui.DiagResult:
+        from firmware.diag.checks import printer_result
+        from firmware.printing.queue import PrintState
+
+        desk = self.terminal.prints
+        if desk is None or desk.printer is None:
+            return printer_result(PrintState.FAILED, "printer_unavailable", self._lang())
+        job = desk.test_page()
+        deadline = self._clock() + PRINT_DIAG_WAIT_S
+        while True:
+            job = desk.journal.print_job(job.id)
+            if job.state in (PrintState.DONE, PrintState.FAILED, PrintState.CANCELLED) or (
+                    job.state is PrintState.PAUSED):
+                break
+            if self._clock() > deadline:
+                break
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+        problem = job.reason or (desk.spooler.problem if desk.spooler else None)
+        return printer_result(job.state, problem, self._lang())
+
+    async def _reader_check(self) -> ui.DiagResult:
+        from firmware.diag.checks import reader_result
+
+        reader = self.terminal.reader
+        if reader is None:
+            return reader_result(None, False, {}, self._lang())
+        version, chip = None, False
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                version = await reader.version()  # type: ignore[attr-defined]
+                chip, _ = await reader.status()  # type: ignore[attr-defined]
+        stats = reader.link_stats() if hasattr(reader, "link_stats") else {}
+        return reader_result(version, chip, stats, self._lang())
+
+    # ------------------------------------------------------------------ settings
+
+    async def _settings(self, command: ui.UiCommand) -> None:
+        t = self.terminal
+        try:
+            answer = await t.settings_command(command)
+        except Exception as exc:  # the operator gets words, never a hung panel
+            log.exception("settings command failed")
+            answer = ui.SettingsSaved(False, {"settings": str(exc)})
+        self._events.put_nowait(answer)
+
+    # ------------------------------------------------------------------ card watch
+
+    def _sync_card_watch(self) -> None:
+        purpose = self.ui.screen.card_purpose
+        reader = self.terminal.reader
+        want = (purpose is not None and reader is not None and not self.terminal.busy
+                and (self._op is None or self._op.done()))
+        if want and self._watch is not None and not self._watch.done() and self._watch_purpose == purpose:
+            return
+        if self._watch is not None and not self._watch.done():
+            self._watch.cancel()  # disarms the reader at once
+        self._watch = None
+        self._watch_purpose = None
+        if want:
+            self._watch_purpose = purpose
+            self._watch = asyncio.create_task(self._watch_cards(str(purpose)), name="card-watch")
+
+    async def _watch_cards(self, purpose: str) -> None:
+        reader = self.terminal.reader
+        assert reader is not None
+        tx = self.terminal.settings["transactions"]
+        while True:
+            try:
+                event = await reader.read(magstripe=True, chip=True, timeout_s=3600.0)
+            except ReaderUnavailable as exc:
+                log.error("card reader: %s", exc)
+                self._events.put_nowait(ui.CardRefused("reader_unavailable"))
+                return
+            if isinstance(event, ReadTimedOut):
+                continue
+            if isinstance(event, ReadFailed):
+                self._events.put_nowait(ui.CardRefused("card_unreadable"))
+                continue
+            if isinstance(event, ChipInserted | ChipRemoved):
+                self._events.put_nowait(ui.ChipSeen(isinstance(event, ChipInserted)))
+                continue
+            if not isinstance(event, MagstripeRead):
+                continue
+            try:
+                card = card_from_swipe(event, today=self._now().date(),
+                                       allow_fallback=bool(tx["allow_fallback_swipe"]))
+            except CardProblem as exc:
+                self._events.put_nowait(ui.CardRefused(exc.key))
+                continue
+            if purpose == "sale":
+                self._held_card = card  # in memory only, until the sale or DropCard
+            self._events.put_nowait(ui.CardPresented(mask_pan(card.pan), card.entry_mode, card.expiry))
+            if purpose == "sale":
+                return
+
+
+def outcome_of(op: str, result: TxnResult) -> ui.OpOutcome:
+    """A TxnResult as a screen shows it: words come from the catalog keys, card data masked."""
+    record = result.record
+    return ui.OpOutcome(
+        op=op, status=result.status, message_key=result.message_key, detail=result.detail,
+        amount=record.amount if record is not None else None,
+        pan_masked=record.pan_masked if record is not None else None,
+        auth_code=record.auth_code if record is not None else None,
+        trace=record.stan if record is not None else None,
+        rrn=record.rrn if record is not None else None,
+        batch=record.batch if record is not None else None,
+        response_code=result.response_code, balance=result.balance,
+    )
