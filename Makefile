@@ -7,9 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 BOARD ?= sim
+# Extra arguments for `make run`, e.g. RUN_ARGS="--headless" or "--var /tmp/x --base-port 6800".
+RUN_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint bench clean kill-test
+.PHONY: run test test-deps lint bench clean kill-test
 .DEFAULT_GOAL := test
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: install it
@@ -35,9 +37,15 @@ $(VENV_STAMP): $(PY) requirements.txt requirements-dev.txt
 include mk/c_ext.mk
 
 run: $(VENV_STAMP) build
-	$(PY) -m board.sim.devrun --board $(BOARD)
+	$(PY) -m board.sim.devrun --board $(BOARD) $(RUN_ARGS)
 
-test: $(VENV_STAMP) build fuzz-deps
+# The console test runs `make run` in a real terminal multiplexer (Debian package tmux).
+test-deps:
+	@command -v tmux >/dev/null || { echo "tmux missing: installing it with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tmux; }
+
+test: $(VENV_STAMP) build fuzz-deps test-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

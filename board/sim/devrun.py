@@ -1,9 +1,10 @@
 """`make run`: the acquirer simulator, the emulated reader and printer, and a provisioned
-terminal on loopback, headless.
+terminal on loopback, operated from the development console (or headless with --headless).
 
-Starts them as child processes, provisions var/terminal on first use (dev keys,
-the dev supervisor password), prints how to drive the terminal over ECR, and
-stops them all on Ctrl-C.
+Starts the simulator and the peripherals as child processes, provisions var/terminal on
+first use (dev keys, the dev supervisor password), then runs the terminal in the
+foreground: the LCD as a box, a key legend, the printer's paper and hot keys in this
+terminal, the ECR link on loopback beside it. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -72,20 +73,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="sim")
     p.add_argument("--var", type=Path, default=Path("var"))
+    p.add_argument("--headless", action="store_true", help="no console: drive it over ECR only")
+    p.add_argument("--base-port", type=int,
+                   help="use 4 ports from here (host, host control, peripherals, ECR) instead of "
+                        f"{HOST_PORT}, {CONTROL_PORT}, {PERIPHERALS_PORT}, {ECR_PORT}")
     args = p.parse_args(argv)
+    host_port, control_port, peri_port, ecr_port = (
+        (HOST_PORT, CONTROL_PORT, PERIPHERALS_PORT, ECR_PORT) if args.base_port is None
+        else tuple(args.base_port + i for i in range(4)))
+    console = not args.headless
+    if console and not sys.stdin.isatty():
+        print("make run needs a terminal for its console (or pass --headless)", file=sys.stderr)
+        return 2
     args.var.mkdir(exist_ok=True)
-    provision(args.var / "terminal", HOST_PORT)
+    provision(args.var / "terminal", host_port)
     py = sys.executable
     sim_log = open(args.var / "acquirer.log", "ab")  # noqa: SIM115 - lives as long as the child
     sim = subprocess.Popen([py, "-m", "board.sim.acquirer", "--db", str(args.var / "ledger.db"),
-                            "--port", str(HOST_PORT), "--control-port", str(CONTROL_PORT),
+                            "--port", str(host_port), "--control-port", str(control_port),
                             "--register", f"{DEV_TID}:{DEV_MID}:{DEV_TMK}"],
                            stderr=sim_log)
     devices = args.var / "devices"
     dev_log = open(args.var / "peripherals.log", "ab")  # noqa: SIM115 - as above
-    # Its output (the printed slips) comes to this console.
-    peri = subprocess.Popen([py, "-m", "board.sim.peripherals", "serve", "--dir", str(devices),
-                             "--port", str(PERIPHERALS_PORT)], stderr=dev_log)
+    # The printed slips come out of its stdout: into the console's paper panel, or here.
+    paper_read, paper_write = os.pipe() if console else (None, None)
+    peri = subprocess.Popen([py, "-u", "-m", "board.sim.peripherals", "serve", "--dir", str(devices),
+                             "--port", str(peri_port)], stderr=dev_log,
+                            stdout=paper_write)
+    if paper_write is not None:
+        os.close(paper_write)
     deadline = time.monotonic() + 10
     while not ((devices / "reader-tty").exists() and (devices / "printer-tty").exists()):
         if peri.poll() is not None or time.monotonic() > deadline:
@@ -96,12 +112,27 @@ def main(argv: list[str] | None = None) -> int:
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
-    term = subprocess.Popen([py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
-                             "--board", args.board, "--ecr-port", str(ECR_PORT),
-                             "--ready-file", str(ready),
-                             "--reader", str(devices / "reader-tty"),
-                             "--printer", str(devices / "printer-tty")],
-                            stderr=term_log)
+    command = [py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
+               "--board", args.board, "--ecr-port", str(ecr_port), "--port", str(host_port),
+               "--ready-file", str(ready),
+               "--reader", str(devices / "reader-tty"),
+               "--printer", str(devices / "printer-tty")]
+    if console:
+        # The console takes this terminal (keys in, the LCD box out). Ctrl-C reaches every
+        # process here; each stops cleanly on it (and all of them on a hang-up).
+        command += ["--panel", "console", "--console-control-port", str(peri_port),
+                    "--console-printer-fd", str(paper_read)]
+        term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal handles Ctrl-C itself
+        code = term.wait()
+        for proc in (peri, sim):
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return code
+    term = subprocess.Popen(command, stderr=term_log)
     deadline = time.monotonic() + 20
     while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -110,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in (sim, term, peri):
             proc.terminate()
         return 1
-    print(HELP, flush=True)
+    print(HELP.replace(str(ECR_PORT), str(ecr_port)), flush=True)
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:

@@ -1,0 +1,197 @@
+"""The development console of `make run`: the LCD as a box, a key legend, the printer's paper,
+and hot keys that swipe test cards or take the paper away.
+
+Owns the terminal layout around the real TerminalDisplay and TerminalKeypad drivers (the
+firmware sees only those), the printer panel fed by the emulated printer's output pipe, and
+the hot keys, which go to the emulated peripherals' control port like the CLI's commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections import deque
+from typing import TextIO
+
+from board.sim.cards import TEST_CARDS
+from board.sim.control import ControlClient, ControlError
+from drivers.display.terminal import CSI, TerminalDisplay, move_to
+from drivers.keypad.terminal_keypad import TerminalKeypad
+from firmware.ports import Frame
+
+log = logging.getLogger("posfw.console")
+
+# Cards in the order the 'c' hot key cycles through them (the first is selected at start).
+CARD_ORDER = ("cup_credit", "cup_debit", "visa", "mastercard", "jcb", "expired", "blocked",
+              "bad_luhn", "cup_chip")
+PAPER_LINES = 14  # printer panel height
+PAPER_WIDTH = 40  # columns: 2 + a 58 mm receipt's 32 (an 80 mm one's 48 is cut)
+
+LEGEND = (
+    "Keys (PC -> terminal)",
+    "  0-9 .   digits",
+    "  d       00",
+    "  Enter   ENTER",
+    "  Esc     CANCEL",
+    "  Backsp  CLEAR",
+    "  Up/Down UP/DOWN",
+    "  F1-F4   F1-F4",
+    "  m       MENU",
+    "Hot keys (devices)",
+    "  s  swipe the card",
+    "  c  next test card",
+    "  i/r insert/remove chip",
+    "  p  paper out  l load",
+    "  o  open/close cover",
+    "  Ctrl-C quit",
+)
+
+
+class DevConsole:
+    """Lays out the console; .display and .keypad are the drivers the firmware uses."""
+
+    def __init__(self, rows: int, cols: int, board: str, *, control_port: int,
+                 printer_feed_fd: int | None = None, stream: TextIO | None = None,
+                 keypad_fd: int = 0) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.rows, self.cols = rows, cols
+        self.board = board
+        self.control_port = control_port
+        self.card_index = 0
+        self.cover_open = False
+        self.message = ""
+        self.paper: deque[str] = deque(maxlen=PAPER_LINES)
+        self._feed_fd = printer_feed_fd
+        self._feed_buffer = b""
+        self._legend_col = 42  # right of the LCD box and its icon line (at most 40 columns)
+        self._paper_top = rows + 6
+        self.display = TerminalDisplay(rows, cols, self.stream, top=2, left=2, clear=False, width=39)
+        self.keypad = TerminalKeypad(keypad_fd, on_other=self._hot_key)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.stream.write(f"{CSI}2J")
+        self._write(1, 1, f"POS terminal - development console - board {self.board}")
+        for i, line in enumerate(LEGEND):
+            self._write(2 + i, self._legend_col, line)
+        self._status()
+        self._draw_paper()
+        if self._feed_fd is not None:
+            os.set_blocking(self._feed_fd, False)
+            self._loop.add_reader(self._feed_fd, self._read_feed)
+
+    def close(self) -> None:
+        if self._loop is not None and self._feed_fd is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._feed_fd)
+        self.stream.write(move_to(self._paper_top + PAPER_LINES + 3, 1) + "\n")
+        self.stream.flush()
+
+    # ------------------------------------------------------------------ drawing
+
+    def _write(self, line: int, col: int, text: str, width: int | None = None) -> None:
+        """Text at (line, col); the rest of the line erased, or only up to `width` columns
+        (the paper panel must not erase the legend to its right)."""
+        if width is None:
+            self.stream.write(move_to(line, col) + text + f"{CSI}K")
+        else:
+            text = text[:width]
+            self.stream.write(move_to(line, col) + text + " " * (width - len(text)))
+
+    def _status(self) -> None:
+        card = CARD_ORDER[self.card_index]
+        pin = TEST_CARDS[card].pin
+        pin_note = f" (PIN {pin})" if pin else ""
+        top = 2 + len(LEGEND) + 1
+        self._write(top, self._legend_col, f"Card: {card}{pin_note}")
+        self._write(top + 1, self._legend_col, self.message)
+        self.stream.flush()
+
+    def _draw_paper(self) -> None:
+        self._write(self._paper_top, 1, "Printer (emulated) " + "-" * 19, PAPER_WIDTH)
+        lines = list(self.paper)
+        for i in range(PAPER_LINES):
+            self._write(self._paper_top + 1 + i, 1, "| " + (lines[i] if i < len(lines) else ""),
+                        PAPER_WIDTH)
+        self.stream.flush()
+
+    def _read_feed(self) -> None:
+        assert self._feed_fd is not None
+        try:
+            data = os.read(self._feed_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            assert self._loop is not None
+            self._loop.remove_reader(self._feed_fd)
+            return
+        self._feed_buffer += data
+        *lines, self._feed_buffer = self._feed_buffer.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line or (self.paper and self.paper[-1]):  # feeds: one blank line is enough
+                self.paper.append(line)
+        self._draw_paper()
+
+    # ------------------------------------------------------------------ hot keys
+
+    def _hot_key(self, ch: str) -> None:
+        card = CARD_ORDER[self.card_index]
+        commands = {
+            "s": ("reader", "swipe", {"card": card}, f"swiped {card}"),
+            "i": ("reader", "insert_chip", {}, "chip card inserted"),
+            "r": ("reader", "remove_chip", {}, "chip removed"),
+            "p": ("printer", "paper_out_after", {"lines": 0}, "paper out"),
+            "l": ("printer", "load_paper", {}, "paper loaded"),
+            "o": ("printer", "close_cover" if self.cover_open else "open_cover", {},
+                  "cover closed" if self.cover_open else "cover open"),
+        }
+        if ch == "c":
+            self.card_index = (self.card_index + 1) % len(CARD_ORDER)
+            self.message = ""
+            self._status()
+            return
+        if ch not in commands:
+            return
+        device, cmd, args, words = commands[ch]
+        if ch == "o":
+            self.cover_open = not self.cover_open
+        assert self._loop is not None
+        self._loop.run_in_executor(None, self._control, device, cmd, args, words)
+
+    def _control(self, device: str, cmd: str, args: dict[str, object], words: str) -> None:
+        try:
+            with ControlClient("127.0.0.1", self.control_port) as ctl:
+                answer = ctl.request(cmd, device=device, **args)
+            if not answer.get("ok", True):
+                self.message = f"{cmd}: {answer.get('error')}"
+            elif answer.get("delivered") is False:
+                self.message = "reader not waiting for a card (start a sale first)"
+            else:
+                self.message = words
+        except (OSError, ControlError) as exc:
+            self.message = f"{cmd}: {exc}"
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._status)
+
+
+class ConsoleDisplay:
+    """The console's LCD box as a firmware.ports.Display (delegates to TerminalDisplay)."""
+
+    def __init__(self, console: DevConsole) -> None:
+        self._console = console
+        self.rows, self.cols = console.rows, console.cols
+
+    def show(self, frame: Frame) -> None:
+        self._console.display.show(frame)
+
+    def close(self) -> None:
+        self._console.close()
