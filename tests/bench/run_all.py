@@ -48,6 +48,9 @@ def main() -> int:
     banner("bench_keys: key press to display frame on ptys, and painter time")
     if run_script(HERE / "bench_keys.py") != 0:
         failures.append("bench_keys")
+    banner("bench_panel: cold start to the idle screen, idle CPU, memory after 1,000 sales")
+    if run_script(HERE / "bench_panel.py") != 0:
+        failures.append("bench_panel")
     print(f"\nall benchmarks: {time.perf_counter() - started:.0f} s"
           + (f"; FAILED to run: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0

@@ -1,0 +1,205 @@
+"""Benchmark: the terminal with its keypad and LCD as a real process.
+
+- cold start: process start to the idle screen drawn (the app writes --idle-file at its first
+  frame), 5 runs; plus the top `python -X importtime` offenders of the app's imports;
+- idle: CPU time, context switches (all threads) and bytes drawn over 30 s at the idle screen;
+- resident memory at idle and after 1,000 sales driven over the ECR link (the LCD shows each).
+Targets: cold start < 0.5 s, idle CPU near zero (clock redraw at most once per second),
+RSS < 40 MB. Prints figures; no assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import MID, TID, TMK, provision  # noqa: E402
+
+from board.sim.acquirer import SimulatorThread  # noqa: E402
+
+COLD_RUNS = 5
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
+SALES = int(os.environ.get("BENCH_SALES", "1000"))
+
+
+class Drain(threading.Thread):
+    """Reads the LCD's output off the pty so the terminal never blocks on it; counts bytes."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.bytes = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.bytes += len(data)
+
+
+def start_terminal(data: Path) -> tuple[subprocess.Popen[bytes], float, int, Drain]:
+    """Starts the app with the board panel on a pty; returns (proc, cold start s, ECR port, drain)."""
+    idle_file, ready = data / "idle", data / "ready"
+    for f in (idle_file, ready):
+        f.unlink(missing_ok=True)
+    master, slave = pty.openpty()
+    drain = Drain(master)
+    drain.start()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.app", "--data", str(data), "--panel", "board",
+         "--idle-file", str(idle_file), "--ready-file", str(ready), "--ecr-port", "0",
+         "--printer", "", "--reader", "", "--log-level", "WARNING"],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    deadline = time.monotonic() + 30
+    while not (idle_file.exists() and idle_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the terminal did not draw its idle screen")
+        time.sleep(0.002)
+    cold = float(idle_file.read_text()) - started
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the terminal did not become ready")
+        time.sleep(0.01)
+    return proc, cold, int(ready.read_text()), drain
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        total += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", text))
+    return total
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    match = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def memory_split(pid: int) -> str:
+    """RSS split into anonymous memory (the process's own) and file-backed pages (code and
+    shared libraries: Python, OpenSSL, SQLite ...), from /proc/PID/smaps_rollup."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    kb = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
+    anon = kb.get("Anonymous", 0) / 1024
+    return (f"anonymous {anon:.1f} MB, file-backed {kb.get('Rss', 0) / 1024 - anon:.1f} MB, "
+            f"PSS {kb.get('Pss', 0) / 1024:.1f} MB")
+
+
+def importtime_offenders(top: int = 8) -> list[tuple[float, str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c",
+         "import firmware.app, firmware.app_ui, firmware.ui.machine"],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m:
+            rows.append((int(m.group(2)) / 1000, len(m.group(3)), m.group(4)))
+    # Top-level packages only (the least indented), by cumulative time.
+    outer = [(ms, name) for ms, indent, name in rows if indent <= 2]
+    return sorted(outer, reverse=True)[:top]
+
+
+def ecr_sales(port: int, count: int) -> float:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        f = sock.makefile("rwb")
+        started = time.monotonic()
+        for i in range(count):
+            f.write((json.dumps({"op": "sale", "id": i, "amount": 100 + i % 50,
+                                 "card": "cup_credit"}) + "\n").encode())
+            f.flush()
+            answer = json.loads(f.readline())
+            if not answer.get("ok"):
+                raise RuntimeError(f"sale {i} failed: {answer}")
+        return time.monotonic() - started
+
+
+def main() -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sim = SimulatorThread(tmp / "ledger.db", terminals=[(TID, MID, TMK)])
+        sim.start()
+        try:
+            data = provision(tmp / "terminal", sim.port, reply_timeout=5.0)
+            colds = []
+            for _ in range(COLD_RUNS):
+                proc, cold, _, _ = start_terminal(data)
+                colds.append(cold)
+                stop(proc)
+            figures["cold_start_median_s"] = statistics.median(colds)
+            print(f"cold start to idle screen: median {statistics.median(colds) * 1000:.0f} ms, "
+                  f"min {min(colds) * 1000:.0f} ms, max {max(colds) * 1000:.0f} ms "
+                  f"({COLD_RUNS} runs; target < 500 ms)")
+            print("python -X importtime, top offenders (cumulative, ms):")
+            for ms, name in importtime_offenders():
+                print(f"  {ms:7.1f}  {name}")
+
+            proc, _, port, drain = start_terminal(data)
+            try:
+                time.sleep(2.0)  # let start-up work (sign-on) finish
+                cpu0, ctx0, bytes0 = cpu_seconds(proc.pid), context_switches(proc.pid), drain.bytes
+                time.sleep(IDLE_SECONDS)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                ctx = context_switches(proc.pid) - ctx0
+                drawn = drain.bytes - bytes0
+                figures.update(idle_cpu_s=cpu, idle_ctx_switches=ctx, idle_bytes_drawn=drawn)
+                print(f"idle {IDLE_SECONDS:.0f} s: CPU {cpu * 1000:.0f} ms, {ctx} context switches "
+                      f"(all threads), {drawn} bytes drawn on the LCD")
+                idle_rss = rss_mb(proc.pid)
+                print(f"idle memory: RSS {idle_rss:.1f} MB = {memory_split(proc.pid)}")
+                seconds = ecr_sales(port, SALES)
+                after = rss_mb(proc.pid)
+                print(f"after the sales: {memory_split(proc.pid)}")
+                peak = rss_mb(proc.pid, "VmHWM")
+                figures.update(idle_rss_mb=idle_rss, rss_after_mb=after, peak_rss_mb=peak)
+                print(f"resident memory: idle {idle_rss:.1f} MB; after {SALES} sales over ECR "
+                      f"({seconds:.1f} s, {seconds / SALES * 1000:.1f} ms each, shown on the LCD) "
+                      f"{after:.1f} MB, peak {peak:.1f} MB (target < 40 MB)")
+            finally:
+                stop(proc)
+        finally:
+            sim.stop()
+    return figures
+
+
+if __name__ == "__main__":
+    main()
