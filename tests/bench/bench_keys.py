@@ -1,6 +1,6 @@
 """Benchmark: key press to updated display frame, on real pseudo-terminals.
 
-Bytes for a key go into one pty -> TerminalKeypad -> a stand-in amount-entry screen -> Frame
+Bytes for a key go into one pty -> TerminalKeypad -> the amount-entry screen -> Frame
 -> TerminalDisplay on a second pty -> the redraw bytes read back. Also the painter's time per
 frame (CaptureDisplay). Prints figures; `main()` returns them. No assertions.
 """
@@ -13,6 +13,7 @@ import random
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +23,41 @@ sys.path.insert(0, str(ROOT))  # `import drivers`, `import firmware` from the re
 from drivers.display.capture import CaptureDisplay  # noqa: E402
 from drivers.display.terminal import ERASE_TO_EOL, TerminalDisplay  # noqa: E402
 from drivers.keypad.terminal_keypad import TerminalKeypad  # noqa: E402
-from firmware.ports import Frame, Icon, Key  # noqa: E402
+from firmware.ports import Frame, Key  # noqa: E402
+from firmware.settings.model import factory  # noqa: E402
+from firmware.ui.core import KeyIn, UiContext  # noqa: E402
+from firmware.ui.machine import build_ui  # noqa: E402
 
 KEYS = 2000
 WARMUP = 100
 TARGET_MS = 5.0
 ROWS, COLS = 4, 16
-MAX_DIGITS = 7  # then CLEAR: every key changes the amount, so every key redraws a row
+MAX_DIGITS = 7  # then as many CLEARs (the amount stays under the factory maximum)
 
 
 class AmountEntry:
-    """Stand-in for the amount screen (firmware/ui comes in a later issue): digits shift in
-    from the right in fen (0.00, 0.01, 0.12, 1.23 ...), CLEAR starts again."""
+    """The real sale amount screen (firmware/ui, opened with F1 at idle) behind the screen
+    machine, with a fixed context: each key returns the frame the LCD would show."""
 
     def __init__(self) -> None:
-        self.fen = 0
+        self.ui = build_ui()
+        self.ctx = UiContext(now=datetime(2026, 11, 22, 14, 30), mono=0.0, rows=ROWS, cols=COLS,
+                             merchant_name="DEMO MERCHANT", link_up=True, paper="ok", settings=factory())
+        self.ui.feed(KeyIn(Key.F1), self.ctx)
 
     def press(self, key: Key) -> Frame:
-        if key is Key.CLEAR:
-            self.fen = 0
-        elif key.value.isdigit():
-            self.fen = self.fen * 10 + int(key.value)
-        amount = f"{self.fen // 100}.{self.fen % 100:02d}"
-        return Frame(("SALE", "Amount:", amount.rjust(COLS), "ENTER=OK ESC=X"),
-                     inverse_row=0, icons=frozenset({Icon.LINK_UP, Icon.PAPER_OK}))
+        return self.ui.feed(KeyIn(key), self.ctx).frame
 
 
 def key_script(count: int, seed: int = 7) -> list[bytes]:
-    """Digits (never a leading 0) and a Backspace after every MAX_DIGITS."""
+    """MAX_DIGITS digits (never a leading 0), then as many Backspaces: every key changes the
+    amount on the screen, so every key redraws a row."""
     rnd = random.Random(seed)
     script: list[bytes] = []
     while len(script) < count:
         script.append(str(rnd.randrange(1, 10)).encode())
         script.extend(str(rnd.randrange(10)).encode() for _ in range(MAX_DIGITS - 1))
-        script.append(b"\x7f")
+        script.extend(b"\x7f" for _ in range(MAX_DIGITS))
     return script[:count]
 
 
@@ -118,8 +120,7 @@ def report(name: str, seconds: list[float]) -> dict[str, float]:
 def main() -> dict[str, Any]:
     script = key_script(KEYS + WARMUP)
     print(f"bench_keys: {KEYS} keys after {WARMUP} warm-up, {ROWS}x{COLS} LCD, target < {TARGET_MS} ms")
-    print("  (the amount-entry screen is a stand-in written in this bench; the real UI screen "
-          "comes in a later issue)")
+    print("  (the real amount-entry screen of firmware/ui through the screen machine)")
     figures: dict[str, Any] = {}
     latencies = asyncio.run(key_to_frame(script))
     for key, value in report("key -> TerminalDisplay redraw (2 ptys)", latencies).items():
