@@ -156,6 +156,9 @@ class PasswordGuard:
     def locked(self) -> bool:
         return self._clock() < self.locked_until
 
+    def seconds_left(self) -> float:
+        return max(0.0, self.locked_until - self._clock())
+
     def record(self, ok: bool) -> None:
         if ok:
             self.wrong = 0
@@ -550,6 +553,12 @@ class Terminal:
         ok = password is not None and verify_password(
             password, self.settings["security"]["supervisor_hash"]
         )
+        return self.record_password_result(ok, purpose)
+
+    def record_password_result(self, ok: bool, purpose: str) -> bool:
+        """Counts the attempt (locking after too many) and audits it. On the event loop's
+        thread: the journal connection is not shared with worker threads."""
+        assert self.journal is not None
         self.password_guard.record(ok)
         self.journal.audit("supervisor", f"password for {purpose}", "", "ok" if ok else "wrong")
         return ok

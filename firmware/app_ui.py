@@ -44,6 +44,7 @@ FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
     "sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"})
 TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
 PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
+READER_RETRY_S = 30.0  # the idle card watch waits this long after the reader failed
 
 
 class PanelCancelled(Exception):
@@ -71,6 +72,7 @@ class FrontPanel:
         self._held_card: CardRead | None = None
         self._watch: asyncio.Task[None] | None = None
         self._watch_purpose: str | None = None
+        self._reader_retry_at = 0.0  # after the reader failed: no idle watch before this
         self._op: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pin: asyncio.Future[str | None] | None = None
@@ -124,7 +126,13 @@ class FrontPanel:
     async def _pump_keys(self) -> None:
         assert self.keypad is not None
         while True:
-            press = await self.keypad.next_key()
+            try:
+                press = await self.keypad.next_key()
+            except OSError as exc:  # KeypadUnavailable: unplugged, device gone
+                log.error("keypad: %s", exc)
+                self.terminal.notice = "keypad_unavailable"
+                self.changed()
+                return  # the LCD and the ECR link go on; the keypad needs a restart or service
             self._events.put_nowait(ui.KeyIn(press.key))
 
     def _draw(self, frame: Frame) -> None:
@@ -173,7 +181,7 @@ class FrontPanel:
             with contextlib.suppress(Exception):
                 paper, printing, confirm = self._paper_state()
         signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
-        locked = max(0.0, t.password_guard.locked_until - t.password_guard._clock())
+        locked = t.password_guard.seconds_left()
         notice = (t.service_problem and "service_mode") or t.notice
         return ui.UiContext(
             now=self._now(), mono=self._clock(),
@@ -288,11 +296,18 @@ class FrontPanel:
             self._spawn(self._settings(command), "settings")
 
     async def _check_password(self, command: ui.CheckPassword) -> None:
+        from firmware.settings.model import verify_password
+
         t = self.terminal
-        # scrypt takes tens of milliseconds: off the loop, so the LCD stays live.
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, t.check_password, command.password, command.purpose)
-        locked = max(0.0, t.password_guard.locked_until - t.password_guard._clock())
+        if t.password_guard.locked():
+            ok = t.check_password(None, command.purpose)  # audited as locked out
+        else:
+            # scrypt takes tens of milliseconds: hashed off the loop so the LCD stays live; the
+            # attempt is counted and audited back on the loop (one thread uses the journal).
+            matched = await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, command.password, str(t.settings["security"]["supervisor_hash"]))
+            ok = t.record_password_result(matched, command.purpose)
+        locked = t.password_guard.seconds_left()
         self._events.put_nowait(ui.PasswordChecked(ok, locked))
 
     async def _run_op(self, command: ui.StartOp) -> None:
@@ -494,7 +509,7 @@ class FrontPanel:
         purpose = self.ui.screen.card_purpose
         reader = self.terminal.reader
         want = (purpose is not None and reader is not None and not self.terminal.busy
-                and (self._op is None or self._op.done()))
+                and (self._op is None or self._op.done()) and self._clock() >= self._reader_retry_at)
         if want and self._watch is not None and not self._watch.done() and self._watch_purpose == purpose:
             return
         if self._watch is not None and not self._watch.done():
@@ -514,6 +529,8 @@ class FrontPanel:
                 event = await reader.read(magstripe=True, chip=True, timeout_s=3600.0)
             except ReaderUnavailable as exc:
                 log.error("card reader: %s", exc)
+                # Not at once again: a dead reader would otherwise fail in a loop.
+                self._reader_retry_at = self._clock() + READER_RETRY_S
                 self._events.put_nowait(ui.CardRefused("reader_unavailable"))
                 return
             if isinstance(event, ReadTimedOut):

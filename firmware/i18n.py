@@ -44,6 +44,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "deregistered": ("Terminal deregistered", "终端已注销"),
     "card_unreadable": ("Card could not be read - swipe again", "读卡失败, 请重刷"),
     "track_mismatch": ("Card data inconsistent - swipe again", "磁道数据不一致, 请重刷"),
+    "keypad_unavailable": ("Keypad not answering - restart or call support", "键盘无响应 - 请重启或联系维护"),
     "reader_unavailable": ("Card reader not answering - check its cable", "读卡器无响应 - 请检查连线"),
     "printer_paper_out": ("Paper out - load paper and press ENTER", "打印机缺纸 - 请装纸后按确认"),
     "printer_cover_open": ("Printer cover open - close it", "打印机盖未关 - 请关闭"),
