@@ -685,16 +685,22 @@ class Terminal:
         return None
 
     async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        return await self._operation(request.kind.value, io.source,
+                                     lambda: self._financial(request, io), request.amount)
+
+    async def _operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
+                         amount: int | None = None) -> TxnResult:
+        """One operation at a time; the front panel hears of its start and end, whatever happens."""
         async with self._lock:
             self._cancel.clear()
-            self._started(request.kind.value, io.source, request.amount)
+            self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
             try:
-                result = await self._financial(request, io)
+                result = await work()
                 self.last_result = result
                 return result
             finally:
-                self._finished(request.kind.value, io.source, result)
+                self._finished(op, source, result)
 
     def _started(self, op: str, source: str, amount: int | None = None) -> None:
         if self.observer is not None and source != "keypad":
@@ -793,16 +799,7 @@ class Terminal:
 
     async def settle(self, password: str | None, source: str = "ecr",
                      authorised: bool = False) -> TxnResult:
-        async with self._lock:
-            self._cancel.clear()
-            self._started("settle", source)
-            result = TxnResult("failed", "internal_error")
-            try:
-                result = await self._settle(password, authorised)
-                self.last_result = result
-                return result
-            finally:
-                self._finished("settle", source, result)
+        return await self._operation("settle", source, lambda: self._settle(password, authorised))
 
     async def _settle(self, password: str | None, authorised: bool) -> TxnResult:
         refusal = self._refusal(None)
