@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from firmware.app import OperatorCancelled
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.host.messages import TxnKind, mask_pan
@@ -45,10 +46,6 @@ FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
 TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
 PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
 READER_RETRY_S = 30.0  # the idle card watch waits this long after the reader failed
-
-
-class PanelCancelled(Exception):
-    """CANCEL on the PIN screen (the flow turns it into "nothing sent")."""
 
 
 class FrontPanel:
@@ -270,7 +267,7 @@ class FrontPanel:
         elif isinstance(command, ui.CancelOp):
             t.cancel()
             if self._pin is not None and not self._pin.done():
-                self._pin.set_exception(PanelCancelled())
+                self._pin.set_exception(OperatorCancelled())
         elif isinstance(command, ui.SubmitPin):
             if self._pin is not None and not self._pin.done():
                 self._pin.set_result(command.pin)

@@ -1,0 +1,601 @@
+"""The whole terminal operated by keys: scripted key sequences drive the real app (engine,
+journal, acquirer simulator, emulated reader and printer on ptys, the terminal keypad driver
+on a pty) to the expected journal state, printed paper and final screen, for every menu path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from helpers import TID, run
+from panelkit import Shop
+
+from firmware.engine.states import TxnState
+from firmware.host.messages import TxnKind
+
+
+def flat(screen: str) -> str:
+    """The LCD's rows as one line: a sentence wrapped over two rows reads whole again."""
+    return " ".join(screen.split())
+
+
+async def sale_by_keys(shop: Shop, digits: str, card: str = "cup_credit", pin: str | None = None) -> Any:
+    """A sale typed at idle, confirmed, paid by a swipe; back at idle afterwards."""
+    before = len(shop.journal.records())
+    await shop.press(digits, "ENTER", "ENTER")
+    await shop.swipe(card)
+    if pin is not None:
+        await shop.shows("Enter PIN")
+        await shop.press(pin, "ENTER")
+    await shop.shows("Approved")
+    await shop.press("ENTER")
+    await shop.idle()
+    rows = shop.journal.records()
+    assert len(rows) == before + 1
+    return rows[-1]
+
+
+def test_a_sale_typed_on_the_keypad_with_the_card_swiped_at_the_reader(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("1234")
+            assert "12.34" in shop.screen()
+            await shop.press("ENTER")
+            await shop.shows("12.34", "ENTER confirm")
+            await shop.press("ENTER")
+            await shop.swipe("cup_credit")
+            screen = await shop.shows("Approved")
+            slips = await shop.slips(2)
+            await shop.press("ENTER")
+            await shop.idle()
+            return screen, slips, shop.journal.records()
+
+    screen, slips, rows = run(go())
+    assert [(r.kind.value, r.state, r.amount) for r in rows] == [("sale", TxnState.APPROVED, 1234)]
+    record = rows[0]
+    assert f"Auth {record.auth_code}" in screen
+    assert all("12.34" in slip and record.stan in slip for slip in slips)
+    assert not any("REPRINT" in slip for slip in slips)
+    booked = [(r.kind, r.amount, r.state, r.stan) for r in sim.ledger.rows(TID)]
+    assert booked == [("sale", 1234, "approved", int(record.stan))]
+
+
+def test_a_card_swiped_at_idle_starts_a_sale_for_the_amount_typed_next(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.swipe_at_idle("cup_credit")
+            asked = await shop.shows("Sale", "622588******0001")  # the masked card, on the amount screen
+            await shop.press("5000", "ENTER")
+            await shop.shows("50.00", "ENTER confirm")
+            await shop.press("ENTER")
+            screen = await shop.shows("Approved")
+            slips = await shop.slips(2)
+            return asked, screen, slips, shop.journal.records(), shop.reader.commands_of("A")
+
+    asked, screen, slips, rows, arms = run(go())
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 5000)]
+    assert f"Auth {rows[0].auth_code}" in screen
+    assert rows[0].pan_masked in asked and "*" in rows[0].pan_masked
+    assert "50.00" in slips[0]
+    assert len(arms) == 1, "the card read at idle paid: the sale did not arm the reader again"
+    assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 5000)]
+
+
+def kinds_of(rows: list[Any]) -> list[tuple[str, TxnState, int]]:
+    return [(r.kind.value, r.state, r.amount) for r in rows]
+
+
+def test_a_sale_with_a_pin_card_takes_the_pin_on_the_keypad(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("3300", "ENTER", "ENTER")
+            await shop.swipe("cup_debit")
+            await shop.shows("Enter PIN")
+            await shop.press("123456")
+            masked = shop.screen()
+            await shop.press("ENTER")
+            screen = await shop.shows("Approved")
+            return masked, screen, shop.journal.records()
+
+    masked, screen, rows = run(go())
+    assert "******" in masked and "123456" not in masked
+    assert "CNY 33.00" in screen
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 3300)]
+    assert rows[0].pin_entered
+    assert [(r.kind, r.amount, r.response_code) for r in sim.ledger.rows(TID)] == [("sale", 3300, "00")]
+
+
+def test_void_by_menu_password_and_trace_voids_the_sale_here_and_at_the_host(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            sale = await sale_by_keys(shop, "4200")
+            printed = len(shop.printer.slips)
+            await shop.press("MENU", "2")
+            await shop.shows("Void", "Supervisor pwd")
+            await shop.password()
+            await shop.shows("Trace no.")
+            await shop.press(sale.stan.lstrip("0"), "ENTER")
+            confirm = await shop.shows(f"Trace {sale.stan}", "ENTER confirm")
+            await shop.press("ENTER")
+            screen = await shop.shows("Approved")
+            slips = await shop.slips(printed + 2)
+            return sale, confirm, screen, slips[printed:], shop.journal.records()
+
+    sale, confirm, screen, slips, rows = run(go())
+    assert f"Trace {sale.stan}" in confirm and "42.00" in screen  # the void is of the original's amount
+    assert kinds_of(rows) == [("sale", TxnState.VOIDED, 4200), ("void", TxnState.APPROVED, 4200)]
+    assert rows[1].orig_stan == sale.stan
+    assert all("42.00" in slip for slip in slips)
+    booked = {r.kind: r for r in sim.ledger.rows(TID)}
+    assert booked["sale"].voided and booked["void"].state == "approved"
+
+
+def test_refund_by_menu_with_the_rrn_and_date_of_an_earlier_sale(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            sale = await sale_by_keys(shop, "8000")
+            await shop.press("MENU", "3")
+            await shop.shows("Refund", "Supervisor pwd")
+            await shop.password()
+            await shop.shows("Enter amount")
+            await shop.press("2500", "ENTER")
+            await shop.shows("Orig. ref. no.")
+            await shop.press(sale.rrn, "ENTER")
+            await shop.shows("Orig. date MMDD")
+            await shop.press(sale.local_date, "ENTER")
+            confirm = await shop.shows("25.00")
+            await shop.press("ENTER")
+            await shop.swipe("cup_credit")
+            screen = await shop.shows("Refund", "Approved")
+            refund_slips = (await shop.slips(4))[2:]
+            return sale, confirm, refund_slips, screen, shop.current, shop.journal.records()
+
+    sale, confirm, refund_slips, screen, result, rows = run(go())
+    assert f"Ref {sale.rrn}" in confirm and f"Date {sale.local_date}" in confirm
+    assert all("25.00" in slip and "REFUND" in slip for slip in refund_slips), refund_slips[0]
+    assert result.outcome.status == "approved" and "Approved" in screen, result
+    refund = rows[-1]
+    assert (refund.kind, refund.amount, refund.orig_rrn) == (TxnKind.REFUND, 2500, sale.rrn)
+    assert refund.state is TxnState.APPROVED and refund.advice_attempts == 1  # the advice was acked
+    assert rows[0].state is TxnState.APPROVED  # a refund does not void the sale
+    booked = [(r.kind, r.amount, r.orig_rrn) for r in sim.ledger.approved(TID)]
+    assert ("refund", 2500, sale.rrn) in booked
+
+
+def test_balance_inquiry_with_the_pin_typed_on_the_keypad(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            await shop.press("MENU", "4")
+            await shop.shows("Balance", "ENTER")
+            await shop.press("ENTER")
+            await shop.swipe("cup_debit")
+            await shop.shows("Enter PIN")
+            await shop.press("123456", "ENTER")
+            screen = await shop.shows("Balance", "Approved")
+            return screen, shop.journal.records()
+
+    screen, rows = run(go())
+    from board.sim.cards import TEST_CARDS
+
+    balance = TEST_CARDS["cup_debit"].balance
+    assert f"{balance // 100}.{balance % 100:02d}" in screen
+    assert [(r.kind.value, r.state) for r in rows] == [("balance", TxnState.APPROVED)]
+
+
+def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
+    """Pre-auth, its void; another pre-auth, its completion, and the completion's void."""
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            async def result() -> str:
+                screen = await shop.shows("Approved")
+                await shop.press("ENTER")
+                await shop.idle()
+                return screen
+
+            await shop.press("MENU", "5", "1")
+            await shop.shows("Pre-auth", "Enter amount")
+            await shop.press("10000", "ENTER", "ENTER")
+            await shop.swipe("cup_credit")
+            await result()
+            first = shop.journal.records()[-1]
+
+            await shop.press("MENU", "5", "3")
+            await shop.shows("Supervisor pwd")
+            await shop.password()
+            await shop.shows("Trace no.")
+            await shop.press(first.stan, "ENTER", "ENTER")
+            await result()
+
+            await shop.press("MENU", "5", "1", "20000", "ENTER", "ENTER")
+            await shop.swipe("cup_credit")
+            await result()
+            second = shop.journal.records()[-1]
+
+            await shop.press("MENU", "5", "2")
+            await shop.shows("Completion", "Pre-auth trace")
+            await shop.press(second.stan, "ENTER")
+            await shop.shows("Enter amount")
+            await shop.press("18000", "ENTER")
+            await shop.shows("180.00", f"Trace {second.stan}")
+            await shop.press("ENTER")
+            await result()
+            completion = shop.journal.records()[-1]
+
+            await shop.press("MENU", "5", "4")
+            await shop.password()
+            await shop.shows("Trace no.")
+            await shop.press(completion.stan, "ENTER", "ENTER")
+            await result()
+            return shop.journal.records()
+
+    rows = run(go())
+    assert kinds_of(rows) == [
+        ("preauth", TxnState.VOIDED, 10000),
+        ("preauth_void", TxnState.APPROVED, 10000),
+        ("preauth", TxnState.APPROVED, 20000),
+        ("completion", TxnState.VOIDED, 18000),
+        ("completion_void", TxnState.APPROVED, 18000),
+    ]
+    booked = [(r.kind, r.amount, r.voided) for r in sim.ledger.approved(TID)]
+    assert booked == [("preauth", 10000, True), ("preauth_void", 10000, False),
+                      ("preauth", 20000, False), ("completion", 18000, True),
+                      ("completion_void", 18000, False)]
+
+
+async def back_to_idle(shop: Shop) -> None:
+    await shop.press("ENTER")
+    await shop.idle()
+
+
+def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            await sale_by_keys(shop, "1000")
+            await sale_by_keys(shop, "2000")
+            printed = len(shop.printer.slips)
+            await shop.press("MENU", "6", "2")  # subtotals first: the batch stays open
+            subtotals = await shop.shows("Subtotals", "30.00")
+            await back_to_idle(shop)
+            batch = shop.journal.current_batch()
+
+            await shop.press("MENU", "6", "1")
+            await shop.shows("Settlement", "Supervisor pwd")
+            await shop.password()
+            await shop.shows("Settle batch?")
+            await shop.press("ENTER")
+            settled = await shop.shows("Settlement", "balanced")
+            z_report = (await shop.slips(printed + 1))[printed]
+            await back_to_idle(shop)
+
+            await shop.press("MENU", "6", "3")
+            await shop.shows("Reprint queued")
+            again = (await shop.slips(printed + 2))[printed + 1]
+            last = shop.journal.last_settlement()
+            return subtotals, batch, settled, z_report, again, last, shop.journal.current_batch()
+
+    subtotals, batch, settled, z_report, again, last, open_batch = run(go())
+    assert "SALE                2" in subtotals  # two sales, not yet settled
+    assert "Settlement done - balanced" in flat(settled)
+    assert last is not None and last.batch == batch
+    assert open_batch != batch
+    assert "SETTLEMENT" in z_report and "30.00" in z_report and "REPRINT" not in z_report
+    assert "SETTLEMENT" in again and "REPRINT" in again and "30.00" in again
+    assert sim.ledger.approved(TID, int(open_batch)) == []
+
+
+def test_reprint_last_and_by_trace_are_marked_reprint(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            first = await sale_by_keys(shop, "1111")
+            await sale_by_keys(shop, "2222")
+            printed = len(await shop.slips(4))
+            await shop.press("MENU", "7", "1")
+            await shop.shows("Reprint queued")
+            last = (await shop.slips(printed + 2))[printed:]  # every copy again
+            await back_to_idle(shop)
+            await shop.press("MENU", "7", "2")
+            await shop.shows("Trace no.")
+            await shop.press(first.stan.lstrip("0"), "ENTER")
+            await shop.shows("Reprint queued")
+            by_trace = (await shop.slips(printed + 4))[printed + 2:]
+            return first, last, by_trace, shop.journal.records()
+
+    first, last, by_trace, rows = run(go())
+    assert all("REPRINT" in slip and "22.22" in slip for slip in last)
+    assert all("REPRINT" in slip and "11.11" in slip and first.stan in slip for slip in by_trace)
+    assert len(rows) == 2  # a reprint moves no money
+
+
+def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            first = await sale_by_keys(shop, "1500")
+            await sale_by_keys(shop, "2500")
+            await shop.press("MENU", "8", "1")
+            listing = await shop.shows("Transactions", first.stan, "15.00")
+            await back_to_idle(shop)
+            await shop.press("MENU", "8", "2")
+            totals = await shop.shows("Totals", "40.00")
+            return listing, totals
+
+    listing, totals = run(go())
+    assert listing.count("APPR") == 2 and "25.00" in listing
+    assert "SALE                2" in totals
+
+
+def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("MENU", "UP", "UP", "UP")  # below About and Language: no digit
+            await shop.shows("Sign on/off")
+            await shop.press("ENTER", "2")
+            off = await shop.shows("Signed off")
+            host_off = sim.ledger.terminal_status(TID).signed_on
+            signed_after_off = shop.terminal.link.keys is not None
+            await back_to_idle(shop)
+            await shop.press("MENU", "UP", "UP", "UP", "ENTER", "1")
+            on = await shop.shows("Signed on")
+            host_on = sim.ledger.terminal_status(TID).signed_on
+            return off, host_off, signed_after_off, on, host_on, shop.journal.audit_lines(20)
+
+    off, host_off, signed_after_off, on, host_on, audit = run(go())
+    assert "Sign off" in off and "Sign on" in on
+    assert not host_off and not signed_after_off
+    assert host_on
+    actions = [line[2] for line in audit]
+    assert "sign-off" in actions and actions.count("sign-on") >= 2
+
+
+def test_language_switch_turns_screens_and_the_next_receipt_chinese(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("MENU", "UP", "UP")
+            await shop.shows("Language")
+            await shop.press("ENTER")
+            menu = await shop.shows("主菜单")  # the menu again, now in Chinese
+            saved = json.loads((shop.data_dir / "settings.json").read_text())
+            await shop.press("CANCEL")
+            await shop.idle()
+            idle = await shop.shows("菜单")
+            await shop.press("1234", "ENTER")
+            confirm = await shop.shows("按确认键继续")
+            await shop.press("ENTER")
+            await shop.swipe("cup_credit")
+            result = await shop.shows("交易成功")
+            slips = await shop.slips(2)
+            return menu, saved, idle, confirm, result, slips
+
+    menu, saved, idle, confirm, result, slips = run(go())
+    assert saved["display"]["language"] == "zh_CN"
+    assert "Menu" not in menu and "F1 消费" in idle
+    assert "消费" in confirm and "Sale" not in confirm and "12.34" in result
+    assert all("12.34" in slip and "签购单" in slip for slip in slips), slips[0]
+
+
+def test_about_shows_the_version_lines(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            await shop.press("MENU", "UP")
+            await shop.shows("About")
+            await shop.press("ENTER")
+            return await shop.shows("About", "Firmware", "Board sim")
+
+    screen = run(go())
+    assert "Python" in screen or "Commit" in screen
+
+
+def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_test(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            settings_file = shop.data_dir / "settings.json"
+            before = json.loads(settings_file.read_text())
+            await shop.press("MENU", "9")
+            await shop.shows("Settings", "Supervisor pwd")
+            await shop.password()
+            await shop.shows("Settings", "Merchant")
+            await shop.press("4")  # Printer
+            await shop.shows("Printer", "Copies")
+            await shop.press("2")  # Copies
+            await shop.press("1", "ENTER")
+            await shop.shows("Printer *")
+            await shop.press("5")  # Save
+            summary = await shop.shows("Save 1 edit(s)?")
+            await shop.press("ENTER")
+            done = await shop.shows("Saved", "ENTER back")
+            test_slip = await shop.slips(1)
+            after = json.loads(settings_file.read_text())
+            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.idle()
+            await sale_by_keys(shop, "700")
+            slips = await shop.slips(2)
+            await shop.until(lambda: not shop.journal.print_jobs(open_only=True), "the print queue to empty")
+            audit = [(line[2], line[3]) for line in shop.journal.audit_lines(20)]
+            return before, summary, done, test_slip, after, slips, len(shop.printer.slips), audit
+
+    before, summary, done, test_slip, after, slips, printed, audit = run(go())
+    assert "*Copies" in summary and "2>1" in summary
+    assert "Saved" in done and "failed" not in done  # the printer self-test passed
+    assert before["printer"]["copies"] == 2 and after["printer"]["copies"] == 1
+    assert "7.00" in slips[1] and "MERCHANT COPY" in slips[1]
+    assert "TEST" in test_slip[0].upper()
+    assert printed == 2, "one receipt copy after the change (and the test slip)"
+    assert any(action.startswith("settings:") and "printer.copies" in detail for action, detail in audit)
+
+
+def test_diagnostics_from_the_menu(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            seen: dict[str, str] = {}
+            await shop.press("MENU", "0")
+            await shop.shows("Diagnostics", "Printer test")
+            await shop.press("7")
+            seen["journal"] = await shop.shows("PASS", "Journal OK")
+            await shop.press("ENTER", "5")
+            seen["echo"] = await shop.shows("PASS", "Host answered in")
+            await shop.press("ENTER", "1")
+            seen["printer"] = await shop.shows("PASS")
+            seen["slip"] = (await shop.slips(1))[0]
+            await shop.press("ENTER", "3")
+            await shop.shows("Keypad test")
+            await shop.press("F2")
+            seen["key_f2"] = await shop.shows("F2")
+            await shop.press("CLEAR")
+            seen["key_clear"] = await shop.shows("CLEAR (清除)", "Keys seen: 2/")
+            await shop.press("CANCEL", "CANCEL")
+            await shop.shows("Diagnostics")
+            await shop.press("2")
+            await shop.shows("Card reader test", "Swipe or insert")
+            await shop.swipe_at_idle("cup_debit")
+            seen["reader"] = await shop.shows("622202*********0017")
+            await shop.press("CANCEL")
+            await shop.shows("Diagnostics")
+            await shop.press("9")
+            seen["version"] = await shop.shows("PASS", "Firmware")
+            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.idle()
+            return seen, shop.journal.records()
+
+    seen, rows = run(go())
+    assert "ms" in seen["echo"]
+    assert "TEST" in seen["slip"].upper()
+    assert "6222021000000000017" not in seen["reader"]
+    assert rows == []  # diagnostics move no money
+
+
+def test_f_keys_at_idle_sale_void_reprint_last_and_settle(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("F1")
+            await shop.shows("Sale", "Enter amount")
+            sale = await sale_by_keys(shop, "3000")
+            await shop.press("F2")
+            await shop.shows("Void", "Supervisor pwd")
+            await shop.password()
+            await shop.press(sale.stan, "ENTER", "ENTER")
+            await shop.shows("Approved")
+            printed = len(await shop.slips(4))
+            await back_to_idle(shop)
+            await shop.press("F4")
+            await shop.shows("Reprint queued")
+            reprint = (await shop.slips(printed + 2))[printed:]
+            await back_to_idle(shop)
+            batch = shop.journal.current_batch()
+            await shop.press("F3")
+            await shop.shows("Settlement", "Supervisor pwd")
+            await shop.password()
+            await shop.press("ENTER")
+            await shop.shows("balanced")
+            z_report = (await shop.slips(printed + 3))[-1]
+            return sale, reprint, batch, z_report, shop.journal.records(), shop.journal.current_batch()
+
+    sale, reprint, batch, z_report, rows, open_batch = run(go())
+    assert kinds_of(rows) == [("sale", TxnState.VOIDED, 3000), ("void", TxnState.APPROVED, 3000)]
+    assert rows[1].orig_stan == sale.stan
+    assert all("REPRINT" in slip and "VOID" in slip for slip in reprint)
+    assert "SETTLEMENT" in z_report and open_batch != batch
+
+
+def test_five_wrong_supervisor_passwords_lock_the_function_and_every_try_is_audited(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("MENU", "2")
+            for _ in range(4):
+                await shop.password("111111")
+                await shop.shows("Wrong password")
+            await shop.password("222222")
+            locked = await shop.shows("Locked")
+            await shop.password()  # the right one, while locked: not even checked
+            still = await shop.shows("Locked")
+            await shop.press("CANCEL", "CANCEL")
+            await shop.idle()
+            await shop.press("F3")  # another supervisor function: locked too
+            settle_locked = await shop.shows("Locked")
+            return locked, still, settle_locked, shop.journal.audit_lines(50), shop.journal.records()
+
+    locked, still, settle_locked, audit, rows = run(go())
+    assert "5:00" in locked or "4:59" in locked
+    assert "Supervisor pwd" not in still and "Settlement" in settle_locked
+    attempts = [(line[2], line[4]) for line in audit if line[2].startswith("password for")]
+    assert attempts.count(("password for void", "wrong")) == 5, attempts
+    assert rows == []
+
+
+def test_a_declined_sale_shows_the_reason_and_prints_no_approval(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            await shop.press("1051", "ENTER", "ENTER")
+            await shop.swipe("cup_credit")
+            screen = await shop.shows("Declined", "Insufficient funds", "Code 51")
+            await shop.until(lambda: not shop.journal.print_jobs(open_only=True), "the print queue to empty")
+            return screen, [s.text for s in shop.printer.slips], shop.journal.records()
+
+    screen, slips, rows = run(go())
+    assert "Approved" not in screen
+    assert kinds_of(rows) == [("sale", TxnState.DECLINED, 1051)]
+    assert not any("SALES SLIP" in slip for slip in slips)
+    assert [(r.response_code, r.state) for r in sim.ledger.rows(TID)] == [("51", "declined")]
+
+
+def test_host_unreachable_says_so_and_f1_runs_the_echo_test(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            sim.add_fault("refuse", seconds=0)
+            await shop.press("1000", "ENTER", "ENTER")
+            screen = await shop.shows("Host unreachable", "check network")
+            await shop.press("DOWN", "DOWN", "DOWN")  # the connect error in words, then the hint
+            hint = await shop.shows("F1: echo test")
+            rows = shop.journal.records()
+            sim.clear_faults()
+            await shop.press("F1")
+            echo = await shop.shows("Host answered in")
+            return screen, hint, rows, echo
+
+    screen, hint, rows, echo = run(go())
+    assert "Approved" not in screen and "F1: echo test" in hint
+    assert rows == [] and sim.ledger.rows(TID) == []
+    assert "ms" in echo
+
+
+def test_paper_out_while_printing_then_enter_at_idle_resumes(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            shop.printer.paper_out_after(6)
+            await shop.press("4321", "ENTER", "ENTER")
+            await shop.swipe("cup_credit")
+            await shop.shows("Approved")
+            await back_to_idle(shop)
+            idle = await shop.shows("Paper out")
+            torn = [s.text for s in shop.printer.slips]
+            shop.printer.load_paper()
+            await shop.press("ENTER")
+            await shop.until(lambda: "Paper out" not in shop.screen(), "the paper-out note to go")
+            await shop.until(lambda: not shop.journal.print_jobs(open_only=True), "the print queue to empty")
+            return idle, torn, [s.text for s in shop.printer.slips], shop.journal.records()
+
+    idle, torn, slips, rows = run(go())
+    assert "Paper out - load paper and press ENTER" in flat(idle)
+    assert torn == []  # the roll ran out inside the first copy
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 4321)]
+    assert any("MERCHANT COPY" in s for s in slips) and any("CARDHOLDER COPY" in s for s in slips)
+    assert all("43.21" in s for s in slips)
+
+
+def test_an_ecr_sale_shows_on_the_lcd_and_its_pin_is_typed_on_the_keypad(tmp_path: Path, sim):
+    async def go():
+        async with Shop(tmp_path, sim.port, ecr=True) as shop:
+            reply = shop.ecr_request(op="sale", amount=2200, ref="till-7")
+            working = await shop.shows("ECR: Sale", "22.00")
+            await shop.swipe("cup_debit")
+            await shop.shows("Enter PIN")
+            await shop.press("123456", "ENTER")
+            answer = await reply
+            screen = await shop.shows("Approved")
+            return working, answer, screen, shop.journal.records()
+
+    working, answer, screen, rows = run(go())
+    assert "ECR: Sale" in working and "Approved" in screen
+    assert answer["ok"] and answer["result"] == "approved" and answer["amount"] == 2200
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2200)]
+    assert rows[0].pin_entered and rows[0].reference == "till-7"
+    assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 2200)]
