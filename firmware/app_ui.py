@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.app import OperatorCancelled
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.states import TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.ports import (
@@ -44,6 +45,9 @@ log = logging.getLogger("posfw.panel")
 FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
     "sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"})
 TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
+# what each operation's trace number must name
+ORIGINAL_KIND = {"void": "sale", "preauth_void": "preauth", "completion": "preauth",
+                 "completion_void": "completion"}
 PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
 READER_RETRY_S = 30.0  # the idle card watch waits this long after the reader failed
 
@@ -286,11 +290,31 @@ class FrontPanel:
                 except Exception as exc:  # the operator gets words, never a hung panel
                     log.error("print confirmation: %s", exc)
             self.changed()
+        elif isinstance(command, ui.LookupOriginal):
+            self._events.put_nowait(self._original(command))
         elif isinstance(command, ui.RunDiag):
             self._spawn(self._run_diag(command.name), f"diag-{command.name}")
         elif isinstance(command, ui.SaveSettings | ui.RestorePrevious | ui.FactoryDefaults
                         | ui.RollBackSettings | ui.ChangePassword):
             self._spawn(self._settings(command), "settings")
+
+    def _original(self, command: ui.LookupOriginal) -> ui.OriginalFound:
+        """The original a void or completion names, from this batch of the journal; the engine
+        checks it again when the operation runs (this is what the operator is shown)."""
+        j = self.terminal.journal
+        trace = command.trace
+        if j is None:
+            return ui.OriginalFound(trace, False, "service_mode")
+        record = j.find_by_trace(trace, j.current_batch())
+        if record is None:
+            return ui.OriginalFound(trace, False, "original_not_found")
+        if record.kind.value != ORIGINAL_KIND.get(command.op):
+            return ui.OriginalFound(trace, False, "original_wrong_type")
+        if record.state is TxnState.VOIDED:
+            return ui.OriginalFound(trace, False, "original_already_voided")
+        if record.state is not TxnState.APPROVED:
+            return ui.OriginalFound(trace, False, "original_not_approved")
+        return ui.OriginalFound(trace, True, "", record.kind.value, record.amount, record.pan_masked)
 
     async def _check_password(self, command: ui.CheckPassword) -> None:
         from firmware.settings.model import verify_password

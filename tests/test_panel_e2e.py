@@ -116,14 +116,15 @@ def test_void_by_menu_password_and_trace_voids_the_sale_here_and_at_the_host(tmp
             await shop.password()
             await shop.shows("Trace no.")
             await shop.press(sale.stan.lstrip("0"), "ENTER")
-            confirm = await shop.shows(f"Trace {sale.stan}", "ENTER confirm")
+            # the confirm screen shows what will be voided: the original's amount and card
+            confirm = await shop.shows("Orig. CNY 42.00", "ENTER confirm")
             await shop.press("ENTER")
             screen = await shop.shows("Approved")
             slips = await shop.slips(printed + 2)
             return sale, confirm, screen, slips[printed:], shop.journal.records()
 
     sale, confirm, screen, slips, rows = run(go())
-    assert f"Trace {sale.stan}" in confirm and "42.00" in screen  # the void is of the original's amount
+    assert sale.pan_masked in confirm and "42.00" in screen  # the void is of the original's amount
     assert kinds_of(rows) == [("sale", TxnState.VOIDED, 4200), ("void", TxnState.APPROVED, 4200)]
     assert rows[1].orig_stan == sale.stan
     assert all("42.00" in slip for slip in slips)
@@ -144,7 +145,9 @@ def test_refund_by_menu_with_the_rrn_and_date_of_an_earlier_sale(tmp_path: Path,
             await shop.press(sale.rrn, "ENTER")
             await shop.shows("Orig. date MMDD")
             await shop.press(sale.local_date, "ENTER")
-            confirm = await shop.shows("25.00")
+            confirm = await shop.shows("25.00", f"Ref {sale.rrn}", "ENTER confirm")
+            await shop.press("DOWN")  # the date is one row further; ENTER confirm stays in view
+            confirm += "\n" + await shop.shows(f"Date {sale.local_date}", "ENTER confirm")
             await shop.press("ENTER")
             await shop.swipe("cup_credit")
             screen = await shop.shows("Refund", "Approved")
@@ -215,9 +218,9 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
             await shop.press("MENU", "5", "2")
             await shop.shows("Completion", "Pre-auth trace")
             await shop.press(second.stan, "ENTER")
-            await shop.shows("Enter amount")
+            await shop.shows("Completion", second.pan_masked, "CNY 0.00")  # the pre-auth's card
             await shop.press("18000", "ENTER")
-            await shop.shows("180.00", f"Trace {second.stan}")
+            await shop.shows("Orig. CNY 200.00", "CNY 180.00", "ENTER confirm")
             await shop.press("ENTER")
             await result()
             completion = shop.journal.records()[-1]
@@ -599,3 +602,33 @@ def test_an_ecr_sale_shows_on_the_lcd_and_its_pin_is_typed_on_the_keypad(tmp_pat
     assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2200)]
     assert rows[0].pin_entered and rows[0].reference == "till-7"
     assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 2200)]
+
+
+def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
+    """A trace with no sale behind it, and a sale already voided, are refused in words at the
+    confirm step: nothing goes to the host."""
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            sale = await sale_by_keys(shop, "1500")
+            await shop.press("MENU", "2")
+            await shop.password()
+            await shop.press("999", "ENTER")
+            missing = await shop.shows("Original", "transaction not", "found")
+            await shop.press("CANCEL")
+            await shop.shows("Trace no.")
+            await shop.press("CLEAR", "CLEAR", "CLEAR", sale.stan, "ENTER")
+            await shop.shows("Orig. CNY 15.00", "ENTER confirm")
+            await shop.press("ENTER")
+            await shop.shows("Approved")
+            await shop.press("ENTER")
+            await shop.idle()
+            await shop.press("MENU", "2")
+            await shop.password()
+            await shop.press(sale.stan, "ENTER")
+            again = await shop.shows("already", "voided")
+            return missing, again, shop.journal.records()
+
+    missing, again, rows = run(go())
+    assert "transaction not\nfound" in missing and "already\nvoided" in again
+    assert kinds_of(rows) == [("sale", TxnState.VOIDED, 1500), ("void", TxnState.APPROVED, 1500)]
+    assert [r.kind for r in sim.ledger.rows(TID)].count("void") == 1

@@ -7,7 +7,7 @@ import sys
 import types
 
 import pytest
-from test_ui_txn import PAN, PW_OK, SETTINGS, TYPES, Term, outcome
+from test_ui_txn import PAN, PW_OK, SETTINGS, TYPES, Term, found, outcome
 
 from firmware.ui import core, machine
 from firmware.ui.entry import PasswordEntry
@@ -23,18 +23,19 @@ S = core.StartOp
 # opens -> (the script from idle, the commands it must give, in order)
 PATHS: dict[str, tuple[list, list]] = {
     "sale": (["MENU 1 1 2 3 4 ENTER ENTER"], [S("sale", amount=1234)]),
-    "void": (["MENU 2", PW, PW_OK, "1 2 3 ENTER ENTER"],
+    "void": (["MENU 2", PW, PW_OK, "1 2 3 ENTER", found("000123", "sale"), "ENTER"],
              [core.CheckPassword("void", "123456"), S("void", trace="000123", authorised=True)]),
     "refund": (["MENU 3", PW, PW_OK, "5 0 0 ENTER 1 2 3 4 5 6 7 8 9 0 1 2 ENTER 0 5 1 2 ENTER ENTER"],
                [core.CheckPassword("refund", "123456"),
                 S("refund", amount=500, rrn="123456789012", date="0512", authorised=True)]),
     "balance": (["MENU 4 ENTER"], [S("balance")]),
     "preauth": (["MENU 5 1 9 9 ENTER ENTER"], [S("preauth", amount=99)]),
-    "completion": (["MENU 5 2 4 5 ENTER 1 0 0 ENTER ENTER"], [S("completion", trace="000045", amount=100)]),
-    "preauth_void": (["MENU 5 3", PW, PW_OK, "7 ENTER ENTER"],
+    "completion": (["MENU 5 2 4 5 ENTER", found("000045", "preauth"), "1 0 0 ENTER ENTER"],
+                   [S("completion", trace="000045", amount=100)]),
+    "preauth_void": (["MENU 5 3", PW, PW_OK, "7 ENTER", found("000007", "preauth"), "ENTER"],
                      [core.CheckPassword("void", "123456"),
                       S("preauth_void", trace="000007", authorised=True)]),
-    "completion_void": (["MENU 5 4", PW, PW_OK, "8 ENTER ENTER"],
+    "completion_void": (["MENU 5 4", PW, PW_OK, "8 ENTER", found("000008", "completion"), "ENTER"],
                         [core.CheckPassword("void", "123456"),
                          S("completion_void", trace="000008", authorised=True)]),
     "settle": (["MENU 6 1", PW, PW_OK, "ENTER"],

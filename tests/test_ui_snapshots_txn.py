@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from test_ui_txn import PAN, PW_OK, Term, outcome
+from test_ui_txn import PAN, PW_OK, Term, found, outcome
 from ui_snapshots import assert_snapshot
 
 from firmware.ports import Frame, text_cells
@@ -50,7 +50,10 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 3), "1 2 3 4"]),
     "entry_pin_short": ({}, ["F1 1 ENTER ENTER", core.PinWanted(PAN, 1, True), "1 2 ENTER"]),
     "txn_confirm_sale": ({}, ["F1 1 2 3 4 ENTER"]),
-    "txn_confirm_void": ({}, ["F2 " + PW, PW_OK, "1 2 3 ENTER"]),
+    "txn_confirm_void": ({}, ["F2 " + PW, PW_OK, "1 2 3 ENTER", found("000123", "sale")]),
+    "txn_confirm_completion": ({}, ["MENU 5 2 4 5 ENTER", found("000045", "preauth"), "8 0 0 0 ENTER"]),
+    "txn_original_not_found": ({}, ["F2 " + PW, PW_OK, "9 ENTER",
+                                    core.OriginalFound("000009", False, "original_not_found")]),
     "txn_confirm_refund": ({}, ["MENU 3", PW, PW_OK, "5 0 ENTER", RRN, "0 5 1 2 ENTER"]),
     "txn_confirm_settle": ({}, ["F3 " + PW, PW_OK]),
     "txn_confirm_balance": ({}, ["MENU 4"]),

@@ -86,6 +86,11 @@ class Term:
         return " ".join(row.strip() for row in rows)
 
 
+def found(trace: str, kind: str, amount: int = 5000) -> core.OriginalFound:
+    """The app's answer to LookupOriginal: the original exists and may be used."""
+    return core.OriginalFound(trace, True, "", kind, amount, PAN)
+
+
 def outcome(status: str = "approved", op: str = "sale", **fields) -> core.OpDone:
     base = {"message_key": "approved", "amount": 1234, "pan_masked": PAN, "auth_code": "123456",
             "trace": "000321", "rrn": "123456789012"}
@@ -207,8 +212,8 @@ def test_card_refused_at_idle_is_shown_in_words() -> None:
 CANCEL_CASES = {
     # flow: (steps, after CANCEL at step i: the screen type expected)
     "sale": (["MENU", "1", "1 2 3 ENTER", "ENTER"], [IdleScreen, MenuScreen, AmountEntry]),
-    "void": (["MENU", "2", "1 2 3 4 5 6 ENTER", PW_OK, "1 2 ENTER", "ENTER"],
-             [IdleScreen, MenuScreen, MenuScreen, MenuScreen, NumberEntry]),
+    "void": (["MENU", "2", "1 2 3 4 5 6 ENTER", PW_OK, "1 2 ENTER", found("000012", "sale"), "ENTER"],
+             [IdleScreen, MenuScreen, MenuScreen, MenuScreen, NumberEntry, NumberEntry]),
     "refund": (["MENU", "3", "1 2 3 4 5 6 ENTER", PW_OK, "5 0 ENTER", "1 2 3 4 5 6 7 8 9 0 1 2 ENTER",
                 "0 5 1 2 ENTER", "ENTER"],
                [IdleScreen, MenuScreen, MenuScreen, MenuScreen, AmountEntry, NumberEntry, NumberEntry]),

@@ -207,8 +207,21 @@ class DiagResult:
     lines: tuple[str, ...] = ()  # extra detail rows (echo history, network info, log lines)
 
 
+@dataclass(frozen=True)
+class OriginalFound:
+    """The answer to LookupOriginal: the original transaction as the confirm screen shows it,
+    or why it cannot be used (message_key, e.g. original_not_found, original_already_voided)."""
+
+    trace: str
+    found: bool
+    message_key: str = ""
+    kind: str | None = None
+    amount: int | None = None
+    pan_masked: str | None = None
+
+
 UiEvent = (KeyIn | Tick | CardPresented | ChipSeen | CardRefused | OpStarted | OpStep | PinWanted
-           | OpDone | PasswordChecked | SettingsSaved | DiagResult)
+           | OpDone | PasswordChecked | SettingsSaved | DiagResult | OriginalFound)
 
 # ---------------------------------------------------------------------------- commands out
 
@@ -326,9 +339,18 @@ class ConfirmPrint:
     print_again: bool
 
 
+@dataclass(frozen=True)
+class LookupOriginal:
+    """Find the original of a void or completion in the journal (answered by OriginalFound),
+    so the operator sees its amount and card before confirming."""
+
+    op: str
+    trace: str
+
+
 UiCommand = (StartOp | CancelOp | SubmitPin | CheckPassword | DropCard | Audit | SaveSettings
              | RestorePrevious | FactoryDefaults | RollBackSettings | ChangePassword | RunDiag
-             | ConfirmPrint)
+             | ConfirmPrint | LookupOriginal)
 
 # ---------------------------------------------------------------------------- screens
 

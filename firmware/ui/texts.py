@@ -113,6 +113,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "res_batch": ("Batch {batch}", "批次号 {batch}"),
     "res_date": ("Date {date}", "原交易日期 {date}"),
     "res_balance": ("Balance", "余额"),
+    "orig_amount": ("Orig. {amount}", "原金额 {amount}"),
     "host_unreachable": ("Host unreachable - check network", "主机无法连接 - 请检查网络"),
     "f1_echo": ("F1: echo test", "F1: 回响测试"),
     # language and about

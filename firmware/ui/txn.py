@@ -15,18 +15,18 @@ from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.entry import NOTE_S, AmountEntry, NumberEntry, PasswordEntry, PinEntry
 from firmware.ui.results import result_screen
-from firmware.ui.scroll import message, paged, scrolled, wrap_all
+from firmware.ui.scroll import MORE_ABOVE, MORE_BELOW, message, wrap_all
 from firmware.ui.texts import CATALOG, enabled, money, op_title, t
 
 # op -> what the operator is asked, in order, before the StartOp leaves
 STEPS: dict[str, tuple[str, ...]] = {
     "sale": ("amount", "confirm"),
     "preauth": ("amount", "confirm"),
-    "void": ("password", "trace", "confirm"),
-    "preauth_void": ("password", "trace", "confirm"),
-    "completion_void": ("password", "trace", "confirm"),
+    "void": ("password", "trace", "original", "confirm"),
+    "preauth_void": ("password", "trace", "original", "confirm"),
+    "completion_void": ("password", "trace", "original", "confirm"),
     "refund": ("password", "amount", "rrn", "date", "confirm"),
-    "completion": ("trace", "amount", "confirm"),
+    "completion": ("trace", "original", "amount", "confirm"),
     "balance": ("confirm",),
     "settle": ("password", "confirm"),
     "reprint_trace": ("trace",),
@@ -64,6 +64,7 @@ class Flow:
     authorised: bool = False
     use_card: bool = False
     pan_masked: str | None = None
+    orig_amount: int | None = None  # shown on the confirm screen; the engine takes it from the journal
 
     def command(self) -> core.StartOp:
         return core.StartOp(self.op, amount=self.amount, trace=self.trace, rrn=self.rrn, date=self.date,
@@ -73,6 +74,8 @@ class Flow:
         """The next step's screen, or the StartOp once nothing is left to ask."""
         if not self.steps:
             return start(self.command())
+        if self.steps[0] == "original":
+            return lookup(replace(self, steps=self.steps[1:]), back)
         return core.Transition(self.screen(back))
 
     def screen(self, back: core.Screen) -> core.Screen:
@@ -132,9 +135,11 @@ class ConfirmScreen(core.Screen):
     back: core.Screen
     top: int = 0
 
-    def rows(self, ctx: core.UiContext) -> list[str]:
+    def info(self, ctx: core.UiContext) -> list[str]:
         flow = self.flow
         lines: list[str] = []
+        if flow.orig_amount is not None and flow.orig_amount != flow.amount:
+            lines.append(t(ctx, "orig_amount", amount=money(ctx, flow.orig_amount)))
         if flow.amount is not None:
             lines.append(money(ctx, flow.amount))
         if flow.pan_masked:
@@ -145,8 +150,14 @@ class ConfirmScreen(core.Screen):
             lines.append(t(ctx, "res_rrn", rrn=flow.rrn))
         if flow.date:
             lines.append(t(ctx, "res_date", date=flow.date))
-        lines.append(t(ctx, "settle_ask" if flow.op == "settle" else "confirm_enter"))
         return wrap_all(lines, ctx.cols)
+
+    def prompt(self, ctx: core.UiContext) -> list[str]:
+        return wrap_all([t(ctx, "settle_ask" if self.flow.op == "settle" else "confirm_enter")], ctx.cols)
+
+    def window(self, ctx: core.UiContext) -> int:
+        """Rows for the details: the prompt stays on the bottom rows, always visible."""
+        return max(1, ctx.rows - 1 - len(self.prompt(ctx)))
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
         if not isinstance(event, core.KeyIn):
@@ -155,11 +166,53 @@ class ConfirmScreen(core.Screen):
             return start(self.flow.command())
         if event.key is Key.CANCEL:
             return core.Transition(self.back)
-        top = scrolled(event.key, self.top, len(self.rows(ctx)), ctx)
-        return core.Transition(replace(self, top=top) if top is not None else self)
+        if event.key in (Key.UP, Key.DOWN):
+            last = max(0, len(self.info(ctx)) - self.window(ctx))
+            top = max(0, min(last, self.top + (1 if event.key is Key.DOWN else -1)))
+            return core.Transition(replace(self, top=top))
+        return core.Transition(self)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        return paged(ctx, op_title(ctx, self.flow.op), self.rows(ctx), self.top)
+        info, size = self.info(ctx), self.window(ctx)
+        top = max(0, min(self.top, len(info) - size))
+        shown = info[top: top + size]
+        marks = (MORE_ABOVE if top > 0 else "") + (MORE_BELOW if top + len(shown) < len(info) else "")
+        title = op_title(ctx, self.flow.op)
+        head = core.pad(title, ctx.cols - len(marks)) + marks if marks else title
+        padding = [""] * (size - len(shown))
+        return core.frame(ctx, [head, *shown, *padding, *self.prompt(ctx)])
+
+
+@dataclass(frozen=True)
+class OriginalLookup(core.Screen):
+    """Asks the app for the original (LookupOriginal) and waits; found: the flow goes on with its
+    amount and card shown; not usable: the reason in words, then back to the trace entry."""
+
+    staged: ClassVar[bool] = True
+
+    flow: Flow
+    back: core.Screen  # the trace entry
+    asked: bool = False
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.OriginalFound) and event.trace == self.flow.trace:
+            if not event.found:
+                return core.Transition(message(event.message_key or "original_not_found", self.back,
+                                               f"op_{self.flow.op}"))
+            found = replace(self.flow, orig_amount=event.amount,
+                            pan_masked=event.pan_masked or self.flow.pan_masked)
+            return found.next(self.back)
+        if isinstance(event, core.KeyIn) and event.key is Key.CANCEL:
+            return core.Transition(self.back)
+        return core.Transition(self) if isinstance(event, core.KeyIn) else None
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        return core.frame(ctx, [op_title(ctx, self.flow.op), t(ctx, "reading")])
+
+
+def lookup(flow: Flow, entry: core.Screen) -> core.Transition:
+    """The trace entry's way into OriginalLookup: the screen and its LookupOriginal command."""
+    return core.Transition(OriginalLookup(flow, entry), (core.LookupOriginal(flow.op, flow.trace or ""),))
 
 
 @dataclass(frozen=True)
