@@ -242,7 +242,8 @@ class Terminal:
 
     def _make_link(self) -> HostLink:
         m, c = self.settings["merchant"], self.settings["comms"]
-        channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]))
+        channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
+                              connect_attempts=1 + int(c.get("retries", 0)))
         return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk)
 
     async def connect(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -102,7 +103,12 @@ class PrintDesk:
     # -- rendering --------------------------------------------------------------
 
     def render(self, job: PrintJob, copy: CopyKind) -> Document:
-        """The document for one copy of a job, rebuilt from the journal (masked PAN only)."""
+        """The document for one copy of a job, rebuilt from the journal (masked PAN only), at
+        the print density the settings hold now."""
+        density = int(self._settings()["printer"].get("density", 4))
+        return dataclasses.replace(self._document(job, copy), density=density)
+
+    def _document(self, job: PrintJob, copy: CopyKind) -> Document:
         settings = self._settings()
         merchant = layout.MerchantInfo.from_settings(settings)
         printed_at = self._now()

@@ -88,9 +88,20 @@ class FrontPanel:
 
     # ------------------------------------------------------------------ main loop
 
+    def apply_display_settings(self) -> None:
+        """Contrast from the settings, on displays that have one (LCD panels; not a terminal)."""
+        set_contrast = getattr(self.display, "set_contrast", None)
+        if set_contrast is None:
+            return
+        try:
+            set_contrast(int(self.terminal.settings.get("display", {}).get("contrast", 5)))
+        except (OSError, ValueError) as exc:
+            log.error("display contrast: %s", exc)
+
     async def run(self) -> None:
         keys = asyncio.create_task(self._pump_keys(), name="keypad") if self.keypad else None
         try:
+            self.apply_display_settings()
             self._draw(self.ui.frame(self._ctx()))
             self._sync_card_watch()
             while True:
@@ -522,6 +533,8 @@ class FrontPanel:
         except Exception as exc:  # the operator gets words, never a hung panel
             log.exception("settings command failed")
             answer = ui.SettingsSaved(False, {"settings": str(exc)})
+        if answer.ok:
+            self.apply_display_settings()
         self._events.put_nowait(answer)
 
     # ------------------------------------------------------------------ card watch

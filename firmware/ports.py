@@ -224,6 +224,7 @@ class Document:
 
     blocks: tuple[Block, ...]
     title: str = ""  # for logs and the print queue listing; never sensitive
+    density: int | None = None  # print darkness 1 (light) .. 4 (normal) .. 8 (dark); None: as set
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ class LumaDisplay:
             raise ValueError("this display is closed")
         self._device.display(self.device_image(frame))
 
+    def set_contrast(self, level: int) -> None:
+        """The settings' contrast 1..10 onto luma's 0..255 (devices without one ignore it)."""
+        if not 1 <= level <= 10:
+            raise ValueError(f"contrast {level} is outside 1..10")
+        contrast = getattr(self._device, "contrast", None)
+        if contrast is not None:
+            contrast(round(level * 255 / 10))
+
     def close(self) -> None:
         """Switches the panel off through luma's cleanup, once."""
         if self._closed:

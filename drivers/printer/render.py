@@ -101,6 +101,10 @@ def merge_status(parts: Iterable[PrinterStatus]) -> PrinterStatus:
 # ---- python-escpos as the command generator -------------------------------------------------
 
 
+# Our density setting (1 light .. 4 normal .. 8 dark, in 12.5% steps) -> python-escpos's key.
+_ESCPOS_DENSITY = {1: 1, 2: 2, 3: 3, 4: 4, 5: 8, 6: 7, 7: 6, 8: 5}
+
+
 class _EscposCommands:
     """python-escpos printing into a Dummy: each call returns the bytes that call produced."""
 
@@ -117,6 +121,13 @@ class _EscposCommands:
 
     def init(self) -> bytes:
         return self._take(lambda p: p.hw("INIT"))
+
+    def density(self, level: int) -> bytes:
+        """GS | n through set(density=): our 1..8 scale (4 normal) onto python-escpos's 0..8,
+        whose keys run -50% .. 0% (0..4) and then +50% .. +12.5% (5..8)."""
+        if level not in _ESCPOS_DENSITY:
+            raise ValueError(f"print density {level} is outside 1..8")
+        return self._take(lambda p: p.set(density=_ESCPOS_DENSITY[level]))
 
     def line_feed(self) -> bytes:
         return self._take(lambda p: p.control("LF"))
@@ -204,6 +215,8 @@ def _render_text(doc: Document, profile: PrinterProfile) -> list[bytes]:
     commands = _EscposCommands(profile)
     state = _TextState()
     chunks = [commands.init()]
+    if doc.density is not None:
+        chunks.append(commands.density(doc.density))
     line_feed = commands.line_feed()
     for index, block in enumerate(_trailing_cut(doc.blocks)):
         if isinstance(block, TextLine):
@@ -336,6 +349,8 @@ def _draw_page(index0: int, blocks: Sequence[Block], profile: PrinterProfile) ->
 def _render_raster(doc: Document, profile: PrinterProfile) -> list[bytes]:
     commands = _EscposCommands(profile)
     chunks = [commands.init()]
+    if doc.density is not None:
+        chunks.append(commands.density(doc.density))
     segment: list[Block] = []
     start = 0
     for index, block in enumerate(_trailing_cut(doc.blocks)):

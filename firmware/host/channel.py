@@ -37,10 +37,11 @@ class HostChannel:
     """One TCP connection to the host, opened on demand, one request at a time."""
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
-                 max_frame: int = MAX_FRAME) -> None:
+                 max_frame: int = MAX_FRAME, connect_attempts: int = 1) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.connect_attempts = max(1, connect_attempts)  # settings: comms.retries + 1
         self.max_frame = max_frame
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -105,15 +106,21 @@ class HostChannel:
         if self.connected:
             return
         await self._drop_connection()  # clear what is left of a dead connection
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-        except TimeoutError:
-            raise NoReply(NoReply.LINK, f"connect to {self.host}:{self.port} timed out "
-                                        f"after {self.connect_timeout:g} s") from None
-        except OSError as exc:
-            raise NoReply(NoReply.LINK, f"connect to {self.host}:{self.port} failed: "
-                                        f"{exc.strerror or exc}") from None
+        for attempt in range(1, self.connect_attempts + 1):
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                break
+            except TimeoutError:
+                why = f"timed out after {self.connect_timeout:g} s"
+            except OSError as exc:
+                why = f"failed: {exc.strerror or exc}"
+            log.warning("connect to host %s:%s %s (attempt %d of %d)", self.host, self.port, why,
+                        attempt, self.connect_attempts)
+        else:
+            raise NoReply(NoReply.LINK, f"connect to {self.host}:{self.port} {why}"
+                                        + (f" ({self.connect_attempts} attempts)"
+                                           if self.connect_attempts > 1 else ""))
         self._reader, self._writer = reader, writer
         self._reader_task = asyncio.create_task(self._read_loop(reader),
                                                 name=f"host-reader {self.host}:{self.port}")
