@@ -632,3 +632,24 @@ def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
     assert "transaction not\nfound" in missing and "already\nvoided" in again
     assert kinds_of(rows) == [("sale", TxnState.VOIDED, 1500), ("void", TxnState.APPROVED, 1500)]
     assert [r.kind for r in sim.ledger.rows(TID)].count("void") == 1
+
+
+def test_no_key_is_logged_while_a_pin_is_typed(tmp_path: Path, sim, caplog):
+    """Every logger at DEBUG through a PIN sale: neither the PIN nor any key name appears, on
+    any logger, in any record (the keypad driver, the panel and the app log no key at all)."""
+    import logging
+    import re
+
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            return await sale_by_keys(shop, "3300", card="cup_debit", pin="123456")
+
+    with caplog.at_level(logging.DEBUG):
+        sale = run(go())
+    assert sale.pin_entered
+    text = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert caplog.records, "the app logged nothing at all: the check would be empty"
+    # the PIN as a number of its own (the TID 12345678 and the MID hold the same digits)
+    assert not re.search(r"(?<!\d)123456(?!\d)", text)
+    for leak in ("KeyIn", "Key.", "KeyPress", "'ENTER'", "D1", "key code"):
+        assert leak not in text, leak
