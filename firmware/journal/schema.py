@@ -137,4 +137,35 @@ MIGRATIONS.append([
     "ALTER TABLE settlement ADD COLUMN operator TEXT",
 ])
 
+MIGRATIONS.append([
+    # 6: held orders (挂单) and the terminal's own life cycle (deregistration, 注销).
+    # A held order moves no money; when it is paid, txn_id names the sale that paid it.
+    """CREATE TABLE held_order (
+        id INTEGER PRIMARY KEY,
+        reference TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL DEFAULT 'sale',
+        state TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'keypad',
+        txn_id INTEGER REFERENCES txn(id),
+        cancel_reason TEXT,
+        cancel_txn_id INTEGER REFERENCES txn(id),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    "CREATE INDEX held_order_open ON held_order (state) WHERE state IN ('HELD', 'PAYING', 'CANCELLING')",
+    "CREATE INDEX held_order_reference ON held_order (reference)",
+    # One row per key: 'lifecycle' (ACTIVE | DEREGISTERING | DEREGISTERED), 'dereg_step' (the
+    # last step done), 'dereg_backup' (the verified backup's directory). Survives power loss.
+    """CREATE TABLE terminal_state (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    "INSERT INTO terminal_state (name, value, updated_at) VALUES ('lifecycle', 'ACTIVE', 0)",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

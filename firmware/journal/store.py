@@ -7,6 +7,7 @@ enforced here, so no code path can turn a given-up record into an approval.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -178,6 +179,22 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        """One durable SQL transaction for the journal's companions (held orders, the terminal's
+        life cycle): BEGIN IMMEDIATE ... COMMIT, a full disk as JournalFull, nothing half-written."""
+        return self._tx()
+
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Read-only SQL for the journal's companions and diagnostics (no transaction)."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("Journal.read() runs SELECT statements only")
+        return self._db.execute(sql, args).fetchall()
+
+    def audit_in(self, cur: sqlite3.Cursor, operator: str, action: str, detail: str,
+                 outcome: str) -> None:
+        """An audit line inside a companion's transaction (it commits or rolls back with it)."""
+        self._audit(cur, operator, action, detail, outcome)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:

@@ -53,6 +53,8 @@ class UiContext:
     # CANCEL drops it with a VOID slip (ConfirmPrint). None: nothing waits.
     print_confirm_job: int | None = None
     password_locked_s: float = 0.0  # > 0: supervisor functions are locked this long
+    held_orders: int = 0  # orders parked (挂单) and not yet paid or cancelled
+    held_aged: int = 0  # of those, held longer than the configured age (flagged at idle)
     # The live settings, read-only (max amount, enabled types, bypass, idle timeout...).
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -171,6 +173,9 @@ class OpOutcome:
     response_code: str | None = None
     balance: int | None = None
     lines: tuple[str, ...] = ()  # extra rows (reports, diag output), already in words
+    # Structured rows for screens that let the operator pick one (held orders, anomalies):
+    # plain data (str/int/bool/None values), no card data but masked PANs.
+    items: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -242,6 +247,10 @@ class StartOp:
     reference: str | None = None
     use_card: bool = False
     authorised: bool = False
+    order_id: int | None = None  # a held order (resume, cancel, its audit trail)
+    note: str | None = None  # free text typed on the keypad (held order note)
+    reason: str | None = None  # a chosen reason key (held-order cancel)
+    path: str | None = None  # a directory (the deregistration backup)
 
 
 # op -> what it needs. The app refuses anything else, in words.
