@@ -43,6 +43,7 @@ FACTORY: dict[str, dict[str, Any]] = {
         "allow_fallback_swipe": False,
         "currency": "156",
         "retention_days": 90,
+        "held_max_age_min": 120,
         "operator": "01",
     },
     # no_signature_limit: merchant copies of PIN-verified transactions up to this many fen

@@ -64,6 +64,7 @@ FIELDS: tuple[Field, ...] = (
     Field("transactions", "allow_fallback_swipe", "bool"),
     Field("transactions", "currency", "digits", 3, 3),
     Field("transactions", "retention_days", "int", 1, 3650, editable=False),
+    Field("transactions", "held_max_age_min", "int", 1, 10080, unit="min"),
     Field("transactions", "operator", "digits", 1, 4, editable=False),
     Field("printer", "profile", "choice", choices=("58mm", "80mm"), self_test="printer"),
     Field("printer", "copies", "int", 1, 3, self_test="printer"),
@@ -85,7 +86,7 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 # Fields added after settings files were already in the field: an old file lacking them is
 # migrated (filled from factory at load, and logged). Any other missing field is a broken file.
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
-                "printer.no_signature_limit")
+                "printer.no_signature_limit", "transactions.held_max_age_min")
 
 
 def field(group: str, name: str) -> Field:
@@ -125,6 +126,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),
     "f.transactions.duplicate_window_s": ("Dup window", "重复判断"),
+    "f.transactions.held_max_age_min": ("Held max age", "挂单时限"),
     "f.transactions.pin_tries": ("PIN tries", "密码次数"),
     "f.transactions.allow_pin_bypass": ("PIN bypass", "免密"),
     "f.transactions.allow_fallback_swipe": ("Fallback", "降级刷卡"),

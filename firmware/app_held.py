@@ -1,0 +1,306 @@
+"""Held orders (挂单) at the app layer: park, list, resume, cancel and the audit trail, from the
+keypad (run_op) and the ECR link (ecr_op). Money only moves through Terminal.financial(); the
+order's state follows what the journal says its sale (or the void/refund of it) really did.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from firmware.app import OperatorInput, Terminal
+from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.host.messages import TxnKind
+from firmware.i18n import register, text
+from firmware.journal.held import (
+    CANCELLED,
+    CANCELLING,
+    HELD,
+    PAID,
+    PAYING,
+    REASONS,
+    HeldError,
+    HeldOrder,
+    HeldOrders,
+)
+from firmware.printing.held_slip import held_trail_slip
+from firmware.ui.core import OpOutcome, StartOp
+
+PANEL_OPS = frozenset({"held_park", "held_list", "held_resume", "held_cancel", "held_trail"})
+ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "held_park": (("amount", "ref"), ("note",)),
+    "held_list": ((), ()),
+    "held_resume": (("order",), ("card", "pin")),
+    "held_cancel": (("order", "reason", "password"), ("card", "pin")),
+    "held_trail": (("order",), ()),
+}
+# What the terminal does about a transaction still being resolved (the held list shows it).
+DOING = {"PENDING": "held_doing_pending", "REVERSAL_DUE": "held_doing_reversal",
+         "ADVICE_DUE": "held_doing_advice"}
+
+
+def held(terminal: Terminal) -> HeldOrders:
+    assert terminal.journal is not None
+    return HeldOrders(terminal.journal)
+
+
+def _operator(terminal: Terminal) -> str:
+    return str(terminal.settings["transactions"]["operator"])
+
+
+def max_age_min(terminal: Terminal) -> int:
+    return int(terminal.settings["transactions"].get("held_max_age_min", 120))
+
+
+def counts(terminal: Terminal) -> tuple[int, int]:
+    """(open orders, aged HELD orders) for the idle screen (UiContext.held_orders/held_aged)."""
+    if terminal.journal is None:
+        return 0, 0
+    h = held(terminal)
+    return len(h.orders()), len(h.aged(max_age_min(terminal)))
+
+
+def reconcile(terminal: Terminal) -> list[HeldOrder]:
+    """Call at start-up (after Terminal.open) and after a backlog pass: orders follow their sales."""
+    if terminal.journal is None:
+        return []
+    return held(terminal).reconcile(stale=not terminal.busy)
+
+
+def order_item(order: HeldOrder) -> dict[str, Any]:
+    return {"id": order.id, "time": time.strftime("%m-%d %H:%M", time.localtime(order.created_at)),
+            "amount": order.amount, "type": order.kind, "reference": order.reference,
+            "note": order.note, "status": order.state, "reason": order.cancel_reason,
+            "readonly": False}
+
+
+def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
+    """Open orders, then (read-only) every transaction whose outcome is still being resolved."""
+    j = terminal.journal
+    assert j is not None
+    items = [order_item(o) for o in held(terminal).orders()]
+    for record in j.reversals_due() + j.advices_due() + [
+            r for r in j.records() if r.state.value == "PENDING"]:
+        items.append({"id": None, "txn_id": record.id, "time": f"{record.local_date[:2]}-"
+                      f"{record.local_date[2:]} {record.local_time[:2]}:{record.local_time[2:4]}",
+                      "amount": record.amount, "type": record.kind.value,
+                      "reference": record.reference or record.stan, "status": record.state.value,
+                      "doing": DOING.get(record.state.value, ""), "trace": record.stan,
+                      "pan": record.pan_masked, "readonly": True})
+    return tuple(items)
+
+
+def trail_document(terminal: Terminal, order_id: int, lang: str) -> Any:
+    from firmware.app_printing import PrintDesk
+
+    h = held(terminal)
+    order = h.get(order_id)
+    columns = terminal.prints.columns if terminal.prints is not None else PrintDesk.columns_for(
+        None, terminal.settings)
+    merchant = terminal.settings["merchant"]
+    return held_trail_slip(order, h.trail(order_id), lang=lang, columns=columns,
+                           merchant=str(merchant.get("name", "")), tid=str(merchant.get("tid", "")),
+                           printed_at=datetime.now())
+
+
+# -- the operations -------------------------------------------------------------------------------
+
+def _outcome(op: str, status: str, key: str, detail: str = "", **kw: Any) -> OpOutcome:
+    return OpOutcome(op=op, status=status, message_key=key, detail=detail, **kw)
+
+
+def _from_result(op: str, result: TxnResult, order: HeldOrder | None) -> OpOutcome:
+    record = result.record
+    return OpOutcome(
+        op=op, status=result.status, message_key=result.message_key, detail=result.detail,
+        amount=record.amount if record else (order.amount if order else None),
+        pan_masked=record.pan_masked if record else None,
+        auth_code=record.auth_code if record else None, trace=record.stan if record else None,
+        rrn=record.rrn if record else None, batch=record.batch if record else None,
+        response_code=result.response_code,
+        items=(order_item(order),) if order is not None else ())
+
+
+async def park(terminal: Terminal, amount: int | None, reference: str | None, note: str | None,
+               source: str) -> OpOutcome:
+    if terminal.service_problem:
+        return _outcome("held_park", "refused", "service_mode", terminal.service_problem)
+    order = held(terminal).park(amount or 0, reference or "", note or "", _operator(terminal),
+                                str(terminal.settings["transactions"]["currency"]), source)
+    return _outcome("held_park", "stored", "held_parked", amount=order.amount,
+                    items=(order_item(order),))
+
+
+async def resume(terminal: Terminal, order_id: int, io: OperatorInput) -> OpOutcome:
+    h = held(terminal)
+    h.reconcile(stale=not terminal.busy)
+    order = h.mark_paying(order_id, _operator(terminal))
+    # From here a power loss leaves the order PAYING; reconcile() finds its sale by reference.
+    result = await terminal.financial(
+        TxnRequest(TxnKind.SALE, order.amount, operator=_operator(terminal), reference=order.reference),
+        io)
+    order = h.record_sale(order_id, result.record.id if result.record else None, _operator(terminal))
+    return _from_result("held_resume", result, order)
+
+
+async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInput) -> OpOutcome:
+    """The password was checked (io.authorised) or is in io.password (ECR)."""
+    j = terminal.journal
+    assert j is not None
+    if reason not in REASONS:
+        raise HeldError(f"the reason must be one of {', '.join(REASONS)}, got {reason!r}")
+    if not io.authorised:
+        if not terminal.check_password(io.password, "held_cancel"):
+            return _outcome("held_cancel", "refused", "password_wrong")
+        io.authorised = True
+    h = held(terminal)
+    h.reconcile(stale=not terminal.busy)
+    order = h.get(order_id)
+    operator = _operator(terminal)
+    if order.state == HELD:
+        order = h.cancel_unpaid(order_id, reason, operator)
+        return _outcome("held_cancel", "done", "held_cancelled", amount=order.amount,
+                        items=(order_item(order),))
+    if order.state == PAYING:
+        # The sale's outcome is unknown: the reversal path; the order waits for its acknowledgement.
+        order = h.begin_cancel(order_id, reason, operator, "sale outcome unknown: reversal path")
+        return _outcome("held_cancel", "reversal_pending", "held_cancel_reversal",
+                        amount=order.amount, items=(order_item(order),))
+    if order.state != PAID or order.txn_id is None:
+        return _outcome("held_cancel", "refused", "held_not_cancellable",
+                        f"held order {order_id} is {order.state}", items=(order_item(order),))
+    sale = j.get(order.txn_id)
+    settled = sale.batch != j.current_batch() or j.read(
+        "SELECT settlement_id FROM txn WHERE id = ?", (sale.id,))[0][0] is not None
+    if settled:
+        order = h.begin_cancel(order_id, reason, operator, f"refund of sale txn {sale.id} (settled)")
+        request = TxnRequest(TxnKind.REFUND, sale.amount, operator=operator, reference=order.reference,
+                             original=OriginalRef(rrn=sale.rrn, date=sale.local_date))
+    else:
+        order = h.begin_cancel(order_id, reason, operator, f"void of sale txn {sale.id}")
+        request = TxnRequest(TxnKind.VOID, operator=operator, reference=order.reference,
+                             original=OriginalRef(trace=sale.stan, batch=sale.batch))
+    result = await terminal.financial(request, io)
+    order = h.record_cancel_txn(order_id, result.record.id if result.record else None, operator)
+    outcome = _from_result("held_cancel", result, order)
+    if order.state == CANCELLED:
+        return outcome
+    if order.state == CANCELLING:
+        return OpOutcome(**{**outcome.__dict__, "status": "stored" if result.status == "stored"
+                            else "reversal_pending"})
+    return outcome
+
+
+async def trail(terminal: Terminal, order_id: int, lang: str, print_it: bool) -> OpOutcome:
+    h = held(terminal)
+    order = h.get(order_id)
+    doc = trail_document(terminal, order_id, lang)
+    lines = tuple(b.text for b in doc.blocks if hasattr(b, "text"))
+    if print_it and terminal.prints is not None:
+        terminal.prints.held_trail(order_id, _operator(terminal))  # queued; audited by the queue
+    elif print_it:
+        h.note_print(order_id, _operator(terminal))
+    return _outcome("held_trail", "done", "held_trail_ready", amount=order.amount, lines=lines,
+                    items=(order_item(order),))
+
+
+async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+    """A keypad op (PANEL_OPS); a held-order rule broken comes back refused, in words."""
+    io = OperatorInput(source="keypad", authorised=command.authorised)
+    try:
+        if command.op == "held_park":
+            return await park(terminal, command.amount, command.reference, command.note, "keypad")
+        if command.op == "held_list":
+            reconcile(terminal)
+            return _outcome("held_list", "done", "held_list", items=list_items(terminal))
+        if command.order_id is None:
+            return _outcome(command.op, "refused", "held_no_order", "no held order was chosen")
+        if command.op == "held_resume":
+            # use_card: a card read at idle already waits in the terminal's card slot.
+            return await resume(terminal, command.order_id, io)
+        if command.op == "held_cancel":
+            if not command.authorised:
+                return _outcome("held_cancel", "refused", "password_wrong",
+                                "the supervisor password was not checked")
+            return await cancel(terminal, command.order_id, command.reason or "", io)
+        if command.op == "held_trail":
+            return await trail(terminal, command.order_id, lang, print_it=True)
+    except HeldError as exc:
+        return _outcome(command.op, "refused", "held_refused", str(exc))
+    return _outcome(command.op, "refused", "held_unknown_op", f"not a held-order op: {command.op}")
+
+
+def _ecr_card(args: dict[str, Any]) -> CardRead | None:
+    if "card" not in args:
+        return None
+    from firmware.ecr.server import sim_card
+
+    return sim_card(args["card"])
+
+
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """An ECR request (ECR_OPS, fields already checked by the protocol): the reply payload."""
+    lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    try:
+        if op == "held_park":
+            outcome = await park(terminal, args["amount"], args["ref"], args.get("note"), "ecr")
+        elif op == "held_list":
+            reconcile(terminal)
+            outcome = _outcome("held_list", "done", "held_list", items=list_items(terminal))
+        elif op == "held_resume":
+            io = OperatorInput(card=_ecr_card(args), pin=args.get("pin"), source="ecr")
+            outcome = await resume(terminal, int(args["order"]), io)
+        elif op == "held_cancel":
+            io = OperatorInput(password=args["password"], card=_ecr_card(args), pin=args.get("pin"),
+                               source="ecr")
+            outcome = await cancel(terminal, int(args["order"]), args["reason"], io)
+        elif op == "held_trail":
+            outcome = await trail(terminal, int(args["order"]), lang, print_it=False)
+        else:
+            return {"ok": False, "result": "refused", "message": f"not a held-order op: {op}"}
+    except HeldError as exc:
+        return {"ok": False, "result": "refused", "message": str(exc)}
+    payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
+                               "message": _words(outcome.message_key, lang)}
+    if outcome.detail:
+        payload["detail"] = outcome.detail
+    for name in ("amount", "trace", "rrn", "batch", "auth_code"):
+        value = getattr(outcome, name)
+        if value is not None:
+            payload[name] = value
+    if outcome.items:
+        payload["orders" if op == "held_list" else "order"] = (
+            [dict(i) for i in outcome.items] if op == "held_list" else dict(outcome.items[0]))
+    if outcome.lines:
+        payload["lines"] = list(outcome.lines)
+    return payload
+
+
+MESSAGES = {
+    "held_parked": ("Order held", "挂单已保存"),
+    "held_cancelled": ("Order cancelled", "挂单已取消"),
+    "held_cancel_reversal": ("Sale outcome unknown: reversal pending; order stays cancelling",
+                             "交易结果未知:等待冲正,挂单取消中"),
+    "held_not_cancellable": ("This order cannot be cancelled now", "此挂单现在不能取消"),
+    "held_refused": ("Held order refused", "挂单操作被拒绝"),
+    "held_no_order": ("No held order chosen", "未选择挂单"),
+    "held_unknown_op": ("Unknown held-order operation", "未知挂单操作"),
+    "held_trail_ready": ("Audit trail", "审计记录"),
+    "held_list": ("Held orders", "挂单列表"),
+    "held_doing_pending": ("sending, awaiting reply", "发送中,等待应答"),
+    "held_doing_reversal": ("reversal will be sent", "将发送冲正"),
+    "held_doing_advice": ("advice will be forwarded", "将上送通知"),
+}
+
+register(MESSAGES)  # the screens and the ECR link word these outcomes too
+
+
+def _words(key: str, lang: str) -> str:
+    if key in MESSAGES:
+        return MESSAGES[key][1 if lang == "zh_CN" else 0]
+    return text(key, lang)
+
+
+__all__ = ["CANCELLING", "ECR_OPS", "PAID", "PANEL_OPS", "PAYING", "counts", "ecr_op", "list_items",
+           "reconcile", "run_op"]

@@ -1,0 +1,271 @@
+"""Held orders (挂单): the held_order table's rules, each state change one SQL transaction with its
+audit line. An order is HELD (no money moved), PAYING (its sale runs or its outcome is unknown),
+PAID (txn_id names the approved sale), CANCELLING (a void/refund or a reversal is being resolved)
+or CANCELLED. `reconcile()` reads the txn table and moves orders to what their sales really did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware.journal.store import Journal
+
+HELD, PAYING, PAID, CANCELLING, CANCELLED = "HELD", "PAYING", "PAID", "CANCELLING", "CANCELLED"
+OPEN_STATES = (HELD, PAYING, PAID, CANCELLING)
+REASONS = ("customer_cancelled", "payment_failed", "operator_error", "other")
+MAX_REFERENCE = 20
+MAX_NOTE = 40
+# A txn row written within this many seconds before the order's last change still belongs to it
+# (the journal and this module read the same wall clock; the slack only absorbs rounding).
+_SLACK_S = 2.0
+
+_COLUMNS = ("id, reference, amount, currency, note, kind, state, operator, source, txn_id, "
+            "cancel_reason, cancel_txn_id, created_at, updated_at")
+
+
+class HeldError(Exception):
+    """A held-order request that cannot be carried out; str() says why in words."""
+
+
+@dataclass(frozen=True)
+class HeldOrder:
+    id: int
+    reference: str
+    amount: int
+    currency: str
+    note: str
+    kind: str
+    state: str
+    operator: str
+    source: str
+    txn_id: int | None
+    cancel_reason: str | None
+    cancel_txn_id: int | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class TrailLine:
+    at: float
+    operator: str
+    action: str
+    detail: str
+    outcome: str
+
+
+def _tag(order_id: int) -> str:
+    return f"order {order_id}:"
+
+
+class HeldOrders:
+    """The held-order rules over one open Journal."""
+
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
+        self.clock = clock
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, order_id: int) -> HeldOrder:
+        rows = self.journal.read(f"SELECT {_COLUMNS} FROM held_order WHERE id = ?", (order_id,))
+        if not rows:
+            raise HeldError(f"there is no held order {order_id}")
+        return HeldOrder(*rows[0])
+
+    def orders(self, open_only: bool = True) -> list[HeldOrder]:
+        where = f"WHERE state IN ({','.join('?' * len(OPEN_STATES))})" if open_only else ""
+        args = OPEN_STATES if open_only else ()
+        rows = self.journal.read(f"SELECT {_COLUMNS} FROM held_order {where} ORDER BY id", args)
+        return [HeldOrder(*row) for row in rows]
+
+    def aged(self, max_age_min: int, now: float | None = None) -> list[HeldOrder]:
+        """Orders still HELD for longer than max_age_min minutes (flagged on the idle screen)."""
+        limit = (self.clock() if now is None else now) - 60.0 * max_age_min
+        rows = self.journal.read(
+            f"SELECT {_COLUMNS} FROM held_order WHERE state = ? AND created_at < ? ORDER BY id",
+            (HELD, limit))
+        return [HeldOrder(*row) for row in rows]
+
+    def trail(self, order_id: int) -> list[TrailLine]:
+        """Every audit line of one order, oldest first ("keep the evidence")."""
+        rows = self.journal.read(
+            "SELECT at, operator, action, detail, outcome FROM audit "
+            "WHERE action LIKE 'held %' AND detail LIKE ? ORDER BY id", (_tag(order_id) + "%",))
+        return [TrailLine(*row) for row in rows]
+
+    def _txn(self, txn_id: int) -> tuple[str, str, str | None, int | None]:
+        """(kind, state, batch, settlement_id) of one journal record."""
+        rows = self.journal.read("SELECT kind, state, batch, settlement_id FROM txn WHERE id = ?",
+                                 (txn_id,))
+        if not rows:
+            raise HeldError(f"journal record {txn_id} is missing")
+        return rows[0]
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def _change(self, order: HeldOrder, expect: tuple[str, ...], operator: str, action: str,
+                detail: str, outcome: str, **fields: object) -> HeldOrder:
+        """One state change and its audit line in one transaction; refused if the order moved."""
+        now = self.clock()
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        with self.journal.transaction() as cur:
+            row = cur.execute("SELECT state FROM held_order WHERE id = ?", (order.id,)).fetchone()
+            if row is None or row[0] not in expect:
+                raise HeldError(f"held order {order.id} is {row[0] if row else 'gone'}, "
+                                f"not {' or '.join(expect)}")
+            cur.execute(f"UPDATE held_order SET {sets}, updated_at = ? WHERE id = ?",
+                        (*fields.values(), now, order.id))
+            self.journal.audit_in(cur, operator, f"held {action}", f"{_tag(order.id)} {detail}",
+                                  outcome)
+        return self.get(order.id)
+
+    def park(self, amount: int, reference: str, note: str, operator: str, currency: str,
+             source: str = "keypad") -> HeldOrder:
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise HeldError(f"the amount must be a whole number of fen above zero, got {amount!r}")
+        reference, note = reference.strip(), note.strip()
+        if not reference or len(reference) > MAX_REFERENCE or not reference.isprintable():
+            raise HeldError(f"the reference must be 1 to {MAX_REFERENCE} printable characters")
+        if len(note) > MAX_NOTE or not note.isprintable():
+            raise HeldError(f"the note must be at most {MAX_NOTE} printable characters")
+        now = self.clock()
+        with self.journal.transaction() as cur:
+            cur.execute(
+                "INSERT INTO held_order (reference, amount, currency, note, kind, state, operator, "
+                "source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (reference, amount, currency, note, "sale", HELD, operator, source, now, now))
+            order_id = int(cur.lastrowid or 0)
+            self.journal.audit_in(cur, operator, "held park",
+                                  f"{_tag(order_id)} amount {amount} ref {reference} via {source}",
+                                  HELD)
+        return self.get(order_id)
+
+    def mark_paying(self, order_id: int, operator: str) -> HeldOrder:
+        order = self.get(order_id)
+        return self._change(order, (HELD,), operator, "resume", "sale starts", PAYING, state=PAYING)
+
+    def record_sale(self, order_id: int, txn_id: int | None, operator: str) -> HeldOrder:
+        """The resumed sale ended (or was found after a restart): the order follows its outcome."""
+        order = self.get(order_id)
+        if txn_id is None:
+            return self._change(order, (PAYING,), operator, "resume",
+                                "no sale was recorded; held again", HELD, state=HELD, txn_id=None)
+        _kind, state, _, _ = self._txn(txn_id)
+        if state == "APPROVED":
+            return self._change(order, (PAYING,), operator, "paid", f"sale txn {txn_id}", PAID,
+                                state=PAID, txn_id=txn_id)
+        if state in ("PENDING", "REVERSAL_DUE"):
+            return self._change(order, (PAYING,), operator, "resume",
+                                f"sale txn {txn_id} outcome unknown ({state})", PAYING,
+                                state=PAYING, txn_id=txn_id)
+        return self._change(order, (PAYING,), operator, "resume",
+                            f"sale txn {txn_id} {state.lower()}; held again", HELD,
+                            state=HELD, txn_id=None)
+
+    def cancel_unpaid(self, order_id: int, reason: str, operator: str) -> HeldOrder:
+        """A HELD order: nothing moved, it is simply cancelled."""
+        self._check_reason(reason)
+        order = self.get(order_id)
+        return self._change(order, (HELD,), operator, "cancel",
+                            f"reason {reason}; amount {order.amount} ref {order.reference}",
+                            CANCELLED, state=CANCELLED, cancel_reason=reason)
+
+    def begin_cancel(self, order_id: int, reason: str, operator: str, how: str) -> HeldOrder:
+        """A PAID or PAYING order: CANCELLING until the void/refund or reversal is resolved."""
+        self._check_reason(reason)
+        order = self.get(order_id)
+        return self._change(order, (PAID, PAYING), operator, "cancel",
+                            f"reason {reason}; {how}", CANCELLING, state=CANCELLING,
+                            cancel_reason=reason)
+
+    def record_cancel_txn(self, order_id: int, cancel_txn_id: int | None, operator: str) -> HeldOrder:
+        """The void/refund for a CANCELLING order ended: CANCELLED, back to PAID, or waiting."""
+        order = self.get(order_id)
+        if cancel_txn_id is None:
+            return self._change(order, (CANCELLING,), operator, "cancel",
+                                "no void or refund was recorded; the order stays paid", PAID,
+                                state=PAID)
+        kind, state, _, _ = self._txn(cancel_txn_id)
+        if state == "APPROVED":
+            return self._change(order, (CANCELLING,), operator, "cancelled",
+                                f"{kind} txn {cancel_txn_id}", CANCELLED, state=CANCELLED,
+                                cancel_txn_id=cancel_txn_id)
+        if state in ("PENDING", "REVERSAL_DUE", "ADVICE_DUE"):
+            return self._change(order, (CANCELLING,), operator, "cancel",
+                                f"{kind} txn {cancel_txn_id} {state}", CANCELLING,
+                                cancel_txn_id=cancel_txn_id)
+        return self._change(order, (CANCELLING,), operator, "cancel",
+                            f"{kind} txn {cancel_txn_id} {state.lower()}; the order stays paid",
+                            PAID, state=PAID, cancel_txn_id=None)
+
+    def note_print(self, order_id: int, operator: str) -> None:
+        with self.journal.transaction() as cur:
+            self.journal.audit_in(cur, operator, "held trail", f"{_tag(order_id)} printed", "done")
+
+    @staticmethod
+    def _check_reason(reason: str) -> None:
+        if reason not in REASONS:
+            raise HeldError(f"the reason must be one of {', '.join(REASONS)}, got {reason!r}")
+
+    # -- after a restart or a backlog pass ------------------------------------------------------
+
+    def _find(self, sql: str, args: tuple) -> int | None:
+        rows = self.journal.read(sql, args)
+        return int(rows[0][0]) if rows else None
+
+    def reconcile(self, stale: bool, operator: str = "system") -> list[HeldOrder]:
+        """Move PAYING and CANCELLING orders to what the journal says their money did.
+
+        stale: no operation runs now (start-up, idle), so an order PAYING or CANCELLING without
+        any record was interrupted before a byte left the terminal and can go back.
+        """
+        changed: list[HeldOrder] = []
+        claimed = {row[0] for row in self.journal.read(
+            "SELECT txn_id FROM held_order WHERE txn_id IS NOT NULL")}
+        for order in self.orders():
+            before = order.state
+            if order.state == PAYING:
+                txn_id = order.txn_id or self._find(
+                    "SELECT id FROM txn WHERE kind = 'sale' AND reference = ? AND created_at >= ? "
+                    "ORDER BY id DESC LIMIT 1", (order.reference, order.updated_at - _SLACK_S))
+                if txn_id is not None and txn_id in claimed and txn_id != order.txn_id:
+                    txn_id = None
+                if txn_id is None:
+                    if stale:
+                        order = self.record_sale(order.id, None, operator)
+                elif order.txn_id is None or self._txn(txn_id)[1] not in ("PENDING", "REVERSAL_DUE"):
+                    order = self.record_sale(order.id, txn_id, operator)
+            elif order.state == CANCELLING:
+                order = self._reconcile_cancel(order, stale, operator)
+            if order.state != before:
+                changed.append(order)
+        return changed
+
+    def _reconcile_cancel(self, order: HeldOrder, stale: bool, operator: str) -> HeldOrder:
+        if order.txn_id is None:
+            return order
+        sale_state = self._txn(order.txn_id)[1]
+        if sale_state in ("REVERSED", "RESOLVED_MANUALLY", "DECLINED"):
+            # the sale never took money (or the reversal gave it back): nothing left to undo
+            return self._change(order, (CANCELLING,), operator, "cancelled",
+                                f"sale txn {order.txn_id} {sale_state.lower()}", CANCELLED,
+                                state=CANCELLED)
+        if sale_state in ("PENDING", "REVERSAL_DUE"):
+            return order  # the reversal path: wait for the host's acknowledgement
+        cancel_id = order.cancel_txn_id or self._find(
+            "SELECT id FROM txn WHERE orig_id = ? AND kind IN ('void', 'refund') AND created_at >= ? "
+            "ORDER BY id DESC LIMIT 1", (order.txn_id, order.updated_at - _SLACK_S))
+        if cancel_id is None:
+            if sale_state == "VOIDED":
+                return self._change(order, (CANCELLING,), operator, "cancelled",
+                                    f"sale txn {order.txn_id} voided", CANCELLED, state=CANCELLED)
+            return self.record_cancel_txn(order.id, None, operator) if stale else order
+        cancel_state = self._txn(cancel_id)[1]
+        if cancel_state == "PENDING" and not stale:
+            return order
+        if cancel_state in ("PENDING", "REVERSAL_DUE", "ADVICE_DUE") and order.cancel_txn_id == cancel_id:
+            return order
+        return self.record_cancel_txn(order.id, cancel_id, operator)

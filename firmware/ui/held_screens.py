@@ -1,0 +1,426 @@
+"""Held-order (挂单) screens: the held list (orders plus, read-only, transactions still being
+resolved), an order's details with Resume / Cancel / Print trail, the cancel flow (reason, details,
+supervisor password) and the park flow (amount, reference, multi-tap note, confirm). Sans-I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from firmware.ports import Frame, Key, text_cells
+from firmware.ui import core
+from firmware.ui.entry import AmountEntry, NumberEntry, PasswordEntry
+from firmware.ui.settings_screens import MULTITAP, MULTITAP_S
+from firmware.ui.texts import money
+
+REASONS = ("customer_cancelled", "payment_failed", "operator_error", "other")
+MAX_NOTE = 40
+
+CATALOG: core.Catalog = {
+    "held_title": ("Held orders", "挂单"),
+    "held_loading": ("Loading...", "读取中..."),
+    "held_none": ("No held orders", "没有挂单"),
+    "held_wait": ("Please wait...", "请稍候..."),
+    "held_park": ("Hold order", "挂单"),
+    "held_ref": ("Reference", "参考号"),
+    "held_note": ("Note", "备注"),
+    "held_note_hint": ("ENTER=OK CLR=del", "确认=好 清除=删"),
+    "held_confirm": ("ENTER to hold", "按确认挂单"),
+    "held_resume": ("1 Resume", "1 继续支付"),
+    "held_cancel": ("2 Cancel", "2 取消挂单"),
+    "held_trail": ("3 Print trail", "3 打印记录"),
+    "held_reason": ("Cancel reason", "取消原因"),
+    "held_cancel_q": ("Cancel order?", "取消此挂单?"),
+    "held_enter_ok": ("ENTER=OK CANCEL=no", "确认=是 取消=否"),
+    "held_readonly": ("Being resolved", "处理中"),
+    "held_back": ("ENTER=back", "确认=返回"),
+    "customer_cancelled": ("Cust cancelled", "顾客取消"),
+    "payment_failed": ("Payment failed", "支付失败"),
+    "operator_error": ("Operator error", "操作员错误"),
+    "other": ("Other", "其他"),
+    "HELD": ("HELD", "挂起"), "PAYING": ("PAYING", "支付中"), "PAID": ("PAID", "已支付"),
+    "CANCELLING": ("CANCELLING", "取消中"), "CANCELLED": ("CANCELLED", "已取消"),
+    "REVERSAL_DUE": ("REVERSAL DUE", "待冲正"), "ADVICE_DUE": ("ADVICE DUE", "待上送"),
+    "PENDING": ("PENDING", "未决"),
+    "sale": ("Sale", "消费"), "refund": ("Refund", "退货"), "void": ("Void", "撤销"),
+    "held_doing_pending": ("awaiting reply", "等待应答"),
+    "held_doing_reversal": ("reversal to send", "将发送冲正"),
+    "held_doing_advice": ("advice to send", "将上送通知"),
+    "held_parked": ("Order held", "挂单已保存"),
+    "held_cancelled": ("Order cancelled", "挂单已取消"),
+    "held_cancel_reversal": ("Outcome unknown: reversal pending", "结果未知:等待冲正"),
+    "held_not_cancellable": ("Cannot cancel now", "现在不能取消"),
+    "held_refused": ("Refused", "被拒绝"),
+    "held_trail_ready": ("Trail printed", "记录已打印"),
+}
+
+
+def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
+    return core.say(CATALOG, key, ctx.lang, **values)
+
+
+def _key(event: core.UiEvent) -> Key | None:
+    return event.key if isinstance(event, core.KeyIn) else None
+
+
+# A resumed order is a sale; a cancelled one may become a void or a refund (card, PIN).
+MONEY_OPS = frozenset({"held_resume", "held_cancel"})
+
+DIGIT_INDEX = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5, Key.D7: 6,
+               Key.D8: 7, Key.D9: 8}
+
+
+# ---------------------------------------------------------------------------- running an op
+
+@dataclass(frozen=True)
+class OpRun(core.Screen):
+    """Sends `command` at once (it asks for an immediate Tick) and waits for its OpDone."""
+
+    staged: ClassVar[bool] = False
+    running: ClassVar[bool] = True
+
+    command: core.StartOp
+    back: core.Screen  # where the result screen returns
+    sent: bool = False
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.Tick) and not self.sent:
+            if self.command.op in MONEY_OPS:
+                # money may move: the working screen shows each step ("Swipe card", the PIN,
+                # "Processing... 3s"), takes CANCEL where it may, and the result in words
+                from firmware.ui.txn import start
+
+                return start(self.command)
+            return core.Transition(replace(self, sent=True), (self.command,))
+        if isinstance(event, core.OpDone) and event.outcome.op == self.command.op:
+            if self.command.op == "held_list":
+                return core.Transition(HeldList(self.back, event.outcome.items))
+            return core.Transition(HeldResult(event.outcome, self.back))
+        if _key(event) is Key.CANCEL and self.sent:
+            return core.Transition(self, (core.CancelOp(),))
+        return core.Transition(self) if isinstance(event, core.KeyIn) else None
+
+    def next_wakeup(self, ctx: core.UiContext) -> float | None:
+        return None if self.sent else ctx.mono
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        title = "held_title" if self.command.op == "held_list" else "held_wait"
+        return core.frame(ctx, [_t(ctx, title), _t(ctx, "held_loading" if not self.sent else "held_wait")])
+
+
+def held_root(back: core.Screen) -> core.Screen:
+    """The held list (loaded from the app at once); CANCEL returns to back."""
+    return OpRun(core.StartOp("held_list"), back)
+
+
+@dataclass(frozen=True)
+class HeldResult(core.Screen):
+    outcome: core.OpOutcome
+    back: core.Screen
+    top: int = 0
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key in (Key.ENTER, Key.CANCEL):
+            return core.Transition(held_root(self.back))
+        if key is Key.DOWN:
+            return core.Transition(replace(self, top=min(self.top + 1, max(0, len(self._rows(ctx)) - 1))))
+        if key is Key.UP:
+            return core.Transition(replace(self, top=max(0, self.top - 1)))
+        return core.Transition(self) if key is not None else None
+
+    def _rows(self, ctx: core.UiContext) -> list[str]:
+        o = self.outcome
+        rows = core.wrap(_t(ctx, o.message_key), ctx.cols)
+        if o.amount is not None:
+            rows.append(core.right(money(ctx, o.amount), ctx.cols))
+        if o.detail and not o.ok:
+            rows += core.wrap(o.detail, ctx.cols)
+        for line in o.lines:
+            rows += core.wrap(line, ctx.cols) or [""]
+        return rows
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        rows = self._rows(ctx)[self.top:]
+        return core.frame(ctx, [*rows[: ctx.rows - 1], _t(ctx, "held_back")])
+
+
+# ---------------------------------------------------------------------------- list and details
+
+def _row(ctx: core.UiContext, item: Mapping[str, Any]) -> str:
+    mark = "!" if item.get("readonly") else ""
+    row = f"{mark}{core.format_fen(int(item['amount']))} {item['reference']}"
+    # the big LCD has room for the status on the row; the small one shows it in the details
+    return f"{row} {_t(ctx, str(item['status']))}" if ctx.cols >= 21 else row
+
+
+@dataclass(frozen=True)
+class HeldList(core.Screen):
+    back: core.Screen
+    items: tuple[Mapping[str, Any], ...]
+    sel: int = 0
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if not self.items:
+            return core.Transition(self)
+        if key is Key.DOWN:
+            return core.Transition(replace(self, sel=(self.sel + 1) % len(self.items)))
+        if key is Key.UP:
+            return core.Transition(replace(self, sel=(self.sel - 1) % len(self.items)))
+        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(self.items):
+            return core.Transition(HeldDetails(self.items[DIGIT_INDEX[key]], self))
+        if key is Key.ENTER:
+            return core.Transition(HeldDetails(self.items[self.sel], self))
+        return core.Transition(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        if not self.items:
+            return core.frame(ctx, [_t(ctx, "held_title"), _t(ctx, "held_none")])
+        visible = max(1, ctx.rows - 1)
+        first = min(max(0, self.sel - visible + 1), max(0, len(self.items) - visible))
+        rows = [f"{i + 1}.{_row(ctx, item)}" for i, item in enumerate(self.items)]
+        head = f"{_t(ctx, 'held_title')} {self.sel + 1}/{len(self.items)}"
+        return core.frame(ctx, [head, *rows[first:first + visible]], inverse_row=self.sel - first + 1)
+
+
+@dataclass(frozen=True)
+class HeldDetails(core.Screen):
+    item: Mapping[str, Any]
+    back: HeldList
+
+    @property
+    def root(self) -> core.Screen:
+        return self.back.back
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if self.item.get("readonly"):
+            return core.Transition(self.back) if key is Key.ENTER else core.Transition(self)
+        oid = int(self.item["id"])
+        status = self.item["status"]
+        if key is Key.D1 and status == "HELD":
+            return core.Transition(OpRun(core.StartOp("held_resume", order_id=oid,
+                                                      amount=int(self.item["amount"]),
+                                                      reference=str(self.item["reference"])), self.root))
+        if key is Key.D2 and status in ("HELD", "PAID", "PAYING"):
+            return core.Transition(ReasonPick(self.item, self))
+        if key is Key.D3:
+            return core.Transition(OpRun(core.StartOp("held_trail", order_id=oid), self.root))
+        return core.Transition(self)
+
+    def _facts(self, ctx: core.UiContext) -> list[str]:
+        i = self.item
+        return [f"{i['time']} {_t(ctx, str(i['type']))}", core.right(money(ctx, int(i["amount"])), ctx.cols),
+                f"{_t(ctx, 'held_ref')}:{i['reference']}", _t(ctx, str(i["status"]))]
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        facts = self._facts(ctx)
+        if self.item.get("readonly"):
+            doing = str(self.item.get("doing") or "held_readonly")
+            lines = [_t(ctx, "held_readonly"), *facts[1:], _t(ctx, doing)]
+            if ctx.rows <= 4:
+                lines = [facts[1], facts[3], _t(ctx, doing), _t(ctx, "held_back")]
+            return core.frame(ctx, lines)
+        actions = [_t(ctx, "held_resume"), _t(ctx, "held_cancel"), _t(ctx, "held_trail")]
+        if ctx.rows <= 4:
+            return core.frame(ctx, [facts[1].strip() + " " + str(self.item["reference"]), *actions])
+        note = [str(self.item["note"])] if self.item.get("note") else []
+        return core.frame(ctx, [*facts, *note, *actions])
+
+
+@dataclass(frozen=True)
+class ReasonPick(core.Screen):
+    item: Mapping[str, Any]
+    back: HeldDetails
+    sel: int = 0
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if key is Key.DOWN:
+            return core.Transition(replace(self, sel=(self.sel + 1) % len(REASONS)))
+        if key is Key.UP:
+            return core.Transition(replace(self, sel=(self.sel - 1) % len(REASONS)))
+        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(REASONS):
+            return core.Transition(CancelConfirm(self.item, REASONS[DIGIT_INDEX[key]], self))
+        if key is Key.ENTER:
+            return core.Transition(CancelConfirm(self.item, REASONS[self.sel], self))
+        return core.Transition(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        visible = max(1, ctx.rows - 1)
+        first = min(max(0, self.sel - visible + 1), max(0, len(REASONS) - visible))
+        rows = [f"{i + 1}.{_t(ctx, r)}" for i, r in enumerate(REASONS)]
+        return core.frame(ctx, [_t(ctx, "held_reason"), *rows[first:first + visible]],
+                          inverse_row=self.sel - first + 1)
+
+
+@dataclass(frozen=True)
+class CancelConfirm(core.Screen):
+    """The order's details and the chosen reason; ENTER asks the supervisor password."""
+
+    item: Mapping[str, Any]
+    reason: str
+    back: ReasonPick
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if key is Key.ENTER:
+            root = self.back.back.root
+            run = OpRun(core.StartOp("held_cancel", order_id=int(self.item["id"]), reason=self.reason,
+                                     authorised=True), root)
+            return core.Transition(PasswordEntry("held_cancel", run, self))
+        return core.Transition(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        i = self.item
+        facts = [f"{i['time']} {_t(ctx, str(i['type']))}", core.right(money(ctx, int(i["amount"])), ctx.cols),
+                 f"{_t(ctx, 'held_ref')}:{i['reference']}", _t(ctx, self.reason)]
+        if ctx.rows <= 4:
+            return core.frame(ctx, [_t(ctx, "held_cancel_q"), facts[1], facts[2], _t(ctx, self.reason)])
+        return core.frame(ctx, [_t(ctx, "held_cancel_q"), *facts, _t(ctx, "held_enter_ok")])
+
+
+# ---------------------------------------------------------------------------- park
+
+class _Titled:
+    """Entry screens from firmware.ui.entry with this module's title on their first row."""
+
+    title_key: ClassVar[str] = "held_park"
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        base = super().render(ctx)  # type: ignore[misc]
+        return replace(base, rows=(core.fit(_t(ctx, self.title_key), ctx.cols), *base.rows[1:]))
+
+
+@dataclass(frozen=True)
+class ParkAmount(_Titled, AmountEntry):
+    pass
+
+
+@dataclass(frozen=True)
+class ParkReference(_Titled, NumberEntry):
+    def render(self, ctx: core.UiContext) -> Frame:
+        base = super().render(ctx)
+        rows = list(base.rows)
+        rows[1] = core.fit(_t(ctx, "held_ref"), ctx.cols)
+        return replace(base, rows=tuple(rows))
+
+
+@dataclass(frozen=True)
+class NoteEditor(core.Screen):
+    """Multi-tap text (the settings screens' key map): the same key within MULTITAP_S steps
+    through its letters; the letter commits after MULTITAP_S or when another key comes."""
+
+    amount: int
+    reference: str
+    back: core.Screen
+    text: str = ""
+    pending: Key | None = None
+    index: int = 0
+    since: float = 0.0
+
+    def _committed(self) -> str:
+        return self.text if self.pending is None else self.text + MULTITAP[self.pending][self.index]
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.Tick):
+            if self.pending is not None and ctx.mono >= self.since + MULTITAP_S:
+                return core.Transition(replace(self, text=self._committed(), pending=None, index=0))
+            return None
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if key is Key.CLEAR:
+            if self.pending is not None:
+                return core.Transition(replace(self, pending=None, index=0))
+            return core.Transition(replace(self, text=self.text[:-1]))
+        if key is Key.ENTER:
+            note = self._committed().strip()
+            return core.Transition(ParkConfirm(self.amount, self.reference, note,
+                                               replace(self, text=note, pending=None, index=0)))
+        if key in MULTITAP:
+            letters = MULTITAP[key]
+            if key is self.pending and ctx.mono < self.since + MULTITAP_S and len(letters) > 1:
+                return core.Transition(replace(self, index=(self.index + 1) % len(letters), since=ctx.mono))
+            text = self._committed()
+            if len(text) >= MAX_NOTE:
+                return core.Transition(replace(self, text=text, pending=None, index=0))
+            return core.Transition(replace(self, text=text, pending=key, index=0, since=ctx.mono))
+        return core.Transition(self)
+
+    def next_wakeup(self, ctx: core.UiContext) -> float | None:
+        return self.since + MULTITAP_S if self.pending is not None else None
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        shown = self._committed() + ("" if self.pending is not None else "_")
+        tail = ""
+        for ch in reversed(shown):
+            if text_cells(ch + tail) > ctx.cols:
+                break
+            tail = ch + tail
+        hint = MULTITAP[self.pending] if self.pending is not None else ""
+        return core.frame(ctx, [_t(ctx, "held_note"), tail, hint, _t(ctx, "held_note_hint")])
+
+
+@dataclass(frozen=True)
+class ParkConfirm(core.Screen):
+    amount: int
+    reference: str
+    note: str
+    back: NoteEditor
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if key is Key.ENTER:
+            command = core.StartOp("held_park", amount=self.amount, reference=self.reference,
+                                   note=self.note)
+            return core.Transition(OpRun(command, self._root()))
+        return core.Transition(self)
+
+    def _root(self) -> core.Screen:
+        screen: Any = self.back
+        while hasattr(screen, "back") and not isinstance(screen, ParkAmount):
+            screen = screen.back
+        return screen.back if isinstance(screen, ParkAmount) else screen
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        lines = [_t(ctx, "held_park"), core.right(money(ctx, self.amount), ctx.cols),
+                 f"{_t(ctx, 'held_ref')}:{self.reference}"]
+        if self.note and ctx.rows > 4:
+            lines += core.wrap(self.note, ctx.cols)
+        return core.frame(ctx, [*lines[: ctx.rows - 1], _t(ctx, "held_confirm")])
+
+
+def park_flow(back: core.Screen) -> core.Screen:
+    """amount -> reference (digits) -> note (multi-tap) -> confirm -> StartOp("held_park")."""
+
+    def to_reference(amount: int, entry: core.Screen) -> core.Transition:
+        return core.Transition(ParkReference("held_park", "held_ref", entry, then=lambda ref, s: (
+            core.Transition(NoteEditor(amount, ref, s))), min_len=1, max_len=20))
+
+    return ParkAmount("held_park", back, then=to_reference)
