@@ -1,0 +1,249 @@
+"""Settlement review at the app layer: gathers the open batch from the journal (PANs decrypted in
+memory only to make an opaque card key), acts on an anomaly (void, reprint, send the backlog now),
+queues the X report / transaction list / last Z report, and turns a settlement result into advice.
+Money only moves through Terminal.financial(); the backlog goes through Terminal.clear_backlog().
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from firmware.app import OperatorInput, Terminal
+from firmware.diag.review import (
+    Pending,
+    Review,
+    build_review,
+    settlement_advice,
+)
+from firmware.engine.model import OriginalRef, TxnRequest, TxnResult
+from firmware.engine.states import TxnState
+from firmware.host.messages import TxnKind
+from firmware.i18n import text
+from firmware.journal.errors import JournalError
+from firmware.printing import texts
+from firmware.printing.layout import format_amount, two_columns
+from firmware.ui.core import OpOutcome, StartOp, right
+
+PANEL_OPS = frozenset({"settle_review", "anomaly_act", "print_subtotals", "print_txn_list"})
+ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "review": ((), ()),
+    "print_report": (("kind",), ()),  # kind: x | list | z (z: the last settlement again)
+}
+ACTIONS = ("void", "reprint", "retry")
+
+# A fresh secret per process: card keys cannot be compared across runs or reversed to a PAN.
+_CARD_KEY_SECRET = secrets.token_bytes(32)
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "review_ready": ("Settlement review", "结算前检查"),
+    "review_blocked": ("Items pending: settlement would be refused", "有未完成交易, 不能结算"),
+    "anomaly_done": ("Done", "已完成"),
+    "anomaly_retry_done": ("Sent: all acknowledged", "已发送, 主机均已确认"),
+    "anomaly_retry_left": ("Sent: some still pending", "已发送, 仍有未确认"),
+    "anomaly_bad_action": ("Action not allowed here", "此项不能执行该操作"),
+    "anomaly_not_found": ("Transaction not found", "交易不存在"),
+    "report_queued": ("Report queued for printing", "报表已加入打印队列"),
+    "report_bad_kind": ("Report kind must be x, list or z", "报表类型须为 x, list 或 z"),
+    "review_unknown_op": ("Unknown review operation", "未知的结算检查操作"),
+}
+
+
+def _words(key: str, lang: str) -> str:
+    if key in MESSAGES:
+        return MESSAGES[key][1 if lang.startswith("zh") else 0]
+    return text(key, lang)
+
+
+def card_key(pan: str) -> str:
+    """An opaque key standing for one card in this process (HMAC-SHA256 of the PAN)."""
+    return hmac.new(_CARD_KEY_SECRET, pan.encode(), hashlib.sha256).hexdigest()
+
+
+def gather(terminal: Terminal) -> Review:
+    """The review of the open batch, from the journal as it is now."""
+    j = terminal.journal
+    assert j is not None
+    tx = terminal.settings["transactions"]
+    batch = j.current_batch()
+    records = j.records(batch=batch)
+    keys: dict[int, str] = {}
+    for r in records:
+        if r.state is TxnState.APPROVED and r.kind in (TxnKind.SALE, TxnKind.COMPLETION):
+            try:
+                keys[r.id] = card_key(j.decrypt_pan(r.id))  # the PAN lives only in this frame
+            except JournalError:
+                continue  # no card number kept: never called a duplicate
+    jobs = [(int(a), int(b), str(c)) for a, b, c in j.read(
+        "SELECT print_job.id, print_job.txn_id, print_job.state FROM print_job "
+        "JOIN txn ON txn.id = print_job.txn_id WHERE print_job.kind = 'receipt' AND txn.batch = ?",
+        (batch,))]
+    owed = [*j.reversals_due(), *j.advices_due(), *j.records(TxnState.PENDING)]
+    return build_review(batch, records, card_keys=keys, receipt_jobs=jobs,
+                        duplicate_window_s=float(tx.get("duplicate_window_s", 300)),
+                        reversal_retries=int(tx.get("reversal_retries", 3)), owed=owed)
+
+
+def review_lines(review: Review, lang: str, cols: int, currency: str = "156") -> list[str]:
+    """The totals part of the review for the LCD (the pickable rows travel as items): per card
+    side, card organisation and transaction type a "name  count" row, then the amount right."""
+    def group(name: str, count: int, amount: int) -> list[str]:
+        return [*two_columns(name, str(count), cols), right(format_amount(amount, currency), cols)]
+
+    zh = lang.startswith("zh")
+    lines = two_columns("批次" if zh else "Batch", review.batch, cols)
+    lines += two_columns(texts.label("count", lang), str(review.count), cols)
+    for side in ("domestic", "foreign"):
+        if side in review.by_side:
+            lines += group(texts.label(f"side_{side}", lang), *review.by_side[side])
+    for org, (count, amount) in sorted(review.by_org.items()):
+        lines += group(org, count, amount)
+    for kind, (count, amount) in review.by_kind.items():
+        key = f"kind_{kind}"
+        lines += group(texts.label(key, lang) if texts.has(key) else kind, count, amount)
+    return lines
+
+
+def _outcome(op: str, status: str, key: str, detail: str = "", **kw: Any) -> OpOutcome:
+    return OpOutcome(op=op, status=status, message_key=key, detail=detail, **kw)
+
+
+def _from_result(op: str, result: TxnResult) -> OpOutcome:
+    record = result.record
+    return OpOutcome(op=op, status=result.status, message_key=result.message_key, detail=result.detail,
+                     amount=record.amount if record else None,
+                     pan_masked=record.pan_masked if record else None,
+                     auth_code=record.auth_code if record else None,
+                     trace=record.stan if record else None, rrn=record.rrn if record else None,
+                     batch=record.batch if record else None, response_code=result.response_code)
+
+
+async def review_op(terminal: Terminal, lang: str, cols: int) -> OpOutcome:
+    review = gather(terminal)
+    currency = str(terminal.settings["transactions"].get("currency", "156"))
+    return _outcome("settle_review", "done", "review_blocked" if review.blocked else "review_ready",
+                    batch=review.batch, lines=tuple(review_lines(review, lang, cols, currency)),
+                    items=review.items())
+
+
+async def retry_backlog(terminal: Terminal) -> TxnResult:
+    """Send every due reversal and advice now (one operation, under the terminal's lock)."""
+    async def work() -> TxnResult:
+        if not await terminal.ensure_signed_on():
+            return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+        await terminal.clear_backlog()
+        assert terminal.journal is not None
+        counts = terminal.journal.unresolved_counts()
+        left = counts["REVERSAL_DUE"] + counts["ADVICE_DUE"] + counts["PENDING"]
+        if left:
+            return TxnResult("failed", "anomaly_retry_left", detail=f"{left} still pending")
+        return TxnResult("done", "anomaly_retry_done")
+
+    # Terminal has no public "run under the operation lock" yet; _operation is that wrapper.
+    return await terminal.operation("anomaly_act", "keypad", work)
+
+
+async def act(terminal: Terminal, action: str, trace: str | None, authorised: bool,
+              password: str | None = None) -> OpOutcome:
+    """One anomaly action: void (supervisor password already checked, or given over ECR),
+    reprint (marked REPRINT), retry (send the backlog now)."""
+    j = terminal.journal
+    assert j is not None
+    if action not in ACTIONS:
+        return _outcome("anomaly_act", "refused", "anomaly_bad_action", f"action {action!r}")
+    if action == "retry":
+        return _from_result("anomaly_act", await retry_backlog(terminal))
+    record = j.find_by_trace(trace) if trace else None
+    if record is None:
+        return _outcome("anomaly_act", "refused", "anomaly_not_found", f"trace {trace}")
+    if action == "reprint":
+        if terminal.prints is None:
+            return _outcome("anomaly_act", "failed", "service_mode")
+        job = terminal.prints.reprint(record.stan, record.batch)
+        if isinstance(job, str):
+            return _outcome("anomaly_act", "refused", job, trace=record.stan)
+        return _outcome("anomaly_act", "done", "reprint_queued", trace=record.stan, amount=record.amount,
+                        pan_masked=record.pan_masked)
+    if record.kind is not TxnKind.SALE or record.state is not TxnState.APPROVED:
+        return _outcome("anomaly_act", "refused", "anomaly_bad_action",
+                        f"trace {record.stan} is a {record.state.value} {record.kind.value}")
+    operator = str(terminal.settings["transactions"]["operator"])
+    io = OperatorInput(password=password, source="keypad" if authorised else "ecr", authorised=authorised)
+    result = await terminal.financial(
+        TxnRequest(TxnKind.VOID, operator=operator,
+                   original=OriginalRef(trace=record.stan, batch=record.batch)), io)
+    return _from_result("anomaly_act", result)
+
+
+def report(terminal: Terminal, kind: str) -> OpOutcome:
+    """Queue a report: x (subtotals, nothing closed), list (the open batch), z (last settlement)."""
+    desk = terminal.prints
+    if desk is None:
+        return _outcome("print_report", "failed", "service_mode")
+    operator = str(terminal.settings["transactions"]["operator"])
+    if kind == "x":
+        desk.subtotals(operator)
+    elif kind == "list":
+        desk.transaction_list(operator)
+    elif kind == "z":
+        job = desk.settlement_report(None, reprint=True, operator=operator)
+        if isinstance(job, str):
+            return _outcome("print_report", "refused", job)
+    else:
+        return _outcome("print_report", "refused", "report_bad_kind", f"kind {kind!r}")
+    return _outcome("print_report", "done", "report_queued")
+
+
+def settle_outcome(terminal: Terminal, result: TxnResult, lang: str) -> OpOutcome:
+    """A settlement's result for the screen with its advice lines (pending items named), so the
+    lead's "settle" op can return it instead of app_ui.outcome_of()."""
+    pending: tuple[Pending, ...] = ()
+    if result.message_key == "settlement_blocked" and terminal.journal is not None:
+        pending = gather(terminal).pending
+    outcome = _from_result("settle", result)
+    return OpOutcome(**{**outcome.__dict__, "lines": tuple(settlement_advice(result, lang, pending))})
+
+
+async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+    """A keypad op of PANEL_OPS. anomaly_act: command.reason is the action, command.trace the
+    transaction; a void needs command.authorised (the screen asked the supervisor password)."""
+    if terminal.journal is None:
+        return _outcome(command.op, "failed", "service_mode", terminal.service_problem or "")
+    if command.op == "settle_review":
+        return await review_op(terminal, lang, cols)
+    if command.op == "anomaly_act":
+        if command.reason == "void" and not command.authorised:
+            return _outcome("anomaly_act", "refused", "password_wrong",
+                            "the supervisor password was not checked")
+        return await act(terminal, command.reason or "", command.trace, command.authorised)
+    if command.op == "print_subtotals":
+        return OpOutcome(**{**report(terminal, "x").__dict__, "op": command.op})
+    if command.op == "print_txn_list":
+        return OpOutcome(**{**report(terminal, "list").__dict__, "op": command.op})
+    return _outcome(command.op, "refused", "review_unknown_op", command.op)
+
+
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload."""
+    lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    if terminal.journal is None:
+        return {"ok": False, "result": "failed", "message": _words("service_mode", lang)}
+    if op == "review":
+        review = gather(terminal)
+        return {"ok": True, "result": "done",
+                "message": _words("review_blocked" if review.blocked else "review_ready", lang),
+                "review": review.payload()}
+    if op == "print_report":
+        outcome = report(terminal, str(args.get("kind", "")))
+        reply = {"ok": outcome.ok, "result": outcome.status,
+                 "message": _words(outcome.message_key, lang)}
+        if outcome.detail:
+            reply["detail"] = outcome.detail
+        return reply
+    return {"ok": False, "result": "refused", "message": _words("review_unknown_op", lang)}
+
+
+__all__ = ["ECR_OPS", "PANEL_OPS", "act", "card_key", "ecr_op", "gather", "report", "retry_backlog",
+           "review_lines", "run_op", "settle_outcome", "settlement_advice"]
