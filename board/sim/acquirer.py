@@ -471,6 +471,9 @@ class AcquirerSimulator:
         if msg.mti == "0820" and network_code == "002":
             self.ledger.sign_off(tid or "")
             return self._plain(msg, "00", "signed off")
+        if msg.mti == "0820" and network_code == "009":
+            self.ledger.unbind(tid or "")  # every later message from this TID gets 97
+            return self._plain(msg, "00", "terminal deregistered")
         if msg.mti == "0820":
             return self._plain(msg, "40", f"unknown network code {network_code!r}")
 

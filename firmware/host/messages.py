@@ -31,6 +31,7 @@ __all__ = [
     "UploadItem",
     "batch_upload_end",
     "batch_upload_request",
+    "deregister_request",
     "echo_request",
     "financial_request",
     "loggable",
@@ -402,6 +403,16 @@ def signoff_request(stan: str, term: Terminal, batch: str) -> Message:
         "11": _digits("STAN (field 11)", stan, 6),
         **_terminal_fields(term),
         "60": _field60("00", batch, "002"),
+    })
+
+
+def deregister_request(stan: str, term: Terminal, batch: str) -> Message:
+    """0820 with 60.3 "009": the terminal deregisters (注销). No MAC: the keys are wiped first.
+    The host answers 0830 "00" and marks the terminal unbound (97 to everything after)."""
+    return Message("0820", {
+        "11": _digits("STAN (field 11)", stan, 6),
+        **_terminal_fields(term),
+        "60": _field60("00", batch, "009"),
     })
 
 

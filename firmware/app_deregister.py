@@ -1,0 +1,503 @@
+"""Deregistration (注销) at the app layer: the checks, the verified backup, sign-off, the wipe, the
+host's 0820/009 and the unbound check, each step recorded in the journal's terminal_state before
+its effect; the start-up resume; refusal of financial work; provisioning a terminal again.
+
+The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
+(files through firmware/journal/backup.py and wipe.py, host messages through the host link) and
+calls terminal.fault_hook(DeregStep(...)) before each step so tests can cut the power there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from firmware.app import Terminal
+from firmware.engine.deregistration import (
+    DeregRefused,
+    DeregStep,
+    Lifecycle,
+    Step,
+    cancellable,
+    lifecycle_after,
+    remaining,
+    startup_plan,
+)
+from firmware.engine.model import TxnResult
+from firmware.host.channel import HostChannel, HostLink
+from firmware.host.errors import HostError
+from firmware.host.messages import Terminal as TermIds
+from firmware.host.messages import deregister_request, echo_request, signoff_request
+from firmware.i18n import register, text
+from firmware.journal import backup, wipe
+from firmware.journal.store import Journal
+from firmware.printing.dereg_slip import as_text, dereg_report
+from firmware.ui.core import OpOutcome, StartOp
+
+log = logging.getLogger("posfw.dereg")
+
+PANEL_OPS = frozenset({"deregister_check", "deregister"})
+ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "deregister_check": ((), ()),
+    "deregister": (("password", "path"), ()),
+}
+UNBOUND_CODE = "97"  # the host's answer to every message from an unknown or unbound terminal
+EXPORT_ROOTS = ("/media", "/mnt")
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "dereg_ready": ("Ready to deregister", "可以注销"),
+    "dereg_blocked": ("Deregistration refused: settle and clear pending items first",
+                      "不能注销:请先结算并处理未完成交易"),
+    "dereg_done": ("Terminal deregistered", "终端已注销"),
+    "dereg_cancelled": ("Deregistration cancelled: nothing changed", "注销已取消:未作任何更改"),
+    "dereg_refused": ("Deregistration refused: nothing changed", "注销被拒绝:未作任何更改"),
+    "dereg_host_pending": ("Wiped; the host is not yet told: retried at start-up",
+                           "已清除;尚未通知主机:开机时重试"),
+    "dereg_already": ("The terminal is already deregistered", "终端已注销"),
+    "dereg_terminal_deregistered": ("Terminal deregistered: provision it again first",
+                                    "终端已注销:请先重新装机"),
+    "dereg_item_reversal": ("reversal(s) pending", "笔冲正未完成"),
+    "dereg_item_advice": ("advice(s) not sent", "笔通知未上送"),
+    "dereg_item_pending": ("transaction(s) awaiting reply", "笔交易等待应答"),
+    "dereg_item_settlement": ("settlement interrupted", "结算中断"),
+    "dereg_item_batch": ("unsettled transaction(s): settle first", "笔未结算:请先结算"),
+}
+
+register(MESSAGES)  # the screens and the ECR link word these outcomes too
+
+
+def words(key: str, lang: str) -> str:
+    pair = MESSAGES.get(key)
+    return text(key, lang) if pair is None else pair[1 if lang == "zh_CN" else 0]
+
+
+# -- terminal_state ---------------------------------------------------------------
+
+def state(journal: Journal) -> dict[str, str]:
+    return dict(journal.read("SELECT name, value FROM terminal_state"))
+
+
+def _put(cur: sqlite3.Cursor, values: dict[str, str]) -> None:
+    now = time.time()
+    for name, value in values.items():
+        cur.execute("INSERT INTO terminal_state (name, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
+                    "updated_at = excluded.updated_at", (name, value, now))
+
+
+def lifecycle(terminal: Terminal) -> Lifecycle:
+    if terminal.journal is None:
+        return Lifecycle.DEREGISTERED if wipe.is_marked(terminal.data_dir) else Lifecycle.ACTIVE
+    return Lifecycle(state(terminal.journal).get("lifecycle", Lifecycle.ACTIVE.value))
+
+
+def reached(journal: Journal) -> Step | None:
+    value = state(journal).get("dereg_step", "")
+    return Step(value) if value else None
+
+
+def deregistered_on_disk(data_dir: Path) -> bool:
+    """True once the wipe began: Terminal.open() must then not demand the (wiped) TMK."""
+    return wipe.is_marked(Path(data_dir))
+
+
+def refusal(terminal: Terminal) -> TxnResult | None:
+    """For Terminal._refusal: a terminal not ACTIVE refuses every financial op and settlement."""
+    if terminal.journal is None and not deregistered_on_disk(terminal.data_dir):
+        return None
+    if lifecycle(terminal) is Lifecycle.ACTIVE and not deregistered_on_disk(terminal.data_dir):
+        return None
+    return TxnResult("refused", "dereg_terminal_deregistered",
+                     detail="the terminal is deregistered: provision it again first "
+                            "(README, 'Provisioning a deregistered terminal')")
+
+
+# -- checks -------------------------------------------------------------------------
+
+def pending_items(terminal: Terminal) -> list[dict[str, Any]]:
+    """What stops deregistration now: owed host messages, an open settlement, an unsettled batch."""
+    j = terminal.journal
+    assert j is not None
+    counts = j.unresolved_counts()
+    items: list[dict[str, Any]] = []
+    for state_name, key, action in (("REVERSAL_DUE", "dereg_item_reversal", "retry"),
+                                    ("ADVICE_DUE", "dereg_item_advice", "retry"),
+                                    ("PENDING", "dereg_item_pending", "retry")):
+        if counts.get(state_name):
+            items.append({"kind": key, "count": counts[state_name], "action": action})
+    if j.open_settlement() is not None:
+        items.append({"kind": "dereg_item_settlement", "count": 1, "action": "settle"})
+    count, amount = j.read(
+        "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM txn WHERE batch = ? AND settlement_id IS NULL "
+        "AND state IN ('APPROVED', 'VOIDED')", (j.current_batch(),))[0]
+    if count:
+        items.append({"kind": "dereg_item_batch", "count": int(count), "amount": int(amount),
+                      "action": "settle"})
+    return items
+
+
+def export_dirs(terminal: Terminal) -> list[str]:
+    """Where a backup may go: mounted directories under /media and /mnt (a USB stick) that the
+    terminal can write, then the data directory's export/ (created on demand)."""
+    found: list[str] = []
+    for root in EXPORT_ROOTS:
+        base = Path(root)
+        with contextlib.suppress(OSError):
+            for candidate in sorted([base, *base.glob("*"), *base.glob("*/*")]):
+                if candidate.is_dir() and os.path.ismount(candidate) and os.access(candidate, os.W_OK):
+                    found.append(str(candidate))
+    local = terminal.data_dir / "export"
+    local.mkdir(parents=True, exist_ok=True)
+    found.append(str(local))
+    return found
+
+
+# -- running the steps ----------------------------------------------------------------
+
+@dataclass
+class _Run:
+    lang: str
+    path: str | None = None
+    log_steps: list[str] = field(default_factory=list)
+    wiped: dict[str, int] = field(default_factory=dict)
+    host_unbound: bool = False
+
+
+class _HostPending(Exception):
+    """A host step after the wipe failed: the step is retried at start-up (or by deregister)."""
+
+
+def _hook(terminal: Terminal) -> Callable[[str], None]:
+    def call(name: str) -> None:
+        if terminal.fault_hook is not None:
+            terminal.fault_hook(DeregStep(name))
+    return call
+
+
+def _record(terminal: Terminal, step: Step, detail: str = "", **extra: str) -> None:
+    j = terminal.journal
+    assert j is not None
+    with j.transaction() as cur:
+        _put(cur, {"dereg_step": step.value, "lifecycle": lifecycle_after(step).value, **extra})
+        j.audit_in(cur, "supervisor", f"deregistration: {step.value.lower()}", detail, "done")
+
+
+def _live_totals(journal: Journal) -> tuple[dict[str, int], list[list[object]]]:
+    conn = sqlite3.connect(f"file:{journal.path}?mode=ro", uri=True)
+    try:
+        return backup.table_counts(conn), backup.txn_totals(conn)
+    finally:
+        conn.close()
+
+
+def _identity(terminal: Terminal) -> dict[str, Any]:
+    m, c = terminal.settings["merchant"], terminal.settings["comms"]
+    assert terminal.journal is not None
+    return {"tid": m["tid"], "mid": m["mid"], "host": c["host"], "port": int(c["port"]),
+            "connect_timeout": float(c["connect_timeout"]), "reply_timeout": float(c["reply_timeout"]),
+            "batch": terminal.journal.current_batch()}
+
+
+async def _host_exchange(terminal: Terminal, ident: dict[str, Any], build: Callable[[str, TermIds, str], Any]
+                         ) -> str:
+    """One unMACed management message on a link of its own (the settings may be wiped already)."""
+    j = terminal.journal
+    assert j is not None
+    term = TermIds(tid=ident["tid"], mid=ident["mid"])
+    channel = HostChannel(ident["host"], int(ident["port"]), connect_timeout=ident["connect_timeout"],
+                          connect_attempts=2)
+    link = HostLink(channel, term, bytes(16))  # no MAC, no sign-on: the TMK is not needed
+    try:
+        reply = await link.request(build(j.allocate_stan(), term, ident["batch"]), mac=False,
+                                   timeout=ident["reply_timeout"])
+    except HostError as exc:
+        raise _HostPending(f"host unreachable: {exc}") from exc
+    finally:
+        await channel.close()
+    return str(reply.fields.get("39", ""))
+
+
+async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
+    j = terminal.journal
+    assert j is not None
+    if step is Step.CHECKS:
+        items = pending_items(terminal)
+        if items:
+            raise DeregRefused(words("dereg_blocked", run.lang) + ": " + ", ".join(
+                f"{i['count']} {words(i['kind'], run.lang)}" for i in items))
+        if lifecycle(terminal) is not Lifecycle.ACTIVE:
+            raise DeregRefused(words("dereg_already", run.lang))
+        _record(terminal, step)
+    elif step is Step.BACKUP:
+        if not run.path:
+            raise DeregRefused("choose a backup directory first")
+        target = await asyncio.to_thread(backup.export, j.path, Path(run.path),
+                                         str(terminal.settings["merchant"]["tid"]))
+        _record(terminal, step, str(target), dereg_backup=str(target))
+    elif step is Step.VERIFIED:
+        where = Path(state(j)["dereg_backup"])
+        counts, totals = _live_totals(j)
+        verdict = await asyncio.to_thread(backup.verify, where, counts, totals)
+        if not verdict.ok:
+            raise DeregRefused(str(verdict))
+        _record(terminal, step, str(verdict), dereg_backup_txns=str(verdict.counts.get("txn", 0)))
+    elif step is Step.SIGNED_OFF:
+        assert terminal.link is not None
+        try:
+            reply = await terminal.link.request(
+                signoff_request(j.allocate_stan(), terminal.term, j.current_batch()), mac=False,
+                timeout=float(terminal.settings["comms"]["reply_timeout"]))
+        except HostError as exc:
+            raise DeregRefused(f"the host cannot be reached to sign off ({exc})") from exc
+        if reply.fields.get("39") != "00":
+            raise DeregRefused(f"the host refused the sign-off ({reply.fields.get('39')})")
+        terminal.link.keys = None  # the working keys, in memory only, go here
+        terminal.link.sign_on_required = True
+        _record(terminal, step)
+    elif step is Step.WIPING:
+        # The point of no return, written before any of the wipe's effects.
+        _record(terminal, step, "wipe begins", dereg_identity=json.dumps(_identity(terminal)))
+    elif step is Step.WIPED:
+        ident = json.loads(state(j)["dereg_identity"])
+        if terminal.link is not None:
+            terminal.link.keys = None
+        terminal._tmk = b""
+        run.wiped = wipe.wipe(terminal.data_dir, j.path, ident["tid"], between=lambda part: _hook(
+            terminal)(f"WIPE:{part}"))
+        _record(terminal, step, json.dumps(run.wiped), dereg_wiped=json.dumps(run.wiped))
+    elif step is Step.DEREGISTERED:
+        ident = json.loads(state(j)["dereg_identity"])
+        code = await _host_exchange(terminal, ident, deregister_request)
+        if code not in ("00", UNBOUND_CODE):  # 97: a repeat after a power loss, already unbound
+            raise _HostPending(f"the host answered {code} to the deregistration")
+        _record(terminal, step, f"host answered {code}")
+    elif step is Step.REPORTED:
+        st = state(j)
+        ident = json.loads(st["dereg_identity"])
+        doc = dereg_report(lang=run.lang, columns=32, tid=ident["tid"], mid=ident["mid"], at=time.time(),
+                           backup_dir=st.get("dereg_backup", ""),
+                           backup_txns=int(st.get("dereg_backup_txns", "0")),
+                           steps=[s.value for s in Step], wiped=json.loads(st.get("dereg_wiped", "{}")),
+                           host_unbound=True)
+        _record(terminal, step, doc.title, dereg_report=json.dumps(as_text(doc), ensure_ascii=False))
+        if terminal.prints is not None:
+            # Queued after the lines are kept (it prints from them); a power loss in between
+            # resumes after REPORTED, and the report can still be printed from the held lines.
+            terminal.prints.dereg_report()
+    elif step is Step.UNBOUND_VERIFIED:
+        ident = json.loads(state(j)["dereg_identity"])
+        code = await _host_exchange(terminal, ident, lambda _stan, term, batch: echo_request(term, batch))
+        if code != UNBOUND_CODE:
+            raise _HostPending(f"the host still answers {code}: the terminal is not unbound")
+        run.host_unbound = True
+        _record(terminal, step, "host answers 97")
+
+
+async def _run_steps(terminal: Terminal, steps: tuple[Step, ...], run: _Run,
+                     cancel_set: Callable[[], bool]) -> OpOutcome:
+    hook = _hook(terminal)
+    for step in steps:
+        hook(step.value)
+        if cancellable(reached(terminal.journal)) and step is not Step.CHECKS and cancel_set():  # type: ignore[arg-type]
+            _forget(terminal, "cancelled by the operator")
+            return OpOutcome("deregister", "cancelled", "dereg_cancelled")
+        terminal._step(f"dereg_{step.value.lower()}", cancellable=cancellable(
+            reached(terminal.journal)))  # type: ignore[arg-type]
+        try:
+            await _do_step(terminal, step, run)
+        except (DeregRefused, backup.BackupError) as exc:
+            _forget(terminal, str(exc))
+            return OpOutcome("deregister", "refused", "dereg_refused", detail=str(exc),
+                             items=tuple(pending_items(terminal)))
+        except _HostPending as exc:
+            terminal.notice = "dereg_host_pending"
+            log.warning("deregistration: %s", exc)
+            return OpOutcome("deregister", "failed", "dereg_host_pending", detail=str(exc))
+        run.log_steps.append(step.value)
+    terminal.notice = "dereg_done"
+    st = state(terminal.journal)  # type: ignore[arg-type]
+    report = tuple(json.loads(st.get("dereg_report", "[]")))
+    return OpOutcome("deregister", "done", "dereg_done", detail=st.get("dereg_backup", ""), lines=report)
+
+
+def _forget(terminal: Terminal, why: str) -> None:
+    """Before the wipe: back to ACTIVE, nothing changed (the export stays where it is)."""
+    j = terminal.journal
+    assert j is not None
+    with j.transaction() as cur:
+        step = cur.execute("SELECT value FROM terminal_state WHERE name = 'dereg_step'").fetchone()
+        cur.execute("DELETE FROM terminal_state WHERE name IN ('dereg_step', 'dereg_backup_txns')")
+        _put(cur, {"lifecycle": Lifecycle.ACTIVE.value})
+        j.audit_in(cur, "supervisor", "deregistration stopped",
+                   f"{why} (after {step[0] if step else 'nothing'})", "nothing changed")
+
+
+async def deregister(terminal: Terminal, path: str | None, lang: str, source: str) -> OpOutcome:
+    """The whole sequence (password already checked), or its remainder after a host failure."""
+    outcome: list[OpOutcome] = []
+
+    async def work() -> TxnResult:
+        assert terminal.journal is not None
+        life = lifecycle(terminal)
+        if life is Lifecycle.ACTIVE:
+            steps = remaining(None)
+        else:
+            steps = remaining(reached(terminal.journal))
+            if not steps:
+                outcome.append(OpOutcome("deregister", "refused", "dereg_already"))
+                return TxnResult("refused", "dereg_already")
+        got = await _run_steps(terminal, steps, _Run(lang, path),
+                               cancel_set=terminal._cancel.is_set)
+        outcome.append(got)
+        return TxnResult(got.status, got.message_key, detail=got.detail)
+
+    await terminal.operation("deregister", source, work)  # the one operation lock
+    return outcome[0] if outcome else OpOutcome("deregister", "failed", "internal_error")
+
+
+async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
+    """Call after Terminal.open(): before the wipe a cut deregistration is forgotten (nothing
+    changed); once the wipe began it is finished now (the host steps when the host answers)."""
+    j = terminal.journal
+    if j is None:
+        return None
+    life, step = lifecycle(terminal), reached(j)
+    if wipe.is_marked(terminal.data_dir) and life is Lifecycle.ACTIVE:
+        # A marker without the journal's word cannot be written by this module; keep it safe.
+        log.error("DEREGISTERED marker present but the journal says ACTIVE: treating as deregistering")
+        life = Lifecycle.DEREGISTERING
+    plan = startup_plan(life, step)
+    log.info("deregistration at start-up: %s", plan.why)
+    if plan.roll_back:
+        _forget(terminal, "power lost before the wipe")
+        return OpOutcome("deregister", "cancelled", "dereg_cancelled", detail=plan.why)
+    if life is Lifecycle.ACTIVE:
+        return None
+    if terminal.link is not None:
+        terminal.link.keys = None
+    terminal.notice = "dereg_terminal_deregistered"
+    if not plan.resume:
+        return None
+    lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    async with terminal._lock:
+        return await _run_steps(terminal, plan.resume, _Run(lang), cancel_set=lambda: False)
+
+
+# -- keypad and ECR -------------------------------------------------------------------
+
+def _check_outcome(terminal: Terminal, lang: str) -> OpOutcome:
+    life = lifecycle(terminal)
+    if life is not Lifecycle.ACTIVE:
+        return OpOutcome("deregister_check", "refused", "dereg_already", detail=life.value)
+    items = pending_items(terminal)
+    dirs = tuple({"kind": "dir", "path": p} for p in export_dirs(terminal))
+    if items:
+        return OpOutcome("deregister_check", "refused", "dereg_blocked",
+                         detail="; ".join(f"{i['count']} {words(i['kind'], lang)}" for i in items),
+                         items=tuple(items))
+    return OpOutcome("deregister_check", "done", "dereg_ready", items=dirs)
+
+
+async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+    """Keypad ops: deregister_check (items: problems, or the backup directories) and deregister
+    (path = the chosen directory; authorised: the supervisor password was checked)."""
+    if command.op == "deregister_check":
+        return _check_outcome(terminal, lang)
+    if command.op == "deregister":
+        if not command.authorised:
+            return OpOutcome("deregister", "refused", "password_wrong",
+                             detail="the supervisor password was not checked")
+        return await deregister(terminal, command.path, lang, "keypad")
+    return OpOutcome(command.op, "refused", "dereg_refused", detail=f"not a deregistration op: {command.op}")
+
+
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    if op == "deregister_check":
+        outcome = _check_outcome(terminal, lang)
+    elif op == "deregister":
+        if lifecycle(terminal) is Lifecycle.ACTIVE and not terminal.check_password(
+                args["password"], "deregistration"):
+            return {"ok": False, "result": "refused", "message": text("password_wrong", lang)}
+        outcome = await deregister(terminal, args["path"], lang, "ecr")
+    else:
+        return {"ok": False, "result": "refused", "message": f"not a deregistration op: {op}"}
+    payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
+                               "message": words(outcome.message_key, lang),
+                               "lifecycle": lifecycle(terminal).value}
+    if terminal.journal is not None:
+        payload["step"] = state(terminal.journal).get("dereg_step", "")
+    if outcome.detail:
+        payload["detail"] = outcome.detail
+    if outcome.items:
+        payload["items"] = [dict(i) for i in outcome.items]
+    if outcome.lines:
+        payload["report"] = list(outcome.lines)
+    return payload
+
+
+# -- provisioning again -----------------------------------------------------------------
+
+def provision_again(data_dir: Path, tmk_hex: str, settings: dict[str, dict[str, Any]]) -> None:
+    """Bring a DEREGISTERED terminal back (the app stopped): a new TMK, the merchant's settings,
+    a new card-data key; the journal's life cycle back to ACTIVE, audited. The acquirer must bind
+    the TID again on its side first."""
+    from firmware.journal.vault import CardVault
+    from firmware.settings.store import SettingsStore
+
+    data_dir = Path(data_dir)
+    tmk = bytes.fromhex(tmk_hex)
+    if len(tmk) != 16:
+        raise ValueError("the TMK must be 16 bytes as 32 hex digits")
+    keys = data_dir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keys / "tmk.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, tmk.hex().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    SettingsStore(data_dir / "settings.json").save(settings, reason="provisioned after deregistration")
+    journal = Journal.open(data_dir / "journal.db", CardVault.from_key_file(keys / "card.key"))
+    try:
+        with journal.transaction() as cur:
+            cur.execute("DELETE FROM terminal_state WHERE name LIKE 'dereg_%'")
+            _put(cur, {"lifecycle": Lifecycle.ACTIVE.value})
+            journal.audit_in(cur, "supervisor", "provisioned", f"terminal {settings['merchant']['tid']}",
+                             "ACTIVE")
+    finally:
+        journal.close()
+    wipe.marker_path(data_dir).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m firmware.app_deregister",
+                                     description="provision a deregistered terminal again")
+    sub = parser.add_subparsers(dest="command", required=True)
+    prov = sub.add_parser("provision")
+    prov.add_argument("--data", type=Path, required=True)
+    prov.add_argument("--tmk", required=True, help="the new terminal master key, 32 hex digits")
+    prov.add_argument("--settings", type=Path, required=True, help="the merchant's settings.json")
+    args = parser.parse_args(argv)
+    try:
+        provision_again(args.data, args.tmk, json.loads(args.settings.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as exc:
+        print(f"provisioning failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"terminal in {args.data} provisioned: ACTIVE")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

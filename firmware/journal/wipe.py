@@ -1,0 +1,114 @@
+"""The deregistration wipe: the DEREGISTERED marker, the key files (TMK, card-data key), the
+encrypted PANs in the journal (cleared, vacuumed, WAL truncated) and the merchant settings with
+their history. Every part is idempotent, so a wipe cut by a power loss is simply run again.
+
+The marker goes first: from then on the data directory says "deregistered" even before the
+journal is open (so start-up does not ask for a TMK that is being wiped). Working keys live in
+memory only; the app drops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MARKER_NAME = "DEREGISTERED"
+PARTS = ("marker", "keys", "card_data", "settings")
+SETTINGS_FILES = ("settings.json", "settings.tmp", "settings.json.tmp", "logo.png")
+
+
+def marker_path(data_dir: Path) -> Path:
+    return Path(data_dir) / MARKER_NAME
+
+
+def is_marked(data_dir: Path) -> bool:
+    return marker_path(data_dir).exists()
+
+
+def write_marker(data_dir: Path, terminal_id: str) -> None:
+    path = marker_path(data_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"deregistered_at": time.time(), "terminal": terminal_id,
+                               "provision": "see README, 'Provisioning a deregistered terminal'"}))
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def shred(path: Path) -> bool:
+    """Overwrite a file with zeros, flush it, then unlink it; False if it was not there."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    with open(path, "r+b") as fh:
+        fh.write(b"\0" * size)
+        fh.flush()
+        os.fsync(fh.fileno())
+    path.unlink()
+    return True
+
+
+def wipe_keys(data_dir: Path) -> int:
+    keys = Path(data_dir) / "keys"
+    if not keys.is_dir():
+        return 0
+    return sum(shred(p) for p in sorted(keys.iterdir()) if p.is_file())
+
+
+def wipe_card_data(journal_path: Path) -> int:
+    """Clear every encrypted PAN, then VACUUM and truncate the WAL so no old page keeps one.
+
+    A connection of its own: VACUUM and the checkpoint cannot run inside the journal's
+    transactions, and secure_delete zeroes the freed content on the way.
+    """
+    conn = sqlite3.connect(journal_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA secure_delete = ON")
+        cleared = conn.execute("UPDATE txn SET pan_enc = NULL WHERE pan_enc IS NOT NULL").rowcount
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            raise sqlite3.OperationalError("the journal's WAL could not be truncated (a reader holds it)")
+    finally:
+        conn.close()
+    return int(cleared)
+
+
+def wipe_settings(data_dir: Path) -> int:
+    data_dir = Path(data_dir)
+    done = sum(shred(data_dir / name) for name in SETTINGS_FILES)
+    history = data_dir / "settings.json.history"
+    if history.is_dir():
+        for p in sorted(history.iterdir()):
+            done += shred(p) if p.is_file() else 0
+        history.rmdir()
+    return done
+
+
+def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
+         between: Callable[[str], None] | None = None) -> dict[str, int]:
+    """All parts in order; `between(part)` runs before each part but the first (fault injection)."""
+    done: dict[str, int] = {}
+    for part in PARTS:
+        if between is not None and part != PARTS[0]:
+            between(part)
+        if part == "marker":
+            write_marker(data_dir, terminal_id)
+            done[part] = 1
+        elif part == "keys":
+            done[part] = wipe_keys(data_dir)
+        elif part == "card_data":
+            done[part] = wipe_card_data(journal_path)
+        else:
+            done[part] = wipe_settings(data_dir)
+    return done

@@ -1,0 +1,33 @@
+"""Test-only entry: `python -m tests.dereg_entry ARGS` runs firmware.app as it is, with one
+addition: it SIGKILLs itself at the deregistration step named by POSFW_KILL_AT_STEP (a power
+cut there), through the terminal's fault hook that every step passes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import firmware.app as app
+from firmware.engine.deregistration import DeregStep
+
+KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")
+Base = app.Terminal
+
+
+class KillableTerminal(Base):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fault_hook = self._kill_hook  # before open(): a resumed wipe passes it too
+
+    @staticmethod
+    def _kill_hook(action: object) -> None:
+        if KILL_AT and isinstance(action, DeregStep) and action.step == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+app.Terminal = KillableTerminal  # type: ignore[misc]
+
+if __name__ == "__main__":
+    raise SystemExit(app.main())

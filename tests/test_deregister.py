@@ -1,0 +1,280 @@
+"""Deregistration (注销) end to end: the happy path to an unbound terminal at the simulator, the
+backup verified and restored by the CLI in a separate process, refusals that change nothing, and
+a real terminal process SIGKILLed before each step, ending "nothing changed" or "fully
+deregistered", never in between, with no card data left in the terminal's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from board.sim.cards import TEST_CARDS
+from firmware import app_deregister
+from firmware.engine.deregistration import Lifecycle, Step, startup_plan
+from firmware.ui.core import StartOp
+from tests.helpers import PASSWORD, REPO, TID, TerminalProcess, provision, run, sale, start_sim, terminal
+
+CARDS = ("cup_credit", "cup_debit", "visa")
+SECRETS = [c.pan.encode() for c in TEST_CARDS.values()] + [c.track2.encode() for c in TEST_CARDS.values()]
+
+
+def _journal_rows(data_dir: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{data_dir / 'journal.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _state(data_dir: Path) -> dict[str, str]:
+    return dict(_journal_rows(data_dir, "SELECT name, value FROM terminal_state"))
+
+
+def _file_bytes(data_dir: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted(data_dir.rglob("*"))
+            if p.is_file() and not any(str(p.relative_to(data_dir)).startswith(s) for s in skip)}
+
+
+def _assert_no_card_data(data_dir: Path, old_keys: dict[str, bytes]) -> None:
+    for name, blob in _file_bytes(data_dir).items():
+        for secret in SECRETS:
+            assert secret not in blob, f"card data readable in {name}"
+        for key_name, key in old_keys.items():
+            assert key not in blob, f"the old {key_name} is still in {name}"
+
+
+def _fully_deregistered(data_dir: Path, sim: Any, old_keys: dict[str, bytes]) -> None:
+    st = _state(data_dir)
+    assert st["lifecycle"] == "DEREGISTERED" and st["dereg_step"] == "UNBOUND_VERIFIED", st
+    assert not (data_dir / "keys" / "tmk.key").exists()
+    assert not (data_dir / "settings.json.history").exists()
+    assert (data_dir / "DEREGISTERED").exists()
+    assert _journal_rows(data_dir, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NOT NULL") == [(0,)]
+    assert sim.ledger.terminal_status(TID).status == "unbound"
+    _assert_no_card_data(data_dir, old_keys)
+
+
+def _totals(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT batch, kind, state, COUNT(*), SUM(amount) FROM txn "
+                            "GROUP BY batch, kind, state ORDER BY 1, 2, 3").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A provisioned terminal with three settled sales (real journal, real simulator)."""
+    base = tmp_path_factory.mktemp("dereg_template")
+    sim = start_sim(base)
+    data = provision(base / "term", sim.port)
+
+    async def go() -> None:
+        t = await terminal(data)
+        try:
+            for i, card in enumerate(CARDS):
+                assert (await sale(t, 1234 + i * 100, card=card)).status == "approved"
+            assert (await t.settle(PASSWORD)).status == "settled"
+        finally:
+            await t.close()
+
+    run(go())
+    sim.stop()
+    return data
+
+
+def _fresh(template: Path, tmp: Path) -> tuple[Path, Any]:
+    sim = start_sim(tmp)
+    data = tmp / "term"
+    shutil.copytree(template, data)
+    settings = json.loads((data / "settings.json").read_text())
+    settings["comms"]["port"] = sim.port
+    (data / "settings.json").write_text(json.dumps(settings))
+    (data / "export").mkdir(exist_ok=True)
+    return data, sim
+
+
+def _keys(data: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (data / "keys").iterdir()}
+
+
+def test_happy_path_unbound_backup_verified_and_restored(template: Path, tmp_path: Path) -> None:
+    data, sim = _fresh(template, tmp_path)
+    old_keys = _keys(data)
+    before = _totals(data / "journal.db")
+
+    async def go() -> tuple[Any, Any, Any]:
+        t = await terminal(data)
+        try:
+            check = await app_deregister.run_op(t, StartOp("deregister_check"), "en", 16)
+            path = next(i["path"] for i in check.items if i["path"].endswith("export"))
+            done = await app_deregister.run_op(
+                t, StartOp("deregister", path=path, authorised=True), "en", 16)
+            again = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": path})
+            refused = app_deregister.refusal(t)
+            return check, done, (again, refused)
+        finally:
+            await t.close()
+
+    check, done, (again, refused) = run(go())
+    assert check.status == "done", check
+    assert done.status == "done", done
+    assert any("DEREGISTERED" in line for line in done.lines)
+    assert again["result"] == "refused" and again["lifecycle"] == "DEREGISTERED"
+    assert refused is not None and refused.status == "refused"
+    _fully_deregistered(data, sim, old_keys)
+    backup_dir = Path(done.detail)
+    assert backup_dir.is_dir() and backup_dir.parent == data / "export"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    verify = subprocess.run([sys.executable, "-m", "firmware.journal.backup", "verify", str(backup_dir)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "backup verified: 3 transactions" in verify.stdout
+    restored = tmp_path / "restored.db"
+    res = subprocess.run([sys.executable, "-m", "firmware.journal.backup", "restore", str(backup_dir),
+                          str(restored)], capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert _totals(restored) == before and sum(row[3] for row in before) == 3
+    # a damaged export is caught by the same separate script
+    csv = backup_dir / "transactions.csv"
+    csv.write_bytes(csv.read_bytes().replace(b"1234", b"1235", 1))
+    bad = subprocess.run([sys.executable, "-m", "firmware.journal.backup", "verify", str(backup_dir)],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    assert bad.returncode == 1 and "transactions.csv: SHA-256 does not match" in bad.stdout
+    sim.stop()
+
+
+def test_refused_with_pending_items_changes_nothing(template: Path, tmp_path: Path) -> None:
+    data, sim = _fresh(template, tmp_path)
+
+    async def go() -> tuple[Any, ...]:
+        t = await terminal(data)
+        try:
+            assert (await sale(t, 500)).status == "approved"  # an unsettled batch
+            snapshot = _file_bytes(data, skip=("journal.db", "terminal.log", "export"))
+            check = await app_deregister.ecr_op(t, "deregister_check", {})
+            blocked = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+                                                                     "path": str(data / "export")})
+            wrong = await app_deregister.ecr_op(t, "deregister", {"password": "999999",
+                                                                   "path": str(data / "export")})
+            unauthorised = await app_deregister.run_op(t, StartOp("deregister", path="x"), "en", 16)
+            assert (await t.settle(PASSWORD)).status == "settled"
+            no_dir = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+                                                                    "path": str(tmp_path / "nowhere")})
+            return check, blocked, wrong, unauthorised, no_dir, snapshot
+        finally:
+            await t.close()
+
+    check, blocked, wrong, unauthorised, no_dir, snapshot = run(go())
+    assert check["result"] == "refused" and check["items"][0]["kind"] == "dereg_item_batch", check
+    assert check["items"][0]["action"] == "settle"
+    assert blocked["result"] == "refused" and "unsettled" in blocked["detail"], blocked
+    assert wrong == {"ok": False, "result": "refused", "message": wrong["message"]}
+    assert unauthorised.status == "refused"
+    assert no_dir["result"] == "refused" and "does not exist" in no_dir["detail"], no_dir
+    assert _state(data)["lifecycle"] == "ACTIVE" and "dereg_step" not in _state(data)
+    assert _file_bytes(data, skip=("journal.db", "terminal.log", "export")) == snapshot
+    assert sim.ledger.terminal_status(TID).status == "bound"
+    assert _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NULL") == [(0,)]
+    sim.stop()
+
+
+def test_startup_plan_rules() -> None:
+    assert startup_plan(Lifecycle.ACTIVE, None).resume == ()
+    for step in (Step.CHECKS, Step.BACKUP, Step.VERIFIED, Step.SIGNED_OFF):
+        assert startup_plan(Lifecycle.ACTIVE, step).roll_back
+    plan = startup_plan(Lifecycle.DEREGISTERING, Step.WIPING)
+    assert not plan.roll_back and plan.resume[0] is Step.WIPED
+    assert startup_plan(Lifecycle.DEREGISTERED, Step.UNBOUND_VERIFIED).resume == ()
+
+
+class _Proc(TerminalProcess):
+    """The terminal process through tests/dereg_entry.py (the wiring the lead adds to app.py)."""
+
+    def __init__(self, data_dir: Path, kill_at: str = "") -> None:
+        super().__init__(data_dir)
+        self.kill_at = kill_at
+
+    def start(self, timeout: float = 20.0) -> None:
+        ready = self.data_dir / "ready"
+        ready.unlink(missing_ok=True)
+        env = dict(os.environ, PYTHONPATH=str(REPO), POSFW_KILL_AT_STEP=self.kill_at)
+        with open(self.data_dir / "stderr.log", "ab") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.dereg_entry", "--data", str(self.data_dir), "--ecr-port",
+                 "0", "--ready-file", str(ready), "--ecr-serial", "", "--printer", "", "--reader", ""],
+                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.data_dir / "stderr.log").read_text()[-2000:])
+            assert time.monotonic() < deadline, "terminal did not become ready"
+            time.sleep(0.02)
+        import socket
+
+        self.port = int(ready.read_text())
+        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+
+
+KILL_POINTS = [s.value for s in Step] + ["WIPE:keys", "WIPE:card_data", "WIPE:settings"]
+BEFORE_WIPE = {"CHECKS", "BACKUP", "VERIFIED", "SIGNED_OFF", "WIPING"}
+FINANCIAL = [{"op": "sale", "amount": 100, "card": "cup_credit"}, {"op": "balance", "card": "cup_credit"},
+             {"op": "preauth", "amount": 100, "card": "cup_credit"},
+             {"op": "void", "trace": "000001", "password": PASSWORD},
+             {"op": "refund", "amount": 100, "orig_rrn": "000000000001", "orig_date": "0101",
+              "card": "cup_credit", "password": PASSWORD},
+             {"op": "settle", "password": PASSWORD}]
+
+
+def _kill_case(template: Path, tmp: Path, kill_at: str) -> str:
+    tmp.mkdir()
+    data, sim = _fresh(template, tmp)
+    old_keys = _keys(data)
+    watched = ("keys", "settings.json", "settings.json.history")
+    before = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr"))
+    proc = _Proc(data, kill_at)
+    try:
+        proc.start()
+        with pytest.raises((ConnectionError, OSError)):
+            proc.request(op="deregister", password=PASSWORD, path=str(data / "export"))
+        assert proc.proc is not None and proc.proc.wait(10) == -9, f"not killed at {kill_at}"
+        proc.kill()
+        proc = _Proc(data)
+        proc.start()  # resume_at_startup has run before the ECR link is ready
+        if kill_at in BEFORE_WIPE:
+            st = _state(data)
+            assert st["lifecycle"] == "ACTIVE" and "dereg_step" not in st, (kill_at, st)
+            after = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr"))
+            assert {k: v for k, v in after.items() if k.startswith(watched)} == {
+                k: v for k, v in before.items() if k.startswith(watched)}, kill_at
+            assert _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NULL") == [(0,)]
+            assert sim.ledger.terminal_status(TID).status == "bound"
+            assert proc.request(op="balance", card="cup_credit")["result"] != "refused"
+            return "nothing changed"
+        _fully_deregistered(data, sim, old_keys)
+        for req in FINANCIAL:
+            reply = proc.request(**req)
+            assert reply["result"] == "refused" and not reply["ok"], (kill_at, req, reply)
+        return "fully deregistered"
+    finally:
+        proc.kill()
+        sim.stop()
+
+
+def test_sigkill_at_each_step_ends_unchanged_or_fully_deregistered(template: Path, tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(KILL_POINTS, pool.map(
+            lambda k: _kill_case(template, tmp_path / k.replace(":", "_"), k), KILL_POINTS), strict=True))
+    assert {k for k, v in results.items() if v == "nothing changed"} == BEFORE_WIPE, results
