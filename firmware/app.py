@@ -55,7 +55,7 @@ from firmware.ports import (
     ReadFailed,
     ReadTimedOut,
 )
-from firmware.settings.model import hash_password, verify_password
+from firmware.settings.model import factory, hash_password, verify_password
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
@@ -205,8 +205,17 @@ class Terminal:
 
     async def open(self) -> None:
         """Settings, journal and its recovery, print queue, reader: no network yet."""
+        from firmware import app_deregister
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings = self.settings_store.load()
+        wiped = app_deregister.deregistered_on_disk(self.data_dir)
+        if wiped:
+            # The merchant's settings and keys are gone (deregistration): factory values in
+            # memory only, nothing written, until the terminal is provisioned again.
+            self.settings = factory()
+            self.settings["merchant"]["name"] = ""
+        else:
+            self.settings = self.settings_store.load()
         if self.settings_store.problem:
             self.notice = self.settings_store.problem
         security = self.settings.get("security", {})
@@ -220,8 +229,11 @@ class Terminal:
         if self.cfg.reply_timeout:
             c["reply_timeout"] = self.cfg.reply_timeout
         keys_dir = self.data_dir / "keys"
-        vault = CardVault.from_key_file(keys_dir / "card.key")
-        tmk = self._load_tmk(keys_dir / "tmk.key")
+        if wiped:  # no key files may come back: a throwaway vault, a TMK that never signs on
+            vault, tmk = CardVault(os.urandom(32)), bytes(16)
+        else:
+            vault = CardVault.from_key_file(keys_dir / "card.key")
+            tmk = self._load_tmk(keys_dir / "tmk.key")
         try:
             self.journal = Journal.open(self.data_dir / "journal.db", vault)
         except JournalCorrupt as exc:
@@ -231,14 +243,16 @@ class Terminal:
         report = self.journal.recover()
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
+        self._tmk = tmk
+        self.link = self._make_link()
         self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
                                 poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
         self.prints.start()
         if self.prints.spooler is not None:
             self.prints.spooler.on_change = self._notify_changed
         self.reader = self._make_reader()
-        self._tmk = tmk
-        self.link = self._make_link()
+        # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
+        await app_deregister.resume_at_startup(self)
 
     def _make_link(self) -> HostLink:
         m, c = self.settings["merchant"], self.settings["comms"]
@@ -248,11 +262,19 @@ class Terminal:
 
     async def connect(self) -> None:
         """Sign on and clear what the host is owed (reversals, advices, a settlement)."""
+        from firmware.app_deregister import Lifecycle, lifecycle
+
         if self.journal is None or self.link is None:
             return
+        if lifecycle(self) is not Lifecycle.ACTIVE:
+            self._notify_changed()
+            return  # deregistered: no sign-on until provisioned again
         async with self._lock:
             if await self.ensure_signed_on():
                 await self._settle_backlog_before_anything()
+        from firmware.app_held import reconcile
+
+        reconcile(self)  # a held order whose sale was cut by a power loss gets its real outcome
         self._notify_changed()
 
     def _notify_changed(self) -> None:
@@ -676,6 +698,11 @@ class Terminal:
     # -- operations -------------------------------------------------------------
 
     def _refusal(self, kind: TxnKind | None) -> TxnResult | None:
+        from firmware.app_deregister import refusal
+
+        gone = refusal(self)  # deregistered: every financial operation and settlement refused
+        if gone is not None:
+            return gone
         if self.service_problem:
             return TxnResult("refused", "service_mode", detail=self.service_problem)
         if not self.settings["security"].get("password_changed"):
@@ -686,11 +713,11 @@ class Terminal:
         return None
 
     async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
-        return await self._operation(request.kind.value, io.source,
-                                     lambda: self._financial(request, io), request.amount)
+        return await self.operation(request.kind.value, io.source,
+                                    lambda: self._financial(request, io), request.amount)
 
-    async def _operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
-                         amount: int | None = None) -> TxnResult:
+    async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
+                        amount: int | None = None) -> TxnResult:
         """One operation at a time; the front panel hears of its start and end, whatever happens."""
         async with self._lock:
             self._cancel.clear()
@@ -800,7 +827,7 @@ class Terminal:
 
     async def settle(self, password: str | None, source: str = "ecr",
                      authorised: bool = False) -> TxnResult:
-        return await self._operation("settle", source, lambda: self._settle(password, authorised))
+        return await self.operation("settle", source, lambda: self._settle(password, authorised))
 
     async def _settle(self, password: str | None, authorised: bool) -> TxnResult:
         refusal = self._refusal(None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +19,7 @@ from drivers.printer.profiles import get_profile
 from firmware import __version__
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
-from firmware.ports import Document, Image, Printer
+from firmware.ports import Cut, Document, Feed, Image, Printer, TextLine
 from firmware.printing import layout, reports
 from firmware.printing.queue import (
     REPORT_KINDS,
@@ -34,7 +35,8 @@ log = logging.getLogger("posfw.printing")
 # What a VOID slip calls a printout that names no transaction (receipt-catalog keys).
 VOIDED_TITLE_KEYS: dict[JobKind, str] = {
     JobKind.SETTLEMENT: "settlement_report", JobKind.SUBTOTALS: "subtotals_title",
-    JobKind.TXN_LIST: "txn_list", JobKind.TEST: "test_page",
+    JobKind.TXN_LIST: "txn_list", JobKind.TEST: "test_page", JobKind.HELD_TRAIL: "held_trail",
+    JobKind.DEREG_REPORT: "dereg_report",
 }
 
 
@@ -108,6 +110,39 @@ class PrintDesk:
         density = int(self._settings()["printer"].get("density", 4))
         return dataclasses.replace(self._document(job, copy), density=density)
 
+    def _held_trail(self, job: PrintJob, settings: dict[str, dict[str, Any]],
+                    printed_at: datetime) -> Document:
+        from firmware.journal.held import HeldOrders
+        from firmware.printing.held_slip import held_trail_slip
+
+        if job.held_order_id is None:
+            raise LookupError(f"print job {job.id} names no held order")
+        orders = HeldOrders(self.journal)
+        return held_trail_slip(orders.get(job.held_order_id), orders.trail(job.held_order_id),
+                               lang=self.lang, columns=self.columns,
+                               merchant=str(settings["merchant"].get("name", "")),
+                               tid=str(settings["merchant"].get("tid", "")), printed_at=printed_at)
+
+    def _dereg_report(self) -> Document:
+        """The deregistration report as its last step laid it out (no card data in it)."""
+        rows = self.journal.read("SELECT value FROM terminal_state WHERE name = 'dereg_report'")
+        if not rows:
+            raise LookupError("no deregistration report has been made")
+        lines = json.loads(rows[0][0])
+        return Document((*(TextLine(line) for line in lines), Feed(3), Cut()),
+                        title="deregistration report")
+
+    def dereg_report(self) -> PrintJob:
+        job = self.journal.enqueue_print(JobKind.DEREG_REPORT, (CopyKind.MERCHANT,),
+                                         title="deregistration report")
+        self.wake()
+        return job
+
+    def held_trail(self, order_id: int, operator: str = "operator") -> PrintJob:
+        job = self.journal.enqueue_held_trail(order_id, operator)
+        self.wake()
+        return job
+
     def _document(self, job: PrintJob, copy: CopyKind) -> Document:
         settings = self._settings()
         merchant = layout.MerchantInfo.from_settings(settings)
@@ -117,6 +152,10 @@ class PrintDesk:
                                     firmware_version=__version__, printed_at=printed_at)
         if job.kind in REPORT_KINDS:
             return self._render_report(job, merchant, printed_at)
+        if job.kind is JobKind.HELD_TRAIL:
+            return self._held_trail(job, settings, printed_at)
+        if job.kind is JobKind.DEREG_REPORT:
+            return self._dereg_report()
         if job.kind is JobKind.VOID_SLIP and job.txn_id is None:
             return layout.void_slip(self._void_ref(job, copy), merchant, lang=self.lang,
                                     columns=self.columns, printed_at=printed_at)

@@ -192,6 +192,7 @@ class FrontPanel:
         if t.prints is not None:
             with contextlib.suppress(Exception):
                 paper, printing, confirm = self._paper_state()
+        held_open, held_aged = self._held_counts()
         signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
         locked = t.password_guard.seconds_left()
         notice = (t.service_problem and "service_mode") or t.notice
@@ -203,9 +204,29 @@ class FrontPanel:
             tid=str(settings.get("merchant", {}).get("tid", "")),
             signed_on=signed_on, link_up=t.link_up, paper=paper, printing=printing,
             reversals_due=counts.get("REVERSAL_DUE", 0), advices_due=counts.get("ADVICE_DUE", 0),
-            deregistered=False, notice=notice, settings=settings,
+            deregistered=self._deregistered(), notice=notice, settings=settings,
             print_confirm_job=confirm, password_locked_s=locked,
+            held_orders=held_open, held_aged=held_aged,
         )
+
+    def _deregistered(self) -> bool:
+        from firmware.app_deregister import Lifecycle, deregistered_on_disk, lifecycle
+
+        t = self.terminal
+        if deregistered_on_disk(t.data_dir):
+            return True
+        return t.journal is not None and lifecycle(t) is not Lifecycle.ACTIVE
+
+    def _held_counts(self) -> tuple[int, int]:
+        if self.terminal.journal is None:
+            return 0, 0
+        from firmware.app_held import counts
+
+        try:
+            return counts(self.terminal)
+        except Exception as exc:  # the idle screen must draw even if this count cannot be made
+            log.error("held orders: %s", exc)
+            return 0, 0
 
     def _paper_state(self) -> tuple[str, str, int | None]:
         desk = self.terminal.prints
@@ -354,8 +375,12 @@ class FrontPanel:
 
     async def _operation(self, c: ui.StartOp) -> ui.OpOutcome:
         from firmware.app import OperatorInput
+        from firmware.app_companions import for_panel_op
 
         t = self.terminal
+        companion = for_panel_op(c.op)  # held orders, settlement review, deregistration
+        if companion is not None:
+            return await companion.run_op(t, c, self._lang(), self.display.cols)
         missing = [name for name in ui.OPS.get(c.op, ("?",)) if getattr(c, name, None) in (None, "")]
         if c.op not in ui.OPS or missing:
             return ui.OpOutcome(c.op, "refused", "invalid_request",
@@ -375,7 +400,10 @@ class FrontPanel:
         if c.op == "settle":
             if not c.authorised:
                 return ui.OpOutcome(c.op, "refused", "password_wrong")
-            return outcome_of(c.op, await t.settle(None, source="keypad", authorised=True))
+            from firmware.app_review import settle_outcome
+
+            result = await t.settle(None, source="keypad", authorised=True)
+            return settle_outcome(t, result, self._lang())  # a refusal names what is pending
         if c.op == "sign_on":
             self.op_step("signing_on", cancellable=False)
             ok = await t.sign_on()

@@ -71,6 +71,15 @@ CATALOG: dict[str, tuple[str, str]] = {
 }
 
 
+def register(entries: dict[str, tuple[str, str]]) -> None:
+    """A companion module's result sentences (held orders, deregistration...) join the catalog,
+    so the screens and the ECR link word its outcomes like any other. A key may not change."""
+    for key, pair in entries.items():
+        if CATALOG.get(key, pair) != pair:
+            raise ValueError(f"catalog key {key!r} is already taken with other words")
+        CATALOG[key] = pair
+
+
 def text(key: str, lang: str = "en") -> str:
     """The sentence for a catalog key or a two-character host response code."""
     entry = CATALOG.get(key)

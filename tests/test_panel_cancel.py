@@ -256,7 +256,7 @@ async def settle_until(shop: Shop, step: str) -> None:
     if step == "password":
         return
     await shop.password()
-    await shop.shows("Settle batch?")
+    await shop.shows("Settle review", "ENTER settle")
 
 
 async def settle_password(shop: Shop, sim: Any) -> str | None:

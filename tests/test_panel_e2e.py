@@ -265,7 +265,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
             await shop.press("MENU", "6", "1")
             await shop.shows("Settlement", "Supervisor pwd")
             await shop.password()
-            await shop.shows("Settle batch?")
+            await shop.shows("Settle review", "ENTER settle")
             await shop.press("ENTER")
             settled = await shop.shows("Settlement", "balanced")
             z_report = (await shop.slips(printed + 1))[printed]
@@ -653,3 +653,73 @@ def test_no_key_is_logged_while_a_pin_is_typed(tmp_path: Path, sim, caplog):
     assert not re.search(r"(?<!\d)123456(?!\d)", text)
     for leak in ("KeyIn", "Key.", "KeyPress", "'ENTER'", "D1", "key code"):
         assert leak not in text, leak
+
+
+def test_a_held_order_parked_and_resumed_on_the_keypad_carries_its_reference(tmp_path: Path, sim):
+    """挂单 by keys: park 25.00 with reference 42 (no money moves), then resume it from the held
+    list: a normal sale, the reference on the receipt, the order PAID."""
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("MENU", *["DOWN"] * 10, "ENTER")
+            await shop.shows("Held orders", "Park order")
+            await shop.press("1", "2500", "ENTER", "42", "ENTER")
+            await shop.shows("Note")
+            await shop.press("ENTER")  # no note
+            await shop.shows("25.00", "ENTER to hold")
+            await shop.press("ENTER")
+            await shop.shows("Order held")
+            booked_while_held = list(sim.ledger.rows(TID))
+            await shop.press("ENTER")
+            await shop.shows("Held orders", "25.00")
+            await shop.press("ENTER")
+            await shop.shows("1 Resume")
+            await shop.press("1")
+            await shop.shows("Swipe card", "25.00")
+            await shop.swipe("cup_credit")
+            await shop.shows("Approved")
+            slips = await shop.slips(2)
+            orders = shop.journal.read("SELECT state, reference, txn_id FROM held_order")
+            return booked_while_held, slips, orders, shop.journal.records()
+
+    booked_while_held, slips, orders, rows = run(go())
+    assert booked_while_held == []  # holding moves no money
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2500)] and rows[0].reference == "42"
+    assert orders == [("PAID", "42", rows[0].id)]
+    assert all("REFERENCE" in slip and "42" in slip for slip in slips)
+    assert [r.amount for r in sim.ledger.rows(TID)] == [2500]
+
+
+def test_deregistration_on_the_keypad_unbinds_the_terminal_and_refuses_sales(tmp_path: Path, sim):
+    """注销 by keys: backup directory, warning, supervisor password, confirm; the host shows the
+    terminal unbound, the backup verifies, the idle screen says DEREGISTERED and a sale is refused."""
+    import subprocess
+    import sys
+
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("MENU", "UP", "UP", "UP", "UP", "ENTER")  # - Deregister
+            await shop.shows("Backup to")
+            await shop.press("ENTER")
+            await shop.shows("wipes keys")
+            await shop.press("ENTER")
+            await shop.password()
+            await shop.shows("Deregister now?")
+            await shop.press("ENTER")
+            done = await shop.shows("Terminal", "deregistered", timeout=20)
+            await shop.press("ENTER")
+            await shop.idle()
+            idle = await shop.shows("DEREGISTERED")
+            await shop.press("1")  # a digit at idle would start a sale
+            refused = shop.screen()
+            return done, idle, refused
+
+    done, idle, refused = run(go())
+    assert sim.ledger.terminal_status(TID).status == "unbound"
+    backups = sorted((tmp_path / "terminal" / "export").glob("posfw-backup-*"))
+    assert len(backups) == 1
+    check = subprocess.run([sys.executable, "-m", "firmware.journal.backup", "verify", str(backups[0])],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "deregistered" in done.lower() and "DEREGISTERED" in idle
+    assert "deregistered" in refused.lower() and "0.01" not in refused  # refused, no amount entry
+    assert not (tmp_path / "terminal" / "keys" / "tmk.key").exists()

@@ -7,7 +7,7 @@ import sys
 import types
 
 import pytest
-from test_ui_txn import PAN, PW_OK, SETTINGS, TYPES, Term, found, outcome
+from test_ui_txn import PAN, PW_OK, REVIEW_TICK, REVIEWED, SETTINGS, TYPES, Term, found, outcome
 
 from firmware.ui import core, machine
 from firmware.ui.entry import PasswordEntry
@@ -41,8 +41,10 @@ PATHS: dict[str, tuple[list, list]] = {
                         [core.CheckPassword("void", "123456"),
                          core.LookupOriginal("completion_void", "000008"),
                          S("completion_void", trace="000008", authorised=True)]),
-    "settle": (["MENU 6 1", PW, PW_OK, "ENTER"],
-               [core.CheckPassword("settlement", "123456"), S("settle", authorised=True)]),
+    "settle": (["MENU 6 1", PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER"],
+               [core.CheckPassword("settlement", "123456"), S("settle_review"),
+                S("settle", authorised=True)]),
+
     "subtotals": (["MENU 6 2"], [S("subtotals")]),
     "reprint_settlement": (["MENU 6 3"], [S("reprint_settlement")]),
     "reprint_last": (["MENU 7 1"], [S("reprint_last")]),
@@ -57,7 +59,9 @@ REPORTS = {"subtotals", "report_list", "report_totals"}
 
 def test_every_leaf_of_the_tree_has_a_scripted_path() -> None:
     leaves = {item.opens for _, item in menu_paths()}
-    assert leaves == set(PATHS) | {"settings", "diagnostics", "language", "about"}
+    # held orders and deregistration open their own screens (tests/test_ui_held.py, test_ui_dereg.py)
+    assert leaves == set(PATHS) | {"settings", "diagnostics", "language", "about", "held_park",
+                                   "held_list", "deregister"}
 
 
 @pytest.mark.parametrize("op", sorted(PATHS))
@@ -158,7 +162,7 @@ def test_menu_moves_scrolls_and_wraps() -> None:
     term = Term()
     term.keys("MENU")
     rows = term.ui.frame(term.ctx())
-    assert rows.rows == ("Menu        1/13", "1 Sale", "2 Void", "3 Refund") and rows.inverse_row == 1
+    assert rows.rows == ("Menu        1/15", "1 Sale", "2 Void", "3 Refund") and rows.inverse_row == 1
     term.keys("DOWN DOWN DOWN")
     frame = term.ui.frame(term.ctx())
     assert frame.rows[1:] == ("2 Void", "3 Refund", "4 Balance") and frame.inverse_row == 3
@@ -168,7 +172,7 @@ def test_menu_moves_scrolls_and_wraps() -> None:
     term.keys("UP UP")
     frame = term.ui.frame(term.ctx())
     assert frame.rows[1:] == ("  Sign on/off  >", "  Language", "  About")
-    assert frame.inverse_row == 3 and frame.rows[0].endswith("13/13")
+    assert frame.inverse_row == 3 and frame.rows[0].endswith("15/15")
     term.keys("CANCEL")
     assert isinstance(term.screen, IdleScreen)
 

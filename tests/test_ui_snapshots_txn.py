@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from test_ui_txn import PAN, PW_OK, Term, found, outcome
+from test_ui_txn import PAN, PW_OK, REVIEW_TICK, REVIEWED, Term, found, outcome
 from ui_snapshots import assert_snapshot
 
 from firmware.ports import Frame, text_cells
@@ -55,17 +55,18 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "txn_original_not_found": ({}, ["F2 " + PW, PW_OK, "9 ENTER",
                                     core.OriginalFound("000009", False, "original_not_found")]),
     "txn_confirm_refund": ({}, ["MENU 3", PW, PW_OK, "5 0 ENTER", RRN, "0 5 1 2 ENTER"]),
-    "txn_confirm_settle": ({}, ["F3 " + PW, PW_OK]),
+    "txn_confirm_settle": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED]),
     "txn_confirm_balance": ({}, ["MENU 4"]),
     "txn_working_card": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("card")]),
     "txn_working_connecting": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("connecting"), 3.0]),
     "txn_working_reversing": ({}, ["F1 1 ENTER ENTER", core.OpStep("reversing")]),
-    "txn_working_uploading": ({}, ["F3 " + PW, PW_OK, "ENTER", core.OpStep("uploading", 12, 40, False)]),
+    "txn_working_uploading": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER",
+                                   core.OpStep("uploading", 12, 40, False)]),
     "txn_working_printing": ({}, ["F4", core.OpStep("printing", 1, 2)]),
     "txn_working_signing_on": ({}, ["MENU UP UP UP ENTER 1", core.OpStep("signing_on")]),
     "txn_working_cancelling": ({}, ["F1 1 ENTER ENTER", core.OpStep("sending"), "CANCEL"]),
-    "txn_working_cannot_cancel": ({}, ["F3 " + PW, PW_OK, "ENTER", core.OpStep("settling", None, None, False),
-                                       "CANCEL"]),
+    "txn_working_cannot_cancel": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER",
+                                       core.OpStep("settling", None, None, False), "CANCEL"]),
     "txn_working_ecr": ({}, [core.OpStarted("sale", "ecr", 5000)]),
     "result_approved": ({}, ["F4", outcome()]),
     "result_declined": ({}, ["F4", outcome("declined", message_key="51", response_code="51")]),

@@ -59,7 +59,12 @@ class EcrRequest:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_request(line: bytes) -> EcrRequest:
+def parse_request(line: bytes,
+                  extra_ops: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
+                  ) -> EcrRequest:
+    """One request line, checked field by field; extra_ops: the app companions' ops (held
+    orders, review, deregistration) with their required and optional fields."""
+    ops = {**OPS, **(extra_ops or {})}
     if len(line) > MAX_LINE:
         raise EcrError(f"request longer than {MAX_LINE} bytes")
     try:
@@ -69,9 +74,9 @@ def parse_request(line: bytes) -> EcrRequest:
     if not isinstance(obj, dict):
         raise EcrError("request must be a JSON object like {\"op\": \"sale\", \"amount\": 100}")
     op = obj.get("op")
-    if op not in OPS:
-        raise EcrError(f"unknown op {op!r}; known ops: {', '.join(sorted(OPS))}")
-    required, optional = OPS[op]
+    if op not in ops:
+        raise EcrError(f"unknown op {op!r}; known ops: {', '.join(sorted(ops))}")
+    required, optional = ops[op]
     missing = [name for name in required if name not in obj]
     if missing:
         raise EcrError(f"{op} needs {', '.join(missing)}")
@@ -106,7 +111,10 @@ def parse_request(line: bytes) -> EcrRequest:
     for name in ("print", "all"):
         if name in args and not isinstance(args[name], bool):
             raise EcrError(f"{name} must be true or false, got {args[name]!r}")
-    for name in ("password", "old", "new", "pin", "card", "ref", "reason", "orig_rrn"):
+    if "order" in args and (not isinstance(args["order"], int) or isinstance(args["order"], bool)
+                            or args["order"] <= 0):
+        raise EcrError(f"order must be a held order number from held_list, got {args['order']!r}")
+    for name in ("password", "old", "new", "pin", "card", "ref", "reason", "orig_rrn", "note", "path"):
         if name in args and not isinstance(args[name], str):
             raise EcrError(f"{name} must be a string")
     return EcrRequest(op=op, id=obj.get("id"), args=args)

@@ -176,7 +176,7 @@ class EcrServer:
 
     async def _handle(self, line: bytes, send: Any) -> None:
         try:
-            request = parse_request(line)
+            request = parse_request(line, self._companion_ops())
         except EcrError as exc:
             await send({"ok": False, "result": "error", "message": str(exc)})
             return
@@ -189,6 +189,12 @@ class EcrServer:
             payload = {"ok": False, "result": "error", "message": f"internal error: {exc}"}
         payload = {"id": request.id, "op": request.op, **payload}
         await send(payload)
+
+    @staticmethod
+    def _companion_ops() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        from firmware.app_companions import ecr_ops
+
+        return ecr_ops()
 
     async def dispatch(self, req: EcrRequest) -> dict[str, Any]:
         t = self.terminal
@@ -251,6 +257,11 @@ class EcrServer:
             return result_payload(result, lang)
         if req.op == "resolve_reversal":
             return await self._resolve(req)
+        from firmware.app_companions import for_ecr_op
+
+        companion = for_ecr_op(req.op)
+        if companion is not None:
+            return await companion.ecr_op(t, req.op, dict(req.args))
         raise EcrError(f"op {req.op} is not available on this board")
 
     def _printing(self, req: EcrRequest, lang: str) -> dict[str, Any]:

@@ -166,6 +166,8 @@ MIGRATIONS.append([
         updated_at REAL NOT NULL
     )""",
     "INSERT INTO terminal_state (name, value, updated_at) VALUES ('lifecycle', 'ACTIVE', 0)",
+    # A held order's audit trail in the print queue names its order (rebuilt when it prints).
+    "ALTER TABLE print_job ADD COLUMN held_order_id INTEGER REFERENCES held_order(id)",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

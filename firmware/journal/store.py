@@ -92,19 +92,21 @@ def _row_to_settlement(row: tuple) -> SettlementRow:
 
 _JOB_COLUMNS = (
     "id, kind, state, txn_id, copies, copies_done, reprint, copy_restarted, printed_any, "
-    "cancel_requested, needs_confirm, voids_job, reason, title, created_at, settlement_id, batch"
+    "cancel_requested, needs_confirm, voids_job, reason, title, created_at, settlement_id, batch, "
+    "held_order_id"
 )
 
 
 def _row_to_job(row: tuple) -> PrintJob:
     (jid, kind, state, txn_id, copies, done, reprint, restarted, printed_any, cancel, confirm,
-     voids, reason, title, created, settlement_id, batch) = row
+     voids, reason, title, created, settlement_id, batch, held_order_id) = row
     return PrintJob(
         id=jid, kind=JobKind(kind), state=PrintState(state), txn_id=txn_id,
         copies=tuple(CopyKind(c) for c in copies.split(",") if c), copies_done=done,
         reprint=bool(reprint), copy_restarted=bool(restarted), printed_any=bool(printed_any),
         cancel_requested=bool(cancel), needs_confirm=bool(confirm), voids_job=voids,
         reason=reason, title=title, created_at=created, settlement_id=settlement_id, batch=batch,
+        held_order_id=held_order_id,
     )
 
 
@@ -626,13 +628,15 @@ class Journal:
     def _insert_job(self, cur: sqlite3.Cursor, kind: JobKind, copies: tuple[CopyKind, ...], *,
                     txn_id: int | None = None, reprint: bool = False, voids_job: int | None = None,
                     title: str = "", printed_any: bool = False, settlement_id: int | None = None,
-                    batch: str | None = None) -> int:
+                    batch: str | None = None, held_order_id: int | None = None) -> int:
         now = self._clock()
         cur.execute(
             "INSERT INTO print_job (kind, state, txn_id, copies, reprint, voids_job, title, "
-            "printed_any, created_at, updated_at, settlement_id, batch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "printed_any, created_at, updated_at, settlement_id, batch, held_order_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (kind.value, PrintState.QUEUED.value, txn_id, ",".join(c.value for c in copies),
-             int(reprint), voids_job, title, int(printed_any), now, now, settlement_id, batch),
+             int(reprint), voids_job, title, int(printed_any), now, now, settlement_id, batch,
+             held_order_id),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -644,6 +648,17 @@ class Journal:
             jid = self._insert_job(cur, kind, copies, txn_id=txn_id, reprint=reprint, title=title)
             if reprint:
                 self._audit(cur, operator, "reprint", title, "queued")
+        return self.print_job(jid)
+
+    def enqueue_held_trail(self, order_id: int, operator: str = "system") -> PrintJob:
+        """Queue the audit trail of one held order; it is rebuilt from the journal as it prints."""
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM held_order WHERE id = ?", (order_id,)).fetchone() is None:
+                raise JournalError(f"there is no held order {order_id}")
+            title = f"held order {order_id} trail"
+            jid = self._insert_job(cur, JobKind.HELD_TRAIL, (CopyKind.MERCHANT,), title=title,
+                                   held_order_id=order_id)
+            self._audit(cur, operator, "held trail", title, "queued")
         return self.print_job(jid)
 
     def enqueue_report(self, kind: JobKind, settlement_id: int | None = None, reprint: bool = False,

@@ -31,6 +31,8 @@ class JobKind(enum.StrEnum):
     SETTLEMENT = "settlement"  # the Z report of one finished settlement
     SUBTOTALS = "subtotals"  # the X report: totals of a batch not yet settled
     TXN_LIST = "txn_list"  # the batch's transactions, one or two lines each
+    HELD_TRAIL = "held_trail"  # the audit trail of one held order ("keep the evidence")
+    DEREG_REPORT = "dereg_report"  # the deregistration report, kept as lines in terminal_state
 
 
 REPORT_KINDS = frozenset({JobKind.SETTLEMENT, JobKind.SUBTOTALS, JobKind.TXN_LIST})
@@ -81,6 +83,7 @@ class PrintJob:
     created_at: float = 0.0
     settlement_id: int | None = None  # SETTLEMENT: the settlement whose Z report this is
     batch: str | None = None  # SUBTOTALS / TXN_LIST: the batch they report on
+    held_order_id: int | None = None  # HELD_TRAIL: the order whose trail this is
 
     @property
     def current_copy(self) -> CopyKind | None:

@@ -27,6 +27,8 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "copy": ("COPY", "存根联"),
     # titles of other printouts a void slip may name
     "test_page": ("PRINTER TEST", "打印机测试"),
+    "held_trail": ("HELD ORDER TRAIL", "挂单记录"),
+    "dereg_report": ("DEREGISTRATION REPORT", "终端注销单"),
     "settlement_report": ("SETTLEMENT REPORT", "结算报告"),
     "detail_report": ("TRANSACTION DETAIL", "交易明细"),
     # receipt fields

@@ -59,6 +59,8 @@ class IdleScreen(core.Screen):
             middle.append(core.center(t(ctx, "banner_deregistered"), ctx.cols))
         if ctx.reversals_due or ctx.advices_due:
             middle.append(t(ctx, "rev_adv", rev=ctx.reversals_due, adv=ctx.advices_due))
+        if ctx.held_aged:
+            middle.append(t(ctx, "held_aged", n=ctx.held_aged))
         for note in self.notes(ctx):
             middle += core.wrap(note, ctx.cols)
         hints = [t(ctx, "hint_idle")]

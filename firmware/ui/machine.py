@@ -17,9 +17,10 @@ claims is shown by the result hook. Time only comes in through the context: idle
 minute, a working screen once a second while it counts, entry screens at the idle deadline.
 
 Flows (txn.STEPS):
-  sale, preauth: amount > confirm        void, preauth_void, completion_void: password > trace > confirm
-  refund: password > amount > RRN > MMDD > confirm     completion: pre-auth trace > amount > confirm
-  balance: confirm    settle: password > confirm    reprint_trace: trace    the rest: no questions
+  sale, preauth: amount > confirm   void, preauth_void, completion_void: password > trace > original > confirm
+  refund: password > amount > RRN > MMDD > confirm   completion: pre-auth trace > original > amount > confirm
+  balance: confirm    settle: password > review (review_screens.py)    reprint_trace: trace
+  held orders and deregistration: their own screens (held_screens.py, dereg_screens.py)
 
 Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test_ui_menu.py):
 
@@ -44,6 +45,10 @@ Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test
         2 Totals           report_totals
     9 Settings         settings
     0 Diagnostics      diagnostics
+    - Held orders >
+        1 Park order       held_park
+        2 Held list        held_list
+    - Deregister       deregister
     - Sign on/off >
         1 Sign on          sign_on
         2 Sign off         sign_off

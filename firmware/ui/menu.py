@@ -25,7 +25,7 @@ class MenuItem:
     opens: str  # "menu:<name>", an operation of txn.STEPS, or one of MENU_ACTIONS
 
 
-MENU_ACTIONS = ("settings", "diagnostics", "language", "about")
+MENU_ACTIONS = ("settings", "diagnostics", "language", "about", "held_park", "held_list", "deregister")
 
 # menu name -> (title key, items). The machine.py docstring draws this table.
 MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
@@ -40,9 +40,15 @@ MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
         MenuItem("menu_reports", "8", "menu:reports"),
         MenuItem("menu_settings", "9", "settings"),
         MenuItem("menu_diag", "0", "diagnostics"),
+        MenuItem("menu_held", None, "menu:held"),
+        MenuItem("menu_deregister", None, "deregister"),
         MenuItem("menu_signon", None, "menu:signon"),
         MenuItem("menu_language", None, "language"),
         MenuItem("menu_about", None, "about"),
+    )),
+    "held": ("menu_held", (
+        MenuItem("item_held_park", "1", "held_park"),
+        MenuItem("item_held_list", "2", "held_list"),
     )),
     "preauth": ("menu_preauth", (
         MenuItem("op_preauth", "1", "preauth"),
@@ -146,6 +152,18 @@ class MenuScreen(core.Screen):
             return core.Transition(_diag_root(here))
         if target == "language":
             return switch_language(here, ctx)
+        if target == "held_park":
+            from firmware.ui.held_screens import park_flow  # a companion's screens: import late
+
+            return core.Transition(park_flow(here))
+        if target == "held_list":
+            from firmware.ui.held_screens import held_root
+
+            return core.Transition(held_root(here))
+        if target == "deregister":
+            from firmware.ui.dereg_screens import deregister_root
+
+            return core.Transition(deregister_root(here))
         if target == "about":
             return core.Transition(AboutScreen(here), (core.RunDiag("version"),))
         raise ValueError(f"menu item opens {target!r}, which nothing handles")

@@ -95,8 +95,21 @@ class ResultScreen(core.Screen):
         return paged(ctx, op_title(ctx, self.outcome.op), self.rows(ctx), self.top)
 
 
+# Operations that only read (the screen that asked may be gone when they answer).
+READ_ONLY_OPS = frozenset({"settle_review", "deregister_check", "held_list"})
+
+
 def result_screen(outcome: core.OpOutcome, current: core.Screen | None = None) -> core.Screen:
     """The screen for an outcome (the Ui's on_result hook); reports go to a scroll screen."""
+    if outcome.op in READ_ONLY_OPS and current is not None:
+        # a reading the operator left with CANCEL before it came back: nothing to show
+        return current
     if outcome.status == "done" and outcome.lines:
         return ScrollScreen(f"op_{outcome.op}", outcome.lines, home(), translate=False)
+    if outcome.op == "settle" and (outcome.status in ("failed", "refused", "cancelled")
+                                   or outcome.message_key == "settled_unbalanced"):
+        # why it did not settle and what to do (echo test, batch detail, the host's code)
+        from firmware.ui.review_screens import settle_result_screen  # a companion's screen
+
+        return settle_result_screen(outcome, home())
     return ResultScreen(outcome)

@@ -33,6 +33,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "op_sign_off": ("Sign off", "签退"),
     "op_echo": ("Echo test", "回响测试"),
     "op_print_resume": ("Resume printing", "继续打印"),
+    "op_held_resume": ("Held order sale", "挂单支付"),
+    "op_held_cancel": ("Cancel held", "取消挂单"),
     "src_ecr": ("ECR: {op}", "收银机: {op}"),
     "src_system": ("System: {op}", "系统: {op}"),
     # menus (an item row is "1 " + label, so labels keep to 13 cells; submenus add " >")
@@ -56,6 +58,11 @@ CATALOG: dict[str, tuple[str, str]] = {
     "hint_idle_more": ("F2 Void  F3 Settle", "F2 撤销  F3 结算"),
     "hint_idle_more2": ("F4 Reprint last", "F4 重打上笔"),
     "rev_adv": ("REV {rev} ADV {adv}", "冲正{rev} 通知{adv}"),
+    "held_aged": ("{n} held order(s) old", "{n}笔挂单已超时"),
+    "menu_held": ("Held orders", "挂单"),
+    "item_held_park": ("Park order", "挂单"),
+    "item_held_list": ("Held list", "挂单列表"),
+    "menu_deregister": ("Deregister", "终端注销"),
     "title_card": ("Card reader", "读卡器"),
     "banner_deregistered": ("DEREGISTERED", "终端已注销"),
     # entries

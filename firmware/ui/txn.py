@@ -95,6 +95,11 @@ class Flow:
             return NumberEntry(title, "enter_rrn", back, Collect(rest, "rrn"), 12, 12)
         if step == "date":
             return NumberEntry(title, "enter_date", back, Collect(rest, "date"), 4, 4, kind="mmdd")
+        if step == "confirm" and self.op == "settle":
+            # the review (totals, pending items, anomalies) is the settlement's confirm screen
+            from firmware.ui.review_screens import settle_review_flow  # a companion's screens
+
+            return settle_review_flow(back)
         if step == "confirm":
             return ConfirmScreen(rest, back)
         raise ValueError(f"flow {self.op!r} has an unknown step {step!r}")
