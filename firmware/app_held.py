@@ -165,6 +165,14 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
     if order.state == PAYING:
         # The sale's outcome is unknown: the reversal path; the order waits for its acknowledgement.
         order = h.begin_cancel(order_id, reason, operator, "sale outcome unknown: reversal path")
+        if not terminal.busy:
+            # Send the reversal now rather than before the next transaction, if the host answers.
+            await terminal.operation("held_cancel", io.source, lambda: _reverse_now(terminal))
+            h.reconcile(stale=True)
+            order = h.get(order_id)
+        if order.state == CANCELLED:
+            return _outcome("held_cancel", "reversed", "reversal_sent", amount=order.amount,
+                            items=(order_item(order),))
         return _outcome("held_cancel", "reversal_pending", "held_cancel_reversal",
                         amount=order.amount, items=(order_item(order),))
     if order.state != PAID or order.txn_id is None:
@@ -190,6 +198,13 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
         return OpOutcome(**{**outcome.__dict__, "status": "stored" if result.status == "stored"
                             else "reversal_pending"})
     return outcome
+
+
+async def _reverse_now(terminal: Terminal) -> TxnResult:
+    """The reversals due (this order's among them), under the operation lock."""
+    if await terminal.ensure_signed_on():
+        await terminal.clear_backlog()
+    return TxnResult("done", "held_cancel_reversal")
 
 
 async def trail(terminal: Terminal, order_id: int, lang: str, print_it: bool) -> OpOutcome:

@@ -279,3 +279,31 @@ def test_power_loss_with_orders_held_and_during_a_resumed_sale(data_dir, sim):
         assert any("reversed" in line for line in trail["lines"]), trail["lines"]
     finally:
         proc.kill()
+
+
+def test_cancelling_an_order_whose_sale_outcome_is_unknown_reverses_it_at_once(data_dir, sim):
+    """The resumed sale's reply and its first reversal are lost (the order is PAYING, the sale
+    REVERSAL_DUE); with the host back, cancelling the order sends the reversal then and there."""
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            oid = await _park(t, amount=2300, ref="U9")
+            sim.add_fault("drop", mti="0200", count=1, process=True)
+            sim.add_fault("drop", mti="0400", count=-1)
+            t.card_slot.present(swipe("cup_credit"), pin_for("cup_credit"))
+            out = await run_op(t, keypad("held_resume", order_id=oid), "en", 16)
+            assert out.status == "reversal_pending", out
+            assert HeldOrders(t.journal).get(oid).state == "PAYING"
+            sim.clear_faults()
+            out = await run_op(t, keypad("held_cancel", order_id=oid, reason="payment_failed",
+                                         authorised=True), "en", 16)
+            order = HeldOrders(t.journal).get(oid)
+            sale_state = t.journal.get(order.txn_id).state.value if order.txn_id else None
+            assert_agree(t.journal, sim.ledger)
+            return out, order.state, sale_state
+        finally:
+            await t.close()
+    out, state, sale_state = run(go())
+    assert (out.status, out.message_key) == ("reversed", "reversal_sent")
+    assert state == "CANCELLED" and sale_state == "REVERSED"
+    assert [(row.amount, row.state) for row in sim.ledger.rows("12345678")] == [(2300, "reversed")]
