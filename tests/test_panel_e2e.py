@@ -711,9 +711,11 @@ def test_deregistration_on_the_keypad_unbinds_the_terminal_and_refuses_sales(tmp
             idle = await shop.shows("DEREGISTERED")
             await shop.press("1")  # a digit at idle would start a sale
             refused = shop.screen()
-            return done, idle, refused
+            report = (await shop.slips(1))[-1]
+            return done, idle, refused, report
 
-    done, idle, refused = run(go())
+    done, idle, refused, report = run(go())
+    assert "TERMINAL DEREGISTERED" in report and "12345678" in report  # the printed report
     assert sim.ledger.terminal_status(TID).status == "unbound"
     backups = sorted((tmp_path / "terminal" / "export").glob("posfw-backup-*"))
     assert len(backups) == 1
