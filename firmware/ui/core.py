@@ -454,6 +454,36 @@ class Ui:
         return None
 
 
+# ---------------------------------------------------------------------------- pick lists
+
+DIGIT_INDEX: dict[Key, int] = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5,
+                               Key.D7: 6, Key.D8: 7, Key.D9: 8}
+
+
+@dataclass(frozen=True)
+class ListKey:
+    """What a key did to a pick list: the selection now, and whether it picked that item."""
+
+    selected: int
+    picked: bool
+
+
+def list_key(key: Key | None, selected: int, count: int) -> ListKey | None:
+    """The keys every pick list shares: UP/DOWN move (wrapping), digit n picks item n, ENTER picks
+    the selected one. None: not a list key (CANCEL and the rest are the screen's own)."""
+    if key is None or count <= 0:
+        return None
+    if key is Key.DOWN:
+        return ListKey((selected + 1) % count, False)
+    if key is Key.UP:
+        return ListKey((selected - 1) % count, False)
+    if key in DIGIT_INDEX and DIGIT_INDEX[key] < count:
+        return ListKey(DIGIT_INDEX[key], True)
+    if key is Key.ENTER:
+        return ListKey(selected, True)
+    return None
+
+
 # ---------------------------------------------------------------------------- drawing helpers
 
 

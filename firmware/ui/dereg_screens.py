@@ -89,8 +89,7 @@ CATALOG: core.Catalog = {
                                     "终端已注销：请先重新装机"),
 }
 
-DIGIT_INDEX = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5, Key.D7: 6,
-               Key.D8: 7, Key.D9: 8}
+DIGIT_INDEX = core.DIGIT_INDEX
 
 
 def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
@@ -291,16 +290,11 @@ class DirPick(core.Screen):
             return None
         if key is Key.CANCEL:
             return core.Transition(self.back)
-        if key is Key.DOWN:
-            return core.Transition(replace(self, sel=(self.sel + 1) % len(self.dirs)))
-        if key is Key.UP:
-            return core.Transition(replace(self, sel=(self.sel - 1) % len(self.dirs)))
-        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(self.dirs):
-            chosen = replace(self, sel=DIGIT_INDEX[key])
-            return core.Transition(WipeWarning(self.dirs[DIGIT_INDEX[key]], chosen))
-        if key is Key.ENTER:
-            return core.Transition(WipeWarning(self.dirs[self.sel], self))
-        return core.Transition(self)
+        moved = core.list_key(key, self.sel, len(self.dirs))
+        if moved is None:
+            return core.Transition(self)
+        here = replace(self, sel=moved.selected)
+        return core.Transition(WipeWarning(self.dirs[moved.selected], here) if moved.picked else here)
 
     def render(self, ctx: core.UiContext) -> Frame:
         visible = max(1, ctx.rows - 1)

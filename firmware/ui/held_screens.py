@@ -68,8 +68,7 @@ def _key(event: core.UiEvent) -> Key | None:
 # A resumed order is a sale; a cancelled one may become a void or a refund (card, PIN).
 MONEY_OPS = frozenset({"held_resume", "held_cancel"})
 
-DIGIT_INDEX = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5, Key.D7: 6,
-               Key.D8: 7, Key.D9: 8}
+DIGIT_INDEX = core.DIGIT_INDEX
 
 
 # ---------------------------------------------------------------------------- running an op
@@ -168,17 +167,11 @@ class HeldList(core.Screen):
             return None
         if key is Key.CANCEL:
             return core.Transition(self.back)
-        if not self.items:
+        moved = core.list_key(key, self.sel, len(self.items))
+        if moved is None:
             return core.Transition(self)
-        if key is Key.DOWN:
-            return core.Transition(replace(self, sel=(self.sel + 1) % len(self.items)))
-        if key is Key.UP:
-            return core.Transition(replace(self, sel=(self.sel - 1) % len(self.items)))
-        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(self.items):
-            return core.Transition(HeldDetails(self.items[DIGIT_INDEX[key]], self))
-        if key is Key.ENTER:
-            return core.Transition(HeldDetails(self.items[self.sel], self))
-        return core.Transition(self)
+        here = replace(self, sel=moved.selected)
+        return core.Transition(HeldDetails(self.items[moved.selected], here) if moved.picked else here)
 
     def render(self, ctx: core.UiContext) -> Frame:
         if not self.items:
@@ -251,15 +244,12 @@ class ReasonPick(core.Screen):
             return None
         if key is Key.CANCEL:
             return core.Transition(self.back)
-        if key is Key.DOWN:
-            return core.Transition(replace(self, sel=(self.sel + 1) % len(REASONS)))
-        if key is Key.UP:
-            return core.Transition(replace(self, sel=(self.sel - 1) % len(REASONS)))
-        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(REASONS):
-            return core.Transition(CancelConfirm(self.item, REASONS[DIGIT_INDEX[key]], self))
-        if key is Key.ENTER:
-            return core.Transition(CancelConfirm(self.item, REASONS[self.sel], self))
-        return core.Transition(self)
+        moved = core.list_key(key, self.sel, len(REASONS))
+        if moved is None:
+            return core.Transition(self)
+        here = replace(self, sel=moved.selected)
+        return core.Transition(CancelConfirm(self.item, REASONS[moved.selected], here) if moved.picked
+                               else here)
 
     def render(self, ctx: core.UiContext) -> Frame:
         visible = max(1, ctx.rows - 1)

@@ -54,8 +54,7 @@ CATALOG: core.Catalog = {
 }
 
 PENDING_KINDS = ("reversal_due", "advice_due", "pending")
-DIGIT_INDEX = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5, Key.D7: 6,
-               Key.D8: 7, Key.D9: 8}
+DIGIT_INDEX = core.DIGIT_INDEX
 
 
 def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
@@ -179,15 +178,11 @@ class AnomalyList(core.Screen):
             return None
         if key is Key.CANCEL:
             return core.Transition(self.back)
-        if key is Key.DOWN:
-            return core.Transition(replace(self, sel=(self.sel + 1) % len(self.items)))
-        if key is Key.UP:
-            return core.Transition(replace(self, sel=(self.sel - 1) % len(self.items)))
-        if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(self.items):
-            return core.Transition(AnomalyDetail(self.items[DIGIT_INDEX[key]], self))
-        if key is Key.ENTER:
-            return core.Transition(AnomalyDetail(self.items[self.sel], self))
-        return core.Transition(self)
+        moved = core.list_key(key, self.sel, len(self.items))
+        if moved is None:
+            return core.Transition(self)
+        here = replace(self, sel=moved.selected)
+        return core.Transition(AnomalyDetail(self.items[moved.selected], here) if moved.picked else here)
 
     def render(self, ctx: core.UiContext) -> Frame:
         room = ctx.rows - 1
