@@ -340,6 +340,28 @@ class Terminal:
     def cancel(self) -> None:
         self._cancel.set()
 
+    # -- for the app companions (held orders, review, deregistration) -----------
+
+    def progress(self, step: str, done: int | None = None, total: int | None = None,
+                 cancellable: bool = True) -> None:
+        """A step of the running operation, for the LCD ("Uploading 12/40")."""
+        self._step(step, done, total, cancellable)
+
+    def cancel_requested(self) -> bool:
+        """CANCEL arrived (keypad or ECR) since the running operation began."""
+        return self._cancel.is_set()
+
+    def exclusive(self) -> asyncio.Lock:
+        """The one operation lock, for work that is not an operation() of its own (start-up)."""
+        return self._lock
+
+    def forget_keys(self) -> None:
+        """Working keys and the terminal master key leave memory (deregistration)."""
+        if self.link is not None:
+            self.link.keys = None
+            self.link.sign_on_required = True
+        self._tmk = b""
+
     def _step(self, step: str, done: int | None = None, total: int | None = None,
               cancellable: bool = True) -> None:
         if self.observer is not None:

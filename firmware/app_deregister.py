@@ -270,9 +270,7 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
         _record(terminal, step, "wipe begins", dereg_identity=json.dumps(_identity(terminal)))
     elif step is Step.WIPED:
         ident = json.loads(state(j)["dereg_identity"])
-        if terminal.link is not None:
-            terminal.link.keys = None
-        terminal._tmk = b""
+        terminal.forget_keys()
         run.wiped = wipe.wipe(terminal.data_dir, j.path, ident["tid"], between=lambda part: _hook(
             terminal)(f"WIPE:{part}"))
         _record(terminal, step, json.dumps(run.wiped), dereg_wiped=json.dumps(run.wiped))
@@ -312,7 +310,7 @@ async def _run_steps(terminal: Terminal, steps: tuple[Step, ...], run: _Run,
         if cancellable(reached(terminal.journal)) and step is not Step.CHECKS and cancel_set():  # type: ignore[arg-type]
             _forget(terminal, "cancelled by the operator")
             return OpOutcome("deregister", "cancelled", "dereg_cancelled")
-        terminal._step(f"dereg_{step.value.lower()}", cancellable=cancellable(
+        terminal.progress(f"dereg_{step.value.lower()}", cancellable=cancellable(
             reached(terminal.journal)))  # type: ignore[arg-type]
         try:
             await _do_step(terminal, step, run)
@@ -358,7 +356,7 @@ async def deregister(terminal: Terminal, path: str | None, lang: str, source: st
                 outcome.append(OpOutcome("deregister", "refused", "dereg_already"))
                 return TxnResult("refused", "dereg_already")
         got = await _run_steps(terminal, steps, _Run(lang, path),
-                               cancel_set=terminal._cancel.is_set)
+                               cancel_set=terminal.cancel_requested)
         outcome.append(got)
         return TxnResult(got.status, got.message_key, detail=got.detail)
 
@@ -390,7 +388,7 @@ async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
     if not plan.resume:
         return None
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
-    async with terminal._lock:
+    async with terminal.exclusive():
         return await _run_steps(terminal, plan.resume, _Run(lang), cancel_set=lambda: False)
 
 
