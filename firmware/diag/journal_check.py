@@ -143,11 +143,11 @@ def _check_counter(found: _Findings, counter_key: str, counter: int, used: Seque
 
 
 def _check_duplicates(found: _Findings, journal: Journal, column: str, counter_key: str) -> None:
-    # No public method lists duplicates across every batch: read-only SQL (named in the report).
-    rows = journal._db.execute(
+    # column is one of two fixed names ("stan", "invoice"), never operator input.
+    rows = journal.read(
         f"SELECT batch, {column}, COUNT(*) FROM txn GROUP BY batch, {column} "
         "HAVING COUNT(*) > 1 ORDER BY batch, " + column + " LIMIT 5"
-    ).fetchall()
+    )
     counter_name = found.say(counter_key)
     if not rows:
         found.line("line_no_duplicates", counter=counter_name)
