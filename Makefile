@@ -35,6 +35,7 @@ $(VENV_STAMP): $(PY) requirements.txt requirements-dev.txt
 	touch $@
 
 include mk/c_ext.mk
+include mk/qemu.mk
 
 run: $(VENV_STAMP) build
 	$(PY) -m board.sim.devrun --board $(BOARD) $(RUN_ARGS)

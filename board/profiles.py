@@ -25,7 +25,7 @@ class BoardProfile:
     keypad: str = "terminal"  # "terminal" (development) | "evdev"
     keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
     keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
-    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "spi:<luma.lcd driver>"
+    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames" | "spi:<driver>"
 
 
 PROFILES: dict[str, BoardProfile] = {
@@ -44,9 +44,9 @@ PROFILES: dict[str, BoardProfile] = {
         printer_path="/dev/ttyS2",
         reader_path="/dev/ttyS1",
         keypad="evdev",
-        keypad_device="AT Translated Set 2 keyboard",  # keys injected through QMP
+        keypad_device="QEMU Virtio Keyboard",  # keys injected through QMP (board/qemu/qmp_keys.py)
         keymap="qemu",
-        display="framebuffer",
+        display="serial_frames",  # frames to /dev/ttyS4, drawn on the host by board/qemu/lcd_mirror
     ),
     "rpi": BoardProfile(
         name="rpi",

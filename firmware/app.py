@@ -1005,6 +1005,10 @@ def _make_display(board: BoardProfile) -> Any:
         from drivers.display.capture import CaptureDisplay
 
         return CaptureDisplay(rows, cols)
+    if board.display == "serial_frames":
+        from drivers.display.serial_frames import LCD_MIRROR_PORT, SerialFrameDisplay
+
+        return SerialFrameDisplay(LCD_MIRROR_PORT, rows, cols)
     if board.display == "framebuffer":
         from drivers.display.luma_backend import framebuffer
 

@@ -17,7 +17,7 @@ def test_profile_names_what_exists(name):
     assert p.keypad in ("terminal", "evdev")
     assert p.reader_driver in ("serial", "hid")
     kind, _, driver = p.display.partition(":")
-    assert kind in ("terminal", "capture", "framebuffer", "spi")
+    assert kind in ("terminal", "capture", "framebuffer", "serial_frames", "spi")
     if kind == "spi":
         from luma.lcd import device
 

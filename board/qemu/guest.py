@@ -1,0 +1,253 @@
+"""One QEMU guest: boots the image from image.py, runs a command in the host-root chroot, and gives the
+host its console (a file), serial ports ttyS1-ttyS3 (unix sockets), QMP (keys, queries) and a power cut.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from board.qemu.image import EXIT_MARK, READY_MARK, BuiltImage
+
+QEMU_BINARY = "qemu-system-x86_64"
+# ttyS0 is the console; these are the peripherals' ports (reader, printer, host link).
+SERIAL_PORTS = ("ttyS1", "ttyS2", "ttyS3")
+LCD_PORT = "ttyS4"  # the guest LCD mirror: /dev/ttyS4 on a PCI serial card
+# The Linux kernel's limit for the x86 command line; the command travels there in base64.
+KERNEL_CMDLINE_MAX = 2048
+
+
+class GuestError(RuntimeError):
+    """The guest did not do what was asked in time, or QEMU refused; the message says what."""
+
+
+class QmpClient:
+    """A minimal QMP client over a unix socket: greeting, qmp_capabilities, then one command at a time."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self._sock.close()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"QMP socket {path} refused connections for {timeout} s") from None
+                time.sleep(0.02)
+        self._sock.settimeout(timeout)
+        self._reader = self._sock.makefile("rb")
+        self.events: list[dict] = []
+        greeting = self._read_message()
+        if "QMP" not in greeting:
+            raise GuestError(f"QMP greeting expected, got {greeting!r}")
+        self.execute("qmp_capabilities")
+
+    def _read_message(self) -> dict:
+        line = self._reader.readline()
+        if not line:
+            raise GuestError("QMP connection closed by QEMU")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise GuestError(f"QMP sent something that is not JSON: {line[:200]!r}") from None
+
+    def command(self, message: dict) -> dict:
+        """Sends one command dict and returns QEMU's reply (a dict with "return" or "error")."""
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+        while True:
+            reply = self._read_message()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            return reply
+
+    def execute(self, name: str, **arguments: object) -> object:
+        """Runs a command and returns its "return" value; a QMP error becomes GuestError."""
+        message: dict = {"execute": name}
+        if arguments:
+            message["arguments"] = arguments
+        reply = self.command(message)
+        if "error" in reply:
+            raise GuestError(f"QMP {name} failed: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return")
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
+
+@dataclass
+class Guest:
+    """A guest booted from `image`; start() launches it, stop() or power_cut() ends it.
+
+    The console (ttyS0) goes to `console_path`; ttyS1-ttyS3 are unix-socket servers in
+    `socket_dir` (paths in `serial_sockets`) that the caller connects to before the guest writes.
+    """
+
+    image: BuiltImage
+    console_path: Path
+    memory_mb: int = 512
+    socket_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qg-")))
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    serial_sockets: dict[str, Path] = field(default_factory=dict)
+    _qmp: QmpClient | None = None
+
+    @property
+    def qmp_path(self) -> Path:
+        # Unix socket paths are limited to ~108 bytes, hence the short temp dir.
+        return self.socket_dir / "qmp.sock"
+
+    def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str) -> list[str]:
+        encoded = base64.b64encode(command.encode()).decode()
+        # 8250.nr_uarts=5: ttyS4 exists, on a PCI 16550 (the LCD mirror; the ISA bus has four).
+        append = (f"console=ttyS0 quiet 8250.nr_uarts=5 qcmd64={encoded} qcwd={cwd} "
+                  f"qdata={data_mount}")
+        if len(append) >= KERNEL_CMDLINE_MAX:
+            raise GuestError(f"command too long for the kernel command line ({len(append)} bytes)")
+        argv = [
+            QEMU_BINARY, "-accel", "tcg", "-m", str(self.memory_mb), "-smp", "1", "-nodefaults",
+            "-display", "none", "-no-reboot",
+            "-kernel", str(self.image.vmlinux), "-initrd", str(self.image.initrd), "-append", append,
+            "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-device", "virtio-keyboard-pci",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+        ]
+        for index, port in enumerate(SERIAL_PORTS, start=1):
+            path = self.socket_dir / f"{port}.sock"
+            self.serial_sockets[port] = path
+            argv += ["-chardev", f"socket,id=s{index},path={path},server=on,wait=off",
+                     "-serial", f"chardev:s{index}"]
+        # ttyS4: the LCD mirror (drivers/display/serial_frames.py writes frames, lcd_mirror draws them)
+        lcd = self.socket_dir / f"{LCD_PORT}.sock"
+        self.serial_sockets[LCD_PORT] = lcd
+        argv += ["-chardev", f"socket,id=lcd,path={lcd},server=on,wait=off",
+                 "-device", "pci-serial,chardev=lcd"]
+        if data_disk is not None:
+            argv += ["-drive", f"file={data_disk},if=virtio,format=raw,cache=writeback"]
+        return argv
+
+    def start(self, command: str, data_disk: Path | None = None, cwd: str = "/",
+              data_mount: str = "/run/data") -> None:
+        """Boots the guest and runs `command` with /bin/sh in the chroot of the host's root.
+
+        The data disk appears in the chroot at `data_mount` (also in $QEMU_DATA).
+        """
+        if self.process is not None and self.process.poll() is None:
+            raise GuestError("the guest is already running")
+        if shutil.which(QEMU_BINARY) is None:
+            raise GuestError(f"{QEMU_BINARY} is not installed (Debian package qemu-system-x86)")
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.socket_dir.glob("*.sock"):
+            stale.unlink()
+        argv = self.qemu_argv(command, data_disk, cwd, data_mount)
+        self.console_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.console_path, "wb") as console:
+            self.started_at = time.monotonic()
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                            stderr=subprocess.STDOUT)
+        self._qmp = None
+
+    def connect_serial(self, port: str, timeout: float = 10.0) -> socket.socket:
+        """The host end of the guest's /dev/<port> (ttyS1-ttyS3), a connected unix stream socket."""
+        if port not in self.serial_sockets:
+            raise GuestError(f"no serial port {port!r}; the guest has {', '.join(SERIAL_PORTS)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                link.connect(str(self.serial_sockets[port]))
+                return link
+            except (FileNotFoundError, ConnectionRefusedError):
+                link.close()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{port} socket refused connections for {timeout} s") from None
+                time.sleep(0.02)
+
+    def console(self) -> str:
+        return self.console_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> float:
+        """Waits until `text` is on the console; returns the seconds since start()."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if text in self.console():
+                return time.monotonic() - self.started_at
+            if self.process is None or self.process.poll() is not None:
+                raise GuestError(f"the guest ended before printing {text!r}; console:\n"
+                                 f"{self.console()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise GuestError(f"{text!r} not on the console within {timeout} s; console:\n"
+                                 f"{self.console()[-2000:]}")
+            time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Waits until /init is about to run the command (modules loaded, disks mounted)."""
+        return self.wait_for(READY_MARK, timeout)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """Waits for the command to finish and the guest to power off; returns the command's status."""
+        assert self.process is not None, "start() first"
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestError(f"the guest did not power off within {timeout} s; console:\n"
+                             f"{self.console()[-2000:]}") from None
+        self._close_qmp()
+        for line in reversed(self.console().splitlines()):
+            if line.startswith(EXIT_MARK):
+                return int(line.removeprefix(EXIT_MARK).strip())
+        raise GuestError(f"the guest powered off without an exit status; console:\n{self.console()[-2000:]}")
+
+    def qmp(self, command: dict) -> dict:
+        """Sends one QMP command dict (e.g. {"execute": "query-status"}) and returns the reply dict."""
+        if self._qmp is None:
+            self._qmp = QmpClient(self.qmp_path)
+        return self._qmp.command(command)
+
+    def send_key(self, *qcodes: str, hold_ms: int = 50) -> None:
+        """Presses the qcodes together (one chord), e.g. send_key("kp_5") or send_key("shift", "a")."""
+        reply = self.qmp({"execute": "send-key", "arguments": {
+            "keys": [{"type": "qcode", "data": code} for code in qcodes], "hold-time": hold_ms}})
+        if "error" in reply:
+            raise GuestError(f"send-key {qcodes} refused: {reply['error'].get('desc')}")
+
+    def power_cut(self) -> None:
+        """The terminal loses power: SIGKILL of this qemu process; the guest's page cache is gone."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._close_qmp()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the guest: asks QEMU to quit, and kills it if it does not."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.qmp({"execute": "quit"})
+                self.process.wait(timeout)
+            except (GuestError, OSError, subprocess.TimeoutExpired):
+                self.power_cut()
+        self._close_qmp()
+
+    def _close_qmp(self) -> None:
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+
+    def close(self) -> None:
+        """stop() and remove the socket directory."""
+        self.stop()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
