@@ -18,7 +18,7 @@ A screen with `sensitive = True` (PIN, password) tells the app not to log any ke
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -468,6 +468,11 @@ class ListKey:
     picked: bool
 
 
+def key_of(event: UiEvent) -> Key | None:
+    """The key of a KeyIn; None for every other event."""
+    return event.key if isinstance(event, KeyIn) else None
+
+
 def list_key(key: Key | None, selected: int, count: int) -> ListKey | None:
     """The keys every pick list shares: UP/DOWN move (wrapping), digit n picks item n, ENTER picks
     the selected one. None: not a list key (CANCEL and the rest are the screen's own)."""
@@ -482,6 +487,32 @@ def list_key(key: Key | None, selected: int, count: int) -> ListKey | None:
     if key is Key.ENTER:
         return ListKey(selected, True)
     return None
+
+
+class PickList(Screen):
+    """A screen that is a list to pick from: CANCEL goes back, the other keys are list_key's.
+
+    Subclasses are frozen dataclasses with the fields `back` (a Screen) and `sel` (int), and say
+    how many items there are and what picking item i opens (`here`: this list, item i selected).
+    """
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def pick(self, index: int, here: Screen) -> Screen:
+        raise NotImplementedError
+
+    def handle(self, event: UiEvent, ctx: UiContext) -> Transition | None:
+        key = key_of(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return Transition(self.back)  # type: ignore[attr-defined]
+        moved = list_key(key, self.sel, self.count())  # type: ignore[attr-defined]
+        if moved is None:
+            return Transition(self)
+        here = replace(self, sel=moved.selected)  # type: ignore[type-var]
+        return Transition(self.pick(moved.selected, here) if moved.picked else here)
 
 
 # ---------------------------------------------------------------------------- drawing helpers
@@ -549,6 +580,13 @@ def frame(ctx: UiContext, lines: list[str], inverse_row: int | None = None,
     if inverse_row is not None and not 0 <= inverse_row < ctx.rows:
         inverse_row = None
     return Frame(tuple(rows), inverse_row, ctx.icons() if icons is None else icons)
+
+
+def pick_frame(ctx: UiContext, title: str, rows: list[str], selected: int) -> Frame:
+    """A title row and the window of rows that keeps the selected one in view, shown inverse."""
+    visible = max(1, ctx.rows - 1)
+    top = max(0, min(selected - visible + 1, len(rows) - visible))
+    return frame(ctx, [title, *rows[top: top + visible]], inverse_row=1 + selected - top)
 
 
 def format_fen(amount: int) -> str:

@@ -98,8 +98,7 @@ def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
     return words(ctx, key)  # the shared catalogs, or words the app already wrote
 
 
-def _key(event: core.UiEvent) -> Key | None:
-    return event.key if isinstance(event, core.KeyIn) else None
+_key = core.key_of
 
 
 def _tail(path: str, cells: int) -> str:
@@ -277,35 +276,27 @@ class SettleResult(core.Screen):
 
 
 @dataclass(frozen=True)
-class DirPick(core.Screen):
+class DirPick(core.PickList):
     """Where the backup goes: UP/DOWN or a digit, ENTER; CANCEL leaves the flow."""
 
     dirs: tuple[str, ...]
     back: core.Screen
     sel: int = 0
 
-    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        key = _key(event)
-        if key is None:
-            return None
-        if key is Key.CANCEL:
-            return core.Transition(self.back)
-        moved = core.list_key(key, self.sel, len(self.dirs))
-        if moved is None:
-            return core.Transition(self)
-        here = replace(self, sel=moved.selected)
-        return core.Transition(WipeWarning(self.dirs[moved.selected], here) if moved.picked else here)
+    def count(self) -> int:
+        return len(self.dirs)
+
+    def pick(self, index: int, here: core.Screen) -> core.Screen:
+        return WipeWarning(self.dirs[index], here)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        visible = max(1, ctx.rows - 1)
-        first = min(max(0, self.sel - visible + 1), max(0, len(self.dirs) - visible))
         rows = []
         for i, path in enumerate(self.dirs):
             label = f"{i + 1}."
             rows.append(label + _tail(path, ctx.cols - len(label)))
         position = f"{self.sel + 1}/{len(self.dirs)}"
         head = core.pad(_t(ctx, "dereg_dir_title"), ctx.cols - len(position)) + position
-        return core.frame(ctx, [head, *rows[first:first + visible]], inverse_row=self.sel - first + 1)
+        return core.pick_frame(ctx, head, rows, self.sel)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from firmware.ui.core import (
     ChipSeen,
     DiagResult,
     DropCard,
-    KeyIn,
     RunDiag,
     Screen,
     Tick,
@@ -32,6 +31,8 @@ from firmware.ui.core import (
     center,
     fit,
     frame,
+    key_of,
+    pick_frame,
     right,
     say,
     test_pattern,
@@ -121,8 +122,7 @@ def diag_root(back: Screen) -> Screen:
     return DiagMenu(back)
 
 
-def _key(event: UiEvent) -> Key | None:
-    return event.key if isinstance(event, KeyIn) else None
+_key = key_of
 
 
 # ---------------------------------------------------------------------------- menu
@@ -159,12 +159,8 @@ class DiagMenu(Screen):
         return Transition(DiagRunning(here, action, ctx.mono), (RunDiag(action),))
 
     def render(self, ctx: UiContext) -> Frame:
-        visible = max(1, ctx.rows - 1)
-        top = max(0, self.selected - visible + 1)
-        lines = [say(CATALOG, "title", ctx.lang)]
-        for index in range(top, min(len(ITEMS), top + visible)):
-            lines.append(f"{index + 1} {say(CATALOG, ITEMS[index][0], ctx.lang)}")
-        return frame(ctx, lines, inverse_row=1 + self.selected - top)
+        rows = [f"{index + 1} {say(CATALOG, item[0], ctx.lang)}" for index, item in enumerate(ITEMS)]
+        return pick_frame(ctx, say(CATALOG, "title", ctx.lang), rows, self.selected)
 
 
 # ---------------------------------------------------------------------------- waiting for the app

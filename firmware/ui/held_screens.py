@@ -61,8 +61,7 @@ def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
     return core.say(CATALOG, key, ctx.lang, **values)
 
 
-def _key(event: core.UiEvent) -> Key | None:
-    return event.key if isinstance(event, core.KeyIn) else None
+_key = core.key_of
 
 
 # A resumed order is a sale; a cancelled one may become a void or a refund (card, PIN).
@@ -156,31 +155,23 @@ def _row(ctx: core.UiContext, item: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class HeldList(core.Screen):
+class HeldList(core.PickList):
     back: core.Screen
     items: tuple[Mapping[str, Any], ...]
     sel: int = 0
 
-    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        key = _key(event)
-        if key is None:
-            return None
-        if key is Key.CANCEL:
-            return core.Transition(self.back)
-        moved = core.list_key(key, self.sel, len(self.items))
-        if moved is None:
-            return core.Transition(self)
-        here = replace(self, sel=moved.selected)
-        return core.Transition(HeldDetails(self.items[moved.selected], here) if moved.picked else here)
+    def count(self) -> int:
+        return len(self.items)
+
+    def pick(self, index: int, here: core.Screen) -> core.Screen:
+        return HeldDetails(self.items[index], here)  # type: ignore[arg-type]
 
     def render(self, ctx: core.UiContext) -> Frame:
         if not self.items:
             return core.frame(ctx, [_t(ctx, "held_title"), _t(ctx, "held_none")])
-        visible = max(1, ctx.rows - 1)
-        first = min(max(0, self.sel - visible + 1), max(0, len(self.items) - visible))
         rows = [f"{i + 1}.{_row(ctx, item)}" for i, item in enumerate(self.items)]
         head = f"{_t(ctx, 'held_title')} {self.sel + 1}/{len(self.items)}"
-        return core.frame(ctx, [head, *rows[first:first + visible]], inverse_row=self.sel - first + 1)
+        return core.pick_frame(ctx, head, rows, self.sel)
 
 
 @dataclass(frozen=True)
@@ -233,30 +224,20 @@ class HeldDetails(core.Screen):
 
 
 @dataclass(frozen=True)
-class ReasonPick(core.Screen):
+class ReasonPick(core.PickList):
     item: Mapping[str, Any]
     back: HeldDetails
     sel: int = 0
 
-    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        key = _key(event)
-        if key is None:
-            return None
-        if key is Key.CANCEL:
-            return core.Transition(self.back)
-        moved = core.list_key(key, self.sel, len(REASONS))
-        if moved is None:
-            return core.Transition(self)
-        here = replace(self, sel=moved.selected)
-        return core.Transition(CancelConfirm(self.item, REASONS[moved.selected], here) if moved.picked
-                               else here)
+    def count(self) -> int:
+        return len(REASONS)
+
+    def pick(self, index: int, here: core.Screen) -> core.Screen:
+        return CancelConfirm(self.item, REASONS[index], here)  # type: ignore[arg-type]
 
     def render(self, ctx: core.UiContext) -> Frame:
-        visible = max(1, ctx.rows - 1)
-        first = min(max(0, self.sel - visible + 1), max(0, len(REASONS) - visible))
         rows = [f"{i + 1}.{_t(ctx, r)}" for i, r in enumerate(REASONS)]
-        return core.frame(ctx, [_t(ctx, "held_reason"), *rows[first:first + visible]],
-                          inverse_row=self.sel - first + 1)
+        return core.pick_frame(ctx, _t(ctx, "held_reason"), rows, self.sel)
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,7 @@ def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
     return core.say(CATALOG, key, ctx.lang, **values)
 
 
-def _key(event: core.UiEvent) -> Key | None:
-    return event.key if isinstance(event, core.KeyIn) else None
+_key = core.key_of
 
 
 def _pending(items: tuple[Mapping[str, Any], ...]) -> list[Mapping[str, Any]]:
@@ -167,29 +166,21 @@ class ReviewScreen(core.Screen):
 # ---------------------------------------------------------------------------- anomalies
 
 @dataclass(frozen=True)
-class AnomalyList(core.Screen):
+class AnomalyList(core.PickList):
     items: tuple[Mapping[str, Any], ...]
     back: ReviewScreen
     sel: int = 0
 
-    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        key = _key(event)
-        if key is None:
-            return None
-        if key is Key.CANCEL:
-            return core.Transition(self.back)
-        moved = core.list_key(key, self.sel, len(self.items))
-        if moved is None:
-            return core.Transition(self)
-        here = replace(self, sel=moved.selected)
-        return core.Transition(AnomalyDetail(self.items[moved.selected], here) if moved.picked else here)
+    def count(self) -> int:
+        return len(self.items)
+
+    def pick(self, index: int, here: core.Screen) -> core.Screen:
+        return AnomalyDetail(self.items[index], here)  # type: ignore[arg-type]
 
     def render(self, ctx: core.UiContext) -> Frame:
-        room = ctx.rows - 1
-        top = max(0, min(self.sel - room + 1, len(self.items) - room))
         rows = [f"{i + 1} {item['trace']} {_t(ctx, 'short_' + str(item['kind']))}"
-                for i, item in enumerate(self.items)][top: top + room]
-        return core.frame(ctx, [_t(ctx, "anomaly_title"), *rows], inverse_row=1 + self.sel - top)
+                for i, item in enumerate(self.items)]
+        return core.pick_frame(ctx, _t(ctx, "anomaly_title"), rows, self.sel)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from firmware.ui.core import (
     Transition,
     UiContext,
     UiEvent,
+    key_of,
 )
 
 CATALOG: dict[str, tuple[str, str]] = {
@@ -114,16 +115,12 @@ def _say(key: str, ctx: UiContext, **values: Any) -> str:
     return label(key, ctx.lang)
 
 
-def _key(event: UiEvent) -> Key | None:
-    return event.key if isinstance(event, KeyIn) else None
+_key = key_of
 
 
 def _menu(ctx: UiContext, title: str, items: list[str], sel: int) -> Frame:
     """Title row + a window of items that keeps the selected one visible (inverse)."""
-    visible = max(1, ctx.rows - 1)
-    top = max(0, min(sel - visible + 1, len(items) - visible))
-    top = min(top, sel)
-    return core.frame(ctx, [title, *items[top:top + visible]], 1 + sel - top)
+    return core.pick_frame(ctx, title, items, sel)
 
 
 def _move(sel: int, count: int, key: Key | None) -> int | None:
