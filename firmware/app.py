@@ -153,6 +153,11 @@ class PasswordGuard:
         self.locked_until = 0.0
         self._clock = clock
 
+    def configure(self, security: dict[str, Any]) -> None:
+        """Tries and lock time from the settings' security group (5 tries, 5 minutes by default)."""
+        self.max_tries = int(security.get("max_password_tries", 5))
+        self.lock_seconds = 60.0 * float(security.get("lock_minutes", 5))
+
     def locked(self) -> bool:
         return self._clock() < self.locked_until
 
@@ -218,9 +223,7 @@ class Terminal:
             self.settings = self.settings_store.load()
         if self.settings_store.problem:
             self.notice = self.settings_store.problem
-        security = self.settings.get("security", {})
-        self.password_guard.max_tries = int(security.get("max_password_tries", 5))
-        self.password_guard.lock_seconds = 60.0 * float(security.get("lock_minutes", 5))
+        self.password_guard.configure(self.settings.get("security", {}))
         c = self.settings["comms"]
         if self.cfg.host:
             c["host"] = self.cfg.host
@@ -680,9 +683,7 @@ class Terminal:
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
         """The new settings take effect now: a new host link when its address or ids changed."""
         self.settings = data
-        lock_guard = data.get("security", {})
-        self.password_guard.max_tries = int(lock_guard.get("max_password_tries", 5))
-        self.password_guard.lock_seconds = 60.0 * float(lock_guard.get("lock_minutes", 5))
+        self.password_guard.configure(data.get("security", {}))
         relink = any(k.startswith("comms.") or k in ("merchant.tid", "merchant.mid") for k in changed)
         if relink and self.link is not None:
             await self.link.channel.close()

@@ -77,11 +77,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
 register(MESSAGES)  # the screens and the ECR link word these outcomes too
 
 
-def words(key: str, lang: str) -> str:
-    pair = MESSAGES.get(key)
-    return text(key, lang) if pair is None else pair[1 if lang == "zh_CN" else 0]
-
-
 # -- terminal_state ---------------------------------------------------------------
 
 def state(journal: Journal) -> dict[str, str]:
@@ -234,10 +229,10 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
     if step is Step.CHECKS:
         items = pending_items(terminal)
         if items:
-            raise DeregRefused(words("dereg_blocked", run.lang) + ": " + ", ".join(
-                f"{i['count']} {words(i['kind'], run.lang)}" for i in items))
+            raise DeregRefused(text("dereg_blocked", run.lang) + ": " + ", ".join(
+                f"{i['count']} {text(i['kind'], run.lang)}" for i in items))
         if lifecycle(terminal) is not Lifecycle.ACTIVE:
-            raise DeregRefused(words("dereg_already", run.lang))
+            raise DeregRefused(text("dereg_already", run.lang))
         _record(terminal, step)
     elif step is Step.BACKUP:
         if not run.path:
@@ -402,7 +397,7 @@ def _check_outcome(terminal: Terminal, lang: str) -> OpOutcome:
     dirs = tuple({"kind": "dir", "path": p} for p in export_dirs(terminal))
     if items:
         return OpOutcome("deregister_check", "refused", "dereg_blocked",
-                         detail="; ".join(f"{i['count']} {words(i['kind'], lang)}" for i in items),
+                         detail="; ".join(f"{i['count']} {text(i['kind'], lang)}" for i in items),
                          items=tuple(items))
     return OpOutcome("deregister_check", "done", "dereg_ready", items=dirs)
 
@@ -432,7 +427,7 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str,
     else:
         return {"ok": False, "result": "refused", "message": f"not a deregistration op: {op}"}
     payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
-                               "message": words(outcome.message_key, lang),
+                               "message": text(outcome.message_key, lang),
                                "lifecycle": lifecycle(terminal).value}
     if terminal.journal is not None:
         payload["step"] = state(terminal.journal).get("dereg_step", "")

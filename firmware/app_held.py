@@ -277,7 +277,7 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str,
     except HeldError as exc:
         return {"ok": False, "result": "refused", "message": str(exc)}
     payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
-                               "message": _words(outcome.message_key, lang)}
+                               "message": text(outcome.message_key, lang)}
     if outcome.detail:
         payload["detail"] = outcome.detail
     for name in ("amount", "trace", "rrn", "batch", "auth_code"):
@@ -309,12 +309,6 @@ MESSAGES = {
 }
 
 register(MESSAGES)  # the screens and the ECR link word these outcomes too
-
-
-def _words(key: str, lang: str) -> str:
-    if key in MESSAGES:
-        return MESSAGES[key][1 if lang == "zh_CN" else 0]
-    return text(key, lang)
 
 
 __all__ = ["CANCELLING", "ECR_OPS", "PAID", "PANEL_OPS", "PAYING", "counts", "ecr_op", "list_items",

@@ -483,7 +483,7 @@ class FrontPanel:
         self._events.put_nowait(result)
 
     async def _diag(self, name: str) -> ui.DiagResult:
-        from firmware.diag import buildinfo, checks, journal_check, logview, netinfo
+        from firmware.diag import buildinfo, journal_check, logview, netinfo
 
         t, lang = self.terminal, self._lang()
         if name == "echo":
@@ -512,7 +512,6 @@ class FrontPanel:
             return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
         if name == "display":
             return ui.DiagResult(name, True, "shown", "")
-        _ = checks
         return ui.DiagResult(name, False, f"no check named {name}", "")
 
     async def _printer_test(self) -> ui.DiagResult:
