@@ -46,9 +46,10 @@ test-deps:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tmux; }
 
-test: $(VENV_STAMP) build fuzz-deps test-deps
+# The qemu smoke (tests/qemu/test_qemu_smoke.py) runs here; the rest of tests/qemu in qemu-test.
+test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest
 
 # The long SIGKILL run (also part of `make test` with fewer transactions).
 kill-test: $(VENV_STAMP) build

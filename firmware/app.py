@@ -978,10 +978,10 @@ def make_panel(terminal: Terminal, cfg: AppConfig) -> Any:
                              printer_feed_fd=cfg.console_printer_fd)
         console.start()
         return FrontPanel(terminal, console.keypad, ConsoleDisplay(console))
-    return FrontPanel(terminal, _make_keypad(board), _make_display(board))
+    return FrontPanel(terminal, make_keypad(board), _make_display(board))
 
 
-def _make_keypad(board: BoardProfile) -> Any:
+def make_keypad(board: BoardProfile) -> Any:
     if board.keypad == "terminal":
         from drivers.keypad.terminal_keypad import TerminalKeypad
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ QEMU_BINARY = "qemu-system-x86_64"
 # ttyS0 is the console; these are the peripherals' ports (reader, printer, host link).
 SERIAL_PORTS = ("ttyS1", "ttyS2", "ttyS3")
 LCD_PORT = "ttyS4"  # the guest LCD mirror: /dev/ttyS4 on a PCI serial card
+# Where the guest reaches the acquirer: QEMU user-mode networking (restrict=on) forwards every TCP
+# connection to this address to board/qemu/netpipe.py, which connects to the simulator on loopback.
+ACQUIRER_GUEST_ADDRESS = ("10.0.2.100", 5000)
+NETPIPE = Path(__file__).resolve().with_name("netpipe.py")
 # The Linux kernel's limit for the x86 command line; the command travels there in base64.
 KERNEL_CMDLINE_MAX = 2048
 
@@ -109,11 +114,14 @@ class Guest:
         # Unix socket paths are limited to ~108 bytes, hence the short temp dir.
         return self.socket_dir / "qmp.sock"
 
-    def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str) -> list[str]:
+    def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str,
+                  acquirer: tuple[str, int] | None = None) -> list[str]:
         encoded = base64.b64encode(command.encode()).decode()
         # 8250.nr_uarts=5: ttyS4 exists, on a PCI 16550 (the LCD mirror; the ISA bus has four).
         append = (f"console=ttyS0 quiet 8250.nr_uarts=5 qcmd64={encoded} qcwd={cwd} "
                   f"qdata={data_mount}")
+        if acquirer is not None:
+            append += " qnet=1"
         if len(append) >= KERNEL_CMDLINE_MAX:
             raise GuestError(f"command too long for the kernel command line ({len(append)} bytes)")
         argv = [
@@ -137,13 +145,24 @@ class Guest:
                  "-device", "pci-serial,chardev=lcd"]
         if data_disk is not None:
             argv += ["-drive", f"file={data_disk},if=virtio,format=raw,cache=writeback"]
+        if acquirer is not None:
+            # restrict=on: the guest reaches nothing but the forwarded address (no host, no outside).
+            # A comma in the command would end QEMU's option value, hence the check.
+            forward = f"{sys.executable} {NETPIPE} {acquirer[0]} {acquirer[1]}"
+            if "," in forward:
+                raise GuestError(f"the netpipe command may not contain a comma: {forward}")
+            guest_ip, guest_port = ACQUIRER_GUEST_ADDRESS
+            netdev = f"user,id=net0,restrict=on,guestfwd=tcp:{guest_ip}:{guest_port}-cmd:{forward}"
+            argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
         return argv
 
     def start(self, command: str, data_disk: Path | None = None, cwd: str = "/",
-              data_mount: str = "/run/data") -> None:
+              data_mount: str = "/run/data", acquirer: tuple[str, int] | None = None) -> None:
         """Boots the guest and runs `command` with /bin/sh in the chroot of the host's root.
 
-        The data disk appears in the chroot at `data_mount` (also in $QEMU_DATA).
+        The data disk appears in the chroot at `data_mount` (also in $QEMU_DATA). With `acquirer`
+        (a host address on loopback) the guest has eth0, and its connections to
+        ACQUIRER_GUEST_ADDRESS reach that address.
         """
         if self.process is not None and self.process.poll() is None:
             raise GuestError("the guest is already running")
@@ -152,7 +171,7 @@ class Guest:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.socket_dir.glob("*.sock"):
             stale.unlink()
-        argv = self.qemu_argv(command, data_disk, cwd, data_mount)
+        argv = self.qemu_argv(command, data_disk, cwd, data_mount, acquirer)
         self.console_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.console_path, "wb") as console:
             self.started_at = time.monotonic()

@@ -25,7 +25,8 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / "var" / "qemu"
 
 # The drivers the guest needs; build time adds their dependencies, in load order, with
 # depmod -b + modprobe --show-depends on the downloaded kernel (Debian package kmod).
-TARGET_MODULES = ("virtio_pci", "virtio_blk", "virtio_input", "evdev", "ext4", "9pnet_virtio", "9p")
+TARGET_MODULES = ("virtio_pci", "virtio_blk", "virtio_input", "virtio_net", "evdev", "ext4", "9pnet_virtio",
+                  "9p")
 # crc32c-intel fails to load under TCG; crc32c_generic (also pulled in) does its job.
 SKIPPED_MODULES = frozenset({"crc32c_intel"})
 
@@ -37,6 +38,7 @@ EXIT_MARK = "QEMU-GUEST-EXIT="
 #   qcmd64   the shell command to run in the chroot, base64 (so quotes and spaces survive)
 #   qdata    where the chroot sees the data disk (default /run/data, on the chroot's tmpfs /run)
 #   qcwd     working directory for the command
+#   qnet     set: bring up eth0 with QEMU user-mode networking's fixed addresses (10.0.2.15/24)
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
@@ -65,6 +67,11 @@ if [ -b /dev/vda ]; then
     mount -t ext4 /dev/vda /host-data || echo "qemu-init: mounting /dev/vda failed"
     mkdir -p "/host$data"
     mount --bind /host-data "/host$data"
+fi
+ip link set lo up
+if [ -n "$qnet" ] && [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 \
+        || echo "qemu-init: bringing up eth0 failed"
 fi
 echo "$qcmd64" | base64 -d > /host/run/qemu-command.sh
 echo "__READY__"
@@ -103,6 +110,11 @@ def init_script() -> str:
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
+    # depmod, mkfs.ext4 and debugfs live in /usr/sbin, which a user's PATH may leave out.
+    found = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
+    if found is None:
+        raise ImageError(f"{argv[0]} is not installed (make qemu-deps installs what the image needs)")
+    argv = [found, *argv[1:]]
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise ImageError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
@@ -212,13 +224,32 @@ def build_initrd(busybox: Path, modules_root: Path, target: Path) -> list[str]:
     return order
 
 
-def make_data_disk(path: Path, size_mb: int = 64) -> Path:
-    """A fresh, empty ext4 image: the terminal's data partition."""
+def make_data_disk(path: Path, size_mb: int = 64, contents: Path | None = None) -> Path:
+    """A fresh ext4 image: the terminal's data partition, empty or holding a copy of `contents`.
+
+    mkfs.ext4 -d writes the files into the new filesystem itself, so provisioning a device's
+    partition needs neither root nor a loop mount.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     _run(["truncate", "-s", f"{size_mb}M", str(path)])
-    _run(["mkfs.ext4", "-q", "-F", "-L", "posdata", str(path)])
+    populate = ["-d", str(contents)] if contents is not None else []
+    _run(["mkfs.ext4", "-q", "-F", "-L", "posdata", *populate, str(path)])
     return path
+
+
+def read_data_disk(image: Path, directory: str, target: Path) -> Path:
+    """Copies `directory` of an ext4 image (the guest powered off) into `target`, without mounting.
+
+    debugfs (e2fsprogs) reads the filesystem as the kernel left it; after a power cut run the
+    guest once more first, so the kernel replays the ext4 journal.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    _run(["debugfs", "-R", f"rdump {directory} {target}", str(image)])
+    copied = target / Path(directory).name
+    if not copied.is_dir():
+        raise ImageError(f"{directory} is not on {image}")
+    return copied
 
 
 def _recipe(kernel_package: str) -> str:

@@ -1,0 +1,460 @@
+"""The qemu board's host side: the firmware in a QEMU guest with everything it talks to around it.
+
+Owns wiring one guest to the host's parts and giving tests, the torture loop and `make qemu-run`
+one handle on them:
+- the acquirer simulator on 127.0.0.1, reached by the guest only through QEMU user-mode
+  networking (restrict=on, guestfwd to board/qemu/netpipe.py);
+- the emulated card reader and printer of board/sim on ptys, bridged to the guest's /dev/ttyS1
+  and /dev/ttyS2 (bytes sent while the guest is off are lost, as on a real UART);
+- the ECR link on /dev/ttyS3 (JSON lines, the board's till port), the LCD frames from /dev/ttyS4;
+- the keypad as QMP key presses on the guest's virtio keyboard;
+- the data partition: an ext4 image provisioned on the host with mkfs.ext4 -d (keys, settings),
+  holding the journal once the terminal runs; power_cut() is SIGKILL of qemu.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import selectors
+import shlex
+import socket
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from board.qemu.guest import ACQUIRER_GUEST_ADDRESS, Guest, GuestError
+from board.qemu.image import BuiltImage, build, make_data_disk, read_data_disk
+from board.qemu.lcd_mirror import FrameLineReader
+from board.qemu.qmp_keys import qcode
+from board.sim.acquirer import SimulatorThread
+from board.sim.peripherals import Peripherals
+from firmware.ports import Frame, Key
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DATA = "/run/data"  # where the guest mounts the data partition (/dev/vda)
+TERMINAL_DIR = "terminal"  # the firmware's data directory on that partition
+TID = "12345678"
+MID = "123456789012345"
+TMK_HEX = "0123456789ABCDEFFEDCBA9876543210"  # dev boards only; real TMKs come from a KLD
+PASSWORD = "246810"
+
+_CLOCK = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+
+
+def is_idle_frame(frame: Frame) -> bool:
+    """The idle screen: the only one with the date and time and the F1 hint."""
+    text = "\n".join(frame.rows)
+    return bool(_CLOCK.search(text)) and "F1" in text
+
+
+def firmware_command(log_level: str = "INFO", reply_timeout: float | None = None) -> str:
+    """The shell line the guest runs: the firmware with the qemu board profile on the data disk."""
+    argv = [".venv/bin/python", "-m", "firmware.app", "--board", "qemu",
+            "--panel", "board", "--data", f"{GUEST_DATA}/{TERMINAL_DIR}", "--log-level", log_level]
+    if reply_timeout is not None:
+        argv += ["--reply-timeout", str(reply_timeout)]
+    return "exec " + shlex.join(argv)
+
+
+def provision(directory: Path, *, reply_timeout: float | None = None) -> Path:
+    """The factory's data partition contents: the dev TMK and settings pointing at the acquirer."""
+    from firmware.settings.model import factory, hash_password
+
+    terminal = directory / TERMINAL_DIR
+    keys = terminal / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "tmk.key").write_text(TMK_HEX)
+    os.chmod(keys / "tmk.key", 0o600)
+    settings = factory()
+    settings["merchant"].update({"tid": TID, "mid": MID})
+    settings["comms"].update({"host": ACQUIRER_GUEST_ADDRESS[0], "port": ACQUIRER_GUEST_ADDRESS[1]})
+    if reply_timeout is not None:
+        settings["comms"]["reply_timeout"] = reply_timeout
+    settings["security"].update({"supervisor_hash": hash_password(PASSWORD), "password_changed": True})
+    (terminal / "settings.json").write_text(json.dumps(settings, indent=2))
+    return directory
+
+
+class SerialBridge:
+    """Copies bytes between an emulated device's pty and the guest's serial port socket.
+
+    The pty side stays open for the rig's life (the device stays powered); the guest side is
+    attached at each boot. What the device sends while no guest is attached is dropped and counted.
+    """
+
+    def __init__(self, name: str, pty_path: Path) -> None:
+        self.name = name
+        self._fd = os.open(os.path.realpath(pty_path), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        with contextlib.suppress(termios.error):
+            tty.setraw(self._fd)
+        self._guest: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop = False
+        self.dropped = 0
+        self.to_guest = 0
+        self.from_guest = 0
+        self._thread = threading.Thread(target=self._run, name=f"bridge-{name}", daemon=True)
+        self._thread.start()
+
+    def attach(self, guest: socket.socket) -> None:
+        with self._lock:
+            old, self._guest = self._guest, guest
+        if old is not None:
+            old.close()
+        os.write(self._wake_w, b"a")
+
+    def attach_none(self) -> None:
+        with self._lock:
+            old, self._guest = self._guest, None
+        if old is not None:
+            old.close()
+        os.write(self._wake_w, b"d")
+
+    def close(self) -> None:
+        self._stop = True
+        os.write(self._wake_w, b"q")
+        self._thread.join(2)
+        self.attach_none()
+        os.close(self._fd)
+
+    def _run(self) -> None:
+        while not self._stop:
+            with self._lock:
+                guest = self._guest
+            selector = selectors.DefaultSelector()
+            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+            selector.register(self._fd, selectors.EVENT_READ, "device")
+            if guest is not None:
+                selector.register(guest, selectors.EVENT_READ, "guest")
+            try:
+                while not self._stop:
+                    events = selector.select(1.0)
+                    if any(key.data == "wake" for key, _ in events):
+                        os.read(self._wake_r, 64)
+                        break
+                    for key, _ in events:
+                        if key.data == "device":
+                            self._from_device(guest)
+                        elif key.data == "guest" and guest is not None and not self._from_guest(guest):
+                            with self._lock:
+                                if self._guest is guest:
+                                    self._guest = None
+                            guest.close()
+                            break
+                    else:
+                        continue
+                    break
+            finally:
+                selector.close()
+
+    def _from_device(self, guest: socket.socket | None) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except (BlockingIOError, OSError):
+            return
+        if guest is None:
+            self.dropped += len(data)
+            return
+        try:
+            guest.sendall(data)
+            self.to_guest += len(data)
+        except OSError:
+            self.dropped += len(data)
+
+    def _from_guest(self, guest: socket.socket) -> bool:
+        try:
+            data = guest.recv(65536)
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.from_guest += len(data)
+        view = memoryview(data)
+        deadline = time.monotonic() + 5
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.dropped += len(view)
+                    return True
+                time.sleep(0.005)
+        return True
+
+
+class EcrLine:
+    """The till's end of the ECR link on the guest's /dev/ttyS3: one JSON request, its answer."""
+
+    def __init__(self, link: socket.socket) -> None:
+        self._link = link
+        self._buffer = b""
+        self._ids = itertools.count(1)
+
+    def send(self, **request: Any) -> int:
+        request.setdefault("id", next(self._ids))
+        self._link.sendall(json.dumps(request).encode() + b"\n")
+        return int(request["id"])
+
+    def answer(self, request_id: int, timeout: float = 60.0) -> dict[str, Any]:
+        """The reply carrying request_id; replies to other ids are skipped. GuestError on EOF/timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buffer:
+                line, _, self._buffer = self._buffer.partition(b"\n")
+                if not line.strip():
+                    continue
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    continue  # line noise on the serial line (a boot-time glitch); not an answer
+                if isinstance(reply, dict) and reply.get("id") == request_id:
+                    return reply
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GuestError(f"no ECR answer to request {request_id} within {timeout} s")
+            self._link.settimeout(remaining)
+            try:
+                chunk = self._link.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as error:
+                raise GuestError(f"the ECR link broke: {error}") from None
+            if not chunk:
+                raise GuestError("the ECR link closed (the guest went down)")
+            self._buffer += chunk
+
+    def request(self, timeout: float = 60.0, **request: Any) -> dict[str, Any]:
+        return self.answer(self.send(**request), timeout)
+
+    def wait_listening(self, timeout: float = 60.0) -> float:
+        """Asks for the status until the firmware answers (it opens the port after sign-on; what
+        reaches a serial port nobody has open is lost). Returns the seconds it took."""
+        started = time.monotonic()
+        while True:
+            try:
+                self.request(op="status", timeout=1.0)
+                return time.monotonic() - started
+            except GuestError as error:
+                if "closed" in str(error) or time.monotonic() - started > timeout:
+                    raise
+
+    def close(self) -> None:
+        self._link.close()
+
+
+@dataclass
+class LcdWatch:
+    """The frames the guest's display backend writes to /dev/ttyS4, with their arrival times."""
+
+    link: socket.socket
+    on_frame: Callable[[Frame], None] | None = None
+    frames: list[tuple[float, Frame]] = field(default_factory=list)
+    reader: FrameLineReader = field(default_factory=FrameLineReader)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="lcd-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.link.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                with self._changed:
+                    self._changed.notify_all()
+                return
+            new = self.reader.feed(data)
+            now = time.monotonic()
+            with self._changed:
+                self.frames += [(now, frame) for frame in new]
+                self._changed.notify_all()
+            if self.on_frame is not None:
+                for frame in new:
+                    self.on_frame(frame)
+
+    @property
+    def screen(self) -> str:
+        with self._changed:
+            return "\n".join(self.frames[-1][1].rows) if self.frames else ""
+
+    def wait(self, predicate: Callable[[Frame], bool], timeout: float, since: int = 0) -> float:
+        """Waits for a frame (the `since`-th or later) satisfying predicate; returns its arrival time."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for at, frame in self.frames[since:]:
+                    if predicate(frame):
+                        return at
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    last = "\n".join(self.frames[-1][1].rows) if self.frames else "(nothing drawn)"
+                    raise GuestError(f"the LCD did not show what was awaited within {timeout} s; "
+                                     f"last frame:\n{last}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.link.shutdown(socket.SHUT_RDWR)
+        self.link.close()
+        self._thread.join(2)
+
+
+class QemuTerminal:
+    """One terminal on the qemu board and its host-side world; see the module docstring.
+
+        rig = QemuTerminal(workdir).setup()
+        boot_s = rig.boot()            # seconds from qemu start to the idle screen
+        rig.ecr.request(op="sale", amount=1234, card="cup_credit")
+        rig.press("1", "2", "ENTER")
+        rig.power_cut(); rig.boot()
+        rig.close()
+    """
+
+    def __init__(self, workdir: Path, image: BuiltImage | None = None, *,
+                 reply_timeout: float | None = 3.0, log_level: str = "INFO",
+                 on_frame: Callable[[Frame], None] | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.image = image
+        self.reply_timeout = reply_timeout
+        self.log_level = log_level
+        self.on_frame = on_frame
+        self.sim: SimulatorThread | None = None
+        self.peripherals: Peripherals | None = None
+        self.guest: Guest | None = None
+        self.bridges: dict[str, SerialBridge] = {}
+        self.ecr: EcrLine | None = None
+        self.lcd: LcdWatch | None = None
+        self.boots = 0
+        self.data_disk = self.workdir / "data.img"
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def setup(self) -> QemuTerminal:
+        """Starts the simulator and the peripherals and provisions a fresh data partition."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.image is None:
+            self.image = build(log=lambda line: None)
+        self.sim = SimulatorThread(self.workdir / "ledger.db",
+                                   terminals=[(TID, MID, bytes.fromhex(TMK_HEX))])
+        self.sim.start()
+        self.peripherals = Peripherals(self.workdir / "devices").start()
+        factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout)
+        make_data_disk(self.data_disk, contents=factory_dir)
+        self.bridges = {
+            "ttyS1": SerialBridge("reader", self.peripherals.reader.device_path),
+            "ttyS2": SerialBridge("printer", self.peripherals.printer.path),
+        }
+        self.guest = Guest(self.image, console_path=self.workdir / "console-1.log")
+        return self
+
+    def start(self, command: str | None = None) -> None:
+        """Powers the guest on (running the firmware unless told otherwise) and attaches the ports."""
+        assert self.guest is not None and self.sim is not None, "setup() first"
+        self.boots += 1
+        self.guest.console_path = self.workdir / f"console-{self.boots}.log"
+        self.guest.start(command or firmware_command(self.log_level),
+                         data_disk=self.data_disk, cwd=str(REPO), data_mount=GUEST_DATA,
+                         acquirer=("127.0.0.1", self.sim.port))
+        # Connect every port before the guest can write to it (QEMU drops bytes with no client).
+        for port, bridge in self.bridges.items():
+            bridge.attach(self.guest.connect_serial(port))
+        self.ecr = EcrLine(self.guest.connect_serial("ttyS3"))
+        self.lcd = LcdWatch(self.guest.connect_serial("ttyS4"), on_frame=self.on_frame)
+
+    def boot(self, timeout: float = 120.0) -> float:
+        """start(), wait for the idle screen and the ECR link; returns seconds from power-on to the
+        idle screen."""
+        self.start()
+        idle = self.wait_idle(timeout)
+        assert self.ecr is not None
+        self.ecr.wait_listening(timeout)
+        return idle
+
+    def wait_idle(self, timeout: float = 120.0, since: int = 0) -> float:
+        assert self.guest is not None and self.lcd is not None
+        try:
+            at = self.lcd.wait(is_idle_frame, timeout, since)
+        except GuestError as error:
+            raise GuestError(f"{error}\nconsole:\n{self.guest.console()[-3000:]}") from None
+        return at - self.guest.started_at
+
+    def power_cut(self) -> None:
+        """The terminal loses power at this instant (SIGKILL of qemu)."""
+        assert self.guest is not None
+        self.guest.power_cut()
+        self._drop_links()
+
+    def run_to_exit(self, command: str, timeout: float = 90.0) -> int:
+        """Boots the guest with another command (e.g. a check) and waits for it to power off."""
+        self.start(command)
+        assert self.guest is not None
+        try:
+            return self.guest.wait_exit(timeout)
+        finally:
+            self._drop_links()
+
+    def read_terminal_dir(self, target: Path) -> Path:
+        """A host copy of the firmware's data directory, read from the data disk (guest off)."""
+        assert self.guest is not None
+        if self.guest.process is not None and self.guest.process.poll() is None:
+            raise GuestError("power the guest off before reading its disk")
+        return read_data_disk(self.data_disk, f"/{TERMINAL_DIR}", target)
+
+    def _drop_links(self) -> None:
+        for bridge in self.bridges.values():
+            bridge.attach_none()
+        if self.ecr is not None:
+            self.ecr.close()
+            self.ecr = None
+        if self.lcd is not None:
+            self.lcd.close()
+
+    def close(self) -> None:
+        if self.guest is not None:
+            self.guest.close()
+        self._drop_links()
+        for bridge in self.bridges.values():
+            bridge.close()
+        if self.peripherals is not None:
+            self.peripherals.stop()
+        if self.sim is not None:
+            self.sim.stop()
+
+    def __enter__(self) -> QemuTerminal:
+        return self.setup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the operator's hands --------------------------------------------------------------------
+
+    def press(self, *keys: str | Key, pause_s: float = 0.12) -> None:
+        """Presses keys on the guest's keyboard: "1234" types four digits; "ENTER", Key.F1 name keys."""
+        assert self.guest is not None
+        for item in keys:
+            if isinstance(item, Key):
+                keys_now = [item]
+            elif item.isdigit():
+                keys_now = [Key(digit) for digit in item]
+            else:
+                keys_now = [Key[item]]
+            for key in keys_now:
+                self.guest.send_key(qcode(key))
+                time.sleep(pause_s)
+
+    def console(self) -> str:
+        assert self.guest is not None
+        return self.guest.console()
