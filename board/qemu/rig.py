@@ -37,6 +37,7 @@ from board.qemu.lcd_mirror import FrameLineReader
 from board.qemu.qmp_keys import qcode
 from board.sim.acquirer import SimulatorThread
 from board.sim.peripherals import Peripherals
+from firmware.i18n import CATALOG
 from firmware.ports import Frame, Key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,10 +51,18 @@ PASSWORD = "246810"
 _CLOCK = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
 
+# The idle screen's notices that can fill a small display (the clock row gives way to them).
+IDLE_NOTICES = ("print_interrupted", "printer_paper_out")
+
+
 def is_idle_frame(frame: Frame) -> bool:
-    """The idle screen: the only one with the date and time and the F1 hint."""
-    text = "\n".join(frame.rows)
-    return bool(_CLOCK.search(text)) and "F1" in text
+    """The idle screen: the only one with a row holding just the date and time, or the only one
+    showing the notices that push even the clock off a small display."""
+    if any(_CLOCK.fullmatch(row.strip()) for row in frame.rows):
+        return True
+    shown = "".join(row.strip() for row in frame.rows).replace(" ", "")
+    return any(text.replace(" ", "")[:12] in shown
+               for key in IDLE_NOTICES for text in CATALOG[key])
 
 
 def firmware_command(log_level: str = "INFO", reply_timeout: float | None = None) -> str:
@@ -342,17 +351,19 @@ class QemuTerminal:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def setup(self) -> QemuTerminal:
-        """Starts the simulator and the peripherals and provisions a fresh data partition."""
+    def setup(self, keep_disk: bool = False) -> QemuTerminal:
+        """Starts the simulator and the peripherals and provisions a fresh data partition
+        (with keep_disk, an existing one is kept: the terminal's journal and settings live on)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.image is None:
             self.image = build(log=lambda line: None)
         self.sim = SimulatorThread(self.workdir / "ledger.db",
                                    terminals=[(TID, MID, bytes.fromhex(TMK_HEX))])
         self.sim.start()
-        self.peripherals = Peripherals(self.workdir / "devices").start()
-        factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout)
-        make_data_disk(self.data_disk, contents=factory_dir)
+        self.peripherals = Peripherals(self.workdir / "devices", echo=False).start()
+        if not (keep_disk and self.data_disk.exists()):
+            factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout)
+            make_data_disk(self.data_disk, contents=factory_dir)
         self.bridges = {
             "ttyS1": SerialBridge("reader", self.peripherals.reader.device_path),
             "ttyS2": SerialBridge("printer", self.peripherals.printer.path),

@@ -29,8 +29,9 @@ CONTROL_PORT = 5802
 class Peripherals:
     """Reader + printer + the slip archive. control() takes {"device": ..., "cmd": ...}."""
 
-    def __init__(self, device_dir: Path, *, printer_profile: str = "58mm") -> None:
+    def __init__(self, device_dir: Path, *, printer_profile: str = "58mm", echo: bool = True) -> None:
         self.device_dir = Path(device_dir)
+        self.echo = echo  # print each finished slip on stdout (the paper of `make run`)
         self.device_dir.mkdir(parents=True, exist_ok=True)
         self.slip_dir = self.device_dir / "slips"
         self.slip_dir.mkdir(exist_ok=True)
@@ -66,7 +67,8 @@ class Peripherals:
         stem = self.slip_dir / f"{number:04d}"
         stem.with_suffix(".txt").write_text(slip.text + "\n", encoding="utf-8")
         slip.save_png(stem.with_suffix(".png"))
-        print(f"\n--- printed slip {number} ({stem}.png) ---\n{slip.text}\n", flush=True)
+        if self.echo:
+            print(f"\n--- printed slip {number} ({stem}.png) ---\n{slip.text}\n", flush=True)
 
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
         request = dict(request)
