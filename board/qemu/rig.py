@@ -115,25 +115,19 @@ class SerialBridge:
         self._thread = threading.Thread(target=self._run, name=f"bridge-{name}", daemon=True)
         self._thread.start()
 
-    def attach(self, guest: socket.socket) -> None:
+    def attach(self, guest: socket.socket | None) -> None:
+        """The guest's end of the line from now on (None: the guest is off)."""
         with self._lock:
             old, self._guest = self._guest, guest
         if old is not None:
             old.close()
         os.write(self._wake_w, b"a")
 
-    def attach_none(self) -> None:
-        with self._lock:
-            old, self._guest = self._guest, None
-        if old is not None:
-            old.close()
-        os.write(self._wake_w, b"d")
-
     def close(self) -> None:
         self._stop = True
         os.write(self._wake_w, b"q")
         self._thread.join(2)
-        self.attach_none()
+        self.attach(None)
         os.close(self._fd)
 
     def _run(self) -> None:
@@ -257,8 +251,14 @@ class EcrLine:
                 if "closed" in str(error) or time.monotonic() - started > timeout:
                     raise
 
+    def detach(self) -> socket.socket:
+        """The raw line, for another till (e.g. a TCP relay); this object is done with it."""
+        link, self._link = self._link, None  # type: ignore[assignment]
+        return link
+
     def close(self) -> None:
-        self._link.close()
+        if self._link is not None:
+            self._link.close()
 
 
 @dataclass
@@ -424,9 +424,16 @@ class QemuTerminal:
             raise GuestError("power the guest off before reading its disk")
         return read_data_disk(self.data_disk, f"/{TERMINAL_DIR}", target)
 
+    def take_ecr(self) -> socket.socket:
+        """Hands the guest's ECR line (its ttyS3) to another till until the next power cut."""
+        assert self.ecr is not None, "start() first"
+        link = self.ecr.detach()
+        self.ecr = None
+        return link
+
     def _drop_links(self) -> None:
         for bridge in self.bridges.values():
-            bridge.attach_none()
+            bridge.attach(None)
         if self.ecr is not None:
             self.ecr.close()
             self.ecr = None

@@ -66,10 +66,10 @@ class DevConsole:
         self.paper: deque[str] = deque(maxlen=PAPER_LINES)
         self._feed_fd = printer_feed_fd
         self._feed_buffer = b""
-        self._legend_col = 42  # right of the LCD box and its icon line (at most 40 columns)
-        self._paper_top = rows + 6
+        self.legend_col = 42  # right of the LCD box and its icon line (at most 40 columns)
+        self.paper_top = rows + 6
         self.display = TerminalDisplay(rows, cols, self.stream, top=2, left=2, clear=False, width=39)
-        self.keypad = TerminalKeypad(keypad_fd, on_other=self._hot_key)
+        self.keypad = TerminalKeypad(keypad_fd, on_other=self.hot_key)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -77,10 +77,10 @@ class DevConsole:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.stream.write(f"{CSI}2J")
-        self._write(1, 1, f"POS terminal - development console - board {self.board}")
+        self.write_at(1, 1, f"POS terminal - development console - board {self.board}")
         for i, line in enumerate(LEGEND):
-            self._write(2 + i, self._legend_col, line)
-        self._status()
+            self.write_at(2 + i, self.legend_col, line)
+        self.show_status()
         self._draw_paper()
         if self._feed_fd is not None:
             os.set_blocking(self._feed_fd, False)
@@ -90,12 +90,12 @@ class DevConsole:
         if self._loop is not None and self._feed_fd is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._feed_fd)
-        self.stream.write(move_to(self._paper_top + PAPER_LINES + 3, 1) + "\n")
+        self.stream.write(move_to(self.paper_top + PAPER_LINES + 3, 1) + "\n")
         self.stream.flush()
 
     # ------------------------------------------------------------------ drawing
 
-    def _write(self, line: int, col: int, text: str, width: int | None = None) -> None:
+    def write_at(self, line: int, col: int, text: str, width: int | None = None) -> None:
         """Text at (line, col); the rest of the line erased, or only up to `width` columns
         (the paper panel must not erase the legend to its right)."""
         if width is None:
@@ -104,20 +104,20 @@ class DevConsole:
             text = text[:width]
             self.stream.write(move_to(line, col) + text + " " * (width - len(text)))
 
-    def _status(self) -> None:
+    def show_status(self) -> None:
         card = CARD_ORDER[self.card_index]
         pin = TEST_CARDS[card].pin
         pin_note = f" (PIN {pin})" if pin else ""
         top = 2 + len(LEGEND) + 1
-        self._write(top, self._legend_col, f"Card: {card}{pin_note}")
-        self._write(top + 1, self._legend_col, self.message)
+        self.write_at(top, self.legend_col, f"Card: {card}{pin_note}")
+        self.write_at(top + 1, self.legend_col, self.message)
         self.stream.flush()
 
     def _draw_paper(self) -> None:
-        self._write(self._paper_top, 1, "Printer (emulated) " + "-" * 19, PAPER_WIDTH)
+        self.write_at(self.paper_top, 1, "Printer (emulated) " + "-" * 19, PAPER_WIDTH)
         lines = list(self.paper)
         for i in range(PAPER_LINES):
-            self._write(self._paper_top + 1 + i, 1, "| " + (lines[i] if i < len(lines) else ""),
+            self.write_at(self.paper_top + 1 + i, 1, "| " + (lines[i] if i < len(lines) else ""),
                         PAPER_WIDTH)
         self.stream.flush()
 
@@ -143,7 +143,7 @@ class DevConsole:
 
     # ------------------------------------------------------------------ hot keys
 
-    def _hot_key(self, ch: str) -> None:
+    def hot_key(self, ch: str) -> None:
         card = CARD_ORDER[self.card_index]
         commands = {
             "s": ("reader", "swipe", {"card": card}, f"swiped {card}"),
@@ -157,7 +157,7 @@ class DevConsole:
         if ch == "c":
             self.card_index = (self.card_index + 1) % len(CARD_ORDER)
             self.message = ""
-            self._status()
+            self.show_status()
             return
         if ch not in commands:
             return
@@ -180,7 +180,7 @@ class DevConsole:
         except (OSError, ControlError) as exc:
             self.message = f"{cmd}: {exc}"
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._status)
+        self._loop.call_soon_threadsafe(self.show_status)
 
 
 class ConsoleDisplay:

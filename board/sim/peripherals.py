@@ -11,13 +11,14 @@ saved as text and PNG. `make run` starts it; a second shell drives it:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import socketserver
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from board.sim.control import ControlClient, ControlError
 from board.sim.printer import EmulatedPrinter, Slip
@@ -31,7 +32,8 @@ class Peripherals:
 
     def __init__(self, device_dir: Path, *, printer_profile: str = "58mm", echo: bool = True) -> None:
         self.device_dir = Path(device_dir)
-        self.echo = echo  # print each finished slip on stdout (the paper of `make run`)
+        # Where each finished slip is told (the paper of `make run`, or a console's paper pipe).
+        self.echo_to: TextIO | None = sys.stdout if echo else None
         self.device_dir.mkdir(parents=True, exist_ok=True)
         self.slip_dir = self.device_dir / "slips"
         self.slip_dir.mkdir(exist_ok=True)
@@ -67,8 +69,10 @@ class Peripherals:
         stem = self.slip_dir / f"{number:04d}"
         stem.with_suffix(".txt").write_text(slip.text + "\n", encoding="utf-8")
         slip.save_png(stem.with_suffix(".png"))
-        if self.echo:
-            print(f"\n--- printed slip {number} ({stem}.png) ---\n{slip.text}\n", flush=True)
+        if self.echo_to is not None:
+            with contextlib.suppress(OSError, ValueError):  # the reader of the paper has gone
+                print(f"\n--- printed slip {number} ({stem}.png) ---\n{slip.text}\n", file=self.echo_to,
+                      flush=True)
 
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
         request = dict(request)
