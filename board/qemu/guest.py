@@ -5,6 +5,7 @@ host its console (a file), serial ports ttyS1-ttyS3 (unix sockets), QMP (keys, q
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import shutil
@@ -23,12 +24,20 @@ QEMU_BINARY = "qemu-system-x86_64"
 # ttyS0 is the console; these are the peripherals' ports (reader, printer, host link).
 SERIAL_PORTS = ("ttyS1", "ttyS2", "ttyS3")
 LCD_PORT = "ttyS4"  # the guest LCD mirror: /dev/ttyS4 on a PCI serial card
+PR_SET_PDEATHSIG = 1
 # Where the guest reaches the acquirer: QEMU user-mode networking (restrict=on) forwards every TCP
 # connection to this address to board/qemu/netpipe.py, which connects to the simulator on loopback.
 ACQUIRER_GUEST_ADDRESS = ("10.0.2.100", 5000)
 NETPIPE = Path(__file__).resolve().with_name("netpipe.py")
 # The Linux kernel's limit for the x86 command line; the command travels there in base64.
 KERNEL_CMDLINE_MAX = 2048
+
+
+def _die_with_parent() -> None:
+    """In the qemu child before exec: SIGKILL when the process that started it dies, so a killed
+    test or torture run leaves no guest running (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class GuestError(RuntimeError):
@@ -162,7 +171,8 @@ class Guest:
 
         The data disk appears in the chroot at `data_mount` (also in $QEMU_DATA). With `acquirer`
         (a host address on loopback) the guest has eth0, and its connections to
-        ACQUIRER_GUEST_ADDRESS reach that address.
+        ACQUIRER_GUEST_ADDRESS reach that address. qemu dies with the thread that calls this
+        (PR_SET_PDEATHSIG): call it from one that outlives the guest.
         """
         if self.process is not None and self.process.poll() is None:
             raise GuestError("the guest is already running")
@@ -176,7 +186,7 @@ class Guest:
         with open(self.console_path, "wb") as console:
             self.started_at = time.monotonic()
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self._qmp = None
 
     def connect_serial(self, port: str, timeout: float = 10.0) -> socket.socket:
@@ -191,6 +201,9 @@ class Guest:
                 return link
             except (FileNotFoundError, ConnectionRefusedError):
                 link.close()
+                if self.process is not None and self.process.poll() is not None:
+                    raise GuestError(f"qemu ended (status {self.process.returncode}) before {port} could "
+                                     f"be connected; console:\n{self.console()[-2000:]}") from None
                 if time.monotonic() > deadline:
                     raise GuestError(f"{port} socket refused connections for {timeout} s") from None
                 time.sleep(0.02)

@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,9 @@ class Torture:
                     print(f"  {cycle}/{self.cycles} cycles, {time.monotonic() - started:.0f} s, "
                           f"{len(self.tally.mismatches)} mismatches", flush=True)
             self.finish()
-        except (GuestError, OSError, RuntimeError) as error:
-            self.tally.mismatch(self.tally.cycles, f"the run broke off: {error}")
+        except Exception as error:  # the table still prints, with why the run stopped
+            traceback.print_exc()
+            self.tally.mismatch(self.tally.cycles, f"the run broke off: {type(error).__name__}: {error}")
         finally:
             self.rig.close()
         self.report(time.monotonic() - started)
@@ -191,8 +193,9 @@ class Torture:
         if op == "void" and batch.sales:
             victim = batch.sales.pop(rnd.randrange(len(batch.sales)))
             return {"op": "void", "trace": victim["stan"], "password": PASSWORD}
-        if op == "refund" and batch.sales:
-            victim = rnd.choice(batch.sales)
+        refundable = [sale for sale in batch.sales if sale["rrn"] and sale["date"]]
+        if op == "refund" and refundable:
+            victim = rnd.choice(refundable)
             return {"op": "refund", "amount": max(1, victim["amount"] // 4), "orig_rrn": victim["rrn"],
                     "orig_date": victim["date"], "password": PASSWORD, "card": "cup_credit"}
         if op == "preauth":
@@ -273,10 +276,12 @@ class Torture:
             return
         kind = reply.get("type", "sale" if op == "held_resume" else op)
         self.till.append(TillApproval(int(reply["batch"]), int(stan), kind, int(reply["amount"])))
-        if kind == "sale" and reply["amount"] % 100 != 51:
-            self.batch.sales.append(reply)
+        known = {"stan": f"{int(stan):06d}", "amount": int(reply["amount"]), "rrn": reply.get("rrn"),
+                 "date": reply.get("date")}
+        if kind == "sale":
+            self.batch.sales.append(known)
         elif kind == "preauth":
-            self.batch.preauths.append(reply)
+            self.batch.preauths.append(known)
 
     def settle(self, cycle: int, final: bool = False) -> None:
         assert self.rig.ecr is not None
