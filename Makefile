@@ -58,8 +58,8 @@ kill-test: $(VENV_STAMP) build
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 
-bench: $(VENV_STAMP) build
-	$(PY) tests/bench/run_all.py
+bench: $(VENV_STAMP) build qemu-image
+	PATH="$(QEMU_TOOLS_PATH)" $(PY) tests/bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build var _posio*.so c_ext/_posio.c

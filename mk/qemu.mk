@@ -12,7 +12,7 @@ QEMU_IMAGE_DIR ?= var/qemu
 QEMU_PACKAGES := qemu-system-x86 cpio kmod e2fsprogs
 QEMU_TOOLS_PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: qemu-deps qemu-image qemu-test
+.PHONY: qemu-deps qemu-image qemu-test qemu-run torture
 
 qemu-deps:
 	@PATH="$(QEMU_TOOLS_PATH)"; command -v qemu-system-x86_64 >/dev/null && command -v cpio >/dev/null \
@@ -29,3 +29,15 @@ qemu-image: $(VENV_STAMP) qemu-deps
 
 qemu-test: qemu-image build
 	QEMU_TESTS=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest tests/qemu -q -s
+
+# The firmware in a QEMU guest with `make run`'s console (board/qemu/run.py). Its data disk and the
+# simulator's ledger stay in var/qemu-run between runs; RUN_ARGS="--fresh" starts over,
+# RUN_ARGS="--ecr-port 8583" relays that port on 127.0.0.1 to the guest's ECR line.
+qemu-run: qemu-image build
+	QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m board.qemu.run $(RUN_ARGS)
+
+# Power-cut torture: N cycles (default 200), SEED replays a schedule: make torture N=50 SEED=1234
+N ?= 200
+torture: qemu-image build
+	PATH="$(QEMU_TOOLS_PATH)" QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) $(PY) -m board.qemu.torture --cycles $(N) \
+	  $(if $(SEED),--seed $(SEED)) --workdir var/torture

@@ -51,6 +51,9 @@ def main() -> int:
     banner("bench_panel: cold start to the idle screen, idle CPU, memory after 1,000 sales")
     if run_script(HERE / "bench_panel.py") != 0:
         failures.append("bench_panel")
+    banner("bench_qemu: the firmware in a QEMU guest: power-on to idle, recovery, key to frame")
+    if run_script(HERE / "bench_qemu.py") != 0:
+        failures.append("bench_qemu")
     print(f"\nall benchmarks: {time.perf_counter() - started:.0f} s"
           + (f"; FAILED to run: {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0

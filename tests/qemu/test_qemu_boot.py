@@ -17,26 +17,13 @@ import pytest
 if os.environ.get("QEMU_TESTS") != "1":
     pytest.skip("QEMU board tests run with `make qemu-test` (QEMU_TESTS=1)", allow_module_level=True)
 
+from guestkit import guest_fixture, image_fixture  # noqa: F401 - the fixtures "guest", "image"
+
 from board.qemu.guest import Guest, GuestError
-from board.qemu.image import DEFAULT_DIR, BuiltImage, build, make_data_disk
+from board.qemu.image import make_data_disk
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
-def image() -> BuiltImage:
-    started = time.monotonic()
-    built = build(Path(os.environ.get("QEMU_IMAGE_DIR", DEFAULT_DIR)), log=lambda line: None)
-    print(f"\n[qemu] image ready in {time.monotonic() - started:.1f} s")
-    return built
-
-
-@pytest.fixture
-def guest(image: BuiltImage, tmp_path: Path):
-    g = Guest(image, console_path=tmp_path / "console.log")
-    yield g
-    g.close()
 
 
 SERIAL_ECHO = """

@@ -20,10 +20,10 @@ if os.environ.get("QEMU_TESTS") != "1":
     pytest.skip("QEMU board tests run with `make qemu-test` (QEMU_TESTS=1)", allow_module_level=True)
 
 from evdev import ecodes
+from guestkit import image_fixture  # noqa: F401 - the fixture "image"
 
 from board.profiles import PROFILES
 from board.qemu.guest import Guest
-from board.qemu.image import DEFAULT_DIR, BuiltImage, build
 from board.qemu.keyprobe import DONE, KEY, READY
 from board.qemu.qmp_keys import KEY_QCODES
 from drivers.keypad.keymaps import keymap
@@ -93,21 +93,6 @@ def test_every_code_of_the_qemu_map_has_a_qcode_agreeing_with_qmp_keys() -> None
     # The host console forwarder's one-qcode-per-Key table says the same as this one.
     for key, (qcode, linux_name) in KEY_QCODES.items():
         assert LINUX_QCODES.get(linux_name) == qcode, f"{key}: qmp_keys sends {qcode!r} for {linux_name}"
-
-
-@pytest.fixture(scope="module")
-def image() -> BuiltImage:
-    started = time.monotonic()
-    built = build(Path(os.environ.get("QEMU_IMAGE_DIR", DEFAULT_DIR)), log=lambda line: None)
-    print(f"\n[qemu] image ready in {time.monotonic() - started:.1f} s")
-    return built
-
-
-@pytest.fixture
-def guest(image: BuiltImage, tmp_path: Path):
-    g = Guest(image, console_path=tmp_path / "console.log")
-    yield g
-    g.close()
 
 
 def keys_on_console(console: str) -> list[str]:

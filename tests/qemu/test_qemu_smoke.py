@@ -21,16 +21,16 @@ if os.environ.get("QEMU_SMOKE") != "1" and os.environ.get("QEMU_TESTS") != "1":
     pytest.skip("the qemu smoke runs under `make test` (QEMU_SMOKE=1; needs qemu-system-x86 and "
                 "`make qemu-image`)", allow_module_level=True)
 
+from guestkit import image_fixture  # noqa: F401 - the fixture "image"
 from helpers import assert_agree
 
-from board.qemu.image import DEFAULT_DIR, build
+from board.qemu.image import BuiltImage
 from board.qemu.rig import TID, QemuTerminal
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 
 
-def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path) -> None:
-    image = build(Path(os.environ.get("QEMU_IMAGE_DIR", DEFAULT_DIR)), log=lambda line: None)
+def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, image: BuiltImage) -> None:
     with QemuTerminal(tmp_path / "rig", image, reply_timeout=5.0) as rig:
         assert rig.sim is not None and rig.peripherals is not None
         ledger, reader, printer = rig.sim.ledger, rig.peripherals.reader, rig.peripherals.printer

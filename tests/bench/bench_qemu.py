@@ -1,0 +1,75 @@
+"""bench_qemu: the firmware on the qemu board (TCG): power-on to the idle screen, recovery after a
+power cut with a sale at the host, and a QMP key press to the LCD frame that shows it.
+
+Figures only. Needs qemu-system-x86 and the image (`make bench` builds it).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from board.qemu.image import build  # noqa: E402
+from board.qemu.rig import TID, QemuTerminal  # noqa: E402
+
+BOOTS = 3
+
+
+def main() -> int:
+    image = build(log=lambda line: None)
+    boot_s: list[float] = []
+    idle_after_cut_s: list[float] = []
+    resolved_after_cut_s: list[float] = []
+    key_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-qemu-") as tmp, \
+            QemuTerminal(Path(tmp), image, reply_timeout=5.0, log_level="WARNING") as rig:
+        assert rig.sim is not None
+        boot_s.append(rig.boot())
+        for round_ in range(BOOTS):
+            # A key at idle: QMP send-key -> kernel -> evdev -> screens -> frame on ttyS4.
+            for digit in "123":
+                assert rig.lcd is not None and rig.guest is not None
+                drawn = len(rig.lcd.frames)
+                pressed = time.monotonic()
+                rig.guest.send_key(digit)
+                at = rig.lcd.wait(lambda f, d=digit: f"0.0{d}" in "\n".join(f.rows),
+                                  10, since=drawn)
+                key_ms.append((at - pressed) * 1000)
+                rig.press("CANCEL")
+                rig.wait_idle(10, since=len(rig.lcd.frames) - 1)
+            # A sale answered late, the power cut while it is at the host, the reversal at start.
+            rig.sim.add_fault("delay", mti="0200", seconds=30.0, count=1)
+            assert rig.ecr is not None
+            rig.ecr.send(op="sale", amount=1000 + round_, card="visa")
+            deadline = time.monotonic() + 30
+            while not any(r.amount == 1000 + round_ for r in rig.sim.ledger.rows(TID)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sale never reached the simulator")
+                time.sleep(0.02)
+            rig.power_cut()
+            rig.sim.clear_faults()
+            idle_after_cut_s.append(rig.boot())
+            while rig.ecr.request(op="status", timeout=20)["unresolved"]["REVERSAL_DUE"]:
+                time.sleep(0.1)
+            assert rig.guest is not None
+            resolved_after_cut_s.append(time.monotonic() - rig.guest.started_at)
+            boot_s.append(idle_after_cut_s[-1])
+    print(f"power-on to idle screen      median {statistics.median(boot_s):5.1f} s  "
+          f"max {max(boot_s):5.1f} s  ({len(boot_s)} boots, TCG, 1 vCPU)")
+    print(f"power cut -> idle again      median {statistics.median(idle_after_cut_s):5.1f} s  "
+          f"max {max(idle_after_cut_s):5.1f} s")
+    print(f"power cut -> reversal acked  median {statistics.median(resolved_after_cut_s):5.1f} s  "
+          f"max {max(resolved_after_cut_s):5.1f} s  (from power-on)")
+    print(f"QMP key -> LCD frame         median {statistics.median(key_ms):5.1f} ms "
+          f"max {max(key_ms):5.1f} ms  ({len(key_ms)} keys)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
