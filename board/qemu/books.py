@@ -18,11 +18,15 @@ from pathlib import Path
 
 from board.qemu.image import read_data_disk
 from board.sim.ledger import Ledger
+from firmware.engine.states import UNRESOLVED
+from firmware.journal.errors import JournalCorrupt
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 
 MONEY_STATES = ("APPROVED", "VOIDED")
-IN_DOUBT = ("PENDING", "REVERSAL_DUE")  # the terminal does not know yet; the next start resolves it
+# The terminal does not know yet, or still owes the host a message (a refund's advice is sent
+# again): the next start resolves it.
+IN_DOUBT = tuple(sorted(state.value for state in UNRESOLVED))
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,11 @@ def check_disk(image: Path, ledger: Ledger, tid: str, till: Iterable[TillApprova
         terminal = read_data_disk(copy, "/terminal", work / "disk")
         if not (terminal / "journal.db").exists():
             return []  # the terminal never got as far as opening its journal: nothing to lose yet
-        journal = Journal.open(terminal / "journal.db",
-                               CardVault.from_key_file(terminal / "keys" / "card.key"))
+        try:
+            journal = Journal.open(terminal / "journal.db",
+                                   CardVault.from_key_file(terminal / "keys" / "card.key"))
+        except JournalCorrupt as error:
+            return [f"SQLite integrity check: {error}"]
         try:
             return compare(journal, ledger, tid, till, at_rest=at_rest)
         finally:

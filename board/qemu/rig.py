@@ -39,6 +39,7 @@ from board.sim.acquirer import SimulatorThread
 from board.sim.peripherals import Peripherals
 from firmware.i18n import CATALOG
 from firmware.ports import Frame, Key
+from firmware.ui.settings_screens import CATALOG as SETTINGS_TEXTS
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_DATA = "/run/data"  # where the guest mounts the data partition (/dev/vda)
@@ -51,6 +52,8 @@ PASSWORD = "246810"
 _CLOCK = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
 
+# Screens that also show a date and time on a row of its own (the settings history).
+_NOT_IDLE_TITLES = frozenset(SETTINGS_TEXTS["history"])
 # The idle screen's notices that can fill a small display (the clock row gives way to them).
 IDLE_NOTICES = ("print_interrupted", "printer_paper_out")
 
@@ -58,6 +61,8 @@ IDLE_NOTICES = ("print_interrupted", "printer_paper_out")
 def is_idle_frame(frame: Frame) -> bool:
     """The idle screen: the only one with a row holding just the date and time, or the only one
     showing the notices that push even the clock off a small display."""
+    if frame.rows and frame.rows[0].strip() in _NOT_IDLE_TITLES:
+        return False
     if any(_CLOCK.fullmatch(row.strip()) for row in frame.rows):
         return True
     shown = "".join(row.strip() for row in frame.rows).replace(" ", "")
@@ -128,7 +133,8 @@ class SerialBridge:
         os.write(self._wake_w, b"q")
         self._thread.join(2)
         self.attach(None)
-        os.close(self._fd)
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            os.close(fd)
 
     def _run(self) -> None:
         while not self._stop:
@@ -254,6 +260,7 @@ class EcrLine:
     def detach(self) -> socket.socket:
         """The raw line, for another till (e.g. a TCP relay); this object is done with it."""
         link, self._link = self._link, None  # type: ignore[assignment]
+        link.settimeout(None)  # answer() may have left one; the next owner sets its own
         return link
 
     def close(self) -> None:
@@ -301,12 +308,17 @@ class LcdWatch:
 
     def wait(self, predicate: Callable[[Frame], bool], timeout: float, since: int = 0) -> float:
         """Waits for a frame (the `since`-th or later) satisfying predicate; returns its arrival time."""
+        return self.wait_frame(predicate, timeout, since)[0]
+
+    def wait_frame(self, predicate: Callable[[Frame], bool], timeout: float,
+                   since: int = 0) -> tuple[float, Frame]:
+        """As wait(), returning the frame too."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 for at, frame in self.frames[since:]:
                     if predicate(frame):
-                        return at
+                        return at, frame
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     last = "\n".join(self.frames[-1][1].rows) if self.frames else "(nothing drawn)"
