@@ -78,8 +78,7 @@ class Torture:
         self.tally = Tally()
         self.till: list[TillApproval] = []
         self.batch = Batch()
-        self.language = "en"  # what the last acknowledged settings save left
-        self.languages_allowed = {"en"}
+        self.languages_allowed = {"en"}  # what the last settings save may have left
         self.order_refs = 0
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -358,11 +357,17 @@ class Torture:
         rig = self.rig
         assert rig.lcd is not None
         self.wait_idle_now()
-        target = "zh_CN" if self.language == "en" else "en"
-        rig.press("MENU", "UP", "UP")
-        time.sleep(0.2)
         drawn = len(rig.lcd.frames)
-        self.languages_allowed = {self.language, target}
+        rig.press("MENU", "UP", "UP")
+        # The menu's title says which language the terminal runs in now (the truth after a cut).
+        _, menu = rig.lcd.wait_frame(lambda f: "/" in f.rows[0], 20, since=drawn)
+        current = "zh_CN" if _is_chinese(menu.rows[0]) else "en"
+        if current not in self.languages_allowed:
+            self.tally.mismatch(cycle, f"settings: the terminal runs in {current}, the last save "
+                                       f"left {' or '.join(sorted(self.languages_allowed))}")
+        target = "en" if current == "zh_CN" else "zh_CN"
+        self.languages_allowed = {current, target}
+        drawn = len(rig.lcd.frames)
         rig.press("ENTER")
         if kill:
             time.sleep(self.rnd.uniform(0.0, 0.6))
@@ -370,7 +375,6 @@ class Torture:
         # Saved: the menu comes back in the new language; CANCEL leaves it.
         rig.lcd.wait(lambda f: "/" in f.rows[0] and _is_chinese(f.rows[0]) == (target == "zh_CN"),
                      20, since=drawn)
-        self.language = target
         self.languages_allowed = {target}
         drawn = len(rig.lcd.frames)
         rig.press("CANCEL")
@@ -382,12 +386,11 @@ class Torture:
         assert self.rig.lcd is not None
         screen = self.rig.lcd.screen
         if "MENU" not in screen and "菜单" not in screen:
-            return  # notices took the hint row: the language cannot be read off this screen
+            return  # notices took the hint row: the next settings save reads the language instead
         shown = "zh_CN" if "菜单" in screen else "en"
         if shown not in self.languages_allowed:
             self.tally.mismatch(cycle, f"settings: language {shown} after start, expected "
                                        f"{' or '.join(sorted(self.languages_allowed))}")
-        self.language = shown
         self.languages_allowed = {shown}
 
     def answer_print_prompts(self) -> None:

@@ -20,7 +20,7 @@ if os.environ.get("QEMU_TESTS") != "1":
     pytest.skip("QEMU board tests run with `make qemu-test` (QEMU_TESTS=1)", allow_module_level=True)
 
 from evdev import ecodes
-from guestkit import image_fixture  # noqa: F401 - the fixture "image"
+from guestkit import guest_fixture, image_fixture  # noqa: F401 - the fixtures "guest", "image"
 
 from board.profiles import PROFILES
 from board.qemu.guest import Guest
