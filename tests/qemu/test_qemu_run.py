@@ -7,7 +7,6 @@ the terminal back as it was. Also: a guest that dies is reported in words, and n
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmuxkit import Pane, type_a_sale
 
 # Boots a kernel under TCG: only `make qemu-test` (QEMU_TESTS=1) runs this, never plain pytest.
 if os.environ.get("QEMU_TESTS") != "1":
@@ -31,54 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
 EXIT_MARK = "QEMU-RUN-EXIT="
 TOOLS_PATH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"  # mkfs.ext4 for the data disk
-
-
-class Pane:
-    """One tmux session on its own server (a socket in the test's directory): the server gets the
-    test's environment, and killing it ends only what this test started."""
-
-    def __init__(self, command: str, socket_path: Path, width: int = 120, height: int = 45) -> None:
-        self.socket = socket_path
-        self.session = "console"
-        subprocess.run(self._tmux("new-session", "-d", "-s", self.session, "-x", str(width),
-                                  "-y", str(height), "-c", str(REPO), command), check=True)
-
-    def _tmux(self, *args: str) -> list[str]:
-        return ["tmux", "-S", str(self.socket), *args]
-
-    def text(self) -> str:
-        return subprocess.run(self._tmux("capture-pane", "-p", "-t", self.session), capture_output=True,
-                              text=True, check=False).stdout
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run(self._tmux("send-keys", "-t", self.session, *keys), check=True)
-
-    def cursor_visible(self) -> bool:
-        shown = subprocess.run(self._tmux("display-message", "-p", "-t", self.session, "#{cursor_flag}"),
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return shown == "1"
-
-    def wait_for_pattern(self, pattern: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, screen := self.text()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} never matched; the pane shows:\n{screen}")
-            time.sleep(0.1)
-        return screen
-
-    def wait_for(self, *texts: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.text()
-            if all(t in screen for t in texts):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{texts!r} never appeared; the pane shows:\n{screen}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        subprocess.run(self._tmux("kill-server"), check=False, capture_output=True)
-        self.socket.unlink(missing_ok=True)
 
 
 def qemu_pids(workdir: Path) -> list[int]:
@@ -116,14 +68,7 @@ def test_a_sale_in_the_qemu_console_and_ctrl_c_gives_the_terminal_back(workdir: 
         pane.wait_for("booting the guest", "console-1.log", timeout=30)
         pane.wait_for("MENU  F1 Sale", "[NET]", "Keys (PC -> terminal)", timeout=90)
         booted = time.monotonic() - started
-        pane.keys("1", "2", "3", "4")
-        pane.wait_for("12.34")
-        pane.keys("Enter")
-        pane.wait_for("ENTER confirm")
-        pane.keys("Enter")
-        pane.wait_for("Swipe card")
-        pane.keys("s")  # the hot key: the selected test card through the emulated reader on ttyS1
-        screen = pane.wait_for("Approved", "CNY 12.34", "Auth ")
+        screen = type_a_sale(pane)  # the card through the emulated reader on the guest's ttyS1
         assert "swiped cup_credit" in screen
         screen = pane.wait_for("RMB 12.34", "Thank you")  # the receipt from ttyS2, in the paper panel
         paper = [line for line in screen.splitlines() if line.startswith("| ")]
