@@ -39,7 +39,10 @@ class Peripherals:
         self.slip_dir.mkdir(exist_ok=True)
         self.reader = EmulatedReader(link_dir=self.device_dir)
         self.printer = EmulatedPrinter(self.device_dir, profile=printer_profile)
-        self._saved = 0
+        self._saved = 0  # slips of this run archived so far
+        # A kept device directory (make qemu-run keeps its own) goes on numbering, never overwrites.
+        self._first_number = 1 + max((int(f.stem) for f in self.slip_dir.glob("*.txt") if f.stem.isdigit()),
+                                     default=0)
         self._stop = threading.Event()
         self._archiver: threading.Thread | None = None
 
@@ -62,7 +65,7 @@ class Peripherals:
                                   timeout=1.0)
             slips = self.printer.slips
             while self._saved < len(slips):
-                self._save(self._saved + 1, slips[self._saved])
+                self._save(self._first_number + self._saved, slips[self._saved])
                 self._saved += 1
 
     def _save(self, number: int, slip: Slip) -> None:
