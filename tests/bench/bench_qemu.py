@@ -43,6 +43,9 @@ def main() -> int:
                 key_ms.append((at - pressed) * 1000)
                 rig.press("CANCEL")
                 rig.wait_idle(10, since=len(rig.lcd.frames) - 1)
+                # QEMU plays each send-key as press, hold, release, hold: a key sent before that
+                # has drained waits in its queue, and the wait would be counted here.
+                time.sleep(0.3)
             # A sale answered late, the power cut while it is at the host, the reversal at start.
             rig.sim.add_fault("delay", mti="0200", seconds=30.0, count=1)
             assert rig.ecr is not None
