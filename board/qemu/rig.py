@@ -36,6 +36,8 @@ from board.qemu.image import BuiltImage, build, make_data_disk, read_data_disk
 from board.qemu.lcd_mirror import FrameLineReader
 from board.qemu.qmp_keys import qcode
 from board.sim.acquirer import SimulatorThread
+from board.sim.devrun import DEV_MID, DEV_PASSWORD, DEV_TID, DEV_TMK
+from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
 from firmware.i18n import CATALOG
 from firmware.ports import Frame, Key
@@ -44,10 +46,8 @@ from firmware.ui.settings_screens import CATALOG as SETTINGS_TEXTS
 REPO = Path(__file__).resolve().parents[2]
 GUEST_DATA = "/run/data"  # where the guest mounts the data partition (/dev/vda)
 TERMINAL_DIR = "terminal"  # the firmware's data directory on that partition
-TID = "12345678"
-MID = "123456789012345"
-TMK_HEX = "0123456789ABCDEFFEDCBA9876543210"  # dev boards only; real TMKs come from a KLD
-PASSWORD = "246810"
+# The dev terminal of `make run`: its TID, MID, TMK and supervisor password.
+TID, MID, TMK_HEX, PASSWORD = DEV_TID, DEV_MID, DEV_TMK, DEV_PASSWORD
 
 _CLOCK = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 
@@ -70,31 +70,17 @@ def is_idle_frame(frame: Frame) -> bool:
                for key in IDLE_NOTICES for text in CATALOG[key])
 
 
-def firmware_command(log_level: str = "INFO", reply_timeout: float | None = None) -> str:
+def firmware_command(log_level: str = "INFO") -> str:
     """The shell line the guest runs: the firmware with the qemu board profile on the data disk."""
-    argv = [".venv/bin/python", "-m", "firmware.app", "--board", "qemu",
-            "--panel", "board", "--data", f"{GUEST_DATA}/{TERMINAL_DIR}", "--log-level", log_level]
-    if reply_timeout is not None:
-        argv += ["--reply-timeout", str(reply_timeout)]
-    return "exec " + shlex.join(argv)
+    return "exec " + shlex.join([".venv/bin/python", "-m", "firmware.app", "--board", "qemu",
+                                 "--panel", "board", "--data", f"{GUEST_DATA}/{TERMINAL_DIR}",
+                                 "--log-level", log_level])
 
 
 def provision(directory: Path, *, reply_timeout: float | None = None) -> Path:
-    """The factory's data partition contents: the dev TMK and settings pointing at the acquirer."""
-    from firmware.settings.model import factory, hash_password
-
-    terminal = directory / TERMINAL_DIR
-    keys = terminal / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    (keys / "tmk.key").write_text(TMK_HEX)
-    os.chmod(keys / "tmk.key", 0o600)
-    settings = factory()
-    settings["merchant"].update({"tid": TID, "mid": MID})
-    settings["comms"].update({"host": ACQUIRER_GUEST_ADDRESS[0], "port": ACQUIRER_GUEST_ADDRESS[1]})
-    if reply_timeout is not None:
-        settings["comms"]["reply_timeout"] = reply_timeout
-    settings["security"].update({"supervisor_hash": hash_password(PASSWORD), "password_changed": True})
-    (terminal / "settings.json").write_text(json.dumps(settings, indent=2))
+    """The factory's data partition contents: the dev terminal, its acquirer where the guest sees it."""
+    host, port = ACQUIRER_GUEST_ADDRESS
+    dev_provision(directory / TERMINAL_DIR, port, host=host, reply_timeout=reply_timeout)
     return directory
 
 
@@ -140,31 +126,26 @@ class SerialBridge:
         while not self._stop:
             with self._lock:
                 guest = self._guest
-            selector = selectors.DefaultSelector()
-            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-            selector.register(self._fd, selectors.EVENT_READ, "device")
-            if guest is not None:
-                selector.register(guest, selectors.EVENT_READ, "guest")
-            try:
-                while not self._stop:
-                    events = selector.select(1.0)
-                    if any(key.data == "wake" for key, _ in events):
-                        os.read(self._wake_r, 64)
-                        break
-                    for key, _ in events:
-                        if key.data == "device":
-                            self._from_device(guest)
-                        elif key.data == "guest" and guest is not None and not self._from_guest(guest):
-                            with self._lock:
-                                if self._guest is guest:
-                                    self._guest = None
-                            guest.close()
-                            break
-                    else:
-                        continue
-                    break
-            finally:
-                selector.close()
+            # A fresh selector per wait: attach() swaps the guest end and wakes this loop.
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+                selector.register(self._fd, selectors.EVENT_READ, "device")
+                try:
+                    if guest is not None:
+                        selector.register(guest, selectors.EVENT_READ, "guest")
+                except (ValueError, OSError):
+                    continue  # closed by attach() since it was read: take the new one
+                ready = {key.data for key, _ in selector.select(1.0)}
+            if "wake" in ready:
+                os.read(self._wake_r, 64)
+                continue
+            if "device" in ready:
+                self._from_device(guest)
+            if "guest" in ready and guest is not None and not self._from_guest(guest):
+                with self._lock:  # the guest went down (EOF): drop its end unless already swapped
+                    if self._guest is guest:
+                        self._guest = None
+                guest.close()
 
     def _from_device(self, guest: socket.socket | None) -> None:
         try:

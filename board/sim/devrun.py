@@ -50,7 +50,10 @@ HELP = f"""
 """
 
 
-def provision(data: Path, host_port: int) -> None:
+def provision(data: Path, host_port: int, *, host: str | None = None,
+              reply_timeout: float | None = None) -> None:
+    """A dev terminal's first start: the dev TMK and settings (TID, MID, supervisor password, the
+    acquirer's address); an existing terminal is left as it is."""
     keys = data / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     tmk = keys / "tmk.key"
@@ -64,6 +67,10 @@ def provision(data: Path, host_port: int) -> None:
         s = factory()
         s["merchant"].update({"tid": DEV_TID, "mid": DEV_MID})
         s["comms"]["port"] = host_port
+        if host is not None:
+            s["comms"]["host"] = host
+        if reply_timeout is not None:
+            s["comms"]["reply_timeout"] = reply_timeout
         s["security"].update({"supervisor_hash": hash_password(DEV_PASSWORD),
                               "password_changed": True})
         settings.write_text(json.dumps(s, indent=2))
