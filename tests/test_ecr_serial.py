@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -54,3 +55,28 @@ def test_sale_and_garbage_over_a_serial_ecr_link(data_dir, sim):
         proc.wait(10)
         os.close(master)
         os.close(slave)
+
+
+def test_an_ecr_serial_port_that_cannot_be_opened_is_said_in_words_and_tcp_still_serves(data_dir, sim):
+    not_a_port = data_dir / "not-a-port"  # exists, but opening it as a port fails
+    not_a_port.mkdir()
+    ready = data_dir / "ready"
+    with open(data_dir / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.app", "--data", str(data_dir), "--ecr-port", "0",
+             "--ecr-serial", str(not_a_port), "--ready-file", str(ready)],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=err)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", int(ready.read_text())), timeout=10) as link:
+            link.sendall(b'{"id": 7, "op": "status"}\n')
+            reply = json.loads(link.makefile("rb").readline())
+        assert reply["id"] == 7 and reply["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log = (data_dir / "stderr.log").read_text()
+    assert f"ECR serial port {not_a_port} cannot be opened (Is a directory)" in log

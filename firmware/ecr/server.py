@@ -88,7 +88,17 @@ class EcrServer:
         self._server = await asyncio.start_server(self._client, self.host, self.port, limit=MAX_LINE * 2)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.serial_path:
-            self._serial_task = asyncio.create_task(self._serve_serial(self.serial_path))
+            # Opened and set raw before start() returns (and so before the terminal says it is
+            # ready): tty.setraw flushes pending input, which would drop a till's first request.
+            try:
+                fd = os.open(self.serial_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            except OSError as exc:
+                log.error("ECR serial port %s cannot be opened (%s): the ECR link is on TCP only",
+                          self.serial_path, exc.strerror or exc)
+                return
+            with contextlib.suppress(termios.error):
+                tty.setraw(fd)
+            self._serial_task = asyncio.create_task(self._serve_serial(fd))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -128,11 +138,8 @@ class EcrServer:
         finally:
             writer.close()
 
-    async def _serve_serial(self, path: str) -> None:
-        """The same protocol over a serial port (raw mode, non-blocking fd)."""
-        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        with contextlib.suppress(termios.error):
-            tty.setraw(fd)
+    async def _serve_serial(self, fd: int) -> None:
+        """The same protocol over a serial port (`fd`: open, raw mode, non-blocking)."""
         loop = asyncio.get_running_loop()
         buffer = bytearray()
         readable = asyncio.Event()
