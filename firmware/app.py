@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from board.profiles import BoardProfile, profile
 from firmware.app_printing import PrintDesk
+from firmware.digits import is_digits
 from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
@@ -72,7 +73,9 @@ class OperatorInput:
     password: str | None = None
     card: CardRead | None = None
     pin: str | None = None  # sim board only: the PIN the test cardholder "types"
-    source: str = "ecr"  # "ecr" | "keypad": who started the operation
+    # Who started the operation: "keypad", or the ECR peer ("ecr" alone where the peer is not
+    # known, "ecr tcp 127.0.0.1", "ecr serial /dev/ttyS3"); audited, and passwords count by it.
+    source: str = "ecr"
     authorised: bool = False  # the keypad already checked the supervisor password
 
 
@@ -446,7 +449,7 @@ class Terminal:
         if isinstance(action, ev.AskAuthorisation):
             if io.authorised:
                 return ev.Authorised(True)  # checked (and audited) on the keypad just before
-            return ev.Authorised(self.check_password(io.password, action.purpose))
+            return ev.Authorised(await self.check_password(io.password, action.purpose, io.source))
         if isinstance(action, ev.AskCard):
             if io.card is not None:
                 return ev.CardPresented(io.card)
@@ -593,29 +596,33 @@ class Terminal:
 
     # -- passwords --------------------------------------------------------------
 
-    def check_password(self, password: str | None, purpose: str) -> bool:
+    async def check_password(self, password: str | None, purpose: str, source: str) -> bool:
+        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited.
+
+        scrypt takes tens of milliseconds: it runs off the event loop so the LCD, the ECR link
+        and CANCEL stay live; the attempt is counted and audited back on the loop (the journal
+        connection is not shared with worker threads).
+        """
         assert self.journal is not None
         if self.password_guard.locked():
-            self.journal.audit("supervisor", f"password for {purpose}", "locked out", "refused")
+            self.journal.audit(source, f"password for {purpose}", "locked out", "refused")
             return False
-        ok = password is not None and verify_password(
-            password, self.settings["security"]["supervisor_hash"]
-        )
-        return self.record_password_result(ok, purpose)
+        ok = password is not None and await asyncio.get_running_loop().run_in_executor(
+            None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))
+        return self.record_password_result(ok, purpose, source)
 
-    def record_password_result(self, ok: bool, purpose: str) -> bool:
-        """Counts the attempt (locking after too many) and audits it. On the event loop's
-        thread: the journal connection is not shared with worker threads."""
+    def record_password_result(self, ok: bool, purpose: str, source: str) -> bool:
+        """Counts the attempt (locking after too many) and audits it, on the loop's thread."""
         assert self.journal is not None
         self.password_guard.record(ok)
-        self.journal.audit("supervisor", f"password for {purpose}", "", "ok" if ok else "wrong")
+        self.journal.audit(source, f"password for {purpose}", "", "ok" if ok else "wrong")
         return ok
 
-    async def set_password(self, old: str, new: str) -> TxnResult:
+    async def set_password(self, old: str, new: str, source: str) -> TxnResult:
         async with self._lock:
-            if not self.check_password(old, "password change"):
+            if not await self.check_password(old, "password change", source):
                 return TxnResult("refused", "password_wrong")
-            if len(new) < 6 or not new.isdigit() or new == "000000":
+            if len(new) < 6 or not is_digits(new) or new == "000000":
                 return TxnResult("refused", "password_wrong",
                                  detail="the new password must be 6 or more digits, not 000000")
             data = {k: dict(v) for k, v in self.settings.items()}
@@ -656,7 +663,7 @@ class Terminal:
                     why = "rolled back after a failed self-test"
                     data, version = store.restore(command.version, why), store.last_backup
                 elif isinstance(command, ui.ChangePassword):
-                    if len(command.new) < 6 or not command.new.isdigit() or command.new == "000000":
+                    if len(command.new) < 6 or not is_digits(command.new) or command.new == "000000":
                         return ui.SettingsSaved(False, {"security.password": "the new password must be "
                                                         "6 or more digits, not 000000"})
                     data = {g: dict(v) for g, v in old.items()}
@@ -850,13 +857,14 @@ class Terminal:
 
     async def settle(self, password: str | None, source: str = "ecr",
                      authorised: bool = False) -> TxnResult:
-        return await self.operation("settle", source, lambda: self._settle(password, authorised))
+        return await self.operation("settle", source,
+                                    lambda: self._settle(password, authorised, source))
 
-    async def _settle(self, password: str | None, authorised: bool) -> TxnResult:
+    async def _settle(self, password: str | None, authorised: bool, source: str) -> TxnResult:
         refusal = self._refusal(None)
         if refusal is not None:
             return refusal
-        if not authorised and not self.check_password(password, "settlement"):
+        if not authorised and not await self.check_password(password, "settlement", source):
             return TxnResult("refused", "password_wrong")
         self._step("signing_on", cancellable=False)
         if not await self.ensure_signed_on():

@@ -420,8 +420,8 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str,
     if op == "deregister_check":
         outcome = _check_outcome(terminal, lang)
     elif op == "deregister":
-        if lifecycle(terminal) is Lifecycle.ACTIVE and not terminal.check_password(
-                args["password"], "deregistration"):
+        if lifecycle(terminal) is Lifecycle.ACTIVE and not await terminal.check_password(
+                args["password"], "deregistration", "ecr"):
             return {"ok": False, "result": "refused", "message": text("password_wrong", lang)}
         outcome = await deregister(terminal, args["path"], lang, "ecr")
     else:

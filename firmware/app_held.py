@@ -151,7 +151,7 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
     if reason not in REASONS:
         raise HeldError(f"the reason must be one of {', '.join(REASONS)}, got {reason!r}")
     if not io.authorised:
-        if not terminal.check_password(io.password, "held_cancel"):
+        if not await terminal.check_password(io.password, "held_cancel", io.source):
             return _outcome("held_cancel", "refused", "password_wrong")
         io.authorised = True
     h = held(terminal)

@@ -349,17 +349,8 @@ class FrontPanel:
         return ui.OriginalFound(trace, True, "", record.kind.value, record.amount, record.pan_masked)
 
     async def _check_password(self, command: ui.CheckPassword) -> None:
-        from firmware.settings.model import verify_password
-
         t = self.terminal
-        if t.password_guard.locked():
-            ok = t.check_password(None, command.purpose)  # audited as locked out
-        else:
-            # scrypt takes tens of milliseconds: hashed off the loop so the LCD stays live; the
-            # attempt is counted and audited back on the loop (one thread uses the journal).
-            matched = await asyncio.get_running_loop().run_in_executor(
-                None, verify_password, command.password, str(t.settings["security"]["supervisor_hash"]))
-            ok = t.record_password_result(matched, command.purpose)
+        ok = await t.check_password(command.password, command.purpose, "keypad")
         locked = t.password_guard.seconds_left()
         self._events.put_nowait(ui.PasswordChecked(ok, locked))
 

@@ -260,7 +260,7 @@ def test_factory_password_blocks_payments_until_changed(tmp_path, sim):
 
     async def body(t, spy):
         first = await sale(t, 100)
-        changed = await t.set_password(PASSWORD, "135790")
+        changed = await t.set_password(PASSWORD, "135790", "ecr")
         second = await sale(t, 100)
         return first, changed, second
 

@@ -39,6 +39,7 @@ from board.sim.acquirer import SimulatorThread
 from board.sim.devrun import DEV_MID, DEV_PASSWORD, DEV_TID, DEV_TMK
 from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
+from firmware.digits import is_digits
 from firmware.i18n import CATALOG
 from firmware.ports import Frame, Key
 from firmware.ui.settings_screens import CATALOG as SETTINGS_TEXTS
@@ -458,7 +459,7 @@ class QemuTerminal:
         for item in keys:
             if isinstance(item, Key):
                 keys_now = [item]
-            elif item.isdigit():
+            elif is_digits(item):
                 keys_now = [Key(digit) for digit in item]
             else:
                 keys_now = [Key[item]]

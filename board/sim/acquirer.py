@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from firmware.digits import is_digits
 from firmware.engine.cardclass import is_foreign, luhn_ok
 from firmware.host.codec import Decoded, decode, encode, verify_mac
 from firmware.host.errors import HostError, LocalProtocolError, RemoteProtocolError
@@ -745,7 +746,7 @@ class AcquirerSimulator:
                 self.ledger.add_upload(ctx.tid, ctx.batch, trace, mask_pan(pan), amount, foreign)
             return _Outcome(self._plain(msg, "00", f"{len(items)} upload item(s)"), store=True)
         if network_code in ("202", "207"):
-            count = int(field48) if field48.isdigit() else None
+            count = int(field48) if is_digits(field48) else None
             new_batch = self.ledger.close_batch(ctx.tid, ctx.batch, count)
             return _Outcome(self._plain(msg, "00", f"batch {ctx.batch:06d} closed, "
                                                    f"now {new_batch:06d}"), store=True)
@@ -840,7 +841,7 @@ def _parse_upload(field48: str) -> list[tuple[bool, int, str, int]]:
 
     Inverse of firmware.host.messages.batch_upload_request, which has no parser of its own.
     """
-    if len(field48) < 2 or not field48[:2].isdigit():
+    if len(field48) < 2 or not is_digits(field48[:2]):
         raise ValueError("no item count")
     count = int(field48[:2])
     body = field48[2:]

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from firmware.digits import is_digits
 from firmware.host.messages import TxnKind
 
 __all__ = ["Fault", "FaultBook", "FaultKind", "Rule", "RuleBook"]
@@ -81,7 +82,7 @@ class Fault:
             raise ValueError("count must be a positive number or -1 (until cleared)")
         if self.seconds < 0:
             raise ValueError("seconds must not be negative")
-        if self.mti is not None and (len(self.mti) != 4 or not self.mti.isdigit()):
+        if self.mti is not None and (len(self.mti) != 4 or not is_digits(self.mti)):
             raise ValueError(f"mti must be 4 digits, got {self.mti!r}")
         _check_kind(self.kind_filter)
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from board.sim.control import ControlClient, ControlError
 from board.sim.printer import EmulatedPrinter, Slip
 from board.sim.reader import EmulatedReader
+from firmware.digits import is_digits
 
 CONTROL_PORT = 5802
 
@@ -41,7 +42,7 @@ class Peripherals:
         self.printer = EmulatedPrinter(self.device_dir, profile=printer_profile)
         self._saved = 0  # slips of this run archived so far
         # A kept device directory (make qemu-run keeps its own) goes on numbering, never overwrites.
-        self._first_number = 1 + max((int(f.stem) for f in self.slip_dir.glob("*.txt") if f.stem.isdigit()),
+        self._first_number = 1 + max((int(f.stem) for f in self.slip_dir.glob("*.txt") if is_digits(f.stem)),
                                      default=0)
         self._stop = threading.Event()
         self._archiver: threading.Thread | None = None

@@ -161,7 +161,7 @@ class TerminalKeyParser:
     def _csi_key(params: bytes, final: int) -> Key | None:
         if final == ord("~"):
             first = params.split(b";", 1)[0]
-            return _CSI_TILDE.get(int(first)) if first.isdigit() else None
+            return _CSI_TILDE.get(int(first)) if first.isascii() and first.isdigit() else None
         return _CSI_FINAL.get(final)
 
     def _finish(self, key: Key | None, keys: list[Key]) -> None:

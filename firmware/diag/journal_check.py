@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from firmware.digits import is_digits
 from firmware.journal.errors import JournalError
 from firmware.journal.store import COUNTER_WRAP, Journal
 from firmware.printing.queue import PrintState
@@ -158,7 +159,7 @@ def _check_duplicates(found: _Findings, journal: Journal, column: str, counter_k
 
 
 def _numbers(values: Sequence[str]) -> list[int]:
-    return [int(v) for v in values if v.isdigit()]
+    return [int(v) for v in values if is_digits(v)]
 
 
 def check_journal(journal: Journal, lang: str, now: float, *,

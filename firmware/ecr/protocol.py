@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.digits import is_digits
+
 MAX_LINE = 4096
 
 # op -> (required fields, optional fields)
@@ -98,12 +100,12 @@ def parse_request(line: bytes,
             value = args[name]
             if isinstance(value, int) and not isinstance(value, bool):
                 value = f"{value:06d}"
-            if not (isinstance(value, str) and value.isdigit() and 1 <= len(value) <= 6):
+            if not (isinstance(value, str) and is_digits(value) and 1 <= len(value) <= 6):
                 raise EcrError(f"{name} must be up to 6 digits, got {args[name]!r}")
             args[name] = value.zfill(6)
     if "orig_date" in args:
         value = args["orig_date"]
-        if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
+        if not (isinstance(value, str) and len(value) == 4 and is_digits(value)):
             raise EcrError(f"orig_date must be MMDD, got {value!r}")
     if "job" in args and (not isinstance(args["job"], int) or isinstance(args["job"], bool)
                           or args["job"] <= 0):

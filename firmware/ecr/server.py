@@ -260,7 +260,7 @@ class EcrServer:
             return {"ok": ok, "result": "echo", "rtt_ms": round(seconds * 1000, 1),
                     "detail": detail}
         if req.op == "set_password":
-            result = await t.set_password(a["old"], a["new"])
+            result = await t.set_password(a["old"], a["new"], "ecr")
             return result_payload(result, lang)
         if req.op == "resolve_reversal":
             return await self._resolve(req)
@@ -330,7 +330,7 @@ class EcrServer:
         t = self.terminal
         assert t.journal is not None
         a = req.args
-        if not t.check_password(a["password"], "manual reversal resolution"):
+        if not await t.check_password(a["password"], "manual reversal resolution", "ecr"):
             return result_payload(TxnResult("refused", "password_wrong"))
         record = t.journal.find_by_trace(a["trace"], a.get("batch"))
         if record is None or record.state.value != "REVERSAL_DUE":

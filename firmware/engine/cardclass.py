@@ -8,6 +8,8 @@ foreign.
 
 from __future__ import annotations
 
+from firmware.digits import is_digits
+
 DOMESTIC_PREFIXES: tuple[str, ...] = ("62", "9")
 
 
@@ -18,7 +20,7 @@ def is_foreign(pan: str) -> bool:
 
 def luhn_ok(pan: str) -> bool:
     """The Luhn (mod 10) check every PAN must pass before it goes online."""
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+    if not is_digits(pan) or not 12 <= len(pan) <= 19:
         return False
     total = 0
     for index, char in enumerate(reversed(pan)):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from firmware.digits import is_digits
 from firmware.engine import events as ev
 from firmware.engine.cardclass import is_foreign
 from firmware.engine.codes import lookup
@@ -335,7 +336,7 @@ def _parse_balance(field54: str | None) -> int | None:
     if not field54 or len(field54) < 20:
         return None
     sign, digits = field54[7], field54[8:20]
-    if not digits.isdigit():
+    if not is_digits(digits):
         return None
     return -int(digits) if sign == "D" else int(digits)
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
+from firmware.digits import is_digits
 from firmware.engine.cardclass import luhn_ok
 from firmware.engine.model import CardRead
 from firmware.ports import MagstripeRead
@@ -21,11 +22,11 @@ TRACK1_MAX = 76
 TRACK2_MAX = 37
 NAME_MIN, NAME_MAX = 2, 26
 
-# Track 2: PAN '=' YYMM SSS discretionary digits.
-_TRACK2 = re.compile(r"(?P<pan>\d{12,19})=(?P<expiry>\d{4})(?P<service>\d{3})(?P<disc>\d*)")
+# Track 2: PAN '=' YYMM SSS discretionary digits. re.ASCII: \d is 0-9 only (firmware/digits.py).
+_TRACK2 = re.compile(r"(?P<pan>\d{12,19})=(?P<expiry>\d{4})(?P<service>\d{3})(?P<disc>\d*)", re.ASCII)
 # Track 1, format code B: 'B' PAN '^' NAME '^' YYMM SSS discretionary.
 _TRACK1 = re.compile(r"B(?P<pan>\d{12,19})\^(?P<name>[^^]*)\^(?P<expiry>\d{4})(?P<service>\d{3})"
-                     r"(?P<disc>[\x20-\x5d\x5f]*)")
+                     r"(?P<disc>[\x20-\x5d\x5f]*)", re.ASCII)
 _NAME_CHARS = re.compile(r"[A-Z0-9 /.\-']*")
 
 
@@ -71,7 +72,7 @@ def _track2_fault(track: str) -> str:
     if "=" not in track:
         return f"track 2 ({len(track)} characters) has no '=' separator"
     pan, _, rest = track.partition("=")
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+    if not is_digits(pan) or not 12 <= len(pan) <= 19:
         return f"track 2's card number is {len(pan)} characters, not 12..19 digits"
     if len(rest) < 7:
         return (f"track 2 ends {len(rest)} characters after the separator "
@@ -100,9 +101,9 @@ def _track1_fault(track: str) -> str:
     if len(fields) < 3:
         return f"track 1 has {len(fields) - 1} '^' separators, not 2 (truncated?)"
     pan, _name, rest = fields[0], fields[1], "^".join(fields[2:])
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+    if not is_digits(pan) or not 12 <= len(pan) <= 19:
         return f"track 1's card number is {len(pan)} characters, not 12..19 digits"
-    if len(rest) < 7 or not rest[:7].isdigit():
+    if len(rest) < 7 or not is_digits(rest[:7]):
         return "track 1's expiry and service code are missing or not digits (truncated?)"
     return "track 1 has characters outside its character set"
 

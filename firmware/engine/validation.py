@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from firmware.digits import is_digits
 from firmware.engine.cardclass import luhn_ok
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.engine.states import TxnState
@@ -54,7 +55,7 @@ def check_card(card: CardRead, today_yymm: str, limits: Limits) -> Refusal | Non
     if not luhn_ok(card.pan):
         return Refusal("card_invalid", "the card number fails its check digit")
     if card.expiry is not None:
-        if len(card.expiry) != 4 or not card.expiry.isdigit() or not 1 <= int(card.expiry[2:]) <= 12:
+        if len(card.expiry) != 4 or not is_digits(card.expiry) or not 1 <= int(card.expiry[2:]) <= 12:
             return Refusal("card_invalid", "the card's expiry date cannot be read")
         if card.expiry < today_yymm:
             return Refusal("card_expired", f"the card expired (YYMM {card.expiry})")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.digits import is_digits
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
@@ -245,7 +246,7 @@ class Journal:
 
     def adopt_batch(self, batch: str) -> bool:
         """Take the host's batch number (sign-on 60.2) unless this batch already has records."""
-        if not (len(batch) == 6 and batch.isdigit()):
+        if not (len(batch) == 6 and is_digits(batch)):
             return False
         current = self.current_batch()
         if batch == current:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from firmware.digits import is_digits
 from firmware.engine.cardclass import luhn_ok
 from firmware.engine.model import TxnRecord
 from firmware.engine.states import TxnState
@@ -204,7 +205,7 @@ def _currency(currency: str) -> tuple[str, str, int]:
     """(numeric code, printed symbol, minor-unit digits) for a numeric or alphabetic code."""
     code = currency.strip().upper() if isinstance(currency, str) else ""
     numeric = _BY_ALPHA.get(code, code)
-    if not (len(numeric) == 3 and numeric.isdigit()):
+    if not (len(numeric) == 3 and is_digits(numeric)):
         raise ValueError(f"currency must be a 3-digit ISO 4217 code such as 156, not {currency!r}")
     alpha, digits = _CURRENCIES.get(numeric, (numeric, 2))
     return numeric, _PRINTED_SYMBOL.get(numeric, alpha), digits
@@ -237,7 +238,7 @@ def _txn_datetime(local_date: str | None, local_time: str | None, year: int | No
     printed as it is (a receipt for money that moved must still print)."""
     date, time = _clean(local_date or ""), _clean(local_time or "")
     try:
-        if not (len(date) == 4 and date.isdigit() and len(time) == 6 and time.isdigit()):
+        if not (len(date) == 4 and is_digits(date) and len(time) == 6 and is_digits(time)):
             raise ValueError
         month, day = int(date[:2]), int(date[2:])
         hour, minute, second = int(time[:2]), int(time[2:4]), int(time[4:])
@@ -254,7 +255,7 @@ def _month_day(mmdd: str | None) -> str | None:
     if not mmdd:
         return None
     text = _clean(mmdd)
-    if len(text) == 4 and text.isdigit() and 1 <= int(text[:2]) <= 12 and 1 <= int(text[2:]) <= 31:
+    if len(text) == 4 and is_digits(text) and 1 <= int(text[:2]) <= 12 and 1 <= int(text[2:]) <= 31:
         return f"{text[:2]}/{text[2:]}"
     return text
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from firmware.digits import is_digits
 from firmware.engine.model import SettlementRow, TxnRecord
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind, mask_pan
@@ -147,7 +148,7 @@ def _listed(records: Iterable[TxnRecord]) -> list[TxnRecord]:
 def _month_day_time(local_date: str, local_time: str) -> str:
     """MM/DD hh:mm from MMDD + hhmmss; anything else as it is (the list must still print)."""
     date, time = _printable(local_date), _printable(local_time)
-    if len(date) == 4 and date.isdigit() and len(time) == 6 and time.isdigit():
+    if len(date) == 4 and is_digits(date) and len(time) == 6 and is_digits(time):
         return f"{date[:2]}/{date[2:]} {time[:2]}:{time[2:4]}"
     return f"{date} {time}".strip()
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from firmware.digits import is_digits
 from firmware.settings.model import SettingsInvalid, factory, migrate, validate
 
 log = logging.getLogger("posfw.settings")
@@ -196,7 +197,7 @@ class SettingsStore:
         """History ids, oldest first (numeric order: older firmware used shorter stamps)."""
         if not self.history_dir.is_dir():
             return []
-        stems = [p.stem for p in self.history_dir.glob("*.json") if p.stem.isdigit()]
+        stems = [p.stem for p in self.history_dir.glob("*.json") if is_digits(p.stem)]
         return sorted(stems, key=int)
 
     def _backup(self, replaced_by: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from firmware.digits import is_digits
 from firmware.logmask import mask_text
 from firmware.ports import Frame, Icon, Key, text_cells
 from firmware.ui.core import (
@@ -321,7 +322,7 @@ class ReaderTest(Screen):
         mode = {"swipe": "mode_swipe", "fallback": "mode_fallback"}.get(self.entry_mode or "")
         details = [say(CATALOG, mode, ctx.lang) if mode else (self.entry_mode or "")]
         expiry = self.expiry or ""
-        if len(expiry) == 4 and expiry.isdigit():
+        if len(expiry) == 4 and is_digits(expiry):
             details.append(say(CATALOG, "expiry", ctx.lang, mm=expiry[2:], yy=expiry[:2]))
         return [self.pan_masked, " ".join(d for d in details if d)]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from firmware.digits import is_digits
 from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.texts import max_amount, money, t, words
@@ -86,7 +87,7 @@ class AmountEntry(core.Screen):
 
 def valid_mmdd(digits: str) -> bool:
     """A real month and day (29 February allowed: the year of the original is not known)."""
-    if len(digits) != 4 or not digits.isdigit():
+    if len(digits) != 4 or not is_digits(digits):
         return False
     month, day = int(digits[:2]), int(digits[2:])
     return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(2000, month)[1]
