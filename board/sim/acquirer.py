@@ -38,6 +38,7 @@ from firmware.host.messages import (
     TxnKind,
     mask_pan,
     parse_settlement_field48,
+    reply_needs_mac,
     response_for,
 )
 
@@ -73,7 +74,6 @@ LATE_ORIGINAL_CODE: Final = "94"
 _REQUEST_MTIS: Final = frozenset({"0100", "0200", "0220", "0320", "0400", "0500", "0800",
                                   "0820"})
 _MACED_REQUESTS: Final = frozenset({"0100", "0200", "0220", "0400"})
-_MACED_REPLIES: Final = frozenset({"0110", "0210", "0230", "0410"})
 _BY_TYPE_CODE: Final[dict[str, TxnKind]] = {w.type_code: k for k, w in WIRE.items()}
 _VOIDS: Final[dict[TxnKind, TxnKind]] = {
     # void kind -> the kind of the original it cancels
@@ -453,6 +453,9 @@ class AcquirerSimulator:
                 data = encode(message, secrets.token_bytes(16))
             log.info("fault bad_mac: reply to %s carries a wrong MAC", message.mti)
             return data
+        if FaultKind.NO_MAC in kinds:
+            log.info("fault no_mac: reply to %s goes without field 64", message.mti)
+            return encode(message, None)
         return encode(message, reply.mak)
 
     # ---- decisions ---------------------------------------------------------
@@ -524,13 +527,9 @@ class AcquirerSimulator:
         return outcome.reply
 
     def _mac_for(self, message: Message, mak: bytes) -> bytes | None:
-        # Our rule (domain doc section 6): MAC on approvals and on every 0410 and 0230;
-        # never on sign-on/off, echo, settlement or batch upload.
-        if message.mti not in _MACED_REPLIES:
-            return None
-        if message.fields.get("39") == "00" or message.mti in ("0410", "0230"):
-            return mak
-        return None
+        # The dialect's rule, shared with the terminal (messages.reply_needs_mac): MAC on
+        # approvals and on every 0410 and 0230; never on sign-on/off, echo, settlement or upload.
+        return mak if reply_needs_mac(message.mti, message.fields.get("39")) else None
 
     def _plain(self, msg: Message, code: str, summary: str) -> _Reply:
         """A reply without MAC (no keys to compute one, or a management message)."""

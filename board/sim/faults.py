@@ -24,6 +24,7 @@ class FaultKind(StrEnum):
     drop        no reply is sent
     close       the connection is closed instead of replying
     bad_mac     the reply's field 64 is wrong (one is added if the reply had none)
+    no_mac      the reply goes without field 64 (even one the dialect says must carry it)
     wrong_stan  the reply's field 11 is the request's + 1 (MAC recomputed over it)
     garbage     random bytes instead of the reply: framed=True keeps a valid length
                 prefix (random payload), framed=False is raw random bytes
@@ -36,6 +37,7 @@ class FaultKind(StrEnum):
     DROP = "drop"
     CLOSE = "close"
     BAD_MAC = "bad_mac"
+    NO_MAC = "no_mac"
     WRONG_STAN = "wrong_stan"
     GARBAGE = "garbage"
     TWICE = "twice"
@@ -62,8 +64,8 @@ class Fault:
                  (0 = stay closed until the faults are cleared)
     process      drop/close/garbage/delay only: True = the host books the request first
                  (money moves, the reply is lost or late); False = act before any
-                 processing (nothing is booked). bad_mac, wrong_stan and twice always
-                 process (they need the real reply).
+                 processing (nothing is booked). bad_mac, no_mac, wrong_stan and twice
+                 always process (they need the real reply).
     framed       garbage only: keep a valid 2-byte length prefix
     """
 

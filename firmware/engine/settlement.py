@@ -7,6 +7,13 @@ recorded reply on (UPLOADING, ENDING) the operator cannot cancel; a lost
 link or power loss resumes at the step reached, uploaded records are flagged
 so a restart never sends them twice, and the batch number advances only when
 the upload-end reply has been recorded.
+
+The 0510 carries no MAC in this dialect, so its claims are checked against
+themselves: a side called balanced (1) must carry the very totals the terminal
+sent for it; a reply that says "balanced" over other figures is refused as
+malformed and nothing is settled. Whatever the reply said is recorded with the
+terminal's own totals (settlement row, audit, Z report), so a forged "balanced"
+can close a batch only in plain sight of the merchant's and the acquirer's books.
 """
 
 from __future__ import annotations
@@ -179,9 +186,15 @@ class SettlementFlow:
         if code != "00":
             return self._abandon(f"host refused the settlement ({code})")
         try:
-            _, dom, _, fgn = parse_settlement_field48(fields.get("48", ""))
+            dom_totals, dom, fgn_totals, fgn = parse_settlement_field48(fields.get("48", ""))
         except RemoteProtocolError as exc:
             return self._abandon(f"settlement reply unreadable: {exc}")
+        for side, result, theirs, ours in (("domestic", dom, dom_totals, self.domestic),
+                                           ("foreign", fgn, fgn_totals, self.foreign)):
+            if result == "1" and theirs != ours:
+                return self._abandon(f"settlement reply malformed: the {side} side is called "
+                                     f"balanced over totals {totals_tuple(theirs)}, not the "
+                                     f"{totals_tuple(ours)} sent")
         self.results = (dom, fgn)
         self.step = SStep.RECORD_REPLY
         return [ev.RecordSettlementReply(self.settlement_id, dom, fgn)]

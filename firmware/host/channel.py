@@ -21,7 +21,7 @@ from .codec import Decoded, decode, encode, verify_mac
 from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
 from .framing import MAX_FRAME, read_frame
 from .keys import WorkingKeys, parse_signon_keys
-from .messages import Message, Terminal, signon_request
+from .messages import Message, Terminal, reply_needs_mac, signon_request
 
 __all__ = ["SIGN_ON_CODES", "HostChannel", "HostLink"]
 
@@ -213,8 +213,8 @@ class HostLink:
         """Send `msg`, return the matching reply.
 
         NoReply(MALFORMED) if the reply's amount differs from the request's,
-        NoReply(BAD_MAC) if a reply that must carry a MAC has none or a wrong one
-        (checked when 39 is 00 and on every 0410).
+        NoReply(BAD_MAC) if a reply that must carry a MAC (messages.reply_needs_mac: approvals,
+        every 0230 and 0410) has none or a wrong one.
         """
         if mac and self.keys is None:
             raise LocalProtocolError("no working keys: sign on before sending MACed messages")
@@ -243,7 +243,7 @@ class HostLink:
         if "4" in req and "4" in reply.fields and reply.fields["4"] != req["4"]:
             raise NoReply(NoReply.MALFORMED, "amount differs: reply field 4 is "
                           f"{reply.fields['4']}, request was {req['4']}")
-        if mac and (code == "00" or reply.mti == "0410"):
+        if mac and reply_needs_mac(reply.mti, code):
             assert mak is not None
             if "64" not in reply.fields:
                 raise NoReply(NoReply.BAD_MAC, "reply carries no MAC (field 64)")

@@ -37,6 +37,7 @@ __all__ = [
     "loggable",
     "mask_pan",
     "parse_settlement_field48",
+    "reply_needs_mac",
     "response_for",
     "reversal_request",
     "settlement_field48",
@@ -496,6 +497,21 @@ def parse_settlement_field48(s: str) -> tuple[SideTotals, str, SideTotals, str]:
     dom, dom_result = side(s[:31])
     foreign, foreign_result = side(s[31:])
     return dom, dom_result, foreign, foreign_result
+
+
+# Replies that always carry a MAC (field 64): every acknowledgement of an advice (0230) and
+# of a reversal (0410), whatever the code. A 0110/0210 carries one when it approves (39 =
+# 00); a decline need not (the host may be unable to compute it, e.g. after A0), and is
+# harmless without one: it moves no money. Sign-on/off, echo, settlement and batch-upload
+# replies carry none (docs/dialect.md, "MAC").
+ALWAYS_MACED_REPLIES: Final = frozenset({"0230", "0410"})
+MACED_WHEN_APPROVED: Final = frozenset({"0110", "0210"})
+
+
+def reply_needs_mac(reply_mti: str, code: str | None) -> bool:
+    """True when the dialect says this reply carries field 64: a reply that lacks it, or whose
+    MAC does not verify, is treated as no reply at all."""
+    return reply_mti in ALWAYS_MACED_REPLIES or (reply_mti in MACED_WHEN_APPROVED and code == "00")
 
 
 def response_for(request: Message, code: str, extra: dict[str, str]) -> Message:
