@@ -33,11 +33,11 @@ from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
-from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest, TxnResult
 from firmware.engine.settlement import SettlementFlow
-from firmware.engine.states import TxnState
+from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
-from firmware.engine.validation import Limits
+from firmware.engine.validation import Limits, Refusal, check_original
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
@@ -46,7 +46,7 @@ from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
+from firmware.journal.vault import CardVault, VaultError
 from firmware.logmask import install as install_mask
 from firmware.ports import (
     CardReader,
@@ -203,6 +203,8 @@ class Terminal:
         self.link_up: bool | None = None  # how the last exchange with the host went
         self._tmk = b""
         self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
+        self.backlog_left = 0  # reversals/advices still to be tried in the running backlog pass
+        self.starting = False  # the start-up sign-on and backlog hold the operation lock
 
     # -- life cycle -------------------------------------------------------------
 
@@ -268,20 +270,48 @@ class Terminal:
 
     async def connect(self) -> None:
         """Sign on and clear what the host is owed (reversals, advices, a settlement)."""
-        from firmware.app_deregister import Lifecycle, lifecycle
+        await (await self.start_connecting())
 
-        if self.journal is None or self.link is None:
-            return
-        if lifecycle(self) is not Lifecycle.ACTIVE:
-            self._notify_changed()
-            return  # deregistered: no sign-on until provisioned again
-        async with self._lock:
+    async def start_connecting(self) -> asyncio.Task[None]:
+        """Take the operation lock now, then sign on and clear what the host is owed in the
+        background. From this moment every operation is answered "busy" with what is left to
+        send, while `status`, the ECR link and the panel stay live: a till is never kept
+        waiting for the port while reversals drain (each may take a whole reply timeout)."""
+        await self._lock.acquire()
+        return asyncio.create_task(self._connect_locked(), name="start-up backlog")
+
+    async def _connect_locked(self) -> None:
+        from firmware.app_deregister import Lifecycle, lifecycle
+        from firmware.app_held import held
+
+        self.starting = True
+        try:
+            if self.journal is None or self.link is None:
+                return
+            if lifecycle(self) is not Lifecycle.ACTIVE:
+                return  # deregistered: no sign-on until provisioned again
+            # An order whose operation was cut before its record was written goes back now;
+            # one with a record follows it (journal/follow.py).
+            held(self).reconcile(stale=True)
             if await self.ensure_signed_on():
                 await self._settle_backlog_before_anything()
-        from firmware.app_held import reconcile
+        except Exception:
+            # Whatever went wrong here must not keep the terminal from starting: the next
+            # operation clears the backlog itself, and says in words what fails.
+            log.exception("start-up sign-on and backlog failed; the next operation retries")
+        finally:
+            self.starting = False
+            self._lock.release()
+            self._notify_changed()
 
-        reconcile(self)  # a held order whose sale was cut by a power loss gets its real outcome
-        self._notify_changed()
+    def busy_message(self, lang: str) -> str:
+        """Why an operation is refused as busy, in words (the ECR reply and the LCD)."""
+        if self.backlog_left:
+            return (f"忙 - 正在发送冲正 (剩{self.backlog_left}笔)" if lang.startswith("zh")
+                    else f"busy - sending reversals ({self.backlog_left} left)")
+        if self.starting:
+            return "忙 - 正在启动签到" if lang.startswith("zh") else "busy - starting up, signing on"
+        return text("busy", lang)
 
     def _notify_changed(self) -> None:
         if self.observer is not None:
@@ -513,9 +543,15 @@ class Terminal:
         if isinstance(action, ev.WriteOutcome):
             copies = self.prints.copies if action.receipt and self.prints is not None else ()
             record = j.apply(action.record_id, action.event, action.result,
-                             action.reversal_reason, action.void_of, receipt_copies=copies)
-            if copies and self.prints is not None:
+                             action.reversal_reason, action.void_of, receipt_copies=copies,
+                             problem=action.problem,
+                             declined_after_stored=action.declined_after_stored)
+            if (copies or action.declined_after_stored) and self.prints is not None:
                 self.prints.wake()
+            if action.event is TxnEvent.QUARANTINE or action.declined_after_stored:
+                log.error("trace %s: %s", record.stan, record.problem or
+                          f"stored refund declined ({record.response_code})")
+                self._notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
             j.audit(self._tx()["operator"], action.action, action.detail, action.outcome)
@@ -634,6 +670,23 @@ class Terminal:
             self.journal.audit("supervisor", "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
+    async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
+        """A supervisor closes what the host never acknowledged (a reversal) or what cannot be
+        sent (a quarantined record), with a reason; audited, under the operation lock so no
+        backlog pass is sending it meanwhile. The password was checked by the caller."""
+        async def work() -> TxnResult:
+            j = self.journal
+            assert j is not None
+            record = j.get(record_id)
+            if record.state not in (TxnState.REVERSAL_DUE, TxnState.QUARANTINED):
+                return TxnResult("refused", "anomaly_bad_action", record,
+                                 detail=f"trace {record.stan} is {record.state.value}: nothing "
+                                        "to resolve")
+            record = j.resolve_manually(record_id, source, reason)
+            return TxnResult("resolved", "resolved", record)
+
+        return await self.operation("resolve", source, work)
+
     # -- settings from the keypad -----------------------------------------------
 
     async def settings_command(self, command: Any) -> Any:
@@ -703,18 +756,43 @@ class Terminal:
         return bool(flow.resolved)
 
     async def clear_backlog(self) -> None:
-        """Send every due reversal (up to the retry count each) and every stored advice."""
+        """Send every due reversal (up to the retry count each) and every stored advice.
+
+        One record that cannot be sent never holds up the others: it is quarantined (a state
+        the idle screen, the review and `status` show, closed by a supervisor) and the pass
+        goes on. backlog_left counts what is still to be tried, for "busy" replies.
+        """
         j = self.journal
         assert j is not None
         retries = int(self._tx()["reversal_retries"])
-        for record in j.reversals_due():
-            pan = j.decrypt_pan(record.id)
-            for _ in range(retries):
-                if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
-                    break
-        for record in j.advices_due():
-            await self._attempt(AdviceFlow(record, j.decrypt_pan(record.id), self.term,
-                                           self._timeout()))
+        todo = [(ReversalFlow, r) for r in j.reversals_due()] + [(AdviceFlow, r)
+                                                                  for r in j.advices_due()]
+        try:
+            for index, (flow_type, record) in enumerate(todo):
+                self.backlog_left = len(todo) - index
+                self._notify_changed()
+                pan = self._pan_for_backlog(record)
+                if pan is None:
+                    continue
+                for _ in range(retries if flow_type is ReversalFlow else 1):
+                    if await self._attempt(flow_type(j.get(record.id), pan, self.term,
+                                                     self._timeout())):
+                        break
+        finally:
+            self.backlog_left = 0
+
+    def _pan_for_backlog(self, record: TxnRecord) -> str | None:
+        """The card number an owed message carries; a record whose number cannot be read back
+        (the card-data key changed, the field is damaged) is quarantined instead."""
+        j = self.journal
+        assert j is not None
+        try:
+            return j.decrypt_pan(record.id)
+        except (JournalError, VaultError) as exc:
+            problem = f"the card number cannot be read back ({type(exc).__name__})"
+            log.error("trace %s: %s: quarantined", record.stan, problem)
+            j.apply(record.id, TxnEvent.QUARANTINE, problem=problem)
+            return None
 
     async def _settle_backlog_before_anything(self) -> TxnResult | None:
         await self.clear_backlog()
@@ -812,34 +890,43 @@ class Terminal:
             return TxnResult("failed", "journal_full", detail=str(exc))
 
     def _with_original(self, request: TxnRequest) -> TxnRequest:
+        """The original a follow-up names, filled in from this journal where it is here (its
+        state, amount, card and every follow-up already made against it), for
+        validation.check_original. A refund's original may be from elsewhere: then the
+        operator's reference (RRN, date, batch and trace where known) stands alone."""
         j = self.journal
         assert j is not None
         orig = request.original
         if orig is None:
             return request
-        record = None
         if request.kind is TxnKind.REFUND:
             record = j.find_by_rrn(orig.rrn) if orig.rrn else None
-            if record is None or record.kind is not TxnKind.SALE:
-                return request  # an original from elsewhere: the operator's reference stands
-            return replace(request, original=replace(
-                orig, record_id=record.id, kind=record.kind, state=record.state,
-                amount=record.amount, batch=orig.batch or record.batch,
-                trace=orig.trace or record.stan, refunded=j.refunded_against(orig.rrn or ""),
-            ))
-        if orig.trace:
-            record = j.find_by_trace(orig.trace, orig.batch)
-            if record is None and request.kind is TxnKind.COMPLETION:
+            if record is None:
+                return replace(request, original=replace(orig, record_id=None))
+        else:
+            record = j.find_by_trace(orig.trace, orig.batch) if orig.trace else None
+            if record is None and orig.trace and request.kind is TxnKind.COMPLETION:
                 candidates = [r for r in j.records(TxnState.APPROVED) if r.stan == orig.trace
                               and r.kind is TxnKind.PREAUTH]
                 record = candidates[-1] if candidates else None
-        if record is None:
-            return replace(request, original=replace(orig, record_id=None))
+            if record is None:
+                return replace(request, original=replace(orig, record_id=None))
+        follow_ups = j.follow_ups(record)
         return replace(request, original=OriginalRef(
             record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
             batch=record.batch, trace=record.stan, rrn=record.rrn, auth_code=record.auth_code,
             date=record.local_date, pan=j.decrypt_pan(record.id),
+            refunded=sum(f.amount for f in follow_ups if f.kind is TxnKind.REFUND),
+            follow_ups=tuple(f.kind for f in follow_ups),
         ))
+
+    def check_follow_up(self, kind: TxnKind, original: OriginalRef) -> tuple[OriginalRef, Refusal | None]:
+        """What the operator is shown when naming an original on the keypad: the original as
+        the journal has it, and the refusal the transaction would get (the same rule)."""
+        assert self.journal is not None
+        request = self._with_original(TxnRequest(kind, original=original))
+        assert request.original is not None
+        return request.original, check_original(request, self.journal.current_batch())
 
     async def _reverse_now(self, result: TxnResult) -> TxnResult:
         """The outcome is unknown: reverse at once while the link may be up."""
@@ -850,10 +937,12 @@ class Terminal:
         self._step("reversing", cancellable=False)
         for _ in range(int(self._tx()["reversal_retries"])):
             if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
-                return replace(result, status="reversed", message_key="reversal_sent",
-                               record=j.get(record.id))
+                break
+        record = j.get(record.id)
+        if record.state is TxnState.REVERSED:
+            return replace(result, status="reversed", message_key="reversal_sent", record=record)
         return replace(result, status="reversal_pending", message_key="reversal_pending",
-                       record=j.get(record.id))
+                       record=record)
 
     async def settle(self, password: str | None, source: str = "ecr",
                      authorised: bool = False) -> TxnResult:
@@ -878,11 +967,13 @@ class Terminal:
         if resume is None:
             await self.clear_backlog()
             counts = j.unresolved_counts()
-            if counts["REVERSAL_DUE"] or counts["ADVICE_DUE"] or counts["PENDING"]:
+            if any(counts.values()):
+                aside = (f"; {counts['QUARANTINED']} set aside that a supervisor must resolve"
+                         if counts["QUARANTINED"] else "")
                 return TxnResult(
                     "refused", "settlement_blocked",
                     detail=f"{counts['REVERSAL_DUE']} reversal(s) and {counts['ADVICE_DUE']} "
-                           "advice(s) are not yet acknowledged by the host",
+                           f"advice(s) are not yet acknowledged by the host{aside}",
                 )
             batch = j.current_batch()
             dom, fgn = j.totals(batch)
@@ -949,6 +1040,14 @@ class Terminal:
                 "signed_on": not self.link.sign_on_required and self.link.keys is not None,
                 "batch": self.journal.current_batch(),
                 "unresolved": self.journal.unresolved_counts(),
+                "quarantined": [{"trace": r.stan, "batch": r.batch, "type": r.kind.value,
+                                 "amount": r.amount, "problem": r.problem}
+                                for r in self.journal.quarantined()],
+                "refunds_declined": [{"trace": r.stan, "batch": r.batch, "amount": r.amount,
+                                      "pan": r.pan_masked, "code": r.response_code,
+                                      "message": text(r.response_code or "")}
+                                     for r in self.journal.declined_after_stored()],
+                "backlog_left": self.backlog_left,
                 "settlement_open": self.journal.open_settlement() is not None,
                 "password_changed": bool(self.settings["security"].get("password_changed")),
             })
@@ -1039,7 +1138,8 @@ async def serve(cfg: AppConfig) -> None:
         if cfg.idle_file is not None:
             await asyncio.sleep(0)  # let the panel draw its first frame
             cfg.idle_file.write_text(f"{time.monotonic()}\n")
-    await terminal.connect()
+    # Sign-on and the backlog run behind the operation lock while the ECR link opens at once.
+    connecting = await terminal.start_connecting()
     serial = cfg.ecr_serial if cfg.ecr_serial is not None else terminal.board.ecr_serial
     if serial and not Path(serial).exists():
         log.warning("ECR serial port %s not present: ECR on TCP only", serial)
@@ -1067,6 +1167,9 @@ async def serve(cfg: AppConfig) -> None:
         await panel.close()
     else:
         await stop.wait()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
     await ecr.close()
     await terminal.close()
 

@@ -70,6 +70,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "dereg_item_reversal": ("reversal(s) pending", "笔冲正未完成"),
     "dereg_item_advice": ("advice(s) not sent", "笔通知未上送"),
     "dereg_item_pending": ("transaction(s) awaiting reply", "笔交易等待应答"),
+    "dereg_item_quarantined": ("set aside: a supervisor must resolve (settlement review)",
+                               "笔已隔离: 需主管处理 (结算前检查)"),
     "dereg_item_settlement": ("settlement interrupted", "结算中断"),
     "dereg_item_batch": ("unsettled transaction(s): settle first", "笔未结算:请先结算"),
 }
@@ -128,7 +130,8 @@ def pending_items(terminal: Terminal) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for state_name, key, action in (("REVERSAL_DUE", "dereg_item_reversal", "retry"),
                                     ("ADVICE_DUE", "dereg_item_advice", "retry"),
-                                    ("PENDING", "dereg_item_pending", "retry")):
+                                    ("PENDING", "dereg_item_pending", "retry"),
+                                    ("QUARANTINED", "dereg_item_quarantined", "resolve")):
         if counts.get(state_name):
             items.append({"kind": key, "count": counts[state_name], "action": action})
     if j.open_settlement() is not None:

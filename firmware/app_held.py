@@ -1,10 +1,13 @@
 """Held orders (挂单) at the app layer: park, list, resume, cancel and the audit trail, from the
-keypad (run_op) and the ECR link (ecr_op). Money only moves through Terminal.financial(); the
-order's state follows what the journal says its sale (or the void/refund of it) really did.
+keypad (run_op) and the ECR link (ecr_op). Money only moves through Terminal.financial(), with
+the order's id on the request: the journal ties the record to the order in its own commit and
+moves the order whenever the record is resolved (journal/follow.py). The words the till and the
+operator get are read off the order's state after the operation, never off the operation alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from typing import Any
@@ -136,11 +139,12 @@ async def resume(terminal: Terminal, order_id: int, io: OperatorInput) -> OpOutc
     h = held(terminal)
     h.reconcile(stale=not terminal.busy)
     order = h.mark_paying(order_id, _operator(terminal))
-    # From here a power loss leaves the order PAYING; reconcile() finds its sale by reference.
+    # From here a power loss leaves the order PAYING: with its sale tied to it if the sale was
+    # written (the order follows it), else put back by reconcile() at start-up.
     result = await terminal.financial(
-        TxnRequest(TxnKind.SALE, order.amount, operator=_operator(terminal), reference=order.reference),
-        io)
-    order = h.record_sale(order_id, result.record.id if result.record else None, _operator(terminal))
+        TxnRequest(TxnKind.SALE, order.amount, operator=_operator(terminal), reference=order.reference,
+                   held_order_id=order_id), io)
+    order = h.abandon_payment(order_id, _operator(terminal)) if result.record is None else h.get(order_id)
     return _from_result("held_resume", result, order)
 
 
@@ -168,8 +172,7 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
         if not terminal.busy:
             # Send the reversal now rather than before the next transaction, if the host answers.
             await terminal.operation("held_cancel", io.source, lambda: _reverse_now(terminal))
-            h.reconcile(stale=True)
-            order = h.get(order_id)
+            order = h.get(order_id)  # the journal moved it if the reversal was acknowledged
         if order.state == CANCELLED:
             return _outcome("held_cancel", "reversed", "reversal_sent", amount=order.amount,
                             items=(order_item(order),))
@@ -179,25 +182,35 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
         return _outcome("held_cancel", "refused", "held_not_cancellable",
                         f"held order {order_id} is {order.state}", items=(order_item(order),))
     sale = j.get(order.txn_id)
-    settled = sale.batch != j.current_batch() or j.read(
-        "SELECT settlement_id FROM txn WHERE id = ?", (sale.id,))[0][0] is not None
-    if settled:
+    if sale.settlement_id is not None or sale.batch != j.current_batch():
         order = h.begin_cancel(order_id, reason, operator, f"refund of sale txn {sale.id} (settled)")
         request = TxnRequest(TxnKind.REFUND, sale.amount, operator=operator, reference=order.reference,
-                             original=OriginalRef(rrn=sale.rrn, date=sale.local_date))
+                             original=OriginalRef(rrn=sale.rrn, date=sale.local_date),
+                             held_order_id=order_id)
     else:
         order = h.begin_cancel(order_id, reason, operator, f"void of sale txn {sale.id}")
         request = TxnRequest(TxnKind.VOID, operator=operator, reference=order.reference,
-                             original=OriginalRef(trace=sale.stan, batch=sale.batch))
+                             original=OriginalRef(trace=sale.stan, batch=sale.batch),
+                             held_order_id=order_id)
     result = await terminal.financial(request, io)
-    order = h.record_cancel_txn(order_id, result.record.id if result.record else None, operator)
+    if result.record is None:
+        order = h.abandon_cancel(order_id, operator)
+        return _from_result("held_cancel", result, order)
+    return _cancel_outcome(result, h.get(order_id))
+
+
+def _cancel_outcome(result: TxnResult, order: HeldOrder) -> OpOutcome:
+    """What the void/refund did to the order, in words that match the order's state: a void
+    whose outcome was unknown and got reversed did NOT cancel anything."""
     outcome = _from_result("held_cancel", result, order)
     if order.state == CANCELLED:
         return outcome
     if order.state == CANCELLING:
-        return OpOutcome(**{**outcome.__dict__, "status": "stored" if result.status == "stored"
-                            else "reversal_pending"})
-    return outcome
+        status = "stored" if result.status == "stored" else "reversal_pending"
+        return dataclasses.replace(outcome, status=status)
+    # PAID: the void or refund was declined, reversed or never answered: the money stands.
+    key = "held_still_paid_reversed" if result.status == "reversed" else "held_still_paid"
+    return dataclasses.replace(outcome, status="not_cancelled", message_key=key)
 
 
 async def _reverse_now(terminal: Terminal) -> TxnResult:
@@ -298,6 +311,9 @@ MESSAGES = {
     "held_cancel_reversal": ("Sale outcome unknown: reversal pending; order stays cancelling",
                              "交易结果未知:等待冲正,挂单取消中"),
     "held_not_cancellable": ("This order cannot be cancelled now", "此挂单现在不能取消"),
+    "held_still_paid": ("Not cancelled: the order is still paid", "未取消:挂单仍为已付款"),
+    "held_still_paid_reversed": ("Void outcome unknown and reversed: not cancelled, the order is "
+                                 "still paid", "撤销结果未知已冲正:挂单未取消,仍为已付款"),
     "held_refused": ("Held order refused", "挂单操作被拒绝"),
     "held_no_order": ("No held order chosen", "未选择挂单"),
     "held_unknown_op": ("Unknown held-order operation", "未知挂单操作"),

@@ -17,6 +17,7 @@ from typing import Any
 
 from drivers.printer.profiles import get_profile
 from firmware import __version__
+from firmware.engine.codes import lookup
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
 from firmware.ports import Cut, Document, Feed, Image, Printer, TextLine
@@ -165,6 +166,11 @@ class PrintDesk:
         if job.kind is JobKind.VOID_SLIP:
             return layout.void_slip(layout.SlipRef.from_record(record, copy), merchant,
                                     lang=self.lang, columns=self.columns, printed_at=printed_at)
+        if job.kind is JobKind.ADVICE_DECLINED:
+            code = record.response_code or ""
+            return layout.refund_declined_slip(
+                record, merchant, lang=self.lang, columns=self.columns, printed_at=printed_at,
+                answer=f"{code} {lookup(code).text(self.lang)}")
         limit = int(settings["printer"].get("no_signature_limit", 0))
         return layout.receipt(record, copy, merchant, lang=self.lang, columns=self.columns,
                               reprint=job.marked_reprint, printed_at=printed_at,

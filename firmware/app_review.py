@@ -32,7 +32,9 @@ ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "review": ((), ()),
     "print_report": (("kind",), ()),  # kind: x | list | z (z: the last settlement again)
 }
-ACTIONS = ("void", "reprint", "retry")
+ACTIONS = ("void", "reprint", "retry", "resolve")
+# What the audit says when a supervisor closes a quarantined record from the review.
+RESOLVE_REASON = "closed by the supervisor at the settlement review (cannot be sent)"
 
 # A fresh secret per process: card keys cannot be compared across runs or reversed to a PAN.
 _CARD_KEY_SECRET = secrets.token_bytes(32)
@@ -41,6 +43,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "review_ready": ("Settlement review", "结算前检查"),
     "review_blocked": ("Items pending: settlement would be refused", "有未完成交易, 不能结算"),
     "anomaly_done": ("Done", "已完成"),
+    "anomaly_resolved": ("Resolved by the supervisor (audited)", "已由主管处理 (已记录)"),
     "anomaly_retry_done": ("Sent: all acknowledged", "已发送, 主机均已确认"),
     "anomaly_retry_left": ("Sent: some still pending", "已发送, 仍有未确认"),
     "anomaly_bad_action": ("Action not allowed here", "此项不能执行该操作"),
@@ -80,7 +83,7 @@ def gather(terminal: Terminal) -> Review:
         "SELECT print_job.id, print_job.txn_id, print_job.state FROM print_job "
         "JOIN txn ON txn.id = print_job.txn_id WHERE print_job.kind = 'receipt' AND txn.batch = ?",
         (batch,))]
-    owed = [*j.reversals_due(), *j.advices_due(), *j.records(TxnState.PENDING)]
+    owed = [*j.reversals_due(), *j.advices_due(), *j.records(TxnState.PENDING), *j.quarantined()]
     return build_review(batch, records, card_keys=keys, receipt_jobs=jobs,
                         duplicate_window_s=float(tx.get("duplicate_window_s", 300)),
                         reversal_retries=int(tx.get("reversal_retries", 3)), owed=owed)
@@ -136,7 +139,7 @@ async def retry_backlog(terminal: Terminal) -> TxnResult:
         await terminal.clear_backlog()
         assert terminal.journal is not None
         counts = terminal.journal.unresolved_counts()
-        left = counts["REVERSAL_DUE"] + counts["ADVICE_DUE"] + counts["PENDING"]
+        left = sum(counts.values())  # a quarantined record is left until a supervisor decides
         if left:
             return TxnResult("failed", "anomaly_retry_left", detail=f"{left} still pending")
         return TxnResult("done", "anomaly_retry_done")
@@ -158,6 +161,8 @@ async def act(terminal: Terminal, action: str, trace: str | None, authorised: bo
     record = j.find_by_trace(trace) if trace else None
     if record is None:
         return _outcome("anomaly_act", "refused", "anomaly_not_found", f"trace {trace}")
+    if action == "resolve":
+        return await _resolve(terminal, record, authorised, password)
     if action == "reprint":
         if terminal.prints is None:
             return _outcome("anomaly_act", "failed", "service_mode")
@@ -175,6 +180,22 @@ async def act(terminal: Terminal, action: str, trace: str | None, authorised: bo
         TxnRequest(TxnKind.VOID, operator=operator,
                    original=OriginalRef(trace=record.stan, batch=record.batch)), io)
     return _from_result("anomaly_act", result)
+
+
+async def _resolve(terminal: Terminal, record: Any, authorised: bool,
+                   password: str | None) -> OpOutcome:
+    """The supervisor closes a quarantined record (the keypad asked the password first)."""
+    if record.state is not TxnState.QUARANTINED:
+        return _outcome("anomaly_act", "refused", "anomaly_bad_action",
+                        f"trace {record.stan} is {record.state.value}, not set aside")
+    source = "keypad" if authorised else "ecr"
+    if not authorised and not await terminal.check_password(password, "resolve", source):
+        return _outcome("anomaly_act", "refused", "password_wrong")
+    result = await terminal.resolve_owed(record.id, RESOLVE_REASON, source)
+    if result.status != "resolved":
+        return _from_result("anomaly_act", result)
+    return _outcome("anomaly_act", "done", "anomaly_resolved", trace=record.stan,
+                    amount=record.amount, pan_masked=record.pan_masked)
 
 
 def report(terminal: Terminal, kind: str) -> OpOutcome:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.app import OperatorCancelled
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
-from firmware.engine.states import TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.ports import (
@@ -45,9 +44,6 @@ log = logging.getLogger("posfw.panel")
 FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
     "sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"})
 TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
-# what each operation's trace number must name
-ORIGINAL_KIND = {"void": "sale", "preauth_void": "preauth", "completion": "preauth",
-                 "completion_void": "completion"}
 PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
 READER_RETRY_S = 30.0  # the idle card watch waits this long after the reader failed
 
@@ -185,9 +181,11 @@ class FrontPanel:
         t = self.terminal
         settings = t.settings or {}
         counts: dict[str, int] = {}
+        declined = 0
         if t.journal is not None:
             with contextlib.suppress(Exception):
                 counts = t.journal.unresolved_counts()
+                declined = len(t.journal.declined_after_stored())
         paper, printing, confirm = "none", "", None
         if t.prints is not None:
             with contextlib.suppress(Exception):
@@ -204,6 +202,8 @@ class FrontPanel:
             tid=str(settings.get("merchant", {}).get("tid", "")),
             signed_on=signed_on, link_up=t.link_up, paper=paper, printing=printing,
             reversals_due=counts.get("REVERSAL_DUE", 0), advices_due=counts.get("ADVICE_DUE", 0),
+            quarantined=counts.get("QUARANTINED", 0), refunds_declined=declined,
+            backlog_left=t.backlog_left,
             deregistered=self._deregistered(), notice=notice, settings=settings,
             print_confirm_job=confirm, password_locked_s=locked,
             held_orders=held_open, held_aged=held_aged,
@@ -297,7 +297,8 @@ class FrontPanel:
         t = self.terminal
         if isinstance(command, ui.StartOp):
             if (self._op is not None and not self._op.done()) or t.busy:
-                self._events.put_nowait(ui.OpDone(ui.OpOutcome(command.op, "refused", "busy")))
+                self._events.put_nowait(ui.OpDone(ui.OpOutcome(
+                    command.op, "refused", "busy", detail=t.busy_message(self._lang()))))
                 return
             self._op = self._spawn(self._run_op(command), f"op-{command.op}")
         elif isinstance(command, ui.CancelOp):
@@ -331,22 +332,21 @@ class FrontPanel:
             self._spawn(self._settings(command), "settings")
 
     def _original(self, command: ui.LookupOriginal) -> ui.OriginalFound:
-        """The original a void or completion names, from this batch of the journal; the engine
-        checks it again when the operation runs (this is what the operator is shown)."""
-        j = self.terminal.journal
+        """The original a void or completion names, from this batch of the journal, judged by
+        the same rule the engine applies when the operation runs (validation.check_original):
+        what the operator is shown is what the transaction would get."""
+        t = self.terminal
         trace = command.trace
-        if j is None:
+        if t.journal is None:
             return ui.OriginalFound(trace, False, "service_mode")
-        record = j.find_by_trace(trace, j.current_batch())
-        if record is None:
-            return ui.OriginalFound(trace, False, "original_not_found")
-        if record.kind.value != ORIGINAL_KIND.get(command.op):
-            return ui.OriginalFound(trace, False, "original_wrong_type")
-        if record.state is TxnState.VOIDED:
-            return ui.OriginalFound(trace, False, "original_already_voided")
-        if record.state is not TxnState.APPROVED:
-            return ui.OriginalFound(trace, False, "original_not_approved")
-        return ui.OriginalFound(trace, True, "", record.kind.value, record.amount, record.pan_masked)
+        original, refusal = t.check_follow_up(TxnKind(command.op), OriginalRef(
+            trace=trace, batch=t.journal.current_batch()))
+        if refusal is not None:
+            return ui.OriginalFound(trace, False, refusal.key)
+        assert original.kind is not None and original.amount is not None
+        record = t.journal.get(original.record_id) if original.record_id is not None else None
+        return ui.OriginalFound(trace, True, "", original.kind.value, original.amount,
+                                record.pan_masked if record else "")
 
     async def _check_password(self, command: ui.CheckPassword) -> None:
         t = self.terminal

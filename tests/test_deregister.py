@@ -12,7 +12,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -204,28 +203,8 @@ class _Proc(TerminalProcess):
     """The terminal process through tests/dereg_entry.py (the wiring the lead adds to app.py)."""
 
     def __init__(self, data_dir: Path, kill_at: str = "") -> None:
-        super().__init__(data_dir)
-        self.kill_at = kill_at
-
-    def start(self, timeout: float = 20.0) -> None:
-        ready = self.data_dir / "ready"
-        ready.unlink(missing_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(REPO), POSFW_KILL_AT_STEP=self.kill_at)
-        with open(self.data_dir / "stderr.log", "ab") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.dereg_entry", "--data", str(self.data_dir), "--ecr-port",
-                 "0", "--ready-file", str(ready), "--ecr-serial", "", "--printer", "", "--reader", ""],
-                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.data_dir / "stderr.log").read_text()[-2000:])
-            assert time.monotonic() < deadline, "terminal did not become ready"
-            time.sleep(0.02)
-        import socket
-
-        self.port = int(ready.read_text())
-        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        super().__init__(data_dir, ["--ecr-serial", "", "--printer", "", "--reader", ""],
+                         module="tests.dereg_entry", env={"POSFW_KILL_AT_STEP": kill_at})
 
 
 KILL_POINTS = [s.value for s in Step] + ["WIPE:keys", "WIPE:card_data", "WIPE:settings"]

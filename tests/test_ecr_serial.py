@@ -45,6 +45,12 @@ def test_sale_and_garbage_over_a_serial_ecr_link(data_dir, sim):
         os.write(master, b"\x00\xff line noise\n")
         noise = read_line(master)
         assert noise["ok"] is False and "not valid JSON" in noise["message"]
+        while True:  # the link is open at once; money waits for the start-up sign-on
+            os.write(master, b'{"op": "status"}\n')
+            if not read_line(master)["busy"]:
+                break
+            assert time.monotonic() < deadline + 30, "still busy after start-up"
+            time.sleep(0.05)
         os.write(master, b'{"id": 1, "op": "sale", "amount": 2345, "card": "visa"}\n')
         reply = read_line(master)
         assert reply["id"] == 1 and reply["result"] == "approved", reply

@@ -429,7 +429,7 @@ def test_cancel_a_refund(step: str, tmp_path: Path, sim):
     elif step == "request_out":
         # an advice is never reversed: it is stored and sent again until the host acknowledges it
         assert seen.at_cancel is not None and "Approved" not in seen.at_cancel
-        assert "Refund stored - will be sent to the host" in flat(seen.at_cancel)
+        assert "Refund stored, not confirmed yet" in flat(seen.at_cancel)
         # ... and the next sale sent it first: acknowledged once, booked once
         assert states(seen) == [("sale", TxnState.APPROVED), ("refund", TxnState.APPROVED),
                                 ("sale", TxnState.APPROVED)]

@@ -166,7 +166,7 @@ def test_power_loss_before_action_k_then_restart_settles_balanced(
             assert t2.service_problem is None
             assert t2.last_result is None  # nothing was reported to the operator by the restart
             assert t2.journal is not None
-            assert t2.journal.unresolved_counts() == {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0}
+            assert not any(t2.journal.unresolved_counts().values())
             assert t2.journal.open_settlement() is None
 
             if before is not None:

@@ -61,8 +61,6 @@ def record(kind: TxnKind = TxnKind.SALE, **changes: object) -> TxnRecord:
         rrn="240601123456", auth_code="A1B2C3", card_org="CUP")
     if kind in layout.ORIGINAL_KINDS:
         base.update(ORIGINAL)
-    if kind is TxnKind.REFUND:
-        base["state"] = TxnState.ADVICE_DUE
     base.update(changes)
     return TxnRecord(**base)  # type: ignore[arg-type]
 

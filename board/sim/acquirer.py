@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 
 from firmware.digits import is_digits
 from firmware.engine.cardclass import is_foreign, luhn_ok
+from firmware.engine.codes import advice_answer
 from firmware.host.codec import Decoded, decode, encode, verify_mac
 from firmware.host.errors import HostError, LocalProtocolError, RemoteProtocolError
 from firmware.host.framing import MAX_FRAME, read_frame, swap_tpdu
@@ -613,6 +614,10 @@ class AcquirerSimulator:
             if code is None:
                 code, why, orig = self._check_original(ctx, kind, amount)
 
+        if msg.mti == "0220" and advice_answer(code) == "retry":
+            # "Try again" to an advice (96, 91, A0 ...): neither booked nor remembered, so the
+            # terminal's resend of the same STAN is decided afresh.
+            return _Outcome(self._reply(msg, code, ctx.mak, why), store=False)
         extra: dict[str, str] = {}
         rrn = auth = None
         if code == "00":
@@ -646,10 +651,12 @@ class AcquirerSimulator:
 
         if kind is TxnKind.REFUND:
             orig = self.ledger.by_rrn(ctx.tid, f.get("37", ""))
+            # A refund whose original is not at hand names no batch and trace: 61.1 and 61.2
+            # are zeros, and the RRN (with the date) finds the original alone.
+            named = bool(ref_batch or ref_stan)
             if (orig is None or orig.kind not in ("sale", "completion")
                     or orig.state != "approved"
-                    or (ref_batch is not None and (orig.batch, orig.stan)
-                        != (ref_batch, ref_stan))):
+                    or (named and (orig.batch, orig.stan) != (ref_batch, ref_stan))):
                 return "25", "original not found", None
             if orig.voided:
                 return "12", "original already voided", orig
@@ -669,6 +676,10 @@ class AcquirerSimulator:
             return "25", "original not found", None
         if orig.voided:
             return "12", "original already voided", orig
+        if kind in (TxnKind.VOID, TxnKind.COMPLETION_VOID) and \
+                self.ledger.live_children(orig.id, "refund"):
+            # The money went back once already: a void would pay it out a second time.
+            return "12", "original already refunded", orig
         if kind in (TxnKind.VOID, TxnKind.COMPLETION_VOID) and orig.batch != ctx.current_batch:
             return "12", "original is in a settled batch", orig
         if kind in (TxnKind.COMPLETION, TxnKind.PREAUTH_VOID) and \

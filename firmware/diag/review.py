@@ -17,7 +17,8 @@ from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 
 COUNTED = frozenset({TxnState.APPROVED, TxnState.VOIDED})  # gross totals, as the journal counts
-OWED = (TxnState.PENDING, TxnState.REVERSAL_DUE, TxnState.ADVICE_DUE)  # the host is still owed work
+# The host is still owed work (a quarantined record waits for a supervisor's decision).
+OWED = (TxnState.PENDING, TxnState.REVERSAL_DUE, TxnState.ADVICE_DUE, TxnState.QUARANTINED)
 CARD_ORGS = ("CUP", "VIS", "MCC", "JCB", "AEX")
 # Kinds whose same card + same amount twice in a short time is worth a look (money taken twice).
 DUPLICATE_KINDS = frozenset({TxnKind.SALE, TxnKind.COMPLETION})
@@ -26,6 +27,9 @@ BAD_PRINT_STATES = frozenset({"FAILED", "CANCELLED"})
 
 # Anomaly kinds and the actions each allows (the screen offers exactly these).
 DUPLICATE, PRINT_FAILED, REVERSAL_STUCK = "duplicate", "print_failed", "reversal_stuck"
+# A record that cannot be sent (resolve: the supervisor closes it, audited), and a refund the
+# till was told "stored" that the host then declined (nothing to do here but see it).
+QUARANTINED, REFUND_DECLINED = "quarantined", "refund_declined"
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,12 @@ class Anomaly:
     actions: tuple[str, ...]  # of "void", "reprint", "retry"
     related_trace: str | None = None  # a duplicate: the earlier transaction it repeats
     attempts: int = 0  # a stuck reversal: how often it was sent
+    why: str = ""  # quarantined: why it cannot be sent; refund declined: the host's code
 
     def item(self) -> dict[str, Any]:
         return {"kind": self.kind, "record_id": self.record_id, "trace": self.trace,
                 "pan": self.pan_masked, "amount": self.amount, "actions": list(self.actions),
-                "related_trace": self.related_trace, "attempts": self.attempts}
+                "related_trace": self.related_trace, "attempts": self.attempts, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,11 @@ class Pending:
     attempts: int
 
     def item(self) -> dict[str, Any]:
+        # A quarantined record cannot be sent: its action is the anomaly's "resolve".
+        actions = [] if self.state == TxnState.QUARANTINED.value else ["retry"]
         return {"kind": self.state.lower(), "record_id": self.record_id, "trace": self.trace,
                 "pan": self.pan_masked, "amount": self.amount, "txn_kind": self.kind,
-                "actions": ["retry"], "attempts": self.attempts}
+                "actions": actions, "attempts": self.attempts}
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,14 @@ def build_review(batch: str, records: Sequence[TxnRecord], *, card_keys: Mapping
                           attempts=p.attempts)
                   for p in pending if p.state == TxnState.REVERSAL_DUE.value
                   and p.attempts >= reversal_retries]
+    anomalies += [Anomaly(QUARANTINED, r.id, r.stan, r.pan_masked, r.amount, ("resolve",),
+                          why=r.problem or "")
+                  for r in sorted(seen.values(), key=lambda rec: rec.id)
+                  if r.state is TxnState.QUARANTINED]
+    anomalies += [Anomaly(REFUND_DECLINED, r.id, r.stan, r.pan_masked, r.amount, (),
+                          attempts=r.advice_attempts, why=r.response_code or "")
+                  for r in records if r.batch == batch and r.kind is TxnKind.REFUND
+                  and r.state is TxnState.DECLINED and r.advice_attempts > 0]
     return Review(batch, count, by_side, by_org, by_kind, pending, tuple(anomalies))
 
 
@@ -179,6 +194,8 @@ ADVICE: dict[str, tuple[str, str]] = {
     "adv_reversal_due": ("reversal due", "待冲正"),
     "adv_advice_due": ("advice unsent", "通知未上送"),
     "adv_pending": ("no reply yet", "未收到应答"),
+    "adv_quarantined": ("set aside: cannot be sent, a supervisor must resolve it",
+                        "无法发送已隔离, 需主管处理"),
     "adv_send_now": ("Press F1 (send now) in the review; if it keeps failing, run the echo test "
                      "and call the acquirer.",
                      "在结算检查中按F1立即发送; 若仍失败, 请做回响测试并联系收单机构。"),

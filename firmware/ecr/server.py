@@ -219,7 +219,7 @@ class EcrServer:
         if req.op in PRINT_OPS:
             return self._printing(req, lang)
         if t.busy:
-            return {"ok": False, "result": "busy", "message": text("busy", lang)}
+            return {"ok": False, "result": "busy", "message": t.busy_message(lang)}
         if req.op in FINANCIAL_OPS:
             request, io = self._financial(req)
             return result_payload(await t.financial(request, io), lang)
@@ -333,7 +333,8 @@ class EcrServer:
         if not await t.check_password(a["password"], "manual reversal resolution", "ecr"):
             return result_payload(TxnResult("refused", "password_wrong"))
         record = t.journal.find_by_trace(a["trace"], a.get("batch"))
-        if record is None or record.state.value != "REVERSAL_DUE":
-            return {"ok": False, "result": "error", "message": "no reversal due for that trace"}
-        record = t.journal.resolve_manually(record.id, "supervisor", a["reason"])
-        return {**result_payload(TxnResult("resolved", "approved", record)), "ok": True}
+        if record is None or record.state.value not in ("REVERSAL_DUE", "QUARANTINED"):
+            return {"ok": False, "result": "error",
+                    "message": "no reversal due and nothing set aside for that trace"}
+        result = await t.resolve_owed(record.id, a["reason"], "ecr")
+        return {**result_payload(result), "ok": result.status == "resolved"}

@@ -3,20 +3,31 @@
 Theory of operation: each attempt is its own tiny flow: send, then record the
 attempt in one commit. A reversal is resolved by a 00 or 25 reply; anything
 else (no reply, bad MAC, another code) leaves it REVERSAL_DUE with one more
-attempt counted. The app runs these before every new online transaction and
+attempt counted. An advice is closed only by an acknowledgement (its receipt
+prints then) or a final decline (a slip says the refund was not made); "try
+again" answers keep it due. A record whose message cannot be built from the
+journal is QUARANTINED at once, so it blocks neither the rest of the backlog
+nor new sales. The app runs these before every new online transaction and
 before settlement; settlement refuses while any remains.
 """
 
 from __future__ import annotations
 
 from firmware.engine import events as ev
+from firmware.engine.codes import advice_answer
 from firmware.engine.financial import card_input_for, params_for
 from firmware.engine.model import HostResult, TxnRecord
 from firmware.engine.states import TxnEvent, TxnState
-from firmware.host.messages import FinancialParams, Terminal, financial_request, reversal_request
+from firmware.host.errors import LocalProtocolError
+from firmware.host.messages import (
+    FinancialParams,
+    Message,
+    Terminal,
+    financial_request,
+    reversal_request,
+)
 
 REVERSAL_RESOLVING_CODES = frozenset({"00", "25"})
-ADVICE_ACK_CODES = frozenset({"00", "94"})
 
 
 class _OneAttempt:
@@ -38,6 +49,17 @@ class _OneAttempt:
     def _params(self) -> FinancialParams:
         card = card_input_for(self.record.entry_mode, self.pan, None, None, self.record.pin_entered)
         return params_for(self.record, self.term, card)
+
+    def _message(self) -> Message:
+        raise NotImplementedError
+
+    def start(self) -> list[ev.Action]:
+        try:
+            message = self._message()
+        except LocalProtocolError as exc:
+            # What the journal holds cannot make this message, now or ever: set it aside.
+            return [ev.WriteOutcome(self.record.id, TxnEvent.QUARANTINE, problem=str(exc))]
+        return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
 
     def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
         raise NotImplementedError
@@ -62,10 +84,9 @@ class ReversalFlow(_OneAttempt):
 
     due_state = TxnState.REVERSAL_DUE
 
-    def start(self) -> list[ev.Action]:
-        message = reversal_request(self._params(), self.record.reversal_reason or "06",
-                                   self.record.auth_code)
-        return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
+    def _message(self) -> Message:
+        return reversal_request(self._params(), self.record.reversal_reason or "06",
+                                self.record.auth_code)
 
     def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
         code = fields.get("39", "")
@@ -82,15 +103,20 @@ class AdviceFlow(_OneAttempt):
 
     due_state = TxnState.ADVICE_DUE
 
-    def start(self) -> list[ev.Action]:
-        message = financial_request(self._params())
-        return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
+    def _message(self) -> Message:
+        return financial_request(self._params())
 
     def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
         code = fields.get("39", "")
-        result = HostResult(code, rrn=fields.get("37"), auth_code=fields.get("38"))
-        event = TxnEvent.ADVICE_ACKED if code in ADVICE_ACK_CODES else TxnEvent.DECLINE
-        return ev.WriteOutcome(self.record.id, event, result)
+        result = HostResult(code, rrn=fields.get("37"), auth_code=fields.get("38"),
+                            card_org=(fields.get("63") or "")[:3].strip() or None)
+        answer = advice_answer(code)
+        if answer == "acked":  # the refund is made: its receipt prints now
+            return ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_ACKED, result, receipt=True)
+        if answer == "declined":
+            return ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result,
+                                   declined_after_stored=True)
+        return ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED, HostResult(code))
 
     def _failed(self) -> TxnEvent:
         return TxnEvent.ADVICE_FAILED

@@ -78,6 +78,21 @@ CODES: dict[str, ResponseCode] = {c: ResponseCode(c, en, zh, a) for c, en, zh, a
 
 # Codes after which the host expects a fresh sign-on before the next financial request.
 SIGN_ON_AGAIN: frozenset[str] = frozenset({"22", "77", "99", "A0"})
+# A refund advice (0230) is acknowledged by 00, or by 94 (the host already has it).
+ADVICE_ACK_CODES: frozenset[str] = frozenset({"00", "94"})
+# 30 (format error) comes back for the same bytes every time: for an advice, which is resent
+# byte for byte, it is as final as a decline.
+_FINAL_FOR_ADVICE: frozenset[str] = frozenset({"30"})
+
+
+def advice_answer(code: str) -> str:
+    """What a host answer does to a refund advice: "acked", "declined" (final: the refund will
+    not be made) or "retry" (keep it and send it again: 96, 91, a sign-on request like A0...)."""
+    if code in ADVICE_ACK_CODES:
+        return "acked"
+    if code in _FINAL_FOR_ADVICE or lookup(code).action is ActionClass.DO_NOT_RETRY:
+        return "declined"
+    return "retry"
 
 
 def lookup(code: str) -> ResponseCode:

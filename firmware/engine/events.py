@@ -54,6 +54,10 @@ class WriteOutcome:
     reversal_reason: str | None = None
     void_of: int | None = None  # approving a void marks this original VOIDED in the same commit
     receipt: bool = False  # queue the receipt in the same commit (an outcome the cardholder keeps)
+    problem: str | None = None  # QUARANTINE: why the owed message cannot be built (words)
+    # A stored refund the host later declined: the till was told "stored", so the journal
+    # queues a slip saying it was NOT made, in the same commit, and audits it.
+    declined_after_stored: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,16 @@
 """The financial transaction flow: authorise, card, PIN, write ahead, send, record.
 
 Theory of operation: the flow is a state machine with one handler per step
-(STEPS below is its table). Nothing is sent before WritePending has been
+(STEPS below is its table). Nothing is written before the complete request has
+been built once from what will be written (a request the wire cannot carry is
+refused in words, never stored); nothing is sent before WritePending has been
 acknowledged with PendingWritten, so the record and the counters it consumed
 are durable first; nothing is shown before OutcomeWritten. A lost, late,
 malformed or bad-MAC reply, and CANCEL after the request was written, all end
-in REVERSAL_DUE (or, for an advice, in ADVICE_DUE: it is simply sent again
-later). CANCEL before the write ends the flow with no financial record.
+in REVERSAL_DUE. A refund advice goes online first: the host's answer is the
+till's answer; only when it was not delivered (or the host said "try again")
+is it kept ADVICE_DUE and reported "stored", with no receipt until the host
+acknowledges it. CANCEL before the write ends the flow with no financial record.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ from enum import StrEnum
 from firmware.digits import is_digits
 from firmware.engine import events as ev
 from firmware.engine.cardclass import is_foreign
-from firmware.engine.codes import lookup
+from firmware.engine.codes import advice_answer, lookup
 from firmware.engine.model import CardRead, HostResult, PendingDraft, TxnRecord, TxnRequest, TxnResult
-from firmware.engine.states import TxnEvent
-from firmware.engine.validation import Limits, check_amount, check_card, check_original
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.engine.validation import (
+    Limits,
+    check_amount,
+    check_card,
+    check_original,
+    check_refund_card,
+)
+from firmware.host.errors import LocalProtocolError
 from firmware.host.messages import (
     WIRE,
     CardInput,
@@ -43,7 +54,9 @@ NEEDS_SUPERVISOR: frozenset[TxnKind] = frozenset(
 )
 # Reversal reason (field 39 of the 0400) for each way of losing the reply.
 REVERSAL_REASON: dict[str, str] = {"timeout": "98", "bad_mac": "A0"}
-ADVICE_ACK_CODES = frozenset({"00", "94"})
+# Stands in for the STAN and invoice the journal allocates, when the request is built once
+# before the write to prove the wire can carry it.
+_PROBE_STAN = "000001"
 
 
 class Step(StrEnum):
@@ -84,9 +97,13 @@ def card_input_for(record_mode: str, pan: str, card: CardRead | None, pin_block:
     return CardInput(entry_mode="keyed", pan=pan, pin_block=pin_block)
 
 
-def params_for(record: TxnRecord, term: Terminal, card: CardInput) -> FinancialParams:
+def params_for(record: TxnRecord | PendingDraft, term: Terminal, card: CardInput, *,
+               stan: str | None = None, batch: str | None = None) -> FinancialParams:
+    """The request's parameters from a journal record, or from a draft about to be written
+    (then stan and batch stand in for the counters the journal will allocate)."""
     return FinancialParams(
-        kind=record.kind, stan=record.stan, batch=record.batch, term=term, amount=record.amount,
+        kind=record.kind, stan=stan or getattr(record, "stan", ""),
+        batch=batch or getattr(record, "batch", ""), term=term, amount=record.amount,
         currency=record.currency, card=card, orig_rrn=record.orig_rrn, orig_auth=record.orig_auth,
         orig_batch=record.orig_batch, orig_stan=record.orig_stan, orig_date=record.orig_date,
     )
@@ -106,6 +123,7 @@ class FinancialFlow:
         self.record: TxnRecord | None = None
         self.reply: HostResult | None = None
         self.lost_reason: str | None = None
+        self.not_sent: str | None = None  # the request could not be built after the write
         self._handlers: dict[Step, Callable[[object], list[ev.Action]]] = {
             Step.AUTHORISE: self._on_authorise,
             Step.CARD: self._on_card,
@@ -160,6 +178,11 @@ class FinancialFlow:
         refusal = check_card(event.card, self.ctx.now.strftime("%y%m"), self.ctx.limits)
         if refusal is not None:
             return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail))
+        refusal = check_refund_card(self.request, event.card)
+        if refusal is not None:
+            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail),
+                                audit=(f"{self.request.kind.value} refused", refusal.detail,
+                                       "refused"))
         self.card = event.card
         return self._after_card()
 
@@ -186,8 +209,31 @@ class FinancialFlow:
         return self._write_pending()
 
     def _write_pending(self) -> list[ev.Action]:
+        draft = self._draft()
+        problem = self._unsendable(draft)
+        if problem is not None:
+            return self._finish(
+                TxnResult("refused", "cannot_send", detail=problem),
+                audit=(f"{self.request.kind.value} refused", f"cannot be sent: {problem}", "refused"))
         self.step = Step.WRITE_PENDING
-        return [ev.WritePending(self._draft())]
+        return [ev.WritePending(draft)]
+
+    def _unsendable(self, draft: PendingDraft) -> str | None:
+        """Build the request once from the draft: what the wire cannot carry is never stored."""
+        try:
+            financial_request(params_for(draft, self.ctx.term, self._card_input(draft),
+                                         stan=_PROBE_STAN, batch=self.ctx.batch))
+        except LocalProtocolError as exc:
+            return str(exc)
+        return None
+
+    def _card_input(self, record: TxnRecord | PendingDraft) -> CardInput:
+        if self.wire.advice:
+            # Byte for byte what a resend from the journal will be, so that the host's
+            # duplicate check replays its real outcome instead of answering 94.
+            return card_input_for(record.entry_mode, self._pan(), None, None, False)
+        return card_input_for(record.entry_mode, self._pan(), self.card, self.pin_block,
+                              record.pin_entered)
 
     def _draft(self) -> PendingDraft:
         req, orig = self.request, self.request.original
@@ -197,6 +243,12 @@ class FinancialFlow:
         amount = req.amount
         if amount is None:
             amount = orig.amount if orig is not None and orig.amount is not None else 0
+        # An outside-reference refund names no original batch and trace: the dialect sends zeros
+        # in 61.1 and 61.2 and the host finds the original by RRN and date (docs/dialect.md).
+        orig_batch = orig.batch if orig else None
+        orig_stan = orig.trace if orig else None
+        if req.kind is TxnKind.REFUND:
+            orig_batch, orig_stan = orig_batch or "000000", orig_stan or "000000"
         return PendingDraft(
             kind=req.kind,
             amount=amount,
@@ -212,26 +264,27 @@ class FinancialFlow:
             advice=self.wire.advice,
             reference=req.reference,
             orig_id=orig.record_id if orig else None,
-            orig_batch=orig.batch if orig else None,
-            orig_stan=orig.trace if orig else None,
+            orig_batch=orig_batch,
+            orig_stan=orig_stan,
             orig_rrn=orig.rrn if orig else None,
             orig_auth=orig.auth_code if orig else None,
             orig_date=orig.date if orig else None,
+            held_order_id=req.held_order_id,
         )
 
     def _on_pending_written(self, event: object) -> list[ev.Action]:
         assert isinstance(event, ev.PendingWritten)
         self.record = event.record
-        if self.wire.advice:
-            # Byte for byte what a resend from the journal will be, so that the host's
-            # duplicate check replays its real outcome instead of answering 94.
-            card = card_input_for(event.record.entry_mode, self._pan(), None, None, False)
-        else:
-            card = card_input_for(
-                event.record.entry_mode, self._pan(), self.card, self.pin_block,
-                event.record.pin_entered,
-            )
-        message: Message = financial_request(params_for(event.record, self.ctx.term, card))
+        try:
+            message: Message = financial_request(
+                params_for(event.record, self.ctx.term, self._card_input(event.record)))
+        except LocalProtocolError as exc:
+            # Built once before the write, so only a counter can have broken it: nothing left
+            # the terminal, and an advice is set aside for the supervisor.
+            self.not_sent = str(exc)
+            self.step = Step.WRITE_OUTCOME
+            event_ = TxnEvent.QUARANTINE if self.wire.advice else TxnEvent.NOT_SENT
+            return [ev.WriteOutcome(event.record.id, event_, problem=str(exc))]
         self.step = Step.AWAIT_REPLY
         return [ev.SendRequest(message, mac=True, timeout=self.ctx.reply_timeout)]
 
@@ -258,7 +311,11 @@ class FinancialFlow:
         self.reply = result
         self.step = Step.WRITE_OUTCOME
         if self.wire.advice:
-            acked = code in ADVICE_ACK_CODES
+            answer = advice_answer(code)
+            if answer == "retry":  # not taken now; kept and sent again: "stored"
+                self.lost_reason = f"host answered {code}"
+                return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
+            acked = answer == "acked"
             kind = TxnEvent.ADVICE_ACKED if acked else TxnEvent.DECLINE
             return [ev.WriteOutcome(self.record.id, kind, result, receipt=acked)]
         if code == "00":
@@ -274,8 +331,9 @@ class FinancialFlow:
         self.lost_reason = reason
         self.step = Step.WRITE_OUTCOME
         if self.wire.advice:
-            # Stored for the backlog: the refund stands, so its receipt prints now.
-            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED, receipt=True)]
+            # Stored for the backlog. No receipt yet: the host may still decline it; the
+            # receipt prints when it acknowledges (or a slip says it declined).
+            return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
         if not self.wire.reversible:
             return [ev.WriteOutcome(self.record.id, TxnEvent.LOSE_ENQUIRY_REPLY)]
         return [
@@ -288,16 +346,19 @@ class FinancialFlow:
         assert isinstance(event, ev.OutcomeWritten)
         record = event.record
         self.record = record
+        if self.not_sent is not None:
+            return self._finish(TxnResult("failed", "cannot_send", record, detail=self.not_sent))
         if self.lost_reason is not None:
             if self.wire.advice:
-                return self._finish(TxnResult("stored", "advice_stored", record))
+                return self._finish(TxnResult("stored", "advice_stored", record,
+                                              detail=self.lost_reason))
             if not self.wire.reversible:
                 return self._finish(TxnResult("failed", "no_reply", record, detail=self.lost_reason))
             status = "cancelled_after_send" if self.lost_reason == "cancelled" else "reversal_pending"
             return self._finish(TxnResult(status, "reversal_pending", record, detail=self.lost_reason))
         assert self.reply is not None
         code = self.reply.response_code
-        if record.state.value == "APPROVED":
+        if record.state is TxnState.APPROVED:
             return self._finish(
                 TxnResult("approved", "00", record, response_code=code, balance=self.reply.balance)
             )

@@ -53,7 +53,10 @@ class OriginalRef:
     auth_code: str | None = None
     date: str | None = None  # MMDD
     pan: str | None = field(default=None, repr=False)  # decrypted in memory only
-    refunded: int = 0  # fen already refunded against it
+    refunded: int = 0  # fen refunded against it (done, or stored and still owed)
+    # Kinds of the follow-ups that count against it (states.LIVE_FOLLOW_UP): a sale with a
+    # refund can no longer be voided, a pre-auth with a completion can no longer be voided...
+    follow_ups: tuple[TxnKind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class TxnRequest:
     operator: str = "01"
     original: OriginalRef | None = None
     reference: str | None = None  # ECR / held-order reference carried to the receipt
+    held_order_id: int | None = None  # the held order this sale pays, or this void/refund cancels
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class PendingDraft:
     orig_rrn: str | None = None
     orig_auth: str | None = None
     orig_date: str | None = None
+    held_order_id: int | None = None  # linked to its order in the same commit as the record
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class TxnRecord:
     advice_attempts: int = 0
     uploaded: bool = False
     settlement_id: int | None = None
+    problem: str | None = None  # why a QUARANTINED record cannot be sent (words)
 
 
 @dataclass(frozen=True)

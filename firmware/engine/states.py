@@ -5,6 +5,12 @@ refund advice) in the same SQL transaction that consumes its counters, before
 any byte leaves the terminal. Every later change is one row of TRANSITIONS;
 the journal refuses anything else, so an approval can never be invented for a
 record whose outcome was already given up (REVERSAL_DUE, REVERSED).
+
+A record the terminal owes the host but can no longer turn into a message (its
+0400 or 0220 cannot be built from what the journal holds) is QUARANTINED: set
+aside so that it blocks neither start-up nor the rest of the backlog nor new
+sales, shown to the operator, and closed only by a supervisor (audited). It
+still counts as unresolved, so settlement waits for that decision.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ class TxnState(StrEnum):
     RESOLVED_MANUALLY = "RESOLVED_MANUALLY"  # supervisor closed an unreversible record
     VOIDED = "VOIDED"  # an approved record whose void was approved
     ADVICE_DUE = "ADVICE_DUE"  # refund advice stored, not yet acknowledged
-    FAILED = "FAILED"  # non-reversible enquiry without a reply: nothing moved
+    FAILED = "FAILED"  # nothing moved: an enquiry without a reply, or a request never sent
+    QUARANTINED = "QUARANTINED"  # owed to the host but cannot be sent: a supervisor decides
 
 
 class TxnEvent(StrEnum):
@@ -34,7 +41,9 @@ class TxnEvent(StrEnum):
     RESOLVE_MANUALLY = "resolve_manually"
     VOID = "void"
     ADVICE_ACKED = "advice_acked"
-    ADVICE_FAILED = "advice_failed"
+    ADVICE_FAILED = "advice_failed"  # not delivered, or a "try again" answer: stays due
+    QUARANTINE = "quarantine"  # the owed message cannot be built from the record
+    NOT_SENT = "not_sent"  # the request could not be built after the write: nothing left
 
 
 S, E = TxnState, TxnEvent
@@ -47,14 +56,24 @@ TRANSITIONS: dict[tuple[TxnState, TxnEvent], TxnState] = {
     (S.REVERSAL_DUE, E.REVERSAL_ACKED): S.REVERSED,
     (S.REVERSAL_DUE, E.REVERSAL_FAILED): S.REVERSAL_DUE,
     (S.REVERSAL_DUE, E.RESOLVE_MANUALLY): S.RESOLVED_MANUALLY,
+    (S.REVERSAL_DUE, E.QUARANTINE): S.QUARANTINED,
+    (S.PENDING, E.NOT_SENT): S.FAILED,
     (S.APPROVED, E.VOID): S.VOIDED,
     (S.ADVICE_DUE, E.ADVICE_ACKED): S.APPROVED,
     (S.ADVICE_DUE, E.DECLINE): S.DECLINED,
     (S.ADVICE_DUE, E.ADVICE_FAILED): S.ADVICE_DUE,
+    (S.ADVICE_DUE, E.QUARANTINE): S.QUARANTINED,
+    (S.QUARANTINED, E.RESOLVE_MANUALLY): S.RESOLVED_MANUALLY,
 }
 
-# States in which money may have moved at the host and the terminal still owes work.
-UNRESOLVED: frozenset[TxnState] = frozenset({S.PENDING, S.REVERSAL_DUE, S.ADVICE_DUE})
+# States in which money may have moved at the host, or a customer was promised a refund, and
+# the terminal still owes work (settlement waits for every one of them).
+UNRESOLVED: frozenset[TxnState] = frozenset({S.PENDING, S.REVERSAL_DUE, S.ADVICE_DUE,
+                                             S.QUARANTINED})
+# Follow-up records that count against their original (a void, refund or completion that is
+# done, or whose outcome is still open): a second follow-up must respect them.
+LIVE_FOLLOW_UP: frozenset[TxnState] = frozenset({S.PENDING, S.APPROVED, S.REVERSAL_DUE,
+                                                 S.ADVICE_DUE, S.QUARANTINED})
 
 
 class IllegalTransition(Exception):

@@ -1,7 +1,10 @@
 """Held orders (挂单): the held_order table's rules, each state change one SQL transaction with its
 audit line. An order is HELD (no money moved), PAYING (its sale runs or its outcome is unknown),
 PAID (txn_id names the approved sale), CANCELLING (a void/refund or a reversal is being resolved)
-or CANCELLED. `reconcile()` reads the txn table and moves orders to what their sales really did.
+or CANCELLED. Once a sale (or the void/refund cancelling the order) is written, the order follows
+that record wherever it is resolved: the journal moves it in the record's own commit
+(journal/follow.py). This module parks, starts payments and cancels, and puts back an order whose
+operation ended before any record was written.
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firmware.journal.follow import (
+    CANCELLED,
+    CANCELLING,
+    HELD,
+    OPEN_STATES,
+    PAID,
+    PAYING,
+)
+from firmware.journal.follow import tag as _tag
 from firmware.journal.store import Journal
 
-HELD, PAYING, PAID, CANCELLING, CANCELLED = "HELD", "PAYING", "PAID", "CANCELLING", "CANCELLED"
-OPEN_STATES = (HELD, PAYING, PAID, CANCELLING)
 REASONS = ("customer_cancelled", "payment_failed", "operator_error", "other")
 MAX_REFERENCE = 20
 MAX_NOTE = 40
-# A txn row written within this many seconds before the order's last change still belongs to it
-# (the journal and this module read the same wall clock; the slack only absorbs rounding).
-_SLACK_S = 2.0
 
 _COLUMNS = ("id, reference, amount, currency, note, kind, state, operator, source, txn_id, "
             "cancel_reason, cancel_txn_id, created_at, updated_at")
@@ -54,10 +61,6 @@ class TrailLine:
     action: str
     detail: str
     outcome: str
-
-
-def _tag(order_id: int) -> str:
-    return f"order {order_id}:"
 
 
 class HeldOrders:
@@ -147,23 +150,14 @@ class HeldOrders:
         order = self.get(order_id)
         return self._change(order, (HELD,), operator, "resume", "sale starts", PAYING, state=PAYING)
 
-    def record_sale(self, order_id: int, txn_id: int | None, operator: str) -> HeldOrder:
-        """The resumed sale ended (or was found after a restart): the order follows its outcome."""
+    def abandon_payment(self, order_id: int, operator: str) -> HeldOrder:
+        """The resumed sale ended before any record was written (refused, cancelled, no card):
+        the order is held again. Once a sale is written the journal moves the order instead."""
         order = self.get(order_id)
-        if txn_id is None:
-            return self._change(order, (PAYING,), operator, "resume",
-                                "no sale was recorded; held again", HELD, state=HELD, txn_id=None)
-        _kind, state, _, _ = self._txn(txn_id)
-        if state == "APPROVED":
-            return self._change(order, (PAYING,), operator, "paid", f"sale txn {txn_id}", PAID,
-                                state=PAID, txn_id=txn_id)
-        if state in ("PENDING", "REVERSAL_DUE"):
-            return self._change(order, (PAYING,), operator, "resume",
-                                f"sale txn {txn_id} outcome unknown ({state})", PAYING,
-                                state=PAYING, txn_id=txn_id)
-        return self._change(order, (PAYING,), operator, "resume",
-                            f"sale txn {txn_id} {state.lower()}; held again", HELD,
-                            state=HELD, txn_id=None)
+        if order.state != PAYING or order.txn_id is not None:
+            return order
+        return self._change(order, (PAYING,), operator, "resume", "no sale was recorded; held again",
+                            HELD, state=HELD)
 
     def cancel_unpaid(self, order_id: int, reason: str, operator: str) -> HeldOrder:
         """A HELD order: nothing moved, it is simply cancelled."""
@@ -181,25 +175,17 @@ class HeldOrders:
                             f"reason {reason}; {how}", CANCELLING, state=CANCELLING,
                             cancel_reason=reason)
 
-    def record_cancel_txn(self, order_id: int, cancel_txn_id: int | None, operator: str) -> HeldOrder:
-        """The void/refund for a CANCELLING order ended: CANCELLED, back to PAID, or waiting."""
+    def abandon_cancel(self, order_id: int, operator: str) -> HeldOrder:
+        """The void/refund for a CANCELLING order ended before any record was written (refused,
+        wrong password, cancelled): the order is as it was, paid."""
         order = self.get(order_id)
-        if cancel_txn_id is None:
-            return self._change(order, (CANCELLING,), operator, "cancel",
-                                "no void or refund was recorded; the order stays paid", PAID,
-                                state=PAID)
-        kind, state, _, _ = self._txn(cancel_txn_id)
-        if state == "APPROVED":
-            return self._change(order, (CANCELLING,), operator, "cancelled",
-                                f"{kind} txn {cancel_txn_id}", CANCELLED, state=CANCELLED,
-                                cancel_txn_id=cancel_txn_id)
-        if state in ("PENDING", "REVERSAL_DUE", "ADVICE_DUE"):
-            return self._change(order, (CANCELLING,), operator, "cancel",
-                                f"{kind} txn {cancel_txn_id} {state}", CANCELLING,
-                                cancel_txn_id=cancel_txn_id)
+        if order.state != CANCELLING or order.cancel_txn_id is not None or order.txn_id is None:
+            return order
+        if self._txn(order.txn_id)[1] != "APPROVED":
+            return order  # the sale's own outcome decides (the reversal path)
         return self._change(order, (CANCELLING,), operator, "cancel",
-                            f"{kind} txn {cancel_txn_id} {state.lower()}; the order stays paid",
-                            PAID, state=PAID, cancel_txn_id=None)
+                            "no void or refund was recorded; the order stays paid", PAID,
+                            state=PAID)
 
     def note_print(self, order_id: int, operator: str) -> None:
         with self.journal.transaction() as cur:
@@ -210,62 +196,23 @@ class HeldOrders:
         if reason not in REASONS:
             raise HeldError(f"the reason must be one of {', '.join(REASONS)}, got {reason!r}")
 
-    # -- after a restart or a backlog pass ------------------------------------------------------
-
-    def _find(self, sql: str, args: tuple) -> int | None:
-        rows = self.journal.read(sql, args)
-        return int(rows[0][0]) if rows else None
+    # -- after a restart -------------------------------------------------------------------------
 
     def reconcile(self, stale: bool, operator: str = "system") -> list[HeldOrder]:
-        """Move PAYING and CANCELLING orders to what the journal says their money did.
+        """Put back orders whose operation was cut before any record was written.
 
-        stale: no operation runs now (start-up, idle), so an order PAYING or CANCELLING without
-        any record was interrupted before a byte left the terminal and can go back.
+        stale: no operation runs now (start-up, idle); otherwise nothing is touched, since the
+        running one may be about to write its record. Orders with a record follow it already.
         """
+        if not stale:
+            return []
         changed: list[HeldOrder] = []
-        claimed = {row[0] for row in self.journal.read(
-            "SELECT txn_id FROM held_order WHERE txn_id IS NOT NULL")}
         for order in self.orders():
             before = order.state
             if order.state == PAYING:
-                txn_id = order.txn_id or self._find(
-                    "SELECT id FROM txn WHERE kind = 'sale' AND reference = ? AND created_at >= ? "
-                    "ORDER BY id DESC LIMIT 1", (order.reference, order.updated_at - _SLACK_S))
-                if txn_id is not None and txn_id in claimed and txn_id != order.txn_id:
-                    txn_id = None
-                if txn_id is None:
-                    if stale:
-                        order = self.record_sale(order.id, None, operator)
-                elif order.txn_id is None or self._txn(txn_id)[1] not in ("PENDING", "REVERSAL_DUE"):
-                    order = self.record_sale(order.id, txn_id, operator)
+                order = self.abandon_payment(order.id, operator)
             elif order.state == CANCELLING:
-                order = self._reconcile_cancel(order, stale, operator)
+                order = self.abandon_cancel(order.id, operator)
             if order.state != before:
                 changed.append(order)
         return changed
-
-    def _reconcile_cancel(self, order: HeldOrder, stale: bool, operator: str) -> HeldOrder:
-        if order.txn_id is None:
-            return order
-        sale_state = self._txn(order.txn_id)[1]
-        if sale_state in ("REVERSED", "RESOLVED_MANUALLY", "DECLINED"):
-            # the sale never took money (or the reversal gave it back): nothing left to undo
-            return self._change(order, (CANCELLING,), operator, "cancelled",
-                                f"sale txn {order.txn_id} {sale_state.lower()}", CANCELLED,
-                                state=CANCELLED)
-        if sale_state in ("PENDING", "REVERSAL_DUE"):
-            return order  # the reversal path: wait for the host's acknowledgement
-        cancel_id = order.cancel_txn_id or self._find(
-            "SELECT id FROM txn WHERE orig_id = ? AND kind IN ('void', 'refund') AND created_at >= ? "
-            "ORDER BY id DESC LIMIT 1", (order.txn_id, order.updated_at - _SLACK_S))
-        if cancel_id is None:
-            if sale_state == "VOIDED":
-                return self._change(order, (CANCELLING,), operator, "cancelled",
-                                    f"sale txn {order.txn_id} voided", CANCELLED, state=CANCELLED)
-            return self.record_cancel_txn(order.id, None, operator) if stale else order
-        cancel_state = self._txn(cancel_id)[1]
-        if cancel_state == "PENDING" and not stale:
-            return order
-        if cancel_state in ("PENDING", "REVERSAL_DUE", "ADVICE_DUE") and order.cancel_txn_id == cancel_id:
-            return order
-        return self.record_cancel_txn(order.id, cancel_id, operator)

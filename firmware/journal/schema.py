@@ -170,4 +170,24 @@ MIGRATIONS.append([
     "ALTER TABLE print_job ADD COLUMN held_order_id INTEGER REFERENCES held_order(id)",
 ])
 
+MIGRATIONS.append([
+    # 7: a record owed to the host whose message cannot be built is QUARANTINED with the words
+    # why (problem); it is unresolved, so the partial index of unresolved states takes it.
+    "ALTER TABLE txn ADD COLUMN problem TEXT",
+    "DROP INDEX txn_unresolved",
+    "CREATE INDEX txn_unresolved ON txn (state) "
+    "WHERE state IN ('PENDING', 'REVERSAL_DUE', 'ADVICE_DUE', 'QUARANTINED')",
+    # Held orders are now tied to their sale (and to the void/refund cancelling them) in the
+    # record's own commit. Orders left PAYING by an older firmware, which found the sale later
+    # by reference, are tied once here the way it did: the newest sale with the reference
+    # written since the order's last change.
+    "UPDATE held_order SET txn_id = (SELECT t.id FROM txn t WHERE t.kind = 'sale' "
+    "AND t.reference = held_order.reference AND t.created_at >= held_order.updated_at - 2 "
+    "AND t.id NOT IN (SELECT txn_id FROM held_order WHERE txn_id IS NOT NULL) "
+    "ORDER BY t.id DESC LIMIT 1) WHERE state = 'PAYING' AND txn_id IS NULL",
+    "CREATE INDEX held_order_txn ON held_order (txn_id) WHERE txn_id IS NOT NULL",
+    "CREATE INDEX held_order_cancel_txn ON held_order (cancel_txn_id) "
+    "WHERE cancel_txn_id IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,9 @@
 
 One SQL transaction per state change, committed with synchronous=FULL in WAL
 mode before the caller may act on it. The state table in engine/states.py is
-enforced here, so no code path can turn a given-up record into an approval.
+enforced here, so no code path can turn a given-up record into an approval;
+held orders follow their records here too (journal/follow.py), in the same
+commit, whoever changed the record.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 
 from firmware.digits import is_digits
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
-from firmware.engine.states import TxnEvent, TxnState, next_state
+from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
+from firmware.journal import follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from firmware.journal.vault import CardVault
@@ -46,12 +49,14 @@ CREDIT_KINDS = (TxnKind.VOID.value, TxnKind.COMPLETION_VOID.value, TxnKind.REFUN
 DEBIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 CREDIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 OPEN_SETTLEMENT_STATES = ("REQUESTED", "UPLOADING", "ENDING")
+_LIVE = tuple(sorted(s.value for s in LIVE_FOLLOW_UP))
+_UNRESOLVED = tuple(sorted(s.value for s in UNRESOLVED))
 
 _TXN_COLUMNS = (
     "id, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign_card, "
     "entry_mode, pin_entered, operator, local_date, local_time, created_at, reference, orig_id, "
     "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
-    "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id"
+    "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem"
 )
 
 
@@ -67,7 +72,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
     (rid, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign, entry_mode,
      pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
      orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
-     adv_attempts, uploaded, settlement_id) = row
+     adv_attempts, uploaded, settlement_id, problem) = row
     return TxnRecord(
         id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
         invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
@@ -77,7 +82,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
         orig_rrn=orig_rrn, orig_auth=orig_auth, orig_date=orig_date, response_code=rc, rrn=rrn,
         auth_code=auth, card_org=org, reversal_reason=rev_reason,
         reversal_attempts=rev_attempts, advice_attempts=adv_attempts, uploaded=bool(uploaded),
-        settlement_id=settlement_id,
+        settlement_id=settlement_id, problem=problem,
     )
 
 
@@ -289,15 +294,26 @@ class Journal:
             self._audit(cur, draft.operator, draft.kind.value,
                         f"trace {stan} amount {draft.amount} card {draft.pan_masked}", state.value)
             row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (rid,)).fetchone()
-        return _row_to_record(row)
+            record = _row_to_record(row)
+            if draft.held_order_id is not None:
+                try:
+                    follow.link(cur, record, draft.held_order_id, self._audit, now)
+                except ValueError as exc:  # the order moved meanwhile: nothing is written
+                    raise JournalError(str(exc)) from None
+        return record
 
     def apply(self, record_id: int, event: TxnEvent, result: HostResult | None = None,
               reversal_reason: str | None = None, void_of: int | None = None,
-              receipt_copies: tuple[CopyKind, ...] = ()) -> TxnRecord:
+              receipt_copies: tuple[CopyKind, ...] = (), problem: str | None = None,
+              declined_after_stored: bool = False) -> TxnRecord:
         """One state change (and, for an approved void, its original's) in one commit.
 
         receipt_copies queues the receipt in that same commit, so an outcome the
-        operator is told about never lacks its receipt after a power loss.
+        operator is told about never lacks its receipt after a power loss (once: a
+        record that already has its receipt job gets no second one).
+        declined_after_stored: a refund the till was told "stored" was declined; the
+        slip saying it was not made is queued and the decline audited, same commit.
+        Held orders tied to the record (or to the voided original) follow it.
         """
         now = self._clock()
         with self._tx() as cur:
@@ -316,6 +332,9 @@ class Journal:
             if reversal_reason is not None:
                 sets.append("reversal_reason = ?")
                 args.append(reversal_reason)
+            if problem is not None:
+                sets.append("problem = ?")
+                args.append(problem[:500])
             if event in (TxnEvent.REVERSAL_ACKED, TxnEvent.REVERSAL_FAILED):
                 sets.append("reversal_attempts = reversal_attempts + 1")
             if event in (TxnEvent.ADVICE_ACKED, TxnEvent.ADVICE_FAILED):
@@ -328,27 +347,50 @@ class Journal:
                 voided = next_state(TxnState(orig[0]), TxnEvent.VOID)
                 cur.execute("UPDATE txn SET state = ?, updated_at = ? WHERE id = ?",
                             (voided.value, now, void_of))
-            if event not in (TxnEvent.APPROVE, TxnEvent.DECLINE):  # those are audited by begin+rc
-                self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
-                            f"trace {record.stan}", new_state.value)
-            if receipt_copies:
+                follow.follow(cur, self._record_in(cur, void_of), self._audit, now)
+            code = f" code {result.response_code}" if result is not None else ""
+            self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
+                        f"trace {record.stan} amount {record.amount}{code}"
+                        + (f": {problem}" if problem else ""), new_state.value)
+            if declined_after_stored:
+                self._audit(cur, record.operator, "stored refund declined",
+                            f"trace {record.stan} amount {record.amount}{code}: the refund was "
+                            "not made", new_state.value)
+                self._insert_job(cur, JobKind.ADVICE_DECLINED, (CopyKind.MERCHANT,),
+                                 txn_id=record_id, title=f"refund {record.stan} declined")
+            if receipt_copies and cur.execute(
+                    "SELECT 1 FROM print_job WHERE kind = 'receipt' AND txn_id = ? AND reprint = 0",
+                    (record_id,)).fetchone() is None:
                 self._insert_job(cur, JobKind.RECEIPT, receipt_copies, txn_id=record_id,
                                  title=f"{record.kind.value} {record.stan}")
-            row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
+            changed = self._record_in(cur, record_id)
+            follow.follow(cur, changed, self._audit, now)
+        return changed
+
+    @staticmethod
+    def _record_in(cur: sqlite3.Cursor, record_id: int) -> TxnRecord:
+        row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no journal record {record_id}")
         return _row_to_record(row)
 
     def resolve_manually(self, record_id: int, operator: str, reason: str) -> TxnRecord:
-        """Supervisor closes a reversal that the host never acknowledged (audited)."""
+        """Supervisor closes a reversal the host never acknowledged, or a quarantined record
+        (audited, with the reason); held orders tied to it follow."""
+        now = self._clock()
         with self._tx() as cur:
-            row = cur.execute("SELECT state, stan FROM txn WHERE id = ?", (record_id,)).fetchone()
-            if row is None:
-                raise JournalError(f"no journal record {record_id}")
-            new_state = next_state(TxnState(row[0]), TxnEvent.RESOLVE_MANUALLY)
+            record = self._record_in(cur, record_id)
+            new_state = next_state(record.state, TxnEvent.RESOLVE_MANUALLY)
             cur.execute("UPDATE txn SET state = ?, updated_at = ? WHERE id = ?",
-                        (new_state.value, self._clock(), record_id))
-            self._audit(cur, operator, "manual reversal resolution", f"trace {row[1]}: {reason}",
+                        (new_state.value, now, record_id))
+            what = ("quarantined record" if record.state is TxnState.QUARANTINED
+                    else "reversal")
+            self._audit(cur, operator, f"manual {what} resolution",
+                        f"{record.kind.value} trace {record.stan} amount {record.amount}: {reason}",
                         new_state.value)
-        return self.get(record_id)
+            changed = self._record_in(cur, record_id)
+            follow.follow(cur, changed, self._audit, now)
+        return changed
 
     def get(self, record_id: int) -> TxnRecord:
         row = self._db.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
@@ -368,8 +410,18 @@ class Journal:
         return found[0] if found else None
 
     def find_by_rrn(self, rrn: str) -> TxnRecord | None:
-        found = self._select("rrn = ? AND state IN ('APPROVED', 'VOIDED')", (rrn,), order="id DESC")
+        """The newest record the host answered with this RRN, whatever its state now."""
+        found = self._select("rrn = ? AND kind != 'refund'", (rrn,), order="id DESC LIMIT 1")
         return found[0] if found else None
+
+    def follow_ups(self, record: TxnRecord) -> list[TxnRecord]:
+        """Voids, refunds and completions that count against `record` (states.LIVE_FOLLOW_UP):
+        tied by orig_id, or refunds naming its RRN from outside (written before orig_id was
+        filled in for them)."""
+        marks = ",".join("?" * len(_LIVE))
+        by_rrn = "OR (kind = 'refund' AND orig_rrn = ?)" if record.rrn else ""
+        args = (record.id, *((record.rrn,) if record.rrn else ()), *_LIVE)
+        return self._select(f"(orig_id = ? {by_rrn}) AND state IN ({marks})", args)
 
     def last_record(self) -> TxnRecord | None:
         found = self._select("1", order="id DESC LIMIT 1")
@@ -391,22 +443,24 @@ class Journal:
     def advices_due(self) -> list[TxnRecord]:
         return self._select("state = 'ADVICE_DUE'")
 
+    def quarantined(self) -> list[TxnRecord]:
+        """Records owed to the host whose message cannot be built: a supervisor decides."""
+        return self._select("state = 'QUARANTINED'")
+
+    def declined_after_stored(self, batch: str | None = None) -> list[TxnRecord]:
+        """Refunds of the batch the till was told "stored" and the host then declined (a record
+        that failed to reach the host at least once before its decline)."""
+        return self._select("kind = 'refund' AND state = 'DECLINED' AND advice_attempts > 0 "
+                            "AND batch = ?", (batch or self.current_batch(),))
+
     def unresolved_counts(self) -> dict[str, int]:
+        marks = ",".join("?" * len(_UNRESOLVED))
         rows = self._db.execute(
-            "SELECT state, COUNT(*) FROM txn WHERE state IN ('PENDING','REVERSAL_DUE','ADVICE_DUE')"
-            " GROUP BY state"
+            f"SELECT state, COUNT(*) FROM txn WHERE state IN ({marks}) GROUP BY state", _UNRESOLVED
         ).fetchall()
-        counts = {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0}
+        counts = dict.fromkeys(("PENDING", "REVERSAL_DUE", "ADVICE_DUE", "QUARANTINED"), 0)
         counts.update(dict(rows))
         return counts
-
-    def refunded_against(self, orig_rrn: str) -> int:
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM txn WHERE kind = 'refund' AND orig_rrn = ? "
-            "AND state IN ('APPROVED', 'ADVICE_DUE', 'PENDING')",
-            (orig_rrn,),
-        ).fetchone()
-        return int(row[0])
 
     def decrypt_pan(self, record_id: int) -> str:
         row = self._db.execute("SELECT pan_enc FROM txn WHERE id = ?", (record_id,)).fetchone()

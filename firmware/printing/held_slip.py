@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware.ports import Align, Cut, Document, Feed, TextLine, text_cells
+from firmware.printing.layout import wrap
 
 TEXTS: dict[str, tuple[str, str]] = {
     "title": ("HELD ORDER AUDIT TRAIL", "挂单审计记录"),
@@ -42,15 +43,9 @@ def _t(key: str, lang: str) -> str:
 
 
 def _fit(text: str, cols: int) -> list[str]:
-    """Rows of at most cols cells (CJK counts two); long text continues on the next row."""
-    rows, line = [], ""
-    for ch in text:
-        if text_cells(line + ch) > cols:
-            rows.append(line)
-            line = ""
-        line += ch
-    rows.append(line)
-    return rows
+    """Rows of at most cols cells (CJK counts two), broken between words where it can be, so
+    a merchant reading the trail never meets a word cut in two."""
+    return wrap(text, cols)
 
 
 def _pair(label: str, value: str, cols: int) -> list[str]:

@@ -58,9 +58,9 @@ MONEY_KINDS: Final = frozenset(TxnKind) - {TxnKind.BALANCE}
 ORIGINAL_KINDS: Final = frozenset({TxnKind.VOID, TxnKind.REFUND, TxnKind.PREAUTH_VOID,
                                    TxnKind.COMPLETION, TxnKind.COMPLETION_VOID})
 # A receipt says money moved; only these states may say so. VOIDED is an approved record
-# voided later (its receipt can still be reprinted); ADVICE_DUE is a refund stored for
-# forwarding, which the host cannot refuse to take (cancel-semantics.md).
-RECEIPT_STATES: Final = frozenset({TxnState.APPROVED, TxnState.VOIDED, TxnState.ADVICE_DUE})
+# voided later (its receipt can still be reprinted). A refund stored for sending (ADVICE_DUE)
+# has none: the host may still decline it, and its receipt prints when the host acknowledges.
+RECEIPT_STATES: Final = frozenset({TxnState.APPROVED, TxnState.VOIDED})
 
 # ISO 4217: numeric -> (alphabetic, minor-unit digits). The common ones plus every currency
 # whose minor unit is not 2, so an amount is never printed 100 times too large or small.
@@ -619,6 +619,40 @@ def void_slip(ref: SlipRef, merchant: MerchantInfo, *, lang: str, columns: int,
     if ref.invoice:
         title += f" {ref.invoice}"
     return slip.finish(_clean(title))
+
+
+# ---- a stored refund the host declined -----------------------------------------
+
+
+def refund_declined_slip(record: TxnRecord, merchant: MerchantInfo, *, lang: str, columns: int,
+                         printed_at: datetime, answer: str) -> Document:
+    """The slip for a refund the till was told "stored" and the host then declined: it says the
+    refund was not made, names it (card, trace, original, amount) and the host's answer."""
+    if record.kind is not TxnKind.REFUND or record.state is not TxnState.DECLINED:
+        raise ValueError(f"no refund-declined slip for a {record.state.value} {record.kind.value}")
+    slip = _Slip(lang, columns)
+    year = _year_of(record.local_date, record.created_at)
+    slip.merchant_header(merchant)
+    slip.big(slip.words("refund_declined"))
+    slip.sentence("refund_declined_not_made", Align.CENTER, bold=True)
+    slip.rule()
+    slip.field("merchant_no", _clean(merchant.mid))
+    slip.field("terminal_no", _clean(merchant.tid))
+    slip.field("card_no", mask_pan(_clean(record.pan_masked)), bold=True)
+    slip.field("txn_type", slip.words("kind_refund"))
+    slip.field("batch_no", _clean(record.batch))
+    slip.field("trace_no", _clean(record.stan))
+    slip.field("date_time", _txn_datetime(record.local_date, record.local_time, year))
+    slip.field("orig_ref", _clean(record.orig_rrn or ""))
+    slip.field("orig_date", _month_day(record.orig_date))
+    slip.line(slip.label("amount"))
+    slip.line(_money(record.amount, record.currency), Align.RIGHT, bold=True)
+    slip.field("host_answer", _clean(answer))
+    slip.rule()
+    slip.sentence("refund_declined_stored")
+    slip.sentence("refund_declined_todo", bold=True)
+    slip.field("print_time", _printed_at(printed_at))
+    return slip.finish(_clean(f"refund declined slip {record.invoice}"))
 
 
 # ---- printer test page -------------------------------------------------------

@@ -33,6 +33,9 @@ class JobKind(enum.StrEnum):
     TXN_LIST = "txn_list"  # the batch's transactions, one or two lines each
     HELD_TRAIL = "held_trail"  # the audit trail of one held order ("keep the evidence")
     DEREG_REPORT = "dereg_report"  # the deregistration report, kept as lines in terminal_state
+    # A refund the till was told "stored" and the host then declined: the slip says it was
+    # NOT made (rebuilt from the record, like a receipt).
+    ADVICE_DECLINED = "advice_declined"
 
 
 REPORT_KINDS = frozenset({JobKind.SETTLEMENT, JobKind.SUBTOTALS, JobKind.TXN_LIST})

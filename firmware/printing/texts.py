@@ -23,6 +23,13 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "void_slip_voids": ("THE PRINTOUT ABOVE IS VOID", "以上凭条作废"),
     "void_slip_money": ("TRANSACTION NOT AFFECTED", "交易本身不受影响"),
     "void_slip_reason": ("PRINTING CANCELLED", "打印已取消"),
+    "refund_declined": ("REFUND DECLINED", "退货被拒绝"),
+    "refund_declined_not_made": ("THE REFUND WAS NOT MADE", "此笔退货未成功"),
+    "refund_declined_stored": ("IT WAS STORED FOR SENDING AND THE HOST DECLINED IT LATER",
+                               "该退货曾保存待发, 后被主机拒绝"),
+    "refund_declined_todo": ("REFUND THE CUSTOMER ANOTHER WAY OR TRY AGAIN",
+                             "请以其他方式退款或重新办理"),
+    "host_answer": ("HOST ANSWER", "主机应答"),
     "printout": ("PRINTOUT", "凭条"),
     "copy": ("COPY", "存根联"),
     # titles of other printouts a void slip may name

@@ -47,6 +47,9 @@ class UiContext:
     printing: str = ""  # "1/2" while a receipt prints, else ""
     reversals_due: int = 0
     advices_due: int = 0
+    quarantined: int = 0  # records owed to the host that cannot be sent: a supervisor decides
+    refunds_declined: int = 0  # stored refunds of the batch the host then declined (not made)
+    backlog_left: int = 0  # reversals/advices the terminal is sending now (start-up, before ops)
     deregistered: bool = False
     notice: str | None = None  # a catalog key (or words) the idle screen must show
     # A receipt cut by a power loss waits for the operator: ENTER prints it again (REPRINT),
@@ -161,7 +164,7 @@ class OpOutcome:
 
     op: str
     status: str  # approved | declined | refused | cancelled | reversed | reversal_pending
-    #              | stored | failed | settled | done
+    #              | stored | failed | settled | done | not_cancelled (a held order still paid)
     message_key: str  # catalog key or host response code
     detail: str = ""
     amount: int | None = None

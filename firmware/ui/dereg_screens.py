@@ -28,6 +28,7 @@ KINDS = {
     "dereg_item_reversal": "reversal", "reversal": "reversal",
     "dereg_item_advice": "advice", "advice": "advice",
     "dereg_item_pending": "pending", "pending": "pending",
+    "dereg_item_quarantined": "quarantined", "quarantined": "quarantined",
     "dereg_item_settlement": "settlement_open", "settlement_open": "settlement_open",
     "dereg_item_batch": "unsettled", "unsettled": "unsettled",
 }
@@ -39,6 +40,7 @@ CATALOG: core.Catalog = {
     "dereg_what_reversal": ("{n} reversal(s) pending", "{n}笔冲正未完成"),
     "dereg_what_advice": ("{n} advice(s) not sent", "{n}笔通知未上送"),
     "dereg_what_pending": ("{n} txn(s) awaiting a reply", "{n}笔交易等待应答"),
+    "dereg_what_quarantined": ("{n} set aside: resolve in review", "{n}笔已隔离: 请在结算检查处理"),
     "dereg_what_settlement_open": ("Settlement interrupted", "结算中断"),
     "dereg_what_unsettled": ("{n} txn(s) not settled", "{n}笔交易未结算"),
     "dereg_what_other": ("{n} x {kind}", "{n} x {kind}"),

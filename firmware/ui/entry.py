@@ -7,13 +7,12 @@ entry (with what was typed) as its own `back`. PIN and password digits never rea
 
 from __future__ import annotations
 
-import calendar
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from firmware.digits import is_digits
+from firmware.engine.validation import valid_mmdd
 from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.texts import max_amount, money, t, words
@@ -83,14 +82,6 @@ class AmountEntry(core.Screen):
 
     def next_wakeup(self, ctx: core.UiContext) -> float | None:
         return self.note_until if self.note and _note_live(self.note_until, ctx) else None
-
-
-def valid_mmdd(digits: str) -> bool:
-    """A real month and day (29 February allowed: the year of the original is not known)."""
-    if len(digits) != 4 or not is_digits(digits):
-        return False
-    month, day = int(digits[:2]), int(digits[2:])
-    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(2000, month)[1]
 
 
 @dataclass(frozen=True)

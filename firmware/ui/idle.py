@@ -57,8 +57,14 @@ class IdleScreen(core.Screen):
         middle: list[str] = []
         if ctx.deregistered:
             middle.append(core.center(t(ctx, "banner_deregistered"), ctx.cols))
+        if ctx.backlog_left:
+            middle += core.wrap(t(ctx, "idle_backlog", n=ctx.backlog_left), ctx.cols)
         if ctx.reversals_due or ctx.advices_due:
             middle.append(t(ctx, "rev_adv", rev=ctx.reversals_due, adv=ctx.advices_due))
+        if ctx.quarantined:
+            middle += core.wrap(t(ctx, "idle_quarantined", n=ctx.quarantined), ctx.cols)
+        if ctx.refunds_declined:
+            middle += core.wrap(t(ctx, "idle_refunds_declined", n=ctx.refunds_declined), ctx.cols)
         if ctx.held_aged:
             middle.append(t(ctx, "held_aged", n=ctx.held_aged))
         for note in self.notes(ctx):

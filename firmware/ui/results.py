@@ -41,7 +41,8 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
     if status == "declined":
         code = outcome.response_code or outcome.message_key
         lines += [t(ctx, "res_declined"), t(ctx, outcome.message_key), t(ctx, "res_code", code=code)]
-    elif status in ("failed", "refused", "settled", "done", "cancelled", "stored") and outcome.message_key:
+    elif status in ("failed", "refused", "settled", "done", "cancelled", "stored",
+                    "not_cancelled") and outcome.message_key:
         lines.append(words(ctx, outcome.message_key))
     elif status == "approved" and outcome.balance is not None:
         lines.append(t(ctx, "approved"))
@@ -52,7 +53,7 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
     if outcome.balance is not None:
         lines += [t(ctx, "res_balance"), money(ctx, outcome.balance)]
     elif outcome.amount is not None and status in ("approved", "stored", "declined", "reversed",
-                                                   "reversal_pending"):
+                                                   "reversal_pending", "not_cancelled"):
         lines.append(money(ctx, outcome.amount))
     if outcome.auth_code and status == "approved":
         lines.append(t(ctx, "res_auth", code=outcome.auth_code))
@@ -64,7 +65,7 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
         lines.append(t(ctx, "res_rrn", rrn=outcome.rrn))
     if outcome.batch:
         lines.append(t(ctx, "res_batch", batch=outcome.batch))
-    if outcome.detail and status in ("failed", "refused"):
+    if outcome.detail and status in ("failed", "refused", "not_cancelled", "stored"):
         lines.append(outcome.detail)
     if outcome.message_key == "host_unreachable":
         lines.append(t(ctx, "f1_echo"))

@@ -33,6 +33,12 @@ CATALOG: core.Catalog = {
     "duplicate": ("Duplicate?", "疑似重复"),
     "print_failed": ("Print failed", "打印失败"),
     "reversal_stuck": ("Reversal fails", "冲正失败"),
+    "quarantined": ("Set aside", "已隔离"),
+    "refund_declined": ("Refund declined", "退货被拒"),
+    "short_quarantined": ("Aside", "隔离"),
+    "short_refund_declined": ("Rfd no", "退拒"),
+    "anomaly_why": ("Why: {why}", "原因: {why}"),
+    "anomaly_code": ("Host {why}: not refunded", "主机{why}: 未退款"),
     "anomaly_trace": ("Trace {trace}", "凭证号 {trace}"),
     "short_duplicate": ("Dup?", "重复"),
     "short_print_failed": ("Print", "打印"),
@@ -42,6 +48,7 @@ CATALOG: core.Catalog = {
     "act_void": ("Void", "撤销"),
     "act_reprint": ("Reprint", "重打印"),
     "act_retry": ("Send now", "立即发送"),
+    "act_resolve": ("Resolve", "主管处理"),
     "anomaly_no_action": ("No action here", "无可执行操作"),
     "result_title": ("Settlement", "结算"),
     "act_result_title": ("Anomaly", "异常处理"),
@@ -53,7 +60,9 @@ CATALOG: core.Catalog = {
     "review_blocked": ("Items pending", "有未完成交易"),
 }
 
-PENDING_KINDS = ("reversal_due", "advice_due", "pending")
+PENDING_KINDS = ("reversal_due", "advice_due", "pending", "quarantined")
+# Actions behind the supervisor password (asked on the keypad before they run).
+GUARDED_ACTIONS = ("void", "resolve")
 DIGIT_INDEX = core.DIGIT_INDEX
 
 
@@ -205,10 +214,10 @@ class AnomalyDetail(core.Screen):
         if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(actions):
             action = actions[DIGIT_INDEX[key]]
             command = core.StartOp("anomaly_act", trace=str(self.item["trace"]), reason=action,
-                                   authorised=action == "void")
+                                   authorised=action in GUARDED_ACTIONS)
             run = Run(command, self.root, "act")
-            if action == "void":
-                return core.Transition(PasswordEntry("void", run, self))
+            if action in GUARDED_ACTIONS:
+                return core.Transition(PasswordEntry(action, run, self))
             return core.Transition(run)
         return core.Transition(self)
 
@@ -221,6 +230,10 @@ class AnomalyDetail(core.Screen):
             facts.append(_t(ctx, "anomaly_same_as", trace=item["related_trace"]))
         if item.get("kind") == "reversal_stuck":
             facts.append(_t(ctx, "anomaly_tries", n=item.get("attempts", 0)))
+        if item.get("kind") == "quarantined" and item.get("why"):
+            facts.append(_t(ctx, "anomaly_why", why=item["why"]))
+        if item.get("kind") == "refund_declined":
+            facts.append(_t(ctx, "anomaly_code", why=item.get("why") or "?"))
         actions = [f"{i + 1} {_t(ctx, f'act_{a}')}" for i, a in enumerate(self.actions())]
         if not actions:
             actions = [_t(ctx, "anomaly_no_action")]
