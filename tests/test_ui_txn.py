@@ -472,7 +472,7 @@ def test_no_repr_holds_the_typed_pin_or_password() -> None:
     ("cancelled", "cancelled", "Cancelled"),
     ("reversed", "reversal_sent", "Cancelled - reversal sent"),
     ("reversal_pending", "reversal_pending", "Reversal pending"),
-    ("stored", "advice_stored", "Refund stored - will be sent to the host"),
+    ("stored", "advice_stored", "Refund stored, not confirmed yet"),
     ("failed", "no_reply", "No reply from host - nothing was charged"),
     ("refused", "original_settled", "Original is settled - use refund"),
     ("declined", "Z9", "Transaction failed (Z9)"),

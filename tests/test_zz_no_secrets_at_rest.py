@@ -60,7 +60,7 @@ def test_no_card_data_or_pin_block_in_any_terminal_file(tmp_path, sim, tmp_path_
         lost = await sale(t, 3000, card="cup_debit")
         assert lost.status in ("reversed", "reversal_pending")
         sim.add_fault("drop", mti="0220")
-        stored = await refund(t, 500, s.record.rrn, s.record.local_date)
+        stored = await refund(t, 500, s.record.rrn, s.record.local_date, card="visa")
         assert stored.status == "stored"
         sim.clear_faults()
         await sale(t, 4000, card="mastercard")

@@ -15,8 +15,6 @@ import selectors
 import socket
 import sys
 
-from firmware.digits import is_digits
-
 
 def pipe(host: str, port: int, guest_in: int = 0, guest_out: int = 1) -> int:
     try:
@@ -50,7 +48,7 @@ def pipe(host: str, port: int, guest_in: int = 0, guest_out: int = 1) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not is_digits(args[1]):
+    if len(args) != 2 or not (args[1].isascii() and args[1].isdigit()):
         print("usage: netpipe.py HOST PORT", file=sys.stderr)
         return 2
     return pipe(args[0], int(args[1]))

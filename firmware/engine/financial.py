@@ -101,9 +101,11 @@ def params_for(record: TxnRecord | PendingDraft, term: Terminal, card: CardInput
                stan: str | None = None, batch: str | None = None) -> FinancialParams:
     """The request's parameters from a journal record, or from a draft about to be written
     (then stan and batch stand in for the counters the journal will allocate)."""
+    if isinstance(record, TxnRecord):
+        stan, batch = record.stan, record.batch
+    assert stan is not None and batch is not None, "a draft needs a stand-in STAN and batch"
     return FinancialParams(
-        kind=record.kind, stan=stan or getattr(record, "stan", ""),
-        batch=batch or getattr(record, "batch", ""), term=term, amount=record.amount,
+        kind=record.kind, stan=stan, batch=batch, term=term, amount=record.amount,
         currency=record.currency, card=card, orig_rrn=record.orig_rrn, orig_auth=record.orig_auth,
         orig_batch=record.orig_batch, orig_stan=record.orig_stan, orig_date=record.orig_date,
     )

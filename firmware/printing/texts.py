@@ -141,6 +141,7 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "state_RESOLVED_MANUALLY": ("RESOLVED", "人工处理"),
     "state_DECLINED": ("DECLINED", "拒绝"),
     "state_FAILED": ("FAILED", "失败"),
+    "state_QUARANTINED": ("SET ASIDE", "已隔离"),
     # the same, four cells wide for the LCD (keys are "state_short_" + TxnState value)
     "state_short_APPROVED": ("APPR", "成功"),
     "state_short_VOIDED": ("VOID", "撤销"),
@@ -151,6 +152,7 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "state_short_RESOLVED_MANUALLY": ("RSLV", "人工"),
     "state_short_DECLINED": ("DECL", "拒绝"),
     "state_short_FAILED": ("FAIL", "失败"),
+    "state_short_QUARANTINED": ("ASID", "隔离"),
 }
 
 
