@@ -1,7 +1,7 @@
 """cffi builder for the C extension `_posio` (out-of-line API mode, set_source).
 
 Run `.venv/bin/python c_ext/build_posio.py [--force]` from anywhere: it compiles
-c_ext/*.c (not the fuzz target) and places `_posio.*.so` at the repository root.
+c_ext/*.c (not the fuzz_*.c targets) and places `_posio.*.so` at the repository root.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TMPDIR = ROOT / "build" / "posio"
 MODULE = "_posio"
-# Not part of the extension: built by clang for libFuzzer (mk/c_ext.mk).
-NOT_IN_MODULE = {"fuzz_frame.c"}
+# Not part of the extension: the libFuzzer targets, built by clang (mk/c_ext.mk).
+FUZZ_TARGETS = "fuzz_*.c"
 # Python's own CFLAGS (-O3 -g ...) come first on the command line; ours come
 # last and so win.  -Werror keeps warnings from piling up unseen.
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"]
@@ -83,7 +83,7 @@ const char *posio_build_time(void);
 
 def c_sources() -> list[Path]:
     """The C files that make up the module, in a stable order."""
-    return sorted(p for p in HERE.glob("*.c") if p.name not in NOT_IN_MODULE)
+    return sorted(p for p in HERE.glob("*.c") if not p.match(FUZZ_TARGETS))
 
 
 def _c_string(text: str) -> str:

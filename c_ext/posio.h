@@ -1,6 +1,6 @@
 /* posio.h: the whole C API of the _posio extension (reader-link frame codec,
  * LRC / CRC-16, printer raster packing, fd byte pump).  The cffi builder
- * (build_posio.py) and the libFuzzer target (fuzz_frame.c) both include it;
+ * (build_posio.py) and the libFuzzer targets (fuzz_*.c) all include it;
  * the cdef in build_posio.py must stay in step with it. */
 #ifndef POSIO_H
 #define POSIO_H
