@@ -90,5 +90,8 @@ int posio_read_until(int fd, uint8_t *out, size_t max_bytes,
 const char *posio_build_compiler(void);
 const char *posio_build_flags(void);
 const char *posio_build_time(void);
+/* Stack protector and fortify level as compiled, e.g.
+ * "stack-protector-strong fortify-2" (from the compiler's own macros). */
+const char *posio_build_hardening(void);
 
 #endif /* POSIO_H */
