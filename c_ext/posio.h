@@ -1,6 +1,6 @@
 /* posio.h: the whole C API of the _posio extension (reader-link frame codec,
  * LRC / CRC-16, printer raster packing, fd byte pump).  The cffi builder
- * (build_posio.py) and the libFuzzer target (fuzz_frame.c) both include it;
+ * (build_posio.py) and the libFuzzer targets (fuzz_*.c) all include it;
  * the cdef in build_posio.py must stay in step with it. */
 #ifndef POSIO_H
 #define POSIO_H
@@ -90,5 +90,8 @@ int posio_read_until(int fd, uint8_t *out, size_t max_bytes,
 const char *posio_build_compiler(void);
 const char *posio_build_flags(void);
 const char *posio_build_time(void);
+/* Stack protector and fortify level as compiled, e.g.
+ * "stack-protector-strong fortify-2" (from the compiler's own macros). */
+const char *posio_build_hardening(void);
 
 #endif /* POSIO_H */

@@ -71,6 +71,7 @@ BUILD_INFO: dict[str, str] = {
     "compiler": ffi.string(lib.posio_build_compiler()).decode(),
     "flags": ffi.string(lib.posio_build_flags()).decode(),
     "built_at": ffi.string(lib.posio_build_time()).decode(),
+    "hardening": ffi.string(lib.posio_build_hardening()).decode(),
 }
 
 # Every `lib.` call below runs with the GIL released: cffi's API mode wraps

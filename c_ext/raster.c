@@ -43,19 +43,21 @@ void posio_floyd_steinberg(const uint8_t *gray, size_t w, size_t h,
                            uint8_t *out, int32_t *scratch)
 {
     size_t stride = (w + 7) / 8;
-    /* Two error rows with one guard cell each side: errors pushed past the
-     * left or right edge land in a guard and are dropped, as in the
-     * classic algorithm, without a branch per dot. */
-    int32_t *cur = scratch + 1;
-    int32_t *nxt = scratch + (w + 2) + 1;
-    memset(scratch, 0, 2 * (w + 2) * sizeof *scratch);
+    /* Two error rows of w + 2 cells: cell x + 1 belongs to dot x, and cells
+     * 0 and w + 1 are guards where errors pushed past the left or right edge
+     * land and are dropped, as in the classic algorithm, without a branch
+     * per dot.  Indices stay >= 0 (x is unsigned: "x - 1" at x = 0 would
+     * point below the array, which is undefined), as in reference.py. */
+    int32_t *cur = scratch;
+    int32_t *nxt = scratch + (w + 2);
+    memset(cur, 0, (w + 2) * sizeof *cur);
     memset(out, 0, stride * h);
     for (size_t y = 0; y < h; y++) {
         const uint8_t *row = gray + y * w;
         uint8_t *dst = out + y * stride;
-        memset(nxt - 1, 0, (w + 2) * sizeof *nxt);
+        memset(nxt, 0, (w + 2) * sizeof *nxt);
         for (size_t x = 0; x < w; x++) {
-            int32_t v = (int32_t)row[x] + cur[x];
+            int32_t v = (int32_t)row[x] + cur[x + 1];
             int32_t err;
             if (v < 128) {
                 dst[x >> 3] |= (uint8_t)(0x80u >> (x & 7));
@@ -69,10 +71,10 @@ void posio_floyd_steinberg(const uint8_t *gray, size_t w, size_t h,
             /* The remainder goes down-right so no error is created or lost
              * by rounding. */
             int32_t down_right = err - right - down_left - down;
-            cur[x + 1] += right;
-            nxt[x - 1] += down_left;
-            nxt[x] += down;
-            nxt[x + 1] += down_right;
+            cur[x + 2] += right;
+            nxt[x] += down_left;
+            nxt[x + 1] += down;
+            nxt[x + 2] += down_right;
         }
         int32_t *t = cur;
         cur = nxt;
@@ -85,8 +87,13 @@ size_t posio_raster_bands(const uint8_t *packed, size_t stride, size_t h,
 {
     if (band_h == 0 || band_h > 0xFFFF || stride > 0xFFFF)
         return 0;
-    size_t bands = (h + band_h - 1) / band_h;
-    if (out_cap < bands * 8 + stride * h)
+    /* Checked arithmetic: with a huge h the need must not wrap around to a
+     * small number that out_cap then "holds". */
+    size_t bands = h / band_h + (h % band_h != 0);
+    size_t head, body, need;
+    if (__builtin_mul_overflow(bands, (size_t)8, &head) ||
+        __builtin_mul_overflow(stride, h, &body) ||
+        __builtin_add_overflow(head, body, &need) || out_cap < need)
         return 0;
     size_t pos = 0;
     for (size_t y0 = 0; y0 < h; y0 += band_h) {

@@ -21,21 +21,33 @@ build: $(VENV_STAMP)
 	$(PY) c_ext/build_posio.py
 
 # ---- fuzzing (clang + libFuzzer + ASan/UBSan) ------------------------------
+# Two targets: fuzz_frame (reader-link frame codec, frame.c) and fuzz_raster
+# (printer raster, raster.c), each with its own read-only seed corpus in git.
+# FUZZ_SECONDS and FUZZ_SMOKE_SECONDS are totals, split evenly between them.
 CLANG ?= clang
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_TARGETS := frame raster
 FUZZ_DIR := build/fuzz
-FUZZ_BIN := $(FUZZ_DIR)/fuzz_frame
-# Only the decoder's sources: the fuzzer needs no Python.
-FUZZ_SRCS := c_ext/fuzz_frame.c c_ext/frame.c c_ext/checksum.c
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+# Only the sources each target exercises: the fuzzers need no Python.
+FUZZ_SRCS_frame := c_ext/frame.c c_ext/checksum.c
+FUZZ_SRCS_raster := c_ext/raster.c
+FUZZ_SEEDS_frame := c_ext/corpus
+FUZZ_SEEDS_raster := c_ext/corpus_raster
 # -fno-sanitize-recover turns every UBSan report into a crash, so a smoke
 # run that merely printed a warning cannot pass.
 FUZZ_CFLAGS := -g -O1 -std=c11 -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ic_ext
-# Seeds stay read-only in git; libFuzzer writes what it learns to the first
-# corpus directory, which lives under build/.
-FUZZ_RUN = $(FUZZ_BIN) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-	-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus c_ext/corpus
+# $(call fuzz_run,target,seconds): seeds stay read-only in git; libFuzzer
+# writes what it learns to the first corpus directory, under build/.
+# Every seed runs first, so a seed that crashes fails every run.
+fuzz_run = mkdir -p $(FUZZ_DIR)/$(1)/corpus && \
+	$(FUZZ_DIR)/fuzz_$(1) -max_total_time=$(2) -timeout=10 -rss_limit_mb=2048 \
+	-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/$(1)- \
+	$(FUZZ_DIR)/$(1)/corpus $(FUZZ_SEEDS_$(1))
+# $(call fuzz_share,seconds): one target's share of a total budget (rounded up).
+fuzz_share = $$(( ($(1) + $(words $(FUZZ_TARGETS)) - 1) / $(words $(FUZZ_TARGETS)) ))
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
@@ -56,19 +68,24 @@ fuzz-deps:
 	  $(APT_GET) install -y --no-install-recommends clang $$rt; \
 	fi
 
-$(FUZZ_BIN): $(FUZZ_SRCS) c_ext/posio.h
-	@mkdir -p $(FUZZ_DIR)/corpus
-	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_SRCS) -o $@
+# The sources each binary links come in as extra prerequisites.
+$(foreach t,$(FUZZ_TARGETS),$(eval $(FUZZ_DIR)/fuzz_$(t): $(FUZZ_SRCS_$(t))))
+$(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: c_ext/fuzz_%.c c_ext/posio.h
+	@mkdir -p $(FUZZ_DIR)
+	$(CLANG) $(FUZZ_CFLAGS) $< $(FUZZ_SRCS_$*) -o $@
 
-# libFuzzer exits non-zero (and leaves a crash-* file in build/fuzz/) on any
-# crash, sanitizer report, leak, timeout or failed invariant.
+# libFuzzer exits non-zero (and leaves a <target>-crash-* file in build/fuzz/)
+# on any crash, sanitizer report, leak, timeout or failed invariant, and
+# make stops at the first target that fails.
 .PHONY: fuzz-smoke
-fuzz-smoke: fuzz-deps $(FUZZ_BIN)
-	$(FUZZ_RUN) -max_total_time=$(FUZZ_SMOKE_SECONDS)
+fuzz-smoke: fuzz-deps $(FUZZ_BINS)
+	$(call fuzz_run,frame,$(call fuzz_share,$(FUZZ_SMOKE_SECONDS)))
+	$(call fuzz_run,raster,$(call fuzz_share,$(FUZZ_SMOKE_SECONDS)))
 
 .PHONY: fuzz
-fuzz: fuzz-deps $(FUZZ_BIN)
-	$(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS)
+fuzz: fuzz-deps $(FUZZ_BINS)
+	$(call fuzz_run,frame,$(call fuzz_share,$(FUZZ_SECONDS)))
+	$(call fuzz_run,raster,$(call fuzz_share,$(FUZZ_SECONDS)))
 
 .PHONY: clean-c-ext
 clean-c-ext:

@@ -1,4 +1,5 @@
-"""Runs the libFuzzer smoke test of the frame decoder (c_ext/fuzz_frame.c).
+"""Runs the libFuzzer smoke test of the C extension: the frame decoder
+(c_ext/fuzz_frame.c) and the printer raster code (c_ext/fuzz_raster.c).
 
 Uses `make -f mk/c_ext.mk fuzz-smoke` (which installs clang if it can), or
 clang directly when make is absent; skips only if clang cannot be had at all.
@@ -14,12 +15,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The total for both targets, split evenly between them (as in mk/c_ext.mk).
 SMOKE_SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "20"))
 NO_CLANG = (
     "clang with libFuzzer is not available and could not be installed: install the "
     "Debian packages `clang` and `libclang-rt-<N>-dev` (`make -f mk/c_ext.mk fuzz-deps`)"
 )
-# Same flags as mk/c_ext.mk, for machines without make.
+# Same flags, sources and seeds as mk/c_ext.mk, for machines without make.
 FUZZ_CFLAGS = [
     "-g",
     "-O1",
@@ -31,7 +33,10 @@ FUZZ_CFLAGS = [
     "-fno-sanitize-recover=all",
     "-Ic_ext",
 ]
-FUZZ_SRCS = ["c_ext/fuzz_frame.c", "c_ext/frame.c", "c_ext/checksum.c"]
+TARGETS = {
+    "frame": (["c_ext/frame.c", "c_ext/checksum.c"], "c_ext/corpus"),
+    "raster": (["c_ext/raster.c"], "c_ext/corpus_raster"),
+}
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -44,8 +49,36 @@ def _tail(proc: subprocess.CompletedProcess[str], lines: int = 40) -> str:
     return "\n".join((proc.stdout + proc.stderr).splitlines()[-lines:])
 
 
-# Installing clang may take minutes on a fresh machine; the fuzz run itself
-# is SMOKE_SECONDS plus a few seconds of compiling.
+def _run_without_make(clang: str) -> list[subprocess.CompletedProcess[str]]:
+    out = ROOT / "build" / "fuzz"
+    share = -(-SMOKE_SECONDS // len(TARGETS))
+    runs = []
+    for name, (srcs, seeds) in TARGETS.items():
+        (out / name / "corpus").mkdir(parents=True, exist_ok=True)
+        binary = out / f"fuzz_{name}"
+        built = _run([clang, *FUZZ_CFLAGS, f"c_ext/fuzz_{name}.c", *srcs, "-o", str(binary)], 240)
+        assert built.returncode == 0, _tail(built)
+        proc = _run(
+            [
+                str(binary),
+                f"-max_total_time={share}",
+                "-timeout=10",
+                f"-artifact_prefix={out}/{name}-",
+                str(out / name / "corpus"),
+                seeds,
+            ],
+            timeout=share + 120,
+        )
+        runs.append(proc)
+        if proc.returncode != 0:
+            break
+    return runs
+
+
+# Installing clang may take minutes on a fresh machine; the fuzz runs
+# themselves are SMOKE_SECONDS plus a few seconds of compiling.  Each target
+# runs its seeds first, so a seed that trips a sanitizer fails every run
+# (c_ext/corpus_raster crashed at raster.c:73 under UBSan before the fix).
 @pytest.mark.timeout(900)
 def test_fuzz_smoke() -> None:
     make = shutil.which("make")
@@ -53,28 +86,14 @@ def test_fuzz_smoke() -> None:
         deps = _run([make, "-f", "mk/c_ext.mk", "fuzz-deps"], timeout=840)
         if deps.returncode != 0 or not shutil.which("clang"):
             pytest.skip(f"{NO_CLANG}\n{_tail(deps, 10)}")
-        proc = _run(
-            [make, "-f", "mk/c_ext.mk", "fuzz-smoke", f"FUZZ_SMOKE_SECONDS={SMOKE_SECONDS}"],
-            timeout=SMOKE_SECONDS + 240,
-        )
+        smoke = [make, "-f", "mk/c_ext.mk", "fuzz-smoke", f"FUZZ_SMOKE_SECONDS={SMOKE_SECONDS}"]
+        runs = [_run(smoke, timeout=SMOKE_SECONDS + 240)]
     else:
         clang = shutil.which("clang")
         if not clang:
             pytest.skip(NO_CLANG)
-        out = ROOT / "build" / "fuzz"
-        (out / "corpus").mkdir(parents=True, exist_ok=True)
-        built = _run([clang, *FUZZ_CFLAGS, *FUZZ_SRCS, "-o", str(out / "fuzz_frame")], 240)
-        assert built.returncode == 0, _tail(built)
-        proc = _run(
-            [
-                str(out / "fuzz_frame"),
-                f"-max_total_time={SMOKE_SECONDS}",
-                "-timeout=10",
-                f"-artifact_prefix={out}/",
-                str(out / "corpus"),
-                "c_ext/corpus",
-            ],
-            timeout=SMOKE_SECONDS + 120,
-        )
-    assert proc.returncode == 0, f"fuzzer failed (crash input in build/fuzz/):\n{_tail(proc)}"
-    assert "Done " in proc.stderr, _tail(proc)  # it really ran, not just built
+        runs = _run_without_make(clang)
+    for proc in runs:
+        assert proc.returncode == 0, f"fuzzer failed (crash input in build/fuzz/):\n{_tail(proc)}"
+    # Each target really ran, not just built.
+    assert sum(proc.stderr.count("Done ") for proc in runs) == len(TARGETS), _tail(runs[-1])

@@ -94,7 +94,7 @@ def version_info(board_name: str, lang: str, *, repo_root: Path = REPO_ROOT) -> 
         posio = importlib.import_module(C_EXTENSION)
         build = dict(getattr(posio, "BUILD_INFO", {}))
         build.setdefault("implementation", getattr(posio, "IMPLEMENTATION", unknown))
-        for key in ("implementation", "compiler", "flags", "built_at"):
+        for key in ("implementation", "compiler", "flags", "hardening", "built_at"):
             lines.append(say(CATALOG, "line_posio", lang, item=key, value=build.get(key, unknown)))
     except ImportError as exc:
         ext_error = str(exc)
