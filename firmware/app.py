@@ -554,7 +554,7 @@ class Terminal:
                 self._notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
-            j.audit(self._tx()["operator"], action.action, action.detail, action.outcome)
+            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
             return None
         if isinstance(action, ev.AllocateStan):
             return ev.StanAllocated(j.allocate_stan())

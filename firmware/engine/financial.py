@@ -28,6 +28,7 @@ from firmware.engine.model import CardRead, HostResult, PendingDraft, TxnRecord,
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.validation import (
     Limits,
+    Refusal,
     check_amount,
     check_card,
     check_original,
@@ -142,7 +143,7 @@ class FinancialFlow:
             self.request, self.ctx.batch
         )
         if refusal is not None:
-            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail))
+            return self._refuse(refusal)
         if self.request.kind in NEEDS_SUPERVISOR:
             return [ev.AskAuthorisation(self.request.kind.value)]
         return self._after_authorisation()
@@ -177,14 +178,10 @@ class FinancialFlow:
 
     def _on_card(self, event: object) -> list[ev.Action]:
         assert isinstance(event, ev.CardPresented)
-        refusal = check_card(event.card, self.ctx.now.strftime("%y%m"), self.ctx.limits)
+        refusal = (check_card(event.card, self.ctx.now.strftime("%y%m"), self.ctx.limits)
+                   or check_refund_card(self.request, event.card))
         if refusal is not None:
-            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail))
-        refusal = check_refund_card(self.request, event.card)
-        if refusal is not None:
-            return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail),
-                                audit=(f"{self.request.kind.value} refused", refusal.detail,
-                                       "refused"))
+            return self._refuse(refusal)
         self.card = event.card
         return self._after_card()
 
@@ -383,6 +380,12 @@ class FinancialFlow:
             TxnResult("cancelled", "cancelled", detail=f"cancelled at step {step}"),
             audit=(f"{self.request.kind.value} cancelled", f"at step {step}", "cancelled"),
         )
+
+    def _refuse(self, refusal: Refusal) -> list[ev.Action]:
+        """A local refusal: nothing was written or sent; the till or operator gets the words,
+        the audit log gets the request that was refused and why."""
+        return self._finish(TxnResult("refused", refusal.key, detail=refusal.detail),
+                            audit=(f"{self.request.kind.value} refused", refusal.detail, "refused"))
 
     def _finish(self, result: TxnResult, audit: tuple[str, str, str] | None = None
                 ) -> list[ev.Action]:
