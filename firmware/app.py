@@ -33,7 +33,7 @@ from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
-from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
@@ -77,6 +77,9 @@ class OperatorInput:
     # known, "ecr tcp 127.0.0.1", "ecr serial /dev/ttyS3"); audited, and passwords count by it.
     source: str = "ecr"
     authorised: bool = False  # the keypad already checked the supervisor password
+    # The ECR request this operation answers: its record is written with this key, so that the
+    # till's retry is answered with that record instead of running again (firmware/ecr/repeats.py).
+    request_key: RequestKey | None = None
 
 
 class TerminalObserver(Protocol):
@@ -743,6 +746,8 @@ class Terminal:
         return None
 
     async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        if io.request_key is not None:
+            request = replace(request, request_key=io.request_key)
         return await self.operation(request.kind.value, io.source,
                                     lambda: self._financial(request, io), request.amount)
 

@@ -217,6 +217,7 @@ class FinancialFlow:
             orig_rrn=orig.rrn if orig else None,
             orig_auth=orig.auth_code if orig else None,
             orig_date=orig.date if orig else None,
+            request_key=req.request_key,
         )
 
     def _on_pending_written(self, event: object) -> list[ev.Action]:

@@ -57,12 +57,22 @@ class OriginalRef:
 
 
 @dataclass(frozen=True)
+class RequestKey:
+    """An ECR request's repeat key: who asked (the peer's source, e.g. "ecr tcp 10.0.0.7") and the
+    till's own name for the request (its id, or its ref). The journal writes it with the record."""
+
+    source: str
+    key: str
+
+
+@dataclass(frozen=True)
 class TxnRequest:
     kind: TxnKind
     amount: int | None = None  # fen; None for balance and voids (taken from the original)
     operator: str = "01"
     original: OriginalRef | None = None
     reference: str | None = None  # ECR / held-order reference carried to the receipt
+    request_key: RequestKey | None = None  # the ECR request this answers (a retry finds the record)
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,7 @@ class PendingDraft:
     orig_rrn: str | None = None
     orig_auth: str | None = None
     orig_date: str | None = None
+    request_key: RequestKey | None = None  # linked to its record in the record's own commit
 
 
 @dataclass(frozen=True)
