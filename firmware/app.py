@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +49,7 @@ from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.logmask import install as install_mask
+from firmware.lograte import RepeatFilter
 from firmware.ports import (
     CardReader,
     MagstripeRead,
@@ -964,16 +966,25 @@ class Terminal:
 
 # -- process entry ------------------------------------------------------------
 
+# The log shares the data partition with the journal: at most 5 x 1 MiB. At INFO a busy day
+# writes a few hundred kB, so this keeps about a week for support, and a flood (which the repeat
+# filter collapses anyway) can never take the journal's room.
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 4
+
+
 def setup_logging(data_dir: Path, level: str, to_stderr: bool = True) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
-    handlers: list[logging.Handler] = [logging.FileHandler(data_dir / "terminal.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [RotatingFileHandler(
+        data_dir / "terminal.log", maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")]
     if to_stderr:  # not under the console: log lines would scribble over the LCD box
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(fmt)
+        handler.addFilter(RepeatFilter())
         install_mask(handler)
         root.addHandler(handler)
 
