@@ -5,7 +5,7 @@ LineFramer; every complete line becomes a task that answers it (`_handle`), so t
 and `status` are heard while an operation runs (one operation at a time; anything else gets
 "busy"). `_handle` is the reply guarantee: whatever happens inside, exactly one reply line is
 queued for the peer. On the way in: the fields (protocol.py), the board's card-data rule
-(`dispatch`, for every op). On the way out, a peer's output
+(`dispatch`, for every op), then the repeat rule (repeats.py). On the way out, a peer's output
 is bounded: a peer that does not read its replies is not read from either, and its replies are
 dropped past OUTPUT_CAP (serial) or its connection closed (TCP), so it can neither block nor
 spin the terminal. TCP connections are capped in number and closed when idle (settings).
@@ -37,6 +37,7 @@ from firmware.ecr.protocol import (
     parse_request,
 )
 from firmware.ecr.refusals import RefusalLog
+from firmware.ecr.repeats import RepeatGate
 from firmware.ecr.replies import failed_inside, language, refusal, result_payload
 from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
@@ -171,6 +172,7 @@ class EcrServer:
         self.host = host
         self.port = port
         self.serial_path = serial_path
+        self.repeats = RepeatGate(terminal)
         self.refusals = RefusalLog(terminal)
         self._server: asyncio.AbstractServer | None = None
         self._serial_task: asyncio.Task[None] | None = None
@@ -310,7 +312,10 @@ class EcrServer:
         except EcrError as exc:
             return exc.reply()
 
-        return {"id": req.id, "op": req.op, **await self._run(req, peer.source, None)}
+        async def run(key: RequestKey | None) -> dict[str, Any]:
+            return await self._run(req, peer.source, key)
+
+        return {"id": req.id, "op": req.op, **await self.repeats.run(req, peer.source, run)}
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
         from firmware.app import OperatorInput
