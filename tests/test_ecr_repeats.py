@@ -13,6 +13,7 @@ from helpers import PASSWORD, TID, TerminalProcess, provision, run
 
 from firmware.app import AppConfig, Terminal
 from firmware.ecr.repeats import UNPROTECTED_OPS
+from firmware.ecr.server import EcrServer
 from firmware.engine.model import PendingDraft, RequestKey
 from firmware.host.messages import TxnKind
 from firmware.journal.requests import RequestBook
@@ -174,6 +175,33 @@ def test_a_repeat_of_a_request_cut_before_its_record_says_interrupted_and_runs_n
     assert sim.ledger.rows(TID) == []
 
 
+def test_a_request_cut_by_a_shutdown_is_answered_from_what_it_wrote(data_dir, sim):
+    request = b'{"op": "sale", "amount": 90, "id": "C-1"}'  # waits for a card
+
+    async def go():
+        async with ecr_terminal(data_dir) as (t, server):
+            link = Link(server.port)
+            link.send(request)
+            deadline = time.monotonic() + 20
+            while not t.busy:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await server.close()  # the terminal stops while the sale waits for its card
+            link.close()
+            again = EcrServer(t, "127.0.0.1", 0, None)
+            await again.start()
+            retry = Link(again.port)
+            retry.send(request)
+            reply = await asyncio.to_thread(retry.reply)
+            retry.close()
+            await again.close()
+            return reply, t.busy
+
+    reply, busy = run(go())
+    assert reply["repeat"] is True and reply["result"] == "interrupted", reply
+    assert busy is False and sim.ledger.rows(TID) == []
+
+
 def test_read_only_ops_are_not_remembered(data_dir, sim):
     term = TerminalProcess(data_dir)
     term.start()
@@ -226,8 +254,6 @@ def test_a_terminal_without_a_journal_still_answers(tmp_path):
     async def go():
         t = Terminal(AppConfig(data_dir=data))
         await t.open()
-        from firmware.ecr.server import EcrServer
-
         server = EcrServer(t, "127.0.0.1", 0, None)
         await server.start()
         link = Link(server.port)

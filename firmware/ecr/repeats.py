@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 from firmware.ecr.protocol import EcrRequest, encode_response
 from firmware.ecr.replies import failed_inside, language, record_now, refusal
 from firmware.engine.model import RequestKey
+from firmware.journal.errors import JournalError
 from firmware.journal.requests import DONE, KeptRequest, RequestBook
 
 if TYPE_CHECKING:
     from firmware.app import Terminal
+
+log = logging.getLogger("posfw.ecr")
 
 # Ops that only read, or that are harmless to run twice: no key, no journal write.
 UNPROTECTED_OPS = frozenset({
@@ -93,18 +97,26 @@ class RepeatGate:
                 return refusal("ecr_id_reused", lang)
             return {**await asyncio.shield(running.reply), "repeat": True}
         book = RequestBook(journal)
-        kept = book.claim(key, req.op, wanted, self._window())
+        try:
+            kept = book.claim(key, req.op, wanted, self._window())
+        except JournalError as exc:  # a full journal: the op cannot write its record either,
+            log.error("ECR request key not claimed: %s", exc)  # and says so in words
+            return await work(None)
         if kept is not None:
             return self._answer_kept(kept, wanted, lang)
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._running[key] = _Running(wanted, done)
-        reply = failed_inside(lang)  # what is kept if the work is cut (the terminal shuts down)
         try:
             reply = await work(key)
+        except BaseException:
+            # Cut (the terminal shuts down): the claim stays RUNNING, so that a repeat after the
+            # restart is answered from the record this request wrote, if any.
+            done.set_result(failed_inside(lang))
+            raise
         finally:
             del self._running[key]
-            done.set_result(reply)
-            self._keep(book, key, reply)
+        done.set_result(reply)
+        self._keep(book, key, reply)
         return reply
 
     def _window(self) -> float:
@@ -116,7 +128,7 @@ class RepeatGate:
             return refusal("ecr_id_reused", lang)
         if kept.state == DONE and kept.reply is not None:
             return {**json.loads(kept.reply), "repeat": True}
-        # Claimed and not running here: a restart cut it before its reply was kept.
+        # Claimed, not running here, no reply kept: a restart cut it (or the journal was full).
         journal = self.terminal.journal
         assert journal is not None
         if kept.txn_id is None:  # no record written (or purged since, settled and past retention)
@@ -125,7 +137,13 @@ class RepeatGate:
 
     @staticmethod
     def _keep(book: RequestBook, key: RequestKey, reply: dict[str, Any]) -> None:
-        if reply.get("result") in NOTHING_HAPPENED:
-            book.forget(key)
-        else:
-            book.finish(key, encode_response(reply).decode("utf-8").rstrip("\n"))
+        """The reply is kept for repeats; one refused up front is forgotten. If the journal cannot
+        take it (full), the till still gets its reply: a repeat then finds the claim RUNNING and
+        is answered from the record, as after a restart."""
+        try:
+            if reply.get("result") in NOTHING_HAPPENED:
+                book.forget(key)
+            else:
+                book.finish(key, encode_response(reply).decode("utf-8").rstrip("\n"))
+        except JournalError as exc:
+            log.error("ECR reply to %s not kept for repeats: %s", key.key, exc)
