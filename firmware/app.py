@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +34,14 @@ from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
-from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest, TxnResult
+from firmware.engine.model import (
+    CardRead,
+    OriginalRef,
+    RequestKey,
+    TxnRecord,
+    TxnRequest,
+    TxnResult,
+)
 from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
@@ -48,6 +56,7 @@ from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
 from firmware.logmask import install as install_mask
+from firmware.lograte import RepeatFilter
 from firmware.ports import (
     CardReader,
     MagstripeRead,
@@ -77,6 +86,9 @@ class OperatorInput:
     # known, "ecr tcp 127.0.0.1", "ecr serial /dev/ttyS3"); audited, and passwords count by it.
     source: str = "ecr"
     authorised: bool = False  # the keypad already checked the supervisor password
+    # The ECR request this operation answers: its record is written with this key, so that the
+    # till's retry is answered with that record instead of running again (firmware/ecr/repeats.py).
+    request_key: RequestKey | None = None
 
 
 class TerminalObserver(Protocol):
@@ -821,6 +833,8 @@ class Terminal:
         return None
 
     async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        if io.request_key is not None:
+            request = replace(request, request_key=io.request_key)
         return await self.operation(request.kind.value, io.source,
                                     lambda: self._financial(request, io), request.amount)
 
@@ -1058,16 +1072,25 @@ class Terminal:
 
 # -- process entry ------------------------------------------------------------
 
+# The log shares the data partition with the journal: at most 5 x 1 MiB. At INFO a busy day
+# writes a few hundred kB, so this keeps about a week for support, and a flood (which the repeat
+# filter collapses anyway) can never take the journal's room.
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 4
+
+
 def setup_logging(data_dir: Path, level: str, to_stderr: bool = True) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(level)
-    handlers: list[logging.Handler] = [logging.FileHandler(data_dir / "terminal.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [RotatingFileHandler(
+        data_dir / "terminal.log", maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")]
     if to_stderr:  # not under the console: log lines would scribble over the LCD box
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(fmt)
+        handler.addFilter(RepeatFilter())
         install_mask(handler)
         root.addHandler(handler)
 

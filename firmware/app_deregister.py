@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.app import Terminal
+from firmware.app import OperatorInput, Terminal
 from firmware.engine.deregistration import (
     DeregRefused,
     DeregStep,
@@ -418,15 +418,18 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return OpOutcome(command.op, "refused", "dereg_refused", detail=f"not a deregistration op: {command.op}")
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+                 origin: OperatorInput | None = None) -> dict[str, Any]:
+    """An ECR request (ECR_OPS); origin.source: the ECR peer that asked (audited)."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    source = origin.source if origin is not None else "ecr"
     if op == "deregister_check":
         outcome = _check_outcome(terminal, lang)
     elif op == "deregister":
         if lifecycle(terminal) is Lifecycle.ACTIVE and not await terminal.check_password(
-                args["password"], "deregistration", "ecr"):
+                args["password"], "deregistration", source):
             return {"ok": False, "result": "refused", "message": text("password_wrong", lang)}
-        outcome = await deregister(terminal, args["path"], lang, "ecr")
+        outcome = await deregister(terminal, args["path"], lang, source)
     else:
         return {"ok": False, "result": "refused", "message": f"not a deregistration op: {op}"}
     payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,

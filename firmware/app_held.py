@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -267,21 +268,24 @@ def _ecr_card(args: dict[str, Any]) -> CardRead | None:
     return sim_card(args["card"])
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """An ECR request (ECR_OPS, fields already checked by the protocol): the reply payload."""
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+                 origin: OperatorInput | None = None) -> dict[str, Any]:
+    """An ECR request (ECR_OPS, fields already checked by the protocol): the reply payload.
+    origin: who asked (the ECR peer) and the request's repeat key, carried into the sale."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
+    origin = origin or OperatorInput()
     try:
         if op == "held_park":
-            outcome = await park(terminal, args["amount"], args["ref"], args.get("note"), "ecr")
+            outcome = await park(terminal, args["amount"], args["ref"], args.get("note"),
+                                 origin.source)
         elif op == "held_list":
             reconcile(terminal)
             outcome = _outcome("held_list", "done", "held_list", items=list_items(terminal))
         elif op == "held_resume":
-            io = OperatorInput(card=_ecr_card(args), pin=args.get("pin"), source="ecr")
+            io = replace(origin, card=_ecr_card(args), pin=args.get("pin"))
             outcome = await resume(terminal, int(args["order"]), io)
         elif op == "held_cancel":
-            io = OperatorInput(password=args["password"], card=_ecr_card(args), pin=args.get("pin"),
-                               source="ecr")
+            io = replace(origin, password=args["password"], card=_ecr_card(args), pin=args.get("pin"))
             outcome = await cancel(terminal, int(args["order"]), args["reason"], io)
         elif op == "held_trail":
             outcome = await trail(terminal, int(args["order"]), lang, print_it=False)

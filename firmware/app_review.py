@@ -246,8 +246,10 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return _outcome(command.op, "refused", "review_unknown_op", command.op)
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload."""
+async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+                 origin: OperatorInput | None = None) -> dict[str, Any]:
+    """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload. origin
+    (who asked) is not needed: these ops ask no password and move no money."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
     if terminal.journal is None:
         return {"ok": False, "result": "failed", "message": _words("service_mode", lang)}

@@ -253,7 +253,8 @@ class FrontPanel:
     # ------------------------------------------------------------------ TerminalObserver
 
     def op_started(self, op: str, source: str, amount: int | None) -> None:
-        self._events.put_nowait(ui.OpStarted(op, source, amount))
+        # The screen names the kind of source ("ECR: Sale"), not the peer ("ecr tcp 10.0.0.7").
+        self._events.put_nowait(ui.OpStarted(op, source.split(" ", 1)[0], amount))
 
     def op_step(self, step: str, done: int | None = None, total: int | None = None,
                 cancellable: bool = True) -> None:

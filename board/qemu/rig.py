@@ -26,7 +26,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +186,12 @@ class SerialBridge:
 class EcrLine:
     """The till's end of the ECR link on the guest's /dev/ttyS3: one JSON request, its answer."""
 
-    def __init__(self, link: socket.socket) -> None:
+    def __init__(self, link: socket.socket, ids: Iterator[int] | None = None) -> None:
         self._link = link
         self._buffer = b""
-        self._ids = itertools.count(1)
+        # The firmware remembers request ids for a day (a repeat is answered, not run): a till
+        # that comes back after the guest rebooted must go on numbering, not start again at 1.
+        self._ids = ids if ids is not None else itertools.count(1)
 
     def send(self, **request: Any) -> int:
         request.setdefault("id", next(self._ids))
@@ -339,6 +341,7 @@ class QemuTerminal:
         self.guest: Guest | None = None
         self.bridges: dict[str, SerialBridge] = {}
         self.ecr: EcrLine | None = None
+        self._ecr_ids = itertools.count(time.time_ns() // 1000)  # unique across rigs and boots
         self.lcd: LcdWatch | None = None
         self.boots = 0
         self.data_disk = self.workdir / "data.img"
@@ -376,7 +379,7 @@ class QemuTerminal:
         # Connect every port before the guest can write to it (QEMU drops bytes with no client).
         for port, bridge in self.bridges.items():
             bridge.attach(self.guest.connect_serial(port))
-        self.ecr = EcrLine(self.guest.connect_serial("ttyS3"))
+        self.ecr = EcrLine(self.guest.connect_serial("ttyS3"), self._ecr_ids)
         self.lcd = LcdWatch(self.guest.connect_serial("ttyS4"), on_frame=self.on_frame)
 
     def boot(self, timeout: float = 120.0) -> float:

@@ -1,29 +1,45 @@
 """The ECR link server: JSON lines over TCP (loopback by default) or a serial port.
 
-One operation runs at a time; `cancel` and `status` are answered while one
-runs, anything else gets "busy". Every request gets exactly one reply line.
+Theory of operation: each peer (a TCP connection, or the serial port) feeds its bytes to a
+LineFramer; every complete line becomes a task that answers it (`_handle`), so that `cancel`
+and `status` are heard while an operation runs (one operation at a time; anything else gets
+"busy"). `_handle` is the reply guarantee: whatever happens inside, exactly one reply line is
+queued for the peer. On the way in: the fields (protocol.py), the board's card-data rule
+(`dispatch`, for every op), then the repeat rule (repeats.py). On the way out, a peer's output
+is bounded: a peer that does not read its replies is not read from either, and its replies are
+dropped past OUTPUT_CAP (serial) or its connection closed (TCP), so it can neither block nor
+spin the terminal. TCP connections are capped in number and closed when idle (settings).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
 import os
 import termios
+import time
 import tty
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from firmware.ecr.protocol import (
+    CARD_DATA_FIELDS,
     FINANCIAL_OPS,
-    MAX_LINE,
     PRINT_OPS,
     EcrError,
     EcrRequest,
+    LineFramer,
+    Overlong,
     encode_response,
+    overlong_message,
     parse_request,
 )
-from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.ecr.refusals import RefusalLog
+from firmware.ecr.repeats import RepeatGate
+from firmware.ecr.replies import failed_inside, language, refusal, result_payload
+from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import text
 from firmware.journal.errors import JournalError
@@ -39,29 +55,11 @@ TRACE_KINDS = {
     "completion": TxnKind.COMPLETION,
     "completion_void": TxnKind.COMPLETION_VOID,
 }
-
-
-def result_payload(result: TxnResult, lang: str = "en") -> dict[str, Any]:
-    record = result.record
-    payload: dict[str, Any] = {
-        "ok": result.status in ("approved", "settled"),
-        "result": result.status,
-        "message": text(result.message_key, lang),
-    }
-    if result.detail:
-        payload["detail"] = result.detail
-    if result.response_code:
-        payload["code"] = result.response_code
-    if result.balance is not None:
-        payload["balance"] = result.balance
-    if record is not None:
-        payload.update({
-            "type": record.kind.value, "state": record.state.value, "amount": record.amount,
-            "pan": record.pan_masked, "stan": record.stan, "batch": record.batch,
-            "invoice": record.invoice, "rrn": record.rrn, "auth": record.auth_code,
-            "date": record.local_date, "time": record.local_time, "ref": record.reference,
-        })
-    return payload
+READ_SIZE = 4096
+# Replies waiting for a peer that does not read: the largest reply (a print job or held order
+# list) is a few kB, so 256 kB is many replies behind, and little memory on the device.
+OUTPUT_CAP = 256 * 1024
+TCP_HIGH_WATER = 16 * 1024  # above this a TCP peer's requests are not read until it catches up
 
 
 def sim_card(name: str) -> CardRead:
@@ -74,18 +72,115 @@ def sim_card(name: str) -> CardRead:
                     service_code=card.service_code, track2=card.track2)
 
 
+# -- peers ----------------------------------------------------------------------------------------
+
+class Peer(abc.ABC):
+    """One ECR peer: who it is (`source`: audits, passwords and repeat keys name it), its line
+    framing, how many of its requests are running, and its bounded output."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.framer = LineFramer()
+        self.running = 0
+        self.last_active = time.monotonic()
+
+    @abc.abstractmethod
+    def send(self, payload: dict[str, Any]) -> None:
+        """Queue one reply line; never blocks, never raises."""
+
+
+class TcpPeer(Peer):
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        # The address without the port: a till that reconnects comes from a new port.
+        super().__init__(f"ecr tcp {peer[0] if peer else 'unknown'}")
+        self.writer = writer
+        writer.transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        if self.writer.is_closing():
+            return
+        data = encode_response(payload)
+        waiting = self.writer.transport.get_write_buffer_size()
+        if waiting + len(data) > OUTPUT_CAP:
+            log.warning("ECR %s does not read its replies (%d bytes waiting): connection closed",
+                        self.source, waiting)
+            self.writer.transport.abort()
+            return
+        self.writer.write(data)
+        self.last_active = time.monotonic()
+
+
+class SerialPeer(Peer):
+    """The serial port's output: written when the port takes it (the event loop says when)."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        super().__init__(f"ecr serial {path}")
+        self._fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._out = bytearray()
+        self._watching = False
+        self._closed = False
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def send(self, payload: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        data = encode_response(payload)
+        if len(self._out) + len(data) > OUTPUT_CAP:
+            # Keep the rest of the line under way, so the peer's next line starts clean.
+            keep = self._out.find(b"\n") + 1
+            log.warning("ECR %s does not read its replies: %d bytes of replies dropped",
+                        self.source, len(self._out) - keep + len(data))
+            del self._out[keep:]
+            return
+        self._out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            written = os.write(self._fd, self._out)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            log.warning("ECR %s: reply not written (%s)", self.source, exc.strerror or exc)
+            written = len(self._out)
+        del self._out[:written]
+        if self._out and not self._watching:
+            self._loop.add_writer(self._fd, self._flush)
+            self._watching = True
+        elif not self._out and self._watching:
+            self._loop.remove_writer(self._fd)
+            self._watching = False
+        if self._out:
+            self.drained.clear()
+        else:
+            self.drained.set()
+
+    def close(self) -> None:
+        if self._watching:
+            self._loop.remove_writer(self._fd)
+        self._closed = True
+
+
+# -- the server -----------------------------------------------------------------------------------
+
 class EcrServer:
     def __init__(self, terminal: Terminal, host: str, port: int, serial_path: str | None) -> None:
         self.terminal = terminal
         self.host = host
         self.port = port
         self.serial_path = serial_path
+        self.repeats = RepeatGate(terminal)
+        self.refusals = RefusalLog(terminal)
         self._server: asyncio.AbstractServer | None = None
         self._serial_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[TcpPeer] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port, limit=MAX_LINE * 2)
+        self._server = await asyncio.start_server(self._client, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.serial_path:
             # Opened and set raw before start() returns (and so before the terminal says it is
@@ -98,7 +193,7 @@ class EcrServer:
                 return
             with contextlib.suppress(termios.error):
                 tty.setraw(fd)
-            self._serial_task = asyncio.create_task(self._serve_serial(fd))
+            self._serial_task = asyncio.create_task(self._serve_serial(fd, self.serial_path))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -108,94 +203,131 @@ class EcrServer:
             self._serial_task.cancel()
         for task in list(self._tasks):
             task.cancel()
+        for peer in list(self._connections):
+            peer.writer.transport.abort()
+        self.refusals.flush()
+
+    def _setting(self, name: str, default: int) -> int:
+        return int(self.terminal.settings.get("comms", {}).get(name, default))
+
+    # -- transports ---------------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lock = asyncio.Lock()
-
-        async def send(payload: dict[str, Any]) -> None:
-            async with lock:
-                writer.write(encode_response(payload))
-                with contextlib.suppress(ConnectionError):
-                    await writer.drain()
-
+        peer = TcpPeer(writer)
+        limit = self._setting("ecr_max_connections", 8)
+        if len(self._connections) >= limit:
+            # One line in words, then closed: the descriptor is back at once.
+            reply = refusal("ecr_too_many", language(self.terminal), result="busy")
+            peer.send(reply)
+            writer.close()
+            self.refusals.note(peer.source, "connection", f"{limit} ECR connections already open")
+            return
+        self._connections.add(peer)
         try:
-            while True:
-                try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError:
-                    await send({"ok": False, "result": "error",
-                                "message": f"request longer than {MAX_LINE} bytes"})
-                    break
-                except asyncio.IncompleteReadError:
-                    break
-                if not line.strip():
-                    continue
-                task = asyncio.create_task(self._handle(line, send))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            await self._read_tcp(peer, reader)
         except ConnectionError:
             pass
         finally:
+            self._connections.discard(peer)
             writer.close()
 
-    async def _serve_serial(self, fd: int) -> None:
+    async def _read_tcp(self, peer: TcpPeer, reader: asyncio.StreamReader) -> None:
+        while True:
+            idle = self._setting("ecr_idle_timeout_s", 300)
+            try:
+                # A peer that does not read its replies is not read from either (back-pressure).
+                await asyncio.wait_for(peer.writer.drain(), idle)
+                chunk = await asyncio.wait_for(reader.read(READ_SIZE), idle)
+            except TimeoutError:
+                if peer.running or time.monotonic() - peer.last_active < idle:
+                    continue
+                log.info("ECR %s idle for %d s: connection closed", peer.source, idle)
+                return
+            if not chunk:
+                return
+            peer.last_active = time.monotonic()
+            self._feed(peer, chunk)
+
+    async def _serve_serial(self, fd: int, path: str) -> None:
         """The same protocol over a serial port (`fd`: open, raw mode, non-blocking)."""
         loop = asyncio.get_running_loop()
-        buffer = bytearray()
+        peer = SerialPeer(fd, path)
         readable = asyncio.Event()
-        loop.add_reader(fd, readable.set)
-
-        async def send(payload: dict[str, Any]) -> None:
-            data = encode_response(payload)
-            while data:
-                try:
-                    n = os.write(fd, data)
-                    data = data[n:]
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-
         try:
             while True:
-                await readable.wait()
+                # A peer that does not read its replies is not read from either (back-pressure).
+                await peer.drained.wait()
+                loop.add_reader(fd, readable.set)
+                try:
+                    await readable.wait()
+                finally:
+                    loop.remove_reader(fd)
                 readable.clear()
                 try:
-                    chunk = os.read(fd, 4096)
+                    chunk = os.read(fd, READ_SIZE)
                 except BlockingIOError:
                     continue
                 except OSError:
-                    break
-                buffer.extend(chunk)
-                while b"\n" in buffer:
-                    line, _, rest = bytes(buffer).partition(b"\n")
-                    buffer[:] = rest
-                    if line.strip():
-                        # A task per request, so that `cancel` is heard mid-operation.
-                        task = asyncio.create_task(self._handle(line, send))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                if len(buffer) > MAX_LINE:
-                    buffer.clear()
-                    await send({"ok": False, "result": "error",
-                                "message": f"request longer than {MAX_LINE} bytes"})
+                    chunk = b""
+                if not chunk:  # hung up: the port would be readable forever (a busy loop)
+                    log.error("ECR serial port %s hung up: the serial ECR link is closed", path)
+                    return
+                self._feed(peer, chunk)
         finally:
-            loop.remove_reader(fd)
+            peer.close()
             os.close(fd)
 
-    async def _handle(self, line: bytes, send: Any) -> None:
+    def _feed(self, peer: Peer, chunk: bytes) -> None:
+        for line in peer.framer.feed(chunk):
+            if isinstance(line, Overlong):
+                reply = {"ok": False, "result": "error", "message": overlong_message()}
+                peer.send(reply)
+                self.refusals.note_reply(peer.source, reply)
+                continue
+            task = asyncio.create_task(self._handle(line, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- one request, one reply ---------------------------------------------------------------
+
+    async def _handle(self, line: bytes, peer: Peer) -> None:
+        """The reply guarantee: exactly one reply line for the line, whatever happens."""
+        reply = failed_inside(language(self.terminal))
+        peer.running += 1
         try:
-            request = parse_request(line, self._companion_ops())
-        except EcrError as exc:
-            await send({"ok": False, "result": "error", "message": str(exc)})
-            return
+            reply = await self._answer(line, peer)
+        except Exception:
+            log.exception("ECR request from %s failed inside the terminal", peer.source)
+        finally:
+            peer.running -= 1
+            peer.send(reply)
         try:
-            payload = await self.dispatch(request)
+            self.refusals.note_reply(peer.source, reply)
+        except Exception:  # the audit is not the reply: never let it take the link down
+            log.exception("ECR refusal from %s not recorded", peer.source)
+
+    async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
+        try:
+            req = parse_request(line, self._companion_ops())
         except EcrError as exc:
-            payload = {"ok": False, "result": "error", "message": str(exc)}
-        except Exception as exc:
-            log.exception("ECR request %s failed", request.op)
-            payload = {"ok": False, "result": "error", "message": f"internal error: {exc}"}
-        payload = {"id": request.id, "op": request.op, **payload}
-        await send(payload)
+            return exc.reply()
+
+        async def run(key: RequestKey | None) -> dict[str, Any]:
+            return await self._run(req, peer.source, key)
+
+        return {"id": req.id, "op": req.op, **await self.repeats.run(req, peer.source, run)}
+
+    async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
+        from firmware.app import OperatorInput
+
+        try:
+            return await self.dispatch(req, OperatorInput(source=source, request_key=key))
+        except EcrError as exc:
+            return {"ok": False, "result": "error", "message": str(exc)}
+        except Exception:
+            # The traceback goes to the log; the till gets words, never the exception's text.
+            log.exception("ECR %s from %s failed inside the terminal", req.op, source)
+            return failed_inside(language(self.terminal))
 
     @staticmethod
     def _companion_ops() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -203,17 +335,29 @@ class EcrServer:
 
         return ecr_ops()
 
-    async def dispatch(self, req: EcrRequest) -> dict[str, Any]:
+    def _check_card_data(self, req: EcrRequest) -> None:
+        """Card data never comes over the link on a real board: refused here, for every op,
+        before anything runs."""
+        given = [name for name in CARD_DATA_FIELDS if name in req.args]
+        if given and not self.terminal.board.ecr_accepts_card_data:
+            raise EcrError(f"card data ({', '.join(given)}) cannot come over the ECR link on this "
+                           "board; present the card at the reader")
+
+    async def dispatch(self, req: EcrRequest, origin: OperatorInput | None = None) -> dict[str, Any]:
+        """Carry out one checked request; origin: who asked (source) and its repeat key."""
+        from firmware.app import OperatorInput
+
+        self._check_card_data(req)
+        origin = origin or OperatorInput()
         t = self.terminal
         a = req.args
-        lang = t.settings.get("display", {}).get("language", "en") if t.settings else "en"
+        lang = language(t)
         if req.op == "status":
             return {"ok": True, **t.status()}
         if req.op == "cancel":
             t.cancel()
             return {"ok": True, "result": "cancel requested"}
         if req.op == "present_card":
-            self._require_sim()
             t.card_slot.present(sim_card(a["card"]), a.get("pin"))
             return {"ok": True, "result": "card presented"}
         if req.op in PRINT_OPS:
@@ -221,10 +365,10 @@ class EcrServer:
         if t.busy:
             return {"ok": False, "result": "busy", "message": t.busy_message(lang)}
         if req.op in FINANCIAL_OPS:
-            request, io = self._financial(req)
+            request, io = self._financial(req, origin)
             return result_payload(await t.financial(request, io), lang)
         if req.op == "settle":
-            result = await t.settle(a["password"])
+            result = await t.settle(a["password"], source=origin.source)
             payload = result_payload(result, lang)
             if result.status == "settled" and t.journal is not None:
                 s = t.journal.last_settlement()
@@ -260,15 +404,15 @@ class EcrServer:
             return {"ok": ok, "result": "echo", "rtt_ms": round(seconds * 1000, 1),
                     "detail": detail}
         if req.op == "set_password":
-            result = await t.set_password(a["old"], a["new"], "ecr")
+            result = await t.set_password(a["old"], a["new"], origin.source)
             return result_payload(result, lang)
         if req.op == "resolve_reversal":
-            return await self._resolve(req)
+            return await self._resolve(req, origin.source)
         from firmware.app_companions import for_ecr_op
 
         companion = for_ecr_op(req.op)
         if companion is not None:
-            return await companion.ecr_op(t, req.op, dict(req.args))
+            return await companion.ecr_op(t, req.op, dict(req.args), origin)
         raise EcrError(f"op {req.op} is not available on this board")
 
     def _printing(self, req: EcrRequest, lang: str) -> dict[str, Any]:
@@ -299,23 +443,11 @@ class EcrServer:
         except JournalError as exc:
             return {"ok": False, "result": "error", "message": str(exc)}
 
-    def _require_sim(self) -> None:
-        if not self.terminal.board.ecr_accepts_card_data:
-            raise EcrError("card data cannot come over the ECR link on this board; "
-                           "present the card at the reader")
-
-    def _financial(self, req: EcrRequest) -> tuple[TxnRequest, OperatorInput]:
-        from firmware.app import OperatorInput
-
+    def _financial(self, req: EcrRequest, origin: OperatorInput) -> tuple[TxnRequest, OperatorInput]:
         a = req.args
         kind = TxnKind(req.op)
-        io = OperatorInput(password=a.get("password"))
-        if "card" in a:
-            self._require_sim()
-            io.card = sim_card(a["card"])
-        if "pin" in a:
-            self._require_sim()
-            io.pin = a["pin"]
+        io = replace(origin, password=a.get("password"), pin=a.get("pin"),
+                     card=sim_card(a["card"]) if "card" in a else None)
         original = None
         if kind in TRACE_KINDS.values():
             original = OriginalRef(trace=a["trace"])
@@ -326,15 +458,15 @@ class EcrServer:
         return TxnRequest(kind=kind, amount=a.get("amount"), operator=operator,
                           original=original, reference=a.get("ref")), io
 
-    async def _resolve(self, req: EcrRequest) -> dict[str, Any]:
+    async def _resolve(self, req: EcrRequest, source: str) -> dict[str, Any]:
         t = self.terminal
         assert t.journal is not None
         a = req.args
-        if not await t.check_password(a["password"], "manual reversal resolution", "ecr"):
+        if not await t.check_password(a["password"], "manual reversal resolution", source):
             return result_payload(TxnResult("refused", "password_wrong"))
         record = t.journal.find_by_trace(a["trace"], a.get("batch"))
         if record is None or record.state.value not in ("REVERSAL_DUE", "QUARANTINED"):
             return {"ok": False, "result": "error",
                     "message": "no reversal due and nothing set aside for that trace"}
-        result = await t.resolve_owed(record.id, a["reason"], "ecr")
+        result = await t.resolve_owed(record.id, a["reason"], source)
         return {**result_payload(result), "ok": result.status == "resolved"}

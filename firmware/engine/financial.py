@@ -269,6 +269,7 @@ class FinancialFlow:
             orig_auth=orig.auth_code if orig else None,
             orig_date=orig.date if orig else None,
             held_order_id=req.held_order_id,
+            request_key=req.request_key,
         )
 
     def _on_pending_written(self, event: object) -> list[ev.Action]:

@@ -60,6 +60,15 @@ class OriginalRef:
 
 
 @dataclass(frozen=True)
+class RequestKey:
+    """An ECR request's repeat key: who asked (the peer's source, e.g. "ecr tcp 10.0.0.7") and the
+    till's own name for the request (its id, or its ref). The journal writes it with the record."""
+
+    source: str
+    key: str
+
+
+@dataclass(frozen=True)
 class TxnRequest:
     kind: TxnKind
     amount: int | None = None  # fen; None for balance and voids (taken from the original)
@@ -67,6 +76,7 @@ class TxnRequest:
     original: OriginalRef | None = None
     reference: str | None = None  # ECR / held-order reference carried to the receipt
     held_order_id: int | None = None  # the held order this sale pays, or this void/refund cancels
+    request_key: RequestKey | None = None  # the ECR request this answers (a retry finds the record)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class PendingDraft:
     orig_auth: str | None = None
     orig_date: str | None = None
     held_order_id: int | None = None  # linked to its order in the same commit as the record
+    request_key: RequestKey | None = None  # linked to its record in the record's own commit
 
 
 @dataclass(frozen=True)

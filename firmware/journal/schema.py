@@ -190,4 +190,25 @@ MIGRATIONS.append([
     "WHERE cancel_txn_id IS NOT NULL",
 ])
 
+MIGRATIONS.append([
+    # 8: the ECR link's request keys (firmware/journal/requests.py). A till that timed out sends
+    # the same request again; the key (who asked, the till's id or ref) finds the first one, so
+    # the retry is answered with its outcome instead of running twice. txn_id is written in the
+    # same commit as the record it names, so a restart cannot separate the two.
+    """CREATE TABLE ecr_request (
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('RUNNING', 'DONE')),
+        txn_id INTEGER REFERENCES txn(id) ON DELETE SET NULL,
+        reply TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (source, key)
+    )""",
+    "CREATE INDEX ecr_request_created ON ecr_request (created_at)",
+    # Purging a settled record looks up the keys that name it (foreign key): index, not scan.
+    "CREATE INDEX ecr_request_txn ON ecr_request (txn_id) WHERE txn_id IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

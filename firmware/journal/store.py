@@ -25,6 +25,7 @@ from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnStat
 from firmware.host.messages import SideTotals, TxnKind
 from firmware.journal import follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
+from firmware.journal.requests import link_in
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
@@ -268,7 +269,8 @@ class Journal:
     # -- records ----------------------------------------------------------------
 
     def begin(self, draft: PendingDraft) -> TxnRecord:
-        """Write ahead: the record and the counters it consumes, in one commit."""
+        """Write ahead: the record, the counters it consumes and the ECR request key that asked
+        for it (if any), in one commit."""
         now = self._clock()
         state = TxnState.ADVICE_DUE if draft.advice else TxnState.PENDING
         pan_enc = self._vault.encrypt(draft.pan)
@@ -291,6 +293,8 @@ class Journal:
             )
             rid = cur.lastrowid
             assert rid is not None
+            if draft.request_key is not None:  # an ECR retry must find this record after a restart
+                link_in(cur, draft.request_key, rid)
             self._audit(cur, draft.operator, draft.kind.value,
                         f"trace {stan} amount {draft.amount} card {draft.pan_masked}", state.value)
             row = cur.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (rid,)).fetchone()

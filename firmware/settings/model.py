@@ -31,6 +31,14 @@ FACTORY: dict[str, dict[str, Any]] = {
         "reply_timeout": 30.0,
         "retries": 1,  # connection attempts before giving up
         "tpdu": "6000030000",
+        # A shop has one or two tills and perhaps a service laptop: 8 leaves room for them and
+        # keeps all but a few of the device's 1,024 descriptors for the journal, host and devices.
+        "ecr_max_connections": 8,
+        # A till is quiet between customers for minutes; a peer silent for 5 minutes is gone (a
+        # half-open connection never says so) and its slot goes back to the others.
+        "ecr_idle_timeout_s": 300,
+        # A till retries within seconds or, after its own restart, within the business day.
+        "ecr_repeat_window_s": 86400,
     },
     "transactions": {
         "enabled": ["sale", "void", "refund", "balance", "preauth", "preauth_void",

@@ -55,6 +55,12 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "reply_timeout", "seconds", 0.1, 120, unit="s", self_test="echo"),
     Field("comms", "retries", "int", 0, 5, self_test="echo"),
     Field("comms", "tpdu", "digits", 10, 10, hex=True, self_test="echo"),
+    # The ECR link's limits (README, "ECR protocol"): connections at once, an idle connection's
+    # life, and how long a till's request id is remembered so that its retry is not run again.
+    # Set by whoever wires the till (settings.json), not on the keypad.
+    Field("comms", "ecr_max_connections", "int", 1, 64, editable=False),
+    Field("comms", "ecr_idle_timeout_s", "int", 1, 86400, unit="s", editable=False),
+    Field("comms", "ecr_repeat_window_s", "int", 60, 604800, unit="s", editable=False),
     Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
     Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
     Field("transactions", "reversal_retries", "int", 1, 10),
@@ -86,7 +92,8 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 # Fields added after settings files were already in the field: an old file lacking them is
 # migrated (filled from factory at load, and logged). Any other missing field is a broken file.
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
-                "printer.no_signature_limit", "transactions.held_max_age_min")
+                "printer.no_signature_limit", "transactions.held_max_age_min",
+                "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s")
 
 
 def field(group: str, name: str) -> Field:
@@ -122,6 +129,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.reply_timeout": ("Reply", "应答超时"),
     "f.comms.retries": ("Retries", "重试"),
     "f.comms.tpdu": ("TPDU", "TPDU"),
+    "f.comms.ecr_max_connections": ("ECR links", "ECR连接数"),
+    "f.comms.ecr_idle_timeout_s": ("ECR idle", "ECR空闲"),
+    "f.comms.ecr_repeat_window_s": ("ECR repeat", "ECR重复期"),
     "f.transactions.enabled": ("Enabled", "开通交易"),
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),

@@ -1,0 +1,104 @@
+"""Every ECR line gets exactly one reply line (issue 12, item 9), and an unexpected failure
+inside the terminal is said in words, never as the exception's text (item 13).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ecrkit import Link, ecr_terminal
+from helpers import TID, TerminalProcess, run
+
+from firmware.ecr.protocol import encode_response
+
+NESTED = b"[" * 1500 + b"]" * 1500
+
+# Lines that got no reply at all; the first was even approved.
+NO_REPLY_BEFORE = [
+    b'{"op": "sale", "amount": 100, "card": "visa", "id": "\\ud800"}',
+    b'{"op": {"name": "sale"}, "amount": 100}',
+    b'{"op": ["sale"], "amount": 100}',
+    NESTED,
+    b'{"op": "status", "id": 1, "deep": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+]
+# Ids a reply cannot carry back exactly: the request must not run.
+UNECHOABLE_IDS = [b'"\\udc80"', b'{"till": 1}', b"[1]", b"1.5", str(2**64).encode(), b'"' + b"x" * 65 + b'"']
+
+
+def test_every_line_gets_exactly_one_reply_line_and_an_unechoable_id_runs_nothing(data_dir, sim):
+    term = TerminalProcess(data_dir)
+    term.start()
+    try:
+        link = Link(term.port, timeout=10)
+        for line in NO_REPLY_BEFORE:
+            link.send(line)
+            reply = link.reply()
+            assert reply["ok"] is False and reply["result"] == "error", (line[:60], reply)
+        for request_id in UNECHOABLE_IDS:
+            link.send(b'{"op": "sale", "amount": 100, "card": "visa", "id": ' + request_id + b"}")
+            reply = link.reply()
+            assert reply["ok"] is False and "nothing was done" in reply["message"], reply
+            assert "id" not in reply, reply  # it could not be echoed as sent
+        # Nothing else is on the line: the next reply is the next request's.
+        assert link.ask(op="status", id="last")["id"] == "last"
+        link.close()
+    finally:
+        term.stop()
+    assert sim.ledger.rows(TID) == []
+
+
+def test_a_reply_that_cannot_be_encoded_falls_back_to_one_safe_line():
+    payload = {"id": "\ud800", "op": "sale", "ok": True, "result": "approved", "stan": "000007",
+               "detail": "caf\udce9", "odd": object(), "ratio": float("nan")}
+    line = encode_response(payload)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    reply = json.loads(line.decode("utf-8"))  # valid UTF-8, valid JSON
+    assert reply["id"] is None and "could not be echoed" in reply["id_note"]
+    assert (reply["ok"], reply["result"], reply["stan"]) == (True, "approved", "000007")
+    assert reply["detail"].startswith("caf") and reply["ratio"] is None
+
+
+def test_a_reply_the_link_cannot_encode_still_reaches_the_till(data_dir, sim):
+    async def go():
+        async with ecr_terminal(data_dir) as (t, server):
+            t.status = lambda: {"notice": "broken \udcff text", "when": object()}
+            link = Link(server.port)
+            reply = await _ask(link, b'{"op": "status", "id": 9}')
+            after = await _ask(link, b'{"op": "last", "id": 10}')
+            link.close()
+            return reply, after
+
+    reply, after = run(go())
+    assert reply["id"] == 9 and reply["ok"] is True and reply["notice"].startswith("broken")
+    assert after["id"] == 10
+
+
+def test_an_unexpected_failure_is_said_in_words_and_its_traceback_goes_to_the_log(
+        data_dir, sim, caplog):
+    def explode() -> dict:
+        raise RuntimeError("secret internals 0x7f3a")
+
+    async def go():
+        async with ecr_terminal(data_dir) as (t, server):
+            t.status = explode
+            link = Link(server.port)
+            reply = await _ask(link, b'{"op": "status", "id": "s1"}')
+            link.close()
+            return reply
+
+    with caplog.at_level(logging.ERROR, logger="posfw.ecr"):
+        reply = run(go())
+    assert reply["id"] == "s1" and reply["ok"] is False and reply["result"] == "failed"
+    assert "failed inside the terminal" in reply["message"] and "last" in reply["message"]
+    assert "secret" not in json.dumps(reply) and "RuntimeError" not in json.dumps(reply)
+    logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert "secret internals 0x7f3a" in logged  # the traceback is in the log, for support
+
+
+async def _ask(link: Link, line: bytes) -> dict:
+    """One request from a till thread while the terminal runs on this event loop."""
+    import asyncio
+
+    link.send(line)
+    return await asyncio.to_thread(link.reply)
