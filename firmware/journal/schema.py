@@ -1,12 +1,23 @@
 """The journal's SQL schema and its migrations, versioned with PRAGMA user_version.
 
-Each migration is a list of statements applied in one transaction; a journal
-written by a newer firmware is refused rather than guessed at.
+Each migration is a list of steps applied in one transaction: SQL statements, or a function
+of the cursor for what SQL cannot do (hashing); a journal written by a newer firmware is
+refused rather than guessed at.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+import sqlite3
+from collections.abc import Callable
+
+from firmware.journal import chain
+
+Step = str | Callable[[sqlite3.Cursor], None]
+
+AUDIT_NO_UPDATE = """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
+
+MIGRATIONS: list[list[Step]] = [
     # 1: transactions, counters, settlements, audit
     [
         """CREATE TABLE counters (
@@ -71,8 +82,7 @@ MIGRATIONS: list[list[str]] = [
             outcome TEXT NOT NULL
         )""",
         # Append-only: the audit trail cannot be edited from SQL either.
-        """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        AUDIT_NO_UPDATE,
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     ],
@@ -168,6 +178,28 @@ MIGRATIONS.append([
     "INSERT INTO terminal_state (name, value, updated_at) VALUES ('lifecycle', 'ACTIVE', 0)",
     # A held order's audit trail in the print queue names its order (rebuilt when it prints).
     "ALTER TABLE print_job ADD COLUMN held_order_id INTEGER REFERENCES held_order(id)",
+])
+
+MIGRATIONS.append([
+    # The supervisor password guard (firmware/security.py): wrong tries per source ('keypad',
+    # each ECR peer; '*' = every source together) and the lock they caused, so neither a
+    # restart nor a power loss resets a lock. A source's row goes when its count is back to 0.
+    """CREATE TABLE password_lock (
+        source TEXT PRIMARY KEY,
+        wrong INTEGER NOT NULL,
+        since REAL NOT NULL,
+        locked_until REAL NOT NULL
+    )""",
+])
+
+MIGRATIONS.append([
+    # The audit log becomes tamper-evident: each row carries SHA-256 of the previous row's
+    # value and its own content (firmware/journal/chain.py). The rows already there are chained
+    # once, here, with the append-only trigger lifted for that one step only.
+    "ALTER TABLE audit ADD COLUMN chain TEXT",
+    "DROP TRIGGER audit_no_update",
+    chain.chain_existing,
+    AUDIT_NO_UPDATE,
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)
