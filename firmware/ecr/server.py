@@ -331,7 +331,7 @@ class EcrServer:
         assert t.journal is not None
         a = req.args
         if not await t.check_password(a["password"], "manual reversal resolution", "ecr"):
-            return result_payload(TxnResult("refused", "password_wrong"))
+            return result_payload(TxnResult("refused", t.password_refused("ecr")))
         record = t.journal.find_by_trace(a["trace"], a.get("batch"))
         if record is None or record.state.value != "REVERSAL_DUE":
             return {"ok": False, "result": "error", "message": "no reversal due for that trace"}
