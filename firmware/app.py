@@ -314,8 +314,18 @@ class Terminal:
     def _timeout(self) -> float:
         return float(self.settings["comms"]["reply_timeout"])
 
-    def cancel(self) -> None:
+    def cancel(self, source: str = "ecr") -> None:
+        """CANCEL from `source` ("keypad" or the ECR peer): the running operation stops where it
+        may. Audited (who, from where, what was running) only when something runs: a CANCEL
+        at idle is not an event."""
         self._cancel.set()
+        if not self.busy or self.journal is None:
+            return
+        try:
+            self.journal.audit(source, "cancel", f"while {self._running or 'terminal work'} ran",
+                               "requested")
+        except JournalError as exc:  # the CANCEL itself must still work on a full disk
+            log.error("CANCEL from %s not audited: %s", source, exc)
 
     # -- for the app companions (held orders, review, deregistration) -----------
 

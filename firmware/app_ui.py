@@ -301,7 +301,7 @@ class FrontPanel:
                 return
             self._op = self._spawn(self._run_op(command), f"op-{command.op}")
         elif isinstance(command, ui.CancelOp):
-            t.cancel()
+            t.cancel("keypad")
             if self._pin is not None and not self._pin.done():
                 self._pin.set_exception(OperatorCancelled())
         elif isinstance(command, ui.SubmitPin):
