@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -261,6 +262,10 @@ class Terminal:
     @staticmethod
     def _load_tmk(path: Path) -> bytes:
         try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:  # as the card-data key (CardVault.from_key_file): owner only
+                raise SystemExit(f"terminal master key {path} is readable by others (mode "
+                                 f"{mode:o}): the terminal does not start; run chmod 600 {path}")
             tmk = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
             raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
@@ -1104,6 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-file", type=Path, help="written when the idle screen is first drawn")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    private_files()
     setup_logging(args.data, args.log_level, to_stderr=args.panel != "console")
     _require_c_extension()
     cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
@@ -1118,6 +1124,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     return 0
+
+
+def private_files() -> None:
+    """Every file the process creates from here on is 0600 and every directory 0700: the
+    journal (with its -wal and -shm), the log, the settings and their history, exports."""
+    os.umask(0o077)
 
 
 def _require_c_extension() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.app import Terminal
+from firmware.app import Terminal, private_files
 from firmware.engine.deregistration import (
     DeregRefused,
     DeregStep,
@@ -483,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--tmk", required=True, help="the new terminal master key, 32 hex digits")
     prov.add_argument("--settings", type=Path, required=True, help="the merchant's settings.json")
     args = parser.parse_args(argv)
+    private_files()
     try:
         provision_again(args.data, args.tmk, json.loads(args.settings.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:
