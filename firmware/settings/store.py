@@ -6,6 +6,11 @@ live file is copied into <name>.history/<id>.json (with <id>.meta: when that ver
 saved and why), and the newest HISTORY_KEEP versions are kept. A live file that fails to
 parse or validate at load is reported (`problem`) and the newest good version is used;
 factory defaults are used only at first start (no file and no history at all).
+
+The supervisor password's hash lives in the live file only: history copies are written
+without it, and copies an older firmware wrote are scrubbed in place at load. A version
+made live again (restore, restore previous, roll back, the fall-back at load) takes the
+live file's hash and password_changed, so no old password ever comes back.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import errno
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.digits import is_digits
-from firmware.settings.model import SettingsInvalid, factory, migrate, validate
+from firmware.settings.model import SettingsInvalid, factory, field_problem, migrate, validate
 
 log = logging.getLogger("posfw.settings")
 HISTORY_KEEP = 10
@@ -32,6 +38,11 @@ HISTORY_KEEP = 10
 # password to the documented factory one would open refunds and settings to anyone at the counter.
 IDENTITY_FIELDS = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), ("comms", "port"),
                    ("security", "supervisor_hash"), ("security", "password_changed"))
+
+
+# A supervisor password hash as settings files hold it (model.hash_password's format).
+_HASH = re.compile(rb"scrypt\$\d+\$\d+\$\d+\$[0-9a-fA-F]*\$[0-9a-fA-F]*")
+SECRET = ("supervisor_hash", "password_changed")  # what a restored version takes from the live file
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class SettingsStore:
     def load(self) -> Data:
         self.problem = None
         self.migrated = ()
+        self._scrub_history()
         if not self.path.exists():
             if not self._ids():
                 data = factory()
@@ -82,12 +94,15 @@ class SettingsStore:
                 return data
             except (ValueError, OSError, SettingsInvalid) as exc:
                 self.problem = f"settings file {self.path} is unusable ({exc})"
+        secret = self._secret()
         for version in self.history():
             try:
-                data = self._parse(self.history_dir / f"{version.id}.json")
+                data = self._parse(self.history_dir / f"{version.id}.json", secret)
             except (ValueError, OSError, SettingsInvalid):
                 continue
             self.problem += f"; using the version saved {_when(version.saved_at)} ({version.reason})"
+            if not secret["password_changed"]:
+                self.problem += "; the supervisor password is the factory one again: change it"
             log.error(self.problem)
             return data
         log.error(self.problem)
@@ -137,7 +152,7 @@ class SettingsStore:
         if version_id not in self._ids():
             raise ValueError(f"there is no settings version {version_id!r}")
         try:
-            data = self._parse(self.history_dir / f"{version_id}.json")
+            data = self._parse(self.history_dir / f"{version_id}.json", self._secret())
         except (ValueError, OSError, SettingsInvalid) as exc:
             raise ValueError(f"settings version {version_id} is unusable ({exc})") from exc
         self.save(data, reason or f"restored version {version_id}")
@@ -148,10 +163,10 @@ class SettingsStore:
 
         The live file is backed up first, so a second restore_previous undoes the first.
         """
-        current = self._current()
+        current, secret = self._current(), self._secret()
         for version in self.history():
             try:
-                data = self._parse(self.history_dir / f"{version.id}.json")
+                data = self._parse(self.history_dir / f"{version.id}.json", secret)
             except (ValueError, OSError, SettingsInvalid):
                 continue
             if data != current:
@@ -175,8 +190,13 @@ class SettingsStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _parse(self, path: Path) -> Data:
-        data, filled = migrate(json.loads(path.read_text("utf-8")))
+    def _parse(self, path: Path, secret: dict[str, Any] | None = None) -> Data:
+        """A settings file, migrated and validated; `secret`: a history copy's supervisor hash
+        and password_changed come from the live file (history copies hold no hash)."""
+        raw = json.loads(path.read_text("utf-8"))
+        if secret is not None and isinstance(raw, dict) and isinstance(raw.get("security"), dict):
+            raw["security"].update(secret)
+        data, filled = migrate(raw)
         validate(data)
         if filled:
             self.migrated = filled
@@ -186,12 +206,45 @@ class SettingsStore:
 
     def _current(self) -> Data | None:
         """The live settings if usable, else the newest good version, else None."""
-        for path in [self.path] + [self.history_dir / f"{v.id}.json" for v in self.history()]:
-            try:
-                return self._parse(path)
-            except (ValueError, OSError, SettingsInvalid):
-                continue
+        with contextlib.suppress(ValueError, OSError, SettingsInvalid):
+            return self._parse(self.path)
+        secret = self._secret()
+        for version in self.history():
+            with contextlib.suppress(ValueError, OSError, SettingsInvalid):
+                return self._parse(self.history_dir / f"{version.id}.json", secret)
         return None
+
+    def _secret(self) -> dict[str, Any]:
+        """The live file's supervisor hash and password_changed, which every version made live
+        again keeps. Without a valid hash there (the file lost), the factory password with
+        password_changed false: payments wait until the supervisor sets a new one."""
+        with contextlib.suppress(ValueError, OSError, TypeError, KeyError, AttributeError):
+            security = json.loads(self.path.read_text("utf-8"))["security"]
+            hashed, changed = security["supervisor_hash"], security["password_changed"]
+            if field_problem("security.supervisor_hash", hashed) is None and isinstance(changed, bool):
+                return {"supervisor_hash": hashed, "password_changed": changed}
+        return {name: factory()["security"][name] for name in SECRET}
+
+    def _scrub_history(self) -> None:
+        """History copies an older firmware wrote with the supervisor hash lose it, overwritten
+        in place (padded to the same length: the old bytes do not stay on the disk's free
+        blocks); a copy cut by a power loss meanwhile is only one history version lost."""
+        if not self.history_dir.is_dir():
+            return
+        for path in sorted(self.history_dir.iterdir()):
+            try:
+                raw = path.read_bytes()
+                clean = _HASH.sub(b"", raw)
+                if clean == raw:
+                    continue
+                with open(path, "r+b") as fh:
+                    fh.write(clean + b" " * (len(raw) - len(clean)))  # JSON allows the spaces
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                log.error("settings history %s could not be scrubbed: %s", path.name, exc)
+                continue
+            log.warning("settings history %s: an old supervisor password hash removed", path.name)
 
     def _ids(self) -> list[str]:
         """History ids, oldest first (numeric order: older firmware used shorter stamps)."""
@@ -223,7 +276,7 @@ class SettingsStore:
         vid = str(time.time_ns())
         if ids and int(vid) <= int(ids[-1]):
             vid = str(int(ids[-1]) + 1)  # a coarse clock must not reorder or overwrite versions
-        _atomic_write(self.history_dir / f"{vid}.json", live)
+        _atomic_write(self.history_dir / f"{vid}.json", _HASH.sub(b"", live))  # no hash kept
         _atomic_write(self.history_dir / f"{vid}.meta",
                       _meta(saved_at, str(meta.get("reason") or "reason not recorded"), replaced_by))
         for old in self._ids()[:-HISTORY_KEEP]:
