@@ -593,8 +593,8 @@ class Terminal:
         assert self.journal is not None
         left = self.password_guard.seconds_left(source)
         if left > 0:
-            self.journal.audit(source, f"password for {purpose}",
-                               f"locked, {text(locked_key(left))}", "refused")
+            self.journal.audit(source, f"password for {purpose}", f"locked, {left:.0f} s left",
+                               "refused")
             return False
         ok = password is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -223,7 +224,7 @@ def test_sigkill_during_a_save_loop_never_leaves_a_broken_file(tmp_path: Path) -
         assert len(s.history()) <= HISTORY_KEEP + 1
 
 
-# -- the supervisor password hash lives in the live file only (issue 12 item 19) ----------
+# -- no old supervisor password hash is kept (issue 12 item 19) ----------------------------
 
 def _with_password(password: str, port: int = 5800) -> dict:
     data = _with_port(port)
@@ -231,11 +232,19 @@ def _with_password(password: str, port: int = 5800) -> dict:
     return data
 
 
-def _hashes_in_history(s: SettingsStore) -> list[str]:
-    return [p.name for p in s.history_dir.iterdir() if b"scrypt$" in p.read_bytes()]
+def _hashes_on_disk(s: SettingsStore) -> set[str]:
+    """Every supervisor hash in the live file and the history (each file read as bytes)."""
+    found: set[str] = set()
+    for path in [s.path, *s.history_dir.iterdir()]:
+        found |= set(re.findall(r"scrypt\$[0-9$a-f]+", path.read_text("utf-8")))
+    return found
 
 
-def test_history_keeps_no_supervisor_hash_and_a_restore_keeps_the_current_password(tmp_path):
+def _live_hash(s: SettingsStore) -> str:
+    return json.loads(s.path.read_text("utf-8"))["security"]["supervisor_hash"]
+
+
+def test_history_keeps_no_old_password_hash_and_a_restore_keeps_the_current_password(tmp_path):
     from firmware.settings.model import verify_password
 
     s = SettingsStore(tmp_path / "settings.json")
@@ -243,8 +252,8 @@ def test_history_keeps_no_supervisor_hash_and_a_restore_keeps_the_current_passwo
     first = s.save(_with_password("135790", 1111), "password one")  # backup: the factory file
     s.save(_with_password("246810", 2222), "password two")
     s.save(_with_password("314159", 3333), "password three")
-    assert _hashes_in_history(s) == []
-    assert len(s.history()) == 3 and b"scrypt$" in s.path.read_bytes()
+    assert len(s.history()) == 3
+    assert _hashes_on_disk(s) == {_live_hash(s)}  # ten copies, one hash: the current one
 
     def live_password_is_current() -> bool:
         security = json.loads(s.path.read_text("utf-8"))["security"]
@@ -253,10 +262,10 @@ def test_history_keeps_no_supervisor_hash_and_a_restore_keeps_the_current_passwo
     assert s.restore_previous()["comms"]["port"] == 2222 and live_password_is_current()
     assert s.restore(first)["comms"]["port"] == 5800 and live_password_is_current()
     assert s.load()["security"]["password_changed"] is True and live_password_is_current()
-    assert _hashes_in_history(s) == []
+    assert _hashes_on_disk(s) == {_live_hash(s)}
 
 
-def test_history_an_older_firmware_wrote_is_scrubbed_at_load_and_still_restores(tmp_path):
+def test_history_an_older_firmware_wrote_loses_its_old_hashes_at_load_in_place(tmp_path):
     from firmware.settings.model import verify_password
 
     s = SettingsStore(tmp_path / "settings.json")
@@ -267,29 +276,26 @@ def test_history_an_older_firmware_wrote_is_scrubbed_at_load_and_still_restores(
             json.dumps(_with_password(password, 1000 + i), indent=2), "utf-8")
     sizes = {p.name: p.stat().st_size for p in s.history_dir.iterdir()}
     s.load()
-    assert _hashes_in_history(s) == []
+    assert _hashes_on_disk(s) == {_live_hash(s)}
     assert {p.name: p.stat().st_size for p in s.history_dir.iterdir()} == sizes  # in place
     restored = s.restore("170000000000000000")
     assert restored["comms"]["port"] == 1000
     assert verify_password("314159", restored["security"]["supervisor_hash"])
 
 
-def test_the_fall_back_at_load_keeps_the_live_hash_or_says_the_password_is_factory(tmp_path):
-    from firmware.settings.model import FACTORY_PASSWORD, verify_password
+def test_the_fall_back_at_load_keeps_the_current_password(tmp_path):
+    from firmware.settings.model import verify_password
 
     s = SettingsStore(tmp_path / "settings.json")
     s.load()
     s.save(_with_password("135790", 1111), "good one")
-    s.save(_with_password("314159", 2222), "latest")
+    s.save(_with_password("314159", 2222), "latest")  # the password changed with this save
     broken = _with_password("314159", 99999)  # a wrong port: unusable, but its hash is fine
     s.path.write_text(json.dumps(broken), "utf-8")
-    fallback = SettingsStore(s.path)
-    data = fallback.load()
+    data = SettingsStore(s.path).load()
     assert data["comms"]["port"] == 1111
     assert verify_password("314159", data["security"]["supervisor_hash"])
     s.path.write_text('{"security": {', "utf-8")  # nothing left to read the hash from
-    lost = SettingsStore(s.path)
-    data = lost.load()
-    assert verify_password(FACTORY_PASSWORD, data["security"]["supervisor_hash"])
-    assert data["security"]["password_changed"] is False  # payments wait for a new password
-    assert "factory one again" in (lost.problem or "")
+    data = SettingsStore(s.path).load()
+    assert data["comms"]["port"] == 1111 and data["security"]["password_changed"] is True
+    assert verify_password("314159", data["security"]["supervisor_hash"])  # not "135790"

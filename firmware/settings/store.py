@@ -7,10 +7,12 @@ saved and why), and the newest HISTORY_KEEP versions are kept. A live file that 
 parse or validate at load is reported (`problem`) and the newest good version is used;
 factory defaults are used only at first start (no file and no history at all).
 
-The supervisor password's hash lives in the live file only: history copies are written
-without it, and copies an older firmware wrote are scrubbed in place at load. A version
-made live again (restore, restore previous, roll back, the fall-back at load) takes the
-live file's hash and password_changed, so no old password ever comes back.
+No old supervisor password hash is kept: whenever the live file's hash changes (a new
+password, or copies an older firmware wrote, found at load) every history copy is
+overwritten in place to hold the current hash instead, so the only hash on disk is the
+current one. A version made live again (restore, restore previous, roll back) takes the
+live file's hash and password_changed; the fall-back at load, when the live file cannot be
+read, finds the current hash in the history copy it uses, and trading goes on.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ IDENTITY_FIELDS = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), 
 
 # A supervisor password hash as settings files hold it (model.hash_password's format).
 _HASH = re.compile(rb"scrypt\$\d+\$\d+\$\d+\$[0-9a-fA-F]*\$[0-9a-fA-F]*")
-SECRET = ("supervisor_hash", "password_changed")  # what a restored version takes from the live file
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class SettingsStore:
     def load(self) -> Data:
         self.problem = None
         self.migrated = ()
-        self._scrub_history()
+        secret = self._secret()
+        if secret is not None:  # copies an older firmware wrote hold the hashes of their day
+            self._align_history(secret["supervisor_hash"])
         if not self.path.exists():
             if not self._ids():
                 data = factory()
@@ -94,15 +97,12 @@ class SettingsStore:
                 return data
             except (ValueError, OSError, SettingsInvalid) as exc:
                 self.problem = f"settings file {self.path} is unusable ({exc})"
-        secret = self._secret()
         for version in self.history():
             try:
                 data = self._parse(self.history_dir / f"{version.id}.json", secret)
             except (ValueError, OSError, SettingsInvalid):
                 continue
             self.problem += f"; using the version saved {_when(version.saved_at)} ({version.reason})"
-            if not secret["password_changed"]:
-                self.problem += "; the supervisor password is the factory one again: change it"
             log.error(self.problem)
             return data
         log.error(self.problem)
@@ -140,6 +140,8 @@ class SettingsStore:
         backup = self._backup(replaced_by=reason)
         payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
         _atomic_write(self.path, payload)
+        # A new password: the copies (the backup just made too) hold the old hash no longer.
+        self._align_history(str(data["security"]["supervisor_hash"]))
         # The meta is written after the rename: a crash in between only loses the reason.
         with contextlib.suppress(OSError):
             _atomic_write(self.meta_path, _meta(time.time(), reason))
@@ -191,8 +193,8 @@ class SettingsStore:
     # ------------------------------------------------------------------ internals
 
     def _parse(self, path: Path, secret: dict[str, Any] | None = None) -> Data:
-        """A settings file, migrated and validated; `secret`: a history copy's supervisor hash
-        and password_changed come from the live file (history copies hold no hash)."""
+        """A settings file, migrated and validated; `secret`: the supervisor hash and
+        password_changed a history copy takes from the live file."""
         raw = json.loads(path.read_text("utf-8"))
         if secret is not None and isinstance(raw, dict) and isinstance(raw.get("security"), dict):
             raw["security"].update(secret)
@@ -214,37 +216,41 @@ class SettingsStore:
                 return self._parse(self.history_dir / f"{version.id}.json", secret)
         return None
 
-    def _secret(self) -> dict[str, Any]:
+    def _secret(self) -> dict[str, Any] | None:
         """The live file's supervisor hash and password_changed, which every version made live
-        again keeps. Without a valid hash there (the file lost), the factory password with
-        password_changed false: payments wait until the supervisor sets a new one."""
+        again keeps; None when the live file holds no valid hash (a history copy holds the
+        current one then)."""
         with contextlib.suppress(ValueError, OSError, TypeError, KeyError, AttributeError):
             security = json.loads(self.path.read_text("utf-8"))["security"]
             hashed, changed = security["supervisor_hash"], security["password_changed"]
             if field_problem("security.supervisor_hash", hashed) is None and isinstance(changed, bool):
                 return {"supervisor_hash": hashed, "password_changed": changed}
-        return {name: factory()["security"][name] for name in SECRET}
+        return None
 
-    def _scrub_history(self) -> None:
-        """History copies an older firmware wrote with the supervisor hash lose it, overwritten
-        in place (padded to the same length: the old bytes do not stay on the disk's free
-        blocks); a copy cut by a power loss meanwhile is only one history version lost."""
+    def _align_history(self, current: str) -> None:
+        """Every history copy holds `current` where it held any supervisor hash, overwritten in
+        place at the same length (hashes of one format have one length), so an old hash's bytes
+        do not stay in the file's blocks either; a copy cut by a power loss meanwhile is one
+        history version lost, never the live settings."""
         if not self.history_dir.is_dir():
             return
-        for path in sorted(self.history_dir.iterdir()):
+        wanted = current.encode("ascii")
+        for path in sorted(self.history_dir.glob("*.json")):
             try:
                 raw = path.read_bytes()
-                clean = _HASH.sub(b"", raw)
-                if clean == raw:
+                aligned = _HASH.sub(lambda _old: wanted, raw)
+                if aligned == raw:
+                    continue
+                if len(aligned) > len(raw):  # another hash format: cannot be done in place
+                    _atomic_write(path, aligned)
                     continue
                 with open(path, "r+b") as fh:
-                    fh.write(clean + b" " * (len(raw) - len(clean)))  # JSON allows the spaces
+                    fh.write(aligned + b" " * (len(raw) - len(aligned)))  # JSON allows the spaces
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
-                log.error("settings history %s could not be scrubbed: %s", path.name, exc)
-                continue
-            log.warning("settings history %s: an old supervisor password hash removed", path.name)
+                log.error("settings history %s: the old password hash could not be replaced: %s",
+                          path.name, exc)
 
     def _ids(self) -> list[str]:
         """History ids, oldest first (numeric order: older firmware used shorter stamps)."""
@@ -276,7 +282,7 @@ class SettingsStore:
         vid = str(time.time_ns())
         if ids and int(vid) <= int(ids[-1]):
             vid = str(int(ids[-1]) + 1)  # a coarse clock must not reorder or overwrite versions
-        _atomic_write(self.history_dir / f"{vid}.json", _HASH.sub(b"", live))  # no hash kept
+        _atomic_write(self.history_dir / f"{vid}.json", live)
         _atomic_write(self.history_dir / f"{vid}.meta",
                       _meta(saved_at, str(meta.get("reason") or "reason not recorded"), replaced_by))
         for old in self._ids()[:-HISTORY_KEEP]:
