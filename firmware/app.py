@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -29,7 +30,6 @@ from typing import Any, Protocol
 
 from board.profiles import BoardProfile, profile
 from firmware.app_printing import PrintDesk
-from firmware.digits import is_digits
 from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
@@ -65,7 +65,8 @@ from firmware.ports import (
     ReadFailed,
     ReadTimedOut,
 )
-from firmware.settings.model import factory, hash_password, verify_password
+from firmware.security import PasswordGuard, locked_key
+from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
@@ -157,38 +158,6 @@ class CardSlot:
         return await self._queue.get()
 
 
-class PasswordGuard:
-    """Counts wrong supervisor passwords; locks for a while after too many (audited)."""
-
-    def __init__(self, max_tries: int = 5, lock_seconds: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_tries = max_tries
-        self.lock_seconds = lock_seconds
-        self.wrong = 0
-        self.locked_until = 0.0
-        self._clock = clock
-
-    def configure(self, security: dict[str, Any]) -> None:
-        """Tries and lock time from the settings' security group (5 tries, 5 minutes by default)."""
-        self.max_tries = int(security.get("max_password_tries", 5))
-        self.lock_seconds = 60.0 * float(security.get("lock_minutes", 5))
-
-    def locked(self) -> bool:
-        return self._clock() < self.locked_until
-
-    def seconds_left(self) -> float:
-        return max(0.0, self.locked_until - self._clock())
-
-    def record(self, ok: bool) -> None:
-        if ok:
-            self.wrong = 0
-            return
-        self.wrong += 1
-        if self.wrong >= self.max_tries:
-            self.locked_until = self._clock() + self.lock_seconds
-            self.wrong = 0
-
-
 class Terminal:
     """The running terminal: journal, host link, settings and the operation lock."""
 
@@ -208,6 +177,7 @@ class Terminal:
         self.notice: str | None = None  # shown on the idle screen / status
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
+        self._running: str | None = None  # the operation under the lock, for the CANCEL audit
         self.last_result: TxnResult | None = None
         self.prints: PrintDesk | None = None
         self.reader: CardReader | None = None
@@ -231,13 +201,14 @@ class Terminal:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         wiped = app_deregister.deregistered_on_disk(self.data_dir)
+        # factory() hashes the factory password (scrypt): off the event loop, like every hash.
         if wiped:
             # The merchant's settings and keys are gone (deregistration): factory values in
             # memory only, nothing written, until the terminal is provisioned again.
-            self.settings = factory()
+            self.settings = await asyncio.to_thread(factory)
             self.settings["merchant"]["name"] = ""
         else:
-            self.settings = self.settings_store.load()
+            self.settings = await asyncio.to_thread(self.settings_store.load)
         if self.settings_store.problem:
             self.notice = self.settings_store.problem
         self.password_guard.configure(self.settings.get("security", {}))
@@ -260,6 +231,7 @@ class Terminal:
             self.service_problem = str(exc)
             log.error("SERVICE MODE: %s", exc)
             return
+        self.password_guard.attach(self.journal)  # a lock outlives a restart
         report = self.journal.recover()
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
@@ -332,6 +304,10 @@ class Terminal:
     @staticmethod
     def _load_tmk(path: Path) -> bytes:
         try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:  # as the card-data key (CardVault.from_key_file): owner only
+                raise SystemExit(f"terminal master key {path} is readable by others (mode "
+                                 f"{mode:o}): the terminal does not start; run chmod 600 {path}")
             tmk = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
             raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
@@ -385,8 +361,18 @@ class Terminal:
     def _timeout(self) -> float:
         return float(self.settings["comms"]["reply_timeout"])
 
-    def cancel(self) -> None:
+    def cancel(self, source: str = "ecr") -> None:
+        """CANCEL from `source` ("keypad" or the ECR peer): the running operation stops where it
+        may. Audited (who, from where, what was running) only when something runs: a CANCEL
+        at idle is not an event."""
         self._cancel.set()
+        if not self.busy or self.journal is None:
+            return
+        try:
+            self.journal.audit(source, "cancel", f"while {self._running or 'terminal work'} ran",
+                               "requested")
+        except JournalError as exc:  # the CANCEL itself must still work on a full disk
+            log.error("CANCEL from %s not audited: %s", source, exc)
 
     # -- for the app companions (held orders, review, deregistration) -----------
 
@@ -649,11 +635,14 @@ class Terminal:
 
         scrypt takes tens of milliseconds: it runs off the event loop so the LCD, the ECR link
         and CANCEL stay live; the attempt is counted and audited back on the loop (the journal
-        connection is not shared with worker threads).
+        connection is not shared with worker threads). While `source` is locked (its own tries
+        or the ceiling of all sources: firmware/security.py) nothing is checked.
         """
         assert self.journal is not None
-        if self.password_guard.locked():
-            self.journal.audit(source, f"password for {purpose}", "locked out", "refused")
+        left = self.password_guard.seconds_left(source)
+        if left > 0:
+            self.journal.audit(source, f"password for {purpose}", f"locked, {left:.0f} s left",
+                               "refused")
             return False
         ok = password is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))
@@ -662,24 +651,48 @@ class Terminal:
     def record_password_result(self, ok: bool, purpose: str, source: str) -> bool:
         """Counts the attempt (locking after too many) and audits it, on the loop's thread."""
         assert self.journal is not None
-        self.password_guard.record(ok)
-        self.journal.audit(source, f"password for {purpose}", "", "ok" if ok else "wrong")
+        self.password_guard.record(self.journal, ok, source, purpose)
         return ok
+
+    def password_refused(self, source: str) -> str:
+        """The catalog key for a refused supervisor password from `source`: how long the lock
+        lasts while it is locked, else "password_wrong"."""
+        left = self.password_guard.seconds_left(source)
+        return locked_key(left) if left > 0 else "password_wrong"
+
+    def _password_words(self, result: TxnResult, source: str) -> TxnResult:
+        """An operation refused for its password says "locked, N min left" while it is locked."""
+        if result.status == "refused" and result.message_key == "password_wrong":
+            return replace(result, message_key=self.password_refused(source))
+        return result
+
+    def _language(self) -> str:
+        return str(self.settings.get("display", {}).get("language", "en"))
+
+    async def _new_password_hash(self, new: str, source: str) -> str | TxnResult:
+        """The hash for a new supervisor password (scrypt off the loop), or the refusal in words
+        of the rule it breaks (settings/model.py password_problem), audited."""
+        rule = password_problem(new)
+        if rule is not None:
+            assert self.journal is not None
+            self.journal.audit(source, "password change", rule, "refused")
+            return TxnResult("refused", rule, detail=password_words(rule))
+        return await asyncio.to_thread(hash_password, new)
 
     async def set_password(self, old: str, new: str, source: str) -> TxnResult:
         async with self._lock:
             if not await self.check_password(old, "password change", source):
-                return TxnResult("refused", "password_wrong")
-            if len(new) < 6 or not is_digits(new) or new == "000000":
-                return TxnResult("refused", "password_wrong",
-                                 detail="the new password must be 6 or more digits, not 000000")
+                return TxnResult("refused", self.password_refused(source))
+            hashed = await self._new_password_hash(new, source)
+            if isinstance(hashed, TxnResult):
+                return hashed
             data = {k: dict(v) for k, v in self.settings.items()}
-            data["security"]["supervisor_hash"] = hash_password(new)
+            data["security"]["supervisor_hash"] = hashed
             data["security"]["password_changed"] = True
-            self.settings_store.save(data, reason="supervisor password changed")
+            await asyncio.to_thread(self.settings_store.save, data, "supervisor password changed")
             self.settings = data
             assert self.journal is not None
-            self.journal.audit("supervisor", "password change", "", "done")
+            self.journal.audit(source, "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
     async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
@@ -714,28 +727,32 @@ class Terminal:
         store = self.settings_store
         async with self._lock:
             old = self.settings
+            # The store runs in a worker thread: it fsyncs, and a factory reset hashes (scrypt).
             try:
                 if isinstance(command, ui.SaveSettings):
                     data = {g: dict(v) for g, v in command.data.items()}
-                    version, why = store.save(data, reason=command.reason), command.reason
+                    why = command.reason
+                    version = await asyncio.to_thread(store.save, data, why)
                 elif isinstance(command, ui.RestorePrevious):
-                    data, why = store.restore_previous(), "restore previous"
+                    data, why = await asyncio.to_thread(store.restore_previous), "restore previous"
                     version = store.last_backup
                 elif isinstance(command, ui.FactoryDefaults):
-                    data, why = store.factory_defaults(keep_identity=True), "factory defaults"
-                    version = store.last_backup
+                    data = await asyncio.to_thread(store.factory_defaults, True)
+                    why, version = "factory defaults", store.last_backup
                 elif isinstance(command, ui.RollBackSettings):
                     why = "rolled back after a failed self-test"
-                    data, version = store.restore(command.version, why), store.last_backup
+                    data = await asyncio.to_thread(store.restore, command.version, why)
+                    version = store.last_backup
                 elif isinstance(command, ui.ChangePassword):
-                    if len(command.new) < 6 or not is_digits(command.new) or command.new == "000000":
-                        return ui.SettingsSaved(False, {"security.password": "the new password must be "
-                                                        "6 or more digits, not 000000"})
+                    hashed = await self._new_password_hash(command.new, "keypad")
+                    if isinstance(hashed, TxnResult):
+                        return ui.SettingsSaved(False, {"security.supervisor_hash": password_words(
+                            hashed.message_key, self._language())})
                     data = {g: dict(v) for g, v in old.items()}
-                    data["security"]["supervisor_hash"] = hash_password(command.new)
+                    data["security"]["supervisor_hash"] = hashed
                     data["security"]["password_changed"] = True
                     why = "supervisor password changed"
-                    version = store.save(data, reason=why)
+                    version = await asyncio.to_thread(store.save, data, why)
                 else:
                     raise TypeError(f"not a settings command: {command!r}")
             except SettingsInvalid as exc:
@@ -843,13 +860,15 @@ class Terminal:
         """One operation at a time; the front panel hears of its start and end, whatever happens."""
         async with self._lock:
             self._cancel.clear()
+            self._running = f"{op} from {source}"
             self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
             try:
-                result = await work()
+                result = self._password_words(await work(), source)
                 self.last_result = result
                 return result
             finally:
+                self._running = None
                 self._finished(op, source, result)
 
     def _started(self, op: str, source: str, amount: int | None = None) -> None:
@@ -1216,6 +1235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-file", type=Path, help="written when the idle screen is first drawn")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    private_files()
     setup_logging(args.data, args.log_level, to_stderr=args.panel != "console")
     _require_c_extension()
     cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
@@ -1230,6 +1250,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     return 0
+
+
+def private_files() -> None:
+    """Every file the process creates from here on is 0600 and every directory 0700: the
+    journal (with its -wal and -shm), the log, the settings and their history, exports."""
+    os.umask(0o077)
 
 
 def _require_c_extension() -> None:

@@ -5,6 +5,15 @@ its effect; the start-up resume; refusal of financial work; provisioning a termi
 The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
 (files through firmware/journal/backup.py and wipe.py, host messages through the host link) and
 calls terminal.fault_hook(DeregStep(...)) before each step so tests can cut the power there.
+
+Who must give the supervisor password: a person, every time. Starting a deregistration asks it
+(the screen before the final confirm, or `password` in the ECR request), and the backup goes
+only to a directory export_dirs() offers. A person who resumes one interrupted after the wipe
+(the host not yet told: the keypad's check offers it, or ECR `deregister` again) gives it too:
+the supervisor hash is kept in terminal_state from WIPING until the last step, since the
+settings that held it are wiped. Start-up asks nobody: a deregistration cut before the wipe is
+forgotten (nothing changed; a new one asks again), and one cut after the wipe began is finished
+on its own, as the wipe must complete whoever is at the counter.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.app import OperatorInput, Terminal
+from firmware.app import OperatorInput, Terminal, private_files
 from firmware.engine.deregistration import (
     DeregRefused,
     DeregStep,
@@ -74,6 +83,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                "笔已隔离: 需主管处理 (结算前检查)"),
     "dereg_item_settlement": ("settlement interrupted", "结算中断"),
     "dereg_item_batch": ("unsettled transaction(s): settle first", "笔未结算:请先结算"),
+    "dereg_bad_dir": ("Deregistration refused: back up only to a directory the terminal offers "
+                      "(deregister_check lists them); nothing changed",
+                      "注销被拒绝:只能备份到终端提供的目录(见注销检查);未作任何更改"),
+    "dereg_resume": ("Deregistration not finished: the host is not yet told; the supervisor "
+                     "password finishes it", "注销未完成:尚未通知主机;输入主管密码后完成"),
 }
 
 register(MESSAGES)  # the screens and the ECR link word these outcomes too
@@ -143,6 +157,14 @@ def pending_items(terminal: Terminal) -> list[dict[str, Any]]:
         items.append({"kind": "dereg_item_batch", "count": int(count), "amount": int(amount),
                       "action": "settle"})
     return items
+
+
+def _offered(terminal: Terminal, path: str | None) -> bool:
+    """Whether `path` is one of export_dirs() (the backup goes nowhere else)."""
+    if not path:
+        return False
+    wanted = Path(path).resolve()
+    return any(Path(d).resolve() == wanted for d in export_dirs(terminal))
 
 
 def export_dirs(terminal: Terminal) -> list[str]:
@@ -264,8 +286,11 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
         terminal.link.sign_on_required = True
         _record(terminal, step)
     elif step is Step.WIPING:
-        # The point of no return, written before any of the wipe's effects.
-        _record(terminal, step, "wipe begins", dereg_identity=json.dumps(_identity(terminal)))
+        # The point of no return, written before any of the wipe's effects. The supervisor
+        # hash is kept until the end: the settings are wiped, and a person who resumes an
+        # interrupted deregistration must still give the supervisor password.
+        _record(terminal, step, "wipe begins", dereg_identity=json.dumps(_identity(terminal)),
+                dereg_supervisor=str(terminal.settings["security"]["supervisor_hash"]))
     elif step is Step.WIPED:
         ident = json.loads(state(j)["dereg_identity"])
         terminal.forget_keys()
@@ -298,6 +323,8 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
             raise _HostPending(f"the host still answers {code}: the terminal is not unbound")
         run.host_unbound = True
         _record(terminal, step, "host answers 97")
+        with j.transaction() as cur:  # nothing left to resume: the kept hash goes
+            cur.execute("DELETE FROM terminal_state WHERE name = 'dereg_supervisor'")
 
 
 async def _run_steps(terminal: Terminal, steps: tuple[Step, ...], run: _Run,
@@ -339,8 +366,23 @@ def _forget(terminal: Terminal, why: str) -> None:
                    f"{why} (after {step[0] if step else 'nothing'})", "nothing changed")
 
 
+def _path_refusal(terminal: Terminal, path: str | None, lang: str, source: str) -> OpOutcome | None:
+    """A deregistration not yet begun backs up only to an offered directory (export_dirs):
+    any other path is refused in words, audited, nothing changed."""
+    if lifecycle(terminal) is not Lifecycle.ACTIVE or _offered(terminal, path):
+        return None
+    assert terminal.journal is not None
+    terminal.journal.audit(source, "deregistration refused", f"backup path not offered: {path}"[:300],
+                           "nothing changed")
+    return OpOutcome("deregister", "refused", "dereg_bad_dir",
+                     detail="offered: " + ", ".join(export_dirs(terminal)))
+
+
 async def deregister(terminal: Terminal, path: str | None, lang: str, source: str) -> OpOutcome:
     """The whole sequence (password already checked), or its remainder after a host failure."""
+    refused = _path_refusal(terminal, path, lang, source)
+    if refused is not None:
+        return refused
     outcome: list[OpOutcome] = []
 
     async def work() -> TxnResult:
@@ -382,6 +424,9 @@ async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
         return None
     if terminal.link is not None:
         terminal.link.keys = None
+    kept = state(j).get("dereg_supervisor")
+    if kept:  # the settings are wiped: a person who resumes gives the password of before
+        terminal.settings["security"]["supervisor_hash"] = kept
     terminal.notice = "dereg_terminal_deregistered"
     if not plan.resume:
         return None
@@ -395,6 +440,10 @@ async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
 def _check_outcome(terminal: Terminal, lang: str) -> OpOutcome:
     life = lifecycle(terminal)
     if life is not Lifecycle.ACTIVE:
+        assert terminal.journal is not None
+        todo = remaining(reached(terminal.journal))
+        if todo:  # wiped, the host not yet told: the supervisor may finish it
+            return OpOutcome("deregister_check", "done", "dereg_resume", detail=todo[0].value)
         return OpOutcome("deregister_check", "refused", "dereg_already", detail=life.value)
     items = pending_items(terminal)
     dirs = tuple({"kind": "dir", "path": p} for p in export_dirs(terminal))
@@ -426,10 +475,19 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
     if op == "deregister_check":
         outcome = _check_outcome(terminal, lang)
     elif op == "deregister":
-        if lifecycle(terminal) is Lifecycle.ACTIVE and not await terminal.check_password(
-                args["password"], "deregistration", source):
-            return {"ok": False, "result": "refused", "message": text("password_wrong", lang)}
-        outcome = await deregister(terminal, args["path"], lang, source)
+        # The password is asked whoever starts or resumes it (a deregistration past the wipe
+        # keeps the supervisor hash until it is done); the path first, not to spend a try.
+        assert terminal.journal is not None
+        done = lifecycle(terminal) is not Lifecycle.ACTIVE and not remaining(reached(terminal.journal))
+        refused = _path_refusal(terminal, args["path"], lang, source)
+        if refused is not None:
+            outcome = refused
+        elif not done and not await terminal.check_password(args["password"], "deregistration",
+                                                             source):
+            return {"ok": False, "result": "refused",
+                    "message": text(terminal.password_refused(source), lang)}
+        else:
+            outcome = await deregister(terminal, args["path"], lang, source)
     else:
         return {"ok": False, "result": "refused", "message": f"not a deregistration op: {op}"}
     payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
@@ -489,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--tmk", required=True, help="the new terminal master key, 32 hex digits")
     prov.add_argument("--settings", type=Path, required=True, help="the merchant's settings.json")
     args = parser.parse_args(argv)
+    private_files()
     try:
         provision_again(args.data, args.tmk, json.loads(args.settings.read_text(encoding="utf-8")))
     except (ValueError, OSError) as exc:

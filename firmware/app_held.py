@@ -157,7 +157,7 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
         raise HeldError(f"the reason must be one of {', '.join(REASONS)}, got {reason!r}")
     if not io.authorised:
         if not await terminal.check_password(io.password, "held_cancel", io.source):
-            return _outcome("held_cancel", "refused", "password_wrong")
+            return _outcome("held_cancel", "refused", terminal.password_refused(io.source))
         io.authorised = True
     h = held(terminal)
     h.reconcile(stale=not terminal.busy)

@@ -192,7 +192,7 @@ class FrontPanel:
                 paper, printing, confirm = self._paper_state()
         held_open, held_aged = self._held_counts()
         signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
-        locked = t.password_guard.seconds_left()
+        locked = t.password_guard.seconds_left("keypad")  # its own lock or everyone's
         notice = (t.service_problem and "service_mode") or t.notice
         return ui.UiContext(
             now=self._now(), mono=self._clock(),
@@ -303,7 +303,7 @@ class FrontPanel:
                 return
             self._op = self._spawn(self._run_op(command), f"op-{command.op}")
         elif isinstance(command, ui.CancelOp):
-            t.cancel()
+            t.cancel("keypad")
             if self._pin is not None and not self._pin.done():
                 self._pin.set_exception(OperatorCancelled())
         elif isinstance(command, ui.SubmitPin):
@@ -352,7 +352,9 @@ class FrontPanel:
     async def _check_password(self, command: ui.CheckPassword) -> None:
         t = self.terminal
         ok = await t.check_password(command.password, command.purpose, "keypad")
-        locked = t.password_guard.seconds_left()
+        # Locked (now, or by this very try): the screen says "Locked - try again in m:ss",
+        # not "Wrong password".
+        locked = t.password_guard.seconds_left("keypad")
         self._events.put_nowait(ui.PasswordChecked(ok, locked))
 
     async def _run_op(self, command: ui.StartOp) -> None:

@@ -172,22 +172,134 @@ def test_refused_with_pending_items_changes_nothing(template: Path, tmp_path: Pa
             assert (await t.settle(PASSWORD)).status == "settled"
             no_dir = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
                                                                     "path": str(tmp_path / "nowhere")})
-            return check, blocked, wrong, unauthorised, no_dir, snapshot
+            # Any directory the terminal can write is not enough: only the offered ones.
+            not_offered = await app_deregister.ecr_op(t, "deregister", {"password": "999999",
+                                                                         "path": str(tmp_path)})
+            tries = [line for line in t.journal.audit_lines(50)
+                     if line[2] == "password for deregistration"]
+            return check, blocked, wrong, unauthorised, (no_dir, not_offered, tries), snapshot
         finally:
             await t.close()
 
-    check, blocked, wrong, unauthorised, no_dir, snapshot = run(go())
+    check, blocked, wrong, unauthorised, (no_dir, not_offered, tries), snapshot = run(go())
     assert check["result"] == "refused" and check["items"][0]["kind"] == "dereg_item_batch", check
     assert check["items"][0]["action"] == "settle"
     assert blocked["result"] == "refused" and "unsettled" in blocked["detail"], blocked
     assert wrong == {"ok": False, "result": "refused", "message": wrong["message"]}
     assert unauthorised.status == "refused"
-    assert no_dir["result"] == "refused" and "does not exist" in no_dir["detail"], no_dir
+    for refused in (no_dir, not_offered):
+        assert refused["result"] == "refused", refused
+        assert refused["message"].startswith("Deregistration refused: back up only to a directory")
+        assert refused["detail"] == f"offered: {data / 'export'}", refused
+    assert len(tries) == 2  # blocked and wrong: a path refused spends no password try
     assert _state(data)["lifecycle"] == "ACTIVE" and "dereg_step" not in _state(data)
     assert _file_bytes(data, skip=("journal.db", "terminal.log", "export")) == snapshot
     assert sim.ledger.terminal_status(TID).status == "bound"
     assert _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NULL") == [(0,)]
     sim.stop()
+
+
+def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log(
+        template: Path, tmp_path: Path) -> None:
+    import logging
+
+    data, sim = _fresh(template, tmp_path)
+    (data / "settings.json.meta").write_text('{"saved_at": 1, "reason": "provisioned MID 1234"}')
+    (data / "terminal.log").write_text("INFO posfw.app: TID 12345678 MID 123456789012345 sale 1234\n")
+    (data / "terminal.log.1").write_text("INFO posfw.app: an older rotated log\n")
+    handler = logging.FileHandler(data / "terminal.log", encoding="utf-8")  # held open, as the app's
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    seen: list[tuple[str, bool, bool, int]] = []
+
+    def watch(action: object) -> None:
+        step = getattr(action, "step", "")
+        if step.startswith("WIPE:"):
+            seen.append((step, (data / "keys" / "card.key").exists(), (data / "keys" / "tmk.key").exists(),
+                         _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NOT NULL")[0][0]))
+
+    async def go() -> dict[str, Any]:
+        t = await terminal(data)
+        t.fault_hook = watch
+        try:
+            return await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+                                                                  "path": str(data / "export")})
+        finally:
+            await t.close()
+
+    try:
+        reply = run(go())
+        handler.emit(logging.makeLogRecord({"msg": "after the wipe"}))
+    finally:
+        handler.close()
+        sim.stop()
+    assert reply["ok"], reply
+    # The card-data key goes before anything else, while the encrypted PANs are still there.
+    assert [s[0] for s in seen] == ["WIPE:card_key", "WIPE:keys", "WIPE:card_data", "WIPE:settings",
+                                    "WIPE:log"]
+    assert seen[1][1:] == (False, True, 3)  # after the card key's part: key gone, TMK and PANs not yet
+    assert not (data / "settings.json.meta").exists() and not (data / "terminal.log.1").exists()
+    assert (data / "terminal.log").read_bytes() == b"after the wipe\n"  # emptied, written on from 0
+    report = "\n".join(reply["report"])
+    assert "The card-data key was destroyed first" in " ".join(reply["report"]), report
+
+
+@pytest.mark.parametrize(("lang", "words"), [
+    ("en", "The card-data key was destroyed first"), ("zh_CN", "卡数据密钥已最先销毁")])
+def test_the_report_says_the_card_key_went_first(lang: str, words: str) -> None:
+    from firmware.printing.dereg_slip import as_text, dereg_report
+
+    doc = dereg_report(lang=lang, columns=32, tid=TID, mid="123456789012345", at=0.0,
+                       backup_dir="/media/usb0/posfw", backup_txns=3, steps=["WIPED"],
+                       wiped={"card_key": 1, "keys": 1, "card_data": 3, "settings": 4, "log": 1},
+                       host_unbound=True)
+    lines = as_text(doc)
+    assert all(len(line) <= 32 for line in lines)
+    assert words in (" ".join(lines) if lang == "en" else "".join(lines))  # wrapped at words
+
+
+def test_a_person_resuming_after_the_wipe_gives_the_password_start_up_needs_none(
+        template: Path, tmp_path: Path) -> None:
+    data, sim = _fresh(template, tmp_path)
+
+    def host_goes_away(action: object) -> None:
+        if getattr(action, "step", "") == Step.DEREGISTERED.value:
+            sim.add_fault("refuse")  # the host stops answering right after the wipe
+
+    async def go() -> tuple[Any, ...]:
+        t = await terminal(data)
+        t.fault_hook = host_goes_away
+        try:
+            first = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+                                                                  "path": str(data / "export")})
+        finally:
+            await t.close()
+        t = await terminal(data)  # start-up tries to finish on its own: the host is still away
+        try:
+            after_start = _state(data)["dereg_step"]
+            sim.clear_faults()
+            check = await app_deregister.run_op(t, StartOp("deregister_check"), "en", 16)
+            keypad = await app_deregister.run_op(t, StartOp("deregister", path=""), "en", 16)
+            factory = await app_deregister.ecr_op(t, "deregister", {"password": "000000", "path": ""})
+            wrong = await app_deregister.ecr_op(t, "deregister", {"password": "999999", "path": ""})
+            still = _state(data)["dereg_step"]
+            done = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": ""})
+            again = await app_deregister.ecr_op(t, "deregister", {"password": "", "path": ""})
+            return first, after_start, check, keypad, factory, wrong, still, done, again
+        finally:
+            await t.close()
+
+    try:
+        first, after_start, check, keypad, factory, wrong, still, done, again = run(go())
+    finally:
+        sim.stop()
+    assert first["result"] == "failed" and after_start == still == "WIPED", (first, after_start)
+    assert (check.status, check.message_key) == ("done", "dereg_resume")
+    assert keypad.status == "refused" and keypad.message_key == "password_wrong"
+    for refused in (factory, wrong):  # the wiped settings' factory password opens nothing
+        assert refused["result"] == "refused" and refused["message"] == "Wrong supervisor password"
+    assert done["ok"] and done["lifecycle"] == "DEREGISTERED", done
+    assert again["result"] == "refused" and again["message"] == "The terminal is already deregistered"
+    assert "dereg_supervisor" not in _state(data)  # the kept hash goes with the last step
 
 
 def test_startup_plan_rules() -> None:
@@ -207,7 +319,8 @@ class _Proc(TerminalProcess):
                          module="tests.dereg_entry", env={"POSFW_KILL_AT_STEP": kill_at})
 
 
-KILL_POINTS = [s.value for s in Step] + ["WIPE:keys", "WIPE:card_data", "WIPE:settings"]
+KILL_POINTS = [s.value for s in Step] + ["WIPE:card_key", "WIPE:keys", "WIPE:card_data",
+                                         "WIPE:settings", "WIPE:log"]
 BEFORE_WIPE = {"CHECKS", "BACKUP", "VERIFIED", "SIGNED_OFF", "WIPING"}
 FINANCIAL = [{"op": "sale", "amount": 100, "card": "cup_credit"}, {"op": "balance", "card": "cup_credit"},
              {"op": "preauth", "amount": 100, "card": "cup_credit"},

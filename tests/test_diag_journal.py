@@ -77,6 +77,7 @@ def test_a_clean_journal_passes_with_every_check_named(journal, clock):
         "No STAN used twice",
         "invoice 000002 >= 000002: ok",
         "No invoice used twice",
+        "Audit chain: unbroken",
         "PENDING at rest: 0",
         "No open settlement",
         "No print job stuck",
@@ -237,6 +238,70 @@ def test_a_damaged_file_fails_in_words(tmp_path, clock):
     assert not result.passed
     assert (result.reason, result.next_step) == ("Journal file damaged", "Stop trading and call support")
     assert result.lines and PAN not in " ".join(result.lines)
+
+
+def test_an_audit_row_changed_behind_the_firmware_breaks_the_chain_at_that_row(journal, clock):
+    approved_sale(journal)
+    approved_sale(journal)
+    lines = journal.read("SELECT id, detail FROM audit ORDER BY id")
+    target = lines[1][0]
+    # What an attacker with the file would do: lift the append-only trigger, edit, put it back.
+    raw(journal, "DROP TRIGGER audit_no_update",
+        f"UPDATE audit SET detail = 'trace 000001 amount 1 card x' WHERE id = {target}")
+    result = check_journal(journal, "en", clock.now)
+    assert not result.passed
+    assert result.reason == f"Audit log altered at row {target}"
+    assert result.next_step == "Keep the terminal as it is and call support"
+    assert f"Audit chain breaks at row {target}" in result.lines
+    zh = check_journal(journal, "zh_CN", clock.now)
+    assert zh.reason == f"审计日志第{target}行被改动"
+
+
+@pytest.mark.parametrize("tamper", ["delete", "insert"])
+def test_an_audit_row_removed_or_slipped_in_breaks_the_chain(journal, clock, tamper):
+    for _ in range(3):
+        approved_sale(journal)
+    ids = [row[0] for row in journal.read("SELECT id FROM audit ORDER BY id")]
+    if tamper == "delete":
+        raw(journal, "DROP TRIGGER audit_no_delete", f"DELETE FROM audit WHERE id = {ids[1]}")
+        expected = ids[2]  # the row after the hole no longer follows from its predecessor
+    else:
+        raw(journal, "INSERT INTO audit (id, at, operator, action, detail, outcome, chain) VALUES "
+                     f"({ids[-1] + 1}, {clock.now}, 'supervisor', 'void', 'trace 000001', 'ok', "
+                     "'" + "0" * 64 + "')")
+        expected = ids[-1] + 1
+    assert journal.audit_chain_break() == expected
+    assert check_journal(journal, "en", clock.now).reason == f"Audit log altered at row {expected}"
+
+
+def test_the_chain_migration_chains_the_rows_an_older_journal_holds(tmp_path, clock):
+    from firmware.journal import schema
+
+    path = tmp_path / "old.db"
+    chain_at = next(i for i, m in enumerate(schema.MIGRATIONS)
+                    if "ALTER TABLE audit ADD COLUMN chain TEXT" in m)
+    db = sqlite3.connect(path)
+    for migration in schema.MIGRATIONS[:chain_at]:
+        for step in migration:
+            if callable(step):
+                step(db.cursor())
+            else:
+                db.execute(step)
+    db.execute(f"PRAGMA user_version = {chain_at}")
+    db.executemany("INSERT INTO audit (at, operator, action, detail, outcome) VALUES (?,?,?,?,?)",
+                   [(T0 + i, "01", "sale", f"trace {i:06d}", "PENDING") for i in range(5)])
+    db.commit()
+    db.close()
+    journal = Journal.open(path, CardVault(b"k" * 32), clock=clock)
+    try:
+        assert journal.audit_chain_break() is None
+        approved_sale(journal)  # new rows chain on from the migrated ones
+        assert journal.audit_chain_break() is None
+        assert check_journal(journal, "en", clock.now).passed
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            journal._db.execute("UPDATE audit SET chain = 'x'")  # the trigger is back
+    finally:
+        journal.close()
 
 
 def test_age_words():

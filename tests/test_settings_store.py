@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,3 +222,80 @@ def test_sigkill_during_a_save_loop_never_leaves_a_broken_file(tmp_path: Path) -
         assert s.problem is None, s.problem  # the live file itself is whole: old or new
         assert 1 <= data["comms"]["port"] <= 60000
         assert len(s.history()) <= HISTORY_KEEP + 1
+
+
+# -- no old supervisor password hash is kept (issue 12 item 19) ----------------------------
+
+def _with_password(password: str, port: int = 5800) -> dict:
+    data = _with_port(port)
+    data["security"].update(supervisor_hash=hash_password(password), password_changed=True)
+    return data
+
+
+def _hashes_on_disk(s: SettingsStore) -> set[str]:
+    """Every supervisor hash in the live file and the history (each file read as bytes)."""
+    found: set[str] = set()
+    for path in [s.path, *s.history_dir.iterdir()]:
+        found |= set(re.findall(r"scrypt\$[0-9$a-f]+", path.read_text("utf-8")))
+    return found
+
+
+def _live_hash(s: SettingsStore) -> str:
+    return json.loads(s.path.read_text("utf-8"))["security"]["supervisor_hash"]
+
+
+def test_history_keeps_no_old_password_hash_and_a_restore_keeps_the_current_password(tmp_path):
+    from firmware.settings.model import verify_password
+
+    s = SettingsStore(tmp_path / "settings.json")
+    s.load()
+    first = s.save(_with_password("135790", 1111), "password one")  # backup: the factory file
+    s.save(_with_password("246810", 2222), "password two")
+    s.save(_with_password("314159", 3333), "password three")
+    assert len(s.history()) == 3
+    assert _hashes_on_disk(s) == {_live_hash(s)}  # ten copies, one hash: the current one
+
+    def live_password_is_current() -> bool:
+        security = json.loads(s.path.read_text("utf-8"))["security"]
+        return verify_password("314159", security["supervisor_hash"]) and security["password_changed"]
+
+    assert s.restore_previous()["comms"]["port"] == 2222 and live_password_is_current()
+    assert s.restore(first)["comms"]["port"] == 5800 and live_password_is_current()
+    assert s.load()["security"]["password_changed"] is True and live_password_is_current()
+    assert _hashes_on_disk(s) == {_live_hash(s)}
+
+
+def test_history_an_older_firmware_wrote_loses_its_old_hashes_at_load_in_place(tmp_path):
+    from firmware.settings.model import verify_password
+
+    s = SettingsStore(tmp_path / "settings.json")
+    s.path.write_text(json.dumps(_with_password("314159", 3333)), "utf-8")
+    s.history_dir.mkdir()
+    for i, password in enumerate(("135790", "246810")):  # what the old firmware kept
+        (s.history_dir / f"17000000000000000{i}.json").write_text(
+            json.dumps(_with_password(password, 1000 + i), indent=2), "utf-8")
+    sizes = {p.name: p.stat().st_size for p in s.history_dir.iterdir()}
+    s.load()
+    assert _hashes_on_disk(s) == {_live_hash(s)}
+    assert {p.name: p.stat().st_size for p in s.history_dir.iterdir()} == sizes  # in place
+    restored = s.restore("170000000000000000")
+    assert restored["comms"]["port"] == 1000
+    assert verify_password("314159", restored["security"]["supervisor_hash"])
+
+
+def test_the_fall_back_at_load_keeps_the_current_password(tmp_path):
+    from firmware.settings.model import verify_password
+
+    s = SettingsStore(tmp_path / "settings.json")
+    s.load()
+    s.save(_with_password("135790", 1111), "good one")
+    s.save(_with_password("314159", 2222), "latest")  # the password changed with this save
+    broken = _with_password("314159", 99999)  # a wrong port: unusable, but its hash is fine
+    s.path.write_text(json.dumps(broken), "utf-8")
+    data = SettingsStore(s.path).load()
+    assert data["comms"]["port"] == 1111
+    assert verify_password("314159", data["security"]["supervisor_hash"])
+    s.path.write_text('{"security": {', "utf-8")  # nothing left to read the hash from
+    data = SettingsStore(s.path).load()
+    assert data["comms"]["port"] == 1111 and data["security"]["password_changed"] is True
+    assert verify_password("314159", data["security"]["supervisor_hash"])  # not "135790"

@@ -386,3 +386,30 @@ def test_single_row_texts_fit_the_small_lcd():
         assert text_cells(text.format(n=9, total=9)) <= 16
     for key in CATALOG:
         assert all(CATALOG[key]), key  # both languages present
+
+
+@pytest.mark.parametrize(("lang", "rows", "cols"), LANGS)
+def test_an_interrupted_deregistration_is_finished_only_after_the_password(lang, rows, cols):
+    d = Driver(lang, rows, cols)
+    checked(d, core.OpOutcome("deregister_check", "done", "dereg_resume", detail="DEREGISTERED"))
+    frame = "\n".join(d.ui.frame(d.ctx()).rows)
+    assert ("ENTER=finish" if lang == "en" else "完成注销") in frame.replace("\n", "")
+    d.keys(Key.ENTER)
+    assert isinstance(d.ui.screen, PasswordEntry) and d.ui.screen.purpose == "deregistration"
+    d.keys(*PASSWORD, Key.ENTER)
+    d.feed(core.PasswordChecked(False))
+    assert d.started("deregister") == []  # a wrong password starts nothing
+    d.keys(*PASSWORD, Key.ENTER)
+    d.feed(core.PasswordChecked(True))
+    d.wake()
+    assert d.started("deregister") == [core.StartOp("deregister", path="", authorised=True)]
+    d.feed(core.OpStep("dereg_deregistered", cancellable=False))
+    d.feed(core.OpDone(core.OpOutcome("deregister", "done", "dereg_done", lines=REPORT)))
+    assert type(d.ui.screen).__name__ == "DeregResult"
+
+
+def test_cancel_on_the_resume_offer_starts_nothing():
+    d = Driver()
+    checked(d, core.OpOutcome("deregister_check", "done", "dereg_resume", detail="DEREGISTERED"))
+    d.keys(Key.CANCEL)
+    assert d.ui.screen is HOME and d.started("deregister") == []

@@ -53,17 +53,22 @@ HELP = f"""
 def provision(data: Path, host_port: int, *, host: str | None = None,
               reply_timeout: float | None = None) -> None:
     """A dev terminal's first start: the dev TMK and settings (TID, MID, supervisor password, the
-    acquirer's address); an existing terminal is left as it is."""
+    acquirer's address); an existing terminal is left as it is. Directories 0700, files 0600,
+    whatever the caller's umask (board/qemu/rig.py provisions with this too)."""
     keys = data / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
+    for directory in (data, keys):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
     tmk = keys / "tmk.key"
     if not tmk.exists():
-        tmk.write_text(DEV_TMK)
-        os.chmod(tmk, 0o600)
+        _write_private(tmk, DEV_TMK)
     settings = data / "settings.json"
     if not settings.exists():
-        from firmware.settings.model import factory, hash_password
+        from firmware.settings.model import factory, hash_password, password_problem
 
+        rule = password_problem(DEV_PASSWORD)  # the one rule every new password passes
+        if rule is not None:
+            raise SystemExit(f"the dev supervisor password breaks {rule}")
         s = factory()
         s["merchant"].update({"tid": DEV_TID, "mid": DEV_MID})
         s["comms"]["port"] = host_port
@@ -73,7 +78,13 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
             s["comms"]["reply_timeout"] = reply_timeout
         s["security"].update({"supervisor_hash": hash_password(DEV_PASSWORD),
                               "password_changed": True})
-        settings.write_text(json.dumps(s, indent=2))
+        _write_private(settings, json.dumps(s, indent=2))
+
+
+def _write_private(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="use 4 ports from here (host, host control, peripherals, ECR) instead of "
                         f"{HOST_PORT}, {CONTROL_PORT}, {PERIPHERALS_PORT}, {ECR_PORT}")
     args = p.parse_args(argv)
+    os.umask(0o077)  # var/ holds the journal, the settings, keys and logs: owner only
     host_port, control_port, peri_port, ecr_port = (
         (HOST_PORT, CONTROL_PORT, PERIPHERALS_PORT, ECR_PORT) if args.base_port is None
         else tuple(args.base_port + i for i in range(4)))

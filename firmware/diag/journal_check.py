@@ -1,6 +1,7 @@
 """The journal integrity check: SQLite's quick_check plus the firmware's own invariants
-(counters ahead of every number used, no number used twice, no PENDING at rest) and the
-work the terminal still owes (reversals, advices, an open settlement, stuck print jobs).
+(counters ahead of every number used, no number used twice, no PENDING at rest, the audit
+log's hash chain unbroken) and the work the terminal still owes (reversals, advices, an open
+settlement, stuck print jobs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ CATALOG: Catalog = {
     "counter_behind": ("{counter} counter behind numbers already used", "{counter}计数器落后于已用号码"),
     "counter_next": ("Call support before the next sale", "下笔交易前请联系维护"),
     "duplicate": ("Same {counter} used twice", "{counter}被重复使用"),
+    "audit_broken": ("Audit log altered at row {row}", "审计日志第{row}行被改动"),
+    "audit_next": ("Keep the terminal as it is and call support", "请保持终端现状并联系维护"),
     "pending": ("Unfinished transaction left - recovery did not run", "有未完成交易 - 未执行恢复"),
     "pending_next": ("Restart the terminal", "请重启终端"),
     "reversals": ("Reversals waiting to be sent", "有冲正待发送"),
@@ -54,6 +57,8 @@ CATALOG: Catalog = {
     "line_duplicate": ("{counter} {number} x{times} in batch {batch}",
                        "批次{batch} {counter}{number} 用了{times}次"),
     "line_no_duplicates": ("No {counter} used twice", "{counter}无重复"),
+    "line_audit_ok": ("Audit chain: unbroken", "审计链: 完整"),
+    "line_audit_broken": ("Audit chain breaks at row {row}", "审计链在第{row}行断开"),
     "line_pending": ("PENDING at rest: {count}", "静止时未完成: {count}"),
     "line_pending_running": ("PENDING (operation running): {count}", "未完成(交易进行中): {count}"),
     "line_reversals": ("Reversals due: {count}, oldest {age}, {attempts} tries",
@@ -202,6 +207,13 @@ def _check_invariants(found: _Findings, journal: Journal, now: float, operation_
     _check_duplicates(found, journal, "stan", "stan")
     _check_counter(found, "invoice", counters["invoice"], _numbers([r.invoice for r in records]))
     _check_duplicates(found, journal, "invoice", "invoice")
+
+    broken = journal.audit_chain_break()
+    if broken is None:
+        found.line("line_audit_ok")
+    else:
+        found.line("line_audit_broken", row=broken)
+        found.fail(found.say("audit_broken", row=broken), "audit_next")
 
     pending = journal.unresolved_counts()["PENDING"]
     if operation_running:

@@ -355,7 +355,7 @@ class EcrServer:
         if req.op == "status":
             return {"ok": True, **t.status()}
         if req.op == "cancel":
-            t.cancel()
+            t.cancel(origin.source)
             return {"ok": True, "result": "cancel requested"}
         if req.op == "present_card":
             t.card_slot.present(sim_card(a["card"]), a.get("pin"))
@@ -463,7 +463,7 @@ class EcrServer:
         assert t.journal is not None
         a = req.args
         if not await t.check_password(a["password"], "manual reversal resolution", source):
-            return result_payload(TxnResult("refused", "password_wrong"))
+            return result_payload(TxnResult("refused", t.password_refused(source)))
         record = t.journal.find_by_trace(a["trace"], a.get("batch"))
         if record is None or record.state.value not in ("REVERSAL_DUE", "QUARANTINED"):
             return {"ok": False, "result": "error",

@@ -1,12 +1,23 @@
 """The journal's SQL schema and its migrations, versioned with PRAGMA user_version.
 
-Each migration is a list of statements applied in one transaction; a journal
-written by a newer firmware is refused rather than guessed at.
+Each migration is a list of steps applied in one transaction: SQL statements, or a function
+of the cursor for what SQL cannot do (hashing); a journal written by a newer firmware is
+refused rather than guessed at.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+import sqlite3
+from collections.abc import Callable
+
+from firmware.journal import chain
+
+Step = str | Callable[[sqlite3.Cursor], None]
+
+AUDIT_NO_UPDATE = """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
+
+MIGRATIONS: list[list[Step]] = [
     # 1: transactions, counters, settlements, audit
     [
         """CREATE TABLE counters (
@@ -71,8 +82,7 @@ MIGRATIONS: list[list[str]] = [
             outcome TEXT NOT NULL
         )""",
         # Append-only: the audit trail cannot be edited from SQL either.
-        """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-           BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        AUDIT_NO_UPDATE,
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     ],
@@ -209,6 +219,28 @@ MIGRATIONS.append([
     "CREATE INDEX ecr_request_created ON ecr_request (created_at)",
     # Purging a settled record looks up the keys that name it (foreign key): index, not scan.
     "CREATE INDEX ecr_request_txn ON ecr_request (txn_id) WHERE txn_id IS NOT NULL",
+])
+
+MIGRATIONS.append([
+    # 9: the supervisor password guard (firmware/security.py): wrong tries per source ('keypad',
+    # each ECR peer; '*' = every source together) and the lock they caused, so neither a
+    # restart nor a power loss resets a lock. A source's row goes when its count is back to 0.
+    """CREATE TABLE password_lock (
+        source TEXT PRIMARY KEY,
+        wrong INTEGER NOT NULL,
+        since REAL NOT NULL,
+        locked_until REAL NOT NULL
+    )""",
+])
+
+MIGRATIONS.append([
+    # 10: the audit log becomes tamper-evident: each row carries SHA-256 of the previous row's
+    # value and its own content (firmware/journal/chain.py). The rows already there are chained
+    # once, here, with the append-only trigger lifted for that one step only.
+    "ALTER TABLE audit ADD COLUMN chain TEXT",
+    "DROP TRIGGER audit_no_update",
+    chain.chain_existing,
+    AUDIT_NO_UPDATE,
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,7 +23,7 @@ from firmware.digits import is_digits
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
-from firmware.journal import follow
+from firmware.journal import chain, follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
@@ -181,8 +181,11 @@ class Journal:
             raise JournalTooNew(self.path, version, SCHEMA_VERSION)
         for number in range(version, SCHEMA_VERSION):
             with self._tx() as cur:
-                for statement in MIGRATIONS[number]:
-                    cur.execute(statement)
+                for step in MIGRATIONS[number]:
+                    if callable(step):
+                        step(cur)
+                    else:
+                        cur.execute(step)
                 cur.execute(f"PRAGMA user_version = {number + 1}")
             log.info("journal migrated to schema %d", number + 1)
 
@@ -345,20 +348,24 @@ class Journal:
                 sets.append("advice_attempts = advice_attempts + 1")
             cur.execute(f"UPDATE txn SET {', '.join(sets)} WHERE id = ?", (*args, record_id))
             if void_of is not None and new_state is TxnState.APPROVED:
-                orig = cur.execute("SELECT state FROM txn WHERE id = ?", (void_of,)).fetchone()
+                orig = cur.execute("SELECT state, stan FROM txn WHERE id = ?", (void_of,)).fetchone()
                 if orig is None:
                     raise JournalError(f"the voided original {void_of} is not in the journal")
                 voided = next_state(TxnState(orig[0]), TxnEvent.VOID)
                 cur.execute("UPDATE txn SET state = ?, updated_at = ? WHERE id = ?",
                             (voided.value, now, void_of))
+                self._audit(cur, record.operator, "voided",
+                            f"trace {orig[1]} by void trace {record.stan}", voided.value)
                 follow.follow(cur, self._record_in(cur, void_of), self._audit, now)
-            code = f" code {result.response_code}" if result is not None else ""
+            # Every state change has its audit line, in the same commit (approvals and declines
+            # with the host's answer: the begin line alone says only that it was sent).
+            answer = f" rc {result.response_code}" if result is not None else ""
             self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
-                        f"trace {record.stan} amount {record.amount}{code}"
+                        f"trace {record.stan} amount {record.amount}{answer}"
                         + (f": {problem}" if problem else ""), new_state.value)
             if declined_after_stored:
                 self._audit(cur, record.operator, "stored refund declined",
-                            f"trace {record.stan} amount {record.amount}{code}: the refund was "
+                            f"trace {record.stan} amount {record.amount}{answer}: the refund was "
                             "not made", new_state.value)
                 self._insert_job(cur, JobKind.ADVICE_DECLINED, (CopyKind.MERCHANT,),
                                  txn_id=record_id, title=f"refund {record.stan} declined")
@@ -478,9 +485,9 @@ class Journal:
         """Whatever was on the wire when the power went is now unknown: plan its reversal."""
         now = self._clock()
         with self._tx() as cur:
-            pending = cur.execute("SELECT id, kind FROM txn WHERE state = 'PENDING'").fetchall()
+            pending = cur.execute("SELECT id, kind, stan FROM txn WHERE state = 'PENDING'").fetchall()
             to_reverse = enquiries = 0
-            for rid, kind in pending:
+            for rid, kind, stan in pending:
                 if kind == TxnKind.BALANCE.value:
                     event, reason = TxnEvent.LOSE_ENQUIRY_REPLY, None
                     enquiries += 1
@@ -493,6 +500,8 @@ class Journal:
                     "updated_at = ? WHERE id = ?",
                     (new_state.value, reason, now, rid),
                 )
+                self._audit(cur, "system", f"{kind} {event.value}",
+                            f"trace {stan}: outcome unknown after a restart", new_state.value)
             abandoned = cur.execute(
                 "UPDATE settlement SET state = 'ABANDONED', reason = ?, finished_at = ? "
                 "WHERE state = 'REQUESTED'",
@@ -893,9 +902,14 @@ class Journal:
 
     def _audit(self, cur: sqlite3.Cursor, operator: str, action: str, detail: str,
                outcome: str) -> None:
+        """One audit line, chained to the one before it (inside the caller's BEGIN IMMEDIATE,
+        so no other writer can slip a row in between the read and the insert)."""
+        last = cur.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        row = ((last[0] + 1) if last else 1, float(self._clock()), operator, action, detail, outcome)
+        previous = (last[1] or "") if last else chain.GENESIS
         cur.execute(
-            "INSERT INTO audit (at, operator, action, detail, outcome) VALUES (?,?,?,?,?)",
-            (self._clock(), operator, action, detail, outcome),
+            "INSERT INTO audit (id, at, operator, action, detail, outcome, chain) "
+            "VALUES (?,?,?,?,?,?,?)", (*row, chain.row_hash(previous, row)),
         )
 
     def audit(self, operator: str, action: str, detail: str, outcome: str) -> None:
@@ -907,6 +921,13 @@ class Journal:
             "SELECT at, operator, action, detail, outcome FROM audit ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
+
+    def audit_chain_break(self) -> int | None:
+        """The id of the first audit row whose hash does not follow from the rows before it
+        (changed, removed or inserted behind the journal's back); None if the chain holds."""
+        rows = self._db.execute(
+            "SELECT id, at, operator, action, detail, outcome, chain FROM audit ORDER BY id")
+        return chain.first_break(rows)
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA quick_check").fetchone()[0]

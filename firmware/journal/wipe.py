@@ -1,10 +1,13 @@
-"""The deregistration wipe: the DEREGISTERED marker, the key files (TMK, card-data key), the
-encrypted PANs in the journal (cleared, vacuumed, WAL truncated) and the merchant settings with
-their history. Every part is idempotent, so a wipe cut by a power loss is simply run again.
+"""The deregistration wipe: the DEREGISTERED marker, the card-data key, the other key files
+(TMK), the encrypted PANs in the journal (cleared, vacuumed, WAL truncated), the merchant
+settings with their meta and history, and the log. Every part is idempotent, so a wipe cut by
+a power loss is simply run again.
 
 The marker goes first: from then on the data directory says "deregistered" even before the
-journal is open (so start-up does not ask for a TMK that is being wiped). Working keys live in
-memory only; the app drops them.
+journal is open (so start-up does not ask for a TMK that is being wiped). The card-data key
+goes next, before the PANs are cleared: a flash file system may keep old copies of the
+encrypted PANs in blocks no file owns any more, and those are safe only because nothing can
+decrypt them once the key is gone. Working keys live in memory only; the app drops them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 MARKER_NAME = "DEREGISTERED"
-PARTS = ("marker", "keys", "card_data", "settings")
-SETTINGS_FILES = ("settings.json", "settings.tmp", "settings.json.tmp", "logo.png")
+PARTS = ("marker", "card_key", "keys", "card_data", "settings", "log")
+CARD_KEY = "card.key"  # keys/card.key: the card vault's key on sim and dev boards
+SETTINGS_FILES = ("settings.json", "settings.json.meta", "settings.tmp", "settings.json.tmp",
+                  "settings.json.meta.tmp", "logo.png")
+LOG_NAME = "terminal.log"
 
 
 def marker_path(data_dir: Path) -> Path:
@@ -54,6 +60,26 @@ def shred(path: Path) -> bool:
         os.fsync(fh.fileno())
     path.unlink()
     return True
+
+
+def shred_in_place(path: Path) -> bool:
+    """Overwrite a file that stays open elsewhere (the log: its handler appends to it) with
+    zeros, then truncate it to nothing; False if it was not there."""
+    try:
+        with open(path, "r+b") as fh:
+            fh.write(b"\0" * os.fstat(fh.fileno()).st_size)
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.truncate(0)
+            os.fsync(fh.fileno())
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def wipe_card_key(data_dir: Path) -> int:
+    """The card vault's key first: every encrypted PAN, wherever a copy lingers, is unreadable."""
+    return int(shred(Path(data_dir) / "keys" / CARD_KEY))
 
 
 def wipe_keys(data_dir: Path) -> int:
@@ -95,6 +121,16 @@ def wipe_settings(data_dir: Path) -> int:
     return done
 
 
+def wipe_log(data_dir: Path) -> int:
+    """The log and its rotated copies (merchant ids, amounts, masked cards): the live one is
+    emptied where it is, as its handler keeps it open in append mode and writes on."""
+    data_dir = Path(data_dir)
+    done = int(shred_in_place(data_dir / LOG_NAME))
+    for rotated in sorted(data_dir.glob(LOG_NAME + ".*")):
+        done += shred(rotated) if rotated.is_file() else 0
+    return done
+
+
 def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
          between: Callable[[str], None] | None = None) -> dict[str, int]:
     """All parts in order; `between(part)` runs before each part but the first (fault injection)."""
@@ -105,10 +141,14 @@ def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
         if part == "marker":
             write_marker(data_dir, terminal_id)
             done[part] = 1
+        elif part == "card_key":
+            done[part] = wipe_card_key(data_dir)
         elif part == "keys":
             done[part] = wipe_keys(data_dir)
         elif part == "card_data":
             done[part] = wipe_card_data(journal_path)
-        else:
+        elif part == "settings":
             done[part] = wipe_settings(data_dir)
+        else:
+            done[part] = wipe_log(data_dir)
     return done

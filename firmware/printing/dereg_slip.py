@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from firmware.ports import Align, Cut, Document, Feed, TextLine, text_cells
+from firmware.printing.layout import wrap
 
 TEXTS: dict[str, tuple[str, str]] = {
     "title": ("TERMINAL DEREGISTERED", "终端已注销"),
@@ -19,9 +20,14 @@ TEXTS: dict[str, tuple[str, str]] = {
     "backup_txns": ("Transactions saved", "已备份交易"),
     "steps": ("STEPS", "步骤"),
     "wiped": ("WIPED", "已清除"),
+    "card_key": ("Card-data key", "卡数据密钥"),
     "keys": ("Key files", "密钥文件"),
     "card_data": ("Card numbers", "卡号"),
     "settings": ("Settings files", "设置文件"),
+    "log": ("Log files", "日志文件"),
+    "key_first": ("The card-data key was destroyed first: card numbers stored on this terminal "
+                  "cannot be read back, even from copies left in free disk blocks.",
+                  "卡数据密钥已最先销毁：本终端存储过的卡号无法再解密，即使残留在磁盘空闲块中。"),
     "host": ("Host", "主机"),
     "unbound": ("terminal unbound", "终端已解绑"),
     "unverified": ("not yet confirmed", "尚未确认"),
@@ -75,8 +81,9 @@ def dereg_report(*, lang: str, columns: int, tid: str, mid: str, at: float, back
     for step in steps:
         add(" " + step)
     add(_t("wiped", lang), bold=True)
-    for part in ("keys", "card_data", "settings"):
+    for part in ("card_key", "keys", "card_data", "settings", "log"):
         pair(" " + _t(part, lang), str(wiped.get(part, 0)))
+    blocks.extend(TextLine(row) for row in wrap(_t("key_first", lang), columns))  # words whole
     pair(_t("host", lang), _t("unbound" if host_unbound else "unverified", lang))
     add("-" * columns)
     add(_t("end", lang), Align.CENTER)

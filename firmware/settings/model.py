@@ -10,8 +10,10 @@ import copy
 import hashlib
 import hmac
 import os
+from itertools import pairwise
 from typing import Any
 
+from firmware.digits import is_digits
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
 FACTORY_PASSWORD = "000000"  # documented in README; must be changed before any payment
@@ -81,6 +83,44 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     n, r, p = 2**14, 8, 1
     digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32)
     return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+PASSWORD_MIN, PASSWORD_MAX = 6, 12
+
+# Why a new supervisor password is refused: rule key -> (English, 简体中文). The keys are the
+# catalog keys the keypad and the ECR link show (firmware/security.py registers them).
+PASSWORD_RULES: dict[str, tuple[str, str]] = {
+    "password_rule_digits": ("The new password must be 6-12 digits 0-9", "新密码须为6-12位数字"),
+    "password_rule_one_digit": ("The new password may not be one digit repeated (111111)",
+                                "新密码不能是同一数字重复(如111111)"),
+    "password_rule_run": ("The new password may not be a run of digits (123456, 987654, 890123)",
+                          "新密码不能是连续数字(如123456、987654、890123)"),
+    "password_rule_factory": ("The new password may not be the factory one", "新密码不能是出厂密码"),
+}
+
+
+def password_problem(password: str) -> str | None:
+    """The rule a new supervisor password breaks (a PASSWORD_RULES key), or None if it is fine.
+
+    Every way a password is set (ECR set_password, the keypad's Change password, provisioning)
+    asks this one function. A run steps by one, up or down, and may wrap round (890123, 321098):
+    a wrapped run is as easy to guess as a straight one, a walk along the keypad's digit row.
+    """
+    if not is_digits(password, PASSWORD_MIN, PASSWORD_MAX):
+        return "password_rule_digits"
+    if password == FACTORY_PASSWORD:
+        return "password_rule_factory"
+    if len(set(password)) == 1:
+        return "password_rule_one_digit"
+    steps = {(int(b) - int(a)) % 10 for a, b in pairwise(password)}
+    if steps in ({1}, {9}):
+        return "password_rule_run"
+    return None
+
+
+def password_words(rule: str, lang: str = "en") -> str:
+    pair = PASSWORD_RULES[rule]
+    return pair[1] if lang.startswith("zh") else pair[0]
 
 
 def verify_password(password: str, stored: str) -> bool:

@@ -6,6 +6,13 @@ live file is copied into <name>.history/<id>.json (with <id>.meta: when that ver
 saved and why), and the newest HISTORY_KEEP versions are kept. A live file that fails to
 parse or validate at load is reported (`problem`) and the newest good version is used;
 factory defaults are used only at first start (no file and no history at all).
+
+No old supervisor password hash is kept: whenever the live file's hash changes (a new
+password, or copies an older firmware wrote, found at load) every history copy is
+overwritten in place to hold the current hash instead, so the only hash on disk is the
+current one. A version made live again (restore, restore previous, roll back) takes the
+live file's hash and password_changed; the fall-back at load, when the live file cannot be
+read, finds the current hash in the history copy it uses, and trading goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import errno
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.digits import is_digits
-from firmware.settings.model import SettingsInvalid, factory, migrate, validate
+from firmware.settings.model import SettingsInvalid, factory, field_problem, migrate, validate
 
 log = logging.getLogger("posfw.settings")
 HISTORY_KEEP = 10
@@ -32,6 +40,10 @@ HISTORY_KEEP = 10
 # password to the documented factory one would open refunds and settings to anyone at the counter.
 IDENTITY_FIELDS = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), ("comms", "port"),
                    ("security", "supervisor_hash"), ("security", "password_changed"))
+
+
+# A supervisor password hash as settings files hold it (model.hash_password's format).
+_HASH = re.compile(rb"scrypt\$\d+\$\d+\$\d+\$[0-9a-fA-F]*\$[0-9a-fA-F]*")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,9 @@ class SettingsStore:
     def load(self) -> Data:
         self.problem = None
         self.migrated = ()
+        secret = self._secret()
+        if secret is not None:  # copies an older firmware wrote hold the hashes of their day
+            self._align_history(secret["supervisor_hash"])
         if not self.path.exists():
             if not self._ids():
                 data = factory()
@@ -84,7 +99,7 @@ class SettingsStore:
                 self.problem = f"settings file {self.path} is unusable ({exc})"
         for version in self.history():
             try:
-                data = self._parse(self.history_dir / f"{version.id}.json")
+                data = self._parse(self.history_dir / f"{version.id}.json", secret)
             except (ValueError, OSError, SettingsInvalid):
                 continue
             self.problem += f"; using the version saved {_when(version.saved_at)} ({version.reason})"
@@ -125,6 +140,8 @@ class SettingsStore:
         backup = self._backup(replaced_by=reason)
         payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
         _atomic_write(self.path, payload)
+        # A new password: the copies (the backup just made too) hold the old hash no longer.
+        self._align_history(str(data["security"]["supervisor_hash"]))
         # The meta is written after the rename: a crash in between only loses the reason.
         with contextlib.suppress(OSError):
             _atomic_write(self.meta_path, _meta(time.time(), reason))
@@ -137,7 +154,7 @@ class SettingsStore:
         if version_id not in self._ids():
             raise ValueError(f"there is no settings version {version_id!r}")
         try:
-            data = self._parse(self.history_dir / f"{version_id}.json")
+            data = self._parse(self.history_dir / f"{version_id}.json", self._secret())
         except (ValueError, OSError, SettingsInvalid) as exc:
             raise ValueError(f"settings version {version_id} is unusable ({exc})") from exc
         self.save(data, reason or f"restored version {version_id}")
@@ -148,10 +165,10 @@ class SettingsStore:
 
         The live file is backed up first, so a second restore_previous undoes the first.
         """
-        current = self._current()
+        current, secret = self._current(), self._secret()
         for version in self.history():
             try:
-                data = self._parse(self.history_dir / f"{version.id}.json")
+                data = self._parse(self.history_dir / f"{version.id}.json", secret)
             except (ValueError, OSError, SettingsInvalid):
                 continue
             if data != current:
@@ -175,8 +192,13 @@ class SettingsStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _parse(self, path: Path) -> Data:
-        data, filled = migrate(json.loads(path.read_text("utf-8")))
+    def _parse(self, path: Path, secret: dict[str, Any] | None = None) -> Data:
+        """A settings file, migrated and validated; `secret`: the supervisor hash and
+        password_changed a history copy takes from the live file."""
+        raw = json.loads(path.read_text("utf-8"))
+        if secret is not None and isinstance(raw, dict) and isinstance(raw.get("security"), dict):
+            raw["security"].update(secret)
+        data, filled = migrate(raw)
         validate(data)
         if filled:
             self.migrated = filled
@@ -186,12 +208,49 @@ class SettingsStore:
 
     def _current(self) -> Data | None:
         """The live settings if usable, else the newest good version, else None."""
-        for path in [self.path] + [self.history_dir / f"{v.id}.json" for v in self.history()]:
-            try:
-                return self._parse(path)
-            except (ValueError, OSError, SettingsInvalid):
-                continue
+        with contextlib.suppress(ValueError, OSError, SettingsInvalid):
+            return self._parse(self.path)
+        secret = self._secret()
+        for version in self.history():
+            with contextlib.suppress(ValueError, OSError, SettingsInvalid):
+                return self._parse(self.history_dir / f"{version.id}.json", secret)
         return None
+
+    def _secret(self) -> dict[str, Any] | None:
+        """The live file's supervisor hash and password_changed, which every version made live
+        again keeps; None when the live file holds no valid hash (a history copy holds the
+        current one then)."""
+        with contextlib.suppress(ValueError, OSError, TypeError, KeyError, AttributeError):
+            security = json.loads(self.path.read_text("utf-8"))["security"]
+            hashed, changed = security["supervisor_hash"], security["password_changed"]
+            if field_problem("security.supervisor_hash", hashed) is None and isinstance(changed, bool):
+                return {"supervisor_hash": hashed, "password_changed": changed}
+        return None
+
+    def _align_history(self, current: str) -> None:
+        """Every history copy holds `current` where it held any supervisor hash, overwritten in
+        place at the same length (hashes of one format have one length), so an old hash's bytes
+        do not stay in the file's blocks either; a copy cut by a power loss meanwhile is one
+        history version lost, never the live settings."""
+        if not self.history_dir.is_dir():
+            return
+        wanted = current.encode("ascii")
+        for path in sorted(self.history_dir.glob("*.json")):
+            try:
+                raw = path.read_bytes()
+                aligned = _HASH.sub(lambda _old: wanted, raw)
+                if aligned == raw:
+                    continue
+                if len(aligned) > len(raw):  # another hash format: cannot be done in place
+                    _atomic_write(path, aligned)
+                    continue
+                with open(path, "r+b") as fh:
+                    fh.write(aligned + b" " * (len(raw) - len(aligned)))  # JSON allows the spaces
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                log.error("settings history %s: the old password hash could not be replaced: %s",
+                          path.name, exc)
 
     def _ids(self) -> list[str]:
         """History ids, oldest first (numeric order: older firmware used shorter stamps)."""

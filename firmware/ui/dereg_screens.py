@@ -4,7 +4,9 @@ result. Sans-I/O; the app runs "deregister_check" and "deregister" (firmware/app
 
 Nothing that changes anything is emitted before the final confirm's ENTER: CANCEL on every
 screen up to there goes back one level (from the final confirm to the warning, the password
-having been given) and the check itself only reads.
+having been given) and the check itself only reads. A deregistration interrupted after the
+wipe (the host not yet told) is offered to be finished, again only after the supervisor
+password.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ CATALOG: core.Catalog = {
     "dereg_res_cancelled": ("Cancelled - nothing changed", "已取消，未作任何更改"),
     "dereg_backup_in": ("Backup: {dir}", "备份：{dir}"),
     "dereg_check_again": ("ENTER=check again", "确认=重新检查"),
+    "dereg_resume_title": ("Not finished", "注销未完成"),
+    "dereg_resume_text": ("Wiped; the host is not yet told. ENTER=finish it",
+                          "已清除，尚未通知主机。确认=完成注销"),
     # the app's message keys (firmware/app_deregister.py MESSAGES), so they read in both languages
     "dereg_ready": ("Ready to deregister", "可以注销"),
     "dereg_blocked": ("Deregistration refused: settle and clear pending items first",
@@ -87,6 +92,9 @@ CATALOG: core.Catalog = {
     "dereg_host_pending": ("Wiped; the host is not yet told: retried at start-up",
                            "已清除；主机尚未收到通知，开机时重试"),
     "dereg_already": ("The terminal is already deregistered", "终端已注销"),
+    "dereg_bad_dir": ("Deregistration refused: back up only to a directory the terminal offers "
+                      "(deregister_check lists them); nothing changed",
+                      "注销被拒绝：只能备份到终端提供的目录（见注销检查）；未作任何更改"),
     "dereg_terminal_deregistered": ("Terminal deregistered: provision it again first",
                                     "终端已注销：请先重新装机"),
 }
@@ -157,6 +165,8 @@ def after_check(outcome: core.OpOutcome, back: core.Screen) -> core.Screen:
     problems = tuple(i for i in outcome.items if i.get("kind") != "dir")
     if problems:
         return Blocked(problems, back)
+    if outcome.message_key == "dereg_resume":
+        return ResumeOffer(back)
     if outcome.ok:
         if dirs:
             return DirPick(dirs, back)
@@ -272,6 +282,50 @@ class SettleResult(core.Screen):
         from firmware.ui.texts import op_title
 
         return paged(ctx, op_title(ctx, "settle"), self.rows(ctx), self.top)
+
+
+@dataclass(frozen=True)
+class ResumeOffer(core.Screen):
+    """An interrupted deregistration past the wipe: ENTER asks the supervisor password, then
+    finishes it (ResumeRun); CANCEL leaves it for the next start-up."""
+
+    back: core.Screen
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is None:
+            return None
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        if key is Key.ENTER:
+            return core.Transition(DeregPassword("deregistration", ResumeRun(self.back), self))
+        return core.Transition(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        return paged(ctx, _t(ctx, "dereg_resume_title"),
+                     wrap_all([_t(ctx, "dereg_resume_text")], ctx.cols), 0)
+
+
+@dataclass(frozen=True)
+class ResumeRun(core.Screen):
+    """The password was right: starts the rest of the deregistration at once."""
+
+    staged: ClassVar[bool] = False
+    running: ClassVar[bool] = True
+
+    back: core.Screen
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.Tick):
+            return core.Transition(DeregWorking("", self.back),
+                                   (core.StartOp("deregister", path="", authorised=True),))
+        return core.Transition(self) if isinstance(event, core.KeyIn) else None
+
+    def next_wakeup(self, ctx: core.UiContext) -> float | None:
+        return ctx.mono
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        return core.frame(ctx, [_t(ctx, "dereg_working"), _t(ctx, "dereg_step_wait")])
 
 
 # ---------------------------------------------------------------------------- the way to the op

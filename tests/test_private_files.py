@@ -1,0 +1,102 @@
+"""Data files are the owner's alone: what the firmware (a real process), make run's provisioning
+and the provision CLI create is 0600 (directories 0700), and a terminal master key that others
+can read stops the start with a clear message, as the card-data key does."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import REPO, TMK, TerminalProcess, provision
+
+from firmware.settings.model import factory
+
+
+def _loose(root: Path, skip: set[Path]) -> list[str]:
+    """Every file or directory under root (root itself not) that group or others may use."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path in skip:
+            continue
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root)} {mode:o}")
+    return found
+
+
+def _keys_only(data_dir: Path) -> Path:
+    """Only the key-injection step's TMK (0600): everything else the firmware creates."""
+    (data_dir / "keys").mkdir(parents=True, mode=0o700)
+    tmk = data_dir / "keys" / "tmk.key"
+    tmk.write_text(TMK.hex())
+    tmk.chmod(0o600)
+    return tmk
+
+
+def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
+    data_dir = tmp_path / "terminal"
+    tmk = _keys_only(data_dir)
+    proc = TerminalProcess(data_dir, ["--port", str(sim.port)])
+    old = os.umask(0o022)  # what the firmware inherits must not decide its files' modes
+    try:
+        proc.start()
+    finally:
+        os.umask(old)
+    try:
+        exports = proc.request(op="deregister_check")  # export/ on demand
+        changed = proc.request(op="set_password", old="000000", new="135790")  # history + meta
+        sold = proc.request(op="sale", amount=100, card="visa")  # journal, WAL, card key
+    finally:
+        proc.kill()
+    assert changed["ok"] and sold["ok"] and exports["ok"], (changed, sold, exports)
+    created = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")}
+    assert {"journal.db", "terminal.log", "settings.json", "settings.json.meta", "keys/card.key",
+            "settings.json.history", "export"} <= created, created
+    assert _loose(data_dir, skip={data_dir / "stderr.log", tmk.parent, tmk}) == []
+
+
+def test_a_master_key_others_can_read_stops_the_start_in_words(tmp_path, sim):
+    data_dir = provision(tmp_path / "terminal", sim.port)
+    (data_dir / "keys" / "tmk.key").chmod(0o644)
+    proc = TerminalProcess(data_dir)
+    try:
+        proc.start(timeout=20)
+        started = True
+    except RuntimeError as exc:
+        started, why = False, str(exc)
+    finally:
+        proc.kill()
+    assert not started
+    assert "terminal master key" in why and "readable by others (mode 644)" in why
+    assert "chmod 600" in why and "Traceback" not in why
+
+
+def test_make_run_provisioning_writes_private_files_whatever_the_umask(tmp_path):
+    from board.sim.devrun import provision as dev_provision
+
+    old = os.umask(0o022)
+    try:
+        dev_provision(tmp_path / "var" / "terminal", 5800)
+    finally:
+        os.umask(old)
+    assert _loose(tmp_path / "var", skip=set()) == []
+
+
+def test_the_provision_cli_creates_private_files(tmp_path):
+    data_dir = tmp_path / "terminal"
+    settings = factory()
+    settings["security"]["password_changed"] = True
+    merchant = tmp_path / "merchant.json"
+    merchant.write_text(json.dumps(settings))
+    done = subprocess.run(
+        [sys.executable, "-m", "firmware.app_deregister", "provision", "--data", str(data_dir),
+         "--tmk", TMK.hex(), "--settings", str(merchant)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / "journal.db").exists() and (data_dir / "keys" / "tmk.key").exists()
+    assert _loose(data_dir, skip=set()) == []
