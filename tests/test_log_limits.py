@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from firmware.app import LOG_BACKUPS, LOG_MAX_BYTES, setup_logging
-from firmware.logmask import CardDataFilter
+from firmware.logmask import MaskingFormatter
 from firmware.lograte import RepeatFilter
 
 
@@ -38,7 +38,7 @@ def test_the_log_rotates_under_its_cap_masked_and_collapsed(tmp_path: Path):
         setup_logging(tmp_path, "INFO", to_stderr=True)
         added = [h for h in root.handlers if h not in before]
         for handler in added:  # every handler masks card data and collapses repeats
-            assert any(isinstance(f, CardDataFilter) for f in handler.filters)
+            assert isinstance(handler.formatter, MaskingFormatter)
             assert any(isinstance(f, RepeatFilter) for f in handler.filters)
         stderr = [h for h in added if isinstance(h, logging.StreamHandler)
                   and not isinstance(h, logging.FileHandler)]
