@@ -189,7 +189,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "amount": _amount,
     "trace": _trace, "orig_trace": _trace, "orig_batch": _trace, "batch": _trace,
     "orig_date": _mmdd,
-    "orig_rrn": _text(12, 12, ALNUM),  # field 37: 12 letters/digits, as the host gave them
+    "orig_rrn": _text(1, 12, ALNUM),  # field 37: 12 letters/digits
     "password": _digits(1, 12, "the supervisor password"),
     "old": _digits(1, 12, "the supervisor password"),
     "new": _digits(1, 12, "the new supervisor password"),
