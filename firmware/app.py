@@ -291,11 +291,8 @@ class Terminal:
     def busy_message(self, lang: str) -> str:
         """Why an operation is refused as busy, in words (the ECR reply and the LCD)."""
         if self.backlog_left:
-            return (f"忙 - 正在发送冲正 (剩{self.backlog_left}笔)" if lang.startswith("zh")
-                    else f"busy - sending reversals ({self.backlog_left} left)")
-        if self.starting:
-            return "忙 - 正在启动签到" if lang.startswith("zh") else "busy - starting up, signing on"
-        return text("busy", lang)
+            return text("busy_backlog", lang).format(n=self.backlog_left)
+        return text("busy_starting" if self.starting else "busy", lang)
 
     def _notify_changed(self) -> None:
         if self.observer is not None:

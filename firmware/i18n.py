@@ -54,6 +54,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "settlement_no_reply": ("Settlement not done - nothing changed", "结算未完成 - 无变化"),
     "settlement_blocked": ("Settlement refused - items pending", "有未完成交易, 不能结算"),
     "busy": ("Terminal busy", "终端忙"),
+    "busy_backlog": ("busy - sending reversals ({n} left)", "忙 - 正在发送冲正 (剩{n}笔)"),
+    "busy_starting": ("busy - starting up, signing on", "忙 - 正在启动签到"),
     "type_disabled": ("Transaction type disabled", "交易类型未开通"),
     "deregistered": ("Terminal deregistered", "终端已注销"),
     "card_unreadable": ("Card could not be read - swipe again", "读卡失败, 请重刷"),
