@@ -34,6 +34,15 @@ from board.qemu.rig import PASSWORD, TID, QemuTerminal, is_idle_frame
 
 CARDS = ("cup_credit", "visa", "mastercard", "cup_debit")
 PINS = {"cup_debit": "123456"}
+
+
+def card_of(pan_masked: str | None) -> str:
+    """The test card a masked PAN belongs to: a refund goes back to the card that paid."""
+    from board.sim.cards import TEST_CARDS
+    from firmware.host.messages import mask_pan
+
+    return next((name for name in CARDS if mask_pan(TEST_CARDS[name].pan) == pan_masked),
+                "cup_credit")
 # op -> weight; "keys_sale" and "settings_save" are typed on the keypad, the rest go over ECR.
 MIX = {"sale": 30, "void": 8, "refund": 5, "preauth": 6, "completion": 4, "held_park": 6,
        "held_resume": 5, "held_cancel": 3, "reprint": 5, "report": 3, "settle": 4,
@@ -195,8 +204,13 @@ class Torture:
         refundable = [sale for sale in batch.sales if sale["rrn"] and sale["date"]]
         if op == "refund" and refundable:
             victim = rnd.choice(refundable)
-            return {"op": "refund", "amount": max(1, victim["amount"] // 4), "orig_rrn": victim["rrn"],
-                    "orig_date": victim["date"], "password": PASSWORD, "card": "cup_credit"}
+            card = victim["card"]
+            request = {"op": "refund", "amount": max(1, victim["amount"] // 4),
+                       "orig_rrn": victim["rrn"], "orig_date": victim["date"],
+                       "password": PASSWORD, "card": card}
+            if card in PINS:
+                request["pin"] = PINS[card]
+            return request
         if op == "preauth":
             return {"op": "preauth", "amount": rnd.randrange(1000, 9000), "card": "visa"}
         if op == "completion" and batch.preauths:
@@ -276,7 +290,7 @@ class Torture:
         kind = reply.get("type", "sale" if op == "held_resume" else op)
         self.till.append(TillApproval(int(reply["batch"]), int(stan), kind, int(reply["amount"])))
         known = {"stan": f"{int(stan):06d}", "amount": int(reply["amount"]), "rrn": reply.get("rrn"),
-                 "date": reply.get("date")}
+                 "date": reply.get("date"), "card": card_of(reply.get("pan"))}
         if kind == "sale":
             self.batch.sales.append(known)
         elif kind == "preauth":
@@ -344,7 +358,8 @@ class Torture:
             if row.kind == "sale" and row.state == "approved" and row.amount == amount:
                 self.till.append(TillApproval(row.batch, row.stan, "sale", amount))
                 self.batch.sales.append({"stan": f"{row.stan:06d}", "amount": amount, "rrn": row.rrn,
-                                         "date": row.created[5:7] + row.created[8:10]})
+                                         "date": row.created[5:7] + row.created[8:10],
+                                         "card": card_of(row.pan_masked)})
         if stop_at == 3:
             return "keys: result shown"
         drawn = len(rig.lcd.frames)
