@@ -4,6 +4,7 @@ on a pty) to the expected journal state, printed paper and final screen, for eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -604,6 +605,43 @@ def test_an_ecr_sale_shows_on_the_lcd_and_its_pin_is_typed_on_the_keypad(tmp_pat
     assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2200)]
     assert rows[0].pin_entered and rows[0].reference == "till-7"
     assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 2200)]
+
+
+def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one(tmp_path: Path, sim):
+    """An ECR sale takes the reader from the idle card watch while the reader is slow to read
+    (held up here on its own thread): the watch's C is written but not yet read, so the reader
+    still holds the watch's arm. A card swiped into that arm is lost and the sale waits for a
+    card for ever; Shop.swipe must wait for the sale's own arm."""
+    import threading
+
+    async def go():
+        async with Shop(tmp_path, sim.port, ecr=True) as shop:
+            assert shop.reader is not None
+            reader = shop.reader
+            await shop.until(lambda: shop._reader_holds(watch=True), "the idle card watch")
+            reading, resume = threading.Event(), threading.Event()
+
+            def hold_up() -> None:  # runs on the reader's thread: it reads nothing meanwhile
+                reading.set()
+                resume.wait(1.0)
+            threading.Thread(target=reader._call, args=(hold_up,), daemon=True).start()
+            await shop.until(reading.is_set, "the reader to be held up")
+            reply = shop.ecr_request(op="sale", amount=2200, ref="till-8")
+            await shop.shows("ECR: Sale", "Swipe card")
+            lingering = reader.armed and reader.last_commands[-1].type == "A"
+            swiping = asyncio.ensure_future(shop.swipe("cup_debit"))
+            await shop.quiet()
+            early = swiping.done()
+            resume.set()
+            await swiping
+            await shop.shows("Enter PIN")
+            await shop.press("123456", "ENTER")
+            return lingering, early, await reply
+
+    lingering, early, answer = run(go())
+    assert lingering, "the reader no longer held the watch's arm: the case was not made"
+    assert not early, "swiped into the watch's arm"
+    assert answer["result"] == "approved", answer
 
 
 def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
