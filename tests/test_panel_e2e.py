@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import TID, run
+from helpers import TID, HeldUpReader, run
 from panelkit import SLOW_PRINTER, Shop
 
 from firmware.engine.states import TxnState
@@ -612,27 +612,19 @@ def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one
     (held up here on its own thread): the watch's C is written but not yet read, so the reader
     still holds the watch's arm. A card swiped into that arm is lost and the sale waits for a
     card for ever; Shop.swipe must wait for the sale's own arm."""
-    import threading
-
     async def go():
         async with Shop(tmp_path, sim.port, ecr=True) as shop:
             assert shop.reader is not None
             reader = shop.reader
             await shop.until(lambda: shop._reader_holds(watch=True), "the idle card watch")
-            reading, resume = threading.Event(), threading.Event()
-
-            def hold_up() -> None:  # runs on the reader's thread: it reads nothing meanwhile
-                reading.set()
-                resume.wait(1.0)
-            threading.Thread(target=reader._call, args=(hold_up,), daemon=True).start()
-            await shop.until(reading.is_set, "the reader to be held up")
+            held = HeldUpReader(reader)
             reply = shop.ecr_request(op="sale", amount=2200, ref="till-8")
             await shop.shows("ECR: Sale", "Swipe card")
             lingering = reader.armed and reader.last_commands[-1].type == "A"
             swiping = asyncio.ensure_future(shop.swipe("cup_debit"))
             await shop.quiet()
             early = swiping.done()
-            resume.set()
+            held.release()
             await swiping
             await shop.shows("Enter PIN")
             await shop.press("123456", "ENTER")
