@@ -34,8 +34,8 @@ KEY_BYTES: dict[str, bytes] = {
     "F4": b"\x1bOS", "DOT": b".",
 }
 
-# Bytes per second a 58 mm thermal mechanism takes in (about 30 lines a second): slower than an
-# operator's keys, so a test that sets it sees receipts still printing back at idle.
+# Bytes per second for a printer as slow as a 58 mm thermal mechanism (a receipt copy takes about
+# half a second): slower than the keys, so a test that sets it sees receipts printing on at idle.
 SLOW_PRINTER = 1500
 
 
