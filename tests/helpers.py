@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,30 @@ async def refund(t: Terminal, amount: int, rrn: str, date: str, card: str = "cup
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+class HeldUpReader:
+    """The emulated reader's own thread kept busy (a reader slow to read its line): it reads
+    nothing the terminal writes until release(), or until limit_s; the bytes wait in the pty, in
+    order. `holding` says whether it is still held."""
+
+    def __init__(self, reader: Any, limit_s: float = 4.0) -> None:
+        self._started, self._resume = threading.Event(), threading.Event()
+        self.holding = False
+
+        def hold() -> None:  # on the reader's thread
+            self.holding = True
+            self._started.set()
+            self._resume.wait(limit_s)  # below the 5 s a control call waits for that thread
+            self.holding = False
+
+        # _call: the emulator's way to run something on its thread (its controls use it too)
+        threading.Thread(target=reader._call, args=(hold,), daemon=True).start()
+        if not self._started.wait(5.0):
+            raise TimeoutError("the emulated reader's thread never took the hold")
+
+    def release(self) -> None:
+        self._resume.set()
 
 
 # -- the terminal as a real process ------------------------------------------------

@@ -34,6 +34,10 @@ KEY_BYTES: dict[str, bytes] = {
     "F4": b"\x1bOS", "DOT": b".",
 }
 
+# Bytes per second for a printer as slow as a 58 mm thermal mechanism (a receipt copy takes about
+# half a second): slower than the keys, so a test that sets it sees receipts printing on at idle.
+SLOW_PRINTER = 1500
+
 
 class CountingKeypad:
     """The real terminal keypad driver, counting the keys it has handed to the panel, so a test
@@ -177,33 +181,59 @@ class Shop:
         await self.until(lambda: isinstance(panel.ui.screen, IdleScreen), "the idle screen")
 
     async def reader_armed(self, timeout: float = 5.0) -> None:
-        assert self.reader is not None
-        reader = self.reader
-        await self.until(lambda: reader.armed, "the reader to be armed", timeout)
+        """Until an operation's own read has armed the reader (see _reader_holds)."""
+        await self.until(lambda: self._reader_holds(watch=False), "the operation to arm the reader",
+                         timeout)
 
     async def swipe(self, card: str) -> None:
         """Swipes when an operation's card step has armed the reader (not the idle watch)."""
-        assert self.reader is not None and self.panel is not None and self.terminal is not None
-        reader, panel, terminal = self.reader, self.panel, self.terminal
-
-        def asked() -> bool:
-            commands = reader.last_commands
-            return (terminal.busy and panel._watch is None and reader.armed
-                    and bool(commands) and commands[-1].type == "A")
-        await self.until(asked, "the operation to arm the reader")
-        reader.swipe(card)
+        assert self.reader is not None
+        await self.reader_armed(timeout=10.0)
+        self.reader.swipe(card)
 
     async def swipe_at_idle(self, card: str) -> None:
-        assert self.reader is not None and self.panel is not None
-        reader, panel = self.reader, self.panel
-        await self.until(lambda: panel._watch is not None and reader.armed
-                         and reader.last_commands[-1].type == "A", "the idle card watch")
-        reader.swipe(card)
+        """Swipes when the idle card watch (or the reader test's) has armed the reader."""
+        assert self.reader is not None
+        await self.until(lambda: self._reader_holds(watch=True), "the idle card watch")
+        self.reader.swipe(card)
+
+    def _reader_holds(self, watch: bool) -> bool:
+        """The emulated reader holds the arm of the read the terminal waits on now, and that read
+        is the card watch's (watch=True) or an operation's.
+
+        "Armed, last command A" alone also matches an arm the terminal has given up: a watch
+        cancelled when an operation starts (or a screen changes) writes its C at once, but the
+        reader keeps the old arm until it has read that C, and a card swiped into it is lost (the
+        operation then waits for a card for ever). So: no other watch still winding down, and the
+        reader's last A is the one the driver's pending read sent."""
+        reader, panel, terminal = self.reader, self.panel, self.terminal
+        assert reader is not None and panel is not None and terminal is not None
+        # firmware/app_ui.py names its watch tasks "card-watch"
+        watches = [t for t in asyncio.all_tasks() if t.get_name() == "card-watch" and not t.done()]
+        if watches != ([panel._watch] if watch else []) or terminal.busy == watch:
+            return False
+        pending = terminal.reader._arm  # type: ignore[union-attr]  # the driver's pending read
+        commands = reader.last_commands
+        return (pending is not None and pending.seq is not None and reader.armed and bool(commands)
+                and commands[-1].type == "A" and commands[-1].seq == pending.seq)
 
     async def slips(self, count: int, timeout: float = 10.0) -> list[str]:
+        """Every slip on paper once there are at least `count` and the print queue is empty."""
         assert self.printer is not None
         printer = self.printer
         await self.until(lambda: len(printer.slips) >= count, f"{count} printed slip(s)", timeout)
+        return await self.printed(timeout)
+
+    async def printed(self, timeout: float = 10.0) -> list[str]:
+        """Every slip on paper once the print queue is empty (nothing queued, printing or paused).
+
+        Count or index slips only from here: receipts print after the operation that queued them
+        has returned to idle, so `printer.slips` read at any other moment holds what a slow
+        printer or a loaded machine has got to, and "the next slip" is then an older one."""
+        assert self.printer is not None
+        printer, journal = self.printer, self.journal
+        await self.until(lambda: not journal.print_jobs(open_only=True), "the print queue to empty",
+                         timeout)
         return [slip.text for slip in printer.slips]
 
     @property
