@@ -525,7 +525,7 @@ class Terminal:
             except NoReply as exc:
                 log.warning("no usable reply (%s): %s", exc.reason, exc.detail)
                 self._link(exc.reason not in (NoReply.LINK, NoReply.TIMEOUT))
-                return ev.ReplyLost(exc.reason)
+                return ev.ReplyLost(exc.reason, exc.auth_code)
             except LocalProtocolError as exc:
                 log.error("request could not be built: %s", exc)
                 return ev.ReplyLost("malformed")
@@ -908,6 +908,7 @@ class Terminal:
                               allow_fallback_swipe=bool(tx["allow_fallback_swipe"])),
                 reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
                 allow_pin_bypass=bool(tx["allow_pin_bypass"]),
+                chip_capable=self.board.reader_driver != "hid",  # a wedge has no chip slot
             )
             flow = FinancialFlow(request, ctx)
             result = await self._drive(flow, io, cancellable=True)
@@ -945,7 +946,7 @@ class Terminal:
         return replace(request, original=OriginalRef(
             record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
             batch=record.batch, trace=record.stan, rrn=record.rrn, auth_code=record.auth_code,
-            date=record.local_date, pan=j.decrypt_pan(record.id),
+            date=record.local_date, card_org=record.card_org, pan=j.decrypt_pan(record.id),
             refunded=sum(f.amount for f in follow_ups if f.kind is TxnKind.REFUND),
             follow_ups=tuple(f.kind for f in follow_ups),
         ))

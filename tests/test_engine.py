@@ -28,7 +28,7 @@ def record(state=TxnState.PENDING, **kw) -> TxnRecord:
     base = dict(id=1, kind=TxnKind.SALE, state=state, stan="000007", batch="000001",
                 invoice="000003", amount=1000, currency="156", pan_masked="622588******0001",
                 foreign=False, entry_mode="swipe", pin_entered=False, operator="01",
-                local_date="1122", local_time="103000", created_at=0.0)
+                local_date="1122", local_time="103000", created_at=0.0, pos_entry="022")
     base.update(kw)
     return TxnRecord(**base)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -65,7 +66,7 @@ def params(kind: TxnKind, card: CardInput = SWIPE, **kw: str) -> FinancialParams
     (TxnKind.PREAUTH_VOID, ("0100", "200000", "06", "11", True, False, False, True, True, True)),
     (TxnKind.COMPLETION, ("0200", "000000", "06", "20", True, False, False, True, True, True)),
     (TxnKind.COMPLETION_VOID,
-     ("0200", "200000", "06", "21", True, False, True, True, False, True)),
+     ("0200", "200000", "06", "21", True, False, True, True, True, True)),
 ])
 def test_wire_table(kind: TxnKind, row: tuple[object, ...]) -> None:
     w = WIRE[kind]
@@ -88,7 +89,7 @@ BASE = {"3", "4", "11", "22", "25", "41", "42", "49", "60"}
     (TxnKind.PREAUTH, set(), None),
     (TxnKind.PREAUTH_VOID, {"38", "61"}, "0000010000771122"),
     (TxnKind.COMPLETION, {"38", "61"}, "0000010000771122"),
-    (TxnKind.COMPLETION_VOID, {"37", "38", "61"}, "000001000077"),
+    (TxnKind.COMPLETION_VOID, {"37", "38", "61"}, "0000010000771122"),
 ])
 def test_financial_fields_per_kind(kind: TxnKind, extra: set[str], f61: str | None) -> None:
     msg = financial_request(params(kind))
@@ -176,9 +177,9 @@ def test_reversal_of_chip_sale() -> None:
     orig = financial_request(p)
     rev = reversal_request(p, "98", None)
     assert rev.mti == "0400"
-    assert set(rev.fields) == {"2", "3", "4", "11", "22", "25", "39", "41", "42", "49", "55",
-                               "60"}
-    for k in ("3", "4", "11", "22", "25", "49", "60", "55"):
+    assert set(rev.fields) == {"2", "3", "4", "11", "22", "23", "25", "39", "41", "42", "49",
+                               "55", "60"}
+    for k in ("3", "4", "11", "22", "23", "25", "49", "60", "55"):
         assert rev.fields[k] == orig.fields[k]
     assert rev.fields["2"] == PAN
     assert rev.fields["39"] == "98"
@@ -194,15 +195,62 @@ def test_reversal_of_swiped_void_with_auth_code() -> None:
     assert rev.fields["2"] == PAN  # swiped: the PAN comes from the journal, not from 35
 
 
-@pytest.mark.parametrize("kind", [TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID])
-def test_reversal_of_void_types_keeps_61(kind: TxnKind) -> None:
+@pytest.mark.parametrize("kind", [TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION,
+                                  TxnKind.COMPLETION_VOID])
+def test_reversal_copies_61_and_38_of_the_original(kind: TxnKind) -> None:
+    """B21: a completion's reversal (like every void's) copies the original's 61 and, when
+    the reply named no auth code, the original's 38 (the authorisation it refers to)."""
     p = params(kind)
-    assert reversal_request(p, "06", None).fields["61"] == financial_request(p).fields["61"]
+    orig = financial_request(p).fields
+    rev = reversal_request(p, "06", None).fields
+    assert (rev["61"], rev["38"]) == (orig["61"], orig["38"]) == (orig["61"], "A1B2C3")
+    assert reversal_request(p, "A0", "654321").fields["38"] == "654321"
 
 
-@pytest.mark.parametrize("kind", [TxnKind.SALE, TxnKind.PREAUTH, TxnKind.COMPLETION])
-def test_reversal_of_non_void_has_no_61(kind: TxnKind) -> None:
-    assert "61" not in reversal_request(params(kind), "06", None).fields
+@pytest.mark.parametrize("kind", [TxnKind.SALE, TxnKind.PREAUTH])
+def test_reversal_of_an_original_without_61_has_none(kind: TxnKind) -> None:
+    rev = reversal_request(params(kind), "06", None).fields
+    assert "61" not in rev and "38" not in rev
+
+
+@pytest.mark.parametrize(("pos_entry", "read_cap"), [("021", ""), ("022", "50"), ("022", "52"),
+                                                     ("012", "")])
+def test_reversal_from_the_journal_copies_22_and_60_tail(pos_entry: str, read_cap: str) -> None:
+    """B19: rebuilt from the journal the card is 'keyed' (only the PAN is kept), yet the 0400
+    says what the original said of the card read: its 22 and its 60.4/60.5."""
+    p = replace(params(TxnKind.SALE, CardInput("keyed", PAN)), pos_entry=pos_entry,
+                read_cap=read_cap)
+    rev = reversal_request(p, "98", None).fields
+    assert rev["22"] == pos_entry
+    assert rev["60"] == "22" + "000001" + "000" + read_cap
+    assert rev["2"] == PAN and "14" not in rev
+
+
+@pytest.mark.parametrize(("card", "chip_capable", "tail"), [
+    (SWIPE, True, "50"), (SWIPE, False, ""), (CardInput("fallback", PAN, track2=PAN + "=2512201"),
+                                              True, "52"), (KEYED, True, "50"), (KEYED, False, ""),
+])
+def test_60_4_and_60_5(card: CardInput, chip_capable: bool, tail: str) -> None:
+    """B21: a terminal with a chip slot says so (60.4 = 5) on every financial message, with
+    60.5 = 2 for a fallback swipe and 0 otherwise."""
+    p = replace(params(TxnKind.SALE, card), chip_capable=chip_capable)
+    assert financial_request(p).fields["60"] == "22" + "000001" + "000" + tail
+
+
+def test_refund_carries_the_original_card_organisation() -> None:
+    """B21: a refund sends back in 63 the card organisation its original's reply named."""
+    assert financial_request(params(TxnKind.REFUND, orig_card_org="VIS")).fields["63"] == "VIS"
+    assert "63" not in financial_request(params(TxnKind.REFUND)).fields
+    with pytest.raises(LocalProtocolError, match="63"):
+        financial_request(params(TxnKind.REFUND, orig_card_org="V I S"))
+
+
+@pytest.mark.parametrize(("pos_entry", "read_cap", "needle"), [
+    ("02", "", "22"), ("0a1", "", "22"), ("021", "5", "60.4"), ("021", "5x", "60.4")])
+def test_kept_card_read_is_checked(pos_entry: str, read_cap: str, needle: str) -> None:
+    p = replace(params(TxnKind.SALE, KEYED), pos_entry=pos_entry, read_cap=read_cap)
+    with pytest.raises(LocalProtocolError, match=needle):
+        financial_request(p)
 
 
 @pytest.mark.parametrize("kind", [TxnKind.REFUND, TxnKind.BALANCE])

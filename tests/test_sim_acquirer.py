@@ -335,7 +335,7 @@ def test_preauth_then_completion(term: SimTerminal, sim: SimulatorThread) -> Non
                      **refs(pp, pre, date=True) | {"orig_rrn": None})
     assert term.request(pv).fields["39"] == "12"  # already completed
     # Completion void: the completion is cancelled, the credit side counts it.
-    cv = term.params(TxnKind.COMPLETION_VOID, 18000, CREDIT, **refs(cp, done))
+    cv = term.params(TxnKind.COMPLETION_VOID, 18000, CREDIT, **refs(cp, done, date=True))
     assert term.request(cv).fields["39"] == "00"
     assert sim.ledger.find(TEST_TID, 1, cp.stan).voided
     assert sim.ledger.totals(TEST_TID, 1)[0] == SideTotals(18000, 1, 18000, 1)

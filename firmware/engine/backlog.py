@@ -86,7 +86,7 @@ class ReversalFlow(_OneAttempt):
 
     def _message(self) -> Message:
         return reversal_request(self._params(), self.record.reversal_reason or "06",
-                                self.record.auth_code)
+                                self.record.auth_code or self.record.reversal_auth)
 
     def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
         code = fields.get("39", "")

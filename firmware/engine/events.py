@@ -158,6 +158,7 @@ class ReplyReceived:
 @dataclass(frozen=True)
 class ReplyLost:
     reason: str  # firmware.host.errors.NoReply reasons
+    auth_code: str | None = None  # field 38 of a reply that was refused (bad MAC), if any
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ acknowledges it. CANCEL before the write ends the flow with no financial record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -80,6 +80,7 @@ class FlowContext:
     reply_timeout: float = 30.0
     pin_tries: int = 3
     allow_pin_bypass: bool = False
+    chip_capable: bool = False  # the terminal has a contact chip slot: 60.4 = 5 (docs/dialect.md)
     card_from_original: frozenset[TxnKind] = CARD_FROM_ORIGINAL
 
 
@@ -99,16 +100,22 @@ def card_input_for(record_mode: str, pan: str, card: CardRead | None, pin_block:
 
 
 def params_for(record: TxnRecord | PendingDraft, term: Terminal, card: CardInput, *,
-               stan: str | None = None, batch: str | None = None) -> FinancialParams:
+               stan: str | None = None, batch: str | None = None,
+               chip_capable: bool = False) -> FinancialParams:
     """The request's parameters from a journal record, or from a draft about to be written
-    (then stan and batch stand in for the counters the journal will allocate)."""
+    (then stan and batch stand in for the counters the journal will allocate, and 22 and
+    60.4/60.5 come from the card read; a record's come from what the journal kept)."""
+    pos_entry = read_cap = None
     if isinstance(record, TxnRecord):
         stan, batch = record.stan, record.batch
+        pos_entry, read_cap = record.pos_entry, record.read_cap
     assert stan is not None and batch is not None, "a draft needs a stand-in STAN and batch"
     return FinancialParams(
         kind=record.kind, stan=stan, batch=batch, term=term, amount=record.amount,
         currency=record.currency, card=card, orig_rrn=record.orig_rrn, orig_auth=record.orig_auth,
         orig_batch=record.orig_batch, orig_stan=record.orig_stan, orig_date=record.orig_date,
+        orig_card_org=record.orig_card_org, pos_entry=pos_entry, read_cap=read_cap,
+        chip_capable=chip_capable,
     )
 
 
@@ -209,22 +216,25 @@ class FinancialFlow:
 
     def _write_pending(self) -> list[ev.Action]:
         draft = self._draft()
-        problem = self._unsendable(draft)
-        if problem is not None:
+        probe = self._probe(draft)
+        if isinstance(probe, str):
             return self._finish(
-                TxnResult("refused", "cannot_send", detail=problem),
-                audit=(f"{self.request.kind.value} refused", f"cannot be sent: {problem}", "refused"))
+                TxnResult("refused", "cannot_send", detail=probe),
+                audit=(f"{self.request.kind.value} refused", f"cannot be sent: {probe}", "refused"))
+        # The record keeps how the card was read as the wire says it, for its reversal.
+        draft = replace(draft, pos_entry=probe.fields["22"], read_cap=probe.fields["60"][11:])
         self.step = Step.WRITE_PENDING
         return [ev.WritePending(draft)]
 
-    def _unsendable(self, draft: PendingDraft) -> str | None:
-        """Build the request once from the draft: what the wire cannot carry is never stored."""
+    def _probe(self, draft: PendingDraft) -> Message | str:
+        """Build the request once from the draft: what the wire cannot carry is never stored
+        (the words why are returned instead)."""
         try:
-            financial_request(params_for(draft, self.ctx.term, self._card_input(draft),
-                                         stan=_PROBE_STAN, batch=self.ctx.batch))
+            return financial_request(params_for(draft, self.ctx.term, self._card_input(draft),
+                                                stan=_PROBE_STAN, batch=self.ctx.batch,
+                                                chip_capable=self.ctx.chip_capable))
         except LocalProtocolError as exc:
             return str(exc)
-        return None
 
     def _card_input(self, record: TxnRecord | PendingDraft) -> CardInput:
         if self.wire.advice:
@@ -268,6 +278,7 @@ class FinancialFlow:
             orig_rrn=orig.rrn if orig else None,
             orig_auth=orig.auth_code if orig else None,
             orig_date=orig.date if orig else None,
+            orig_card_org=orig.card_org if orig and req.kind is TxnKind.REFUND else None,
             held_order_id=req.held_order_id,
             request_key=req.request_key,
         )
@@ -297,7 +308,7 @@ class FinancialFlow:
     def _on_reply(self, event: object) -> list[ev.Action]:
         assert self.record is not None
         if isinstance(event, ev.ReplyLost):
-            return self._reply_lost(event.reason)
+            return self._reply_lost(event.reason, event.auth_code)
         assert isinstance(event, ev.ReplyReceived)
         fields = event.message.fields
         code = fields.get("39", "")
@@ -326,7 +337,7 @@ class FinancialFlow:
                                     receipt=self.request.kind is not TxnKind.BALANCE)]
         return [ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result)]
 
-    def _reply_lost(self, reason: str) -> list[ev.Action]:
+    def _reply_lost(self, reason: str, auth_code: str | None = None) -> list[ev.Action]:
         assert self.record is not None
         self.lost_reason = reason
         self.step = Step.WRITE_OUTCOME
@@ -336,9 +347,13 @@ class FinancialFlow:
             return [ev.WriteOutcome(self.record.id, TxnEvent.ADVICE_FAILED)]
         if not self.wire.reversible:
             return [ev.WriteOutcome(self.record.id, TxnEvent.LOSE_ENQUIRY_REPLY)]
+        # A reply that failed its MAC may still have named an auth code: the reversal sends it
+        # back in 38 (section 5) so the host finds what it approved.
+        untrusted = HostResult("", auth_code=auth_code) if auth_code else None
         return [
             ev.WriteOutcome(
-                self.record.id, TxnEvent.LOSE_REPLY, reversal_reason=reversal_reason(reason)
+                self.record.id, TxnEvent.LOSE_REPLY, untrusted,
+                reversal_reason=reversal_reason(reason),
             )
         ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from firmware.engine.states import TxnState
-from firmware.host.messages import TxnKind, mask_pan
+from firmware.host.messages import TxnKind, mask_pan, pos_entry_for
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class OriginalRef:
     rrn: str | None = None
     auth_code: str | None = None
     date: str | None = None  # MMDD
+    card_org: str | None = None  # from the original's reply (field 63); a refund sends it back
     pan: str | None = field(default=None, repr=False)  # decrypted in memory only
     refunded: int = 0  # fen refunded against it (done, or stored and still owed)
     # Kinds of the follow-ups that count against it (states.LIVE_FOLLOW_UP): a sale with a
@@ -102,8 +103,19 @@ class PendingDraft:
     orig_rrn: str | None = None
     orig_auth: str | None = None
     orig_date: str | None = None
+    orig_card_org: str | None = None
+    # How the card was read, as the request carries it (field 22; 60.4 + 60.5, "" for none):
+    # kept so that a reversal rebuilt from the journal says what the original said.
+    pos_entry: str = ""
+    read_cap: str = ""
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
+
+    def __post_init__(self) -> None:
+        # The engine sets pos_entry from the request it built; a draft made without one (tools,
+        # tests) gets the value that request would have carried.
+        if not self.pos_entry:
+            object.__setattr__(self, "pos_entry", pos_entry_for(self.entry_mode, self.pin_entered))
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,12 @@ class TxnRecord:
     uploaded: bool = False
     settlement_id: int | None = None
     problem: str | None = None  # why a QUARANTINED record cannot be sent (words)
+    orig_card_org: str | None = None
+    pos_entry: str = ""  # field 22 as the request carried it
+    read_cap: str = ""  # 60.4 + 60.5 as the request carried them ("" for none)
+    # The auth code of a reply that could not be trusted (its MAC failed): never shown as an
+    # approval, only copied into the reversal's field 38 so the host finds what it approved.
+    reversal_auth: str | None = None
 
 
 @dataclass(frozen=True)

@@ -245,10 +245,11 @@ class HostLink:
                           f"{reply.fields['4']}, request was {req['4']}")
         if mac and reply_needs_mac(reply.mti, code):
             assert mak is not None
+            auth = (reply.fields.get("38") or "").strip() or None
             if "64" not in reply.fields:
-                raise NoReply(NoReply.BAD_MAC, "reply carries no MAC (field 64)")
+                raise NoReply(NoReply.BAD_MAC, "reply carries no MAC (field 64)", auth)
             if not verify_mac(decoded, mak):
-                raise NoReply(NoReply.BAD_MAC, "reply MAC (field 64) does not verify")
+                raise NoReply(NoReply.BAD_MAC, "reply MAC (field 64) does not verify", auth)
         return reply
 
     async def sign_on(self, stan: str, batch: str, operator: str, with_tdk: bool = False,

@@ -84,13 +84,15 @@ class NoReply(HostError):
         {"timeout", "link", "malformed", "bad_mac", "cancelled"}
     )
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", auth_code: str | None = None):
         if reason not in self.REASONS:
             raise ValueError(f"unknown NoReply reason {reason!r}")
         self.reason = reason
         self.detail = detail
+        # Field 38 of a reply refused for its MAC: the reversal sends it back (dialect section 5).
+        self.auth_code = auth_code
         text = f"no reply from host ({reason})"
         super().__init__(f"{text}: {detail}" if detail else text)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (NoReply, (self.reason, self.detail))
+        return (NoReply, (self.reason, self.detail, self.auth_code))

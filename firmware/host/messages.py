@@ -19,7 +19,6 @@ __all__ = [
     "ENTRY_MODES",
     "REVERSAL_REASONS",
     "SECURITY_CONTROL",
-    "VOID_KINDS",
     "WIRE",
     "CardInput",
     "FinancialParams",
@@ -37,6 +36,7 @@ __all__ = [
     "loggable",
     "mask_pan",
     "parse_settlement_field48",
+    "pos_entry_for",
     "reply_needs_mac",
     "response_for",
     "reversal_request",
@@ -103,27 +103,29 @@ WIRE: Final[dict[TxnKind, TxnWire]] = {
     TxnKind.COMPLETION: TxnWire(
         mti="0200", proc="000000", cond="06", type_code="20", reversible=True, advice=False,
         sends_orig_rrn=False, sends_orig_auth=True, orig_has_date=True, has_amount=True),
-    # The table only says "61" here; we send batch + trace without the date, like
-    # the sale void it mirrors (our choice).
+    # Pre-auth family: 61 ends with the original's date (section 4), like the pre-auth void.
     TxnKind.COMPLETION_VOID: TxnWire(
         mti="0200", proc="200000", cond="06", type_code="21", reversible=True, advice=False,
-        sends_orig_rrn=True, sends_orig_auth=True, orig_has_date=False, has_amount=True),
+        sends_orig_rrn=True, sends_orig_auth=True, orig_has_date=True, has_amount=True),
 }
 
-# Section 5: "61 for the void types".
-VOID_KINDS: Final = frozenset({TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID})
 REVERSAL_REASONS: Final = frozenset({"06", "98", "A0"})
 ENTRY_MODES: Final[dict[str, str]] = {"keyed": "01", "swipe": "02", "chip": "05",
                                       "contactless": "07", "fallback": "02"}
-# A fallback swipe (chip unreadable) travels as a swipe with 60.4 "5" (contact chip
-# capable) and 60.5 "2" (fallback), domain doc section 4.
-FALLBACK_60_SUFFIX: Final = "52"
+# 60.4 (read capability) + 60.5 (chip condition): a terminal with a contact chip slot says
+# "5" on every financial message, then "0" (normal) or "2" (a fallback swipe after the chip
+# could not be read). A terminal without a chip slot sends neither (docs/dialect.md).
+CHIP_NORMAL: Final = "50"
+CHIP_FALLBACK: Final = "52"
 # Field 53: PIN format 2 (ANSI X9.8 with PAN), double-length key, tracks not encrypted.
 SECURITY_CONTROL: Final = "2600000000000000"
 PIN_CAPTURE: Final = "12"  # field 26: the PIN pad takes up to 12 digits
 # Fields a CUP host copies from request to reply (response_for, simulator use).
 ECHOED_FIELDS: Final = ("2", "3", "4", "11", "14", "25", "41", "42", "49", "60", "61")
-_REVERSAL_KEEPS: Final = ("3", "4", "11", "22", "25", "41", "42", "49", "60")
+# What a 0400 copies from its original (section 5); 38 is overwritten by the reply's own
+# auth code when one came back.
+_REVERSAL_KEEPS: Final = ("3", "4", "11", "22", "23", "25", "38", "41", "42", "49", "55", "60",
+                          "61")
 _MAX_AMOUNT: Final = 10**12 - 1
 _DIGITS: Final = frozenset("0123456789")
 
@@ -221,6 +223,13 @@ class FinancialParams:
     orig_batch: str | None = None
     orig_stan: str | None = None
     orig_date: str | None = None  # MMDD
+    orig_card_org: str | None = None  # field 63 of a refund: the original's card organisation
+    # How the card was read, as the original request carried it (field 22 and 60.4 + 60.5).
+    # None: derived from `card`. A message rebuilt from the journal (a reversal, a resent
+    # advice) passes the values the journal kept, since the card itself is gone by then.
+    pos_entry: str | None = None
+    read_cap: str | None = None
+    chip_capable: bool = False  # the terminal has a contact chip slot (60.4)
 
 
 @dataclass(frozen=True)
@@ -277,12 +286,25 @@ def _operator(operator: str) -> str:
     return operator.ljust(3)
 
 
+def _card_org(org: str) -> str:
+    # The card organisation the original's reply named (CUP, VIS, MCC ...), 3 characters.
+    if not 1 <= len(org) <= 3 or not org.isascii() or not org.isalnum():
+        raise LocalProtocolError(f"card organisation (field 63) must be 1-3 letters or digits, "
+                                 f"got {org!r}")
+    return org.ljust(3)
+
+
 def _currency(currency: str) -> str:
     return _digits("currency (field 49)", currency, 3)
 
 
 def _terminal_fields(term: Terminal) -> dict[str, str]:
     return {"41": term.tid, "42": term.mid}
+
+
+def pos_entry_for(entry_mode: str, pin_entered: bool) -> str:
+    """Field 22: how the card was read (ENTRY_MODES), then 1 = PIN entered, 2 = no PIN."""
+    return ENTRY_MODES[entry_mode] + ("1" if pin_entered else "2")
 
 
 def _card_fields(card: CardInput) -> dict[str, str]:
@@ -318,12 +340,23 @@ def _card_fields(card: CardInput) -> dict[str, str]:
         fields["26"] = PIN_CAPTURE
         fields["52"] = card.pin_block.hex().upper()
         fields["53"] = SECURITY_CONTROL
-    fields["22"] = ENTRY_MODES[card.entry_mode] + ("1" if card.pin_block is not None else "2")
+    fields["22"] = pos_entry_for(card.entry_mode, card.pin_block is not None)
     return fields
 
 
 def _field60(type_code: str, batch: str, network_code: str) -> str:
     return type_code + _digits("batch (60.2)", batch, 6) + network_code
+
+
+def _read_cap(p: FinancialParams) -> str:
+    """60.4 + 60.5 of a financial message: as kept in the journal, else from the card read."""
+    if p.read_cap is not None:
+        if p.read_cap and (len(p.read_cap) != 2 or not set(p.read_cap) <= _DIGITS):
+            raise LocalProtocolError(f"60.4/60.5 must be two digits or none, got {p.read_cap!r}")
+        return p.read_cap
+    if p.card.entry_mode == "fallback":
+        return CHIP_FALLBACK
+    return CHIP_NORMAL if p.chip_capable else ""
 
 
 def financial_request(p: FinancialParams) -> Message:
@@ -341,13 +374,14 @@ def financial_request(p: FinancialParams) -> Message:
         "49": _currency(p.currency),
         "60": _field60(w.type_code, p.batch, "000"),
     }
-    if p.card.entry_mode == "fallback":
-        fields["60"] += FALLBACK_60_SUFFIX
+    fields["60"] += _read_cap(p)
     if w.has_amount:
         if isinstance(p.amount, int) and not isinstance(p.amount, bool) and p.amount <= 0:
             raise LocalProtocolError(f"amount must be positive, got {p.amount}")
         fields["4"] = _number("amount (field 4)", p.amount, 12)
     fields.update(_card_fields(p.card))
+    if p.pos_entry is not None:
+        fields["22"] = _digits("entry mode (field 22)", p.pos_entry, 3)
     if w.sends_orig_rrn:
         if not p.orig_rrn or len(p.orig_rrn) != 12:
             raise LocalProtocolError(f"{p.kind.value} needs the original RRN (12 characters)")
@@ -357,6 +391,8 @@ def financial_request(p: FinancialParams) -> Message:
             raise LocalProtocolError(f"{p.kind.value} needs the original auth code "
                                      "(6 characters)")
         fields["38"] = p.orig_auth
+    if p.kind is TxnKind.REFUND and p.orig_card_org is not None:
+        fields["63"] = _card_org(p.orig_card_org)
     if w.sends_orig_ref:
         ref = (_digits("original batch (61.1)", p.orig_batch, 6)
                + _digits("original trace (61.2)", p.orig_stan, 6))
@@ -367,7 +403,14 @@ def financial_request(p: FinancialParams) -> Message:
 
 
 def reversal_request(p: FinancialParams, reason: str, auth_code: str | None) -> Message:
-    """The 0400 for a financial request whose outcome is unknown (section 5)."""
+    """The 0400 for a financial request whose outcome is unknown (section 5).
+
+    A copy of the original request (built from `p`, whose pos_entry and read_cap carry what
+    the original said of the card read) under MTI 0400: 3, 4, 11, 22, 25, 41, 42, 49, 60 and
+    the PAN in field 2, 55 for chip, 61 whenever the original carried it; 39 the reason;
+    38 the auth code the reply carried (`auth_code`), else the original's own 38 (voids and
+    completions name the authorisation they refer to).
+    """
     if not WIRE[p.kind].reversible:
         raise LocalProtocolError(f"{p.kind.value} is not reversible")
     if reason not in REVERSAL_REASONS:
@@ -381,10 +424,6 @@ def reversal_request(p: FinancialParams, reason: str, auth_code: str | None) -> 
         if len(auth_code) != 6:
             raise LocalProtocolError("auth code (field 38) must be 6 characters")
         fields["38"] = auth_code
-    if "55" in orig.fields:
-        fields["55"] = orig.fields["55"]
-    if p.kind in VOID_KINDS:
-        fields["61"] = orig.fields["61"]
     return Message("0400", fields, header=orig.header, tpdu=orig.tpdu)
 
 

@@ -243,4 +243,22 @@ MIGRATIONS.append([
     AUDIT_NO_UPDATE,
 ])
 
+MIGRATIONS.append([
+    # 11: what a reversal or a resent advice must copy from its original, now that the card is
+    # gone (docs/dialect.md, "Reversals"): field 22 and 60.4/60.5 as the request carried them,
+    # the card organisation a refund sends back in 63, and the auth code of a reply whose MAC
+    # failed (for the A0 reversal's 38; never shown as an approval).
+    "ALTER TABLE txn ADD COLUMN pos_entry TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE txn ADD COLUMN read_cap TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE txn ADD COLUMN orig_card_org TEXT",
+    "ALTER TABLE txn ADD COLUMN reversal_auth TEXT",
+    # Older rows get what the older firmware sent: 22 from the entry mode and whether a PIN was
+    # entered (the rule of firmware/host/messages.py ENTRY_MODES, then 1 PIN / 2 no PIN), and
+    # 60.4/60.5 only for a fallback swipe (52), the only message that carried them.
+    "UPDATE txn SET pos_entry = (CASE entry_mode WHEN 'swipe' THEN '02' WHEN 'fallback' THEN '02' "
+    "WHEN 'chip' THEN '05' WHEN 'contactless' THEN '07' ELSE '01' END) "
+    "|| (CASE pin_entered WHEN 1 THEN '1' ELSE '2' END), "
+    "read_cap = (CASE entry_mode WHEN 'fallback' THEN '52' ELSE '' END)",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

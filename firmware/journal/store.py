@@ -57,7 +57,8 @@ _TXN_COLUMNS = (
     "id, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign_card, "
     "entry_mode, pin_entered, operator, local_date, local_time, created_at, reference, orig_id, "
     "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
-    "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem"
+    "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem, "
+    "orig_card_org, pos_entry, read_cap, reversal_auth"
 )
 
 
@@ -73,7 +74,8 @@ def _row_to_record(row: tuple) -> TxnRecord:
     (rid, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign, entry_mode,
      pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
      orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
-     adv_attempts, uploaded, settlement_id, problem) = row
+     adv_attempts, uploaded, settlement_id, problem, orig_org, pos_entry, read_cap,
+     reversal_auth) = row
     return TxnRecord(
         id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
         invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
@@ -83,7 +85,8 @@ def _row_to_record(row: tuple) -> TxnRecord:
         orig_rrn=orig_rrn, orig_auth=orig_auth, orig_date=orig_date, response_code=rc, rrn=rrn,
         auth_code=auth, card_org=org, reversal_reason=rev_reason,
         reversal_attempts=rev_attempts, advice_attempts=adv_attempts, uploaded=bool(uploaded),
-        settlement_id=settlement_id, problem=problem,
+        settlement_id=settlement_id, problem=problem, orig_card_org=orig_org,
+        pos_entry=pos_entry, read_cap=read_cap, reversal_auth=reversal_auth,
     )
 
 
@@ -286,13 +289,14 @@ class Journal:
                 "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
                 "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
-                "orig_rrn, orig_auth, orig_date) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
                  pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
                  int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
                  now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
-                 draft.orig_rrn, draft.orig_auth, draft.orig_date),
+                 draft.orig_rrn, draft.orig_auth, draft.orig_date, draft.orig_card_org,
+                 draft.pos_entry, draft.read_cap),
             )
             rid = cur.lastrowid
             assert rid is not None
@@ -339,6 +343,9 @@ class Journal:
             if reversal_reason is not None:
                 sets.append("reversal_reason = ?")
                 args.append(reversal_reason)
+                if result is not None and result.auth_code:  # an untrusted reply's, for the 0400
+                    sets.append("reversal_auth = ?")
+                    args.append(result.auth_code)
             if problem is not None:
                 sets.append("problem = ?")
                 args.append(problem[:500])
@@ -359,7 +366,7 @@ class Journal:
                 follow.follow(cur, self._record_in(cur, void_of), self._audit, now)
             # Every state change has its audit line, in the same commit (approvals and declines
             # with the host's answer: the begin line alone says only that it was sent).
-            answer = f" rc {result.response_code}" if result is not None else ""
+            answer = f" rc {result.response_code}" if result is not None and result.response_code else ""
             self._audit(cur, record.operator, f"{record.kind.value} {event.value}",
                         f"trace {record.stan} amount {record.amount}{answer}"
                         + (f": {problem}" if problem else ""), new_state.value)
