@@ -175,6 +175,7 @@ class Terminal:
         self.password_guard = PasswordGuard()
         self.fault_hook: Callable[[object], None] | None = None
         self.notice: str | None = None  # shown on the idle screen / status
+        self.sign_on_problem = "host_unreachable"  # catalog key: why the last sign-on failed
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit
@@ -250,7 +251,8 @@ class Terminal:
         m, c = self.settings["merchant"], self.settings["comms"]
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
                               connect_attempts=1 + int(c.get("retries", 0)))
-        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk)
+        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
+                        mak_check=c["mak_check"])
 
     async def connect(self) -> None:
         """Sign on and clear what the host is owed (reversals, advices, a settlement)."""
@@ -433,11 +435,14 @@ class Terminal:
             return True
         self._step("signing_on", cancellable=False)
         stan = self.journal.allocate_stan()
+        self.sign_on_problem = "host_unreachable"
         try:
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
                                             self._tx()["operator"], timeout=self._timeout())
         except KeyCheckError as exc:
-            self.notice = f"sign-on failed: {exc}"
+            log.error("sign-on failed: %s", exc)
+            self.notice = text("key_check_failed")  # the details go to the log and the audit
+            self.sign_on_problem = "key_check_failed"
             self.journal.audit("system", "sign-on", str(exc), "failed")
             return False
         except HostError as exc:
@@ -886,7 +891,7 @@ class Terminal:
         j = self.journal
         assert j is not None and self.link is not None
         if not await self.ensure_signed_on():
-            return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
         try:
             await self._settle_backlog_before_anything()
             if j.open_settlement() is not None:
@@ -988,7 +993,7 @@ class Terminal:
             return TxnResult("refused", "password_wrong")
         self._step("signing_on", cancellable=False)
         if not await self.ensure_signed_on():
-            return TxnResult("failed", "host_unreachable", detail="sign-on failed")
+            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
         return await self._run_settlement(self._tx()["operator"])
 
     async def _run_settlement(self, operator: str) -> TxnResult:

@@ -24,6 +24,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "no_reply": ("No reply from host - nothing was charged", "主机无应答 - 未扣款"),
     "host_unreachable": ("Host unreachable - check network (F1: echo test)", "主机无法连接 - 请检查网络"),
     "sign_on_failed": ("Sign-on failed", "签到失败"),
+    "key_check_failed": ("Sign-on failed: working key check - call support",
+                         "签到失败: 工作密钥校验错 请联系维护"),
     "invalid_amount": ("Invalid amount", "金额无效"),
     "amount_over_limit": ("Amount over the limit", "金额超限"),
     "card_invalid": ("Card number invalid", "卡号无效"),

@@ -30,12 +30,14 @@ def _tdes(key: bytes, block: bytes) -> bytes:
     return Cipher(TripleDES(key), modes.ECB()).encryptor().update(block)
 
 
-def _field62(*keys: bytes) -> str:
+def _field62(*keys: bytes, mak_check: str = "first8") -> str:
     # Built with cryptography directly, not with build_signon_keys, so the parser is
-    # checked against an independent encoder.
+    # checked against an independent encoder. The MAK (second key) has its check value over
+    # its first 8 bytes (single DES: K1 = K2 = K3) under "first8", over all 16 under "full16".
     out = b""
-    for k in keys:
-        out += _tdes(TMK, k) + _tdes(k, bytes(8))[:4]
+    for i, k in enumerate(keys):
+        cv_key = k[:8] * 3 if i == 1 and mak_check == "first8" else k
+        out += _tdes(TMK, k) + _tdes(cv_key, bytes(8))[:4]
     return out.hex().upper()
 
 
@@ -68,6 +70,33 @@ def test_bad_check_value_names_the_key(index: int, name: str) -> None:
     raw[index * 20 + 16] ^= 0x01  # corrupt the first check value byte of that key
     with pytest.raises(KeyCheckError, match=f"^{name} check value mismatch"):
         parse_signon_keys(raw.hex(), TMK)
+
+
+@pytest.mark.parametrize("convention", ["first8", "full16"])
+def test_mak_check_value_convention_is_a_setting(convention: str) -> None:
+    """B20: field 62 built under either convention parses when the terminal says the same."""
+    field62 = _field62(PIK, MAK, TDK, mak_check=convention)
+    assert parse_signon_keys(field62, TMK, convention) == WorkingKeys(pik=PIK, mak=MAK, tdk=TDK)
+    assert build_signon_keys(WorkingKeys(pik=PIK, mak=MAK, tdk=TDK), TMK, convention) == field62
+
+
+def test_the_default_is_the_open_implementations_convention() -> None:
+    """B20: by default the MAK check value covers the 8 bytes the MAC uses."""
+    assert parse_signon_keys(_field62(PIK, MAK, mak_check="first8"), TMK).mak == MAK
+    with pytest.raises(KeyCheckError):
+        parse_signon_keys(_field62(PIK, MAK, mak_check="full16"), TMK)
+
+
+@pytest.mark.parametrize(("host", "terminal"), [("first8", "full16"), ("full16", "first8")])
+def test_mismatched_mak_convention_fails_in_words(host: str, terminal: str) -> None:
+    with pytest.raises(KeyCheckError, match=r"^MAC key check value mismatch.*comms\.mak_check "
+                                            f"= {terminal}"):
+        parse_signon_keys(_field62(PIK, MAK, mak_check=host), TMK, terminal)
+
+
+def test_unknown_mak_convention_is_refused() -> None:
+    with pytest.raises(LocalProtocolError, match="first8, full16"):
+        parse_signon_keys(_field62(PIK, MAK), TMK, "half")
 
 
 def test_wrong_master_key_fails_on_first_key() -> None:

@@ -31,7 +31,13 @@ from firmware.engine.codes import advice_answer
 from firmware.host.codec import Decoded, decode, encode, verify_mac
 from firmware.host.errors import HostError, LocalProtocolError, RemoteProtocolError
 from firmware.host.framing import MAX_FRAME, read_frame, swap_tpdu
-from firmware.host.keys import build_signon_keys, decrypt_pin, generate_working_keys
+from firmware.host.keys import (
+    DEFAULT_MAK_CHECK,
+    MAK_CHECK_CONVENTIONS,
+    build_signon_keys,
+    decrypt_pin,
+    generate_working_keys,
+)
 from firmware.host.messages import (
     WIRE,
     Message,
@@ -204,9 +210,12 @@ class AcquirerSimulator:
     """
 
     def __init__(self, db_path: str | Path, *, host: str = "127.0.0.1", port: int = 0,
-                 control_port: int | None = 0) -> None:
+                 control_port: int | None = 0, mak_check: str = DEFAULT_MAK_CHECK) -> None:
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the simulator listens on loopback only, not {host!r}")
+        if mak_check not in MAK_CHECK_CONVENTIONS:
+            raise ValueError(f"mak_check must be one of {MAK_CHECK_CONVENTIONS}, got {mak_check!r}")
+        self.mak_check = mak_check  # how field 62 carries the MAK's check value (keys.py)
         self.host = host
         self.port = port
         self.control_port = control_port
@@ -554,7 +563,7 @@ class AcquirerSimulator:
             "32": ACQUIRER_ID,
             "37": self.ledger.next_rrn(),
             "60": f"00{batch:06d}{network_code}",
-            "62": build_signon_keys(keys, tmk),
+            "62": build_signon_keys(keys, tmk, self.mak_check),
         }
         return _Reply(response_for(msg, "00", extra), None,
                       f"-> 00 (signed on, batch {batch:06d}, keys {keys!r})")
@@ -916,8 +925,10 @@ class SimulatorThread:
     """
 
     def __init__(self, db_path: str | Path, *, port: int = 0, control_port: int | None = 0,
-                 terminals: Iterable[tuple[str, str, bytes]] = ()) -> None:
+                 terminals: Iterable[tuple[str, str, bytes]] = (),
+                 mak_check: str = DEFAULT_MAK_CHECK) -> None:
         self._db_path = db_path
+        self._mak_check = mak_check
         self._port = port
         self._control_port = control_port
         self._terminals = list(terminals)
@@ -949,7 +960,7 @@ class SimulatorThread:
         self._loop = loop
         try:
             sim = AcquirerSimulator(self._db_path, port=self._port,
-                                    control_port=self._control_port)
+                                    control_port=self._control_port, mak_check=self._mak_check)
             for tid, mid, tmk in self._terminals:
                 sim.register_terminal(tid, mid, tmk)
             loop.run_until_complete(sim.start())
@@ -1043,7 +1054,8 @@ def _parse_register(text: str) -> tuple[str, str, bytes]:
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     sim = AcquirerSimulator(args.db, port=args.port,
-                            control_port=None if args.control_port < 0 else args.control_port)
+                            control_port=None if args.control_port < 0 else args.control_port,
+                            mak_check=args.mak_check)
     terminals = list(args.register)
     if args.test_terminal:
         terminals.append((TEST_TID, TEST_MID, TEST_TMK))
@@ -1072,6 +1084,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-terminal", action="store_true",
                         help=f"also register the test terminal {TEST_TID} "
                              "(board.sim.testkit: TEST_TID, TEST_MID, TEST_TMK)")
+    parser.add_argument("--mak-check", choices=MAK_CHECK_CONVENTIONS, default=DEFAULT_MAK_CHECK,
+                        help="over what the MAK's check value in field 62 is computed: first8 "
+                             "(the 8 bytes the MAC uses) or full16 (the whole key); the "
+                             "terminal's comms.mak_check must say the same")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

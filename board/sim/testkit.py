@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from firmware.host.codec import Decoded, decode, encode, verify_mac
-from firmware.host.keys import WorkingKeys, encrypt_pin_block, parse_signon_keys
+from firmware.host.keys import (
+    DEFAULT_MAK_CHECK,
+    WorkingKeys,
+    encrypt_pin_block,
+    parse_signon_keys,
+)
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -51,6 +56,7 @@ class SimTerminal:
     tid: str = TEST_TID
     mid: str = TEST_MID
     tmk: bytes = TEST_TMK
+    mak_check: str = DEFAULT_MAK_CHECK  # as the simulator was started with
     host: str = "127.0.0.1"
     timeout: float = 3.0
     stan: int = 0
@@ -133,7 +139,7 @@ class SimTerminal:
         reply = self.exchange(signon_request(self.next_stan(), self.term, self.batch, "001",
                                              with_tdk), mac=False)
         if reply.fields.get("39") == "00":
-            self.keys = parse_signon_keys(reply.fields["62"], self.tmk)
+            self.keys = parse_signon_keys(reply.fields["62"], self.tmk, self.mak_check)
             self.batch = reply.fields["60"][2:8]
         return reply
 

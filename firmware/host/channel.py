@@ -20,7 +20,7 @@ from typing import Final
 from .codec import Decoded, decode, encode, verify_mac
 from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
 from .framing import MAX_FRAME, read_frame
-from .keys import WorkingKeys, parse_signon_keys
+from .keys import DEFAULT_MAK_CHECK, WorkingKeys, parse_signon_keys
 from .messages import Message, Terminal, reply_needs_mac, signon_request
 
 __all__ = ["SIGN_ON_CODES", "HostChannel", "HostLink"]
@@ -196,10 +196,12 @@ class HostChannel:
 class HostLink:
     """A session with the host over a channel: working keys, MAC and reply matching."""
 
-    def __init__(self, channel: HostChannel, term: Terminal, tmk: bytes) -> None:
+    def __init__(self, channel: HostChannel, term: Terminal, tmk: bytes,
+                 mak_check: str = DEFAULT_MAK_CHECK) -> None:
         self.channel = channel
         self.term = term
         self._tmk = tmk
+        self._mak_check = mak_check  # the acquirer's MAK check value convention (keys.py)
         self.keys: WorkingKeys | None = None
         self.sign_on_required = True
 
@@ -269,7 +271,7 @@ class HostLink:
         if "62" not in reply.fields:
             raise RemoteProtocolError("approved sign-on reply has no working keys", field="62")
         try:
-            keys = parse_signon_keys(reply.fields["62"], self._tmk)
+            keys = parse_signon_keys(reply.fields["62"], self._tmk, self._mak_check)
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
             raise

@@ -16,6 +16,8 @@ from psec.pinblock import decode_pinblock_iso_0, encode_pinblock_iso_0
 from .errors import HostError, KeyCheckError, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "DEFAULT_MAK_CHECK",
+    "MAK_CHECK_CONVENTIONS",
     "WorkingKeys",
     "build_signon_keys",
     "check_value",
@@ -31,6 +33,11 @@ CV_LEN: Final = 4
 _ENTRY: Final = KEY_LEN + CV_LEN
 # (name used in messages, attribute) in wire order.
 _ORDER: Final = (("PIN key", "pik"), ("MAC key", "mak"), ("track data key", "tdk"))
+# Over what the MAK's check value is computed (an acquirer setting, docs/dialect.md "Working
+# keys"): "first8", the 8 bytes the MAC uses (the open CUP terminal implementations), or
+# "full16", the whole double-length key like the PIK and TDK.
+MAK_CHECK_CONVENTIONS: Final = ("first8", "full16")
+DEFAULT_MAK_CHECK: Final = "first8"
 
 
 def expand_key(key: bytes) -> bytes:
@@ -82,16 +89,28 @@ def check_value(clear_key: bytes) -> bytes:
     return encrypt_tdes_ecb(expand_key(clear_key), b"\x00" * 8)[:CV_LEN]
 
 
+def _entry_check_value(attr: str, key: bytes, mak_check: str) -> bytes:
+    """The check value field 62 carries for one key under the MAK convention in force."""
+    if mak_check not in MAK_CHECK_CONVENTIONS:
+        raise LocalProtocolError(f"MAK check convention must be one of "
+                                 f"{', '.join(MAK_CHECK_CONVENTIONS)}, got {mak_check!r}")
+    if attr == "mak" and mak_check == "first8":
+        return check_value(key[:8])  # single DES: the only half the MAC ever uses
+    return check_value(key)
+
+
 def _require_tmk(tmk: bytes) -> None:
     if len(tmk) != KEY_LEN:
         raise LocalProtocolError(f"terminal master key must be {KEY_LEN} bytes, got {len(tmk)}")
 
 
-def parse_signon_keys(field62_hex: str, tmk: bytes) -> WorkingKeys:
+def parse_signon_keys(field62_hex: str, tmk: bytes,
+                      mak_check: str = DEFAULT_MAK_CHECK) -> WorkingKeys:
     """Decrypt and verify the working keys of a sign-on reply's field 62.
 
     40 bytes: PIK+CV, MAK+CV; 60 bytes: and TDK+CV. A wrong length is a
-    RemoteProtocolError; a check value mismatch a KeyCheckError naming the key.
+    RemoteProtocolError; a check value mismatch a KeyCheckError naming the key (and, for the
+    MAK, the convention it was checked under).
     """
     _require_tmk(tmk)
     try:
@@ -106,16 +125,21 @@ def parse_signon_keys(field62_hex: str, tmk: bytes) -> WorkingKeys:
     for i, (name, attr) in enumerate(_ORDER[: len(raw) // _ENTRY]):
         entry = raw[i * _ENTRY:(i + 1) * _ENTRY]
         key = decrypt_tdes_ecb(expand_key(tmk), entry[:KEY_LEN])
-        expected, got = entry[KEY_LEN:], check_value(key)
+        expected, got = entry[KEY_LEN:], _entry_check_value(attr, key, mak_check)
         if got != expected:
+            hint = "wrong terminal master key?"
+            if attr == "mak":
+                hint = (f"checked over {'its first 8 bytes' if mak_check == 'first8' else 'all 16 bytes'}"
+                        f" (setting comms.mak_check = {mak_check}): a wrong terminal master key, "
+                        "or the acquirer computes it the other way")
             raise KeyCheckError(
                 f"{name} check value mismatch: host sent {expected.hex().upper()}, "
-                f"decrypted key gives {got.hex().upper()} (wrong terminal master key?)")
+                f"decrypted key gives {got.hex().upper()} ({hint})")
         clear[attr] = key
     return WorkingKeys(**clear)
 
 
-def build_signon_keys(keys: WorkingKeys, tmk: bytes) -> str:
+def build_signon_keys(keys: WorkingKeys, tmk: bytes, mak_check: str = DEFAULT_MAK_CHECK) -> str:
     """Inverse of parse_signon_keys (acquirer simulator side): field 62 as hex."""
     _require_tmk(tmk)
     out = bytearray()
@@ -125,7 +149,7 @@ def build_signon_keys(keys: WorkingKeys, tmk: bytes) -> str:
             continue
         if len(key) != KEY_LEN:
             raise LocalProtocolError(f"{name} must be {KEY_LEN} bytes for field 62")
-        out += encrypt_tdes_ecb(expand_key(tmk), key) + check_value(key)
+        out += encrypt_tdes_ecb(expand_key(tmk), key) + _entry_check_value(attr, key, mak_check)
     return out.hex().upper()
 
 

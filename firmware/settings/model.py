@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import Any
 
 from firmware.digits import is_digits
+from firmware.host.keys import DEFAULT_MAK_CHECK
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
 FACTORY_PASSWORD = "000000"  # documented in README; must be changed before any payment
@@ -41,6 +42,7 @@ FACTORY: dict[str, dict[str, Any]] = {
         "ecr_idle_timeout_s": 300,
         # A till retries within seconds or, after its own restart, within the business day.
         "ecr_repeat_window_s": 86400,
+        "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
     },
     "transactions": {
         "enabled": ["sale", "void", "refund", "balance", "preauth", "preauth_void",

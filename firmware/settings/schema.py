@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.host.keys import MAK_CHECK_CONVENTIONS
+
 KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash")
 SELF_TEST_ORDER = ("echo", "printer", "display")
 TRANSACTION_TYPES = ("sale", "void", "refund", "balance", "preauth", "preauth_void",
@@ -61,6 +63,9 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "ecr_max_connections", "int", 1, 64, editable=False),
     Field("comms", "ecr_idle_timeout_s", "int", 1, 86400, unit="s", editable=False),
     Field("comms", "ecr_repeat_window_s", "int", 60, 604800, unit="s", editable=False),
+    # Over what the acquirer computes the MAK's check value (docs/dialect.md, "Working keys").
+    # Set per acquirer in settings.json, not on the keypad.
+    Field("comms", "mak_check", "choice", choices=MAK_CHECK_CONVENTIONS, editable=False),
     Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
     Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
     Field("transactions", "reversal_retries", "int", 1, 10),
@@ -93,7 +98,8 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 # migrated (filled from factory at load, and logged). Any other missing field is a broken file.
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
                 "printer.no_signature_limit", "transactions.held_max_age_min",
-                "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s")
+                "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
+                "comms.mak_check")
 
 
 def field(group: str, name: str) -> Field:
@@ -132,6 +138,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_max_connections": ("ECR links", "ECR连接数"),
     "f.comms.ecr_idle_timeout_s": ("ECR idle", "ECR空闲"),
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "ECR重复期"),
+    "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
     "f.transactions.enabled": ("Enabled", "开通交易"),
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),
