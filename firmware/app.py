@@ -441,7 +441,7 @@ class Terminal:
                                             self._tx()["operator"], timeout=self._timeout())
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
-            self.notice = text("key_check_failed")  # the details go to the log and the audit
+            self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
             self.sign_on_problem = "key_check_failed"
             self.journal.audit("system", "sign-on", str(exc), "failed")
             return False

@@ -23,6 +23,7 @@ def lines_done(op: str) -> core.OpDone:
 SCREENS: dict[str, tuple[dict, list]] = {
     "idle_home": ({}, []),
     "idle_alerts": ({"reversals_due": 1, "advices_due": 2, "notice": "settlement_interrupted"}, []),
+    "idle_key_check_failed": ({"notice": "key_check_failed"}, []),
     "idle_paper_out": ({"paper": "out"}, []),
     "idle_print_confirm": ({"print_confirm_job": 3}, []),
     "idle_deregistered": ({"deregistered": True, "link_up": False}, []),
