@@ -35,6 +35,8 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "menu_reprint": ({}, ["MENU 7"]),
     "menu_reports": ({}, ["MENU 8"]),
     "menu_signon": ({}, ["MENU UP UP UP ENTER"]),
+    "result_signon_key_check": ({}, ["MENU UP UP UP ENTER", core.OpDone(core.OpOutcome(
+        "sign_on", "failed", "sign_on_failed", detail="key_check_failed"))]),
     "menu_language_saving": ({}, ["MENU UP UP ENTER"]),
     "menu_about_reading": ({}, ["MENU UP ENTER"]),
     "menu_disabled": ({"settings": {"transactions": {"enabled": ["sale"]}}}, ["MENU 3"]),
@@ -87,7 +89,8 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                                             lines=("Firmware 0.4.0", "posio C ext 1.2",
                                                                    "Board devboard"))]),
 }
-BIG = ["idle_home", "idle_alerts", "menu_main", "entry_amount", "entry_pin", "result_approved"]
+BIG = ["idle_home", "idle_alerts", "idle_key_check_failed", "menu_main", "entry_amount", "entry_pin",
+       "result_approved"]
 
 
 def drive(name: str, lang: str, rows: int, cols: int) -> Frame:

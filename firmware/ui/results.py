@@ -66,7 +66,7 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
     if outcome.batch:
         lines.append(t(ctx, "res_batch", batch=outcome.batch))
     if outcome.detail and status in ("failed", "refused", "not_cancelled", "stored"):
-        lines.append(outcome.detail)
+        lines.append(words(ctx, outcome.detail))  # a catalog key (the terminal's notice) or words
     if outcome.message_key == "host_unreachable":
         lines.append(t(ctx, "f1_echo"))
     return lines + list(outcome.lines)
