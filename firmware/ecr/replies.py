@@ -66,8 +66,8 @@ def result_payload(result: TxnResult, lang: str = "en") -> dict[str, Any]:
     if record is not None:
         payload.update({
             "type": record.kind.value, "state": record.state.value, "amount": record.amount,
-            "pan": record.pan_masked, "stan": record.stan, "batch": record.batch,
-            "invoice": record.invoice, "rrn": record.rrn, "auth": record.auth_code,
+            "pan": record.pan_masked, "voucher": record.invoice, "batch": record.batch,
+            "rrn": record.rrn, "auth": record.auth_code,
             "date": record.local_date, "time": record.local_time, "ref": record.reference,
         })
     return payload

@@ -48,7 +48,8 @@ class OriginalRef:
     state: TxnState | None = None
     amount: int | None = None
     batch: str | None = None
-    trace: str | None = None  # the original STAN
+    invoice: str | None = None  # the original's voucher number (凭证号): what the merchant types
+    trace: str | None = None  # the original STAN (a wire detail, filled in from the journal)
     rrn: str | None = None
     auth_code: str | None = None
     date: str | None = None  # MMDD
@@ -102,6 +103,7 @@ class PendingDraft:
     orig_rrn: str | None = None
     orig_auth: str | None = None
     orig_date: str | None = None
+    orig_invoice: str | None = None  # the original's voucher number, printed on the slip
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
 
@@ -143,6 +145,7 @@ class TxnRecord:
     uploaded: bool = False
     settlement_id: int | None = None
     problem: str | None = None  # why a QUARANTINED record cannot be sent (words)
+    orig_invoice: str | None = None  # the original's voucher number (follow-ups)
 
 
 @dataclass(frozen=True)

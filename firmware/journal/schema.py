@@ -243,4 +243,16 @@ MIGRATIONS.append([
     AUDIT_NO_UPDATE,
 ])
 
+MIGRATIONS.append([
+    # 11: the voucher number (invoice, 凭证号) is the one number a merchant sees and types: void,
+    # reprint, lookup and the review find a record by it (the newest with that number in the
+    # scope asked, firmware/journal/store.py find_by_invoice), so it gets its index back. A
+    # follow-up keeps its original's voucher number too (its slip prints 原凭证号); follow-ups
+    # already written take it from the original they name.
+    "CREATE INDEX txn_invoice ON txn (invoice, batch)",
+    "ALTER TABLE txn ADD COLUMN orig_invoice TEXT",
+    "UPDATE txn SET orig_invoice = (SELECT o.invoice FROM txn o WHERE o.id = txn.orig_id) "
+    "WHERE orig_id IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)
