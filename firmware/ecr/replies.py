@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from firmware.engine.model import TxnRecord, TxnResult
+from firmware.engine.states import TxnState
 from firmware.i18n import register, text
 
 if TYPE_CHECKING:
@@ -28,21 +29,29 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ecr_too_many": ("Too many ECR connections - close an idle one and connect again",
                      "ECR 连接过多 - 请关闭空闲连接后重连"),
     "ecr_resolved": ("Closed by the supervisor (reversal never acknowledged)", "已由主管人工处理"),
+    # A record's state in words (lookup, and a repeat answered after a restart)
+    "state_voided": ("Approved, then voided", "交易成功, 已被撤销"),
+    "state_pending": ("Sent - waiting for the host's answer", "已发送 - 等待主机应答"),
+    "state_reversed": ("Reversed - nothing charged", "已冲正 - 未扣款"),
+    "state_failed": ("Failed - nothing charged", "交易失败 - 未扣款"),
 }
 register(MESSAGES)
 
-# A journal record's state -> (result, catalog key): what a repeat reports when the terminal
-# restarted before the first reply was sent (the record moved on since: reversed, voided...).
-STATE_ANSWERS: dict[str, tuple[str, str]] = {
-    "APPROVED": ("approved", "approved"),
-    "VOIDED": ("approved", "approved"),  # approved, and voided since: `state` says so
-    "DECLINED": ("declined", ""),  # worded by its response code
-    "PENDING": ("reversal_pending", "reversal_pending"),
-    "REVERSAL_DUE": ("reversal_pending", "reversal_pending"),
-    "REVERSED": ("reversed", "reversal_sent"),
-    "RESOLVED_MANUALLY": ("resolved", "ecr_resolved"),
-    "ADVICE_DUE": ("stored", "advice_stored"),
-    "FAILED": ("failed", "no_reply"),
+# A journal record's state -> (result, catalog key): what `lookup` answers, and what a repeat
+# reports when the terminal restarted before the first reply was sent (the record moved on
+# since: reversed, voided...). Every state has words that say what happened; a till acts on
+# `result` (and on `code`, the host's response code, where there is one).
+STATE_ANSWERS: dict[TxnState, tuple[str, str]] = {
+    TxnState.APPROVED: ("approved", "approved"),
+    TxnState.VOIDED: ("voided", "state_voided"),
+    TxnState.DECLINED: ("declined", ""),  # worded by its response code
+    TxnState.PENDING: ("pending", "state_pending"),
+    TxnState.REVERSAL_DUE: ("reversal_pending", "reversal_pending"),
+    TxnState.REVERSED: ("reversed", "state_reversed"),
+    TxnState.RESOLVED_MANUALLY: ("resolved", "ecr_resolved"),
+    TxnState.ADVICE_DUE: ("stored", "advice_stored"),
+    TxnState.FAILED: ("failed", "state_failed"),
+    TxnState.QUARANTINED: ("quarantined", "quarantined"),
 }
 
 
@@ -73,12 +82,16 @@ def result_payload(result: TxnResult, lang: str = "en") -> dict[str, Any]:
     return payload
 
 
+def record_state(record: TxnRecord, lang: str) -> dict[str, Any]:
+    """A record's present state as a reply: the result and words of STATE_ANSWERS."""
+    status, key = STATE_ANSWERS[record.state]
+    code = record.response_code
+    return result_payload(TxnResult(status, key or code or "declined", record, code), lang)
+
+
 def record_now(record: TxnRecord, lang: str) -> dict[str, Any]:
     """A record's present state as a reply (after a restart cut the first reply)."""
-    status, key = STATE_ANSWERS[record.state.value]
-    code = record.response_code
-    payload = result_payload(TxnResult(status, key or code or "declined", record, code), lang)
-    return {**payload, "detail": text("ecr_state_after_restart", lang)}
+    return {**record_state(record, lang), "detail": text("ecr_state_after_restart", lang)}
 
 
 def failed_inside(lang: str = "en") -> dict[str, Any]:

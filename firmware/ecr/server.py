@@ -38,7 +38,7 @@ from firmware.ecr.protocol import (
 )
 from firmware.ecr.refusals import RefusalLog
 from firmware.ecr.repeats import RepeatGate
-from firmware.ecr.replies import failed_inside, language, refusal, result_payload
+from firmware.ecr.replies import failed_inside, language, record_state, refusal, result_payload
 from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import text
@@ -383,15 +383,13 @@ class EcrServer:
             record = t.journal.last_record()
             if record is None:
                 return {"ok": False, "result": "none", "message": "no transaction yet"}
-            return {**result_payload(TxnResult(record.state.value.lower(), record.response_code
-                                               or "cancelled", record), lang), "ok": True}
+            return {**record_state(record, lang), "ok": True}
         if req.op == "lookup":
             assert t.journal is not None
             record = t.journal.find_by_invoice(a["voucher"], a.get("batch"))
             if record is None:
                 return {"ok": False, "result": "none", "message": "no such voucher number in the batch"}
-            return {**result_payload(TxnResult(record.state.value.lower(), "approved", record),
-                                     lang), "ok": True}
+            return {**record_state(record, lang), "ok": True}  # found: ok; result says what happened
         if req.op == "signon":
             ok = await t.sign_on()
             return {"ok": ok, "result": "signed on" if ok else "failed",
