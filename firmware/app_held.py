@@ -89,7 +89,7 @@ def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
         items.append({"id": None, "txn_id": record.id, "time": f"{record.local_date[:2]}-"
                       f"{record.local_date[2:]} {record.local_time[:2]}:{record.local_time[2:4]}",
                       "amount": record.amount, "type": record.kind.value,
-                      "reference": record.reference or record.invoice, "status": record.state.value,
+                      "reference": record.reference or "", "status": record.state.value,
                       "doing": DOING.get(record.state.value, ""), "voucher": record.invoice,
                       "pan": record.pan_masked, "readonly": True})
     return tuple(items)

@@ -218,8 +218,9 @@ def test_trail_slip_fits_the_paper_in_both_languages(tmp_path):
     order = h.park(123456, "REF-0042", "two coffees, one tea", "01", "156")
     h.cancel_unpaid(order.id, "customer_cancelled", "01")
     order = h.get(order.id)
-    for lang, title, reason in (("en", "HELD ORDER AUDIT TRAIL", "customer cancelled"),
-                                ("zh_CN", "挂单审计记录", "顾客取消")):
+    for lang, title, reason, ref_label in (
+            ("en", "HELD ORDER AUDIT TRAIL", "customer cancelled", "Order no."),
+            ("zh_CN", "挂单审计记录", "顾客取消", "订单号")):
         for cols in (32, 48):
             doc = held_trail_slip(order, h.trail(order.id), lang=lang, columns=cols)
             texts = [b.text for b in doc.blocks if isinstance(b, TextLine)]
@@ -228,6 +229,8 @@ def test_trail_slip_fits_the_paper_in_both_languages(tmp_path):
             joined = "\n".join(texts)
             assert title in joined and "REF-0042" in joined and "1234.56" in joined
             assert reason in joined and "park" in joined and "cancel" in joined
+            # the order's own number has its own label: 参考号 is the RRN's (issue 13 A10)
+            assert ref_label in joined and "参考号" not in joined and "Reference" not in joined
     j.close()
 
 
