@@ -49,7 +49,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "anomaly_bad_action": ("Action not allowed here", "此项不能执行该操作"),
     "anomaly_not_found": ("Transaction not found", "交易不存在"),
     "report_queued": ("Report queued for printing", "报表已加入打印队列"),
-    "report_bad_kind": ("Report kind must be x, list or z", "报表类型须为 x, list 或 z"),
+    "report_bad_kind": ("Report kind must be x, list or z", "报表类型须为 x (小计), list (明细) 或 z (结算)"),
     "review_unknown_op": ("Unknown review operation", "未知的结算检查操作"),
 }
 

@@ -209,7 +209,7 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
             await shop.shows("Supervisor pwd")
             await shop.password()
             await shop.shows("Voucher no.")
-            await shop.press(first.stan, "ENTER", "ENTER")
+            await shop.press(first.invoice, "ENTER", "ENTER")
             await result()
 
             await shop.press("MENU", "5", "1", "20000", "ENTER", "ENTER")
@@ -219,7 +219,7 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
 
             await shop.press("MENU", "5", "2")
             await shop.shows("Completion", "Pre-auth voucher")
-            await shop.press(second.stan, "ENTER")
+            await shop.press(second.invoice, "ENTER")
             await shop.shows("Completion", second.pan_masked, "CNY 0.00")  # the pre-auth's card
             await shop.press("18000", "ENTER")
             await shop.shows("Orig. CNY 200.00", "CNY 180.00", "ENTER confirm")
@@ -230,7 +230,7 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
             await shop.press("MENU", "5", "4")
             await shop.password()
             await shop.shows("Voucher no.")
-            await shop.press(completion.stan, "ENTER", "ENTER")
+            await shop.press(completion.invoice, "ENTER", "ENTER")
             await result()
             return shop.journal.records()
 
@@ -322,7 +322,7 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
             first = await sale_by_keys(shop, "1500")
             await sale_by_keys(shop, "2500")
             await shop.press("MENU", "8", "1")
-            listing = await shop.shows("Transactions", first.stan, "15.00")
+            listing = await shop.shows("Transactions", first.invoice, "15.00")
             await back_to_idle(shop)
             await shop.press("MENU", "8", "2")
             totals = await shop.shows("Totals", "40.00")
@@ -637,7 +637,7 @@ def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one
 
 
 def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
-    """A trace with no sale behind it, and a sale already voided, are refused in words at the
+    """A voucher no. with no sale behind it, and a sale already voided, are refused in words at the
     confirm step: nothing goes to the host."""
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
@@ -648,7 +648,7 @@ def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
             missing = await shop.shows("Original", "transaction not", "found")
             await shop.press("CANCEL")
             await shop.shows("Voucher no.")
-            await shop.press("CLEAR", "CLEAR", "CLEAR", sale.stan, "ENTER")
+            await shop.press("CLEAR", "CLEAR", "CLEAR", sale.invoice, "ENTER")
             await shop.shows("Orig. CNY 15.00", "ENTER confirm")
             await shop.press("ENTER")
             await shop.shows("Approved")

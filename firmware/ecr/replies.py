@@ -17,17 +17,17 @@ if TYPE_CHECKING:
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "ecr_failed_inside": ("Request failed inside the terminal - check last and status before retrying",
-                          "终端内部处理失败 - 重试前请先查询 last 和 status"),
+                          "终端内部处理失败 - 重试前请先查询 last (上笔) 和 status (状态)"),
     "ecr_id_reused": ("This id was already used for a different request - send it with a new id",
                       "该请求编号已用于另一笔请求 - 请使用新编号"),
     "ecr_interrupted": ("Cut by a restart before the answer; no transaction was written for it - "
                         "check status, then send it with a new id",
-                        "应答前终端重启, 未产生交易记录 - 请查询 status 后用新编号重发"),
+                        "应答前终端重启, 未产生交易记录 - 请查询 status (状态) 后用新编号重发"),
     "ecr_state_after_restart": ("The terminal restarted before answering: this is the "
                                 "transaction's state now",
                                 "终端在应答前重启: 以下为该交易的当前状态"),
     "ecr_too_many": ("Too many ECR connections - close an idle one and connect again",
-                     "ECR 连接过多 - 请关闭空闲连接后重连"),
+                     "收银机连接过多 - 请关闭空闲连接后重连"),
     "ecr_resolved": ("Closed by the supervisor (reversal never acknowledged)", "已由主管人工处理"),
     # A record's state in words (lookup, and a repeat answered after a restart)
     "state_voided": ("Approved, then voided", "交易成功, 已被撤销"),

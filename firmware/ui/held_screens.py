@@ -27,7 +27,7 @@ CATALOG: core.Catalog = {
     "held_ref": ("Order no.", "订单号"),  # the order's own number (参考号 is the host's RRN)
     "held_voucher": ("Voucher {voucher}", "凭证号 {voucher}"),
     "held_note": ("Note", "备注"),
-    "held_note_hint": ("ENTER=OK CLR=del", "确认=好 清除=删"),
+    "held_note_hint": ("ENTER=OK CLR=del", "确认键完成输入"),
     "held_confirm": ("ENTER to hold", "按确认挂单"),
     "held_resume": ("1 Resume", "1 继续支付"),
     "held_cancel": ("2 Cancel", "2 取消挂单"),

@@ -75,7 +75,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "amount_zero": ("Enter an amount", "请输入金额"),
     "enter_voucher": ("Voucher no.", "原凭证号"),
     "enter_rrn": ("Orig. ref. no.", "原参考号"),
-    "enter_date": ("Orig. date MMDD", "原交易日期MMDD"),
+    "enter_date": ("Orig. date MMDD", "原交易日期(月日)"),
     "enter_preauth_voucher": ("Pre-auth voucher", "预授权凭证号"),
     "digits_exact": ("Need {n} digits", "需要{n}位数字"),
     "digits_range": ("Need {lo}-{hi} digits", "需要{lo}-{hi}位数字"),
