@@ -702,7 +702,7 @@ class Terminal:
             record = j.get(record_id)
             if record.state not in (TxnState.REVERSAL_DUE, TxnState.QUARANTINED):
                 return TxnResult("refused", "anomaly_bad_action", record,
-                                 detail=f"trace {record.stan} is {record.state.value}: nothing "
+                                 detail=f"voucher {record.invoice} is {record.state.value}: nothing "
                                         "to resolve")
             record = j.resolve_manually(record_id, source, reason)
             return TxnResult("resolved", "resolved", record)

@@ -48,6 +48,10 @@ def test_park_resume_carries_the_reference_to_the_receipt(data_dir, sim):
             assert order.state == "PAID"
             record = t.journal.get(order.txn_id)
             assert record.reference == "T12" and record.amount == 1500
+            # the result and the order's audit trail name the sale by its voucher number
+            trail = HeldOrders(t.journal).trail(oid)
+            assert out.voucher == record.invoice and any(
+                f"sale voucher {record.invoice}" in line.detail for line in trail)
             # the receipt is rendered from this record: its reference prints
             doc = t.prints.render(t.journal.print_jobs(open_only=False)[-1], t.prints.copies[0])
             assert any("T12" in b.text for b in doc.blocks if isinstance(b, TextLine))
