@@ -90,7 +90,7 @@ def screens() -> None:
         shot(m, ctx, f"lcd-pin-{tag}.png")
         m.feed(ui.OpDone(ui.OpOutcome("sale", "approved", "00", amount=12345,
                                       pan_masked="622588******0001", auth_code="351493",
-                                      trace="000123")), ctx)
+                                      voucher="000123")), ctx)
         shot(m, ctx, f"lcd-approved-{tag}.png")
     m = build_ui()
     ctx = context("en")

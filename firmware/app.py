@@ -707,7 +707,7 @@ class Terminal:
             record = j.get(record_id)
             if record.state not in (TxnState.REVERSAL_DUE, TxnState.QUARANTINED):
                 return TxnResult("refused", "anomaly_bad_action", record,
-                                 detail=f"trace {record.stan} is {record.state.value}: nothing "
+                                 detail=f"voucher {record.invoice} is {record.state.value}: nothing "
                                         "to resolve")
             record = j.resolve_manually(record_id, source, reason)
             return TxnResult("resolved", "resolved", record)
@@ -940,18 +940,18 @@ class Terminal:
             if record is None:
                 return replace(request, original=replace(orig, record_id=None))
         else:
-            record = j.find_by_trace(orig.trace, orig.batch) if orig.trace else None
-            if record is None and orig.trace and request.kind is TxnKind.COMPLETION:
-                candidates = [r for r in j.records(TxnState.APPROVED) if r.stan == orig.trace
-                              and r.kind is TxnKind.PREAUTH]
-                record = candidates[-1] if candidates else None
+            # The merchant names the original by its voucher number: a void by the open batch's
+            # newest record with it, a completion by the newest pre-auth with it (any batch).
+            preauth = TxnKind.PREAUTH if request.kind is TxnKind.COMPLETION else None
+            record = j.find_by_invoice(orig.invoice, orig.batch, preauth) if orig.invoice else None
             if record is None:
                 return replace(request, original=replace(orig, record_id=None))
         follow_ups = j.follow_ups(record)
         return replace(request, original=OriginalRef(
             record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
-            batch=record.batch, trace=record.stan, rrn=record.rrn, auth_code=record.auth_code,
-            date=record.local_date, card_org=record.card_org, pan=j.decrypt_pan(record.id),
+            invoice=record.invoice, batch=record.batch, trace=record.stan, rrn=record.rrn,
+            auth_code=record.auth_code, date=record.local_date, card_org=record.card_org,
+            pan=j.decrypt_pan(record.id),
             refunded=sum(f.amount for f in follow_ups if f.kind is TxnKind.REFUND),
             follow_ups=tuple(f.kind for f in follow_ups),
         ))
@@ -1076,10 +1076,10 @@ class Terminal:
                 "signed_on": not self.link.sign_on_required and self.link.keys is not None,
                 "batch": self.journal.current_batch(),
                 "unresolved": self.journal.unresolved_counts(),
-                "quarantined": [{"trace": r.stan, "batch": r.batch, "type": r.kind.value,
+                "quarantined": [{"voucher": r.invoice, "batch": r.batch, "type": r.kind.value,
                                  "amount": r.amount, "problem": r.problem}
                                 for r in self.journal.quarantined()],
-                "refunds_declined": [{"trace": r.stan, "batch": r.batch, "amount": r.amount,
+                "refunds_declined": [{"voucher": r.invoice, "batch": r.batch, "amount": r.amount,
                                       "pan": r.pan_masked, "code": r.response_code,
                                       "message": text(r.response_code or "")}
                                      for r in self.journal.declined_after_stored()],

@@ -89,8 +89,8 @@ def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
         items.append({"id": None, "txn_id": record.id, "time": f"{record.local_date[:2]}-"
                       f"{record.local_date[2:]} {record.local_time[:2]}:{record.local_time[2:4]}",
                       "amount": record.amount, "type": record.kind.value,
-                      "reference": record.reference or record.stan, "status": record.state.value,
-                      "doing": DOING.get(record.state.value, ""), "trace": record.stan,
+                      "reference": record.reference or "", "status": record.state.value,
+                      "doing": DOING.get(record.state.value, ""), "voucher": record.invoice,
                       "pan": record.pan_masked, "readonly": True})
     return tuple(items)
 
@@ -120,7 +120,7 @@ def _from_result(op: str, result: TxnResult, order: HeldOrder | None) -> OpOutco
         op=op, status=result.status, message_key=result.message_key, detail=result.detail,
         amount=record.amount if record else (order.amount if order else None),
         pan_masked=record.pan_masked if record else None,
-        auth_code=record.auth_code if record else None, trace=record.stan if record else None,
+        auth_code=record.auth_code if record else None, voucher=record.invoice if record else None,
         rrn=record.rrn if record else None, batch=record.batch if record else None,
         response_code=result.response_code,
         items=(order_item(order),) if order is not None else ())
@@ -184,14 +184,14 @@ async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInp
                         f"held order {order_id} is {order.state}", items=(order_item(order),))
     sale = j.get(order.txn_id)
     if sale.settlement_id is not None or sale.batch != j.current_batch():
-        order = h.begin_cancel(order_id, reason, operator, f"refund of sale txn {sale.id} (settled)")
+        order = h.begin_cancel(order_id, reason, operator, f"refund of sale voucher {sale.invoice} (settled)")
         request = TxnRequest(TxnKind.REFUND, sale.amount, operator=operator, reference=order.reference,
                              original=OriginalRef(rrn=sale.rrn, date=sale.local_date),
                              held_order_id=order_id)
     else:
-        order = h.begin_cancel(order_id, reason, operator, f"void of sale txn {sale.id}")
+        order = h.begin_cancel(order_id, reason, operator, f"void of sale voucher {sale.invoice}")
         request = TxnRequest(TxnKind.VOID, operator=operator, reference=order.reference,
-                             original=OriginalRef(trace=sale.stan, batch=sale.batch),
+                             original=OriginalRef(invoice=sale.invoice, batch=sale.batch),
                              held_order_id=order_id)
     result = await terminal.financial(request, io)
     if result.record is None:
@@ -297,7 +297,7 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
                                "message": text(outcome.message_key, lang)}
     if outcome.detail:
         payload["detail"] = outcome.detail
-    for name in ("amount", "trace", "rrn", "batch", "auth_code"):
+    for name in ("amount", "voucher", "rrn", "batch", "auth_code"):
         value = getattr(outcome, name)
         if value is not None:
             payload[name] = value

@@ -207,21 +207,21 @@ class PrintDesk:
 
     # -- operations -------------------------------------------------------------
 
-    def reprint(self, trace: str | None = None, batch: str | None = None,
+    def reprint(self, voucher: str | None = None, batch: str | None = None,
                 operator: str = "operator") -> PrintJob | str:
-        """Reprint the last receipt, or one by trace number; always marked REPRINT.
-        Returns the job, or the i18n key of why not."""
-        if trace is None:
+        """Reprint the last receipt, or one by voucher number (the open batch's newest with it,
+        unless a batch is named); always marked REPRINT. Returns the job, or the i18n key of why not."""
+        if voucher is None:
             record = self.journal.last_receipt_txn()
         else:
-            record = self.journal.find_by_trace(trace, batch)
+            record = self.journal.find_by_invoice(voucher, batch)
         if record is None:
             return "reprint_not_found"
         if record.state.value not in ("APPROVED", "VOIDED", "ADVICE_DUE") or \
                 record.kind.value == "balance":
             return "reprint_no_receipt"
         job = self.journal.enqueue_print(JobKind.RECEIPT, self.copies, txn_id=record.id, reprint=True,
-                                         title=f"{record.kind.value} {record.stan}", operator=operator)
+                                         title=f"{record.kind.value} {record.invoice}", operator=operator)
         self.wake()
         return job
 

@@ -49,7 +49,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "anomaly_bad_action": ("Action not allowed here", "此项不能执行该操作"),
     "anomaly_not_found": ("Transaction not found", "交易不存在"),
     "report_queued": ("Report queued for printing", "报表已加入打印队列"),
-    "report_bad_kind": ("Report kind must be x, list or z", "报表类型须为 x, list 或 z"),
+    "report_bad_kind": ("Report kind must be x, list or z", "报表类型须为 x (小计), list (明细) 或 z (结算)"),
     "review_unknown_op": ("Unknown review operation", "未知的结算检查操作"),
 }
 
@@ -119,7 +119,7 @@ def _from_result(op: str, result: TxnResult) -> OpOutcome:
                      amount=record.amount if record else None,
                      pan_masked=record.pan_masked if record else None,
                      auth_code=record.auth_code if record else None,
-                     trace=record.stan if record else None, rrn=record.rrn if record else None,
+                     voucher=record.invoice if record else None, rrn=record.rrn if record else None,
                      batch=record.batch if record else None, response_code=result.response_code)
 
 
@@ -148,7 +148,7 @@ async def retry_backlog(terminal: Terminal) -> TxnResult:
     return await terminal.operation("anomaly_act", "keypad", work)
 
 
-async def act(terminal: Terminal, action: str, trace: str | None, authorised: bool,
+async def act(terminal: Terminal, action: str, voucher: str | None, authorised: bool,
               password: str | None = None) -> OpOutcome:
     """One anomaly action: void (supervisor password already checked, or given over ECR),
     reprint (marked REPRINT), retry (send the backlog now)."""
@@ -158,27 +158,27 @@ async def act(terminal: Terminal, action: str, trace: str | None, authorised: bo
         return _outcome("anomaly_act", "refused", "anomaly_bad_action", f"action {action!r}")
     if action == "retry":
         return _from_result("anomaly_act", await retry_backlog(terminal))
-    record = j.find_by_trace(trace) if trace else None
+    record = j.find_by_invoice(voucher) if voucher else None
     if record is None:
-        return _outcome("anomaly_act", "refused", "anomaly_not_found", f"trace {trace}")
+        return _outcome("anomaly_act", "refused", "anomaly_not_found", f"voucher {voucher}")
     if action == "resolve":
         return await _resolve(terminal, record, authorised, password)
     if action == "reprint":
         if terminal.prints is None:
             return _outcome("anomaly_act", "failed", "service_mode")
-        job = terminal.prints.reprint(record.stan, record.batch)
+        job = terminal.prints.reprint(record.invoice, record.batch)
         if isinstance(job, str):
-            return _outcome("anomaly_act", "refused", job, trace=record.stan)
-        return _outcome("anomaly_act", "done", "reprint_queued", trace=record.stan, amount=record.amount,
+            return _outcome("anomaly_act", "refused", job, voucher=record.invoice)
+        return _outcome("anomaly_act", "done", "reprint_queued", voucher=record.invoice, amount=record.amount,
                         pan_masked=record.pan_masked)
     if record.kind is not TxnKind.SALE or record.state is not TxnState.APPROVED:
         return _outcome("anomaly_act", "refused", "anomaly_bad_action",
-                        f"trace {record.stan} is a {record.state.value} {record.kind.value}")
+                        f"voucher {record.invoice} is a {record.state.value} {record.kind.value}")
     operator = str(terminal.settings["transactions"]["operator"])
     io = OperatorInput(password=password, source="keypad" if authorised else "ecr", authorised=authorised)
     result = await terminal.financial(
         TxnRequest(TxnKind.VOID, operator=operator,
-                   original=OriginalRef(trace=record.stan, batch=record.batch)), io)
+                   original=OriginalRef(invoice=record.invoice, batch=record.batch)), io)
     return _from_result("anomaly_act", result)
 
 
@@ -187,14 +187,14 @@ async def _resolve(terminal: Terminal, record: Any, authorised: bool,
     """The supervisor closes a quarantined record (the keypad asked the password first)."""
     if record.state is not TxnState.QUARANTINED:
         return _outcome("anomaly_act", "refused", "anomaly_bad_action",
-                        f"trace {record.stan} is {record.state.value}, not set aside")
+                        f"voucher {record.invoice} is {record.state.value}, not set aside")
     source = "keypad" if authorised else "ecr"
     if not authorised and not await terminal.check_password(password, "resolve", source):
         return _outcome("anomaly_act", "refused", "password_wrong")
     result = await terminal.resolve_owed(record.id, RESOLVE_REASON, source)
     if result.status != "resolved":
         return _from_result("anomaly_act", result)
-    return _outcome("anomaly_act", "done", "anomaly_resolved", trace=record.stan,
+    return _outcome("anomaly_act", "done", "anomaly_resolved", voucher=record.invoice,
                     amount=record.amount, pan_masked=record.pan_masked)
 
 
@@ -228,7 +228,7 @@ def settle_outcome(terminal: Terminal, result: TxnResult, lang: str) -> OpOutcom
 
 
 async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
-    """A keypad op of PANEL_OPS. anomaly_act: command.reason is the action, command.trace the
+    """A keypad op of PANEL_OPS. anomaly_act: command.reason is the action, command.voucher the
     transaction; a void needs command.authorised (the screen asked the supervisor password)."""
     if terminal.journal is None:
         return _outcome(command.op, "failed", "service_mode", terminal.service_problem or "")
@@ -238,7 +238,7 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
         if command.reason == "void" and not command.authorised:
             return _outcome("anomaly_act", "refused", "password_wrong",
                             "the supervisor password was not checked")
-        return await act(terminal, command.reason or "", command.trace, command.authorised)
+        return await act(terminal, command.reason or "", command.voucher, command.authorised)
     if command.op == "print_subtotals":
         return OpOutcome(**{**report(terminal, "x").__dict__, "op": command.op})
     if command.op == "print_txn_list":

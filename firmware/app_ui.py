@@ -337,16 +337,16 @@ class FrontPanel:
         the same rule the engine applies when the operation runs (validation.check_original):
         what the operator is shown is what the transaction would get."""
         t = self.terminal
-        trace = command.trace
+        voucher = command.voucher
         if t.journal is None:
-            return ui.OriginalFound(trace, False, "service_mode")
+            return ui.OriginalFound(voucher, False, "service_mode")
         original, refusal = t.check_follow_up(TxnKind(command.op), OriginalRef(
-            trace=trace, batch=t.journal.current_batch()))
+            invoice=voucher, batch=t.journal.current_batch()))
         if refusal is not None:
-            return ui.OriginalFound(trace, False, refusal.key)
+            return ui.OriginalFound(voucher, False, refusal.key)
         assert original.kind is not None and original.amount is not None
         record = t.journal.get(original.record_id) if original.record_id is not None else None
-        return ui.OriginalFound(trace, True, "", original.kind.value, original.amount,
+        return ui.OriginalFound(voucher, True, "", original.kind.value, original.amount,
                                 record.pan_masked if record else "")
 
     async def _check_password(self, command: ui.CheckPassword) -> None:
@@ -383,7 +383,7 @@ class FrontPanel:
             card, self._held_card = (self._held_card if c.use_card else None), None
             original = None
             if c.op in TRACE_KINDS:
-                original = OriginalRef(trace=c.trace)
+                original = OriginalRef(invoice=c.voucher)
             elif c.op == "refund":
                 original = OriginalRef(rrn=c.rrn, date=c.date)
             request = TxnRequest(kind=TxnKind(c.op), amount=c.amount,
@@ -420,8 +420,8 @@ class FrontPanel:
             return ui.OpOutcome(c.op, "failed", "service_mode")
         lang = str(t.settings["display"].get("language", "en"))
         cols = self.display.cols
-        if c.op in ("reprint_last", "reprint_trace"):
-            job = desk.reprint(c.trace if c.op == "reprint_trace" else None)
+        if c.op in ("reprint_last", "reprint_voucher"):
+            job = desk.reprint(c.voucher if c.op == "reprint_voucher" else None)
             if isinstance(job, str):
                 return ui.OpOutcome(c.op, "refused", job)
             return ui.OpOutcome(c.op, "done", "reprint_queued", detail=str(job_payload(job)["title"]))
@@ -619,7 +619,7 @@ def outcome_of(op: str, result: TxnResult) -> ui.OpOutcome:
         amount=record.amount if record is not None else None,
         pan_masked=record.pan_masked if record is not None else None,
         auth_code=record.auth_code if record is not None else None,
-        trace=record.stan if record is not None else None,
+        voucher=record.invoice if record is not None else None,
         rrn=record.rrn if record is not None else None,
         batch=record.batch if record is not None else None,
         response_code=result.response_code, balance=result.balance,

@@ -78,8 +78,8 @@ async def sale(t: Terminal, amount: int, card: str = "cup_credit", **kw: Any):
     return await t.financial(TxnRequest(TxnKind.SALE, amount, **kw), io)
 
 
-async def void(t: Terminal, trace: str, password: str = PASSWORD):
-    return await t.financial(TxnRequest(TxnKind.VOID, original=OriginalRef(trace=trace)),
+async def void(t: Terminal, voucher: str, password: str = PASSWORD):
+    return await t.financial(TxnRequest(TxnKind.VOID, original=OriginalRef(invoice=voucher)),
                              OperatorInput(password=password))
 
 

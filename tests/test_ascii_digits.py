@@ -40,13 +40,13 @@ def test_is_digits_lengths_and_types(value: object, lo: int, hi: int | None, ok:
 
 @pytest.mark.parametrize("table", [ARABIC_INDIC, FULL_WIDTH])
 @pytest.mark.parametrize(("name", "value", "op", "extra"), [
-    ("trace", "000012", "void", {"password": "246810"}),
-    ("orig_trace", "000012", "refund", {"amount": 1, "orig_rrn": "000000000001",
+    ("voucher", "000012", "void", {"password": "246810"}),
+    ("orig_voucher", "000012", "refund", {"amount": 1, "orig_rrn": "000000000001",
                                         "orig_date": "1201", "password": "246810"}),
     ("orig_batch", "000001", "refund", {"amount": 1, "orig_rrn": "000000000001",
                                         "orig_date": "1201", "password": "246810"}),
     ("orig_date", "1201", "refund", {"amount": 1, "orig_rrn": "000000000001", "password": "246810"}),
-    ("batch", "000001", "lookup", {"trace": "000001"}),
+    ("batch", "000001", "lookup", {"voucher": "000001"}),
 ])
 def test_ecr_number_fields_refuse_unicode_digits(table: str, name: str, value: str, op: str,
                                                   extra: dict[str, object]) -> None:

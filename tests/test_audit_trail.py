@@ -75,7 +75,7 @@ def test_every_state_change_of_a_record_has_its_audit_line_in_the_same_commit(da
         try:
             first = await sale(t, 2000)
             await sale(t, 1051)  # declined (51)
-            await void(t, first.record.stan)
+            await void(t, first.record.invoice)
             other = await sale(t, 3000, card="visa")
             await refund(t, 500, other.record.rrn, other.record.local_date)
             sim.add_fault("drop", mti="0200")  # the reply is lost: reversed at once

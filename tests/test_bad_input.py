@@ -33,7 +33,7 @@ BAD_LINES = [
     (b"[1, 2, 3]", "must be a JSON object"),
     (b"not json at all", "not valid JSON"),
     (b"\xff\xfe\x00garbage", "not valid JSON"),
-    (b'{"op": "void", "trace": "12a", "password": "1"}', "up to 6 digits"),
+    (b'{"op": "void", "voucher": "12a", "password": "1"}', "up to 6 digits"),
     (b'{"op": "refund", "amount": 1, "orig_rrn": "1", "orig_date": "13", "password": "1"}',
      "MMDD"),
 ]

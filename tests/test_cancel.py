@@ -82,7 +82,7 @@ def test_cancel_after_approval_is_not_possible_the_way_back_is_void(data_dir, si
         t = await terminal(data_dir)
         s = await sale(t, 4200)
         t.cancel()  # a CANCEL pressed after the result: nothing to undo
-        v = await t.financial(TxnRequest(TxnKind.VOID, original=OriginalRef(trace=s.record.stan)),
+        v = await t.financial(TxnRequest(TxnKind.VOID, original=OriginalRef(invoice=s.record.invoice)),
                               OperatorInput(password=PASSWORD))
         return s, v, t.journal
 

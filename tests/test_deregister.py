@@ -324,7 +324,7 @@ KILL_POINTS = [s.value for s in Step] + ["WIPE:card_key", "WIPE:keys", "WIPE:car
 BEFORE_WIPE = {"CHECKS", "BACKUP", "VERIFIED", "SIGNED_OFF", "WIPING"}
 FINANCIAL = [{"op": "sale", "amount": 100, "card": "cup_credit"}, {"op": "balance", "card": "cup_credit"},
              {"op": "preauth", "amount": 100, "card": "cup_credit"},
-             {"op": "void", "trace": "000001", "password": PASSWORD},
+             {"op": "void", "voucher": "000001", "password": PASSWORD},
              {"op": "refund", "amount": 100, "orig_rrn": "000000000001", "orig_date": "0101",
               "card": "cup_credit", "password": PASSWORD},
              {"op": "settle", "password": PASSWORD}]

@@ -86,7 +86,10 @@ def test_printer_done_passes():
 def test_printer_stopped_fails_with_the_problem_and_what_to_do(state, problem, reason, next_step):
     result = printer_result(state, problem, "en")
     assert (result.passed, result.reason, result.next_step) == (False, reason, next_step)
-    assert result.lines[0] == f"Test job: {state.value}"
+    assert result.lines[0] == f"Test slip: {state.value.lower()}"
+    # in Chinese the job's state is in words too (it read "测试任务: DONE")
+    assert printer_result(state, problem, "zh_CN").lines[0] == \
+        {"FAILED": "测试页: 打印失败", "CANCELLED": "测试页: 已取消", "PAUSED": "测试页: 已暂停"}[state.value]
 
 
 def test_printer_unknown_problem_key_is_shown_not_guessed():

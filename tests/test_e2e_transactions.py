@@ -96,7 +96,7 @@ def test_local_checks_refuse_before_anything_is_sent(data_dir, sim, card, amount
 def test_void_marks_the_original_in_the_same_commit(data_dir, sim):
     async def body(t, spy):
         s = await sale(t, 5000)
-        v = await void(t, s.record.stan)
+        v = await void(t, s.record.invoice)
         return s, v, spy, t.journal
 
     s, v, spy, journal = scenario(data_dir, body)
@@ -113,7 +113,7 @@ def test_void_needs_the_supervisor_password_and_audits_wrong_tries(data_dir, sim
     async def body(t, spy):
         s = await sale(t, 700)
         sent_before = len(spy.sent)
-        v = await void(t, s.record.stan, password="111111")
+        v = await void(t, s.record.invoice, password="111111")
         return s, v, spy.sent[sent_before:], t.journal
 
     s, v, sent, journal = scenario(data_dir, body)
@@ -126,8 +126,8 @@ def test_void_needs_the_supervisor_password_and_audits_wrong_tries(data_dir, sim
 def test_void_twice_and_void_of_unknown_are_refused_locally(data_dir, sim):
     async def body(t, spy):
         s = await sale(t, 900)
-        await void(t, s.record.stan)
-        again = await void(t, s.record.stan)
+        await void(t, s.record.invoice)
+        again = await void(t, s.record.invoice)
         unknown = await void(t, "999999")
         return again, unknown
 
@@ -196,12 +196,12 @@ def test_preauth_completion_and_voids(data_dir, sim):
         io = lambda: OperatorInput(card=swipe("visa"), password=PASSWORD)  # noqa: E731
         pa = await t.financial(TxnRequest(TxnKind.PREAUTH, 10000), io())
         comp = await t.financial(
-            TxnRequest(TxnKind.COMPLETION, 9000, original=OriginalRef(trace=pa.record.stan)), io())
+            TxnRequest(TxnKind.COMPLETION, 9000, original=OriginalRef(invoice=pa.record.invoice)), io())
         cvoid = await t.financial(
-            TxnRequest(TxnKind.COMPLETION_VOID, original=OriginalRef(trace=comp.record.stan)), io())
+            TxnRequest(TxnKind.COMPLETION_VOID, original=OriginalRef(invoice=comp.record.invoice)), io())
         pa2 = await t.financial(TxnRequest(TxnKind.PREAUTH, 2000), io())
         pvoid = await t.financial(
-            TxnRequest(TxnKind.PREAUTH_VOID, original=OriginalRef(trace=pa2.record.stan)), io())
+            TxnRequest(TxnKind.PREAUTH_VOID, original=OriginalRef(invoice=pa2.record.invoice)), io())
         return pa, comp, cvoid, pa2, pvoid, spy, t.journal
 
     pa, comp, cvoid, pa2, pvoid, spy, journal = scenario(data_dir, body)
@@ -221,7 +221,7 @@ def test_settlement_balanced_advances_the_batch(data_dir, sim):
     async def body(t, spy):
         s1 = await sale(t, 1000)
         await sale(t, 2000, card="visa")
-        await void(t, s1.record.stan)
+        await void(t, s1.record.invoice)
         batch = t.journal.current_batch()
         r = await t.settle(PASSWORD)
         after = await sale(t, 300)
@@ -274,7 +274,7 @@ def test_after_settlement_void_is_refused_and_refund_works(data_dir, sim):
     async def body(t, spy):
         s = await sale(t, 6000)
         settled = await t.settle(PASSWORD)
-        v = await void(t, s.record.stan, password=PASSWORD)
+        v = await void(t, s.record.invoice, password=PASSWORD)
         # The original is kept (retention) and found by its reference for the refund.
         r = await refund(t, 6000, s.record.rrn, s.record.local_date)
         return settled, v, r, t.journal

@@ -50,11 +50,11 @@ def test_password_checks_and_settlement_name_the_peer_that_asked(data_dir, sim):
     term.start()
     try:
         sale = term.request(op="sale", amount=700, card="visa")
-        term.request(op="void", trace=sale["stan"], password="999999")
+        term.request(op="void", voucher=sale["voucher"], password="999999")
         term.request(op="settle", password="999999")
         term.request(op="held_park", amount=100, ref="T9")
         term.request(op="held_cancel", order=1, reason="other", password="999999")
-        term.request(op="resolve_reversal", trace="000001", password="999999", reason="x")
+        term.request(op="resolve_reversal", voucher="000001", password="999999", reason="x")
         settled = term.request(op="settle", password=PASSWORD)
     finally:
         term.stop()

@@ -13,8 +13,8 @@ from firmware.app_companions import ecr_ops
 from firmware.ecr.protocol import OPS
 
 PLACEHOLDERS = {
-    "amount": 100, "trace": "000001", "password": PASSWORD, "orig_rrn": "123456789012",
-    "orig_date": "0101", "orig_trace": "000001", "orig_batch": "000001", "batch": "000001",
+    "amount": 100, "voucher": "000001", "password": PASSWORD, "orig_rrn": "123456789012",
+    "orig_date": "0101", "orig_voucher": "000001", "orig_batch": "000001", "batch": "000001",
     "old": PASSWORD, "new": "135790", "reason": "other", "card": "visa", "pin": "123456",
     "job": 1, "print": True, "all": True, "order": 1, "kind": "x", "path": "/mnt", "note": "n",
     "ref": "R1",

@@ -32,7 +32,7 @@ REFUSED_OVER_THE_LINK = [
       "password": PASSWORD}, "orig_rrn"),
     ({"op": "refund", "amount": 1, "orig_rrn": "123456789012", "orig_date": "1340",
       "password": PASSWORD}, "orig_date"),
-    ({"op": "void", "trace": "000001", "password": "secret"}, "password"),
+    ({"op": "void", "voucher": "000001", "password": "secret"}, "password"),
 ]
 
 
@@ -74,7 +74,7 @@ def test_a_field_nobody_checks_is_refused_not_passed_through():
     (b'{"op": "sale", "amount": 1000000000000}', "at most 999999999999"),
     (b'{"op": "sale", "amount": 1, "pin": "\\uff11\\uff12\\uff13\\uff14"}', "pin must be a PIN of 4-12"),
     (b'{"op": "sale", "amount": 1, "card": "../../etc"}', "card must be text"),
-    (b'{"op": "resolve_reversal", "trace": "1", "password": "1", "reason": ""}', "reason must be"),
+    (b'{"op": "resolve_reversal", "voucher": "1", "password": "1", "reason": ""}', "reason must be"),
     (b'{"op": "print_report", "kind": "xxxxxxxxx"}', "kind must be text"),
     (b'{"op": "set_password", "old": "000000", "new": 123456}', "new must be"),
 ])

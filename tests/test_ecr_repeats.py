@@ -21,7 +21,7 @@ from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 
 SALE = {"op": "sale", "amount": 4321, "card": "visa", "id": "T-100"}
-SAME_FIELDS = ("stan", "rrn", "auth", "amount", "batch", "invoice", "result", "state")
+SAME_FIELDS = ("voucher", "rrn", "auth", "amount", "batch", "result", "state")
 
 
 def sales_at_host(sim) -> list:
@@ -52,13 +52,13 @@ def test_a_ref_names_a_request_without_an_id_per_op(data_dir, sim):
     try:
         sale = term.request(op="sale", amount=500, card="visa", ref="R-55")
         retry = term.request(op="sale", amount=500, card="visa", ref="R-55")
-        void = term.request(op="void", trace=sale["stan"], password=PASSWORD, ref="R-55")
+        void = term.request(op="void", voucher=sale["voucher"], password=PASSWORD, ref="R-55")
         park = term.request(op="held_park", amount=800, ref="R-56")
         park_again = term.request(op="held_park", amount=800, ref="R-56")
         orders = term.request(op="held_list")["orders"]
     finally:
         term.stop()
-    assert retry["repeat"] is True and retry["stan"] == sale["stan"]
+    assert retry["repeat"] is True and retry["voucher"] == sale["voucher"]
     assert void["result"] == "approved" and "repeat" not in void  # another op, the same ref
     assert park_again["repeat"] is True and park_again["order"] == park["order"]
     assert [o["reference"] for o in orders] == ["R-56"]
@@ -78,7 +78,7 @@ def test_the_same_id_for_a_different_request_is_refused_and_not_run(data_dir, si
     for refused in (other, other_op):
         assert refused["ok"] is False and refused["result"] == "refused", refused
         assert "already used for a different request" in refused["message"]
-        assert "stan" not in refused and "repeat" not in refused
+        assert "voucher" not in refused and "repeat" not in refused
     assert [(r.kind, r.amount) for r in sim.ledger.rows(TID)] == [("sale", 100)]
 
 
@@ -87,8 +87,8 @@ def test_a_refused_request_is_forgotten_so_that_its_retry_runs(data_dir, sim):
     term.start()
     try:
         sale = term.request(op="sale", amount=900, card="visa")
-        wrong = term.request(op="void", trace=sale["stan"], password="999999", id="V-1")
-        right = term.request(op="void", trace=sale["stan"], password=PASSWORD, id="V-1")
+        wrong = term.request(op="void", voucher=sale["voucher"], password="999999", id="V-1")
+        right = term.request(op="void", voucher=sale["voucher"], password=PASSWORD, id="V-1")
     finally:
         term.stop()
     assert wrong["result"] == "refused"
@@ -120,7 +120,7 @@ def test_a_repeat_while_the_first_still_runs_waits_for_its_outcome(data_dir, sim
     presented, (first, retry) = run(go())
     assert presented["ok"] is True
     assert first["result"] == "approved" and "repeat" not in first
-    assert retry["repeat"] is True and retry["stan"] == first["stan"] and retry["id"] == "W-1"
+    assert retry["repeat"] is True and retry["voucher"] == first["voucher"] and retry["id"] == "W-1"
     assert len(sales_at_host(sim)) == 1
 
 
@@ -147,7 +147,7 @@ def test_a_repeat_after_a_kill_between_record_and_reply_gets_the_record_as_it_is
     finally:
         term.stop()
     assert repeat["repeat"] is True and repeat["result"] == "reversed", repeat
-    assert repeat["state"] == "REVERSED" and int(repeat["stan"]) == cut.stan
+    assert repeat["state"] == "REVERSED" and repeat["amount"] == cut.amount
     assert "restarted before answering" in repeat["detail"]
     assert len(sales_at_host(sim)) == 1  # nothing new was sent for the repeat
     assert sim.ledger.reversal_seen(TID, cut.batch, cut.stan)

@@ -49,13 +49,13 @@ def test_every_line_gets_exactly_one_reply_line_and_an_unechoable_id_runs_nothin
 
 
 def test_a_reply_that_cannot_be_encoded_falls_back_to_one_safe_line():
-    payload = {"id": "\ud800", "op": "sale", "ok": True, "result": "approved", "stan": "000007",
+    payload = {"id": "\ud800", "op": "sale", "ok": True, "result": "approved", "voucher": "000007",
                "detail": "caf\udce9", "odd": object(), "ratio": float("nan")}
     line = encode_response(payload)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     reply = json.loads(line.decode("utf-8"))  # valid UTF-8, valid JSON
     assert reply["id"] is None and "could not be echoed" in reply["id_note"]
-    assert (reply["ok"], reply["result"], reply["stan"]) == (True, "approved", "000007")
+    assert (reply["ok"], reply["result"], reply["voucher"]) == (True, "approved", "000007")
     assert reply["detail"].startswith("caf") and reply["ratio"] is None
 
 

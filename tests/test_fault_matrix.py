@@ -56,7 +56,7 @@ def test_fault_then_recovery_books_agree(tmp_path, sim, fault, op):
             if op == "sale":
                 result = await sale(t, 1000)
             elif op == "void":
-                result = await void(t, first.record.stan)
+                result = await void(t, first.record.invoice)
             elif op == "refund":
                 result = await refund(t, 500, first.record.rrn, first.record.local_date)
             elif op == "preauth":

@@ -48,6 +48,10 @@ def test_park_resume_carries_the_reference_to_the_receipt(data_dir, sim):
             assert order.state == "PAID"
             record = t.journal.get(order.txn_id)
             assert record.reference == "T12" and record.amount == 1500
+            # the result and the order's audit trail name the sale by its voucher number
+            trail = HeldOrders(t.journal).trail(oid)
+            assert out.voucher == record.invoice and any(
+                f"sale voucher {record.invoice}" in line.detail for line in trail)
             # the receipt is rendered from this record: its reference prints
             doc = t.prints.render(t.journal.print_jobs(open_only=False)[-1], t.prints.copies[0])
             assert any("T12" in b.text for b in doc.blocks if isinstance(b, TextLine))
@@ -218,8 +222,9 @@ def test_trail_slip_fits_the_paper_in_both_languages(tmp_path):
     order = h.park(123456, "REF-0042", "two coffees, one tea", "01", "156")
     h.cancel_unpaid(order.id, "customer_cancelled", "01")
     order = h.get(order.id)
-    for lang, title, reason in (("en", "HELD ORDER AUDIT TRAIL", "customer cancelled"),
-                                ("zh_CN", "挂单审计记录", "顾客取消")):
+    for lang, title, reason, ref_label in (
+            ("en", "HELD ORDER AUDIT TRAIL", "customer cancelled", "Order no."),
+            ("zh_CN", "挂单审计记录", "顾客取消", "订单号")):
         for cols in (32, 48):
             doc = held_trail_slip(order, h.trail(order.id), lang=lang, columns=cols)
             texts = [b.text for b in doc.blocks if isinstance(b, TextLine)]
@@ -228,6 +233,8 @@ def test_trail_slip_fits_the_paper_in_both_languages(tmp_path):
             joined = "\n".join(texts)
             assert title in joined and "REF-0042" in joined and "1234.56" in joined
             assert reason in joined and "park" in joined and "cancel" in joined
+            # the order's own number has its own label: 参考号 is the RRN's (issue 13 A10)
+            assert ref_label in joined and "参考号" not in joined and "Reference" not in joined
     j.close()
 
 

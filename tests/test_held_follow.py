@@ -79,7 +79,7 @@ def test_voiding_an_orders_sale_directly_cancels_the_order(data_dir, sim):
         try:
             order = await _paid_order(t, 3100, "D1")
             sale_record = t.journal.get(HeldOrders(t.journal).get(order).txn_id)
-            assert (await void(t, sale_record.stan)).status == "approved"
+            assert (await void(t, sale_record.invoice)).status == "approved"
             h = HeldOrders(t.journal)
             return h.get(order), [line.action for line in h.trail(order)]
         finally:

@@ -46,7 +46,7 @@ def test_sigkill_during_mixed_stream_then_settlement_balances(tmp_path, sim):
                     req["pin"] = PINS[card]
             elif roll < 0.70:
                 victim = approved_sales.pop(rnd.randrange(len(approved_sales)))
-                req = {"op": "void", "trace": victim["stan"], "password": PASSWORD}
+                req = {"op": "void", "voucher": victim["voucher"], "password": PASSWORD}
             elif roll < 0.80:
                 victim = rnd.choice(approved_sales)
                 req = {"op": "refund", "amount": max(1, victim["amount"] // 4),
@@ -56,7 +56,7 @@ def test_sigkill_during_mixed_stream_then_settlement_balances(tmp_path, sim):
                 req = {"op": "preauth", "amount": rnd.randrange(1000, 9000), "card": "visa"}
             else:
                 pa = preauths.pop()
-                req = {"op": "completion", "trace": pa["stan"], "amount": pa["amount"]}
+                req = {"op": "completion", "voucher": pa["voucher"], "amount": pa["amount"]}
             req["id"] = i
             if rnd.random() < 0.15:
                 # Kill at a random instant while the request is in flight.

@@ -108,7 +108,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def void(self, pick: int) -> None:
         sales = self._approved(TxnKind.SALE)
         original = sales[pick % len(sales)]
-        self._money(TxnRequest(TxnKind.VOID, original=OriginalRef(trace=original.stan,
+        self._money(TxnRequest(TxnKind.VOID, original=OriginalRef(invoice=original.invoice,
                                                                   batch=original.batch)),
                     OperatorInput(password=PASSWORD))
 
@@ -136,7 +136,7 @@ class MoneyMachine(RuleBasedStateMachine):
         preauths = self._approved(TxnKind.PREAUTH)
         original = preauths[pick % len(preauths)]
         self._money(TxnRequest(TxnKind.COMPLETION, max(1, original.amount * share // 100),
-                               original=OriginalRef(trace=original.stan, batch=original.batch)),
+                               original=OriginalRef(invoice=original.invoice, batch=original.batch)),
                     OperatorInput(), self.cards.get(original.id))
 
     @precondition(lambda self: self._approved(TxnKind.COMPLETION))
@@ -145,7 +145,7 @@ class MoneyMachine(RuleBasedStateMachine):
         completions = self._approved(TxnKind.COMPLETION)
         original = completions[pick % len(completions)]
         self._money(TxnRequest(TxnKind.COMPLETION_VOID, original=OriginalRef(
-            trace=original.stan, batch=original.batch)), OperatorInput(password=PASSWORD))
+            invoice=original.invoice, batch=original.batch)), OperatorInput(password=PASSWORD))
 
     @rule(amount=st.integers(1, 30_000))
     def park(self, amount: int) -> None:

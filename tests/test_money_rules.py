@@ -123,7 +123,7 @@ def test_a_voided_sale_cannot_be_refunded(data_dir, sim):
         t = await terminal(data_dir)
         try:
             s = (await sale(t, 3000)).record
-            assert (await void(t, s.stan)).status == "approved"
+            assert (await void(t, s.invoice)).status == "approved"
             before = _txn_count(t)
             r = await refund(t, 3000, s.rrn, s.local_date)
             return r, before, _txn_count(t), t.journal
@@ -165,7 +165,7 @@ def test_a_stored_refund_counts_against_its_original_before_the_host_has_it(data
             sim.add_fault("drop", mti="0220", count=-1, process=False)
             stored = await refund(t, 5000, s.rrn, s.local_date)
             more = await refund(t, 1, s.rrn, s.local_date)  # the first is still owed
-            voided = await void(t, s.stan)
+            voided = await void(t, s.invoice)
             return stored, more, voided, t.journal.records()
         finally:
             await t.link.channel.close()
@@ -208,7 +208,7 @@ def test_a_refunded_sale_cannot_be_voided_at_the_terminal_or_at_the_host(data_di
         try:
             s = (await sale(t, 6000)).record
             assert (await refund(t, 6000, s.rrn, s.local_date)).status == "approved"
-            local = await void(t, s.stan)
+            local = await void(t, s.invoice)
             # The host on its own: the same void sent straight to it, past the terminal's check.
             params = FinancialParams(
                 TxnKind.VOID, t.journal.allocate_stan(), t.journal.current_batch(), t.term, 6000,
@@ -232,7 +232,7 @@ def test_a_voided_sale_is_refused_a_refund_by_the_host_too(data_dir, sim):
         t = await terminal(data_dir)
         try:
             s = (await sale(t, 2500)).record
-            assert (await void(t, s.stan)).status == "approved"
+            assert (await void(t, s.invoice)).status == "approved"
             params = FinancialParams(
                 TxnKind.REFUND, t.journal.allocate_stan(), t.journal.current_batch(), t.term, 2500,
                 card=CardInput("keyed", t.journal.decrypt_pan(s.id)), orig_rrn=s.rrn,
@@ -253,11 +253,11 @@ def test_a_completed_preauth_cannot_be_voided_or_completed_again(data_dir, sim):
         try:
             pre = (await t.financial(TxnRequest(TxnKind.PREAUTH, 9000), io)).record
             completion = await t.financial(TxnRequest(
-                TxnKind.COMPLETION, 8000, original=OriginalRef(trace=pre.stan)), OperatorInput())
+                TxnKind.COMPLETION, 8000, original=OriginalRef(invoice=pre.invoice)), OperatorInput())
             again = await t.financial(TxnRequest(
-                TxnKind.COMPLETION, 1000, original=OriginalRef(trace=pre.stan)), OperatorInput())
+                TxnKind.COMPLETION, 1000, original=OriginalRef(invoice=pre.invoice)), OperatorInput())
             pre_void = await t.financial(TxnRequest(
-                TxnKind.PREAUTH_VOID, original=OriginalRef(trace=pre.stan)),
+                TxnKind.PREAUTH_VOID, original=OriginalRef(invoice=pre.invoice)),
                 OperatorInput(password=PASSWORD))
             return completion, again, pre_void
         finally:
@@ -275,9 +275,9 @@ def test_the_keypad_lookup_applies_the_same_rule(data_dir, sim):
         t = await terminal(data_dir)
         try:
             s = (await sale(t, 700)).record
-            before, _ = t.check_follow_up(TxnKind.VOID, OriginalRef(trace=s.stan))
+            before, _ = t.check_follow_up(TxnKind.VOID, OriginalRef(invoice=s.invoice))
             assert (await refund(t, 100, s.rrn, s.local_date)).status == "approved"
-            after, refusal = t.check_follow_up(TxnKind.VOID, OriginalRef(trace=s.stan))
+            after, refusal = t.check_follow_up(TxnKind.VOID, OriginalRef(invoice=s.invoice))
             return before, after, refusal
         finally:
             await t.close()

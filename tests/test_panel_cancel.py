@@ -122,8 +122,8 @@ async def void_trace(shop: Shop, sim: Any) -> str | None:
     sale = await approved_sale(shop)
     await shop.press("MENU", "2")
     await shop.password()
-    await shop.shows("Trace no.")
-    await shop.press(sale.stan[-1])
+    await shop.shows("Voucher no.")
+    await shop.press(sale.invoice[-1])
     await cancel(shop)
     return None
 
@@ -132,7 +132,7 @@ async def void_confirm(shop: Shop, sim: Any) -> str | None:
     sale = await approved_sale(shop)
     await shop.press("MENU", "2")
     await shop.password()
-    await shop.press(sale.stan, "ENTER")
+    await shop.press(sale.invoice, "ENTER")
     await shop.shows("ENTER confirm")
     await cancel(shop)
     return None
@@ -143,7 +143,7 @@ async def void_sending(shop: Shop, sim: Any) -> str | None:
     sim.add_fault("delay", mti="0200", seconds=HELD_REPLY_S)
     await shop.press("MENU", "2")
     await shop.password()
-    await shop.press(sale.stan, "ENTER", "ENTER")
+    await shop.press(sale.invoice, "ENTER", "ENTER")
     await host_has(shop, sim, "void")
     await cancel(shop)
     return None
@@ -153,7 +153,7 @@ async def void_approved(shop: Shop, sim: Any) -> str | None:
     sale = await approved_sale(shop)
     await shop.press("MENU", "2")
     await shop.password()
-    await shop.press(sale.stan, "ENTER", "ENTER")
+    await shop.press(sale.invoice, "ENTER", "ENTER")
     await shop.shows("Approved")
     await cancel(shop)
     return None

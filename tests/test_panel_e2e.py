@@ -56,7 +56,7 @@ def test_a_sale_typed_on_the_keypad_with_the_card_swiped_at_the_reader(tmp_path:
     assert [(r.kind.value, r.state, r.amount) for r in rows] == [("sale", TxnState.APPROVED, 1234)]
     record = rows[0]
     assert f"Auth {record.auth_code}" in screen
-    assert all("12.34" in slip and record.stan in slip for slip in slips)
+    assert all("12.34" in slip and record.invoice in slip for slip in slips)
     assert not any("REPRINT" in slip for slip in slips)
     booked = [(r.kind, r.amount, r.state, r.stan) for r in sim.ledger.rows(TID)]
     assert booked == [("sale", 1234, "approved", int(record.stan))]
@@ -107,7 +107,7 @@ def test_a_sale_with_a_pin_card_takes_the_pin_on_the_keypad(tmp_path: Path, sim)
     assert [(r.kind, r.amount, r.response_code) for r in sim.ledger.rows(TID)] == [("sale", 3300, "00")]
 
 
-def test_void_by_menu_password_and_trace_voids_the_sale_here_and_at_the_host(tmp_path: Path, sim):
+def test_void_by_menu_password_and_voucher_voids_the_sale_here_and_at_the_host(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
             shop.printer.set_speed(SLOW_PRINTER)  # the sale's copies print on while the void starts
@@ -116,8 +116,8 @@ def test_void_by_menu_password_and_trace_voids_the_sale_here_and_at_the_host(tmp
             await shop.press("MENU", "2")
             await shop.shows("Void", "Supervisor pwd")
             await shop.password()
-            await shop.shows("Trace no.")
-            await shop.press(sale.stan.lstrip("0"), "ENTER")
+            await shop.shows("Voucher no.")
+            await shop.press(sale.invoice.lstrip("0"), "ENTER")
             # the confirm screen shows what will be voided: the original's amount and card
             confirm = await shop.shows("Orig. CNY 42.00", "ENTER confirm")
             await shop.press("ENTER")
@@ -208,8 +208,8 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
             await shop.press("MENU", "5", "3")
             await shop.shows("Supervisor pwd")
             await shop.password()
-            await shop.shows("Trace no.")
-            await shop.press(first.stan, "ENTER", "ENTER")
+            await shop.shows("Voucher no.")
+            await shop.press(first.invoice, "ENTER", "ENTER")
             await result()
 
             await shop.press("MENU", "5", "1", "20000", "ENTER", "ENTER")
@@ -218,8 +218,8 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
             second = shop.journal.records()[-1]
 
             await shop.press("MENU", "5", "2")
-            await shop.shows("Completion", "Pre-auth trace")
-            await shop.press(second.stan, "ENTER")
+            await shop.shows("Completion", "Pre-auth voucher")
+            await shop.press(second.invoice, "ENTER")
             await shop.shows("Completion", second.pan_masked, "CNY 0.00")  # the pre-auth's card
             await shop.press("18000", "ENTER")
             await shop.shows("Orig. CNY 200.00", "CNY 180.00", "ENTER confirm")
@@ -229,8 +229,8 @@ def test_the_preauth_family_from_the_preauth_menu(tmp_path: Path, sim):
 
             await shop.press("MENU", "5", "4")
             await shop.password()
-            await shop.shows("Trace no.")
-            await shop.press(completion.stan, "ENTER", "ENTER")
+            await shop.shows("Voucher no.")
+            await shop.press(completion.invoice, "ENTER", "ENTER")
             await result()
             return shop.journal.records()
 
@@ -293,7 +293,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
     assert sim.ledger.approved(TID, int(open_batch)) == []
 
 
-def test_reprint_last_and_by_trace_are_marked_reprint(tmp_path: Path, sim):
+def test_reprint_last_and_by_voucher_are_marked_reprint(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
             first = await sale_by_keys(shop, "1111")
@@ -304,15 +304,15 @@ def test_reprint_last_and_by_trace_are_marked_reprint(tmp_path: Path, sim):
             last = (await shop.slips(printed + 2))[printed:]  # every copy again
             await back_to_idle(shop)
             await shop.press("MENU", "7", "2")
-            await shop.shows("Trace no.")
-            await shop.press(first.stan.lstrip("0"), "ENTER")
+            await shop.shows("Voucher no.")
+            await shop.press(first.invoice.lstrip("0"), "ENTER")
             await shop.shows("Reprint queued")
             by_trace = (await shop.slips(printed + 4))[printed + 2:]
             return first, last, by_trace, shop.journal.records()
 
     first, last, by_trace, rows = run(go())
     assert all("REPRINT" in slip and "22.22" in slip for slip in last)
-    assert all("REPRINT" in slip and "11.11" in slip and first.stan in slip for slip in by_trace)
+    assert all("REPRINT" in slip and "11.11" in slip and first.invoice in slip for slip in by_trace)
     assert len(rows) == 2  # a reprint moves no money
 
 
@@ -322,7 +322,7 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
             first = await sale_by_keys(shop, "1500")
             await sale_by_keys(shop, "2500")
             await shop.press("MENU", "8", "1")
-            listing = await shop.shows("Transactions", first.stan, "15.00")
+            listing = await shop.shows("Transactions", first.invoice, "15.00")
             await back_to_idle(shop)
             await shop.press("MENU", "8", "2")
             totals = await shop.shows("Totals", "40.00")
@@ -480,7 +480,7 @@ def test_f_keys_at_idle_sale_void_reprint_last_and_settle(tmp_path: Path, sim):
             await shop.press("F2")
             await shop.shows("Void", "Supervisor pwd")
             await shop.password()
-            await shop.press(sale.stan, "ENTER", "ENTER")
+            await shop.press(sale.invoice, "ENTER", "ENTER")
             await shop.shows("Approved")
             printed = len(await shop.slips(4))
             await back_to_idle(shop)
@@ -637,7 +637,7 @@ def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one
 
 
 def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
-    """A trace with no sale behind it, and a sale already voided, are refused in words at the
+    """A voucher no. with no sale behind it, and a sale already voided, are refused in words at the
     confirm step: nothing goes to the host."""
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
@@ -647,8 +647,8 @@ def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
             await shop.press("999", "ENTER")
             missing = await shop.shows("Original", "transaction not", "found")
             await shop.press("CANCEL")
-            await shop.shows("Trace no.")
-            await shop.press("CLEAR", "CLEAR", "CLEAR", sale.stan, "ENTER")
+            await shop.shows("Voucher no.")
+            await shop.press("CLEAR", "CLEAR", "CLEAR", sale.invoice, "ENTER")
             await shop.shows("Orig. CNY 15.00", "ENTER confirm")
             await shop.press("ENTER")
             await shop.shows("Approved")
@@ -656,7 +656,7 @@ def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
             await shop.idle()
             await shop.press("MENU", "2")
             await shop.password()
-            await shop.press(sale.stan, "ENTER")
+            await shop.press(sale.invoice, "ENTER")
             again = await shop.shows("already", "voided")
             return missing, again, shop.journal.records()
 

@@ -84,7 +84,7 @@ async def perform(t: Terminal, op: str, setup: dict[str, TxnRecord]) -> TxnResul
         return await sale(t, 1000)
     if op == "void":
         assert orig is not None
-        return await void(t, orig.stan)
+        return await void(t, orig.invoice)
     if op == "refund":
         assert orig is not None and orig.rrn is not None
         return await refund(t, 500, orig.rrn, orig.local_date)
@@ -93,7 +93,7 @@ async def perform(t: Terminal, op: str, setup: dict[str, TxnRecord]) -> TxnResul
     if op == "completion":
         assert orig is not None
         return await t.financial(
-            TxnRequest(TxnKind.COMPLETION, 2500, original=OriginalRef(trace=orig.stan)),
+            TxnRequest(TxnKind.COMPLETION, 2500, original=OriginalRef(invoice=orig.invoice)),
             OperatorInput(),
         )
     if op == "balance":

@@ -83,7 +83,7 @@ def test_sale_prints_merchant_and_cardholder_copies_in_english(data_dir, sim, pr
     assert "MERCHANT COPY" in merchant and "CARDHOLDER COPY" in cardholder
     for text in (merchant, cardholder):
         assert "123.45" in text and r.record.pan_masked in text
-        assert r.record.stan in text and r.record.rrn in text
+        assert r.record.invoice in text and r.record.rrn in text
         assert "REPRINT" not in text
         assert_no_full_pan(text)
     assert printer.unknown_commands == []
@@ -156,7 +156,7 @@ def test_cancel_while_printing_finishes_the_copy_then_prints_a_void_slip(data_di
     assert job.state is PrintState.CANCELLED and job.copies_done == 1
     assert "MERCHANT COPY" in copy and "43.21" in copy  # whole: the copy finished, with its cut
     assert printer.slips[0].cut
-    assert "VOID" in void and r.record.stan in void and "43.21" in void
+    assert "VOID" in void and r.record.invoice in void and "43.21" in void
     assert "CARDHOLDER COPY" not in void and all("CARDHOLDER COPY" not in s.text for s in printer.slips)
 
 
@@ -204,7 +204,7 @@ def test_cancel_while_paused_mid_copy_finishes_the_copy_when_paper_returns(data_
     copy, void = (s.text for s in printer.slips)
     # The cut copy's first lines and its whole reprint share one slip (no cut between them).
     assert "REPRINT" in copy and "MERCHANT COPY" in copy and "7.77" in copy
-    assert "VOID" in void and r.record.stan in void
+    assert "VOID" in void and r.record.invoice in void
     assert all("CARDHOLDER COPY" not in s.text for s in printer.slips)
 
 
@@ -252,14 +252,14 @@ def test_cover_open_pauses_like_paper_out(data_dir, sim, printer):
 # -- reprints --------------------------------------------------------------------------------------
 
 
-def test_reprint_last_and_by_trace_are_marked_reprint(data_dir, sim, printer):
+def test_reprint_last_and_by_voucher_are_marked_reprint(data_dir, sim, printer):
     async def go():
         t = await printing_terminal(data_dir, printer)
         first = await sale(t, 1111)
         await sale(t, 2222)
         await until(lambda: len(printer.slips) == 4)
         last = t.prints.reprint()
-        by_trace = t.prints.reprint(first.record.stan)
+        by_trace = t.prints.reprint(first.record.invoice)
         missing = t.prints.reprint("999999")
         await until(lambda: len(printer.slips) == 8)
         await t.close()
@@ -283,8 +283,8 @@ def test_reprint_over_ecr(data_dir, sim, printer):
         await until(lambda: len(printer.slips) == 2)
         ecr = EcrServer(t, "127.0.0.1", 0, None)
         answer = await ecr.dispatch(parse_request(json.dumps(
-            {"op": "reprint", "trace": r.record.stan}).encode()))
-        bad = await ecr.dispatch(parse_request(b'{"op": "reprint", "trace": "000999"}'))
+            {"op": "reprint", "voucher": r.record.invoice}).encode()))
+        bad = await ecr.dispatch(parse_request(b'{"op": "reprint", "voucher": "000999"}'))
         jobs = await ecr.dispatch(parse_request(b'{"op": "print_jobs", "all": true}'))
         await until(lambda: len(printer.slips) == 4)
         await t.close()
@@ -333,7 +333,7 @@ def test_power_loss_mid_print_then_reprint_after_confirmation(data_dir, sim, pri
         else:
             assert printer.wait_for(lambda p: len(p.slips) == 1, timeout=10)
             void = printer.slips[0].text
-            assert "VOID" in void and r["stan"] in void
+            assert "VOID" in void and r["voucher"] in void
         deadline = time.monotonic() + 5  # the job closes once the printer confirmed the copy
         while proc.request(op="print_jobs")["jobs"] and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -491,7 +491,7 @@ def test_notices_that_push_the_clock_off_a_small_display_still_mean_idle(lang: s
 
 APPROVED = core.OpDone(core.OpOutcome("sale", "approved", "approved", amount=1234,
                                       pan_masked="622202******1234", auth_code="123456",
-                                      trace="000321", rrn="123456789012"))
+                                      voucher="000321", rrn="123456789012"))
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -597,7 +597,7 @@ def booked(ledger: Ledger, record: TxnRecord, **changes: object) -> int:
 
 
 def told(record: TxnRecord) -> TillApproval:
-    return TillApproval(int(record.batch), int(record.stan), record.kind.value, record.amount)
+    return TillApproval(int(record.batch), record.invoice, record.kind.value, record.amount)
 
 
 def test_equal_books_give_no_problem(journal: Journal, ledger: Ledger) -> None:
@@ -622,10 +622,10 @@ def test_equal_books_give_no_problem(journal: Journal, ledger: Ledger) -> None:
 def test_an_approval_the_journal_lost_is_reported(journal: Journal, ledger: Ledger) -> None:
     sale = terminal(journal)
     booked(ledger, sale)
-    missing = TillApproval(int(sale.batch), int(sale.stan) + 5, "sale", 777)  # never written
+    missing = TillApproval(int(sale.batch), f"{int(sale.invoice) + 5:06d}", "sale", 777)  # never written
     problems = compare(journal, ledger, TID, [told(sale), missing], at_rest=False)
     assert len(problems) == 1 and problems[0].startswith("lost approval:"), problems
-    assert "sale 777" in problems[0] and f"STAN {int(sale.stan) + 5}" in problems[0]
+    assert "sale 777" in problems[0] and f"voucher {int(sale.invoice) + 5:06d}" in problems[0]
     assert problems[0].endswith("journal: missing")
 
 

@@ -48,8 +48,8 @@ LONG_MERCHANT = MerchantInfo(
             "SUPERCALIFRAGILISTICEXPIALIDOCIOUSLONGWORDWITHOUTSPACES"),
     footer=("谢谢惠顾，欢迎再次光临！Thank you for shopping with us, see you again soon",))
 LONG_REFERENCE = "ECR-ORDER 2024-06-01/TABLE-17/" + "X" * 60 + " 备注很长的中文说明文字" * 3
-ORIGINAL = {"orig_batch": "000001", "orig_stan": "000077", "orig_rrn": "240531000077",
-            "orig_auth": "B2C3D4", "orig_date": "0531"}
+ORIGINAL = {"orig_batch": "000001", "orig_stan": "000077", "orig_invoice": "000070",
+            "orig_rrn": "240531000077", "orig_auth": "B2C3D4", "orig_date": "0531"}
 
 
 def record(kind: TxnKind = TxnKind.SALE, **changes: object) -> TxnRecord:
@@ -212,10 +212,13 @@ def test_every_receipt_fits_and_says_what_it_is(kind: TxnKind, copy: CopyKind, l
         amount_lines = [line for line in text_lines(doc) if "1,234.56" in line.text]
         assert [line.text for line in amount_lines] == [f"RMB {sign}1,234.56"]
         assert amount_lines[0].double and amount_lines[0].bold
+    # The merchant's one number is the voucher no. (its original's too); the STANs stay on the wire.
+    assert "000456" not in body and " 000077" not in body and "TRACE" not in body
     if kind in layout.ORIGINAL_KINDS:
-        assert "000077" in body and "240531000077" in body and "B2C3D4" in body
+        assert "000070" in body and "240531000077" in body and "B2C3D4" in body
+        assert ("原凭证号" if lang == "zh_CN" else "ORIG VOUCHER NO.") in body
     else:
-        assert "000077" not in body
+        assert "000070" not in body and "000077" not in body
     assert isinstance(doc.blocks[0], Image)
     assert doc.title.startswith(f"{kind.value} receipt 000123 {copy.value} copy")
 
@@ -354,7 +357,8 @@ def test_void_slip_names_the_printout_it_cancels(lang: str, columns: int) -> Non
                      columns=columns, printed_at=PRINTED_AT)
     assert_fits(slip, columns)
     body = all_text(slip)
-    for needed in ("000456", "000123", "000001", "RMB -1,234.56", mask_pan(FULL_PAN), "CARDHOLDER COPY",
+    assert "000456" not in body  # the STAN is a wire detail: the slip names the voucher no.
+    for needed in ("000123", "000001", "RMB -1,234.56", mask_pan(FULL_PAN), "CARDHOLDER COPY",
                    "VOID", "REPRINT", "2024/06/01 12:34:56", "2024/06/02 09:00:00",
                    "TRANSACTION NOT AFFECTED"):
         assert needed in body, needed
@@ -536,7 +540,6 @@ CARD ORG.:                   CUP
 TRANS TYPE:                 SALE
 BATCH NO.:                000001
 VOUCHER NO.:              000123
-TRACE NO.:                000456
 AUTH NO.:                 A1B2C3
 REFER NO.:          240601123456
 DATE/TIME:   2024/06/01 12:34:56
@@ -575,7 +578,6 @@ GOLDEN_ZH = """\
 交易类型(TRANS TYPE):  消费 SALE
 批次号(BATCH NO.):        000001
 凭证号(VOUCHER NO.):      000123
-流水号(TRACE NO.):        000456
 授权码(AUTH NO.):         A1B2C3
 参考号(REFER NO.):  240601123456
 日期/时间(DATE/TIME):

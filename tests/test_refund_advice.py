@@ -113,11 +113,11 @@ def test_a_stored_refund_declined_later_is_shown_printed_and_audited(data_dir, s
 
     record, status, review, jobs, audit, idle, t = run(go())
     assert record.state is TxnState.DECLINED and record.response_code == "12"
-    assert [(d["trace"], d["amount"], d["code"]) for d in status["refunds_declined"]] == [
-        (record.stan, 4200, "12")]
+    assert [(d["voucher"], d["amount"], d["code"]) for d in status["refunds_declined"]] == [
+        (record.invoice, 4200, "12")]
     assert "Invalid transaction" in status["refunds_declined"][0]["message"]
-    assert [(a["kind"], a["trace"], a["why"]) for a in review["anomalies"]] == [
-        ("refund_declined", record.stan, "12")]
+    assert [(a["kind"], a["voucher"], a["why"]) for a in review["anomalies"]] == [
+        ("refund_declined", record.invoice, "12")]
     assert jobs == [("advice_declined", "QUEUED")]
     assert any(action == "stored refund declined" and record.stan in detail
                for _, _, action, detail, _ in audit)
@@ -149,7 +149,7 @@ def test_the_declined_refund_slip_reads_right_in_both_languages(data_dir, sim):
                                               printed_at=datetime(2026, 12, 7, 10, 0), answer="25")
             assert all(len(line) <= columns for line in layout.plain_text(doc, columns).splitlines())
             text = "\n".join(b.text for b in doc.blocks if isinstance(b, TextLine))
-            assert words in text and record.stan in text and "15.00" in text
+            assert words in text and record.invoice in text and "15.00" in text
     with pytest.raises(ValueError):
         layout.refund_declined_slip(record.__class__(**{**record.__dict__, "state": TxnState.APPROVED}),
                                     merchant, lang="en", columns=32, printed_at=datetime.now(),
@@ -187,6 +187,6 @@ def test_status_tells_the_till_of_a_later_decline_over_ecr(data_dir, sim):
         sim.add_rule("12", mti="0220", count=1)
         assert term.request(op="sale", amount=100, card="cup_credit")["result"] == "approved"
         status = term.request(op="status")
-        assert [d["trace"] for d in status["refunds_declined"]] == [r["stan"]]
+        assert [d["voucher"] for d in status["refunds_declined"]] == [r["voucher"]]
     finally:
         term.stop()

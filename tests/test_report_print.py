@@ -50,7 +50,7 @@ def test_settlement_prints_its_report_and_reprints_are_marked(data_dir, sim, pri
             assert t.journal is not None and t.prints is not None
             first = await sale(t, 12345)
             await sale(t, 20000, card="visa")
-            await void(t, first.record.stan)
+            await void(t, first.record.invoice)
             await until(lambda: len(printer.slips) == 6)  # 2 copies of each receipt
             batch = t.journal.current_batch()
             result = await t.settle(PASSWORD)

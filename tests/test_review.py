@@ -25,7 +25,7 @@ from firmware.ui.core import OpOutcome, StartOp
 def kinds(review) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for a in review.anomalies:
-        out.setdefault(a.kind, []).append(a.trace)
+        out.setdefault(a.kind, []).append(a.voucher)
     return out
 
 
@@ -55,12 +55,12 @@ def test_each_anomaly_class_from_a_seeded_journal(data_dir, sim):
     assert other_card.status == "approved" and other_card.record.card_org == "VIS"
     assert lost.status == "reversal_pending"
     found = kinds(review)
-    assert found[DUPLICATE] == [dup.record.stan]
+    assert found[DUPLICATE] == [dup.record.invoice]
     dup_anomaly = next(a for a in review.anomalies if a.kind == DUPLICATE)
-    assert dup_anomaly.related_trace == first.record.stan and dup_anomaly.actions == ("void",)
-    assert found[PRINT_FAILED] == [other_amount.record.stan]
-    assert found[REVERSAL_STUCK] == [lost.record.stan]
-    assert [p.trace for p in review.pending] == [lost.record.stan] and review.blocked
+    assert dup_anomaly.related_voucher == first.record.invoice and dup_anomaly.actions == ("void",)
+    assert found[PRINT_FAILED] == [other_amount.record.invoice]
+    assert found[REVERSAL_STUCK] == [lost.record.invoice]
+    assert [p.voucher for p in review.pending] == [lost.record.invoice] and review.blocked
     # Totals by card class and type: 4 approved sales, one on a foreign VISA card.
     assert review.count == 4
     assert review.by_org["CUP"] == (3, 4600) and review.by_org["VIS"] == (1, 1500)
@@ -106,7 +106,7 @@ def test_settlement_refused_while_reversal_pending_then_allowed_after_send_now(t
 
     lost, refused, advice, still, sent, after, allowed = run(go())
     assert refused.status == "refused" and refused.message_key == "settlement_blocked"
-    assert any(lost.record.stan in line and "reversal due" in line for line in advice.lines)
+    assert any(lost.record.invoice in line and "reversal due" in line for line in advice.lines)
     assert any("F1" in line for line in advice.lines)
     assert still.status == "failed" and still.message_key == "anomaly_retry_left"
     assert sent.status == "done" and sent.message_key == "anomaly_retry_done"
@@ -124,15 +124,15 @@ def test_anomaly_actions_void_and_reprint_and_refusals(data_dir, sim):
         j.request_print_cancel(job, "01")
         before = app_review.gather(t)
         unchecked = await app_review.run_op(
-            t, StartOp("anomaly_act", trace=dup.record.stan, reason="void"), "en", 16)
+            t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="void"), "en", 16)
         reprint = await app_review.run_op(
-            t, StartOp("anomaly_act", trace=dup.record.stan, reason="reprint"), "en", 16)
+            t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="reprint"), "en", 16)
         voided = await app_review.run_op(
-            t, StartOp("anomaly_act", trace=dup.record.stan, reason="void", authorised=True), "en", 16)
+            t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="void", authorised=True), "en", 16)
         after = app_review.gather(t)
-        missing = await app_review.run_op(t, StartOp("anomaly_act", trace="999999", reason="reprint"),
+        missing = await app_review.run_op(t, StartOp("anomaly_act", voucher="999999", reason="reprint"),
                                           "en", 16)
-        bad = await app_review.run_op(t, StartOp("anomaly_act", trace=dup.record.stan, reason="burn"),
+        bad = await app_review.run_op(t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="burn"),
                                       "en", 16)
         jobs = j.print_jobs(open_only=False)
         await t.close()

@@ -71,7 +71,7 @@ def test_a_record_that_cannot_be_sent_is_quarantined_and_the_terminal_works_on(t
         status = term.request(op="status")
         assert status["unresolved"]["QUARANTINED"] == 1
         [aside] = status["quarantined"]
-        assert aside["trace"] == bad.stan and "RRN" in aside["problem"]
+        assert aside["voucher"] == bad.invoice and "RRN" in aside["problem"]
         assert term.request(op="sale", amount=1200, card="cup_credit")["result"] == "approved"
         refused = term.request(op="settle", password=PASSWORD)
         assert refused["result"] == "refused" and refused["message"], refused
@@ -79,10 +79,10 @@ def test_a_record_that_cannot_be_sent_is_quarantined_and_the_terminal_works_on(t
         assert any(p["kind"] == "quarantined" for p in review["pending"])
         assert any(a["kind"] == "quarantined" and a["actions"] == ["resolve"]
                    for a in review["anomalies"])
-        wrong = term.request(op="resolve_reversal", trace=bad.stan, password="135791",
+        wrong = term.request(op="resolve_reversal", voucher=bad.invoice, password="135791",
                              reason="refund made by bank transfer")
         assert wrong["ok"] is False
-        resolved = term.request(op="resolve_reversal", trace=bad.stan, password=PASSWORD,
+        resolved = term.request(op="resolve_reversal", voucher=bad.invoice, password=PASSWORD,
                                 reason="refund made by bank transfer")
         assert resolved["ok"] is True and resolved["state"] == "RESOLVED_MANUALLY", resolved
         settled = term.request(op="settle", password=PASSWORD)

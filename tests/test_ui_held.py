@@ -33,7 +33,7 @@ ORDERS = (
     {"id": 2, "time": "05-01 09:41", "amount": 880, "type": "sale", "reference": "T7",
      "note": "", "status": "PAID", "readonly": False},
     {"id": None, "txn_id": 9, "time": "05-01 09:50", "amount": 555, "type": "sale",
-     "reference": "000031", "status": "REVERSAL_DUE", "doing": "held_doing_reversal",
+     "reference": "", "voucher": "000031", "status": "REVERSAL_DUE", "doing": "held_doing_reversal",
      "readonly": True},
 )
 
@@ -143,6 +143,28 @@ def test_resume_and_trail_start_their_ops():
     assert d.feed(core.Tick()).commands == ()
     d.keys(Key.D3)
     assert d.feed(core.Tick()).commands == (core.StartOp("held_trail", order_id=2),)
+
+
+@pytest.mark.parametrize(("lang", "rows", "cols"), LANGS)
+def test_rows_read_number_amount_status_and_only_working_actions_are_offered(lang, rows, cols):
+    """Issue 13 A10: a row read "1.88.00 1001" (the row number ran into the amount) with no
+    status, and a paid order offered "1 Resume", which did nothing."""
+    d = Driver(lang, rows, cols)
+    listed(d)
+    shown = d.ui.frame(d.ctx()).rows
+    status = {"en": ("open", "paid", "rev due"), "zh_CN": ("未付", "已付", "待冲正")}[lang]
+    assert shown[1].startswith(f"1 123.45 {status[0]}") and shown[2].startswith(f"2 8.80 {status[1]}")
+    assert shown[3].startswith(f"3 5.55 {status[2]}")
+    d.keys(Key.D2)  # the paid order
+    d.snap("details_paid")
+    paid = "\n".join(d.ui.frame(d.ctx()).rows)
+    resume, cancel = ("Resume", "Cancel") if lang == "en" else ("继续支付", "取消挂单")
+    assert resume not in paid and cancel in paid and ("Paid" if lang == "en" else "已支付") in paid
+    d.keys(Key.CANCEL, Key.D1)  # the open order: resume, cancel and trail
+    assert resume in "\n".join(d.ui.frame(d.ctx()).rows)
+    order_no = "Order no." if lang == "en" else "订单号"
+    if rows > 4:
+        assert f"{order_no}:T12" in d.ui.frame(d.ctx()).rows
 
 
 @pytest.mark.parametrize(("lang", "rows", "cols"), LANGS)

@@ -28,14 +28,14 @@ class Home(core.Screen):
 
 HOME = Home()
 LINES = ("Batch     000001", "COUNT          4", "CUP            3", "          46.00")
-PENDING = {"kind": "reversal_due", "record_id": 5, "trace": "000005", "pan": "622588******0001",
+PENDING = {"kind": "reversal_due", "record_id": 5, "voucher": "000005", "pan": "622588******0001",
            "amount": 2000, "actions": ["retry"], "attempts": 3}
-DUP = {"kind": "duplicate", "record_id": 2, "trace": "000002", "pan": "622588******0001",
-       "amount": 1500, "actions": ["void"], "related_trace": "000001", "attempts": 0}
-PRINT = {"kind": "print_failed", "record_id": 4, "trace": "000004", "pan": "622588******0001",
-         "amount": 1600, "actions": ["reprint"], "related_trace": None, "attempts": 0}
-STUCK = {"kind": "reversal_stuck", "record_id": 5, "trace": "000005", "pan": "622588******0001",
-         "amount": 2000, "actions": ["retry"], "related_trace": None, "attempts": 3}
+DUP = {"kind": "duplicate", "record_id": 2, "voucher": "000002", "pan": "622588******0001",
+       "amount": 1500, "actions": ["void"], "related_voucher": "000001", "attempts": 0}
+PRINT = {"kind": "print_failed", "record_id": 4, "voucher": "000004", "pan": "622588******0001",
+         "amount": 1600, "actions": ["reprint"], "related_voucher": None, "attempts": 0}
+STUCK = {"kind": "reversal_stuck", "record_id": 5, "voucher": "000005", "pan": "622588******0001",
+         "amount": 2000, "actions": ["retry"], "related_voucher": None, "attempts": 3}
 BLOCKED = core.OpOutcome("settle_review", "done", "review_blocked", lines=LINES,
                          items=(PENDING, DUP, PRINT, STUCK))
 CLEAN = core.OpOutcome("settle_review", "done", "review_ready", lines=LINES, items=(DUP,))
@@ -112,7 +112,7 @@ def test_anomaly_list_details_and_void_behind_password(lang):
     assert isinstance(asked.commands[0], core.CheckPassword) and asked.commands[0].purpose == "void"
     d.feed(core.PasswordChecked(True))
     go = d.feed(core.Tick())
-    assert go.commands == (core.StartOp("anomaly_act", trace="000002", reason="void", authorised=True),)
+    assert go.commands == (core.StartOp("anomaly_act", voucher="000002", reason="void", authorised=True),)
     # CANCEL from a detail goes back one level; reprint needs no password.
     d2 = Driver(lang)
     d2.load()
@@ -120,7 +120,7 @@ def test_anomaly_list_details_and_void_behind_password(lang):
     detail = d2.key(Key.ENTER)
     d2.snap("detail_print_failed", detail)
     d2.feed(core.KeyIn(Key.D1))
-    assert d2.feed(core.Tick()).commands == (core.StartOp("anomaly_act", trace="000004",
+    assert d2.feed(core.Tick()).commands == (core.StartOp("anomaly_act", voucher="000004",
                                                           reason="reprint"),)
     d3 = Driver(lang)
     d3.load()

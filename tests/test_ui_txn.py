@@ -92,14 +92,14 @@ REVIEWED = core.OpDone(core.OpOutcome("settle_review", "done", "review_ready",
                                       lines=("Sales 2   36.00",)))
 
 
-def found(trace: str, kind: str, amount: int = 5000) -> core.OriginalFound:
+def found(voucher: str, kind: str, amount: int = 5000) -> core.OriginalFound:
     """The app's answer to LookupOriginal: the original exists and may be used."""
-    return core.OriginalFound(trace, True, "", kind, amount, PAN)
+    return core.OriginalFound(voucher, True, "", kind, amount, PAN)
 
 
 def outcome(status: str = "approved", op: str = "sale", **fields) -> core.OpDone:
     base = {"message_key": "approved", "amount": 1234, "pan_masked": PAN, "auth_code": "123456",
-            "trace": "000321", "rrn": "123456789012"}
+            "voucher": "000321", "rrn": "123456789012"}
     return core.OpDone(core.OpOutcome(op, status, **{**base, **fields}))
 
 
@@ -123,7 +123,7 @@ def test_sale_from_menu_to_approved() -> None:
     term.feed(outcome())
     assert isinstance(term.screen, ResultScreen)
     shown = term.all_text()
-    for words in ("Approved", "CNY 12.34", "Auth 123456", PAN, "Trace 000321"):
+    for words in ("Approved", "CNY 12.34", "Auth 123456", PAN, "Voucher 000321"):
         assert words in shown
     term.keys("ENTER")
     assert isinstance(term.screen, IdleScreen)
@@ -290,7 +290,7 @@ def test_settlement_cannot_be_cancelled_once_sent() -> None:
     term.feed(core.OpStep("printing", done=1, total=2, cancellable=False))
     assert "Printing 1/2" in term.text()
     term.feed(outcome("settled", op="settle", message_key="settled_unbalanced", batch="000002", amount=None,
-                      pan_masked=None, auth_code=None, trace=None))
+                      pan_masked=None, auth_code=None, voucher=None))
     shown = term.all_text().replace("\n", " ")
     # unbalanced: the words, then what to do about it (the batch detail for the acquirer)
     assert "Settlement done - unbalanced" in shown and "transaction list" in shown
@@ -412,11 +412,11 @@ def test_number_entry_lengths() -> None:
                                                       authorised=True)]
 
 
-def test_trace_is_padded_and_required() -> None:
+def test_voucher_is_padded_and_required() -> None:
     term = Term()
     term.run("MENU 7 2")
     assert term.keys("ENTER") == [] and "Need 1-6 digits" in term.text()
-    assert term.keys("4 2 ENTER") == [core.StartOp("reprint_trace", trace="000042")]
+    assert term.keys("4 2 ENTER") == [core.StartOp("reprint_voucher", voucher="000042")]
 
 
 def test_password_wrong_then_locked() -> None:
@@ -511,7 +511,7 @@ def test_reports_come_back_as_scroll_screens() -> None:
 def test_balance_shows_the_amount() -> None:
     term = Term()
     assert term.keys("MENU 4 ENTER") == [core.StartOp("balance")]
-    term.feed(outcome("approved", op="balance", amount=None, balance=98765, auth_code=None, trace=None))
+    term.feed(outcome("approved", op="balance", amount=None, balance=98765, auth_code=None, voucher=None))
     assert "CNY 987.65" in term.all_text()
 
 

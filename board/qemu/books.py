@@ -34,7 +34,7 @@ class TillApproval:
     """An approval the till was told about (the ECR answer arrived): it must never be lost."""
 
     batch: int
-    stan: int
+    voucher: str  # the voucher number (invoice) the till was told
     kind: str
     amount: int
 
@@ -83,13 +83,15 @@ def compare(journal: Journal, ledger: Ledger, tid: str, till: Iterable[TillAppro
     if repeated:
         problems.append(f"STAN used twice (batch, STAN): {repeated}")
     by_key = {(int(r.batch), int(r.stan)): r for r in records}
+    by_voucher = {(int(r.batch), r.invoice): r for r in records}  # records() is oldest first
 
     for approval in till:
-        record = by_key.get((approval.batch, approval.stan))
+        record = by_voucher.get((approval.batch, approval.voucher))
         if record is None or record.state.value not in MONEY_STATES:
             state = "missing" if record is None else record.state.value
             problems.append(f"lost approval: the till was told {approval.kind} {approval.amount} "
-                            f"(batch {approval.batch} STAN {approval.stan}) was approved; journal: {state}")
+                            f"(batch {approval.batch} voucher {approval.voucher}) was approved; "
+                            f"journal: {state}")
 
     host_rows = [r for r in ledger.approved(tid) if r.kind != "balance"]
     host = {(r.batch, r.stan): r for r in host_rows}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -200,7 +201,7 @@ class Torture:
             return request
         if op == "void" and batch.sales:
             victim = batch.sales.pop(rnd.randrange(len(batch.sales)))
-            return {"op": "void", "trace": victim["stan"], "password": PASSWORD}
+            return {"op": "void", "voucher": victim["voucher"], "password": PASSWORD}
         refundable = [sale for sale in batch.sales if sale["rrn"] and sale["date"]]
         if op == "refund" and refundable:
             victim = rnd.choice(refundable)
@@ -215,7 +216,7 @@ class Torture:
             return {"op": "preauth", "amount": rnd.randrange(1000, 9000), "card": "visa"}
         if op == "completion" and batch.preauths:
             pa = batch.preauths.pop()
-            return {"op": "completion", "trace": pa["stan"], "amount": pa["amount"]}
+            return {"op": "completion", "voucher": pa["voucher"], "amount": pa["amount"]}
         if op == "held_park":
             self.order_refs += 1
             return {"op": "held_park", "amount": rnd.randrange(100, 20000),
@@ -283,13 +284,14 @@ class Torture:
         return op
 
     def learn(self, op: str, reply: dict[str, Any], cycle: int) -> None:
-        # A held order's sale answers "paid" with its trace; every other money op "approved" with its STAN.
-        stan = reply.get("stan") or reply.get("trace")
-        if reply.get("result") not in ("approved", "paid") or not reply.get("ok") or stan is None:
+        # A held order's sale answers "paid", every other money op "approved"; both name the
+        # voucher number the till would type to void it.
+        voucher = reply.get("voucher")
+        if reply.get("result") not in ("approved", "paid") or not reply.get("ok") or voucher is None:
             return
         kind = reply.get("type", "sale" if op == "held_resume" else op)
-        self.till.append(TillApproval(int(reply["batch"]), int(stan), kind, int(reply["amount"])))
-        known = {"stan": f"{int(stan):06d}", "amount": int(reply["amount"]), "rrn": reply.get("rrn"),
+        self.till.append(TillApproval(int(reply["batch"]), voucher, kind, int(reply["amount"])))
+        known = {"voucher": voucher, "amount": int(reply["amount"]), "rrn": reply.get("rrn"),
                  "date": reply.get("date"), "card": card_of(reply.get("pan"))}
         if kind == "sale":
             self.batch.sales.append(known)
@@ -354,10 +356,11 @@ class Torture:
                 return "keys: printing"
             time.sleep(0.1)
         # The cashier saw it approved and holds the receipts: an approval that must not be lost.
+        voucher = _voucher_of(rig.peripherals.printer.slips[-1].text)
         for row in rig.sim.ledger.rows(TID)[booked:]:
-            if row.kind == "sale" and row.state == "approved" and row.amount == amount:
-                self.till.append(TillApproval(row.batch, row.stan, "sale", amount))
-                self.batch.sales.append({"stan": f"{row.stan:06d}", "amount": amount, "rrn": row.rrn,
+            if row.kind == "sale" and row.state == "approved" and row.amount == amount and voucher:
+                self.till.append(TillApproval(row.batch, voucher, "sale", amount))
+                self.batch.sales.append({"voucher": voucher, "amount": amount, "rrn": row.rrn,
                                          "date": row.created[5:7] + row.created[8:10],
                                          "card": card_of(row.pan_masked)})
         if stop_at == 3:
@@ -440,6 +443,12 @@ class Torture:
             print(f"  {label:<{width}}  {value}")
         for line in t.mismatches:
             print(f"  {line}")
+
+
+def _voucher_of(slip: str) -> str | None:
+    """The voucher number a receipt prints (VOUCHER NO. / 凭证号), in either language."""
+    found = re.search(r"(?:VOUCHER NO\.|凭证号)\D*(\d{6})", slip)
+    return found.group(1) if found else None
 
 
 def _is_chinese(text: str) -> bool:

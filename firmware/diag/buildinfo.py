@@ -22,10 +22,10 @@ LIBRARIES = ("cffi", "cryptography", "pyiso8583")
 C_EXTENSION = "c_ext.posio"
 
 CATALOG: Catalog = {
-    "ok": ("Firmware {version}, C extension built", "固件 {version}, C扩展已编译"),
+    "ok": ("Firmware {version}, C extension built", "固件 {version}, 扩展模块已编译"),
     "ok_next": ("Quote these lines when you call support", "联系维护时请提供以下信息"),
-    "no_ext": ("C extension _posio missing - firmware cannot run", "C扩展_posio缺失 - 固件无法运行"),
-    "no_ext_next": ("Reinstall the firmware (make build)", "请重新安装固件 (make build)"),
+    "no_ext": ("C extension _posio missing - firmware cannot run", "扩展模块 _posio 缺失 - 固件无法运行"),
+    "no_ext_next": ("Reinstall the firmware (make build)", "请联系维护重新安装固件"),
     "unknown": ("unknown", "未知"),
     "not_installed": ("not installed", "未安装"),
     "line_firmware": ("Firmware {version}", "固件 {version}"),

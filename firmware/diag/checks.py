@@ -43,7 +43,11 @@ CATALOG: Catalog = {
                                          "请检查打印机连线后重新测试"),
     "printer_next_other": ("Check the printer; if it repeats, call support",
                            "请检查打印机; 如再发生请联系维护"),
-    "printer_state": ("Test job: {state}", "测试任务: {state}"),
+    "printer_state": ("Test slip: {state}", "测试页: {state}"),
+    # the test slip's print job state, in words (PrintState)
+    "job_QUEUED": ("waiting", "等待打印"), "job_PRINTING": ("printing", "打印中"),
+    "job_PAUSED": ("paused", "已暂停"), "job_DONE": ("printed", "已打印"),
+    "job_CANCELLED": ("cancelled", "已取消"), "job_FAILED": ("failed", "打印失败"),
     "printer_problem": ("Printer reports: {problem}", "打印机状态: {problem}"),
     # reader
     "reader_ok": ("Card reader answers: {version}", "读卡器应答: {version}"),
@@ -132,7 +136,7 @@ def echo_result(ok: bool, seconds: float | None, detail: str, history: EchoHisto
 
 def printer_result(job_state: PrintState, problem_key: str | None, lang: str) -> DiagResult:
     """The test slip's verdict. problem_key: PrinterStatus.problem (a firmware.i18n key) or None."""
-    lines = [say(CATALOG, "printer_state", lang, state=job_state.value)]
+    lines = [say(CATALOG, "printer_state", lang, state=say(CATALOG, f"job_{job_state.value}", lang))]
     problem = _problem_words(problem_key, lang)
     if problem:
         lines.append(say(CATALOG, "printer_problem", lang, problem=problem))

@@ -36,18 +36,18 @@ QUARANTINED, REFUND_DECLINED = "quarantined", "refund_declined"
 class Anomaly:
     kind: str  # DUPLICATE | PRINT_FAILED | REVERSAL_STUCK
     record_id: int
-    trace: str
+    voucher: str
     pan_masked: str
     amount: int
     actions: tuple[str, ...]  # of "void", "reprint", "retry"
-    related_trace: str | None = None  # a duplicate: the earlier transaction it repeats
+    related_voucher: str | None = None  # a duplicate: the earlier transaction it repeats
     attempts: int = 0  # a stuck reversal: how often it was sent
     why: str = ""  # quarantined: why it cannot be sent; refund declined: the host's code
 
     def item(self) -> dict[str, Any]:
-        return {"kind": self.kind, "record_id": self.record_id, "trace": self.trace,
+        return {"kind": self.kind, "record_id": self.record_id, "voucher": self.voucher,
                 "pan": self.pan_masked, "amount": self.amount, "actions": list(self.actions),
-                "related_trace": self.related_trace, "attempts": self.attempts, "why": self.why}
+                "related_voucher": self.related_voucher, "attempts": self.attempts, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Pending:
     record_id: int
     state: str
     kind: str
-    trace: str
+    voucher: str
     pan_masked: str
     amount: int
     attempts: int
@@ -65,7 +65,7 @@ class Pending:
     def item(self) -> dict[str, Any]:
         # A quarantined record cannot be sent: its action is the anomaly's "resolve".
         actions = [] if self.state == TxnState.QUARANTINED.value else ["retry"]
-        return {"kind": self.state.lower(), "record_id": self.record_id, "trace": self.trace,
+        return {"kind": self.state.lower(), "record_id": self.record_id, "voucher": self.voucher,
                 "pan": self.pan_masked, "amount": self.amount, "txn_kind": self.kind,
                 "actions": actions, "attempts": self.attempts}
 
@@ -133,22 +133,22 @@ def build_review(batch: str, records: Sequence[TxnRecord], *, card_keys: Mapping
     for r in [*records, *owed]:
         if r.state in OWED:
             seen.setdefault(r.id, r)
-    pending = tuple(Pending(r.id, r.state.value, r.kind.value, r.stan, r.pan_masked, r.amount,
+    pending = tuple(Pending(r.id, r.state.value, r.kind.value, r.invoice, r.pan_masked, r.amount,
                             r.reversal_attempts if r.state is TxnState.REVERSAL_DUE else r.advice_attempts)
                     for r in sorted(seen.values(), key=lambda rec: rec.id))
 
     anomalies: list[Anomaly] = []
     anomalies += _duplicates(records, card_keys, duplicate_window_s)
     anomalies += _failed_prints(records, receipt_jobs)
-    anomalies += [Anomaly(REVERSAL_STUCK, p.record_id, p.trace, p.pan_masked, p.amount, ("retry",),
+    anomalies += [Anomaly(REVERSAL_STUCK, p.record_id, p.voucher, p.pan_masked, p.amount, ("retry",),
                           attempts=p.attempts)
                   for p in pending if p.state == TxnState.REVERSAL_DUE.value
                   and p.attempts >= reversal_retries]
-    anomalies += [Anomaly(QUARANTINED, r.id, r.stan, r.pan_masked, r.amount, ("resolve",),
+    anomalies += [Anomaly(QUARANTINED, r.id, r.invoice, r.pan_masked, r.amount, ("resolve",),
                           why=r.problem or "")
                   for r in sorted(seen.values(), key=lambda rec: rec.id)
                   if r.state is TxnState.QUARANTINED]
-    anomalies += [Anomaly(REFUND_DECLINED, r.id, r.stan, r.pan_masked, r.amount, (),
+    anomalies += [Anomaly(REFUND_DECLINED, r.id, r.invoice, r.pan_masked, r.amount, (),
                           attempts=r.advice_attempts, why=r.response_code or "")
                   for r in records if r.batch == batch and r.kind is TxnKind.REFUND
                   and r.state is TxnState.DECLINED and r.advice_attempts > 0]
@@ -167,8 +167,8 @@ def _duplicates(records: Sequence[TxnRecord], card_keys: Mapping[int, str],
                 break
             if card_keys[earlier.id] == card_keys[later.id] and earlier.amount == later.amount:
                 actions = ("void",) if later.kind in VOIDABLE_KINDS else ()
-                found.append(Anomaly(DUPLICATE, later.id, later.stan, later.pan_masked, later.amount,
-                                     actions, related_trace=earlier.stan))
+                found.append(Anomaly(DUPLICATE, later.id, later.invoice, later.pan_masked, later.amount,
+                                     actions, related_voucher=earlier.invoice))
                 break
     return found
 
@@ -180,7 +180,7 @@ def _failed_prints(records: Sequence[TxnRecord],
     for job_id, txn_id, state in receipt_jobs:
         if txn_id not in last_job or job_id > last_job[txn_id][0]:
             last_job[txn_id] = (job_id, state)
-    return [Anomaly(PRINT_FAILED, r.id, r.stan, r.pan_masked, r.amount, ("reprint",))
+    return [Anomaly(PRINT_FAILED, r.id, r.invoice, r.pan_masked, r.amount, ("reprint",))
             for r in records if r.state is TxnState.APPROVED and r.id in last_job
             and last_job[r.id][1] in BAD_PRINT_STATES]
 
@@ -190,7 +190,7 @@ def _failed_prints(records: Sequence[TxnRecord],
 ADVICE: dict[str, tuple[str, str]] = {
     "adv_blocked": ("Settlement refused: the host has not yet acknowledged {n} item(s):",
                     "结算被拒绝: 有{n}笔交易主机尚未确认:"),
-    "adv_item": ("trace {trace} {what} {amount}", "凭证号{trace} {what} {amount}"),
+    "adv_item": ("voucher {voucher} {what} {amount}", "凭证号{voucher} {what} {amount}"),
     "adv_reversal_due": ("reversal due", "待冲正"),
     "adv_advice_due": ("advice unsent", "通知未上送"),
     "adv_pending": ("no reply yet", "未收到应答"),
@@ -255,7 +255,7 @@ def settlement_advice(result: Any, lang: str, pending: Sequence[Pending] = ()) -
     if key == "settlement_blocked":
         n = len(pending) or sum(int(x) for x in re.findall(r"(\d+) (?:reversal|advice)", detail))
         lines = [words("adv_blocked", lang, n=n)]
-        lines += [words("adv_item", lang, trace=p.trace, what=words(f"adv_{p.state.lower()}", lang),
+        lines += [words("adv_item", lang, voucher=p.voucher, what=words(f"adv_{p.state.lower()}", lang),
                         amount=_fen(p.amount)) for p in pending]
         return [*lines, words("adv_send_now", lang), words("adv_sales_go_on", lang)]
     tail = words("adv_resumes", lang) if status == "interrupted" else words("adv_sales_go_on", lang)

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--ref")
     for op in ("void", "preauth_void", "completion_void"):
         s = sub.add_parser(op)
-        s.add_argument("trace")
+        s.add_argument("voucher", help="the original's voucher number (VOUCHER NO. on its receipt)")
         s.add_argument("--password", required=True)
     s = sub.add_parser("completion")
-    s.add_argument("trace")
+    s.add_argument("voucher", help="the pre-auth's voucher number")
     s.add_argument("amount")
     s = sub.add_parser("refund")
     s.add_argument("amount")
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for op in ("status", "last", "signon", "signoff", "echo", "cancel", "print_jobs",
                "print_test"):
         sub.add_parser(op)
-    s = sub.add_parser("reprint", help="reprint the last receipt, or one by trace number")
-    s.add_argument("trace", nargs="?")
+    s = sub.add_parser("reprint", help="reprint the last receipt, or one by voucher number")
+    s.add_argument("voucher", nargs="?")
     s = sub.add_parser("print_cancel", help="cancel a print job (the one printing if none named)")
     s.add_argument("job", nargs="?", type=int)
     s = sub.add_parser("print_confirm", help="after a power loss: reprint a cut copy, or drop it")

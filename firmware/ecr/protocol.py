@@ -24,26 +24,26 @@ MAX_ID_TEXT = 64
 # op -> (required fields, optional fields)
 OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sale": (("amount",), ("ref", "card", "pin")),
-    "void": (("trace", "password"), ("ref",)),
+    "void": (("voucher", "password"), ("ref",)),
     "refund": (("amount", "orig_rrn", "orig_date", "password"),
-               ("orig_trace", "orig_batch", "ref", "card", "pin")),
+               ("orig_voucher", "orig_batch", "ref", "card", "pin")),
     "balance": ((), ("card", "pin")),
     "preauth": (("amount",), ("ref", "card", "pin")),
-    "preauth_void": (("trace", "password"), ("ref",)),
-    "completion": (("trace", "amount"), ("ref",)),
-    "completion_void": (("trace", "password"), ("ref",)),
+    "preauth_void": (("voucher", "password"), ("ref",)),
+    "completion": (("voucher", "amount"), ("ref",)),
+    "completion_void": (("voucher", "password"), ("ref",)),
     "settle": (("password",), ()),
     "status": ((), ()),
     "last": ((), ()),
-    "lookup": (("trace",), ("batch",)),
+    "lookup": (("voucher",), ("batch",)),
     "signon": ((), ()),
     "signoff": ((), ()),
     "echo": ((), ()),
     "cancel": ((), ()),
     "set_password": (("old", "new"), ()),
-    "resolve_reversal": (("trace", "password", "reason"), ("batch",)),
+    "resolve_reversal": (("voucher", "password", "reason"), ("batch",)),
     "present_card": (("card",), ("pin",)),
-    "reprint": ((), ("trace", "batch")),
+    "reprint": ((), ("voucher", "batch")),
     "print_jobs": ((), ("all",)),
     "print_cancel": ((), ("job",)),
     "print_confirm": (("job", "print"), ()),
@@ -53,6 +53,9 @@ PRINT_OPS = frozenset({"reprint", "print_jobs", "print_cancel", "print_confirm",
 FINANCIAL_OPS = frozenset(
     {"sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"}
 )
+# Fields that named an original by its trace number (STAN) before the voucher number became the
+# one number a merchant sees: a till still sending them is told the new name, not "unknown".
+RENAMED = {"trace": "voucher", "orig_trace": "orig_voucher"}
 CARD_DATA_FIELDS = ("card", "pin")  # only an emulated board takes these over the link
 
 
@@ -132,7 +135,7 @@ def _amount(name: str, value: Any) -> int:
     return value
 
 
-def _trace(name: str, value: Any) -> str:
+def _six_digits(name: str, value: Any) -> str:
     """Up to 6 digits, as text or a number; returned padded to 6."""
     text = f"{value:06d}" if isinstance(value, int) and not isinstance(value, bool) else value
     if not is_digits(text, 1, 6):
@@ -187,7 +190,8 @@ ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Every field any op takes (the companions' too), with its check: a field missing here is refused.
 FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "amount": _amount,
-    "trace": _trace, "orig_trace": _trace, "orig_batch": _trace, "batch": _trace,
+    "voucher": _six_digits, "orig_voucher": _six_digits, "orig_batch": _six_digits,
+    "batch": _six_digits,
     "orig_date": _mmdd,
     "orig_rrn": _text(1, 12, ALNUM),  # field 37: 12 letters/digits
     "password": _digits(1, 12, "the supervisor password"),
@@ -280,6 +284,10 @@ def _checked(obj: dict[str, Any], ops: dict[str, tuple[tuple[str, ...], tuple[st
     if op not in ops:
         raise EcrError(f"unknown op {_shown(op)}; known ops: {', '.join(sorted(ops))}")
     required, optional = ops[op]
+    for old, new in RENAMED.items():
+        if old in obj and new in required + optional:
+            raise EcrError(f"{op} does not take {old}: name the original by its voucher number "
+                           f"({new}, the receipt's VOUCHER NO.)")
     missing = [name for name in required if name not in obj]
     if missing:
         raise EcrError(f"{op} needs {', '.join(missing)}")

@@ -38,7 +38,7 @@ from firmware.ecr.protocol import (
 )
 from firmware.ecr.refusals import RefusalLog
 from firmware.ecr.repeats import RepeatGate
-from firmware.ecr.replies import failed_inside, language, refusal, result_payload
+from firmware.ecr.replies import failed_inside, language, record_state, refusal, result_payload
 from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import text
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posfw.ecr")
 
-TRACE_KINDS = {
+VOUCHER_KINDS = {
     "void": TxnKind.VOID,
     "preauth_void": TxnKind.PREAUTH_VOID,
     "completion": TxnKind.COMPLETION,
@@ -383,15 +383,13 @@ class EcrServer:
             record = t.journal.last_record()
             if record is None:
                 return {"ok": False, "result": "none", "message": "no transaction yet"}
-            return {**result_payload(TxnResult(record.state.value.lower(), record.response_code
-                                               or "cancelled", record), lang), "ok": True}
+            return {**record_state(record, lang), "ok": True}
         if req.op == "lookup":
             assert t.journal is not None
-            record = t.journal.find_by_trace(a["trace"], a.get("batch"))
+            record = t.journal.find_by_invoice(a["voucher"], a.get("batch"))
             if record is None:
-                return {"ok": False, "result": "none", "message": "no such trace in the batch"}
-            return {**result_payload(TxnResult(record.state.value.lower(), "approved", record),
-                                     lang), "ok": True}
+                return {"ok": False, "result": "none", "message": "no such voucher number in the batch"}
+            return {**record_state(record, lang), "ok": True}  # found: ok; result says what happened
         if req.op == "signon":
             ok = await t.sign_on()
             return {"ok": ok, "result": "signed on" if ok else "failed",
@@ -425,7 +423,7 @@ class EcrServer:
         a = req.args
         try:
             if req.op == "reprint":
-                job = desk.reprint(a.get("trace"), a.get("batch"))
+                job = desk.reprint(a.get("voucher"), a.get("batch"))
                 if isinstance(job, str):
                     return {"ok": False, "result": "none", "message": text(job, lang)}
                 return {"ok": True, "result": "queued", **job_payload(job)}
@@ -449,11 +447,13 @@ class EcrServer:
         io = replace(origin, password=a.get("password"), pin=a.get("pin"),
                      card=sim_card(a["card"]) if "card" in a else None)
         original = None
-        if kind in TRACE_KINDS.values():
-            original = OriginalRef(trace=a["trace"])
+        if kind in VOUCHER_KINDS.values():
+            original = OriginalRef(invoice=a["voucher"])
         elif kind is TxnKind.REFUND:
+            # An original from another terminal: its slip's 凭证号 is, on a CUP terminal, the POS
+            # trace number 61.2 names (one found here by RRN uses its own STAN instead).
             original = OriginalRef(rrn=a["orig_rrn"], date=a["orig_date"],
-                                   trace=a.get("orig_trace"), batch=a.get("orig_batch"))
+                                   trace=a.get("orig_voucher"), batch=a.get("orig_batch"))
         operator = self.terminal.settings["transactions"]["operator"]
         return TxnRequest(kind=kind, amount=a.get("amount"), operator=operator,
                           original=original, reference=a.get("ref")), io
@@ -464,9 +464,9 @@ class EcrServer:
         a = req.args
         if not await t.check_password(a["password"], "manual reversal resolution", source):
             return result_payload(TxnResult("refused", t.password_refused(source)))
-        record = t.journal.find_by_trace(a["trace"], a.get("batch"))
+        record = t.journal.find_by_invoice(a["voucher"], a.get("batch"))
         if record is None or record.state.value not in ("REVERSAL_DUE", "QUARANTINED"):
             return {"ok": False, "result": "error",
-                    "message": "no reversal due and nothing set aside for that trace"}
+                    "message": "no reversal due and nothing set aside for that voucher number"}
         result = await t.resolve_owed(record.id, a["reason"], source)
         return {**result_payload(result), "ok": result.status == "resolved"}

@@ -52,7 +52,7 @@ _TABLE: list[tuple[str, str, str, ActionClass]] = [
     ("43", "Stolen card", "被窃卡", A.DO_NOT_RETRY),
     ("51", "Insufficient funds", "可用余额不足", A.DO_NOT_RETRY),
     ("54", "Expired card", "过期卡", A.DO_NOT_RETRY),
-    ("55", "Wrong PIN", "密码错", A.RETRY),
+    ("55", "Wrong PIN", "密码错误", A.RETRY),
     ("57", "Not permitted for this card", "不允许持卡人进行的交易", A.DO_NOT_RETRY),
     ("58", "Not permitted on this terminal", "不允许终端进行的交易", A.DO_NOT_RETRY),
     ("59", "Suspected fraud", "有作弊嫌疑", A.DO_NOT_RETRY),
@@ -70,7 +70,7 @@ _TABLE: list[tuple[str, str, str, ActionClass]] = [
     ("96", "Switch malfunction", "交换中心系统故障", A.SYSTEM),
     ("97", "Terminal not registered", "终端未登记", A.OPERATOR),
     ("98", "Issuer timeout", "发卡行超时", A.RETRY),
-    ("99", "PIN format error - sign on again", "PIN格式错, 请重新签到", A.OPERATOR),
+    ("99", "PIN format error - sign on again", "密码格式错误, 请重新签到", A.OPERATOR),
     ("A0", "MAC error - sign on again", "MAC校验错, 请重新签到", A.OPERATOR),
 ]
 

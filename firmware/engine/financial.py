@@ -279,6 +279,7 @@ class FinancialFlow:
             orig_auth=orig.auth_code if orig else None,
             orig_date=orig.date if orig else None,
             orig_card_org=orig.card_org if orig and req.kind is TxnKind.REFUND else None,
+            orig_invoice=orig.invoice if orig else None,
             held_order_id=req.held_order_id,
             request_key=req.request_key,
         )

@@ -48,7 +48,8 @@ class OriginalRef:
     state: TxnState | None = None
     amount: int | None = None
     batch: str | None = None
-    trace: str | None = None  # the original STAN
+    invoice: str | None = None  # the original's voucher number (凭证号): what the merchant types
+    trace: str | None = None  # the original STAN (a wire detail, filled in from the journal)
     rrn: str | None = None
     auth_code: str | None = None
     date: str | None = None  # MMDD
@@ -108,6 +109,7 @@ class PendingDraft:
     # kept so that a reversal rebuilt from the journal says what the original said.
     pos_entry: str = ""
     read_cap: str = ""
+    orig_invoice: str | None = None  # the original's voucher number, printed on the slip
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
 
@@ -161,6 +163,7 @@ class TxnRecord:
     # The auth code of a reply that could not be trusted (its MAC failed): never shown as an
     # approval, only copied into the reversal's field 38 so the host finds what it approved.
     reversal_auth: str | None = None
+    orig_invoice: str | None = None  # the original's voucher number (follow-ups)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def _move(cur: sqlite3.Cursor, audit: AuditWriter, now: float, order_id: int, ac
 def follow(cur: sqlite3.Cursor, record: TxnRecord, audit: AuditWriter, now: float) -> None:
     """Move every order tied to `record` to what the record's new state means."""
     state, rid = record.state, record.id
-    what = f"{record.kind.value} trace {record.stan}"
+    what = f"{record.kind.value} voucher {record.invoice}"  # the number the merchant knows
     for order_id, order_state in cur.execute(
             "SELECT id, state FROM held_order WHERE txn_id = ? AND state IN (?, ?, ?)",
             (rid, PAYING, PAID, CANCELLING)).fetchall():
@@ -87,7 +87,7 @@ def _follow_direct_refund(cur: sqlite3.Cursor, record: TxnRecord, audit: AuditWr
             "SELECT id FROM held_order WHERE txn_id = ? AND state = ?",
             (record.orig_id, PAID)).fetchall():
         _move(cur, audit, now, order_id, "cancelled",
-              f"sale refunded in full (refund trace {record.stan})", CANCELLED)
+              f"sale refunded in full (refund voucher {record.invoice})", CANCELLED)
 
 
 def link(cur: sqlite3.Cursor, record: TxnRecord, order_id: int, audit: AuditWriter,
@@ -106,5 +106,5 @@ def link(cur: sqlite3.Cursor, record: TxnRecord, order_id: int, audit: AuditWrit
     if not changed:
         raise ValueError(f"held order {order_id} is not {expect}: the {record.kind.value} "
                          "cannot be tied to it")
-    audit(cur, "system", "held link", f"{tag(order_id)} {record.kind.value} trace {record.stan} "
+    audit(cur, "system", "held link", f"{tag(order_id)} {record.kind.value} voucher {record.invoice} "
           f"written ({record.state.value})", expect)

@@ -261,4 +261,16 @@ MIGRATIONS.append([
     "read_cap = (CASE entry_mode WHEN 'fallback' THEN '52' ELSE '' END)",
 ])
 
+MIGRATIONS.append([
+    # 12: the voucher number (invoice, 凭证号) is the one number a merchant sees and types: void,
+    # reprint, lookup and the review find a record by it (the newest with that number in the
+    # scope asked, firmware/journal/store.py find_by_invoice), so it gets its index back. A
+    # follow-up keeps its original's voucher number too (its slip prints 原凭证号); follow-ups
+    # already written take it from the original they name.
+    "CREATE INDEX txn_invoice ON txn (invoice, batch)",
+    "ALTER TABLE txn ADD COLUMN orig_invoice TEXT",
+    "UPDATE txn SET orig_invoice = (SELECT o.invoice FROM txn o WHERE o.id = txn.orig_id) "
+    "WHERE orig_id IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

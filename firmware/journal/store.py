@@ -58,7 +58,7 @@ _TXN_COLUMNS = (
     "entry_mode, pin_entered, operator, local_date, local_time, created_at, reference, orig_id, "
     "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
     "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem, "
-    "orig_card_org, pos_entry, read_cap, reversal_auth"
+    "orig_card_org, pos_entry, read_cap, reversal_auth, orig_invoice"
 )
 
 
@@ -75,7 +75,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
      pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
      orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
      adv_attempts, uploaded, settlement_id, problem, orig_org, pos_entry, read_cap,
-     reversal_auth) = row
+     reversal_auth, orig_invoice) = row
     return TxnRecord(
         id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
         invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
@@ -87,6 +87,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
         reversal_attempts=rev_attempts, advice_attempts=adv_attempts, uploaded=bool(uploaded),
         settlement_id=settlement_id, problem=problem, orig_card_org=orig_org,
         pos_entry=pos_entry, read_cap=read_cap, reversal_auth=reversal_auth,
+        orig_invoice=orig_invoice,
     )
 
 
@@ -289,14 +290,14 @@ class Journal:
                 "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
                 "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
-                "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap, orig_invoice) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
                  pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
                  int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
                  now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
                  draft.orig_rrn, draft.orig_auth, draft.orig_date, draft.orig_card_org,
-                 draft.pos_entry, draft.read_cap),
+                 draft.pos_entry, draft.read_cap, draft.orig_invoice),
             )
             rid = cur.lastrowid
             assert rid is not None
@@ -422,9 +423,18 @@ class Journal:
         ).fetchall()
         return [_row_to_record(r) for r in rows]
 
-    def find_by_trace(self, trace: str, batch: str | None = None) -> TxnRecord | None:
-        batch = batch or self.current_batch()
-        found = self._select("batch = ? AND stan = ?", (batch, trace))
+    def find_by_invoice(self, invoice: str, batch: str | None = None,
+                        kind: TxnKind | None = None) -> TxnRecord | None:
+        """The record a merchant means by a voucher number (凭证号, the receipt's number): the
+        newest with that number in `batch` (the open batch when not named), or, for `kind`, the
+        newest of that kind in any batch (a completion's pre-auth may be from an earlier batch).
+        The counter wraps at 999999, so "newest" is what makes the answer one record."""
+        if kind is not None:
+            found = self._select("invoice = ? AND kind = ?", (invoice, kind.value),
+                                 order="id DESC LIMIT 1")
+        else:
+            found = self._select("invoice = ? AND batch = ?", (invoice, batch or self.current_batch()),
+                                 order="id DESC LIMIT 1")
         return found[0] if found else None
 
     def find_by_rrn(self, rrn: str) -> TxnRecord | None:

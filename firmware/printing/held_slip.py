@@ -14,7 +14,7 @@ from firmware.printing.layout import wrap
 TEXTS: dict[str, tuple[str, str]] = {
     "title": ("HELD ORDER AUDIT TRAIL", "挂单审计记录"),
     "order": ("Order", "挂单号"),
-    "reference": ("Reference", "参考号"),
+    "reference": ("Order no.", "订单号"),  # the order's own number (参考号 is the host's RRN)
     "amount": ("Amount", "金额"),
     "type": ("Type", "类型"),
     "status": ("Status", "状态"),

@@ -343,8 +343,7 @@ class SlipRef:
 
     title_key: str
     copy: CopyKind | None = None
-    stan: str | None = None
-    invoice: str | None = None
+    invoice: str | None = None  # the voucher number
     batch: str | None = None
     amount: int | None = None
     currency: str | None = None
@@ -365,7 +364,7 @@ class SlipRef:
 
     @classmethod
     def from_record(cls, record: TxnRecord, copy: CopyKind, *, reprint: bool = False) -> SlipRef:
-        return cls(title_key=f"kind_{record.kind.value}", copy=copy, stan=record.stan,
+        return cls(title_key=f"kind_{record.kind.value}", copy=copy,
                    invoice=record.invoice, batch=record.batch,
                    amount=_signed_amount(record) if record.kind in MONEY_KINDS else None,
                    currency=record.currency, pan_masked=record.pan_masked,
@@ -544,14 +543,13 @@ def receipt(record: TxnRecord, copy: CopyKind, merchant: MerchantInfo, *, lang: 
     slip.field("card_org", _card_org(slip, record.card_org))
     slip.field("txn_type", slip.words(f"kind_{record.kind.value}"), bold=True)
     slip.field("batch_no", _clean(record.batch))
-    slip.field("voucher_no", _clean(record.invoice))
-    slip.field("trace_no", _clean(record.stan))
+    slip.field("voucher_no", _clean(record.invoice))  # the merchant's number; the STAN is wire-only
     slip.field("auth_no", _clean(record.auth_code or ""))
     slip.field("ref_no", _clean(record.rrn or ""))
     slip.field("date_time", _txn_datetime(record.local_date, record.local_time, year))
     if record.kind in ORIGINAL_KINDS:
         slip.field("orig_batch", _clean(record.orig_batch or ""))
-        slip.field("orig_trace", _clean(record.orig_stan or ""))
+        slip.field("orig_voucher", _clean(record.orig_invoice or ""))
         slip.field("orig_ref", _clean(record.orig_rrn or ""))
         slip.field("orig_auth", _clean(record.orig_auth or ""))
         slip.field("orig_date", _month_day(record.orig_date))
@@ -604,7 +602,6 @@ def void_slip(ref: SlipRef, merchant: MerchantInfo, *, lang: str, columns: int,
         slip.field("card_no", mask_pan(_clean(ref.pan_masked)))
     slip.field("batch_no", _clean(ref.batch or ""))
     slip.field("voucher_no", _clean(ref.invoice or ""))
-    slip.field("trace_no", _clean(ref.stan or ""))
     if ref.local_date or ref.local_time:
         slip.field("date_time", _txn_datetime(ref.local_date, ref.local_time, ref.year))
     if ref.amount is not None:
@@ -627,7 +624,7 @@ def void_slip(ref: SlipRef, merchant: MerchantInfo, *, lang: str, columns: int,
 def refund_declined_slip(record: TxnRecord, merchant: MerchantInfo, *, lang: str, columns: int,
                          printed_at: datetime, answer: str) -> Document:
     """The slip for a refund the till was told "stored" and the host then declined: it says the
-    refund was not made, names it (card, trace, original, amount) and the host's answer."""
+    refund was not made, names it (card, voucher no., original, amount) and the host's answer."""
     if record.kind is not TxnKind.REFUND or record.state is not TxnState.DECLINED:
         raise ValueError(f"no refund-declined slip for a {record.state.value} {record.kind.value}")
     slip = _Slip(lang, columns)
@@ -641,7 +638,7 @@ def refund_declined_slip(record: TxnRecord, merchant: MerchantInfo, *, lang: str
     slip.field("card_no", mask_pan(_clean(record.pan_masked)), bold=True)
     slip.field("txn_type", slip.words("kind_refund"))
     slip.field("batch_no", _clean(record.batch))
-    slip.field("trace_no", _clean(record.stan))
+    slip.field("voucher_no", _clean(record.invoice))
     slip.field("date_time", _txn_datetime(record.local_date, record.local_time, year))
     slip.field("orig_ref", _clean(record.orig_rrn or ""))
     slip.field("orig_date", _month_day(record.orig_date))

@@ -338,7 +338,7 @@ def subtotals_report(batch: str, totals_by_kind: TotalsByKind, merchant: Merchan
 def transaction_list(records: Sequence[TxnRecord], merchant: MerchantInfo, *, lang: str, columns: int,
                      printed_at: datetime, batch: str, reprint: bool = False, settled: bool = False,
                      currency: str = "156") -> Document:
-    """The 交易明细: two lines a transaction (trace, type, state when not approved, date and
+    """The 交易明细: two lines a transaction (voucher no., type, state when not approved, date and
     time; masked card number, amount), then the count and the net amount of the batch."""
     r = _Report(lang, columns, currency)
     r.header(merchant, "txn_list", reprint)
@@ -351,7 +351,7 @@ def transaction_list(records: Sequence[TxnRecord], merchant: MerchantInfo, *, la
     if not listed:
         r.line(r.words("no_transactions"))
     for record in listed:
-        head = f"{_printable(record.stan)} {texts.label(f'kind_{record.kind.value}', lang)}"
+        head = f"{_printable(record.invoice)} {texts.label(f'kind_{record.kind.value}', lang)}"
         when = _month_day_time(record.local_date, record.local_time)
         state = "" if record.state is TxnState.APPROVED else \
             texts.label(f"state_{record.state.value}", lang)
@@ -414,7 +414,7 @@ def transaction_lines(records: Sequence[TxnRecord], lang: str, cols: int) -> lis
         return wrap(texts.label("no_transactions", lang), cols)
     lines: list[str] = []
     for record in listed:
-        lines += wrap(f"{_printable(record.stan)} {texts.label(f'kind_{record.kind.value}', lang)}",
+        lines += wrap(f"{_printable(record.invoice)} {texts.label(f'kind_{record.kind.value}', lang)}",
                       cols)
         state = texts.label(f"state_short_{record.state.value}", lang)
         lines += _right(f"{format_amount(_signed(record), record.currency)} {state}", cols)

@@ -170,7 +170,7 @@ class OpOutcome:
     amount: int | None = None
     pan_masked: str | None = None
     auth_code: str | None = None
-    trace: str | None = None
+    voucher: str | None = None
     rrn: str | None = None
     batch: str | None = None
     response_code: str | None = None
@@ -220,7 +220,7 @@ class OriginalFound:
     """The answer to LookupOriginal: the original transaction as the confirm screen shows it,
     or why it cannot be used (message_key, e.g. original_not_found, original_already_voided)."""
 
-    trace: str
+    voucher: str
     found: bool
     message_key: str = ""
     kind: str | None = None
@@ -244,7 +244,7 @@ class StartOp:
 
     op: str
     amount: int | None = None
-    trace: str | None = None
+    voucher: str | None = None
     rrn: str | None = None
     date: str | None = None  # MMDD of the original (refund)
     reference: str | None = None
@@ -259,18 +259,18 @@ class StartOp:
 # op -> what it needs. The app refuses anything else, in words.
 OPS: dict[str, tuple[str, ...]] = {
     "sale": ("amount",),
-    "void": ("trace",),
+    "void": ("voucher",),
     "refund": ("amount", "rrn", "date"),
     "balance": (),
     "preauth": ("amount",),
-    "preauth_void": ("trace",),
-    "completion": ("trace", "amount"),
-    "completion_void": ("trace",),
+    "preauth_void": ("voucher",),
+    "completion": ("voucher", "amount"),
+    "completion_void": ("voucher",),
     "settle": (),
     "subtotals": (),  # X report on screen, nothing closed
     "reprint_settlement": (),
     "reprint_last": (),
-    "reprint_trace": ("trace",),
+    "reprint_voucher": ("voucher",),
     "report_list": (),  # the open batch's transactions, on screen
     "report_totals": (),
     "sign_on": (),
@@ -357,7 +357,7 @@ class LookupOriginal:
     so the operator sees its amount and card before confirming."""
 
     op: str
-    trace: str
+    voucher: str
 
 
 UiCommand = (StartOp | CancelOp | SubmitPin | CheckPassword | DropCard | Audit | SaveSettings

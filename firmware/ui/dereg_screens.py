@@ -45,7 +45,7 @@ CATALOG: core.Catalog = {
     "dereg_what_quarantined": ("{n} set aside: resolve in review", "{n}笔已隔离: 请在结算检查处理"),
     "dereg_what_settlement_open": ("Settlement interrupted", "结算中断"),
     "dereg_what_unsettled": ("{n} txn(s) not settled", "{n}笔交易未结算"),
-    "dereg_what_other": ("{n} x {kind}", "{n} x {kind}"),
+    "dereg_what_other": ("{n} x {kind}", "{kind} {n}笔"),
     "dereg_todo_retry": ("Sent when the host answers: check the link, try later",
                          "主机应答后自动发送：请检查网络，稍后再试"),
     "dereg_todo_settle": ("Settle first", "请先结算"),

@@ -86,7 +86,7 @@ class AmountEntry(core.Screen):
 
 @dataclass(frozen=True)
 class NumberEntry(core.Screen):
-    """min_len..max_len digits (trace 1-6 padded to 6, RRN 12, date MMDD with kind="mmdd")."""
+    """min_len..max_len digits (voucher 1-6 padded to 6, RRN 12, date MMDD with kind="mmdd")."""
 
     title: str
     prompt: str

@@ -24,9 +24,10 @@ CATALOG: core.Catalog = {
     "held_none": ("No held orders", "没有挂单"),
     "held_wait": ("Please wait...", "请稍候..."),
     "held_park": ("Hold order", "挂单"),
-    "held_ref": ("Reference", "参考号"),
+    "held_ref": ("Order no.", "订单号"),  # the order's own number (参考号 is the host's RRN)
+    "held_voucher": ("Voucher {voucher}", "凭证号 {voucher}"),
     "held_note": ("Note", "备注"),
-    "held_note_hint": ("ENTER=OK CLR=del", "确认=好 清除=删"),
+    "held_note_hint": ("ENTER=OK CLR=del", "确认键完成输入"),
     "held_confirm": ("ENTER to hold", "按确认挂单"),
     "held_resume": ("1 Resume", "1 继续支付"),
     "held_cancel": ("2 Cancel", "2 取消挂单"),
@@ -40,10 +41,15 @@ CATALOG: core.Catalog = {
     "payment_failed": ("Payment failed", "支付失败"),
     "operator_error": ("Operator error", "操作员错误"),
     "other": ("Other", "其他"),
-    "HELD": ("HELD", "挂起"), "PAYING": ("PAYING", "支付中"), "PAID": ("PAID", "已支付"),
-    "CANCELLING": ("CANCELLING", "取消中"), "CANCELLED": ("CANCELLED", "已取消"),
-    "REVERSAL_DUE": ("REVERSAL DUE", "待冲正"), "ADVICE_DUE": ("ADVICE DUE", "待上送"),
-    "PENDING": ("PENDING", "未决"),
+    "HELD": ("Open - not paid", "未支付"), "PAYING": ("Being paid", "支付中"), "PAID": ("Paid", "已支付"),
+    "CANCELLING": ("Being cancelled", "取消中"), "CANCELLED": ("Cancelled", "已取消"),
+    "REVERSAL_DUE": ("Reversal due", "待冲正"), "ADVICE_DUE": ("Advice due", "待上送"),
+    "PENDING": ("Awaiting reply", "等待应答"),
+    # a list row's status (it shares 16 columns with the number, amount and order no.)
+    "row_HELD": ("open", "未付"), "row_PAYING": ("paying", "支付中"), "row_PAID": ("paid", "已付"),
+    "row_CANCELLING": ("undoing", "取消中"), "row_CANCELLED": ("cancelled", "已取消"),
+    "row_REVERSAL_DUE": ("rev due", "待冲正"), "row_ADVICE_DUE": ("adv due", "待上送"),
+    "row_PENDING": ("pending", "待应答"),
     "sale": ("Sale", "消费"), "refund": ("Refund", "退货"), "void": ("Void", "撤销"),
     "held_doing_pending": ("awaiting reply", "等待应答"),
     "held_doing_reversal": ("reversal to send", "将发送冲正"),
@@ -147,11 +153,28 @@ class HeldResult(core.Screen):
 
 # ---------------------------------------------------------------------------- list and details
 
-def _row(ctx: core.UiContext, item: Mapping[str, Any]) -> str:
-    mark = "!" if item.get("readonly") else ""
-    row = f"{mark}{core.format_fen(int(item['amount']))} {item['reference']}"
-    # the big LCD has room for the status on the row; the small one shows it in the details
-    return f"{row} {_t(ctx, str(item['status']))}" if ctx.cols >= 21 else row
+# The actions of an order's details: (digit, catalog key, the order states it does something in).
+ACTIONS = ((Key.D1, "held_resume", ("HELD",)),
+           (Key.D2, "held_cancel", ("HELD", "PAID", "PAYING")),
+           (Key.D3, "held_trail", ("HELD", "PAYING", "PAID", "CANCELLING", "CANCELLED")))
+
+
+def _label(item: Mapping[str, Any]) -> str:
+    """What names an entry: the order no., or the voucher no. of a transaction without one."""
+    return str(item.get("reference") or item.get("voucher") or "")
+
+
+def _row(ctx: core.UiContext, n: int, item: Mapping[str, Any]) -> str:
+    """ "1 123.45 open T12": number, amount and status always; the order no. where it fits whole."""
+    row = f"{n} {core.format_fen(int(item['amount']))} {_t(ctx, 'row_' + str(item['status']))}"
+    label = _label(item)
+    return f"{row} {label}" if label and text_cells(f"{row} {label}") <= ctx.cols else row
+
+
+def _offered(item: Mapping[str, Any]) -> list[tuple[Key, str]]:
+    """The actions that do something for this order now (a paid order cannot be resumed)."""
+    status = str(item["status"])
+    return [(key, words) for key, words, states in ACTIONS if status in states]
 
 
 @dataclass(frozen=True)
@@ -169,7 +192,7 @@ class HeldList(core.PickList):
     def render(self, ctx: core.UiContext) -> Frame:
         if not self.items:
             return core.frame(ctx, [_t(ctx, "held_title"), _t(ctx, "held_none")])
-        rows = [f"{i + 1}.{_row(ctx, item)}" for i, item in enumerate(self.items)]
+        rows = [_row(ctx, i + 1, item) for i, item in enumerate(self.items)]
         head = f"{_t(ctx, 'held_title')} {self.sel + 1}/{len(self.items)}"
         return core.pick_frame(ctx, head, rows, self.sel)
 
@@ -192,21 +215,22 @@ class HeldDetails(core.Screen):
         if self.item.get("readonly"):
             return core.Transition(self.back) if key is Key.ENTER else core.Transition(self)
         oid = int(self.item["id"])
-        status = self.item["status"]
-        if key is Key.D1 and status == "HELD":
+        if key not in {offered for offered, _ in _offered(self.item)}:
+            return core.Transition(self)
+        if key is Key.D1:
             return core.Transition(OpRun(core.StartOp("held_resume", order_id=oid,
                                                       amount=int(self.item["amount"]),
                                                       reference=str(self.item["reference"])), self.root))
-        if key is Key.D2 and status in ("HELD", "PAID", "PAYING"):
+        if key is Key.D2:
             return core.Transition(ReasonPick(self.item, self))
-        if key is Key.D3:
-            return core.Transition(OpRun(core.StartOp("held_trail", order_id=oid), self.root))
-        return core.Transition(self)
+        return core.Transition(OpRun(core.StartOp("held_trail", order_id=oid), self.root))
 
     def _facts(self, ctx: core.UiContext) -> list[str]:
         i = self.item
+        named = (f"{_t(ctx, 'held_ref')}:{i['reference']}" if i.get("reference")
+                 else _t(ctx, "held_voucher", voucher=i.get("voucher", "")))
         return [f"{i['time']} {_t(ctx, str(i['type']))}", core.right(money(ctx, int(i["amount"])), ctx.cols),
-                f"{_t(ctx, 'held_ref')}:{i['reference']}", _t(ctx, str(i["status"]))]
+                named, _t(ctx, str(i["status"]))]
 
     def render(self, ctx: core.UiContext) -> Frame:
         facts = self._facts(ctx)
@@ -216,9 +240,12 @@ class HeldDetails(core.Screen):
             if ctx.rows <= 4:
                 lines = [facts[1], facts[3], _t(ctx, doing), _t(ctx, "held_back")]
             return core.frame(ctx, lines)
-        actions = [_t(ctx, "held_resume"), _t(ctx, "held_cancel"), _t(ctx, "held_trail")]
+        actions = [_t(ctx, words) for _, words in _offered(self.item)]
         if ctx.rows <= 4:
-            return core.frame(ctx, [facts[1].strip() + " " + str(self.item["reference"]), *actions])
+            head = facts[1].strip() + " " + _label(self.item)
+            # an open order is shown by its Resume; any other says its status in words
+            status = [] if len(actions) == 3 else [facts[3]]
+            return core.frame(ctx, [head, *status, *actions])
         note = [str(self.item["note"])] if self.item.get("note") else []
         return core.frame(ctx, [*facts, *note, *actions])
 

@@ -17,9 +17,10 @@ claims is shown by the result hook. Time only comes in through the context: idle
 minute, a working screen once a second while it counts, entry screens at the idle deadline.
 
 Flows (txn.STEPS):
-  sale, preauth: amount > confirm   void, preauth_void, completion_void: password > trace > original > confirm
-  refund: password > amount > RRN > MMDD > confirm   completion: pre-auth trace > original > amount > confirm
-  balance: confirm    settle: password > review (review_screens.py)    reprint_trace: trace
+  sale, preauth: amount > confirm   void, preauth_void, completion_void: password > voucher no. > original
+  > confirm   refund: password > amount > RRN > MMDD > confirm
+  completion: pre-auth voucher no. > original > amount > confirm
+  balance: confirm    settle: password > review (review_screens.py)    reprint_voucher: voucher
   held orders and deregistration: their own screens (held_screens.py, dereg_screens.py)
 
 Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test_ui_menu.py):
@@ -39,7 +40,7 @@ Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test
         3 Settle reprint   reprint_settlement
     7 Reprint >
         1 Last receipt     reprint_last
-        2 By trace no.     reprint_trace
+        2 Voucher no.      reprint_voucher
     8 Reports >
         1 Transactions     report_list
         2 Totals           report_totals

@@ -63,7 +63,7 @@ MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
     )),
     "reprint": ("menu_reprint", (
         MenuItem("item_reprint_last", "1", "reprint_last"),
-        MenuItem("item_reprint_trace", "2", "reprint_trace"),
+        MenuItem("item_reprint_voucher", "2", "reprint_voucher"),
     )),
     "reports": ("menu_reports", (
         MenuItem("op_report_list", "1", "report_list"),

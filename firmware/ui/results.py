@@ -59,8 +59,8 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
         lines.append(t(ctx, "res_auth", code=outcome.auth_code))
     if outcome.pan_masked:
         lines.append(outcome.pan_masked)
-    if outcome.trace:
-        lines.append(t(ctx, "res_trace", trace=outcome.trace))
+    if outcome.voucher:
+        lines.append(t(ctx, "res_voucher", voucher=outcome.voucher))
     if outcome.rrn and status == "approved":
         lines.append(t(ctx, "res_rrn", rrn=outcome.rrn))
     if outcome.batch:

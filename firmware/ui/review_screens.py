@@ -39,11 +39,11 @@ CATALOG: core.Catalog = {
     "short_refund_declined": ("Rfd no", "退拒"),
     "anomaly_why": ("Why: {why}", "原因: {why}"),
     "anomaly_code": ("Host {why}: not refunded", "主机{why}: 未退款"),
-    "anomaly_trace": ("Trace {trace}", "凭证号 {trace}"),
+    "anomaly_voucher": ("Voucher {voucher}", "凭证号 {voucher}"),
     "short_duplicate": ("Dup?", "重复"),
     "short_print_failed": ("Print", "打印"),
     "short_reversal_stuck": ("Rev.", "冲正"),
-    "anomaly_same_as": ("Same as {trace}", "同凭证号 {trace}"),
+    "anomaly_same_as": ("Same as {voucher}", "同凭证号 {voucher}"),
     "anomaly_tries": ("Sent {n} times", "已发送 {n} 次"),
     "act_void": ("Void", "撤销"),
     "act_reprint": ("Reprint", "重打印"),
@@ -137,7 +137,7 @@ class ReviewScreen(core.Screen):
         rows: list[str] = []
         if pending:
             rows += core.wrap(_t(ctx, "review_pending", n=len(pending)), ctx.cols)
-            rows += wrap_all([f"{p['trace']} {_t(ctx, str(p['kind']))}" for p in pending], ctx.cols)
+            rows += wrap_all([f"{p['voucher']} {_t(ctx, str(p['kind']))}" for p in pending], ctx.cols)
         rows += wrap_all(self.outcome.lines, ctx.cols)
         rows.append(_t(ctx, "review_anomalies", n=len(anomalies)) if anomalies
                     else _t(ctx, "review_no_anomaly"))
@@ -187,7 +187,7 @@ class AnomalyList(core.PickList):
         return AnomalyDetail(self.items[index], here)  # type: ignore[arg-type]
 
     def render(self, ctx: core.UiContext) -> Frame:
-        rows = [f"{i + 1} {item['trace']} {_t(ctx, 'short_' + str(item['kind']))}"
+        rows = [f"{i + 1} {item['voucher']} {_t(ctx, 'short_' + str(item['kind']))}"
                 for i, item in enumerate(self.items)]
         return core.pick_frame(ctx, _t(ctx, "anomaly_title"), rows, self.sel)
 
@@ -213,7 +213,7 @@ class AnomalyDetail(core.Screen):
         actions = self.actions()
         if key in DIGIT_INDEX and DIGIT_INDEX[key] < len(actions):
             action = actions[DIGIT_INDEX[key]]
-            command = core.StartOp("anomaly_act", trace=str(self.item["trace"]), reason=action,
+            command = core.StartOp("anomaly_act", voucher=str(self.item["voucher"]), reason=action,
                                    authorised=action in GUARDED_ACTIONS)
             run = Run(command, self.root, "act")
             if action in GUARDED_ACTIONS:
@@ -223,11 +223,11 @@ class AnomalyDetail(core.Screen):
 
     def render(self, ctx: core.UiContext) -> Frame:
         item = self.item
-        # The short kind keeps the trace on the title row at 16 columns.
-        facts = [f"{_t(ctx, 'short_' + str(item['kind']))} {item['trace']}",
+        # The short kind keeps the voucher on the title row at 16 columns.
+        facts = [f"{_t(ctx, 'short_' + str(item['kind']))} {item['voucher']}",
                  core.format_fen(int(item.get("amount") or 0)), str(item.get("pan") or "")]
-        if item.get("related_trace"):
-            facts.append(_t(ctx, "anomaly_same_as", trace=item["related_trace"]))
+        if item.get("related_voucher"):
+            facts.append(_t(ctx, "anomaly_same_as", voucher=item["related_voucher"]))
         if item.get("kind") == "reversal_stuck":
             facts.append(_t(ctx, "anomaly_tries", n=item.get("attempts", 0)))
         if item.get("kind") == "quarantined" and item.get("why"):
@@ -257,8 +257,8 @@ class ActResult(core.Screen):
 
     def render(self, ctx: core.UiContext) -> Frame:
         lines = core.wrap(_t(ctx, self.outcome.message_key), ctx.cols)
-        if self.outcome.trace:
-            lines.append(_t(ctx, "anomaly_trace", trace=self.outcome.trace))
+        if self.outcome.voucher:
+            lines.append(_t(ctx, "anomaly_voucher", voucher=self.outcome.voucher))
         return core.frame(ctx, [_t(ctx, "act_result_title"), *lines])
 
 

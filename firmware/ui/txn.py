@@ -1,4 +1,4 @@
-"""The operation flows: what each operation asks (password, amount, trace, RRN, date, confirm)
+"""The operation flows: what each operation asks (password, amount, voucher, RRN, date, confirm)
 before its StartOp, and the working screen that shows the running operation until its OpDone.
 
 Every flow is one row of STEPS; `Flow` walks the row, each step's screen keeps the previous one
@@ -22,14 +22,14 @@ from firmware.ui.texts import CATALOG, enabled, money, op_title, t
 STEPS: dict[str, tuple[str, ...]] = {
     "sale": ("amount", "confirm"),
     "preauth": ("amount", "confirm"),
-    "void": ("password", "trace", "original", "confirm"),
-    "preauth_void": ("password", "trace", "original", "confirm"),
-    "completion_void": ("password", "trace", "original", "confirm"),
+    "void": ("password", "voucher", "original", "confirm"),
+    "preauth_void": ("password", "voucher", "original", "confirm"),
+    "completion_void": ("password", "voucher", "original", "confirm"),
     "refund": ("password", "amount", "rrn", "date", "confirm"),
-    "completion": ("trace", "original", "amount", "confirm"),
+    "completion": ("voucher", "original", "amount", "confirm"),
     "balance": ("confirm",),
     "settle": ("password", "confirm"),
-    "reprint_trace": ("trace",),
+    "reprint_voucher": ("voucher",),
     "subtotals": (),
     "reprint_settlement": (),
     "reprint_last": (),
@@ -58,7 +58,7 @@ class Flow:
     op: str
     steps: tuple[str, ...]
     amount: int | None = None
-    trace: str | None = None
+    voucher: str | None = None
     rrn: str | None = None
     date: str | None = None
     authorised: bool = False
@@ -67,7 +67,7 @@ class Flow:
     orig_amount: int | None = None  # shown on the confirm screen; the engine takes it from the journal
 
     def command(self) -> core.StartOp:
-        return core.StartOp(self.op, amount=self.amount, trace=self.trace, rrn=self.rrn, date=self.date,
+        return core.StartOp(self.op, amount=self.amount, voucher=self.voucher, rrn=self.rrn, date=self.date,
                             use_card=self.use_card, authorised=self.authorised)
 
     def next(self, back: core.Screen) -> core.Transition:
@@ -88,9 +88,9 @@ class Flow:
         if step == "amount":
             return AmountEntry(title, back, Collect(rest, "amount"), amount=self.amount or 0,
                                pan_masked=self.pan_masked, drop_card=self.use_card)
-        if step == "trace":
-            prompt = "enter_preauth_trace" if self.op == "completion" else "enter_trace"
-            return NumberEntry(title, prompt, back, Collect(rest, "trace"), 1, 6, pad_to=6)
+        if step == "voucher":
+            prompt = "enter_preauth_voucher" if self.op == "completion" else "enter_voucher"
+            return NumberEntry(title, prompt, back, Collect(rest, "voucher"), 1, 6, pad_to=6)
         if step == "rrn":
             return NumberEntry(title, "enter_rrn", back, Collect(rest, "rrn"), 12, 12)
         if step == "date":
@@ -149,8 +149,8 @@ class ConfirmScreen(core.Screen):
             lines.append(money(ctx, flow.amount))
         if flow.pan_masked:
             lines.append(flow.pan_masked)
-        if flow.trace:
-            lines.append(t(ctx, "res_trace", trace=flow.trace))
+        if flow.voucher:
+            lines.append(t(ctx, "res_voucher", voucher=flow.voucher))
         if flow.rrn:
             lines.append(t(ctx, "res_rrn", rrn=flow.rrn))
         if flow.date:
@@ -191,16 +191,16 @@ class ConfirmScreen(core.Screen):
 @dataclass(frozen=True)
 class OriginalLookup(core.Screen):
     """Asks the app for the original (LookupOriginal) and waits; found: the flow goes on with its
-    amount and card shown; not usable: the reason in words, then back to the trace entry."""
+    amount and card shown; not usable: the reason in words, then back to the voucher entry."""
 
     staged: ClassVar[bool] = True
 
     flow: Flow
-    back: core.Screen  # the trace entry
+    back: core.Screen  # the voucher entry
     asked: bool = False
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        if isinstance(event, core.OriginalFound) and event.trace == self.flow.trace:
+        if isinstance(event, core.OriginalFound) and event.voucher == self.flow.voucher:
             if not event.found:
                 return core.Transition(message(event.message_key or "original_not_found", self.back,
                                                f"op_{self.flow.op}"))
@@ -216,8 +216,8 @@ class OriginalLookup(core.Screen):
 
 
 def lookup(flow: Flow, entry: core.Screen) -> core.Transition:
-    """The trace entry's way into OriginalLookup: the screen and its LookupOriginal command."""
-    return core.Transition(OriginalLookup(flow, entry), (core.LookupOriginal(flow.op, flow.trace or ""),))
+    """The voucher entry's way into OriginalLookup: the screen and its LookupOriginal command."""
+    return core.Transition(OriginalLookup(flow, entry), (core.LookupOriginal(flow.op, flow.voucher or ""),))
 
 
 @dataclass(frozen=True)
