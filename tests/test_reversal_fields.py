@@ -126,17 +126,17 @@ def test_reversals_of_the_preauth_family_copy_38_and_61(tapped_dir, sim, tap):
         t = await _terminal(tapped_dir)
         try:
             pa = await t.financial(TxnRequest(TxnKind.PREAUTH, 10000), io())
-            ref = OriginalRef(trace=pa.record.stan)
+            ref = OriginalRef(invoice=pa.record.invoice)
             sim.add_fault("drop", mti="0200", count=1, process=True)
             lost = await t.financial(TxnRequest(TxnKind.COMPLETION, 9000, original=ref), io())
             comp = await t.financial(TxnRequest(TxnKind.COMPLETION, 9000, original=ref), io())
             sim.add_fault("drop", mti="0200", count=1, process=True)
             cvoid = await t.financial(TxnRequest(
-                TxnKind.COMPLETION_VOID, original=OriginalRef(trace=comp.record.stan)), io())
+                TxnKind.COMPLETION_VOID, original=OriginalRef(invoice=comp.record.invoice)), io())
             pa2 = await t.financial(TxnRequest(TxnKind.PREAUTH, 2000), io())
             sim.add_fault("drop", mti="0100", count=1, process=True)
             pvoid = await t.financial(TxnRequest(
-                TxnKind.PREAUTH_VOID, original=OriginalRef(trace=pa2.record.stan)), io())
+                TxnKind.PREAUTH_VOID, original=OriginalRef(invoice=pa2.record.invoice)), io())
             return pa, lost, comp, cvoid, pvoid
         finally:
             await t.close()

@@ -207,7 +207,7 @@ async def _merchant_day(data_dir: Path, sim: SimulatorThread) -> None:
         return r
 
     def ref(r: Any) -> OriginalRef:
-        return OriginalRef(trace=r.record.stan)
+        return OriginalRef(invoice=r.record.invoice)
 
     try:
         ok, _, _ = await t.echo()
