@@ -284,7 +284,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
             return subtotals, batch, settled, z_report, again, last, shop.journal.current_batch()
 
     subtotals, batch, settled, z_report, again, last, open_batch = run(go())
-    assert "SALE                2" in subtotals  # two sales, not yet settled
+    assert "SALES               2" in subtotals  # two sales, not yet settled
     assert "Settlement done - balanced" in flat(settled)
     assert last is not None and last.batch == batch
     assert open_batch != batch
@@ -330,7 +330,7 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
 
     listing, totals = run(go())
     assert listing.count("APPR") == 2 and "25.00" in listing
-    assert "SALE                2" in totals
+    assert "SALES               2" in totals
 
 
 def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):

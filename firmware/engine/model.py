@@ -169,6 +169,16 @@ class TxnResult:
     balance: int | None = None
 
 
+# What each kind does to the merchant's money (the net a report shows): sales and completions
+# bring it in, voids, completion voids and refunds give it back; a pre-authorisation and its void
+# only hold funds and move none. The same split as the 0500's debit/credit totals.
+NET_SIGN: dict[TxnKind, int] = {
+    TxnKind.SALE: 1, TxnKind.COMPLETION: 1,
+    TxnKind.VOID: -1, TxnKind.COMPLETION_VOID: -1, TxnKind.REFUND: -1,
+    TxnKind.PREAUTH: 0, TxnKind.PREAUTH_VOID: 0, TxnKind.BALANCE: 0,
+}
+
+
 @dataclass(frozen=True)
 class SettlementRow:
     """A settlement in progress or finished, as the journal keeps it (resumable)."""

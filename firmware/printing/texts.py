@@ -118,8 +118,16 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "count": ("COUNT", "笔数"),
     "side_domestic": ("DOMESTIC CARDS", "内卡"),
     "side_foreign": ("FOREIGN CARDS", "外卡"),
-    "debit_total": ("DEBIT", "借记"),
-    "credit_total": ("CREDIT", "贷记"),
+    # per-type totals (keys are "total_" + TxnKind value), worded as CUP settlement slips
+    "total_sale": ("SALES", "消费"),
+    "total_void": ("VOIDS", "撤销"),
+    "total_refund": ("REFUNDS", "退货"),
+    "total_preauth": ("AUTHS", "预授权"),
+    "total_preauth_void": ("AUTH VOIDS", "预授权撤销"),
+    "total_completion": ("COMPLETIONS", "预授权完成"),
+    "total_completion_void": ("COMPL. VOIDS", "完成撤销"),
+    "net_total": ("NET", "净额"),
+    "net_by_card": ("NET BY CARD", "按卡净额"),
     "host_result": ("RECONCILIATION", "对账结果"),
     # the host's answer per side in the 0510 (field 48): 1 balanced, 2 unbalanced, 3 error
     "result_1": ("BALANCED", "对账平"),
