@@ -253,6 +253,14 @@ async def back_to_idle(shop: Shop) -> None:
     await shop.idle()
 
 
+async def report_back_to_idle(shop: Shop, menu: str) -> None:
+    """ENTER on a report goes back to its menu (never to idle); CANCEL twice then leaves."""
+    await shop.press("ENTER")
+    await shop.shows(menu)
+    await shop.press("CANCEL", "CANCEL")
+    await shop.idle()
+
+
 def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
@@ -265,7 +273,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
             printed = len(await shop.printed())
             await shop.press("MENU", "6", "2")  # subtotals first: the batch stays open
             subtotals = await shop.shows("Subtotals", "30.00")
-            await back_to_idle(shop)
+            await report_back_to_idle(shop, "Settlement")
             batch = shop.journal.current_batch()
 
             await shop.press("MENU", "6", "1")
@@ -323,7 +331,7 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
             await sale_by_keys(shop, "2500")
             await shop.press("MENU", "8", "1")
             listing = await shop.shows("Transactions", first.stan, "15.00")
-            await back_to_idle(shop)
+            await report_back_to_idle(shop, "Reports")
             await shop.press("MENU", "8", "2")
             totals = await shop.shows("Totals", "40.00")
             return listing, totals
@@ -331,6 +339,41 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
     listing, totals = run(go())
     assert listing.count("APPR") == 2 and "25.00" in listing
     assert "SALES               2" in totals
+
+
+def test_each_report_on_the_lcd_prints_with_f1_and_enter_goes_back_to_its_menu(tmp_path: Path, sim):
+    """Issue 13 A7: Reports > Transactions, Reports > Totals and Settlement > Subtotals each say
+    "F1 print" and print on F1; ENTER goes back to the menu, where a digit opens a menu item."""
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            sold = await sale_by_keys(shop, "1234")
+            printed = len(await shop.printed())
+            slips = []
+            for keys, title, menu in ((("8", "1"), "Transactions", "Reports"),
+                                      (("8", "2"), "Totals", "Reports"),
+                                      (("6", "2"), "Subtotals", "Settlement")):
+                await shop.press("MENU", *keys)
+                await shop.shows(title, "F1 print")
+                await shop.press("F1")
+                await shop.shows("Sent to printer")
+                printed += 1
+                slips.append((await shop.slips(printed))[printed - 1])
+                await shop.press("ENTER")
+                await shop.shows(menu)
+                await shop.press("CANCEL", "CANCEL")
+                await shop.idle()
+            await shop.press("MENU", "8", "2")
+            await shop.shows("Totals", "F1 print")
+            await shop.press("ENTER", "1")  # back in Reports: 1 opens the list, no sale starts
+            await shop.shows("Transactions", "F1 print")
+            return sold, slips, shop.journal.records()
+
+    sold, (listing, totals, subtotals), rows = run(go())
+    assert "TRANSACTION LIST" in listing and sold.stan in listing and "12.34" in listing
+    for slip in (totals, subtotals):
+        assert "SUBTOTALS" in slip and "NOT SETTLED" in slip
+        assert "SALES            1         12.34" in slip and "NET                        12.34" in slip
+    assert len(rows) == 1  # printing a report moved no money
 
 
 def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):

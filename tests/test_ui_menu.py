@@ -13,6 +13,7 @@ from firmware.ui import core, machine
 from firmware.ui.entry import PasswordEntry
 from firmware.ui.idle import IdleScreen
 from firmware.ui.menu import MENUS, LanguageSwitch, MenuScreen, menu_paths
+from firmware.ui.report_screens import ReportLoad, ReportScreen
 from firmware.ui.results import ResultScreen
 from firmware.ui.scroll import ScrollScreen
 from firmware.ui.txn import WorkingScreen
@@ -69,17 +70,20 @@ def test_menu_path_to_command_and_result(op: str) -> None:
     script, expected = PATHS[op]
     term = Term()
     assert term.run(*script) == expected
+    if op in REPORTS:  # a reading: the report, then ENTER back to its menu (tests/test_ui_reports.py)
+        assert isinstance(term.screen, ReportLoad)
+        term.feed(core.OpDone(core.OpOutcome(op, "done", "", lines=("Sale x3   36.00",))))
+        assert isinstance(term.screen, ReportScreen) and "Sale x3   36.00" in term.text()
+        term.keys("ENTER")
+        assert isinstance(term.screen, MenuScreen)
+        return
     assert isinstance(term.screen, WorkingScreen)
     term.feed(core.OpStep("connecting"))
     term.advance(2)
     term.feed(core.Tick())
     assert "Connecting... 2s" in term.text()
-    if op in REPORTS:
-        term.feed(core.OpDone(core.OpOutcome(op, "done", "", lines=("Sale x3   36.00",))))
-        assert isinstance(term.screen, ScrollScreen) and "Sale x3   36.00" in term.text()
-    else:
-        term.feed(outcome(op=op))
-        assert isinstance(term.screen, ResultScreen)
+    term.feed(outcome(op=op))
+    assert isinstance(term.screen, ResultScreen)
     term.keys("ENTER")
     assert isinstance(term.screen, IdleScreen)
 
