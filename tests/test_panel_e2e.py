@@ -379,14 +379,14 @@ def test_each_report_on_the_lcd_prints_with_f1_and_enter_goes_back_to_its_menu(t
 def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP", "UP")  # below About and Language: no digit
-            await shop.shows("Sign on/off")
-            await shop.press("ENTER", "2")
+            await shop.press("MENU", "0")  # Manage: sign on and off have their digits there
+            await shop.shows("Manage", "3 Sign on")
+            await shop.press("4")
             off = await shop.shows("Signed off")
             host_off = sim.ledger.terminal_status(TID).signed_on
             signed_after_off = shop.terminal.link.keys is not None
             await back_to_idle(shop)
-            await shop.press("MENU", "UP", "UP", "UP", "ENTER", "1")
+            await shop.press("MENU", "0", "3")
             on = await shop.shows("Signed on")
             host_on = sim.ledger.terminal_status(TID).signed_on
             return off, host_off, signed_after_off, on, host_on, shop.journal.audit_lines(20)
@@ -402,12 +402,12 @@ def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
 def test_language_switch_turns_screens_and_the_next_receipt_chinese(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP")
-            await shop.shows("Language")
-            await shop.press("ENTER")
-            menu = await shop.shows("主菜单")  # the menu again, now in Chinese
+            await shop.press("MENU", "0")
+            await shop.shows("Manage")
+            await shop.press("5")  # Language
+            menu = await shop.shows("管理")  # the menu again, now in Chinese
             saved = json.loads((shop.data_dir / "settings.json").read_text())
-            await shop.press("CANCEL")
+            await shop.press("CANCEL", "CANCEL")
             await shop.idle()
             idle = await shop.shows("菜单")
             await shop.press("1234", "ENTER")
@@ -428,9 +428,7 @@ def test_language_switch_turns_screens_and_the_next_receipt_chinese(tmp_path: Pa
 def test_about_shows_the_version_lines(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
-            await shop.press("MENU", "UP")
-            await shop.shows("About")
-            await shop.press("ENTER")
+            await shop.press("MENU", "0", "6")
             return await shop.shows("About", "Firmware", "Board sim")
 
     screen = run(go())
@@ -442,7 +440,7 @@ def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_te
         async with Shop(tmp_path, sim.port) as shop:
             settings_file = shop.data_dir / "settings.json"
             before = json.loads(settings_file.read_text())
-            await shop.press("MENU", "9")
+            await shop.press("MENU", "0", "1")
             await shop.shows("Settings", "Supervisor pwd")
             await shop.password()
             await shop.shows("Settings", "Merchant")
@@ -457,7 +455,7 @@ def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_te
             done = await shop.shows("Saved", "ENTER back")
             test_slip = await shop.slips(1)
             after = json.loads(settings_file.read_text())
-            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.press("ENTER", "CANCEL", "CANCEL", "CANCEL")  # settings, Manage, menu
             await shop.idle()
             await sale_by_keys(shop, "700")
             slips = await shop.slips(2)
@@ -478,7 +476,7 @@ def test_diagnostics_from_the_menu(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
             seen: dict[str, str] = {}
-            await shop.press("MENU", "0")
+            await shop.press("MENU", "0", "2")
             await shop.shows("Diagnostics", "Printer test")
             await shop.press("7")
             seen["journal"] = await shop.shows("PASS", "Journal OK")
@@ -503,7 +501,7 @@ def test_diagnostics_from_the_menu(tmp_path: Path, sim):
             await shop.shows("Diagnostics")
             await shop.press("9")
             seen["version"] = await shop.shows("PASS", "Firmware")
-            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.press("ENTER", "CANCEL", "CANCEL", "CANCEL")  # diagnostics, Manage, menu
             await shop.idle()
             return seen, shop.journal.records()
 
@@ -784,7 +782,7 @@ def test_deregistration_on_the_keypad_unbinds_the_terminal_and_refuses_sales(tmp
 
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP", "UP", "UP", "ENTER")  # - Deregister
+            await shop.press("MENU", "0", "7")  # Manage > Deregister
             await shop.shows("Backup to")
             await shop.press("ENTER")
             await shop.shows("wipes keys")

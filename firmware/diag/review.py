@@ -214,16 +214,17 @@ ADVICE: dict[str, tuple[str, str]] = {
                     "new sales wait until it finishes.",
                     "重新结算或重启后结算将从中断处继续; 完成前不能做新交易。"),
     "adv_sales_go_on": ("New sales still work.", "可以继续做新交易。"),
-    "adv_unbalanced": ("Totals did not match the host; the batch was uploaded. Print the "
-                       "transaction list (batch detail) and give it to the acquirer.",
-                       "与主机对账不平, 已批上送。请打印交易明细交给收单机构。"),
+    # The result's own message already says done/balanced or unbalanced: the advice adds only
+    # what to do (it said it a second time before).
+    "adv_unbalanced": ("Print the transaction list (MENU 8 1, then F1) and give it to the "
+                       "acquirer.",
+                       "请打印交易明细 (菜单 8 1, 再按F1) 交给收单机构。"),
     "adv_host_code": ("Host answered {code}: {meaning}.", "主机应答码{code}: {meaning}。"),
     "adv_code_retry": ("Try again in a few minutes.", "请稍后重试。"),
     "adv_code_operator": ("Sign on again (Menu > Sign on) and settle again; if it persists, call "
                           "the acquirer.", "请重新签到(菜单 > 签到)后再结算; 如仍失败, 请联系收单机构。"),
     "adv_code_call": ("Call the acquirer with this code.", "请将此应答码告知收单机构。"),
-    "adv_balanced": ("Settlement done and balanced; the report is printing.",
-                     "结算完成, 对账平, 正在打印结算单。"),
+    "adv_balanced": ("The settlement report is printing.", "正在打印结算单。"),
     "adv_password": ("Wrong supervisor password: nothing was settled.", "主管密码错误, 未结算。"),
     "adv_other": ("Settlement not done: {why}", "结算未完成: {why}"),
 }

@@ -22,7 +22,7 @@ Flows (txn.STEPS):
   balance: confirm    settle: password > review (review_screens.py)    reprint_trace: trace
   held orders and deregistration: their own screens (held_screens.py, dereg_screens.py)
 
-Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test_ui_menu.py):
+Menu tree (menu.MENUS; every item has its digit; kept equal to the table by tests/test_ui_menu.py):
 
     1 Sale             sale
     2 Void             void
@@ -43,17 +43,17 @@ Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test
     8 Reports >
         1 Transactions     report_list
         2 Totals           report_totals
-    9 Settings         settings
-    0 Diagnostics      diagnostics
-    - Held orders >
+    9 Held orders >
         1 Park order       held_park
         2 Held list        held_list
-    - Deregister       deregister
-    - Sign on/off >
-        1 Sign on          sign_on
-        2 Sign off         sign_off
-    - Language         language
-    - About            about
+    0 Manage >
+        1 Settings         settings
+        2 Diagnostics      diagnostics
+        3 Sign on          sign_on
+        4 Sign off         sign_off
+        5 Language         language
+        6 About            about
+        7 Deregister       deregister
 
 Idle shortcuts: MENU/ENTER menu, F1 sale, F2 void, F3 settle, F4 reprint last, a digit starts a
 sale with that digit; settings opens firmware.ui.settings_screens.settings_root after the
@@ -78,7 +78,7 @@ def menu_tree_text(name: str = "main", indent: str = "") -> list[str]:
     """The menu table as drawn in this module's docstring (English labels)."""
     rows: list[str] = []
     for item in MENUS[name][1]:
-        key = item.shortcut or "-"
+        key = item.shortcut
         label = CATALOG[item.label][0]
         if item.opens.startswith("menu:"):
             rows.append(f"{indent}{key} {label} >")
