@@ -104,6 +104,7 @@ class PendingDraft:
     orig_date: str | None = None
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
+    expiry_shown: str | None = None  # what the slip prints for the card's expiry (slip_expiry)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,9 @@ class TxnRecord:
     uploaded: bool = False
     settlement_id: int | None = None
     problem: str | None = None  # why a QUARANTINED record cannot be sent (words)
+    issuer_id: str | None = None  # field 44 of the reply: the issuing bank (发卡行)
+    acquirer_id: str | None = None  # field 44 of the reply: the acquiring institution (收单行)
+    expiry_shown: str | None = None  # the slip's expiry, already masked (slip_expiry)
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class HostResult:
     auth_code: str | None = None
     card_org: str | None = None
     balance: int | None = None  # fen, balance enquiry only (shown, never stored)
+    issuer_id: str | None = None
+    acquirer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,20 @@ class TxnResult:
     response_code: str | None = None
     detail: str = ""
     balance: int | None = None
+
+
+def slip_expiry(expiry: str | None) -> str | None:
+    """What a slip prints for a card's expiry (YYMM): masked, as CUP slips may print it, so the
+    expiry itself is never written to the journal; None when the card carried none (keyed)."""
+    return "**/**" if expiry else None
+
+
+def institution_ids(field44: str | None) -> tuple[str | None, str | None]:
+    """(issuer, acquirer) from a reply's field 44: two 11-character institution codes, each
+    left-justified and space padded; a missing or blank one is None."""
+    text = field44 or ""
+    issuer, acquirer = text[:11].strip(), text[11:22].strip()
+    return issuer or None, acquirer or None
 
 
 # What each kind does to the merchant's money (the net a report shows): sales and completions
