@@ -74,6 +74,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "amount_max": ("Max {max}", "最大 {max}"),
     "amount_zero": ("Enter an amount", "请输入金额"),
     "amount_no_dot": ("No dot: 123=1.23", "无需小数点"),
+    "tear_off_next": ("Tear off the copy, ENTER prints the next", "请撕下存根, 按确认打印下一联"),
     "enter_trace": ("Trace no.", "原凭证号"),
     "enter_rrn": ("Orig. ref. no.", "原参考号"),
     "enter_date": ("Orig. date MMDD", "原交易日期MMDD"),
