@@ -181,3 +181,17 @@ def test_found_originals_still_go_on() -> None:
     term = Term()
     term.run("MENU 2", PW, PW_OK, "9 9 ENTER", found("000099", "sale"))
     assert "ENTER" in term.text() or "confirm" in term.text().lower()
+
+
+@pytest.mark.parametrize("key", ["ENTER", "CANCEL"])
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_an_empty_pick_list_says_so_and_enter_or_cancel_goes_back(key: str, lang: str) -> None:
+    from firmware.ui.held_screens import HeldList
+
+    term = Term(lang=lang)
+    term.keys("MENU 9")
+    menu = term.screen
+    term.ui.screen = HeldList(menu, ())
+    assert ("No held orders" if lang == "en" else "没有挂单") in term.text()
+    term.keys(key)
+    assert term.screen is menu

@@ -519,7 +519,8 @@ class PickList(Screen):
         key = key_of(event)
         if key is None:
             return None
-        if key is Key.CANCEL:
+        if key is Key.CANCEL or (key is Key.ENTER and self.count() == 0):
+            # an empty list ("No held orders") has nothing to pick: ENTER goes back as CANCEL does
             return Transition(self.back)  # type: ignore[attr-defined]
         moved = list_key(key, self.sel, self.count())  # type: ignore[attr-defined]
         if moved is None:
