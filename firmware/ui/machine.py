@@ -9,7 +9,10 @@ that keeps the previous one as `back`, so CANCEL goes back one level and the idl
 screen, or nothing for reports and reprints) emits StartOp and shows a WorkingScreen, which
 is `running`: no idle timeout, CANCEL emits CancelOp while the step is cancellable, PinWanted
 pushes a PinEntry over it, and OpDone replaces it with a result screen (results.py). Results
-are staged: ENTER, CANCEL or the idle timeout go back to idle. Supervisor functions ask for the
+are staged: ENTER, CANCEL or the idle timeout go back to idle; a refusal of a keypad flow (not
+found, not allowed) instead shows its reason and goes back one level, to the last entry or the
+menu. The on-screen reports (report_screens.py) are read over their menu: F1 prints them,
+ENTER or CANCEL goes back to the menu. Supervisor functions ask for the
 password first (CheckPassword, answered by PasswordChecked); the StartOp then carries
 authorised=True. An OpStarted the UI did not ask for (ECR, start-up backlog) shows a working
 screen titled with its source ("ECR: Sale") over whatever was shown; an OpDone that no screen
