@@ -449,7 +449,7 @@ def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_te
             await shop.press("2")  # Copies
             await shop.press("1", "ENTER")
             await shop.shows("Printer *")
-            await shop.press("5")  # Save
+            await shop.press("6")  # Save (after Paper, Copies, Density, No-sign, Tear pause)
             summary = await shop.shows("Save 1 edit(s)?")
             await shop.press("ENTER")
             done = await shop.shows("Saved", "ENTER back")
