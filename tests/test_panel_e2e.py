@@ -745,7 +745,7 @@ def test_a_held_order_parked_and_resumed_on_the_keypad_carries_its_reference(tmp
     list: a normal sale, the reference on the receipt, the order PAID."""
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", *["DOWN"] * 10, "ENTER")
+            await shop.press("MENU", "9")  # Held orders
             await shop.shows("Held orders", "Park order")
             await shop.press("1", "2500", "ENTER", "42", "ENTER")
             await shop.shows("Note")
