@@ -64,7 +64,7 @@ def test_capability_override_does_not_leak_into_the_shared_escpos_profile() -> N
 
 
 def test_unknown_profile_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="58mm, 80mm"):
+    with pytest.raises(ValueError, match="58mm, 58mm-tear, 80mm"):
         get_profile("110mm")
 
 
