@@ -53,7 +53,8 @@ class PrintDesk:
         self.printer = printer
         self._settings = settings
         self._now = now
-        self.spooler = (Spooler(journal, printer, self.render, poll_s=poll_s)
+        self.spooler = (Spooler(journal, printer, self.render, poll_s=poll_s,
+                                tear_pause=self.tear_pause)
                         if printer is not None else None)
         self._task: asyncio.Task[None] | None = None
 
@@ -94,6 +95,20 @@ class PrintDesk:
     @property
     def columns(self) -> int:
         return self.columns_for(self.printer, self._settings())
+
+    def tear_pause(self) -> bool:
+        """Pause between copies for the tear-off (printer.tear_pause; auto: the printer profile
+        has no cutter). Read at each copy, so a settings change applies to the next one."""
+        printer = self._settings()["printer"]
+        choice = printer.get("tear_pause", "auto")
+        if choice == "auto":
+            return not get_profile(printer.get("profile", "58mm")).has_cutter
+        return bool(choice == "on")
+
+    def torn(self, job_id: int) -> None:
+        """The operator's ENTER after tearing a copy off (the idle screen asked for it)."""
+        if self.spooler is not None:
+            self.spooler.torn(job_id)
 
     @property
     def lang(self) -> str:
@@ -301,6 +316,8 @@ class PrintDesk:
             info["cover_open"] = bool(st and st.cover_open)
             if self.spooler.progress is not None:
                 info["progress"] = list(self.spooler.progress)
+            if self.spooler.tear_off_job is not None:
+                info["tear_off"] = self.spooler.tear_off_job
         return info
 
 

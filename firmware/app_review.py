@@ -24,7 +24,8 @@ from firmware.host.messages import TxnKind
 from firmware.i18n import text
 from firmware.journal.errors import JournalError
 from firmware.printing import texts
-from firmware.printing.layout import format_amount, two_columns
+from firmware.printing.layout import format_amount, two_columns, wrap
+from firmware.printing.reports import subtotal_lines
 from firmware.ui.core import OpOutcome, StartOp, right
 
 PANEL_OPS = frozenset({"settle_review", "anomaly_act", "print_subtotals", "print_txn_list"})
@@ -90,22 +91,23 @@ def gather(terminal: Terminal) -> Review:
 
 
 def review_lines(review: Review, lang: str, cols: int, currency: str = "156") -> list[str]:
-    """The totals part of the review for the LCD (the pickable rows travel as items): per card
-    side, card organisation and transaction type a "name  count" row, then the amount right."""
+    """The totals part of the review for the LCD (the pickable rows travel as items): count and
+    amount per transaction type and the net (as the subtotals show them), then the net per card
+    side and card organisation, each a "name  count" row with the amount right."""
     def group(name: str, count: int, amount: int) -> list[str]:
         return [*two_columns(name, str(count), cols), right(format_amount(amount, currency), cols)]
 
     zh = lang.startswith("zh")
     lines = two_columns("批次" if zh else "Batch", review.batch, cols)
-    lines += two_columns(texts.label("count", lang), str(review.count), cols)
+    lines += subtotal_lines({("domestic", kind): totals for kind, totals in review.by_kind.items()},
+                            lang, cols, currency)
+    if review.count:
+        lines += wrap(texts.label("net_by_card", lang), cols)
     for side in ("domestic", "foreign"):
         if side in review.by_side:
             lines += group(texts.label(f"side_{side}", lang), *review.by_side[side])
     for org, (count, amount) in sorted(review.by_org.items()):
         lines += group(org, count, amount)
-    for kind, (count, amount) in review.by_kind.items():
-        key = f"kind_{kind}"
-        lines += group(texts.label(key, lang) if texts.has(key) else kind, count, amount)
     return lines
 
 

@@ -186,10 +186,10 @@ class FrontPanel:
             with contextlib.suppress(Exception):
                 counts = t.journal.unresolved_counts()
                 declined = len(t.journal.declined_after_stored())
-        paper, printing, confirm = "none", "", None
+        paper, printing, confirm, tear_off = "none", "", None, None
         if t.prints is not None:
             with contextlib.suppress(Exception):
-                paper, printing, confirm = self._paper_state()
+                paper, printing, confirm, tear_off = self._paper_state()
         held_open, held_aged = self._held_counts()
         signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
         locked = t.password_guard.seconds_left("keypad")  # its own lock or everyone's
@@ -205,7 +205,7 @@ class FrontPanel:
             quarantined=counts.get("QUARANTINED", 0), refunds_declined=declined,
             backlog_left=t.backlog_left,
             deregistered=self._deregistered(), notice=notice, settings=settings,
-            print_confirm_job=confirm, password_locked_s=locked,
+            print_confirm_job=confirm, tear_off_job=tear_off, password_locked_s=locked,
             held_orders=held_open, held_aged=held_aged,
         )
 
@@ -228,13 +228,14 @@ class FrontPanel:
             log.error("held orders: %s", exc)
             return 0, 0
 
-    def _paper_state(self) -> tuple[str, str, int | None]:
+    def _paper_state(self) -> tuple[str, str, int | None, int | None]:
         desk = self.terminal.prints
         assert desk is not None
         status = desk.status()
         confirm = status["awaiting_confirmation"][0] if status["awaiting_confirmation"] else None
+        tear_off = status.get("tear_off")
         if status["printer"] == "none":
-            return "none", "", confirm
+            return "none", "", confirm, None
         paper = "ok"
         if status.get("paper_out"):
             paper = "out"
@@ -248,7 +249,7 @@ class FrontPanel:
             job = desk.journal.print_job(int(progress[0]))
             if job.state.value in ("PRINTING", "PAUSED"):
                 printing = f"{min(job.copies_done + 1, len(job.copies))}/{len(job.copies)}"
-        return paper, printing, confirm
+        return paper, printing, confirm, tear_off
 
     # ------------------------------------------------------------------ TerminalObserver
 
@@ -323,6 +324,10 @@ class FrontPanel:
                     t.prints.confirm(command.job_id, command.print_again)
                 except Exception as exc:  # the operator gets words, never a hung panel
                     log.error("print confirmation: %s", exc)
+            self.changed()
+        elif isinstance(command, ui.TearOff):
+            if t.prints is not None:
+                t.prints.torn(command.job_id)
             self.changed()
         elif isinstance(command, ui.LookupOriginal):
             self._events.put_nowait(self._original(command))

@@ -1,5 +1,6 @@
 """The print spooler: takes jobs from the journal's queue, renders and prints them
-one copy at a time, pauses on paper out / cover open, and carries out CANCEL as
+one copy at a time, pauses on paper out / cover open (and, on a printer without a cutter,
+between copies until the operator has torn one off), and carries out CANCEL as
 firmware/printing/queue.py rules it. Part of the app layer (it drives a driver).
 """
 
@@ -26,7 +27,8 @@ class Spooler:
 
     def __init__(self, journal: Journal, printer: Printer, render: Render, *,
                  poll_s: float = 1.0, give_up_s: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tear_pause: Callable[[], bool] = lambda: False, tear_wait_s: float = 120.0) -> None:
         self.journal = journal
         self.printer = printer
         self.render = render
@@ -41,6 +43,13 @@ class Spooler:
         # Called (no arguments, must not block) when a job starts, pauses, resumes or ends,
         # so the LCD's paper icon and "Printing 1/2" follow without anyone polling.
         self.on_change: Callable[[], None] | None = None
+        # Asked after each copy that has another after it: wait for the tear-off? The wait ends
+        # on torn() (the operator's ENTER) or after tear_wait_s, so a terminal left alone does
+        # not hold every later receipt back.
+        self.tear_pause = tear_pause
+        self.tear_wait_s = tear_wait_s
+        self.tear_off_job: int | None = None  # the job waiting for its copy to be torn off
+        self._torn = asyncio.Event()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -48,6 +57,26 @@ class Spooler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def torn(self, job_id: int) -> bool:
+        """The operator tore the copy of job_id off: the next copy prints. False if that job
+        is not waiting (an ENTER that came late)."""
+        if self.tear_off_job != job_id:
+            return False
+        self._torn.set()
+        return True
+
+    async def _wait_for_tear_off(self, job_id: int) -> None:
+        self.tear_off_job = job_id
+        self._torn.clear()
+        self._changed()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tear_wait_s):
+                    await self._torn.wait()
+        finally:
+            self.tear_off_job = None
+            self._changed()
 
     async def run(self) -> None:
         """Forever: print what is printable, then sleep until woken (no polling when idle)."""
@@ -125,6 +154,8 @@ class Spooler:
             if job.cancel_requested:
                 j.finish_print_cancel(job.id)
                 return
+            if job.current_copy is not None and self.tear_pause():
+                await self._wait_for_tear_off(job.id)
 
     def _on_progress(self, job_id: int, done: int, total: int) -> None:
         self.progress = (job_id, done, total)

@@ -253,6 +253,14 @@ async def back_to_idle(shop: Shop) -> None:
     await shop.idle()
 
 
+async def report_back_to_idle(shop: Shop, menu: str) -> None:
+    """ENTER on a report goes back to its menu (never to idle); CANCEL twice then leaves."""
+    await shop.press("ENTER")
+    await shop.shows(menu)
+    await shop.press("CANCEL", "CANCEL")
+    await shop.idle()
+
+
 def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
@@ -265,7 +273,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
             printed = len(await shop.printed())
             await shop.press("MENU", "6", "2")  # subtotals first: the batch stays open
             subtotals = await shop.shows("Subtotals", "30.00")
-            await back_to_idle(shop)
+            await report_back_to_idle(shop, "Settlement")
             batch = shop.journal.current_batch()
 
             await shop.press("MENU", "6", "1")
@@ -284,7 +292,7 @@ def test_settlement_settles_prints_the_z_report_then_subtotals_and_its_reprint(t
             return subtotals, batch, settled, z_report, again, last, shop.journal.current_batch()
 
     subtotals, batch, settled, z_report, again, last, open_batch = run(go())
-    assert "SALE                2" in subtotals  # two sales, not yet settled
+    assert "SALES               2" in subtotals  # two sales, not yet settled
     assert "Settlement done - balanced" in flat(settled)
     assert last is not None and last.batch == batch
     assert open_batch != batch
@@ -323,27 +331,62 @@ def test_reports_show_the_transaction_list_and_the_totals_on_the_lcd(tmp_path: P
             await sale_by_keys(shop, "2500")
             await shop.press("MENU", "8", "1")
             listing = await shop.shows("Transactions", first.invoice, "15.00")
-            await back_to_idle(shop)
+            await report_back_to_idle(shop, "Reports")
             await shop.press("MENU", "8", "2")
             totals = await shop.shows("Totals", "40.00")
             return listing, totals
 
     listing, totals = run(go())
     assert listing.count("APPR") == 2 and "25.00" in listing
-    assert "SALE                2" in totals
+    assert "SALES               2" in totals
+
+
+def test_each_report_on_the_lcd_prints_with_f1_and_enter_goes_back_to_its_menu(tmp_path: Path, sim):
+    """Issue 13 A7: Reports > Transactions, Reports > Totals and Settlement > Subtotals each say
+    "F1 print" and print on F1; ENTER goes back to the menu, where a digit opens a menu item."""
+    async def go():
+        async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
+            sold = await sale_by_keys(shop, "1234")
+            printed = len(await shop.printed())
+            slips = []
+            for keys, title, menu in ((("8", "1"), "Transactions", "Reports"),
+                                      (("8", "2"), "Totals", "Reports"),
+                                      (("6", "2"), "Subtotals", "Settlement")):
+                await shop.press("MENU", *keys)
+                await shop.shows(title, "F1 print")
+                await shop.press("F1")
+                await shop.shows("Sent to printer")
+                printed += 1
+                slips.append((await shop.slips(printed))[printed - 1])
+                await shop.press("ENTER")
+                await shop.shows(menu)
+                await shop.press("CANCEL", "CANCEL")
+                await shop.idle()
+            await shop.press("MENU", "8", "2")
+            await shop.shows("Totals", "F1 print")
+            await shop.press("ENTER", "1")  # back in Reports: 1 opens the list, no sale starts
+            await shop.shows("Transactions", "F1 print")
+            return sold, slips, shop.journal.records()
+
+    sold, (listing, totals, subtotals), rows = run(go())
+    assert "TRANSACTION LIST" in listing and sold.stan in listing and "12.34" in listing
+    for slip in (totals, subtotals):
+        assert "SUBTOTALS" in slip and "NOT SETTLED" in slip
+        assert "SALES            1         12.34" in slip and "NET                        12.34" in slip
+    assert len(rows) == 1  # printing a report moved no money
 
 
 def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP", "UP")  # below About and Language: no digit
-            await shop.shows("Sign on/off")
-            await shop.press("ENTER", "2")
+            await shop.press("MENU", "0")  # Manage: sign on and off have their digits there
+            await shop.shows("Manage", "3 Sign on")
+            await shop.press("4")
             off = await shop.shows("Signed off")
             host_off = sim.ledger.terminal_status(TID).signed_on
             signed_after_off = shop.terminal.link.keys is not None
             await back_to_idle(shop)
-            await shop.press("MENU", "UP", "UP", "UP", "ENTER", "1")
+            await shop.press("MENU", "0", "3")
             on = await shop.shows("Signed on")
             host_on = sim.ledger.terminal_status(TID).signed_on
             return off, host_off, signed_after_off, on, host_on, shop.journal.audit_lines(20)
@@ -359,12 +402,12 @@ def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
 def test_language_switch_turns_screens_and_the_next_receipt_chinese(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP")
-            await shop.shows("Language")
-            await shop.press("ENTER")
-            menu = await shop.shows("主菜单")  # the menu again, now in Chinese
+            await shop.press("MENU", "0")
+            await shop.shows("Manage")
+            await shop.press("5")  # Language
+            menu = await shop.shows("管理")  # the menu again, now in Chinese
             saved = json.loads((shop.data_dir / "settings.json").read_text())
-            await shop.press("CANCEL")
+            await shop.press("CANCEL", "CANCEL")
             await shop.idle()
             idle = await shop.shows("菜单")
             await shop.press("1234", "ENTER")
@@ -385,9 +428,7 @@ def test_language_switch_turns_screens_and_the_next_receipt_chinese(tmp_path: Pa
 def test_about_shows_the_version_lines(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
-            await shop.press("MENU", "UP")
-            await shop.shows("About")
-            await shop.press("ENTER")
+            await shop.press("MENU", "0", "6")
             return await shop.shows("About", "Firmware", "Board sim")
 
     screen = run(go())
@@ -399,7 +440,7 @@ def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_te
         async with Shop(tmp_path, sim.port) as shop:
             settings_file = shop.data_dir / "settings.json"
             before = json.loads(settings_file.read_text())
-            await shop.press("MENU", "9")
+            await shop.press("MENU", "0", "1")
             await shop.shows("Settings", "Supervisor pwd")
             await shop.password()
             await shop.shows("Settings", "Merchant")
@@ -408,13 +449,13 @@ def test_settings_printer_copies_saved_through_the_keys_runs_the_printer_self_te
             await shop.press("2")  # Copies
             await shop.press("1", "ENTER")
             await shop.shows("Printer *")
-            await shop.press("5")  # Save
+            await shop.press("6")  # Save (after Paper, Copies, Density, No-sign, Tear pause)
             summary = await shop.shows("Save 1 edit(s)?")
             await shop.press("ENTER")
             done = await shop.shows("Saved", "ENTER back")
             test_slip = await shop.slips(1)
             after = json.loads(settings_file.read_text())
-            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.press("ENTER", "CANCEL", "CANCEL", "CANCEL")  # settings, Manage, menu
             await shop.idle()
             await sale_by_keys(shop, "700")
             slips = await shop.slips(2)
@@ -435,7 +476,7 @@ def test_diagnostics_from_the_menu(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
             seen: dict[str, str] = {}
-            await shop.press("MENU", "0")
+            await shop.press("MENU", "0", "2")
             await shop.shows("Diagnostics", "Printer test")
             await shop.press("7")
             seen["journal"] = await shop.shows("PASS", "Journal OK")
@@ -460,7 +501,7 @@ def test_diagnostics_from_the_menu(tmp_path: Path, sim):
             await shop.shows("Diagnostics")
             await shop.press("9")
             seen["version"] = await shop.shows("PASS", "Firmware")
-            await shop.press("ENTER", "CANCEL", "CANCEL")
+            await shop.press("ENTER", "CANCEL", "CANCEL", "CANCEL")  # diagnostics, Manage, menu
             await shop.idle()
             return seen, shop.journal.records()
 
@@ -704,7 +745,7 @@ def test_a_held_order_parked_and_resumed_on_the_keypad_carries_its_reference(tmp
     list: a normal sale, the reference on the receipt, the order PAID."""
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", *["DOWN"] * 10, "ENTER")
+            await shop.press("MENU", "9")  # Held orders
             await shop.shows("Held orders", "Park order")
             await shop.press("1", "2500", "ENTER", "42", "ENTER")
             await shop.shows("Note")
@@ -741,7 +782,7 @@ def test_deregistration_on_the_keypad_unbinds_the_terminal_and_refuses_sales(tmp
 
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
-            await shop.press("MENU", "UP", "UP", "UP", "UP", "ENTER")  # - Deregister
+            await shop.press("MENU", "0", "7")  # Manage > Deregister
             await shop.shows("Backup to")
             await shop.press("ENTER")
             await shop.shows("wipes keys")

@@ -8,8 +8,11 @@ import logging
 import pytest
 
 from c_ext import posio
-from drivers.printer.profiles import PROFILES, get_profile, import_escpos
+from drivers.printer.profiles import LINE_PITCH, PROFILES, get_profile, import_escpos
 from drivers.printer.render import (
+    GLYPH_PX,
+    GLYPH_ROWS,
+    LINE_GAP,
     StatusByteError,
     merge_status,
     packed_to_image,
@@ -17,6 +20,7 @@ from drivers.printer.render import (
     render,
     status_query,
     text_image,
+    unifont,
 )
 from firmware.ports import Align, Cut, Document, Feed, Image, PrinterStatus, TextLine
 
@@ -60,7 +64,7 @@ def test_capability_override_does_not_leak_into_the_shared_escpos_profile() -> N
 
 
 def test_unknown_profile_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="58mm, 80mm"):
+    with pytest.raises(ValueError, match="58mm, 58mm-tear, 80mm"):
         get_profile("110mm")
 
 
@@ -227,6 +231,60 @@ def test_raster_mode_draws_the_page_with_unifont() -> None:
     assert page.crop((0, 72, 384, 96)).getextrema() == (255, 255)
     text_rows = unband(render(Document(blocks=(image,)), "58mm")[1:-1])[1]
     assert packed[96 * 48:] == text_rows
+
+
+# Issue 13 A15: Chinese lines touched and the tops of their glyphs looked cut.
+GAP_TEXT = ("终端编号(TERMINAL NO.)", "操作员号 三二一 Ag")
+
+
+def _ink_rows(page, top: int, height: int) -> list[bool]:
+    return [any(page.getpixel((x, y)) < 128 for x in range(page.width)) for y in range(top, top + height)]
+
+
+def _native(ch: str):
+    """The glyph as Unifont draws it at its own 16 dots (every dot it has)."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    glyph = PILImage.new("L", (16, 16), 255)
+    draw = ImageDraw.Draw(glyph)
+    draw.fontmode = "1"
+    draw.text((0, 0), ch, font=unifont(GLYPH_PX), fill=0)
+    return glyph
+
+
+def test_raster_lines_keep_blank_dots_between_them() -> None:
+    doc = Document(blocks=tuple(TextLine(text) for text in GAP_TEXT))
+    rows, packed = unband(render(doc, "58mm", mode="raster")[1:-1])
+    assert rows == 2 * LINE_PITCH  # the line pitch is unchanged
+    page = packed_to_image(packed, 384, rows)
+    for top in (0, LINE_PITCH):
+        ink = _ink_rows(page, top, LINE_PITCH)
+        assert LINE_GAP >= 2 and not any(ink[:LINE_GAP]) and not any(ink[-LINE_GAP:])
+        assert ink[LINE_GAP]  # the glyphs start right below the gap: nothing above it
+
+
+@pytest.mark.parametrize("ch", "终端编号操作员三二一商户凭证参考")
+def test_every_dot_row_of_a_chinese_glyph_is_printed(ch: str) -> None:
+    """Read back at Unifont's 16 dots, the printed 24x24 cell is the glyph, dot for dot."""
+    line = text_image(ch)
+    assert line.size == (24, LINE_PITCH)
+    cols, rows = _first_copy(16, 24), _first_copy(16, GLYPH_ROWS)
+    back = [[line.getpixel((cols[col], LINE_GAP + rows[row])) < 128 for col in range(16)]
+            for row in range(16)]
+    glyph = _native(ch)
+    assert back == [[glyph.getpixel((col, row)) < 128 for col in range(16)] for row in range(16)]
+
+
+def _first_copy(source: int, target: int) -> list[int]:
+    """Where each of `source` dots first lands when scaled to `target` dots (nearest neighbour),
+    found by scaling a ruler; every source dot must land somewhere (none dropped)."""
+    from PIL import Image as PILImage
+
+    ruler = PILImage.frombytes("L", (source, 1), bytes(i * 8 for i in range(source)))
+    scaled = ruler.resize((target, 1), PILImage.Resampling.NEAREST)
+    landed = [scaled.getpixel((x, 0)) for x in range(target)]
+    return [landed.index(i * 8) for i in range(source)]
 
 
 def test_raster_mode_cuts_between_segments() -> None:

@@ -85,9 +85,10 @@ def test_settlement_prints_its_report_and_reprints_are_marked(data_dir, sim, pri
     z_flat = squeeze(z)
     assert "SETTLEMENT" in z and "REPRINT" not in z
     assert f"BATCH NO.: {batch}" in z_flat
-    assert "SALE 2 323.45" in z_flat and "VOID 1 123.45" in z_flat  # by type, both sides
-    assert "DEBIT 1 123.45" in z_flat and "DEBIT 1 200.00" in z_flat  # domestic, foreign
-    assert "CREDIT 1 123.45" in z_flat
+    assert "SALES 2 323.45" in z_flat and "VOIDS 1 123.45" in z_flat  # by type, both sides
+    assert "NET 200.00" in z_flat  # the voided sale and its void net to nothing
+    assert "SALES 1 123.45\nVOIDS 1 123.45\nNET 0.00" in z_flat  # domestic cards
+    assert "SALES 1 200.00\nNET 200.00" in z_flat  # foreign cards
     assert z_flat.count("RECONCILIATION: BALANCED") == 2
     assert printer.slips[6].cut
 
@@ -95,7 +96,7 @@ def test_settlement_prints_its_report_and_reprints_are_marked(data_dir, sim, pri
     assert "对账平 BALANCED" in reprint and "323.45" in reprint
 
     x_flat = squeeze(x)
-    assert "SUBTOTALS" in x and "NOT SETTLED" in x and "SALE 1 5.00" in x_flat
+    assert "SUBTOTALS" in x and "NOT SETTLED" in x and "SALES 1 5.00" in x_flat
     assert f"BATCH NO.: {int(batch) + 1:06d}" in x_flat
     assert "TRANSACTION LIST" in listing and "TOTAL: 1" in squeeze(listing)
     # The settled batch's records are not in the new batch's list.

@@ -100,18 +100,23 @@ PRINT TIME:  2024/06/01 18:31:00
 --------------------------------
 TOTALS BY TYPE
             COUNT / AMOUNT (RMB)
-SALE             4      3,620.00
-VOID             1        500.00
-AUTH             1        999.00
+SALES            4      3,620.00
+VOIDS            1        500.00
+AUTHS            1        999.00
+NET                     3,120.00
 --------------------------------
 DOMESTIC CARDS
-DEBIT            3      3,500.00
-CREDIT           1        500.00
+            COUNT / AMOUNT (RMB)
+SALES            3      3,500.00
+VOIDS            1        500.00
+AUTHS            1        999.00
+NET                     3,000.00
 RECONCILIATION:         BALANCED
 --------------------------------
 FOREIGN CARDS
-DEBIT            1        120.00
-CREDIT           0          0.00
+            COUNT / AMOUNT (RMB)
+SALES            1        120.00
+NET                       120.00
 RECONCILIATION:       UNBALANCED
 --------------------------------
 BATCH UPLOADED:                1
@@ -142,19 +147,24 @@ Z_ZH_REPRINT = """\
 --------------------------------
 按交易类型 TOTALS BY TYPE
 笔数 / 金额 COUNT / AMOUNT (RMB)
-消费 SALE        4      3,620.00
-消费撤销 VOID    1        500.00
-预授权 AUTH      1        999.00
+消费 SALES       4      3,620.00
+撤销 VOIDS       1        500.00
+预授权 AUTHS     1        999.00
+净额 NET                3,120.00
 --------------------------------
 内卡 DOMESTIC CARDS
-借记 DEBIT       3      3,500.00
-贷记 CREDIT      1        500.00
+笔数 / 金额 COUNT / AMOUNT (RMB)
+消费 SALES       3      3,500.00
+撤销 VOIDS       1        500.00
+预授权 AUTHS     1        999.00
+净额 NET                3,000.00
 对账结果(RECONCILIATION):
                  对账平 BALANCED
 --------------------------------
 外卡 FOREIGN CARDS
-借记 DEBIT       1        120.00
-贷记 CREDIT      0          0.00
+笔数 / 金额 COUNT / AMOUNT (RMB)
+消费 SALES       1        120.00
+净额 NET                  120.00
 对账结果(RECONCILIATION):
              对账不平 UNBALANCED
 --------------------------------
@@ -183,17 +193,22 @@ X_ZH = """\
 --------------------------------
 按交易类型 TOTALS BY TYPE
 笔数 / 金额 COUNT / AMOUNT (RMB)
-消费 SALE        4      3,620.00
-消费撤销 VOID    1        500.00
-预授权 AUTH      1        999.00
+消费 SALES       4      3,620.00
+撤销 VOIDS       1        500.00
+预授权 AUTHS     1        999.00
+净额 NET                3,120.00
 --------------------------------
 内卡 DOMESTIC CARDS
-借记 DEBIT       3      3,500.00
-贷记 CREDIT      1        500.00
+笔数 / 金额 COUNT / AMOUNT (RMB)
+消费 SALES       3      3,500.00
+撤销 VOIDS       1        500.00
+预授权 AUTHS     1        999.00
+净额 NET                3,000.00
 --------------------------------
 外卡 FOREIGN CARDS
-借记 DEBIT       1        120.00
-贷记 CREDIT      0          0.00
+笔数 / 金额 COUNT / AMOUNT (RMB)
+消费 SALES       1        120.00
+净额 NET                  120.00
 --------------------------------
      报表结束 END OF REPORT
 
@@ -324,18 +339,71 @@ def test_screen_transaction_lines_at_16_columns() -> None:
 
 def test_screen_subtotal_and_settlement_lines_at_21_columns() -> None:
     assert reports.subtotal_lines(SEEDED_TOTALS, "en", 21) == [
-        "SALE                4", "             3,620.00",
-        "VOID                1", "               500.00",
-        "AUTH                1", "               999.00",
-        "DEBIT               4", "             3,620.00",
-        "CREDIT              1", "               500.00"]
-    assert reports.settlement_lines(SETTLEMENT, "zh_CN", 21) == [
+        "SALES               4", "             3,620.00",
+        "VOIDS               1", "               500.00",
+        "AUTHS               1", "               999.00",
+        "NET          3,120.00"]
+    assert reports.settlement_lines(SETTLEMENT, SEEDED_TOTALS, "zh_CN", 21) == [
         "批次号         000001",
-        "内卡           对账平", "借记                3", "             3,500.00",
-        "贷记                1", "               500.00",
-        "外卡         对账不平", "借记                1", "               120.00",
-        "贷记                0", "                 0.00",
+        "内卡           对账平", "消费                3", "             3,500.00",
+        "撤销                1", "               500.00",
+        "预授权              1", "               999.00", "净额         3,000.00",
+        "外卡         对账不平", "消费                1", "               120.00",
+        "净额           120.00",
         "批上送笔数          1"]
+
+
+# ---- A6: a sale and its void are two types and a net of 0.00, never "24.68" ---------------
+
+# The issue's scenario: a 12.34 sale, then its void (the sale is VOIDED, the void APPROVED).
+SALE_AND_VOID = {("domestic", "sale"): (1, 1234), ("domestic", "void"): (1, 1234)}
+# A mixed day: sales on both sides, a void, a refund, an auth (holds funds: not in the net),
+# a completion and its void.
+MIXED_DAY = {("domestic", "sale"): (3, 30000), ("domestic", "void"): (1, 5000),
+             ("domestic", "refund"): (1, 2500), ("domestic", "preauth"): (1, 80000),
+             ("domestic", "completion"): (2, 70000), ("domestic", "completion_void"): (1, 20000),
+             ("foreign", "sale"): (1, 9900)}
+
+
+@pytest.mark.parametrize(("lang", "expected"), [
+    ("en", ["SALES          1", "           12.34", "VOIDS          1", "           12.34",
+            "NET         0.00"]),
+    ("zh_CN", ["消费           1", "           12.34", "撤销           1", "           12.34",
+               "净额        0.00"]),
+])
+def test_a_sale_and_its_void_show_each_type_and_a_net_of_zero(lang: str, expected: list[str]) -> None:
+    assert reports.subtotal_lines(SALE_AND_VOID, lang, 16) == expected
+    settled = dataclasses.replace(SETTLEMENT, domestic=(1234, 1, 1234, 1), foreign=(0, 0, 0, 0),
+                                  result_foreign="1")
+    for doc in (reports.settlement_report(settled, SALE_AND_VOID, MERCHANT, lang=lang, columns=32,
+                                          printed_at=PRINTED_AT),
+                reports.subtotals_report("000002", SALE_AND_VOID, MERCHANT, lang=lang, columns=32,
+                                         printed_at=PRINTED_AT)):
+        text = plain_text(doc, 32)
+        assert "24.68" not in text
+        sales, voids, net = (texts.label(k, lang) for k in ("total_sale", "total_void", "net_total"))
+        rows = [line.split() for line in text.splitlines()]
+        assert [sales, *(["SALES"] if lang == "zh_CN" else []), "1", "12.34"] in rows
+        assert [voids, *(["VOIDS"] if lang == "zh_CN" else []), "1", "12.34"] in rows
+        assert [net, *(["NET"] if lang == "zh_CN" else []), "0.00"] in rows
+        assert "DEBIT" not in text and "CREDIT" not in text and "借记" not in text
+
+
+def test_a_mixed_day_nets_sales_and_completions_less_voids_and_refunds() -> None:
+    # 300.00 + 700.00 + 99.00 - 50.00 - 25.00 - 200.00; the 800.00 auth holds funds only
+    assert reports.net_of(MIXED_DAY) == 82400
+    assert reports.net_of(MIXED_DAY, ("foreign",)) == 9900
+    lines = reports.subtotal_lines(MIXED_DAY, "en", 16)
+    assert lines[::2][:7] == ["SALES          4", "VOIDS          1", "REFUNDS        1",
+                              "AUTHS          1", "COMPLETIONS    2", "COMPL. VOIDS   1",
+                              "NET       824.00"]
+    doc = reports.subtotals_report("000002", MIXED_DAY, MERCHANT, lang="zh_CN", columns=32,
+                                   printed_at=PRINTED_AT)
+    text = plain_text(doc, 32)
+    assert "退货 REFUNDS     1         25.00" in text
+    assert "净额 NET                  824.00" in text  # both sides
+    assert "净额 NET                  725.00" in text  # domestic cards
+    assert "净额 NET                   99.00" in text  # foreign cards
 
 
 # ---- every line fits ---------------------------------------------------------------------
@@ -392,7 +460,7 @@ def test_every_report_line_fits_the_paper(settlement: SettlementRow, totals: dic
 def test_every_screen_line_fits_the_lcd(settlement: SettlementRow, totals: dict, txns: list,
                                         lang: str, cols: int) -> None:
     for lines in (reports.subtotal_lines(totals, lang, cols), reports.transaction_lines(txns, lang, cols),
-                  reports.settlement_lines(settlement, lang, cols)):
+                  reports.settlement_lines(settlement, totals, lang, cols)):
         assert lines
         for line in lines:
             assert text_cells(line) <= cols, (line, cols)
@@ -490,11 +558,9 @@ def test_totals_by_kind_of_a_real_journal_match_the_seed(journal: Journal) -> No
     totals = journal.totals_by_kind()
     assert totals == SEEDED_TOTALS
     dom, fgn = journal.totals()
-    # The reports' debit/credit split is the 0500's.
-    assert reports._side_totals(totals, "domestic") == (dom.debit_amount, dom.debit_count,
-                                                        dom.credit_amount, dom.credit_count)
-    assert reports._side_totals(totals, "foreign") == (fgn.debit_amount, fgn.debit_count,
-                                                       fgn.credit_amount, fgn.credit_count)
+    # The net the reports show per side is the 0500's debits less its credits.
+    assert reports.net_of(totals, ("domestic",)) == dom.debit_amount - dom.credit_amount
+    assert reports.net_of(totals, ("foreign",)) == fgn.debit_amount - fgn.credit_amount
 
 
 def test_the_z_report_is_queued_in_the_commit_that_finishes_the_settlement(journal, tmp_path):
@@ -632,7 +698,8 @@ def test_print_desk_renders_each_report_from_the_journal(journal):
     x = desk.subtotals()
     lst = desk.transaction_list()
     x_text = plain_text(desk.render(x, CopyKind.MERCHANT), 32)
-    assert "S U B T O T A L S" in x_text and "SALE             4      3,620.00" in x_text
+    assert "S U B T O T A L S" in x_text and "SALES            4      3,620.00" in x_text
+    assert "NET                     3,120.00" in x_text
     assert "NOT SETTLED" in x_text
     list_text = plain_text(desk.render(lst, CopyKind.MERCHANT), 32)
     # 7: the declined sale and the enquiry are left out, the reversed sale is not

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import PASSWORD, run, sale, terminal
+from helpers import PASSWORD, run, sale, terminal, void
 
 from firmware import app_review
 from firmware.diag.review import (
@@ -216,3 +216,32 @@ def test_settlement_failure_advice_for_each_class(tmp_path, sim):
     assert "通知未上送" in blocked[2] and "F1" in blocked[3]
     assert settlement_advice(TxnResult("refused", "password_wrong"), "en") == [
         words("adv_password", "en")]
+
+
+def test_a_sale_and_its_void_review_as_two_types_and_a_net_of_zero(data_dir, sim):
+    """Issue 13 A6: a 12.34 sale and its void read "sales 1 12.34, voids 1 12.34, net 0.00",
+    on the review screen (both languages) and in the ECR reply; never "24.68"."""
+    async def go():
+        t = await terminal(data_dir)
+        sold = await sale(t, 1234)
+        voided = await void(t, sold.record.invoice)
+        en = await app_review.run_op(t, StartOp("settle_review"), "en", 16)
+        zh = await app_review.run_op(t, StartOp("settle_review"), "zh_CN", 16)
+        payload = await app_review.ecr_op(t, "review", {})
+        await t.close()
+        return voided, en, zh, payload
+
+    voided, en, zh, payload = run(go())
+    assert voided.status == "approved"
+    assert list(en.lines[1:6]) == ["SALES          1", "           12.34", "VOIDS          1",
+                                   "           12.34", "NET         0.00"]
+    assert list(zh.lines[1:6]) == ["消费           1", "           12.34", "撤销           1",
+                                   "           12.34", "净额        0.00"]
+    assert "NET BY CARD" in en.lines and "按卡净额" in zh.lines
+    for lines in (en.lines, zh.lines):
+        assert not any("24.68" in line for line in lines)
+    review = payload["review"]
+    assert review["net"] == 0
+    assert review["by_side"]["domestic"] == {"count": 2, "amount": 0}
+    assert review["by_kind"] == {"sale": {"count": 1, "amount": 1234},
+                                 "void": {"count": 1, "amount": 1234}}

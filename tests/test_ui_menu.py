@@ -13,6 +13,7 @@ from firmware.ui import core, machine
 from firmware.ui.entry import PasswordEntry
 from firmware.ui.idle import IdleScreen
 from firmware.ui.menu import MENUS, LanguageSwitch, MenuScreen, menu_paths
+from firmware.ui.report_screens import ReportLoad, ReportScreen
 from firmware.ui.results import ResultScreen
 from firmware.ui.scroll import ScrollScreen
 from firmware.ui.txn import WorkingScreen
@@ -51,8 +52,8 @@ PATHS: dict[str, tuple[list, list]] = {
     "reprint_voucher": (["MENU 7 2 1 2 ENTER"], [S("reprint_voucher", voucher="000012")]),
     "report_list": (["MENU 8 1"], [S("report_list")]),
     "report_totals": (["MENU 8 2"], [S("report_totals")]),
-    "sign_on": (["MENU UP UP UP ENTER 1"], [S("sign_on")]),
-    "sign_off": (["MENU UP UP UP ENTER 2"], [S("sign_off")]),
+    "sign_on": (["MENU 0 3"], [S("sign_on")]),
+    "sign_off": (["MENU 0 4"], [S("sign_off")]),
 }
 REPORTS = {"subtotals", "report_list", "report_totals"}
 
@@ -69,17 +70,20 @@ def test_menu_path_to_command_and_result(op: str) -> None:
     script, expected = PATHS[op]
     term = Term()
     assert term.run(*script) == expected
+    if op in REPORTS:  # a reading: the report, then ENTER back to its menu (tests/test_ui_reports.py)
+        assert isinstance(term.screen, ReportLoad)
+        term.feed(core.OpDone(core.OpOutcome(op, "done", "", lines=("Sale x3   36.00",))))
+        assert isinstance(term.screen, ReportScreen) and "Sale x3   36.00" in term.text()
+        term.keys("ENTER")
+        assert isinstance(term.screen, MenuScreen)
+        return
     assert isinstance(term.screen, WorkingScreen)
     term.feed(core.OpStep("connecting"))
     term.advance(2)
     term.feed(core.Tick())
     assert "Connecting... 2s" in term.text()
-    if op in REPORTS:
-        term.feed(core.OpDone(core.OpOutcome(op, "done", "", lines=("Sale x3   36.00",))))
-        assert isinstance(term.screen, ScrollScreen) and "Sale x3   36.00" in term.text()
-    else:
-        term.feed(outcome(op=op))
-        assert isinstance(term.screen, ResultScreen)
+    term.feed(outcome(op=op))
+    assert isinstance(term.screen, ResultScreen)
     term.keys("ENTER")
     assert isinstance(term.screen, IdleScreen)
 
@@ -106,7 +110,7 @@ def other_screens(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
 def test_settings_needs_the_password(other_screens: dict[str, list]) -> None:
     term = Term()
-    assert term.keys("MENU 9 " + PW) == [core.CheckPassword("settings", "123456")]
+    assert term.keys("MENU 0 1 " + PW) == [core.CheckPassword("settings", "123456")]
     assert other_screens["settings"] == []  # nothing opened before the password was right
     term.feed(core.PasswordChecked(False))
     assert isinstance(term.screen, PasswordEntry) and "Wrong password" in term.text()
@@ -114,20 +118,22 @@ def test_settings_needs_the_password(other_screens: dict[str, list]) -> None:
     term.feed(PW_OK)
     assert len(other_screens["settings"]) == 1 and isinstance(term.screen, ScrollScreen)
     term.keys("CANCEL")
-    assert isinstance(term.screen, MenuScreen) and term.screen.selected == 8
+    assert isinstance(term.screen, MenuScreen) and term.screen.name == "manage"
+    assert term.screen.selected == 0
 
 
 def test_diagnostics_opens_without_a_password(other_screens: dict[str, list]) -> None:
     term = Term()
-    assert term.keys("MENU 0") == []
+    assert term.keys("MENU 0 2") == []
     assert len(other_screens["diag"]) == 1 and isinstance(term.screen, ScrollScreen)
     term.keys("CANCEL")
-    assert isinstance(term.screen, MenuScreen) and term.screen.selected == 9
+    assert isinstance(term.screen, MenuScreen) and term.screen.name == "manage"
+    assert term.screen.selected == 1
 
 
 def test_language_switch_saves_and_waits() -> None:
     term = Term()
-    commands = term.keys("MENU UP UP ENTER")
+    commands = term.keys("MENU 0 5")
     assert len(commands) == 1 and isinstance(commands[0], core.SaveSettings)
     assert commands[0].reason == "language switch"
     assert commands[0].data["display"]["language"] == "zh_CN"
@@ -148,7 +154,7 @@ def test_language_switch_saves_and_waits() -> None:
 
 def test_about_shows_the_version_lines() -> None:
     term = Term()
-    assert term.keys("MENU UP ENTER") == [core.RunDiag("version")]
+    assert term.keys("MENU 0 6") == [core.RunDiag("version")]
     term.feed(core.DiagResult("echo", True, "ignored"))
     assert "Reading..." in term.text()
     term.feed(core.DiagResult("version", True, "ok", lines=("firmware 0.4.0", "posio C 1.2")))
@@ -162,7 +168,7 @@ def test_menu_moves_scrolls_and_wraps() -> None:
     term = Term()
     term.keys("MENU")
     rows = term.ui.frame(term.ctx())
-    assert rows.rows == ("Menu        1/15", "1 Sale", "2 Void", "3 Refund") and rows.inverse_row == 1
+    assert rows.rows == ("Menu        1/10", "1 Sale", "2 Void", "3 Refund") and rows.inverse_row == 1
     term.keys("DOWN DOWN DOWN")
     frame = term.ui.frame(term.ctx())
     assert frame.rows[1:] == ("2 Void", "3 Refund", "4 Balance") and frame.inverse_row == 3
@@ -171,8 +177,8 @@ def test_menu_moves_scrolls_and_wraps() -> None:
     assert frame.rows[1:] == ("2 Void", "3 Refund", "4 Balance") and frame.inverse_row == 1
     term.keys("UP UP")
     frame = term.ui.frame(term.ctx())
-    assert frame.rows[1:] == ("  Sign on/off  >", "  Language", "  About")
-    assert frame.inverse_row == 3 and frame.rows[0].endswith("15/15")
+    assert frame.rows[1:] == ("8 Reports      >", "9 Held orders  >", "0 Manage       >")
+    assert frame.inverse_row == 3 and frame.rows[0].endswith("10/10")
     term.keys("CANCEL")
     assert isinstance(term.screen, IdleScreen)
 

@@ -110,7 +110,15 @@ def test_anomaly_list_details_and_void_behind_password(lang):
         d.key(k)
     asked = d.key(Key.ENTER)
     assert isinstance(asked.commands[0], core.CheckPassword) and asked.commands[0].purpose == "void"
+    confirm = d.feed(core.PasswordChecked(True))
+    # The menu's void ends on a confirm of the money; so does this one (issue 13 A14).
+    d.snap("void_confirm", confirm)
+    assert d.feed(core.Tick()).commands == ()  # nothing is sent before ENTER
+    back = d.key(Key.CANCEL)
+    assert back.commands == () and "000002" in "".join(back.frame.rows)  # the anomaly again
+    d.key(Key.D1, *(Key.D2, Key.D4, Key.D6, Key.D8, Key.D1, Key.D0), Key.ENTER)
     d.feed(core.PasswordChecked(True))
+    d.key(Key.ENTER)
     go = d.feed(core.Tick())
     assert go.commands == (core.StartOp("anomaly_act", voucher="000002", reason="void", authorised=True),)
     # CANCEL from a detail goes back one level; reprint needs no password.

@@ -4,19 +4,31 @@
 from __future__ import annotations
 
 import pytest
+from test_reports import LIST_RECORDS
 from test_ui_txn import PAN, PW_OK, REVIEW_TICK, REVIEWED, Term, found, outcome
 from ui_snapshots import assert_snapshot
 
 from firmware.ports import Frame, text_cells
+from firmware.printing import reports
 from firmware.ui import core
 
 PW = "1 2 3 4 5 6 ENTER"
 RRN = "1 2 3 4 5 6 7 8 9 0 1 2 ENTER"
 
 
-def lines_done(op: str) -> core.OpDone:
-    rows = ("Sale      3", "  CNY 36.00", "Void      1", "  CNY 12.00", "Refund    0", "  CNY 0.00")
-    return core.OpDone(core.OpOutcome(op, "done", "", lines=rows))
+def lines_done(op: str, totals: dict | None = None):
+    """The app's answer to a report op: the lines firmware.printing.reports draws for this
+    language and width (a 12.34 sale and its void, unless totals say otherwise)."""
+    def answer(lang: str, cols: int) -> core.OpDone:
+        if op == "report_list":
+            lines = reports.transaction_lines(LIST_RECORDS[:2] if totals is None else [], lang, cols)
+        else:
+            lines = reports.subtotal_lines(SALE_AND_VOID if totals is None else totals, lang, cols)
+        return core.OpDone(core.OpOutcome(op, "done", "", lines=tuple(lines)))
+    return answer
+
+
+SALE_AND_VOID = {("domestic", "sale"): (1, 1234), ("domestic", "void"): (1, 1234)}
 
 
 # name -> (context overrides, the steps from idle)
@@ -34,13 +46,15 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "menu_settlement": ({}, ["MENU 6"]),
     "menu_reprint": ({}, ["MENU 7"]),
     "menu_reports": ({}, ["MENU 8"]),
-    "menu_signon": ({}, ["MENU UP UP UP ENTER"]),
-    "result_signon_key_check": ({}, ["MENU UP UP UP ENTER", core.OpDone(core.OpOutcome(
+    "menu_signon": ({}, ["MENU 0 3"]),
+    "result_signon_key_check": ({}, ["MENU 0 3", core.OpDone(core.OpOutcome(
         "sign_on", "failed", "sign_on_failed", detail="key_check_failed"))]),
-    "menu_language_saving": ({}, ["MENU UP UP ENTER"]),
-    "menu_about_reading": ({}, ["MENU UP ENTER"]),
+    "menu_manage": ({}, ["MENU 0"]),
+    "menu_language_saving": ({}, ["MENU 0 5"]),
+    "menu_about_reading": ({}, ["MENU 0 6"]),
     "menu_disabled": ({"settings": {"transactions": {"enabled": ["sale"]}}}, ["MENU 3"]),
     "entry_amount": ({}, ["F1 1 2 3 4"]),
+    "entry_amount_no_dot": ({}, ["F1 1 2 DOT"]),
     "entry_amount_card": ({}, [core.CardPresented(PAN, "swipe"), "5 0 0"]),
     "entry_amount_max": ({}, ["F1 1 0 0 0 0 0 0 0 1"]),
     "entry_voucher": ({}, ["MENU 7 2 4 2"]),
@@ -66,7 +80,7 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "txn_working_uploading": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER",
                                    core.OpStep("uploading", 12, 40, False)]),
     "txn_working_printing": ({}, ["F4", core.OpStep("printing", 1, 2)]),
-    "txn_working_signing_on": ({}, ["MENU UP UP UP ENTER 1", core.OpStep("signing_on")]),
+    "txn_working_signing_on": ({}, ["MENU 0 3", core.OpStep("signing_on")]),
     "txn_working_cancelling": ({}, ["F1 1 ENTER ENTER", core.OpStep("sending"), "CANCEL"]),
     "txn_working_cannot_cancel": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER",
                                        core.OpStep("settling", None, None, False), "CANCEL"]),
@@ -78,14 +92,32 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "result_reversal_pending": ({}, ["F4", outcome("reversal_pending", message_key="reversal_pending")]),
     "result_stored": ({}, ["F4", outcome("stored", op="refund", message_key="advice_stored")]),
     "result_unreachable": ({}, ["F4", outcome("failed", message_key="host_unreachable", amount=None)]),
-    "result_refused": ({}, ["F4", outcome("refused", op="void", message_key="original_already_voided")]),
+    "result_refused": ({}, [core.OpStarted("void", "ecr", None),
+                            outcome("refused", op="void", message_key="original_already_voided")]),
+    # a keypad flow refused: its words, then ENTER goes back to the entry (issue 13 A7)
+    "refused_back_reprint_trace": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
+        "reprint_trace", "refused", "reprint_not_found"))]),
+    "refused_back_reprint_trace_enter": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
+        "reprint_trace", "refused", "reprint_not_found")), "ENTER"]),
+    "refused_back_original_not_found": ({}, ["MENU 5 2 9 9 ENTER", core.OriginalFound(
+        "000099", False, "original_not_found")]),
+    "report_loading": ({}, ["MENU 8 2"]),
+    "report_list": ({}, ["MENU 8 1", lines_done("report_list")]),
+    "report_subtotals": ({}, ["MENU 6 2", lines_done("subtotals")]),
+    "report_empty": ({}, ["MENU 8 1", lines_done("report_list", {})]),
+    "report_printing": ({}, ["MENU 8 1", lines_done("report_list"), "F1"]),
+    "report_sent": ({}, ["MENU 8 1", lines_done("report_list"), "F1",
+                         core.OpDone(core.OpOutcome("print_txn_list", "done", "report_queued"))]),
+    "report_not_printed": ({}, ["MENU 8 1", lines_done("report_list"), "F1",
+                                core.OpDone(core.OpOutcome("print_txn_list", "failed", "busy"))]),
+    "report_back_in_menu": ({}, ["MENU 8 1", lines_done("report_list"), "ENTER"]),
     "result_settled": ({}, ["F4", outcome("settled", op="settle", message_key="settled_balanced",
                                           batch="000002", amount=None, pan_masked=None, voucher=None)]),
     "result_balance": ({}, ["F4", outcome("approved", op="balance", balance=98765, amount=None,
                                           auth_code=None, voucher=None, rrn=None)]),
     "scroll_report": ({}, ["MENU 8 2", lines_done("report_totals")]),
     "scroll_report_down": ({}, ["MENU 8 2", lines_done("report_totals"), "DOWN DOWN"]),
-    "scroll_about": ({}, ["MENU UP ENTER", core.DiagResult("version", True, "ok",
+    "scroll_about": ({}, ["MENU 0 6", core.DiagResult("version", True, "ok",
                                                             lines=("Firmware 0.4.0", "posio C ext 1.2",
                                                                    "Board devboard"))]),
 }
@@ -98,6 +130,8 @@ def drive(name: str, lang: str, rows: int, cols: int) -> Frame:
     context = dict(context)
     term = Term(context.pop("settings", None), rows=rows, cols=cols, lang=lang, **context)
     for step in steps:
+        if callable(step):
+            step = step(lang, cols)
         if isinstance(step, float):
             term.advance(step)
             term.feed(core.Tick())

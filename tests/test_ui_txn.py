@@ -493,19 +493,18 @@ def test_host_unreachable_offers_an_echo_test() -> None:
     assert isinstance(term.screen, WorkingScreen) and "Echo test" in term.text()
 
 
-def test_reports_come_back_as_scroll_screens() -> None:
+def test_reports_scroll_above_their_print_key() -> None:
     term = Term()
     assert term.keys("MENU 8 2") == [core.StartOp("report_totals")]
     lines = tuple(f"Line {i}" for i in range(1, 8))
     term.feed(core.OpDone(core.OpOutcome("report_totals", "done", "", lines=lines)))
-    assert isinstance(term.screen, ScrollScreen)
-    assert term.text().splitlines()[1:] == ["Line 1", "Line 2", "Line 3"]
+    assert term.text().splitlines()[1:] == ["Line 1", "Line 2", "F1 print"]
     term.keys("DOWN 1 2 DOWN")
-    assert term.text().splitlines()[1:] == ["Line 3", "Line 4", "Line 5"]
+    assert term.text().splitlines()[1:] == ["Line 3", "Line 4", "F1 print"]
     term.keys("UP")
     assert term.text().splitlines()[1] == "Line 2"
     term.keys("CANCEL")
-    assert isinstance(term.screen, IdleScreen)
+    assert isinstance(term.screen, MenuScreen) and term.screen.name == "reports"
 
 
 def test_balance_shows_the_amount() -> None:

@@ -371,12 +371,13 @@ class Torture:
         return "done"
 
     def settings_save(self, cycle: int, kill: bool) -> str:
-        """The language switch (MENU, UP, UP to Language, ENTER): a settings save on the keypad."""
+        """The language switch (MENU, 0 Manage, DOWN x4 to Language, ENTER): a settings save on
+        the keypad."""
         rig = self.rig
         assert rig.lcd is not None
         self.wait_idle_now()
         drawn = len(rig.lcd.frames)
-        rig.press("MENU", "UP", "UP")
+        rig.press("MENU", "0", "DOWN", "DOWN", "DOWN", "DOWN")
         # The menu's title says which language the terminal runs in now (the truth after a cut).
         _, menu = rig.lcd.wait_frame(lambda f: "/" in f.rows[0], 20, since=drawn)
         current = "zh_CN" if _is_chinese(menu.rows[0]) else "en"

@@ -70,6 +70,15 @@ T = TypeVar("T")
 
 # Field 32 of our replies: the acquiring institution id this simulator claims.
 ACQUIRER_ID: Final = "01020000"
+# Field 44 of an approval: the issuing bank by card organisation (domestic cards: a CUP member
+# bank's code; foreign cards: the organisation's), then the acquirer, each 11 characters.
+ISSUER_IDS: Final = {"CUP": "03080000", "VIS": "04000000", "MCC": "05000000", "JCB": "06000000",
+                     "AEX": "07000000"}
+
+
+def institution_field(org: str) -> str:
+    """Field 44: issuer and acquirer institution codes, each left-justified in 11 characters."""
+    return f"{ISSUER_IDS.get(org, '00000000'):<11}{ACQUIRER_ID:<11}"
 # A known terminal that has no working keys gets 22 "terminal state mismatch - sign on
 # again" plus header processing requirement 3 (sign on again). A0 would also send it to
 # sign-on, but claims a MAC was checked, which is impossible without keys.
@@ -633,7 +642,7 @@ class AcquirerSimulator:
             rrn, auth = self.ledger.next_rrn(), f"{secrets.randbelow(1_000_000):06d}"
             card = card_by_pan(pan or "")
             org = card.org if card else org_for_pan(pan or "")
-            extra = {"32": ACQUIRER_ID, "37": rrn, "38": auth, "63": org}
+            extra = {"32": ACQUIRER_ID, "37": rrn, "38": auth, "44": institution_field(org), "63": org}
             if kind is TxnKind.BALANCE:
                 extra["54"] = balance_field54(card.balance if card else 0, currency)
         ref = f.get("61", "")

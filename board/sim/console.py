@@ -32,7 +32,8 @@ PAPER_WIDTH = 40  # columns: 2 + a 58 mm receipt's 32 (an 80 mm one's 48 is cut)
 
 LEGEND = (
     "Keys (PC -> terminal)",
-    "  0-9 .   digits",
+    "  0-9     digits",
+    "  .       dot (text only)",
     "  d       00",
     "  Enter   ENTER",
     "  Esc     CANCEL",

@@ -23,7 +23,8 @@ from firmware.ports import Key, KeyPress
 
 KEY_HELP = """\
 Terminal keys:
-  0-9 .          digits and the decimal point
+  0-9            digits (amounts shift in: 1 2 3 is 1.23)
+  .              a dot, for text in settings (amounts take none)
   d              00 (double zero)
   Enter          ENTER
   Esc            CANCEL

@@ -37,6 +37,12 @@ class PrinterProfile:
         """The python-escpos profile object (escpos.capabilities.BaseProfile) with our overrides."""
         return _capabilities(self.escpos_profile, self.feature_overrides)
 
+    @property
+    def has_cutter(self) -> bool:
+        """The mechanism cuts (GS V); without a cutter a slip is torn off at the tear bar."""
+        caps = self.escpos_capabilities()
+        return bool(caps.supports("paperFullCut") or caps.supports("paperPartCut"))
+
 
 PROFILES: dict[str, PrinterProfile] = {
     # The ubiquitous Chinese 58 mm mechanism (POS-5890 / ZJ-58 family, GB18030 font built in).
@@ -45,6 +51,12 @@ PROFILES: dict[str, PrinterProfile] = {
     "58mm": PrinterProfile(
         name="58mm", columns=32, dots=384, escpos_profile="POS-5890", band_height=24,
         write_chunk=256, feature_overrides=(("paperFullCut", True), ("paperPartCut", True)),
+    ),
+    # The same mechanism as python-escpos lists it: no cutter, a tear bar (the cheaper units).
+    # A "cut" only feeds the slip past the bar; the operator tears each copy off.
+    "58mm-tear": PrinterProfile(
+        name="58mm-tear", columns=32, dots=384, escpos_profile="POS-5890", band_height=24,
+        write_chunk=256,
     ),
     # Epson TM-T20II: the reference 80 mm receipt printer (576 dots, 48 columns of font A).
     "80mm": PrinterProfile(

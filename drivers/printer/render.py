@@ -262,9 +262,19 @@ def _feeds(index: int, feed: Feed, commands: _EscposCommands) -> list[bytes]:
 # ---- raster mode -------------------------------------------------------------------------------
 
 
+# Unifont is a 16-dot bitmap font: drawn at 24 px, some of its rows fell between dots (the tops
+# of Chinese glyphs went missing) and a CJK glyph filled the whole 24-dot line, so lines touched.
+# It is drawn at its own 16 px, every dot kept, then scaled up to the printer's 12-dot cell
+# (8 -> 12 across) and 20 of the line's 24 dots (16 -> 20 down, rows only repeated, never
+# dropped), leaving LINE_GAP blank dots above and below: the printed line pitch is unchanged.
+GLYPH_PX = 16
+GLYPH_ROWS = 20
+LINE_GAP = (LINE_PITCH - GLYPH_ROWS) // 2
+
+
 @cache
 def unifont(size: int = LINE_PITCH) -> ImageFont.FreeTypeFont:
-    """GNU Unifont at `size` px: at 24 px a half-width glyph is 12x24 (font A), a CJK one 24x24."""
+    """GNU Unifont at `size` px: at 16 px (GLYPH_PX) a half-width glyph is 8x16, a CJK one 16x16."""
     from PIL import ImageFont
 
     try:
@@ -276,19 +286,25 @@ def unifont(size: int = LINE_PITCH) -> ImageFont.FreeTypeFont:
 
 def text_image(text: str, *, bold: bool = False, width_mult: int = 1, height_mult: int = 1) -> PILImage.Image:
     """One line of text as an 8-bit image (0 black on 255 white), 12x24 dots per half-width cell
-    times the multipliers. Bold is the printer's way: the line struck again one dot to the right."""
+    times the multipliers, the glyphs LINE_GAP dots clear of the line's top and bottom. Bold is the
+    printer's way: the line struck again one dot to the right."""
     from PIL import Image as PILImage
-    from PIL import ImageDraw
+    from PIL import ImageChops, ImageDraw
 
-    font = unifont()
+    font = unifont(GLYPH_PX)
     width = round(font.getlength(text)) if text else 0
-    line = PILImage.new("L", (max(width, 1), LINE_PITCH), 255)
-    draw = ImageDraw.Draw(line)
+    glyphs = PILImage.new("L", (max(width, 1), GLYPH_PX), 255)
+    draw = ImageDraw.Draw(glyphs)
     draw.fontmode = "1"  # thermal dots are on or off: no anti-aliasing to threshold away
     if text:
         draw.text((0, 0), text, font=font, fill=0)
-        if bold:
-            draw.text((1, 0), text, font=font, fill=0)
+    cells = glyphs.resize((max(width * 3 // 2, 1), GLYPH_ROWS), PILImage.Resampling.NEAREST)
+    if bold:
+        struck = PILImage.new("L", cells.size, 255)
+        struck.paste(cells, (1, 0))
+        cells = ImageChops.darker(cells, struck)
+    line = PILImage.new("L", (cells.width, LINE_PITCH), 255)
+    line.paste(cells, (0, LINE_GAP))
     if width_mult != 1 or height_mult != 1:
         line = line.resize((line.width * width_mult, LINE_PITCH * height_mult), PILImage.Resampling.NEAREST)
     return line

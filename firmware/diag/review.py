@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.engine.codes import ActionClass, lookup
-from firmware.engine.model import TxnRecord
+from firmware.engine.model import NET_SIGN, TxnRecord
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 
@@ -74,11 +74,17 @@ class Pending:
 class Review:
     batch: str
     count: int  # counted (approved or voided) records of the batch
-    by_side: dict[str, tuple[int, int]]  # "domestic" | "foreign" -> (count, amount)
-    by_org: dict[str, tuple[int, int]]  # CUP | VIS | MCC | JCB | AEX | OTHER -> (count, amount)
-    by_kind: dict[str, tuple[int, int]]  # TxnKind value -> (count, amount)
+    # by_side and by_org: (count, net amount); a sale and its void net to 0 (NET_SIGN).
+    by_side: dict[str, tuple[int, int]]  # "domestic" | "foreign" -> (count, net)
+    by_org: dict[str, tuple[int, int]]  # CUP | VIS | MCC | JCB | AEX | OTHER -> (count, net)
+    by_kind: dict[str, tuple[int, int]]  # TxnKind value -> (count, amount as transacted)
     pending: tuple[Pending, ...] = ()
     anomalies: tuple[Anomaly, ...] = field(default=())
+
+    @property
+    def net(self) -> int:
+        """Sales and completions less voids and refunds: what the batch is worth."""
+        return sum(amount for _, amount in self.by_side.values())
 
     @property
     def blocked(self) -> bool:
@@ -94,7 +100,8 @@ class Review:
         def table(t: Mapping[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
             return {k: {"count": c, "amount": a} for k, (c, a) in t.items()}
 
-        return {"batch": self.batch, "count": self.count, "by_side": table(self.by_side),
+        return {"batch": self.batch, "count": self.count, "net": self.net,
+                "by_side": table(self.by_side),
                 "by_org": table(self.by_org), "by_kind": table(self.by_kind),
                 "blocked": self.blocked, "pending": [p.item() for p in self.pending],
                 "anomalies": [a.item() for a in self.anomalies]}
@@ -124,9 +131,10 @@ def build_review(batch: str, records: Sequence[TxnRecord], *, card_keys: Mapping
         if r.batch != batch or r.state not in COUNTED or r.kind is TxnKind.BALANCE:
             continue
         count += 1
-        _add(by_side, "foreign" if r.foreign else "domestic", r.amount)
+        net = NET_SIGN[r.kind] * r.amount
+        _add(by_side, "foreign" if r.foreign else "domestic", net)
         org = (r.card_org or "").upper()
-        _add(by_org, org if org in CARD_ORGS else "OTHER", r.amount)
+        _add(by_org, org if org in CARD_ORGS else "OTHER", net)
         _add(by_kind, r.kind.value, r.amount)
 
     seen: dict[int, TxnRecord] = {}
@@ -206,16 +214,17 @@ ADVICE: dict[str, tuple[str, str]] = {
                     "new sales wait until it finishes.",
                     "重新结算或重启后结算将从中断处继续; 完成前不能做新交易。"),
     "adv_sales_go_on": ("New sales still work.", "可以继续做新交易。"),
-    "adv_unbalanced": ("Totals did not match the host; the batch was uploaded. Print the "
-                       "transaction list (batch detail) and give it to the acquirer.",
-                       "与主机对账不平, 已批上送。请打印交易明细交给收单机构。"),
+    # The result's own message already says done/balanced or unbalanced: the advice adds only
+    # what to do (it said it a second time before).
+    "adv_unbalanced": ("Print the transaction list (MENU 8 1, then F1) and give it to the "
+                       "acquirer.",
+                       "请打印交易明细 (菜单 8 1, 再按F1) 交给收单机构。"),
     "adv_host_code": ("Host answered {code}: {meaning}.", "主机应答码{code}: {meaning}。"),
     "adv_code_retry": ("Try again in a few minutes.", "请稍后重试。"),
     "adv_code_operator": ("Sign on again (Menu > Sign on) and settle again; if it persists, call "
                           "the acquirer.", "请重新签到(菜单 > 签到)后再结算; 如仍失败, 请联系收单机构。"),
     "adv_code_call": ("Call the acquirer with this code.", "请将此应答码告知收单机构。"),
-    "adv_balanced": ("Settlement done and balanced; the report is printing.",
-                     "结算完成, 对账平, 正在打印结算单。"),
+    "adv_balanced": ("The settlement report is printing.", "正在打印结算单。"),
     "adv_password": ("Wrong supervisor password: nothing was settled.", "主管密码错误, 未结算。"),
     "adv_other": ("Settlement not done: {why}", "结算未完成: {why}"),
 }

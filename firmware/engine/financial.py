@@ -24,7 +24,16 @@ from firmware.digits import is_digits
 from firmware.engine import events as ev
 from firmware.engine.cardclass import is_foreign
 from firmware.engine.codes import advice_answer, lookup
-from firmware.engine.model import CardRead, HostResult, PendingDraft, TxnRecord, TxnRequest, TxnResult
+from firmware.engine.model import (
+    CardRead,
+    HostResult,
+    PendingDraft,
+    TxnRecord,
+    TxnRequest,
+    TxnResult,
+    institution_ids,
+    slip_expiry,
+)
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.validation import (
     Limits,
@@ -282,6 +291,7 @@ class FinancialFlow:
             orig_invoice=orig.invoice if orig else None,
             held_order_id=req.held_order_id,
             request_key=req.request_key,
+            expiry_shown=slip_expiry(self.card.expiry if self.card is not None else None),
         )
 
     def _on_pending_written(self, event: object) -> list[ev.Action]:
@@ -313,12 +323,15 @@ class FinancialFlow:
         assert isinstance(event, ev.ReplyReceived)
         fields = event.message.fields
         code = fields.get("39", "")
+        issuer, acquirer = institution_ids(fields.get("44"))
         result = HostResult(
             response_code=code,
             rrn=fields.get("37"),
             auth_code=(fields.get("38") or "").strip() or None,
             card_org=(fields.get("63") or "")[:3].strip() or None,
             balance=_parse_balance(fields.get("54")),
+            issuer_id=issuer,
+            acquirer_id=acquirer,
         )
         self.reply = result
         self.step = Step.WRITE_OUTCOME

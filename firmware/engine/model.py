@@ -112,6 +112,7 @@ class PendingDraft:
     orig_invoice: str | None = None  # the original's voucher number, printed on the slip
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
+    expiry_shown: str | None = None  # what the slip prints for the card's expiry (slip_expiry)
 
     def __post_init__(self) -> None:
         # The engine sets pos_entry from the request it built; a draft made without one (tools,
@@ -164,6 +165,9 @@ class TxnRecord:
     # approval, only copied into the reversal's field 38 so the host finds what it approved.
     reversal_auth: str | None = None
     orig_invoice: str | None = None  # the original's voucher number (follow-ups)
+    issuer_id: str | None = None  # field 44 of the reply: the issuing bank (发卡行)
+    acquirer_id: str | None = None  # field 44 of the reply: the acquiring institution (收单行)
+    expiry_shown: str | None = None  # the slip's expiry, already masked (slip_expiry)
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,8 @@ class HostResult:
     auth_code: str | None = None
     card_org: str | None = None
     balance: int | None = None  # fen, balance enquiry only (shown, never stored)
+    issuer_id: str | None = None
+    acquirer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,30 @@ class TxnResult:
     response_code: str | None = None
     detail: str = ""
     balance: int | None = None
+
+
+def slip_expiry(expiry: str | None) -> str | None:
+    """What a slip prints for a card's expiry (YYMM): masked, as CUP slips may print it, so the
+    expiry itself is never written to the journal; None when the card carried none (keyed)."""
+    return "**/**" if expiry else None
+
+
+def institution_ids(field44: str | None) -> tuple[str | None, str | None]:
+    """(issuer, acquirer) from a reply's field 44: two 11-character institution codes, each
+    left-justified and space padded; a missing or blank one is None."""
+    text = field44 or ""
+    issuer, acquirer = text[:11].strip(), text[11:22].strip()
+    return issuer or None, acquirer or None
+
+
+# What each kind does to the merchant's money (the net a report shows): sales and completions
+# bring it in, voids, completion voids and refunds give it back; a pre-authorisation and its void
+# only hold funds and move none. The same split as the 0500's debit/credit totals.
+NET_SIGN: dict[TxnKind, int] = {
+    TxnKind.SALE: 1, TxnKind.COMPLETION: 1,
+    TxnKind.VOID: -1, TxnKind.COMPLETION_VOID: -1, TxnKind.REFUND: -1,
+    TxnKind.PREAUTH: 0, TxnKind.PREAUTH_VOID: 0, TxnKind.BALANCE: 0,
+}
 
 
 @dataclass(frozen=True)

@@ -273,4 +273,13 @@ MIGRATIONS.append([
     "WHERE orig_id IS NOT NULL",
 ])
 
+MIGRATIONS.append([
+    # 13: the fields a CUP sale slip prints beside the card (issue 13 A15): the issuing and the
+    # acquiring institution from the reply's field 44 (发卡行 / 收单行), and the slip's expiry,
+    # already masked (the expiry itself is never stored).
+    "ALTER TABLE txn ADD COLUMN issuer_id TEXT",
+    "ALTER TABLE txn ADD COLUMN acquirer_id TEXT",
+    "ALTER TABLE txn ADD COLUMN expiry_shown TEXT",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -58,7 +58,8 @@ _TXN_COLUMNS = (
     "entry_mode, pin_entered, operator, local_date, local_time, created_at, reference, orig_id, "
     "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
     "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem, "
-    "orig_card_org, pos_entry, read_cap, reversal_auth, orig_invoice"
+    "orig_card_org, pos_entry, read_cap, reversal_auth, orig_invoice, issuer_id, acquirer_id, "
+    "expiry_shown"
 )
 
 
@@ -75,7 +76,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
      pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
      orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
      adv_attempts, uploaded, settlement_id, problem, orig_org, pos_entry, read_cap,
-     reversal_auth, orig_invoice) = row
+     reversal_auth, orig_invoice, issuer_id, acquirer_id, expiry_shown) = row
     return TxnRecord(
         id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
         invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
@@ -87,7 +88,8 @@ def _row_to_record(row: tuple) -> TxnRecord:
         reversal_attempts=rev_attempts, advice_attempts=adv_attempts, uploaded=bool(uploaded),
         settlement_id=settlement_id, problem=problem, orig_card_org=orig_org,
         pos_entry=pos_entry, read_cap=read_cap, reversal_auth=reversal_auth,
-        orig_invoice=orig_invoice,
+        orig_invoice=orig_invoice, issuer_id=issuer_id, acquirer_id=acquirer_id,
+        expiry_shown=expiry_shown,
     )
 
 
@@ -290,14 +292,15 @@ class Journal:
                 "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
                 "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
-                "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap, orig_invoice) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap, orig_invoice, "
+                "expiry_shown) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
                  pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
                  int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
                  now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
                  draft.orig_rrn, draft.orig_auth, draft.orig_date, draft.orig_card_org,
-                 draft.pos_entry, draft.read_cap, draft.orig_invoice),
+                 draft.pos_entry, draft.read_cap, draft.orig_invoice, draft.expiry_shown),
             )
             rid = cur.lastrowid
             assert rid is not None
@@ -339,8 +342,10 @@ class Journal:
             if result is not None and event in (
                 TxnEvent.APPROVE, TxnEvent.DECLINE, TxnEvent.ADVICE_ACKED
             ):
-                sets += ["response_code = ?", "rrn = ?", "auth_code = ?", "card_org = ?"]
-                args += [result.response_code, result.rrn, result.auth_code, result.card_org]
+                sets += ["response_code = ?", "rrn = ?", "auth_code = ?", "card_org = ?",
+                         "issuer_id = ?", "acquirer_id = ?"]
+                args += [result.response_code, result.rrn, result.auth_code, result.card_org,
+                         result.issuer_id, result.acquirer_id]
             if reversal_reason is not None:
                 sets.append("reversal_reason = ?")
                 args.append(reversal_reason)

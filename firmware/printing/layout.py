@@ -541,6 +541,11 @@ def receipt(record: TxnRecord, copy: CopyKind, merchant: MerchantInfo, *, lang: 
     card = mask_pan(_clean(record.pan_masked)) + (f" /{letter}" if letter else "")
     slip.field("card_no", card, bold=True)
     slip.field("card_org", _card_org(slip, record.card_org))
+    # What CUP slips print beside the card: the banks (field 44 of the reply) and the expiry,
+    # masked (the journal keeps only the masked form); absent ones print nothing.
+    slip.field("issuer", _clean(record.issuer_id or ""))
+    slip.field("acquirer", _clean(record.acquirer_id or ""))
+    slip.field("exp_date", _clean(record.expiry_shown or ""))
     slip.field("txn_type", slip.words(f"kind_{record.kind.value}"), bold=True)
     slip.field("batch_no", _clean(record.batch))
     slip.field("voucher_no", _clean(record.invoice))  # the merchant's number; the STAN is wire-only

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Final
 
 from firmware.digits import is_digits
-from firmware.engine.model import SettlementRow, TxnRecord
+from firmware.engine.model import NET_SIGN, SettlementRow, TxnRecord
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.ports import Align, Block, Cut, Document, Feed, TextLine, text_cells
@@ -35,6 +35,7 @@ __all__ = [
     "LCD_MIN_COLUMNS",
     "ReportSection",
     "TotalsByKind",
+    "net_of",
     "settlement_lines",
     "settlement_report",
     "subtotal_lines",
@@ -51,10 +52,6 @@ SIDES: Final = ("domestic", "foreign")
 # The order kinds are reported in; balance enquiries move no money and are not reported.
 KIND_ORDER: Final = (TxnKind.SALE, TxnKind.VOID, TxnKind.REFUND, TxnKind.PREAUTH,
                      TxnKind.PREAUTH_VOID, TxnKind.COMPLETION, TxnKind.COMPLETION_VOID)
-# What the 0500 counts as debit and credit (the journal's totals() uses the same split).
-DEBIT_KINDS: Final = frozenset({TxnKind.SALE.value, TxnKind.COMPLETION.value})
-CREDIT_KINDS: Final = frozenset({TxnKind.VOID.value, TxnKind.COMPLETION_VOID.value,
-                                 TxnKind.REFUND.value})
 COUNTED_STATES: Final = frozenset({TxnState.APPROVED, TxnState.VOIDED})
 # The list leaves out what moved no money and needs no follow-up (declines, lost enquiries).
 UNLISTED_STATES: Final = frozenset({TxnState.DECLINED, TxnState.FAILED})
@@ -89,9 +86,10 @@ def _right(text: str, columns: int) -> list[str]:
     return wrap(text, columns)
 
 
-def _kind_key(kind: str) -> str | None:
-    key = f"kind_{kind}"
-    return key if texts.has(key) else None
+def _total_name(kind: str, lang: str) -> str:
+    """A per-type total's name ("SALES", "消费"); a kind the catalog does not know, as it is."""
+    key = f"total_{kind}"
+    return texts.label(key, lang) if texts.has(key) else _printable(kind)
 
 
 def _ordered_kinds(totals: TotalsByKind) -> list[str]:
@@ -102,27 +100,27 @@ def _ordered_kinds(totals: TotalsByKind) -> list[str]:
     return known + others
 
 
-def _by_kind(totals: TotalsByKind) -> list[tuple[str, int, int]]:
-    """(kind, count, amount) summed over both card sides, in report order."""
+def _by_kind(totals: TotalsByKind, sides: Sequence[str] = SIDES) -> list[tuple[str, int, int]]:
+    """(kind, count, amount) summed over the given card sides, in report order; each amount as
+    it was (a void of 12.34 counts 12.34 under voids: the sign is the net's business)."""
     out = []
     for kind in _ordered_kinds(totals):
-        count = sum(totals.get((side, kind), (0, 0))[0] for side in SIDES)
-        amount = sum(totals.get((side, kind), (0, 0))[1] for side in SIDES)
-        out.append((kind, count, amount))
+        count = sum(totals.get((side, kind), (0, 0))[0] for side in sides)
+        amount = sum(totals.get((side, kind), (0, 0))[1] for side in sides)
+        if count:
+            out.append((kind, count, amount))
     return out
 
 
-def _side_totals(totals: TotalsByKind, side: str) -> tuple[int, int, int, int]:
-    """(debit amount, debit count, credit amount, credit count) of one side, as the 0500 sends."""
-    da = dc = ca = cc = 0
-    for (s, kind), (count, amount) in totals.items():
-        if s != side:
-            continue
-        if kind in DEBIT_KINDS:
-            da, dc = da + amount, dc + count
-        elif kind in CREDIT_KINDS:
-            ca, cc = ca + amount, cc + count
-    return da, dc, ca, cc
+# NET_SIGN by the journal's kind strings (a kind this build does not know moves nothing).
+_SIGN_OF: Final = {kind.value: sign for kind, sign in NET_SIGN.items()}
+
+
+def net_of(totals: TotalsByKind, sides: Sequence[str] = SIDES) -> int:
+    """What the batch is worth to the merchant: sales and completions less voids and refunds
+    (pre-authorisations hold funds and move none)."""
+    return sum(_SIGN_OF.get(kind, 0) * amount for (side, kind), (_, amount) in totals.items()
+               if side in sides)
 
 
 def _signed(record: TxnRecord) -> int:
@@ -130,15 +128,8 @@ def _signed(record: TxnRecord) -> int:
 
 
 def _net(records: Iterable[TxnRecord]) -> int:
-    """Debits less credits of the counted records: what the batch is worth to the merchant."""
-    net = 0
-    for r in records:
-        if r.state in COUNTED_STATES:
-            if r.kind.value in DEBIT_KINDS:
-                net += r.amount
-            elif r.kind.value in CREDIT_KINDS:
-                net -= r.amount
-    return net
+    """The net of the counted records (net_of, record by record)."""
+    return sum(NET_SIGN[r.kind] * r.amount for r in records if r.state in COUNTED_STATES)
 
 
 def _listed(records: Iterable[TxnRecord]) -> list[TxnRecord]:
@@ -224,13 +215,14 @@ class _Report:
     def money(self, fen: int) -> str:
         return f"{currency_symbol(self.currency)} {format_amount(fen, self.currency)}"
 
-    def table(self, rows: Sequence[tuple[str, int, int]]) -> None:
-        """Name, count and amount per row; counts and amounts right-aligned in their columns
-        (the same columns in every table of a report, up to 9,999,999.99)."""
+    def table(self, rows: Sequence[tuple[str, int | None, int]]) -> None:
+        """Name, count and amount per row (a net has no count); counts and amounts right-aligned
+        in their columns (the same columns in every table of a report, up to 9,999,999.99)."""
         amounts = [format_amount(amount, self.currency) for _, _, amount in rows]
         width = max([AMOUNT_CELLS, *(len(a) for a in amounts)])
         for (name, count, _), amount in zip(rows, amounts, strict=True):
-            self.add(two_columns(name, f"{count:>4}  {amount:>{width}}", self.columns))
+            shown = "" if count is None else str(count)
+            self.add(two_columns(name, f"{shown:>4}  {amount:>{width}}", self.columns))
 
     def header(self, merchant: MerchantInfo, title_key: str, reprint: bool) -> None:
         name = _printable(merchant.name).strip()
@@ -244,20 +236,22 @@ class _Report:
         self.field("merchant_no", _printable(merchant.mid))
         self.field("terminal_no", _printable(merchant.tid))
 
-    def by_type(self, totals: TotalsByKind) -> None:
-        self.line(self.words("by_type"), bold=True)
-        rows = [(self.words(key) if (key := _kind_key(kind)) else _printable(kind), count, amount)
-                for kind, count, amount in _by_kind(totals)]
+    def total_name(self, kind: str) -> str:
+        if not texts.has(f"total_{kind}"):
+            return _printable(kind)
+        en = texts.label(f"total_{kind}", "en")
+        return f"{texts.label(f'total_{kind}', 'zh_CN')} {en}" if self.zh else en
+
+    def by_type(self, heading_key: str, totals: TotalsByKind, sides: Sequence[str] = SIDES) -> None:
+        """Count and amount per transaction type, then the net (no type added into another)."""
+        self.line(self.words(heading_key), bold=True)
+        rows: list[tuple[str, int | None, int]] = [
+            (self.total_name(kind), count, amount) for kind, count, amount in _by_kind(totals, sides)]
         if not rows:
             self.line(self.words("no_transactions"))
             return
         self.line(f"{self.words('count_amount')} ({currency_symbol(self.currency)})", Align.RIGHT)
-        self.table(rows)
-
-    def side(self, side: str, totals: tuple[int, int, int, int]) -> None:
-        da, dc, ca, cc = totals
-        self.line(self.words(f"side_{side}"), bold=True)
-        self.table([(self.words("debit_total"), dc, da), (self.words("credit_total"), cc, ca)])
+        self.table([*rows, (self.words("net_total"), None, net_of(totals, sides))])
 
     def sections(self, extra: Sequence[ReportSection]) -> None:
         for section in extra:
@@ -285,8 +279,9 @@ def settlement_report(settlement: SettlementRow, totals_by_kind: TotalsByKind, m
                       *, lang: str, columns: int, printed_at: datetime, reprint: bool = False,
                       operator: str | None = None, currency: str = "156",
                       sections: Sequence[ReportSection] = ()) -> Document:
-    """The 结算单 (Z report) printed when a settlement finishes: totals by type, the totals per
-    card side as the 0500 sent them, and the host's reconciliation result per side in words.
+    """The 结算单 (Z report) printed when a settlement finishes: count and amount per type and
+    the net, then the same per card side with the host's reconciliation result in words (the
+    0500's debit/credit totals are a wire detail: the merchant reads types and the net).
     A reprint is marked REPRINT at the top and the end, so it cannot pass for the first print."""
     if settlement.state != "DONE":
         raise ValueError(f"no settlement report for a {settlement.state} settlement: "
@@ -300,11 +295,11 @@ def settlement_report(settlement: SettlementRow, totals_by_kind: TotalsByKind, m
         r.field("settled_at", _stamp(settled))
     r.field("print_time", _stamp(printed_at))
     r.rule()
-    r.by_type(totals_by_kind)
-    for side, sent, result in (("domestic", settlement.domestic, settlement.result_domestic),
-                               ("foreign", settlement.foreign, settlement.result_foreign)):
+    r.by_type("by_type", totals_by_kind)
+    for side, result in (("domestic", settlement.result_domestic),
+                         ("foreign", settlement.result_foreign)):
         r.rule()
-        r.side(side, sent)
+        r.by_type(f"side_{side}", totals_by_kind, (side,))
         r.field("host_result", r.words(_result_key(result)))
     if settlement.uploaded_count or not settlement.balanced:
         r.rule()
@@ -327,10 +322,10 @@ def subtotals_report(batch: str, totals_by_kind: TotalsByKind, merchant: Merchan
     r.field("batch_no", _printable(batch))
     r.field("print_time", _stamp(printed_at))
     r.rule()
-    r.by_type(totals_by_kind)
+    r.by_type("by_type", totals_by_kind)
     for side in SIDES:
         r.rule()
-        r.side(side, _side_totals(totals_by_kind, side))
+        r.by_type(f"side_{side}", totals_by_kind, (side,))
     r.sections(sections)
     return r.finish(reprint, _printable(f"subtotals {batch}"))
 
@@ -386,24 +381,24 @@ def _count_then_amount(name: str, count: int, amount: int, currency: str, cols: 
     return two_columns(name, str(count), cols) + _right(format_amount(amount, currency), cols)
 
 
-def subtotal_lines(totals_by_kind: TotalsByKind, lang: str, cols: int,
-                   currency: str = "156") -> list[str]:
-    """The open batch's totals for the LCD: per type its count, then its amount right-aligned;
-    then the debit and credit totals of both card sides together."""
-    _check_lcd(lang, cols)
-    rows = _by_kind(totals_by_kind)
+def _type_lines(totals: TotalsByKind, lang: str, cols: int, currency: str,
+                sides: Sequence[str] = SIDES) -> list[str]:
+    """Per type its count, then its amount right-aligned; then the net."""
+    rows = _by_kind(totals, sides)
     if not rows:
         return wrap(texts.label("no_transactions", lang), cols)
     lines: list[str] = []
     for kind, count, amount in rows:
-        key = _kind_key(kind)
-        name = texts.label(key, lang) if key else _printable(kind)
-        lines += _count_then_amount(name, count, amount, currency, cols)
-    sides = [_side_totals(totals_by_kind, side) for side in SIDES]
-    da, dc, ca, cc = (sum(values) for values in zip(*sides, strict=True))
-    lines += _count_then_amount(texts.label("debit_total", lang), dc, da, currency, cols)
-    lines += _count_then_amount(texts.label("credit_total", lang), cc, ca, currency, cols)
-    return lines
+        lines += _count_then_amount(_total_name(kind, lang), count, amount, currency, cols)
+    net = format_amount(net_of(totals, sides), currency)
+    return lines + two_columns(texts.label("net_total", lang), net, cols)
+
+
+def subtotal_lines(totals_by_kind: TotalsByKind, lang: str, cols: int,
+                   currency: str = "156") -> list[str]:
+    """The open batch's totals for the LCD: count and amount per type, then the net."""
+    _check_lcd(lang, cols)
+    return _type_lines(totals_by_kind, lang, cols, currency)
 
 
 def transaction_lines(records: Sequence[TxnRecord], lang: str, cols: int) -> list[str]:
@@ -421,19 +416,17 @@ def transaction_lines(records: Sequence[TxnRecord], lang: str, cols: int) -> lis
     return lines
 
 
-def settlement_lines(settlement: SettlementRow, lang: str, cols: int,
+def settlement_lines(settlement: SettlementRow, totals_by_kind: TotalsByKind, lang: str, cols: int,
                      currency: str = "156") -> list[str]:
-    """A settlement for the LCD: its batch, then per card side the debit and credit totals
-    sent and the host's result in words, and how many records the batch upload carried."""
+    """A settlement for the LCD: its batch, then per card side the host's result in words, the
+    count and amount per type and the net, and how many records the batch upload carried."""
     _check_lcd(lang, cols)
     lines = two_columns(texts.label("batch_no", lang), _printable(settlement.batch), cols)
-    for side, (da, dc, ca, cc), result in (
-            ("domestic", settlement.domestic, settlement.result_domestic),
-            ("foreign", settlement.foreign, settlement.result_foreign)):
+    for side, result in (("domestic", settlement.result_domestic),
+                         ("foreign", settlement.result_foreign)):
         lines += two_columns(texts.label(f"side_{side}", lang),
                              texts.label(_result_key(result), lang), cols)
-        lines += _count_then_amount(texts.label("debit_total", lang), dc, da, currency, cols)
-        lines += _count_then_amount(texts.label("credit_total", lang), cc, ca, currency, cols)
+        lines += _type_lines(totals_by_kind, lang, cols, currency, (side,))
     if settlement.uploaded_count or not settlement.balanced:
         lines += two_columns(texts.label("batch_uploaded", lang), str(settlement.uploaded_count), cols)
     return lines

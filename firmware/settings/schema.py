@@ -77,10 +77,13 @@ FIELDS: tuple[Field, ...] = (
     Field("transactions", "retention_days", "int", 1, 3650, editable=False),
     Field("transactions", "held_max_age_min", "int", 1, 10080, unit="min"),
     Field("transactions", "operator", "digits", 1, 4, editable=False),
-    Field("printer", "profile", "choice", choices=("58mm", "80mm"), self_test="printer"),
+    Field("printer", "profile", "choice", choices=("58mm", "58mm-tear", "80mm"), self_test="printer"),
     Field("printer", "copies", "int", 1, 3, self_test="printer"),
     Field("printer", "density", "int", 1, 8, self_test="printer"),
     Field("printer", "no_signature_limit", "int", 0, 99_999_999, unit="fen"),
+    # Stop between copies until the operator has torn one off; auto: when the printer has no
+    # cutter (its profile says), since the next copy would otherwise run on from the last.
+    Field("printer", "tear_pause", "choice", choices=("auto", "on", "off")),
     # Language needs no test: the next frame is already drawn in it and the operator sees it.
     Field("display", "language", "choice", choices=("en", "zh_CN")),
     Field("display", "contrast", "int", 1, 10, self_test="display"),
@@ -99,7 +102,7 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
                 "printer.no_signature_limit", "transactions.held_max_age_min",
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
-                "comms.mak_check")
+                "comms.mak_check", "printer.tear_pause")
 
 
 def field(group: str, name: str) -> Field:
@@ -154,6 +157,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.printer.copies": ("Copies", "联数"),
     "f.printer.density": ("Density", "浓度"),
     "f.printer.no_signature_limit": ("No-sign", "免签额"),
+    "f.printer.tear_pause": ("Tear pause", "撕纸暂停"),
     "f.display.language": ("Lang", "语言"),
     "f.display.contrast": ("Contrast", "对比度"),
     "f.display.idle_timeout_s": ("Idle time", "空闲超时"),
@@ -172,6 +176,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "c.en": ("English", "English"),
     "c.zh_CN": ("简体中文", "简体中文"),
     "c.58mm": ("58mm", "58mm"),
+    "c.58mm-tear": ("58mm no cut", "58mm 手撕"),
+    "c.auto": ("Auto", "自动"),
+    "c.on": ("On", "开"),
+    "c.off": ("Off", "关"),
     "c.80mm": ("80mm", "80mm"),
     "yes": ("Yes", "是"),
     "no": ("No", "否"),

@@ -55,6 +55,9 @@ class UiContext:
     # A receipt cut by a power loss waits for the operator: ENTER prints it again (REPRINT),
     # CANCEL drops it with a VOID slip (ConfirmPrint). None: nothing waits.
     print_confirm_job: int | None = None
+    # A copy is out and the printer has no cutter: the spooler waits for the operator to tear it
+    # off; ENTER at idle prints the next copy (TearOff). None: nothing waits.
+    tear_off_job: int | None = None
     password_locked_s: float = 0.0  # > 0: supervisor functions are locked this long
     held_orders: int = 0  # orders parked (挂单) and not yet paid or cancelled
     held_aged: int = 0  # of those, held longer than the configured age (flagged at idle)
@@ -352,6 +355,13 @@ class ConfirmPrint:
 
 
 @dataclass(frozen=True)
+class TearOff:
+    """The operator tore the last copy off: the next copy of the job may print."""
+
+    job_id: int
+
+
+@dataclass(frozen=True)
 class LookupOriginal:
     """Find the original of a void or completion in the journal (answered by OriginalFound),
     so the operator sees its amount and card before confirming."""
@@ -362,7 +372,7 @@ class LookupOriginal:
 
 UiCommand = (StartOp | CancelOp | SubmitPin | CheckPassword | DropCard | Audit | SaveSettings
              | RestorePrevious | FactoryDefaults | RollBackSettings | ChangePassword | RunDiag
-             | ConfirmPrint | LookupOriginal)
+             | ConfirmPrint | TearOff | LookupOriginal)
 
 # ---------------------------------------------------------------------------- screens
 
@@ -509,7 +519,8 @@ class PickList(Screen):
         key = key_of(event)
         if key is None:
             return None
-        if key is Key.CANCEL:
+        if key is Key.CANCEL or (key is Key.ENTER and self.count() == 0):
+            # an empty list ("No held orders") has nothing to pick: ENTER goes back as CANCEL does
             return Transition(self.back)  # type: ignore[attr-defined]
         moved = list_key(key, self.sel, self.count())  # type: ignore[attr-defined]
         if moved is None:

@@ -111,6 +111,18 @@ def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
 _key = core.key_of
 
 
+def _path_rows(label: str, path: str, cols: int) -> list[str]:
+    """label + path over as many rows as it takes, later rows indented under the path."""
+    indent = " " * text_cells(label)
+    rows, line = [], label
+    for ch in path:
+        if text_cells(line + ch) > cols:
+            rows.append(line)
+            line = indent
+        line += ch
+    return [*rows, line]
+
+
 def _tail(path: str, cells: int) -> str:
     """The end of a path (its most telling part) in at most `cells` cells, '~' marking a cut."""
     if text_cells(path) <= cells:
@@ -346,13 +358,18 @@ class DirPick(core.PickList):
         return WipeWarning(self.dirs[index], here)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        rows = []
+        # Every path whole, wrapped under its digit (a path cut to one row, "1.~rminal/export",
+        # did not say where the backup would go); the window keeps the selected one in view.
+        rows: list[tuple[int, str]] = []
         for i, path in enumerate(self.dirs):
-            label = f"{i + 1}."
-            rows.append(label + _tail(path, ctx.cols - len(label)))
+            rows += [(i, row) for row in _path_rows(f"{i + 1} ", path, ctx.cols)]
+        mine = [n for n, (i, _) in enumerate(rows) if i == self.sel]
+        visible = max(1, ctx.rows - 1)
+        top = max(0, min(mine[0], mine[-1] - visible + 1, len(rows) - visible))
         position = f"{self.sel + 1}/{len(self.dirs)}"
         head = core.pad(_t(ctx, "dereg_dir_title"), ctx.cols - len(position)) + position
-        return core.pick_frame(ctx, head, rows, self.sel)
+        return core.frame(ctx, [head, *(row for _, row in rows[top: top + visible])],
+                          inverse_row=1 + mine[0] - top)
 
 
 @dataclass(frozen=True)

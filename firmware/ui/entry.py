@@ -67,7 +67,11 @@ class AmountEntry(core.Screen):
             return self.then(self.amount, replace(self, note=None))
         if key is Key.CANCEL:
             return core.Transition(self.back, (core.DropCard(),) if self.drop_card else ())
-        return _stay(self)  # DOT, arrows, F-keys: nothing to do in an amount
+        if key is Key.DOT:
+            # Amounts shift in from the right as on CUP terminals (123 is 1.23): a dot would mean
+            # another way of typing money, so it is refused here in words, not silently eaten.
+            return _stay(replace(self, note="amount_no_dot", note_until=ctx.mono + NOTE_S))
+        return _stay(self)  # arrows, F-keys: nothing to do in an amount
 
     def render(self, ctx: core.UiContext) -> Frame:
         lines = [words(ctx, self.title)]

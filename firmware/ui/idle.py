@@ -39,6 +39,8 @@ class IdleScreen(core.Screen):
         key = event.key
         if ctx.print_confirm_job is not None and key in (Key.ENTER, Key.CANCEL):
             return core.Transition(self, (core.ConfirmPrint(ctx.print_confirm_job, key is Key.ENTER),))
+        if ctx.tear_off_job is not None and key is Key.ENTER:
+            return core.Transition(self, (core.TearOff(ctx.tear_off_job),))
         if ctx.paper == "out" and key is Key.ENTER:
             # stays at idle: the paper state the app reports redraws this screen
             return core.Transition(self, (core.StartOp("print_resume"),))
@@ -89,6 +91,8 @@ class IdleScreen(core.Screen):
         notes = []
         if ctx.print_confirm_job is not None:
             notes.append(t(ctx, "print_interrupted"))
+        if ctx.tear_off_job is not None:
+            notes.append(t(ctx, "tear_off_next"))
         if ctx.paper == "out":
             notes.append(t(ctx, "printer_paper_out"))
         if ctx.notice:

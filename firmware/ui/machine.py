@@ -9,7 +9,10 @@ that keeps the previous one as `back`, so CANCEL goes back one level and the idl
 screen, or nothing for reports and reprints) emits StartOp and shows a WorkingScreen, which
 is `running`: no idle timeout, CANCEL emits CancelOp while the step is cancellable, PinWanted
 pushes a PinEntry over it, and OpDone replaces it with a result screen (results.py). Results
-are staged: ENTER, CANCEL or the idle timeout go back to idle. Supervisor functions ask for the
+are staged: ENTER, CANCEL or the idle timeout go back to idle; a refusal of a keypad flow (not
+found, not allowed) instead shows its reason and goes back one level, to the last entry or the
+menu. The on-screen reports (report_screens.py) are read over their menu: F1 prints them,
+ENTER or CANCEL goes back to the menu. Supervisor functions ask for the
 password first (CheckPassword, answered by PasswordChecked); the StartOp then carries
 authorised=True. An OpStarted the UI did not ask for (ECR, start-up backlog) shows a working
 screen titled with its source ("ECR: Sale") over whatever was shown; an OpDone that no screen
@@ -23,7 +26,7 @@ Flows (txn.STEPS):
   balance: confirm    settle: password > review (review_screens.py)    reprint_voucher: voucher
   held orders and deregistration: their own screens (held_screens.py, dereg_screens.py)
 
-Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test_ui_menu.py):
+Menu tree (menu.MENUS; every item has its digit; kept equal to the table by tests/test_ui_menu.py):
 
     1 Sale             sale
     2 Void             void
@@ -44,17 +47,17 @@ Menu tree (menu.MENUS; "-" = UP/DOWN only; kept equal to the table by tests/test
     8 Reports >
         1 Transactions     report_list
         2 Totals           report_totals
-    9 Settings         settings
-    0 Diagnostics      diagnostics
-    - Held orders >
+    9 Held orders >
         1 Park order       held_park
         2 Held list        held_list
-    - Deregister       deregister
-    - Sign on/off >
-        1 Sign on          sign_on
-        2 Sign off         sign_off
-    - Language         language
-    - About            about
+    0 Manage >
+        1 Settings         settings
+        2 Diagnostics      diagnostics
+        3 Sign on          sign_on
+        4 Sign off         sign_off
+        5 Language         language
+        6 About            about
+        7 Deregister       deregister
 
 Idle shortcuts: MENU/ENTER menu, F1 sale, F2 void, F3 settle, F4 reprint last, a digit starts a
 sale with that digit; settings opens firmware.ui.settings_screens.settings_root after the
@@ -79,7 +82,7 @@ def menu_tree_text(name: str = "main", indent: str = "") -> list[str]:
     """The menu table as drawn in this module's docstring (English labels)."""
     rows: list[str] = []
     for item in MENUS[name][1]:
-        key = item.shortcut or "-"
+        key = item.shortcut
         label = CATALOG[item.label][0]
         if item.opens.startswith("menu:"):
             rows.append(f"{indent}{key} {label} >")

@@ -21,7 +21,7 @@ from firmware.ui.txn import STEPS, open_flow
 @dataclass(frozen=True)
 class MenuItem:
     label: str  # catalog key
-    shortcut: str | None  # the digit that picks it; None: reached with UP/DOWN only
+    shortcut: str  # the digit that picks it (every item has one: a menu holds at most ten)
     opens: str  # "menu:<name>", an operation of txn.STEPS, or one of MENU_ACTIONS
 
 
@@ -38,13 +38,18 @@ MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
         MenuItem("menu_settlement", "6", "menu:settlement"),
         MenuItem("menu_reprint", "7", "menu:reprint"),
         MenuItem("menu_reports", "8", "menu:reports"),
-        MenuItem("menu_settings", "9", "settings"),
-        MenuItem("menu_diag", "0", "diagnostics"),
-        MenuItem("menu_held", None, "menu:held"),
-        MenuItem("menu_deregister", None, "deregister"),
-        MenuItem("menu_signon", None, "menu:signon"),
-        MenuItem("menu_language", None, "language"),
-        MenuItem("menu_about", None, "about"),
+        MenuItem("menu_held", "9", "menu:held"),
+        MenuItem("menu_manage", "0", "menu:manage"),
+    )),
+    # what a supervisor or the support line asks for, away from the day's operations
+    "manage": ("menu_manage", (
+        MenuItem("menu_settings", "1", "settings"),
+        MenuItem("menu_diag", "2", "diagnostics"),
+        MenuItem("op_sign_on", "3", "sign_on"),
+        MenuItem("op_sign_off", "4", "sign_off"),
+        MenuItem("menu_language", "5", "language"),
+        MenuItem("menu_about", "6", "about"),
+        MenuItem("menu_deregister", "7", "deregister"),
     )),
     "held": ("menu_held", (
         MenuItem("item_held_park", "1", "held_park"),
@@ -69,18 +74,14 @@ MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
         MenuItem("op_report_list", "1", "report_list"),
         MenuItem("op_report_totals", "2", "report_totals"),
     )),
-    "signon": ("menu_signon", (
-        MenuItem("op_sign_on", "1", "sign_on"),
-        MenuItem("op_sign_off", "2", "sign_off"),
-    )),
 }
 
 
 def menu_paths(name: str = "main", prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], MenuItem]]:
     """Every leaf of the tree with the keys that reach it from the menu (docs and tests walk it)."""
     paths = []
-    for index, item in enumerate(MENUS[name][1]):
-        keys = (*prefix, item.shortcut or f"DOWNx{index}")
+    for item in MENUS[name][1]:
+        keys = (*prefix, item.shortcut)
         if item.opens.startswith("menu:"):
             paths += menu_paths(item.opens.removeprefix("menu:"), keys)
         else:
@@ -169,7 +170,7 @@ class MenuScreen(core.Screen):
         raise ValueError(f"menu item opens {target!r}, which nothing handles")
 
     def label(self, item: MenuItem, ctx: core.UiContext) -> str:
-        text = f"{item.shortcut or ' '} {t(ctx, item.label)}"
+        text = f"{item.shortcut} {t(ctx, item.label)}"
         return core.pad(text, ctx.cols - 1) + ">" if item.opens.startswith("menu:") else text
 
     def render(self, ctx: core.UiContext) -> Frame:

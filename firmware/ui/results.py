@@ -97,7 +97,8 @@ class ResultScreen(core.Screen):
 
 
 # Operations that only read (the screen that asked may be gone when they answer).
-READ_ONLY_OPS = frozenset({"settle_review", "deregister_check", "held_list"})
+READ_ONLY_OPS = frozenset({"settle_review", "deregister_check", "held_list",
+                           "report_list", "report_totals", "subtotals"})
 
 
 def result_screen(outcome: core.OpOutcome, current: core.Screen | None = None) -> core.Screen:

@@ -14,6 +14,7 @@ from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.entry import PasswordEntry
 from firmware.ui.scroll import paged, scrolled, wrap_all
+from firmware.ui.texts import money, op_title, t
 from firmware.ui.txn import WorkingScreen
 
 CATALOG: core.Catalog = {
@@ -216,6 +217,9 @@ class AnomalyDetail(core.Screen):
             command = core.StartOp("anomaly_act", voucher=str(self.item["voucher"]), reason=action,
                                    authorised=action in GUARDED_ACTIONS)
             run = Run(command, self.root, "act")
+            if action == "void":  # the same last look at the money as the menu's void
+                return core.Transition(PasswordEntry(action, AnomalyVoidConfirm(self.item, run, self),
+                                                     self))
             if action in GUARDED_ACTIONS:
                 return core.Transition(PasswordEntry(action, run, self))
             return core.Transition(run)
@@ -240,6 +244,31 @@ class AnomalyDetail(core.Screen):
         # The actions stay on the bottom rows; the facts fill what is left above them.
         room = max(1, ctx.rows - len(actions))
         return core.frame(ctx, [*facts[:room], *actions][: ctx.rows])
+
+
+@dataclass(frozen=True)
+class AnomalyVoidConfirm(core.Screen):
+    """The void's amount, card and trace before it is sent: ENTER voids, CANCEL goes back to
+    the anomaly (past the password, as in the menu's void)."""
+
+    item: Mapping[str, Any]
+    run: Run
+    back: AnomalyDetail
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        key = _key(event)
+        if key is Key.ENTER:
+            return core.Transition(self.run)
+        if key is Key.CANCEL:
+            return core.Transition(self.back)
+        return core.Transition(self) if key is not None else None
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        facts = [money(ctx, int(self.item.get("amount") or 0)), str(self.item.get("pan") or ""),
+                 _t(ctx, "anomaly_trace", trace=self.item["trace"])]
+        prompt = core.wrap(t(ctx, "confirm_enter"), ctx.cols)
+        room = max(0, ctx.rows - 1 - len(prompt))
+        return core.frame(ctx, [op_title(ctx, "void"), *facts[:room], *prompt])
 
 
 @dataclass(frozen=True)

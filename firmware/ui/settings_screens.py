@@ -44,8 +44,8 @@ from firmware.ui.core import (
 
 CATALOG: dict[str, tuple[str, str]] = {
     "settings": ("Settings", "设置"),
-    "restore_previous": ("Restore previous", "恢复上一版本"),
-    "factory_defaults": ("Factory defaults", "恢复出厂设置"),
+    "restore_previous": ("Undo last save", "恢复上一版本"),
+    "factory_defaults": ("Reset defaults", "恢复出厂设置"),
     "history": ("History", "历史版本"),
     "save": ("Save", "保存"),
     "change_password": ("Change password", "修改密码"),

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.entry import NOTE_S, AmountEntry, NumberEntry, PasswordEntry, PinEntry
+from firmware.ui.report_screens import PRINT_OP, report_flow
 from firmware.ui.results import result_screen
 from firmware.ui.scroll import MORE_ABOVE, MORE_BELOW, message, wrap_all
 from firmware.ui.texts import CATALOG, enabled, money, op_title, t
@@ -71,9 +72,10 @@ class Flow:
                             use_card=self.use_card, authorised=self.authorised)
 
     def next(self, back: core.Screen) -> core.Transition:
-        """The next step's screen, or the StartOp once nothing is left to ask."""
+        """The next step's screen, or the StartOp once nothing is left to ask (a refusal then
+        goes back to `back`: the last entry, or the menu of an op that asks nothing)."""
         if not self.steps:
-            return start(self.command())
+            return start(self.command(), back=back)
         if self.steps[0] == "original":
             return lookup(replace(self, steps=self.steps[1:]), back)
         return core.Transition(self.screen(back))
@@ -124,12 +126,16 @@ def open_flow(op: str, back: core.Screen, ctx: core.UiContext, *, amount: int | 
         return core.Transition(message("deregistered", back, f"op_{op}"), drop)
     if op in TXN_TYPES and not enabled(ctx, op):
         return core.Transition(message("type_disabled", back, f"op_{op}"), drop)
+    if op in PRINT_OP:
+        return report_flow(op, back)
     flow = Flow(op, STEPS[op], amount=amount, use_card=use_card, pan_masked=pan_masked)
     return flow.next(back)
 
 
-def start(command: core.StartOp, source: str | None = None) -> core.Transition:
-    return core.Transition(WorkingScreen(command.op, command.amount, source), (command,))
+def start(command: core.StartOp, source: str | None = None,
+          back: core.Screen | None = None) -> core.Transition:
+    """The working screen and the command; back: where a refusal returns (None: idle)."""
+    return core.Transition(WorkingScreen(command.op, command.amount, source, back=back), (command,))
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ class ConfirmScreen(core.Screen):
         if not isinstance(event, core.KeyIn):
             return None
         if event.key is Key.ENTER:
-            return start(self.flow.command())
+            return start(self.flow.command(), back=self.back)
         if event.key is Key.CANCEL:
             return core.Transition(self.back)
         if event.key in (Key.UP, Key.DOWN):
@@ -233,6 +239,7 @@ class WorkingScreen(core.Screen):
     op: str
     amount: int | None = None
     source: str | None = None
+    back: core.Screen | None = None  # a refusal goes back here in words (the last entry, a menu)
     step: str | None = None
     since: float = 0.0
     done: int | None = None
@@ -255,6 +262,9 @@ class WorkingScreen(core.Screen):
             return core.Transition(PinEntry(event.pan_masked, amount, event.bypass_allowed, waiting,
                                             event.tries_left))
         if isinstance(event, core.OpDone):
+            if event.outcome.status == "refused" and self.back is not None:
+                # not found, not allowed: nothing happened, so back one level with the reason
+                return core.Transition(message(event.outcome.message_key, self.back, f"op_{self.op}"))
             return core.Transition(result_screen(event.outcome, self))
         if isinstance(event, core.CardPresented):
             return core.Transition(replace(self, pan_masked=event.pan_masked))
