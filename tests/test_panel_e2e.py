@@ -369,7 +369,7 @@ def test_each_report_on_the_lcd_prints_with_f1_and_enter_goes_back_to_its_menu(t
             return sold, slips, shop.journal.records()
 
     sold, (listing, totals, subtotals), rows = run(go())
-    assert "TRANSACTION LIST" in listing and sold.stan in listing and "12.34" in listing
+    assert "TRANSACTION LIST" in listing and sold.invoice in listing and "12.34" in listing
     for slip in (totals, subtotals):
         assert "SUBTOTALS" in slip and "NOT SETTLED" in slip
         assert "SALES            1         12.34" in slip and "NET                        12.34" in slip

@@ -111,7 +111,7 @@ def test_the_backup_directory_list_shows_each_path_whole(lang: str,
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_anomaly_screens_fit(lang: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    item = {"kind": "duplicate", "record_id": 2, "trace": "000002", "pan": "622588******0001",
+    item = {"kind": "duplicate", "record_id": 2, "voucher": "000002", "pan": "622588******0001",
             "amount": 1500, "actions": ["void"], "related_trace": "000001", "attempts": 0}
     review = ReviewScreen(core.OpOutcome("settle_review", "done", "review_ready", items=(item,)),
                           core.Screen())

@@ -165,7 +165,7 @@ def test_the_anomaly_void_not_found_reloads_the_review() -> None:
     term = Term()
     term.run("MENU 6 1", PW, PW_OK, core.Tick())
     review = core.OpOutcome("settle_review", "done", "review_ready", lines=("Batch 1",),
-                            items=({"kind": "duplicate", "record_id": 2, "trace": "000002",
+                            items=({"kind": "duplicate", "record_id": 2, "voucher": "000002",
                                     "pan": "6222", "amount": 1, "actions": ["reprint"]},))
     term.feed(core.OpDone(review))
     term.keys("F2 1 1")

@@ -95,9 +95,9 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "result_refused": ({}, [core.OpStarted("void", "ecr", None),
                             outcome("refused", op="void", message_key="original_already_voided")]),
     # a keypad flow refused: its words, then ENTER goes back to the entry (issue 13 A7)
-    "refused_back_reprint_trace": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
+    "refused_back_reprint_voucher": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
         "reprint_trace", "refused", "reprint_not_found"))]),
-    "refused_back_reprint_trace_enter": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
+    "refused_back_reprint_voucher_enter": ({}, ["MENU 7 2 4 2 ENTER", core.OpDone(core.OpOutcome(
         "reprint_trace", "refused", "reprint_not_found")), "ENTER"]),
     "refused_back_original_not_found": ({}, ["MENU 5 2 9 9 ENTER", core.OriginalFound(
         "000099", False, "original_not_found")]),
