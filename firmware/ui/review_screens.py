@@ -265,7 +265,7 @@ class AnomalyVoidConfirm(core.Screen):
 
     def render(self, ctx: core.UiContext) -> Frame:
         facts = [money(ctx, int(self.item.get("amount") or 0)), str(self.item.get("pan") or ""),
-                 _t(ctx, "anomaly_trace", trace=self.item["trace"])]
+                 _t(ctx, "anomaly_voucher", voucher=self.item["voucher"])]
         prompt = core.wrap(t(ctx, "confirm_enter"), ctx.cols)
         room = max(0, ctx.rows - 1 - len(prompt))
         return core.frame(ctx, [op_title(ctx, "void"), *facts[:room], *prompt])
