@@ -1266,4 +1266,10 @@ def _require_c_extension() -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m firmware.app` loads this file as __main__, and the modules that import it
+    # (the panel, the companions) load it again as firmware.app: two of every class. Run the
+    # firmware.app one, so that what the panel raises (OperatorCancelled at the PIN) is what
+    # the flow catches, and every isinstance agrees.
+    from firmware.app import main as app_main
+
+    raise SystemExit(app_main())
