@@ -72,6 +72,10 @@ from firmware.settings.store import SettingsStore
 log = logging.getLogger("posfw.app")
 
 
+# The actions that ask the operator (or the ECR request) for something: nothing was sent yet.
+OPERATOR_INPUT = (ev.AskAuthorisation, ev.AskCard, ev.AskPin)
+
+
 class OperatorCancelled(Exception):
     """CANCEL arrived while the terminal was waiting for something."""
 
@@ -464,6 +468,10 @@ class Terminal:
             if isinstance(action, ev.Finish):
                 return action.result
             event = await self._perform(action, io, flow, cancellable)
+            if cancellable and isinstance(action, OPERATOR_INPUT) and self._cancel.is_set():
+                # CANCEL came while the operator was being asked (the password being checked,
+                # say): nothing is sent, whatever the answer was (docs/cancel-semantics.md, first row).
+                event = ev.Cancel()
             if event is not None:
                 queue.extend(flow.handle(event))
         return None
