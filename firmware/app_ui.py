@@ -470,10 +470,9 @@ class FrontPanel:
             result = await self._diag(name)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the operator gets words, never a hung panel
+        except Exception:  # the operator gets words, never a hung panel (the log gets the why)
             log.exception("diagnostic %s failed", name)
-            result = ui.DiagResult(name, False, f"the check itself failed: {exc}",
-                                   "call support with the log")
+            result = diag_words(name, False, "check_failed", "check_failed_next", self._lang())
         self._events.put_nowait(result)
 
     async def _diag(self, name: str) -> ui.DiagResult:
@@ -482,7 +481,7 @@ class FrontPanel:
         t, lang = self.terminal, self._lang()
         if name == "echo":
             if t.busy:
-                return ui.DiagResult(name, False, "terminal busy", "try again when idle")
+                return diag_words(name, False, "check_busy", "check_busy_next", lang)
             return self._echo_result(*(await t.echo()))
         if name == "network":
             comms = t.settings["comms"]
@@ -490,7 +489,8 @@ class FrontPanel:
                 None, netinfo.network_info, str(comms["host"]), int(comms["port"]), lang)
         if name == "journal":
             if t.journal is None:
-                return ui.DiagResult(name, False, t.service_problem or "no journal", "call support")
+                log.error("journal check: no journal (%s)", t.service_problem)
+                return diag_words(name, False, "check_no_journal", "check_failed_next", lang)
             return journal_check.check_journal(t.journal, lang, time.time())
         if name == "log":
             return logview.log_tail(t.data_dir / "terminal.log", 200, lang)
@@ -505,8 +505,9 @@ class FrontPanel:
 
             return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
         if name == "display":
-            return ui.DiagResult(name, True, "shown", "")
-        return ui.DiagResult(name, False, f"no check named {name}", "")
+            return diag_words(name, True, "check_shown", None, lang)
+        log.error("diagnostics: no check named %s", name)
+        return diag_words(name, False, "check_failed", "check_failed_next", lang)
 
     async def _printer_test(self) -> ui.DiagResult:
         from firmware.diag.checks import printer_result
@@ -538,11 +539,13 @@ class FrontPanel:
         if reader is None:
             return reader_result(None, False, {}, self._lang())
         version, chip = None, False
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(2.0):
                 version = await reader.version()  # type: ignore[attr-defined]
                 chip, _ = await reader.status()  # type: ignore[attr-defined]
-        stats = reader.link_stats() if hasattr(reader, "link_stats") else {}
+        except Exception as exc:  # no answer, in words on the LCD; the why goes to the log
+            log.error("card reader link check: %r", exc)
+        stats = getattr(reader, "link_stats", {})  # a property of the serial link driver
         return reader_result(version, chip, stats, self._lang())
 
     # ------------------------------------------------------------------ settings
@@ -609,6 +612,14 @@ class FrontPanel:
             self._events.put_nowait(ui.CardPresented(mask_pan(card.pan), card.entry_mode, card.expiry))
             if purpose == "sale":
                 return
+
+
+def diag_words(name: str, ok: bool, reason: str, next_step: str | None, lang: str) -> ui.DiagResult:
+    """A diagnostics result in the operator's language, from the diagnostics catalog."""
+    from firmware.diag.checks import CATALOG as DIAG_CATALOG
+
+    return ui.DiagResult(name, ok, ui.say(DIAG_CATALOG, reason, lang),
+                         ui.say(DIAG_CATALOG, next_step, lang) if next_step else "")
 
 
 def outcome_of(op: str, result: TxnResult) -> ui.OpOutcome:
