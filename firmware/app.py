@@ -113,8 +113,10 @@ class TerminalObserver(Protocol):
         """Something the idle screen shows changed (link, counters, paper, notice)."""
         ...
 
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
-        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL."""
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
+                      tries_left: int | None = None) -> str | None:
+        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL.
+        tries_left: the last PIN was wrong, this many tries are left (this one included)."""
         ...
 
     async def release_reader(self) -> None:
@@ -507,12 +509,14 @@ class Terminal:
                 try:
                     io.pin = await self._race(self.observer.ask_pin(
                         mask_pan(flow.card.pan),
-                        flow.request.amount, action.bypass_allowed), cancellable)
+                        flow.request.amount, action.bypass_allowed, action.tries_left), cancellable)
                 except OperatorCancelled:
                     return ev.Cancel()
                 if io.pin is None:
                     return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             if io.pin is None or self.link.keys is None:
+                if action.tries_left is not None:
+                    return ev.NoPinAgain()  # the till asks the cardholder and sends it again
                 return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             # The clear PIN becomes an encrypted block here and is dropped at once.
             block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)

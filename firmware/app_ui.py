@@ -269,10 +269,11 @@ class FrontPanel:
             self._refresh_queued = True
             self._events.put_nowait(ui.Tick())
 
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
+                      tries_left: int | None = None) -> str | None:
         loop = asyncio.get_running_loop()
         self._pin = loop.create_future()
-        self._events.put_nowait(ui.PinWanted(pan_masked, amount, bypass_allowed))
+        self._events.put_nowait(ui.PinWanted(pan_masked, amount, bypass_allowed, tries_left))
         try:
             return await self._pin
         finally:

@@ -6,6 +6,8 @@ Host response codes have their own catalog in engine/codes.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from firmware.engine.codes import lookup
 
 CATALOG: dict[str, tuple[str, str]] = {
@@ -29,6 +31,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "card_invalid": ("Card number invalid", "卡号无效"),
     "card_expired": ("Card expired", "卡已过期"),
     "insert_chip": ("Chip card - please insert", "IC卡请插卡"),
+    "pin_wrong_left": ("Wrong PIN - {n} tries left", "密码错误 - 还可输入{n}次"),
+    "pin_wrong_last": ("Wrong PIN - last try", "密码错误 - 最后一次"),
+    "pin_tries_used": ("Wrong PIN - no tries left", "密码错误 - 次数已用完"),
     "original_not_found": ("Original transaction not found", "原交易不存在"),
     "original_wrong_type": ("Original is of another type", "原交易类型不符"),
     "original_already_voided": ("Original already voided", "原交易已撤销"),
@@ -96,9 +101,11 @@ def register(entries: dict[str, tuple[str, str]]) -> None:
         CATALOG[key] = pair
 
 
-def text(key: str, lang: str = "en") -> str:
-    """The sentence for a catalog key or a two-character host response code."""
+def text(key: str, lang: str = "en", **values: Any) -> str:
+    """The sentence for a catalog key (its {fields} filled from values) or a two-character
+    host response code."""
     entry = CATALOG.get(key)
     if entry is not None:
-        return entry[1] if lang.startswith("zh") else entry[0]
+        sentence = entry[1] if lang.startswith("zh") else entry[0]
+        return sentence.format(**values) if values else sentence
     return lookup(key).text(lang)

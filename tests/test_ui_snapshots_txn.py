@@ -47,7 +47,9 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "entry_password_checking": ({}, ["F2 " + PW]),
     "entry_password_wrong": ({}, ["F2 " + PW, core.PasswordChecked(False)]),
     "entry_password_locked": ({}, ["F2 " + PW, core.PasswordChecked(False, 299.0)]),
-    "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 3), "1 2 3 4"]),
+    "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False), "1 2 3 4"]),
+    "entry_pin_wrong": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 2), "1 2"]),
+    "entry_pin_last_try": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 1)]),
     "entry_pin_short": ({}, ["F1 1 ENTER ENTER", core.PinWanted(PAN, 1, True), "1 2 ENTER"]),
     "txn_confirm_sale": ({}, ["F1 1 2 3 4 ENTER"]),
     "txn_confirm_void": ({}, ["F2 " + PW, PW_OK, "1 2 3 ENTER", found("000123", "sale")]),
@@ -86,7 +88,8 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                                             lines=("Firmware 0.4.0", "posio C ext 1.2",
                                                                    "Board devboard"))]),
 }
-BIG = ["idle_home", "idle_alerts", "menu_main", "entry_amount", "entry_pin", "result_approved"]
+BIG = ["idle_home", "idle_alerts", "menu_main", "entry_amount", "entry_pin", "entry_pin_wrong",
+       "result_approved"]
 
 
 def drive(name: str, lang: str, rows: int, cols: int) -> Frame:

@@ -132,12 +132,13 @@ def test_sale_from_menu_to_approved() -> None:
 def test_sale_with_pin_bypass_and_retry() -> None:
     term = Term()
     term.keys("F1 5 0 0 ENTER ENTER")
-    term.feed(core.PinWanted(PAN, 500, bypass_allowed=True, tries_left=3))
+    term.feed(core.PinWanted(PAN, 500, bypass_allowed=True))
     assert isinstance(term.screen, PinEntry) and term.out is not None and term.out.sensitive
     assert "CNY 5.00" in term.text() and PAN in term.text() and "Enter PIN" in term.text()
     assert term.keys("ENTER") == [core.SubmitPin(None)]
     assert isinstance(term.screen, WorkingScreen)
-    term.feed(core.PinWanted(PAN, 500, bypass_allowed=False, tries_left=2))
+    term.feed(core.PinWanted(PAN, 500, bypass_allowed=False, tries_left=2))  # the last was wrong
+    assert "Wrong PIN - 2" in term.text() and PAN in term.text()
     assert term.keys("ENTER") == []
     assert "PIN required" in term.text()
     term.keys("4 7 1")

@@ -604,7 +604,7 @@ def say(catalog: Catalog, key: str, lang: str, **values: Any) -> str:
     catalog fall back to the shared result catalog (firmware.i18n, incl. host response codes)."""
     entry = catalog.get(key)
     if entry is None:
-        return catalog_text(key, lang)
+        return catalog_text(key, lang, **values)
     sentence = entry[1] if lang.startswith("zh") else entry[0]
     return sentence.format(**values) if values else sentence
 
