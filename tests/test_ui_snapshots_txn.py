@@ -12,6 +12,7 @@ from firmware.ui import core
 
 PW = "1 2 3 4 5 6 ENTER"
 RRN = "1 2 3 4 5 6 7 8 9 0 1 2 ENTER"
+PAN19 = "622202*********0017"  # a 19-digit card, masked: wider than 16 columns
 
 
 def lines_done(op: str) -> core.OpDone:
@@ -71,6 +72,12 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                        core.OpStep("settling", None, None, False), "CANCEL"]),
     "txn_working_ecr": ({}, [core.OpStarted("sale", "ecr", 5000)]),
     "result_approved": ({}, ["F4", outcome()]),
+    "pan19_entry_amount_card": ({}, [core.CardPresented(PAN19, "swipe"), "5 0 0"]),
+    "pan19_entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False), "1 2"]),
+    "pan19_entry_pin_wrong": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False, 2)]),
+    "pan19_txn_working": ({}, [core.OpStarted("sale", "ecr", 5000), core.CardPresented(PAN19, "swipe"),
+                               core.OpStep("sending")]),
+    "pan19_result_approved": ({}, ["F4", outcome(pan_masked=PAN19), "DOWN DOWN"]),
     "result_declined": ({}, ["F4", outcome("declined", message_key="51", response_code="51")]),
     "result_cancelled": ({}, ["F4", outcome("cancelled", message_key="cancelled")]),
     "result_reversed": ({}, ["F4", outcome("reversed", message_key="reversal_sent")]),

@@ -601,3 +601,15 @@ def test_any_event_sequence_keeps_a_drawable_screen(events, size, lang) -> None:
             assert all(text_cells(row) <= size[1] for row in frame.rows)
             wake = term.ui.next_wakeup(term.ctx())
             assert wake is None or math.isfinite(wake)
+
+
+@pytest.mark.parametrize(("masked", "cols", "shown"), [
+    ("622202******1234", 16, "622202******1234"),  # fits: as masked
+    ("622202*********0017", 16, "622202******0017"),  # 19 digits: fewer stars, last 4 kept
+    ("622202*********0017", 21, "622202*********0017"),
+    ("622202*********0017", 12, "622202**0017"),
+    ("622202*********0017", 10, "******0017"),  # too narrow for the first 6: the last 4 win
+    ("******1234", 8, "****1234"),
+])
+def test_one_masked_pan_display_keeps_the_last_4(masked: str, cols: int, shown: str) -> None:
+    assert core.pan_text(masked, cols) == shown

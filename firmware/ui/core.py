@@ -599,6 +599,19 @@ def format_fen(amount: int) -> str:
     return f"{sign}{amount // 100}.{amount % 100:02d}"
 
 
+def pan_text(pan_masked: str, cols: int) -> str:
+    """A masked PAN as every screen shows it: as masked where it fits; on a narrow screen the
+    stars between the first 6 and the last 4 are cut to fit (at least one stays), so the last
+    4 (what the cardholder checks against the card) are always in view, never cut or wrapped."""
+    if len(pan_masked) <= cols:
+        return pan_masked
+    tail = pan_masked[-4:]
+    head = pan_masked[:-4].rstrip("*")
+    if len(head) + 1 + len(tail) > cols:
+        head = ""  # narrower than 11 columns: the last 4 win
+    return head + "*" * max(1, cols - len(head) - len(tail)) + tail
+
+
 def say(catalog: Catalog, key: str, lang: str, **values: Any) -> str:
     """The sentence for key in lang, with {placeholders} filled; keys not in the screen's own
     catalog fall back to the shared result catalog (firmware.i18n, incl. host response codes)."""

@@ -72,7 +72,7 @@ class AmountEntry(core.Screen):
     def render(self, ctx: core.UiContext) -> Frame:
         lines = [words(ctx, self.title)]
         if self.pan_masked:
-            lines.append(self.pan_masked)
+            lines.append(core.pan_text(self.pan_masked, ctx.cols))
         if not self.pan_masked or ctx.rows >= 6:
             lines.append(t(ctx, "enter_amount"))
         lines.append(core.right(money(ctx, self.amount), ctx.cols))
@@ -264,7 +264,7 @@ class PinEntry(core.Screen):
         if self.tries_left is not None and not self.note:
             return core.frame(ctx, [*self._again(ctx), stars])
         lines = [money(ctx, self.amount) if self.amount is not None else t(ctx, "enter_pin"),
-                 self.pan_masked]
+                 core.pan_text(self.pan_masked, ctx.cols)]
         if self.note:
             lines.append(t(ctx, self.note))
         else:
@@ -280,7 +280,7 @@ class PinEntry(core.Screen):
         assert self.tries_left is not None
         wrong = (t(ctx, "pin_wrong_last") if self.tries_left == 1
                  else t(ctx, "pin_wrong_left", n=self.tries_left))
-        lines = [*core.wrap(wrong, ctx.cols), self.pan_masked]
+        lines = [*core.wrap(wrong, ctx.cols), core.pan_text(self.pan_masked, ctx.cols)]
         if ctx.rows >= 6:
             lines.insert(0, money(ctx, self.amount) if self.amount is not None else "")
             if self.bypass_allowed:

@@ -58,7 +58,7 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
     if outcome.auth_code and status == "approved":
         lines.append(t(ctx, "res_auth", code=outcome.auth_code))
     if outcome.pan_masked:
-        lines.append(outcome.pan_masked)
+        lines.append(core.pan_text(outcome.pan_masked, ctx.cols))
     if outcome.trace:
         lines.append(t(ctx, "res_trace", trace=outcome.trace))
     if outcome.rrn and status == "approved":

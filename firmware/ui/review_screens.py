@@ -225,7 +225,8 @@ class AnomalyDetail(core.Screen):
         item = self.item
         # The short kind keeps the trace on the title row at 16 columns.
         facts = [f"{_t(ctx, 'short_' + str(item['kind']))} {item['trace']}",
-                 core.format_fen(int(item.get("amount") or 0)), str(item.get("pan") or "")]
+                 core.format_fen(int(item.get("amount") or 0)),
+                 core.pan_text(str(item.get("pan") or ""), ctx.cols)]
         if item.get("related_trace"):
             facts.append(_t(ctx, "anomaly_same_as", trace=item["related_trace"]))
         if item.get("kind") == "reversal_stuck":

@@ -148,7 +148,7 @@ class ConfirmScreen(core.Screen):
         if flow.amount is not None:
             lines.append(money(ctx, flow.amount))
         if flow.pan_masked:
-            lines.append(flow.pan_masked)
+            lines.append(core.pan_text(flow.pan_masked, ctx.cols))
         if flow.trace:
             lines.append(t(ctx, "res_trace", trace=flow.trace))
         if flow.rrn:
@@ -287,7 +287,7 @@ class WorkingScreen(core.Screen):
     def render(self, ctx: core.UiContext) -> Frame:
         info = [money(ctx, self.amount)] if self.amount is not None else []
         if self.pan_masked:
-            info.append(self.pan_masked)
+            info.append(core.pan_text(self.pan_masked, ctx.cols))
         status = core.wrap(self.step_text(ctx), ctx.cols)
         if self.cancelling:
             status += core.wrap(t(ctx, "cancelling"), ctx.cols)
