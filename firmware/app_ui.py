@@ -30,6 +30,7 @@ from firmware.ports import (
     Frame,
     Keypad,
     MagstripeRead,
+    PrinterUnavailable,
     ReaderUnavailable,
     ReadFailed,
     ReadTimedOut,
@@ -442,10 +443,25 @@ class FrontPanel:
             lines = reports.transaction_lines(j.records(batch=j.current_batch()), lang, cols)
             return ui.OpOutcome(c.op, "done", "report_list", batch=j.current_batch(), lines=tuple(lines))
         if c.op == "print_resume":
+            # ENTER after loading paper: asked now, so the answer is what the printer says
+            # (the spooler also resumes by itself at its next look; ENTER saves the wait).
+            ready = await self._printer_ready()
             desk.wake()
             self.changed()
+            if not ready:
+                return ui.OpOutcome(c.op, "refused", "paper_still_out")
             return ui.OpOutcome(c.op, "done", "print_resumed")
         return ui.OpOutcome(c.op, "refused", "invalid_request", detail=c.op)
+
+    async def _printer_ready(self) -> bool:
+        desk = self.terminal.prints
+        if desk is None or desk.printer is None:
+            return False
+        try:
+            return (await desk.printer.status()).ready
+        except PrinterUnavailable as exc:
+            log.warning("printer: %s", exc)
+            return False
 
     # ------------------------------------------------------------------ diagnostics
 

@@ -68,6 +68,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "keypad_unavailable": ("Keypad not answering - restart or call support", "键盘无响应 - 请重启或联系维护"),
     "reader_unavailable": ("Card reader not answering - check its cable", "读卡器无响应 - 请检查连线"),
     "printer_paper_out": ("Paper out - load paper and press ENTER", "打印机缺纸 - 请装纸后按确认"),
+    "paper_still_out": ("Still no paper - load paper and press ENTER", "仍然缺纸 - 请装纸后按确认"),
     "printer_cover_open": ("Printer cover open - close it", "打印机盖未关 - 请关闭"),
     "printer_offline": ("Printer offline - check power and cable", "打印机离线 - 请检查电源和连线"),
     "printer_unavailable": ("Printer not answering - check cable", "打印机无响应 - 请检查连线"),

@@ -72,6 +72,9 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                        core.OpStep("settling", None, None, False), "CANCEL"]),
     "txn_working_ecr": ({}, [core.OpStarted("sale", "ecr", 5000)]),
     "result_approved": ({}, ["F4", outcome()]),
+    "result_approved_paper_out": ({"paper": "out"}, ["F4", outcome()]),
+    "result_paper_still_out": ({"paper": "out"}, ["ENTER", core.OpDone(core.OpOutcome(
+        "print_resume", "refused", "paper_still_out"))]),
     "pan19_entry_amount_card": ({}, [core.CardPresented(PAN19, "swipe"), "5 0 0"]),
     "pan19_entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False), "1 2"]),
     "pan19_entry_pin_wrong": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False, 2)]),

@@ -52,6 +52,8 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
         lines.append(t(ctx, HEADLINES[status]))
     else:  # a status this screen does not know: say it rather than guess
         lines.append(t(ctx, "res_unknown", status=status))
+    if ctx.paper == "out" and outcome.op != "print_resume":  # a receipt waits for paper
+        lines.append(t(ctx, "res_paper_out"))
     if outcome.balance is not None:
         lines += [t(ctx, "res_balance"), money(ctx, outcome.balance)]
     elif outcome.amount is not None and status in ("approved", "stored", "declined", "reversed",
