@@ -113,6 +113,10 @@ class TerminalObserver(Protocol):
         """Something the idle screen shows changed (link, counters, paper, notice)."""
         ...
 
+    def card_refused(self, message_key: str) -> None:
+        """The reader refused a card during the running operation's card step; it waits on."""
+        ...
+
     async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
                       tries_left: int | None = None) -> str | None:
         """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL.
@@ -181,6 +185,7 @@ class Terminal:
         self.password_guard = PasswordGuard()
         self.fault_hook: Callable[[object], None] | None = None
         self.notice: str | None = None  # shown on the idle screen / status
+        self.card_refusal: str | None = None  # the reader's last refusal in the running operation
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit
@@ -626,7 +631,7 @@ class Terminal:
                 return None
             if isinstance(event, ReadFailed):
                 log.info("card read failed: %s", event.reason)
-                self.notice = text("card_unreadable")
+                self._card_refused("card_unreadable")
                 continue
             if not isinstance(event, MagstripeRead):
                 continue  # chip presence: EMV comes later; wait for a swipe
@@ -634,8 +639,15 @@ class Terminal:
                 return card_from_swipe(event, today=self.now().date(),
                                        allow_fallback=bool(tx["allow_fallback_swipe"]))
             except CardProblem as exc:
-                self.notice = text(exc.key)
                 log.info("card refused at the reader: %s", exc.key)
+                self._card_refused(exc.key)
+
+    def _card_refused(self, key: str) -> None:
+        """A card the reader refused (catalog key): said at once where the operator looks (the
+        LCD's card screen; the till's `status`), while the wait for a card goes on."""
+        self.card_refusal = key
+        if self.observer is not None:
+            self.observer.card_refused(key)
 
     # -- passwords --------------------------------------------------------------
 
@@ -869,6 +881,7 @@ class Terminal:
         """One operation at a time; the front panel hears of its start and end, whatever happens."""
         async with self._lock:
             self._cancel.clear()
+            self.card_refusal = None
             self._running = f"{op} from {source}"
             self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
@@ -1075,6 +1088,9 @@ class Terminal:
             "notice": self.notice,
             "busy": self.busy,
         }
+        if self.card_refusal is not None:  # a till polling status during a sale sees it
+            lang = str(self.settings.get("display", {}).get("language", "en"))
+            info["card_refused"] = {"key": self.card_refusal, "message": text(self.card_refusal, lang)}
         if self.journal is not None and self.link is not None:
             info.update({
                 "tid": self.term.tid,

@@ -264,6 +264,9 @@ class FrontPanel:
     def op_finished(self, op: str, source: str, result: TxnResult) -> None:
         self._events.put_nowait(ui.OpDone(outcome_of(op, result)))
 
+    def card_refused(self, message_key: str) -> None:
+        self._events.put_nowait(ui.CardRefused(message_key))
+
     def changed(self) -> None:
         self._changed.set()
         if not self._refresh_queued:

@@ -30,7 +30,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "amount_over_limit": ("Amount over the limit", "金额超限"),
     "card_invalid": ("Card number invalid", "卡号无效"),
     "card_expired": ("Card expired", "卡已过期"),
-    "insert_chip": ("Chip card - please insert", "IC卡请插卡"),
+    "insert_chip": ("Chip card - insert the card", "IC卡 - 请插卡"),
     "pin_wrong_left": ("Wrong PIN - {n} tries left", "密码错误 - 还可输入{n}次"),
     "pin_wrong_last": ("Wrong PIN - last try", "密码错误 - 最后一次"),
     "pin_tries_used": ("Wrong PIN - no tries left", "密码错误 - 次数已用完"),
