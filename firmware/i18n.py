@@ -33,7 +33,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "insert_chip": ("Chip card - insert the card", "IC卡 - 请插卡"),
     "pin_wrong_left": ("Wrong PIN - {n} tries left", "密码错误 - 还可输入{n}次"),
     "pin_wrong_last": ("Wrong PIN - last try", "密码错误 - 最后一次"),
-    "pin_tries_used": ("Wrong PIN - no tries left", "密码错误 - 次数已用完"),
+    "pin_tries_used": ("Wrong PIN - tries used up", "密码错误 - 次数已用完"),
     "original_not_found": ("Original transaction not found", "原交易不存在"),
     "original_wrong_type": ("Original is of another type", "原交易类型不符"),
     "original_already_voided": ("Original already voided", "原交易已撤销"),

@@ -16,6 +16,7 @@ from panelkit import Shop
 
 from firmware.i18n import text
 from firmware.ui.entry import PinEntry
+from firmware.ui.results import ResultScreen
 
 CARD = "cup_debit"
 WRONG = "0000"
@@ -56,7 +57,10 @@ def test_the_keypad_says_wrong_pin_and_how_many_tries_are_left(tries: int, lang:
                 await shop.press(WRONG, "ENTER")
                 words = text("pin_wrong_last", lang) if left == 1 else text("pin_wrong_left", lang, n=left)
                 seen.append(await shows_words(shop, words))
+            await pin_screen(shop)
             await shop.press(WRONG, "ENTER")
+            await shop.until(lambda: isinstance(shop.current, ResultScreen), "the result")
+            await shop.press("DOWN")  # 4 x 16: "Declined" first, the words wrap below it
             seen.append(await shows_words(shop, text("pin_tries_used", lang)))
             return seen
 
