@@ -1,7 +1,9 @@
 """CANCEL at every input step of every financial flow, from the keypad and from the till: the
 steps are the operator-input requests (engine Ask* actions) each flow really makes, learned by
 running it once, so a new step is covered (or, if it is a new kind of request, this test fails).
-Each CANCEL must end in "Cancelled" (till reply and LCD) with nothing sent to the host.
+Each CANCEL must end in "Cancelled" (till reply and LCD) with nothing sent to the host. The
+keypad's own steps before an operation starts (firmware/ui/txn.py STEPS, every op) are
+cancelled too: nothing starts.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from typing import Any
 import pytest
 from helpers import PASSWORD, TID, pin_for, run
 from panelkit import Shop
+from test_ui_txn import REVIEW_TICK, REVIEWED, Term, found
 
 from firmware.app_ui import FINANCIAL
 from firmware.engine import events as ev
+from firmware.ui import core
 from firmware.ui.entry import PinEntry
+from firmware.ui.results import READ_ONLY_OPS
+from firmware.ui.txn import STEPS as KEYPAD_FLOWS
+from firmware.ui.txn import WorkingScreen, open_flow
 
 CARD = "cup_debit"  # a PIN card: every flow that takes a card also asks for its PIN
 PIN = pin_for(CARD)
@@ -175,3 +182,50 @@ def test_cancel_at_every_input_step(kind: str, source: str, tmp_path: Path, sim)
                 await back_to_idle(shop)
 
     run(go())  # a completion asks for nothing: its card and amount come from the pre-auth
+
+
+# ---------------------------------------------------------------------------- the keypad's steps
+# What the keypad asks before an operation starts (firmware/ui/txn.py STEPS): CANCEL at each
+# step of each operation starts nothing, so nothing can reach the host. Sans-I/O, every op.
+
+ORIGINAL_KIND = {"void": "sale", "preauth_void": "preauth", "completion_void": "completion",
+                 "completion": "preauth"}
+
+
+def answer_step(term: Term, op: str, step: str) -> None:
+    """The operator answers one keypad step of op (the app's answers fed where it gives them)."""
+    if step == "password":
+        term.keys("1 2 3 4 5 6 ENTER")
+        term.feed(core.PasswordChecked(True))
+    elif step == "amount":
+        term.keys("5 0 0 ENTER")
+    elif step == "trace":
+        term.keys("1 ENTER")
+    elif step == "original":
+        term.feed(found("000001", ORIGINAL_KIND[op]))
+    elif step == "rrn":
+        term.keys("1 2 3 4 5 6 7 8 9 0 1 2 ENTER")
+    elif step == "date":
+        term.keys("0 1 0 1 ENTER")
+    else:
+        raise AssertionError(f"a keypad step this test does not know: {step!r} (in {op})")
+
+
+KEYPAD_STEPS = [(op, i, step) for op, steps in KEYPAD_FLOWS.items() for i, step in enumerate(steps)]
+
+
+@pytest.mark.parametrize(("op", "index", "step"), KEYPAD_STEPS,
+                         ids=[f"{op}-{step}" for op, _, step in KEYPAD_STEPS])
+def test_cancel_at_every_keypad_step_starts_nothing(op: str, index: int, step: str) -> None:
+    term = Term()
+    idle = term.screen
+    term.ui.screen = open_flow(op, idle, term.ctx()).screen
+    for before in KEYPAD_FLOWS[op][:index]:
+        answer_step(term, op, before)
+    if step == "confirm" and op == "settle":  # the settlement's confirm is its review
+        term.feed(REVIEW_TICK)
+        term.feed(REVIEWED)
+    term.keys("CANCEL")
+    started = [c for c in term.commands if isinstance(c, core.StartOp) and c.op not in READ_ONLY_OPS]
+    assert started == [], (op, step)  # only readings (the settlement's review) ran
+    assert not isinstance(term.screen, WorkingScreen), term.text()
