@@ -72,6 +72,10 @@ from firmware.settings.store import SettingsStore
 log = logging.getLogger("posfw.app")
 
 
+# The actions that ask the operator (or the ECR request) for something: nothing was sent yet.
+OPERATOR_INPUT = (ev.AskAuthorisation, ev.AskCard, ev.AskPin)
+
+
 class OperatorCancelled(Exception):
     """CANCEL arrived while the terminal was waiting for something."""
 
@@ -109,8 +113,14 @@ class TerminalObserver(Protocol):
         """Something the idle screen shows changed (link, counters, paper, notice)."""
         ...
 
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
-        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL."""
+    def card_refused(self, message_key: str) -> None:
+        """The reader refused a card during the running operation's card step; it waits on."""
+        ...
+
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
+                      tries_left: int | None = None) -> str | None:
+        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL.
+        tries_left: the last PIN was wrong, this many tries are left (this one included)."""
         ...
 
     async def release_reader(self) -> None:
@@ -176,6 +186,7 @@ class Terminal:
         self.fault_hook: Callable[[object], None] | None = None
         self.notice: str | None = None  # shown on the idle screen / status
         self.sign_on_problem = "host_unreachable"  # catalog key: why the last sign-on failed
+        self.card_refusal: str | None = None  # the reader's last refusal in the running operation
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit
@@ -469,6 +480,10 @@ class Terminal:
             if isinstance(action, ev.Finish):
                 return action.result
             event = await self._perform(action, io, flow, cancellable)
+            if cancellable and isinstance(action, OPERATOR_INPUT) and self._cancel.is_set():
+                # CANCEL came while the operator was being asked (the password being checked,
+                # say): nothing is sent, whatever the answer was (docs/cancel-semantics.md, first row).
+                event = ev.Cancel()
             if event is not None:
                 queue.extend(flow.handle(event))
         return None
@@ -504,12 +519,14 @@ class Terminal:
                 try:
                     io.pin = await self._race(self.observer.ask_pin(
                         mask_pan(flow.card.pan),
-                        flow.request.amount, action.bypass_allowed), cancellable)
+                        flow.request.amount, action.bypass_allowed, action.tries_left), cancellable)
                 except OperatorCancelled:
                     return ev.Cancel()
                 if io.pin is None:
                     return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             if io.pin is None or self.link.keys is None:
+                if action.tries_left is not None:
+                    return ev.NoPinAgain()  # the till asks the cardholder and sends it again
                 return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             # The clear PIN becomes an encrypted block here and is dropped at once.
             block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)
@@ -619,7 +636,7 @@ class Terminal:
                 return None
             if isinstance(event, ReadFailed):
                 log.info("card read failed: %s", event.reason)
-                self.notice = text("card_unreadable")
+                self._card_refused("card_unreadable")
                 continue
             if not isinstance(event, MagstripeRead):
                 continue  # chip presence: EMV comes later; wait for a swipe
@@ -627,8 +644,15 @@ class Terminal:
                 return card_from_swipe(event, today=self.now().date(),
                                        allow_fallback=bool(tx["allow_fallback_swipe"]))
             except CardProblem as exc:
-                self.notice = text(exc.key)
                 log.info("card refused at the reader: %s", exc.key)
+                self._card_refused(exc.key)
+
+    def _card_refused(self, key: str) -> None:
+        """A card the reader refused (catalog key): said at once where the operator looks (the
+        LCD's card screen; the till's `status`), while the wait for a card goes on."""
+        self.card_refusal = key
+        if self.observer is not None:
+            self.observer.card_refused(key)
 
     # -- passwords --------------------------------------------------------------
 
@@ -862,6 +886,7 @@ class Terminal:
         """One operation at a time; the front panel hears of its start and end, whatever happens."""
         async with self._lock:
             self._cancel.clear()
+            self.card_refusal = None
             self._running = f"{op} from {source}"
             self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
@@ -1069,6 +1094,9 @@ class Terminal:
             "notice": self.notice,
             "busy": self.busy,
         }
+        if self.card_refusal is not None:  # a till polling status during a sale sees it
+            lang = str(self.settings.get("display", {}).get("language", "en"))
+            info["card_refused"] = {"key": self.card_refusal, "message": text(self.card_refusal, lang)}
         if self.journal is not None and self.link is not None:
             info.update({
                 "tid": self.term.tid,
@@ -1272,4 +1300,10 @@ def _require_c_extension() -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m firmware.app` loads this file as __main__, and the modules that import it
+    # (the panel, the companions) load it again as firmware.app: two of every class. Run the
+    # firmware.app one, so that what the panel raises (OperatorCancelled at the PIN) is what
+    # the flow catches, and every isinstance agrees.
+    from firmware.app import main as app_main
+
+    raise SystemExit(app_main())

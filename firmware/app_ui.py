@@ -30,6 +30,7 @@ from firmware.ports import (
     Frame,
     Keypad,
     MagstripeRead,
+    PrinterUnavailable,
     ReaderUnavailable,
     ReadFailed,
     ReadTimedOut,
@@ -264,16 +265,20 @@ class FrontPanel:
     def op_finished(self, op: str, source: str, result: TxnResult) -> None:
         self._events.put_nowait(ui.OpDone(outcome_of(op, result)))
 
+    def card_refused(self, message_key: str) -> None:
+        self._events.put_nowait(ui.CardRefused(message_key))
+
     def changed(self) -> None:
         self._changed.set()
         if not self._refresh_queued:
             self._refresh_queued = True
             self._events.put_nowait(ui.Tick())
 
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool) -> str | None:
+    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
+                      tries_left: int | None = None) -> str | None:
         loop = asyncio.get_running_loop()
         self._pin = loop.create_future()
-        self._events.put_nowait(ui.PinWanted(pan_masked, amount, bypass_allowed))
+        self._events.put_nowait(ui.PinWanted(pan_masked, amount, bypass_allowed, tries_left))
         try:
             return await self._pin
         finally:
@@ -446,10 +451,25 @@ class FrontPanel:
             lines = reports.transaction_lines(j.records(batch=j.current_batch()), lang, cols)
             return ui.OpOutcome(c.op, "done", "report_list", batch=j.current_batch(), lines=tuple(lines))
         if c.op == "print_resume":
+            # ENTER after loading paper: asked now, so the answer is what the printer says
+            # (the spooler also resumes by itself at its next look; ENTER saves the wait).
+            ready = await self._printer_ready()
             desk.wake()
             self.changed()
+            if not ready:
+                return ui.OpOutcome(c.op, "refused", "paper_still_out")
             return ui.OpOutcome(c.op, "done", "print_resumed")
         return ui.OpOutcome(c.op, "refused", "invalid_request", detail=c.op)
+
+    async def _printer_ready(self) -> bool:
+        desk = self.terminal.prints
+        if desk is None or desk.printer is None:
+            return False
+        try:
+            return (await desk.printer.status()).ready
+        except PrinterUnavailable as exc:
+            log.warning("printer: %s", exc)
+            return False
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -475,10 +495,9 @@ class FrontPanel:
             result = await self._diag(name)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the operator gets words, never a hung panel
+        except Exception:  # the operator gets words, never a hung panel (the log gets the why)
             log.exception("diagnostic %s failed", name)
-            result = ui.DiagResult(name, False, f"the check itself failed: {exc}",
-                                   "call support with the log")
+            result = diag_words(name, False, "check_failed", "check_failed_next", self._lang())
         self._events.put_nowait(result)
 
     async def _diag(self, name: str) -> ui.DiagResult:
@@ -487,7 +506,7 @@ class FrontPanel:
         t, lang = self.terminal, self._lang()
         if name == "echo":
             if t.busy:
-                return ui.DiagResult(name, False, "terminal busy", "try again when idle")
+                return diag_words(name, False, "check_busy", "check_busy_next", lang)
             return self._echo_result(*(await t.echo()))
         if name == "network":
             comms = t.settings["comms"]
@@ -495,7 +514,8 @@ class FrontPanel:
                 None, netinfo.network_info, str(comms["host"]), int(comms["port"]), lang)
         if name == "journal":
             if t.journal is None:
-                return ui.DiagResult(name, False, t.service_problem or "no journal", "call support")
+                log.error("journal check: no journal (%s)", t.service_problem)
+                return diag_words(name, False, "check_no_journal", "check_failed_next", lang)
             return journal_check.check_journal(t.journal, lang, time.time())
         if name == "log":
             return logview.log_tail(t.data_dir / "terminal.log", 200, lang)
@@ -510,8 +530,9 @@ class FrontPanel:
 
             return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
         if name == "display":
-            return ui.DiagResult(name, True, "shown", "")
-        return ui.DiagResult(name, False, f"no check named {name}", "")
+            return diag_words(name, True, "check_shown", None, lang)
+        log.error("diagnostics: no check named %s", name)
+        return diag_words(name, False, "check_failed", "check_failed_next", lang)
 
     async def _printer_test(self) -> ui.DiagResult:
         from firmware.diag.checks import printer_result
@@ -543,11 +564,13 @@ class FrontPanel:
         if reader is None:
             return reader_result(None, False, {}, self._lang())
         version, chip = None, False
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(2.0):
                 version = await reader.version()  # type: ignore[attr-defined]
                 chip, _ = await reader.status()  # type: ignore[attr-defined]
-        stats = reader.link_stats() if hasattr(reader, "link_stats") else {}
+        except Exception as exc:  # no answer, in words on the LCD; the why goes to the log
+            log.error("card reader link check: %r", exc)
+        stats = getattr(reader, "link_stats", {})  # a property of the serial link driver
         return reader_result(version, chip, stats, self._lang())
 
     # ------------------------------------------------------------------ settings
@@ -614,6 +637,14 @@ class FrontPanel:
             self._events.put_nowait(ui.CardPresented(mask_pan(card.pan), card.entry_mode, card.expiry))
             if purpose == "sale":
                 return
+
+
+def diag_words(name: str, ok: bool, reason: str, next_step: str | None, lang: str) -> ui.DiagResult:
+    """A diagnostics result in the operator's language, from the diagnostics catalog."""
+    from firmware.diag.checks import CATALOG as DIAG_CATALOG
+
+    return ui.DiagResult(name, ok, ui.say(DIAG_CATALOG, reason, lang),
+                         ui.say(DIAG_CATALOG, next_step, lang) if next_step else "")
 
 
 def outcome_of(op: str, result: TxnResult) -> ui.OpOutcome:

@@ -6,6 +6,8 @@ Host response codes have their own catalog in engine/codes.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from firmware.engine.codes import lookup
 
 CATALOG: dict[str, tuple[str, str]] = {
@@ -29,7 +31,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "amount_over_limit": ("Amount over the limit", "金额超限"),
     "card_invalid": ("Card number invalid", "卡号无效"),
     "card_expired": ("Card expired", "卡已过期"),
-    "insert_chip": ("Chip card - please insert", "IC卡请插卡"),
+    "insert_chip": ("Chip card - insert the card", "IC卡 - 请插卡"),
+    "pin_wrong_left": ("Wrong PIN - {n} tries left", "密码错误 - 还可输入{n}次"),
+    "pin_wrong_last": ("Wrong PIN - last try", "密码错误 - 最后一次"),
+    "pin_tries_used": ("Wrong PIN - tries used up", "密码错误 - 次数已用完"),
     "original_not_found": ("Original transaction not found", "原交易不存在"),
     "original_wrong_type": ("Original is of another type", "原交易类型不符"),
     "original_already_voided": ("Original already voided", "原交易已撤销"),
@@ -64,6 +69,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "keypad_unavailable": ("Keypad not answering - restart or call support", "键盘无响应 - 请重启或联系维护"),
     "reader_unavailable": ("Card reader not answering - check its cable", "读卡器无响应 - 请检查连线"),
     "printer_paper_out": ("Paper out - load paper and press ENTER", "打印机缺纸 - 请装纸后按确认"),
+    "paper_still_out": ("Still no paper - load paper and press ENTER", "仍然缺纸 - 请装纸后按确认"),
     "printer_cover_open": ("Printer cover open - close it", "打印机盖未关 - 请关闭"),
     "printer_offline": ("Printer offline - check power and cable", "打印机离线 - 请检查电源和连线"),
     "printer_unavailable": ("Printer not answering - check cable", "打印机无响应 - 请检查连线"),
@@ -97,9 +103,11 @@ def register(entries: dict[str, tuple[str, str]]) -> None:
         CATALOG[key] = pair
 
 
-def text(key: str, lang: str = "en") -> str:
-    """The sentence for a catalog key or a two-character host response code."""
+def text(key: str, lang: str = "en", **values: Any) -> str:
+    """The sentence for a catalog key (its {fields} filled from values) or a two-character
+    host response code."""
     entry = CATALOG.get(key)
     if entry is not None:
-        return entry[1] if lang.startswith("zh") else entry[0]
+        sentence = entry[1] if lang.startswith("zh") else entry[0]
+        return sentence.format(**values) if values else sentence
     return lookup(key).text(lang)

@@ -124,8 +124,10 @@ class TerminalProcess:
     """`python -m firmware.app` in a subprocess, driven over its ECR TCP port."""
 
     def __init__(self, data_dir: Path, extra_args: list[str] | None = None,
-                 module: str = "firmware.app", env: dict[str, str] | None = None) -> None:
+                 module: str = "firmware.app", env: dict[str, str] | None = None,
+                 tty: int | None = None) -> None:
         self.data_dir = data_dir
+        self.tty = tty  # a pty's slave fd: the process's stdin and stdout (sim keypad and LCD)
         self.extra_args = list(extra_args or [])
         self.module = module  # a test-only entry may wrap firmware.app (tests/dereg_entry.py)
         self.env = dict(env or {})
@@ -145,7 +147,8 @@ class TerminalProcess:
                 [sys.executable, "-m", self.module, "--data", str(self.data_dir),
                  "--ecr-port", "0", "--ready-file", str(ready), "--log-level", "INFO",
                  *self.extra_args],
-                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                cwd=REPO, env=env, stdin=self.tty, stderr=stderr,
+                stdout=subprocess.DEVNULL if self.tty is None else self.tty,
             )
         deadline = time.monotonic() + timeout
         while not ready.exists():
@@ -164,9 +167,13 @@ class TerminalProcess:
             time.sleep(0.05)
 
     def request(self, timeout: float = 30.0, **req: Any) -> dict[str, Any]:
+        self.send_only(**req)
+        return self.reply(timeout)
+
+    def reply(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The next reply line (of a request sent with send_only)."""
         assert self._sock is not None
         self._sock.settimeout(timeout)
-        self._sock.sendall((json.dumps(req) + "\n").encode())
         while b"\n" not in self._buf:
             chunk = self._sock.recv(65536)
             if not chunk:

@@ -61,7 +61,7 @@ class Shop:
 
     def __init__(self, tmp: Path, sim_port: int, *, rows: int = 4, cols: int = 16,
                  printer: bool = True, reader: bool = True, reply_timeout: float = 1.5,
-                 ecr: bool = False, **tx: Any) -> None:
+                 ecr: bool = False, print_poll_s: float = 0.05, **tx: Any) -> None:
         self.tmp = tmp
         self.data_dir = provision(tmp / "terminal", sim_port, reply_timeout=reply_timeout, **tx)
         self.rows, self.cols = rows, cols
@@ -78,6 +78,7 @@ class Shop:
         self._typed = 0  # keys written to the pty so far
         self.with_ecr = ecr
         self.ecr: EcrServer | None = None
+        self.print_poll_s = print_poll_s  # how often a paused printer is asked if it is ready
 
     async def __aenter__(self) -> Shop:
         devices = self.tmp / "devices"
@@ -86,7 +87,7 @@ class Shop:
         if self.with_printer:
             self.printer = EmulatedPrinter(devices).start()
         cfg = AppConfig(
-            data_dir=self.data_dir, print_poll_s=0.05,
+            data_dir=self.data_dir, print_poll_s=self.print_poll_s,
             reader_path=str(self.reader.device_path) if self.reader else "",
             printer_path=str(self.printer.path) if self.printer else "",
         )

@@ -4,14 +4,19 @@ the LCD and the card reader, with the real terminal, panel, keypad driver and pe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TID, run
-from panelkit import Shop
+from helpers import TID, TerminalProcess, run
+from panelkit import KEY_BYTES, Shop
 
 from firmware.engine.states import TxnState
 from firmware.ui.entry import AmountEntry, NumberEntry
@@ -461,3 +466,64 @@ def test_cancel_a_settlement(step: str, tmp_path: Path, sim):
         assert "balanced" in seen.screen, seen.screen
         assert seen.settlement is not None and seen.settlement.batch == "000001"
         assert seen.batch != "000001"
+
+
+# ---------------------------------------------------------------------------- the real process
+
+
+class PtyScreen:
+    """The master side of the pty a terminal process has as its keypad and LCD (the sim board's
+    terminal drivers): everything drawn is read on a thread (so the process never blocks on a
+    full pty) and kept; keys are written as a PC keyboard sends them."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self._drawn = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._drawn += chunk
+
+    def drawn(self) -> str:
+        with self._lock:
+            return self._drawn.decode("utf-8", "replace")
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.drawn():
+            assert time.monotonic() < deadline, f"{text!r} never drawn"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def test_cancel_at_the_pin_in_the_terminal_process(data_dir: Path, sim):
+    """`python -m firmware.app` with its panel: CANCEL on the keypad at the PIN of an ECR sale
+    answers "Cancelled" and sends nothing (the panel and the flow must agree on what CANCEL
+    raises even when firmware.app runs as __main__)."""
+    screen = PtyScreen()
+    term = TerminalProcess(data_dir, ["--panel", "board"], tty=screen.slave)
+    try:
+        term.start()
+        term.send_only(op="sale", amount=1500, card="cup_debit")  # no PIN: the keypad asks
+        screen.wait_for("Enter PIN")
+        os.write(screen.master, KEY_BYTES["CANCEL"])
+        reply = term.reply()
+    finally:
+        term.stop()
+        screen.close()
+    assert reply["result"] == "cancelled" and reply["message"] == "Cancelled", reply
+    assert sim.ledger.rows(TID) == []

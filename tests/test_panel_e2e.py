@@ -47,6 +47,8 @@ def test_a_sale_typed_on_the_keypad_with_the_card_swiped_at_the_reader(tmp_path:
             await shop.press("ENTER")
             await shop.swipe("cup_credit")
             screen = await shop.shows("Approved")
+            await shop.press("DOWN")  # 4 x 16: the auth code is the next row
+            screen += shop.screen()
             slips = await shop.slips(2)
             await shop.press("ENTER")
             await shop.idle()
@@ -71,6 +73,8 @@ def test_a_card_swiped_at_idle_starts_a_sale_for_the_amount_typed_next(tmp_path:
             await shop.shows("50.00", "ENTER confirm")
             await shop.press("ENTER")
             screen = await shop.shows("Approved")
+            await shop.press("DOWN")  # 4 x 16: the auth code is the next row
+            screen += shop.screen()
             slips = await shop.slips(2)
             return asked, screen, slips, shop.journal.records(), shop.reader.commands_of("A")
 

@@ -82,10 +82,10 @@ def test_a_bad_swipe_is_asked_again_and_a_chip_card_must_be_inserted(data_dir, s
         await armed(reader)
         reader.read_error(1)  # swipe unreadable: the reader lets go, the terminal arms again
         await armed(reader)
-        unreadable_notice = t.notice
+        unreadable_notice = t.status()["card_refused"]["message"]
         reader.swipe("cup_chip")  # a chip card swiped: refused at the reader, asked again
         await armed(reader)
-        chip_notice = t.notice
+        chip_notice = t.status()["card_refused"]["message"]
         reader.swipe("visa")
         r = await task
         await t.close()

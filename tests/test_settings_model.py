@@ -123,3 +123,11 @@ def test_staged_changes_data_and_self_tests() -> None:
     back = staged.set("comms", "port", 5800)  # back to the live value: no longer a change
     assert "comms.port" not in back.changed()
     assert Staged(base).set("display", "language", "zh_CN").self_tests() == ()
+
+
+@pytest.mark.parametrize(("value", "ok"), [(3, True), (15, True), (300, True), (2, False), (301, False),
+                                           ("10", False)])
+def test_result_timeout_is_validated(value, ok) -> None:
+    from firmware.settings.model import field_problem
+
+    assert (field_problem("display.result_timeout_s", value) is None) == ok

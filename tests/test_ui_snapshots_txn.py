@@ -14,6 +14,7 @@ from firmware.ui import core
 
 PW = "1 2 3 4 5 6 ENTER"
 RRN = "1 2 3 4 5 6 7 8 9 0 1 2 ENTER"
+PAN19 = "622202*********0017"  # a 19-digit card, masked: wider than 16 columns
 
 
 def lines_done(op: str, totals: dict | None = None):
@@ -64,7 +65,9 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "entry_password_checking": ({}, ["F2 " + PW]),
     "entry_password_wrong": ({}, ["F2 " + PW, core.PasswordChecked(False)]),
     "entry_password_locked": ({}, ["F2 " + PW, core.PasswordChecked(False, 299.0)]),
-    "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 3), "1 2 3 4"]),
+    "entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False), "1 2 3 4"]),
+    "entry_pin_wrong": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 2), "1 2"]),
+    "entry_pin_last_try": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN, 1234, False, 1)]),
     "entry_pin_short": ({}, ["F1 1 ENTER ENTER", core.PinWanted(PAN, 1, True), "1 2 ENTER"]),
     "txn_confirm_sale": ({}, ["F1 1 2 3 4 ENTER"]),
     "txn_confirm_void": ({}, ["F2 " + PW, PW_OK, "1 2 3 ENTER", found("000123", "sale")]),
@@ -75,6 +78,10 @@ SCREENS: dict[str, tuple[dict, list]] = {
     "txn_confirm_settle": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED]),
     "txn_confirm_balance": ({}, ["MENU 4"]),
     "txn_working_card": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("card")]),
+    "txn_working_card_chip_swiped": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("card"),
+                                          core.CardRefused("insert_chip")]),
+    "txn_working_card_unreadable": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("card"),
+                                         core.CardRefused("card_unreadable")]),
     "txn_working_connecting": ({}, ["F1 1 2 3 4 ENTER ENTER", core.OpStep("connecting"), 3.0]),
     "txn_working_reversing": ({}, ["F1 1 ENTER ENTER", core.OpStep("reversing")]),
     "txn_working_uploading": ({}, ["F3 " + PW, PW_OK, REVIEW_TICK, REVIEWED, "ENTER",
@@ -86,6 +93,15 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                        core.OpStep("settling", None, None, False), "CANCEL"]),
     "txn_working_ecr": ({}, [core.OpStarted("sale", "ecr", 5000)]),
     "result_approved": ({}, ["F4", outcome()]),
+    "result_approved_paper_out": ({"paper": "out"}, ["F4", outcome()]),
+    "result_paper_still_out": ({"paper": "out"}, ["ENTER", core.OpDone(core.OpOutcome(
+        "print_resume", "refused", "paper_still_out"))]),
+    "pan19_entry_amount_card": ({}, [core.CardPresented(PAN19, "swipe"), "5 0 0"]),
+    "pan19_entry_pin": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False), "1 2"]),
+    "pan19_entry_pin_wrong": ({}, ["F1 1 2 3 4 ENTER ENTER", core.PinWanted(PAN19, 1234, False, 2)]),
+    "pan19_txn_working": ({}, [core.OpStarted("sale", "ecr", 5000), core.CardPresented(PAN19, "swipe"),
+                               core.OpStep("sending")]),
+    "pan19_result_approved": ({}, ["F4", outcome(pan_masked=PAN19), "DOWN DOWN"]),
     "result_declined": ({}, ["F4", outcome("declined", message_key="51", response_code="51")]),
     "result_cancelled": ({}, ["F4", outcome("cancelled", message_key="cancelled")]),
     "result_reversed": ({}, ["F4", outcome("reversed", message_key="reversal_sent")]),
@@ -122,7 +138,7 @@ SCREENS: dict[str, tuple[dict, list]] = {
                                                                    "Board devboard"))]),
 }
 BIG = ["idle_home", "idle_alerts", "idle_key_check_failed", "menu_main", "entry_amount", "entry_pin",
-       "result_approved"]
+       "entry_pin_wrong", "result_approved"]
 
 
 def drive(name: str, lang: str, rows: int, cols: int) -> Frame:

@@ -75,15 +75,23 @@ class Term:
 
     def all_text(self) -> str:
         """Every row of a scrollable screen, joined by spaces (so wrapped sentences read whole):
-        DOWN (one row each) until the frame stops changing."""
+        DOWN (one row each) until the frame stops changing. A last row that stays (the result's
+        ENTER hint) is a footer: the row scrolled in is the one above it, and the footer counts once."""
         rows = self.text().splitlines()
+        footer: list[str] = []
         for _ in range(30):
             before = self.text()
             self.keys("DOWN")
             if self.text() == before:
                 break
-            rows.append(self.text().splitlines()[-1])
-        return " ".join(row.strip() for row in rows)
+            now = self.text().splitlines()
+            if now[-1] == before.splitlines()[-1]:
+                footer = [now[-1]]
+                rows = rows[:-1] if rows[-1] == now[-1] else rows
+                rows.append(now[-2])
+            else:
+                rows.append(now[-1])
+        return " ".join(row.strip() for row in rows + footer)
 
 
 # The settlement's review (firmware/ui/review_screens.py) loads on the first tick; a clean one.
@@ -132,12 +140,13 @@ def test_sale_from_menu_to_approved() -> None:
 def test_sale_with_pin_bypass_and_retry() -> None:
     term = Term()
     term.keys("F1 5 0 0 ENTER ENTER")
-    term.feed(core.PinWanted(PAN, 500, bypass_allowed=True, tries_left=3))
+    term.feed(core.PinWanted(PAN, 500, bypass_allowed=True))
     assert isinstance(term.screen, PinEntry) and term.out is not None and term.out.sensitive
     assert "CNY 5.00" in term.text() and PAN in term.text() and "Enter PIN" in term.text()
     assert term.keys("ENTER") == [core.SubmitPin(None)]
     assert isinstance(term.screen, WorkingScreen)
-    term.feed(core.PinWanted(PAN, 500, bypass_allowed=False, tries_left=2))
+    term.feed(core.PinWanted(PAN, 500, bypass_allowed=False, tries_left=2))  # the last was wrong
+    assert "Wrong PIN - 2" in term.text() and PAN in term.text()
     assert term.keys("ENTER") == []
     assert "PIN required" in term.text()
     term.keys("4 7 1")
@@ -599,3 +608,51 @@ def test_any_event_sequence_keeps_a_drawable_screen(events, size, lang) -> None:
             assert all(text_cells(row) <= size[1] for row in frame.rows)
             wake = term.ui.next_wakeup(term.ctx())
             assert wake is None or math.isfinite(wake)
+
+
+@pytest.mark.parametrize(("masked", "cols", "shown"), [
+    ("622202******1234", 16, "622202******1234"),  # fits: as masked
+    ("622202*********0017", 16, "622202******0017"),  # 19 digits: fewer stars, last 4 kept
+    ("622202*********0017", 21, "622202*********0017"),
+    ("622202*********0017", 12, "622202**0017"),
+    ("622202*********0017", 10, "******0017"),  # too narrow for the first 6: the last 4 win
+    ("******1234", 8, "****1234"),
+])
+def test_one_masked_pan_display_keeps_the_last_4(masked: str, cols: int, shown: str) -> None:
+    assert core.pan_text(masked, cols) == shown
+
+
+def result_on(term: Term) -> None:
+    term.keys("F1 5 0 0 ENTER ENTER")
+    term.feed(outcome())
+    assert isinstance(term.screen, ResultScreen)
+
+
+def test_a_result_says_enter_continues_and_goes_home_after_the_result_time() -> None:
+    term = Term({**SETTINGS, "display": {"language": "en", "idle_timeout_s": 60, "result_timeout_s": 5}})
+    result_on(term)
+    assert term.text().splitlines()[-1].strip() == "ENTER: continue"
+    assert term.ui.next_wakeup(term.ctx()) == term.mono + 5
+    term.advance(3)
+    term.keys("DOWN")  # reading it: the result time starts again
+    term.advance(4.9)
+    term.feed(core.Tick())
+    assert isinstance(term.screen, ResultScreen)
+    term.advance(0.1)
+    assert term.feed(core.Tick()) == ()  # nothing was typed: no "discarded" note
+    assert isinstance(term.screen, IdleScreen)
+
+
+def test_the_result_time_defaults_short_of_the_idle_timeout() -> None:
+    term = Term()  # no result_timeout_s in these settings: the default
+    result_on(term)
+    term.advance(15)
+    term.feed(core.Tick())
+    assert isinstance(term.screen, IdleScreen)
+
+
+def test_enter_on_a_result_goes_home_at_once() -> None:
+    term = Term()
+    result_on(term)
+    term.keys("ENTER")
+    assert isinstance(term.screen, IdleScreen)

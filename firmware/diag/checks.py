@@ -18,6 +18,13 @@ HISTORY_SIZE = 10
 
 CATALOG: Catalog = {
     "nothing_to_do": ("Nothing to do", "无需操作"),
+    # any check (the why goes to the log, never to the screen)
+    "check_failed": ("The check could not run", "检测无法进行"),
+    "check_failed_next": ("Call support with the log", "请联系维护并提供日志"),
+    "check_busy": ("Terminal busy", "终端忙"),
+    "check_busy_next": ("Try again when idle", "请空闲时再试"),
+    "check_no_journal": ("The journal is not open", "流水库未打开"),
+    "check_shown": ("Shown", "已显示"),
     # echo
     "echo_ok": ("Host answered in {ms} ms", "主机应答 {ms} 毫秒"),
     "echo_failed": ("No answer from the host: {detail}", "主机无应答: {detail}"),

@@ -61,11 +61,14 @@ def language(terminal: Terminal) -> str:
 
 def result_payload(result: TxnResult, lang: str = "en") -> dict[str, Any]:
     record = result.record
+    tries = {"n": result.pin_tries_left} if result.pin_tries_left is not None else {}
     payload: dict[str, Any] = {
         "ok": result.status in ("approved", "settled"),
         "result": result.status,
-        "message": text(result.message_key, lang),
+        "message": text(result.message_key, lang, **tries),
     }
+    if result.pin_tries_left is not None:
+        payload["pin_tries_left"] = result.pin_tries_left
     if result.detail:
         payload["detail"] = result.detail
     if result.response_code:

@@ -366,7 +366,12 @@ class EcrServer:
             return {"ok": False, "result": "busy", "message": t.busy_message(lang)}
         if req.op in FINANCIAL_OPS:
             request, io = self._financial(req, origin)
-            return result_payload(await t.financial(request, io), lang)
+            payload = result_payload(await t.financial(request, io), lang)
+            if t.card_refusal is not None and payload["result"] == "cancelled":
+                # no card taken: the reader's last refusal says why (a chip card swiped...)
+                payload["card_refused"] = {"key": t.card_refusal,
+                                           "message": text(t.card_refusal, lang)}
+            return payload
         if req.op == "settle":
             result = await t.settle(a["password"], source=origin.source)
             payload = result_payload(result, lang)

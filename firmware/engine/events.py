@@ -32,6 +32,7 @@ class AskPin:
     pan_masked: str
     attempt: int
     bypass_allowed: bool
+    tries_left: int | None = None  # after a wrong PIN (55): this try included; else None
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ class PinEntered:
 
 
 @dataclass(frozen=True)
+class NoPinAgain:
+    """The PIN is wanted again after a wrong one, and no one can type it here (an ECR request
+    that brought its PIN): the till is told how many tries are left."""
+
+
+@dataclass(frozen=True)
 class PendingWritten:
     record: TxnRecord
 
@@ -193,6 +200,6 @@ class Cancel:
 
 
 Event = (
-    Authorised | CardPresented | PinEntered | PendingWritten | ReplyReceived | ReplyLost
+    Authorised | CardPresented | PinEntered | NoPinAgain | PendingWritten | ReplyReceived | ReplyLost
     | OutcomeWritten | StanAllocated | SettlementBegun | UploadItemsLoaded | Done | Cancel
 )

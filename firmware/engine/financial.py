@@ -216,9 +216,18 @@ class FinancialFlow:
         self.step = Step.PIN
         self.pin_attempt += 1
         bypass = self.ctx.allow_pin_bypass and not self.card.pin_required
-        return [ev.AskPin(mask_pan(self.card.pan), self.pin_attempt, bypass)]
+        return [ev.AskPin(mask_pan(self.card.pan), self.pin_attempt, bypass, self._tries_left())]
+
+    def _tries_left(self) -> int | None:
+        """Tries left, this one included, once a PIN was wrong (None at the first ask)."""
+        return self.ctx.pin_tries - self.pin_attempt + 1 if self.pin_attempt > 1 else None
 
     def _on_pin(self, event: object) -> list[ev.Action]:
+        if isinstance(event, ev.NoPinAgain):
+            left = self._tries_left()
+            key = "pin_wrong_last" if left == 1 else "pin_wrong_left"
+            return self._finish(TxnResult("declined", key, self.record, response_code="55",
+                                          detail=f"wrong PIN, {left} tries left", pin_tries_left=left))
         assert isinstance(event, ev.PinEntered)
         self.pin_block = event.pin_block
         return self._write_pending()
@@ -394,6 +403,9 @@ class FinancialFlow:
         if code == "55" and self.card is not None and self.pin_attempt < self.ctx.pin_tries:
             self.pin_block = None
             return self._ask_pin()
+        if code == "55" and self.pin_attempt >= self.ctx.pin_tries:
+            return self._finish(TxnResult("declined", "pin_tries_used", record, response_code=code,
+                                          detail=f"wrong PIN {self.pin_attempt} times"))
         return self._finish(
             TxnResult("declined", code, record, response_code=code, detail=lookup(code).en)
         )

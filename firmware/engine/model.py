@@ -194,6 +194,7 @@ class TxnResult:
     response_code: str | None = None
     detail: str = ""
     balance: int | None = None
+    pin_tries_left: int | None = None  # a wrong PIN the till must ask again: tries left
 
 
 def slip_expiry(expiry: str | None) -> str | None:

@@ -62,7 +62,8 @@ FACTORY: dict[str, dict[str, Any]] = {
     # print no signature line (免签); 0 = always a signature line.
     "printer": {"profile": "58mm", "copies": 2, "density": 4, "no_signature_limit": 0,
                 "tear_pause": "auto"},
-    "display": {"language": "en", "contrast": 5, "idle_timeout_s": 60},
+    # result_timeout_s: a result screen goes back to idle after this long without a key.
+    "display": {"language": "en", "contrast": 5, "idle_timeout_s": 60, "result_timeout_s": 15},
     "security": {"supervisor_hash": "", "password_changed": False,
                  "max_password_tries": 5, "lock_minutes": 5},
 }

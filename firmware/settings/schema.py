@@ -88,6 +88,7 @@ FIELDS: tuple[Field, ...] = (
     Field("display", "language", "choice", choices=("en", "zh_CN")),
     Field("display", "contrast", "int", 1, 10, self_test="display"),
     Field("display", "idle_timeout_s", "int", 10, 600, unit="s"),
+    Field("display", "result_timeout_s", "int", 3, 300, unit="s"),
     Field("security", "max_password_tries", "int", 3, 10),
     Field("security", "lock_minutes", "int", 1, 60),
     # The password is changed through its own screen (ChangePassword), never edited as a field.
@@ -102,7 +103,7 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
                 "printer.no_signature_limit", "transactions.held_max_age_min",
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
-                "comms.mak_check", "printer.tear_pause")
+                "comms.mak_check", "printer.tear_pause", "display.result_timeout_s")
 
 
 def field(group: str, name: str) -> Field:
@@ -161,6 +162,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.display.language": ("Lang", "语言"),
     "f.display.contrast": ("Contrast", "对比度"),
     "f.display.idle_timeout_s": ("Idle time", "空闲超时"),
+    "f.display.result_timeout_s": ("Result time", "结果显示"),
     "f.security.max_password_tries": ("Pwd tries", "密码次数"),
     "f.security.lock_minutes": ("Lock min", "锁定分钟"),
     "f.security.supervisor_hash": ("Password", "密码"),

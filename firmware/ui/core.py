@@ -9,6 +9,8 @@ here touches a driver, the journal or a socket; time comes in through the contex
 Defaults the machine applies to every screen, so no screen can forget them:
   * idle timeout: a screen with `staged = True` that has seen no key for the configured
     idle time goes back to idle, discarding what was typed (DropCard + an audit note);
+  * result timeout: a screen with `result = True` (how an operation ended) goes back to idle
+    after the shorter result time without a key (display.result_timeout_s; a key restarts it);
   * an operation the screen did not start (ECR, start-up backlog) is shown by the
     screen the `on_external` hook gives, over whatever is on the LCD;
   * OpDone that no screen claims is shown by the `on_result` hook.
@@ -70,6 +72,10 @@ class UiContext:
     @property
     def idle_timeout_s(self) -> float:
         return float(self.setting("display", "idle_timeout_s", 60))
+
+    @property
+    def result_timeout_s(self) -> float:
+        return float(self.setting("display", "result_timeout_s", 15))
 
     def icons(self) -> frozenset[Icon]:
         icons: set[Icon] = set()
@@ -390,12 +396,14 @@ class Screen:
     staged: holds typed input that the idle timeout discards.
     sensitive: PIN / password entry: the app logs no key while it is shown.
     running: an operation runs under this screen (the idle timeout does not apply).
+    result: how something ended; nothing typed to lose: home after the result timeout.
     """
 
     card_purpose: ClassVar[str | None] = None
     staged: ClassVar[bool] = True
     sensitive: ClassVar[bool] = False
     running: ClassVar[bool] = False
+    result: ClassVar[bool] = False
 
     def handle(self, event: UiEvent, ctx: UiContext) -> Transition | None:
         raise NotImplementedError
@@ -431,7 +439,9 @@ class Ui:
         commands: tuple[UiCommand, ...] = ()
         if isinstance(event, KeyIn):
             self.last_input = ctx.mono
-        if isinstance(event, Tick) and self._timed_out(ctx):
+        if isinstance(event, Tick) and self._result_read(ctx):
+            self.screen = self._idle()
+        elif isinstance(event, Tick) and self._timed_out(ctx):
             self.screen = self._idle()
             commands = (DropCard(), Audit("input", "idle timeout", "discarded"))
         else:
@@ -450,10 +460,17 @@ class Ui:
 
     def next_wakeup(self, ctx: UiContext) -> float | None:
         own = self.screen.next_wakeup(ctx)
-        if self.screen.staged and not self.screen.running:
+        deadline = None
+        if self.screen.result:
+            deadline = self.last_input + ctx.result_timeout_s
+        elif self.screen.staged and not self.screen.running:
             deadline = self.last_input + ctx.idle_timeout_s
+        if deadline is not None:
             own = deadline if own is None else min(own, deadline)
         return own
+
+    def _result_read(self, ctx: UiContext) -> bool:
+        return self.screen.result and ctx.mono - self.last_input >= ctx.result_timeout_s
 
     def _timed_out(self, ctx: UiContext) -> bool:
         return (self.screen.staged and not self.screen.running
@@ -610,12 +627,25 @@ def format_fen(amount: int) -> str:
     return f"{sign}{amount // 100}.{amount % 100:02d}"
 
 
+def pan_text(pan_masked: str, cols: int) -> str:
+    """A masked PAN as every screen shows it: as masked where it fits; on a narrow screen the
+    stars between the first 6 and the last 4 are cut to fit (at least one stays), so the last
+    4 (what the cardholder checks against the card) are always in view, never cut or wrapped."""
+    if len(pan_masked) <= cols:
+        return pan_masked
+    tail = pan_masked[-4:]
+    head = pan_masked[:-4].rstrip("*")
+    if len(head) + 1 + len(tail) > cols:
+        head = ""  # narrower than 11 columns: the last 4 win
+    return head + "*" * max(1, cols - len(head) - len(tail)) + tail
+
+
 def say(catalog: Catalog, key: str, lang: str, **values: Any) -> str:
     """The sentence for key in lang, with {placeholders} filled; keys not in the screen's own
     catalog fall back to the shared result catalog (firmware.i18n, incl. host response codes)."""
     entry = catalog.get(key)
     if entry is None:
-        return catalog_text(key, lang)
+        return catalog_text(key, lang, **values)
     sentence = entry[1] if lang.startswith("zh") else entry[0]
     return sentence.format(**values) if values else sentence
 

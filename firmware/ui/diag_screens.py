@@ -33,6 +33,7 @@ from firmware.ui.core import (
     fit,
     frame,
     key_of,
+    pan_text,
     pick_frame,
     right,
     say,
@@ -324,7 +325,7 @@ class ReaderTest(Screen):
         expiry = self.expiry or ""
         if len(expiry) == 4 and is_digits(expiry):
             details.append(say(CATALOG, "expiry", ctx.lang, mm=expiry[2:], yy=expiry[:2]))
-        return [self.pan_masked, " ".join(d for d in details if d)]
+        return [pan_text(self.pan_masked, ctx.cols), " ".join(d for d in details if d)]
 
     def render(self, ctx: UiContext) -> Frame:
         parts = {

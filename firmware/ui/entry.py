@@ -76,7 +76,7 @@ class AmountEntry(core.Screen):
     def render(self, ctx: core.UiContext) -> Frame:
         lines = [words(ctx, self.title)]
         if self.pan_masked:
-            lines.append(self.pan_masked)
+            lines.append(core.pan_text(self.pan_masked, ctx.cols))
         if not self.pan_masked or ctx.rows >= 6:
             lines.append(t(ctx, "enter_amount"))
         lines.append(core.right(money(ctx, self.amount), ctx.cols))
@@ -264,16 +264,29 @@ class PinEntry(core.Screen):
         return _stay(self)
 
     def render(self, ctx: core.UiContext) -> Frame:
+        stars = core.right("*" * len(self.digits), ctx.cols)
+        if self.tries_left is not None and not self.note:
+            return core.frame(ctx, [*self._again(ctx), stars])
         lines = [money(ctx, self.amount) if self.amount is not None else t(ctx, "enter_pin"),
-                 self.pan_masked]
+                 core.pan_text(self.pan_masked, ctx.cols)]
         if self.note:
             lines.append(t(ctx, self.note))
         else:
             lines.append(t(ctx, "enter_pin") if self.amount is not None else "")
+        if ctx.rows >= 6 and self.bypass_allowed:
+            lines.append(t(ctx, "pin_bypass"))
+        lines.append(stars)
+        return core.frame(ctx, lines)
+
+    def _again(self, ctx: core.UiContext) -> list[str]:
+        """After a wrong PIN: the words first (they are the news), then the card; the amount
+        only where the rows allow it."""
+        assert self.tries_left is not None
+        wrong = (t(ctx, "pin_wrong_last") if self.tries_left == 1
+                 else t(ctx, "pin_wrong_left", n=self.tries_left))
+        lines = [*core.wrap(wrong, ctx.cols), core.pan_text(self.pan_masked, ctx.cols)]
         if ctx.rows >= 6:
-            if self.tries_left is not None:
-                lines.append(t(ctx, "tries_left", n=self.tries_left))
+            lines.insert(0, money(ctx, self.amount) if self.amount is not None else "")
             if self.bypass_allowed:
                 lines.append(t(ctx, "pin_bypass"))
-        lines.append(core.right("*" * len(self.digits), ctx.cols))
-        return core.frame(ctx, lines)
+        return lines

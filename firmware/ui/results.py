@@ -1,12 +1,14 @@
 """How an operation ended, in words: one result screen per OpOutcome status, read-only.
 
-Results are staged (the idle timeout clears them); ENTER or CANCEL goes to idle, UP/DOWN scroll
-what does not fit; "host unreachable" also offers F1, an echo test.
+The last row says "ENTER: continue"; ENTER or CANCEL goes to idle, and so does the result
+timeout (display.result_timeout_s without a key); UP/DOWN scroll what does not fit; "host
+unreachable" also offers F1, an echo test.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from firmware.ports import Frame, Key
 from firmware.ui import core
@@ -50,6 +52,8 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
         lines.append(t(ctx, HEADLINES[status]))
     else:  # a status this screen does not know: say it rather than guess
         lines.append(t(ctx, "res_unknown", status=status))
+    if ctx.paper == "out" and outcome.op != "print_resume":  # a receipt waits for paper
+        lines.append(t(ctx, "res_paper_out"))
     if outcome.balance is not None:
         lines += [t(ctx, "res_balance"), money(ctx, outcome.balance)]
     elif outcome.amount is not None and status in ("approved", "stored", "declined", "reversed",
@@ -58,7 +62,7 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
     if outcome.auth_code and status == "approved":
         lines.append(t(ctx, "res_auth", code=outcome.auth_code))
     if outcome.pan_masked:
-        lines.append(outcome.pan_masked)
+        lines.append(core.pan_text(outcome.pan_masked, ctx.cols))
     if outcome.voucher:
         lines.append(t(ctx, "res_voucher", voucher=outcome.voucher))
     if outcome.rrn and status == "approved":
@@ -74,6 +78,12 @@ def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
 
 @dataclass(frozen=True)
 class ResultScreen(core.Screen):
+    """How an operation ended; the last row says ENTER goes on, and without a key the screen
+    goes home after the result time (the machine's result timeout)."""
+
+    staged: ClassVar[bool] = False
+    result: ClassVar[bool] = True
+
     outcome: core.OpOutcome
     top: int = 0
 
@@ -89,11 +99,17 @@ class ResultScreen(core.Screen):
             from firmware.ui.txn import start  # txn builds on these results: import late
 
             return start(core.StartOp("echo"))
-        top = scrolled(event.key, self.top, len(self.rows(ctx)), ctx)
+        top = scrolled(event.key, self.top, len(self.rows(ctx)), above_hint(ctx))
         return core.Transition(replace(self, top=top) if top is not None else self)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        return paged(ctx, op_title(ctx, self.outcome.op), self.rows(ctx), self.top)
+        page = paged(above_hint(ctx), op_title(ctx, self.outcome.op), self.rows(ctx), self.top)
+        return replace(page, rows=(*page.rows, core.fit(t(ctx, "enter_continue"), ctx.cols)))
+
+
+def above_hint(ctx: core.UiContext) -> core.UiContext:
+    """The rows a result pages through: all but the last, which keeps the ENTER hint."""
+    return replace(ctx, rows=ctx.rows - 1)
 
 
 # Operations that only read (the screen that asked may be gone when they answer).

@@ -229,7 +229,8 @@ class AnomalyDetail(core.Screen):
         item = self.item
         # The short kind keeps the voucher on the title row at 16 columns.
         facts = [f"{_t(ctx, 'short_' + str(item['kind']))} {item['voucher']}",
-                 core.format_fen(int(item.get("amount") or 0)), str(item.get("pan") or "")]
+                 core.format_fen(int(item.get("amount") or 0)),
+                 core.pan_text(str(item.get("pan") or ""), ctx.cols)]
         if item.get("related_voucher"):
             facts.append(_t(ctx, "anomaly_same_as", voucher=item["related_voucher"]))
         if item.get("kind") == "reversal_stuck":

@@ -96,8 +96,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "pin_length": ("PIN 4-12 digits", "密码为4-12位"),
     "pin_required": ("PIN required", "必须输入密码"),
     "pin_bypass": ("ENTER: no PIN", "确认: 免密"),
-    "tries_left": ("{n} tries left", "剩余{n}次"),
     "confirm_enter": ("ENTER confirm", "按确认键继续"),
+    "enter_continue": ("ENTER: continue", "按确认键继续"),
+    "res_paper_out": ("Receipt-no paper", "凭条待打印: 缺纸"),  # one 16-cell row
     "settle_ask": ("Settle batch? ENTER", "确认结算? 按确认"),
     # working
     "step_wait": ("Please wait...", "请稍候..."),

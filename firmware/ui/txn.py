@@ -154,7 +154,7 @@ class ConfirmScreen(core.Screen):
         if flow.amount is not None:
             lines.append(money(ctx, flow.amount))
         if flow.pan_masked:
-            lines.append(flow.pan_masked)
+            lines.append(core.pan_text(flow.pan_masked, ctx.cols))
         if flow.voucher:
             lines.append(t(ctx, "res_voucher", voucher=flow.voucher))
         if flow.rrn:
@@ -250,12 +250,19 @@ class WorkingScreen(core.Screen):
     chip_seen: bool = False
     note: str | None = None
     note_until: float = 0.0
+    refused: str | None = None  # why the reader refused the last card (while waiting for one)
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
         if isinstance(event, core.OpStep):
-            since = self.since if event.step == self.step else ctx.mono
+            moved = event.step != self.step
+            since = ctx.mono if moved else self.since
+            # a card refusal belongs to the card step: it goes when the step does
             return core.Transition(replace(self, step=event.step, since=since, done=event.done,
-                                           total=event.total, cancellable=event.cancellable))
+                                           total=event.total, cancellable=event.cancellable,
+                                           refused=None if moved else self.refused))
+        if isinstance(event, core.CardRefused):
+            # said at once under "Swipe card"; the wait for a card goes on
+            return core.Transition(replace(self, refused=event.message_key))
         if isinstance(event, core.PinWanted):
             amount = event.amount if event.amount is not None else self.amount
             waiting = replace(self, step="pin", since=ctx.mono)
@@ -267,7 +274,7 @@ class WorkingScreen(core.Screen):
                 return core.Transition(message(event.outcome.message_key, self.back, f"op_{self.op}"))
             return core.Transition(result_screen(event.outcome, self))
         if isinstance(event, core.CardPresented):
-            return core.Transition(replace(self, pan_masked=event.pan_masked))
+            return core.Transition(replace(self, pan_masked=event.pan_masked, refused=None))
         if isinstance(event, core.ChipSeen):
             return core.Transition(replace(self, chip_seen=event.inserted))
         if not isinstance(event, core.KeyIn):
@@ -297,8 +304,12 @@ class WorkingScreen(core.Screen):
     def render(self, ctx: core.UiContext) -> Frame:
         info = [money(ctx, self.amount)] if self.amount is not None else []
         if self.pan_masked:
-            info.append(self.pan_masked)
+            info.append(core.pan_text(self.pan_masked, ctx.cols))
         status = core.wrap(self.step_text(ctx), ctx.cols)
+        if self.refused:
+            refused = core.wrap(t(ctx, self.refused), ctx.cols)
+            # the refusal is the news (and says what to do): the step line goes if both do not fit
+            status = refused if len(status) + len(refused) > ctx.rows - 1 else status + refused
         if self.cancelling:
             status += core.wrap(t(ctx, "cancelling"), ctx.cols)
         if self.note and self.note_until > ctx.mono:

@@ -1,0 +1,125 @@
+"""A wrong PIN (host code 55) is said in words, with the tries left from the pin_tries setting:
+on the keypad's PIN screen ("Wrong PIN - 2 tries left", "... last try"), in the result when the
+tries are used up, and to the till (reply message and pin_tries_left) when the till brought
+the PIN. Real terminal, panel, emulated reader and the acquirer simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ecrkit import Link, ecr_terminal
+from helpers import TID, pin_for, provision, run
+from panelkit import Shop
+
+from firmware.i18n import text
+from firmware.ui.entry import PinEntry
+from firmware.ui.results import ResultScreen
+
+CARD = "cup_debit"
+WRONG = "0000"
+assert pin_for(CARD) != WRONG
+
+
+def squeezed(screen: str) -> str:
+    return "".join(screen.split())
+
+
+async def shows_words(shop: Shop, words: str) -> str:
+    """Until the LCD shows `words`, wrapped over rows or not (CJK has no spaces to wrap at)."""
+    await shop.until(lambda: squeezed(words) in squeezed(shop.screen()), f"{words!r} on the LCD")
+    return shop.screen()
+
+
+async def pin_screen(shop: Shop) -> None:
+    """Until the PIN screen waits for its first digit."""
+    assert shop.panel is not None
+    panel = shop.panel
+    await shop.until(lambda: isinstance(panel.ui.screen, PinEntry) and not panel.ui.screen.digits,
+                     "the PIN screen")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+@pytest.mark.parametrize("tries", [3, 4])
+def test_the_keypad_says_wrong_pin_and_how_many_tries_are_left(tries: int, lang: str,
+                                                               tmp_path: Path, sim):
+    async def go() -> list[str]:
+        async with Shop(tmp_path, sim.port, pin_tries=tries) as shop:  # 4 x 16
+            assert shop.terminal is not None
+            shop.terminal.settings["display"]["language"] = lang
+            await shop.press("1200", "ENTER", "ENTER")
+            await shop.swipe(CARD)
+            seen = []
+            for left in range(tries - 1, 0, -1):
+                await pin_screen(shop)
+                await shop.press(WRONG, "ENTER")
+                words = text("pin_wrong_last", lang) if left == 1 else text("pin_wrong_left", lang, n=left)
+                seen.append(await shows_words(shop, words))
+            await pin_screen(shop)
+            await shop.press(WRONG, "ENTER")
+            await shop.until(lambda: isinstance(shop.current, ResultScreen), "the result")
+            await shop.press("DOWN")  # 4 x 16: "Declined" first, the words wrap below it
+            seen.append(await shows_words(shop, text("pin_tries_used", lang)))
+            return seen
+
+    seen = run(go())
+    assert len(seen) == tries
+    declined = sim.ledger.rows(TID)
+    assert [row.state for row in declined] == ["declined"] * tries
+
+
+def test_the_keypad_takes_the_right_pin_after_a_wrong_one(tmp_path: Path, sim):
+    async def go() -> Any:
+        async with Shop(tmp_path, sim.port) as shop:
+            await shop.press("1200", "ENTER", "ENTER")
+            await shop.swipe(CARD)
+            await pin_screen(shop)
+            await shop.press(WRONG, "ENTER")
+            await shows_words(shop, "Wrong PIN - 2 tries left")
+            await pin_screen(shop)
+            await shop.press(str(pin_for(CARD)), "ENTER")
+            await shop.shows("Approved")
+            return [r.state.value for r in shop.journal.records()]
+
+    assert run(go()) == ["DECLINED", "APPROVED"]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_an_ecr_sale_with_a_wrong_pin_asks_again_on_the_keypad(lang: str, tmp_path: Path, sim):
+    async def go() -> dict[str, Any]:
+        async with Shop(tmp_path, sim.port, ecr=True) as shop:
+            assert shop.terminal is not None
+            shop.terminal.settings["display"]["language"] = lang
+            reply = shop.ecr_request(op="sale", amount=1500, card=CARD, pin=WRONG)
+            await shows_words(shop, text("pin_wrong_left", lang, n=2))
+            await pin_screen(shop)
+            await shop.press(str(pin_for(CARD)), "ENTER")
+            return await reply
+
+    reply = run(go())
+    assert reply["result"] == "approved", reply
+
+
+@pytest.mark.parametrize(("tries", "key", "left"), [(3, "pin_wrong_left", 2), (2, "pin_wrong_last", 1),
+                                                    (1, "pin_tries_used", None)])
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_the_till_is_told_wrong_pin_and_the_tries_left(tries: int, key: str, left: int | None,
+                                                       lang: str, tmp_path: Path, sim):
+    data_dir = provision(tmp_path / "t", sim.port, pin_tries=tries)
+
+    async def go() -> dict[str, Any]:
+        async with ecr_terminal(data_dir) as (t, server):
+            t.settings["display"]["language"] = lang
+            link = Link(server.port)
+            try:
+                return await asyncio.to_thread(link.ask, op="sale", amount=1500, card=CARD, pin=WRONG)
+            finally:
+                link.close()
+
+    reply = run(go())
+    assert reply["result"] == "declined" and reply["code"] == "55", reply
+    assert reply["message"] == text(key, lang, **({"n": left} if left else {}))
+    assert reply.get("pin_tries_left") == left
+    assert [row.state for row in sim.ledger.rows(TID)] == ["declined"]  # one try, nothing more sent
