@@ -51,7 +51,7 @@ from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, N
 from firmware.host.keys import encrypt_pin_block
 from firmware.host.messages import SideTotals, TxnKind, echo_request, mask_pan, signoff_request
 from firmware.host.messages import Terminal as TermIds
-from firmware.i18n import text
+from firmware.i18n import CATALOG, text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
@@ -222,7 +222,8 @@ class Terminal:
         else:
             self.settings = await asyncio.to_thread(self.settings_store.load)
         if self.settings_store.problem:
-            self.notice = self.settings_store.problem
+            # The store logged the file and the reason; the screen says what it means.
+            self.notice = "settings_restored"
         self.password_guard.configure(self.settings.get("security", {}))
         c = self.settings["comms"]
         if self.cfg.host:
@@ -462,7 +463,10 @@ class Terminal:
             return False
         self._link(True)
         if reply.fields.get("39") != "00":
-            self.notice = f"sign-on refused by the host ({reply.fields.get('39')})"
+            # A catalog key, so the idle screen says it in the operator's language; the code is
+            # for support and goes to the log.
+            log.warning("sign-on refused by the host (%s)", reply.fields.get("39"))
+            self.notice = "sign_on_refused"
             return False
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
@@ -507,7 +511,7 @@ class Terminal:
                 return ev.Cancel()
             except ReaderUnavailable as exc:
                 log.error("card reader: %s", exc)
-                self.notice = text("reader_unavailable")
+                self.notice = "reader_unavailable"
                 return ev.Cancel()
             if card is None:
                 return ev.Cancel()  # no card within the reader's wait
@@ -853,8 +857,8 @@ class Terminal:
         await self.clear_backlog()
         assert self.journal is not None
         if self.journal.open_settlement() is not None:
-            self.notice = "resuming an interrupted settlement"
-            log.warning(self.notice)
+            self.notice = "settlement_resuming"
+            log.warning("resuming an interrupted settlement")
             return await self._run_settlement(self._tx()["operator"])
         return None
 
@@ -1091,9 +1095,16 @@ class Terminal:
         info: dict[str, Any] = {
             "board": self.board.name,
             "service_mode": self.service_problem,
-            "notice": self.notice,
             "busy": self.busy,
         }
+        if self.notice:
+            # A till shows words, in the terminal's language; the key is for a till's own logic.
+            lang = str(self.settings.get("display", {}).get("language", "en"))
+            known = self.notice in CATALOG
+            info["notice"] = text(self.notice, lang) if known else self.notice
+            info["notice_key"] = self.notice if known else None
+        else:
+            info["notice"] = None
         if self.card_refusal is not None:  # a till polling status during a sale sees it
             lang = str(self.settings.get("display", {}).get("language", "en"))
             info["card_refused"] = {"key": self.card_refusal, "message": text(self.card_refusal, lang)}

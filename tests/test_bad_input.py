@@ -200,12 +200,18 @@ def test_corrupt_settings_file_uses_the_last_good_version_and_says_so(data_dir, 
     async def go():
         t = await terminal(data_dir)
         try:
-            return t.notice, await sale(t, 1200)
+            t.settings["display"]["language"] = "zh_CN"
+            return t.notice, t.settings_store.problem, t.status(), await sale(t, 1200)
         finally:
             await t.close()
 
-    notice, r = run(go())
-    assert notice and "unusable" in notice and "using the version saved" in notice
+    notice, problem, status, r = run(go())
+    # The log and the store keep the file and the reason; the screens and the till get words in
+    # the terminal's language (issue 13 A13: no English exception text on a Chinese screen).
+    assert problem and "unusable" in problem and "using the version saved" in problem
+    assert notice == "settings_restored"
+    assert status["notice"] == "设置文件不可用 已启用上次有效版本"
+    assert status["notice_key"] == "settings_restored"
     assert r.status == "approved"
 
 
