@@ -4,6 +4,7 @@ and the build info of the real C extension (and of a missing one)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from drivers.reader.serial_link import LinkStats
+from firmware.diag import netinfo
 from firmware.diag.buildinfo import version_info
 from firmware.diag.checks import EchoHistory, echo_result, printer_result, reader_result
 from firmware.diag.logview import log_tail
@@ -180,6 +182,16 @@ def test_network_info_refuses_a_bad_address_in_words(host, port, net_files):
     result = network_info(host, port, "en", route_path=net_files[0], resolv_path=net_files[1])
     assert not result.passed and result.reason.startswith("Host address not valid")
     assert result.next_step == "Correct the host address in Settings > Comms"
+
+
+@pytest.mark.parametrize("lang, words", [("en", "connection failed (ECONNRESET)"),
+                                         ("zh_CN", "连接失败 (ECONNRESET)")])
+def test_an_unforeseen_network_error_shows_its_code_not_the_system_sentence(lang, words, caplog):
+    """Issue 13 A5: the operating system's English sentence goes to the log, never to a Chinese
+    screen; the screen names the error by its code."""
+    exc = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert netinfo._why(exc, 2.0, lang) == words
+    assert "Connection reset by peer" in caplog.text
 
 
 def test_network_info_unknown_host_name(net_files):

@@ -3,6 +3,7 @@ raw SQL on the file, and a file with damaged pages."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -233,11 +234,15 @@ def test_a_damaged_file_fails_in_words(tmp_path, clock):
     broken = Journal(sqlite3.connect(path, isolation_level=None), path, CardVault(b"k" * 32), clock)
     try:
         result = check_journal(broken, "en", clock.now)
+        zh = check_journal(broken, "zh_CN", clock.now)
     finally:
         broken.close()
     assert not result.passed
     assert (result.reason, result.next_step) == ("Journal file damaged", "Stop trading and call support")
     assert result.lines and PAN not in " ".join(result.lines)
+    # Issue 13 A5: the Chinese screen shows no English exception text, only an error's code.
+    shown = " ".join((zh.reason, zh.next_step, *zh.lines))
+    assert re.findall(r"[a-z]{3,}", shown) == [], shown
 
 
 def test_an_audit_row_changed_behind_the_firmware_breaks_the_chain_at_that_row(journal, clock):

@@ -6,6 +6,7 @@ settlement, stuck print jobs).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from firmware.journal.errors import JournalError
 from firmware.journal.store import COUNTER_WRAP, Journal
 from firmware.printing.queue import PrintState
 from firmware.ui.core import Catalog, DiagResult, say
+
+log = logging.getLogger(__name__)
 
 NAME = "journal"
 
@@ -70,7 +73,9 @@ CATALOG: Catalog = {
     "line_print": ("Print job {job} {title}: {state}", "打印任务{job} {title}: {state}"),
     "line_print_confirm": ("Print job {job} {title}: waits for ENTER", "打印任务{job} {title}: 待确认"),
     "line_print_none": ("No print job stuck", "无卡住的打印任务"),
-    "line_error": ("Error: {error}", "错误: {error}"),
+    # The error's code only (SQLITE_CORRUPT, SQLITE_IOERR...): the sentence is English and goes to
+    # the log, a technician reads the code on either screen.
+    "line_error": ("Journal error {code} (details in the log)", "数据库错误 {code} (详见日志)"),
     "age_minutes": ("{m}m", "{m}分"),
     "age_hours": ("{h}h{m:02d}m", "{h}小时{m:02d}分"),
     "age_days": ("{d}d{h}h", "{d}天{h}小时"),
@@ -177,7 +182,7 @@ def check_journal(journal: Journal, lang: str, now: float, *,
     try:
         verdict = journal.integrity()
     except sqlite3.DatabaseError as exc:
-        found.line("line_error", error=str(exc)[:120])
+        found.line("line_error", code=_error_code(exc))
         if isinstance(exc, sqlite3.OperationalError):  # locked, I/O: not proof of damage
             found.fail(found.say("unreadable"), "unreadable_next")
         else:  # "database disk image is malformed": quick_check could not even walk the file
@@ -190,9 +195,15 @@ def check_journal(journal: Journal, lang: str, now: float, *,
             return found.result()  # the invariants cannot be trusted on a damaged file
         _check_invariants(found, journal, now, operation_running)
     except (sqlite3.Error, JournalError, ValueError) as exc:
-        found.line("line_error", error=str(exc)[:120])
+        found.line("line_error", code=_error_code(exc))
         found.fail(found.say("unreadable"), "unreadable_next")
     return found.result()
+
+
+def _error_code(exc: Exception) -> str:
+    """The error's short code for the screen; the whole error goes to the log."""
+    log.error("journal check: %s", exc)
+    return str(getattr(exc, "sqlite_errorname", None) or type(exc).__name__)
 
 
 def _check_invariants(found: _Findings, journal: Journal, now: float, operation_running: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import socket
 import struct
 import time
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.ui.core import Catalog, DiagResult, say
+
+log = logging.getLogger(__name__)
 
 NAME = "network"
 SIOCGIFADDR = 0x8915  # linux/sockios.h: get an interface's IPv4 address
@@ -31,7 +34,7 @@ CATALOG: Catalog = {
     "why_timeout": ("no answer in {s} s", "{s}秒内无应答"),
     "why_no_route": ("no route to the host", "没有到主机的路由"),
     "why_no_name": ("host name not found", "主机名无法解析"),
-    "why_other": ("{error}", "{error}"),
+    "why_other": ("connection failed ({code})", "连接失败 ({code})"),
     "line_interface": ("{name}: {address}", "{name}: {address}"),
     "line_no_address": ("{name}: no IPv4 address", "{name}: 无IPv4地址"),
     "line_no_interfaces": ("No network interfaces", "无网络接口"),
@@ -97,7 +100,10 @@ def _why(exc: OSError, connect_timeout: float, lang: str) -> str:
         return say(CATALOG, "why_refused", lang)
     if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return say(CATALOG, "why_no_route", lang)
-    return say(CATALOG, "why_other", lang, error=exc.strerror or str(exc))
+    # The operating system's sentence is English: the log keeps it, the screen shows its code.
+    log.warning("network check: %s", exc)
+    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    return say(CATALOG, "why_other", lang, code=code or type(exc).__name__)
 
 
 def network_info(host: str, port: int, lang: str, connect_timeout: float = 2.0, *,
