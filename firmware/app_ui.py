@@ -335,7 +335,12 @@ class FrontPanel:
                 t.prints.torn(command.job_id)
             self.changed()
         elif isinstance(command, ui.LookupOriginal):
-            self._events.put_nowait(self._original(command))
+            try:
+                found = self._original(command)
+            except Exception:  # the operator gets words, never a screen stuck on "Reading..."
+                log.exception("looking up voucher %s for %s failed", command.voucher, command.op)
+                found = ui.OriginalFound(command.voucher, False, "internal_error")
+            self._events.put_nowait(found)
         elif isinstance(command, ui.RunDiag):
             self._spawn(self._run_diag(command.name), f"diag-{command.name}")
         elif isinstance(command, ui.SaveSettings | ui.RestorePrevious | ui.FactoryDefaults
@@ -374,7 +379,8 @@ class FrontPanel:
             raise
         except Exception as exc:  # the operator gets words, never a hung panel
             log.exception("operation %s failed", command.op)
-            outcome = ui.OpOutcome(command.op, "failed", "internal_error", detail=str(exc))
+            # The exception's text is English and for support: it is in the log, not on screen.
+            outcome = ui.OpOutcome(command.op, "failed", "internal_error")
         self._events.put_nowait(ui.OpDone(outcome))
 
     async def _operation(self, c: ui.StartOp) -> ui.OpOutcome:

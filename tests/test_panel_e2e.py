@@ -711,6 +711,34 @@ def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
     assert [r.kind for r in sim.ledger.rows(TID)].count("void") == 1
 
 
+def test_a_lookup_that_breaks_says_so_and_sends_nothing(tmp_path: Path, sim, caplog):
+    """A fault while the void's original is looked up (here: the journal read itself raises) is
+    logged with its traceback and shown in words, never a screen stuck on "Reading..."."""
+    async def go():
+        async with Shop(tmp_path, sim.port) as shop:
+            sale = await sale_by_keys(shop, "1500")
+            terminal = shop.terminal
+            assert terminal is not None
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("planted fault in the lookup")
+
+            terminal.check_follow_up = broken  # type: ignore[method-assign]
+            await shop.press("MENU", "2")
+            await shop.password()
+            await shop.press(sale.invoice, "ENTER")
+            shown = await shop.shows("Internal error")
+            await shop.press("CANCEL")
+            await shop.shows("Voucher no.")
+            return shown, shop.journal.records()
+
+    shown, rows = run(go())
+    assert "planted fault" not in shown
+    assert "planted fault in the lookup" in caplog.text and "Traceback" in caplog.text
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 1500)]
+    assert [r.kind for r in sim.ledger.rows(TID)] == ["sale"]
+
+
 def test_no_key_is_logged_while_a_pin_is_typed(tmp_path: Path, sim, caplog, monkeypatch):
     """Every logger at DEBUG through a PIN sale: neither the PIN nor any key name appears, on
     any logger, in any record (the keypad driver, the panel and the app log no key at all)."""
