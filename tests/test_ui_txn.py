@@ -656,3 +656,20 @@ def test_enter_on_a_result_goes_home_at_once() -> None:
     result_on(term)
     term.keys("ENTER")
     assert isinstance(term.screen, IdleScreen)
+
+
+def test_a_settlement_that_did_not_settle_is_a_result_too() -> None:
+    """Issue 13 A12 for the settlement's own result screen: the ENTER hint on the last row, and
+    home after the result time, not after the idle timeout."""
+    term = Term({**SETTINGS, "display": {"language": "en", "idle_timeout_s": 60, "result_timeout_s": 5}})
+    term.run("F3 1 2 3 4 5 6 ENTER", PW_OK, REVIEW_TICK, REVIEWED)
+    term.keys("ENTER")
+    term.feed(core.OpStep("settling", cancellable=False))
+    term.feed(outcome("failed", op="settle", message_key="settlement_no_reply", amount=None,
+                      pan_masked=None, auth_code=None, voucher=None))
+    assert term.screen.result
+    assert term.text().splitlines()[-1].strip() == "ENTER: continue"
+    assert term.ui.next_wakeup(term.ctx()) == term.mono + 5
+    term.advance(5)
+    term.feed(core.Tick())
+    assert isinstance(term.screen, IdleScreen)

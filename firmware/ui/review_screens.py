@@ -13,6 +13,7 @@ from firmware.diag.review import settlement_advice
 from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.entry import PasswordEntry
+from firmware.ui.results import above_hint
 from firmware.ui.scroll import paged, scrolled, wrap_all
 from firmware.ui.texts import money, op_title, t
 from firmware.ui.txn import WorkingScreen
@@ -311,6 +312,11 @@ class SettleWorking(WorkingScreen):
 
 @dataclass(frozen=True)
 class SettleResult(core.Screen):
+    """A settlement that did not settle (or did not balance): like every result, the last row
+    says ENTER goes on, and without a key it goes home after the result time."""
+
+    result: ClassVar[bool] = True
+
     outcome: core.OpOutcome
     back: core.Screen
     top: int = 0
@@ -327,11 +333,12 @@ class SettleResult(core.Screen):
             return None
         if key in (Key.ENTER, Key.CANCEL):
             return core.Transition(self.back)
-        top = scrolled(key, self.top, len(self.body(ctx)), ctx)
+        top = scrolled(key, self.top, len(self.body(ctx)), above_hint(ctx))
         return core.Transition(replace(self, top=top) if top is not None else self)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        return paged(ctx, _t(ctx, "result_title"), self.body(ctx), self.top)
+        page = paged(above_hint(ctx), _t(ctx, "result_title"), self.body(ctx), self.top)
+        return replace(page, rows=(*page.rows, core.fit(t(ctx, "enter_continue"), ctx.cols)))
 
 
 def settle_result_screen(outcome: core.OpOutcome, back: core.Screen) -> core.Screen:
