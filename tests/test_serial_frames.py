@@ -61,9 +61,19 @@ class Pty:
 
     def close(self) -> None:
         self.close_slave()
+        # A mirror thread still reading this master must end before the descriptor is closed:
+        # the next test's openpty() reuses the number, and a thread between two reads would read
+        # (steal) the next test's frames from it.
+        for thread in MIRROR_THREADS:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "a mirror thread did not end when its port went away"
+        MIRROR_THREADS.clear()
         if self.master >= 0:
             os.close(self.master)
             self.master = -1
+
+
+MIRROR_THREADS: list[threading.Thread] = []  # started by start_mirror, joined by Pty.close
 
 
 @pytest.fixture
@@ -76,7 +86,9 @@ def pty_pair() -> Iterator[Pty]:
 def start_mirror(master: int, display: Recorder | TerminalDisplay) -> tuple[LcdMirror, list[str]]:
     mirror = LcdMirror(display)
     ended: list[str] = []
-    threading.Thread(target=lambda: ended.append(mirror.run(master)), daemon=True).start()
+    thread = threading.Thread(target=lambda: ended.append(mirror.run(master)), daemon=True)
+    MIRROR_THREADS.append(thread)
+    thread.start()
     return mirror, ended
 
 
