@@ -377,7 +377,7 @@ class FrontPanel:
             outcome = await self._operation(command)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the operator gets words, never a hung panel
+        except Exception:  # the operator gets words, never a hung panel
             log.exception("operation %s failed", command.op)
             # The exception's text is English and for support: it is in the log, not on screen.
             outcome = ui.OpOutcome(command.op, "failed", "internal_error")

@@ -102,7 +102,7 @@ async def originals(shop: Shop, kind: str) -> list[dict[str, Any]]:
         if kind in ("sale", "balance", "preauth"):
             requests.append({"amount": 1200} if kind != "balance" else {})
         elif kind == "void":
-            requests.append({"trace": (await paid("sale", 1200)).stan, "password": PASSWORD})
+            requests.append({"voucher": (await paid("sale", 1200)).invoice, "password": PASSWORD})
         elif kind == "refund":
             sale = await paid("sale", 5000)
             requests.append({"amount": 1000, "orig_rrn": sale.rrn, "orig_date": sale.local_date,
@@ -110,11 +110,11 @@ async def originals(shop: Shop, kind: str) -> list[dict[str, Any]]:
         elif kind in ("preauth_void", "completion"):
             auth = await paid("preauth", 3000)
             extra = {"password": PASSWORD} if kind == "preauth_void" else {"amount": 2000}
-            requests.append({"trace": auth.stan, **extra})
+            requests.append({"voucher": auth.invoice, **extra})
         elif kind == "completion_void":
             auth = await paid("preauth", 3000)
-            await ecr(shop, op="completion", trace=auth.stan, amount=2000)
-            requests.append({"trace": last().stan, "password": PASSWORD})
+            await ecr(shop, op="completion", voucher=auth.invoice, amount=2000)
+            requests.append({"voucher": last().invoice, "password": PASSWORD})
         else:
             raise AssertionError(f"no original known for {kind}: add it here")
     return requests
@@ -199,7 +199,7 @@ def answer_step(term: Term, op: str, step: str) -> None:
         term.feed(core.PasswordChecked(True))
     elif step == "amount":
         term.keys("5 0 0 ENTER")
-    elif step == "trace":
+    elif step == "voucher":
         term.keys("1 ENTER")
     elif step == "original":
         term.feed(found("000001", ORIGINAL_KIND[op]))

@@ -1,5 +1,5 @@
 """CANCEL on the keypad at every step of a sale, void, refund and settlement does what the row of
-../shared/cancel-semantics.md for that step says: asserted on the journal, the simulator's ledger,
+docs/cancel-semantics.md for that step says: asserted on the journal, the simulator's ledger,
 the LCD and the card reader, with the real terminal, panel, keypad driver and peripherals."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def void_password(shop: Shop, sim: Any) -> str | None:
     return None
 
 
-async def void_trace(shop: Shop, sim: Any) -> str | None:
+async def void_voucher(shop: Shop, sim: Any) -> str | None:
     sale = await approved_sale(shop)
     await shop.press("MENU", "2")
     await shop.password()
@@ -383,7 +383,7 @@ def test_cancel_a_sale(step: str, tmp_path: Path, sim):
 
 VOID = {
     "password": (void_password, MenuScreen),
-    "trace": (void_trace, MenuScreen),
+    "voucher": (void_voucher, MenuScreen),
     "confirm": (void_confirm, NumberEntry),
     "request_out": (void_sending, None),
     "approved": (void_approved, IdleScreen),
@@ -396,7 +396,7 @@ def test_cancel_a_void(step: str, tmp_path: Path, sim):
     seen = play(tmp_path, sim, scenario)
     if screen is not None:
         assert isinstance(seen.current, screen), seen.screen
-    if step in ("password", "trace", "confirm"):
+    if step in ("password", "voucher", "confirm"):
         assert states(seen) == [("sale", TxnState.APPROVED)]
         assert booked(sim) == [("sale", "approved", False)]
     elif step == "request_out":

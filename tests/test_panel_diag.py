@@ -31,7 +31,7 @@ async def shows_words(shop: Shop, words: str) -> str:
 def test_reader_link_check_passes_on_the_emulated_reader(lang: str, tmp_path: Path, sim):
     async def go() -> str:
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
-            await shop.press("MENU", "0", "2")
+            await shop.press("MENU", "0", "2", "2")
             await shop.shows("Card reader test")
             assert shop.terminal is not None
             shop.terminal.settings["display"]["language"] = lang
@@ -48,7 +48,7 @@ def test_reader_link_check_fails_in_words_when_the_reader_is_gone(lang: str, tmp
                                                                    caplog):
     async def go() -> str:
         async with Shop(tmp_path, sim.port, rows=8, cols=21) as shop:
-            await shop.press("MENU", "0", "2")
+            await shop.press("MENU", "0", "2", "2")
             await shop.shows("Card reader test")
             assert shop.terminal is not None and shop.reader is not None
             shop.terminal.settings["display"]["language"] = lang
@@ -71,7 +71,7 @@ def test_a_check_that_breaks_shows_catalog_words_and_logs_the_exception(lang: st
             assert shop.terminal is not None
             shop.terminal.settings["display"]["language"] = lang
             shop.terminal.settings["comms"]["port"] = "not a port"  # the network check breaks
-            await shop.press("MENU", "0", "6")
+            await shop.press("MENU", "0", "2", "6")
             return await shows_words(shop, DIAG["check_failed"][lang != "en"])
 
     with caplog.at_level(logging.ERROR, logger="posfw.panel"):
