@@ -5,35 +5,17 @@ receipt in the printer panel, read back from the tmux pane; Ctrl-C stops every p
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port_block
 from tmuxkit import Pane, type_a_sale
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux (Debian package tmux, installed by `make test`) is missing")
-
-
-def free_port_block(count: int = 4) -> int:
-    """A base port with `count` free ports after it (the console's host, control, peripherals, ECR)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
 def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:

@@ -27,26 +27,31 @@ CONTROL_PORT = 5801
 PERIPHERALS_PORT = 5802
 ECR_PORT = 8583
 
-HELP = f"""
-  Terminal {DEV_TID} is up; acquirer simulator on 127.0.0.1:{HOST_PORT} (control {CONTROL_PORT}).
-  Drive it over the ECR link (127.0.0.1:{ECR_PORT}) from another shell:
 
-    .venv/bin/python -m firmware.ecr.client sale 12.34 --card cup_debit --pin 123456
-    .venv/bin/python -m firmware.ecr.client sale 99.00 --card visa
-    .venv/bin/python -m firmware.ecr.client void <trace> --password {DEV_PASSWORD}
-    .venv/bin/python -m firmware.ecr.client settle --password {DEV_PASSWORD}
-    .venv/bin/python -m firmware.ecr.client status
+def help_text(var: Path, host_port: int, control_port: int, peripherals_port: int,
+              ecr_port: int) -> str:
+    """What --headless prints once the terminal is up: the ports and directory this run uses."""
+    return f"""
+  Terminal {DEV_TID} is up; acquirer simulator on 127.0.0.1:{host_port} (control {control_port}),
+  emulated reader and printer (control {peripherals_port}).
+  Drive it over the ECR link (127.0.0.1:{ecr_port}) from another shell:
+
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34 --card cup_debit --pin 123456
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 99.00 --card visa
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} void <trace> --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} settle --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} status
 
   Or let the card come through the emulated reader (a real pty and the real driver):
-    .venv/bin/python -m firmware.ecr.client sale 12.34      # waits for a card...
-    .venv/bin/python -m board.sim.peripherals swipe cup_credit
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34      # waits for a card...
+    .venv/bin/python -m board.sim.peripherals --port {peripherals_port} swipe cup_credit
   The emulated printer prints every receipt here and keeps each slip as text and PNG
-  in var/devices/slips/.  Try `peripherals paper-out --after 5`, then `load-paper`;
+  in {var / "devices" / "slips"}/.  Try `peripherals paper-out --after 5`, then `load-paper`;
   `ecr.client reprint` reprints the last receipt (marked REPRINT).
 
   Test cards: cup_debit (PIN 123456), cup_credit, visa, mastercard, jcb, blocked,
   expired, bad_luhn, cup_chip.  Amounts ending in .51 are declined (51).
-  Data in var/ (journal, settings, log).  Ctrl-C stops everything.
+  Terminal data in {var / "terminal"}/ (journal, settings, keys, terminal.log).  Ctrl-C stops everything.
 """
 
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in (sim, term, peri):
             proc.terminate()
         return 1
-    print(HELP.replace(str(ECR_PORT), str(ecr_port)), flush=True)
+    print(help_text(args.var, host_port, control_port, peri_port, ecr_port), flush=True)
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:
