@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,3 +51,17 @@ def test_headless_help_names_this_runs_ports_and_directory(tmp_path: Path) -> No
     assert str(var / "terminal") in text and str(var / "devices" / "slips") in text
     for default in ("5800", "5801", "5802", "8583"):
         assert default not in text.replace(str(base), "BASE"), f"default port {default} in:\n{text}"
+
+
+def test_a_port_in_use_is_named_before_anything_starts(tmp_path: Path) -> None:
+    base = free_port_block()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + 3))  # the ECR port
+        holder.listen()
+        done = subprocess.run([sys.executable, "-m", "board.sim.devrun", "--headless",
+                               "--var", str(tmp_path / "var"), "--base-port", str(base)],
+                              cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"port {base + 3} (the ECR link) already in use" in done.stderr
+    assert "--base-port" in done.stderr
+    assert not (tmp_path / "var").exists()  # nothing started, nothing provisioned

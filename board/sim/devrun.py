@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,21 @@ def _write_private(path: Path, content: str) -> None:
         fh.write(content)
 
 
+def busy_ports(ports: dict[str, int]) -> str:
+    """Which of the ports (what uses it -> port) something on 127.0.0.1 already holds, in words
+    ("" if none): the simulator would otherwise die in its log while the terminal talks to
+    whatever holds its port."""
+    busy = []
+    for what, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"port {port} ({what})")
+    return ", ".join(busy)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="sim")
@@ -105,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     host_port, control_port, peri_port, ecr_port = (
         (HOST_PORT, CONTROL_PORT, PERIPHERALS_PORT, ECR_PORT) if args.base_port is None
         else tuple(args.base_port + i for i in range(4)))
+    busy = busy_ports({"the acquirer simulator": host_port, "its control port": control_port,
+                       "the emulated reader and printer": peri_port, "the ECR link": ecr_port})
+    if busy:
+        print(f"make run: {busy} already in use (another `make run`, or another program); stop it "
+              "or use other ports: make run RUN_ARGS=\"--base-port 6800\"", file=sys.stderr)
+        return 2
     console = not args.headless
     if console and not sys.stdin.isatty():
         print("make run needs a terminal for its console (or pass --headless)", file=sys.stderr)
