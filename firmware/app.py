@@ -308,7 +308,7 @@ class Terminal:
             tmk = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
             raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
-                             "(see README, 'Provisioning')") from None
+                             "(see docs/provisioning.md)") from None
         if len(tmk) != 16:
             raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
         return tmk

@@ -16,7 +16,7 @@ from typing import Any
 from firmware.digits import is_digits
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
-FACTORY_PASSWORD = "000000"  # documented in README; must be changed before any payment
+FACTORY_PASSWORD = "000000"  # documented in docs/provisioning.md; must be changed before any payment
 
 FACTORY: dict[str, dict[str, Any]] = {
     "merchant": {
