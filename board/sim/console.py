@@ -18,6 +18,7 @@ from typing import TextIO
 
 from board.sim.cards import TEST_CARDS
 from board.sim.control import ControlClient, ControlError
+from drivers.display import fit_row
 from drivers.display.terminal import CSI, TerminalDisplay, move_to
 from drivers.keypad.terminal_keypad import TerminalKeypad
 from firmware.ports import Frame
@@ -67,7 +68,7 @@ class DevConsole:
         self._feed_fd = printer_feed_fd
         self._feed_buffer = b""
         self.legend_col = 42  # right of the LCD box and its icon line (at most 40 columns)
-        self.paper_top = rows + 6
+        self.paper_top = rows + 6  # under the box (rows + 2 lines from line 2) and two icon lines
         self.display = TerminalDisplay(rows, cols, self.stream, top=2, left=2, clear=False, width=39)
         self.keypad = TerminalKeypad(keypad_fd, on_other=self.hot_key)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,9 +101,10 @@ class DevConsole:
         (the paper panel must not erase the legend to its right)."""
         if width is None:
             self.stream.write(move_to(line, col) + text + f"{CSI}K")
-        else:
-            text = text[:width]
-            self.stream.write(move_to(line, col) + text + " " * (width - len(text)))
+        else:  # in terminal cells: a Chinese character takes two
+            fitted = fit_row(text, width)
+            used = sum(cells for _, cells in fitted)
+            self.stream.write(move_to(line, col) + "".join(ch for ch, _ in fitted) + " " * (width - used))
 
     def show_status(self) -> None:
         card = CARD_ORDER[self.card_index]
