@@ -38,3 +38,23 @@ def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
     finally:
         pane.close()
     assert "Approved" in screen
+
+
+def test_a_swipe_typed_with_the_enter_that_starts_the_card_wait_pays(tmp_path: Path) -> None:
+    """ENTER and `s` in one burst: the console holds the card at the reader until the sale waits
+    for it, and says "swiped" once the terminal took it."""
+    var = tmp_path / "var"
+    pane = Pane(f"make run RUN_ARGS='--var {var} --base-port {free_port_block()}'; sleep 60",
+                tmp_path / "tmux.sock")
+    try:
+        pane.wait_for("MENU  F1 Sale", "Keys (PC -> terminal)", "[NET]", timeout=60)
+        pane.keys("5", "6", "7", "8")
+        pane.wait_for("56.78")
+        pane.keys("Enter")
+        pane.wait_for("ENTER confirm")
+        pane.keys("Enter", "s")  # one write to the pty
+        screen = pane.wait_for("Approved", "CNY 56.78", "swiped cup_credit")
+        pane.keys("C-c")
+    finally:
+        pane.close()
+    assert "not waiting" not in screen
