@@ -58,3 +58,4 @@ def test_a_swipe_typed_with_the_enter_that_starts_the_card_wait_pays(tmp_path: P
     finally:
         pane.close()
     assert "not waiting" not in screen
+    assert "control 127.0.0.1" not in screen  # the peripherals' start line is no slip
