@@ -100,3 +100,26 @@ def test_every_docs_page_the_code_names_exists() -> None:
     assert named, "the code names its docs pages"
     missing = sorted(f"{s.relative_to(REPO)}: {m}" for s, m in named if not (REPO / m).exists())
     assert not missing, missing
+
+
+def test_the_ecr_table_lists_every_op_with_its_fields() -> None:
+    """docs/ecr.md's table against the protocol's table and the companions' ops: each op once,
+    its required fields as `name`, its optional ones as *`name`* (words in brackets aside)."""
+    from firmware.app_companions import ecr_ops
+    from firmware.ecr.protocol import OPS
+
+    code = {**OPS, **ecr_ops()}
+    documented: dict[str, tuple[set[str], set[str]]] = {}
+    for line in (REPO / "docs" / "ecr.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        fields = re.sub(r"\([^)]*\)", "", cells[1])  # (MMDD), (of the pre-auth), the reason's values
+        optional = set(re.findall(r"\*`(\w+)`\*", fields))
+        required = set(re.findall(r"`(\w+)`", re.sub(r"\*`\w+`\*", "", fields)))
+        for op in re.findall(r"`(\w+)`", cells[0]):
+            assert op not in documented, f"{op} twice"
+            documented[op] = (required, optional)
+    assert sorted(documented) == sorted(code), "docs/ecr.md and the code list different ops"
+    for op, (required, optional) in code.items():
+        assert documented[op] == (set(required), set(optional)), (op, documented[op], (required, optional))
