@@ -39,7 +39,7 @@ def help_text(var: Path, host_port: int, control_port: int, peripherals_port: in
 
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34 --card cup_debit --pin 123456
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 99.00 --card visa
-    .venv/bin/python -m firmware.ecr.client --port {ecr_port} void <trace> --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} void <voucher> --password {DEV_PASSWORD}
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} settle --password {DEV_PASSWORD}
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} status
 
