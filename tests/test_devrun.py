@@ -3,6 +3,7 @@ the ports and the data directory of this run (--base-port, --var), never the def
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -33,16 +34,31 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 60.0
     return seen.decode()
 
 
+def children_of(var: Path) -> list[str]:
+    """The processes still running that devrun started for this data directory."""
+    found = subprocess.run(["pgrep", "-af", "--", str(var)], capture_output=True, text=True, check=False)
+    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+
 def test_headless_help_names_this_runs_ports_and_directory(tmp_path: Path) -> None:
     base = free_port_block()
     var = tmp_path / "var"
     proc = subprocess.Popen([sys.executable, "-m", "board.sim.devrun", "--headless",
                              "--var", str(var), "--base-port", str(base)],
-                            cwd=REPO, stdout=subprocess.PIPE)
+                            cwd=REPO, stdout=subprocess.PIPE, start_new_session=True)
     try:
         text = read_until(proc, "Ctrl-C stops everything")
+        proc.send_signal(signal.SIGINT)  # as soon as the help shows: devrun stops its children
+        proc.wait(30)
+        left = children_of(var)
+        deadline = time.monotonic() + 10
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = children_of(var)
+        assert not left, f"still running after Ctrl-C: {left}"
     finally:
-        proc.send_signal(signal.SIGINT)  # devrun stops its children on it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever this test started, if a check failed
         proc.wait(30)
     assert f"127.0.0.1:{base} (control {base + 1})" in text
     assert f"control {base + 2}" in text

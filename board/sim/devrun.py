@@ -187,14 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         for proc in (sim, term, peri):
             proc.terminate()
         return 1
-    print(help_text(args.var, host_port, control_port, peri_port, ecr_port), flush=True)
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:
         stop["now"] = True
 
+    # Before the help: a Ctrl-C as soon as it shows must still stop the children below.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print(help_text(args.var, host_port, control_port, peri_port, ecr_port), flush=True)
     try:
         while not stop["now"] and term.poll() is None and sim.poll() is None and peri.poll() is None:
             time.sleep(0.2)
