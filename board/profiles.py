@@ -1,7 +1,7 @@
 """Board profiles: which drivers a board runs and what it may accept.
 
 Only firmware/app.py reads these. A profile is plain data so that adding a
-board is adding an entry here (see README, "How to add a board").
+board is adding an entry here (see docs/boards.md, "How to add a board").
 """
 
 from __future__ import annotations

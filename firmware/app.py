@@ -322,7 +322,7 @@ class Terminal:
             tmk = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
             raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
-                             "(see README, 'Provisioning')") from None
+                             "(see docs/provisioning.md)") from None
         if len(tmk) != 16:
             raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
         return tmk
@@ -1164,9 +1164,11 @@ def make_panel(terminal: Terminal, cfg: AppConfig) -> Any:
     if cfg.panel == "console":
         from board.sim.console import ConsoleDisplay, DevConsole
 
+        reader = terminal.reader  # the console's `s` swipes into the read this driver waits on
         console = DevConsole(board.display_rows, board.display_cols, board.name,
                              control_port=cfg.console_control_port,
-                             printer_feed_fd=cfg.console_printer_fd)
+                             printer_feed_fd=cfg.console_printer_fd,
+                             card_wait=reader if hasattr(reader, "waiting_for_card") else None)
         console.start()
         return FrontPanel(terminal, console.keypad, ConsoleDisplay(console))
     return FrontPanel(terminal, make_keypad(board), _make_display(board))

@@ -1,6 +1,6 @@
 """Deregistration (注销) at the app layer: the checks, the verified backup, sign-off, the wipe, the
 host's 0820/009 and the unbound check, each step recorded in the journal's terminal_state before
-its effect; the start-up resume; refusal of financial work; provisioning a terminal again.
+its effect; the start-up resume; refusal of financial work (provisioning again: app_provision.py).
 
 The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
 (files through firmware/journal/backup.py and wipe.py, host messages through the host link) and
@@ -18,21 +18,19 @@ on its own, as the wipe must complete whoever is at the counter.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.app import OperatorInput, Terminal, private_files
+from firmware.app import OperatorInput, Terminal
 from firmware.engine.deregistration import (
     DeregRefused,
     DeregStep,
@@ -99,7 +97,7 @@ def state(journal: Journal) -> dict[str, str]:
     return dict(journal.read("SELECT name, value FROM terminal_state"))
 
 
-def _put(cur: sqlite3.Cursor, values: dict[str, str]) -> None:
+def put_state(cur: sqlite3.Cursor, values: dict[str, str]) -> None:
     now = time.time()
     for name, value in values.items():
         cur.execute("INSERT INTO terminal_state (name, value, updated_at) VALUES (?, ?, ?) "
@@ -131,7 +129,7 @@ def refusal(terminal: Terminal) -> TxnResult | None:
         return None
     return TxnResult("refused", "dereg_terminal_deregistered",
                      detail="the terminal is deregistered: provision it again first "
-                            "(README, 'Provisioning a deregistered terminal')")
+                            "(docs/provisioning.md)")
 
 
 # -- checks -------------------------------------------------------------------------
@@ -209,7 +207,7 @@ def _record(terminal: Terminal, step: Step, detail: str = "", **extra: str) -> N
     j = terminal.journal
     assert j is not None
     with j.transaction() as cur:
-        _put(cur, {"dereg_step": step.value, "lifecycle": lifecycle_after(step).value, **extra})
+        put_state(cur, {"dereg_step": step.value, "lifecycle": lifecycle_after(step).value, **extra})
         j.audit_in(cur, "supervisor", f"deregistration: {step.value.lower()}", detail, "done")
 
 
@@ -361,7 +359,7 @@ def _forget(terminal: Terminal, why: str) -> None:
     with j.transaction() as cur:
         step = cur.execute("SELECT value FROM terminal_state WHERE name = 'dereg_step'").fetchone()
         cur.execute("DELETE FROM terminal_state WHERE name IN ('dereg_step', 'dereg_backup_txns')")
-        _put(cur, {"lifecycle": Lifecycle.ACTIVE.value})
+        put_state(cur, {"lifecycle": Lifecycle.ACTIVE.value})
         j.audit_in(cur, "supervisor", "deregistration stopped",
                    f"{why} (after {step[0] if step else 'nothing'})", "nothing changed")
 
@@ -502,60 +500,3 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
     if outcome.lines:
         payload["report"] = list(outcome.lines)
     return payload
-
-
-# -- provisioning again -----------------------------------------------------------------
-
-def provision_again(data_dir: Path, tmk_hex: str, settings: dict[str, dict[str, Any]]) -> None:
-    """Bring a DEREGISTERED terminal back (the app stopped): a new TMK, the merchant's settings,
-    a new card-data key; the journal's life cycle back to ACTIVE, audited. The acquirer must bind
-    the TID again on its side first."""
-    from firmware.journal.vault import CardVault
-    from firmware.settings.store import SettingsStore
-
-    data_dir = Path(data_dir)
-    tmk = bytes.fromhex(tmk_hex)
-    if len(tmk) != 16:
-        raise ValueError("the TMK must be 16 bytes as 32 hex digits")
-    keys = data_dir / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    fd = os.open(keys / "tmk.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, tmk.hex().encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    SettingsStore(data_dir / "settings.json").save(settings, reason="provisioned after deregistration")
-    journal = Journal.open(data_dir / "journal.db", CardVault.from_key_file(keys / "card.key"))
-    try:
-        with journal.transaction() as cur:
-            cur.execute("DELETE FROM terminal_state WHERE name LIKE 'dereg_%'")
-            _put(cur, {"lifecycle": Lifecycle.ACTIVE.value})
-            journal.audit_in(cur, "supervisor", "provisioned", f"terminal {settings['merchant']['tid']}",
-                             "ACTIVE")
-    finally:
-        journal.close()
-    wipe.marker_path(data_dir).unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware.app_deregister",
-                                     description="provision a deregistered terminal again")
-    sub = parser.add_subparsers(dest="command", required=True)
-    prov = sub.add_parser("provision")
-    prov.add_argument("--data", type=Path, required=True)
-    prov.add_argument("--tmk", required=True, help="the new terminal master key, 32 hex digits")
-    prov.add_argument("--settings", type=Path, required=True, help="the merchant's settings.json")
-    args = parser.parse_args(argv)
-    private_files()
-    try:
-        provision_again(args.data, args.tmk, json.loads(args.settings.read_text(encoding="utf-8")))
-    except (ValueError, OSError) as exc:
-        print(f"provisioning failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"terminal in {args.data} provisioned: ACTIVE")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -48,6 +48,24 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
     return data_dir
 
 
+def free_port_block(count: int = 4) -> int:
+    """A base port with `count` free ports after it (the console's host, control, peripherals, ECR)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
 def start_sim(tmp: Path) -> SimulatorThread:
     sim = SimulatorThread(tmp / "ledger.db", terminals=[(TID, MID, TMK)])
     sim.start()

@@ -5,35 +5,17 @@ receipt in the printer panel, read back from the tmux pane; Ctrl-C stops every p
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port_block
 from tmuxkit import Pane, type_a_sale
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux (Debian package tmux, installed by `make test`) is missing")
-
-
-def free_port_block(count: int = 4) -> int:
-    """A base port with `count` free ports after it (the console's host, control, peripherals, ECR)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
 def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
@@ -56,3 +38,24 @@ def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
     finally:
         pane.close()
     assert "Approved" in screen
+
+
+def test_a_swipe_typed_with_the_enter_that_starts_the_card_wait_pays(tmp_path: Path) -> None:
+    """ENTER and `s` in one burst: the console holds the card at the reader until the sale waits
+    for it, and says "swiped" once the terminal took it."""
+    var = tmp_path / "var"
+    pane = Pane(f"make run RUN_ARGS='--var {var} --base-port {free_port_block()}'; sleep 60",
+                tmp_path / "tmux.sock")
+    try:
+        pane.wait_for("MENU  F1 Sale", "Keys (PC -> terminal)", "[NET]", timeout=60)
+        pane.keys("5", "6", "7", "8")
+        pane.wait_for("56.78")
+        pane.keys("Enter")
+        pane.wait_for("ENTER confirm")
+        pane.keys("Enter", "s")  # one write to the pty
+        screen = pane.wait_for("Approved", "CNY 56.78", "swiped cup_credit")
+        pane.keys("C-c")
+    finally:
+        pane.close()
+    assert "not waiting" not in screen
+    assert "control 127.0.0.1" not in screen  # the peripherals' start line is no slip

@@ -193,3 +193,40 @@ def test_cli_runs_logs_masked_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.communicate()
     assert "0200 sale" in err and "622202*********0017" in err
     assert card.pan not in err and card.track2.split("=")[1] not in err
+
+
+def _knob(sim: SimulatorThread, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "board.sim.control", "--port", str(sim.control_port),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_fault_knobs_cli_turns_a_running_simulators_faults_and_rules(sim: SimulatorThread) -> None:
+    sim.register_terminal(TEST_TID, TEST_MID, TEST_TMK)
+    with SimTerminal(sim.port) as t:
+        t.sign_on()
+        sale = financial_request(t.params(TxnKind.SALE, 1000, CARD))
+        assert "64" in t.exchange(sale).fields
+        done = _knob(sim, "fault", "no_mac", "--mti", "0200")
+        assert done.returncode == 0 and '"kind": "no_mac"' in done.stdout, done.stderr
+        assert "64" not in t.exchange(financial_request(t.params(TxnKind.SALE, 1100, CARD))).fields
+        assert "64" in t.exchange(financial_request(t.params(TxnKind.SALE, 1200, CARD))).fields  # once
+        assert _knob(sim, "rule", "05", "--amount", "777").returncode == 0
+        assert t.exchange(financial_request(t.params(TxnKind.SALE, 777, CARD))).fields["39"] == "05"
+        assert _knob(sim, "clear").returncode == 0
+        assert t.exchange(financial_request(t.params(TxnKind.SALE, 777, CARD))).fields["39"] == "00"
+    status = _knob(sim, "status", TEST_TID)
+    assert status.returncode == 0 and '"signed_on": true' in status.stdout
+
+
+def test_the_fault_knobs_cli_says_what_is_wrong_in_words(sim: SimulatorThread, tmp_path: Path) -> None:
+    wrong_kind = _knob(sim, "fault", "no_such_fault")
+    assert wrong_kind.returncode == 2 and "no_mac" in wrong_kind.stderr  # the choices are listed
+    refused = _knob(sim, "fault", "drop", "--kind", "sail")
+    assert refused.returncode == 1 and "unknown transaction kind 'sail'" in refused.stderr
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    nobody = subprocess.run([sys.executable, "-m", "board.sim.control", "--port", str(port), "clear"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert nobody.returncode == 1 and "is `make run` running?" in nobody.stderr
+    assert "Traceback" not in refused.stderr + nobody.stderr

@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 from collections import deque
-from typing import TextIO
+from typing import Any, Protocol, TextIO
 
 from board.sim.cards import TEST_CARDS
 from board.sim.control import ControlClient, ControlError
+from drivers.display import fit_row
 from drivers.display.terminal import CSI, TerminalDisplay, move_to
 from drivers.keypad.terminal_keypad import TerminalKeypad
 from firmware.ports import Frame
@@ -51,12 +52,32 @@ LEGEND = (
 )
 
 
+class CardWait(Protocol):
+    """What the console asks of the terminal's card reader driver (drivers/reader/serial_link.py)
+    so that a swipe reaches the read the terminal waits on."""
+
+    events_taken: int
+    stats: Any  # .stale_events: events for a read the terminal had given up
+
+    def waiting_for_card(self) -> bool: ...
+
+
+SWIPE_WAIT_S = 30.0  # how long `s` keeps the card at the reader for the terminal to ask for it
+POLL_S = 0.05
+
+
 class DevConsole:
-    """Lays out the console; .display and .keypad are the drivers the firmware uses."""
+    """Lays out the console; .display and .keypad are the drivers the firmware uses.
+
+    The `s` hot key holds the card at the reader until the terminal waits for one (card_wait,
+    the firmware's reader driver, set by the app), then swipes it into that wait and says
+    "swiped" only once the terminal took it: keys typed in the same burst (the ENTER that starts
+    the card wait) reach the firmware first, and a wait given up as the swipe arrived is
+    answered with the next one."""
 
     def __init__(self, rows: int, cols: int, board: str, *, control_port: int,
                  printer_feed_fd: int | None = None, stream: TextIO | None = None,
-                 keypad_fd: int = 0) -> None:
+                 keypad_fd: int = 0, card_wait: CardWait | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.rows, self.cols = rows, cols
         self.board = board
@@ -68,10 +89,12 @@ class DevConsole:
         self._feed_fd = printer_feed_fd
         self._feed_buffer = b""
         self.legend_col = 42  # right of the LCD box and its icon line (at most 40 columns)
-        self.paper_top = rows + 6
+        self.paper_top = rows + 6  # under the box (rows + 2 lines from line 2) and two icon lines
         self.display = TerminalDisplay(rows, cols, self.stream, top=2, left=2, clear=False, width=39)
         self.keypad = TerminalKeypad(keypad_fd, on_other=self.hot_key)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.card_wait = card_wait
+        self._swiping: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -88,6 +111,8 @@ class DevConsole:
             self._loop.add_reader(self._feed_fd, self._read_feed)
 
     def close(self) -> None:
+        if self._swiping is not None:
+            self._swiping.cancel()
         if self._loop is not None and self._feed_fd is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._feed_fd)
@@ -101,9 +126,10 @@ class DevConsole:
         (the paper panel must not erase the legend to its right)."""
         if width is None:
             self.stream.write(move_to(line, col) + text + f"{CSI}K")
-        else:
-            text = text[:width]
-            self.stream.write(move_to(line, col) + text + " " * (width - len(text)))
+        else:  # in terminal cells: a Chinese character takes two
+            fitted = fit_row(text, width)
+            used = sum(cells for _, cells in fitted)
+            self.stream.write(move_to(line, col) + "".join(ch for ch, _ in fitted) + " " * (width - used))
 
     def show_status(self) -> None:
         card = CARD_ORDER[self.card_index]
@@ -166,22 +192,54 @@ class DevConsole:
         if ch == "o":
             self.cover_open = not self.cover_open
         assert self._loop is not None
-        self._loop.run_in_executor(None, self._control, device, cmd, args, words)
+        if ch == "s" and self.card_wait is not None:
+            if self._swiping is None or self._swiping.done():
+                self._swiping = self._loop.create_task(self._swipe_when_asked(card), name="console-swipe")
+            return
+        self._loop.run_in_executor(None, self._control_and_say, device, cmd, args, words)
 
-    def _control(self, device: str, cmd: str, args: dict[str, object], words: str) -> None:
+    def _control(self, device: str, cmd: str, args: dict[str, object]) -> str | None:
+        """One control request to the emulated devices: None when done, else what went wrong."""
         try:
             with ControlClient("127.0.0.1", self.control_port) as ctl:
                 answer = ctl.request(cmd, device=device, **args)
-            if not answer.get("ok", True):
-                self.message = f"{cmd}: {answer.get('error')}"
-            elif answer.get("delivered") is False:
-                self.message = "reader not waiting for a card (start a sale first)"
-            else:
-                self.message = words
         except (OSError, ControlError) as exc:
-            self.message = f"{cmd}: {exc}"
+            return f"{cmd}: {exc}"
+        if not answer.get("ok", True):
+            return f"{cmd}: {answer.get('error')}"
+        if answer.get("delivered") is False:
+            return "reader not waiting for a card (start a sale first)"
+        return None
+
+    def _control_and_say(self, device: str, cmd: str, args: dict[str, object], words: str) -> None:
+        self.message = self._control(device, cmd, args) or words
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.show_status)
+
+    async def _swipe_when_asked(self, card: str) -> None:
+        """The card waits at the reader until the terminal waits for one, then goes into that
+        wait; "swiped" once the terminal took it (not dropped as a wait it had given up)."""
+        assert self.card_wait is not None and self._loop is not None
+        reader, loop = self.card_wait, self._loop
+        deadline = loop.time() + SWIPE_WAIT_S
+        self.message = f"{card} held at the reader until the terminal asks for a card"
+        self.show_status()
+        while loop.time() < deadline:
+            if reader.waiting_for_card():
+                seen = reader.events_taken + reader.stats.stale_events
+                taken = reader.events_taken
+                problem = await loop.run_in_executor(None, self._control, "reader", "swipe", {"card": card})
+                if problem is None:
+                    while reader.events_taken + reader.stats.stale_events == seen and loop.time() < deadline:
+                        await asyncio.sleep(POLL_S)  # the event on its way through the pty
+                    if reader.events_taken > taken:
+                        self.message = f"swiped {card}"
+                        self.show_status()
+                        return
+                # not delivered, or into a wait the terminal had just given up: the next one
+            await asyncio.sleep(POLL_S)
+        self.message = f"no card asked for in {SWIPE_WAIT_S:.0f} s: {card} taken back"
+        self.show_status()
 
 
 class ConsoleDisplay:

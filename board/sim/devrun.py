@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,26 +28,31 @@ CONTROL_PORT = 5801
 PERIPHERALS_PORT = 5802
 ECR_PORT = 8583
 
-HELP = f"""
-  Terminal {DEV_TID} is up; acquirer simulator on 127.0.0.1:{HOST_PORT} (control {CONTROL_PORT}).
-  Drive it over the ECR link (127.0.0.1:{ECR_PORT}) from another shell:
 
-    .venv/bin/python -m firmware.ecr.client sale 12.34 --card cup_debit --pin 123456
-    .venv/bin/python -m firmware.ecr.client sale 99.00 --card visa
-    .venv/bin/python -m firmware.ecr.client void <trace> --password {DEV_PASSWORD}
-    .venv/bin/python -m firmware.ecr.client settle --password {DEV_PASSWORD}
-    .venv/bin/python -m firmware.ecr.client status
+def help_text(var: Path, host_port: int, control_port: int, peripherals_port: int,
+              ecr_port: int) -> str:
+    """What --headless prints once the terminal is up: the ports and directory this run uses."""
+    return f"""
+  Terminal {DEV_TID} is up; acquirer simulator on 127.0.0.1:{host_port} (control {control_port}),
+  emulated reader and printer (control {peripherals_port}).
+  Drive it over the ECR link (127.0.0.1:{ecr_port}) from another shell:
+
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34 --card cup_debit --pin 123456
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 99.00 --card visa
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} void <voucher> --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} settle --password {DEV_PASSWORD}
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} status
 
   Or let the card come through the emulated reader (a real pty and the real driver):
-    .venv/bin/python -m firmware.ecr.client sale 12.34      # waits for a card...
-    .venv/bin/python -m board.sim.peripherals swipe cup_credit
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34      # waits for a card...
+    .venv/bin/python -m board.sim.peripherals --port {peripherals_port} swipe cup_credit
   The emulated printer prints every receipt here and keeps each slip as text and PNG
-  in var/devices/slips/.  Try `peripherals paper-out --after 5`, then `load-paper`;
+  in {var / "devices" / "slips"}/.  Try `peripherals paper-out --after 5`, then `load-paper`;
   `ecr.client reprint` reprints the last receipt (marked REPRINT).
 
   Test cards: cup_debit (PIN 123456), cup_credit, visa, mastercard, jcb, blocked,
   expired, bad_luhn, cup_chip.  Amounts ending in .51 are declined (51).
-  Data in var/ (journal, settings, log).  Ctrl-C stops everything.
+  Terminal data in {var / "terminal"}/ (journal, settings, keys, terminal.log).  Ctrl-C stops everything.
 """
 
 
@@ -87,6 +93,21 @@ def _write_private(path: Path, content: str) -> None:
         fh.write(content)
 
 
+def busy_ports(ports: dict[str, int]) -> str:
+    """Which of the ports (what uses it -> port) something on 127.0.0.1 already holds, in words
+    ("" if none): the simulator would otherwise die in its log while the terminal talks to
+    whatever holds its port."""
+    busy = []
+    for what, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"port {port} ({what})")
+    return ", ".join(busy)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="sim")
@@ -100,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     host_port, control_port, peri_port, ecr_port = (
         (HOST_PORT, CONTROL_PORT, PERIPHERALS_PORT, ECR_PORT) if args.base_port is None
         else tuple(args.base_port + i for i in range(4)))
+    busy = busy_ports({"the acquirer simulator": host_port, "its control port": control_port,
+                       "the emulated reader and printer": peri_port, "the ECR link": ecr_port})
+    if busy:
+        print(f"make run: {busy} already in use (another `make run`, or another program); stop it "
+              "or use other ports: make run RUN_ARGS=\"--base-port 6800\"", file=sys.stderr)
+        return 2
     console = not args.headless
     if console and not sys.stdin.isatty():
         print("make run needs a terminal for its console (or pass --headless)", file=sys.stderr)
@@ -160,14 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         for proc in (sim, term, peri):
             proc.terminate()
         return 1
-    print(HELP.replace(str(ECR_PORT), str(ecr_port)), flush=True)
     stop = {"now": False}
 
     def on_signal(*_: object) -> None:
         stop["now"] = True
 
+    # Before the help: a Ctrl-C as soon as it shows must still stop the children below.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print(help_text(args.var, host_port, control_port, peri_port, ecr_port), flush=True)
     try:
         while not stop["now"] and term.poll() is None and sim.poll() is None and peri.poll() is None:
             time.sleep(0.2)

@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     peripherals = Peripherals(args.dir, printer_profile=args.printer_profile).start()
     server = serve(peripherals, args.port)
+    # On stderr: stdout is the paper (make run's console reads its slips from it).
     print(f"reader {peripherals.reader.device_path}, printer {peripherals.printer.path}, "
-          f"control 127.0.0.1:{args.port}", flush=True)
+          f"control 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -52,6 +52,9 @@ class TerminalDisplay:
         # width: pad every line to this many columns instead of erasing to the end of the line,
         # so text beside the box (a console's legend) survives redraws.
         self._width = width
+        # Icon tags wrap onto as many status lines as all of them need at this width (a display
+        # test shows every icon), so none is drawn past the width, over the text beside the box.
+        self._status_lines = len(self._icon_lines(frozenset(Icon), pad=False))
         self._drawn: list[str] | None = None  # the lines now on screen, as written
         self._closed = False
 
@@ -95,5 +98,19 @@ class TerminalDisplay:
                 content = INVERSE + content + NORMAL
             lines.append(f"│{content}│")
         lines.append(f"└{border}┘")
-        lines.append(" ".join(f"[{ICON_TAGS[icon]}]" for icon in Icon if icon in frame.icons))
-        return lines
+        return lines + self._icon_lines(frame.icons)
+
+    def _icon_lines(self, icons: frozenset[Icon], pad: bool = True) -> list[str]:
+        """The icon tags under the box: one line, or with a width as many lines of at most that
+        many columns as every icon would need (the unused ones blank, to erase what was there)."""
+        tags = [f"[{ICON_TAGS[icon]}]" for icon in Icon if icon in icons]
+        if self._width is None:
+            return [" ".join(tags)]
+        lines = [""]
+        for tag in tags:
+            joined = f"{lines[-1]} {tag}" if lines[-1] else tag
+            if len(joined) <= self._width:
+                lines[-1] = joined
+            else:
+                lines.append(tag)
+        return lines + [""] * (self._status_lines - len(lines)) if pad else lines

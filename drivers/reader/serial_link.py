@@ -86,6 +86,7 @@ class _Arm:
     deadline: float | None  # loop time the reader's timeout ends, None = no timeout
     future: asyncio.Future[ReaderEvent]
     seq: int | None = None  # SEQ of the A the reader holds (changes when re-armed)
+    held: bool = False  # the reader acknowledged that A: a card presented now reaches this read
 
 
 @dataclass
@@ -135,6 +136,7 @@ class SerialLinkReader:
         self._seq = 0
         self._replies: dict[int, _Waiter] = {}
         self._arm: _Arm | None = None
+        self.events_taken = 0  # events handed to a read (stats.stale_events: the ones dropped)
         self._closed = False
         self._broken = False  # the pump died of a bug: refuse calls rather than hang
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,6 +230,13 @@ class SerialLinkReader:
         with self._io_lock:
             self._port.dispose()
 
+    def waiting_for_card(self) -> bool:
+        """A read is pending and the reader holds its arm (acknowledged, not given up): a card
+        swiped now is this read's. (An arm being given up lingers in the reader until it has
+        read the cancel; a card swiped into it is dropped as stale.)"""
+        arm = self._arm
+        return arm is not None and arm.held and arm.seq is not None and not arm.future.done()
+
     @property
     def link_stats(self) -> dict[str, int]:
         return self.stats.as_dict()
@@ -245,7 +254,7 @@ class SerialLinkReader:
             if arm.deadline is not None:
                 seconds = max(1, math.ceil(arm.deadline - loop.time()))
             body = lp.arm_body(arm.magstripe, arm.chip, seconds)
-            arm.seq = self._next_seq()
+            arm.seq, arm.held = self._next_seq(), False
             try:
                 reply = await self._exchange(lp.ARM, body, seq=arm.seq)
             except _LinkLost:
@@ -261,6 +270,7 @@ class SerialLinkReader:
             if reply.type == lp.NAK:
                 raise ReaderRefused(f"the card reader on {self.path} refused to arm: "
                                     f"{self._nak_words(reply)}")
+            arm.held = arm.seq is not None  # not if it was disarmed while the A was out
             wake = await self._wait_event(arm)
             if wake is _Wake.EVENT:
                 return arm.future.result()
@@ -609,6 +619,7 @@ class SerialLinkReader:
                 # The reader ended its arm with this event: tell the caller rather than wait forever.
                 event = ReadFailed(f"the reader sent a damaged {msg.type!r} event; present the card again")
             arm.future.set_result(event)
+            self.events_taken += 1
             return
         if msg.type == lp.CHIP_OUT and self._chip_known_present:
             # The card the terminal was told about left (R unarmed, for the K's arm): news

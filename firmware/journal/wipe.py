@@ -39,7 +39,7 @@ def write_marker(data_dir: Path, terminal_id: str) -> None:
     path = marker_path(data_dir)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"deregistered_at": time.time(), "terminal": terminal_id,
-                               "provision": "see README, 'Provisioning a deregistered terminal'"}))
+                               "provision": "see docs/provisioning.md"}))
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -17,7 +17,7 @@ from firmware.digits import is_digits
 from firmware.host.keys import DEFAULT_MAK_CHECK
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
-FACTORY_PASSWORD = "000000"  # documented in README; must be changed before any payment
+FACTORY_PASSWORD = "000000"  # documented in docs/provisioning.md; must be changed before any payment
 
 FACTORY: dict[str, dict[str, Any]] = {
     "merchant": {

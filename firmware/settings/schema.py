@@ -57,7 +57,7 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "reply_timeout", "seconds", 0.1, 120, unit="s", self_test="echo"),
     Field("comms", "retries", "int", 0, 5, self_test="echo"),
     Field("comms", "tpdu", "digits", 10, 10, hex=True, self_test="echo"),
-    # The ECR link's limits (README, "ECR protocol"): connections at once, an idle connection's
+    # The ECR link's limits (docs/ecr.md, "Limits"): connections at once, an idle connection's
     # life, and how long a till's request id is remembered so that its retry is not run again.
     # Set by whoever wires the till (settings.json), not on the keypad.
     Field("comms", "ecr_max_connections", "int", 1, 64, editable=False),
