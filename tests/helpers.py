@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -49,13 +50,15 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
 
 
 def free_port_block(count: int = 4) -> int:
-    """A base port with `count` free ports after it (the console's host, control, peripherals, ECR)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
+    """A base port with `count` free ports after it (the console's host, control, peripherals, ECR).
+
+    Chosen below the kernel's ephemeral range: a port from that range can be taken, between this
+    check and the bind, by any outgoing connection on the machine (the terminal's own link to the
+    simulator included), which made the console tests fail now and then."""
+    low = _ephemeral_low()
+    chooser = random.Random()
+    for _ in range(200):
+        base = chooser.randrange(10000, low - count)
         try:
             for port in range(base, base + count):
                 with socket.socket() as s:
@@ -64,6 +67,13 @@ def free_port_block(count: int = 4) -> int:
         except OSError:
             continue
     raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def start_sim(tmp: Path) -> SimulatorThread:
