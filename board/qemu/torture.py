@@ -391,12 +391,13 @@ class Torture:
         if kill:
             time.sleep(self.rnd.uniform(0.0, 0.6))
             return "settings save"
-        # Saved: the menu comes back in the new language; CANCEL leaves it.
+        # Saved: the Manage menu comes back in the new language; CANCEL goes back one level at a
+        # time (Manage, then the main menu) to idle.
         rig.lcd.wait(lambda f: "/" in f.rows[0] and _is_chinese(f.rows[0]) == (target == "zh_CN"),
                      20, since=drawn)
         self.languages_allowed = {target}
         drawn = len(rig.lcd.frames)
-        rig.press("CANCEL")
+        rig.press("CANCEL", "CANCEL")
         rig.lcd.wait(is_idle_frame, 20, since=drawn)
         return "done"
 
