@@ -26,6 +26,7 @@ from firmware.app import private_files
 from firmware.app_deregister import put_state
 from firmware.engine.deregistration import Lifecycle
 from firmware.journal import wipe
+from firmware.journal.backup import fsync_dir
 from firmware.journal.store import Journal
 from firmware.settings.model import factory, problems
 
@@ -135,14 +136,14 @@ class _Staging:
             os.link(path, old)
         self._placed.append((path, had_old))
         os.replace(path.with_name(path.name + NEW), path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def remove(self, path: Path) -> None:
         """The file goes, kept as OLD until commit()."""
         if path.exists():
             os.replace(path, path.with_name(path.name + OLD))
             self._removed.append(path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def commit(self) -> None:
         for path, _ in self._placed:
@@ -159,14 +160,6 @@ class _Staging:
             else:
                 path.unlink(missing_ok=True)
         self.clear_leftovers(staged)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def provision(data_dir: Path, tmk_hex: str, given: Any,

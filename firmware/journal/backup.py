@@ -58,7 +58,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Its data on the disk before anything names it (a rename, a marker)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -66,7 +67,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """The directory's entries (a rename, a new file) on the disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -126,10 +128,10 @@ def export(journal_path: Path, into: Path, terminal_id: str = "", clock: float |
                     "files": files, "counts": counts, "totals": totals}
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         for name in (JOURNAL_NAME, CSV_NAME, MANIFEST_NAME):
-            _fsync_file(work / name)
-        _fsync_dir(work)
+            fsync_file(work / name)
+        fsync_dir(work)
         os.replace(work, target)  # the export appears complete or not at all
-        _fsync_dir(into)
+        fsync_dir(into)
     except (OSError, sqlite3.Error) as exc:
         raise BackupError(f"the backup into {into} failed: {exc}") from exc
     return target
