@@ -56,6 +56,11 @@ class CountingKeypad:
         self.keypad.close()
 
 
+def squeezed(screen: str) -> str:
+    """The text without blanks: a sentence matches however the LCD wrapped it."""
+    return "".join(screen.split())
+
+
 class Shop:
     """One terminal with its keypad, LCD, reader and printer. Use `async with Shop(...)`."""
 
@@ -172,6 +177,13 @@ class Shop:
             screen = self.screen().lower()
             return all(t.lower() in screen for t in texts)
         await self.until(visible, f"{texts!r} on the LCD", timeout)
+        return self.screen()
+
+    async def shows_words(self, words: str, timeout: float = 10.0) -> str:
+        """Waits until the LCD shows a sentence, wherever the screen wrapped it (blanks ignored);
+        returns the screen."""
+        await self.until(lambda: squeezed(words) in squeezed(self.screen()), f"{words!r} on the LCD",
+                         timeout)
         return self.screen()
 
     async def idle(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import TID, run
-from panelkit import Shop
+from panelkit import Shop, squeezed
 
 from board.sim.reader import EmulatedReader
 from firmware.i18n import text
@@ -26,15 +26,6 @@ REFUSALS: dict[str, tuple[Callable[[EmulatedReader], Any], str]] = {
 }
 
 
-def squeezed(screen: str) -> str:
-    return "".join(screen.split())
-
-
-async def shows_words(shop: Shop, words: str) -> str:
-    await shop.until(lambda: squeezed(words) in squeezed(shop.screen()), f"{words!r} on the LCD")
-    return shop.screen()
-
-
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_a_refused_card_is_said_on_the_card_screen_and_the_wait_goes_on(refusal: str, lang: str,
@@ -48,9 +39,9 @@ def test_a_refused_card_is_said_on_the_card_screen_and_the_wait_goes_on(refusal:
             await shop.press("1200", "ENTER", "ENTER")
             await shop.reader_armed()
             give(shop.reader)
-            refused = await shows_words(shop, text(key, lang))
+            refused = await shop.shows_words(text(key, lang))
             await shop.swipe("cup_credit")  # the same sale takes the next card
-            done = await shows_words(shop, text("approved", lang))
+            done = await shop.shows_words(text("approved", lang))
             return refused, done
 
     refused, done = run(go())
@@ -68,7 +59,7 @@ def test_an_ecr_sale_tells_the_lcd_and_the_till(refusal: str, tmp_path: Path, si
             reply = shop.ecr_request(op="sale", amount=1500)
             await shop.reader_armed()
             give(shop.reader)
-            screen = await shows_words(shop, text(key))
+            screen = await shop.shows_words(text(key))
             status = await shop.ecr_request(op="status")
             await shop.ecr_request(op="cancel")
             return screen, status, await reply

@@ -17,16 +17,6 @@ from firmware.diag.checks import CATALOG as DIAG
 ENGLISH_WORD = re.compile(r"[A-Za-z]{3,}")  # what a Chinese screen must not show (codes are short)
 
 
-def squeezed(text: str) -> str:
-    return "".join(text.split())
-
-
-async def shows_words(shop: Shop, words: str) -> str:
-    """Until the LCD shows `words`, wrapped over rows or not; returns the screen."""
-    await shop.until(lambda: squeezed(words) in squeezed(shop.screen()), f"{words!r} on the LCD")
-    return shop.screen()
-
-
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
 def test_reader_link_check_passes_on_the_emulated_reader(lang: str, tmp_path: Path, sim):
     async def go() -> str:
@@ -37,7 +27,7 @@ def test_reader_link_check_passes_on_the_emulated_reader(lang: str, tmp_path: Pa
             shop.terminal.settings["display"]["language"] = lang
             await shop.press("F1")
             answer = DIAG["reader_ok"][lang != "en"].split("{")[0].strip()
-            return await shows_words(shop, answer)
+            return await shop.shows_words(answer)
 
     screen = run(go())
     assert "not callable" not in screen and "failed" not in screen.lower()
@@ -54,7 +44,7 @@ def test_reader_link_check_fails_in_words_when_the_reader_is_gone(lang: str, tmp
             shop.terminal.settings["display"]["language"] = lang
             shop.reader.stop()  # its pty closes: the terminal's link gets no answer
             await shop.press("F1")
-            return await shows_words(shop, DIAG["reader_silent"][lang != "en"])
+            return await shop.shows_words(DIAG["reader_silent"][lang != "en"])
 
     with caplog.at_level(logging.ERROR, logger="posfw.panel"):
         screen = run(go())
@@ -72,7 +62,7 @@ def test_a_check_that_breaks_shows_catalog_words_and_logs_the_exception(lang: st
             shop.terminal.settings["display"]["language"] = lang
             shop.terminal.settings["comms"]["port"] = "not a port"  # the network check breaks
             await shop.press("MENU", "0", "2", "6")
-            return await shows_words(shop, DIAG["check_failed"][lang != "en"])
+            return await shop.shows_words(DIAG["check_failed"][lang != "en"])
 
     with caplog.at_level(logging.ERROR, logger="posfw.panel"):
         screen = run(go())

@@ -16,15 +16,6 @@ from firmware.ui.results import ResultScreen
 from firmware.ui.texts import CATALOG as UI
 
 
-def squeezed(screen: str) -> str:
-    return "".join(screen.split())
-
-
-async def shows_words(shop: Shop, words: str) -> str:
-    await shop.until(lambda: squeezed(words) in squeezed(shop.screen()), f"{words!r} on the LCD")
-    return shop.screen()
-
-
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
 def test_the_result_says_the_receipt_waits_for_paper(lang: str, tmp_path: Path, sim):
     async def go() -> str:
@@ -34,7 +25,7 @@ def test_the_result_says_the_receipt_waits_for_paper(lang: str, tmp_path: Path, 
             shop.printer.paper_out_after(0)
             await shop.press("1200", "ENTER", "ENTER")
             await shop.swipe("cup_credit")
-            screen = await shows_words(shop, UI["res_paper_out"][lang != "en"])
+            screen = await shop.shows_words(UI["res_paper_out"][lang != "en"])
             assert isinstance(shop.current, ResultScreen)
             return screen
 
@@ -51,16 +42,16 @@ def test_enter_at_idle_asks_the_printer_and_says_what_it_found(tmp_path: Path, s
             printer.paper_out_after(0)
             await shop.press("1200", "ENTER", "ENTER")
             await shop.swipe("cup_credit")
-            await shows_words(shop, "Receipt-no paper")
+            await shop.shows_words("Receipt-no paper")
             await shop.press("ENTER")
-            idle = await shows_words(shop, "Paper out - load paper and press ENTER")
+            idle = await shop.shows_words("Paper out - load paper and press ENTER")
             await shop.press("ENTER")  # no paper yet
-            still = await shows_words(shop, "Still no paper - load paper and")  # the rest scrolls
+            still = await shop.shows_words("Still no paper - load paper and")  # the rest scrolls
             await shop.press("ENTER")
             await shop.until(lambda: isinstance(shop.current, IdleScreen), "idle")
             printer.load_paper()
             await shop.press("ENTER")
-            resumed = await shows_words(shop, "Printing resumes")
+            resumed = await shop.shows_words("Printing resumes")
             return idle, still, resumed, await shop.slips(2)
 
     idle, still, resumed, slips = run(go())

@@ -23,16 +23,6 @@ WRONG = "0000"
 assert pin_for(CARD) != WRONG
 
 
-def squeezed(screen: str) -> str:
-    return "".join(screen.split())
-
-
-async def shows_words(shop: Shop, words: str) -> str:
-    """Until the LCD shows `words`, wrapped over rows or not (CJK has no spaces to wrap at)."""
-    await shop.until(lambda: squeezed(words) in squeezed(shop.screen()), f"{words!r} on the LCD")
-    return shop.screen()
-
-
 async def pin_screen(shop: Shop) -> None:
     """Until the PIN screen waits for its first digit."""
     assert shop.panel is not None
@@ -56,12 +46,12 @@ def test_the_keypad_says_wrong_pin_and_how_many_tries_are_left(tries: int, lang:
                 await pin_screen(shop)
                 await shop.press(WRONG, "ENTER")
                 words = text("pin_wrong_last", lang) if left == 1 else text("pin_wrong_left", lang, n=left)
-                seen.append(await shows_words(shop, words))
+                seen.append(await shop.shows_words(words))
             await pin_screen(shop)
             await shop.press(WRONG, "ENTER")
             await shop.until(lambda: isinstance(shop.current, ResultScreen), "the result")
             await shop.press("DOWN")  # 4 x 16: "Declined" first, the words wrap below it
-            seen.append(await shows_words(shop, text("pin_tries_used", lang)))
+            seen.append(await shop.shows_words(text("pin_tries_used", lang)))
             return seen
 
     seen = run(go())
@@ -77,7 +67,7 @@ def test_the_keypad_takes_the_right_pin_after_a_wrong_one(tmp_path: Path, sim):
             await shop.swipe(CARD)
             await pin_screen(shop)
             await shop.press(WRONG, "ENTER")
-            await shows_words(shop, "Wrong PIN - 2 tries left")
+            await shop.shows_words("Wrong PIN - 2 tries left")
             await pin_screen(shop)
             await shop.press(str(pin_for(CARD)), "ENTER")
             await shop.shows("Approved")
@@ -93,7 +83,7 @@ def test_an_ecr_sale_with_a_wrong_pin_asks_again_on_the_keypad(lang: str, tmp_pa
             assert shop.terminal is not None
             shop.terminal.settings["display"]["language"] = lang
             reply = shop.ecr_request(op="sale", amount=1500, card=CARD, pin=WRONG)
-            await shows_words(shop, text("pin_wrong_left", lang, n=2))
+            await shop.shows_words(text("pin_wrong_left", lang, n=2))
             await pin_screen(shop)
             await shop.press(str(pin_for(CARD)), "ENTER")
             return await reply
