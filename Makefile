@@ -11,7 +11,7 @@ BOARD ?= sim
 RUN_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-deps lint bench clean kill-test lock
+.PHONY: run test test-deps lint bench clean kill-test lock mutate
 .DEFAULT_GOAL := test
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: install it
@@ -80,6 +80,13 @@ test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image
 # The long SIGKILL run (also part of `make test` with fewer transactions).
 kill-test: $(VENV_STAMP) build
 	KILL_TEST_TXNS=$${KILL_TEST_TXNS:-400} $(PY) -m pytest tests/test_kill.py -q
+
+# Mutation testing of the money modules (tests/mutation): not part of `make test`, about an
+# hour on 2 cores. MUTATE_ARGS="--module firmware/host/channel.py" for one module,
+# MUTATE_ARGS=--survivors to rerun only the last run's survivors.
+MUTATE_ARGS ?=
+mutate: $(VENV_STAMP) build test-deps
+	$(PY) -m tests.mutation $(MUTATE_ARGS)
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,77 @@
+"""The mutation operators (tests/mutation) plant the faults they claim, and only those.
+
+`make mutate` is too slow for `make test`; these checks keep its fault generator honest: a
+generator that silently made no mutants (or mutated docstrings only) would give a perfect
+score to any test suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+from tests.mutation.operators import mutants
+
+SOURCE = textwrap.dedent('''
+    """Module docstring is never mutated."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    UNRESOLVED = frozenset({S.PENDING, S.REVERSAL_DUE})
+    TABLE = {(S.PENDING, E.APPROVE): S.APPROVED, (S.PENDING, E.DECLINE): S.DECLINED}
+    SQL = "SELECT id FROM txn WHERE state IN ('PENDING', 'REVERSAL_DUE')"
+
+
+    def approved(code: str, tries: int) -> bool:
+        """Docstring."""
+        log.info("code %s", code)
+        if code == "00" and tries < 3:
+            return True
+        tries += 1
+        return False
+''')
+
+
+def _descriptions(source: str = SOURCE) -> set[str]:
+    return {m.description for m in mutants("m.py", source)}
+
+
+def test_the_faults_a_bad_commit_makes_are_planted() -> None:
+    found = _descriptions()
+    for expected in ("== -> !=", "< -> <=", "and -> or", "+= -> -=", "update dropped",
+                     "3 -> 4", "3 -> 2", "True -> False", "returns None",
+                     "'00' -> 'XX'", "S.PENDING dropped from the collection",
+                     "'PENDING' dropped from an SQL IN list",
+                     "row (S.PENDING, E.APPROVE) dropped",
+                     "row (S.PENDING, E.APPROVE) gives S.DECLINED"):
+        assert expected in found, expected
+
+
+def test_docstrings_annotations_and_log_calls_are_left_alone() -> None:
+    for m in mutants("m.py", SOURCE):
+        changed = ast.parse(m.mutated_source)
+        assert ast.get_docstring(changed) == "Module docstring is never mutated."
+        assert "code %s" in m.mutated_source
+        assert "def approved(code: str, tries: int) -> bool:" in m.mutated_source
+
+
+def test_every_mutant_parses_and_differs_from_the_original() -> None:
+    found = mutants("m.py", SOURCE)
+    assert len(found) >= 20
+    for m in found:
+        ast.parse(m.mutated_source)
+        assert m.mutated_source != SOURCE
+    assert len({m.mutated_source for m in found}) == len(found), "two mutants are the same"
+
+
+def test_a_mutant_keeps_its_name_when_code_above_it_moves() -> None:
+    before = {m.key for m in mutants("m.py", SOURCE)}
+    moved = SOURCE.replace("import logging\n", "import logging\nimport os\n\n\n")
+    after = {m.key for m in mutants("m.py", moved)}
+    assert before <= after
+
+
+def test_a_pragma_keeps_a_line_out() -> None:
+    marked = SOURCE.replace('if code == "00" and tries < 3:',
+                            'if code == "00" and tries < 3:  # pragma: no mutate')
+    assert "== -> !=" not in _descriptions(marked)
