@@ -282,3 +282,44 @@ class WireSpy:
 
     def mtis(self) -> list[str]:
         return [m.mti for m in self.sent]
+
+
+# -- a journal record in any state, by the journal's own legal transitions -----------------
+
+# The events that bring a record from PENDING (or ADVICE_DUE, for the one written as an
+# advice) to each state, row by row of engine/states.py TRANSITIONS.
+PATH_TO: dict[str, tuple[str, ...]] = {
+    "PENDING": (),
+    "APPROVED": ("approve",),
+    "DECLINED": ("decline",),
+    "REVERSAL_DUE": ("lose_reply",),
+    "REVERSED": ("lose_reply", "reversal_acked"),
+    "RESOLVED_MANUALLY": ("lose_reply", "resolve_manually"),
+    "VOIDED": ("approve", "void"),
+    "ADVICE_DUE": (),
+    "FAILED": ("not_sent",),
+    "QUARANTINED": ("lose_reply", "quarantine"),
+}
+
+
+def record_in_state(journal: Any, draft: Any, state: Any) -> Any:
+    """Write `draft` and walk it to `state` (a TxnState) through Journal.begin/apply/
+    resolve_manually, so every record is one the journal itself could hold."""
+    from dataclasses import replace
+
+    from firmware.engine.model import HostResult
+    from firmware.engine.states import TxnEvent
+
+    record = journal.begin(replace(draft, advice=state.value == "ADVICE_DUE"))
+    for step in PATH_TO[state.value]:
+        event = TxnEvent(step)
+        if event is TxnEvent.RESOLVE_MANUALLY:
+            record = journal.resolve_manually(record.id, "supervisor", "closed by hand in a test")
+            continue
+        result = (HostResult("00", rrn=f"{record.id:012d}", auth_code="123456")
+                  if event is TxnEvent.APPROVE else None)
+        record = journal.apply(record.id, event, result,
+                               reversal_reason="98" if event is TxnEvent.LOSE_REPLY else None,
+                               problem="cannot be built" if event is TxnEvent.QUARANTINE else None)
+    assert record.state is state, (record.state, state)
+    return record

@@ -17,6 +17,7 @@ from helpers import (
     WireSpy,
     assert_agree,
     provision,
+    record_in_state,
     refund,
     run,
     sale,
@@ -25,12 +26,22 @@ from helpers import (
     void,
 )
 
-from firmware.app import OperatorInput
+from firmware.app import AppConfig, OperatorInput, Terminal
 from firmware.engine import events as ev
 from firmware.engine.financial import FinancialFlow, FlowContext
-from firmware.engine.model import OriginalRef, TxnRequest
-from firmware.engine.states import TxnState
-from firmware.host.messages import CardInput, FinancialParams, Terminal, TxnKind, financial_request
+from firmware.engine.model import OriginalRef, PendingDraft, TxnRequest
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.engine.validation import check_original
+from firmware.host.messages import CardInput, FinancialParams, TxnKind, financial_request
+from firmware.host.messages import Terminal as Term
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
+
+
+def _draft(kind: TxnKind, amount: int, **kw) -> PendingDraft:
+    pan = "6222020000000000012"  # the simulator's cup_credit
+    return PendingDraft(kind, amount, "156", pan, "622202*********0012", False, "swipe", False,
+                        "01", "1122", "101010", **kw)
 
 
 def _txn_count(t) -> int:
@@ -103,7 +114,7 @@ def test_a_refund_the_wire_cannot_carry_is_refused_in_words_and_nothing_is_writt
 def test_the_request_is_built_once_before_anything_is_written():
     """Whatever the validation misses, a request the builder refuses is never written: here a
     currency the wire cannot carry (field 49 needs 3 digits)."""
-    ctx = FlowContext(term=Terminal(TID, MID), batch="000001", now=datetime(2026, 12, 1, 10, 0),
+    ctx = FlowContext(term=Term(TID, MID), batch="000001", now=datetime(2026, 12, 1, 10, 0),
                       currency="1X6")
     flow = FinancialFlow(TxnRequest(TxnKind.SALE, 100), ctx)
     actions = flow.start()
@@ -175,6 +186,61 @@ def test_a_stored_refund_counts_against_its_original_before_the_host_has_it(data
     assert (more.status, more.message_key) == ("refused", "refund_over_original")
     assert (voided.status, voided.message_key) == ("refused", "original_refunded")
     assert [r.state for r in records] == [TxnState.APPROVED, TxnState.ADVICE_DUE]
+
+
+# The refund ceiling, one kind of earlier refund at a time (issue 14): what is left to refund
+# on a sale counts every refund that is approved, stored (sent or never sent yet), owed a
+# reversal or set aside, and none that is declined, reversed, failed or voided.
+_CEILING_CASES = [
+    ("stored, never sent", TxnState.ADVICE_DUE, (), True),
+    ("stored, its send got no reply", TxnState.ADVICE_DUE, (TxnEvent.ADVICE_FAILED,), True),
+    ("approved", TxnState.APPROVED, (), True),
+    ("owed a reversal", TxnState.REVERSAL_DUE, (), True),
+    ("set aside", TxnState.QUARANTINED, (), True),
+    ("declined", TxnState.DECLINED, (), False),
+    ("reversed", TxnState.REVERSED, (), False),
+    ("failed", TxnState.FAILED, (), False),
+    ("voided", TxnState.VOIDED, (), False),
+]
+
+
+@pytest.mark.parametrize(("what", "state", "then", "counts"), _CEILING_CASES,
+                         ids=[c[0] for c in _CEILING_CASES])
+def test_the_refund_ceiling_counts_each_kind_of_earlier_refund(tmp_path, what, state, then,
+                                                                counts):
+    """A 50.00 sale with one earlier refund of 30.00 in the given state. The terminal's own
+    lookup (journal, then validation.check_original, as the engine runs it) leaves 20.00 to
+    refund when that refund counts and 50.00 when it does not, to the fen: one fen more is
+    refused "refund_over_original"."""
+    data_dir = provision(tmp_path / "terminal", sim_port=9)  # never connected
+    j = Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
+    try:
+        s = record_in_state(j, _draft(TxnKind.SALE, 5000), TxnState.APPROVED)
+        r = record_in_state(j, _draft(TxnKind.REFUND, 3000, orig_id=s.id, orig_rrn=s.rrn,
+                                      orig_date=s.local_date), state)
+        for event in then:
+            r = j.apply(r.id, event)
+        assert r.state is state and (r.advice_attempts, what) == (len(then), what)
+        batch = j.current_batch()
+    finally:
+        j.close()
+
+    async def go():
+        t = Terminal(AppConfig(data_dir=data_dir))
+        await t.open()
+        try:
+            ref, _ = t.check_follow_up(TxnKind.REFUND, OriginalRef(rrn=s.rrn, date=s.local_date))
+            return ref
+        finally:
+            await t.close()
+
+    ref = run(go())
+    left = 2000 if counts else 5000
+    assert (ref.amount, ref.refunded) == (5000, 5000 - left)
+    assert check_original(TxnRequest(TxnKind.REFUND, left, original=ref), batch) is None
+    over = check_original(TxnRequest(TxnKind.REFUND, left + 1, original=ref), batch)
+    assert over is not None and over.key == "refund_over_original"
+    assert f"{left} fen of 5000" in over.detail
 
 
 # -- item 3: a refund to another card ------------------------------------------------------

@@ -10,10 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from helpers import TID, TerminalProcess, assert_agree, refund, run, sale, terminal
+from helpers import MID, TID, TerminalProcess, assert_agree, refund, run, sale, terminal
 
 from firmware.app_review import gather
-from firmware.engine.states import TxnState
+from firmware.engine import events as ev
+from firmware.engine.backlog import AdviceFlow
+from firmware.engine.model import TxnRecord
+from firmware.engine.states import TxnEvent, TxnState, next_state
+from firmware.host.messages import Message, Terminal, TxnKind
 from firmware.ports import TextLine
 from firmware.printing import layout
 from firmware.printing.layout import MerchantInfo
@@ -190,3 +194,117 @@ def test_status_tells_the_till_of_a_later_decline_over_ecr(data_dir, sim):
         assert [d["voucher"] for d in status["refunds_declined"]] == [r["voucher"]]
     finally:
         term.stop()
+
+
+# -- the backlog's answer to a stored refund (docs/dialect.md, "Answers") -----------------------
+
+PAN = "6222020000000000012"
+
+
+def _stored_refund(**kw: object) -> TxnRecord:
+    base: dict[str, object] = dict(
+        id=7, kind=TxnKind.REFUND, state=TxnState.ADVICE_DUE, stan="000011", batch="000001",
+        invoice="000005", amount=2000, currency="156", pan_masked="622202*********0012",
+        foreign=False, entry_mode="swipe", pin_entered=False, operator="01", local_date="1122",
+        local_time="103000", created_at=0.0, pos_entry="022", orig_batch="000001",
+        orig_stan="000003", orig_rrn="123456789012", orig_date="1122", advice_attempts=1)
+    base.update(kw)
+    return TxnRecord(**base)  # type: ignore[arg-type]
+
+
+def _resend() -> AdviceFlow:
+    flow = AdviceFlow(_stored_refund(), PAN, Terminal(TID, MID), 5.0)
+    [send] = flow.start()
+    assert isinstance(send, ev.SendRequest) and send.message.mti == "0220", send
+    return flow
+
+
+@pytest.mark.parametrize("lost", [ev.ReplyLost("timeout"), ev.ReplyLost("link"),
+                                  ev.ReplyLost("bad_mac"), ev.ReplyLost("malformed"), ev.Cancel()],
+                         ids=["timeout", "link", "bad_mac", "malformed", "cancel"])
+def test_a_stored_refund_whose_resend_gets_no_reply_stays_stored_to_retry(lost: object):
+    """No reply (or one that cannot be trusted) tells nothing about the refund: it stays
+    ADVICE_DUE with one more attempt counted, to be sent again; never DECLINED (that would
+    print "THE REFUND WAS NOT MADE" for a refund the host may have made)."""
+    flow = _resend()
+    assert flow.handle(lost) == [ev.WriteOutcome(7, TxnEvent.ADVICE_FAILED)]
+    assert next_state(TxnState.ADVICE_DUE, TxnEvent.ADVICE_FAILED) is TxnState.ADVICE_DUE
+    flow.handle(ev.OutcomeWritten(_stored_refund(advice_attempts=2)))
+    assert flow.resolved is False
+
+
+@pytest.mark.parametrize("code", ["00", "94"])
+def test_a_stored_refund_answered_00_or_94_is_acknowledged_and_its_receipt_prints(code: str):
+    """00, and 94 (the host already has it: an earlier send got through, its reply was lost),
+    both close a refund: APPROVED, receipt queued in the same commit, no "declined" slip."""
+    flow = _resend()
+    [out] = flow.handle(ev.ReplyReceived(Message("0230", {"39": code, "11": "000011"})))
+    assert (out.event, out.receipt, out.declined_after_stored) == (
+        TxnEvent.ADVICE_ACKED, True, False), out
+    assert out.result is not None and out.result.response_code == code
+    assert next_state(TxnState.ADVICE_DUE, out.event) is TxnState.APPROVED
+    flow.handle(ev.OutcomeWritten(_stored_refund(state=TxnState.APPROVED, advice_attempts=2)))
+    assert flow.resolved is True
+
+
+def test_a_stored_refund_whose_resend_gets_no_reply_is_kept_and_sent_later(data_dir, sim):
+    """On the wire: the first send and the first resend get no reply (the host never saw
+    them). The refund stays owed, nothing is printed, nothing says it was declined; the next
+    resend gets through and the host books it once."""
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            s = (await sale(t, 2500)).record
+            sim.add_fault("drop", mti="0220", count=2, process=False)
+            r = await refund(t, 2500, s.rrn, s.local_date)
+            await t.clear_backlog()
+            kept = t.journal.get(r.record.id)
+            kept_jobs = _jobs(t.journal, r.record.id)
+            declined = t.journal.declined_after_stored()
+            host_then = [(x.kind, x.amount) for x in sim.ledger.approved(TID)]
+            await t.clear_backlog()
+            done = t.journal.get(r.record.id)
+            return r, kept, kept_jobs, declined, host_then, done, _jobs(t.journal, r.record.id), t.journal
+        finally:
+            await t.link.channel.close()
+
+    r, kept, kept_jobs, declined, host_then, done, done_jobs, journal = run(go())
+    assert r.status == "stored"
+    assert kept.state is TxnState.ADVICE_DUE and kept.advice_attempts == 2
+    assert kept_jobs == [] and declined == []
+    assert host_then == [("sale", 2500)]
+    assert done.state is TxnState.APPROVED and done.advice_attempts == 3
+    assert done_jobs == [("receipt", "QUEUED")]
+    assert [(x.kind, x.amount) for x in sim.ledger.approved(TID)] == [("sale", 2500), ("refund", 2500)]
+    assert_agree(journal, sim.ledger)
+
+
+@pytest.mark.parametrize("when", ["first send", "resend"])
+def test_a_refund_answered_94_is_approved_with_its_receipt_and_nothing_says_declined(
+        data_dir, sim, when: str):
+    """The host answers 94 ("duplicate: I already have it") to the refund, online or on a
+    resend from the backlog: the refund is made. It is APPROVED with the answer kept, its
+    receipt is queued, no slip says it was not made, and settlement is not held up by it."""
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            s = (await sale(t, 1800)).record
+            if when == "resend":
+                sim.add_fault("drop", mti="0220", count=1, process=False)
+            sim.add_rule("94", mti="0220", count=1)
+            r = await refund(t, 1800, s.rrn, s.local_date)
+            if when == "resend":
+                assert r.status == "stored", r
+                await t.clear_backlog()
+            else:
+                assert r.status == "approved", r
+            return (t.journal.get(r.record.id), _jobs(t.journal, r.record.id),
+                    t.journal.declined_after_stored(), t.journal.unresolved_counts(), t.status())
+        finally:
+            await t.link.channel.close()
+
+    record, jobs, declined, unresolved, status = run(go())
+    assert record.state is TxnState.APPROVED and record.response_code == "94"
+    assert jobs == [("receipt", "QUEUED")]
+    assert declined == [] and status["refunds_declined"] == []
+    assert not any(unresolved.values()), unresolved

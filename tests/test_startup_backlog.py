@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 
-from helpers import PASSWORD, TerminalProcess, provision
+import pytest
+from helpers import PASSWORD, TerminalProcess, provision, run, sale, terminal
+from wiretap import WireTap
 
 from firmware.engine.model import PendingDraft
-from firmware.engine.states import TxnEvent
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.host.codec import decode
 from firmware.host.messages import TxnKind
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
@@ -97,3 +100,53 @@ def test_a_record_that_cannot_be_sent_is_quarantined_and_the_terminal_works_on(t
                    for a, d, _ in actions)
     finally:
         j.close()
+
+
+def _reversals_on_the_wire(tap: WireTap) -> list[str]:
+    """The STAN of every 0400 the terminal sent, in order, as the bytes crossed."""
+    sent = [decode(f.payload).message for f in tap.frames() if f.to_host]
+    return [m.fields["11"] for m in sent if m.mti == "0400"]
+
+
+@pytest.mark.parametrize("retries", [1, 3])
+def test_an_owed_reversal_is_sent_exactly_reversal_retries_times_per_pass_then_kept(
+        tmp_path, sim, retries: int):
+    """docs/states.md: each backlog pass (start-up, before each online transaction, before
+    settlement) sends an owed reversal up to `reversal_retries` times, stopping at 00 or 25.
+    Here the host refuses every 0400 with 96: start-up sends exactly `retries` of them, never one
+    more or one fewer, and then gives up for this pass; the record stays REVERSAL_DUE with each
+    attempt counted, and settlement is refused after its own pass of `retries` more. Once the
+    host takes reversals again, the next sale's pass reverses it with one 0400."""
+    tap = WireTap(sim.port)
+    data_dir = provision(tmp_path / "terminal", tap.port, reversal_retries=retries)
+    j = _journal(data_dir)
+    owed = j.apply(j.begin(_draft(TxnKind.SALE, 4100)).id, TxnEvent.LOSE_REPLY,
+                   reversal_reason="98")
+    j.close()
+    sim.add_rule("96", mti="0400")  # until cleared
+
+    async def go():
+        t = await terminal(data_dir)  # start-up: sign-on, then the backlog pass
+        try:
+            at_start = (_reversals_on_the_wire(tap), t.journal.get(owed.id))
+            settle = await t.settle(PASSWORD)
+            at_settle = (_reversals_on_the_wire(tap), t.journal.get(owed.id), settle)
+            sim.clear_rules()
+            sold = await sale(t, 600)
+            return at_start, at_settle, (_reversals_on_the_wire(tap), t.journal.get(owed.id), sold)
+        finally:
+            await t.close()
+
+    try:
+        (sent, kept), (sent2, kept2, settle), (sent3, done, sold) = run(go())
+    finally:
+        tap.close()
+    assert sent == [owed.stan] * retries
+    assert kept.state is TxnState.REVERSAL_DUE and kept.reversal_attempts == retries
+    assert sent2 == [owed.stan] * (2 * retries)
+    assert kept2.state is TxnState.REVERSAL_DUE and kept2.reversal_attempts == 2 * retries
+    assert (settle.status, settle.message_key) == ("refused", "settlement_blocked"), settle
+    assert "1 reversal(s)" in settle.detail
+    assert sent3 == [owed.stan] * (2 * retries + 1)
+    assert done.state is TxnState.REVERSED and done.reversal_attempts == 2 * retries + 1
+    assert sold.status == "approved"

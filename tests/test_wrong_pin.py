@@ -6,6 +6,7 @@ the PIN. Real terminal, panel, emulated reader and the acquirer simulator."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,11 @@ from ecrkit import Link, ecr_terminal
 from helpers import TID, pin_for, provision, run
 from panelkit import Shop
 
+from firmware.engine import events as ev
+from firmware.engine.financial import FinancialFlow, FlowContext
+from firmware.engine.model import CardRead, TxnRecord, TxnRequest
+from firmware.engine.states import TxnState
+from firmware.host.messages import Message, Terminal, TxnKind
 from firmware.i18n import text
 from firmware.ui.entry import PinEntry
 from firmware.ui.results import ResultScreen
@@ -113,3 +119,54 @@ def test_the_till_is_told_wrong_pin_and_the_tries_left(tries: int, key: str, lef
     assert reply["message"] == text(key, lang, **({"n": left} if left else {}))
     assert reply.get("pin_tries_left") == left
     assert [row.state for row in sim.ledger.rows(TID)] == ["declined"]  # one try, nothing more sent
+
+
+# -- the engine alone: the try limit, counted exactly ------------------------------------------
+
+PIN_CARD = CardRead("swipe", "6222021000000000017", "3012", "120",
+                    "6222021000000000017=30121200000000000")
+
+
+def _record(attempt: int, state: TxnState) -> TxnRecord:
+    return TxnRecord(id=attempt, kind=TxnKind.SALE, state=state, stan=f"{attempt:06d}",
+                     batch="000001", invoice=f"{attempt:06d}", amount=1200, currency="156",
+                     pan_masked="622202*********0017", foreign=False, entry_mode="swipe",
+                     pin_entered=True, operator="01", local_date="1122", local_time="103000",
+                     created_at=0.0, pos_entry="021")
+
+
+def _wrong_pins_until_the_flow_ends(pin_tries: int, limit: int = 20) -> tuple[list, ev.Finish]:
+    """Answer every PIN with 55 until the flow finishes; returns every AskPin and the Finish.
+    `limit` stops a flow that would re-prompt for ever (that is the fault under test)."""
+    ctx = FlowContext(term=Terminal(TID, "123456789012345"), batch="000001",
+                      now=datetime(2026, 11, 22, 10, 30), reply_timeout=5.0, pin_tries=pin_tries)
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1200), ctx)
+    assert isinstance(flow.start()[0], ev.AskCard)
+    actions = flow.handle(ev.CardPresented(PIN_CARD))
+    asks = []
+    for attempt in range(1, limit + 1):
+        assert isinstance(actions[-1], ev.AskPin), actions
+        asks.append(actions[-1])
+        assert isinstance(flow.handle(ev.PinEntered(b"\x11" * 8))[0], ev.WritePending)
+        sent = flow.handle(ev.PendingWritten(_record(attempt, TxnState.PENDING)))
+        assert isinstance(sent[0], ev.SendRequest)
+        written = flow.handle(ev.ReplyReceived(Message("0210", {"39": "55", "11": f"{attempt:06d}"})))
+        assert [w.event.value for w in written] == ["decline"]
+        actions = flow.handle(ev.OutcomeWritten(_record(attempt, TxnState.DECLINED)))
+        if isinstance(actions[-1], ev.Finish):
+            return asks, actions[-1]
+    raise AssertionError(f"still asking for the PIN after {limit} wrong ones")
+
+
+@pytest.mark.parametrize("pin_tries", [1, 2, 3, 4])
+def test_each_wrong_pin_is_counted_and_the_last_try_ends_the_sale(pin_tries: int):
+    """Host 55 (wrong PIN) asks again with the tries left, this one included, and the
+    pin_tries-th 55 ends the sale declined "tries used up": never an endless re-prompt, never
+    one try fewer or one more than the setting (3 by default)."""
+    asks, finish = _wrong_pins_until_the_flow_ends(pin_tries)
+    assert [a.attempt for a in asks] == list(range(1, pin_tries + 1))
+    assert [a.tries_left for a in asks] == [None, *range(pin_tries - 1, 0, -1)]
+    result = finish.result
+    assert (result.status, result.message_key, result.response_code) == (
+        "declined", "pin_tries_used", "55")
+    assert result.detail == f"wrong PIN {pin_tries} times"
