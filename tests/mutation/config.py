@@ -5,14 +5,16 @@ from __future__ import annotations
 # Each money module, and the test files that state its rules (tier 1: run first). Tier 2 is
 # every other test that runs the mutated line, fastest first.
 MODULES: dict[str, tuple[str, ...]] = {
-    "firmware/engine/states.py": ("tests/test_journal.py", "tests/test_engine.py"),
+    "firmware/engine/states.py": ("tests/test_journal.py", "tests/test_state_lists.py",
+                                  "tests/test_engine.py"),
     "firmware/engine/financial.py": ("tests/test_engine.py", "tests/test_money_rules.py",
                                      "tests/test_refund_advice.py", "tests/test_wrong_pin.py"),
     "firmware/engine/backlog.py": ("tests/test_engine.py", "tests/test_startup_backlog.py"),
     "firmware/engine/settlement.py": ("tests/test_engine.py", "tests/test_settlement_resume.py"),
     "firmware/engine/codes.py": ("tests/test_engine.py", "tests/test_refund_advice.py"),
     "firmware/engine/validation.py": ("tests/test_engine.py", "tests/test_money_rules.py"),
-    "firmware/journal/store.py": ("tests/test_journal.py", "tests/test_money_rules.py"),
+    "firmware/journal/store.py": ("tests/test_journal.py", "tests/test_state_lists.py",
+                                  "tests/test_retention.py", "tests/test_money_rules.py"),
     "firmware/host/mac.py": ("tests/test_host_mac.py", "tests/test_reply_mac.py"),
     "firmware/host/channel.py": ("tests/test_host_channel.py",),
     "firmware/host/messages.py": ("tests/test_host_messages.py", "tests/test_wire_conformance.py",
