@@ -758,6 +758,47 @@ def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one
     assert answer["result"] == "approved", answer
 
 
+def test_a_card_swiped_into_the_watchs_cancelled_arm_is_not_read_and_the_sale_still_asks(
+        tmp_path: Path, sim):
+    """The hand-over gap, on purpose (docs/reader-link.md): an ECR sale takes the reader from the
+    idle card watch while the reader is slow to read its line, and the card is swiped before the
+    reader has read the watch's C. That swipe is not read: the driver drops it as a stale event
+    (counted), nothing is written or sent, the LCD still asks for the card and the sale's own arm
+    waits; the card swiped again pays the sale, once."""
+    async def go():
+        async with Shop(tmp_path, sim.port, ecr=True) as shop:
+            assert shop.reader is not None and shop.terminal is not None
+            reader, driver = shop.reader, shop.terminal.reader
+            await shop.until(lambda: shop._reader_holds(watch=True), "the idle card watch")
+            stale_before = driver.stats.stale_events
+            held = HeldUpReader(reader)
+            reply = shop.ecr_request(op="sale", amount=2200, ref="till-9")
+            await shop.shows("ECR: Sale", "Swipe card")
+            # Queued on the reader's thread behind the hold: it runs as soon as the hold ends,
+            # before the reader reads the C waiting in its line (the emulator runs its queued
+            # actions before its next read of the line), so into the watch's arm.
+            gap_swipe = asyncio.ensure_future(asyncio.to_thread(reader.swipe, "cup_debit"))
+            await shop.until(lambda: bool(reader._actions), "the swipe to queue behind the hold")
+            held.release()
+            went_out = await gap_swipe
+            await shop.until(lambda: driver.stats.stale_events > stale_before,
+                             "the driver to drop the watch's event")
+            await shop.reader_armed()  # the sale's own arm: the terminal still waits for a card
+            still = shop.screen()
+            written, sent = shop.journal.records(), sim.ledger.rows(TID)
+            await shop.swipe("cup_debit")
+            await shop.shows("Enter PIN")
+            await shop.press("123456", "ENTER")
+            return went_out, still, written, sent, await reply, shop.journal.records()
+
+    went_out, still, written, sent, answer, rows = run(go())
+    assert went_out, "the reader was not armed for the watch: the gap was not hit"
+    assert "Swipe card" in still and written == [] and sent == []
+    assert answer["result"] == "approved", answer
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2200)]
+    assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 2200)]
+
+
 def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):
     """A voucher no. with no sale behind it, and a sale already voided, are refused in words at the
     confirm step: nothing goes to the host."""
