@@ -49,6 +49,14 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
     return data_dir
 
 
+def set_language(data_dir: Path, lang: str) -> None:
+    """The receipt and screen language ("en" or "zh_CN") in a provisioned data directory."""
+    path = data_dir / "settings.json"
+    settings = json.loads(path.read_text())
+    settings["display"]["language"] = lang
+    path.write_text(json.dumps(settings))
+
+
 def free_port_block(count: int = 4) -> int:
     """A base port with `count` free ports after it (the console's host, control, peripherals, ECR).
 

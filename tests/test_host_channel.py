@@ -108,11 +108,24 @@ def test_matching_reply_and_request_mac() -> None:
 
 
 def test_stray_reply_discarded_then_real_one_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    """Only the reply to this request decides the sale: a decline for another trace, an
+    approval for another terminal with our trace, and a stale 0410 with our trace are all
+    discarded and logged as strays; the terminal keeps the right 0210's code, auth code and RRN.
+
+    Each stray carries a different response code, auth code and RRN from the right reply,
+    so the assertions tell which reply was accepted (all four carry the request's amount).
+    """
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         req = await receive(r)
-        w.write(reply(replace(req, fields={**req.fields, "11": "999999"})))  # wrong STAN
-        w.write(reply(replace(req, fields={**req.fields, "41": "OTHER001"})))  # wrong terminal
-        w.write(reply(req))
+        # Wrong STAN: a decline the terminal must not keep.
+        w.write(reply(replace(req, fields={**req.fields, "11": "999999"}), "51",
+                      **{"37": "000000000051"}))
+        # Our STAN, another terminal: an approval with someone else's auth code.
+        w.write(reply(replace(req, fields={**req.fields, "41": "OTHER001"}), "00",
+                      **{"38": "OTHER1", "37": "000000000041"}))
+        # Our STAN and terminal, but a reversal reply (0410): not an answer to a 0200.
+        w.write(reply(replace(req, mti="0400"), "05", **{"37": "000000000410"}))
+        w.write(reply(req, "00", **{"38": "AUTH01", "37": "000000000001"}))
         await r.read()
 
     async def test() -> Message:
@@ -123,11 +136,36 @@ def test_stray_reply_discarded_then_real_one_accepted(caplog: pytest.LogCaptureF
 
     with caplog.at_level(logging.WARNING, logger="posfw.host"):
         rep = run(test)
-    assert rep.fields["11"] == "000100"
+    assert (rep.mti, rep.fields["11"], rep.fields["41"]) == ("0210", "000100", TERM.tid)
+    assert (rep.fields["39"], rep.fields["38"], rep.fields["37"]) == (
+        "00", "AUTH01", "000000000001")
     strays = [r.getMessage() for r in caplog.records if "stray" in r.getMessage()]
     assert strays == ["discarded stray response MTI 0210 STAN 999999",
-                      "discarded stray response MTI 0210 STAN 000100"]
+                      "discarded stray response MTI 0210 STAN 000100",
+                      "discarded stray response MTI 0410 STAN 000100"]
     assert all(PAN not in r.getMessage() for r in caplog.records)
+
+
+def test_reversal_reply_with_our_trace_does_not_answer_a_sale(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 0410 carrying the sale's STAN, terminal, merchant and amount is not the sale's
+    answer (the reply MTI is the request MTI + 10): with nothing else coming, the sale gets
+    no reply (TIMEOUT, so the terminal reverses it) and never takes the 0410's approval."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        w.write(reply(replace(req, mti="0400"), "00", **{"38": "REV001"}))
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as exc:
+            await link.request(sale(), mac=True, timeout=1)
+        assert exc.value.reason == NoReply.TIMEOUT
+        await finish(server, channel)
+
+    with caplog.at_level(logging.WARNING, logger="posfw.host"):
+        run(test)
+    assert "discarded stray response MTI 0410 STAN 000100" in caplog.text
 
 
 def test_timeout() -> None:

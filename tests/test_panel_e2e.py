@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import TID, HeldUpReader, run
-from panelkit import SLOW_PRINTER, Shop
+import pytest
+from helpers import TID, HeldUpReader, run, set_language
+from panelkit import SLOW_PRINTER, Shop, squeezed
 
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
+from firmware.printing.queue import JobKind, PrintState
 
 
 def flat(screen: str) -> str:
@@ -91,6 +93,19 @@ def kinds_of(rows: list[Any]) -> list[tuple[str, TxnState, int]]:
     return [(r.kind.value, r.state, r.amount) for r in rows]
 
 
+def assert_void_receipts(slips: list[str], original: Any, amount: str, reprint: bool = False) -> None:
+    """The two copies of a void's receipt, as the merchant reads them: transaction type VOID, the
+    original's voucher number, the amount given back; one merchant and one cardholder copy."""
+    assert len(slips) == 2, slips
+    for slip in slips:
+        words = squeezed(slip)
+        assert "TRANSTYPE:VOID" in words, slip
+        assert f"ORIGVOUCHERNO.:{original.invoice}" in words, slip
+        assert f"RMB-{amount}" in words, slip
+        assert ("REPRINT" in slip) is reprint, slip
+    assert ["MERCHANT COPY" in slips[0], "CARDHOLDER COPY" in slips[1]] == [True, True], slips
+
+
 def test_a_sale_with_a_pin_card_takes_the_pin_on_the_keypad(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port) as shop:
@@ -126,14 +141,14 @@ def test_void_by_menu_password_and_voucher_voids_the_sale_here_and_at_the_host(t
             confirm = await shop.shows("Orig. CNY 42.00", "ENTER confirm")
             await shop.press("ENTER")
             screen = await shop.shows("Approved")
-            slips = await shop.slips(printed + 2)
+            slips = await shop.slips(printed + 2)  # and the print queue empty: nothing more comes
             return sale, confirm, screen, slips[printed:], shop.journal.records()
 
     sale, confirm, screen, slips, rows = run(go())
     assert sale.pan_masked in confirm and "42.00" in screen  # the void is of the original's amount
     assert kinds_of(rows) == [("sale", TxnState.VOIDED, 4200), ("void", TxnState.APPROVED, 4200)]
     assert rows[1].orig_stan == sale.stan
-    assert all("42.00" in slip and "VOID" in slip and "REPRINT" not in slip for slip in slips)
+    assert_void_receipts(slips, sale, "42.00")  # exactly the void's two copies, not one more
     booked = {r.kind: r for r in sim.ledger.rows(TID)}
     assert booked["sale"].voided and booked["void"].state == "approved"
 
@@ -527,7 +542,8 @@ def test_f_keys_at_idle_sale_void_reprint_last_and_settle(tmp_path: Path, sim):
             await shop.password()
             await shop.press(sale.invoice, "ENTER", "ENTER")
             await shop.shows("Approved")
-            printed = len(await shop.slips(4))
+            receipts = await shop.slips(4)  # the sale's two copies, then the void's
+            printed = len(receipts)
             await back_to_idle(shop)
             await shop.press("F4")
             await shop.shows("Reprint queued")
@@ -540,12 +556,15 @@ def test_f_keys_at_idle_sale_void_reprint_last_and_settle(tmp_path: Path, sim):
             await shop.press("ENTER")
             await shop.shows("balanced")
             z_report = (await shop.slips(printed + 3))[-1]
-            return sale, reprint, batch, z_report, shop.journal.records(), shop.journal.current_batch()
+            return (sale, receipts, reprint, batch, z_report, shop.journal.records(),
+                    shop.journal.current_batch())
 
-    sale, reprint, batch, z_report, rows, open_batch = run(go())
+    sale, receipts, reprint, batch, z_report, rows, open_batch = run(go())
     assert kinds_of(rows) == [("sale", TxnState.VOIDED, 3000), ("void", TxnState.APPROVED, 3000)]
     assert rows[1].orig_stan == sale.stan
-    assert all("REPRINT" in slip and "VOID" in slip for slip in reprint)
+    assert len(receipts) == 4 and all("TRANSTYPE:SALE" in squeezed(slip) for slip in receipts[:2])
+    assert_void_receipts(receipts[2:], sale, "30.00")
+    assert_void_receipts(reprint, sale, "30.00", reprint=True)  # F4 reprints the last: the void
     assert "SETTLEMENT" in z_report and open_batch != batch
 
 
@@ -632,6 +651,64 @@ def test_paper_out_while_printing_then_enter_at_idle_resumes(tmp_path: Path, sim
     assert all("43.21" in s for s in slips)
 
 
+# What a merchant reads on the VOID slip, by slip language: its title, the sentence that voids the
+# printout above, why, and that the money is not affected.
+VOID_SLIP_WORDS = {
+    "en": ("*** VOID ***", "THE PRINTOUT ABOVE IS VOID", "PRINTING CANCELLED",
+           "TRANSACTION NOT AFFECTED", "VOUCHERNO.:"),
+    "zh_CN": ("作废", "以上凭条作废", "打印已取消", "交易本身不受影响", "凭证号(VOUCHERNO.):"),
+}
+
+
+# The idle line for a receipt cut by a power loss, the words for CANCEL (firmware/i18n.py).
+CANCEL_VOIDS = {"en": "CANCEL voids", "zh_CN": "取消作废"}
+
+
+@pytest.mark.parametrize("lang", list(VOID_SLIP_WORDS))
+def test_cancel_at_idle_for_a_receipt_cut_by_power_loss_prints_one_void_slip_naming_it(
+        lang: str, tmp_path: Path, sim):
+    """A receipt cut part way (here: the roll ran out inside the merchant copy, then the terminal
+    went down) waits at idle for the operator. CANCEL there drops the receipt and prints exactly
+    one VOID slip, in the slip language, naming the cut printout: its voucher number and amount,
+    "the printout above is void", "transaction not affected". The money stays as it was: one
+    approved sale here and at the host, and no copy of the receipt prints."""
+    async def go():
+        shop = Shop(tmp_path, sim.port)
+        set_language(shop.data_dir, lang)
+        async with shop:
+            shop.printer.paper_out_after(6)
+            await shop.press("4321", "ENTER", "ENTER")
+            await shop.swipe("cup_credit")
+            await shop.until(lambda: shop.journal.print_jobs()
+                             and shop.journal.print_jobs()[0].state is PrintState.PAUSED
+                             and shop.journal.print_jobs()[0].printed_any,
+                             "the receipt to stop part way through its first copy")
+        # The terminal comes up again with the cut receipt: its journal, a fresh roll.
+        shop = Shop(tmp_path, sim.port)
+        set_language(shop.data_dir, lang)
+        async with shop:
+            waiting = [j.id for j in shop.journal.print_jobs() if j.needs_confirm]
+            await shop.shows_words(CANCEL_VOIDS[lang])  # the idle screen says what CANCEL does
+            await shop.press("CANCEL")
+            slips = await shop.slips(1)  # and the print queue empty: nothing more comes
+            return waiting, slips, shop.journal.print_jobs(open_only=False), shop.journal.records()
+
+    waiting, slips, jobs, rows = run(go())
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 4321)]
+    assert [(r.kind, r.amount, r.state) for r in sim.ledger.rows(TID)] == [("sale", 4321, "approved")]
+    assert len(waiting) == 1
+    assert len(slips) == 1, slips  # the VOID slip and nothing else: no copy, no second slip
+    words = squeezed(slips[0])
+    title, voids, why, money, voucher = VOID_SLIP_WORDS[lang]
+    for text in (title, voids, why, money):
+        assert squeezed(text) in words, (text, slips[0])
+    assert f"{squeezed(voucher)}{rows[0].invoice}" in words, slips[0]
+    assert "RMB43.21" in words, slips[0]
+    assert "CARDHOLDER" not in slips[0]  # it names the merchant copy that was on paper
+    assert [(j.kind, j.state, j.voids_job) for j in jobs] == [
+        (JobKind.RECEIPT, PrintState.CANCELLED, None), (JobKind.VOID_SLIP, PrintState.DONE, waiting[0])]
+
+
 def test_an_ecr_sale_shows_on_the_lcd_and_its_pin_is_typed_on_the_keypad(tmp_path: Path, sim):
     async def go():
         async with Shop(tmp_path, sim.port, ecr=True) as shop:
@@ -679,6 +756,47 @@ def test_the_swipe_waits_for_the_operations_own_arm_not_the_watchs_lingering_one
     assert lingering, "the reader no longer held the watch's arm: the case was not made"
     assert not early, "swiped into the watch's arm"
     assert answer["result"] == "approved", answer
+
+
+def test_a_card_swiped_into_the_watchs_cancelled_arm_is_not_read_and_the_sale_still_asks(
+        tmp_path: Path, sim):
+    """The hand-over gap, on purpose (docs/reader-link.md): an ECR sale takes the reader from the
+    idle card watch while the reader is slow to read its line, and the card is swiped before the
+    reader has read the watch's C. That swipe is not read: the driver drops it as a stale event
+    (counted), nothing is written or sent, the LCD still asks for the card and the sale's own arm
+    waits; the card swiped again pays the sale, once."""
+    async def go():
+        async with Shop(tmp_path, sim.port, ecr=True) as shop:
+            assert shop.reader is not None and shop.terminal is not None
+            reader, driver = shop.reader, shop.terminal.reader
+            await shop.until(lambda: shop._reader_holds(watch=True), "the idle card watch")
+            stale_before = driver.stats.stale_events
+            held = HeldUpReader(reader)
+            reply = shop.ecr_request(op="sale", amount=2200, ref="till-9")
+            await shop.shows("ECR: Sale", "Swipe card")
+            # Queued on the reader's thread behind the hold: it runs as soon as the hold ends,
+            # before the reader reads the C waiting in its line (the emulator runs its queued
+            # actions before its next read of the line), so into the watch's arm.
+            gap_swipe = asyncio.ensure_future(asyncio.to_thread(reader.swipe, "cup_debit"))
+            await shop.until(lambda: bool(reader._actions), "the swipe to queue behind the hold")
+            held.release()
+            went_out = await gap_swipe
+            await shop.until(lambda: driver.stats.stale_events > stale_before,
+                             "the driver to drop the watch's event")
+            await shop.reader_armed()  # the sale's own arm: the terminal still waits for a card
+            still = shop.screen()
+            written, sent = shop.journal.records(), sim.ledger.rows(TID)
+            await shop.swipe("cup_debit")
+            await shop.shows("Enter PIN")
+            await shop.press("123456", "ENTER")
+            return went_out, still, written, sent, await reply, shop.journal.records()
+
+    went_out, still, written, sent, answer, rows = run(go())
+    assert went_out, "the reader was not armed for the watch: the gap was not hit"
+    assert "Swipe card" in still and written == [] and sent == []
+    assert answer["result"] == "approved", answer
+    assert kinds_of(rows) == [("sale", TxnState.APPROVED, 2200)]
+    assert [(r.kind, r.amount) for r in sim.ledger.approved(TID)] == [("sale", 2200)]
 
 
 def test_a_void_names_its_original_before_anything_is_sent(tmp_path: Path, sim):

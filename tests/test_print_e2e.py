@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import TID, TerminalProcess, run, sale
+from helpers import TID, TerminalProcess, run, sale, set_language
 
 from board.sim.printer import EmulatedPrinter
 from firmware.app import AppConfig, Terminal
@@ -27,13 +27,6 @@ def printer(tmp_path: Path):
     p = EmulatedPrinter(tmp_path).start()
     yield p
     p.stop()
-
-
-def set_language(data_dir: Path, lang: str) -> None:
-    path = data_dir / "settings.json"
-    settings = json.loads(path.read_text())
-    settings["display"]["language"] = lang
-    path.write_text(json.dumps(settings))
 
 
 async def printing_terminal(data_dir: Path, printer: EmulatedPrinter) -> Terminal:
@@ -156,7 +149,7 @@ def test_cancel_while_printing_finishes_the_copy_then_prints_a_void_slip(data_di
     assert job.state is PrintState.CANCELLED and job.copies_done == 1
     assert "MERCHANT COPY" in copy and "43.21" in copy  # whole: the copy finished, with its cut
     assert printer.slips[0].cut
-    assert "VOID" in void and r.record.invoice in void and "43.21" in void
+    assert "THE PRINTOUT ABOVE IS VOID" in void and r.record.invoice in void and "43.21" in void
     assert "CARDHOLDER COPY" not in void and all("CARDHOLDER COPY" not in s.text for s in printer.slips)
 
 
@@ -204,7 +197,7 @@ def test_cancel_while_paused_mid_copy_finishes_the_copy_when_paper_returns(data_
     copy, void = (s.text for s in printer.slips)
     # The cut copy's first lines and its whole reprint share one slip (no cut between them).
     assert "REPRINT" in copy and "MERCHANT COPY" in copy and "7.77" in copy
-    assert "VOID" in void and r.record.invoice in void
+    assert "THE PRINTOUT ABOVE IS VOID" in void and r.record.invoice in void
     assert all("CARDHOLDER COPY" not in s.text for s in printer.slips)
 
 
@@ -333,7 +326,7 @@ def test_power_loss_mid_print_then_reprint_after_confirmation(data_dir, sim, pri
         else:
             assert printer.wait_for(lambda p: len(p.slips) == 1, timeout=10)
             void = printer.slips[0].text
-            assert "VOID" in void and r["voucher"] in void
+            assert "THE PRINTOUT ABOVE IS VOID" in void and r["voucher"] in void
         deadline = time.monotonic() + 5  # the job closes once the printer confirmed the copy
         while proc.request(op="print_jobs")["jobs"] and time.monotonic() < deadline:
             time.sleep(0.05)

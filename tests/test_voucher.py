@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from helpers import PASSWORD, run, sale, void
+from helpers import PASSWORD, run, sale, set_language, void
 from panelkit import Shop
 
 from firmware.ecr.protocol import EcrError, parse_request
@@ -23,13 +23,6 @@ from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 
 VOUCHER_ZH = re.compile(r"(?<!原)凭证号\(VOUCHER NO\.\):\s*(\d{6})")
-
-
-def set_language(data_dir: Path, lang: str) -> None:
-    path = data_dir / "settings.json"
-    settings = json.loads(path.read_text())
-    settings["display"]["language"] = lang
-    path.write_text(json.dumps(settings))
 
 
 async def sale_zh(shop: Shop, digits: str) -> Any:
