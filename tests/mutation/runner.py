@@ -19,6 +19,7 @@ Exit status: 0 when every module reaches the goal (90%), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import hashlib
 import json
@@ -38,7 +39,7 @@ from tests.mutation.operators import Mutant, diff, mutants
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "var" / "mutation"
 GOAL = 0.90
-COPY_DIRS = ("firmware", "drivers", "board", "tests", "c_ext", "docs")
+COPY_DIRS = ("firmware", "drivers", "board", "tests", "c_ext", "docs", "mk")
 COPY_FILES = ("pyproject.toml", "Makefile", "README.md", "requirements.in", "requirements.txt",
               "requirements-build.in", "requirements-build.txt", "requirements-dev.in",
               "requirements-dev.txt")
@@ -148,19 +149,19 @@ def load_map(maps: Path, copies: list[Path], modules: list[str]
     return lines, tests
 
 
-def plan(mutant: Mutant, end_line: int, lines: dict[int, set[str]],
+def plan(mutant: Mutant, end_line: int, at_import: bool, lines: dict[int, set[str]],
          tests: dict[str, dict[str, object]]) -> Plan:
     own = config.MODULES[mutant.module]
     passing = {t for t, r in tests.items() if r.get("outcome") == "passed"}
     covering: set[str] = set()
-    for line in range(mutant.line, end_line + 1):
-        covering |= lines.get(line, set())
-    if not covering:
-        # A module-level line (a table, a constant) runs at import, outside any test: all
-        # tests that run any line of the module stand for it.
+    if at_import:
+        # A module-level line (a table, a set of states, a class body) runs once at import,
+        # before any test: every test that runs any line of the module depends on it.
         covering = set().union(*lines.values()) if lines else set()
-        if not any(t.startswith(own) for t in covering):
-            covering |= {t for t in passing if t.startswith(own)}
+        covering |= {t for t in passing if t.split("::")[0] in own}
+    else:
+        for line in range(mutant.line, end_line + 1):
+            covering |= lines.get(line, set())
     covering &= passing
 
     def seconds(t: str) -> float:
@@ -323,15 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     for module in modules:
         source = (ROOT / module).read_text()
         originals[module] = source
-        import ast
-
-        ends = {n.lineno: getattr(n, "end_lineno", n.lineno) for n in ast.walk(ast.parse(source))
+        tree = ast.parse(source)
+        ends = {n.lineno: getattr(n, "end_lineno", n.lineno) for n in ast.walk(tree)
                 if hasattr(n, "lineno")}
+        in_functions = {line for n in ast.walk(tree)
+                        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                        for line in range(n.body[0].lineno, n.end_lineno + 1)}
         for m in mutants(module, source):
             if args.survivors and previous.get(m.key, {}).get("status") not in ("survived", "no-tests",
                                                                                    "error", None):
                 continue
-            plans.append(plan(m, ends.get(m.line, m.line), lines[module], tests))
+            plans.append(plan(m, ends.get(m.line, m.line), m.line not in in_functions,
+                              lines[module], tests))
     print(f"mutants: {len(plans)} in {len(modules)} modules, {args.jobs} at a time", flush=True)
 
     _warm_imports()
