@@ -77,3 +77,18 @@ def test_rule_matching_and_count() -> None:
     with pytest.raises(ValueError):
         Rule("123")
     assert Rule.from_json({"code": "51", "kind": "preauth"}).to_json()["kind"] == "preauth"
+
+
+def test_settlement_messages_follow_only_rules_that_name_their_mti() -> None:
+    """A rule for any request never refuses a 0500 or 0320; one naming 0320 may, narrowed by
+    60.3 (201 an upload, 202/207 its end)."""
+    book = RuleBook()
+    book.add(Rule("05"))  # every financial request
+    book.add(Rule("96", mti="0320", network="207", count=1))
+    book.add(Rule("30", mti="0500"))
+    args = {"txn_kind": None, "amount": None, "pan": None, "tid": "10000001"}
+    assert book.decide(mti="0200", **args) == "05"
+    assert book.decide(mti="0320", network="201", **args) is None
+    assert book.decide(mti="0320", network="207", **args) == "96"
+    assert book.decide(mti="0320", network="207", **args) is None  # used up
+    assert book.decide(mti="0500", network="201", **args) == "30"

@@ -739,11 +739,25 @@ class AcquirerSimulator:
                                     orig_id=orig.id, reason=reason, response_code="00")
         return _Outcome(self._reply(msg, "00", ctx.mak, why), store=True)
 
+    def _refused_by_rule(self, ctx: _Ctx) -> _Outcome | None:
+        """A settlement or upload refused by a rule naming its MTI (and 60.3): not processed,
+        not remembered, so the terminal's resend of the same STAN is decided afresh."""
+        network = ctx.msg.fields.get("60", "")[8:11]
+        code = self.rules.decide(mti=ctx.msg.mti, txn_kind=None, amount=None, pan=None,
+                                 tid=ctx.tid, network=network)
+        if code is None or code == "00":
+            return None
+        return _Outcome(self._plain(ctx.msg, code, f"{ctx.msg.mti}/{network} refused by rule"),
+                        store=False)
+
     def _settlement(self, ctx: _Ctx) -> _Outcome:
         msg = ctx.msg
         if ctx.batch != ctx.current_batch:
             return _Outcome(self._reply(msg, "77", ctx.mak, "settlement of another batch"),
                             store=False)
+        refused = self._refused_by_rule(ctx)
+        if refused is not None:
+            return refused
         try:
             t_dom, _, t_for, _ = parse_settlement_field48(msg.fields.get("48", ""))
         except RemoteProtocolError as exc:
@@ -763,6 +777,9 @@ class AcquirerSimulator:
         msg = ctx.msg
         if ctx.batch != ctx.current_batch:
             return _Outcome(self._plain(msg, "77", "upload for another batch"), store=False)
+        refused = self._refused_by_rule(ctx)
+        if refused is not None:
+            return refused
         network_code = msg.fields.get("60", "")[8:11]
         field48 = msg.fields.get("48", "")
         if network_code == "201":

@@ -82,7 +82,7 @@ class ControlClient:
         self.request("clear_faults")
 
     def rule(self, **kw: Any) -> dict[str, Any]:
-        """Add a rule: code and any of kind, mti, amount, amount_mod100, pan, tid, count."""
+        """Add a rule: code and any of kind, mti, network, amount, amount_mod100, pan, tid, count."""
         return self.request("rule", **kw)["rule"]
 
     def clear_rules(self) -> None:
@@ -149,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("code", help="field 39, e.g. 51 (no funds), 05, 96")
     rule.add_argument("--kind", help="only this transaction kind")
     rule.add_argument("--mti", help="only this MTI")
+    rule.add_argument("--network", help="0320/0500 only: this 60.3 (201 upload, 202/207 end)")
     rule.add_argument("--amount", type=int, help="only this amount in fen")
     rule.add_argument("--count", type=int, default=-1, help="requests it answers (-1: until cleared)")
     sub.add_parser("clear", help="remove every fault and rule")
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                      "count": args.count, "seconds": args.seconds, "process": args.process}]
     elif args.command == "rule":
         requests = [{"cmd": "rule", "code": args.code, "kind": args.kind, "mti": args.mti,
-                     "amount": args.amount, "count": args.count}]
+                     "network": args.network, "amount": args.amount, "count": args.count}]
     elif args.command == "clear":
         requests = [{"cmd": "clear_faults"}, {"cmd": "clear_rules"}]
     elif args.command == "status":

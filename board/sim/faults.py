@@ -44,6 +44,9 @@ class FaultKind(StrEnum):
     REFUSE = "refuse"
 
 
+# Messages that follow only the rules naming their MTI (Rule).
+SETTLEMENT_MTIS: frozenset[str] = frozenset({"0320", "0500"})
+
 # Faults that stand in for the reply itself: only one of them can act on a message.
 REPLACING: frozenset[FaultKind] = frozenset(
     {FaultKind.DROP, FaultKind.CLOSE, FaultKind.GARBAGE}
@@ -115,11 +118,16 @@ class Rule:
     and reversals (an `mti="0400"` rule makes reversals fail, e.g. with "96").
     An approval rule (code "00") short-circuits the built-in declines but not the
     checks of original references (void/refund/completion) or MAC.
+
+    Settlement (0500) and batch upload (0320) follow only rules that name their MTI, so a
+    rule written for sales never refuses a settlement; `network` narrows them by 60.3 (201
+    an upload, 202/207 the upload end): add_rule("96", mti="0320", network="207").
     """
 
     code: str
     kind: str | None = None
     mti: str | None = None
+    network: str | None = None
     amount: int | None = None
     amount_mod100: int | None = None
     pan: str | None = None
@@ -134,10 +142,12 @@ class Rule:
         _check_kind(self.kind)
 
     def matches(self, *, mti: str, txn_kind: str | None, amount: int | None,
-                pan: str | None, tid: str) -> bool:
+                pan: str | None, tid: str, network: str | None = None) -> bool:
+        settlement = mti in SETTLEMENT_MTIS
         checks: list[bool] = [
             self.kind is None or self.kind == txn_kind,
-            self.mti is None or self.mti == mti,
+            self.mti == mti if settlement else self.mti is None or self.mti == mti,
+            self.network is None or self.network == network,
             self.amount is None or self.amount == amount,
             self.amount_mod100 is None or (amount is not None
                                            and amount % 100 == self.amount_mod100),
@@ -236,11 +246,12 @@ class RuleBook:
             return list(self._rules)
 
     def decide(self, *, mti: str, txn_kind: str | None, amount: int | None,
-               pan: str | None, tid: str) -> str | None:
+               pan: str | None, tid: str, network: str | None = None) -> str | None:
         """The code of the first matching rule (counted down), or None."""
         with self._lock:
             for rule in self._rules:
-                if rule.matches(mti=mti, txn_kind=txn_kind, amount=amount, pan=pan, tid=tid):
+                if rule.matches(mti=mti, txn_kind=txn_kind, amount=amount, pan=pan, tid=tid,
+                                network=network):
                     if rule.count > 0:
                         rule.count -= 1
                         if rule.count == 0:
