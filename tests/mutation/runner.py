@@ -356,6 +356,9 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
     running: dict[int, tuple[Plan, Path]] = {}
     free = list(copies)
     total, started = len(plans), time.monotonic()
+    # Every outcome as it comes, so a long run can be read (and survivors worked on) before
+    # it ends: `tail -f var/mutation/progress.jsonl`.
+    progress = (WORK / "progress.jsonl").open("w")
     while queue or running:
         while queue and free:
             p = queue.pop()
@@ -380,11 +383,14 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
         free.append(copy)
         data = json.loads((copy.parent / f"{copy.name}.outcome").read_text())
         outcomes.append(Outcome(**data))
+        progress.write(json.dumps(data, ensure_ascii=False) + "\n")
+        progress.flush()
         done = len(outcomes)
         if done % 25 == 0 or not queue:
             rate = (time.monotonic() - started) / done
             print(f"  {done}/{total} done, {rate:.1f} s each, about "
                   f"{rate * (total - done) / 60:.0f} min left", flush=True)
+    progress.close()
     return outcomes
 
 
