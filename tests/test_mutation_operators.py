@@ -75,3 +75,27 @@ def test_a_pragma_keeps_a_line_out() -> None:
     marked = SOURCE.replace('if code == "00" and tries < 3:',
                             'if code == "00" and tries < 3:  # pragma: no mutate')
     assert "== -> !=" not in _descriptions(marked)
+
+
+def test_a_table_is_spoken_for_by_the_lines_that_read_it(tmp_path) -> None:
+    """A mutant in a module-level table runs at import; its tests are those running its readers,
+    also through a second table built from the first."""
+    from tests.mutation.references import ReferenceIndex
+
+    pkg = tmp_path / "firmware"
+    pkg.mkdir()
+    (pkg / "codes.py").write_text(textwrap.dedent('''
+        _ROWS = [("00", "ok"), ("05", "no")]
+        CODES = dict(_ROWS)
+
+        class Kind:
+            SALE = "sale"
+
+        def lookup(code):
+            return CODES.get(code)
+    '''))
+    (pkg / "flow.py").write_text("def kind(k):\n    return k is Kind.SALE\n")
+    index = ReferenceIndex(tmp_path)
+    assert index.reading_lines("firmware/codes.py", 2) == {("firmware/codes.py", 9)}
+    assert index.reading_lines("firmware/codes.py", 6) == {("firmware/flow.py", 2)}
+    assert index.reading_lines("firmware/codes.py", 8) == set()  # a function line defines nothing

@@ -21,7 +21,7 @@ import coverage
 import pytest
 
 ENV_OUT = "MUTATION_MAP_OUT"  # folder the map stage writes into
-ENV_FILES = "MUTATION_MAP_FILES"  # os.pathsep-separated files to measure
+ENV_FILES = "MUTATION_MAP_FILES"  # os.pathsep-separated files (or patterns) to measure
 ENV_SUB_DATA = "MUTATION_SUB_DATA"  # where a subprocess of the running test writes
 
 
@@ -76,22 +76,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_MapPlugin(Path(out), files), "mutation-map")
 
 
-def load(out: Path, files: list[str], root: Path) -> tuple[dict[str, dict[int, set[str]]],
-                                                           dict[str, dict[str, object]]]:
-    """{module: {line: {node ids}}} and {node id: {"outcome", "seconds"}} from a map folder.
+def load(out: Path, root: Path) -> tuple[dict[str, dict[int, set[str]]],
+                                         dict[str, dict[str, object]]]:
+    """{file: {line: {node ids}}} and {node id: {"outcome", "seconds"}} from a map folder.
 
-    Modules are named relative to the repository; the measured copy lives at `root`."""
+    Files are named relative to the repository; the measured copy lives at `root`."""
     meta = json.loads((out / "tests.json").read_text())
-    lines: dict[str, dict[int, set[str]]] = {f: {} for f in files}
-    absolute = {str(root / f): f for f in files}
+    lines: dict[str, dict[int, set[str]]] = {}
+
+    def add(measured: str, line: int, node_ids: set[str]) -> None:
+        path = Path(measured)
+        if path.is_relative_to(root):
+            lines.setdefault(str(path.relative_to(root)), {}).setdefault(line, set()).update(node_ids)
+
     data = coverage.CoverageData(basename=str(out / "inproc.coverage"))
     data.read()
     for measured in data.measured_files():
-        module = absolute.get(measured)
-        if module is None:
-            continue
         for line, contexts in data.contexts_by_lineno(measured).items():
-            lines[module].setdefault(line, set()).update(c for c in contexts if c)
+            add(measured, line, {c for c in contexts if c})
     tags: dict[str, str] = meta["subprocess_tags"]
     for path in (out / "sub").glob("t*"):
         node_id = tags.get(path.name.split(".")[0])
@@ -100,8 +102,6 @@ def load(out: Path, files: list[str], root: Path) -> tuple[dict[str, dict[int, s
         sub = coverage.CoverageData(basename=str(path))
         sub.read()
         for measured in sub.measured_files():
-            module = absolute.get(measured)
-            if module is not None:
-                for line in sub.lines(measured) or ():
-                    lines[module].setdefault(line, set()).add(node_id)
+            for line in sub.lines(measured) or ():
+                add(measured, line, {node_id})
     return lines, meta["results"]

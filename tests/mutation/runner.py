@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tests.mutation import config
 from tests.mutation.operators import Mutant, diff, mutants
+from tests.mutation.references import ReferenceIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "var" / "mutation"
@@ -97,7 +98,7 @@ def _test_files() -> list[str]:
     return [f for f in files if not f.startswith(config.MAP_EXCLUDE)]
 
 
-def build_map(copies: list[Path], modules: list[str]) -> Path:
+def build_map(copies: list[Path]) -> Path:
     """Run the suite under the coverage map, split over the copies; reuse a fresh one."""
     digest = _source_digest()
     maps = WORK / "map"
@@ -120,7 +121,7 @@ def build_map(copies: list[Path], modules: list[str]) -> Path:
         out = maps / f"part{i}"
         out.mkdir(parents=True)
         env = dict(os.environ, MUTATION_MAP_OUT=str(out),
-                   MUTATION_MAP_FILES=os.pathsep.join(str(copy / m) for m in modules))
+                   MUTATION_MAP_FILES=str(copy / "firmware" / "*"))
         log = open(out / "pytest.log", "w")  # noqa: SIM115 (closed when the child ends)
         procs.append((subprocess.Popen(
             [str(copy / ".venv/bin/python"), "-m", "pytest", "-p", "tests.mutation.coverage_map",
@@ -134,34 +135,38 @@ def build_map(copies: list[Path], modules: list[str]) -> Path:
     return maps
 
 
-def load_map(maps: Path, copies: list[Path], modules: list[str]
+def load_map(maps: Path, copies: list[Path]
              ) -> tuple[dict[str, dict[int, set[str]]], dict[str, dict[str, object]]]:
+    """{file: {line: {node ids}}} over every firmware file, and each test's outcome and time."""
     from tests.mutation import coverage_map
 
-    lines: dict[str, dict[int, set[str]]] = {m: {} for m in modules}
+    lines: dict[str, dict[int, set[str]]] = {}
     tests: dict[str, dict[str, object]] = {}
     for i, copy in enumerate(copies):
-        part_lines, part_tests = coverage_map.load(maps / f"part{i}", modules, copy)
+        part_lines, part_tests = coverage_map.load(maps / f"part{i}", copy)
         tests.update(part_tests)
         for module, by_line in part_lines.items():
             for line, ids in by_line.items():
-                lines[module].setdefault(line, set()).update(ids)
+                lines.setdefault(module, {}).setdefault(line, set()).update(ids)
     return lines, tests
 
 
-def plan(mutant: Mutant, end_line: int, at_import: bool, lines: dict[int, set[str]],
-         tests: dict[str, dict[str, object]]) -> Plan:
+def plan(mutant: Mutant, end_line: int, at_import: bool, lines: dict[str, dict[int, set[str]]],
+         tests: dict[str, dict[str, object]], refs: ReferenceIndex) -> Plan:
     own = config.MODULES[mutant.module]
     passing = {t for t, r in tests.items() if r.get("outcome") == "passed"}
     covering: set[str] = set()
     if at_import:
-        # A module-level line (a table, a set of states, a class body) runs once at import,
-        # before any test: every test that runs any line of the module depends on it.
-        covering = set().union(*lines.values()) if lines else set()
-        covering |= {t for t in passing if t.split("::")[0] in own}
+        # A module-level line (a table, a set of states, an enum member) runs once at import,
+        # before any test: the tests that depend on it are those that run a line reading it.
+        for line in range(mutant.line, end_line + 1):
+            for module, reading in refs.reading_lines(mutant.module, line):
+                covering |= lines.get(module, {}).get(reading, set())
+        if not covering:
+            covering = set().union(*lines.get(mutant.module, {}).values())
     else:
         for line in range(mutant.line, end_line + 1):
-            covering |= lines.get(line, set())
+            covering |= lines.get(mutant.module, {}).get(line, set())
     covering &= passing
 
     def seconds(t: str) -> float:
@@ -306,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not a money module: {', '.join(unknown)} (see tests/mutation/config.py)")
     WORK.mkdir(parents=True, exist_ok=True)
     copies = [WORK / f"copy{i}" for i in range(args.jobs)]
-    all_modules = list(config.MODULES)
     for copy in copies:
         _copy_tree(copy)
-    maps = build_map(copies, all_modules)
-    lines, tests = load_map(maps, copies, all_modules)
+    maps = build_map(copies)
+    lines, tests = load_map(maps, copies)
+    refs = ReferenceIndex(ROOT)
     failing = sorted(t for t, r in tests.items() if r.get("outcome") == "failed")
     if failing:
         print(f"map: {len(failing)} tests failed without any mutant and are left out:", *failing,
@@ -335,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    "error", None):
                 continue
             plans.append(plan(m, ends.get(m.line, m.line), m.line not in in_functions,
-                              lines[module], tests))
+                              lines, tests, refs))
     print(f"mutants: {len(plans)} in {len(modules)} modules, {args.jobs} at a time", flush=True)
 
     _warm_imports()
@@ -355,6 +360,7 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
     outcomes: list[Outcome] = []
     running: dict[int, tuple[Plan, Path]] = {}
     free = list(copies)
+    kills: dict[str, dict[str, int]] = {}  # module -> test -> mutants it killed so far
     total, started = len(plans), time.monotonic()
     # Every outcome as it comes, so a long run can be read (and survivors worked on) before
     # it ends: `tail -f var/mutation/progress.jsonl`.
@@ -366,6 +372,7 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
                 outcomes.append(Outcome(p.mutant.key, p.mutant.module, "equivalent",
                                         note=equivalent[p.mutant.key]))
                 continue
+            _order_by_kills(p, kills.get(p.mutant.module, {}), tests)
             copy = free.pop()
             pid = os.fork()
             if pid == 0:
@@ -383,6 +390,9 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
         free.append(copy)
         data = json.loads((copy.parent / f"{copy.name}.outcome").read_text())
         outcomes.append(Outcome(**data))
+        if data["status"] == "killed" and data["killer"]:
+            by_test = kills.setdefault(data["module"], {})
+            by_test[data["killer"]] = by_test.get(data["killer"], 0) + 1
         progress.write(json.dumps(data, ensure_ascii=False) + "\n")
         progress.flush()
         done = len(outcomes)
@@ -392,6 +402,16 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
                   f"{rate * (total - done) / 60:.0f} min left", flush=True)
     progress.close()
     return outcomes
+
+
+def _order_by_kills(p: Plan, kills: dict[str, int], tests: dict[str, dict[str, object]]) -> None:
+    """Within each tier, the tests that killed most of this module's mutants so far go first,
+    then the fastest: a mutant is usually killed by a test that killed its neighbours."""
+    def rank(t: str) -> tuple[int, float]:
+        return -kills.get(t, 0), float(tests[t].get("seconds", 1.0))
+
+    p.tier1.sort(key=rank)
+    p.tier2.sort(key=rank)
 
 
 def report(results: dict[str, dict[str, object]], modules: list[str], originals: dict[str, str],
