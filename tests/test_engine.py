@@ -108,3 +108,66 @@ def test_void_needs_the_supervisor_and_names_its_original():
                                          orig_stan="000002")))
     approved = flow.handle(ev.ReplyReceived(Message("0210", {"39": "00"})))
     assert approved[0].void_of == 5
+
+
+# -- the failed results: nothing moved, and the words say why ----------------------------------
+
+REFUND_OF = OriginalRef(amount=1000, rrn="123456789012", date="1120")
+
+
+def drive_to_write(flow: FinancialFlow) -> None:
+    """Up to the WritePending of a sale (card) or an outside-reference refund (supervisor, card)."""
+    actions = flow.start()
+    if isinstance(actions[0], ev.AskAuthorisation):
+        actions = flow.handle(ev.Authorised(True))
+    assert isinstance(actions[0], ev.AskCard), actions
+    actions = flow.handle(ev.CardPresented(CARD))
+    assert isinstance(actions[0], ev.WritePending), actions
+
+
+@pytest.mark.parametrize(("kind", "event", "state"), [
+    (TxnKind.SALE, TxnEvent.NOT_SENT, TxnState.FAILED),
+    (TxnKind.REFUND, TxnEvent.QUARANTINE, TxnState.QUARANTINED),
+])
+def test_a_request_the_wire_cannot_carry_after_the_write_is_never_sent(kind, event, state):
+    """The request is built once before the write; if the written record still cannot be sent
+    (a counter the journal allocated is broken: a 7-digit STAN), nothing leaves the terminal.
+    A sale ends NOT_SENT (FAILED: no money moved, nothing to reverse); a refund advice, which the
+    host is owed, is QUARANTINED for the supervisor. The till is told "failed, cannot_send" with
+    the reason in words."""
+    flow = FinancialFlow(TxnRequest(kind, 1000, original=REFUND_OF if kind is TxnKind.REFUND
+                                    else None), CTX)
+    drive_to_write(flow)
+    actions = flow.handle(ev.PendingWritten(record(kind=kind, stan="1234567", orig_rrn="123456789012",
+                                                   orig_date="1120")))
+    assert not any(isinstance(a, ev.SendRequest) for a in actions)
+    assert len(actions) == 1 and actions[0].event is event
+    assert "STAN" in actions[0].problem
+    final = flow.handle(ev.OutcomeWritten(record(state, kind=kind)))
+    result = final[-1].result
+    assert (result.status, result.message_key) == ("failed", "cannot_send")
+    assert "STAN (field 11) must be 6 digits" in result.detail
+
+
+def test_a_balance_enquiry_whose_reply_is_lost_fails_and_is_never_reversed():
+    """An enquiry moves no money: a lost reply ends it FAILED (LOSE_ENQUIRY_REPLY, no reversal
+    reason), and the till is told "failed, no_reply" with why."""
+    flow = FinancialFlow(TxnRequest(TxnKind.BALANCE), CTX)
+    actions = drive_to_send(flow)
+    assert isinstance(actions[0], ev.SendRequest)
+    actions = flow.handle(ev.ReplyLost("timeout"))
+    assert actions == [ev.WriteOutcome(1, TxnEvent.LOSE_ENQUIRY_REPLY)]
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.FAILED, kind=TxnKind.BALANCE)))
+    result = final[-1].result
+    assert (result.status, result.message_key, result.detail) == ("failed", "no_reply", "timeout")
+
+
+def test_cancel_while_the_outcome_is_being_written_changes_nothing():
+    """Once the reply is being made durable, CANCEL does nothing: the approval is reported as
+    it is (no reversal, no second outcome)."""
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    flow.handle(ev.ReplyReceived(Message("0210", {"39": "00", "37": "123456789012"})))
+    assert flow.handle(ev.Cancel()) == []
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.APPROVED)))
+    assert final[-1].result.status == "approved"
