@@ -10,7 +10,7 @@ import logging
 from ecrkit import Link, ecr_terminal
 from helpers import TID, TerminalProcess, run
 
-from firmware.ecr.protocol import encode_response
+from firmware.ecr.protocol import UNENCODABLE, encode_response
 
 NESTED = b"[" * 1500 + b"]" * 1500
 
@@ -57,6 +57,31 @@ def test_a_reply_that_cannot_be_encoded_falls_back_to_one_safe_line():
     assert reply["id"] is None and "could not be echoed" in reply["id_note"]
     assert (reply["ok"], reply["result"], reply["voucher"]) == (True, "approved", "000007")
     assert reply["detail"].startswith("caf") and reply["ratio"] is None
+
+
+def test_lists_in_a_reply_are_scrubbed_item_by_item_and_keep_their_order():
+    """A reply whose lists (receipt lines, a job list) hold text that cannot be encoded is sent
+    with each item made valid, in order, nested lists included: nothing is dropped."""
+    line = encode_response({"ok": True, "lines": ["caf\udce9", "total 10.00", ("b\ud800", 7)]})
+    reply = json.loads(line.decode("utf-8"))
+    assert reply["ok"] is True
+    lines = reply["lines"]
+    assert [type(x) for x in lines] == [str, str, list]
+    assert lines[0].startswith("caf") and lines[1] == "total 10.00"
+    assert lines[2][0].startswith("b") and lines[2][1] == 7
+
+
+def test_a_reply_nothing_can_encode_is_the_fixed_line_that_says_the_request_may_have_run():
+    """When even the scrubbed reply cannot be encoded (a list that holds itself), the till still
+    gets exactly one line: the fixed "failed" reply telling it to check last and status, since
+    the request may have run."""
+    loop: list = []
+    loop.append(loop)
+    line = encode_response({"id": 4, "ok": True, "result": "approved", "lines": loop})
+    assert line == UNENCODABLE
+    reply = json.loads(line.decode("utf-8"))
+    assert (reply["ok"], reply["result"]) == (False, "failed")
+    assert "check last and status" in reply["message"]
 
 
 def test_a_reply_the_link_cannot_encode_still_reaches_the_till(data_dir, sim):

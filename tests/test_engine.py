@@ -1,7 +1,9 @@
 """The engine without any I/O: feed events, read actions, with a fixed clock.
 
 Proves the write-ahead order (nothing is sent before PendingWritten), that CANCEL
-before the write leaves no record, and the reversal reason for each lost reply.
+before the write leaves no record, the reversal reason for each lost reply, the "failed"
+results (never sent, enquiry unanswered), a 0510 that settles nothing, and each local
+refusal's key and words.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import pytest
 from firmware.engine import events as ev
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest
+from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
-from firmware.host.messages import Message, Terminal, TxnKind
+from firmware.engine.validation import Limits, check_card, check_original
+from firmware.host.messages import Message, SideTotals, Terminal, TxnKind, settlement_field48
 
 NOW = datetime(2026, 11, 22, 10, 30, 0)
 CTX = FlowContext(term=Terminal("12345678", "123456789012345"), batch="000001", now=NOW,
@@ -108,3 +112,144 @@ def test_void_needs_the_supervisor_and_names_its_original():
                                          orig_stan="000002")))
     approved = flow.handle(ev.ReplyReceived(Message("0210", {"39": "00"})))
     assert approved[0].void_of == 5
+
+
+# -- the failed results: nothing moved, and the words say why ----------------------------------
+
+REFUND_OF = OriginalRef(amount=1000, rrn="123456789012", date="1120")
+
+
+def drive_to_write(flow: FinancialFlow) -> None:
+    """Up to the WritePending of a sale (card) or an outside-reference refund (supervisor, card)."""
+    actions = flow.start()
+    if isinstance(actions[0], ev.AskAuthorisation):
+        actions = flow.handle(ev.Authorised(True))
+    assert isinstance(actions[0], ev.AskCard), actions
+    actions = flow.handle(ev.CardPresented(CARD))
+    assert isinstance(actions[0], ev.WritePending), actions
+
+
+@pytest.mark.parametrize(("kind", "event", "state"), [
+    (TxnKind.SALE, TxnEvent.NOT_SENT, TxnState.FAILED),
+    (TxnKind.REFUND, TxnEvent.QUARANTINE, TxnState.QUARANTINED),
+])
+def test_a_request_the_wire_cannot_carry_after_the_write_is_never_sent(kind, event, state):
+    """The request is built once before the write; if the written record still cannot be sent
+    (a counter the journal allocated is broken: a 7-digit STAN), nothing leaves the terminal.
+    A sale ends NOT_SENT (FAILED: no money moved, nothing to reverse); a refund advice, which the
+    host is owed, is QUARANTINED for the supervisor. The till is told "failed, cannot_send" with
+    the reason in words."""
+    flow = FinancialFlow(TxnRequest(kind, 1000, original=REFUND_OF if kind is TxnKind.REFUND
+                                    else None), CTX)
+    drive_to_write(flow)
+    actions = flow.handle(ev.PendingWritten(record(kind=kind, stan="1234567", orig_rrn="123456789012",
+                                                   orig_date="1120")))
+    assert not any(isinstance(a, ev.SendRequest) for a in actions)
+    assert len(actions) == 1 and actions[0].event is event
+    assert "STAN" in actions[0].problem
+    final = flow.handle(ev.OutcomeWritten(record(state, kind=kind)))
+    result = final[-1].result
+    assert (result.status, result.message_key) == ("failed", "cannot_send")
+    assert "STAN (field 11) must be 6 digits" in result.detail
+
+
+def test_a_balance_enquiry_whose_reply_is_lost_fails_and_is_never_reversed():
+    """An enquiry moves no money: a lost reply ends it FAILED (LOSE_ENQUIRY_REPLY, no reversal
+    reason), and the till is told "failed, no_reply" with why."""
+    flow = FinancialFlow(TxnRequest(TxnKind.BALANCE), CTX)
+    actions = drive_to_send(flow)
+    assert isinstance(actions[0], ev.SendRequest)
+    actions = flow.handle(ev.ReplyLost("timeout"))
+    assert actions == [ev.WriteOutcome(1, TxnEvent.LOSE_ENQUIRY_REPLY)]
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.FAILED, kind=TxnKind.BALANCE)))
+    result = final[-1].result
+    assert (result.status, result.message_key, result.detail) == ("failed", "no_reply", "timeout")
+
+
+def test_cancel_while_the_outcome_is_being_written_changes_nothing():
+    """Once the reply is being made durable, CANCEL does nothing: the approval is reported as
+    it is (no reversal, no second outcome)."""
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    flow.handle(ev.ReplyReceived(Message("0210", {"39": "00", "37": "123456789012"})))
+    assert flow.handle(ev.Cancel()) == []
+    final = flow.handle(ev.OutcomeWritten(record(TxnState.APPROVED)))
+    assert final[-1].result.status == "approved"
+
+
+# -- settlement: a 0510 that settles nothing ----------------------------------------------------
+
+DOMESTIC, FOREIGN = SideTotals(5000, 2, 1000, 1), SideTotals(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(("fields", "why"), [
+    ({"39": "05", "48": settlement_field48(DOMESTIC, FOREIGN)}, "host refused the settlement (05)"),
+    ({"39": "00", "48": "12345"}, "settlement reply unreadable: "),
+])
+def test_a_refused_or_unreadable_settlement_reply_abandons_the_settlement(fields, why):
+    """A 0510 that is not 00, or whose field 48 cannot be read, settles nothing: the row is
+    abandoned with the reason in words (the batch stays open, settlement may start again), no
+    upload or upload end follows, and the operator is told "failed, settlement_no_reply"."""
+    flow = SettlementFlow(CTX.term, "000001", "01", "156", 5.0, DOMESTIC, FOREIGN)
+    assert flow.start() == [ev.AllocateStan()]
+    flow.handle(ev.StanAllocated("000010"))
+    sent = flow.handle(ev.SettlementBegun(7))
+    assert isinstance(sent[0], ev.SendRequest) and sent[0].message.mti == "0500"
+    actions = flow.handle(ev.ReplyReceived(Message("0510", fields)))
+    assert len(actions) == 1 and isinstance(actions[0], ev.AbandonSettlement)
+    assert actions[0].settlement_id == 7 and actions[0].reason.startswith(why)
+    final = flow.handle(ev.Done())
+    assert len(final) == 1 and isinstance(final[0], ev.Finish)
+    result = final[0].result
+    assert (result.status, result.message_key, result.detail) == (
+        "failed", "settlement_no_reply", actions[0].reason)
+
+
+# -- local refusals: each one's key and words ---------------------------------------------------
+
+PREAUTH = OriginalRef(record_id=3, kind=TxnKind.PREAUTH, state=TxnState.APPROVED, amount=1000,
+                      batch="000001", trace="000002", rrn="123456789012", auth_code="AB12CD",
+                      date="1122", pan="6225880000000001")
+
+
+@pytest.mark.parametrize("expiry", ["3013", "30A1", "301", "3000"])
+def test_a_card_whose_expiry_cannot_be_read_is_refused_as_invalid(expiry):
+    """An expiry that is not YYMM with a real month is refused "card_invalid" in words; it is
+    never compared as if it were a date."""
+    card = CardRead("swipe", CARD.pan, expiry, "101", CARD.track2)
+    refusal = check_card(card, "2611", Limits())
+    assert refusal is not None
+    assert (refusal.key, refusal.detail) == ("card_invalid", "the card's expiry date cannot be read")
+
+
+@pytest.mark.parametrize("kind", [TxnKind.VOID, TxnKind.REFUND, TxnKind.COMPLETION,
+                                  TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID])
+def test_a_follow_up_without_its_original_is_refused(kind):
+    """A void, refund or completion that names no original is refused before anything is
+    written: "original_not_found", "no original transaction was given"."""
+    refusal = check_original(TxnRequest(kind, 1000), "000001")
+    assert refusal is not None
+    assert (refusal.key, refusal.detail) == ("original_not_found",
+                                             "no original transaction was given")
+
+
+def test_a_completion_over_the_preauthorised_amount_is_refused_and_up_to_it_is_not():
+    """A completion may take at most what was pre-authorised: 1 fen over is refused
+    "completion_over_preauth"; the whole amount is allowed."""
+    refusal = check_original(TxnRequest(TxnKind.COMPLETION, 1001, original=PREAUTH), "000001")
+    assert refusal is not None
+    assert (refusal.key, refusal.detail) == ("completion_over_preauth",
+                                             "the completion exceeds the pre-authorised amount")
+    assert check_original(TxnRequest(TxnKind.COMPLETION, 1000, original=PREAUTH), "000001") is None
+
+
+@pytest.mark.parametrize(("what", "value"), [("batch", "12345"), ("batch", "00000A"),
+                                             ("trace", "1234567"), ("trace", "")])
+def test_a_refund_naming_a_batch_or_trace_that_is_not_6_digits_is_refused(what, value):
+    """A refund's original batch and trace travel in 61.1 and 61.2 as 6 digits: anything else
+    is refused "original_not_found" naming the field, before anything is written."""
+    original = OriginalRef(amount=1000, rrn="123456789012", date="1120", **{what: value})
+    refusal = check_original(TxnRequest(TxnKind.REFUND, 500, original=original), "000001")
+    assert refusal is not None
+    assert (refusal.key, refusal.detail) == ("original_not_found",
+                                             f"the original {what} must be 6 digits")

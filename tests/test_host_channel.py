@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode, verify_mac
-from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply
+from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
 from firmware.host.framing import Header, read_frame
 from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
 from firmware.host.messages import (
@@ -467,3 +468,94 @@ def test_sign_on_required_signals(code: str, processing: str, required: bool) ->
         return link
 
     assert run(test).sign_on_required is required
+
+
+def reset(w: asyncio.StreamWriter) -> None:
+    """Drop the connection as a crashed host or a middlebox does: an RST, not a FIN."""
+    w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack("ii", 1, 0))
+    w.transport.abort()
+
+
+def test_a_send_that_fails_is_a_lost_link_and_the_connection_is_dropped() -> None:
+    """The host resets the connection while the request is still being written (it reads
+    nothing of a frame too big for the socket buffers): the request is NoReply(LINK) "send
+    failed", so the caller reverses as for any lost link, and the channel keeps nothing of the
+    dead connection (no writer, no reader task): the next exchange dials afresh."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readexactly(1)  # the frame is arriving; the rest stays unread in the buffers
+        reset(w)
+
+    async def test() -> None:
+        server, channel, _ = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await channel.exchange(b"\x00\x01" + bytes(32 << 20), lambda d: True, timeout=5)
+        assert info.value.reason == NoReply.LINK
+        assert info.value.detail.startswith("send failed")
+        assert not channel.connected
+        # The dead connection was let go of at once, not left to the next exchange to find.
+        assert channel._writer is None and channel._reader_task is None
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_a_connection_reset_while_waiting_for_the_reply_is_a_lost_link() -> None:
+    """The host takes the request, then the connection is reset: the waiting request ends at
+    once as NoReply(LINK) "connection lost" (the reversal path), not after its timeout and
+    never as a malformed reply."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await receive(r)
+        reset(w)
+
+    async def test() -> None:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(sale(), mac=True, timeout=5)
+        assert info.value.reason == NoReply.LINK
+        assert info.value.detail.startswith("connection lost")
+        assert not channel.connected
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_a_reply_matcher_that_raises_ends_the_request_with_its_error() -> None:
+    """If deciding whether a reply answers the request fails, the request ends at once with that
+    error (the caller treats it as no usable reply) instead of waiting out its timeout; the
+    reader carries on."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r)))
+        await r.read()
+
+    def faulty(d: object) -> bool:
+        raise ValueError("matcher broke")
+
+    async def test() -> None:
+        server, channel, _ = await linked(script)
+        with pytest.raises(ValueError, match="matcher broke"):
+            await channel.exchange(encode(sale(), KEYS.mak), faulty, timeout=5)
+        assert channel.connected
+        await finish(server, channel)
+
+    run(test)
+
+
+def test_an_approved_sign_on_without_working_keys_is_an_error_naming_field_62() -> None:
+    """A sign-on reply that approves (00) but carries no field 62 installs nothing: the error
+    names field 62, the previous keys stay and a sign-on is still required."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        w.write(encode(response_for(req, "00", {"37": "000000000002", "60": "00000042003"})))
+        await r.read()
+
+    async def test() -> HostLink:
+        server, channel, link = await linked(script)
+        with pytest.raises(RemoteProtocolError, match="no working keys") as info:
+            await link.sign_on("000001", "000001", "01", timeout=2)
+        assert info.value.field == "62"
+        await finish(server, channel)
+        return link
+
+    link = run(test)
+    assert link.keys == KEYS and link.sign_on_required

@@ -138,3 +138,27 @@ def test_adopt_batch_only_while_the_batch_is_empty(journal):
     assert journal.adopt_batch("000042") and journal.current_batch() == "000042"
     journal.begin(draft())
     assert not journal.adopt_batch("000050") and journal.current_batch() == "000042"
+
+
+@pytest.mark.parametrize("host_batch", ["", "00004", "0000042", "00004A", "000001"])
+def test_a_host_batch_that_is_not_6_digits_or_already_current_changes_nothing(journal, host_batch):
+    """Sign-on's 60.2 is adopted only when it is a 6-digit batch other than the current one:
+    a short, long or non-digit one (a malformed reply), or the batch the terminal already has,
+    writes nothing (no audit line, the counter as it was) and adopt_batch answers False, not
+    something merely falsy."""
+    before = journal.audit_lines()
+    assert journal.adopt_batch(host_batch) is False
+    assert journal.current_batch() == "000001" and journal.audit_lines() == before
+    assert journal.adopt_batch("000042") is True and journal.current_batch() == "000042"
+
+
+def test_a_settlement_balanced_on_both_sides_has_nothing_to_upload(journal):
+    """Only an unbalanced side's records are uploaded: with both sides balanced the upload list
+    is empty (a list, so the settlement goes straight to the upload end)."""
+    rec = journal.begin(draft())
+    journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00", rrn="000000000001", auth_code="1"))
+    domestic, foreign = journal.totals()
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
+                                   foreign)
+    journal.record_settlement_reply(sid, "1", "1")
+    assert journal.upload_items(sid, 50) == []

@@ -10,6 +10,8 @@ import pytest
 from firmware.engine.model import HostResult, PendingDraft
 from firmware.engine.states import IllegalTransition, TxnEvent
 from firmware.host.messages import TxnKind
+from firmware.journal.errors import JournalError
+from firmware.journal.held import HeldOrders
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
@@ -172,3 +174,71 @@ def test_reprint_last_finds_the_newest_receipt(journal):
     assert journal.last_receipt_txn().id == second
     job = journal.enqueue_print(JobKind.RECEIPT, BOTH, txn_id=first, reprint=True, title="sale 1")
     assert job.marked_reprint and journal.last_receipt_txn().id == first
+
+
+def power_loss(journal: Journal, tmp_path) -> Journal:
+    """Close the journal's file as a power loss leaves it and open it again (the restart)."""
+    journal.close()
+    return Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
+
+
+@pytest.mark.parametrize(("printed_any", "copies_done", "on_paper"), [
+    (True, 0, CopyKind.MERCHANT),  # the merchant copy half printed
+    (False, 1, CopyKind.MERCHANT),  # the merchant copy done, the cardholder's not begun
+    (True, 1, CopyKind.CARDHOLDER),  # the cardholder copy half printed
+])
+def test_a_cancel_under_way_at_a_power_loss_with_paper_used_ends_with_one_void_slip(
+        journal, tmp_path, printed_any, copies_done, on_paper):
+    """CANCEL came while a copy was printing (it was to finish, then a VOID slip), and the power
+    went. At start-up the job is CANCELLED, never re-printed, and exactly one VOID slip is
+    queued for the copy that is on paper; the recovery report counts it."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING, printed_any=printed_any,
+                             copies_done=copies_done)
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.AFTER_CURRENT_COPY
+    j = power_loss(journal, tmp_path)
+    report = j.recover_prints()
+    assert (report.cancelled_with_void_slip, report.requeued_for_confirm,
+            report.still_queued) == (1, 0, 0)
+    assert j.print_job(job.id).state is PrintState.CANCELLED
+    slips = [x for x in j.print_jobs(open_only=False) if x.kind is JobKind.VOID_SLIP]
+    assert len(slips) == 1
+    assert (slips[0].voids_job, slips[0].copies, slips[0].state) == (
+        job.id, (on_paper,), PrintState.QUEUED)
+    j.close()
+
+
+def test_a_cancel_under_way_at_a_power_loss_with_no_paper_used_is_dropped_without_a_slip(
+        journal, tmp_path):
+    """CANCEL came as the first copy started, before any line reached the paper, and the power
+    went. At start-up the job is CANCELLED with no VOID slip (there is nothing to void) and it
+    is neither re-queued nor counted as voided."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING)
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.AFTER_CURRENT_COPY
+    j = power_loss(journal, tmp_path)
+    report = j.recover_prints()
+    assert (report.cancelled_with_void_slip, report.requeued_for_confirm,
+            report.still_queued) == (0, 0, 0)
+    assert j.print_job(job.id).state is PrintState.CANCELLED
+    assert [x.kind for x in j.print_jobs(open_only=False)] == [JobKind.RECEIPT]
+    j.close()
+
+
+def test_a_held_order_trail_is_queued_once_for_the_merchant_and_audited(journal):
+    """The trail of a held order is one merchant copy naming the order, queued and audited in
+    the same commit; asking for an order that does not exist is refused and queues nothing."""
+    order = HeldOrders(journal).park(1000, "T1", "", "01", "156")
+    before = journal.audit_lines()
+    with pytest.raises(JournalError, match=f"no held order {order.id + 1}"):
+        journal.enqueue_held_trail(order.id + 1, "01")
+    assert journal.print_jobs(open_only=False) == [] and journal.audit_lines() == before
+    job = journal.enqueue_held_trail(order.id, "01")
+    assert job == journal.print_jobs()[0]
+    assert (job.kind, job.copies, job.held_order_id, job.state) == (
+        JobKind.HELD_TRAIL, (CopyKind.MERCHANT,), order.id, PrintState.QUEUED)
+    title = f"held order {order.id} trail"
+    assert job.title == title
+    assert journal.audit_lines(1)[0][1:] == ("01", "held trail", title, "queued")

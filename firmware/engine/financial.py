@@ -171,10 +171,6 @@ class FinancialFlow:
             return self._on_cancel()
         return self._handlers[self.step](event)
 
-    @property
-    def money_may_have_moved(self) -> bool:
-        return self.step in (Step.AWAIT_REPLY, Step.WRITE_OUTCOME)
-
     # -- steps ----------------------------------------------------------------
 
     def _on_authorise(self, event: object) -> list[ev.Action]:
