@@ -2,9 +2,8 @@
 
 Theory of operation: the journal row is the cursor. REQUESTED means the 0500
 left but its reply was never recorded: the host changed nothing we rely on,
-so the row is abandoned and settlement may simply start again. The operator
-walks away at the review, before settlement is asked for; from then on it takes
-no CANCEL (the app drives it without one, docs/cancel-semantics.md). A lost
+so the row is abandoned and settlement may simply start again. From the
+recorded reply on (UPLOADING, ENDING) the operator cannot cancel; a lost
 link or power loss resumes at the step reached, uploaded records are flagged
 so a restart never sends them twice, and the batch number advances only when
 the upload-end reply has been recorded.
@@ -80,6 +79,11 @@ class SettlementFlow:
             (resume.result_domestic or "", resume.result_foreign or "") if resume else None
         )
 
+    @property
+    def cancellable(self) -> bool:
+        """Only before the 0500 leaves may the operator walk away."""
+        return self.step in (SStep.STAN_FOR_REQUEST, SStep.BEGIN)
+
     def start(self) -> list[ev.Action]:
         if self.row is not None and self.row.state == "UPLOADING":
             return self._load()
@@ -90,6 +94,11 @@ class SettlementFlow:
 
     def handle(self, event: object) -> list[ev.Action]:
         step = self.step
+        if isinstance(event, ev.Cancel):
+            if self.cancellable:
+                self.step = SStep.DONE
+                return [ev.Finish(TxnResult("cancelled", "cancelled", detail="settlement not sent"))]
+            return []  # once the 0500 is out, settlement runs to its end
         if step is SStep.STAN_FOR_REQUEST:
             assert isinstance(event, ev.StanAllocated)
             self.stan = event.stan
