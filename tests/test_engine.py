@@ -205,6 +205,39 @@ def test_a_refused_or_unreadable_settlement_reply_abandons_the_settlement(fields
         "failed", "settlement_no_reply", actions[0].reason)
 
 
+def test_cancel_before_the_0500_leaves_ends_the_settlement_with_nothing_sent():
+    """Settlement's own cancel rule (the app asks at the review, before this flow starts, but
+    the engine keeps the contract): CANCEL while the STAN or the journal row is being taken
+    ends it "cancelled, settlement not sent", and nothing more is asked for."""
+    for steps in ([], [ev.StanAllocated("000010")]):
+        flow = SettlementFlow(CTX.term, "000001", "01", "156", 5.0, DOMESTIC, FOREIGN)
+        flow.start()
+        for event in steps:
+            assert not any(isinstance(a, ev.SendRequest) for a in flow.handle(event))
+        assert flow.cancellable
+        actions = flow.handle(ev.Cancel())
+        assert len(actions) == 1 and isinstance(actions[0], ev.Finish)
+        result = actions[0].result
+        assert (result.status, result.message_key, result.detail) == (
+            "cancelled", "cancelled", "settlement not sent")
+
+
+def test_cancel_after_the_0500_left_changes_nothing_settlement_runs_to_its_end():
+    """Once the 0500 is on the wire the host may have closed the batch: CANCEL is ignored and
+    the reply is still recorded."""
+    flow = SettlementFlow(CTX.term, "000001", "01", "156", 5.0, DOMESTIC, FOREIGN)
+    flow.start()
+    flow.handle(ev.StanAllocated("000010"))
+    sent = flow.handle(ev.SettlementBegun(7))
+    assert isinstance(sent[0], ev.SendRequest) and sent[0].message.mti == "0500"
+    assert not flow.cancellable
+    assert flow.handle(ev.Cancel()) == []
+    reply = Message("0510", {"39": "00", "48": settlement_field48(DOMESTIC, FOREIGN)})
+    after = flow.handle(ev.ReplyReceived(reply))
+    assert after and not any(isinstance(a, ev.Finish) and a.result.status == "cancelled"
+                             for a in after)
+
+
 # -- local refusals: each one's key and words ---------------------------------------------------
 
 PREAUTH = OriginalRef(record_id=3, kind=TxnKind.PREAUTH, state=TxnState.APPROVED, amount=1000,

@@ -17,13 +17,14 @@ MODULES: dict[str, tuple[str, ...]] = {
                                  "tests/test_decline_codes.py"),
     "firmware/engine/validation.py": ("tests/test_engine.py", "tests/test_money_rules.py"),
     "firmware/journal/store.py": ("tests/test_journal.py", "tests/test_state_lists.py",
-                                  "tests/test_retention.py", "tests/test_money_rules.py"),
+                                  "tests/test_retention.py", "tests/test_money_rules.py",
+                                  "tests/test_print_queue_rules.py"),
     "firmware/host/mac.py": ("tests/test_host_mac.py", "tests/test_reply_mac.py"),
     "firmware/host/channel.py": ("tests/test_host_channel.py", "tests/test_reply_matching.py"),
     "firmware/host/messages.py": ("tests/test_host_messages.py", "tests/test_wire_conformance.py",
                                   "tests/test_reversal_fields.py", "tests/test_wire_content.py"),
     "firmware/ecr/protocol.py": ("tests/test_ecr_fields.py", "tests/test_bad_input.py",
-                                 "tests/test_ecr_limits.py"),
+                                 "tests/test_ecr_limits.py", "tests/test_ecr_replies.py"),
 }
 
 # Test files that never run firmware code in-process or through a terminal process the map
