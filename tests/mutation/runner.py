@@ -197,8 +197,8 @@ class _Recorder:
             self.failed = getattr(report, "nodeid", "")
 
 
-def _run_tests(copy: Path, node_ids: list[str], deadline_s: float, result_file: Path
-               ) -> tuple[str, str]:
+def _run_tests(copy: Path, node_ids: list[str], deadline_s: float, per_test_s: float,
+               result_file: Path) -> tuple[str, str]:
     """Run node ids in a forked child at `copy`; ("killed"|"survived"|"timeout"|"error", test)."""
     if not node_ids:
         return "survived", ""
@@ -220,7 +220,7 @@ def _run_tests(copy: Path, node_ids: list[str], deadline_s: float, result_file: 
 
             recorder = _Recorder()
             code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--rootdir", str(copy),
-                                *node_ids], plugins=[recorder])
+                                f"--timeout={per_test_s:.0f}", *node_ids], plugins=[recorder])
             result_file.write_text(json.dumps({"code": int(code), "failed": recorder.failed}))
         finally:
             os._exit(0)
@@ -265,9 +265,12 @@ def run_mutant(copy: Path, work: Path, p: Plan, tests: dict[str, dict[str, objec
         for tier, ids in ((1, p.tier1), (2, p.tier2)):
             if not ids:
                 continue
-            budget = sum(float(tests[t].get("seconds", 1.0)) for t in ids)
-            status, killer = _run_tests(copy, ids, config.HANG_FACTOR * budget + config.HANG_GRACE_S,
-                                        work / "result.json")
+            times = [float(tests[t].get("seconds", 1.0)) for t in ids]
+            # A test that hangs with the mutant is failed by pytest-timeout long before the
+            # suite's own 120 s: a few times its measured time.
+            per_test = max(config.TEST_TIMEOUT_MIN_S, config.HANG_FACTOR * max(times))
+            status, killer = _run_tests(copy, ids, config.HANG_FACTOR * sum(times)
+                                        + config.HANG_GRACE_S, per_test, work / "result.json")
             outcome.tier, outcome.tests_run = tier, outcome.tests_run + len(ids)
             if status != "survived":
                 outcome.status, outcome.killer = status, killer
