@@ -174,16 +174,7 @@ def plan(mutant: Mutant, end_line: int, at_import: bool, lines: dict[str, dict[i
 
     tier1 = sorted((t for t in covering if t.split("::")[0] in own), key=seconds)
     rest = sorted((t for t in covering if t.split("::")[0] not in own), key=seconds)
-    tier2: list[str] = []
-    spent = 0.0
-    capped = False
-    for t in rest:
-        if spent + seconds(t) > config.TIER2_BUDGET_S and tier2:
-            capped = True
-            break
-        tier2.append(t)
-        spent += seconds(t)
-    return Plan(mutant, tier1, tier2, capped)
+    return Plan(mutant, tier1, rest)
 
 
 class _Recorder:
@@ -408,13 +399,33 @@ def _run_all(plans: list[Plan], copies: list[Path], tests: dict[str, dict[str, o
 
 
 def _order_by_kills(p: Plan, kills: dict[str, int], tests: dict[str, dict[str, object]]) -> None:
-    """Within each tier, the tests that killed most of this module's mutants so far go first,
-    then the fastest: a mutant is usually killed by a test that killed its neighbours."""
+    """Tier 1 in full, and tier 2 cut to a few test files, both ordered so that the tests that
+    killed most of this module's mutants so far go first, then the fastest: a mutant is usually
+    killed by a test that killed its neighbours. Tier 2 keeps the files with the most kills
+    (then the cheapest) up to MAX_TIER2_FILES files and TIER2_BUDGET_S seconds of test time,
+    because importing a test file costs more than most of its tests."""
+    def seconds(t: str) -> float:
+        return float(tests[t].get("seconds", 1.0))
+
     def rank(t: str) -> tuple[int, float]:
-        return -kills.get(t, 0), float(tests[t].get("seconds", 1.0))
+        return -kills.get(t, 0), seconds(t)
 
     p.tier1.sort(key=rank)
-    p.tier2.sort(key=rank)
+    by_file: dict[str, list[str]] = {}
+    for t in p.tier2:
+        by_file.setdefault(t.split("::")[0], []).append(t)
+    ranked = sorted(by_file.items(), key=lambda item: (
+        -sum(kills.get(t, 0) for t in item[1]), sum(seconds(t) for t in item[1])))
+    chosen: list[str] = []
+    spent = 0.0
+    for _, file_tests in ranked[:config.MAX_TIER2_FILES]:
+        cost = sum(seconds(t) for t in file_tests)
+        if chosen and spent + cost > config.TIER2_BUDGET_S:
+            break
+        chosen += file_tests
+        spent += cost
+    p.capped = len(chosen) < len(p.tier2)
+    p.tier2 = sorted(chosen, key=rank)
 
 
 def report(results: dict[str, dict[str, object]], modules: list[str], originals: dict[str, str],
