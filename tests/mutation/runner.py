@@ -317,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results_path = WORK / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.exists() else {}
+    progress_path = WORK / "progress.jsonl"
+    if progress_path.exists() and (not results_path.exists()
+                                   or progress_path.stat().st_mtime > results_path.stat().st_mtime):
+        # A run stopped before its end left its outcomes only here.
+        for line in progress_path.read_text().splitlines():
+            row = json.loads(line)
+            previous[row["key"]] = row
     equivalent = _equivalents()
     plans: list[Plan] = []
     originals: dict[str, str] = {}
