@@ -286,3 +286,39 @@ def test_a_refund_naming_a_batch_or_trace_that_is_not_6_digits_is_refused(what, 
     assert refusal is not None
     assert (refusal.key, refusal.detail) == ("original_not_found",
                                              f"the original {what} must be 6 digits")
+
+
+# -- whose card: read, or the original's --------------------------------------------------------
+
+ORIGINAL_KIND = {TxnKind.VOID: TxnKind.SALE, TxnKind.REFUND: TxnKind.SALE,
+                 TxnKind.PREAUTH_VOID: TxnKind.PREAUTH, TxnKind.COMPLETION: TxnKind.PREAUTH,
+                 TxnKind.COMPLETION_VOID: TxnKind.COMPLETION}
+# docs/states.md, written out by hand: these go to the card of their original.
+CARD_OF_THE_ORIGINAL = {TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION,
+                        TxnKind.COMPLETION_VOID}
+ORIGINAL_PAN = "6222020000000000012"
+
+
+@pytest.mark.parametrize("kind", list(TxnKind))
+def test_a_void_or_completion_goes_to_its_originals_card_and_nothing_else_skips_the_card(kind):
+    """A void, pre-auth void, completion and completion void never ask for a card: the request
+    carries the original's PAN from the journal (the money goes back where it came from, and a
+    different card cannot be presented in its place). A sale, pre-auth, balance enquiry and
+    refund always ask for the card before anything is written."""
+    original = None
+    if kind in ORIGINAL_KIND:
+        original = OriginalRef(record_id=5, kind=ORIGINAL_KIND[kind], state=TxnState.APPROVED,
+                               amount=5000, batch="000001", trace="000002", rrn="123456789012",
+                               auth_code="AB12CD", date="1122", pan=ORIGINAL_PAN)
+    amount = None if kind in (TxnKind.BALANCE, TxnKind.VOID, TxnKind.PREAUTH_VOID,
+                              TxnKind.COMPLETION_VOID) else 1000
+    flow = FinancialFlow(TxnRequest(kind, amount, original=original), CTX)
+    actions = flow.start()
+    if isinstance(actions[0], ev.AskAuthorisation):
+        actions = flow.handle(ev.Authorised(True))
+    if kind in CARD_OF_THE_ORIGINAL:
+        assert isinstance(actions[0], ev.WritePending), actions
+        assert actions[0].draft.pan == ORIGINAL_PAN
+    else:
+        assert isinstance(actions[0], ev.AskCard), actions
+        assert actions[0].purpose == kind.value
