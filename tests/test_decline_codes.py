@@ -12,9 +12,15 @@ the re-prompt and the count of tries.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
 from helpers import assert_agree, run, sale, terminal
 
-from firmware.engine.codes import CODES, ActionClass
+from firmware.engine.codes import CODES, ActionClass, ResponseCode, lookup
+from firmware.host.channel import SIGN_ON_CODES
 from firmware.i18n import text
 
 # A code the catalog does not know: it must decline too, as "Transaction failed (XX)".
@@ -27,6 +33,47 @@ def test_the_catalog_has_one_approval_code_and_it_is_00():
     """The table below relies on it: any other success code would need its own rule."""
     assert {"00"} == APPROVAL_CODES
     assert {"01", "05", "51", "55"} <= set(CODES)
+
+
+DIALECT = Path(__file__).resolve().parent.parent / "docs" / "dialect.md"
+
+
+def documented_codes() -> dict[str, ResponseCode]:
+    """The rows of the "Response codes (field 39)" table in docs/dialect.md."""
+    section = DIALECT.read_text(encoding="utf-8").split("## Response codes (field 39)", 1)[1]
+    section = section.split("\n#", 1)[0]
+    rows = re.findall(r"^\| ([0-9A-Z]{2}) \| ([^|]+?) \| ([^|]+?) \| ([a-z_]+) \|$", section,
+                      re.MULTILINE)
+    table = {c: ResponseCode(c, en, zh, ActionClass(a)) for c, en, zh, a in rows}
+    assert len(table) == len(rows), "a code is listed twice in docs/dialect.md"
+    return table
+
+
+def test_every_response_code_has_the_documented_words_and_class():
+    """The catalog is the table in docs/dialect.md, row for row: each code's English and Chinese
+    words (what the operator reads on a decline) and its class (what may follow: a stored refund
+    answered "do not retry" is finally declined, "retry" keeps it). A code dropped, given
+    another code's words or class, or garbled fails here; a code the catalog does not know reads
+    "Transaction failed (XX)" in both languages, of class system."""
+    documented = documented_codes()
+    assert len(documented) >= 40  # the parser found the table
+    assert documented == CODES
+    assert [*documented] == [*CODES]  # in the same order (the doc is read top to bottom)
+    assert lookup(UNKNOWN) == ResponseCode(UNKNOWN, f"Transaction failed ({UNKNOWN})",
+                                           f"交易失败 ({UNKNOWN})", ActionClass.SYSTEM)
+    assert lookup(UNKNOWN).text("zh_CN") == f"交易失败 ({UNKNOWN})"
+    assert lookup("05").text("en") == "Do not honour" and lookup("05").text("zh") == "不予承兑"
+    with pytest.raises(dataclasses.FrozenInstanceError):  # one entry serves every decline:
+        CODES["05"].en = "Approved"  # type: ignore[misc]  # nothing may reword it at run time
+
+
+def test_the_operator_is_told_to_sign_on_again_exactly_when_the_link_does():
+    """The codes whose words say "sign on again" are the codes after which the host link signs
+    on before the next request (22, 77, 99, A0): never told to sign on for nothing, never a
+    silent re-sign-on the words do not explain."""
+    told = {c for c, rc in CODES.items() if rc.en.endswith("sign on again")}
+    assert told == set(SIGN_ON_CODES) == {"22", "77", "99", "A0"}
+    assert all(CODES[c].action is ActionClass.OPERATOR for c in told)
 
 
 def test_only_00_approves_a_sale_every_other_host_code_declines_it(data_dir, sim):

@@ -8,11 +8,13 @@ refusal's key and words.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import pytest
 
 from firmware.engine import events as ev
+from firmware.engine.backlog import ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest
 from firmware.engine.settlement import SettlementFlow
@@ -286,3 +288,140 @@ def test_a_refund_naming_a_batch_or_trace_that_is_not_6_digits_is_refused(what, 
     assert refusal is not None
     assert (refusal.key, refusal.detail) == ("original_not_found",
                                              f"the original {what} must be 6 digits")
+
+
+# -- whose card: read, or the original's --------------------------------------------------------
+
+ORIGINAL_KIND = {TxnKind.VOID: TxnKind.SALE, TxnKind.REFUND: TxnKind.SALE,
+                 TxnKind.PREAUTH_VOID: TxnKind.PREAUTH, TxnKind.COMPLETION: TxnKind.PREAUTH,
+                 TxnKind.COMPLETION_VOID: TxnKind.COMPLETION}
+# docs/states.md, written out by hand: these go to the card of their original.
+CARD_OF_THE_ORIGINAL = {TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION,
+                        TxnKind.COMPLETION_VOID}
+ORIGINAL_PAN = "6222020000000000012"
+GIVES_MONEY_BACK = {TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID, TxnKind.REFUND}
+
+
+@pytest.mark.parametrize("kind", list(TxnKind))
+def test_money_back_asks_the_supervisor_and_a_void_or_completion_uses_the_originals_card(kind):
+    """docs/states.md: a void, pre-auth void, completion void and refund ask for the supervisor
+    password before anything else; a sale, pre-auth, completion and balance never do. A void,
+    pre-auth void, completion and completion void never ask for a card: the request
+    carries the original's PAN from the journal (the money goes back where it came from, and a
+    different card cannot be presented in its place). A sale, pre-auth, balance enquiry and
+    refund always ask for the card before anything is written."""
+    original = None
+    if kind in ORIGINAL_KIND:
+        original = OriginalRef(record_id=5, kind=ORIGINAL_KIND[kind], state=TxnState.APPROVED,
+                               amount=5000, batch="000001", trace="000002", rrn="123456789012",
+                               auth_code="AB12CD", date="1122", pan=ORIGINAL_PAN)
+    amount = None if kind in (TxnKind.BALANCE, TxnKind.VOID, TxnKind.PREAUTH_VOID,
+                              TxnKind.COMPLETION_VOID) else 1000
+    flow = FinancialFlow(TxnRequest(kind, amount, original=original), CTX)
+    actions = flow.start()
+    # Whatever gives money back asks for the supervisor first; nothing else does.
+    assert isinstance(actions[0], ev.AskAuthorisation) is (kind in GIVES_MONEY_BACK), actions
+    if isinstance(actions[0], ev.AskAuthorisation):
+        actions = flow.handle(ev.Authorised(True))
+    if kind in CARD_OF_THE_ORIGINAL:
+        assert isinstance(actions[0], ev.WritePending), actions
+        assert actions[0].draft.pan == ORIGINAL_PAN
+    else:
+        assert isinstance(actions[0], ev.AskCard), actions
+        assert actions[0].purpose == kind.value
+
+
+# -- which follow-ups end an original's life for which (validation.check_original) ------------
+
+# docs/states.md, by hand: (follow-up asked for, earlier live follow-up of the original) -> the
+# refusal. An original is voided or refunded, never both; a completed pre-auth is neither voided
+# nor completed again; a void of any kind keeps it from being voided again.
+BLOCKS: dict[tuple[TxnKind, TxnKind], str] = {
+    (TxnKind.VOID, TxnKind.VOID): "original_void_open",
+    (TxnKind.VOID, TxnKind.REFUND): "original_refunded",
+    (TxnKind.REFUND, TxnKind.VOID): "original_void_open",
+    (TxnKind.REFUND, TxnKind.COMPLETION_VOID): "original_void_open",
+    (TxnKind.COMPLETION_VOID, TxnKind.COMPLETION_VOID): "original_void_open",
+    (TxnKind.COMPLETION_VOID, TxnKind.REFUND): "original_refunded",
+    (TxnKind.PREAUTH_VOID, TxnKind.PREAUTH_VOID): "original_void_open",
+    (TxnKind.PREAUTH_VOID, TxnKind.COMPLETION): "preauth_completed",
+    (TxnKind.COMPLETION, TxnKind.COMPLETION): "preauth_completed",
+    (TxnKind.COMPLETION, TxnKind.PREAUTH_VOID): "original_void_open",
+}
+FOLLOW_UPS = [TxnKind.VOID, TxnKind.REFUND, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION,
+              TxnKind.COMPLETION_VOID]
+# The kind of original each follow-up refers to (a refund may also return a completion's money).
+REFERS_TO = {TxnKind.VOID: (TxnKind.SALE,), TxnKind.REFUND: (TxnKind.SALE, TxnKind.COMPLETION),
+             TxnKind.PREAUTH_VOID: (TxnKind.PREAUTH,), TxnKind.COMPLETION: (TxnKind.PREAUTH,),
+             TxnKind.COMPLETION_VOID: (TxnKind.COMPLETION,)}
+
+
+def _original(kind: TxnKind, follow_ups: tuple[TxnKind, ...] = (), batch: str = "000001"):
+    return OriginalRef(record_id=5, kind=kind, state=TxnState.APPROVED, amount=5000, batch=batch,
+                       trace="000002", rrn="123456789012", auth_code="AB12CD", date="1122",
+                       pan="6225880000000001", follow_ups=follow_ups)
+
+
+@pytest.mark.parametrize("kind", FOLLOW_UPS)
+def test_each_follow_up_refers_to_its_own_kind_of_original_and_what_came_before_blocks_it(kind):
+    """Over every follow-up, every kind of original, and every earlier live follow-up of the
+    original: a follow-up is refused "original_wrong_type" unless its original is of the kind it
+    refers to (a void a sale, a refund a sale or completion, a pre-auth void or completion a
+    pre-auth, a completion void a completion); on the right original it is refused exactly by the
+    earlier follow-ups of docs/states.md, each with its own words, and allowed after any other."""
+    amount = 1000 if kind in (TxnKind.REFUND, TxnKind.COMPLETION) else None
+    for original_kind in TxnKind:
+        refusal = check_original(TxnRequest(kind, amount, original=_original(original_kind)),
+                                 "000001")
+        if original_kind in REFERS_TO[kind]:
+            assert refusal is None, (original_kind, refusal)
+        else:
+            assert refusal is not None and refusal.key == "original_wrong_type", original_kind
+    for original_kind in REFERS_TO[kind]:
+        for earlier in TxnKind:
+            request = TxnRequest(kind, amount, original=_original(original_kind, (earlier,)))
+            refusal = check_original(request, "000001")
+            key = None if refusal is None else refusal.key
+            assert key == BLOCKS.get((kind, earlier)), (original_kind, earlier, refusal)
+
+
+@pytest.mark.parametrize("kind", FOLLOW_UPS)
+def test_only_a_void_or_completion_void_must_stay_in_the_open_batch(kind):
+    """A void and a completion void of an original from a settled batch are refused
+    "original_settled" (the host cannot void it: refund it instead); a refund, a pre-auth void
+    and a completion may refer to an earlier batch."""
+    amount = 1000 if kind in (TxnKind.REFUND, TxnKind.COMPLETION) else None
+    request = TxnRequest(kind, amount, original=_original(REFERS_TO[kind][0], batch="000000"))
+    refusal = check_original(request, "000001")
+    key = None if refusal is None else refusal.key
+    assert key == ("original_settled" if kind in (TxnKind.VOID, TxnKind.COMPLETION_VOID) else None)
+
+
+@pytest.mark.parametrize(("code", "event"), [("00", TxnEvent.REVERSAL_ACKED),
+                                             ("25", TxnEvent.REVERSAL_ACKED),
+                                             ("96", TxnEvent.REVERSAL_FAILED),
+                                             ("05", TxnEvent.REVERSAL_FAILED),
+                                             ("XX", TxnEvent.REVERSAL_FAILED)])
+def test_a_reversal_is_closed_by_00_or_25_and_kept_owed_by_any_other_answer(code, event):
+    """docs/states.md: the host answering a 0400 with 00 (reversed) or 25 (original not found:
+    nothing to reverse) closes it; any other code leaves it REVERSAL_DUE with the attempt
+    counted."""
+    owed = record(TxnState.REVERSAL_DUE, reversal_reason="98")
+    flow = ReversalFlow(owed, "6225880000000001", CTX.term, 5.0)
+    [send] = flow.start()
+    assert isinstance(send, ev.SendRequest) and send.message.mti == "0400"
+    [out] = flow.handle(ev.ReplyReceived(Message("0410", {"39": code})))
+    assert (out.record_id, out.event, out.result.response_code) == (1, event, code)
+
+
+def test_a_refusal_and_the_limits_cannot_be_changed_once_made():
+    """A Refusal (what the operator is told) and the Limits every check reads are values: a
+    caller cannot reword one or raise the other for every later check."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Limits().max_amount = 1  # type: ignore[misc]
+    refusal = check_original(TxnRequest(TxnKind.VOID), "000001")
+    assert refusal is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        refusal.key = "approved"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CTX.batch = "000002"  # type: ignore[misc]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
+from firmware.engine import events as ev
+from firmware.engine.backlog import AdviceFlow
 from firmware.engine.model import HostResult, PendingDraft
 from firmware.engine.states import TRANSITIONS, IllegalTransition, TxnEvent, TxnState, diagram
-from firmware.host.messages import TxnKind
+from firmware.host.messages import Terminal, TxnKind
 from firmware.journal.errors import JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
@@ -162,3 +166,68 @@ def test_a_settlement_balanced_on_both_sides_has_nothing_to_upload(journal):
                                    foreign)
     journal.record_settlement_reply(sid, "1", "1")
     assert journal.upload_items(sid, 50) == []
+
+
+STATES_DOC = Path(__file__).resolve().parent.parent / "docs" / "states.md"
+
+
+def documented_transitions() -> dict[tuple[TxnState, TxnEvent], TxnState]:
+    """The rows of the "Every transition" table in docs/states.md (from | event | to | when)."""
+    section = STATES_DOC.read_text(encoding="utf-8").split("### Every transition", 1)[1]
+    section = section.split("\n#", 1)[0]
+    rows = re.findall(r"^\| *([A-Z_]+) *\| *([a-z_]+) *\| *([A-Z_]+) *\|", section, re.MULTILINE)
+    table = {(TxnState(src), TxnEvent(event)): TxnState(dst) for src, event, dst in rows}
+    assert len(table) == len(rows), "a (state, event) pair is listed twice in docs/states.md"
+    return table
+
+
+def test_the_transition_table_is_the_one_docs_states_md_documents():
+    """TRANSITIONS is exactly the table written in docs/states.md, row for row: a transition
+    added, dropped, or sent to another state (a stored refund that can no longer be set aside,
+    a quarantined record a supervisor can no longer close, or one "closed" into APPROVED) fails
+    here, and a change to the rules must change the doc with it."""
+    documented = documented_transitions()
+    assert len(documented) >= 15  # the parser found the table, not an empty section
+    assert documented == TRANSITIONS
+
+
+def test_the_diagram_is_complete_dot_with_one_edge_per_transition():
+    """states.diagram() draws the table for the docs: a whole Graphviz digraph (opened and
+    closed, so `dot` accepts it) with exactly one labelled edge per row of TRANSITIONS."""
+    lines = diagram().split("\n")
+    assert lines[0] == "digraph txn {" and lines[-1] == "}"
+    edges = {(src, ev_, dst) for src, dst, ev_ in
+             (re.fullmatch(r'  (\w+) -> (\w+) \[label="(\w+)"\];', line).groups()  # type: ignore[union-attr]
+              for line in lines[1:-1])}
+    assert len(lines) - 2 == len(edges) == len(TRANSITIONS)
+    assert edges == {(s.value, e.value, d.value) for (s, e), d in TRANSITIONS.items()}
+
+
+def test_a_stored_refund_that_cannot_be_built_is_set_aside_and_a_supervisor_closes_it(journal):
+    """A refund advice stored without its original RRN (an older firmware wrote it; the 0220
+    cannot carry it): its resend is never sent, the record is QUARANTINED with the reason in
+    words, still owed (settlement waits, listed as set aside), and only a supervisor closes it:
+    RESOLVED_MANUALLY, audited with the reason, and it no longer holds settlement."""
+    stored = journal.begin(draft(kind=TxnKind.REFUND, amount=700, advice=True, orig_date="1130"))
+    assert stored.state is TxnState.ADVICE_DUE
+    flow = AdviceFlow(stored, PAN, Terminal("12345678", "123456789012345"), 5.0)
+    [write] = flow.start()  # no SendRequest: nothing leaves the terminal
+    assert isinstance(write, ev.WriteOutcome) and write.event is TxnEvent.QUARANTINE
+    assert "RRN" in (write.problem or "")
+
+    aside = journal.apply(write.record_id, write.event, write.result, problem=write.problem)
+    assert aside.state is TxnState.QUARANTINED and "RRN" in (aside.problem or "")
+    assert [r.id for r in journal.quarantined()] == [stored.id]
+    assert journal.advices_due() == []
+    assert journal.unresolved_counts()["QUARANTINED"] == 1
+    flow.handle(ev.OutcomeWritten(aside))
+    assert flow.resolved is True  # this pass is done with it: it blocks no other record
+
+    closed = journal.resolve_manually(stored.id, "supervisor", "refund made by bank transfer")
+    assert closed.state is TxnState.RESOLVED_MANUALLY
+    assert journal.quarantined() == []
+    assert journal.unresolved_counts()["QUARANTINED"] == 0
+    [(_, _, action, detail, outcome)] = [line for line in journal.audit_lines(100)
+                                         if "resolution" in line[2]]
+    assert action == "manual quarantined record resolution"
+    assert "bank transfer" in detail and outcome == "RESOLVED_MANUALLY"

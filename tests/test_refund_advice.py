@@ -15,6 +15,7 @@ from helpers import MID, TID, TerminalProcess, assert_agree, refund, run, sale, 
 from firmware.app_review import gather
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow
+from firmware.engine.codes import CODES, ActionClass, advice_answer
 from firmware.engine.model import TxnRecord
 from firmware.engine.states import TxnEvent, TxnState, next_state
 from firmware.host.messages import Message, Terminal, TxnKind
@@ -308,3 +309,19 @@ def test_a_refund_answered_94_is_approved_with_its_receipt_and_nothing_says_decl
     assert jobs == [("receipt", "QUEUED")]
     assert declined == [] and status["refunds_declined"] == []
     assert not any(unresolved.values()), unresolved
+
+
+def test_what_each_host_answer_does_to_a_stored_refund_is_the_documented_one():
+    """docs/dialect.md, over every code of the catalog and one it does not know: 00 and 94
+    acknowledge the refund; a "do not retry" code, and 30 (a format error comes back for the
+    same bytes every time), finally decline it; everything else (96, 91, 98, 68, A0 and the
+    other sign-on codes, an unknown code) keeps it stored to send again."""
+    acked = {"00", "94"}
+    declined = {c for c, rc in CODES.items() if rc.action is ActionClass.DO_NOT_RETRY} - acked
+    declined |= {"30"}
+    for code in [*CODES, "N7"]:
+        want = "acked" if code in acked else "declined" if code in declined else "retry"
+        assert advice_answer(code) == want, code
+    assert {"96", "91", "98", "68", "A0", "22", "77", "99", "06", "55", "N7"} <= {
+        c for c in [*CODES, "N7"] if advice_answer(c) == "retry"}
+    assert {"05", "51", "30", "25"} <= {c for c in CODES if advice_answer(c) == "declined"}

@@ -76,8 +76,8 @@ _TABLE: list[tuple[str, str, str, ActionClass]] = [
 
 CODES: dict[str, ResponseCode] = {c: ResponseCode(c, en, zh, a) for c, en, zh, a in _TABLE}
 
-# Codes after which the host expects a fresh sign-on before the next financial request.
-SIGN_ON_AGAIN: frozenset[str] = frozenset({"22", "77", "99", "A0"})
+# The codes after which the host expects a fresh sign-on are the link's own
+# (firmware/host/channel.py SIGN_ON_CODES): it acts on them before any other check.
 # A refund advice (0230) is acknowledged by 00, or by 94 (the host already has it).
 ADVICE_ACK_CODES: frozenset[str] = frozenset({"00", "94"})
 # 30 (format error) comes back for the same bytes every time: for an advice, which is resent
