@@ -68,6 +68,10 @@ def test_cancel_before_the_write_leaves_no_record(steps):
     assert not any(isinstance(a, ev.WritePending) for a in actions)
     assert isinstance(actions[-1], ev.Finish) and actions[-1].result.status == "cancelled"
     assert isinstance(actions[0], ev.AuditNote)
+    # The words name the step the operator left at: waiting for the card, or for the PIN.
+    step = "pin" if steps else "card"
+    assert actions[-1].result.detail == f"cancelled at step {step}"
+    assert actions[0].detail == f"at step {step}"
 
 
 @pytest.mark.parametrize("reason,code", [("timeout", "98"), ("bad_mac", "A0"), ("link", "06"),
@@ -78,7 +82,9 @@ def test_lost_reply_means_reversal_due_with_the_right_reason(reason, code):
     actions = flow.handle(ev.ReplyLost(reason))
     assert actions == [ev.WriteOutcome(1, TxnEvent.LOSE_REPLY, reversal_reason=code)]
     final = flow.handle(ev.OutcomeWritten(record(TxnState.REVERSAL_DUE)))
-    assert final[-1].result.status in ("reversal_pending", "cancelled_after_send")
+    # The till is told the operator cancelled after the request left only when they did.
+    assert final[-1].result.status == (
+        "cancelled_after_send" if reason == "cancelled" else "reversal_pending")
 
 
 def test_cancel_while_awaiting_the_reply_is_a_lost_reply():
@@ -425,3 +431,168 @@ def test_a_refusal_and_the_limits_cannot_be_changed_once_made():
         refusal.key = "approved"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         CTX.batch = "000002"  # type: ignore[misc]
+
+
+# -- PIN: how many tries, when a bypass is offered, what the record keeps -----------------------
+
+def _pin_round(flow: FinancialFlow, code: str, state: TxnState) -> list:
+    """Send the written attempt, answer it with `code`, make the outcome durable."""
+    flow.handle(ev.PinEntered(b"\x11" * 8))
+    sent = flow.handle(ev.PendingWritten(record()))
+    assert isinstance(sent[0], ev.SendRequest), sent
+    flow.handle(ev.ReplyReceived(Message("0210", {"39": code})))
+    return flow.handle(ev.OutcomeWritten(record(state)))
+
+
+@pytest.mark.parametrize("last", ["55", "51"])
+def test_three_wrong_pins_end_the_sale_and_a_later_decline_keeps_its_own_code(last):
+    """The cardholder has 3 PIN tries by default: a PIN answered 55 (wrong PIN) is asked again
+    with 2, then 1 tries left; a third 55 ends the sale "pin_tries_used" after 3 PINs. Any
+    other answer to the third PIN is declined with its own code (51: not "pin_tries_used")."""
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    flow.start()
+    asked = flow.handle(ev.CardPresented(PIN_CARD))
+    assert (asked[0].attempt, asked[0].tries_left) == (1, None)
+    for attempt, left in ((2, 2), (3, 1)):
+        asked = _pin_round(flow, "55", TxnState.DECLINED)
+        assert isinstance(asked[0], ev.AskPin), asked
+        assert (asked[0].attempt, asked[0].tries_left) == (attempt, left)
+    result = _pin_round(flow, last, TxnState.DECLINED)[-1].result
+    if last == "55":
+        assert (result.status, result.message_key, result.detail) == (
+            "declined", "pin_tries_used", "wrong PIN 3 times")
+    else:
+        assert (result.status, result.message_key, result.response_code) == ("declined", "51", "51")
+
+
+@pytest.mark.parametrize(("allow", "card", "offered"), [
+    (None, CARD, False), (False, CARD, False), (True, CARD, True),
+    (True, PIN_CARD, False), (False, PIN_CARD, False)])
+def test_a_pin_bypass_is_offered_only_when_allowed_and_the_card_does_not_demand_a_pin(
+        allow, card, offered):
+    """A balance enquiry always asks for the PIN, even of a card that does not demand one. The
+    PIN may be bypassed only when the terminal allows it (it does not unless configured: None
+    is the default context) and the card's service code does not demand a PIN."""
+    ctx = CTX if allow is None else dataclasses.replace(CTX, allow_pin_bypass=allow)
+    flow = FinancialFlow(TxnRequest(TxnKind.BALANCE), ctx)
+    flow.start()
+    [asked] = flow.handle(ev.CardPresented(card))
+    assert isinstance(asked, ev.AskPin), asked
+    assert asked.bypass_allowed is offered
+
+
+def test_the_record_says_whether_a_pin_was_entered_and_an_enquiry_moves_no_amount():
+    """The written record keeps whether a PIN was entered (a balance enquiry: yes; a sale on a
+    card that demands none: no), and a balance enquiry is written with amount 0."""
+    enquiry = FinancialFlow(TxnRequest(TxnKind.BALANCE), CTX)
+    enquiry.start()
+    enquiry.handle(ev.CardPresented(CARD))
+    [write] = enquiry.handle(ev.PinEntered(b"\x11" * 8))
+    assert (write.draft.amount, write.draft.pin_entered) == (0, True)
+    sale = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    sale.start()
+    [write] = sale.handle(ev.CardPresented(CARD))
+    assert isinstance(write, ev.WritePending) and write.draft.pin_entered is False
+
+
+@pytest.mark.parametrize("chip", [None, True])
+def test_only_a_terminal_with_a_chip_slot_says_so_in_60_4(chip):
+    """docs/dialect.md: a terminal with a contact chip slot sends 60.4 = 5, 60.5 = 0 on a
+    swiped sale; one without (the default context) sends neither, and the record keeps that."""
+    ctx = CTX if chip is None else dataclasses.replace(CTX, chip_capable=True)
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), ctx)
+    flow.start()
+    [write] = flow.handle(ev.CardPresented(CARD))
+    assert write.draft.read_cap == ("50" if chip else "")
+
+
+# -- the reply: what is kept of it, what it closes ----------------------------------------------
+
+def _original_of(kind: TxnKind) -> OriginalRef | None:
+    if kind not in ORIGINAL_KIND:
+        return None
+    return OriginalRef(record_id=5, kind=ORIGINAL_KIND[kind], state=TxnState.APPROVED,
+                       amount=5000, batch="000001", trace="000002", rrn="123456789012",
+                       auth_code="AB12CD", date="1122", card_org="VIS", pan=CARD.pan)
+
+
+def _written(kind: TxnKind) -> tuple[FinancialFlow, ev.WritePending]:
+    """A flow of any kind driven to its WritePending (supervisor yes, card, PIN if asked)."""
+    amount = None if kind in (TxnKind.BALANCE, TxnKind.VOID, TxnKind.PREAUTH_VOID,
+                              TxnKind.COMPLETION_VOID) else 1000
+    flow = FinancialFlow(TxnRequest(kind, amount, original=_original_of(kind)), CTX)
+    actions = flow.start()
+    if isinstance(actions[0], ev.AskAuthorisation):
+        actions = flow.handle(ev.Authorised(True))
+    if isinstance(actions[0], ev.AskCard):
+        actions = flow.handle(ev.CardPresented(CARD))
+    if isinstance(actions[0], ev.AskPin):
+        actions = flow.handle(ev.PinEntered(b"\x11" * 8))
+    assert isinstance(actions[0], ev.WritePending), actions
+    return flow, actions[0]
+
+
+def _sent(kind: TxnKind) -> FinancialFlow:
+    flow, write = _written(kind)
+    d = write.draft
+    sent = flow.handle(ev.PendingWritten(record(
+        kind=kind, amount=d.amount, entry_mode=d.entry_mode, pin_entered=d.pin_entered,
+        orig_rrn=d.orig_rrn, orig_auth=d.orig_auth, orig_batch=d.orig_batch,
+        orig_stan=d.orig_stan, orig_date=d.orig_date, orig_card_org=d.orig_card_org,
+        pos_entry=d.pos_entry, read_cap=d.read_cap)))
+    assert isinstance(sent[0], ev.SendRequest), sent
+    return flow
+
+
+@pytest.mark.parametrize("kind", [TxnKind.VOID, TxnKind.REFUND])
+def test_only_a_refund_sends_back_the_originals_card_organisation(kind):
+    """docs/dialect.md "Refunds send back the card organisation (63)": a refund of an original
+    in this journal keeps the card organisation its reply named (VIS) to send in 63; a void of
+    the same kind of original keeps none."""
+    _, write = _written(kind)
+    assert write.draft.orig_card_org == ("VIS" if kind is TxnKind.REFUND else None)
+
+
+@pytest.mark.parametrize("kind", list(TxnKind))
+def test_an_approval_marks_the_original_voided_only_for_a_void_and_prints_unless_an_enquiry(kind):
+    """An approved void, pre-auth void or completion void names its original, which the
+    journal marks voided in the same commit; no other approval (a refund included: it counts
+    against its original, it does not void it) names one. Every approval queues its receipt
+    but a balance enquiry's (nothing moved; the balance is shown). The card organisation is the
+    first 3 characters of 63 and the auth code is 38 without its padding."""
+    flow = _sent(kind)
+    reply = {"39": "00", "37": "123456789012", "38": "AB12  ", "63": "VISA CREDIT"}
+    [out] = flow.handle(ev.ReplyReceived(Message("0230" if kind is TxnKind.REFUND else "0210",
+                                                 reply)))
+    voids = (TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID)
+    assert out.void_of == (5 if kind in voids else None)
+    assert out.receipt is (kind is not TxnKind.BALANCE)
+    assert (out.result.card_org, out.result.rrn) == ("VIS", "123456789012")
+
+
+BALANCE_54 = [("1002156C100000012345", 100000012345), ("1002156D000000012345", -12345),
+              ("1002156C100000012345" + "1001156C000000099999", 100000012345),
+              ("1002156C00000001234", None), ("1002156C0000000123A5", None), (None, None)]
+
+
+@pytest.mark.parametrize(("field54", "balance"), BALANCE_54)
+def test_a_balance_is_read_from_the_first_20_characters_of_54_signed_by_c_or_d(field54, balance):
+    """Field 54 of an enquiry's reply: account type 2, amount type 2, currency 3, then C (credit)
+    or D (debit) and 12 digits. The first balance is the one shown (a second may follow); D
+    makes it negative; a 54 shorter than 20 characters or with a non-digit amount, or none,
+    shows no balance."""
+    flow = _sent(TxnKind.BALANCE)
+    fields = {"39": "00"} | ({"54": field54} if field54 is not None else {})
+    [out] = flow.handle(ev.ReplyReceived(Message("0210", fields)))
+    assert out.result.balance == balance
+
+
+def test_a_finished_flow_takes_no_further_event():
+    """Once the result is given the flow is over: any later event (even CANCEL) is an error,
+    never a second result."""
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
+    drive_to_send(flow)
+    flow.handle(ev.ReplyReceived(Message("0210", {"39": "00"})))
+    assert flow.handle(ev.OutcomeWritten(record(TxnState.APPROVED)))[-1].result.status == "approved"
+    with pytest.raises(RuntimeError, match="finished"):
+        flow.handle(ev.Cancel())
