@@ -14,10 +14,10 @@ from datetime import datetime
 import pytest
 
 from firmware.engine import events as ev
-from firmware.engine.backlog import ReversalFlow
+from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest
-from firmware.engine.settlement import SettlementFlow
+from firmware.engine.settlement import UPLOAD_CHUNK, SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.validation import Limits, check_card, check_original
 from firmware.host.messages import Message, SideTotals, Terminal, TxnKind, settlement_field48
@@ -216,9 +216,11 @@ def test_a_refused_or_unreadable_settlement_reply_abandons_the_settlement(fields
 def test_cancel_before_the_0500_leaves_ends_the_settlement_with_nothing_sent():
     """Settlement's own cancel rule (the app asks at the review, before this flow starts, but
     the engine keeps the contract): CANCEL while the STAN or the journal row is being taken
-    ends it "cancelled, settlement not sent", and nothing more is asked for."""
+    ends it "cancelled, settlement not sent", and nothing more is asked for: a later event is
+    an error. A settlement not yet started may be cancelled too."""
     for steps in ([], [ev.StanAllocated("000010")]):
         flow = SettlementFlow(CTX.term, "000001", "01", "156", 5.0, DOMESTIC, FOREIGN)
+        assert flow.cancellable
         flow.start()
         for event in steps:
             assert not any(isinstance(a, ev.SendRequest) for a in flow.handle(event))
@@ -228,6 +230,8 @@ def test_cancel_before_the_0500_leaves_ends_the_settlement_with_nothing_sent():
         result = actions[0].result
         assert (result.status, result.message_key, result.detail) == (
             "cancelled", "cancelled", "settlement not sent")
+        with pytest.raises(TypeError, match="at done"):
+            flow.handle(ev.StanAllocated("000011"))
 
 
 def test_cancel_after_the_0500_left_changes_nothing_settlement_runs_to_its_end():
@@ -596,3 +600,115 @@ def test_a_finished_flow_takes_no_further_event():
     assert flow.handle(ev.OutcomeWritten(record(TxnState.APPROVED)))[-1].result.status == "approved"
     with pytest.raises(RuntimeError, match="finished"):
         flow.handle(ev.Cancel())
+
+
+# -- the backlog: what a reversal says, what an acknowledged advice keeps ----------------------
+
+@pytest.mark.parametrize(("reason", "auth", "reversal_auth", "f39", "f38"), [
+    ("98", None, None, "98", None),
+    (None, None, None, "06", None),
+    ("A0", None, "ZZ9999", "A0", "ZZ9999"),
+    ("06", "AB12CD", None, "06", "AB12CD"),
+])
+def test_a_reversal_says_why_and_names_the_authorisation_it_undoes(reason, auth, reversal_auth,
+                                                                    f39, f38):
+    """docs/dialect.md: the 0400's 39 is the reason kept with the record (98 timeout, A0 MAC
+    failure), 06 when none was kept; its 38 is the record's own auth code, else the one an
+    untrusted reply named (reversal_auth), else none."""
+    owed = record(TxnState.REVERSAL_DUE, reversal_reason=reason, auth_code=auth,
+                  reversal_auth=reversal_auth)
+    [send] = ReversalFlow(owed, CARD.pan, CTX.term, 5.0).start()
+    assert isinstance(send, ev.SendRequest) and send.message.mti == "0400", send
+    assert (send.message.fields["39"], send.message.fields.get("38")) == (f39, f38)
+
+
+def test_an_acknowledged_advice_keeps_the_hosts_auth_code_and_card_organisation_and_prints():
+    """A stored refund the host acknowledges (00) is made: the journal keeps the reply's RRN,
+    auth code and card organisation (the first 3 characters of 63) and its receipt is queued in
+    the same commit."""
+    owed = record(TxnState.ADVICE_DUE, kind=TxnKind.REFUND, orig_rrn="123456789012",
+                  orig_date="1120", orig_batch="000000", orig_stan="000000")
+    flow = AdviceFlow(owed, CARD.pan, CTX.term, 5.0)
+    [send] = flow.start()
+    assert isinstance(send, ev.SendRequest) and send.message.mti == "0220", send
+    reply = Message("0230", {"39": "00", "37": "223456789012", "38": "XY34ZW", "63": "MCC00001"})
+    [out] = flow.handle(ev.ReplyReceived(reply))
+    assert (out.event, out.receipt) == (TxnEvent.ADVICE_ACKED, True)
+    assert (out.result.rrn, out.result.auth_code, out.result.card_org) == (
+        "223456789012", "XY34ZW", "MCC")
+
+
+# -- settlement, in-process: the steps from the 0500 to batch + 1 -------------------------------
+
+def _reply48(dom: SideTotals, dom_result: str, fgn: SideTotals, fgn_result: str) -> str:
+    """A 0510's field 48: the request's layout with each side's result digit set."""
+    s = settlement_field48(dom, fgn)
+    return s[:30] + dom_result + s[31:61] + fgn_result
+
+
+def _settle_to_reply(results: tuple[str, str], totals: SideTotals = DOMESTIC
+                     ) -> tuple[SettlementFlow, list]:
+    flow = SettlementFlow(CTX.term, "000001", "01", "156", 5.0, DOMESTIC, FOREIGN)
+    flow.start()
+    flow.handle(ev.StanAllocated("000010"))
+    [sent] = flow.handle(ev.SettlementBegun(7))
+    assert sent.message.mti == "0500" and sent.mac is False  # settlement carries no MAC
+    reply = Message("0510", {"39": "00", "48": _reply48(totals, results[0], FOREIGN, results[1])})
+    return flow, flow.handle(ev.ReplyReceived(reply))
+
+
+def test_an_unbalanced_settlement_uploads_in_chunks_of_8_without_mac_and_ends_once():
+    """docs/dialect.md: the 0500, each 0320 upload and the upload end carry no MAC; the records
+    of the unbalanced side are loaded 8 at a time (up to 8 per 0320) and each loaded chunk is
+    marked uploaded once the host answers 00; the end (202: unbalanced) counts them, and the
+    finished settlement takes no further event."""
+    flow, recorded = _settle_to_reply(("2", "1"))
+    assert recorded == [ev.RecordSettlementReply(7, "2", "1")]
+    assert flow.handle(ev.Done()) == [ev.LoadUploadItems(7, 8)]
+    assert UPLOAD_CHUNK == 8
+    items = tuple((record(id=i, stan=f"{i:06d}"), CARD.pan) for i in (1, 2))
+    assert flow.handle(ev.UploadItemsLoaded(items)) == [ev.AllocateStan()]
+    [upload] = flow.handle(ev.StanAllocated("000011"))
+    assert (upload.message.mti, upload.message.fields["60"][8:11], upload.mac) == (
+        "0320", "201", False)
+    assert flow.handle(ev.ReplyReceived(Message("0330", {"39": "00"}))) == [
+        ev.MarkUploaded(7, (1, 2))]
+    assert flow.handle(ev.Done()) == [ev.LoadUploadItems(7, 8)]
+    assert flow.handle(ev.UploadItemsLoaded(())) == [ev.AllocateStan()]
+    assert flow.handle(ev.StanAllocated("000012")) == [ev.RecordEndStan(7, "000012")]
+    [end] = flow.handle(ev.Done())
+    assert (end.message.fields["60"][8:11], end.message.fields["48"], end.mac) == (
+        "202", "0002", False)
+    assert flow.handle(ev.ReplyReceived(Message("0330", {"39": "00"}))) == [
+        ev.FinishSettlement(7)]
+    [done] = flow.handle(ev.Done())
+    assert (done.result.status, done.result.message_key) == ("settled", "settled_unbalanced")
+    with pytest.raises(TypeError, match="at done"):
+        flow.handle(ev.Done())
+
+
+def test_a_settlement_balanced_on_both_sides_goes_straight_to_its_end():
+    """Both sides balanced (1, 1): nothing is loaded for upload; the next step is the upload
+    end's STAN, and the end is 207 with 0 records."""
+    flow, _ = _settle_to_reply(("1", "1"))
+    assert flow.handle(ev.Done()) == [ev.AllocateStan()]
+    flow.handle(ev.StanAllocated("000011"))
+    [end] = flow.handle(ev.Done())
+    assert (end.message.fields["60"][8:11], end.message.fields["48"]) == ("207", "0000")
+
+
+def test_balanced_over_other_totals_is_refused_in_words_unbalanced_over_them_is_not():
+    """A 0510 side called balanced (1) over totals other than those sent is malformed: the
+    settlement is abandoned, the words naming the side and both sets of totals (debit amount,
+    debit count, credit amount, credit count); afterwards it takes no further event. The same
+    other totals called unbalanced (2) are what unbalanced means: the reply is recorded."""
+    theirs = SideTotals(5000, 2, 1500, 1)
+    flow, actions = _settle_to_reply(("1", "1"), theirs)
+    assert actions == [ev.AbandonSettlement(
+        7, "settlement reply malformed: the domestic side is called balanced over totals "
+           "(5000, 2, 1500, 1), not the (5000, 2, 1000, 1) sent")]
+    assert flow.handle(ev.Done())[-1].result.message_key == "settlement_no_reply"
+    with pytest.raises(TypeError, match="at done"):
+        flow.handle(ev.Done())
+    _, actions = _settle_to_reply(("2", "1"), theirs)
+    assert actions == [ev.RecordSettlementReply(7, "2", "1")]
