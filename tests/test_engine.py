@@ -17,7 +17,7 @@ from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import CardRead, OriginalRef, TxnRecord, TxnRequest
-from firmware.engine.settlement import UPLOAD_CHUNK, SettlementFlow
+from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.validation import Limits, check_card, check_original
 from firmware.host.messages import Message, SideTotals, Terminal, TxnKind, settlement_field48
@@ -665,7 +665,6 @@ def test_an_unbalanced_settlement_uploads_in_chunks_of_8_without_mac_and_ends_on
     flow, recorded = _settle_to_reply(("2", "1"))
     assert recorded == [ev.RecordSettlementReply(7, "2", "1")]
     assert flow.handle(ev.Done()) == [ev.LoadUploadItems(7, 8)]
-    assert UPLOAD_CHUNK == 8
     items = tuple((record(id=i, stan=f"{i:06d}"), CARD.pan) for i in (1, 2))
     assert flow.handle(ev.UploadItemsLoaded(items)) == [ev.AllocateStan()]
     [upload] = flow.handle(ev.StanAllocated("000011"))

@@ -187,3 +187,26 @@ def test_a_refused_batch_upload_or_upload_end_does_not_close_the_batch(
     if unbalanced:
         traces = [item[1] for u in uploads for item in items_of(u)]
         assert len(traces) == (4 if network == "201" else 2), traces  # a refused one goes again
+
+
+def test_nine_records_to_upload_go_up_as_a_0320_of_8_then_one_of_1(tapped_dir, sim, tap):
+    """docs/dialect.md: a 0320 batch upload carries up to 8 records. Nine records on the side
+    the host finds unbalanced go up as one 0320 of 8 and one of 1, in that order, every record
+    exactly once, and the upload end counts 9."""
+    async def go():
+        t = await terminal(tapped_dir)
+        try:
+            for i in range(9):
+                host_never_saw(t, "cup_debit", 100 + i)
+            records = t.journal.records(batch=t.journal.current_batch())
+            return await t.settle(PASSWORD), records
+        finally:
+            await t.close()
+
+    result, records = run(go())
+    assert (result.status, result.message_key) == ("settled", "settled_unbalanced"), result
+    uploads, ends = uploads_of(tap)
+    assert [len(items_of(u)) for u in uploads] == [8, 1]
+    sent = sorted(item for u in uploads for item in items_of(u))
+    assert sent == sorted(("00", r.stan, t_pan(r), r.amount) for r in records)
+    assert [e.fields["48"] for e in ends] == ["0009"]
