@@ -711,3 +711,20 @@ def test_balanced_over_other_totals_is_refused_in_words_unbalanced_over_them_is_
         flow.handle(ev.Done())
     _, actions = _settle_to_reply(("2", "1"), theirs)
     assert actions == [ev.RecordSettlementReply(7, "2", "1")]
+
+
+@pytest.mark.parametrize("answer", [ev.ReplyReceived(Message("0330", {"39": "96"})),
+                                    ev.ReplyLost("timeout")])
+def test_an_interrupted_settlement_reports_once_and_takes_no_further_event(answer):
+    """A batch upload the host refuses (96) or leaves unanswered stops the settlement
+    "interrupted" (it resumes at the next start or settle), nothing is marked uploaded, and
+    that is its one result: a later event is an error, never a "settled"."""
+    flow, _ = _settle_to_reply(("2", "1"))
+    flow.handle(ev.Done())
+    flow.handle(ev.UploadItemsLoaded(((record(), CARD.pan),)))
+    flow.handle(ev.StanAllocated("000011"))
+    [stop] = flow.handle(answer)
+    assert isinstance(stop, ev.Finish), stop
+    assert (stop.result.status, stop.result.message_key) == ("interrupted", "settlement_interrupted")
+    with pytest.raises(TypeError, match="at done"):
+        flow.handle(ev.Done())
