@@ -47,7 +47,7 @@ class _OneAttempt:
         self.resolved: bool | None = None
 
     def _params(self) -> FinancialParams:
-        card = card_input_for(self.record.entry_mode, self.pan, None, None, self.record.pin_entered)
+        card = card_input_for(self.pan, None, None)
         return params_for(self.record, self.term, card)
 
     def _message(self) -> Message:

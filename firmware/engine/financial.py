@@ -97,8 +97,8 @@ def reversal_reason(no_reply_reason: str) -> str:
     return REVERSAL_REASON.get(no_reply_reason, "06")
 
 
-def card_input_for(record_mode: str, pan: str, card: CardRead | None, pin_block: bytes | None,
-                   pin_entered: bool) -> CardInput:
+def card_input_for(pan: str, card: CardRead | None, pin_block: bytes | None) -> CardInput:
+    """The card as the request carries it: from this read, or from the journal's PAN alone."""
     if card is not None:
         return CardInput(
             entry_mode=card.entry_mode, pan=card.pan, expiry=card.expiry, track2=card.track2,
@@ -254,9 +254,8 @@ class FinancialFlow:
         if self.wire.advice:
             # Byte for byte what a resend from the journal will be, so that the host's
             # duplicate check replays its real outcome instead of answering 94.
-            return card_input_for(record.entry_mode, self._pan(), None, None, False)
-        return card_input_for(record.entry_mode, self._pan(), self.card, self.pin_block,
-                              record.pin_entered)
+            return card_input_for(self._pan(), None, None)
+        return card_input_for(self._pan(), self.card, self.pin_block)
 
     def _draft(self) -> PendingDraft:
         req, orig = self.request, self.request.original
