@@ -231,3 +231,16 @@ def test_a_stored_refund_that_cannot_be_built_is_set_aside_and_a_supervisor_clos
                                          if "resolution" in line[2]]
     assert action == "manual quarantined record resolution"
     assert "bank transfer" in detail and outcome == "RESOLVED_MANUALLY"
+
+
+def test_audit_rows_are_numbered_from_1_without_gaps_and_chain_from_the_first(journal):
+    """Audit rows are numbered 1, 2, 3... in the order written (docs/security.md: the row the
+    journal check names is its place in the log), and each chains to the one before it, from
+    the first: the chain holds over every kind of line the journal writes."""
+    journal.audit("01", "sign in", "operator 01", "ok")
+    rec = journal.begin(draft())
+    journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00", rrn="123456789012", auth_code="A1"))
+    journal.audit("01", "sign out", "operator 01", "ok")
+    ids = [row[0] for row in journal.read("SELECT id FROM audit ORDER BY id")]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 4
+    assert journal.audit_chain_break() is None
