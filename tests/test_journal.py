@@ -13,7 +13,7 @@ from firmware.engine.backlog import AdviceFlow
 from firmware.engine.model import HostResult, PendingDraft
 from firmware.engine.states import TRANSITIONS, IllegalTransition, TxnEvent, TxnState, diagram
 from firmware.host.messages import Terminal, TxnKind
-from firmware.journal.errors import JournalTooNew
+from firmware.journal.errors import JournalError, JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
 
@@ -244,3 +244,23 @@ def test_audit_rows_are_numbered_from_1_without_gaps_and_chain_from_the_first(jo
     ids = [row[0] for row in journal.read("SELECT id FROM audit ORDER BY id")]
     assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 4
     assert journal.audit_chain_break() is None
+
+
+def test_one_settlement_at_a_time_while_requested_uploading_or_ending(journal):
+    """A settlement is open from its request until it is done or abandoned: while it is
+    REQUESTED, UPLOADING or ENDING a second one is refused and start-up resumes this one
+    (open_settlement); once done, neither."""
+    empty = journal.totals()
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+    for state in ("REQUESTED", "UPLOADING", "ENDING"):
+        if state == "UPLOADING":
+            journal.record_settlement_reply(sid, "2", "1")
+        elif state == "ENDING":
+            journal.record_end_stan(sid, journal.allocate_stan())
+        assert journal.get_settlement(sid).state == state
+        with pytest.raises(JournalError, match="already in progress"):
+            journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+        assert journal.open_settlement().id == sid, state
+    journal.finish_settlement(sid, report_copies=())
+    assert journal.open_settlement() is None
+    assert journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty) > sid
