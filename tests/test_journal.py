@@ -139,9 +139,14 @@ def test_a_newer_schema_is_refused_not_guessed(tmp_path):
 
 
 def test_adopt_batch_only_while_the_batch_is_empty(journal):
-    assert journal.adopt_batch("000042") and journal.current_batch() == "000042"
+    """The host's batch is taken while the open batch has no record, audited (from -> to);
+    once a record is written it is refused: False, the batch and the audit as they were."""
+    assert journal.adopt_batch("000042") is True and journal.current_batch() == "000042"
+    assert journal.audit_lines(1)[0][1:] == ("system", "adopt batch", "000001 -> 000042", "done")
     journal.begin(draft())
-    assert not journal.adopt_batch("000050") and journal.current_batch() == "000042"
+    before = journal.audit_lines()
+    assert journal.adopt_batch("000050") is False and journal.current_batch() == "000042"
+    assert journal.audit_lines() == before
 
 
 @pytest.mark.parametrize("host_batch", ["", "00004", "0000042", "00004A", "000001"])
