@@ -269,3 +269,19 @@ def test_one_settlement_at_a_time_while_requested_uploading_or_ending(journal):
     journal.finish_settlement(sid, report_copies=())
     assert journal.open_settlement() is None
     assert journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty) > sid
+
+
+def test_a_reversal_closed_by_hand_puts_its_held_order_back_on_hold(journal):
+    """A held order's sale lost its reply (owed a reversal) and a supervisor closed it by hand:
+    no money moved, so in that same commit the order is held again, untied from the sale."""
+    from firmware.journal.held import HeldOrders
+
+    orders = HeldOrders(journal)
+    order = orders.park(1000, "T1", "", "01", "156")
+    orders.mark_paying(order.id, "01")
+    rec = journal.begin(draft(held_order_id=order.id))
+    journal.apply(rec.id, TxnEvent.LOSE_REPLY, reversal_reason="98")
+    assert orders.get(order.id).state == "PAYING"  # the money may have moved: not yet
+    journal.resolve_manually(rec.id, "supervisor", "host confirms nothing was taken")
+    back = orders.get(order.id)
+    assert (back.state, back.txn_id) == ("HELD", None)
