@@ -285,3 +285,34 @@ def test_a_reversal_closed_by_hand_puts_its_held_order_back_on_hold(journal):
     journal.resolve_manually(rec.id, "supervisor", "host confirms nothing was taken")
     back = orders.get(order.id)
     assert (back.state, back.txn_id) == ("HELD", None)
+
+
+def test_an_empty_journal_owes_nothing_in_each_unresolved_state(journal):
+    """The settlement gate reads every unresolved state by name: with nothing owed, each of
+    them is there and zero (never missing)."""
+    assert journal.unresolved_counts() == {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0,
+                                           "QUARANTINED": 0}
+
+
+def test_records_filter_by_state_and_by_batch(journal):
+    """records() lists the records of one state, of one batch, or of both, oldest first."""
+    sale = journal.begin(draft())
+    journal.apply(sale.id, TxnEvent.APPROVE, HostResult("00", rrn="123456789012", auth_code="A1"))
+    pending = journal.begin(draft())
+    assert [r.id for r in journal.records(state=TxnState.PENDING)] == [pending.id]
+    assert [r.id for r in journal.records(batch="000001")] == [sale.id, pending.id]
+    assert journal.records(batch="000002") == []
+    assert journal.records(state=TxnState.APPROVED, batch="000002") == []
+
+
+def test_start_up_recovery_audits_each_record_and_the_summary(journal):
+    """Each PENDING record start-up gives up on has its own audit line, and the recovery its
+    summary line, even with no settlement to abandon."""
+    sale = journal.begin(draft())
+    journal.recover()
+    lines = [line[1:] for line in journal.audit_lines(2)]
+    assert lines == [
+        ("system", "start-up recovery", "1 to reverse, 0 enquiries lost, "
+         "0 settlement requests abandoned", "done"),
+        ("system", "sale lose_reply", f"trace {sale.stan}: outcome unknown after a restart",
+         "REVERSAL_DUE")]
