@@ -13,7 +13,7 @@ from firmware.engine.backlog import AdviceFlow
 from firmware.engine.model import HostResult, PendingDraft
 from firmware.engine.states import TRANSITIONS, IllegalTransition, TxnEvent, TxnState, diagram
 from firmware.host.messages import Terminal, TxnKind
-from firmware.journal.errors import JournalTooNew
+from firmware.journal.errors import JournalError, JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
 
@@ -139,9 +139,14 @@ def test_a_newer_schema_is_refused_not_guessed(tmp_path):
 
 
 def test_adopt_batch_only_while_the_batch_is_empty(journal):
-    assert journal.adopt_batch("000042") and journal.current_batch() == "000042"
+    """The host's batch is taken while the open batch has no record, audited (from -> to);
+    once a record is written it is refused: False, the batch and the audit as they were."""
+    assert journal.adopt_batch("000042") is True and journal.current_batch() == "000042"
+    assert journal.audit_lines(1)[0][1:] == ("system", "adopt batch", "000001 -> 000042", "done")
     journal.begin(draft())
-    assert not journal.adopt_batch("000050") and journal.current_batch() == "000042"
+    before = journal.audit_lines()
+    assert journal.adopt_batch("000050") is False and journal.current_batch() == "000042"
+    assert journal.audit_lines() == before
 
 
 @pytest.mark.parametrize("host_batch", ["", "00004", "0000042", "00004A", "000001"])
@@ -231,3 +236,83 @@ def test_a_stored_refund_that_cannot_be_built_is_set_aside_and_a_supervisor_clos
                                          if "resolution" in line[2]]
     assert action == "manual quarantined record resolution"
     assert "bank transfer" in detail and outcome == "RESOLVED_MANUALLY"
+
+
+def test_audit_rows_are_numbered_from_1_without_gaps_and_chain_from_the_first(journal):
+    """Audit rows are numbered 1, 2, 3... in the order written (docs/security.md: the row the
+    journal check names is its place in the log), and each chains to the one before it, from
+    the first: the chain holds over every kind of line the journal writes."""
+    journal.audit("01", "sign in", "operator 01", "ok")
+    rec = journal.begin(draft())
+    journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00", rrn="123456789012", auth_code="A1"))
+    journal.audit("01", "sign out", "operator 01", "ok")
+    ids = [row[0] for row in journal.read("SELECT id FROM audit ORDER BY id")]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 4
+    assert journal.audit_chain_break() is None
+
+
+def test_one_settlement_at_a_time_while_requested_uploading_or_ending(journal):
+    """A settlement is open from its request until it is done or abandoned: while it is
+    REQUESTED, UPLOADING or ENDING a second one is refused and start-up resumes this one
+    (open_settlement); once done, neither."""
+    empty = journal.totals()
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+    for state in ("REQUESTED", "UPLOADING", "ENDING"):
+        if state == "UPLOADING":
+            journal.record_settlement_reply(sid, "2", "1")
+        elif state == "ENDING":
+            journal.record_end_stan(sid, journal.allocate_stan())
+        assert journal.get_settlement(sid).state == state
+        with pytest.raises(JournalError, match="already in progress"):
+            journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+        assert journal.open_settlement().id == sid, state
+    journal.finish_settlement(sid, report_copies=())
+    assert journal.open_settlement() is None
+    assert journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty) > sid
+
+
+def test_a_reversal_closed_by_hand_puts_its_held_order_back_on_hold(journal):
+    """A held order's sale lost its reply (owed a reversal) and a supervisor closed it by hand:
+    no money moved, so in that same commit the order is held again, untied from the sale."""
+    from firmware.journal.held import HeldOrders
+
+    orders = HeldOrders(journal)
+    order = orders.park(1000, "T1", "", "01", "156")
+    orders.mark_paying(order.id, "01")
+    rec = journal.begin(draft(held_order_id=order.id))
+    journal.apply(rec.id, TxnEvent.LOSE_REPLY, reversal_reason="98")
+    assert orders.get(order.id).state == "PAYING"  # the money may have moved: not yet
+    journal.resolve_manually(rec.id, "supervisor", "host confirms nothing was taken")
+    back = orders.get(order.id)
+    assert (back.state, back.txn_id) == ("HELD", None)
+
+
+def test_an_empty_journal_owes_nothing_in_each_unresolved_state(journal):
+    """The settlement gate reads every unresolved state by name: with nothing owed, each of
+    them is there and zero (never missing)."""
+    assert journal.unresolved_counts() == {"PENDING": 0, "REVERSAL_DUE": 0, "ADVICE_DUE": 0,
+                                           "QUARANTINED": 0}
+
+
+def test_records_filter_by_state_and_by_batch(journal):
+    """records() lists the records of one state, of one batch, or of both, oldest first."""
+    sale = journal.begin(draft())
+    journal.apply(sale.id, TxnEvent.APPROVE, HostResult("00", rrn="123456789012", auth_code="A1"))
+    pending = journal.begin(draft())
+    assert [r.id for r in journal.records(state=TxnState.PENDING)] == [pending.id]
+    assert [r.id for r in journal.records(batch="000001")] == [sale.id, pending.id]
+    assert journal.records(batch="000002") == []
+    assert journal.records(state=TxnState.APPROVED, batch="000002") == []
+
+
+def test_start_up_recovery_audits_each_record_and_the_summary(journal):
+    """Each PENDING record start-up gives up on has its own audit line, and the recovery its
+    summary line, even with no settlement to abandon."""
+    sale = journal.begin(draft())
+    journal.recover()
+    lines = [line[1:] for line in journal.audit_lines(2)]
+    assert lines == [
+        ("system", "start-up recovery", "1 to reverse, 0 enquiries lost, "
+         "0 settlement requests abandoned", "done"),
+        ("system", "sale lose_reply", f"trace {sale.stan}: outcome unknown after a restart",
+         "REVERSAL_DUE")]

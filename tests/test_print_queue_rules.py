@@ -242,3 +242,114 @@ def test_a_held_order_trail_is_queued_once_for_the_merchant_and_audited(journal)
     title = f"held order {order.id} trail"
     assert job.title == title
     assert journal.audit_lines(1)[0][1:] == ("01", "held trail", title, "queued")
+
+
+def test_cancel_during_the_last_copy_voids_that_copy_once_it_is_done(journal):
+    """CANCEL while the cardholder copy (the last) prints: the copy finishes (the spooler's one
+    update: count, nothing of the next copy on paper, no REPRINT mark, no reason), then the job
+    is CANCELLED and one VOID slip names the cardholder copy, the one on paper; audited."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING, printed_any=True, copies_done=1)
+    assert journal.request_print_cancel(job.id, "01") is CancelAction.AFTER_CURRENT_COPY
+    done = journal.update_print_job(job.id, copies_done=2, printed_any=False, copy_restarted=False,
+                                    reason=None)
+    assert done == journal.print_job(job.id) and done.copies_done == 2 and done.cancel_requested
+    slip_id = journal.finish_print_cancel(job.id)
+    slip = journal.print_job(slip_id)
+    assert journal.print_job(job.id).state is PrintState.CANCELLED
+    assert (slip.kind, slip.copies, slip.voids_job) == (JobKind.VOID_SLIP, (CopyKind.CARDHOLDER,),
+                                                        job.id)
+    assert journal.audit_lines(1)[0][1:] == ("operator", "print cancel", job.title,
+                                             "void slip queued")
+
+
+def test_a_cancelled_void_slip_gets_no_void_slip_of_its_own(journal):
+    """A VOID slip cancelled while it prints finishes its copy and ends CANCELLED, and nothing
+    more is queued: a slip voids a receipt, never another slip."""
+    approved_with_receipt(journal)
+    receipt = journal.print_jobs()[0]
+    journal.update_print_job(receipt.id, PrintState.PRINTING, printed_any=True)
+    journal.request_print_cancel(receipt.id, "01")
+    slip_id = journal.finish_print_cancel(receipt.id)
+    journal.update_print_job(slip_id, PrintState.PRINTING, printed_any=True)
+    assert journal.request_print_cancel(slip_id, "01") is CancelAction.AFTER_CURRENT_COPY
+    journal.update_print_job(slip_id, copies_done=1, printed_any=False)
+    assert journal.finish_print_cancel(slip_id) is None
+    assert journal.print_job(slip_id).state is PrintState.CANCELLED
+    assert [(j.kind, j.state) for j in journal.print_jobs(open_only=False)] == [
+        (JobKind.RECEIPT, PrintState.CANCELLED), (JobKind.VOID_SLIP, PrintState.CANCELLED)]
+
+
+def test_a_finished_job_is_never_cancelled_afterwards(journal):
+    """A job printed to its end is DONE for good: ending it as cancelled afterwards is refused
+    as a whole, with no VOID slip and no audit line."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING)
+    journal.update_print_job(job.id, PrintState.DONE, copies_done=2)
+    before = journal.audit_lines()
+    with pytest.raises(PrintTransitionError):
+        journal.finish_print_cancel(job.id)
+    assert journal.print_job(job.id).state is PrintState.DONE
+    assert [j.id for j in journal.print_jobs(open_only=False)] == [job.id]
+    assert journal.audit_lines() == before
+
+
+def test_the_open_jobs_are_the_queued_printing_and_paused_ones_oldest_first(journal):
+    """print_jobs() (the ECR listing, the printer status, CANCEL with no job named) lists the
+    open jobs, queued, printing and paused, oldest first; ended ones (done, cancelled) only
+    with open_only=False."""
+    ids = [approved_with_receipt(journal) for _ in range(5)]
+    jobs = journal.print_jobs()
+    assert [j.txn_id for j in jobs] == ids
+    done, cancelled, printing, paused, queued = (j.id for j in jobs)
+    journal.update_print_job(done, PrintState.PRINTING)
+    journal.update_print_job(done, PrintState.DONE)
+    journal.request_print_cancel(cancelled, "01")
+    journal.update_print_job(printing, PrintState.PRINTING)
+    journal.update_print_job(paused, PrintState.PRINTING)
+    journal.update_print_job(paused, PrintState.PAUSED)
+    assert [(j.id, j.state) for j in journal.print_jobs()] == [
+        (printing, PrintState.PRINTING), (paused, PrintState.PAUSED), (queued, PrintState.QUEUED)]
+    assert [j.id for j in journal.print_jobs(open_only=False)] == [j.id for j in jobs]
+
+
+def test_a_job_change_sets_only_the_spoolers_fields_and_answers_the_stored_job(journal):
+    """The spooler may set how far a job got (copies done, the REPRINT mark of the copy under
+    way, paper used, the reason), one or all at once; any other field is refused and nothing
+    changes. The answer is the job as stored."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    marked = journal.update_print_job(job.id, copy_restarted=True)
+    assert marked == journal.print_job(job.id) and marked.marked_reprint
+    with pytest.raises(JournalError, match="cannot be set"):
+        journal.update_print_job(job.id, copies_done=1, needs_confirm=False)
+    assert journal.print_job(job.id) == marked
+
+
+def test_a_reprint_after_power_loss_is_audited_when_requeued_and_when_confirmed(journal):
+    """The copy a power loss cut is re-queued with an audit line saying so, and the operator's
+    confirmation of its reprint is audited too; confirming answers the job as stored."""
+    approved_with_receipt(journal)
+    job = journal.print_jobs()[0]
+    journal.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
+    journal.recover_prints()
+    assert journal.audit_lines(1)[0][1:] == ("system", "print interrupted by power loss",
+                                             job.title, "re-queued for confirmation")
+    confirmed = journal.confirm_print(job.id, "02")
+    assert confirmed == journal.print_job(job.id) and not confirmed.needs_confirm
+    assert journal.audit_lines(1)[0][1:] == ("02", "reprint after power loss", job.title,
+                                             "confirmed")
+
+
+def test_a_requested_reprint_is_audited_and_a_first_print_is_not(journal):
+    """A receipt printed again on request is an audit line (who, which, queued); a job queued
+    for its first print (a test page) writes no audit line."""
+    rid = approved_with_receipt(journal)
+    before = journal.audit_lines()
+    journal.enqueue_print(JobKind.TEST, (CopyKind.MERCHANT,), title="test page")
+    assert journal.audit_lines() == before
+    journal.enqueue_print(JobKind.RECEIPT, BOTH, txn_id=rid, reprint=True, title="sale 000001",
+                          operator="02")
+    assert journal.audit_lines(1)[0][1:] == ("02", "reprint", "sale 000001", "queued")

@@ -44,7 +44,7 @@ def test_settled_records_go_after_n_days_never_sooner_never_unresolved_never_the
     """Seven days' retention. A settled batch holds a record in every state; the open batch
     holds an approved and a declined sale, all written at the same moment. At 7 days less a
     minute, and at exactly 7 days, nothing goes (not yet older than 7 days); at 7 days and a
-    minute the settled records in a final state go, and the unresolved ones (owed to the host or
+    second the settled records in a final state go, and the unresolved ones (owed to the host or
     to a supervisor) and the whole open batch stay."""
     clock = Clock(T0)
     j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32), clock=clock)
@@ -61,7 +61,7 @@ def test_settled_records_go_after_n_days_never_sooner_never_unresolved_never_the
             assert j.purge_settled(7) == 0, age
             assert {r.id for r in j.records()} == everything
 
-        clock.now = T0 + 7 * DAY + 60
+        clock.now = T0 + 7 * DAY + 1  # a second past 7 days of 86 400 s: older, so it goes
         assert j.purge_settled(7) == len(PURGEABLE_STATES)
         kept = {r.id for r in j.records()}
         assert kept == ({settled[s].id for s in STATES if s not in PURGEABLE_STATES}

@@ -164,3 +164,29 @@ def test_only_an_approved_sale_may_be_voided(tmp_path):
     verdicts = asyncio.run(go())
     assert {s for s, key in verdicts.items() if key is None} == VOIDABLE_STATES, verdicts
     assert verdicts[S.VOIDED] == "original_already_voided"
+
+
+# Which side of the batch totals each kind counts on (docs/dialect.md, settlement totals):
+# sales and completions are debits; voids, completion voids and refunds are credits;
+# pre-authorisations, their voids and balance enquiries move no money and count nowhere.
+DEBIT = {TxnKind.SALE, TxnKind.COMPLETION}
+CREDIT = {TxnKind.VOID, TxnKind.COMPLETION_VOID, TxnKind.REFUND}
+KINDS = list(TxnKind)
+
+
+def test_each_kind_counts_on_its_own_side_of_the_totals_and_the_upload(journal):
+    """One approved record of every kind, each with its own power-of-two amount: the debit
+    total is exactly the sale and the completion, the credit total exactly the void, the
+    completion void and the refund; a pre-auth, its void and a balance enquiry count in neither,
+    and the batch upload carries exactly the counted ones."""
+    records = {k: record_in_state(journal, draft(k, 1 << KINDS.index(k)), S.APPROVED)
+               for k in KINDS}
+    domestic, foreign = journal.totals()
+    assert domestic == SideTotals(sum(1 << KINDS.index(k) for k in DEBIT), len(DEBIT),
+                                  sum(1 << KINDS.index(k) for k in CREDIT), len(CREDIT))
+    assert foreign == SideTotals(0, 0, 0, 0)
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
+                                   foreign)
+    journal.record_settlement_reply(sid, "2", "1")
+    uploaded = {record.id for record, _ in journal.upload_items(sid, 50)}
+    assert uploaded == {records[k].id for k in DEBIT | CREDIT}
