@@ -210,3 +210,25 @@ def test_an_id_is_echoed_only_when_a_till_can_read_it_back_exactly(request_id, e
         with pytest.raises(EcrError, match=r"^id must be") as caught:
             parse_request(line)
         assert "id" not in caught.value.reply()
+
+
+def test_a_wrong_value_is_shown_whole_up_to_40_characters_then_cut_to_40():
+    """A refusal shows the wrong value as sent when it is at most 40 characters long, else its
+    first 37 characters and "..." (40 in all): a till may send anything, of any length."""
+    whole = "x" * 38  # shown as 'xxx...x': 40 characters with the quotes
+    with pytest.raises(EcrError) as caught:
+        FIELD_CHECKS["kind"]("kind", whole)
+    assert str(caught.value).endswith(f"got {whole!r}")
+    with pytest.raises(EcrError) as caught:
+        FIELD_CHECKS["kind"]("kind", whole + "y")
+    assert str(caught.value).endswith("got " + repr(whole + "y")[:37] + "...")
+
+
+def test_an_unknown_field_is_named_as_sent_up_to_40_printable_characters():
+    """A field the op does not take is named bare when it is at most 40 printable characters;
+    a longer or unprintable name is shown as a value (quoted, cut to 40)."""
+    for name, shown in (("f" * 40, "f" * 40), ("f" * 41, repr("f" * 41)[:37] + "..."),
+                        ("a\tb", repr("a\tb"))):
+        with pytest.raises(EcrError) as caught:
+            parse_request(json.dumps({"op": "status", name: 1}).encode())
+        assert str(caught.value) == f"status does not take {shown}"
