@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from helpers import PASSWORD, TID, TerminalProcess
@@ -87,3 +89,146 @@ def test_a_refusal_names_its_request_where_it_can():
     with pytest.raises(EcrError) as caught:
         parse_request(b'{"op": "sale", "id": "T-1", "amount": -1}')
     assert caught.value.reply()["id"] == "T-1" and caught.value.reply()["op"] == "sale"
+
+
+# -- the ops and limits docs/ecr.md promises a till (issue 14: protocol.py table mutants) ----
+
+ECR_DOC = Path(__file__).resolve().parent.parent / "docs" / "ecr.md"
+
+
+def _doc_ops() -> dict[str, tuple[set[str], set[str]]]:
+    """The "Requests" table of docs/ecr.md: op -> (required fields, optional fields)."""
+    section = ECR_DOC.read_text().split("## Requests", 1)[1].split("\n## ", 1)[0]
+    ops: dict[str, tuple[set[str], set[str]]] = {}
+    for names, cell in re.findall(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|\s*([^|]*?)\s*\|", section,
+                                  re.MULTILINE):
+        # "(`x`, `list`, `z`)" and "(MMDD)" say what a field holds, they name no field.
+        cell = re.sub(r"\([^)]*\)", "", cell)
+        required = {m[1] for item in cell.split(",")
+                    if (m := re.fullmatch(r"\s*`([a-z_]+)`\s*", item))}
+        optional = {m[1] for item in cell.split(",")
+                    if (m := re.fullmatch(r"\s*\*`([a-z_]+)`\*\s*", item))}
+        assert len(required) + len(optional) == len([i for i in cell.split(",") if i.strip()]), \
+            f"docs/ecr.md: cannot read the fields of {names}: {cell!r}"
+        for op in re.findall(r"`([a-z_]+)`", names):
+            ops[op] = (required, optional)
+    return ops
+
+
+def test_every_op_takes_exactly_the_fields_docs_ecr_md_lists():
+    """A till is wired to the Requests table of docs/ecr.md: every op there exists, needs
+    exactly the fields it marks required and takes exactly the ones it marks optional, and no
+    op exists that the table does not list (a dropped op, or one that lost or gained a field,
+    breaks a till that followed the docs)."""
+    code = {op: (set(required), set(optional))
+            for op, (required, optional) in {**OPS, **ecr_ops()}.items()}
+    assert code == _doc_ops()
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_each_core_op_runs_with_its_required_fields_and_refuses_without_each(op: str):
+    """Each op of the table parses with its required fields (and every optional one); leaving
+    out any one required field is refused with words naming it."""
+    required, optional = OPS[op]
+    good = {"op": op, **{name: GOOD[name] for name in (*required, *optional)}}
+    assert parse_request(json.dumps(good).encode()).op == op
+    for name in required:
+        with pytest.raises(EcrError, match=f"{op} needs {name}"):
+            parse_request(json.dumps({k: v for k, v in good.items() if k != name}).encode())
+
+
+# A valid value of every field (what a till following docs/ecr.md sends).
+GOOD: dict[str, object] = {
+    "amount": 1, "voucher": "1", "orig_voucher": 2, "orig_batch": "000001", "batch": 1,
+    "orig_date": "0229", "orig_rrn": "ABC123def456", "password": "123456", "old": "1",
+    "new": "654321", "pin": "1234", "card": "cup_debit", "ref": "T-1", "note": "", "reason": "r",
+    "path": "/mnt/usb", "kind": "x", "job": 1, "order": 1, "print": True, "all": False,
+}
+
+# field -> (largest value refused below, smallest taken, largest taken, smallest refused above),
+# as the "Checks, repeats and limits" section of docs/ecr.md gives them (None: no such value).
+LIMITS: dict[str, tuple[object, object, object, object]] = {
+    "amount": (0, 1, 999_999_999_999, 10**12),
+    "voucher": ("", "1", "999999", "1000000"),
+    "batch": ("", 0, 999_999, 1_000_000),
+    "orig_voucher": ("", "0", "999999", "0000000"),
+    "orig_batch": ("", "0", "999999", "0000000"),
+    "orig_rrn": ("", "a", "Z" * 12, "1" * 13),
+    "password": ("", "1", "1" * 12, "1" * 13),
+    "old": ("", "0", "9" * 12, "9" * 13),
+    "new": ("", "0", "9" * 12, "9" * 13),
+    "pin": ("123", "1234", "1" * 12, "1" * 13),
+    "job": (0, 1, 999_999_999, 1_000_000_000),
+    "order": (0, 1, 999_999_999, 1_000_000_000),
+    "card": ("", "a", "_" * 32, "a" * 33),
+    "ref": ("", " ", "x" * 32, "x" * 33),
+    "note": (None, "", "x" * 64, "x" * 65),
+    "reason": ("", "x", "x" * 128, "x" * 129),
+    "path": ("", "/", "x" * 255, "x" * 256),
+    "kind": ("", "z", "x" * 8, "x" * 9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_each_field_takes_exactly_the_range_docs_ecr_md_gives(name: str):
+    """Every limit of docs/ecr.md holds at both ends: the smallest and the largest value it
+    allows are taken as they are, one less or one more is refused with words naming the field
+    (an amount of 10^12 fen would not fit field 4; a 13-digit password is not one)."""
+    below, low, high, above = LIMITS[name]
+    check = FIELD_CHECKS[name]
+    for value in (low, high):
+        taken = check(name, value)
+        assert taken == (str(value).zfill(6) if check is FIELD_CHECKS["voucher"] else value)
+    for value in (below, above):
+        if value is not None:
+            with pytest.raises(EcrError, match=f"^{name} must"):
+                check(name, value)
+
+
+def test_a_card_name_is_letters_digits_and_underscore_only():
+    """A test card is named by letters, digits and _ only (emulated boards): anything else,
+    a path or a dot, is refused."""
+    assert FIELD_CHECKS["card"]("card", "Visa_2") == "Visa_2"
+    for bad in ("../x", "a.b", "a-b", "a b"):
+        with pytest.raises(EcrError, match="card must be text of 1-32 letters, digits and _"):
+            FIELD_CHECKS["card"]("card", bad)
+
+
+@pytest.mark.parametrize(("request_id", "echoed"), [
+    (2**53 - 1, True), (-(2**53 - 1), True), (2**53, False), (-(2**53), False),
+    ("x" * 64, True), ("x", True), ("x" * 65, False), ("", False), ("a\nb", False),
+    (True, False), (1.5, False), ([1], False),
+])
+def test_an_id_is_echoed_only_when_a_till_can_read_it_back_exactly(request_id, echoed: bool):
+    """An id is a whole number up to 2^53-1 (either sign: what a JSON library holds exactly)
+    or 1-64 printable characters; a request with any other id is refused, and its refusal
+    carries no id."""
+    line = json.dumps({"op": "status", "id": request_id}).encode()
+    if echoed:
+        assert parse_request(line).id == request_id
+    else:
+        with pytest.raises(EcrError, match=r"^id must be") as caught:
+            parse_request(line)
+        assert "id" not in caught.value.reply()
+
+
+def test_a_wrong_value_is_shown_whole_up_to_40_characters_then_cut_to_40():
+    """A refusal shows the wrong value as sent when it is at most 40 characters long, else its
+    first 37 characters and "..." (40 in all): a till may send anything, of any length."""
+    whole = "x" * 38  # shown as 'xxx...x': 40 characters with the quotes
+    with pytest.raises(EcrError) as caught:
+        FIELD_CHECKS["kind"]("kind", whole)
+    assert str(caught.value).endswith(f"got {whole!r}")
+    with pytest.raises(EcrError) as caught:
+        FIELD_CHECKS["kind"]("kind", whole + "y")
+    assert str(caught.value).endswith("got " + repr(whole + "y")[:37] + "...")
+
+
+def test_an_unknown_field_is_named_as_sent_up_to_40_printable_characters():
+    """A field the op does not take is named bare when it is at most 40 printable characters;
+    a longer or unprintable name is shown as a value (quoted, cut to 40)."""
+    for name, shown in (("f" * 40, "f" * 40), ("f" * 41, repr("f" * 41)[:37] + "..."),
+                        ("a\tb", repr("a\tb"))):
+        with pytest.raises(EcrError) as caught:
+            parse_request(json.dumps({"op": "status", name: 1}).encode())
+        assert str(caught.value) == f"status does not take {shown}"

@@ -127,3 +127,29 @@ async def _ask(link: Link, line: bytes) -> dict:
 
     link.send(line)
     return await asyncio.to_thread(link.reply)
+
+
+def test_reply_words_go_out_as_utf8_characters_a_scrubbed_reply_as_escapes():
+    """A reply is UTF-8 text as written: Chinese words are sent as their characters, not as
+    \\u escapes (a till's log shows them as the operator saw them). Only a reply that had to be
+    scrubbed is sent as plain ASCII with \\u escapes, so that nothing left in it can break the
+    line; the till reads the same words from both."""
+    plain = encode_response({"ok": True, "message": "交易成功"})
+    assert "交易成功".encode() in plain and b"\\u" not in plain
+    scrubbed = encode_response({"ok": True, "message": "交易成功", "odd": "\udcff"})
+    assert scrubbed.isascii() and json.loads(scrubbed)["message"] == "交易成功"
+
+
+def test_a_scrubbed_reply_keeps_every_value_that_was_already_json():
+    """Scrubbing a reply changes only what could not be sent: its id (when sendable) stays
+    without a note, null, true, whole and finite numbers stay as they are, an infinite number
+    becomes null, and a value that is not JSON at all is sent as its text."""
+    line = encode_response({"id": 9, "ok": True, "code": None, "amount": 1234, "rate": 2.5,
+                            "limit": float("inf"), "low": float("-inf"), "bad": "x\udcff",
+                            "odd": object(), "table": {7: "seven"}})
+    reply = json.loads(line)
+    assert reply["id"] == 9 and "id_note" not in reply
+    assert (reply["ok"], reply["code"], reply["amount"], reply["rate"]) == (True, None, 1234, 2.5)
+    assert reply["limit"] is None and reply["low"] is None
+    assert reply["bad"].startswith("x") and reply["odd"].startswith("<object object")
+    assert reply["table"] == {"7": "seven"}
