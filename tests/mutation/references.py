@@ -65,6 +65,34 @@ class ReferenceIndex:
                     continue
                 where = self.in_functions if node.lineno in inside else self.at_import
                 where.setdefault(name, set()).add((module, node.lineno))
+        # Test functions that read a name themselves (a test pinning a table to the docs).
+        self.test_reads: dict[str, set[str]] = {}
+        for path in sorted((root / "tests").glob("test_*.py")) if (root / "tests").is_dir() else ():
+            test_module = str(path.relative_to(root))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) \
+                        and node.name.startswith("test"):
+                    for inner in ast.walk(node):
+                        name = inner.id if isinstance(inner, ast.Name) \
+                            else inner.attr if isinstance(inner, ast.Attribute) else None
+                        if name is not None:
+                            self.test_reads.setdefault(name, set()).add(
+                                f"{test_module}::{node.name}")
+
+    def tests_naming(self, names: set[str]) -> set[str]:
+        """"tests/test_x.py::test_y" of every test function that reads one of `names` itself."""
+        return {t for name in names for t in self.test_reads.get(name, set())}
+
+    def names_behind(self, module: str, line: int) -> set[str]:
+        """The names `module`'s `line` defines, and those of the tables built from them."""
+        names = set(self.defines.get(module, {}).get(line, set()))
+        for _ in range(_DEPTH):
+            more = {n for name in names for other, other_line in self.at_import.get(name, set())
+                    for n in self.defines.get(other, {}).get(other_line, set())}
+            if more <= names:
+                break
+            names |= more
+        return names
 
     def reading_lines(self, module: str, line: int) -> set[tuple[str, int]]:
         """(file, line) of every function line that reads what `module`'s `line` defines."""
@@ -81,3 +109,4 @@ class ReferenceIndex:
                 for other, other_line in self.at_import.get(name, set()):
                     names |= self.defines.get(other, {}).get(other_line, set())
         return found
+

@@ -159,9 +159,15 @@ def plan(mutant: Mutant, end_line: int, at_import: bool, lines: dict[str, dict[i
     if at_import:
         # A module-level line (a table, a set of states, an enum member) runs once at import,
         # before any test: the tests that depend on it are those that run a line reading it.
+        names: set[str] = set()
         for line in range(mutant.line, end_line + 1):
             for module, reading in refs.reading_lines(mutant.module, line):
                 covering |= lines.get(module, {}).get(reading, set())
+            names |= refs.names_behind(mutant.module, line)
+        # ...and the tests that read the table themselves (pinning it to the docs, say).
+        direct = refs.tests_naming(names)
+        covering |= {t for t in tests
+                     if f"{t.split('::')[0]}::{t.split('::')[-1].split('[')[0]}" in direct}
         if not covering:
             covering = set().union(*lines.get(mutant.module, {}).values())
     else:
