@@ -728,3 +728,71 @@ def test_an_interrupted_settlement_reports_once_and_takes_no_further_event(answe
     assert (stop.result.status, stop.result.message_key) == ("interrupted", "settlement_interrupted")
     with pytest.raises(TypeError, match="at done"):
         flow.handle(ev.Done())
+
+
+# -- the limits at their edges ------------------------------------------------------------------
+
+def test_the_amount_limit_is_100000_yuan_inclusive_and_an_amount_is_at_least_one_fen():
+    """Default limit 10,000,000 fen (100,000.00): exactly the limit is taken, one fen more is
+    refused in words; zero, negative, fractional and true/false amounts are refused."""
+    from firmware.engine.validation import check_amount
+
+    def refusal(amount):
+        found = check_amount(TxnRequest(TxnKind.SALE, amount), Limits())
+        return None if found is None else (found.key, found.detail)
+
+    assert Limits().max_amount == 10_000_000
+    assert refusal(10_000_000) is None and refusal(1) is None
+    assert refusal(10_000_001) == ("amount_over_limit",
+                                   "the amount exceeds the limit of 10000000 fen")
+    for bad in (0, -1, 1.5, True):
+        assert refusal(bad) == ("invalid_amount",
+                                "the amount must be a positive whole number of fen"), bad
+
+
+def test_a_card_expiring_this_month_is_taken_and_last_months_is_expired():
+    """Expiry YYMM: months 01 to 12 are read, 00 and 13 are not; a card that expires this
+    month still pays, one that expired last month is refused with its date."""
+    def refusal(expiry, today="2611"):
+        card = CardRead("swipe", CARD.pan, expiry, "101", CARD.track2)
+        found = check_card(card, today, Limits())
+        return None if found is None else (found.key, found.detail)
+
+    assert refusal("2611") is None and refusal("2701") is None and refusal("2712") is None
+    assert refusal("2610") == ("card_expired", "the card expired (YYMM 2610)")
+    for unreadable in ("2600", "2613", "2113"):
+        assert refusal(unreadable) == ("card_invalid", "the card's expiry date cannot be read")
+
+
+def test_a_swiped_chip_card_is_sent_to_the_chip_reader_unless_fallback_is_allowed():
+    """Service code 2xx/6xx marks a chip card: swiped, it is refused "insert chip" by default;
+    with fallback allowed it pays; inserted, or a magstripe-only card swiped, it is not refused."""
+    chip = CardRead("swipe", CARD.pan, "3012", "201", CARD.track2)
+    assert Limits().allow_fallback_swipe is False
+    refused = check_card(chip, "2611", Limits())
+    assert refused is not None and (refused.key, refused.detail) == (
+        "insert_chip", "this is a chip card: insert it instead of swiping")
+    assert check_card(chip, "2611", Limits(allow_fallback_swipe=True)) is None
+    assert check_card(dataclasses.replace(chip, entry_mode="chip"), "2611", Limits()) is None
+    assert check_card(CARD, "2611", Limits()) is None
+
+
+def test_an_original_date_is_a_real_month_and_day_29_february_included():
+    """MMDD of an original (a refund's date): the year is not known, so 0229 is a date; 0230,
+    month 00 or 13, day 00 or 32, and anything not 4 digits are not."""
+    from firmware.engine.validation import valid_mmdd
+
+    for good in ("0101", "0229", "0131", "1231", "0430"):
+        assert valid_mmdd(good) is True, good
+    for bad in ("0230", "0431", "0001", "1301", "0100", "0132", "123", "01011", "12a1", None):
+        assert valid_mmdd(bad) is False, bad
+
+
+def test_an_original_of_the_wrong_kind_is_refused_naming_the_kinds_that_would_do():
+    """A void or refund whose original is a pre-authorisation names what it may refer to."""
+    wrong = dataclasses.replace(PREAUTH, kind=TxnKind.PREAUTH)
+    refusal = check_original(TxnRequest(TxnKind.VOID, 1000, original=wrong), "000001")
+    assert refusal is not None and refusal.key == "original_wrong_type"
+    assert refusal.detail == "the original is a preauth, not a sale"
+    refusal = check_original(TxnRequest(TxnKind.REFUND, 1000, original=wrong), "000001")
+    assert refusal is not None and refusal.detail == "the original is a preauth, not a completion or sale"
