@@ -559,3 +559,31 @@ def test_an_approved_sign_on_without_working_keys_is_an_error_naming_field_62() 
 
     link = run(test)
     assert link.keys == KEYS and link.sign_on_required
+
+
+@pytest.mark.parametrize(("attempts", "dials", "said"), [(None, 1, ""), (0, 1, ""), (1, 1, ""),
+                                                         (2, 2, " (2 attempts)")])
+def test_the_host_is_dialled_as_often_as_configured_and_at_least_once(
+        attempts: int | None, dials: int, said: str, caplog: pytest.LogCaptureFixture) -> None:
+    """comms.retries + 1 connect attempts (one unless told), never fewer than one, each logged
+    "attempt n of m"; then the link is down (NoReply LINK), and the words count the attempts
+    only when there were several."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+
+    async def test() -> NoReply:
+        told = {} if attempts is None else {"connect_attempts": attempts}
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2, **told)
+        with pytest.raises(NoReply) as info:
+            await channel.connect()
+        return info.value
+
+    with caplog.at_level(logging.WARNING, logger="posfw.host"):
+        error = run(test)
+    tried = [r.getMessage() for r in caplog.records if "(attempt " in r.getMessage()]
+    assert [t.rsplit("(", 1)[1] for t in tried] == [f"attempt {n} of {dials})"
+                                                    for n in range(1, dials + 1)]
+    assert error.reason == NoReply.LINK
+    assert error.detail.startswith(f"connect to 127.0.0.1:{port} failed")
+    assert error.detail.endswith(said) and ("attempts)" in error.detail) == bool(said)
