@@ -582,3 +582,35 @@ def test_a_chip_cards_repr_counts_its_icc_bytes() -> None:
     """A CardInput in a log shows how many bytes of ICC data it holds, never the data."""
     assert "icc_data=<11 bytes>" in repr(CHIP)
     assert "icc_data=None" in repr(KEYED)
+
+
+@pytest.mark.parametrize(("amount", "ok"), [(1, True), (10**12 - 1, True), (True, False),
+                                            (False, False), (1.0, False), (-1, False),
+                                            (10**12, False)])
+def test_an_amount_is_a_whole_number_of_1_to_12_digits_fen(amount: object, ok: bool) -> None:
+    """Field 4 is 1 to 999999999999 fen, a true integer: a bool (refused as no integer, even
+    False), a float, a negative amount or one of 13 digits is refused before anything is
+    sent."""
+    p = FinancialParams(TxnKind.SALE, "000100", "000001", TERM, amount, card=SWIPE)  # type: ignore[arg-type]
+    if ok:
+        assert financial_request(p).fields["4"] == f"{amount:012d}"
+    else:
+        words = "an integer" if isinstance(amount, bool | float) else "amount"
+        with pytest.raises(LocalProtocolError, match=words):
+            financial_request(p)
+
+
+def test_an_empty_card_sequence_is_refused() -> None:
+    """A chip card's sequence (field 23) is 1-3 digits: an empty one is refused, not sent as
+    000."""
+    with pytest.raises(LocalProtocolError, match="card sequence"):
+        financial_request(params(TxnKind.SALE, replace(CHIP, card_seq="")))
+
+
+def test_a_batch_upload_carries_1_to_8_transactions() -> None:
+    """One 0320 carries from 1 to 8 transactions in field 48: one is sent as "01" + its
+    detail, nine are refused (the caller splits them)."""
+    one = UploadItem(False, "000101", PAN, 5)
+    assert batch_upload_request("000011", TERM, "000001", [one]).fields["48"].startswith("0100")
+    with pytest.raises(LocalProtocolError, match="1-8 items"):
+        batch_upload_request("000011", TERM, "000001", [one] * 9)
