@@ -273,3 +273,12 @@ def test_an_old_field_name_is_answered_with_its_new_name_only_where_the_op_takes
     with pytest.raises(EcrError) as caught:
         parse_request(b'{"op": "status", "trace": "1"}')
     assert str(caught.value) == "status does not take trace"
+
+
+def test_the_financial_ops_are_exactly_the_transaction_kinds_the_host_link_sends():
+    """Every ECR op that moves money is one transaction kind of the host dialect, by the same
+    name, and every kind has its op: none is run as a non-financial op, none is missing."""
+    from firmware.ecr.protocol import FINANCIAL_OPS
+    from firmware.host.messages import TxnKind
+
+    assert set(FINANCIAL_OPS) == {kind.value for kind in TxnKind}
