@@ -12,7 +12,7 @@ import pytest
 from helpers import PASSWORD, TID, TerminalProcess
 
 from firmware.app_companions import ecr_ops
-from firmware.ecr.protocol import FIELD_CHECKS, OPS, EcrError, parse_request
+from firmware.ecr.protocol import FIELD_CHECKS, MAX_LINE, OPS, EcrError, parse_request
 
 HUGE = 10**30
 
@@ -131,7 +131,11 @@ def test_each_core_op_runs_with_its_required_fields_and_refuses_without_each(op:
     out any one required field is refused with words naming it."""
     required, optional = OPS[op]
     good = {"op": op, **{name: GOOD[name] for name in (*required, *optional)}}
-    assert parse_request(json.dumps(good).encode()).op == op
+    parsed = parse_request(json.dumps(good).encode())
+    # What the op runs with: the values as sent, voucher and batch numbers padded to 6 digits.
+    padded = {"voucher", "orig_voucher", "batch", "orig_batch"}
+    assert (parsed.op, parsed.args) == (op, {k: str(v).zfill(6) if k in padded else v
+                                             for k, v in good.items() if k != "op"})
     for name in required:
         with pytest.raises(EcrError, match=f"{op} needs {name}"):
             parse_request(json.dumps({k: v for k, v in good.items() if k != name}).encode())
@@ -232,3 +236,49 @@ def test_an_unknown_field_is_named_as_sent_up_to_40_printable_characters():
         with pytest.raises(EcrError) as caught:
             parse_request(json.dumps({"op": "status", name: 1}).encode())
         assert str(caught.value) == f"status does not take {shown}"
+
+
+def test_a_refusal_is_ok_false_result_error_with_words_and_only_an_echoable_id_and_known_op():
+    """A refused request is answered ok false, result "error", with words; it names its id and
+    op only where they can be sent back as they came (an op that is not text is not named)."""
+    with pytest.raises(EcrError) as caught:
+        parse_request(b'{"op": ["sale"], "id": 5, "amount": 1}')
+    assert caught.value.reply() == {"id": 5, "ok": False, "result": "error",
+                                    "message": str(caught.value)}
+    assert str(caught.value).startswith("op must be text")
+    with pytest.raises(EcrError) as caught:
+        parse_request(b'{"op": "gift", "id": "T-2"}')
+    assert set(caught.value.reply()) == {"id", "ok", "result", "message"}
+
+
+def test_a_line_of_4096_bytes_parses_and_a_longer_one_is_refused_in_words():
+    """A request line of up to 4096 bytes is read; a longer one is refused, saying so."""
+    head = b'{"op": "status", "id": "'
+    line = head + b"x" * (MAX_LINE - len(head) - 2) + b'"}'
+    with pytest.raises(EcrError, match="id must be"):  # read (and refused for its long id)
+        parse_request(line)
+    with pytest.raises(EcrError, match=f"request longer than {MAX_LINE} bytes"):
+        parse_request(line + b" ")
+
+
+def test_an_old_field_name_is_answered_with_its_new_name_only_where_the_op_takes_it():
+    """A till still sending trace/orig_trace is told the new name (voucher/orig_voucher) when
+    the op takes it; an op that takes neither just does not take the old field."""
+    with pytest.raises(EcrError, match="void does not take trace: name the original by its "
+                                       "voucher number \\(voucher,"):
+        parse_request(b'{"op": "void", "trace": "1", "password": "1"}')
+    with pytest.raises(EcrError, match=r"refund does not take orig_trace: .*\(orig_voucher,"):
+        parse_request(b'{"op": "refund", "orig_trace": "1", "amount": 1, "orig_rrn": "1", '
+                      b'"orig_date": "0101", "password": "1"}')
+    with pytest.raises(EcrError) as caught:
+        parse_request(b'{"op": "status", "trace": "1"}')
+    assert str(caught.value) == "status does not take trace"
+
+
+def test_the_financial_ops_are_exactly_the_transaction_kinds_the_host_link_sends():
+    """Every ECR op that moves money is one transaction kind of the host dialect, by the same
+    name, and every kind has its op: none is run as a non-financial op, none is missing."""
+    from firmware.ecr.protocol import FINANCIAL_OPS
+    from firmware.host.messages import TxnKind
+
+    assert set(FINANCIAL_OPS) == {kind.value for kind in TxnKind}

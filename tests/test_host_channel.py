@@ -559,3 +559,73 @@ def test_an_approved_sign_on_without_working_keys_is_an_error_naming_field_62() 
 
     link = run(test)
     assert link.keys == KEYS and link.sign_on_required
+
+
+@pytest.mark.parametrize(("attempts", "dials", "said"), [(None, 1, ""), (0, 1, ""), (1, 1, ""),
+                                                         (2, 2, " (2 attempts)")])
+def test_the_host_is_dialled_as_often_as_configured_and_at_least_once(
+        attempts: int | None, dials: int, said: str, caplog: pytest.LogCaptureFixture) -> None:
+    """comms.retries + 1 connect attempts (one unless told), never fewer than one, each logged
+    "attempt n of m"; then the link is down (NoReply LINK), and the words count the attempts
+    only when there were several."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+
+    async def test() -> NoReply:
+        told = {} if attempts is None else {"connect_attempts": attempts}
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2, **told)
+        with pytest.raises(NoReply) as info:
+            await channel.connect()
+        return info.value
+
+    with caplog.at_level(logging.WARNING, logger="posfw.host"):
+        error = run(test)
+    tried = [r.getMessage() for r in caplog.records if "(attempt " in r.getMessage()]
+    assert [t.rsplit("(", 1)[1] for t in tried] == [f"attempt {n} of {dials})"
+                                                    for n in range(1, dials + 1)]
+    assert error.reason == NoReply.LINK
+    assert error.detail.startswith(f"connect to 127.0.0.1:{port} failed")
+    assert error.detail.endswith(said) and ("attempts)" in error.detail) == bool(said)
+
+
+@pytest.mark.parametrize(("mak", "auth", "kept"), [
+    (bytes(16), "123456", "123456"), (None, "654321", "654321"), (bytes(16), "      ", None)])
+def test_a_reply_refused_for_its_mac_still_hands_over_its_auth_code(
+        mak: bytes | None, auth: str, kept: str | None) -> None:
+    """An approval whose MAC is missing or wrong is no reply, but its field 38 (spaces
+    stripped; blank is none) goes with the NoReply: the reversal sends it back to the host
+    (dialect section 5)."""
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(reply(await receive(r), "00", mak, **{"38": auth}))
+        await r.read()
+
+    async def test() -> NoReply:
+        server, channel, link = await linked(script)
+        with pytest.raises(NoReply) as info:
+            await link.request(sale(), mac=True, timeout=2)
+        await finish(server, channel)
+        return info.value
+
+    error = run(test)
+    assert (error.reason, error.auth_code) == (NoReply.BAD_MAC, kept)
+
+
+def test_a_sign_on_asks_for_pik_and_mak_only_unless_a_tdk_is_wanted() -> None:
+    """The 0800 asks for PIK + MAK (60.3 = 003) unless the caller wants a TDK too (004)."""
+    asked: list[str] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        req = await receive(r)
+        asked.append(req.fields["60"][8:11])
+        w.write(encode(response_for(req, "96", {})))
+        await r.read()
+
+    async def test() -> None:
+        for tdk in ({}, {"with_tdk": True}):
+            server, channel, link = await linked(script, keys=None)
+            await link.sign_on("000001", "000001", "01", timeout=2, **tdk)
+            await finish(server, channel)
+
+    run(test)
+    assert asked == ["003", "004"]

@@ -23,6 +23,7 @@ from firmware.host.messages import (
     UploadItem,
     batch_upload_end,
     batch_upload_request,
+    deregister_request,
     echo_request,
     financial_request,
     loggable,
@@ -478,3 +479,138 @@ def test_roundtrip_batch_upload(stan: str, term: Terminal, batch: str, its: list
 def test_roundtrip_response(p: FinancialParams, code: str) -> None:
     rep = response_for(financial_request(p), code, {"37": "123456789012", "12": "120000"})
     roundtrip(rep, MAK)
+
+
+# -- the limits of each field as the dialect sets them (issue 14: messages.py mutants)
+
+@pytest.mark.parametrize(("pan", "ok"), [("1" * 11, False), ("1" * 12, True), ("1" * 19, True),
+                                         ("1" * 20, False)])
+def test_a_pan_is_12_to_19_digits(pan: str, ok: bool) -> None:
+    """Field 2 holds 12 to 19 digits: a keyed PAN outside that is refused before anything is
+    sent, and the refusal does not show it."""
+    p = params(TxnKind.SALE, CardInput("keyed", pan))
+    if ok:
+        assert financial_request(p).fields["2"] == pan
+    else:
+        with pytest.raises(LocalProtocolError, match="12-19 digits") as info:
+            financial_request(p)
+        assert pan not in str(info.value)
+
+
+@pytest.mark.parametrize(("tid", "mid"), [
+    ("TERM000", "898440154110001"), ("TERM00001", "898440154110001"),
+    ("TERM0001", "89844015411000"), ("TERM0001", "8984401541100012"),
+    ("TERM000\n", "898440154110001"), ("TERM0001", "89844015411000\x7f"),
+    ("TERM000é", "898440154110001"), ("TERM0001", "89844015411000é"),
+])
+def test_terminal_and_merchant_ids_are_8_and_15_printable_ascii(tid: str, mid: str) -> None:
+    """Field 41 is exactly 8 and field 42 exactly 15 printable ASCII characters; anything else
+    is refused when the terminal is set up, not by the host."""
+    with pytest.raises(LocalProtocolError, match="printable ASCII"):
+        Terminal(tid, mid)
+
+
+def test_operator_code_is_1_to_3_printable_characters_space_padded() -> None:
+    """Field 63 of a sign-on or settlement is the operator code: 1-3 printable ASCII
+    characters, padded with spaces to 3."""
+    assert signon_request("000005", TERM, "000001", "7", False).fields["63"] == "7  "
+    assert signon_request("000005", TERM, "000001", "007", False).fields["63"] == "007"
+    for bad in ("", "0001", "0\t1", "é"):
+        with pytest.raises(LocalProtocolError, match="operator"):
+            signon_request("000005", TERM, "000001", bad, False)
+
+
+def test_refund_card_organisation_is_1_to_3_letters_or_digits_space_padded() -> None:
+    """Field 63 of a refund names the original's card organisation in 1-3 letters or digits
+    (padded with spaces to 3); anything else is refused."""
+    assert financial_request(params(TxnKind.REFUND, orig_card_org="V")).fields["63"] == "V  "
+    for bad in ("", "VISA", "V-S", "VÍS"):
+        with pytest.raises(LocalProtocolError, match="card organisation"):
+            financial_request(params(TxnKind.REFUND, orig_card_org=bad))
+
+
+def test_card_sequence_is_at_most_3_digits_and_pin_block_8_bytes() -> None:
+    """Field 23 carries a card sequence of 1-3 digits (zero padded to 3); field 52 a PIN block
+    of exactly 8 bytes. A chip read outside these is refused before anything is sent."""
+    assert financial_request(params(TxnKind.SALE, replace(CHIP, card_seq="123"))) \
+        .fields["23"] == "123"
+    with pytest.raises(LocalProtocolError, match="at most 3 digits"):
+        financial_request(params(TxnKind.SALE, replace(CHIP, card_seq="0001")))
+    for block in (bytes(7), bytes(9)):
+        with pytest.raises(LocalProtocolError, match="8 bytes"):
+            financial_request(params(TxnKind.SALE, replace(CHIP, pin_block=block)))
+
+
+def test_an_original_rrn_is_12_characters_and_an_auth_code_6() -> None:
+    """A void names its original by RRN (field 37, 12 characters) and auth code (field 38,
+    6 characters); an A0 reversal's auth code is 6 characters too. Other lengths are refused."""
+    for rrn in ("12345678901", "1234567890123"):
+        with pytest.raises(LocalProtocolError, match="RRN"):
+            financial_request(params(TxnKind.VOID, orig_rrn=rrn))
+    for auth in ("A1B2C", "A1B2C3D"):
+        with pytest.raises(LocalProtocolError, match="auth code"):
+            financial_request(params(TxnKind.VOID, orig_auth=auth))
+        with pytest.raises(LocalProtocolError, match="auth code"):
+            reversal_request(params(TxnKind.SALE), "A0", auth)
+
+
+def test_deregistration_is_an_0820_with_60_3_009_and_no_card_or_mac() -> None:
+    """Deregistration (注销) is an 0820 carrying 11, 41, 42 and 60 = 00 + batch + "009"; nothing
+    else (its keys are wiped first, so no MAC)."""
+    m = deregister_request("000007", TERM, "000003")
+    assert (m.mti, m.fields) == ("0820", {"11": "000007", "41": "TERM0001",
+                                          "42": "898440154110001", "60": "00000003009"})
+
+
+def test_a_host_reply_echoes_exactly_the_fields_cup_copies() -> None:
+    """The simulator's reply copies exactly 2, 3, 4, 11, 14, 25, 41, 42, 49, 60 and 61 from the
+    request (whichever it carried), never card secrets (35, 52, 55...), then 39 and the extras;
+    never a field 64 (the encoder adds the reply's own); only a request MTI (four digits, the
+    third even) can be answered."""
+    req = financial_request(params(TxnKind.VOID, CHIP))
+    # An extra 64 is dropped too: the encoder computes the reply's own MAC.
+    rep = response_for(req, "00", {"37": "999999999999", "64": "0123456789ABCDEF"})
+    echoed = {"2", "3", "4", "11", "14", "25", "41", "42", "49", "60", "61"}
+    assert rep.fields == {**{k: req.fields[k] for k in echoed}, "39": "00", "37": "999999999999"}
+    assert response_for(Message("0400", {}), "00", {}).mti == "0410"
+    for mti in ("0210", "0230", "021", "02000", "02a0"):
+        with pytest.raises(LocalProtocolError, match="not a request MTI"):
+            response_for(Message(mti, {}), "00", {})
+
+
+def test_a_chip_cards_repr_counts_its_icc_bytes() -> None:
+    """A CardInput in a log shows how many bytes of ICC data it holds, never the data."""
+    assert "icc_data=<11 bytes>" in repr(CHIP)
+    assert "icc_data=None" in repr(KEYED)
+
+
+@pytest.mark.parametrize(("amount", "ok"), [(1, True), (10**12 - 1, True), (True, False),
+                                            (False, False), (1.0, False), (-1, False),
+                                            (10**12, False)])
+def test_an_amount_is_a_whole_number_of_1_to_12_digits_fen(amount: object, ok: bool) -> None:
+    """Field 4 is 1 to 999999999999 fen, a true integer: a bool (refused as no integer, even
+    False), a float, a negative amount or one of 13 digits is refused before anything is
+    sent."""
+    p = FinancialParams(TxnKind.SALE, "000100", "000001", TERM, amount, card=SWIPE)  # type: ignore[arg-type]
+    if ok:
+        assert financial_request(p).fields["4"] == f"{amount:012d}"
+    else:
+        words = "an integer" if isinstance(amount, bool | float) else "amount"
+        with pytest.raises(LocalProtocolError, match=words):
+            financial_request(p)
+
+
+def test_an_empty_card_sequence_is_refused() -> None:
+    """A chip card's sequence (field 23) is 1-3 digits: an empty one is refused, not sent as
+    000."""
+    with pytest.raises(LocalProtocolError, match="card sequence"):
+        financial_request(params(TxnKind.SALE, replace(CHIP, card_seq="")))
+
+
+def test_a_batch_upload_carries_1_to_8_transactions() -> None:
+    """One 0320 carries from 1 to 8 transactions in field 48: one is sent as "01" + its
+    detail, nine are refused (the caller splits them)."""
+    one = UploadItem(False, "000101", PAN, 5)
+    assert batch_upload_request("000011", TERM, "000001", [one]).fields["48"].startswith("0100")
+    with pytest.raises(LocalProtocolError, match="1-8 items"):
+        batch_upload_request("000011", TERM, "000001", [one] * 9)
