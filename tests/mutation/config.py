@@ -23,7 +23,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "firmware/host/mac.py": ("tests/test_host_mac.py", "tests/test_reply_mac.py"),
     "firmware/host/channel.py": ("tests/test_host_channel.py", "tests/test_reply_matching.py"),
     "firmware/host/messages.py": ("tests/test_host_messages.py", "tests/test_wire_conformance.py",
-                                  "tests/test_reversal_fields.py", "tests/test_wire_content.py"),
+                                  "tests/test_reversal_fields.py", "tests/test_wire_content.py",
+                                  "tests/test_reply_mac.py"),
     "firmware/ecr/protocol.py": ("tests/test_ecr_fields.py", "tests/test_bad_input.py",
                                  "tests/test_ecr_limits.py", "tests/test_ecr_replies.py"),
 }
