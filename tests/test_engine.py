@@ -435,6 +435,7 @@ def test_a_refusal_and_the_limits_cannot_be_changed_once_made():
         refusal.key = "approved"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         CTX.batch = "000002"  # type: ignore[misc]
+    assert isinstance(CTX, FlowContext)  # the flow's context is as fixed as its limits
 
 
 # -- PIN: how many tries, when a bypass is offered, what the record keeps -----------------------

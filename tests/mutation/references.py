@@ -38,6 +38,10 @@ def defined_names(tree: ast.Module) -> dict[int, set[str]]:
 
     for stmt in tree.body:
         if isinstance(stmt, ast.ClassDef):
+            # The decorators and the class line define the class (`@dataclass(frozen=True)`).
+            first = min((d.lineno for d in stmt.decorator_list), default=stmt.lineno)
+            for line in range(first, stmt.body[0].lineno):
+                out.setdefault(line, set()).add(stmt.name)
             for inner in stmt.body:
                 if not isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
                     record(inner, targets(inner))  # read as Class.NAME
