@@ -280,10 +280,13 @@ class PrintDesk:
     def cancel(self, job_id: int | None, operator: str = "operator") -> CancelAction:
         """CANCEL on a job (the one printing, if none is named)."""
         if job_id is None:
-            jobs = self.journal.print_jobs()
-            if not jobs:
+            # The job the spooler is printing (or prints next), however long the queue; only
+            # when every open job waits for the operator's reprint answer, the oldest of them.
+            _, _, oldest = self.journal.open_print_jobs()
+            job = self.journal.next_print_job() or oldest
+            if job is None:
                 return CancelAction.NOTHING
-            job_id = jobs[0].id
+            job_id = job.id
         action = self.journal.request_print_cancel(job_id, operator)
         self.wake()
         return action
@@ -303,11 +306,11 @@ class PrintDesk:
         return job
 
     def status(self) -> dict[str, Any]:
-        jobs = self.journal.print_jobs()
+        queued, waiting, _ = self.journal.open_print_jobs()
         info: dict[str, Any] = {
             "printer": "none" if self.printer is None else "present",
-            "queued": len(jobs),
-            "awaiting_confirmation": [j.id for j in jobs if j.needs_confirm],
+            "queued": queued,
+            "awaiting_confirmation": waiting,
         }
         if self.spooler is not None:
             st = self.spooler.status

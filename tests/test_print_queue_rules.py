@@ -353,3 +353,49 @@ def test_a_requested_reprint_is_audited_and_a_first_print_is_not(journal):
     journal.enqueue_print(JobKind.RECEIPT, BOTH, txn_id=rid, reprint=True, title="sale 000001",
                           operator="02")
     assert journal.audit_lines(1)[0][1:] == ("02", "reprint", "sale 000001", "queued")
+
+
+def test_cancel_with_no_job_named_stops_the_job_printing_however_long_the_queue(tmp_path):
+    """CANCEL with no job named (the keypad's CANCEL during printing) goes to the job the
+    spooler is printing, even with more than 50 jobs behind it (paper out on a busy day), and
+    never to a copy cut by a power loss that waits for the operator's "print again?" answer;
+    the status counts every open job."""
+    from firmware.app_printing import PrintDesk
+
+    j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
+    try:
+        cut = j.enqueue_print(JobKind.TEST, (CopyKind.MERCHANT,), title="cut by power loss")
+        j.update_print_job(cut.id, PrintState.PRINTING, printed_any=True)
+        j.recover_prints()  # the restart: the cut copy now waits for the operator
+        jobs = [j.enqueue_print(JobKind.TEST, (CopyKind.MERCHANT,), title=f"test {i}")
+                for i in range(60)]
+        printing = jobs[0]
+        j.update_print_job(printing.id, PrintState.PRINTING)
+        desk = PrintDesk(j, None, lambda *_: None, lambda: None)
+        status = desk.status()
+        assert (status["queued"], status["awaiting_confirmation"]) == (61, [cut.id])
+        assert desk.cancel(None) is CancelAction.AFTER_CURRENT_COPY
+        assert j.print_job(printing.id).cancel_requested
+        assert not j.print_job(cut.id).cancel_requested
+        assert all(not j.print_job(other.id).cancel_requested for other in jobs[1:])
+    finally:
+        j.close()
+
+
+def test_cancel_with_no_job_named_and_only_a_cut_copy_open_drops_it(tmp_path):
+    """When the only open job is a copy waiting for the "print again?" answer, CANCEL with no
+    job named answers it "no": what is on paper gets its VOID slip."""
+    from firmware.app_printing import PrintDesk
+
+    j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
+    try:
+        cut = j.enqueue_print(JobKind.TEST, (CopyKind.MERCHANT,), title="cut by power loss")
+        j.update_print_job(cut.id, PrintState.PRINTING, printed_any=True)
+        j.recover_prints()
+        desk = PrintDesk(j, None, lambda *_: None, lambda: None)
+        assert desk.cancel(None) is CancelAction.DROP_WITH_VOID_SLIP
+        assert j.print_job(cut.id).state is PrintState.CANCELLED
+        slips = [job for job in j.print_jobs() if job.kind is JobKind.VOID_SLIP]
+        assert len(slips) == 1
+    finally:
+        j.close()

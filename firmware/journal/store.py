@@ -802,6 +802,20 @@ class Journal:
         ).fetchall()
         return [_row_to_job(r) for r in reversed(rows)]
 
+    def open_print_jobs(self) -> tuple[int, list[int], PrintJob | None]:
+        """How many jobs are open (queued, printing, paused), which wait for the operator's
+        reprint answer, and the oldest open one: the whole queue, however long it is."""
+        count, = self._db.execute(
+            "SELECT COUNT(*) FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED')"
+        ).fetchone()
+        waiting = [r[0] for r in self._db.execute(
+            "SELECT id FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
+            "AND needs_confirm = 1 ORDER BY id")]
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
+            "ORDER BY id LIMIT 1").fetchone()
+        return count, waiting, None if row is None else _row_to_job(row)
+
     def next_print_job(self) -> PrintJob | None:
         """The oldest job the spooler may print now (re-queued ones wait for the operator)."""
         row = self._db.execute(
