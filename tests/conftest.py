@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import provision, start_sim
+from wiretap import WireTap
 
 
 @pytest.fixture
@@ -23,6 +24,20 @@ def sim(tmp_path: Path):
 @pytest.fixture
 def data_dir(tmp_path: Path, sim) -> Path:
     return provision(tmp_path / "terminal", sim.port)
+
+
+@pytest.fixture
+def tap(sim):
+    """A wire tap between the terminal and the simulator (tests/wiretap.py)."""
+    t = WireTap(sim.port)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def tapped_dir(tmp_path: Path, tap: WireTap) -> Path:
+    """A terminal provisioned to talk to the host through the tap."""
+    return provision(tmp_path / "tapped", tap.port)
 
 
 # Every PIN block the in-process terminals produce, so the final scan can prove

@@ -10,11 +10,10 @@ restart, and of voids, completions and pre-auth voids. The journal keeps how the
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PASSWORD, pin_for, provision, run, swipe
+from helpers import PASSWORD, pin_for, run, swipe
 from wiretap import WireTap
 
 from firmware.app import AppConfig, OperatorInput, Terminal
@@ -27,18 +26,6 @@ from firmware.journal.vault import CardVault
 
 # What a 0400 must carry unchanged from its original request (dialect section 5).
 COPIED = ("3", "4", "11", "22", "25", "41", "42", "49", "60")
-
-
-@pytest.fixture
-def tap(sim) -> Iterator[WireTap]:
-    t = WireTap(sim.port)
-    yield t
-    t.close()
-
-
-@pytest.fixture
-def tapped_dir(tmp_path: Path, tap: WireTap) -> Path:
-    return provision(tmp_path / "tapped", tap.port)
 
 
 def requests(tap: WireTap) -> list[Message]:

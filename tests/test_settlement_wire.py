@@ -15,11 +15,8 @@ the host's batch stays open; the next settle resumes at the step reached and clo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from helpers import PASSWORD, TID, provision, run, sale, terminal
+from helpers import PASSWORD, TID, run, sale, terminal
 from wiretap import WireTap
 
 from board.sim.cards import TEST_CARDS
@@ -33,18 +30,6 @@ from firmware.printing.texts import label
 
 RESULT_WORDS = {"1": "BALANCED", "2": "UNBALANCED"}
 SIDE_CARDS = {"domestic": ("cup_credit", "cup_debit"), "foreign": ("visa", "mastercard")}
-
-
-@pytest.fixture
-def tap(sim) -> Iterator[WireTap]:
-    t = WireTap(sim.port)
-    yield t
-    t.close()
-
-
-@pytest.fixture
-def tapped_dir(tmp_path: Path, tap: WireTap) -> Path:
-    return provision(tmp_path / "tapped", tap.port)
 
 
 def requests(tap: WireTap, mti: str) -> list[Message]:

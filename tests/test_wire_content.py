@@ -21,13 +21,10 @@ from the firmware's builders:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from helpers import PASSWORD, TID, pin_for, provision, run, swipe, terminal
+from helpers import PASSWORD, TID, pin_for, run, swipe, terminal
 from wiretap import Frame, WireTap
 
 from board.sim.cards import TEST_CARDS
@@ -40,18 +37,6 @@ from firmware.host.messages import Message, TxnKind, mask_pan
 FRAMING = 5 + 6  # TPDU and header before the MTI
 NEVER_IN_A_REVERSAL = {"14", "26", "35", "36", "37", "52", "53"}
 COPIED = ("3", "4", "11", "22", "25", "41", "42", "49", "60")
-
-
-@pytest.fixture
-def tap(sim) -> Iterator[WireTap]:
-    t = WireTap(sim.port)
-    yield t
-    t.close()
-
-
-@pytest.fixture
-def tapped_dir(tmp_path: Path, tap: WireTap) -> Path:
-    return provision(tmp_path / "tapped", tap.port)
 
 
 def io(card: str) -> OperatorInput:
