@@ -703,13 +703,18 @@ class Journal:
         return row[0]
 
     def purge_settled(self, older_than_days: int) -> int:
-        """Retention: settled records older than the setting go (never unresolved ones)."""
+        """Retention: settled records older than the setting go (never unresolved ones, never
+        one another record or a held order still names: the order is the merchant's record of
+        what its sale paid and what cancelled it)."""
         cutoff = self._clock() - older_than_days * 86400
         with self._tx() as cur:
             return cur.execute(
                 "DELETE FROM txn WHERE settlement_id IS NOT NULL AND created_at < ? AND state IN "
                 "('APPROVED','DECLINED','REVERSED','VOIDED','FAILED','RESOLVED_MANUALLY') "
-                "AND id NOT IN (SELECT orig_id FROM txn WHERE orig_id IS NOT NULL)",
+                "AND id NOT IN (SELECT orig_id FROM txn WHERE orig_id IS NOT NULL) "
+                "AND id NOT IN (SELECT txn_id FROM held_order WHERE txn_id IS NOT NULL) "
+                "AND id NOT IN (SELECT cancel_txn_id FROM held_order "
+                "WHERE cancel_txn_id IS NOT NULL)",
                 (cutoff,),
             ).rowcount
 
