@@ -582,7 +582,8 @@ class Terminal:
         if isinstance(action, ev.BeginSettlement):
             # From here the settlement cannot be cancelled by the operator (cancel-semantics.md).
             self._step("settling", cancellable=False)
-            sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign)
+            sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign,
+                                     action.operator)
             return ev.SettlementBegun(sid)
         if isinstance(action, ev.RecordSettlementReply):
             j.record_settlement_reply(action.settlement_id, action.result_domestic,

@@ -9,10 +9,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
+from diskkit import fill
 from helpers import TID, TerminalProcess, WireSpy, assert_agree, run, sale, terminal
 
 from firmware.app import AppConfig, Terminal
@@ -86,35 +86,6 @@ def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim):
 
 
 # -- full disk -----------------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 4 MiB tmpfs so that SQLite meets a real ENOSPC (needs root to mount)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root / CAP_SYS_ADMIN): {proc.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(path: Path) -> Path:
-    """Write until the kernel says ENOSPC, in shrinking chunks so no byte is left."""
-    filler = path / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                continue
-    finally:
-        os.close(fd)
-    return filler
-
 
 def test_full_disk_during_journal_write_sends_nothing_and_loses_nothing(small_disk, sim):
     from helpers import provision

@@ -183,7 +183,7 @@ def test_an_invoice_used_twice_fails(journal, clock):
 def test_an_interrupted_settlement_is_a_warning(journal, clock):
     approved_sale(journal)
     stan = journal.allocate_stan()
-    sid = journal.begin_settlement(journal.current_batch(), stan, *journal.totals())
+    sid = journal.begin_settlement(journal.current_batch(), stan, *journal.totals(), operator="01")
     journal.record_settlement_reply(sid, "2", "1")
     result = check_journal(journal, "en", clock.now)
     assert result.passed and result.next_step == "Run Settlement to finish it"

@@ -100,7 +100,7 @@ def test_approved_void_marks_its_original_in_one_commit(journal):
 def test_recover_turns_pending_into_reversal_due_and_abandons_unanswered_settlement(journal):
     sale = journal.begin(draft())
     bal = journal.begin(draft(kind=TxnKind.BALANCE, amount=0))
-    journal.begin_settlement("000001", "000009", *journal.totals())
+    journal.begin_settlement("000001", "000009", *journal.totals(), operator="01")
     report = journal.recover()
     assert report.to_reverse == 1 and report.enquiries_failed == 1
     assert report.settlements_abandoned == 1 and report.settlement_to_resume is None
@@ -168,7 +168,7 @@ def test_a_settlement_balanced_on_both_sides_has_nothing_to_upload(journal):
     journal.apply(rec.id, TxnEvent.APPROVE, HostResult("00", rrn="000000000001", auth_code="1"))
     domestic, foreign = journal.totals()
     sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
-                                   foreign)
+                                   foreign, operator="01")
     journal.record_settlement_reply(sid, "1", "1")
     assert journal.upload_items(sid, 50) == []
 
@@ -256,7 +256,7 @@ def test_one_settlement_at_a_time_while_requested_uploading_or_ending(journal):
     REQUESTED, UPLOADING or ENDING a second one is refused and start-up resumes this one
     (open_settlement); once done, neither."""
     empty = journal.totals()
-    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty, operator="01")
     for state in ("REQUESTED", "UPLOADING", "ENDING"):
         if state == "UPLOADING":
             journal.record_settlement_reply(sid, "2", "1")
@@ -264,11 +264,12 @@ def test_one_settlement_at_a_time_while_requested_uploading_or_ending(journal):
             journal.record_end_stan(sid, journal.allocate_stan())
         assert journal.get_settlement(sid).state == state
         with pytest.raises(JournalError, match="already in progress"):
-            journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty)
+            journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty, operator="01")
         assert journal.open_settlement().id == sid, state
     journal.finish_settlement(sid, report_copies=())
     assert journal.open_settlement() is None
-    assert journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty) > sid
+    assert journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), *empty,
+                                    operator="01") > sid
 
 
 def test_a_reversal_closed_by_hand_puts_its_held_order_back_on_hold(journal):

@@ -583,7 +583,7 @@ def test_report_copies_none_queues_no_report(journal, tmp_path):
 
 def test_an_abandoned_settlement_has_no_report(journal, tmp_path):
     dom, fgn = journal.totals()
-    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), dom, fgn)
+    sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), dom, fgn, operator="01")
     journal.abandon_settlement(sid, "host said no")
     assert durable(tmp_path / "j.db") == ("ABANDONED", [])
     with pytest.raises(JournalError, match="is ABANDONED, not DONE"):
@@ -771,6 +771,6 @@ def test_a_v4_journal_migrates_to_the_current_schema_and_its_settlements_print(t
 
 def test_begin_settlement_side_totals_are_what_the_report_prints(journal):
     sid = journal.begin_settlement("000001", "000001", SideTotals(350000, 3, 50000, 1),
-                                   SideTotals(12000, 1, 0, 0))
+                                   SideTotals(12000, 1, 0, 0), operator="01")
     row = journal.get_settlement(sid)
     assert (row.domestic, row.foreign) == (SETTLEMENT.domestic, SETTLEMENT.foreign)

@@ -38,7 +38,7 @@ class Clock:
 def _settle_open_batch(j: Journal) -> None:
     """Close the open batch as a settlement the host agreed with does (no report printed)."""
     sid = j.begin_settlement(j.current_batch(), j.allocate_stan(), SideTotals(0, 0, 0, 0),
-                             SideTotals(0, 0, 0, 0))
+                             SideTotals(0, 0, 0, 0), operator="01")
     j.record_settlement_reply(sid, "1", "1")
     j.finish_settlement(sid, report_copies=())
 

@@ -195,3 +195,28 @@ def test_nine_records_to_upload_go_up_as_a_0320_of_8_then_one_of_1(tapped_dir, s
     sent = sorted(item for u in uploads for item in items_of(u))
     assert sent == sorted(("00", r.stan, t_pan(r), r.amount) for r in records)
     assert [e.fields["48"] for e in ends] == ["0009"]
+
+
+def test_the_settlement_names_the_operator_who_settled(tmp_path, sim):
+    """The terminal's operator is 05 (setting transactions.operator): its settlement row, the
+    audit line of the request and the settlement report name 05 (they said 01, the journal's
+    default, whoever settled)."""
+    from helpers import provision
+
+    data_dir = provision(tmp_path / "terminal", sim.port, operator="05")
+
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            sold = await sale(t, 1500)
+            settled = await t.settle(PASSWORD)
+            sid = t.journal.last_settlement().id
+            return (sold, settled, t.journal.settlement_operator(sid),
+                    [line[1:3] for line in t.journal.audit_lines()])
+        finally:
+            await t.close()
+
+    sold, settled, operator, audit = run(go())
+    assert sold.status == "approved" and settled.status == "settled", (sold, settled)
+    assert operator == "05"
+    assert ("05", "settlement") in audit and ("01", "settlement") not in audit

@@ -95,7 +95,7 @@ def test_unresolved_totals_upload_and_backlog_lists_over_every_state(journal):
         ("domestic", "sale"): (len(COUNTED_STATES), total(COUNTED_STATES))}
 
     sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
-                                   foreign)
+                                   foreign, operator="01")
     journal.record_settlement_reply(sid, "2", "1")  # domestic totals disagree: upload them
     uploaded = {record.id for record, _ in journal.upload_items(sid, 50)}
     assert uploaded == {sales[s].id for s in COUNTED_STATES}
@@ -125,7 +125,7 @@ def test_refunds_in_every_state_count_against_their_original_and_in_credit_total
     domestic, foreign = journal.totals()
     assert domestic == SideTotals(100_000, 1, total(COUNTED_STATES), len(COUNTED_STATES))
     sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
-                                   foreign)
+                                   foreign, operator="01")
     journal.record_settlement_reply(sid, "2", "1")
     uploaded = {record.id for record, _ in journal.upload_items(sid, 50)}
     assert uploaded == {sale.id} | {refunds[s].id for s in COUNTED_STATES}
@@ -186,7 +186,7 @@ def test_each_kind_counts_on_its_own_side_of_the_totals_and_the_upload(journal):
                                   sum(1 << KINDS.index(k) for k in CREDIT), len(CREDIT))
     assert foreign == SideTotals(0, 0, 0, 0)
     sid = journal.begin_settlement(journal.current_batch(), journal.allocate_stan(), domestic,
-                                   foreign)
+                                   foreign, operator="01")
     journal.record_settlement_reply(sid, "2", "1")
     uploaded = {record.id for record, _ in journal.upload_items(sid, 50)}
     assert uploaded == {records[k].id for k in DEBIT | CREDIT}

@@ -79,6 +79,7 @@ class BeginSettlement:
     stan: str
     domestic: SideTotals
     foreign: SideTotals
+    operator: str  # who settles: the settlement row and its report name them
 
 
 @dataclass(frozen=True)

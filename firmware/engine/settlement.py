@@ -103,7 +103,8 @@ class SettlementFlow:
             assert isinstance(event, ev.StanAllocated)
             self.stan = event.stan
             self.step = SStep.BEGIN
-            return [ev.BeginSettlement(self.batch, event.stan, self.domestic, self.foreign)]
+            return [ev.BeginSettlement(self.batch, event.stan, self.domestic, self.foreign,
+                                      self.operator)]
         if step is SStep.BEGIN:
             assert isinstance(event, ev.SettlementBegun)
             self.settlement_id = event.settlement_id

@@ -153,17 +153,16 @@ class Journal:
              clock: Callable[[], float] = time.time) -> Journal:
         """Open (creating if absent), check and migrate. A damaged file is never recreated."""
         p = Path(path)
-        existed = p.exists() and p.stat().st_size > 0
         try:
-            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+            # timeout: a writer that holds the file for a moment (a backup) is waited for, up
+            # to 5 s, instead of failing the sale with "database is locked".
+            conn = sqlite3.connect(p, timeout=5.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {p}: {exc}") from exc
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            if existed:
-                verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-                if verdict != "ok":
-                    raise JournalCorrupt(p, verdict)
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]  # "ok" for a new file
+            if verdict != "ok":
+                raise JournalCorrupt(p, verdict)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"the journal {p} cannot use WAL mode (got {mode})")
@@ -550,7 +549,7 @@ class Journal:
         ).fetchall()
         sides = {0: SideTotals(0, 0, 0, 0), 1: SideTotals(0, 0, 0, 0)}
         for foreign, da, dc, ca, cc in rows:
-            sides[foreign] = SideTotals(int(da or 0), int(dc or 0), int(ca or 0), int(cc or 0))
+            sides[foreign] = SideTotals(int(da), int(dc), int(ca), int(cc))  # SUM of 0s, not NULL
         return sides[0], sides[1]
 
     def totals_by_kind(self, batch: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
@@ -586,7 +585,7 @@ class Journal:
         return _row_to_settlement(row)
 
     def begin_settlement(self, batch: str, stan: str, domestic: SideTotals,
-                         foreign: SideTotals, operator: str = "01") -> int:
+                         foreign: SideTotals, operator: str) -> int:
         totals = json.dumps({
             "domestic": [domestic.debit_amount, domestic.debit_count,
                          domestic.credit_amount, domestic.credit_count],
@@ -687,7 +686,7 @@ class Journal:
                                  title=f"settlement report {batch}")
         return f"{new_batch:06d}"
 
-    def settlements(self, limit: int = 10) -> list[SettlementRow]:
+    def settlements(self, limit: int) -> list[SettlementRow]:
         """The newest settlements first, whatever their state."""
         rows = self._db.execute(
             f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement ORDER BY id DESC LIMIT ?", (int(limit),)
@@ -813,9 +812,10 @@ class Journal:
         count, = self._db.execute(
             "SELECT COUNT(*) FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED')"
         ).fetchone()
+        # A job waiting for the answer is QUEUED: recover_prints puts it there, the spooler never
+        # takes it (next_print_job) and an answer clears the mark or closes the job.
         waiting = [r[0] for r in self._db.execute(
-            "SELECT id FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
-            "AND needs_confirm = 1 ORDER BY id")]
+            "SELECT id FROM print_job WHERE state = 'QUEUED' AND needs_confirm = 1 ORDER BY id")]
         row = self._db.execute(
             f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
             "ORDER BY id LIMIT 1").fetchone()
@@ -957,11 +957,12 @@ class Journal:
         with self._tx() as cur:
             self._audit(cur, operator, action, detail, outcome)
 
-    def audit_lines(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
-        return self._db.execute(
-            "SELECT at, operator, action, detail, outcome FROM audit ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+    def audit_lines(self, limit: int | None = None) -> list[tuple[float, str, str, str, str]]:
+        """The newest audit lines first (all of them unless a limit is given)."""
+        sql = "SELECT at, operator, action, detail, outcome FROM audit ORDER BY id DESC"
+        if limit is None:
+            return self._db.execute(sql).fetchall()
+        return self._db.execute(sql + " LIMIT ?", (limit,)).fetchall()
 
     def audit_chain_break(self) -> int | None:
         """The id of the first audit row whose hash does not follow from the rows before it
