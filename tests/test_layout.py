@@ -25,8 +25,7 @@ from tests.importgraph import (
 
 # What is left, every one through a lazy or TYPE_CHECKING import: the app layer (the Terminal, its
 # services and its front ends import each other; the ecr files join through their TYPE_CHECKING
-# Terminal), the screens (results -> idle/txn/review_screens point up), the journal (requests.py
-# types its store under TYPE_CHECKING).
+# Terminal) and the screens (results -> idle/txn/review_screens point up).
 ALLOWED_CIRCLES: set[frozenset[str]] = {
     frozenset({
         "firmware.app",
@@ -48,7 +47,6 @@ ALLOWED_CIRCLES: set[frozenset[str]] = {
         "firmware.ui.review_screens",
         "firmware.ui.txn",
     }),
-    frozenset({"firmware.journal.requests", "firmware.journal.store"}),
 }
 
 # (importing file, module named): the board profiles, the dev console, the sim's test cards.
