@@ -23,9 +23,8 @@ from tests.importgraph import (
     shortest_cycle,
 )
 
-# What is left, every one through a lazy or TYPE_CHECKING import: the app layer (the Terminal, its
-# services and its front ends import each other; the ecr files join through their TYPE_CHECKING
-# Terminal) and the screens (results -> idle/txn/review_screens point up).
+# What is left, through lazy and TYPE_CHECKING imports: the app layer (the Terminal, its services
+# and its front ends import each other; the ecr files join through their TYPE_CHECKING Terminal).
 ALLOWED_CIRCLES: set[frozenset[str]] = {
     frozenset({
         "firmware.app",
@@ -37,15 +36,6 @@ ALLOWED_CIRCLES: set[frozenset[str]] = {
         "firmware.ecr.repeats",
         "firmware.ecr.replies",
         "firmware.ecr.server",
-    }),
-    frozenset({
-        "firmware.ui.dereg_screens",
-        "firmware.ui.held_screens",
-        "firmware.ui.idle",
-        "firmware.ui.menu",
-        "firmware.ui.results",
-        "firmware.ui.review_screens",
-        "firmware.ui.txn",
     }),
 }
 
