@@ -41,7 +41,8 @@ ORDERS = (
 class Driver:
     def __init__(self, lang="en", rows=4, cols=16) -> None:
         self.lang, self.rows, self.cols, self.mono = lang, rows, cols, 100.0
-        self.ui = core.Ui(lambda: HOME, lambda outcome, screen: screen, lambda op, screen: screen)
+        # idle is the real one: a money result goes home (idle), the flows' back is HOME
+        self.ui = core.Ui(IdleScreen, lambda outcome, screen: screen, lambda op, screen: screen)
         self.commands: list = []
 
     def ctx(self) -> core.UiContext:

@@ -12,7 +12,7 @@ from ui_snapshots import assert_snapshot
 
 from firmware.ports import Frame, Key
 from firmware.settings.model import factory
-from firmware.ui import core
+from firmware.ui import core, machine
 from firmware.ui.idle import IdleScreen
 from firmware.ui.review_screens import settle_result_screen, settle_review_flow
 
@@ -45,7 +45,9 @@ class Driver:
     def __init__(self, lang: str = "en", rows: int = 4, cols: int = 16) -> None:
         self.lang, self.rows, self.cols = lang, rows, cols
         self.mono = 100.0
-        self.ui = core.Ui(lambda: HOME, lambda o, s: HOME, lambda e, s: HOME)
+        # idle is the real one: a settlement's result goes home (idle), the review's back is HOME;
+        # the routes as build_ui gives them (the settlement's result is named by results.py)
+        self.ui = core.Ui(IdleScreen, lambda o, s: HOME, lambda e, s: HOME, routes=machine.ROUTES)
         self.ui.screen = settle_review_flow(HOME)
 
     def ctx(self) -> core.UiContext:

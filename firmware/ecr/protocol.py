@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.digits import is_digits
-from firmware.ui.entry import valid_mmdd
+from firmware.engine.validation import valid_mmdd
 
 MAX_LINE = 4096
 MAX_AMOUNT = 999_999_999_999  # ISO 8583 field 4 holds 12 digits

@@ -10,13 +10,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from firmware.engine.model import RequestKey
-
-if TYPE_CHECKING:
-    from firmware.journal.store import Journal
 
 RUNNING = "RUNNING"  # claimed; still running, or cut by a restart before its reply was kept
 DONE = "DONE"  # its reply is kept: a repeat gets it back
@@ -41,10 +39,17 @@ def link_in(cur: sqlite3.Cursor, key: RequestKey, txn_id: int) -> None:
                 (txn_id, key.source, key.key))
 
 
+class _Transactions(Protocol):
+    """What the book needs of the journal (store.Journal is one; the store imports this module
+    for link_in, so naming Journal here would close a circle)."""
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Cursor]: ...
+
+
 class RequestBook:
     """Claim, finish or forget a request key; each in one commit of the journal."""
 
-    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, journal: _Transactions, clock: Callable[[], float] = time.time) -> None:
         self._journal = journal
         self._clock = clock
 

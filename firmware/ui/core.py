@@ -15,6 +15,10 @@ Defaults the machine applies to every screen, so no screen can forget them:
     screen the `on_external` hook gives, over whatever is on the LCD;
   * OpDone that no screen claims is shown by the `on_result` hook.
 A screen with `sensitive = True` (PIN, password) tells the app not to log any key.
+
+A screen module may name a screen it cannot import without pointing up the module graph (idle,
+the transaction flows, the settlement review) by a `Go(route, args)`: the machine builds it
+through its routes before it is shown (firmware.ui.machine.ROUTES; "home" is the idle screen).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from firmware.i18n import text as catalog_text
@@ -417,6 +422,29 @@ class Screen:
 
 
 @dataclass(frozen=True)
+class Go(Screen):
+    """A screen named, not built: the Ui resolves it through its routes before showing it
+    (a screen module names a screen of a module above it this way, so no import points up).
+
+    A frozen dataclass like every screen, so a screen that holds one as `back` still compares
+    by value. It is never the current screen: handling or drawing it is a bug, said loudly."""
+
+    route: str
+    args: tuple[Any, ...] = ()
+
+    def handle(self, event: UiEvent, ctx: UiContext) -> Transition | None:
+        raise RuntimeError(f"route {self.route!r} was not resolved before it was shown")
+
+    def render(self, ctx: UiContext) -> Frame:
+        raise RuntimeError(f"route {self.route!r} was not resolved before it was shown")
+
+
+# A route builds the screen a Go names from the Go's args; it may also give commands.
+Route = Callable[..., Screen | Transition]
+MAX_HOPS = 8  # a Go whose route gives a Go ...: more than this is a loop of routes
+
+
+@dataclass(frozen=True)
 class Output:
     frame: Frame
     commands: tuple[UiCommand, ...]
@@ -424,14 +452,20 @@ class Output:
 
 
 class Ui:
-    """The screen machine: one current screen, fed events, with the defaults above."""
+    """The screen machine: one current screen, fed events, with the defaults above.
+
+    routes: what each `Go` route builds (firmware.ui.machine.ROUTES); "home" is built in, the
+    idle factory. A screen that names a route the Ui does not know fails loudly, by its name.
+    """
 
     def __init__(self, idle: Callable[[], Screen],
                  on_result: Callable[[OpOutcome, Screen], Screen],
-                 on_external: Callable[[OpStarted, Screen], Screen]) -> None:
+                 on_external: Callable[[OpStarted, Screen], Screen],
+                 routes: Mapping[str, Route] = MappingProxyType({})) -> None:
         self._idle = idle
         self._on_result = on_result
         self._on_external = on_external
+        self._routes: dict[str, Route] = {**routes, "home": idle}
         self.screen: Screen = idle()
         self.last_input = 0.0  # mono time of the last key (for the idle timeout)
 
@@ -449,6 +483,7 @@ class Ui:
             if transition is None:
                 transition = self._default(event)
             if transition is not None:
+                transition = self._resolve(transition)
                 if transition.screen is not self.screen and not isinstance(event, KeyIn):
                     self.last_input = ctx.mono  # a new screen's timeout counts from its arrival
                 self.screen = transition.screen
@@ -475,6 +510,26 @@ class Ui:
     def _timed_out(self, ctx: UiContext) -> bool:
         return (self.screen.staged and not self.screen.running
                 and ctx.mono - self.last_input >= ctx.idle_timeout_s)
+
+    def _resolve(self, transition: Transition) -> Transition:
+        """The transition with its screen built if it is a Go (followed while a route gives
+        another Go); a route's own commands go after the transition's."""
+        screen, commands = transition.screen, transition.commands
+        hops = 0
+        while isinstance(screen, Go):
+            if hops == MAX_HOPS:
+                raise RuntimeError(f"route {screen.route!r}: more than {MAX_HOPS} hops, a loop of routes?")
+            route = self._routes.get(screen.route)
+            if route is None:
+                raise LookupError(f"no screen route {screen.route!r}: "
+                                  "build the Ui with firmware.ui.machine.build_ui()")
+            built = route(*screen.args)
+            if isinstance(built, Transition):
+                screen, commands = built.screen, (*commands, *built.commands)
+            else:
+                screen = built
+            hops += 1
+        return transition if hops == 0 else Transition(screen, commands)
 
     def _default(self, event: UiEvent) -> Transition | None:
         if isinstance(event, OpDone):

@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 from firmware.ports import Frame, Key, text_cells
 from firmware.ui import core
 from firmware.ui.entry import NOTE_S, PasswordEntry
+from firmware.ui.results import body, home
 from firmware.ui.scroll import paged, scrolled, wrap_all
-from firmware.ui.texts import money, words
+from firmware.ui.texts import money, op_title, words
+from firmware.ui.txn import WorkingScreen
 
 # The OpStep names the app sends while deregistering (firmware.engine.deregistration.Step).
 STEPS = ("dereg_checks", "dereg_backup", "dereg_verified", "dereg_signed_off", "dereg_wiping",
@@ -243,8 +245,6 @@ class SettleRun(core.Screen):
     sent: bool = False
 
     def _work(self) -> core.Screen:
-        from firmware.ui.txn import WorkingScreen  # the transaction screens: import late
-
         return self.work if self.work is not None else WorkingScreen("settle")
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
@@ -258,6 +258,8 @@ class SettleRun(core.Screen):
         moved = self._work().handle(event, ctx)
         if moved is None:
             return None
+        if isinstance(moved.screen, core.Go):
+            return moved  # a screen named (a result's way home) is the Ui's to build: never held inside
         return core.Transition(replace(self, work=moved.screen), moved.commands)
 
     def next_wakeup(self, ctx: core.UiContext) -> float | None:
@@ -274,8 +276,6 @@ class SettleResult(core.Screen):
     top: int = 0
 
     def rows(self, ctx: core.UiContext) -> list[str]:
-        from firmware.ui.results import body
-
         return wrap_all([*body(self.outcome, ctx), _t(ctx, "dereg_check_again"),
                          _t(ctx, "dereg_hint_back")], ctx.cols)
 
@@ -291,8 +291,6 @@ class SettleResult(core.Screen):
         return core.Transition(replace(self, top=top) if top is not None else self)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        from firmware.ui.texts import op_title
-
         return paged(ctx, op_title(ctx, "settle"), self.rows(ctx), self.top)
 
 
@@ -524,9 +522,7 @@ class DeregResult(core.Screen):
             return None
         if key in (Key.ENTER, Key.CANCEL):
             if self.finished:
-                from firmware.ui.results import home  # idle shows the DEREGISTERED banner
-
-                return core.Transition(home())
+                return core.Transition(home())  # idle shows the DEREGISTERED banner
             return core.Transition(self.back)
         top = scrolled(key, self.top, len(self.rows(ctx)), ctx)
         return core.Transition(replace(self, top=top) if top is not None else self)

@@ -14,6 +14,7 @@ from firmware.ui import core
 from firmware.ui.entry import AmountEntry, NumberEntry, PasswordEntry
 from firmware.ui.settings_screens import MULTITAP, MULTITAP_S
 from firmware.ui.texts import money
+from firmware.ui.txn import start
 
 REASONS = ("customer_cancelled", "payment_failed", "operator_error", "other")
 MAX_NOTE = 40
@@ -94,8 +95,6 @@ class OpRun(core.Screen):
             if self.command.op in MONEY_OPS:
                 # money may move: the working screen shows each step ("Swipe card", the PIN,
                 # "Processing... 3s"), takes CANCEL where it may, and the result in words
-                from firmware.ui.txn import start
-
                 return start(self.command)
             return core.Transition(replace(self, sent=True), (self.command,))
         if isinstance(event, core.OpDone) and event.outcome.op == self.command.op:

@@ -19,6 +19,21 @@ screen titled with its source ("ECR: Sale") over whatever was shown; an OpDone t
 claims is shown by the result hook. Time only comes in through the context: idle wakes once a
 minute, a working screen once a second while it counts, entry screens at the idle deadline.
 
+Routes (ROUTES, given to the Ui by build_ui): a screen module never imports a module above it.
+Where a screen must lead up the graph it returns a `core.Go(route, args)`, and the Ui builds
+the screen through this table before showing it (repeatedly, if a route gives another Go; a
+route that gives a Transition adds its commands). Every route, in one place:
+
+    home            the idle screen (built in: the Ui's idle)     results, dereg_screens: a result read
+    start           txn.start(command)                            results: F1 echo on "host unreachable"
+    settle_review   review_screens.settle_review_flow(back)       txn: the settlement's confirm step
+    settle_result   review_screens.settle_result_screen(o, back)  results: a settlement that did not settle
+
+A route the Ui does not know fails loudly by its name (a Ui built by hand without ROUTES).
+So the screen modules stack, each importing only modules listed before it: core, texts, scroll,
+entry, results, report_screens, txn, settings_screens, review_screens, held_screens,
+dereg_screens, diag_screens, menu, idle, machine (tests/test_layout.py fails on a circle).
+
 Flows (txn.STEPS):
   sale, preauth: amount > confirm   void, preauth_void, completion_void: password > voucher no. > original
   > confirm   refund: password > amount > RRN > MMDD > confirm
@@ -66,16 +81,25 @@ password, diagnostics firmware.ui.diag_screens.diag_root (both imported when ope
 
 from __future__ import annotations
 
-from firmware.ui import core
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from firmware.ui import core, review_screens, txn
 from firmware.ui.idle import IdleScreen
 from firmware.ui.menu import MENUS
 from firmware.ui.results import result_screen
 from firmware.ui.texts import CATALOG
-from firmware.ui.txn import external
+
+# route -> what builds its screen (the table in the docstring; "home" is the Ui's own)
+ROUTES: Mapping[str, core.Route] = MappingProxyType({
+    "start": txn.start,
+    "settle_review": review_screens.settle_review_flow,
+    "settle_result": review_screens.settle_result_screen,
+})
 
 
 def build_ui() -> core.Ui:
-    return core.Ui(IdleScreen, result_screen, external)
+    return core.Ui(IdleScreen, result_screen, txn.external, routes=ROUTES)
 
 
 def menu_tree_text(name: str = "main", indent: str = "") -> list[str]:

@@ -31,9 +31,8 @@ HEADLINES = {
 
 
 def home() -> core.Screen:
-    from firmware.ui.idle import IdleScreen  # idle opens flows that end here: import late
-
-    return IdleScreen()
+    """Idle, named: idle opens the flows that end here, so this module cannot import it."""
+    return core.Go("home")
 
 
 def body(outcome: core.OpOutcome, ctx: core.UiContext) -> list[str]:
@@ -96,9 +95,8 @@ class ResultScreen(core.Screen):
         if event.key in (Key.ENTER, Key.CANCEL):
             return core.Transition(home())
         if event.key is Key.F1 and self.outcome.message_key == "host_unreachable":
-            from firmware.ui.txn import start  # txn builds on these results: import late
-
-            return start(core.StartOp("echo"))
+            # txn.start (the echo's working screen and its StartOp), named: txn builds on results
+            return core.Transition(core.Go("start", (core.StartOp("echo"),)))
         top = scrolled(event.key, self.top, len(self.rows(ctx)), above_hint(ctx))
         return core.Transition(replace(self, top=top) if top is not None else self)
 
@@ -126,8 +124,7 @@ def result_screen(outcome: core.OpOutcome, current: core.Screen | None = None) -
         return ScrollScreen(f"op_{outcome.op}", outcome.lines, home(), translate=False)
     if outcome.op == "settle" and (outcome.status in ("failed", "refused", "cancelled")
                                    or outcome.message_key == "settled_unbalanced"):
-        # why it did not settle and what to do (echo test, batch detail, the host's code)
-        from firmware.ui.review_screens import settle_result_screen  # a companion's screen
-
-        return settle_result_screen(outcome, home())
+        # why it did not settle and what to do (echo test, batch detail, the host's code):
+        # review_screens.settle_result_screen, named (the review builds on these results)
+        return core.Go("settle_result", (outcome, home()))
     return ResultScreen(outcome)

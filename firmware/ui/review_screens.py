@@ -13,7 +13,7 @@ from firmware.diag.review import settlement_advice
 from firmware.ports import Frame, Key
 from firmware.ui import core
 from firmware.ui.entry import PasswordEntry
-from firmware.ui.results import above_hint
+from firmware.ui.results import above_hint, result_screen
 from firmware.ui.scroll import paged, scrolled, wrap_all
 from firmware.ui.texts import money, op_title, t
 from firmware.ui.txn import WorkingScreen
@@ -303,8 +303,6 @@ class SettleWorking(WorkingScreen):
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
         if isinstance(event, core.OpDone) and event.outcome.op == "settle":
-            from firmware.ui.results import result_screen
-
             # balanced: the plain result; failed, refused or unbalanced: why and what to do
             return core.Transition(result_screen(event.outcome, self))
         return super().handle(event, ctx)

@@ -98,10 +98,9 @@ class Flow:
         if step == "date":
             return NumberEntry(title, "enter_date", back, Collect(rest, "date"), 4, 4, kind="mmdd")
         if step == "confirm" and self.op == "settle":
-            # the review (totals, pending items, anomalies) is the settlement's confirm screen
-            from firmware.ui.review_screens import settle_review_flow  # a companion's screens
-
-            return settle_review_flow(back)
+            # the review (totals, pending items, anomalies) is the settlement's confirm screen:
+            # review_screens.settle_review_flow, named (the review builds on these flows)
+            return core.Go("settle_review", (back,))
         if step == "confirm":
             return ConfirmScreen(rest, back)
         raise ValueError(f"flow {self.op!r} has an unknown step {step!r}")
