@@ -629,3 +629,98 @@ def test_a_sign_on_asks_for_pik_and_mak_only_unless_a_tdk_is_wanted() -> None:
 
     run(test)
     assert asked == ["003", "004"]
+
+
+def test_a_failed_send_leaves_no_unretrieved_error_behind() -> None:
+    """When the send fails, the reader has usually seen the reset first and put its own error on
+    the request's future; the request raises "send failed" instead, and must still mark that
+    error retrieved: otherwise asyncio reports "Future exception was never retrieved" into the
+    log of a terminal that did nothing wrong. Nothing is left for the loop's error handler."""
+    import gc
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readexactly(1)
+        reset(w)
+
+    async def test() -> list[dict[str, Any]]:
+        reported: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+        server, channel, _ = await linked(script)
+        with pytest.raises(NoReply, match="send failed"):
+            await channel.exchange(b"\x00\x01" + bytes(32 << 20), lambda d: True, timeout=5)
+        await finish(server, channel)
+        gc.collect()
+        await asyncio.sleep(0)
+        return reported
+
+    assert run(test) == []
+
+
+def test_a_host_that_stops_sending_is_let_go_of_at_once() -> None:
+    """The host half-closes its side (FIN) and waits: the terminal's reader sees the end and
+    closes the terminal's side too, at once, so the host's read ends instead of holding a
+    connection the terminal can no longer use (the next request dials afresh)."""
+    async def test() -> bytes:
+        host_saw_end = asyncio.get_running_loop().create_future()
+
+        async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(reply(await receive(r)))
+            w.write_eof()
+            host_saw_end.set_result(await r.read())
+
+        server, channel, link = await linked(script)
+        assert (await link.request(sale(), mac=True, timeout=2)).fields["39"] == "00"
+        async with asyncio.timeout(3):
+            rest = await host_saw_end
+        assert not channel.connected
+        await finish(server, channel)
+        return rest
+
+    assert run(test) == b""
+
+
+def test_closing_the_channel_ends_its_reader_before_it_returns() -> None:
+    """After close() returns, the connection's reader task has finished (none is left to hand a
+    late reply of the old connection to a request made after the close) and the host sees the
+    connection end."""
+    async def test() -> None:
+        host_saw_end = asyncio.get_running_loop().create_future()
+
+        async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(reply(await receive(r)))
+            host_saw_end.set_result(await r.read())
+
+        server, channel, link = await linked(script)
+        await link.request(sale(), mac=True, timeout=2)
+        readers = [t for t in asyncio.all_tasks() if t.get_name().startswith("host-reader")]
+        assert len(readers) == 1 and not readers[0].done()
+        await channel.close()
+        assert readers[0].done()
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("host-reader")]
+        assert not channel.connected
+        async with asyncio.timeout(3):
+            assert await host_saw_end == b""
+        server.close()
+
+    run(test)
+
+
+def test_a_message_sent_without_a_mac_carries_none_even_when_keys_are_installed() -> None:
+    """After sign-on the link holds a MAK; an echo (sent with mac=False) still goes without
+    field 64 and without its bitmap bit: only the messages the dialect MACs carry one."""
+    seen: list[bytes] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        payload = await read_frame(r)
+        seen.append(payload)
+        w.write(encode(response_for(decode(payload).message, "00", {})))
+        await r.read()
+
+    async def test() -> None:
+        server, channel, link = await linked(script, keys=KEYS)
+        await link.request(echo_request(TERM, "000001"), mac=False, timeout=2)
+        await finish(server, channel)
+
+    run(test)
+    sent = decode(seen[0]).message
+    assert sent.mti == "0820" and "64" not in sent.fields

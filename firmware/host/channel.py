@@ -226,13 +226,12 @@ class HostLink:
         reply_mti = f"{int(msg.mti) + 10:04d}"
 
         def accept(d: Decoded) -> bool:
-            got = d.message
-            if got.mti != reply_mti:
-                return False
-            if "11" in req and got.fields.get("11") != req["11"]:
-                return False
-            return (got.fields.get("41") == req.get("41")
-                    and got.fields.get("42") == req.get("42"))
+            """The reply to this request: its MTI, its trace (when the request has one), our
+            terminal and merchant."""
+            got = d.message.fields
+            return (d.message.mti == reply_mti
+                    and ("11" not in req or got.get("11") == req["11"])
+                    and got.get("41") == req.get("41") and got.get("42") == req.get("42"))
 
         log.info("send MTI %s STAN %s", msg.mti, req.get("11", "-"))
         decoded = await self.channel.exchange(frame, accept, timeout)

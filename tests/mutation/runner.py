@@ -240,6 +240,11 @@ def _run_tests(copy: Path, node_ids: list[str], deadline_s: float, per_test_s: f
         return "survived", ""
     if code in (1, 2):  # a failing test, or a mutant that breaks collection (import)
         return "killed", result["failed"] or "collection"
+    whole = sorted({n.split("[")[0] for n in node_ids})
+    if code == 4 and whole != sorted(node_ids):
+        # A node id was not found: the mutant changed a value a test is parametrized by (an
+        # enum member's value in its id). Run every parametrization of those test functions.
+        return _run_tests(copy, whole, deadline_s, per_test_s, result_file)
     return "error", f"pytest exit {code}"
 
 
