@@ -99,3 +99,19 @@ def test_a_table_is_spoken_for_by_the_lines_that_read_it(tmp_path) -> None:
     assert index.reading_lines("firmware/codes.py", 2) == {("firmware/codes.py", 9)}
     assert index.reading_lines("firmware/codes.py", 6) == {("firmware/flow.py", 2)}
     assert index.reading_lines("firmware/codes.py", 8) == set()  # a function line defines nothing
+
+
+def test_dataclass_options_are_left_alone_but_the_class_body_is_not() -> None:
+    """`frozen=True` forbids assignments no code makes: flipping it plants nothing a behaviour
+    test can see. The fields' defaults are still mutated."""
+    source = textwrap.dedent('''
+        from dataclasses import dataclass
+
+        @dataclass(frozen=True, slots=True)
+        class Reply:
+            code: str = "00"
+            tries: int = 3
+    ''')
+    found = {(m.line, m.description) for m in mutants("m.py", source)}
+    assert not [f for f in found if f[0] == 4], found
+    assert {d for _, d in found} >= {"'00' -> 'XX'", "3 -> 4"}

@@ -7,7 +7,8 @@ a member dropped from a set of states or from an SQL `IN (...)` list, `True` for
 
 Not mutated, because a change there is either caught by the interpreter at once or says
 nothing about the money: docstrings, type annotations, arguments of log calls, the message
-of a raised exception, `assert` statements, `__all__`, and lines marked `# pragma: no mutate`.
+of a raised exception, `assert` statements, `__all__`, the options of `@dataclass(...)` (`frozen=True`
+forbids assignments no code makes), and lines marked `# pragma: no mutate`.
 
 A mutant's key names it stably across unrelated edits of the file: the function it is in,
 the operator, a hash of the mutated line's text and its index among equal spots, never the
@@ -98,6 +99,10 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
                         node.args.vararg, node.args.kwarg]:
                 if arg is not None:
                     skip(arg.annotation)
+        elif isinstance(node, ast.ClassDef):
+            for decorator in node.decorator_list:
+                if _is_dataclass_options(decorator):
+                    skip(decorator)  # frozen=, slots=: guards against code not yet written
         elif isinstance(node, ast.Assert | ast.JoinedStr):
             skip(node)  # an f-string's parts carry no positions of their own in 3.11
         elif isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
@@ -119,6 +124,16 @@ def _never_mutated(node: ast.AST) -> bool:
         return any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
     return isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
         and node.test.id == "TYPE_CHECKING"
+
+
+def _is_dataclass_options(decorator: ast.expr) -> bool:
+    """`@dataclass(frozen=True, ...)`: its options only forbid what no code does (assigning to a
+    field), so flipping them gives mutants only a test of the forbidden assignment could kill."""
+    if not isinstance(decorator, ast.Call):
+        return False
+    func = decorator.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name == "dataclass"
 
 
 def _is_log_call(call: ast.Call) -> bool:
