@@ -13,7 +13,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from firmware.app import OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import register, text

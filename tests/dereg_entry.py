@@ -9,7 +9,7 @@ import os
 import signal
 from typing import Any
 
-import firmware.app as app
+import firmware.app.core.terminal as app
 from firmware.engine.deregistration import DeregStep
 
 KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")

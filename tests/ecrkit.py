@@ -20,7 +20,7 @@ from typing import Any
 
 from helpers import REPO
 
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.server import EcrServer
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from board.sim.acquirer import SimulatorThread
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
 from firmware.settings.model import factory, hash_password

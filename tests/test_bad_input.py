@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import TID, TerminalProcess, WireSpy, assert_agree, run, sale, terminal
 
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.protocol import EcrError, parse_request
 from firmware.journal.vault import CardVault, VaultError
 

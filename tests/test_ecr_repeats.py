@@ -11,7 +11,7 @@ import time
 from ecrkit import Link, ecr_terminal
 from helpers import PASSWORD, TID, TerminalProcess, provision, run
 
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.repeats import UNPROTECTED_OPS
 from firmware.ecr.server import EcrServer
 from firmware.engine.model import PendingDraft, RequestKey

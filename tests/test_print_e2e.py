@@ -16,7 +16,7 @@ import pytest
 from helpers import TID, TerminalProcess, run, sale, set_language
 
 from board.sim.printer import EmulatedPrinter
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.printing.queue import CancelAction, PrintState
 
 FULL_PAN = re.compile(r"\d{13,19}")

@@ -20,7 +20,7 @@ from board.profiles import profile
 from drivers.keypad import KeypadUnavailable
 
 # The firmware's own construction path, so the probe reads keys through what the terminal runs.
-from firmware.app import make_keypad
+from firmware.app.core.terminal import make_keypad
 
 READY = "KEYPROBE-READY"
 KEY = "KEYPROBE-KEY"

@@ -24,6 +24,7 @@ import tty
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from firmware.app.core.contract import OperatorInput
 from firmware.ecr.protocol import (
     CARD_DATA_FIELDS,
     FINANCIAL_OPS,
@@ -45,7 +46,7 @@ from firmware.i18n import text
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from firmware.app import OperatorInput, Terminal
+    from firmware.app.core.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 
@@ -318,8 +319,6 @@ class EcrServer:
         return {"id": req.id, "op": req.op, **await self.repeats.run(req, peer.source, run)}
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
-        from firmware.app import OperatorInput
-
         try:
             return await self.dispatch(req, OperatorInput(source=source, request_key=key))
         except EcrError as exc:
@@ -345,8 +344,6 @@ class EcrServer:
 
     async def dispatch(self, req: EcrRequest, origin: OperatorInput | None = None) -> dict[str, Any]:
         """Carry out one checked request; origin: who asked (source) and its repeat key."""
-        from firmware.app import OperatorInput
-
         self._check_card_data(req)
         origin = origin or OperatorInput()
         t = self.terminal

@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from board.profiles import BoardProfile, profile
+from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
 from firmware.app_printing import PrintDesk
 from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
@@ -37,7 +38,6 @@ from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import (
     CardRead,
     OriginalRef,
-    RequestKey,
     TxnRecord,
     TxnRequest,
     TxnResult,
@@ -70,62 +70,6 @@ from firmware.settings.model import factory, hash_password, password_problem, pa
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
-
-
-# The actions that ask the operator (or the ECR request) for something: nothing was sent yet.
-OPERATOR_INPUT = (ev.AskAuthorisation, ev.AskCard, ev.AskPin)
-
-
-class OperatorCancelled(Exception):
-    """CANCEL arrived while the terminal was waiting for something."""
-
-
-@dataclass
-class OperatorInput:
-    """What the operator (or the ECR request) supplies when the flow asks."""
-
-    password: str | None = None
-    card: CardRead | None = None
-    pin: str | None = None  # sim board only: the PIN the test cardholder "types"
-    # Who started the operation: "keypad", or the ECR peer ("ecr" alone where the peer is not
-    # known, "ecr tcp 127.0.0.1", "ecr serial /dev/ttyS3"); audited, and passwords count by it.
-    source: str = "ecr"
-    authorised: bool = False  # the keypad already checked the supervisor password
-    # The ECR request this operation answers: its record is written with this key, so that the
-    # till's retry is answered with that record instead of running again (firmware/ecr/repeats.py).
-    request_key: RequestKey | None = None
-
-
-class TerminalObserver(Protocol):
-    """What the keypad/LCD side learns from the terminal (firmware/app_ui.py implements it).
-
-    Calls are synchronous and must not block; ask_pin and release_reader are awaited.
-    """
-
-    def op_started(self, op: str, source: str, amount: int | None) -> None: ...
-
-    def op_step(self, step: str, done: int | None = None, total: int | None = None,
-                cancellable: bool = True) -> None: ...
-
-    def op_finished(self, op: str, source: str, result: TxnResult) -> None: ...
-
-    def changed(self) -> None:
-        """Something the idle screen shows changed (link, counters, paper, notice)."""
-        ...
-
-    def card_refused(self, message_key: str) -> None:
-        """The reader refused a card during the running operation's card step; it waits on."""
-        ...
-
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
-                      tries_left: int | None = None) -> str | None:
-        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL.
-        tries_left: the last PIN was wrong, this many tries are left (this one included)."""
-        ...
-
-    async def release_reader(self) -> None:
-        """Stop any idle card watch so the flow can use the reader."""
-        ...
 
 
 @dataclass
@@ -1261,7 +1205,8 @@ async def serve(cfg: AppConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="POS terminal firmware (headless, ECR-driven)")
+    parser = argparse.ArgumentParser(prog="python -m firmware.app",
+                                     description="POS terminal firmware (headless, ECR-driven)")
     parser.add_argument("--data", type=Path, default=Path("var/terminal"))
     parser.add_argument("--board", default=os.environ.get("BOARD", "sim"))
     parser.add_argument("--ecr-port", type=int, default=8583)
@@ -1304,19 +1249,12 @@ def private_files() -> None:
 
 def _require_c_extension() -> None:
     """Without the C extension the firmware refuses to start (no silent slow path)."""
-    if not (Path(__file__).resolve().parent.parent / "c_ext").is_dir():
+    # This file is firmware/app/core/terminal.py: parents[3] is the checkout, which holds c_ext/
+    # (a wrong level would find no c_ext/ and switch the check off without a word).
+    if not (Path(__file__).resolve().parents[3] / "c_ext").is_dir():
         return
     try:
         import c_ext.posio  # noqa: F401
     except ImportError as exc:
         raise SystemExit(str(exc)) from None
 
-
-if __name__ == "__main__":
-    # `python -m firmware.app` loads this file as __main__, and the modules that import it
-    # (the panel, the companions) load it again as firmware.app: two of every class. Run the
-    # firmware.app one, so that what the panel raises (OperatorCancelled at the PIN) is what
-    # the flow catches, and every isinstance agrees.
-    from firmware.app import main as app_main
-
-    raise SystemExit(app_main())
