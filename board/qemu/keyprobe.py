@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import sys
 
-from board.profiles import profile
 from drivers.keypad import KeypadUnavailable
+from firmware.app.boards import profile
 
 # The firmware's own construction path, so the probe reads keys through what the terminal runs.
 from firmware.app.core.terminal import make_keypad

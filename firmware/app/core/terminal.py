@@ -28,7 +28,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from board.profiles import BoardProfile, profile
+from firmware.app.boards import BoardProfile, profile
 from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
 from firmware.app_printing import PrintDesk
 from firmware.ecr.server import EcrServer
