@@ -9,14 +9,14 @@ import os
 import signal
 from typing import Any
 
-import firmware.app.core.terminal as app
+from firmware.app.core.terminal import Terminal
+from firmware.app.main import main
 from firmware.engine.deregistration import DeregStep
 
 KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")
-Base = app.Terminal
 
 
-class KillableTerminal(Base):
+class KillableTerminal(Terminal):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fault_hook = self._kill_hook  # before open(): a resumed wipe passes it too
@@ -27,7 +27,5 @@ class KillableTerminal(Base):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-app.Terminal = KillableTerminal  # type: ignore[misc]
-
 if __name__ == "__main__":
-    raise SystemExit(app.main())
+    raise SystemExit(main(terminal_class=KillableTerminal))

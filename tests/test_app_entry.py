@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.app.core import terminal
+from firmware.app import process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,4 +24,4 @@ def test_the_c_extension_check_looks_in_the_repository(monkeypatch: pytest.Monke
     # folder returns quietly instead.
     monkeypatch.setitem(sys.modules, "c_ext.posio", None)
     with pytest.raises(SystemExit):
-        terminal._require_c_extension()
+        process.require_c_extension()

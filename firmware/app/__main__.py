@@ -4,6 +4,6 @@ Only the call lives here: this file runs as `__main__`, and anything defined in 
 twice (once as `__main__`, once when imported by name), so every class stays in its own module.
 """
 
-from firmware.app.core.terminal import main
+from firmware.app.main import main
 
 raise SystemExit(main())
