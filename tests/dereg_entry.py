@@ -1,4 +1,4 @@
-"""Test-only entry: `python -m tests.dereg_entry ARGS` runs firmware.app as it is, with one
+"""Test-only entry: `python -m tests.dereg_entry ARGS` runs board.sim.firmware as it is, with one
 addition: it SIGKILLs itself at the deregistration step named by POSFW_KILL_AT_STEP (a power
 cut there), through the terminal's fault hook that every step passes.
 """
@@ -9,8 +9,8 @@ import os
 import signal
 from typing import Any
 
+from board.sim.firmware import main
 from firmware.app.core.terminal import Terminal
-from firmware.app.main import main
 from firmware.engine.deregistration import DeregStep
 
 KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")

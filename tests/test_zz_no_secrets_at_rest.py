@@ -2,7 +2,7 @@
 leaves behind: its journal (with the print queue), the journal's WAL, its settings and their
 history, every log, the printed slips the merchant keeps and the journal's backups.
 
-The scan produces what it scans. A real terminal process (`python -m firmware.app`, driven over
+The scan produces what it scans. A real terminal process (`python -m board.sim.firmware`, driven over
 its ECR port as a till does, printing on the emulated printer whose slips are archived as files,
 talking to the acquirer simulator through a wire tap) does PIN sales, a sale whose reply is lost
 (reversed), a refund whose advice is lost (stored), a void, a reprint, a password change (a

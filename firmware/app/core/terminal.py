@@ -81,10 +81,8 @@ class AppConfig:
     reader_path: str | None = None  # overrides the board profile's card reader ('' = none)
     print_poll_s: float = 1.0  # how often a paused printer is asked whether it is ready
     # The keypad and LCD: None (headless, ECR only), "board" (the profile's drivers) or
-    # "console" (the development console of `make run`: terminal box, legend, hot keys).
+    # "console" (the development console of `make run`, which python -m board.sim.firmware plugs in).
     panel: str | None = None
-    console_control_port: int = 5802  # the emulated peripherals' control port (hot keys)
-    console_printer_fd: int | None = None  # the emulated printer's output, for the paper panel
     idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
 
 
