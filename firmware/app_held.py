@@ -13,8 +13,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from firmware.app import OperatorInput, Terminal
-from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import Terminal
+from firmware.engine.model import OriginalRef, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import register, text
 from firmware.journal.held import (
@@ -260,18 +261,11 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return _outcome(command.op, "refused", "held_unknown_op", f"not a held-order op: {command.op}")
 
 
-def _ecr_card(args: dict[str, Any]) -> CardRead | None:
-    if "card" not in args:
-        return None
-    from firmware.ecr.server import sim_card
-
-    return sim_card(args["card"])
-
-
 async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
                  origin: OperatorInput | None = None) -> dict[str, Any]:
     """An ECR request (ECR_OPS, fields already checked by the protocol): the reply payload.
-    origin: who asked (the ECR peer) and the request's repeat key, carried into the sale."""
+    origin: who asked (the ECR peer), the request's repeat key and the card it named (the ECR
+    server turns a test card's name into card data), carried into the sale."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
     origin = origin or OperatorInput()
     try:
@@ -282,10 +276,10 @@ async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
             reconcile(terminal)
             outcome = _outcome("held_list", "done", "held_list", items=list_items(terminal))
         elif op == "held_resume":
-            io = replace(origin, card=_ecr_card(args), pin=args.get("pin"))
+            io = replace(origin, pin=args.get("pin"))
             outcome = await resume(terminal, int(args["order"]), io)
         elif op == "held_cancel":
-            io = replace(origin, password=args["password"], card=_ecr_card(args), pin=args.get("pin"))
+            io = replace(origin, password=args["password"], pin=args.get("pin"))
             outcome = await cancel(terminal, int(args["order"]), args["reason"], io)
         elif op == "held_trail":
             outcome = await trail(terminal, int(args["order"]), lang, print_it=False)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.app import private_files
+from firmware.app.process import private_files
 from firmware.app_deregister import put_state
 from firmware.engine.deregistration import Lifecycle
 from firmware.journal import wipe

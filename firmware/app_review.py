@@ -11,7 +11,8 @@ import hmac
 import secrets
 from typing import Any
 
-from firmware.app import OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import Terminal
 from firmware.diag.review import (
     Pending,
     Review,

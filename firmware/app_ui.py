@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from firmware.app import OperatorCancelled
+from firmware.app.core.contract import OperatorCancelled, OperatorInput
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.host.messages import TxnKind, mask_pan
@@ -38,7 +38,7 @@ from firmware.ports import (
 from firmware.ui import core as ui
 
 if TYPE_CHECKING:
-    from firmware.app import Terminal
+    from firmware.app.core.terminal import Terminal
 
 log = logging.getLogger("posfw.panel")
 
@@ -384,7 +384,6 @@ class FrontPanel:
         self._events.put_nowait(ui.OpDone(outcome))
 
     async def _operation(self, c: ui.StartOp) -> ui.OpOutcome:
-        from firmware.app import OperatorInput
         from firmware.app_companions import for_panel_op
 
         t = self.terminal

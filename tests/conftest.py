@@ -48,16 +48,21 @@ PIN_BLOCKS_SEEN: list[bytes] = []
 
 @pytest.fixture(autouse=True)
 def _record_pin_blocks(monkeypatch):
-    import firmware.app as app
+    from firmware.app.core.terminal import Terminal
 
-    real = app.encrypt_pin_block
+    # Patched where the method that makes PIN blocks looks the name up (its module's globals),
+    # not by a module path: wherever _perform lives, the recorder follows it. A module path that
+    # is wrong but still holds the name would record nothing, and the final scan would pass
+    # without checking a single PIN block.
+    where = Terminal._perform.__globals__
+    real = where["encrypt_pin_block"]
 
     def recording(pin: str, pan: str, pik: bytes) -> bytes:
         block = real(pin, pan, pik)
         PIN_BLOCKS_SEEN.append(block)
         return block
 
-    monkeypatch.setattr(app, "encrypt_pin_block", recording)
+    monkeypatch.setitem(where, "encrypt_pin_block", recording)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Test-only entry: `python -m tests.dereg_entry ARGS` runs firmware.app as it is, with one
+"""Test-only entry: `python -m tests.dereg_entry ARGS` runs board.sim.firmware as it is, with one
 addition: it SIGKILLs itself at the deregistration step named by POSFW_KILL_AT_STEP (a power
 cut there), through the terminal's fault hook that every step passes.
 """
@@ -9,14 +9,14 @@ import os
 import signal
 from typing import Any
 
-import firmware.app as app
+from board.sim.firmware import main
+from firmware.app.core.terminal import Terminal
 from firmware.engine.deregistration import DeregStep
 
 KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")
-Base = app.Terminal
 
 
-class KillableTerminal(Base):
+class KillableTerminal(Terminal):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fault_hook = self._kill_hook  # before open(): a resumed wipe passes it too
@@ -27,7 +27,5 @@ class KillableTerminal(Base):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-app.Terminal = KillableTerminal  # type: ignore[misc]
-
 if __name__ == "__main__":
-    raise SystemExit(app.main())
+    raise SystemExit(main(terminal_class=KillableTerminal))

@@ -20,7 +20,8 @@ from typing import Any
 
 from helpers import REPO
 
-from firmware.app import AppConfig, Terminal
+from board.sim.firmware import sim_card
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.server import EcrServer
 
 
@@ -73,7 +74,7 @@ async def ecr_terminal(data_dir: Path, board: str = "sim") -> AsyncIterator[tupl
     """The terminal and its ECR server, in this process, on a loopback port."""
     t = Terminal(AppConfig(data_dir=data_dir, board=board, printer_path="", reader_path=""))
     await t.start()
-    server = EcrServer(t, "127.0.0.1", 0, None)
+    server = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
     await server.start()
     try:
         yield t, server
@@ -104,7 +105,7 @@ class SerialTerminal:
         ready = self.data_dir / "ready"
         with open(self.data_dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "firmware.app", "--data", str(self.data_dir),
+                [sys.executable, "-m", "board.sim.firmware", "--data", str(self.data_dir),
                  "--ecr-port", "0", "--ecr-serial", os.ttyname(self.slave), "--ready-file",
                  str(ready)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=err)
         deadline = time.monotonic() + 20

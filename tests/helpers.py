@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from board.sim.acquirer import SimulatorThread
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
 from firmware.settings.model import factory, hash_password
@@ -157,15 +158,16 @@ class HeldUpReader:
 # -- the terminal as a real process ------------------------------------------------
 
 class TerminalProcess:
-    """`python -m firmware.app` in a subprocess, driven over its ECR TCP port."""
+    """The firmware in a subprocess, driven over its ECR TCP port: `python -m board.sim.firmware`
+    (the firmware with the sim board's test cards, which the tests name over ECR)."""
 
     def __init__(self, data_dir: Path, extra_args: list[str] | None = None,
-                 module: str = "firmware.app", env: dict[str, str] | None = None,
+                 module: str = "board.sim.firmware", env: dict[str, str] | None = None,
                  tty: int | None = None) -> None:
         self.data_dir = data_dir
         self.tty = tty  # a pty's slave fd: the process's stdin and stdout (sim keypad and LCD)
         self.extra_args = list(extra_args or [])
-        self.module = module  # a test-only entry may wrap firmware.app (tests/dereg_entry.py)
+        self.module = module  # a test-only entry may wrap it (tests/dereg_entry.py)
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

@@ -18,11 +18,12 @@ from typing import Any
 
 from helpers import PASSWORD, provision
 
+from board.sim.firmware import sim_card
 from board.sim.printer import EmulatedPrinter
 from board.sim.reader import EmulatedReader
 from drivers.display.capture import CaptureDisplay
 from drivers.keypad.terminal_keypad import TerminalKeypad
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.app_ui import FrontPanel
 from firmware.ecr.server import EcrServer
 from firmware.ports import KeyPress
@@ -105,7 +106,7 @@ class Shop:
         self._task = asyncio.create_task(self.panel.run())
         await self.terminal.connect()
         if self.with_ecr:
-            self.ecr = EcrServer(self.terminal, "127.0.0.1", 0, serial_path=None)
+            self.ecr = EcrServer(self.terminal, "127.0.0.1", 0, serial_path=None, test_cards=sim_card)
             await self.ecr.start()
         await self.idle()
         return self

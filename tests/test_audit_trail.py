@@ -11,7 +11,7 @@ from typing import Any
 
 from helpers import PASSWORD, refund, run, sale, swipe, terminal, void
 
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine import events as ev
 from firmware.engine.model import PendingDraft, TxnRequest
 from firmware.engine.states import TxnEvent

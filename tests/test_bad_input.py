@@ -15,7 +15,8 @@ import pytest
 from diskkit import fill
 from helpers import TID, TerminalProcess, WireSpy, assert_agree, run, sale, terminal
 
-from firmware.app import AppConfig, Terminal
+from board.sim.firmware import sim_card
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.protocol import EcrError, parse_request
 from firmware.journal.vault import CardVault, VaultError
 
@@ -76,7 +77,7 @@ def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim):
         t = Terminal(AppConfig(data_dir=data_dir, board="rpi"))
         await t.start()
         try:
-            server = EcrServer(t, "127.0.0.1", 0, None)
+            server = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
             with pytest.raises(EcrError, match="cannot come over the ECR link"):
                 await server.dispatch(parse_request(b'{"op": "sale", "amount": 1, "card": "visa"}'))
         finally:

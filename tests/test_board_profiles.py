@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from board.profiles import PROFILES, profile
 from drivers.keypad.keymaps import KEYMAPS
 from drivers.printer.profiles import PROFILES as PRINTER_PROFILES
+from firmware.app.boards import PROFILES, profile
 from firmware.ports import Key
 
 

@@ -11,7 +11,7 @@ import asyncio
 
 from helpers import PASSWORD, TID, assert_agree, pin_for, provision, run, sale, swipe, terminal
 
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine import events as ev
 from firmware.engine.model import OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind

@@ -30,7 +30,8 @@ def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
         assert slips and "12.34" in slips[0].read_text()
         pane.keys("C-c")
         deadline = time.monotonic() + 20
-        for name in ("firmware.app", "board.sim.peripherals", "board.sim.acquirer"):
+        # The names `make run` starts them by: a name that matches no process would pass at once.
+        for name in ("board.sim.firmware", "board.sim.peripherals", "board.sim.acquirer"):
             while subprocess.run(["pgrep", "-f", "--", f"{name}.*{var}"], capture_output=True,
                                  check=False).returncode == 0:
                 assert time.monotonic() < deadline, f"{name} still runs 20 s after Ctrl-C"

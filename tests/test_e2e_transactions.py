@@ -20,7 +20,7 @@ from helpers import (
     void,
 )
 
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine.model import OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
 

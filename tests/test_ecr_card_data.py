@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from helpers import PASSWORD, TID, TerminalProcess
 
-from board.profiles import profile
+from firmware.app.boards import profile
 from firmware.app_companions import ecr_ops
 from firmware.ecr.protocol import OPS
 

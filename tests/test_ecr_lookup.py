@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from helpers import run, terminal
 
+from board.sim.firmware import sim_card
 from firmware.ecr.protocol import parse_request
 from firmware.ecr.replies import STATE_ANSWERS
 from firmware.ecr.server import EcrServer
@@ -58,7 +59,7 @@ def test_lookup_and_last_say_what_happened(data_dir, state: TxnState) -> None:
                           TxnEvent.DECLINE: HostResult("51")}.get(event)
                 record = j.apply(record.id, event, answer,
                                  problem="cannot be built" if event is TxnEvent.QUARANTINE else None)
-            ecr = EcrServer(t, "127.0.0.1", 0, None)
+            ecr = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
             looked = await ecr.dispatch(parse_request(json.dumps(
                 {"op": "lookup", "voucher": record.invoice}).encode()))
             last = await ecr.dispatch(parse_request(b'{"op": "last"}'))

@@ -11,7 +11,8 @@ import time
 from ecrkit import Link, ecr_terminal
 from helpers import PASSWORD, TID, TerminalProcess, provision, run
 
-from firmware.app import AppConfig, Terminal
+from board.sim.firmware import sim_card
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.repeats import UNPROTECTED_OPS
 from firmware.ecr.server import EcrServer
 from firmware.engine.model import PendingDraft, RequestKey
@@ -188,7 +189,7 @@ def test_a_request_cut_by_a_shutdown_is_answered_from_what_it_wrote(data_dir, si
                 await asyncio.sleep(0.01)
             await server.close()  # the terminal stops while the sale waits for its card
             link.close()
-            again = EcrServer(t, "127.0.0.1", 0, None)
+            again = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
             await again.start()
             retry = Link(again.port)
             retry.send(request)
@@ -254,7 +255,7 @@ def test_a_terminal_without_a_journal_still_answers(tmp_path):
     async def go():
         t = Terminal(AppConfig(data_dir=data))
         await t.open()
-        server = EcrServer(t, "127.0.0.1", 0, None)
+        server = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
         await server.start()
         link = Link(server.port)
         link.send(json.dumps(SALE).encode())

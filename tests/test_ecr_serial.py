@@ -18,7 +18,7 @@ import tty
 from ecrkit import serial_terminal
 from helpers import REPO, TID, run
 
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.ecr.protocol import MAX_LINE
 from firmware.ecr.server import EcrServer
 
@@ -42,7 +42,7 @@ def test_sale_and_garbage_over_a_serial_ecr_link(data_dir, sim):
     ready = data_dir / "ready"
     with open(data_dir / "stderr.log", "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware.app", "--data", str(data_dir), "--ecr-port", "0",
+            [sys.executable, "-m", "board.sim.firmware", "--data", str(data_dir), "--ecr-port", "0",
              "--ecr-serial", slave_path, "--ready-file", str(ready)],
             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=err)
     try:

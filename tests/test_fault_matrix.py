@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from helpers import PASSWORD, assert_agree, provision, refund, run, sale, swipe, terminal, void
 
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine.model import TxnRequest
 from firmware.host.messages import TxnKind
 

@@ -9,6 +9,7 @@ import time
 import pytest
 from helpers import PASSWORD, TerminalProcess, assert_agree, pin_for, run, sale, swipe, terminal
 
+from firmware.app.core.contract import OperatorInput
 from firmware.app_held import ECR_OPS, PANEL_OPS, counts, ecr_op, list_items, run_op
 from firmware.engine.model import PendingDraft
 from firmware.engine.states import TxnEvent
@@ -105,8 +106,9 @@ def test_cancel_of_a_paid_order_is_a_void_in_the_same_batch(data_dir, sim):
         t = await terminal(data_dir)
         try:
             oid = await _park(t, amount=2300)
-            r = await ecr_op(t, "held_resume", {"order": oid, "card": "cup_credit",
-                                                "pin": pin_for("cup_credit")})
+            # The ECR server turns the request's card name into card data (origin.card).
+            r = await ecr_op(t, "held_resume", {"order": oid, "pin": pin_for("cup_credit")},
+                             OperatorInput(card=swipe("cup_credit")))
             assert r["ok"], r
             sale_id = HeldOrders(t.journal).get(oid).txn_id
             out = await run_op(t, keypad("held_cancel", order_id=oid, reason="customer_cancelled",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from firmware.app import LOG_BACKUPS, LOG_MAX_BYTES, setup_logging
+from firmware.app.process import LOG_BACKUPS, LOG_MAX_BYTES, setup_logging
 from firmware.logmask import MaskingFormatter
 from firmware.lograte import RepeatFilter
 

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.app_held import cancel as held_cancel
 from firmware.app_held import park as held_park
 from firmware.app_held import resume as held_resume

@@ -26,7 +26,8 @@ from helpers import (
     void,
 )
 
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.engine import events as ev
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import OriginalRef, PendingDraft, TxnRequest

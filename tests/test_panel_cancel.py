@@ -511,9 +511,9 @@ class PtyScreen:
 
 
 def test_cancel_at_the_pin_in_the_terminal_process(data_dir: Path, sim):
-    """`python -m firmware.app` with its panel: CANCEL on the keypad at the PIN of an ECR sale
-    answers "Cancelled" and sends nothing (the panel and the flow must agree on what CANCEL
-    raises even when firmware.app runs as __main__)."""
+    """The terminal process (`python -m board.sim.firmware`) with its panel: CANCEL on the keypad
+    at the PIN of an ECR sale answers "Cancelled" and sends nothing (the panel and the flow must
+    agree on what CANCEL raises even when an entry point runs as __main__)."""
     screen = PtyScreen()
     term = TerminalProcess(data_dir, ["--panel", "board"], tty=screen.slave)
     try:

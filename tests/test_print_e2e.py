@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import TID, TerminalProcess, run, sale, set_language
 
+from board.sim.firmware import sim_card
 from board.sim.printer import EmulatedPrinter
-from firmware.app import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.printing.queue import CancelAction, PrintState
 
 FULL_PAN = re.compile(r"\d{13,19}")
@@ -274,7 +275,7 @@ def test_reprint_over_ecr(data_dir, sim, printer):
         t = await printing_terminal(data_dir, printer)
         r = await sale(t, 990)
         await until(lambda: len(printer.slips) == 2)
-        ecr = EcrServer(t, "127.0.0.1", 0, None)
+        ecr = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
         answer = await ecr.dispatch(parse_request(json.dumps(
             {"op": "reprint", "voucher": r.record.invoice}).encode()))
         bad = await ecr.dispatch(parse_request(b'{"op": "reprint", "voucher": "000999"}'))

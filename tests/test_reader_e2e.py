@@ -12,7 +12,8 @@ import pytest
 from helpers import TID, HeldUpReader, run
 
 from board.sim.reader import EmulatedReader
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.engine.model import TxnRequest
 from firmware.host.messages import TxnKind
 

@@ -10,7 +10,7 @@ from helpers import run, sale, terminal
 
 from board.sim.acquirer import ACQUIRER_ID, ISSUER_IDS
 from board.sim.cards import TEST_CARDS
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine.model import CardRead, TxnRequest, institution_ids
 from firmware.host.messages import TxnKind
 from firmware.printing.layout import CopyKind, MerchantInfo, plain_text, receipt

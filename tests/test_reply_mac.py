@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 from helpers import PASSWORD, TID, WireSpy, assert_agree, refund, run, sale, swipe, terminal
 
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine.model import HostResult, PendingDraft, TxnRequest
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.host.messages import Message, TxnKind, reply_needs_mac

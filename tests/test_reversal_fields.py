@@ -16,7 +16,8 @@ import pytest
 from helpers import PASSWORD, pin_for, run, swipe
 from wiretap import WireTap
 
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.engine.model import OriginalRef, TxnRequest
 from firmware.host.codec import decode
 from firmware.host.messages import Message, TxnKind

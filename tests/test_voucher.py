@@ -17,6 +17,7 @@ from typing import Any
 from helpers import PASSWORD, run, sale, set_language, void
 from panelkit import Shop
 
+from board.sim.firmware import sim_card
 from firmware.ecr.protocol import EcrError, parse_request
 from firmware.ecr.server import EcrServer
 from firmware.engine.states import TxnState
@@ -111,7 +112,7 @@ def test_ecr_names_originals_by_voucher_number(data_dir, sim):
         try:
             small = (await sale(t, 222)).record
             big = (await sale(t, 5678)).record
-            ecr = EcrServer(t, "127.0.0.1", 0, None)
+            ecr = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
             looked = await ask(ecr, {"op": "lookup", "voucher": big.invoice})
             missing = await ask(ecr, {"op": "lookup", "voucher": "999999"})
             voided = await ask(ecr, {"op": "void", "voucher": big.invoice, "password": PASSWORD})

@@ -27,7 +27,8 @@ from helpers import MID, PASSWORD, TID, TMK, pin_for, provision, swipe
 from wiretap import WireTap
 
 from board.sim.acquirer import SimulatorThread
-from firmware.app import AppConfig, OperatorInput, Terminal
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.terminal import AppConfig, Terminal
 from firmware.app_deregister import deregister
 from firmware.engine.model import HostResult, OriginalRef, PendingDraft, TxnRequest
 from firmware.engine.states import TxnEvent

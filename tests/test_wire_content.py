@@ -28,7 +28,7 @@ from helpers import PASSWORD, TID, pin_for, run, swipe, terminal
 from wiretap import Frame, WireTap
 
 from board.sim.cards import TEST_CARDS
-from firmware.app import OperatorInput
+from firmware.app.core.contract import OperatorInput
 from firmware.engine.model import HostResult, OriginalRef, PendingDraft, TxnRequest
 from firmware.engine.states import TxnEvent
 from firmware.host.codec import decode

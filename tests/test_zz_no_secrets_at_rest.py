@@ -2,7 +2,7 @@
 leaves behind: its journal (with the print queue), the journal's WAL, its settings and their
 history, every log, the printed slips the merchant keeps and the journal's backups.
 
-The scan produces what it scans. A real terminal process (`python -m firmware.app`, driven over
+The scan produces what it scans. A real terminal process (`python -m board.sim.firmware`, driven over
 its ECR port as a till does, printing on the emulated printer whose slips are archived as files,
 talking to the acquirer simulator through a wire tap) does PIN sales, a sale whose reply is lost
 (reversed), a refund whose advice is lost (stored), a void, a reprint, a password change (a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PIN_BLOCKS_SEEN
-from helpers import PASSWORD, TID, TMK, TerminalProcess, provision, start_sim
+from helpers import PASSWORD, TID, TMK, TerminalProcess, WireSpy, provision, run, sale, start_sim, terminal
 from wiretap import WireTap
 
 from board.sim.cards import TEST_CARDS
@@ -308,6 +308,29 @@ def test_each_kind_of_secret_is_recognised_in_a_log(secret: str, produced: Run, 
     hits = scan(terminal_files(tmp_path), produced.needles)
     assert list(hits) == [log] and prefix in hits[log], hits
     shutil.rmtree(log.parent)
+
+
+def test_the_pin_block_recorder_sees_the_blocks_an_in_process_terminal_sends(data_dir: Path, sim) -> None:
+    """The sweep below looks for the PIN blocks tests/conftest.py records where the terminal makes
+    them. A recorder patched where the terminal does not look records nothing, and the sweep would
+    pass without checking a single PIN block: so one PIN sale in process, and the blocks the wire
+    carried must be exactly the ones recorded."""
+    before = len(PIN_BLOCKS_SEEN)
+
+    async def go() -> WireSpy:
+        t = await terminal(data_dir)
+        spy = WireSpy(t)
+        try:
+            result = await sale(t, 1500, card="cup_debit")
+            assert result.status == "approved", result
+        finally:
+            await t.close()
+        return spy
+
+    spy = run(go())
+    sent = [bytes.fromhex(m.fields["52"]) for m in spy.sent if "52" in m.fields]
+    assert sent, "the PIN sale sent no PIN block"
+    assert PIN_BLOCKS_SEEN[before:] == sent
 
 
 def test_no_card_data_or_pin_block_in_any_file_the_sessions_terminals_left(

@@ -16,11 +16,11 @@ import argparse
 import asyncio
 import sys
 
-from board.profiles import profile
 from drivers.keypad import KeypadUnavailable
+from firmware.app.boards import profile
 
 # The firmware's own construction path, so the probe reads keys through what the terminal runs.
-from firmware.app import make_keypad
+from firmware.app.devices import make_keypad
 
 READY = "KEYPROBE-READY"
 KEY = "KEYPROBE-KEY"

@@ -72,8 +72,9 @@ def is_idle_frame(frame: Frame) -> bool:
 
 
 def firmware_command(log_level: str = "INFO") -> str:
-    """The shell line the guest runs: the firmware with the qemu board profile on the data disk."""
-    return "exec " + shlex.join([".venv/bin/python", "-m", "firmware.app", "--board", "qemu",
+    """The shell line the guest runs: the firmware with the qemu board profile on the data disk,
+    and the sim board's test cards (the tests name them over ECR)."""
+    return "exec " + shlex.join([".venv/bin/python", "-m", "board.sim.firmware", "--board", "qemu",
                                  "--panel", "board", "--data", f"{GUEST_DATA}/{TERMINAL_DIR}",
                                  "--log-level", log_level])
 

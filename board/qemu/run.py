@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from board.profiles import PROFILES
 from board.qemu.guest import GuestError
 from board.qemu.image import DEFAULT_DIR, EXIT_MARK, ImageError, build
 from board.qemu.qmp_keys import KeyForwarder
@@ -41,6 +40,7 @@ from board.qemu.rig import QemuTerminal
 from board.sim.console import LEGEND, PAPER_LINES, DevConsole
 from board.sim.peripherals import serve
 from drivers.display.terminal import SHOW_CURSOR
+from firmware.app.boards import PROFILES
 from firmware.ports import Frame
 
 log = logging.getLogger("posfw.qemu.run")

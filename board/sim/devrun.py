@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
-    command = [py, "-m", "firmware.app", "--data", str(args.var / "terminal"),
+    command = [py, "-m", "board.sim.firmware", "--data", str(args.var / "terminal"),
                "--board", args.board, "--ecr-port", str(ecr_port), "--port", str(host_port),
                "--ready-file", str(ready),
                "--reader", str(devices / "reader-tty"),

@@ -21,9 +21,11 @@ import os
 import termios
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from firmware.app.core.contract import OperatorInput
 from firmware.ecr.protocol import (
     CARD_DATA_FIELDS,
     FINANCIAL_OPS,
@@ -45,7 +47,7 @@ from firmware.i18n import text
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from firmware.app import OperatorInput, Terminal
+    from firmware.app.core.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 
@@ -62,14 +64,11 @@ OUTPUT_CAP = 256 * 1024
 TCP_HIGH_WATER = 16 * 1024  # above this a TCP peer's requests are not read until it catches up
 
 
-def sim_card(name: str) -> CardRead:
-    from board.sim.cards import TEST_CARDS
-
-    card = TEST_CARDS.get(name)
-    if card is None:
-        raise EcrError(f"unknown test card {name!r}; known: {', '.join(sorted(TEST_CARDS))}")
-    return CardRead(entry_mode="swipe", pan=card.pan, expiry=card.expiry,
-                    service_code=card.service_code, track2=card.track2)
+# A board whose ECR link may name test cards ("card": "visa") plugs in what turns a name into card
+# data (board/sim/firmware.py); unknown names raise LookupError with words for the till. The
+# firmware itself ships without test cards.
+TestCards = Callable[[str], CardRead]
+NO_TEST_CARDS = "test cards come with the sim board's entry point: python -m board.sim.firmware"
 
 
 # -- peers ----------------------------------------------------------------------------------------
@@ -167,11 +166,13 @@ class SerialPeer(Peer):
 # -- the server -----------------------------------------------------------------------------------
 
 class EcrServer:
-    def __init__(self, terminal: Terminal, host: str, port: int, serial_path: str | None) -> None:
+    def __init__(self, terminal: Terminal, host: str, port: int, serial_path: str | None = None, *,
+                 test_cards: TestCards | None = None) -> None:
         self.terminal = terminal
         self.host = host
         self.port = port
         self.serial_path = serial_path
+        self.test_cards = test_cards
         self.repeats = RepeatGate(terminal)
         self.refusals = RefusalLog(terminal)
         self._server: asyncio.AbstractServer | None = None
@@ -318,8 +319,6 @@ class EcrServer:
         return {"id": req.id, "op": req.op, **await self.repeats.run(req, peer.source, run)}
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
-        from firmware.app import OperatorInput
-
         try:
             return await self.dispatch(req, OperatorInput(source=source, request_key=key))
         except EcrError as exc:
@@ -343,10 +342,17 @@ class EcrServer:
             raise EcrError(f"card data ({', '.join(given)}) cannot come over the ECR link on this "
                            "board; present the card at the reader")
 
+    def _test_card(self, name: str) -> CardRead:
+        """The card data of a test card named in a request (the sim board's ECR only)."""
+        if self.test_cards is None:
+            raise EcrError(NO_TEST_CARDS)
+        try:
+            return self.test_cards(name)
+        except LookupError as exc:
+            raise EcrError(str(exc)) from None
+
     async def dispatch(self, req: EcrRequest, origin: OperatorInput | None = None) -> dict[str, Any]:
         """Carry out one checked request; origin: who asked (source) and its repeat key."""
-        from firmware.app import OperatorInput
-
         self._check_card_data(req)
         origin = origin or OperatorInput()
         t = self.terminal
@@ -358,7 +364,7 @@ class EcrServer:
             t.cancel(origin.source)
             return {"ok": True, "result": "cancel requested"}
         if req.op == "present_card":
-            t.card_slot.present(sim_card(a["card"]), a.get("pin"))
+            t.card_slot.present(self._test_card(a["card"]), a.get("pin"))
             return {"ok": True, "result": "card presented"}
         if req.op in PRINT_OPS:
             return self._printing(req, lang)
@@ -415,6 +421,8 @@ class EcrServer:
 
         companion = for_ecr_op(req.op)
         if companion is not None:
+            if "card" in a:  # the held orders' resume and cancel take a card like a sale
+                origin = replace(origin, card=self._test_card(a["card"]))
             return await companion.ecr_op(t, req.op, dict(req.args), origin)
         raise EcrError(f"op {req.op} is not available on this board")
 
@@ -450,7 +458,7 @@ class EcrServer:
         a = req.args
         kind = TxnKind(req.op)
         io = replace(origin, password=a.get("password"), pin=a.get("pin"),
-                     card=sim_card(a["card"]) if "card" in a else None)
+                     card=self._test_card(a["card"]) if "card" in a else None)
         original = None
         if kind in VOUCHER_KINDS.values():
             original = OriginalRef(invoice=a["voucher"])

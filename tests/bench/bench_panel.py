@@ -55,8 +55,10 @@ class Drain(threading.Thread):
             self.bytes += len(data)
 
 
-def start_terminal(data: Path) -> tuple[subprocess.Popen[bytes], float, int, Drain]:
-    """Starts the app with the board panel on a pty; returns (proc, cold start s, ECR port, drain)."""
+def start_terminal(data: Path, module: str = "firmware.app"
+                   ) -> tuple[subprocess.Popen[bytes], float, int, Drain]:
+    """Starts the app with the board panel on a pty; returns (proc, cold start s, ECR port, drain).
+    module: the firmware as a device runs it, or board.sim.firmware where the ECR names test cards."""
     idle_file, ready = data / "idle", data / "ready"
     for f in (idle_file, ready):
         f.unlink(missing_ok=True)
@@ -65,7 +67,7 @@ def start_terminal(data: Path) -> tuple[subprocess.Popen[bytes], float, int, Dra
     drain.start()
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware.app", "--data", str(data), "--panel", "board",
+        [sys.executable, "-m", module, "--data", str(data), "--panel", "board",
          "--idle-file", str(idle_file), "--ready-file", str(ready), "--ecr-port", "0",
          "--printer", "", "--reader", "", "--log-level", "WARNING"],
         cwd=ROOT, stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
@@ -131,7 +133,7 @@ def importtime_offenders(top: int = 10) -> tuple[list[tuple[float, str]], list[t
     ours included, by the time spent in its own body."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import firmware.app, firmware.app_ui, firmware.ui.machine"],
+         "import firmware.app.main, firmware.app_ui, firmware.ui.machine"],
         cwd=ROOT, capture_output=True, text=True, check=False)
     packages: dict[str, float] = {}
     modules: list[tuple[float, str]] = []
@@ -184,7 +186,7 @@ def main() -> dict[str, float]:
             print("  packages, cumulative:   " + ", ".join(f"{n} {ms:.0f}" for ms, n in by_package))
             print("  modules, own body:      " + ", ".join(f"{n} {ms:.1f}" for ms, n in by_module))
 
-            proc, _, port, drain = start_terminal(data)
+            proc, _, port, drain = start_terminal(data, "board.sim.firmware")  # the sales name test cards
             try:
                 time.sleep(2.0)  # let start-up work (sign-on) finish
                 cpu0, ctx0, bytes0 = cpu_seconds(proc.pid), context_switches(proc.pid), drain.bytes

@@ -39,7 +39,7 @@ def test_venv_python_runs_in_the_guest_imports_the_firmware_and_talks_on_ttys1(
     script = tmp_path / "serial_echo.py"
     script.write_text(SERIAL_ECHO)
     guest.start(f"uname -r; test -c /dev/ttyS4 && echo LCD-PORT-OK; "
-                f"{VENV_PYTHON} -c 'import sys, evdev, serial, firmware.app; "
+                f"{VENV_PYTHON} -c 'import sys, evdev, serial, firmware.app.main; "
                 f"print(\"PY\", sys.version.split()[0], sys.executable); print(\"IMPORTS-OK\")' "
                 f"&& {VENV_PYTHON} {script}", cwd=str(REPO))
     host_end = guest.connect_serial("ttyS1")

@@ -22,11 +22,11 @@ if os.environ.get("QEMU_TESTS") != "1":
 from evdev import ecodes
 from guestkit import guest_fixture, image_fixture  # noqa: F401 - the fixtures "guest", "image"
 
-from board.profiles import PROFILES
 from board.qemu.guest import Guest
 from board.qemu.keyprobe import DONE, KEY, READY
 from board.qemu.qmp_keys import KEY_QCODES
 from drivers.keypad.keymaps import keymap
+from firmware.app.boards import PROFILES
 from firmware.ports import Key
 
 REPO = Path(__file__).resolve().parents[2]

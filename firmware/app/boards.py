@@ -1,7 +1,10 @@
 """Board profiles: which drivers a board runs and what it may accept.
 
-Only firmware/app.py reads these. A profile is plain data so that adding a
-board is adding an entry here (see docs/boards.md, "How to add a board").
+The app reads them (core: name, reader driver, ECR card-data rule; the driver choice: which
+driver; the process entry: the ECR serial port); board/qemu and the tests read them too. They
+live in the firmware because `python -m firmware.app --board rpi` must resolve a name on a
+device without board/. A profile is plain data so that adding a board is adding an entry here
+(see docs/boards.md, "How to add a board").
 """
 
 from __future__ import annotations

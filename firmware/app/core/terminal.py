@@ -1,4 +1,4 @@
-"""The asyncio main loop: the only place that wires I/O to the engine.
+"""The terminal core's Terminal: the operation lock, and the engine's flows carried out against I/O.
 
 Theory of operation: an operation (from the ECR link now, the keypad later)
 takes the one operation lock, makes sure the terminal is signed on and owes
@@ -11,33 +11,29 @@ actions, which is how a power loss at every step is proven.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
-import signal
 import stat
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from board.profiles import BoardProfile, profile
+from firmware.app import devices
+from firmware.app.boards import BoardProfile, profile
+from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
 from firmware.app_printing import PrintDesk
-from firmware.ecr.server import EcrServer
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import (
     CardRead,
     OriginalRef,
-    RequestKey,
     TxnRecord,
     TxnRequest,
     TxnResult,
@@ -55,8 +51,6 @@ from firmware.i18n import CATALOG, text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault, VaultError
-from firmware.logmask import install as install_mask
-from firmware.lograte import RepeatFilter
 from firmware.ports import (
     CardReader,
     MagstripeRead,
@@ -70,62 +64,6 @@ from firmware.settings.model import factory, hash_password, password_problem, pa
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
-
-
-# The actions that ask the operator (or the ECR request) for something: nothing was sent yet.
-OPERATOR_INPUT = (ev.AskAuthorisation, ev.AskCard, ev.AskPin)
-
-
-class OperatorCancelled(Exception):
-    """CANCEL arrived while the terminal was waiting for something."""
-
-
-@dataclass
-class OperatorInput:
-    """What the operator (or the ECR request) supplies when the flow asks."""
-
-    password: str | None = None
-    card: CardRead | None = None
-    pin: str | None = None  # sim board only: the PIN the test cardholder "types"
-    # Who started the operation: "keypad", or the ECR peer ("ecr" alone where the peer is not
-    # known, "ecr tcp 127.0.0.1", "ecr serial /dev/ttyS3"); audited, and passwords count by it.
-    source: str = "ecr"
-    authorised: bool = False  # the keypad already checked the supervisor password
-    # The ECR request this operation answers: its record is written with this key, so that the
-    # till's retry is answered with that record instead of running again (firmware/ecr/repeats.py).
-    request_key: RequestKey | None = None
-
-
-class TerminalObserver(Protocol):
-    """What the keypad/LCD side learns from the terminal (firmware/app_ui.py implements it).
-
-    Calls are synchronous and must not block; ask_pin and release_reader are awaited.
-    """
-
-    def op_started(self, op: str, source: str, amount: int | None) -> None: ...
-
-    def op_step(self, step: str, done: int | None = None, total: int | None = None,
-                cancellable: bool = True) -> None: ...
-
-    def op_finished(self, op: str, source: str, result: TxnResult) -> None: ...
-
-    def changed(self) -> None:
-        """Something the idle screen shows changed (link, counters, paper, notice)."""
-        ...
-
-    def card_refused(self, message_key: str) -> None:
-        """The reader refused a card during the running operation's card step; it waits on."""
-        ...
-
-    async def ask_pin(self, pan_masked: str, amount: int | None, bypass_allowed: bool,
-                      tries_left: int | None = None) -> str | None:
-        """The PIN from the keypad (None: bypass); raises OperatorCancelled on CANCEL.
-        tries_left: the last PIN was wrong, this many tries are left (this one included)."""
-        ...
-
-    async def release_reader(self) -> None:
-        """Stop any idle card watch so the flow can use the reader."""
-        ...
 
 
 @dataclass
@@ -143,10 +81,8 @@ class AppConfig:
     reader_path: str | None = None  # overrides the board profile's card reader ('' = none)
     print_poll_s: float = 1.0  # how often a paused printer is asked whether it is ready
     # The keypad and LCD: None (headless, ECR only), "board" (the profile's drivers) or
-    # "console" (the development console of `make run`: terminal box, legend, hot keys).
+    # "console" (the development console of `make run`, which python -m board.sim.firmware plugs in).
     panel: str | None = None
-    console_control_port: int = 5802  # the emulated peripherals' control port (hot keys)
-    console_printer_fd: int | None = None  # the emulated printer's output, for the paper panel
     idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
 
 
@@ -328,26 +264,10 @@ class Terminal:
         return tmk
 
     def _make_printer(self) -> Printer | None:
-        """The board's printer driver (only the app knows which concrete driver runs)."""
-        path = self.cfg.printer_path if self.cfg.printer_path is not None else self.board.printer_path
-        if not path:
-            log.info("no printer on this board: receipts wait in the print queue")
-            return None
-        from drivers.printer.escpos_serial import EscPosSerialPrinter
-
-        return EscPosSerialPrinter(path, profile=str(self.settings["printer"]["profile"]))
+        return devices.make_printer(self.board, self.cfg, self.settings)
 
     def _make_reader(self) -> CardReader | None:
-        path = self.cfg.reader_path if self.cfg.reader_path is not None else self.board.reader_path
-        if not path:
-            return None
-        if self.board.reader_driver == "hid":
-            from drivers.reader.hid_wedge import HidWedgeReader
-
-            return HidWedgeReader(path)
-        from drivers.reader.serial_link import SerialLinkReader
-
-        return SerialLinkReader(path)
+        return devices.make_reader(self.board, self.cfg)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -1130,194 +1050,3 @@ class Terminal:
         if self.prints is not None:
             info["printing"] = self.prints.status()
         return info
-
-
-# -- process entry ------------------------------------------------------------
-
-# The log shares the data partition with the journal: at most 5 x 1 MiB. At INFO a busy day
-# writes a few hundred kB, so this keeps about a week for support, and a flood (which the repeat
-# filter collapses anyway) can never take the journal's room.
-LOG_MAX_BYTES = 1024 * 1024
-LOG_BACKUPS = 4
-
-
-def setup_logging(data_dir: Path, level: str, to_stderr: bool = True) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(level)
-    handlers: list[logging.Handler] = [RotatingFileHandler(
-        data_dir / "terminal.log", maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")]
-    if to_stderr:  # not under the console: log lines would scribble over the LCD box
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        handler.addFilter(RepeatFilter())
-        install_mask(handler)
-        root.addHandler(handler)
-
-
-def make_panel(terminal: Terminal, cfg: AppConfig) -> Any:
-    """The front panel with the board's keypad and display drivers (or the dev console's)."""
-    from firmware.app_ui import FrontPanel
-
-    board = terminal.board
-    if cfg.panel == "console":
-        from board.sim.console import ConsoleDisplay, DevConsole
-
-        reader = terminal.reader  # the console's `s` swipes into the read this driver waits on
-        console = DevConsole(board.display_rows, board.display_cols, board.name,
-                             control_port=cfg.console_control_port,
-                             printer_feed_fd=cfg.console_printer_fd,
-                             card_wait=reader if hasattr(reader, "waiting_for_card") else None)
-        console.start()
-        return FrontPanel(terminal, console.keypad, ConsoleDisplay(console))
-    return FrontPanel(terminal, make_keypad(board), _make_display(board))
-
-
-def make_keypad(board: BoardProfile) -> Any:
-    if board.keypad == "terminal":
-        from drivers.keypad.terminal_keypad import TerminalKeypad
-
-        return TerminalKeypad(0)
-    if board.keypad == "evdev":
-        from drivers.keypad.evdev_keypad import EvdevKeypad, find_keypad
-        from drivers.keypad.keymaps import keymap
-
-        device = board.keypad_device or ""
-        path = device if device.startswith("/dev/") else find_keypad(device)
-        return EvdevKeypad(path, keymap(board.keymap))
-    raise SystemExit(f"board {board.name}: unknown keypad driver {board.keypad!r}")
-
-
-def _make_display(board: BoardProfile) -> Any:
-    rows, cols = board.display_rows, board.display_cols
-    if board.display == "terminal":
-        from drivers.display.terminal import TerminalDisplay
-
-        return TerminalDisplay(rows, cols)
-    if board.display == "capture":
-        from drivers.display.capture import CaptureDisplay
-
-        return CaptureDisplay(rows, cols)
-    if board.display == "serial_frames":
-        from drivers.display.serial_frames import LCD_MIRROR_PORT, SerialFrameDisplay
-
-        return SerialFrameDisplay(LCD_MIRROR_PORT, rows, cols)
-    if board.display == "framebuffer":
-        from drivers.display.luma_backend import framebuffer
-
-        return framebuffer("/dev/fb0", rows, cols)
-    if board.display.startswith("spi:"):
-        from drivers.display.luma_backend import spi_lcd
-
-        return spi_lcd(board.display.split(":", 1)[1], rows=rows, cols=cols)
-    raise SystemExit(f"board {board.name}: unknown display {board.display!r}")
-
-
-async def serve(cfg: AppConfig) -> None:
-    terminal = Terminal(cfg)
-    await terminal.open()
-    panel, panel_task = None, None
-    if cfg.panel:
-        panel = make_panel(terminal, cfg)
-        panel_task = asyncio.create_task(panel.run(), name="front-panel")
-        if cfg.idle_file is not None:
-            await asyncio.sleep(0)  # let the panel draw its first frame
-            cfg.idle_file.write_text(f"{time.monotonic()}\n")
-    # Sign-on and the backlog run behind the operation lock while the ECR link opens at once.
-    connecting = await terminal.start_connecting()
-    serial = cfg.ecr_serial if cfg.ecr_serial is not None else terminal.board.ecr_serial
-    if serial and not Path(serial).exists():
-        log.warning("ECR serial port %s not present: ECR on TCP only", serial)
-        serial = None
-    ecr = EcrServer(terminal, cfg.ecr_host, cfg.ecr_port, serial_path=serial or None)
-    await ecr.start()
-    if cfg.ready_file is not None:
-        tmp = cfg.ready_file.with_suffix(".tmp")
-        tmp.write_text(str(ecr.port))
-        os.replace(tmp, cfg.ready_file)
-    log.info("terminal ready: ECR on %s:%d, board %s", cfg.ecr_host, ecr.port, cfg.board)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if panel_task is not None:
-        waiter = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiter, panel_task}, return_when=asyncio.FIRST_COMPLETED)
-        if panel_task.done() and not panel_task.cancelled() and panel_task.exception():
-            log.error("front panel stopped: %s", panel_task.exception())
-        waiter.cancel()
-        panel_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await panel_task
-        await panel.close()
-    else:
-        await stop.wait()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await connecting
-    await ecr.close()
-    await terminal.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="POS terminal firmware (headless, ECR-driven)")
-    parser.add_argument("--data", type=Path, default=Path("var/terminal"))
-    parser.add_argument("--board", default=os.environ.get("BOARD", "sim"))
-    parser.add_argument("--ecr-port", type=int, default=8583)
-    parser.add_argument("--host", help="acquirer host (overrides settings)")
-    parser.add_argument("--port", type=int, help="acquirer port (overrides settings)")
-    parser.add_argument("--reply-timeout", type=float)
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--ecr-serial", help="serial device for the ECR link ('' = none)")
-    parser.add_argument("--printer", help="serial device of the receipt printer ('' = none)")
-    parser.add_argument("--reader", help="device of the card reader ('' = none)")
-    parser.add_argument("--panel", choices=("board", "console"),
-                        help="drive the keypad and LCD: the board's drivers, or the development console")
-    parser.add_argument("--console-control-port", type=int, default=5802)
-    parser.add_argument("--console-printer-fd", type=int)
-    parser.add_argument("--idle-file", type=Path, help="written when the idle screen is first drawn")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    private_files()
-    setup_logging(args.data, args.log_level, to_stderr=args.panel != "console")
-    _require_c_extension()
-    cfg = AppConfig(data_dir=args.data, board=args.board, ecr_port=args.ecr_port, host=args.host,
-                    port=args.port, reply_timeout=args.reply_timeout, ready_file=args.ready_file,
-                    ecr_serial=args.ecr_serial, printer_path=args.printer,
-                    reader_path=args.reader, panel=args.panel,
-                    console_control_port=args.console_control_port,
-                    console_printer_fd=args.console_printer_fd, idle_file=args.idle_file)
-    try:
-        asyncio.run(serve(cfg))
-    except JournalError as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
-
-
-def private_files() -> None:
-    """Every file the process creates from here on is 0600 and every directory 0700: the
-    journal (with its -wal and -shm), the log, the settings and their history, exports."""
-    os.umask(0o077)
-
-
-def _require_c_extension() -> None:
-    """Without the C extension the firmware refuses to start (no silent slow path)."""
-    if not (Path(__file__).resolve().parent.parent / "c_ext").is_dir():
-        return
-    try:
-        import c_ext.posio  # noqa: F401
-    except ImportError as exc:
-        raise SystemExit(str(exc)) from None
-
-
-if __name__ == "__main__":
-    # `python -m firmware.app` loads this file as __main__, and the modules that import it
-    # (the panel, the companions) load it again as firmware.app: two of every class. Run the
-    # firmware.app one, so that what the panel raises (OperatorCancelled at the PIN) is what
-    # the flow catches, and every isinstance agrees.
-    from firmware.app import main as app_main
-
-    raise SystemExit(app_main())
