@@ -71,6 +71,8 @@ FIXTURE_LINES = {
 def catalogs() -> Iterator[tuple[str, dict[str, tuple[str, str]]]]:
     seen: set[int] = set()
     for info in pkgutil.walk_packages(firmware.__path__, "firmware."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
+            continue  # `python -m` entry points run the firmware when imported
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if id(value) in seen or not _is_catalog(value):
