@@ -4,6 +4,7 @@ in-process, and the terminal as a process with its ECR link on a real pseudo-ter
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,11 @@ def serial_terminal(data_dir: Path) -> Iterator[SerialTerminal]:
         yield term
     finally:
         term.stop()
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait, on the event loop the terminal runs on, until predicate() holds (or fail)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

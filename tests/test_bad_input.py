@@ -4,6 +4,7 @@ during a journal write, a corrupted journal or settings file at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -70,7 +71,12 @@ def test_ecr_garbage_over_tcp_then_a_sale_still_works(data_dir, sim):
         term.stop()
 
 
-def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim):
+@pytest.mark.parametrize("given", [{"card": "visa"}, {"pin": "123456"},
+                                   {"card": "visa", "pin": "123456"}])
+def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim, given):
+    """On a real board a request carrying card data is refused before anything runs, naming
+    what it carried: a card's name, or a PIN, each alone too (a PIN without a card is still
+    card data: it must be typed on the terminal's keypad, never sent by the till)."""
     from firmware.ecr.server import EcrServer
 
     async def go():
@@ -78,12 +84,16 @@ def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim):
         await t.start()
         try:
             server = EcrServer(t, "127.0.0.1", 0, None, test_cards=sim_card)
-            with pytest.raises(EcrError, match="cannot come over the ECR link"):
-                await server.dispatch(parse_request(b'{"op": "sale", "amount": 1, "card": "visa"}'))
+            request = parse_request(json.dumps({"op": "sale", "amount": 1, **given}).encode())
+            with pytest.raises(EcrError, match="cannot come over the ECR link") as caught:
+                # refused at once; a sale let through would wait for a card instead
+                await asyncio.wait_for(server.dispatch(request), timeout=10)
+            return str(caught.value)
         finally:
             await t.close()
 
-    run(go())
+    assert run(go()).startswith(f"card data ({', '.join(given)})")
+    assert sim.ledger.rows(TID) == []
 
 
 # -- full disk -----------------------------------------------------------------------

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 
 import pytest
-from helpers import PASSWORD, TID, TerminalProcess
+from ecrkit import ecr_terminal, until
+from helpers import PASSWORD, TID, TerminalProcess, run
 
 from firmware.app_companions import ecr_ops
 from firmware.ecr.protocol import FIELD_CHECKS, MAX_LINE, OPS, EcrError, parse_request
@@ -282,3 +284,40 @@ def test_the_financial_ops_are_exactly_the_transaction_kinds_the_host_link_sends
     from firmware.host.messages import TxnKind
 
     assert set(FINANCIAL_OPS) == {kind.value for kind in TxnKind}
+
+
+def test_the_print_queue_answers_while_an_operation_runs_paper_is_not_money(data_dir, sim):
+    """One operation runs at a time (docs/ecr.md): while a sale waits for its card, a money op
+    is answered busy, but each print queue op (reprint, print_test, print_jobs, print_confirm,
+    print_cancel) is answered at once with its own result: paper is not money. The sale is
+    then cancelled, and nothing reached the host."""
+    async def ask(server, **request: object) -> dict:
+        return await server.dispatch(parse_request(json.dumps(request).encode()))
+
+    async def go() -> tuple[dict, dict]:
+        async with ecr_terminal(data_dir) as (t, server):
+            waiting = asyncio.create_task(ask(server, op="sale", amount=300))  # no card yet
+            await until(lambda: t.busy, "the sale to wait for its card")
+            answers = {"settle": await ask(server, op="settle", password=PASSWORD),
+                       "reprint": await ask(server, op="reprint"),
+                       "print_test": await ask(server, op="print_test")}
+            job = answers["print_test"]["job"]
+            answers["print_jobs"] = await ask(server, op="print_jobs")
+            answers["print_confirm"] = await ask(server, op="print_confirm", job=job + 1,
+                                                 print=True)
+            answers["print_cancel"] = await ask(server, op="print_cancel", job=job)
+            assert t.busy  # all of it while the sale still waited
+            t.cancel("test")
+            return answers, await waiting
+
+    answers, sale = run(go())
+    assert answers["settle"]["result"] == "busy", answers["settle"]
+    assert answers["reprint"]["result"] == "none", answers["reprint"]  # no receipt yet
+    assert answers["print_test"]["result"] == "queued", answers["print_test"]
+    job = answers["print_test"]["job"]
+    assert [j["job"] for j in answers["print_jobs"]["jobs"]] == [job], answers["print_jobs"]
+    confirm = answers["print_confirm"]  # the queue's own words: that job does not exist
+    assert (confirm["result"], confirm["message"]) == ("error", f"no print job {job + 1}")
+    assert answers["print_cancel"]["result"] == "drop", answers["print_cancel"]
+    assert sale["result"] == "cancelled", sale
+    assert sim.ledger.rows(TID) == []

@@ -153,3 +153,16 @@ def test_a_scrubbed_reply_keeps_every_value_that_was_already_json():
     assert reply["limit"] is None and reply["low"] is None
     assert reply["bad"].startswith("x") and reply["odd"].startswith("<object object")
     assert reply["table"] == {"7": "seven"}
+
+
+def test_a_reply_holding_nan_or_infinity_is_still_strict_json_with_null_there():
+    """JSON has no NaN or Infinity, and a till's JSON library refuses a line holding them: a
+    reply whose only flaw is such a number (a rate worked out from nothing) is sent with null
+    in its place, everything else as it was, and the line reads as strict JSON."""
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    for number in (float("nan"), float("inf"), float("-inf")):
+        line = encode_response({"id": 3, "ok": True, "result": "echo", "rtt_ms": number})
+        reply = json.loads(line, parse_constant=strict)
+        assert reply == {"id": 3, "ok": True, "result": "echo", "rtt_ms": None}, line
