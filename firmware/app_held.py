@@ -97,7 +97,7 @@ def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
 
 
 def trail_document(terminal: Terminal, order_id: int, lang: str) -> Any:
-    from firmware.app_printing import PrintDesk
+    from firmware.app.services.printing import PrintDesk
 
     h = held(terminal)
     order = h.get(order_id)

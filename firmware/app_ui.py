@@ -426,7 +426,7 @@ class FrontPanel:
         return await self._paper_op(c)
 
     async def _paper_op(self, c: ui.StartOp) -> ui.OpOutcome:
-        from firmware.app_printing import job_payload
+        from firmware.app.services.printing import job_payload
         from firmware.printing import reports
 
         t = self.terminal

@@ -428,7 +428,7 @@ class EcrServer:
 
     def _printing(self, req: EcrRequest, lang: str) -> dict[str, Any]:
         """Print queue ops: they do not take the operation lock (paper is not money)."""
-        from firmware.app_printing import job_payload
+        from firmware.app.services.printing import job_payload
 
         desk = self.terminal.prints
         if desk is None:

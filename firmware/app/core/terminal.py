@@ -27,7 +27,7 @@ from typing import Any
 from firmware.app import devices
 from firmware.app.boards import BoardProfile, profile
 from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
-from firmware.app_printing import PrintDesk
+from firmware.app.services.printing import PrintDesk
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext

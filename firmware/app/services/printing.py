@@ -17,6 +17,7 @@ from typing import Any
 
 from drivers.printer.profiles import get_profile
 from firmware import __version__
+from firmware.app.services.spooler import Spooler
 from firmware.engine.codes import lookup
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
@@ -29,7 +30,6 @@ from firmware.printing.queue import (
     JobKind,
     PrintJob,
 )
-from firmware.spooler import Spooler
 
 log = logging.getLogger("posfw.printing")
 
