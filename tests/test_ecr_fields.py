@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import PASSWORD, TID, TerminalProcess
 
-from firmware.app_companions import ecr_ops
+from firmware.app.services.registry import ecr_ops
 from firmware.ecr.protocol import FIELD_CHECKS, MAX_LINE, OPS, EcrError, parse_request
 
 HUGE = 10**30

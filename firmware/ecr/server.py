@@ -330,7 +330,7 @@ class EcrServer:
 
     @staticmethod
     def _companion_ops() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-        from firmware.app_companions import ecr_ops
+        from firmware.app.services.registry import ecr_ops
 
         return ecr_ops()
 
@@ -417,7 +417,7 @@ class EcrServer:
             return result_payload(result, lang)
         if req.op == "resolve_reversal":
             return await self._resolve(req, origin.source)
-        from firmware.app_companions import for_ecr_op
+        from firmware.app.services.registry import for_ecr_op
 
         companion = for_ecr_op(req.op)
         if companion is not None:

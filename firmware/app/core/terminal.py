@@ -26,10 +26,12 @@ from typing import Any
 
 from firmware.app import devices
 from firmware.app.boards import BoardProfile, profile
+from firmware.app.core import lifecycle
 from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
 from firmware.app.services.printing import PrintDesk
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
+from firmware.engine.deregistration import Lifecycle
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import (
     CardRead,
@@ -145,10 +147,10 @@ class Terminal:
 
     async def open(self) -> None:
         """Settings, journal and its recovery, print queue, reader: no network yet."""
-        from firmware import app_deregister
+        from firmware.app.services import deregister
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        wiped = app_deregister.deregistered_on_disk(self.data_dir)
+        wiped = lifecycle.deregistered_on_disk(self.data_dir)
         # factory() hashes the factory password (scrypt): off the event loop, like every hash.
         if wiped:
             # The merchant's settings and keys are gone (deregistration): factory values in
@@ -193,7 +195,7 @@ class Terminal:
             self.prints.spooler.on_change = self._notify_changed
         self.reader = self._make_reader()
         # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
-        await app_deregister.resume_at_startup(self)
+        await deregister.resume_at_startup(self)
 
     def _make_link(self) -> HostLink:
         m, c = self.settings["merchant"], self.settings["comms"]
@@ -215,14 +217,13 @@ class Terminal:
         return asyncio.create_task(self._connect_locked(), name="start-up backlog")
 
     async def _connect_locked(self) -> None:
-        from firmware.app_deregister import Lifecycle, lifecycle
-        from firmware.app_held import held
+        from firmware.app.services.held import held
 
         self.starting = True
         try:
             if self.journal is None or self.link is None:
                 return
-            if lifecycle(self) is not Lifecycle.ACTIVE:
+            if lifecycle.lifecycle(self) is not Lifecycle.ACTIVE:
                 return  # deregistered: no sign-on until provisioned again
             # An order whose operation was cut before its record was written goes back now;
             # one with a record follows it (journal/follow.py).
@@ -786,9 +787,7 @@ class Terminal:
     # -- operations -------------------------------------------------------------
 
     def _refusal(self, kind: TxnKind | None) -> TxnResult | None:
-        from firmware.app_deregister import refusal
-
-        gone = refusal(self)  # deregistered: every financial operation and settlement refused
+        gone = lifecycle.refusal(self)  # deregistered: every financial operation and settlement refused
         if gone is not None:
             return gone
         if self.service_problem:

@@ -1,6 +1,7 @@
 """Deregistration (注销) at the app layer: the checks, the verified backup, sign-off, the wipe, the
 host's 0820/009 and the unbound check, each step recorded in the journal's terminal_state before
-its effect; the start-up resume; refusal of financial work (provisioning again: app_provision.py).
+its effect; the start-up resume. The life cycle it records, and the core's refusal of financial
+work while it is not ACTIVE, are firmware/app/core/lifecycle.py (provisioning again: app_provision.py).
 
 The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
 (files through firmware/journal/backup.py and wipe.py, host messages through the host link) and
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.app.core.contract import OperatorInput
+from firmware.app.core.lifecycle import lifecycle, put_state, reached, state
 from firmware.app.core.terminal import Terminal
 from firmware.engine.deregistration import (
     DeregRefused,
@@ -73,8 +75,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "dereg_host_pending": ("Wiped; the host is not yet told: retried at start-up",
                            "已清除;尚未通知主机:开机时重试"),
     "dereg_already": ("The terminal is already deregistered", "终端已注销"),
-    "dereg_terminal_deregistered": ("Terminal deregistered: provision it again first",
-                                    "终端已注销:请先重新装机"),
     "dereg_item_reversal": ("reversal(s) pending", "笔冲正未完成"),
     "dereg_item_advice": ("advice(s) not sent", "笔通知未上送"),
     "dereg_item_pending": ("transaction(s) awaiting reply", "笔交易等待应答"),
@@ -90,47 +90,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 register(MESSAGES)  # the screens and the ECR link word these outcomes too
-
-
-# -- terminal_state ---------------------------------------------------------------
-
-def state(journal: Journal) -> dict[str, str]:
-    return dict(journal.read("SELECT name, value FROM terminal_state"))
-
-
-def put_state(cur: sqlite3.Cursor, values: dict[str, str]) -> None:
-    now = time.time()
-    for name, value in values.items():
-        cur.execute("INSERT INTO terminal_state (name, value, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
-                    "updated_at = excluded.updated_at", (name, value, now))
-
-
-def lifecycle(terminal: Terminal) -> Lifecycle:
-    if terminal.journal is None:
-        return Lifecycle.DEREGISTERED if wipe.is_marked(terminal.data_dir) else Lifecycle.ACTIVE
-    return Lifecycle(state(terminal.journal).get("lifecycle", Lifecycle.ACTIVE.value))
-
-
-def reached(journal: Journal) -> Step | None:
-    value = state(journal).get("dereg_step", "")
-    return Step(value) if value else None
-
-
-def deregistered_on_disk(data_dir: Path) -> bool:
-    """True once the wipe began: Terminal.open() must then not demand the (wiped) TMK."""
-    return wipe.is_marked(Path(data_dir))
-
-
-def refusal(terminal: Terminal) -> TxnResult | None:
-    """For Terminal._refusal: a terminal not ACTIVE refuses every financial op and settlement."""
-    if terminal.journal is None and not deregistered_on_disk(terminal.data_dir):
-        return None
-    if lifecycle(terminal) is Lifecycle.ACTIVE and not deregistered_on_disk(terminal.data_dir):
-        return None
-    return TxnResult("refused", "dereg_terminal_deregistered",
-                     detail="the terminal is deregistered: provision it again first "
-                            "(docs/provisioning.md)")
 
 
 # -- checks -------------------------------------------------------------------------
