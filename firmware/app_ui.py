@@ -38,7 +38,7 @@ from firmware.ports import (
 from firmware.ui import core as ui
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.panel")
 
@@ -582,9 +582,10 @@ class FrontPanel:
     # ------------------------------------------------------------------ settings
 
     async def _settings(self, command: ui.UiCommand) -> None:
-        t = self.terminal
+        from firmware.app.services import settings
+
         try:
-            answer = await t.settings_command(command)
+            answer = await settings.run(self.terminal, command)
         except Exception as exc:  # the operator gets words, never a hung panel
             log.exception("settings command failed")
             answer = ui.SettingsSaved(False, {"settings": str(exc)})

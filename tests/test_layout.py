@@ -23,12 +23,7 @@ from tests.importgraph import (
     shortest_cycle,
 )
 
-# What is left (issue 15, step 8 takes it out): the core's terminal still calls the
-# deregistration and held-order services, which import the Terminal.
-ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"firmware.app.core.terminal", "firmware.app.services.deregister",
-               "firmware.app.services.held"}),
-}
+ALLOWED_CIRCLES: set[frozenset[str]] = set()  # empty, for good
 
 ALLOWED_BOARD_IMPORTS: set[tuple[str, str]] = set()  # empty, for good
 

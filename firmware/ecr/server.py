@@ -47,7 +47,7 @@ from firmware.i18n import text
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 

@@ -1,4 +1,4 @@
-"""The terminal core's Terminal: the operation lock, and the engine's flows carried out against I/O.
+"""The terminal core, TerminalCore: the operation lock, and the engine's flows carried out against I/O.
 
 Theory of operation: an operation (from the ECR link now, the keypad later)
 takes the one operation lock, makes sure the terminal is signed on and owes
@@ -7,6 +7,11 @@ engine flow, carrying out each action it returns (journal write, host request,
 card read, PIN entry) and feeding the resulting event back. CANCEL is honoured
 wherever the flow allows it. `fault_hook` lets tests stop between any two
 actions, which is how a power loss at every step is proven.
+
+The core imports no service and no front end. What it needs of them it asks through hooks that
+do nothing here and that the assembled terminal (firmware/app/terminal.py) fills in: the paper
+(`_open_paper`, a PaperQueue), the card reader (`_open_reader`), the work after open() (a
+deregistration cut by a power loss) and before the start-up sign-on (held orders cut mid-sale).
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from firmware.app import devices
 from firmware.app.boards import BoardProfile, profile
 from firmware.app.core import lifecycle
-from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
-from firmware.app.services.printing import PrintDesk
+from firmware.app.core.contract import (
+    OPERATOR_INPUT,
+    OperatorCancelled,
+    OperatorInput,
+    PaperQueue,
+    TerminalObserver,
+)
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.deregistration import Lifecycle
@@ -56,7 +65,6 @@ from firmware.journal.vault import CardVault, VaultError
 from firmware.ports import (
     CardReader,
     MagstripeRead,
-    Printer,
     ReaderUnavailable,
     ReadFailed,
     ReadTimedOut,
@@ -106,8 +114,11 @@ class CardSlot:
         return await self._queue.get()
 
 
-class Terminal:
-    """The running terminal: journal, host link, settings and the operation lock."""
+class TerminalCore:
+    """The running terminal's core: journal, host link, settings and the operation lock.
+
+    Run as firmware/app/terminal.py's Terminal, which plugs in the print desk, the board's
+    reader and the services' start-up work; the core alone runs without paper or reader."""
 
     def __init__(self, cfg: AppConfig, now: Callable[[], datetime] = datetime.now) -> None:
         self.cfg = cfg
@@ -129,7 +140,7 @@ class Terminal:
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit
         self.last_result: TxnResult | None = None
-        self.prints: PrintDesk | None = None
+        self.prints: PaperQueue | None = None
         self.reader: CardReader | None = None
         self.observer: TerminalObserver | None = None
         self.link_up: bool | None = None  # how the last exchange with the host went
@@ -147,8 +158,6 @@ class Terminal:
 
     async def open(self) -> None:
         """Settings, journal and its recovery, print queue, reader: no network yet."""
-        from firmware.app.services import deregister
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         wiped = lifecycle.deregistered_on_disk(self.data_dir)
         # factory() hashes the factory password (scrypt): off the event loop, like every hash.
@@ -188,14 +197,25 @@ class Terminal:
             log.warning("start-up recovery: %s", report)
         self._tmk = tmk
         self.link = self._make_link()
-        self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
-                                poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
-        self.prints.start()
-        if self.prints.spooler is not None:
-            self.prints.spooler.on_change = self._notify_changed
-        self.reader = self._make_reader()
-        # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
-        await deregister.resume_at_startup(self)
+        self.prints = self._open_paper()
+        self.reader = self._open_reader()
+        await self._after_open()
+
+    # -- hooks: what the services plug in (firmware/app/terminal.py) --------------
+
+    def _open_paper(self) -> PaperQueue | None:
+        """open(), the journal recovered: the print queue, started (None: no paper at all)."""
+        return None
+
+    def _open_reader(self) -> CardReader | None:
+        """open(): the board's card reader (None: cards come from the card slot only)."""
+        return None
+
+    async def _after_open(self) -> None:
+        """The end of open(), before any sign-on: work a power loss left half done."""
+
+    def _before_start_up_sign_on(self) -> None:
+        """Under the operation lock at start-up, the terminal ACTIVE, before the first sign-on."""
 
     def _make_link(self) -> HostLink:
         m, c = self.settings["merchant"], self.settings["comms"]
@@ -217,17 +237,13 @@ class Terminal:
         return asyncio.create_task(self._connect_locked(), name="start-up backlog")
 
     async def _connect_locked(self) -> None:
-        from firmware.app.services.held import held
-
         self.starting = True
         try:
             if self.journal is None or self.link is None:
                 return
             if lifecycle.lifecycle(self) is not Lifecycle.ACTIVE:
                 return  # deregistered: no sign-on until provisioned again
-            # An order whose operation was cut before its record was written goes back now;
-            # one with a record follows it (journal/follow.py).
-            held(self).reconcile(stale=True)
+            self._before_start_up_sign_on()
             if await self.ensure_signed_on():
                 await self._settle_backlog_before_anything()
         except Exception:
@@ -237,7 +253,7 @@ class Terminal:
         finally:
             self.starting = False
             self._lock.release()
-            self._notify_changed()
+            self.notify_changed()
 
     def busy_message(self, lang: str) -> str:
         """Why an operation is refused as busy, in words (the ECR reply and the LCD)."""
@@ -245,7 +261,8 @@ class Terminal:
             return text("busy_backlog", lang).format(n=self.backlog_left)
         return text("busy_starting" if self.starting else "busy", lang)
 
-    def _notify_changed(self) -> None:
+    def notify_changed(self) -> None:
+        """Something the idle screen shows changed: the front panel redraws its status."""
         if self.observer is not None:
             self.observer.changed()
 
@@ -263,12 +280,6 @@ class Terminal:
         if len(tmk) != 16:
             raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
         return tmk
-
-    def _make_printer(self) -> Printer | None:
-        return devices.make_printer(self.board, self.cfg, self.settings)
-
-    def _make_reader(self) -> CardReader | None:
-        return devices.make_reader(self.board, self.cfg)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -493,7 +504,7 @@ class Terminal:
             if action.event is TxnEvent.QUARANTINE or action.declined_after_stored:
                 log.error("trace %s: %s", record.stan, record.problem or
                           f"stored refund declined ({record.response_code})")
-                self._notify_changed()
+                self.notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
             j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
@@ -618,10 +629,11 @@ class Terminal:
             return replace(result, message_key=self.password_refused(source))
         return result
 
-    def _language(self) -> str:
+    def language(self) -> str:
+        """The display language the settings name ("en", "zh_CN")."""
         return str(self.settings.get("display", {}).get("language", "en"))
 
-    async def _new_password_hash(self, new: str, source: str) -> str | TxnResult:
+    async def new_password_hash(self, new: str, source: str) -> str | TxnResult:
         """The hash for a new supervisor password (scrypt off the loop), or the refusal in words
         of the rule it breaks (settings/model.py password_problem), audited."""
         rule = password_problem(new)
@@ -635,7 +647,7 @@ class Terminal:
         async with self._lock:
             if not await self.check_password(old, "password change", source):
                 return TxnResult("refused", self.password_refused(source))
-            hashed = await self._new_password_hash(new, source)
+            hashed = await self.new_password_hash(new, source)
             if isinstance(hashed, TxnResult):
                 return hashed
             data = {k: dict(v) for k, v in self.settings.items()}
@@ -663,63 +675,6 @@ class Terminal:
             return TxnResult("resolved", "resolved", record)
 
         return await self.operation("resolve", source, work)
-
-    # -- settings from the keypad -----------------------------------------------
-
-    async def settings_command(self, command: Any) -> Any:
-        """Save / restore / factory defaults / roll back / password change, then apply.
-
-        Answers with firmware.ui.core.SettingsSaved: the problems per field in words, or the
-        self-tests the changed fields need and the backup version a roll back restores.
-        """
-        from firmware.settings.model import SettingsInvalid
-        from firmware.settings.schema import self_tests_for
-        from firmware.ui import core as ui
-
-        store = self.settings_store
-        async with self._lock:
-            old = self.settings
-            # The store runs in a worker thread: it fsyncs, and a factory reset hashes (scrypt).
-            try:
-                if isinstance(command, ui.SaveSettings):
-                    data = {g: dict(v) for g, v in command.data.items()}
-                    why = command.reason
-                    version = await asyncio.to_thread(store.save, data, why)
-                elif isinstance(command, ui.RestorePrevious):
-                    data, why = await asyncio.to_thread(store.restore_previous), "restore previous"
-                    version = store.last_backup
-                elif isinstance(command, ui.FactoryDefaults):
-                    data = await asyncio.to_thread(store.factory_defaults, True)
-                    why, version = "factory defaults", store.last_backup
-                elif isinstance(command, ui.RollBackSettings):
-                    why = "rolled back after a failed self-test"
-                    data = await asyncio.to_thread(store.restore, command.version, why)
-                    version = store.last_backup
-                elif isinstance(command, ui.ChangePassword):
-                    hashed = await self._new_password_hash(command.new, "keypad")
-                    if isinstance(hashed, TxnResult):
-                        return ui.SettingsSaved(False, {"security.supervisor_hash": password_words(
-                            hashed.message_key, self._language())})
-                    data = {g: dict(v) for g, v in old.items()}
-                    data["security"]["supervisor_hash"] = hashed
-                    data["security"]["password_changed"] = True
-                    why = "supervisor password changed"
-                    version = await asyncio.to_thread(store.save, data, why)
-                else:
-                    raise TypeError(f"not a settings command: {command!r}")
-            except SettingsInvalid as exc:
-                return ui.SettingsSaved(False, dict(exc.problems))
-            except (RuntimeError, ValueError, OSError) as exc:
-                return ui.SettingsSaved(False, {"settings": str(exc)})
-            changed = [f"{g}.{n}" for g in data for n in data[g]
-                       if old.get(g, {}).get(n) != data[g][n]]
-            await self.apply_settings(data, changed)
-            if self.journal is not None:
-                detail = ", ".join(k for k in changed if not k.startswith("security.supervisor"))
-                self.journal.audit("supervisor", f"settings: {why}", detail[:500], "saved")
-        tests = () if isinstance(command, ui.RollBackSettings) else self_tests_for(changed)
-        self._notify_changed()
-        return ui.SettingsSaved(True, {}, tests, version)
 
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
         """The new settings take effect now: a new host link when its address or ids changed."""
@@ -751,7 +706,7 @@ class Terminal:
         try:
             for index, (flow_type, record) in enumerate(todo):
                 self.backlog_left = len(todo) - index
-                self._notify_changed()
+                self.notify_changed()
                 pan = self._pan_for_backlog(record)
                 if pan is None:
                     continue
