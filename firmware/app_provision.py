@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.app.core.lifecycle import put_state
 from firmware.app.process import private_files
-from firmware.app_deregister import put_state
 from firmware.engine.deregistration import Lifecycle
 from firmware.journal import wipe
 from firmware.journal.backup import fsync_dir

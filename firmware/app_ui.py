@@ -38,7 +38,7 @@ from firmware.ports import (
 from firmware.ui import core as ui
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.panel")
 
@@ -211,7 +211,8 @@ class FrontPanel:
         )
 
     def _deregistered(self) -> bool:
-        from firmware.app_deregister import Lifecycle, deregistered_on_disk, lifecycle
+        from firmware.app.core.lifecycle import deregistered_on_disk, lifecycle
+        from firmware.engine.deregistration import Lifecycle
 
         t = self.terminal
         if deregistered_on_disk(t.data_dir):
@@ -221,7 +222,7 @@ class FrontPanel:
     def _held_counts(self) -> tuple[int, int]:
         if self.terminal.journal is None:
             return 0, 0
-        from firmware.app_held import counts
+        from firmware.app.services.held import counts
 
         try:
             return counts(self.terminal)
@@ -384,7 +385,7 @@ class FrontPanel:
         self._events.put_nowait(ui.OpDone(outcome))
 
     async def _operation(self, c: ui.StartOp) -> ui.OpOutcome:
-        from firmware.app_companions import for_panel_op
+        from firmware.app.services.registry import for_panel_op
 
         t = self.terminal
         companion = for_panel_op(c.op)  # held orders, settlement review, deregistration
@@ -409,7 +410,7 @@ class FrontPanel:
         if c.op == "settle":
             if not c.authorised:
                 return ui.OpOutcome(c.op, "refused", "password_wrong")
-            from firmware.app_review import settle_outcome
+            from firmware.app.services.review import settle_outcome
 
             result = await t.settle(None, source="keypad", authorised=True)
             return settle_outcome(t, result, self._lang())  # a refusal names what is pending
@@ -426,7 +427,7 @@ class FrontPanel:
         return await self._paper_op(c)
 
     async def _paper_op(self, c: ui.StartOp) -> ui.OpOutcome:
-        from firmware.app_printing import job_payload
+        from firmware.app.services.printing import job_payload
         from firmware.printing import reports
 
         t = self.terminal
@@ -581,9 +582,10 @@ class FrontPanel:
     # ------------------------------------------------------------------ settings
 
     async def _settings(self, command: ui.UiCommand) -> None:
-        t = self.terminal
+        from firmware.app.services import settings
+
         try:
-            answer = await t.settings_command(command)
+            answer = await settings.run(self.terminal, command)
         except Exception as exc:  # the operator gets words, never a hung panel
             log.exception("settings command failed")
             answer = ui.SettingsSaved(False, {"settings": str(exc)})

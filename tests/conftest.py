@@ -48,7 +48,7 @@ PIN_BLOCKS_SEEN: list[bytes] = []
 
 @pytest.fixture(autouse=True)
 def _record_pin_blocks(monkeypatch):
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
     # Patched where the method that makes PIN blocks looks the name up (its module's globals),
     # not by a module path: wherever _perform lives, the recorder follows it. A module path that

@@ -10,7 +10,7 @@ import signal
 from typing import Any
 
 from board.sim.firmware import main
-from firmware.app.core.terminal import Terminal
+from firmware.app.terminal import Terminal
 from firmware.engine.deregistration import DeregStep
 
 KILL_AT = os.environ.get("POSFW_KILL_AT_STEP", "")

@@ -22,7 +22,8 @@ from typing import Any
 from helpers import REPO
 
 from board.sim.firmware import sim_card
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.ecr.server import EcrServer
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from firmware.app.core.terminal import Terminal
+from firmware.app.terminal import Terminal
 from firmware.engine import events as ev
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from board.sim.acquirer import SimulatorThread
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
 from firmware.settings.model import factory, hash_password

@@ -23,7 +23,8 @@ from board.sim.printer import EmulatedPrinter
 from board.sim.reader import EmulatedReader
 from drivers.display.capture import CaptureDisplay
 from drivers.keypad.terminal_keypad import TerminalKeypad
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.app_ui import FrontPanel
 from firmware.ecr.server import EcrServer
 from firmware.ports import KeyPress

@@ -17,7 +17,8 @@ from diskkit import fill
 from helpers import TID, TerminalProcess, WireSpy, assert_agree, run, sale, terminal
 
 from board.sim.firmware import sim_card
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.ecr.protocol import EcrError, parse_request
 from firmware.journal.vault import CardVault, VaultError
 

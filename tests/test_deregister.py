@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from board.sim.cards import TEST_CARDS
-from firmware import app_deregister
+from firmware.app.core import lifecycle
+from firmware.app.services import deregister
 from firmware.engine.deregistration import Lifecycle, Step, startup_plan
 from firmware.ui.core import StartOp
 from tests.helpers import PASSWORD, REPO, TID, TerminalProcess, provision, run, sale, start_sim, terminal
@@ -117,12 +118,12 @@ def test_happy_path_unbound_backup_verified_and_restored(template: Path, tmp_pat
     async def go() -> tuple[Any, Any, Any]:
         t = await terminal(data)
         try:
-            check = await app_deregister.run_op(t, StartOp("deregister_check"), "en", 16)
+            check = await deregister.run_op(t, StartOp("deregister_check"), "en", 16)
             path = next(i["path"] for i in check.items if i["path"].endswith("export"))
-            done = await app_deregister.run_op(
+            done = await deregister.run_op(
                 t, StartOp("deregister", path=path, authorised=True), "en", 16)
-            again = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": path})
-            refused = app_deregister.refusal(t)
+            again = await deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": path})
+            refused = lifecycle.refusal(t)
             return check, done, (again, refused)
         finally:
             await t.close()
@@ -163,17 +164,17 @@ def test_refused_with_pending_items_changes_nothing(template: Path, tmp_path: Pa
         try:
             assert (await sale(t, 500)).status == "approved"  # an unsettled batch
             snapshot = _file_bytes(data, skip=("journal.db", "terminal.log", "export"))
-            check = await app_deregister.ecr_op(t, "deregister_check", {})
-            blocked = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+            check = await deregister.ecr_op(t, "deregister_check", {})
+            blocked = await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
                                                                      "path": str(data / "export")})
-            wrong = await app_deregister.ecr_op(t, "deregister", {"password": "999999",
+            wrong = await deregister.ecr_op(t, "deregister", {"password": "999999",
                                                                    "path": str(data / "export")})
-            unauthorised = await app_deregister.run_op(t, StartOp("deregister", path="x"), "en", 16)
+            unauthorised = await deregister.run_op(t, StartOp("deregister", path="x"), "en", 16)
             assert (await t.settle(PASSWORD)).status == "settled"
-            no_dir = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+            no_dir = await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
                                                                     "path": str(tmp_path / "nowhere")})
             # Any directory the terminal can write is not enough: only the offered ones.
-            not_offered = await app_deregister.ecr_op(t, "deregister", {"password": "999999",
+            not_offered = await deregister.ecr_op(t, "deregister", {"password": "999999",
                                                                          "path": str(tmp_path)})
             tries = [line for line in t.journal.audit_lines(50)
                      if line[2] == "password for deregistration"]
@@ -221,7 +222,7 @@ def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log
         t = await terminal(data)
         t.fault_hook = watch
         try:
-            return await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+            return await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
                                                                   "path": str(data / "export")})
         finally:
             await t.close()
@@ -269,7 +270,7 @@ def test_a_person_resuming_after_the_wipe_gives_the_password_start_up_needs_none
         t = await terminal(data)
         t.fault_hook = host_goes_away
         try:
-            first = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD,
+            first = await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
                                                                   "path": str(data / "export")})
         finally:
             await t.close()
@@ -277,13 +278,13 @@ def test_a_person_resuming_after_the_wipe_gives_the_password_start_up_needs_none
         try:
             after_start = _state(data)["dereg_step"]
             sim.clear_faults()
-            check = await app_deregister.run_op(t, StartOp("deregister_check"), "en", 16)
-            keypad = await app_deregister.run_op(t, StartOp("deregister", path=""), "en", 16)
-            factory = await app_deregister.ecr_op(t, "deregister", {"password": "000000", "path": ""})
-            wrong = await app_deregister.ecr_op(t, "deregister", {"password": "999999", "path": ""})
+            check = await deregister.run_op(t, StartOp("deregister_check"), "en", 16)
+            keypad = await deregister.run_op(t, StartOp("deregister", path=""), "en", 16)
+            factory = await deregister.ecr_op(t, "deregister", {"password": "000000", "path": ""})
+            wrong = await deregister.ecr_op(t, "deregister", {"password": "999999", "path": ""})
             still = _state(data)["dereg_step"]
-            done = await app_deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": ""})
-            again = await app_deregister.ecr_op(t, "deregister", {"password": "", "path": ""})
+            done = await deregister.ecr_op(t, "deregister", {"password": PASSWORD, "path": ""})
+            again = await deregister.ecr_op(t, "deregister", {"password": "", "path": ""})
             return first, after_start, check, keypad, factory, wrong, still, done, again
         finally:
             await t.close()

@@ -105,7 +105,7 @@ def test_every_docs_page_the_code_names_exists() -> None:
 def test_the_ecr_table_lists_every_op_with_its_fields() -> None:
     """docs/ecr.md's table against the protocol's table and the companions' ops: each op once,
     its required fields as `name`, its optional ones as *`name`* (words in brackets aside)."""
-    from firmware.app_companions import ecr_ops
+    from firmware.app.services.registry import ecr_ops
     from firmware.ecr.protocol import OPS
 
     code = {**OPS, **ecr_ops()}

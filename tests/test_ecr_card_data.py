@@ -9,7 +9,7 @@ import pytest
 from helpers import PASSWORD, TID, TerminalProcess
 
 from firmware.app.boards import profile
-from firmware.app_companions import ecr_ops
+from firmware.app.services.registry import ecr_ops
 from firmware.ecr.protocol import OPS
 
 PLACEHOLDERS = {

@@ -13,7 +13,7 @@ import pytest
 from ecrkit import ecr_terminal, until
 from helpers import PASSWORD, TID, TerminalProcess, run
 
-from firmware.app_companions import ecr_ops
+from firmware.app.services.registry import ecr_ops
 from firmware.ecr.protocol import FIELD_CHECKS, MAX_LINE, OPS, EcrError, parse_request
 
 HUGE = 10**30

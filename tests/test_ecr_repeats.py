@@ -12,7 +12,8 @@ from ecrkit import Link, ecr_terminal
 from helpers import PASSWORD, TID, TerminalProcess, provision, run
 
 from board.sim.firmware import sim_card
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.ecr.repeats import UNPROTECTED_OPS
 from firmware.ecr.server import EcrServer
 from firmware.engine.model import PendingDraft, RequestKey

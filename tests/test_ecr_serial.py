@@ -18,7 +18,8 @@ import tty
 from ecrkit import serial_terminal
 from helpers import REPO, TID, run
 
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.ecr.protocol import MAX_LINE
 from firmware.ecr.server import EcrServer
 

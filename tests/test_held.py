@@ -10,7 +10,7 @@ import pytest
 from helpers import PASSWORD, TerminalProcess, assert_agree, pin_for, run, sale, swipe, terminal
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app_held import ECR_OPS, PANEL_OPS, counts, ecr_op, list_items, run_op
+from firmware.app.services.held import ECR_OPS, PANEL_OPS, counts, ecr_op, list_items, run_op
 from firmware.engine.model import PendingDraft
 from firmware.engine.states import TxnEvent
 from firmware.host.messages import TxnKind

@@ -8,7 +8,7 @@ from __future__ import annotations
 from helpers import PASSWORD, TerminalProcess, assert_agree, refund, run, terminal, void
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app_held import cancel, park, resume
+from firmware.app.services.held import cancel, park, resume
 from firmware.engine.states import TxnState
 from firmware.journal.held import HeldOrders
 

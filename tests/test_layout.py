@@ -23,18 +23,13 @@ from tests.importgraph import (
     shortest_cycle,
 )
 
-# What is left (issue 15, steps 7-8 take it out): the core's terminal still calls the
-# deregistration and held-order services, which import the Terminal.
-ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"firmware.app.core.terminal", "firmware.app_deregister", "firmware.app_held"}),
-}
+ALLOWED_CIRCLES: set[frozenset[str]] = set()  # empty, for good
 
 ALLOWED_BOARD_IMPORTS: set[tuple[str, str]] = set()  # empty, for good
 
 # Files that call importlib.import_module / __import__: buildinfo loads the C extension by its
-# name (c_ext is not in firmware/, the call hides no arrow of the graph); app_companions loads the
-# services by name, which hides three arrows.
-IMPORTS_BY_NAME: set[str] = {"firmware/diag/buildinfo.py", "firmware/app_companions.py"}
+# name (c_ext is not in firmware/, the call hides no arrow of the graph).
+IMPORTS_BY_NAME: set[str] = {"firmware/diag/buildinfo.py"}
 
 
 def test_no_import_circle_among_the_files_of_firmware() -> None:

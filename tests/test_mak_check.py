@@ -16,7 +16,8 @@ import pytest
 from helpers import MID, TID, TMK, provision, run, sale
 
 from board.sim.acquirer import SimulatorThread
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.host.keys import DEFAULT_MAK_CHECK
 
 

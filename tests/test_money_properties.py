@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
-from firmware.app_held import cancel as held_cancel
-from firmware.app_held import park as held_park
-from firmware.app_held import resume as held_resume
+from firmware.app.core.terminal import AppConfig
+from firmware.app.services.held import cancel as held_cancel
+from firmware.app.services.held import park as held_park
+from firmware.app.services.held import resume as held_resume
+from firmware.app.terminal import Terminal
 from firmware.engine import events as ev
 from firmware.engine.model import OriginalRef, TxnRequest
 from firmware.engine.states import UNRESOLVED, TxnState

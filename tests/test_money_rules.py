@@ -27,7 +27,8 @@ from helpers import (
 )
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.engine import events as ev
 from firmware.engine.financial import FinancialFlow, FlowContext
 from firmware.engine.model import OriginalRef, PendingDraft, TxnRequest

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import firmware.app_deregister  # noqa: F401  (registers its sentences on import)
+import firmware.app.services.deregister  # noqa: F401  (registers its sentences on import)
 from firmware.i18n import CATALOG, text
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"

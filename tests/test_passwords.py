@@ -12,6 +12,7 @@ import threading
 import pytest
 from helpers import PASSWORD, TerminalProcess, provision, run, terminal
 
+from firmware.app.services import settings as settings_service
 from firmware.security import ALL, CEILING_FACTOR
 from firmware.settings import model
 from firmware.settings.model import FACTORY_PASSWORD, password_problem, verify_password
@@ -80,8 +81,8 @@ def test_keypad_change_password_refuses_a_trivial_one_in_the_screen_language(dat
         t = await terminal(data_dir)
         try:
             t.settings["display"]["language"] = "zh_CN"
-            refused = await t.settings_command(ui.ChangePassword("987654"))
-            done = await t.settings_command(ui.ChangePassword("135790"))
+            refused = await settings_service.run(t, ui.ChangePassword("987654"))
+            done = await settings_service.run(t, ui.ChangePassword("135790"))
             return refused, done, t.settings
         finally:
             await t.close()
@@ -213,8 +214,8 @@ def test_no_password_hash_runs_on_the_event_loop(tmp_path, sim, monkeypatch):
         try:
             await t.check_password(FACTORY_PASSWORD, "password change", "keypad")
             changed = await t.set_password(FACTORY_PASSWORD, "135790", "ecr")
-            await t.settings_command(ui.ChangePassword(PASSWORD))
-            await t.settings_command(ui.FactoryDefaults())
+            await settings_service.run(t, ui.ChangePassword(PASSWORD))
+            await settings_service.run(t, ui.FactoryDefaults())
             return changed
         finally:
             await t.close()

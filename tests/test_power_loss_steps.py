@@ -35,7 +35,8 @@ from helpers import (
 
 from board.sim.acquirer import SimulatorThread
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.engine.model import OriginalRef, TxnRecord, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 

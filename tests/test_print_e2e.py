@@ -17,7 +17,8 @@ from helpers import TID, TerminalProcess, run, sale, set_language
 
 from board.sim.firmware import sim_card
 from board.sim.printer import EmulatedPrinter
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.printing.queue import CancelAction, PrintState
 
 FULL_PAN = re.compile(r"\d{13,19}")

@@ -360,7 +360,7 @@ def test_cancel_with_no_job_named_stops_the_job_printing_however_long_the_queue(
     spooler is printing, even with more than 50 jobs behind it (paper out on a busy day), and
     never to a copy cut by a power loss that waits for the operator's "print again?" answer;
     the status counts every open job."""
-    from firmware.app_printing import PrintDesk
+    from firmware.app.services.printing import PrintDesk
 
     j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
     try:
@@ -385,7 +385,7 @@ def test_cancel_with_no_job_named_stops_the_job_printing_however_long_the_queue(
 def test_cancel_with_no_job_named_and_only_a_cut_copy_open_drops_it(tmp_path):
     """When the only open job is a copy waiting for the "print again?" answer, CANCEL with no
     job named answers it "no": what is on paper gets its VOID slip."""
-    from firmware.app_printing import PrintDesk
+    from firmware.app.services.printing import PrintDesk
 
     j = Journal.open(tmp_path / "j.db", CardVault(b"k" * 32))
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import MID, REPO, TID, TMK, provision, run, terminal
 
-from firmware.app_deregister import put_state
+from firmware.app.core.lifecycle import put_state
 from firmware.app_provision import TEMPLATE
 from firmware.app_provision import provision as provision_again
 from firmware.engine.deregistration import Lifecycle, Step

@@ -13,7 +13,8 @@ from helpers import TID, HeldUpReader, run
 
 from board.sim.reader import EmulatedReader
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.engine.model import TxnRequest
 from firmware.host.messages import TxnKind
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from helpers import MID, TID, TerminalProcess, assert_agree, refund, run, sale, terminal
 
-from firmware.app_review import gather
+from firmware.app.services.review import gather
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow
 from firmware.engine.codes import CODES, ActionClass, advice_answer

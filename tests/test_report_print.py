@@ -16,7 +16,8 @@ import pytest
 from helpers import MID, PASSWORD, run, sale, void
 
 from board.sim.printer import EmulatedPrinter
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.printing.queue import JobKind, PrintState
 
 FULL_PAN = re.compile(r"\d{13,19}")

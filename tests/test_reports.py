@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware.app_printing import PrintDesk
+from firmware.app.services.printing import PrintDesk
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.host.messages import SideTotals, TxnKind

@@ -17,7 +17,8 @@ from helpers import PASSWORD, pin_for, run, swipe
 from wiretap import WireTap
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 from firmware.engine.model import OriginalRef, TxnRequest
 from firmware.host.codec import decode
 from firmware.host.messages import Message, TxnKind

@@ -8,7 +8,7 @@ import json
 
 from helpers import PASSWORD, run, sale, terminal, void
 
-from firmware import app_review
+from firmware.app.services import review as review_svc
 from firmware.diag.review import (
     DUPLICATE,
     PRINT_FAILED,
@@ -45,9 +45,9 @@ def test_each_anomaly_class_from_a_seeded_journal(data_dir, sim):
         j = t.journal
         job = j.read("SELECT id FROM print_job WHERE txn_id = ?", (other_amount.record.id,))[0][0]
         j.request_print_cancel(job, "01")
-        review = app_review.gather(t)
-        outcome = await app_review.run_op(t, StartOp("settle_review"), "en", 16)
-        payload = await app_review.ecr_op(t, "review", {})
+        review = review_svc.gather(t)
+        outcome = await review_svc.run_op(t, StartOp("settle_review"), "en", 16)
+        payload = await review_svc.ecr_op(t, "review", {})
         await t.close()
         return first, dup, other_card, other_amount, lost, review, outcome, payload, job, j
 
@@ -94,12 +94,12 @@ def test_settlement_refused_while_reversal_pending_then_allowed_after_send_now(t
         sim.add_rule("96", mti="0400")
         lost = await sale(t, 2000)
         refused = await t.settle(PASSWORD)
-        advice = app_review.settle_outcome(t, refused, "en")
-        still = await app_review.run_op(t, StartOp("anomaly_act", reason="retry"), "en", 16)
+        advice = review_svc.settle_outcome(t, refused, "en")
+        still = await review_svc.run_op(t, StartOp("anomaly_act", reason="retry"), "en", 16)
         sim.clear_rules()
         sim.clear_faults()
-        sent = await app_review.run_op(t, StartOp("anomaly_act", reason="retry"), "en", 16)
-        after = app_review.gather(t)
+        sent = await review_svc.run_op(t, StartOp("anomaly_act", reason="retry"), "en", 16)
+        after = review_svc.gather(t)
         allowed = await t.settle(PASSWORD)
         await t.close()
         return lost, refused, advice, still, sent, after, allowed
@@ -122,17 +122,17 @@ def test_anomaly_actions_void_and_reprint_and_refusals(data_dir, sim):
         j = t.journal
         job = j.read("SELECT id FROM print_job WHERE txn_id = ?", (dup.record.id,))[0][0]
         j.request_print_cancel(job, "01")
-        before = app_review.gather(t)
-        unchecked = await app_review.run_op(
+        before = review_svc.gather(t)
+        unchecked = await review_svc.run_op(
             t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="void"), "en", 16)
-        reprint = await app_review.run_op(
+        reprint = await review_svc.run_op(
             t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="reprint"), "en", 16)
-        voided = await app_review.run_op(
+        voided = await review_svc.run_op(
             t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="void", authorised=True), "en", 16)
-        after = app_review.gather(t)
-        missing = await app_review.run_op(t, StartOp("anomaly_act", voucher="999999", reason="reprint"),
+        after = review_svc.gather(t)
+        missing = await review_svc.run_op(t, StartOp("anomaly_act", voucher="999999", reason="reprint"),
                                           "en", 16)
-        bad = await app_review.run_op(t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="burn"),
+        bad = await review_svc.run_op(t, StartOp("anomaly_act", voucher=dup.record.invoice, reason="burn"),
                                       "en", 16)
         jobs = j.print_jobs(open_only=False)
         await t.close()
@@ -154,14 +154,14 @@ def test_reports_from_keypad_and_ecr(data_dir, sim):
     async def go():
         t = await terminal(data_dir)
         await sale(t, 1200)
-        x = await app_review.run_op(t, StartOp("print_subtotals"), "en", 16)
-        listed = await app_review.run_op(t, StartOp("print_txn_list"), "zh_CN", 16)
-        z_none = await app_review.ecr_op(t, "print_report", {"kind": "z"})
-        bad = await app_review.ecr_op(t, "print_report", {"kind": "q"})
+        x = await review_svc.run_op(t, StartOp("print_subtotals"), "en", 16)
+        listed = await review_svc.run_op(t, StartOp("print_txn_list"), "zh_CN", 16)
+        z_none = await review_svc.ecr_op(t, "print_report", {"kind": "z"})
+        bad = await review_svc.ecr_op(t, "print_report", {"kind": "q"})
         await t.settle(PASSWORD)
-        z = await app_review.ecr_op(t, "print_report", {"kind": "z"})
-        ecr_list = await app_review.ecr_op(t, "print_report", {"kind": "list"})
-        unknown = await app_review.ecr_op(t, "nonsense", {})
+        z = await review_svc.ecr_op(t, "print_report", {"kind": "z"})
+        ecr_list = await review_svc.ecr_op(t, "print_report", {"kind": "list"})
+        unknown = await review_svc.ecr_op(t, "nonsense", {})
         kinds_queued = [(job.kind.value, job.marked_reprint) for job in t.journal.print_jobs(False)]
         await t.close()
         return x, listed, z_none, bad, z, ecr_list, unknown, kinds_queued
@@ -225,9 +225,9 @@ def test_a_sale_and_its_void_review_as_two_types_and_a_net_of_zero(data_dir, sim
         t = await terminal(data_dir)
         sold = await sale(t, 1234)
         voided = await void(t, sold.record.invoice)
-        en = await app_review.run_op(t, StartOp("settle_review"), "en", 16)
-        zh = await app_review.run_op(t, StartOp("settle_review"), "zh_CN", 16)
-        payload = await app_review.ecr_op(t, "review", {})
+        en = await review_svc.run_op(t, StartOp("settle_review"), "en", 16)
+        zh = await review_svc.run_op(t, StartOp("settle_review"), "zh_CN", 16)
+        payload = await review_svc.ecr_op(t, "review", {})
         await t.close()
         return voided, en, zh, payload
 

@@ -35,7 +35,8 @@ from faultkit import (
 from helpers import PASSWORD, TID, provision, run, sale, terminal
 
 from board.sim.acquirer import SimulatorThread
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
+from firmware.app.terminal import Terminal
 
 REPLY_TIMEOUT = 1.0
 CARDS = ("cup_credit", "visa", "cup_debit", "mastercard", "cup_credit", "jcb")

@@ -139,7 +139,8 @@ def test_only_an_approved_sale_may_be_voided(tmp_path):
 
     from helpers import provision
 
-    from firmware.app.core.terminal import AppConfig, Terminal
+    from firmware.app.core.terminal import AppConfig
+    from firmware.app.terminal import Terminal
     from firmware.engine.model import OriginalRef
 
     data_dir = provision(tmp_path / "terminal", sim_port=9)  # never connected: no network here

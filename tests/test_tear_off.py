@@ -17,7 +17,7 @@ from test_ui_txn import Term
 from ui_snapshots import assert_snapshot
 
 from drivers.printer.profiles import get_profile
-from firmware.app_printing import PrintDesk
+from firmware.app.services.printing import PrintDesk
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import PrintState

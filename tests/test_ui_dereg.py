@@ -32,7 +32,7 @@ SETTINGS = factory()
 DIRS = ("/media/usb0", "/var/lib/posfw/data/export")
 READY = core.OpOutcome("deregister_check", "done", "dereg_ready",
                        items=tuple({"kind": "dir", "path": p} for p in DIRS))
-BLOCKING = (  # as firmware/app_deregister.py pending_items() writes them
+BLOCKING = (  # as firmware/app/services/deregister.py pending_items() writes them
     {"kind": "dereg_item_reversal", "count": 1, "action": "retry"},
     {"kind": "dereg_item_batch", "count": 3, "amount": 12345, "action": "settle"},
 )

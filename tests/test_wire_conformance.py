@@ -28,8 +28,9 @@ from wiretap import WireTap
 
 from board.sim.acquirer import SimulatorThread
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig, Terminal
-from firmware.app_deregister import deregister
+from firmware.app.core.terminal import AppConfig
+from firmware.app.services.deregister import deregister
+from firmware.app.terminal import Terminal
 from firmware.engine.model import HostResult, OriginalRef, PendingDraft, TxnRequest
 from firmware.engine.states import TxnEvent
 from firmware.host.messages import TxnKind

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from board.sim.cards import TEST_CARDS
-from firmware.app.core.terminal import Terminal
 from firmware.app.main import BoardExtras, arguments, run
+from firmware.app.terminal import Terminal
 from firmware.engine.model import CardRead
 from firmware.ports import Display, Keypad
 

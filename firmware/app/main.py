@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.app.core.terminal import AppConfig, Terminal
+from firmware.app.core.terminal import AppConfig
 from firmware.app.devices import make_display, make_keypad
 from firmware.app.process import private_files, require_c_extension, setup_logging
+from firmware.app.terminal import Terminal
 from firmware.ecr.server import EcrServer, TestCards
 from firmware.journal.errors import JournalError
 from firmware.ports import Display, Keypad

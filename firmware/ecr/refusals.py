@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 

@@ -32,7 +32,7 @@ from firmware.journal.errors import JournalError
 from firmware.journal.requests import DONE, KeptRequest, RequestBook
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 

@@ -13,7 +13,7 @@ from firmware.engine.states import TxnState
 from firmware.i18n import register, text
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "ecr_failed_inside": ("Request failed inside the terminal - check last and status before retrying",

@@ -47,7 +47,7 @@ from firmware.i18n import text
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
-    from firmware.app.core.terminal import Terminal
+    from firmware.app.terminal import Terminal
 
 log = logging.getLogger("posfw.ecr")
 
@@ -330,7 +330,7 @@ class EcrServer:
 
     @staticmethod
     def _companion_ops() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-        from firmware.app_companions import ecr_ops
+        from firmware.app.services.registry import ecr_ops
 
         return ecr_ops()
 
@@ -417,7 +417,7 @@ class EcrServer:
             return result_payload(result, lang)
         if req.op == "resolve_reversal":
             return await self._resolve(req, origin.source)
-        from firmware.app_companions import for_ecr_op
+        from firmware.app.services.registry import for_ecr_op
 
         companion = for_ecr_op(req.op)
         if companion is not None:
@@ -428,7 +428,7 @@ class EcrServer:
 
     def _printing(self, req: EcrRequest, lang: str) -> dict[str, Any]:
         """Print queue ops: they do not take the operation lock (paper is not money)."""
-        from firmware.app_printing import job_payload
+        from firmware.app.services.printing import job_payload
 
         desk = self.terminal.prints
         if desk is None:

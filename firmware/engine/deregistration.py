@@ -1,5 +1,5 @@
 """Deregistration (注销) as a sans-I/O state machine: the steps, which of them CANCEL may stop,
-and what a start-up after a power loss does at each. The app (firmware/app_deregister.py)
+and what a start-up after a power loss does at each. The app (firmware/app/services/deregister.py)
 carries out the work of each step; nothing here touches files, sockets or the journal.
 
 Theory of operation. The terminal's life cycle is ACTIVE -> DEREGISTERING -> DEREGISTERED.

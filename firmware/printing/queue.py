@@ -1,6 +1,6 @@
 """The print queue's rules: job states, allowed transitions, and what CANCEL and a
 power loss do to a job (cancel-semantics.md, "A print job"). Pure: the journal
-stores jobs and enforces these rules; firmware/spooler.py carries them out.
+stores jobs and enforces these rules; firmware/app/services/spooler.py carries them out.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Deregistration (注销) screens: the check, what blocks it (with the offer to settle), the backup
 directory, the warning, the supervisor password, the final confirm, the working screen and the
-result. Sans-I/O; the app runs "deregister_check" and "deregister" (firmware/app_deregister.py).
+result. Sans-I/O; the app runs "deregister_check" and "deregister"
+(firmware/app/services/deregister.py).
 
 Nothing that changes anything is emitted before the final confirm's ENTER: CANCEL on every
 screen up to there goes back one level (from the final confirm to the warning, the password
@@ -84,7 +85,8 @@ CATALOG: core.Catalog = {
     "dereg_resume_title": ("Not finished", "注销未完成"),
     "dereg_resume_text": ("Wiped; the host is not yet told. ENTER=finish it",
                           "已清除，尚未通知主机。确认=完成注销"),
-    # the app's message keys (firmware/app_deregister.py MESSAGES), so they read in both languages
+    # the app's message keys (firmware/app/services/deregister.py MESSAGES; the refusal's:
+    # firmware/app/core/lifecycle.py), so they read in both languages
     "dereg_ready": ("Ready to deregister", "可以注销"),
     "dereg_blocked": ("Deregistration refused: settle and clear pending items first",
                       "不能注销：请先结算并处理未完成交易"),

@@ -1,6 +1,7 @@
 """What the terminal core owns for the outside: what an operation is given (OperatorInput), how
-a wait is cancelled (OperatorCancelled), and what a front end learns and answers
-(TerminalObserver, which the keypad/LCD panel implements).
+a wait is cancelled (OperatorCancelled), what a front end learns and answers (TerminalObserver,
+which the keypad/LCD panel implements) and what the core asks of the paper (PaperQueue, which
+the print desk implements).
 
 Every part of the app layer may import this module; it imports nothing of the app, so no
 service or front end needs the Terminal's module to speak to it.
@@ -9,10 +10,11 @@ service or front end needs the Terminal's module to speak to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from firmware.engine import events as ev
 from firmware.engine.model import CardRead, RequestKey, TxnResult
+from firmware.printing.queue import CopyKind
 
 # The actions that ask the operator (or the ECR request) for something: nothing was sent yet.
 OPERATOR_INPUT = (ev.AskAuthorisation, ev.AskCard, ev.AskPin)
@@ -68,3 +70,24 @@ class TerminalObserver(Protocol):
     async def release_reader(self) -> None:
         """Stop any idle card watch so the flow can use the reader."""
         ...
+
+
+class PaperQueue(Protocol):
+    """The four things the core asks of the print desk (firmware/app/services/printing.py): which
+    copies a receipt gets, a wake-up when a job was queued, its status and its close. The rest of
+    the desk (reprints, reports, slips) is for the services and front ends, which know it."""
+
+    @property
+    def copies(self) -> tuple[CopyKind, ...]:
+        """The receipt copies the settings ask for, queued with the transaction's outcome."""
+        ...
+
+    def wake(self) -> None:
+        """A job was queued: print it now if the printer is ready."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What `status` shows of the paper (queue, printer state)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,4 +1,9 @@
-"""The terminal core's Terminal: the operation lock, and the engine's flows carried out against I/O.
+"""The terminal core, TerminalCore: the operation lock, and the engine's flows carried out against I/O.
+
+TerminalCore is three parts, split by concern: this file (the core proper: AppConfig, settings,
+open and close, the operation lock, CANCEL, passwords, status), FlowRunner (flows.py: the
+action executor and the financial operations) and HostSession (session.py: sign-on, the
+backlog, settlement, echo, sign-off).
 
 Theory of operation: an operation (from the ECR link now, the keypad later)
 takes the one operation lock, makes sure the terminal is signed on and owes
@@ -7,58 +12,39 @@ engine flow, carrying out each action it returns (journal write, host request,
 card read, PIN entry) and feeding the resulting event back. CANCEL is honoured
 wherever the flow allows it. `fault_hook` lets tests stop between any two
 actions, which is how a power loss at every step is proven.
+
+The core imports no service and no front end. What it needs of them it asks through hooks that
+do nothing here and that the assembled terminal (firmware/app/terminal.py) fills in: the paper
+(`_open_paper`, a PaperQueue), the card reader (`_open_reader`), the work after open() (a
+deregistration cut by a power loss) and before the start-up sign-on (held orders cut mid-sale).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import stat
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from firmware.app import devices
 from firmware.app.boards import BoardProfile, profile
-from firmware.app.core.contract import OPERATOR_INPUT, OperatorCancelled, OperatorInput, TerminalObserver
-from firmware.app_printing import PrintDesk
-from firmware.engine import events as ev
-from firmware.engine.backlog import AdviceFlow, ReversalFlow
-from firmware.engine.financial import FinancialFlow, FlowContext
-from firmware.engine.model import (
-    CardRead,
-    OriginalRef,
-    TxnRecord,
-    TxnRequest,
-    TxnResult,
-)
-from firmware.engine.settlement import SettlementFlow
-from firmware.engine.states import TxnEvent, TxnState
-from firmware.engine.tracks import CardProblem, card_from_swipe
-from firmware.engine.validation import Limits, Refusal, check_original
-from firmware.host.channel import HostChannel, HostLink
-from firmware.host.errors import HostError, KeyCheckError, LocalProtocolError, NoReply
-from firmware.host.keys import encrypt_pin_block
-from firmware.host.messages import SideTotals, TxnKind, echo_request, mask_pan, signoff_request
+from firmware.app.core import lifecycle
+from firmware.app.core.contract import PaperQueue, TerminalObserver
+from firmware.app.core.flows import CardSlot, FlowRunner
+from firmware.app.core.session import HostSession
+from firmware.engine.deregistration import Lifecycle
+from firmware.engine.model import TxnResult
+from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
-from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
+from firmware.journal.errors import JournalCorrupt, JournalError
 from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault, VaultError
-from firmware.ports import (
-    CardReader,
-    MagstripeRead,
-    Printer,
-    ReaderUnavailable,
-    ReadFailed,
-    ReadTimedOut,
-)
+from firmware.journal.vault import CardVault
+from firmware.ports import CardReader
 from firmware.security import PasswordGuard, locked_key
 from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
@@ -86,26 +72,11 @@ class AppConfig:
     idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
 
 
-class CardSlot:
-    """The sim board's card source: a test card presented over ECR or the control link."""
+class TerminalCore(FlowRunner, HostSession):
+    """The running terminal's core: journal, host link, settings and the operation lock.
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[CardRead, str | None]] = asyncio.Queue(maxsize=1)
-
-    def present(self, card: CardRead, pin: str | None) -> None:
-        self.clear()
-        self._queue.put_nowait((card, pin))
-
-    def clear(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()
-
-    async def take(self) -> tuple[CardRead, str | None]:
-        return await self._queue.get()
-
-
-class Terminal:
-    """The running terminal: journal, host link, settings and the operation lock."""
+    Run as firmware/app/terminal.py's Terminal, which plugs in the print desk, the board's
+    reader and the services' start-up work; the core alone runs without paper or reader."""
 
     def __init__(self, cfg: AppConfig, now: Callable[[], datetime] = datetime.now) -> None:
         self.cfg = cfg
@@ -127,7 +98,7 @@ class Terminal:
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit
         self.last_result: TxnResult | None = None
-        self.prints: PrintDesk | None = None
+        self.prints: PaperQueue | None = None
         self.reader: CardReader | None = None
         self.observer: TerminalObserver | None = None
         self.link_up: bool | None = None  # how the last exchange with the host went
@@ -145,10 +116,8 @@ class Terminal:
 
     async def open(self) -> None:
         """Settings, journal and its recovery, print queue, reader: no network yet."""
-        from firmware import app_deregister
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        wiped = app_deregister.deregistered_on_disk(self.data_dir)
+        wiped = lifecycle.deregistered_on_disk(self.data_dir)
         # factory() hashes the factory password (scrypt): off the event loop, like every hash.
         if wiped:
             # The merchant's settings and keys are gone (deregistration): factory values in
@@ -186,21 +155,25 @@ class Terminal:
             log.warning("start-up recovery: %s", report)
         self._tmk = tmk
         self.link = self._make_link()
-        self.prints = PrintDesk(self.journal, self._make_printer(), lambda: self.settings, self.now,
-                                poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
-        self.prints.start()
-        if self.prints.spooler is not None:
-            self.prints.spooler.on_change = self._notify_changed
-        self.reader = self._make_reader()
-        # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
-        await app_deregister.resume_at_startup(self)
+        self.prints = self._open_paper()
+        self.reader = self._open_reader()
+        await self._after_open()
 
-    def _make_link(self) -> HostLink:
-        m, c = self.settings["merchant"], self.settings["comms"]
-        channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
-                              connect_attempts=1 + int(c.get("retries", 0)))
-        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
-                        mak_check=c["mak_check"])
+    # -- hooks: what the services plug in (firmware/app/terminal.py) ------------
+
+    def _open_paper(self) -> PaperQueue | None:
+        """open(), the journal recovered: the print queue, started (None: no paper at all)."""
+        return None
+
+    def _open_reader(self) -> CardReader | None:
+        """open(): the board's card reader (None: cards come from the card slot only)."""
+        return None
+
+    async def _after_open(self) -> None:
+        """The end of open(), before any sign-on: work a power loss left half done."""
+
+    def _before_start_up_sign_on(self) -> None:
+        """Under the operation lock at start-up, the terminal ACTIVE, before the first sign-on."""
 
     async def connect(self) -> None:
         """Sign on and clear what the host is owed (reversals, advices, a settlement)."""
@@ -215,18 +188,13 @@ class Terminal:
         return asyncio.create_task(self._connect_locked(), name="start-up backlog")
 
     async def _connect_locked(self) -> None:
-        from firmware.app_deregister import Lifecycle, lifecycle
-        from firmware.app_held import held
-
         self.starting = True
         try:
             if self.journal is None or self.link is None:
                 return
-            if lifecycle(self) is not Lifecycle.ACTIVE:
+            if lifecycle.lifecycle(self) is not Lifecycle.ACTIVE:
                 return  # deregistered: no sign-on until provisioned again
-            # An order whose operation was cut before its record was written goes back now;
-            # one with a record follows it (journal/follow.py).
-            held(self).reconcile(stale=True)
+            self._before_start_up_sign_on()
             if await self.ensure_signed_on():
                 await self._settle_backlog_before_anything()
         except Exception:
@@ -236,7 +204,7 @@ class Terminal:
         finally:
             self.starting = False
             self._lock.release()
-            self._notify_changed()
+            self.notify_changed()
 
     def busy_message(self, lang: str) -> str:
         """Why an operation is refused as busy, in words (the ECR reply and the LCD)."""
@@ -244,7 +212,8 @@ class Terminal:
             return text("busy_backlog", lang).format(n=self.backlog_left)
         return text("busy_starting" if self.starting else "busy", lang)
 
-    def _notify_changed(self) -> None:
+    def notify_changed(self) -> None:
+        """Something the idle screen shows changed: the front panel redraws its status."""
         if self.observer is not None:
             self.observer.changed()
 
@@ -262,12 +231,6 @@ class Terminal:
         if len(tmk) != 16:
             raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
         return tmk
-
-    def _make_printer(self) -> Printer | None:
-        return devices.make_printer(self.board, self.cfg, self.settings)
-
-    def _make_reader(self) -> CardReader | None:
-        return devices.make_reader(self.board, self.cfg)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -332,252 +295,9 @@ class Terminal:
         if self.observer is not None:
             self.observer.op_step(step, done, total, cancellable)
 
-    def _link(self, up: bool) -> None:
-        if self.link_up != up:
-            self.link_up = up
-            if self.observer is not None:
-                self.observer.changed()
-
     @property
     def busy(self) -> bool:
         return self._lock.locked()
-
-    async def _race(self, awaitable: Awaitable[Any], cancellable: bool) -> Any:
-        task = asyncio.ensure_future(awaitable)
-        if not cancellable:
-            return await task
-        waiter = asyncio.ensure_future(self._cancel.wait())
-        try:
-            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            waiter.cancel()
-            raise
-        if task in done:
-            waiter.cancel()
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise OperatorCancelled
-
-    async def ensure_signed_on(self) -> bool:
-        assert self.link is not None and self.journal is not None
-        if not self.link.sign_on_required and self.link.keys is not None:
-            return True
-        self._step("signing_on", cancellable=False)
-        stan = self.journal.allocate_stan()
-        self.sign_on_problem = "host_unreachable"
-        try:
-            reply = await self.link.sign_on(stan, self.journal.current_batch(),
-                                            self._tx()["operator"], timeout=self._timeout())
-        except KeyCheckError as exc:
-            log.error("sign-on failed: %s", exc)
-            self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
-            self.sign_on_problem = "key_check_failed"
-            self.journal.audit("system", "sign-on", str(exc), "failed")
-            return False
-        except HostError as exc:
-            log.warning("sign-on failed: %s", exc)
-            self._link(False)
-            return False
-        self._link(True)
-        if reply.fields.get("39") != "00":
-            # A catalog key, so the idle screen says it in the operator's language; the code is
-            # for support and goes to the log.
-            log.warning("sign-on refused by the host (%s)", reply.fields.get("39"))
-            self.notice = "sign_on_refused"
-            return False
-        host_batch = reply.fields.get("60", "")[2:8]
-        self.journal.adopt_batch(host_batch)
-        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
-        return True
-
-    # -- the action executor ----------------------------------------------------
-
-    async def _drive(self, flow: Any, io: OperatorInput, cancellable: bool) -> TxnResult | None:
-        queue: deque[Any] = deque(flow.start())
-        while queue:
-            action = queue.popleft()
-            if self.fault_hook is not None:
-                self.fault_hook(action)
-            if isinstance(action, ev.Finish):
-                return action.result
-            event = await self._perform(action, io, flow, cancellable)
-            if cancellable and isinstance(action, OPERATOR_INPUT) and self._cancel.is_set():
-                # CANCEL came while the operator was being asked (the password being checked,
-                # say): nothing is sent, whatever the answer was (docs/cancel-semantics.md, first row).
-                event = ev.Cancel()
-            if event is not None:
-                queue.extend(flow.handle(event))
-        return None
-
-    async def _perform(self, action: Any, io: OperatorInput, flow: Any, cancellable: bool) -> Any:
-        j = self.journal
-        assert j is not None and self.link is not None
-        if isinstance(action, ev.AskAuthorisation):
-            if io.authorised:
-                return ev.Authorised(True)  # checked (and audited) on the keypad just before
-            return ev.Authorised(await self.check_password(io.password, action.purpose, io.source))
-        if isinstance(action, ev.AskCard):
-            if io.card is not None:
-                return ev.CardPresented(io.card)
-            if self.observer is not None:
-                await self.observer.release_reader()  # the idle card watch lets go first
-            self._step("card")
-            try:
-                card, pin = await self._race(self._take_card(), cancellable)
-            except OperatorCancelled:
-                return ev.Cancel()
-            except ReaderUnavailable as exc:
-                log.error("card reader: %s", exc)
-                self.notice = "reader_unavailable"
-                return ev.Cancel()
-            if card is None:
-                return ev.Cancel()  # no card within the reader's wait
-            io.pin = pin if pin is not None else io.pin
-            return ev.CardPresented(card)
-        if isinstance(action, ev.AskPin):
-            if io.pin is None and self.observer is not None and self.link.keys is not None:
-                self._step("pin")
-                try:
-                    io.pin = await self._race(self.observer.ask_pin(
-                        mask_pan(flow.card.pan),
-                        flow.request.amount, action.bypass_allowed, action.tries_left), cancellable)
-                except OperatorCancelled:
-                    return ev.Cancel()
-                if io.pin is None:
-                    return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
-            if io.pin is None or self.link.keys is None:
-                if action.tries_left is not None:
-                    return ev.NoPinAgain()  # the till asks the cardholder and sends it again
-                return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
-            # The clear PIN becomes an encrypted block here and is dropped at once.
-            block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)
-            io.pin = None
-            return ev.PinEntered(block)
-        if isinstance(action, ev.WritePending):
-            return ev.PendingWritten(j.begin(action.draft))
-        if isinstance(action, ev.SendRequest):
-            if cancellable:
-                self._step("sending")
-            try:
-                reply = await self._race(
-                    self.link.request(action.message, mac=action.mac, timeout=action.timeout),
-                    cancellable,
-                )
-            except OperatorCancelled:
-                return ev.Cancel()
-            except NoReply as exc:
-                log.warning("no usable reply (%s): %s", exc.reason, exc.detail)
-                self._link(exc.reason not in (NoReply.LINK, NoReply.TIMEOUT))
-                return ev.ReplyLost(exc.reason, exc.auth_code)
-            except LocalProtocolError as exc:
-                log.error("request could not be built: %s", exc)
-                return ev.ReplyLost("malformed")
-            except (HostError, OSError) as exc:
-                log.warning("link error: %s", exc)
-                self._link(False)
-                return ev.ReplyLost("link")
-            self._link(True)
-            return ev.ReplyReceived(reply)
-        if isinstance(action, ev.WriteOutcome):
-            copies = self.prints.copies if action.receipt and self.prints is not None else ()
-            record = j.apply(action.record_id, action.event, action.result,
-                             action.reversal_reason, action.void_of, receipt_copies=copies,
-                             problem=action.problem,
-                             declined_after_stored=action.declined_after_stored)
-            if (copies or action.declined_after_stored) and self.prints is not None:
-                self.prints.wake()
-            if action.event is TxnEvent.QUARANTINE or action.declined_after_stored:
-                log.error("trace %s: %s", record.stan, record.problem or
-                          f"stored refund declined ({record.response_code})")
-                self._notify_changed()
-            return ev.OutcomeWritten(record)
-        if isinstance(action, ev.AuditNote):
-            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
-            return None
-        if isinstance(action, ev.AllocateStan):
-            return ev.StanAllocated(j.allocate_stan())
-        if isinstance(action, ev.BeginSettlement):
-            # From here the settlement cannot be cancelled by the operator (cancel-semantics.md).
-            self._step("settling", cancellable=False)
-            sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign,
-                                     action.operator)
-            return ev.SettlementBegun(sid)
-        if isinstance(action, ev.RecordSettlementReply):
-            j.record_settlement_reply(action.settlement_id, action.result_domestic,
-                                      action.result_foreign)
-            return ev.Done()
-        if isinstance(action, ev.LoadUploadItems):
-            items = tuple(j.upload_items(action.settlement_id, action.limit))
-            if items and self.observer is not None:
-                done = j.get_settlement(action.settlement_id).uploaded_count
-                total = self._upload_total.setdefault(
-                    action.settlement_id, done + len(j.upload_items(action.settlement_id, 1_000_000)))
-                self._step("uploading", done, total, cancellable=False)
-            return ev.UploadItemsLoaded(items)
-        if isinstance(action, ev.MarkUploaded):
-            j.mark_uploaded(action.settlement_id, action.record_ids)
-            return ev.Done()
-        if isinstance(action, ev.RecordEndStan):
-            j.record_end_stan(action.settlement_id, action.stan)
-            return ev.Done()
-        if isinstance(action, ev.AbandonSettlement):
-            j.abandon_settlement(action.settlement_id, action.reason)
-            return ev.Done()
-        if isinstance(action, ev.FinishSettlement):
-            j.finish_settlement(action.settlement_id)  # queues the settlement report with DONE
-            if self.prints is not None:
-                self.prints.wake()
-            return ev.Done()
-        raise TypeError(f"no executor for {action!r}")
-
-    async def _take_card(self) -> tuple[CardRead | None, str | None]:
-        """The first card from the reader or the sim board's card slot, whichever comes."""
-        if self.reader is None:
-            return await self.card_slot.take()
-        slot = asyncio.ensure_future(self.card_slot.take())
-        read = asyncio.ensure_future(self._read_card())
-        try:
-            done, _ = await asyncio.wait({slot, read}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (slot, read):
-                if not task.done():
-                    task.cancel()  # cancelling the read disarms the reader at once
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-        if slot in done:
-            return slot.result()
-        return read.result(), None
-
-    async def _read_card(self) -> CardRead | None:
-        """Reads until a usable swipe, a timeout (None) or a cancel; bad swipes ask again."""
-        assert self.reader is not None
-        tx = self._tx()
-        while True:
-            event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
-            if isinstance(event, ReadTimedOut):
-                return None
-            if isinstance(event, ReadFailed):
-                log.info("card read failed: %s", event.reason)
-                self._card_refused("card_unreadable")
-                continue
-            if not isinstance(event, MagstripeRead):
-                continue  # chip presence: EMV comes later; wait for a swipe
-            try:
-                return card_from_swipe(event, today=self.now().date(),
-                                       allow_fallback=bool(tx["allow_fallback_swipe"]))
-            except CardProblem as exc:
-                log.info("card refused at the reader: %s", exc.key)
-                self._card_refused(exc.key)
-
-    def _card_refused(self, key: str) -> None:
-        """A card the reader refused (catalog key): said at once where the operator looks (the
-        LCD's card screen; the till's `status`), while the wait for a card goes on."""
-        self.card_refusal = key
-        if self.observer is not None:
-            self.observer.card_refused(key)
 
     # -- passwords --------------------------------------------------------------
 
@@ -617,10 +337,11 @@ class Terminal:
             return replace(result, message_key=self.password_refused(source))
         return result
 
-    def _language(self) -> str:
+    def language(self) -> str:
+        """The display language the settings name ("en", "zh_CN")."""
         return str(self.settings.get("display", {}).get("language", "en"))
 
-    async def _new_password_hash(self, new: str, source: str) -> str | TxnResult:
+    async def new_password_hash(self, new: str, source: str) -> str | TxnResult:
         """The hash for a new supervisor password (scrypt off the loop), or the refusal in words
         of the rule it breaks (settings/model.py password_problem), audited."""
         rule = password_problem(new)
@@ -634,7 +355,7 @@ class Terminal:
         async with self._lock:
             if not await self.check_password(old, "password change", source):
                 return TxnResult("refused", self.password_refused(source))
-            hashed = await self._new_password_hash(new, source)
+            hashed = await self.new_password_hash(new, source)
             if isinstance(hashed, TxnResult):
                 return hashed
             data = {k: dict(v) for k, v in self.settings.items()}
@@ -646,80 +367,6 @@ class Terminal:
             self.journal.audit(source, "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
-    async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
-        """A supervisor closes what the host never acknowledged (a reversal) or what cannot be
-        sent (a quarantined record), with a reason; audited, under the operation lock so no
-        backlog pass is sending it meanwhile. The password was checked by the caller."""
-        async def work() -> TxnResult:
-            j = self.journal
-            assert j is not None
-            record = j.get(record_id)
-            if record.state not in (TxnState.REVERSAL_DUE, TxnState.QUARANTINED):
-                return TxnResult("refused", "anomaly_bad_action", record,
-                                 detail=f"voucher {record.invoice} is {record.state.value}: nothing "
-                                        "to resolve")
-            record = j.resolve_manually(record_id, source, reason)
-            return TxnResult("resolved", "resolved", record)
-
-        return await self.operation("resolve", source, work)
-
-    # -- settings from the keypad -----------------------------------------------
-
-    async def settings_command(self, command: Any) -> Any:
-        """Save / restore / factory defaults / roll back / password change, then apply.
-
-        Answers with firmware.ui.core.SettingsSaved: the problems per field in words, or the
-        self-tests the changed fields need and the backup version a roll back restores.
-        """
-        from firmware.settings.model import SettingsInvalid
-        from firmware.settings.schema import self_tests_for
-        from firmware.ui import core as ui
-
-        store = self.settings_store
-        async with self._lock:
-            old = self.settings
-            # The store runs in a worker thread: it fsyncs, and a factory reset hashes (scrypt).
-            try:
-                if isinstance(command, ui.SaveSettings):
-                    data = {g: dict(v) for g, v in command.data.items()}
-                    why = command.reason
-                    version = await asyncio.to_thread(store.save, data, why)
-                elif isinstance(command, ui.RestorePrevious):
-                    data, why = await asyncio.to_thread(store.restore_previous), "restore previous"
-                    version = store.last_backup
-                elif isinstance(command, ui.FactoryDefaults):
-                    data = await asyncio.to_thread(store.factory_defaults, True)
-                    why, version = "factory defaults", store.last_backup
-                elif isinstance(command, ui.RollBackSettings):
-                    why = "rolled back after a failed self-test"
-                    data = await asyncio.to_thread(store.restore, command.version, why)
-                    version = store.last_backup
-                elif isinstance(command, ui.ChangePassword):
-                    hashed = await self._new_password_hash(command.new, "keypad")
-                    if isinstance(hashed, TxnResult):
-                        return ui.SettingsSaved(False, {"security.supervisor_hash": password_words(
-                            hashed.message_key, self._language())})
-                    data = {g: dict(v) for g, v in old.items()}
-                    data["security"]["supervisor_hash"] = hashed
-                    data["security"]["password_changed"] = True
-                    why = "supervisor password changed"
-                    version = await asyncio.to_thread(store.save, data, why)
-                else:
-                    raise TypeError(f"not a settings command: {command!r}")
-            except SettingsInvalid as exc:
-                return ui.SettingsSaved(False, dict(exc.problems))
-            except (RuntimeError, ValueError, OSError) as exc:
-                return ui.SettingsSaved(False, {"settings": str(exc)})
-            changed = [f"{g}.{n}" for g in data for n in data[g]
-                       if old.get(g, {}).get(n) != data[g][n]]
-            await self.apply_settings(data, changed)
-            if self.journal is not None:
-                detail = ", ".join(k for k in changed if not k.startswith("security.supervisor"))
-                self.journal.audit("supervisor", f"settings: {why}", detail[:500], "saved")
-        tests = () if isinstance(command, ui.RollBackSettings) else self_tests_for(changed)
-        self._notify_changed()
-        return ui.SettingsSaved(True, {}, tests, version)
-
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
         """The new settings take effect now: a new host link when its address or ids changed."""
         self.settings = data
@@ -729,82 +376,7 @@ class Terminal:
             await self.link.channel.close()
             self.link = self._make_link()  # signs on again before the next operation
 
-    # -- the backlog: reversals, advices, interrupted settlement ----------------
-
-    async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool:
-        await self._drive(flow, OperatorInput(), cancellable=False)
-        return bool(flow.resolved)
-
-    async def clear_backlog(self) -> None:
-        """Send every due reversal (up to the retry count each) and every stored advice.
-
-        One record that cannot be sent never holds up the others: it is quarantined (a state
-        the idle screen, the review and `status` show, closed by a supervisor) and the pass
-        goes on. backlog_left counts what is still to be tried, for "busy" replies.
-        """
-        j = self.journal
-        assert j is not None
-        retries = int(self._tx()["reversal_retries"])
-        todo = [(ReversalFlow, r) for r in j.reversals_due()] + [(AdviceFlow, r)
-                                                                  for r in j.advices_due()]
-        try:
-            for index, (flow_type, record) in enumerate(todo):
-                self.backlog_left = len(todo) - index
-                self._notify_changed()
-                pan = self._pan_for_backlog(record)
-                if pan is None:
-                    continue
-                for _ in range(retries if flow_type is ReversalFlow else 1):
-                    if await self._attempt(flow_type(j.get(record.id), pan, self.term,
-                                                     self._timeout())):
-                        break
-        finally:
-            self.backlog_left = 0
-
-    def _pan_for_backlog(self, record: TxnRecord) -> str | None:
-        """The card number an owed message carries; a record whose number cannot be read back
-        (the card-data key changed, the field is damaged) is quarantined instead."""
-        j = self.journal
-        assert j is not None
-        try:
-            return j.decrypt_pan(record.id)
-        except (JournalError, VaultError) as exc:
-            problem = f"the card number cannot be read back ({type(exc).__name__})"
-            log.error("trace %s: %s: quarantined", record.stan, problem)
-            j.apply(record.id, TxnEvent.QUARANTINE, problem=problem)
-            return None
-
-    async def _settle_backlog_before_anything(self) -> TxnResult | None:
-        await self.clear_backlog()
-        assert self.journal is not None
-        if self.journal.open_settlement() is not None:
-            self.notice = "settlement_resuming"
-            log.warning("resuming an interrupted settlement")
-            return await self._run_settlement(self._tx()["operator"])
-        return None
-
-    # -- operations -------------------------------------------------------------
-
-    def _refusal(self, kind: TxnKind | None) -> TxnResult | None:
-        from firmware.app_deregister import refusal
-
-        gone = refusal(self)  # deregistered: every financial operation and settlement refused
-        if gone is not None:
-            return gone
-        if self.service_problem:
-            return TxnResult("refused", "service_mode", detail=self.service_problem)
-        if not self.settings["security"].get("password_changed"):
-            return TxnResult("refused", "change_password",
-                             detail="the factory supervisor password must be changed first")
-        if kind is not None and kind.value not in self._tx()["enabled"]:
-            return TxnResult("refused", "type_disabled", detail=f"{kind.value} is disabled")
-        return None
-
-    async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
-        if io.request_key is not None:
-            request = replace(request, request_key=io.request_key)
-        return await self.operation(request.kind.value, io.source,
-                                    lambda: self._financial(request, io), request.amount)
+    # -- the operation lock: one operation at a time ----------------------------
 
     async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
                         amount: int | None = None) -> TxnResult:
@@ -833,184 +405,6 @@ class Terminal:
             if source != "keypad":
                 self.observer.op_finished(op, source, result)
             self.observer.changed()
-
-    async def _financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
-        refusal = self._refusal(request.kind)
-        if refusal is not None:
-            return refusal
-        j = self.journal
-        assert j is not None and self.link is not None
-        if not await self.ensure_signed_on():
-            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
-        try:
-            await self._settle_backlog_before_anything()
-            if j.open_settlement() is not None:
-                return TxnResult("refused", "settlement_interrupted",
-                                 detail="an interrupted settlement must finish first")
-            request = self._with_original(request)
-            self._step("connecting")
-            try:
-                await self._race(self.link.channel.connect(), cancellable=True)
-            except OperatorCancelled:
-                return TxnResult("cancelled", "cancelled", detail="cancelled while connecting")
-            except NoReply as exc:
-                self._link(False)
-                return TxnResult("failed", "host_unreachable", detail=exc.detail)
-            tx = self._tx()
-            ctx = FlowContext(
-                term=self.term, batch=j.current_batch(), now=self.now(), currency=tx["currency"],
-                limits=Limits(max_amount=int(tx["max_amount"]),
-                              allow_fallback_swipe=bool(tx["allow_fallback_swipe"])),
-                reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
-                allow_pin_bypass=bool(tx["allow_pin_bypass"]),
-                chip_capable=self.board.reader_driver != "hid",  # a wedge has no chip slot
-            )
-            flow = FinancialFlow(request, ctx)
-            result = await self._drive(flow, io, cancellable=True)
-            assert result is not None
-            if result.status in ("reversal_pending", "cancelled_after_send"):
-                result = await self._reverse_now(result)
-            return result
-        except JournalFull as exc:
-            log.error("%s", exc)
-            return TxnResult("failed", "journal_full", detail=str(exc))
-
-    def _with_original(self, request: TxnRequest) -> TxnRequest:
-        """The original a follow-up names, filled in from this journal where it is here (its
-        state, amount, card and every follow-up already made against it), for
-        validation.check_original. A refund's original may be from elsewhere: then the
-        operator's reference (RRN, date, batch and trace where known) stands alone."""
-        j = self.journal
-        assert j is not None
-        orig = request.original
-        if orig is None:
-            return request
-        if request.kind is TxnKind.REFUND:
-            record = j.find_by_rrn(orig.rrn) if orig.rrn else None
-            if record is None:
-                return replace(request, original=replace(orig, record_id=None))
-        else:
-            # The merchant names the original by its voucher number: a void by the open batch's
-            # newest record with it, a completion by the newest pre-auth with it (any batch).
-            preauth = TxnKind.PREAUTH if request.kind is TxnKind.COMPLETION else None
-            record = j.find_by_invoice(orig.invoice, orig.batch, preauth) if orig.invoice else None
-            if record is None:
-                return replace(request, original=replace(orig, record_id=None))
-        follow_ups = j.follow_ups(record)
-        return replace(request, original=OriginalRef(
-            record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
-            invoice=record.invoice, batch=record.batch, trace=record.stan, rrn=record.rrn,
-            auth_code=record.auth_code, date=record.local_date, card_org=record.card_org,
-            pan=j.decrypt_pan(record.id),
-            refunded=sum(f.amount for f in follow_ups if f.kind is TxnKind.REFUND),
-            follow_ups=tuple(f.kind for f in follow_ups),
-        ))
-
-    def check_follow_up(self, kind: TxnKind, original: OriginalRef) -> tuple[OriginalRef, Refusal | None]:
-        """What the operator is shown when naming an original on the keypad: the original as
-        the journal has it, and the refusal the transaction would get (the same rule)."""
-        assert self.journal is not None
-        request = self._with_original(TxnRequest(kind, original=original))
-        assert request.original is not None
-        return request.original, check_original(request, self.journal.current_batch())
-
-    async def _reverse_now(self, result: TxnResult) -> TxnResult:
-        """The outcome is unknown: reverse at once while the link may be up."""
-        j = self.journal
-        assert j is not None and result.record is not None
-        record = j.get(result.record.id)
-        pan = j.decrypt_pan(record.id)
-        self._step("reversing", cancellable=False)
-        for _ in range(int(self._tx()["reversal_retries"])):
-            if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
-                break
-        record = j.get(record.id)
-        if record.state is TxnState.REVERSED:
-            return replace(result, status="reversed", message_key="reversal_sent", record=record)
-        return replace(result, status="reversal_pending", message_key="reversal_pending",
-                       record=record)
-
-    async def settle(self, password: str | None, source: str = "ecr",
-                     authorised: bool = False) -> TxnResult:
-        return await self.operation("settle", source,
-                                    lambda: self._settle(password, authorised, source))
-
-    async def _settle(self, password: str | None, authorised: bool, source: str) -> TxnResult:
-        refusal = self._refusal(None)
-        if refusal is not None:
-            return refusal
-        if not authorised and not await self.check_password(password, "settlement", source):
-            return TxnResult("refused", "password_wrong")
-        self._step("signing_on", cancellable=False)
-        if not await self.ensure_signed_on():
-            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
-        return await self._run_settlement(self._tx()["operator"])
-
-    async def _run_settlement(self, operator: str) -> TxnResult:
-        j = self.journal
-        assert j is not None
-        resume = j.open_settlement()
-        if resume is None:
-            await self.clear_backlog()
-            counts = j.unresolved_counts()
-            if any(counts.values()):
-                aside = (f"; {counts['QUARANTINED']} set aside that a supervisor must resolve"
-                         if counts["QUARANTINED"] else "")
-                return TxnResult(
-                    "refused", "settlement_blocked",
-                    detail=f"{counts['REVERSAL_DUE']} reversal(s) and {counts['ADVICE_DUE']} "
-                           f"advice(s) are not yet acknowledged by the host{aside}",
-                )
-            batch = j.current_batch()
-            dom, fgn = j.totals(batch)
-        else:
-            batch = resume.batch
-            dom, fgn = SideTotals(*resume.domestic), SideTotals(*resume.foreign)
-        flow = SettlementFlow(self.term, batch, operator, self._tx()["currency"],
-                              self._timeout(), dom, fgn, resume)
-        try:
-            result = await self._drive(flow, OperatorInput(), cancellable=False)
-        except JournalFull as exc:
-            return TxnResult("failed", "journal_full", detail=str(exc))
-        assert result is not None
-        if result.status == "settled":
-            self.notice = None
-            j.purge_settled(int(self._tx()["retention_days"]))
-        return result
-
-    async def echo(self) -> tuple[bool, float, str]:
-        async with self._lock:
-            assert self.link is not None and self.journal is not None
-            start = time.monotonic()
-            try:
-                reply = await self.link.request(
-                    echo_request(self.term, self.journal.current_batch()), mac=False,
-                    timeout=self._timeout(),
-                )
-            except HostError as exc:
-                self._link(False)
-                return False, time.monotonic() - start, str(exc)
-            self._link(True)
-            return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
-
-    async def sign_on(self) -> bool:
-        async with self._lock:
-            assert self.link is not None
-            self.link.sign_on_required = True
-            return await self.ensure_signed_on()
-
-    async def sign_off(self) -> bool:
-        async with self._lock:
-            assert self.link is not None and self.journal is not None
-            msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
-            try:
-                reply = await self.link.request(msg, mac=False, timeout=self._timeout())
-            except HostError:
-                return False
-            self.link.keys = None
-            self.link.sign_on_required = True
-            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
-            return reply.fields.get("39") == "00"
 
     def status(self) -> dict[str, Any]:
         info: dict[str, Any] = {

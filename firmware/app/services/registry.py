@@ -8,26 +8,16 @@ companion module exposes PANEL_OPS, ECR_OPS, run_op() and ecr_op().
 from __future__ import annotations
 
 import functools
-import importlib
-import logging
 from types import ModuleType
-
-log = logging.getLogger("posfw.app")
-
-MODULES = ("firmware.app_held", "firmware.app_review", "firmware.app_deregister")
 
 
 @functools.cache
 def companions() -> tuple[ModuleType, ...]:
-    found = []
-    for name in MODULES:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # the companion is there but something it needs is not: a real fault
-            log.error("app companion %s is not installed: its operations are unavailable", name)
-    return tuple(found)
+    # Imported on first use, not with this module (the same cold start as the importlib by name
+    # this replaced), and as arrows the import graph sees.
+    from firmware.app.services import deregister, held, review
+
+    return (held, review, deregister)
 
 
 def for_panel_op(op: str) -> ModuleType | None:

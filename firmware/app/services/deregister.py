@@ -1,6 +1,7 @@
 """Deregistration (注销) at the app layer: the checks, the verified backup, sign-off, the wipe, the
 host's 0820/009 and the unbound check, each step recorded in the journal's terminal_state before
-its effect; the start-up resume; refusal of financial work (provisioning again: app_provision.py).
+its effect; the start-up resume. The life cycle it records, and the core's refusal of financial
+work while it is not ACTIVE, are firmware/app/core/lifecycle.py (provisioning again: app_provision.py).
 
 The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
 (files through firmware/journal/backup.py and wipe.py, host messages through the host link) and
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import Terminal
+from firmware.app.core.lifecycle import lifecycle, put_state, reached, state
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services import printing
 from firmware.engine.deregistration import (
     DeregRefused,
     DeregStep,
@@ -73,8 +76,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "dereg_host_pending": ("Wiped; the host is not yet told: retried at start-up",
                            "已清除;尚未通知主机:开机时重试"),
     "dereg_already": ("The terminal is already deregistered", "终端已注销"),
-    "dereg_terminal_deregistered": ("Terminal deregistered: provision it again first",
-                                    "终端已注销:请先重新装机"),
     "dereg_item_reversal": ("reversal(s) pending", "笔冲正未完成"),
     "dereg_item_advice": ("advice(s) not sent", "笔通知未上送"),
     "dereg_item_pending": ("transaction(s) awaiting reply", "笔交易等待应答"),
@@ -92,50 +93,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
 register(MESSAGES)  # the screens and the ECR link word these outcomes too
 
 
-# -- terminal_state ---------------------------------------------------------------
-
-def state(journal: Journal) -> dict[str, str]:
-    return dict(journal.read("SELECT name, value FROM terminal_state"))
-
-
-def put_state(cur: sqlite3.Cursor, values: dict[str, str]) -> None:
-    now = time.time()
-    for name, value in values.items():
-        cur.execute("INSERT INTO terminal_state (name, value, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
-                    "updated_at = excluded.updated_at", (name, value, now))
-
-
-def lifecycle(terminal: Terminal) -> Lifecycle:
-    if terminal.journal is None:
-        return Lifecycle.DEREGISTERED if wipe.is_marked(terminal.data_dir) else Lifecycle.ACTIVE
-    return Lifecycle(state(terminal.journal).get("lifecycle", Lifecycle.ACTIVE.value))
-
-
-def reached(journal: Journal) -> Step | None:
-    value = state(journal).get("dereg_step", "")
-    return Step(value) if value else None
-
-
-def deregistered_on_disk(data_dir: Path) -> bool:
-    """True once the wipe began: Terminal.open() must then not demand the (wiped) TMK."""
-    return wipe.is_marked(Path(data_dir))
-
-
-def refusal(terminal: Terminal) -> TxnResult | None:
-    """For Terminal._refusal: a terminal not ACTIVE refuses every financial op and settlement."""
-    if terminal.journal is None and not deregistered_on_disk(terminal.data_dir):
-        return None
-    if lifecycle(terminal) is Lifecycle.ACTIVE and not deregistered_on_disk(terminal.data_dir):
-        return None
-    return TxnResult("refused", "dereg_terminal_deregistered",
-                     detail="the terminal is deregistered: provision it again first "
-                            "(docs/provisioning.md)")
-
-
 # -- checks -------------------------------------------------------------------------
 
-def pending_items(terminal: Terminal) -> list[dict[str, Any]]:
+def pending_items(terminal: TerminalCore) -> list[dict[str, Any]]:
     """What stops deregistration now: owed host messages, an open settlement, an unsettled batch."""
     j = terminal.journal
     assert j is not None
@@ -158,7 +118,7 @@ def pending_items(terminal: Terminal) -> list[dict[str, Any]]:
     return items
 
 
-def _offered(terminal: Terminal, path: str | None) -> bool:
+def _offered(terminal: TerminalCore, path: str | None) -> bool:
     """Whether `path` is one of export_dirs() (the backup goes nowhere else)."""
     if not path:
         return False
@@ -166,7 +126,7 @@ def _offered(terminal: Terminal, path: str | None) -> bool:
     return any(Path(d).resolve() == wanted for d in export_dirs(terminal))
 
 
-def export_dirs(terminal: Terminal) -> list[str]:
+def export_dirs(terminal: TerminalCore) -> list[str]:
     """Where a backup may go: mounted directories under /media and /mnt (a USB stick) that the
     terminal can write, then the data directory's export/ (created on demand)."""
     found: list[str] = []
@@ -197,14 +157,14 @@ class _HostPending(Exception):
     """A host step after the wipe failed: the step is retried at start-up (or by deregister)."""
 
 
-def _hook(terminal: Terminal) -> Callable[[str], None]:
+def _hook(terminal: TerminalCore) -> Callable[[str], None]:
     def call(name: str) -> None:
         if terminal.fault_hook is not None:
             terminal.fault_hook(DeregStep(name))
     return call
 
 
-def _record(terminal: Terminal, step: Step, detail: str = "", **extra: str) -> None:
+def _record(terminal: TerminalCore, step: Step, detail: str = "", **extra: str) -> None:
     j = terminal.journal
     assert j is not None
     with j.transaction() as cur:
@@ -220,7 +180,7 @@ def _live_totals(journal: Journal) -> tuple[dict[str, int], list[list[object]]]:
         conn.close()
 
 
-def _identity(terminal: Terminal) -> dict[str, Any]:
+def _identity(terminal: TerminalCore) -> dict[str, Any]:
     m, c = terminal.settings["merchant"], terminal.settings["comms"]
     assert terminal.journal is not None
     return {"tid": m["tid"], "mid": m["mid"], "host": c["host"], "port": int(c["port"]),
@@ -228,8 +188,8 @@ def _identity(terminal: Terminal) -> dict[str, Any]:
             "batch": terminal.journal.current_batch()}
 
 
-async def _host_exchange(terminal: Terminal, ident: dict[str, Any], build: Callable[[str, TermIds, str], Any]
-                         ) -> str:
+async def _host_exchange(terminal: TerminalCore, ident: dict[str, Any],
+                         build: Callable[[str, TermIds, str], Any]) -> str:
     """One unMACed management message on a link of its own (the settings may be wiped already)."""
     j = terminal.journal
     assert j is not None
@@ -247,7 +207,7 @@ async def _host_exchange(terminal: Terminal, ident: dict[str, Any], build: Calla
     return str(reply.fields.get("39", ""))
 
 
-async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
+async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
     j = terminal.journal
     assert j is not None
     if step is Step.CHECKS:
@@ -311,10 +271,11 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
                            steps=[s.value for s in Step], wiped=json.loads(st.get("dereg_wiped", "{}")),
                            host_unbound=True)
         _record(terminal, step, doc.title, dereg_report=json.dumps(as_text(doc), ensure_ascii=False))
-        if terminal.prints is not None:
+        desk = printing.desk(terminal)
+        if desk is not None:
             # Queued after the lines are kept (it prints from them); a power loss in between
             # resumes after REPORTED, and the report can still be printed from the held lines.
-            terminal.prints.dereg_report()
+            desk.dereg_report()
     elif step is Step.UNBOUND_VERIFIED:
         ident = json.loads(state(j)["dereg_identity"])
         code = await _host_exchange(terminal, ident, lambda _stan, term, batch: echo_request(term, batch))
@@ -326,7 +287,7 @@ async def _do_step(terminal: Terminal, step: Step, run: _Run) -> None:
             cur.execute("DELETE FROM terminal_state WHERE name = 'dereg_supervisor'")
 
 
-async def _run_steps(terminal: Terminal, steps: tuple[Step, ...], run: _Run,
+async def _run_steps(terminal: TerminalCore, steps: tuple[Step, ...], run: _Run,
                      cancel_set: Callable[[], bool]) -> OpOutcome:
     hook = _hook(terminal)
     for step in steps:
@@ -353,7 +314,7 @@ async def _run_steps(terminal: Terminal, steps: tuple[Step, ...], run: _Run,
     return OpOutcome("deregister", "done", "dereg_done", detail=st.get("dereg_backup", ""), lines=report)
 
 
-def _forget(terminal: Terminal, why: str) -> None:
+def _forget(terminal: TerminalCore, why: str) -> None:
     """Before the wipe: back to ACTIVE, nothing changed (the export stays where it is)."""
     j = terminal.journal
     assert j is not None
@@ -365,7 +326,7 @@ def _forget(terminal: Terminal, why: str) -> None:
                    f"{why} (after {step[0] if step else 'nothing'})", "nothing changed")
 
 
-def _path_refusal(terminal: Terminal, path: str | None, lang: str, source: str) -> OpOutcome | None:
+def _path_refusal(terminal: TerminalCore, path: str | None, lang: str, source: str) -> OpOutcome | None:
     """A deregistration not yet begun backs up only to an offered directory (export_dirs):
     any other path is refused in words, audited, nothing changed."""
     if lifecycle(terminal) is not Lifecycle.ACTIVE or _offered(terminal, path):
@@ -377,7 +338,7 @@ def _path_refusal(terminal: Terminal, path: str | None, lang: str, source: str) 
                      detail="offered: " + ", ".join(export_dirs(terminal)))
 
 
-async def deregister(terminal: Terminal, path: str | None, lang: str, source: str) -> OpOutcome:
+async def deregister(terminal: TerminalCore, path: str | None, lang: str, source: str) -> OpOutcome:
     """The whole sequence (password already checked), or its remainder after a host failure."""
     refused = _path_refusal(terminal, path, lang, source)
     if refused is not None:
@@ -403,7 +364,7 @@ async def deregister(terminal: Terminal, path: str | None, lang: str, source: st
     return outcome[0] if outcome else OpOutcome("deregister", "failed", "internal_error")
 
 
-async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
+async def resume_at_startup(terminal: TerminalCore) -> OpOutcome | None:
     """Call after Terminal.open(): before the wipe a cut deregistration is forgotten (nothing
     changed); once the wipe began it is finished now (the host steps when the host answers)."""
     j = terminal.journal
@@ -436,7 +397,7 @@ async def resume_at_startup(terminal: Terminal) -> OpOutcome | None:
 
 # -- keypad and ECR -------------------------------------------------------------------
 
-def _check_outcome(terminal: Terminal, lang: str) -> OpOutcome:
+def _check_outcome(terminal: TerminalCore, lang: str) -> OpOutcome:
     life = lifecycle(terminal)
     if life is not Lifecycle.ACTIVE:
         assert terminal.journal is not None
@@ -453,7 +414,7 @@ def _check_outcome(terminal: Terminal, lang: str) -> OpOutcome:
     return OpOutcome("deregister_check", "done", "dereg_ready", items=dirs)
 
 
-async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int) -> OpOutcome:
     """Keypad ops: deregister_check (items: problems, or the backup directories) and deregister
     (path = the chosen directory; authorised: the supervisor password was checked)."""
     if command.op == "deregister_check":
@@ -466,7 +427,7 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return OpOutcome(command.op, "refused", "dereg_refused", detail=f"not a deregistration op: {command.op}")
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
                  origin: OperatorInput | None = None) -> dict[str, Any]:
     """An ECR request (ECR_OPS); origin.source: the ECR peer that asked (audited)."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))

@@ -12,7 +12,8 @@ import secrets
 from typing import Any
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import Terminal
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services import printing
 from firmware.diag.review import (
     Pending,
     Review,
@@ -67,7 +68,7 @@ def card_key(pan: str) -> str:
     return hmac.new(_CARD_KEY_SECRET, pan.encode(), hashlib.sha256).hexdigest()
 
 
-def gather(terminal: Terminal) -> Review:
+def gather(terminal: TerminalCore) -> Review:
     """The review of the open batch, from the journal as it is now."""
     j = terminal.journal
     assert j is not None
@@ -126,7 +127,7 @@ def _from_result(op: str, result: TxnResult) -> OpOutcome:
                      batch=record.batch if record else None, response_code=result.response_code)
 
 
-async def review_op(terminal: Terminal, lang: str, cols: int) -> OpOutcome:
+async def review_op(terminal: TerminalCore, lang: str, cols: int) -> OpOutcome:
     review = gather(terminal)
     currency = str(terminal.settings["transactions"].get("currency", "156"))
     return _outcome("settle_review", "done", "review_blocked" if review.blocked else "review_ready",
@@ -134,7 +135,7 @@ async def review_op(terminal: Terminal, lang: str, cols: int) -> OpOutcome:
                     items=review.items())
 
 
-async def retry_backlog(terminal: Terminal) -> TxnResult:
+async def retry_backlog(terminal: TerminalCore) -> TxnResult:
     """Send every due reversal and advice now (one operation, under the terminal's lock)."""
     async def work() -> TxnResult:
         if not await terminal.ensure_signed_on():
@@ -147,11 +148,10 @@ async def retry_backlog(terminal: Terminal) -> TxnResult:
             return TxnResult("failed", "anomaly_retry_left", detail=f"{left} still pending")
         return TxnResult("done", "anomaly_retry_done")
 
-    # Terminal has no public "run under the operation lock" yet; _operation is that wrapper.
     return await terminal.operation("anomaly_act", "keypad", work)
 
 
-async def act(terminal: Terminal, action: str, voucher: str | None, authorised: bool,
+async def act(terminal: TerminalCore, action: str, voucher: str | None, authorised: bool,
               password: str | None = None) -> OpOutcome:
     """One anomaly action: void (supervisor password already checked, or given over ECR),
     reprint (marked REPRINT), retry (send the backlog now)."""
@@ -167,9 +167,10 @@ async def act(terminal: Terminal, action: str, voucher: str | None, authorised: 
     if action == "resolve":
         return await _resolve(terminal, record, authorised, password)
     if action == "reprint":
-        if terminal.prints is None:
+        desk = printing.desk(terminal)
+        if desk is None:
             return _outcome("anomaly_act", "failed", "service_mode")
-        job = terminal.prints.reprint(record.invoice, record.batch)
+        job = desk.reprint(record.invoice, record.batch)
         if isinstance(job, str):
             return _outcome("anomaly_act", "refused", job, voucher=record.invoice)
         return _outcome("anomaly_act", "done", "reprint_queued", voucher=record.invoice, amount=record.amount,
@@ -185,7 +186,7 @@ async def act(terminal: Terminal, action: str, voucher: str | None, authorised: 
     return _from_result("anomaly_act", result)
 
 
-async def _resolve(terminal: Terminal, record: Any, authorised: bool,
+async def _resolve(terminal: TerminalCore, record: Any, authorised: bool,
                    password: str | None) -> OpOutcome:
     """The supervisor closes a quarantined record (the keypad asked the password first)."""
     if record.state is not TxnState.QUARANTINED:
@@ -201,9 +202,9 @@ async def _resolve(terminal: Terminal, record: Any, authorised: bool,
                     amount=record.amount, pan_masked=record.pan_masked)
 
 
-def report(terminal: Terminal, kind: str) -> OpOutcome:
+def report(terminal: TerminalCore, kind: str) -> OpOutcome:
     """Queue a report: x (subtotals, nothing closed), list (the open batch), z (last settlement)."""
-    desk = terminal.prints
+    desk = printing.desk(terminal)
     if desk is None:
         return _outcome("print_report", "failed", "service_mode")
     operator = str(terminal.settings["transactions"]["operator"])
@@ -220,7 +221,7 @@ def report(terminal: Terminal, kind: str) -> OpOutcome:
     return _outcome("print_report", "done", "report_queued")
 
 
-def settle_outcome(terminal: Terminal, result: TxnResult, lang: str) -> OpOutcome:
+def settle_outcome(terminal: TerminalCore, result: TxnResult, lang: str) -> OpOutcome:
     """A settlement's result for the screen with its advice lines (pending items named), so the
     lead's "settle" op can return it instead of app_ui.outcome_of()."""
     pending: tuple[Pending, ...] = ()
@@ -230,7 +231,7 @@ def settle_outcome(terminal: Terminal, result: TxnResult, lang: str) -> OpOutcom
     return OpOutcome(**{**outcome.__dict__, "lines": tuple(settlement_advice(result, lang, pending))})
 
 
-async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int) -> OpOutcome:
     """A keypad op of PANEL_OPS. anomaly_act: command.reason is the action, command.voucher the
     transaction; a void needs command.authorised (the screen asked the supervisor password)."""
     if terminal.journal is None:
@@ -249,7 +250,7 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return _outcome(command.op, "refused", "review_unknown_op", command.op)
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
                  origin: OperatorInput | None = None) -> dict[str, Any]:
     """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload. origin
     (who asked) is not needed: these ops ask no password and move no money."""

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import Terminal
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services import printing
 from firmware.engine.model import OriginalRef, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import register, text
@@ -45,20 +46,20 @@ DOING = {"PENDING": "held_doing_pending", "REVERSAL_DUE": "held_doing_reversal",
          "ADVICE_DUE": "held_doing_advice"}
 
 
-def held(terminal: Terminal) -> HeldOrders:
+def held(terminal: TerminalCore) -> HeldOrders:
     assert terminal.journal is not None
     return HeldOrders(terminal.journal)
 
 
-def _operator(terminal: Terminal) -> str:
+def _operator(terminal: TerminalCore) -> str:
     return str(terminal.settings["transactions"]["operator"])
 
 
-def max_age_min(terminal: Terminal) -> int:
+def max_age_min(terminal: TerminalCore) -> int:
     return int(terminal.settings["transactions"].get("held_max_age_min", 120))
 
 
-def counts(terminal: Terminal) -> tuple[int, int]:
+def counts(terminal: TerminalCore) -> tuple[int, int]:
     """(open orders, aged HELD orders) for the idle screen (UiContext.held_orders/held_aged)."""
     if terminal.journal is None:
         return 0, 0
@@ -66,7 +67,7 @@ def counts(terminal: Terminal) -> tuple[int, int]:
     return len(h.orders()), len(h.aged(max_age_min(terminal)))
 
 
-def reconcile(terminal: Terminal) -> list[HeldOrder]:
+def reconcile(terminal: TerminalCore) -> list[HeldOrder]:
     """Call at start-up (after Terminal.open) and after a backlog pass: orders follow their sales."""
     if terminal.journal is None:
         return []
@@ -80,7 +81,7 @@ def order_item(order: HeldOrder) -> dict[str, Any]:
             "readonly": False}
 
 
-def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
+def list_items(terminal: TerminalCore) -> tuple[dict[str, Any], ...]:
     """Open orders, then (read-only) every transaction whose outcome is still being resolved."""
     j = terminal.journal
     assert j is not None
@@ -96,12 +97,11 @@ def list_items(terminal: Terminal) -> tuple[dict[str, Any], ...]:
     return tuple(items)
 
 
-def trail_document(terminal: Terminal, order_id: int, lang: str) -> Any:
-    from firmware.app_printing import PrintDesk
-
+def trail_document(terminal: TerminalCore, order_id: int, lang: str) -> Any:
     h = held(terminal)
     order = h.get(order_id)
-    columns = terminal.prints.columns if terminal.prints is not None else PrintDesk.columns_for(
+    desk = printing.desk(terminal)
+    columns = desk.columns if desk is not None else printing.PrintDesk.columns_for(
         None, terminal.settings)
     merchant = terminal.settings["merchant"]
     return held_trail_slip(order, h.trail(order_id), lang=lang, columns=columns,
@@ -127,7 +127,7 @@ def _from_result(op: str, result: TxnResult, order: HeldOrder | None) -> OpOutco
         items=(order_item(order),) if order is not None else ())
 
 
-async def park(terminal: Terminal, amount: int | None, reference: str | None, note: str | None,
+async def park(terminal: TerminalCore, amount: int | None, reference: str | None, note: str | None,
                source: str) -> OpOutcome:
     if terminal.service_problem:
         return _outcome("held_park", "refused", "service_mode", terminal.service_problem)
@@ -137,7 +137,7 @@ async def park(terminal: Terminal, amount: int | None, reference: str | None, no
                     items=(order_item(order),))
 
 
-async def resume(terminal: Terminal, order_id: int, io: OperatorInput) -> OpOutcome:
+async def resume(terminal: TerminalCore, order_id: int, io: OperatorInput) -> OpOutcome:
     h = held(terminal)
     h.reconcile(stale=not terminal.busy)
     order = h.mark_paying(order_id, _operator(terminal))
@@ -150,7 +150,7 @@ async def resume(terminal: Terminal, order_id: int, io: OperatorInput) -> OpOutc
     return _from_result("held_resume", result, order)
 
 
-async def cancel(terminal: Terminal, order_id: int, reason: str, io: OperatorInput) -> OpOutcome:
+async def cancel(terminal: TerminalCore, order_id: int, reason: str, io: OperatorInput) -> OpOutcome:
     """The password was checked (io.authorised) or is in io.password (ECR)."""
     j = terminal.journal
     assert j is not None
@@ -215,27 +215,28 @@ def _cancel_outcome(result: TxnResult, order: HeldOrder) -> OpOutcome:
     return dataclasses.replace(outcome, status="not_cancelled", message_key=key)
 
 
-async def _reverse_now(terminal: Terminal) -> TxnResult:
+async def _reverse_now(terminal: TerminalCore) -> TxnResult:
     """The reversals due (this order's among them), under the operation lock."""
     if await terminal.ensure_signed_on():
         await terminal.clear_backlog()
     return TxnResult("done", "held_cancel_reversal")
 
 
-async def trail(terminal: Terminal, order_id: int, lang: str, print_it: bool) -> OpOutcome:
+async def trail(terminal: TerminalCore, order_id: int, lang: str, print_it: bool) -> OpOutcome:
     h = held(terminal)
     order = h.get(order_id)
     doc = trail_document(terminal, order_id, lang)
     lines = tuple(b.text for b in doc.blocks if hasattr(b, "text"))
-    if print_it and terminal.prints is not None:
-        terminal.prints.held_trail(order_id, _operator(terminal))  # queued; audited by the queue
+    desk = printing.desk(terminal)
+    if print_it and desk is not None:
+        desk.held_trail(order_id, _operator(terminal))  # queued; audited by the queue
     elif print_it:
         h.note_print(order_id, _operator(terminal))
     return _outcome("held_trail", "done", "held_trail_ready", amount=order.amount, lines=lines,
                     items=(order_item(order),))
 
 
-async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> OpOutcome:
+async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int) -> OpOutcome:
     """A keypad op (PANEL_OPS); a held-order rule broken comes back refused, in words."""
     io = OperatorInput(source="keypad", authorised=command.authorised)
     try:
@@ -261,7 +262,7 @@ async def run_op(terminal: Terminal, command: StartOp, lang: str, cols: int) -> 
     return _outcome(command.op, "refused", "held_unknown_op", f"not a held-order op: {command.op}")
 
 
-async def ecr_op(terminal: Terminal, op: str, args: dict[str, Any],
+async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
                  origin: OperatorInput | None = None) -> dict[str, Any]:
     """An ECR request (ECR_OPS, fields already checked by the protocol): the reply payload.
     origin: who asked (the ECR peer), the request's repeat key and the card it named (the ECR

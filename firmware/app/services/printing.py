@@ -17,6 +17,8 @@ from typing import Any
 
 from drivers.printer.profiles import get_profile
 from firmware import __version__
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services.spooler import Spooler
 from firmware.engine.codes import lookup
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
@@ -29,7 +31,6 @@ from firmware.printing.queue import (
     JobKind,
     PrintJob,
 )
-from firmware.spooler import Spooler
 
 log = logging.getLogger("posfw.printing")
 
@@ -322,6 +323,16 @@ class PrintDesk:
             if self.spooler.tear_off_job is not None:
                 info["tear_off"] = self.spooler.tear_off_job
         return info
+
+
+def desk(terminal: TerminalCore) -> PrintDesk | None:
+    """The terminal's print desk, for the services that use more of it than the core's
+    PaperQueue (reprints, reports, slips); None where there is no paper (service mode)."""
+    prints = terminal.prints
+    if prints is None:
+        return None
+    assert isinstance(prints, PrintDesk), f"the terminal's paper is not a print desk: {prints!r}"
+    return prints
 
 
 LOGO_MAX_HEIGHT = 160

@@ -1,0 +1,434 @@
+"""The engine's flows carried out: FlowRunner, a part of TerminalCore split out by concern.
+
+TerminalCore (firmware/app/core/terminal.py) is FlowRunner + HostSession + the core proper;
+this part holds the action executor: `_drive` feeds an engine flow the events of the actions it
+asks for, `_perform` carries out one action (journal write, host request, card read, PIN entry,
+the settlement's steps), and the financial operations (`financial`, the follow-ups' originals,
+the reversal sent at once when an outcome is unknown). CardSlot is the sim board's card source.
+
+The clear PIN becomes an encrypted block in `_perform` and is dropped at once; the tests record
+every block through `_perform`'s globals (tests/conftest.py), so `encrypt_pin_block` is looked
+up here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from firmware.app.boards import BoardProfile
+from firmware.app.core import lifecycle
+from firmware.app.core.contract import (
+    OPERATOR_INPUT,
+    OperatorCancelled,
+    OperatorInput,
+    PaperQueue,
+    TerminalObserver,
+)
+from firmware.engine import events as ev
+from firmware.engine.backlog import AdviceFlow, ReversalFlow
+from firmware.engine.financial import FinancialFlow, FlowContext
+from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.engine.tracks import CardProblem, card_from_swipe
+from firmware.engine.validation import Limits, Refusal, check_original
+from firmware.host.channel import HostLink
+from firmware.host.errors import HostError, LocalProtocolError, NoReply
+from firmware.host.keys import encrypt_pin_block
+from firmware.host.messages import Terminal as TermIds
+from firmware.host.messages import TxnKind, mask_pan
+from firmware.journal.errors import JournalFull
+from firmware.journal.store import Journal
+from firmware.ports import CardReader, MagstripeRead, ReaderUnavailable, ReadFailed, ReadTimedOut
+
+log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
+
+
+class CardSlot:
+    """The sim board's card source: a test card presented over ECR or the control link."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[CardRead, str | None]] = asyncio.Queue(maxsize=1)
+
+    def present(self, card: CardRead, pin: str | None) -> None:
+        self.clear()
+        self._queue.put_nowait((card, pin))
+
+    def clear(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def take(self) -> tuple[CardRead, str | None]:
+        return await self._queue.get()
+
+
+class FlowRunner:
+    """A part of TerminalCore split out by concern: carries out the engine's flows (the action
+    executor) and the financial operations. Not used on its own; the attributes below are set by
+    TerminalCore (its __init__ and open()) or are methods of the other parts, listed so that a
+    reader sees where each `self.x` comes from."""
+
+    # State, set by TerminalCore.__init__ and open()
+    journal: Journal | None
+    link: HostLink | None
+    settings: dict[str, dict[str, Any]]
+    board: BoardProfile
+    now: Callable[[], datetime]
+    observer: TerminalObserver | None
+    reader: CardReader | None
+    card_slot: CardSlot
+    prints: PaperQueue | None
+    fault_hook: Callable[[object], None] | None
+    service_problem: str | None
+    sign_on_problem: str
+    notice: str | None
+    card_refusal: str | None
+    _cancel: asyncio.Event
+    _upload_total: dict[int, int]
+    data_dir: Path  # read by lifecycle.refusal
+
+    if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
+        # methods of TerminalCore (core proper) and of HostSession, found through the class.
+        @property
+        def term(self) -> TermIds: ...
+        def _tx(self) -> dict[str, Any]: ...
+        def _timeout(self) -> float: ...
+        def _step(self, step: str, done: int | None = None, total: int | None = None,
+                  cancellable: bool = True) -> None: ...
+        def notify_changed(self) -> None: ...
+        async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
+        async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
+                            amount: int | None = None) -> TxnResult: ...
+        def _link(self, up: bool) -> None: ...
+        async def ensure_signed_on(self) -> bool: ...
+        async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool: ...
+        async def _settle_backlog_before_anything(self) -> TxnResult | None: ...
+
+    # -- the action executor ----------------------------------------------------
+
+    async def _race(self, awaitable: Awaitable[Any], cancellable: bool) -> Any:
+        task = asyncio.ensure_future(awaitable)
+        if not cancellable:
+            return await task
+        waiter = asyncio.ensure_future(self._cancel.wait())
+        try:
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            waiter.cancel()
+            raise
+        if task in done:
+            waiter.cancel()
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise OperatorCancelled
+
+    async def _drive(self, flow: Any, io: OperatorInput, cancellable: bool) -> TxnResult | None:
+        queue: deque[Any] = deque(flow.start())
+        while queue:
+            action = queue.popleft()
+            if self.fault_hook is not None:
+                self.fault_hook(action)
+            if isinstance(action, ev.Finish):
+                return action.result
+            event = await self._perform(action, io, flow, cancellable)
+            if cancellable and isinstance(action, OPERATOR_INPUT) and self._cancel.is_set():
+                # CANCEL came while the operator was being asked (the password being checked,
+                # say): nothing is sent, whatever the answer was (docs/cancel-semantics.md, first row).
+                event = ev.Cancel()
+            if event is not None:
+                queue.extend(flow.handle(event))
+        return None
+
+    async def _perform(self, action: Any, io: OperatorInput, flow: Any, cancellable: bool) -> Any:
+        j = self.journal
+        assert j is not None and self.link is not None
+        if isinstance(action, ev.AskAuthorisation):
+            if io.authorised:
+                return ev.Authorised(True)  # checked (and audited) on the keypad just before
+            return ev.Authorised(await self.check_password(io.password, action.purpose, io.source))
+        if isinstance(action, ev.AskCard):
+            if io.card is not None:
+                return ev.CardPresented(io.card)
+            if self.observer is not None:
+                await self.observer.release_reader()  # the idle card watch lets go first
+            self._step("card")
+            try:
+                card, pin = await self._race(self._take_card(), cancellable)
+            except OperatorCancelled:
+                return ev.Cancel()
+            except ReaderUnavailable as exc:
+                log.error("card reader: %s", exc)
+                self.notice = "reader_unavailable"
+                return ev.Cancel()
+            if card is None:
+                return ev.Cancel()  # no card within the reader's wait
+            io.pin = pin if pin is not None else io.pin
+            return ev.CardPresented(card)
+        if isinstance(action, ev.AskPin):
+            if io.pin is None and self.observer is not None and self.link.keys is not None:
+                self._step("pin")
+                try:
+                    io.pin = await self._race(self.observer.ask_pin(
+                        mask_pan(flow.card.pan),
+                        flow.request.amount, action.bypass_allowed, action.tries_left), cancellable)
+                except OperatorCancelled:
+                    return ev.Cancel()
+                if io.pin is None:
+                    return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
+            if io.pin is None or self.link.keys is None:
+                if action.tries_left is not None:
+                    return ev.NoPinAgain()  # the till asks the cardholder and sends it again
+                return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
+            # The clear PIN becomes an encrypted block here and is dropped at once.
+            block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)
+            io.pin = None
+            return ev.PinEntered(block)
+        if isinstance(action, ev.WritePending):
+            return ev.PendingWritten(j.begin(action.draft))
+        if isinstance(action, ev.SendRequest):
+            if cancellable:
+                self._step("sending")
+            try:
+                reply = await self._race(
+                    self.link.request(action.message, mac=action.mac, timeout=action.timeout),
+                    cancellable,
+                )
+            except OperatorCancelled:
+                return ev.Cancel()
+            except NoReply as exc:
+                log.warning("no usable reply (%s): %s", exc.reason, exc.detail)
+                self._link(exc.reason not in (NoReply.LINK, NoReply.TIMEOUT))
+                return ev.ReplyLost(exc.reason, exc.auth_code)
+            except LocalProtocolError as exc:
+                log.error("request could not be built: %s", exc)
+                return ev.ReplyLost("malformed")
+            except (HostError, OSError) as exc:
+                log.warning("link error: %s", exc)
+                self._link(False)
+                return ev.ReplyLost("link")
+            self._link(True)
+            return ev.ReplyReceived(reply)
+        if isinstance(action, ev.WriteOutcome):
+            copies = self.prints.copies if action.receipt and self.prints is not None else ()
+            record = j.apply(action.record_id, action.event, action.result,
+                             action.reversal_reason, action.void_of, receipt_copies=copies,
+                             problem=action.problem,
+                             declined_after_stored=action.declined_after_stored)
+            if (copies or action.declined_after_stored) and self.prints is not None:
+                self.prints.wake()
+            if action.event is TxnEvent.QUARANTINE or action.declined_after_stored:
+                log.error("trace %s: %s", record.stan, record.problem or
+                          f"stored refund declined ({record.response_code})")
+                self.notify_changed()
+            return ev.OutcomeWritten(record)
+        if isinstance(action, ev.AuditNote):
+            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
+            return None
+        if isinstance(action, ev.AllocateStan):
+            return ev.StanAllocated(j.allocate_stan())
+        if isinstance(action, ev.BeginSettlement):
+            # From here the settlement cannot be cancelled by the operator (cancel-semantics.md).
+            self._step("settling", cancellable=False)
+            sid = j.begin_settlement(action.batch, action.stan, action.domestic, action.foreign,
+                                     action.operator)
+            return ev.SettlementBegun(sid)
+        if isinstance(action, ev.RecordSettlementReply):
+            j.record_settlement_reply(action.settlement_id, action.result_domestic,
+                                      action.result_foreign)
+            return ev.Done()
+        if isinstance(action, ev.LoadUploadItems):
+            items = tuple(j.upload_items(action.settlement_id, action.limit))
+            if items and self.observer is not None:
+                done = j.get_settlement(action.settlement_id).uploaded_count
+                total = self._upload_total.setdefault(
+                    action.settlement_id, done + len(j.upload_items(action.settlement_id, 1_000_000)))
+                self._step("uploading", done, total, cancellable=False)
+            return ev.UploadItemsLoaded(items)
+        if isinstance(action, ev.MarkUploaded):
+            j.mark_uploaded(action.settlement_id, action.record_ids)
+            return ev.Done()
+        if isinstance(action, ev.RecordEndStan):
+            j.record_end_stan(action.settlement_id, action.stan)
+            return ev.Done()
+        if isinstance(action, ev.AbandonSettlement):
+            j.abandon_settlement(action.settlement_id, action.reason)
+            return ev.Done()
+        if isinstance(action, ev.FinishSettlement):
+            j.finish_settlement(action.settlement_id)  # queues the settlement report with DONE
+            if self.prints is not None:
+                self.prints.wake()
+            return ev.Done()
+        raise TypeError(f"no executor for {action!r}")
+
+    async def _take_card(self) -> tuple[CardRead | None, str | None]:
+        """The first card from the reader or the sim board's card slot, whichever comes."""
+        if self.reader is None:
+            return await self.card_slot.take()
+        slot = asyncio.ensure_future(self.card_slot.take())
+        read = asyncio.ensure_future(self._read_card())
+        try:
+            done, _ = await asyncio.wait({slot, read}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (slot, read):
+                if not task.done():
+                    task.cancel()  # cancelling the read disarms the reader at once
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        if slot in done:
+            return slot.result()
+        return read.result(), None
+
+    async def _read_card(self) -> CardRead | None:
+        """Reads until a usable swipe, a timeout (None) or a cancel; bad swipes ask again."""
+        assert self.reader is not None
+        tx = self._tx()
+        while True:
+            event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
+            if isinstance(event, ReadTimedOut):
+                return None
+            if isinstance(event, ReadFailed):
+                log.info("card read failed: %s", event.reason)
+                self._card_refused("card_unreadable")
+                continue
+            if not isinstance(event, MagstripeRead):
+                continue  # chip presence: EMV comes later; wait for a swipe
+            try:
+                return card_from_swipe(event, today=self.now().date(),
+                                       allow_fallback=bool(tx["allow_fallback_swipe"]))
+            except CardProblem as exc:
+                log.info("card refused at the reader: %s", exc.key)
+                self._card_refused(exc.key)
+
+    def _card_refused(self, key: str) -> None:
+        """A card the reader refused (catalog key): said at once where the operator looks (the
+        LCD's card screen; the till's `status`), while the wait for a card goes on."""
+        self.card_refusal = key
+        if self.observer is not None:
+            self.observer.card_refused(key)
+
+    # -- financial operations ---------------------------------------------------
+
+    def _refusal(self, kind: TxnKind | None) -> TxnResult | None:
+        gone = lifecycle.refusal(self)  # deregistered: every financial operation and settlement refused
+        if gone is not None:
+            return gone
+        if self.service_problem:
+            return TxnResult("refused", "service_mode", detail=self.service_problem)
+        if not self.settings["security"].get("password_changed"):
+            return TxnResult("refused", "change_password",
+                             detail="the factory supervisor password must be changed first")
+        if kind is not None and kind.value not in self._tx()["enabled"]:
+            return TxnResult("refused", "type_disabled", detail=f"{kind.value} is disabled")
+        return None
+
+    async def financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        if io.request_key is not None:
+            request = replace(request, request_key=io.request_key)
+        return await self.operation(request.kind.value, io.source,
+                                    lambda: self._financial(request, io), request.amount)
+
+    async def _financial(self, request: TxnRequest, io: OperatorInput) -> TxnResult:
+        refusal = self._refusal(request.kind)
+        if refusal is not None:
+            return refusal
+        j = self.journal
+        assert j is not None and self.link is not None
+        if not await self.ensure_signed_on():
+            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
+        try:
+            await self._settle_backlog_before_anything()
+            if j.open_settlement() is not None:
+                return TxnResult("refused", "settlement_interrupted",
+                                 detail="an interrupted settlement must finish first")
+            request = self._with_original(request)
+            self._step("connecting")
+            try:
+                await self._race(self.link.channel.connect(), cancellable=True)
+            except OperatorCancelled:
+                return TxnResult("cancelled", "cancelled", detail="cancelled while connecting")
+            except NoReply as exc:
+                self._link(False)
+                return TxnResult("failed", "host_unreachable", detail=exc.detail)
+            tx = self._tx()
+            ctx = FlowContext(
+                term=self.term, batch=j.current_batch(), now=self.now(), currency=tx["currency"],
+                limits=Limits(max_amount=int(tx["max_amount"]),
+                              allow_fallback_swipe=bool(tx["allow_fallback_swipe"])),
+                reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
+                allow_pin_bypass=bool(tx["allow_pin_bypass"]),
+                chip_capable=self.board.reader_driver != "hid",  # a wedge has no chip slot
+            )
+            flow = FinancialFlow(request, ctx)
+            result = await self._drive(flow, io, cancellable=True)
+            assert result is not None
+            if result.status in ("reversal_pending", "cancelled_after_send"):
+                result = await self._reverse_now(result)
+            return result
+        except JournalFull as exc:
+            log.error("%s", exc)
+            return TxnResult("failed", "journal_full", detail=str(exc))
+
+    def _with_original(self, request: TxnRequest) -> TxnRequest:
+        """The original a follow-up names, filled in from this journal where it is here (its
+        state, amount, card and every follow-up already made against it), for
+        validation.check_original. A refund's original may be from elsewhere: then the
+        operator's reference (RRN, date, batch and trace where known) stands alone."""
+        j = self.journal
+        assert j is not None
+        orig = request.original
+        if orig is None:
+            return request
+        if request.kind is TxnKind.REFUND:
+            record = j.find_by_rrn(orig.rrn) if orig.rrn else None
+            if record is None:
+                return replace(request, original=replace(orig, record_id=None))
+        else:
+            # The merchant names the original by its voucher number: a void by the open batch's
+            # newest record with it, a completion by the newest pre-auth with it (any batch).
+            preauth = TxnKind.PREAUTH if request.kind is TxnKind.COMPLETION else None
+            record = j.find_by_invoice(orig.invoice, orig.batch, preauth) if orig.invoice else None
+            if record is None:
+                return replace(request, original=replace(orig, record_id=None))
+        follow_ups = j.follow_ups(record)
+        return replace(request, original=OriginalRef(
+            record_id=record.id, kind=record.kind, state=record.state, amount=record.amount,
+            invoice=record.invoice, batch=record.batch, trace=record.stan, rrn=record.rrn,
+            auth_code=record.auth_code, date=record.local_date, card_org=record.card_org,
+            pan=j.decrypt_pan(record.id),
+            refunded=sum(f.amount for f in follow_ups if f.kind is TxnKind.REFUND),
+            follow_ups=tuple(f.kind for f in follow_ups),
+        ))
+
+    def check_follow_up(self, kind: TxnKind, original: OriginalRef) -> tuple[OriginalRef, Refusal | None]:
+        """What the operator is shown when naming an original on the keypad: the original as
+        the journal has it, and the refusal the transaction would get (the same rule)."""
+        assert self.journal is not None
+        request = self._with_original(TxnRequest(kind, original=original))
+        assert request.original is not None
+        return request.original, check_original(request, self.journal.current_batch())
+
+    async def _reverse_now(self, result: TxnResult) -> TxnResult:
+        """The outcome is unknown: reverse at once while the link may be up."""
+        j = self.journal
+        assert j is not None and result.record is not None
+        record = j.get(result.record.id)
+        pan = j.decrypt_pan(record.id)
+        self._step("reversing", cancellable=False)
+        for _ in range(int(self._tx()["reversal_retries"])):
+            if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
+                break
+        record = j.get(record.id)
+        if record.state is TxnState.REVERSED:
+            return replace(result, status="reversed", message_key="reversal_sent", record=record)
+        return replace(result, status="reversal_pending", message_key="reversal_pending",
+                       record=record)

@@ -1,0 +1,267 @@
+"""The host session: HostSession, a part of TerminalCore split out by concern.
+
+TerminalCore (firmware/app/core/terminal.py) is FlowRunner + HostSession + the core proper;
+this part holds what the terminal owes and says to the host outside a sale: the link and the
+sign-on, the backlog (due reversals and stored advices, sent before anything else; a record
+that cannot be sent is quarantined and a supervisor closes it), settlement (with the resume of
+one a power loss interrupted), echo, sign-on and sign-off on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from firmware.app.core.contract import OperatorInput, TerminalObserver
+from firmware.engine.backlog import AdviceFlow, ReversalFlow
+from firmware.engine.model import TxnRecord, TxnResult
+from firmware.engine.settlement import SettlementFlow
+from firmware.engine.states import TxnEvent, TxnState
+from firmware.host.channel import HostChannel, HostLink
+from firmware.host.errors import HostError, KeyCheckError
+from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
+from firmware.host.messages import Terminal as TermIds
+from firmware.journal.errors import JournalError, JournalFull
+from firmware.journal.store import Journal
+from firmware.journal.vault import VaultError
+
+log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
+
+
+class HostSession:
+    """A part of TerminalCore split out by concern: the host link, sign-on, the backlog,
+    settlement, echo and sign-off. Not used on its own; the attributes below are set by
+    TerminalCore (its __init__ and open()) or are methods of the other parts, listed so that a
+    reader sees where each `self.x` comes from."""
+
+    # State, set by TerminalCore.__init__ and open()
+    journal: Journal | None
+    link: HostLink | None
+    settings: dict[str, dict[str, Any]]
+    observer: TerminalObserver | None
+    notice: str | None
+    sign_on_problem: str
+    link_up: bool | None
+    backlog_left: int
+    _tmk: bytes
+    _lock: asyncio.Lock
+
+    if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
+        # methods of TerminalCore (core proper) and of FlowRunner, found through the class.
+        @property
+        def term(self) -> TermIds: ...
+        def _tx(self) -> dict[str, Any]: ...
+        def _timeout(self) -> float: ...
+        def _step(self, step: str, done: int | None = None, total: int | None = None,
+                  cancellable: bool = True) -> None: ...
+        def notify_changed(self) -> None: ...
+        async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
+        async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
+                            amount: int | None = None) -> TxnResult: ...
+        async def _drive(self, flow: Any, io: OperatorInput, cancellable: bool) -> TxnResult | None: ...
+        def _refusal(self, kind: TxnKind | None) -> TxnResult | None: ...
+
+    # -- the host link and sign-on ----------------------------------------------
+
+    def _make_link(self) -> HostLink:
+        m, c = self.settings["merchant"], self.settings["comms"]
+        channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
+                              connect_attempts=1 + int(c.get("retries", 0)))
+        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
+                        mak_check=c["mak_check"])
+
+    def _link(self, up: bool) -> None:
+        if self.link_up != up:
+            self.link_up = up
+            if self.observer is not None:
+                self.observer.changed()
+
+    async def ensure_signed_on(self) -> bool:
+        assert self.link is not None and self.journal is not None
+        if not self.link.sign_on_required and self.link.keys is not None:
+            return True
+        self._step("signing_on", cancellable=False)
+        stan = self.journal.allocate_stan()
+        self.sign_on_problem = "host_unreachable"
+        try:
+            reply = await self.link.sign_on(stan, self.journal.current_batch(),
+                                            self._tx()["operator"], timeout=self._timeout())
+        except KeyCheckError as exc:
+            log.error("sign-on failed: %s", exc)
+            self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
+            self.sign_on_problem = "key_check_failed"
+            self.journal.audit("system", "sign-on", str(exc), "failed")
+            return False
+        except HostError as exc:
+            log.warning("sign-on failed: %s", exc)
+            self._link(False)
+            return False
+        self._link(True)
+        if reply.fields.get("39") != "00":
+            # A catalog key, so the idle screen says it in the operator's language; the code is
+            # for support and goes to the log.
+            log.warning("sign-on refused by the host (%s)", reply.fields.get("39"))
+            self.notice = "sign_on_refused"
+            return False
+        host_batch = reply.fields.get("60", "")[2:8]
+        self.journal.adopt_batch(host_batch)
+        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        return True
+
+    # -- the backlog: reversals, advices, interrupted settlement ----------------
+
+    async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool:
+        await self._drive(flow, OperatorInput(), cancellable=False)
+        return bool(flow.resolved)
+
+    async def clear_backlog(self) -> None:
+        """Send every due reversal (up to the retry count each) and every stored advice.
+
+        One record that cannot be sent never holds up the others: it is quarantined (a state
+        the idle screen, the review and `status` show, closed by a supervisor) and the pass
+        goes on. backlog_left counts what is still to be tried, for "busy" replies.
+        """
+        j = self.journal
+        assert j is not None
+        retries = int(self._tx()["reversal_retries"])
+        todo = [(ReversalFlow, r) for r in j.reversals_due()] + [(AdviceFlow, r)
+                                                                  for r in j.advices_due()]
+        try:
+            for index, (flow_type, record) in enumerate(todo):
+                self.backlog_left = len(todo) - index
+                self.notify_changed()
+                pan = self._pan_for_backlog(record)
+                if pan is None:
+                    continue
+                for _ in range(retries if flow_type is ReversalFlow else 1):
+                    if await self._attempt(flow_type(j.get(record.id), pan, self.term,
+                                                     self._timeout())):
+                        break
+        finally:
+            self.backlog_left = 0
+
+    def _pan_for_backlog(self, record: TxnRecord) -> str | None:
+        """The card number an owed message carries; a record whose number cannot be read back
+        (the card-data key changed, the field is damaged) is quarantined instead."""
+        j = self.journal
+        assert j is not None
+        try:
+            return j.decrypt_pan(record.id)
+        except (JournalError, VaultError) as exc:
+            problem = f"the card number cannot be read back ({type(exc).__name__})"
+            log.error("trace %s: %s: quarantined", record.stan, problem)
+            j.apply(record.id, TxnEvent.QUARANTINE, problem=problem)
+            return None
+
+    async def _settle_backlog_before_anything(self) -> TxnResult | None:
+        await self.clear_backlog()
+        assert self.journal is not None
+        if self.journal.open_settlement() is not None:
+            self.notice = "settlement_resuming"
+            log.warning("resuming an interrupted settlement")
+            return await self._run_settlement(self._tx()["operator"])
+        return None
+
+    async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
+        """A supervisor closes what the host never acknowledged (a reversal) or what cannot be
+        sent (a quarantined record), with a reason; audited, under the operation lock so no
+        backlog pass is sending it meanwhile. The password was checked by the caller."""
+        async def work() -> TxnResult:
+            j = self.journal
+            assert j is not None
+            record = j.get(record_id)
+            if record.state not in (TxnState.REVERSAL_DUE, TxnState.QUARANTINED):
+                return TxnResult("refused", "anomaly_bad_action", record,
+                                 detail=f"voucher {record.invoice} is {record.state.value}: nothing "
+                                        "to resolve")
+            record = j.resolve_manually(record_id, source, reason)
+            return TxnResult("resolved", "resolved", record)
+
+        return await self.operation("resolve", source, work)
+
+    # -- settlement, echo, sign-on and sign-off on request ----------------------
+
+    async def settle(self, password: str | None, source: str = "ecr",
+                     authorised: bool = False) -> TxnResult:
+        return await self.operation("settle", source,
+                                    lambda: self._settle(password, authorised, source))
+
+    async def _settle(self, password: str | None, authorised: bool, source: str) -> TxnResult:
+        refusal = self._refusal(None)
+        if refusal is not None:
+            return refusal
+        if not authorised and not await self.check_password(password, "settlement", source):
+            return TxnResult("refused", "password_wrong")
+        self._step("signing_on", cancellable=False)
+        if not await self.ensure_signed_on():
+            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
+        return await self._run_settlement(self._tx()["operator"])
+
+    async def _run_settlement(self, operator: str) -> TxnResult:
+        j = self.journal
+        assert j is not None
+        resume = j.open_settlement()
+        if resume is None:
+            await self.clear_backlog()
+            counts = j.unresolved_counts()
+            if any(counts.values()):
+                aside = (f"; {counts['QUARANTINED']} set aside that a supervisor must resolve"
+                         if counts["QUARANTINED"] else "")
+                return TxnResult(
+                    "refused", "settlement_blocked",
+                    detail=f"{counts['REVERSAL_DUE']} reversal(s) and {counts['ADVICE_DUE']} "
+                           f"advice(s) are not yet acknowledged by the host{aside}",
+                )
+            batch = j.current_batch()
+            dom, fgn = j.totals(batch)
+        else:
+            batch = resume.batch
+            dom, fgn = SideTotals(*resume.domestic), SideTotals(*resume.foreign)
+        flow = SettlementFlow(self.term, batch, operator, self._tx()["currency"],
+                              self._timeout(), dom, fgn, resume)
+        try:
+            result = await self._drive(flow, OperatorInput(), cancellable=False)
+        except JournalFull as exc:
+            return TxnResult("failed", "journal_full", detail=str(exc))
+        assert result is not None
+        if result.status == "settled":
+            self.notice = None
+            j.purge_settled(int(self._tx()["retention_days"]))
+        return result
+
+    async def echo(self) -> tuple[bool, float, str]:
+        async with self._lock:
+            assert self.link is not None and self.journal is not None
+            start = time.monotonic()
+            try:
+                reply = await self.link.request(
+                    echo_request(self.term, self.journal.current_batch()), mac=False,
+                    timeout=self._timeout(),
+                )
+            except HostError as exc:
+                self._link(False)
+                return False, time.monotonic() - start, str(exc)
+            self._link(True)
+            return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
+
+    async def sign_on(self) -> bool:
+        async with self._lock:
+            assert self.link is not None
+            self.link.sign_on_required = True
+            return await self.ensure_signed_on()
+
+    async def sign_off(self) -> bool:
+        async with self._lock:
+            assert self.link is not None and self.journal is not None
+            msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
+            try:
+                reply = await self.link.request(msg, mac=False, timeout=self._timeout())
+            except HostError:
+                return False
+            self.link.keys = None
+            self.link.sign_on_required = True
+            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
+            return reply.fields.get("39") == "00"

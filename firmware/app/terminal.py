@@ -1,0 +1,45 @@
+"""The terminal as the process runs it: the core (firmware/app/core/terminal.py) with the
+services plugged in through its hooks.
+
+The core asks for paper, a card reader and two pieces of start-up work without importing any
+service; this module answers: the print desk with the board's printer, the board's reader
+(firmware/app/devices.py chooses both drivers), the deregistration's resume after a power loss
+and the held orders' reconcile. Front ends and tests take this Terminal; services take the core.
+"""
+
+from __future__ import annotations
+
+from firmware.app import devices
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services import deregister, held
+from firmware.app.services.printing import PrintDesk
+from firmware.ports import CardReader
+
+
+class Terminal(TerminalCore):
+    """The terminal with the print desk, the board's reader, the deregistration's start-up
+    resume and the held orders' start-up reconcile plugged in."""
+
+    prints: PrintDesk | None
+
+    def _open_paper(self) -> PrintDesk:
+        assert self.journal is not None
+        printer = devices.make_printer(self.board, self.cfg, self.settings)
+        desk = PrintDesk(self.journal, printer, lambda: self.settings, self.now,
+                         poll_s=self.cfg.print_poll_s, logo_path=self.data_dir / "logo.png")
+        desk.start()
+        if desk.spooler is not None:
+            desk.spooler.on_change = self.notify_changed
+        return desk
+
+    def _open_reader(self) -> CardReader | None:
+        return devices.make_reader(self.board, self.cfg)
+
+    async def _after_open(self) -> None:
+        # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
+        await deregister.resume_at_startup(self)
+
+    def _before_start_up_sign_on(self) -> None:
+        # An order whose operation was cut before its record was written goes back now;
+        # one with a record follows it (journal/follow.py).
+        held.held(self).reconcile(stale=True)
