@@ -131,6 +131,20 @@ def test_card_fields_per_entry_mode(card: CardInput, fields: set[str], f22: str)
     assert msg.fields["22"] == f22
 
 
+def test_a_fallback_swipe_goes_out_as_a_swipe_and_only_60_5_says_fallback() -> None:
+    """A fallback swipe (a chip card swiped after its chip could not be read) is sent as any
+    swipe: track 2 in 35 and never the PAN in 2, field 22 = 02 + 1 (PIN) or 2 (no PIN), and no
+    swipe without its track 2. Only 60.5 = 2 tells the host it was a fallback."""
+    card = CardInput("fallback", PAN, track2=PAN + "=2512201")
+    f = financial_request(replace(params(TxnKind.SALE, card), chip_capable=True)).fields
+    assert set(f) == BASE | {"35"}
+    assert (f["35"], f["22"], f["60"][-2:]) == (PAN + "=2512201", "022", "52")
+    with_pin = financial_request(params(TxnKind.SALE, replace(card, pin_block=PIN_BLOCK)))
+    assert with_pin.fields["22"] == "021"
+    with pytest.raises(LocalProtocolError, match="track 2"):
+        financial_request(params(TxnKind.SALE, replace(card, track2=None)))
+
+
 def test_chip_values() -> None:
     f = financial_request(params(TxnKind.SALE, CHIP)).fields
     assert (f["2"], f["14"], f["23"], f["35"]) == (PAN, "2512", "001", PAN + "=2512101")
