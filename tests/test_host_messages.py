@@ -178,6 +178,29 @@ def test_bad_pan_is_not_echoed_in_the_error() -> None:
     assert "62258812345" not in str(info.value)
 
 
+def test_a_bad_expiry_is_not_echoed_in_the_error() -> None:
+    """The expiry is card data: a malformed one is refused without showing it."""
+    with pytest.raises(LocalProtocolError, match="expiry") as info:
+        financial_request(params(TxnKind.SALE, replace(KEYED, expiry="25x2")))
+    assert "25x2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("p", "shown"), [
+    (FinancialParams(TxnKind.SALE, "12a456", "000001", TERM, 1, card=SWIPE), "'12a456'"),
+    (FinancialParams(TxnKind.SALE, "000100", "00000b", TERM, 1, card=SWIPE), "'00000b'"),
+    (FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 1, card=SWIPE, currency="CNY"),
+     "'CNY'"),
+], ids=["stan", "batch", "currency"])
+def test_a_refused_value_that_is_no_card_data_is_shown_in_the_error(p: FinancialParams,
+                                                                     shown: str) -> None:
+    """A STAN, a batch or a currency that is not digits is named in the refusal as it was
+    given, so the log says what to fix; only card data (PAN, expiry) is hidden."""
+    with pytest.raises(LocalProtocolError) as info:
+        financial_request(p)
+    assert shown in str(info.value)
+    assert "hidden" not in str(info.value)
+
+
 def test_terminal_validation() -> None:
     with pytest.raises(LocalProtocolError):
         Terminal("1234567", "123456789012345")
