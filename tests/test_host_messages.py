@@ -335,6 +335,16 @@ def test_settlement() -> None:
         settlement_field48(SideTotals(1, 1000, 0, 0), SideTotals(0, 0, 0, 0))
 
 
+def test_a_settlement_that_names_no_currency_is_in_yuan() -> None:
+    """Field 49 of a 0500 is the currency it is given; given none, 156 (yuan), the same
+    default as a financial request's 49 and as the terminal's currency setting."""
+    f48 = settlement_field48(SideTotals(100, 1, 0, 0), SideTotals(0, 0, 0, 0))
+    assert settlement_request("000010", TERM, "000001", "01", f48).fields["49"] == "156"
+    assert financial_request(FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 1,
+                                             card=SWIPE)).fields["49"] == "156"
+    assert settlement_request("000010", TERM, "000001", "01", f48, "344").fields["49"] == "344"
+
+
 def test_parse_settlement_field48() -> None:
     dom, foreign = SideTotals(5, 1, 6, 2), SideTotals(7, 3, 8, 4)
     reply = settlement_field48(dom, foreign)
