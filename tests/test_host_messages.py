@@ -131,6 +131,20 @@ def test_card_fields_per_entry_mode(card: CardInput, fields: set[str], f22: str)
     assert msg.fields["22"] == f22
 
 
+def test_a_fallback_swipe_goes_out_as_a_swipe_and_only_60_5_says_fallback() -> None:
+    """A fallback swipe (a chip card swiped after its chip could not be read) is sent as any
+    swipe: track 2 in 35 and never the PAN in 2, field 22 = 02 + 1 (PIN) or 2 (no PIN), and no
+    swipe without its track 2. Only 60.5 = 2 tells the host it was a fallback."""
+    card = CardInput("fallback", PAN, track2=PAN + "=2512201")
+    f = financial_request(replace(params(TxnKind.SALE, card), chip_capable=True)).fields
+    assert set(f) == BASE | {"35"}
+    assert (f["35"], f["22"], f["60"][-2:]) == (PAN + "=2512201", "022", "52")
+    with_pin = financial_request(params(TxnKind.SALE, replace(card, pin_block=PIN_BLOCK)))
+    assert with_pin.fields["22"] == "021"
+    with pytest.raises(LocalProtocolError, match="track 2"):
+        financial_request(params(TxnKind.SALE, replace(card, track2=None)))
+
+
 def test_chip_values() -> None:
     f = financial_request(params(TxnKind.SALE, CHIP)).fields
     assert (f["2"], f["14"], f["23"], f["35"]) == (PAN, "2512", "001", PAN + "=2512101")
@@ -162,6 +176,29 @@ def test_bad_pan_is_not_echoed_in_the_error() -> None:
     with pytest.raises(LocalProtocolError) as info:
         financial_request(params(TxnKind.SALE, CardInput("keyed", "62258812345X7890")))
     assert "62258812345" not in str(info.value)
+
+
+def test_a_bad_expiry_is_not_echoed_in_the_error() -> None:
+    """The expiry is card data: a malformed one is refused without showing it."""
+    with pytest.raises(LocalProtocolError, match="expiry") as info:
+        financial_request(params(TxnKind.SALE, replace(KEYED, expiry="25x2")))
+    assert "25x2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("p", "shown"), [
+    (FinancialParams(TxnKind.SALE, "12a456", "000001", TERM, 1, card=SWIPE), "'12a456'"),
+    (FinancialParams(TxnKind.SALE, "000100", "00000b", TERM, 1, card=SWIPE), "'00000b'"),
+    (FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 1, card=SWIPE, currency="CNY"),
+     "'CNY'"),
+], ids=["stan", "batch", "currency"])
+def test_a_refused_value_that_is_no_card_data_is_shown_in_the_error(p: FinancialParams,
+                                                                     shown: str) -> None:
+    """A STAN, a batch or a currency that is not digits is named in the refusal as it was
+    given, so the log says what to fix; only card data (PAN, expiry) is hidden."""
+    with pytest.raises(LocalProtocolError) as info:
+        financial_request(p)
+    assert shown in str(info.value)
+    assert "hidden" not in str(info.value)
 
 
 def test_terminal_validation() -> None:
@@ -296,6 +333,16 @@ def test_settlement() -> None:
         settlement_request("000010", TERM, "000001", "01", f48[:-1])
     with pytest.raises(LocalProtocolError):
         settlement_field48(SideTotals(1, 1000, 0, 0), SideTotals(0, 0, 0, 0))
+
+
+def test_a_settlement_that_names_no_currency_is_in_yuan() -> None:
+    """Field 49 of a 0500 is the currency it is given; given none, 156 (yuan), the same
+    default as a financial request's 49 and as the terminal's currency setting."""
+    f48 = settlement_field48(SideTotals(100, 1, 0, 0), SideTotals(0, 0, 0, 0))
+    assert settlement_request("000010", TERM, "000001", "01", f48).fields["49"] == "156"
+    assert financial_request(FinancialParams(TxnKind.SALE, "000100", "000001", TERM, 1,
+                                             card=SWIPE)).fields["49"] == "156"
+    assert settlement_request("000010", TERM, "000001", "01", f48, "344").fields["49"] == "344"
 
 
 def test_parse_settlement_field48() -> None:

@@ -126,7 +126,6 @@ ECHOED_FIELDS: Final = ("2", "3", "4", "11", "14", "25", "41", "42", "49", "60",
 # auth code when one came back.
 _REVERSAL_KEEPS: Final = ("3", "4", "11", "22", "23", "25", "38", "41", "42", "49", "55", "60",
                           "61")
-_MAX_AMOUNT: Final = 10**12 - 1
 _DIGITS: Final = frozenset("0123456789")
 
 
@@ -351,8 +350,8 @@ def _field60(type_code: str, batch: str, network_code: str) -> str:
 def _read_cap(p: FinancialParams) -> str:
     """60.4 + 60.5 of a financial message: as kept in the journal, else from the card read."""
     if p.read_cap is not None:
-        if p.read_cap and (len(p.read_cap) != 2 or not set(p.read_cap) <= _DIGITS):
-            raise LocalProtocolError(f"60.4/60.5 must be two digits or none, got {p.read_cap!r}")
+        if p.read_cap:  # empty: the original carried neither
+            _digits("60.4/60.5", p.read_cap, 2)
         return p.read_cap
     if p.card.entry_mode == "fallback":
         return CHIP_FALLBACK
