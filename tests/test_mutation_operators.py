@@ -125,6 +125,8 @@ def test_every_mutant_listed_as_equivalent_is_still_planted() -> None:
 
     root = Path(__file__).resolve().parents[1]
     listed = tomllib.loads((root / "tests/mutation/equivalent.toml").read_text())["equivalent"]
+    keys = [entry["key"] for entry in listed]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
     planted: dict[str, set[str]] = {}
     for entry in listed:
         module = entry["key"].split("::")[0]
