@@ -48,7 +48,7 @@ NO_EXTRAS = BoardExtras()
 
 def make_panel(terminal: Terminal, cfg: AppConfig, extras: BoardExtras = NO_EXTRAS) -> Any:
     """The front panel with the board's keypad and display drivers (or the board's console)."""
-    from firmware.app_ui import FrontPanel
+    from firmware.app.frontends.panel import FrontPanel
 
     if cfg.panel == "console":
         if extras.console is None:

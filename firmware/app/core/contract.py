@@ -41,7 +41,8 @@ class OperatorInput:
 
 
 class TerminalObserver(Protocol):
-    """What the keypad/LCD side learns from the terminal (firmware/app_ui.py implements it).
+    """What the keypad/LCD side learns from the terminal (firmware/app/frontends/panel.py
+    implements it).
 
     Calls are synchronous and must not block; ask_pin and release_reader are awaited.
     """
