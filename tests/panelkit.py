@@ -24,9 +24,9 @@ from board.sim.reader import EmulatedReader
 from drivers.display.capture import CaptureDisplay
 from drivers.keypad.terminal_keypad import TerminalKeypad
 from firmware.app.core.terminal import AppConfig
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.app.frontends.panel import FrontPanel
 from firmware.app.terminal import Terminal
-from firmware.ecr.server import EcrServer
 from firmware.ports import KeyPress
 
 # Key names -> the bytes a PC terminal sends for them (see drivers/keypad/terminal_keypad.py).

@@ -22,9 +22,9 @@ from typing import Any
 
 from firmware.app.core.terminal import AppConfig
 from firmware.app.devices import make_display, make_keypad
+from firmware.app.frontends.ecr_server import EcrServer, TestCards
 from firmware.app.process import private_files, require_c_extension, setup_logging
 from firmware.app.terminal import Terminal
-from firmware.ecr.server import EcrServer, TestCards
 from firmware.journal.errors import JournalError
 from firmware.ports import Display, Keypad
 
