@@ -1,6 +1,6 @@
 """The Protocols the drivers implement, and the plain data that crosses them.
 
-drivers/ may import this module and nothing else from firmware/; app.py picks
+drivers/ may import this module and nothing else from firmware/; firmware/app/devices.py picks
 the concrete driver from the board profile. Nothing here does I/O.
 """
 

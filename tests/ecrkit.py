@@ -23,8 +23,8 @@ from helpers import REPO
 
 from board.sim.firmware import sim_card
 from firmware.app.core.terminal import AppConfig
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.app.terminal import Terminal
-from firmware.ecr.server import EcrServer
 
 
 class Link:

@@ -36,8 +36,8 @@ class Import:
 
     source: str  # module of the importing file, e.g. "firmware.ui.results"
     path: str  # its file, relative to the root, e.g. "firmware/ui/results.py"
-    target: str  # what is imported, dotted: "firmware.ui.core", "board.profiles.BoardProfile"
-    module: str  # the module the statement names: "board.profiles" for `from board.profiles import X`
+    target: str  # what is imported, dotted: "firmware.ui.core", "board.sim.cards.CARDS"
+    module: str  # the module the statement names: "board.sim.cards" for `from board.sim.cards import X`
     line: int
     kind: Kind
 

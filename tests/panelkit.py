@@ -24,9 +24,9 @@ from board.sim.reader import EmulatedReader
 from drivers.display.capture import CaptureDisplay
 from drivers.keypad.terminal_keypad import TerminalKeypad
 from firmware.app.core.terminal import AppConfig
+from firmware.app.frontends.ecr_server import EcrServer
+from firmware.app.frontends.panel import FrontPanel
 from firmware.app.terminal import Terminal
-from firmware.app_ui import FrontPanel
-from firmware.ecr.server import EcrServer
 from firmware.ports import KeyPress
 
 # Key names -> the bytes a PC terminal sends for them (see drivers/keypad/terminal_keypad.py).
@@ -223,7 +223,7 @@ class Shop:
         reader's last A is the one the driver's pending read sent."""
         reader, panel, terminal = self.reader, self.panel, self.terminal
         assert reader is not None and panel is not None and terminal is not None
-        # firmware/app_ui.py names its watch tasks "card-watch"
+        # firmware/app/frontends/panel.py names its watch tasks "card-watch"
         watches = [t for t in asyncio.all_tasks() if t.get_name() == "card-watch" and not t.done()]
         if watches != ([panel._watch] if watch else []) or terminal.busy == watch:
             return False

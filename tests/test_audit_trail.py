@@ -119,7 +119,7 @@ def _cancels(journal: Journal) -> list[tuple[str, str, str]]:
 
 def test_cancel_is_audited_with_who_and_from_where_only_while_something_runs(data_dir, sim):
     from drivers.display.capture import CaptureDisplay
-    from firmware.app_ui import FrontPanel
+    from firmware.app.frontends.panel import FrontPanel
     from firmware.ui import core as ui
 
     async def go():

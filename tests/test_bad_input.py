@@ -78,7 +78,7 @@ def test_card_data_over_ecr_is_refused_on_real_boards(data_dir, sim, given):
     """On a real board a request carrying card data is refused before anything runs, naming
     what it carried: a card's name, or a PIN, each alone too (a PIN without a card is still
     card data: it must be typed on the terminal's keypad, never sent by the till)."""
-    from firmware.ecr.server import EcrServer
+    from firmware.app.frontends.ecr_server import EcrServer
 
     async def go():
         t = Terminal(AppConfig(data_dir=data_dir, board="rpi"))

@@ -18,7 +18,7 @@ from helpers import PASSWORD, TID, pin_for, run
 from panelkit import Shop
 from test_ui_txn import REVIEW_TICK, REVIEWED, Term, found
 
-from firmware.app_ui import FINANCIAL
+from firmware.app.frontends.panel import FINANCIAL
 from firmware.engine import events as ev
 from firmware.ui import core
 from firmware.ui.entry import PinEntry

@@ -313,7 +313,7 @@ def test_startup_plan_rules() -> None:
 
 
 class _Proc(TerminalProcess):
-    """The terminal process through tests/dereg_entry.py (the wiring the lead adds to app.py)."""
+    """The terminal process through tests/dereg_entry.py (board.sim.firmware with a killable Terminal)."""
 
     def __init__(self, data_dir: Path, kill_at: str = "") -> None:
         super().__init__(data_dir, ["--ecr-serial", "", "--printer", "", "--reader", ""],

@@ -11,9 +11,9 @@ import pytest
 from helpers import run, terminal
 
 from board.sim.firmware import sim_card
+from firmware.app.frontends.ecr_replies import STATE_ANSWERS
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.ecr.protocol import parse_request
-from firmware.ecr.replies import STATE_ANSWERS
-from firmware.ecr.server import EcrServer
 from firmware.engine.model import HostResult, PendingDraft
 from firmware.engine.states import TRANSITIONS, TxnEvent, TxnState
 from firmware.host.messages import TxnKind, mask_pan

@@ -13,9 +13,9 @@ from helpers import PASSWORD, TID, TerminalProcess, provision, run
 
 from board.sim.firmware import sim_card
 from firmware.app.core.terminal import AppConfig
+from firmware.app.frontends.ecr_repeats import UNPROTECTED_OPS
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.app.terminal import Terminal
-from firmware.ecr.repeats import UNPROTECTED_OPS
-from firmware.ecr.server import EcrServer
 from firmware.engine.model import PendingDraft, RequestKey
 from firmware.host.messages import TxnKind
 from firmware.journal.requests import RequestBook

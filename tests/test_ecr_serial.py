@@ -19,9 +19,9 @@ from ecrkit import serial_terminal
 from helpers import REPO, TID, run
 
 from firmware.app.core.terminal import AppConfig
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.app.terminal import Terminal
 from firmware.ecr.protocol import MAX_LINE
-from firmware.ecr.server import EcrServer
 
 
 def read_line(fd: int, timeout: float = 20.0) -> dict:
@@ -191,7 +191,7 @@ def test_a_serial_peer_that_stops_reading_is_back_pressured_not_spun_on(data_dir
 
 
 def test_replies_past_the_cap_are_dropped_whole_and_logged(caplog):
-    from firmware.ecr.server import OUTPUT_CAP, SerialPeer
+    from firmware.app.frontends.ecr_server import OUTPUT_CAP, SerialPeer
 
     master, slave = pty.openpty()
     tty.setraw(master)

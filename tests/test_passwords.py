@@ -63,7 +63,7 @@ def test_ecr_set_password_refuses_a_trivial_one_in_words_and_keeps_the_old(data_
             await t.close()
 
     run_, factory_, zh, settings, audit = run(go())
-    from firmware.ecr.server import result_payload
+    from firmware.app.frontends.ecr_replies import result_payload
 
     assert (run_.status, run_.message_key) == ("refused", "password_rule_run")
     assert result_payload(run_)["message"].startswith("The new password may not be a run")

@@ -269,8 +269,8 @@ def test_reprint_last_and_by_voucher_are_marked_reprint(data_dir, sim, printer):
 
 
 def test_reprint_over_ecr(data_dir, sim, printer):
+    from firmware.app.frontends.ecr_server import EcrServer
     from firmware.ecr.protocol import parse_request
-    from firmware.ecr.server import EcrServer
 
     async def go():
         t = await printing_terminal(data_dir, printer)

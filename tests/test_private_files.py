@@ -93,7 +93,7 @@ def test_the_provision_cli_creates_private_files(tmp_path):
     merchant = tmp_path / "merchant.json"
     merchant.write_text(json.dumps(settings))
     done = subprocess.run(
-        [sys.executable, "-m", "firmware.app_provision", "--data", str(data_dir),
+        [sys.executable, "-m", "firmware.app.provision", "--data", str(data_dir),
          "--tmk", TMK.hex(), "--settings", str(merchant)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
         timeout=60)

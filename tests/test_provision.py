@@ -1,4 +1,4 @@
-"""Provisioning a deregistered terminal again (firmware/app_provision.py): the shipped template
+"""Provisioning a deregistered terminal again (firmware/app/provision.py): the shipped template
 filled in is enough; a partial or wrong input is refused in words with nothing written; a failure
 at any step puts back every file as it was; a SIGKILL at any step leaves the terminal deregistered
 and a second run finishes the job. Real files, a real journal, real subprocesses."""
@@ -16,8 +16,8 @@ import pytest
 from helpers import MID, REPO, TID, TMK, provision, run, terminal
 
 from firmware.app.core.lifecycle import put_state
-from firmware.app_provision import TEMPLATE
-from firmware.app_provision import provision as provision_again
+from firmware.app.provision import TEMPLATE
+from firmware.app.provision import provision as provision_again
 from firmware.engine.deregistration import Lifecycle, Step
 from firmware.journal import wipe
 from firmware.journal.store import Journal
@@ -59,9 +59,21 @@ def filled_template(path: Path, port: int = 5800) -> Path:
 
 
 def cli(data: Path, settings: Path, tmk: str = TMK.hex()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "firmware.app_provision", "--data", str(data),
+    return subprocess.run([sys.executable, "-m", "firmware.app.provision", "--data", str(data),
                            "--tmk", tmk, "--settings", str(settings)],
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_template_is_the_shipped_file_and_the_help_names_it() -> None:
+    """TEMPLATE is found from provision.py's own file: a wrong parents[n] after a move would name
+    a file that is not there (or another one), and the help would point the operator at it."""
+    assert TEMPLATE == REPO / "firmware" / "settings" / "merchant-template.json"
+    assert TEMPLATE.is_file()
+    done = subprocess.run([sys.executable, "-m", "firmware.app.provision", "--help"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m firmware.app.provision ")
+    assert "firmware/settings/merchant-template.json" in done.stdout
 
 
 def test_a_partial_file_is_refused_in_words_and_nothing_is_written(tmp_path: Path) -> None:
@@ -140,7 +152,7 @@ def test_a_failure_at_any_step_puts_every_file_back(tmp_path: Path) -> None:
 KILLER = """
 import json, os, signal, sys
 from pathlib import Path
-from firmware.app_provision import provision
+from firmware.app.provision import provision
 at = sys.argv[3]
 provision(Path(sys.argv[1]), sys.argv[2], json.loads(Path(sys.argv[4]).read_text()),
           step_hook=lambda step: step == at and os.kill(os.getpid(), signal.SIGKILL))

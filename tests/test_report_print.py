@@ -58,8 +58,8 @@ def test_settlement_prints_its_report_and_reprints_are_marked(data_dir, sim, pri
             assert result.status == "settled", result
             z = t.journal.last_report_job(JobKind.SETTLEMENT)
             assert z is not None and z.batch == batch and not z.reprint
-            # firmware/app.py wakes the spooler after FinishSettlement (lines given to the lead);
-            # until then the test does what that line will do.
+            # firmware/app/core/flows.py wakes the spooler after FinishSettlement; one more wake
+            # here is harmless (the test was written before that line was).
             t.prints.wake()
             await until(lambda: len(printer.slips) == 7)
             await until(lambda: t.journal.print_job(z.id).state is PrintState.DONE)

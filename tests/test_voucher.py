@@ -18,8 +18,8 @@ from helpers import PASSWORD, run, sale, set_language, void
 from panelkit import Shop
 
 from board.sim.firmware import sim_card
+from firmware.app.frontends.ecr_server import EcrServer
 from firmware.ecr.protocol import EcrError, parse_request
-from firmware.ecr.server import EcrServer
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 

@@ -277,7 +277,7 @@ def test_a_leak_planted_in_any_kind_of_file_is_found_in_exactly_that_file(
                 "printed slip": ("printed slip", ""),
                 "backup csv": ("backup", "transactions.csv"),
             }.get(where, ("terminal log", "terminal.log"))
-            # a rotated log is made once the log passes 1 MiB (app.py): planted as that file
+            # a rotated log is made once the log passes 1 MiB (firmware/app/process.py): planted as that file
             target = (data / "terminal.log.1" if where == "rotated terminal log"
                       else only(files, kind, name))
             with open(target, "ab") as fh:

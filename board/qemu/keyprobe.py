@@ -1,6 +1,6 @@
 """A keypad probe for the QEMU guest: opens the keypad exactly as the firmware does for board
-"qemu" (firmware.app's keypad factory: evdev device by name, the board's key map, the default
-decoder) and prints every firmware Key it reads on stdout, the guest console (ttyS0).
+"qemu" (firmware/app/devices.py's make_keypad: evdev device by name, the board's key map, the
+default decoder) and prints every firmware Key it reads on stdout, the guest console (ttyS0).
 
 Usage in the guest: python -m board.qemu.keyprobe --count N [--timeout S]. Lines:
   KEYPROBE-READY <device path>      the device is open and grabbed: keys sent now are read

@@ -1,6 +1,7 @@
 """The ESC/POS thermal printer: profiles, the document renderer and the serial driver.
 
-firmware.app picks EscPosSerialPrinter from the board profile; board.sim.printer emulates the device.
+firmware/app/devices.py picks EscPosSerialPrinter from the board profile; board.sim.printer
+emulates the device.
 """
 
 from .escpos_serial import EscPosSerialPrinter, PrinterLostMidCopy

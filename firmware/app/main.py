@@ -22,9 +22,9 @@ from typing import Any
 
 from firmware.app.core.terminal import AppConfig
 from firmware.app.devices import make_display, make_keypad
+from firmware.app.frontends.ecr_server import EcrServer, TestCards
 from firmware.app.process import private_files, require_c_extension, setup_logging
 from firmware.app.terminal import Terminal
-from firmware.ecr.server import EcrServer, TestCards
 from firmware.journal.errors import JournalError
 from firmware.ports import Display, Keypad
 
@@ -48,7 +48,7 @@ NO_EXTRAS = BoardExtras()
 
 def make_panel(terminal: Terminal, cfg: AppConfig, extras: BoardExtras = NO_EXTRAS) -> Any:
     """The front panel with the board's keypad and display drivers (or the board's console)."""
-    from firmware.app_ui import FrontPanel
+    from firmware.app.frontends.panel import FrontPanel
 
     if cfg.panel == "console":
         if extras.console is None:

@@ -1,5 +1,5 @@
 """Process set-up shared by the firmware's entry points (firmware/app/main.py and
-firmware/app_provision.py): private files (umask), the log (rotated, masked, repeats collapsed)
+firmware/app/provision.py): private files (umask), the log (rotated, masked, repeats collapsed)
 and the refusal to start without the C extension."""
 
 from __future__ import annotations

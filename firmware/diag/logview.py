@@ -16,7 +16,7 @@ BLOCK = 4096
 LINE_BYTES_BUDGET = 1024  # bytes read per wanted line at most: one huge line cannot eat memory
 MAX_LINE_CHARS = 240  # a shown line is cut after masking (cutting first could split a PAN)
 
-# firmware/app.py's format: "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# firmware/app/process.py's format: "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RECORD = re.compile(
     r"^\d{4}-\d{2}-\d{2}[ T](?P<time>\d{2}:\d{2}:\d{2})(?:[,.]\d+)?\s+"
     r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(?:[\w.\-]+:\s)?(?P<message>.*)$"

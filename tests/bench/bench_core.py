@@ -158,7 +158,8 @@ def swiped(name: str = "cup_credit") -> CardRead:
 
 
 class SaleDriver:
-    """Runs sales through FinancialFlow with the executor of firmware/app.py (Terminal._perform)."""
+    """Runs sales through FinancialFlow with the executor of firmware/app/core/flows.py
+    (FlowRunner._perform)."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal

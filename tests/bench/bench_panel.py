@@ -133,7 +133,7 @@ def importtime_offenders(top: int = 10) -> tuple[list[tuple[float, str]], list[t
     ours included, by the time spent in its own body."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import firmware.app.main, firmware.app_ui, firmware.ui.machine"],
+         "import firmware.app.main, firmware.app.frontends.panel, firmware.ui.machine"],
         cwd=ROOT, capture_output=True, text=True, check=False)
     packages: dict[str, float] = {}
     modules: list[tuple[float, str]] = []

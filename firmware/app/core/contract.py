@@ -36,12 +36,14 @@ class OperatorInput:
     source: str = "ecr"
     authorised: bool = False  # the keypad already checked the supervisor password
     # The ECR request this operation answers: its record is written with this key, so that the
-    # till's retry is answered with that record instead of running again (firmware/ecr/repeats.py).
+    # till's retry is answered with that record instead of running again
+    # (firmware/app/frontends/ecr_repeats.py).
     request_key: RequestKey | None = None
 
 
 class TerminalObserver(Protocol):
-    """What the keypad/LCD side learns from the terminal (firmware/app_ui.py implements it).
+    """What the keypad/LCD side learns from the terminal (firmware/app/frontends/panel.py
+    implements it).
 
     Calls are synchronous and must not block; ask_pin and release_reader are awaited.
     """

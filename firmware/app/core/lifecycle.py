@@ -4,7 +4,7 @@ reading the core needs to decide whether this terminal may do money work at all.
 The core asks it in open() (a wipe began: no TMK to demand), before the start-up sign-on, and in
 every refusal of a financial operation or a settlement. The deregistration service
 (firmware/app/services/deregister.py) writes the steps through put_state() and reads them back
-here; provisioning (firmware/app_provision.py) resets the life cycle the same way. Nothing here
+here; provisioning (firmware/app/provision.py) resets the life cycle the same way. Nothing here
 imports the Terminal: a terminal is anything with a journal and a data directory.
 """
 

@@ -1,7 +1,8 @@
 """Deregistration (注销) at the app layer: the checks, the verified backup, sign-off, the wipe, the
 host's 0820/009 and the unbound check, each step recorded in the journal's terminal_state before
 its effect; the start-up resume. The life cycle it records, and the core's refusal of financial
-work while it is not ACTIVE, are firmware/app/core/lifecycle.py (provisioning again: app_provision.py).
+work while it is not ACTIVE, are firmware/app/core/lifecycle.py (provisioning again:
+firmware/app/provision.py).
 
 The steps and their rules are in firmware/engine/deregistration.py; this module carries them out
 (files through firmware/journal/backup.py and wipe.py, host messages through the host link) and

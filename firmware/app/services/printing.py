@@ -1,6 +1,7 @@
 """The app's printing desk: renders queued jobs (receipts, slips, reports) with the
 layouts and the settings, runs the spooler, and offers reprint / cancel / confirm /
-test page / reports to the ECR link and the keypad. Part of the app layer, like app.py.
+test page / reports to the ECR link and the keypad. A service of the app layer: the core sees
+it only as a PaperQueue (firmware/app/core/contract.py).
 """
 
 from __future__ import annotations

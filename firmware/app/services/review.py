@@ -223,7 +223,7 @@ def report(terminal: TerminalCore, kind: str) -> OpOutcome:
 
 def settle_outcome(terminal: TerminalCore, result: TxnResult, lang: str) -> OpOutcome:
     """A settlement's result for the screen with its advice lines (pending items named), so the
-    lead's "settle" op can return it instead of app_ui.outcome_of()."""
+    lead's "settle" op can return it instead of frontends.panel.outcome_of()."""
     pending: tuple[Pending, ...] = ()
     if result.message_key == "settlement_blocked" and terminal.journal is not None:
         pending = gather(terminal).pending

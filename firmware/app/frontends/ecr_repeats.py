@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from firmware.app.frontends.ecr_replies import failed_inside, language, record_now, refusal
 from firmware.ecr.protocol import EcrRequest, encode_response
-from firmware.ecr.replies import failed_inside, language, record_now, refusal
 from firmware.engine.model import RequestKey
 from firmware.journal.errors import JournalError
 from firmware.journal.requests import DONE, KeptRequest, RequestBook

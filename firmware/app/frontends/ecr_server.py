@@ -4,11 +4,12 @@ Theory of operation: each peer (a TCP connection, or the serial port) feeds its 
 LineFramer; every complete line becomes a task that answers it (`_handle`), so that `cancel`
 and `status` are heard while an operation runs (one operation at a time; anything else gets
 "busy"). `_handle` is the reply guarantee: whatever happens inside, exactly one reply line is
-queued for the peer. On the way in: the fields (protocol.py), the board's card-data rule
-(`dispatch`, for every op), then the repeat rule (repeats.py). On the way out, a peer's output
-is bounded: a peer that does not read its replies is not read from either, and its replies are
-dropped past OUTPUT_CAP (serial) or its connection closed (TCP), so it can neither block nor
-spin the terminal. TCP connections are capped in number and closed when idle (settings).
+queued for the peer. On the way in: the fields (firmware/ecr/protocol.py), the board's
+card-data rule (`dispatch`, for every op), then the repeat rule (ecr_repeats.py). On the way
+out, a peer's output is bounded: a peer that does not read its replies is not read from
+either, and its replies are dropped past OUTPUT_CAP (serial) or its connection closed (TCP),
+so it can neither block nor spin the terminal. TCP connections are capped in number and
+closed when idle (settings).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from firmware.app.core.contract import OperatorInput
+from firmware.app.frontends.ecr_refusals import RefusalLog
+from firmware.app.frontends.ecr_repeats import RepeatGate
+from firmware.app.frontends.ecr_replies import failed_inside, language, record_state, refusal, result_payload
 from firmware.ecr.protocol import (
     CARD_DATA_FIELDS,
     FINANCIAL_OPS,
@@ -38,9 +42,6 @@ from firmware.ecr.protocol import (
     overlong_message,
     parse_request,
 )
-from firmware.ecr.refusals import RefusalLog
-from firmware.ecr.repeats import RepeatGate
-from firmware.ecr.replies import failed_inside, language, record_state, refusal, result_payload
 from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
 from firmware.i18n import text

@@ -30,7 +30,8 @@ from firmware.journal.backup import fsync_dir
 from firmware.journal.store import Journal
 from firmware.settings.model import factory, problems
 
-TEMPLATE = Path(__file__).resolve().parent / "settings" / "merchant-template.json"
+# The template ships with the settings it fills in (firmware/settings/), one folder above this file.
+TEMPLATE = Path(__file__).resolve().parents[1] / "settings" / "merchant-template.json"
 # What only the merchant and the acquirer know: a file without them is refused, never defaulted.
 REQUIRED = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), ("comms", "port"))
 NEW, OLD = ".provision-new", ".provision-old"  # staging suffixes, beside each file
@@ -219,7 +220,7 @@ def _journal_active(journal: Journal, tid: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m firmware.app_provision",
+        prog="python -m firmware.app.provision",
         description="Provision a deregistered terminal again (the firmware stopped). The settings "
                     f"file is the merchant's: {TEMPLATE.relative_to(TEMPLATE.parents[2])} filled in, "
                     "or a complete settings.json. Nothing is written unless all of it is right.")

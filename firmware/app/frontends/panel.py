@@ -7,6 +7,7 @@ returns are carried out here (operations run as tasks that answer with OpDone). 
 observes the terminal (TerminalObserver) so that an ECR-started operation, its PIN entry and its
 result appear on the LCD. An idle panel sleeps until the next key, card or the screen's own
 wake-up time (the idle clock: once a minute). No key code is logged, PIN screen or not.
+The Diagnostics menu's checks run in panel_diag.py (PanelDiagnostics).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from firmware.app.core.contract import OperatorCancelled, OperatorInput
+from firmware.app.frontends.panel_diag import PanelDiagnostics, diag_words
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.host.messages import TxnKind, mask_pan
@@ -45,7 +47,6 @@ log = logging.getLogger("posfw.panel")
 FINANCIAL = frozenset(k.value for k in TxnKind if k.value in {
     "sale", "void", "refund", "balance", "preauth", "preauth_void", "completion", "completion_void"})
 TRACE_KINDS = frozenset({"void", "preauth_void", "completion", "completion_void"})
-PRINT_DIAG_WAIT_S = 60.0  # a test slip that has not finished by then is reported as a failure
 READER_RETRY_S = 30.0  # the idle card watch waits this long after the reader failed
 
 
@@ -78,9 +79,8 @@ class FrontPanel:
         self._refresh_queued = False
         self.frames_drawn = 0  # for the idle benchmark: how often the LCD was redrawn
         self.wakeups = 0  # events handled (keys, ticks, terminal news)
-        from firmware.diag.checks import EchoHistory
-
-        self.echo_history = EchoHistory()
+        self.diagnostics = PanelDiagnostics(terminal, clock, self._changed, self._lang)
+        self.echo_history = self.diagnostics.echo_history  # kept across echo tests
         terminal.observer = self
 
     # ------------------------------------------------------------------ main loop
@@ -423,7 +423,7 @@ class FrontPanel:
             ok = await t.sign_off()
             return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_off" if ok else "host_unreachable")
         if c.op == "echo":
-            return self._diag_echo(await t.echo())
+            return self.diagnostics.echo_outcome(await t.echo())
         return await self._paper_op(c)
 
     async def _paper_op(self, c: ui.StartOp) -> ui.OpOutcome:
@@ -479,105 +479,18 @@ class FrontPanel:
 
     # ------------------------------------------------------------------ diagnostics
 
-    def _diag_echo(self, answer: tuple[bool, float, str]) -> ui.OpOutcome:
-        ok, seconds, detail = answer
-        result = self._echo_result(ok, seconds, detail)
-        return ui.OpOutcome("echo", "done" if ok else "failed", "echo_ok" if ok else "host_unreachable",
-                            detail=result.reason, lines=(result.reason, result.next_step, *result.lines))
-
-    def _echo_result(self, ok: bool, seconds: float, detail: str) -> ui.DiagResult:
-        from firmware.diag.checks import echo_result
-
-        t = self.terminal
-        comms = t.settings["comms"]
-        return echo_result(ok, seconds, detail, self.echo_history, self._lang(),
-                           str(comms["host"]), int(comms["port"]))
-
     def _lang(self) -> str:
         return str(self.terminal.settings.get("display", {}).get("language", "en"))
 
     async def _run_diag(self, name: str) -> None:
         try:
-            result = await self._diag(name)
+            result = await self.diagnostics.run(name)
         except asyncio.CancelledError:
             raise
         except Exception:  # the operator gets words, never a hung panel (the log gets the why)
             log.exception("diagnostic %s failed", name)
             result = diag_words(name, False, "check_failed", "check_failed_next", self._lang())
         self._events.put_nowait(result)
-
-    async def _diag(self, name: str) -> ui.DiagResult:
-        from firmware.diag import buildinfo, journal_check, logview, netinfo
-
-        t, lang = self.terminal, self._lang()
-        if name == "echo":
-            if t.busy:
-                return diag_words(name, False, "check_busy", "check_busy_next", lang)
-            return self._echo_result(*(await t.echo()))
-        if name == "network":
-            comms = t.settings["comms"]
-            return await asyncio.get_running_loop().run_in_executor(
-                None, netinfo.network_info, str(comms["host"]), int(comms["port"]), lang)
-        if name == "journal":
-            if t.journal is None:
-                log.error("journal check: no journal (%s)", t.service_problem)
-                return diag_words(name, False, "check_no_journal", "check_failed_next", lang)
-            return journal_check.check_journal(t.journal, lang, time.time())
-        if name == "log":
-            return logview.log_tail(t.data_dir / "terminal.log", 200, lang)
-        if name == "version":
-            return buildinfo.version_info(t.board.name, lang)
-        if name == "printer":
-            return await self._printer_test()
-        if name == "reader":
-            return await self._reader_check()
-        if name == "settings_history":
-            from firmware.settings.store import history_lines
-
-            return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
-        if name == "display":
-            return diag_words(name, True, "check_shown", None, lang)
-        log.error("diagnostics: no check named %s", name)
-        return diag_words(name, False, "check_failed", "check_failed_next", lang)
-
-    async def _printer_test(self) -> ui.DiagResult:
-        from firmware.diag.checks import printer_result
-        from firmware.printing.queue import PrintState
-
-        desk = self.terminal.prints
-        if desk is None or desk.printer is None:
-            return printer_result(PrintState.FAILED, "printer_unavailable", self._lang())
-        job = desk.test_page()
-        deadline = self._clock() + PRINT_DIAG_WAIT_S
-        while True:
-            job = desk.journal.print_job(job.id)
-            if job.state in (PrintState.DONE, PrintState.FAILED, PrintState.CANCELLED) or (
-                    job.state is PrintState.PAUSED):
-                break
-            if self._clock() > deadline:
-                break
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._changed.wait()
-        problem = job.reason or (desk.spooler.problem if desk.spooler else None)
-        return printer_result(job.state, problem, self._lang())
-
-    async def _reader_check(self) -> ui.DiagResult:
-        from firmware.diag.checks import reader_result
-
-        reader = self.terminal.reader
-        if reader is None:
-            return reader_result(None, False, {}, self._lang())
-        version, chip = None, False
-        try:
-            async with asyncio.timeout(2.0):
-                version = await reader.version()  # type: ignore[attr-defined]
-                chip, _ = await reader.status()  # type: ignore[attr-defined]
-        except Exception as exc:  # no answer, in words on the LCD; the why goes to the log
-            log.error("card reader link check: %r", exc)
-        stats = getattr(reader, "link_stats", {})  # a property of the serial link driver
-        return reader_result(version, chip, stats, self._lang())
 
     # ------------------------------------------------------------------ settings
 
@@ -644,14 +557,6 @@ class FrontPanel:
             self._events.put_nowait(ui.CardPresented(mask_pan(card.pan), card.entry_mode, card.expiry))
             if purpose == "sale":
                 return
-
-
-def diag_words(name: str, ok: bool, reason: str, next_step: str | None, lang: str) -> ui.DiagResult:
-    """A diagnostics result in the operator's language, from the diagnostics catalog."""
-    from firmware.diag.checks import CATALOG as DIAG_CATALOG
-
-    return ui.DiagResult(name, ok, ui.say(DIAG_CATALOG, reason, lang),
-                         ui.say(DIAG_CATALOG, next_step, lang) if next_step else "")
 
 
 def outcome_of(op: str, result: TxnResult) -> ui.OpOutcome:
