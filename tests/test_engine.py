@@ -564,15 +564,18 @@ def test_an_approval_marks_the_original_voided_only_for_a_void_and_prints_unless
     journal marks voided in the same commit; no other approval (a refund included: it counts
     against its original, it does not void it) names one. Every approval queues its receipt
     but a balance enquiry's (nothing moved; the balance is shown). The card organisation is the
-    first 3 characters of 63 and the auth code is 38 without its padding."""
+    first 3 characters of 63, the auth code is 38 without its padding, and the issuing and
+    acquiring institutions (printed on the slip) are the two 11-character halves of 44."""
     flow = _sent(kind)
-    reply = {"39": "00", "37": "123456789012", "38": "AB12  ", "63": "VISA CREDIT"}
+    reply = {"39": "00", "37": "123456789012", "38": "AB12  ", "63": "VISA CREDIT",
+             "44": "01020000   48020000   "}
     [out] = flow.handle(ev.ReplyReceived(Message("0230" if kind is TxnKind.REFUND else "0210",
                                                  reply)))
     voids = (TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID)
     assert out.void_of == (5 if kind in voids else None)
     assert out.receipt is (kind is not TxnKind.BALANCE)
     assert (out.result.card_org, out.result.rrn) == ("VIS", "123456789012")
+    assert (out.result.issuer_id, out.result.acquirer_id) == ("01020000", "48020000")
 
 
 BALANCE_54 = [("1002156C100000012345", 100000012345), ("1002156D000000012345", -12345),
