@@ -286,3 +286,17 @@ def test_a_journal_that_cannot_be_created_on_a_full_disk_is_reported_full(small_
     with pytest.raises(JournalFull, match="storage is full"):
         Journal.open(small_disk / "journal.db", VAULT)
     assert handles_on(small_disk / "journal.db") == []
+
+
+@pytest.mark.parametrize(("dom", "fgn"), [("1", "1"), ("2", "1")])
+def test_the_upload_ends_trace_is_kept_whether_the_batch_was_uploaded_or_balanced(journal, dom,
+                                                                                   fgn):
+    """A balanced reply goes straight to ENDING, an unbalanced one through UPLOADING: either
+    way the trace of the upload end is kept before it is sent, so a resend after a power loss
+    repeats it (docs/dialect.md, settlement)."""
+    sid = journal.begin_settlement(journal.current_batch(), "000009", SideTotals(0, 0, 0, 0),
+                                   SideTotals(0, 0, 0, 0), operator="01")
+    journal.record_settlement_reply(sid, dom, fgn)
+    journal.record_end_stan(sid, "000123")
+    row = journal.get_settlement(sid)
+    assert (row.state, row.end_stan) == ("ENDING", "000123")

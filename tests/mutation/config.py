@@ -20,6 +20,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                                   "tests/test_state_lists.py",
                                   "tests/test_retention.py", "tests/test_money_rules.py",
                                   "tests/test_print_queue_rules.py", "tests/test_reports.py",
+                                  "tests/test_diag_journal.py",
                                   "tests/test_voucher.py"),
     "firmware/host/mac.py": ("tests/test_host_mac.py", "tests/test_reply_mac.py"),
     "firmware/host/channel.py": ("tests/test_host_channel.py", "tests/test_reply_matching.py"),
