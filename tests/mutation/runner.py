@@ -240,11 +240,14 @@ def _run_tests(copy: Path, node_ids: list[str], deadline_s: float, per_test_s: f
         return "survived", ""
     if code in (1, 2):  # a failing test, or a mutant that breaks collection (import)
         return "killed", result["failed"] or "collection"
-    whole = sorted({n.split("[")[0] for n in node_ids})
-    if code == 4 and whole != sorted(node_ids):
+    if code == 4:
         # A node id was not found: the mutant changed a value a test is parametrized by (an
-        # enum member's value in its id). Run every parametrization of those test functions.
-        return _run_tests(copy, whole, deadline_s, per_test_s, result_file)
+        # enum member's value in its id), so run every parametrization of those functions; or
+        # the test module itself no longer imports (a module-level constant the mutant now
+        # refuses), so run the files, where that shows as the collection error it is.
+        for coarser in ({n.split("[")[0] for n in node_ids}, {n.split("::")[0] for n in node_ids}):
+            if sorted(coarser) != sorted(node_ids):
+                return _run_tests(copy, sorted(coarser), deadline_s, per_test_s, result_file)
     return "error", f"pytest exit {code}"
 
 
