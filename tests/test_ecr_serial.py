@@ -143,16 +143,21 @@ def fill_until_refused(fd: int, cap: int = 256 * 1024) -> tuple[int, bytes]:
     raise AssertionError(f"the terminal kept reading {written} bytes of requests it could not answer")
 
 
-def read_until_final(fd: int, final: bytes, timeout: float = 60.0) -> list[bytes]:
-    """Reads every reply line, writing `final` once the terminal takes input again."""
+def read_until_final(fd: int, final: bytes, expected: int, timeout: float = 60.0) -> list[bytes]:
+    """Reads reply lines, writing `final` once the terminal takes input again, until the final
+    request's reply and `expected` lines in all have come (each request is answered by its own
+    task, so the final reply may overtake the last of the others)."""
     buf, to_send = b"", final
     deadline = time.monotonic() + timeout
-    while b'"id":"final"' not in buf:
+    final_seen = False
+    while not final_seen or buf.count(b"\n") < expected:
         left = deadline - time.monotonic()
-        assert left > 0, f"no reply to the final request; {len(buf.splitlines())} lines so far"
+        lines = buf.count(b"\n")
+        assert left > 0, f"{lines} reply lines of {expected} (the final one seen: {final_seen})"
         readable, writable, _ = select.select([fd], [fd] if to_send else [], [], left)
         if readable:
             buf += os.read(fd, 65536)
+            final_seen = b'"id":"final"' in buf
         if writable:
             to_send = to_send[os.write(fd, to_send):]
     return buf.split(b"\n")[:-1]
@@ -173,7 +178,7 @@ def test_a_serial_peer_that_stops_reading_is_back_pressured_not_spun_on(data_dir
             await asyncio.sleep(1.0)  # the measuring window: the till reads nothing
             share = (time.process_time() - cpu) / (time.monotonic() - wall)
             final = rest + b'{"id":"final","op":"status"}\n'
-            lines = await asyncio.to_thread(read_until_final, master, final)
+            lines = await asyncio.to_thread(read_until_final, master, final, sent + 1)
         finally:
             await server.close()
             await t.close()
