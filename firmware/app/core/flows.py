@@ -30,8 +30,8 @@ from firmware.app.core.contract import (
     OperatorCancelled,
     OperatorInput,
     PaperQueue,
-    TerminalObserver,
 )
+from firmware.app.core.parts import CoreParts
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
@@ -39,13 +39,10 @@ from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.engine.validation import Limits, Refusal, check_original
-from firmware.host.channel import HostLink
 from firmware.host.errors import HostError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
-from firmware.host.messages import Terminal as TermIds
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.journal.errors import JournalFull
-from firmware.journal.store import Journal
 from firmware.ports import CardReader, MagstripeRead, ReaderUnavailable, ReadFailed, ReadTimedOut
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
@@ -69,43 +66,27 @@ class CardSlot:
         return await self._queue.get()
 
 
-class FlowRunner:
+class FlowRunner(CoreParts):
     """A part of TerminalCore split out by concern: carries out the engine's flows (the action
     executor) and the financial operations. Not used on its own; the attributes below are set by
-    TerminalCore (its __init__ and open()) or are methods of the other parts, listed so that a
-    reader sees where each `self.x` comes from."""
+    TerminalCore (its __init__ and open()) or are methods of the other parts, listed here or in
+    CoreParts (parts.py) so that a reader sees where each `self.x` comes from."""
 
     # State, set by TerminalCore.__init__ and open()
-    journal: Journal | None
-    link: HostLink | None
-    settings: dict[str, dict[str, Any]]
     board: BoardProfile
     now: Callable[[], datetime]
-    observer: TerminalObserver | None
     reader: CardReader | None
     card_slot: CardSlot
     prints: PaperQueue | None
     fault_hook: Callable[[object], None] | None
     service_problem: str | None
-    sign_on_problem: str
-    notice: str | None
     card_refusal: str | None
     _cancel: asyncio.Event
     _upload_total: dict[int, int]
     data_dir: Path  # read by lifecycle.refusal
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
-        # methods of TerminalCore (core proper) and of HostSession, found through the class.
-        @property
-        def term(self) -> TermIds: ...
-        def _tx(self) -> dict[str, Any]: ...
-        def _timeout(self) -> float: ...
-        def _step(self, step: str, done: int | None = None, total: int | None = None,
-                  cancellable: bool = True) -> None: ...
-        def notify_changed(self) -> None: ...
-        async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
-        async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
-                            amount: int | None = None) -> TxnResult: ...
+        # methods of HostSession, found through the class.
         def _link(self, up: bool) -> None: ...
         async def ensure_signed_on(self) -> bool: ...
         async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool: ...

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from firmware.app.core.contract import OperatorInput, TerminalObserver
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.parts import CoreParts
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.model import TxnRecord, TxnResult
 from firmware.engine.settlement import SettlementFlow
@@ -25,42 +25,25 @@ from firmware.host.errors import HostError, KeyCheckError
 from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
 from firmware.host.messages import Terminal as TermIds
 from firmware.journal.errors import JournalError, JournalFull
-from firmware.journal.store import Journal
 from firmware.journal.vault import VaultError
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
 
 
-class HostSession:
+class HostSession(CoreParts):
     """A part of TerminalCore split out by concern: the host link, sign-on, the backlog,
     settlement, echo and sign-off. Not used on its own; the attributes below are set by
-    TerminalCore (its __init__ and open()) or are methods of the other parts, listed so that a
-    reader sees where each `self.x` comes from."""
+    TerminalCore (its __init__ and open()) or are methods of the other parts, listed here or in
+    CoreParts (parts.py) so that a reader sees where each `self.x` comes from."""
 
     # State, set by TerminalCore.__init__ and open()
-    journal: Journal | None
-    link: HostLink | None
-    settings: dict[str, dict[str, Any]]
-    observer: TerminalObserver | None
-    notice: str | None
-    sign_on_problem: str
     link_up: bool | None
     backlog_left: int
     _tmk: bytes
     _lock: asyncio.Lock
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
-        # methods of TerminalCore (core proper) and of FlowRunner, found through the class.
-        @property
-        def term(self) -> TermIds: ...
-        def _tx(self) -> dict[str, Any]: ...
-        def _timeout(self) -> float: ...
-        def _step(self, step: str, done: int | None = None, total: int | None = None,
-                  cancellable: bool = True) -> None: ...
-        def notify_changed(self) -> None: ...
-        async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
-        async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
-                            amount: int | None = None) -> TxnResult: ...
+        # methods of FlowRunner, found through the class.
         async def _drive(self, flow: Any, io: OperatorInput, cancellable: bool) -> TxnResult | None: ...
         def _refusal(self, kind: TxnKind | None) -> TxnResult | None: ...
 
