@@ -154,6 +154,11 @@ class ReaderUnavailable(Exception):
     """The reader does not answer or its device is gone; the message says which."""
 
 
+class ChipGone(Exception):
+    """The chip card was removed, or stopped answering, during an exchange; the message says
+    which. Raised by CardReader.transmit; the transaction's chip session is over."""
+
+
 @runtime_checkable
 class CardReader(Protocol):
     async def version(self) -> str: ...
@@ -166,6 +171,23 @@ class CardReader(Protocol):
         once and returns no event. Raises ReaderUnavailable if the reader is
         gone and does not come back within the wait.
         """
+        ...
+
+    async def transmit(self, apdu: bytes, timeout_s: float = 5.0) -> bytes:
+        """Sends one command APDU to the inserted chip card (after a ChipInserted event) and
+        returns its response APDU: data followed by SW1 SW2. The transport handles its own
+        protocol details (T=0 GET RESPONSE on 61xx, a resend on 6Cxx), so the caller sees one
+        complete response per command. Raises ChipGone if the card was removed or is mute;
+        ReaderUnavailable if the reader itself is gone. Readers without a chip slot raise
+        ChipGone("no chip slot")."""
+        ...
+
+    async def chip_present(self) -> bool:
+        """Whether a chip card sits in the slot now (powered or not)."""
+        ...
+
+    async def power_off(self) -> None:
+        """Deactivates the chip card (end of its session); removal is still the cardholder's."""
         ...
 
     async def beep(self, ms: int = 100) -> None: ...

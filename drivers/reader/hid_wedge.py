@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from evdev import ecodes
 
 from firmware.ports import (
+    ChipGone,
     MagstripeRead,
     ReaderEvent,
     ReaderUnavailable,
@@ -313,6 +314,16 @@ class HidWedgeReader:
             raise
         finally:
             self._pending = None
+
+    async def transmit(self, apdu: bytes, timeout_s: float = 5.0) -> bytes:
+        """A keyboard wedge reads magstripe only: there is no chip slot to talk to."""
+        raise ChipGone("no chip slot: this reader is a magstripe keyboard wedge")
+
+    async def chip_present(self) -> bool:
+        return False
+
+    async def power_off(self) -> None:
+        return None
 
     async def beep(self, ms: int = 100) -> None:
         """A wedge has no beeper the host can drive: nothing to do (pair it with a buzzer driver)."""
