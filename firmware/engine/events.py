@@ -59,6 +59,7 @@ class WriteOutcome:
     # A stored refund the host later declined: the till was told "stored", so the journal
     # queues a slip saying it was NOT made, in the same commit, and audits it.
     declined_after_stored: bool = False
+    chip_tags: str | None = None  # chip: the second GENERATE AC's record, kept with the outcome
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,23 @@ class FinishSettlement:
 
 
 @dataclass(frozen=True)
+class CompleteChip:
+    """A chip card's transaction after the host's answer: issuer authentication, scripts and
+    the second GENERATE AC (firmware/emv). response_code is None when no usable answer came;
+    icc_reply is the reply's field 55 (hex: 91, 71, 72), if any."""
+
+    response_code: str | None
+    icc_reply: str | None = None
+
+
+@dataclass(frozen=True)
 class Finish:
     result: TxnResult
 
 
 Action = (
     AskAuthorisation | AskCard | AskPin | WritePending | SendRequest | WriteOutcome | AuditNote
-    | AllocateStan | BeginSettlement | RecordSettlementReply | LoadUploadItems | MarkUploaded
+    | CompleteChip | AllocateStan | BeginSettlement | RecordSettlementReply | LoadUploadItems | MarkUploaded
     | RecordEndStan | AbandonSettlement | FinishSettlement | Finish
 )
 
@@ -140,6 +151,26 @@ class Authorised:
 @dataclass(frozen=True)
 class CardPresented:
     card: CardRead
+
+
+@dataclass(frozen=True)
+class CardDeclined:
+    """The chip card ended the transaction before anything was written or sent: it declined
+    offline (AAC at the first GENERATE AC) or the terminal cannot accept it (no common
+    application, blocked, restrictions). key is a message catalog key; detail the words."""
+
+    key: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ChipCompleted:
+    """The card's word after the host's: accepted (TC at the second GENERATE AC) or not (AAC,
+    removed, mute, cancelled: reason says which); chip_tags its record of it (hex TLV)."""
+
+    accepted: bool
+    chip_tags: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,6 +232,7 @@ class Cancel:
 
 
 Event = (
-    Authorised | CardPresented | PinEntered | NoPinAgain | PendingWritten | ReplyReceived | ReplyLost
-    | OutcomeWritten | StanAllocated | SettlementBegun | UploadItemsLoaded | Done | Cancel
+    Authorised | CardPresented | CardDeclined | PinEntered | NoPinAgain | PendingWritten
+    | ReplyReceived | ReplyLost | ChipCompleted | OutcomeWritten | StanAllocated | SettlementBegun
+    | UploadItemsLoaded | Done | Cancel
 )

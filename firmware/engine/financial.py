@@ -11,6 +11,13 @@ in REVERSAL_DUE. A refund advice goes online first: the host's answer is the
 till's answer; only when it was not delivered (or the host said "try again")
 is it kept ADVICE_DUE and reported "stored", with no receipt until the host
 acknowledges it. CANCEL before the write ends the flow with no financial record.
+
+A chip card (docs/chip.md) adds one step after the host's answer: CompleteChip asks the app to
+finish the card's side (issuer authentication, scripts, the second GENERATE AC). Only when the
+host approved AND the card accepted is the transaction approved; a card that declines after the
+host approved (or is pulled, or the cashier cancels then) makes it REVERSAL_DUE, written before
+the reversal is sent. A card that declined before anything was written (offline decline, no
+common application) ends the flow with nothing written or sent.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ NEEDS_SUPERVISOR: frozenset[TxnKind] = frozenset(
 )
 # Reversal reason (field 39 of the 0400) for each way of losing the reply.
 REVERSAL_REASON: dict[str, str] = {"timeout": "98", "bad_mac": "A0"}
+# Why a chip transaction the host approved is reversed (the card declined it, was pulled, or the
+# cashier cancelled before the card's second GENERATE AC): "06", as for any other cause.
+CARD_DECLINED = "card_declined"
 # Stands in for the STAN and invoice the journal allocates, when the request is built once
 # before the write to prove the wire can carry it.
 _PROBE_STAN = "000001"
@@ -75,6 +85,7 @@ class Step(StrEnum):
     PIN = "pin"
     WRITE_PENDING = "write_pending"
     AWAIT_REPLY = "await_reply"
+    CHIP_COMPLETE = "chip_complete"
     WRITE_OUTCOME = "write_outcome"
     DONE = "done"
 
@@ -143,12 +154,14 @@ class FinancialFlow:
         self.reply: HostResult | None = None
         self.lost_reason: str | None = None
         self.not_sent: str | None = None  # the request could not be built after the write
+        self.chip_refusal = ""  # why the card declined after the host approved (words)
         self._handlers: dict[Step, Callable[[object], list[ev.Action]]] = {
             Step.AUTHORISE: self._on_authorise,
             Step.CARD: self._on_card,
             Step.PIN: self._on_pin,
             Step.WRITE_PENDING: self._on_pending_written,
             Step.AWAIT_REPLY: self._on_reply,
+            Step.CHIP_COMPLETE: self._on_chip_completed,
             Step.WRITE_OUTCOME: self._on_outcome_written,
         }
 
@@ -189,6 +202,10 @@ class FinancialFlow:
         return [ev.AskCard(self.request.kind.value)]
 
     def _on_card(self, event: object) -> list[ev.Action]:
+        if isinstance(event, ev.CardDeclined):
+            return self._finish(TxnResult("declined", event.key, detail=event.detail),
+                                audit=(f"{self.request.kind.value} declined by card",
+                                       event.detail, "declined"))
         assert isinstance(event, ev.CardPresented)
         refusal = (check_card(event.card, self.ctx.now.strftime("%y%m"), self.ctx.limits)
                    or check_refund_card(self.request, event.card))
@@ -296,7 +313,14 @@ class FinancialFlow:
             held_order_id=req.held_order_id,
             request_key=req.request_key,
             expiry_shown=slip_expiry(self.card.expiry if self.card is not None else None),
+            card_seq=self.card.card_seq if self._chip() else None,
+            icc_data=self.card.icc_data if self._chip() and self.card else None,
+            chip_tags=self.card.chip_tags if self._chip() and self.card else None,
         )
+
+    def _chip(self) -> bool:
+        """The card was read from its chip: the card has a word after the host's."""
+        return self.card is not None and self.card.entry_mode == "chip"
 
     def _on_pending_written(self, event: object) -> list[ev.Action]:
         assert isinstance(event, ev.PendingWritten)
@@ -347,13 +371,37 @@ class FinancialFlow:
             acked = answer == "acked"
             kind = TxnEvent.ADVICE_ACKED if acked else TxnEvent.DECLINE
             return [ev.WriteOutcome(self.record.id, kind, result, receipt=acked)]
-        if code == "00":
+        if self._chip():
+            self.step = Step.CHIP_COMPLETE
+            return [ev.CompleteChip(code, fields.get("55"))]
+        return self._outcome(result)
+
+    def _outcome(self, result: HostResult, chip_tags: str | None = None) -> list[ev.Action]:
+        assert self.record is not None
+        self.step = Step.WRITE_OUTCOME
+        if result.response_code == "00":
             void_of = None
             if self.request.kind in (TxnKind.VOID, TxnKind.PREAUTH_VOID, TxnKind.COMPLETION_VOID):
                 void_of = self.request.original.record_id if self.request.original else None
             return [ev.WriteOutcome(self.record.id, TxnEvent.APPROVE, result, void_of=void_of,
-                                    receipt=self.request.kind is not TxnKind.BALANCE)]
-        return [ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result)]
+                                    receipt=self.request.kind is not TxnKind.BALANCE,
+                                    chip_tags=chip_tags)]
+        return [ev.WriteOutcome(self.record.id, TxnEvent.DECLINE, result, chip_tags=chip_tags)]
+
+    def _on_chip_completed(self, event: object) -> list[ev.Action]:
+        assert isinstance(event, ev.ChipCompleted) and self.record is not None
+        assert self.reply is not None
+        if self.reply.response_code != "00" or event.accepted or not self.wire.reversible:
+            return self._outcome(self.reply, event.chip_tags)
+        # The host approved, the card did not: the approval is reversed, written first. The
+        # reply is genuine, so its auth code goes back in 38 for the host to find.
+        self.lost_reason = CARD_DECLINED
+        self.chip_refusal = event.reason
+        self.step = Step.WRITE_OUTCOME
+        approved = HostResult("", auth_code=self.reply.auth_code) if self.reply.auth_code else None
+        return [ev.WriteOutcome(self.record.id, TxnEvent.LOSE_REPLY, approved,
+                                reversal_reason=reversal_reason(CARD_DECLINED),
+                                chip_tags=event.chip_tags)]
 
     def _reply_lost(self, reason: str, auth_code: str | None = None) -> list[ev.Action]:
         assert self.record is not None
@@ -387,6 +435,9 @@ class FinancialFlow:
                                               detail=self.lost_reason))
             if not self.wire.reversible:
                 return self._finish(TxnResult("failed", "no_reply", record, detail=self.lost_reason))
+            if self.lost_reason == CARD_DECLINED:
+                return self._finish(TxnResult("card_declined", "declined_by_card", record,
+                                              detail=self.chip_refusal or "the card declined"))
             status = "cancelled_after_send" if self.lost_reason == "cancelled" else "reversal_pending"
             return self._finish(TxnResult(status, "reversal_pending", record, detail=self.lost_reason))
         assert self.reply is not None
@@ -395,7 +446,10 @@ class FinancialFlow:
             return self._finish(
                 TxnResult("approved", "00", record, response_code=code, balance=self.reply.balance)
             )
-        if code == "55" and self.card is not None and self.pin_attempt < self.ctx.pin_tries:
+        # A chip card's wrong PIN is not asked again: the card's cryptogram was for that
+        # request, so another try is another transaction (a new card session).
+        if (code == "55" and self.card is not None and not self._chip()
+                and self.pin_attempt < self.ctx.pin_tries):
             self.pin_block = None
             return self._ask_pin()
         if code == "55" and self.pin_attempt >= self.ctx.pin_tries:
@@ -412,6 +466,9 @@ class FinancialFlow:
             return self._reply_lost("cancelled")
         if self.step is Step.WRITE_OUTCOME:
             return []  # the outcome is being made durable; it is reported as it is
+        if self.step is Step.CHIP_COMPLETE:
+            # The card has not given its word: an approval is reversed as if the card declined.
+            return self._on_chip_completed(ev.ChipCompleted(False, None, "cancelled"))
         step = self.step.value
         return self._finish(
             TxnResult("cancelled", "cancelled", detail=f"cancelled at step {step}"),

@@ -23,14 +23,22 @@ class CardRead:
     track2: str | None = None
     track3: str | None = None
     card_seq: str | None = None
-    icc_data: str | None = None
+    icc_data: str | None = None  # chip: the request's field 55 (hex), built by firmware/emv
+    # chip: the cardholder verification the card's CVM list chose ("online_pin", "signature",
+    # "none"), and the chip's record after the first GENERATE AC (hex TLV: AID, label, ARQC,
+    # TVR, TSI...; no sensitive tag), which the journal keeps.
+    chip_cvm: str | None = None
+    chip_tags: str | None = None
 
     def __repr__(self) -> str:  # never show tracks or the full PAN
         return f"CardRead({self.entry_mode}, {mask_pan(self.pan)})"
 
     @property
     def pin_required(self) -> bool:
-        """ISO 7813 service code digit 3: 0, 3, 5, 6, 7 demand a PIN."""
+        """A chip card: its CVM list chose the online PIN. A stripe: ISO 7813 service code
+        digit 3 of 0, 3, 5, 6 or 7 demands a PIN."""
+        if self.entry_mode == "chip":
+            return self.chip_cvm == "online_pin"
         return bool(self.service_code) and self.service_code[2] in "03567"
 
     @property
@@ -113,6 +121,9 @@ class PendingDraft:
     held_order_id: int | None = None  # linked to its order in the same commit as the record
     request_key: RequestKey | None = None  # linked to its record in the record's own commit
     expiry_shown: str | None = None  # what the slip prints for the card's expiry (slip_expiry)
+    card_seq: str | None = None  # chip: 5F34 (field 23)
+    icc_data: str | None = None  # chip: the request's field 55 (hex), for the batch upload
+    chip_tags: str | None = None  # chip: the first GENERATE AC's record (hex TLV)
 
     def __post_init__(self) -> None:
         # The engine sets pos_entry from the request it built; a draft made without one (tools,
@@ -168,6 +179,9 @@ class TxnRecord:
     issuer_id: str | None = None  # field 44 of the reply: the issuing bank (发卡行)
     acquirer_id: str | None = None  # field 44 of the reply: the acquiring institution (收单行)
     expiry_shown: str | None = None  # the slip's expiry, already masked (slip_expiry)
+    card_seq: str | None = None  # chip: 5F34, field 23
+    icc_data: str | None = None  # chip: the request's field 55 as sent (hex; no sensitive tag)
+    chip_tags: str | None = None  # chip: the outcome's tags (hex TLV; firmware/emv/field55.py)
 
 
 @dataclass(frozen=True)

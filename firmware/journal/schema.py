@@ -282,4 +282,15 @@ MIGRATIONS.append([
     "ALTER TABLE txn ADD COLUMN expiry_shown TEXT",
 ])
 
+MIGRATIONS.append([
+    # 14: chip transactions (docs/chip.md). What a reversal, a batch upload and the slip need once
+    # the card is gone: the card sequence number (field 23), the request's field 55 as sent (hex;
+    # its tags are none of the sensitive ones: no 57, 5A or 5F20), and the chip's own record of
+    # the outcome (hex TLV: AID, application label, the final cryptogram, TVR, TSI, ATC, issuer
+    # application data, script results) for the slip, the reversal's and the script advice's 55.
+    "ALTER TABLE txn ADD COLUMN card_seq TEXT",
+    "ALTER TABLE txn ADD COLUMN icc_data TEXT",
+    "ALTER TABLE txn ADD COLUMN chip_tags TEXT",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

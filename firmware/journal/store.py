@@ -59,7 +59,7 @@ _TXN_COLUMNS = (
     "orig_batch, orig_stan, orig_rrn, orig_auth, orig_date, response_code, rrn, auth_code, "
     "card_org, reversal_reason, reversal_attempts, advice_attempts, uploaded, settlement_id, problem, "
     "orig_card_org, pos_entry, read_cap, reversal_auth, orig_invoice, issuer_id, acquirer_id, "
-    "expiry_shown"
+    "expiry_shown, card_seq, icc_data, chip_tags"
 )
 
 
@@ -76,7 +76,8 @@ def _row_to_record(row: tuple) -> TxnRecord:
      pin_entered, operator, local_date, local_time, created_at, reference, orig_id, orig_batch,
      orig_stan, orig_rrn, orig_auth, orig_date, rc, rrn, auth, org, rev_reason, rev_attempts,
      adv_attempts, uploaded, settlement_id, problem, orig_org, pos_entry, read_cap,
-     reversal_auth, orig_invoice, issuer_id, acquirer_id, expiry_shown) = row
+     reversal_auth, orig_invoice, issuer_id, acquirer_id, expiry_shown, card_seq, icc_data,
+     chip_tags) = row
     return TxnRecord(
         id=rid, kind=TxnKind(kind), state=TxnState(state), stan=stan, batch=batch,
         invoice=invoice, amount=amount, currency=currency, pan_masked=pan_masked,
@@ -89,7 +90,7 @@ def _row_to_record(row: tuple) -> TxnRecord:
         settlement_id=settlement_id, problem=problem, orig_card_org=orig_org,
         pos_entry=pos_entry, read_cap=read_cap, reversal_auth=reversal_auth,
         orig_invoice=orig_invoice, issuer_id=issuer_id, acquirer_id=acquirer_id,
-        expiry_shown=expiry_shown,
+        expiry_shown=expiry_shown, card_seq=card_seq, icc_data=icc_data, chip_tags=chip_tags,
     )
 
 
@@ -292,14 +293,15 @@ class Journal:
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
                 "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
                 "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap, orig_invoice, "
-                "expiry_shown) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "expiry_shown, card_seq, icc_data, chip_tags) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
                  pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
                  int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
                  now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
                  draft.orig_rrn, draft.orig_auth, draft.orig_date, draft.orig_card_org,
-                 draft.pos_entry, draft.read_cap, draft.orig_invoice, draft.expiry_shown),
+                 draft.pos_entry, draft.read_cap, draft.orig_invoice, draft.expiry_shown,
+                 draft.card_seq, draft.icc_data, draft.chip_tags),
             )
             rid = cur.lastrowid
             assert rid is not None
@@ -319,7 +321,7 @@ class Journal:
     def apply(self, record_id: int, event: TxnEvent, result: HostResult | None = None,
               reversal_reason: str | None = None, void_of: int | None = None,
               receipt_copies: tuple[CopyKind, ...] = (), problem: str | None = None,
-              declined_after_stored: bool = False) -> TxnRecord:
+              declined_after_stored: bool = False, chip_tags: str | None = None) -> TxnRecord:
         """One state change (and, for an approved void, its original's) in one commit.
 
         receipt_copies queues the receipt in that same commit, so an outcome the
@@ -327,6 +329,8 @@ class Journal:
         record that already has its receipt job gets no second one).
         declined_after_stored: a refund the till was told "stored" was declined; the
         slip saying it was not made is queued and the decline audited, same commit.
+        chip_tags: the chip's record of the outcome (the second GENERATE AC's), replacing the
+        first one's, in the same commit as the state it explains.
         Held orders tied to the record (or to the voided original) follow it.
         """
         now = self._clock()
@@ -351,6 +355,9 @@ class Journal:
                 if result is not None and result.auth_code:  # an untrusted reply's, for the 0400
                     sets.append("reversal_auth = ?")
                     args.append(result.auth_code)
+            if chip_tags is not None:
+                sets.append("chip_tags = ?")
+                args.append(chip_tags)
             if problem is not None:
                 sets.append("problem = ?")
                 args.append(problem[:500])
