@@ -17,6 +17,7 @@ from typing import Any, Final
 from firmware.digits import is_digits
 from firmware.engine.cardclass import luhn_ok
 from firmware.engine.model import TxnRecord
+from firmware.emv.record import summary as chip_summary
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.ports import Align, Block, Cut, Document, Feed, Image, TextLine, char_cells, text_cells
@@ -567,6 +568,7 @@ def receipt(record: TxnRecord, copy: CopyKind, merchant: MerchantInfo, *, lang: 
     slip.field("reference", _clean(record.reference or ""))
     if reprint and printed_at is not None:
         slip.field("print_time", _printed_at(printed_at))
+    _chip_lines(slip, record)
     slip.rule()
 
     if copy.signed and record.kind in MONEY_KINDS:
@@ -583,6 +585,21 @@ def receipt(record: TxnRecord, copy: CopyKind, merchant: MerchantInfo, *, lang: 
 
     title = f"{record.kind.value} receipt {record.invoice} {copy.value} copy"
     return slip.finish(_clean(title + (" reprint" if reprint else "")))
+
+
+def _chip_lines(slip: _Slip, record: TxnRecord) -> None:
+    """What a CUP chip slip prints: the application label and AID, the card's cryptogram (TC on
+    an approval) and the TVR, TSI and ATC an issuer's dispute desk asks for."""
+    chip = chip_summary(record.chip_tags)
+    if chip is None:
+        return
+    slip.field("app_label", _clean(chip.label))
+    slip.field("aid", chip.aid)
+    if chip.cryptogram_name:
+        slip.field(chip.cryptogram_name.lower(), chip.cryptogram)
+    slip.field("tvr", chip.tvr)
+    slip.field("tsi", chip.tsi)
+    slip.field("atc", chip.atc)
 
 
 # ---- void slip ---------------------------------------------------------------

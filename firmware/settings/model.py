@@ -53,6 +53,9 @@ FACTORY: dict[str, dict[str, Any]] = {
         "pin_tries": 3,
         "allow_pin_bypass": False,
         "allow_fallback_swipe": False,
+        # A chip card may be swiped (fallback, 22 = 80x, 60.5 = 2) once its chip failed this
+        # many times in the same transaction; 0: never (docs/chip.md).
+        "chip_fallback_after": 3,
         "currency": "156",
         "retention_days": 90,
         "held_max_age_min": 120,

@@ -173,6 +173,14 @@ class PinWanted:
 
 
 @dataclass(frozen=True)
+class AppChoiceWanted:
+    """The chip holds several applications the terminal accepts: the cardholder picks one
+    (labels in the card's priority order)."""
+
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class OpOutcome:
     """How an operation ended, as a screen shows it (no card data but the masked PAN)."""
 
@@ -243,7 +251,7 @@ class OriginalFound:
 
 
 UiEvent = (KeyIn | Tick | CardPresented | ChipSeen | CardRefused | OpStarted | OpStep | PinWanted
-           | OpDone | PasswordChecked | SettingsSaved | DiagResult | OriginalFound)
+           | AppChoiceWanted | OpDone | PasswordChecked | SettingsSaved | DiagResult | OriginalFound)
 
 # ---------------------------------------------------------------------------- commands out
 
@@ -304,6 +312,13 @@ class SubmitPin:
     """The PIN typed (digits), or None for a bypass the settings allow. Never logged."""
 
     pin: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SubmitChoice:
+    """The chip application picked (index into AppChoiceWanted.labels)."""
+
+    index: int
 
 
 @dataclass(frozen=True)
@@ -381,7 +396,7 @@ class LookupOriginal:
     voucher: str
 
 
-UiCommand = (StartOp | CancelOp | SubmitPin | CheckPassword | DropCard | Audit | SaveSettings
+UiCommand = (StartOp | CancelOp | SubmitPin | SubmitChoice | CheckPassword | DropCard | Audit | SaveSettings
              | RestorePrevious | FactoryDefaults | RollBackSettings | ChangePassword | RunDiag
              | ConfirmPrint | TearOff | LookupOriginal)
 

@@ -290,3 +290,45 @@ class PinEntry(core.Screen):
             if self.bypass_allowed:
                 lines.append(t(ctx, "pin_bypass"))
         return lines
+
+
+@dataclass(frozen=True)
+class AppChoice(core.Screen):
+    """The cardholder's choice of chip application (AppChoiceWanted); back is the working
+    screen. A digit picks that line, UP/DOWN move the marker and ENTER picks it; CANCEL cancels
+    the operation (nothing was sent yet)."""
+
+    running: ClassVar[bool] = True
+
+    labels: tuple[str, ...]
+    back: core.Screen
+    cursor: int = 0
+
+    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
+        if isinstance(event, core.OpStep):
+            moved = self.back.handle(event, ctx)
+            return _stay(replace(self, back=moved.screen) if moved else self)
+        if not isinstance(event, core.KeyIn):
+            return self.back.handle(event, ctx)
+        key = event.key
+        if key in DIGITS and 1 <= int(DIGITS[key]) <= len(self.labels):
+            return core.Transition(self.back, (core.SubmitChoice(int(DIGITS[key]) - 1),))
+        if key is Key.UP:
+            return _stay(replace(self, cursor=max(0, self.cursor - 1)))
+        if key is Key.DOWN:
+            return _stay(replace(self, cursor=min(len(self.labels) - 1, self.cursor + 1)))
+        if key is Key.ENTER:
+            return core.Transition(self.back, (core.SubmitChoice(self.cursor),))
+        if key is Key.CANCEL:
+            answer = self.back.handle(event, ctx)
+            if answer is not None and core.CancelOp() in answer.commands:
+                return answer
+            return core.Transition(answer.screen if answer else self.back, (core.CancelOp(),))
+        return _stay(self)
+
+    def render(self, ctx: core.UiContext) -> Frame:
+        rows = [f"{'>' if i == self.cursor else ' '}{i + 1} {label}"[:ctx.cols]
+                for i, label in enumerate(self.labels)]
+        room = max(1, ctx.rows - 1)
+        first = min(max(0, self.cursor - room + 1), max(0, len(rows) - room))
+        return core.frame(ctx, [t(ctx, "step_chip_choose"), *rows[first:first + room]])

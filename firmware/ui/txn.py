@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from firmware.ports import Frame, Key
 from firmware.ui import core
-from firmware.ui.entry import NOTE_S, AmountEntry, NumberEntry, PasswordEntry, PinEntry
+from firmware.ui.entry import NOTE_S, AmountEntry, AppChoice, NumberEntry, PasswordEntry, PinEntry
 from firmware.ui.report_screens import PRINT_OP, report_flow
 from firmware.ui.results import result_screen
 from firmware.ui.scroll import MORE_ABOVE, MORE_BELOW, message, wrap_all
@@ -262,6 +262,8 @@ class WorkingScreen(core.Screen):
         if isinstance(event, core.CardRefused):
             # said at once under "Swipe card"; the wait for a card goes on
             return core.Transition(replace(self, refused=event.message_key))
+        if isinstance(event, core.AppChoiceWanted):
+            return core.Transition(AppChoice(event.labels, replace(self, step="chip_choose")))
         if isinstance(event, core.PinWanted):
             amount = event.amount if event.amount is not None else self.amount
             waiting = replace(self, step="pin", since=ctx.mono)

@@ -39,6 +39,9 @@ class OperatorInput:
     # till's retry is answered with that record instead of running again
     # (firmware/app/frontends/ecr_repeats.py).
     request_key: RequestKey | None = None
+    # The chip card's session (firmware/app/core/chip.py ChipSession) once a card was inserted:
+    # it holds the kernel between the two GENERATE ACs and the PIN block taken at its CVM step.
+    chip: Any = None
 
 
 class TerminalObserver(Protocol):
@@ -71,6 +74,11 @@ class TerminalObserver(Protocol):
 
     async def release_reader(self) -> None:
         """Stop any idle card watch so the flow can use the reader."""
+        ...
+
+    async def choose_application(self, labels: list[str]) -> int | None:
+        """The cardholder's choice among the chip's applications (index into labels, in the
+        card's priority order); None or OperatorCancelled on CANCEL."""
         ...
 
 

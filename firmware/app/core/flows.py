@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.app.boards import BoardProfile
 from firmware.app.core import lifecycle
+from firmware.app.core.chip import ChipFailed, ChipHooks, ChipSession
 from firmware.app.core.contract import (
     OPERATOR_INPUT,
     OperatorCancelled,
@@ -43,9 +44,22 @@ from firmware.host.errors import HostError, LocalProtocolError, NoReply
 from firmware.host.keys import encrypt_pin_block
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.journal.errors import JournalFull
-from firmware.ports import CardReader, MagstripeRead, ReaderUnavailable, ReadFailed, ReadTimedOut
+from firmware.ports import (
+    CardReader,
+    ChipInserted,
+    ChipRemoved,
+    MagstripeRead,
+    ReaderUnavailable,
+    ReadFailed,
+    ReadTimedOut,
+)
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
+
+# 9C, the transaction type the chip is told (EMV: 00 goods and services, 31 enquiry, 03/30 pre-auth
+# per CUP practice; docs/chip.md). Kinds not listed read the chip as a sale does.
+KERNEL_TXN_TYPE: dict[str, str] = {"sale": "00", "balance": "31", "preauth": "03", "refund": "20"}
+REMOVE_CARD_WAIT_S = 3.0  # "Remove card" holds the result this long; the next sale insists
 
 
 class CardSlot:
@@ -81,6 +95,7 @@ class FlowRunner(CoreParts):
     fault_hook: Callable[[object], None] | None
     service_problem: str | None
     card_refusal: str | None
+    _chip_spent: bool  # a chip card whose session ended may still be in the slot
     _cancel: asyncio.Event
     _upload_total: dict[int, int]
     data_dir: Path  # read by lifecycle.refusal
@@ -144,7 +159,7 @@ class FlowRunner(CoreParts):
                 await self.observer.release_reader()  # the idle card watch lets go first
             self._step("card")
             try:
-                card, pin = await self._race(self._take_card(), cancellable)
+                card, pin = await self._race(self._take_card(io, flow), cancellable)
             except OperatorCancelled:
                 return ev.Cancel()
             except ReaderUnavailable as exc:
@@ -153,8 +168,17 @@ class FlowRunner(CoreParts):
                 return ev.Cancel()
             if card is None:
                 return ev.Cancel()  # no card within the reader's wait
+            if isinstance(card, ev.CardDeclined):
+                return card
             io.pin = pin if pin is not None else io.pin
             return ev.CardPresented(card)
+        if isinstance(action, ev.AskPin) and io.chip is not None and io.chip.pin_block is not None:
+            return ev.PinEntered(io.chip.pin_block)  # taken at the chip's CVM step
+        if isinstance(action, ev.CompleteChip):
+            assert io.chip is not None
+            self._step("chip_completing", cancellable=False)
+            return await io.chip.complete(action.response_code, action.icc_reply,
+                                          cancelled=self._cancel.is_set())
         if isinstance(action, ev.AskPin):
             if io.pin is None and self.observer is not None and self.link.keys is not None:
                 self._step("pin")
@@ -251,12 +275,13 @@ class FlowRunner(CoreParts):
             return ev.Done()
         raise TypeError(f"no executor for {action!r}")
 
-    async def _take_card(self) -> tuple[CardRead | None, str | None]:
+    async def _take_card(self, io: OperatorInput, flow: Any
+                         ) -> tuple[CardRead | ev.CardDeclined | None, str | None]:
         """The first card from the reader or the sim board's card slot, whichever comes."""
         if self.reader is None:
             return await self.card_slot.take()
         slot = asyncio.ensure_future(self.card_slot.take())
-        read = asyncio.ensure_future(self._read_card())
+        read = asyncio.ensure_future(self._read_card(io, flow))
         try:
             done, _ = await asyncio.wait({slot, read}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -269,26 +294,140 @@ class FlowRunner(CoreParts):
             return slot.result()
         return read.result(), None
 
-    async def _read_card(self) -> CardRead | None:
-        """Reads until a usable swipe, a timeout (None) or a cancel; bad swipes ask again."""
+    async def _read_card(self, io: OperatorInput, flow: Any) -> CardRead | ev.CardDeclined | None:
+        """Reads until a usable card, a timeout (None) or a cancel; a bad swipe or a chip that
+        failed asks again. A chip card inserted is read from its chip (ChipSession); its
+        swipe is refused ("insert chip") until its chip failed chip_fallback_after times in
+        this transaction, when it is taken as a fallback (docs/chip.md)."""
         assert self.reader is not None
         tx = self._tx()
+        chip_failures = 0
+        fallback_after = int(tx.get("chip_fallback_after", 3))
+        if await self._chip_left_in():
+            await self._wait_removed(60.0)
+        elif await self.reader.chip_present():
+            event: object = ChipInserted()  # inserted before the amount was keyed: read it now
+        else:
+            event = None
         while True:
-            event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
+            if event is None:
+                event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
+            if isinstance(event, ChipInserted):
+                event = None
+                try:
+                    return await self._read_chip(io, flow)
+                except ChipFailed as exc:
+                    chip_failures += 1
+                    log.info("chip read failed (%d): %s", chip_failures, exc)
+                    can_swipe = 0 < fallback_after <= chip_failures
+                    self._card_refused("chip_failed_swipe" if can_swipe else "chip_failed")
+                    self._chip_spent = True
+                    continue
             if isinstance(event, ReadTimedOut):
                 return None
             if isinstance(event, ReadFailed):
                 log.info("card read failed: %s", event.reason)
                 self._card_refused("card_unreadable")
+                event = None
+                continue
+            if isinstance(event, ChipRemoved):
+                self._chip_spent = False
+                event = None
                 continue
             if not isinstance(event, MagstripeRead):
-                continue  # chip presence: EMV comes later; wait for a swipe
+                event = None
+                continue
+            swipe, event = event, None
+            allow = bool(tx["allow_fallback_swipe"]) or 0 < fallback_after <= chip_failures
             try:
-                return card_from_swipe(event, today=self.now().date(),
-                                       allow_fallback=bool(tx["allow_fallback_swipe"]))
+                return card_from_swipe(swipe, today=self.now().date(), allow_fallback=allow)
             except CardProblem as exc:
                 log.info("card refused at the reader: %s", exc.key)
                 self._card_refused(exc.key)
+
+    async def _read_chip(self, io: OperatorInput, flow: Any) -> CardRead | ev.CardDeclined:
+        """A chip session up to the host: the kernel's selection to its first GENERATE AC."""
+        assert self.reader is not None and self.link is not None
+        request = flow.request
+        session = ChipSession(self.reader, self._emv_params(), self._kernel_config(),
+                              request.amount or 0, KERNEL_TXN_TYPE.get(request.kind.value, "00"),
+                              self.now(), ChipHooks(
+                                  choose=self._choose_application,
+                                  ask_pin=lambda masked: self._chip_pin(io, masked, request.amount),
+                                  encrypt_pin=self._encrypt_chip_pin,
+                                  step=lambda step: self._step(step)))
+        io.chip = session
+        try:
+            result = await session.read()
+        except ChipFailed:
+            io.chip = None
+            await session.close()
+            raise
+        except BaseException:
+            io.chip = None
+            await asyncio.shield(session.close())  # a CANCEL mid-read: nothing was sent
+            self._chip_spent = True
+            raise
+        if isinstance(result, ev.CardDeclined):
+            io.chip = None
+            await session.close()
+            self._chip_spent = True
+        return result
+
+    async def _choose_application(self, labels: list[str]) -> int | None:
+        if self.observer is None:
+            return 0  # nobody to ask: the card's own priority order decides
+        return await self.observer.choose_application(labels)
+
+    async def _chip_pin(self, io: OperatorInput, pan_masked: str, amount: int | None) -> str | None:
+        if io.pin is not None:  # sim board: the test cardholder's PIN came with the request
+            pin, io.pin = io.pin, None
+            return pin
+        if self.observer is None or self.link is None or self.link.keys is None:
+            return None
+        self._step("pin")
+        return await self.observer.ask_pin(pan_masked, amount, False, None)
+
+    def _encrypt_chip_pin(self, pin: str, pan: str) -> bytes | None:
+        if self.link is None or self.link.keys is None:
+            return None
+        # The clear PIN becomes an encrypted block here and is dropped at once.
+        return encrypt_pin_block(pin, pan, self.link.keys.pik)
+
+    async def _chip_left_in(self) -> bool:
+        """A card whose session ended is still in the slot: it must come out first."""
+        assert self.reader is not None
+        present = await self.reader.chip_present()
+        if not present:
+            self._chip_spent = False
+        return present and self._chip_spent
+
+    async def _wait_removed(self, timeout_s: float) -> bool:
+        """Shows "Remove card" until the chip card is out (or timeout_s passed)."""
+        assert self.reader is not None
+        self._step("remove_card", cancellable=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self.reader.chip_present():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            event = await self.reader.read(magstripe=False, chip=True, timeout_s=min(left, 1.0))
+            if isinstance(event, ChipRemoved):
+                break
+        self._chip_spent = False
+        return True
+
+    async def _end_chip(self, io: OperatorInput) -> None:
+        """After the transaction: the card's session ends (an AAC where its second GENERATE AC
+        is still owed), then "Remove card" for a few seconds; the next transaction insists."""
+        session, io.chip = io.chip, None
+        if session is None:
+            return
+        await asyncio.shield(session.close())
+        self._chip_spent = True
+        with contextlib.suppress(Exception):
+            await self._wait_removed(REMOVE_CARD_WAIT_S)
 
     def _card_refused(self, key: str) -> None:
         """A card the reader refused (catalog key): said at once where the operator looks (the
@@ -350,9 +489,12 @@ class FlowRunner(CoreParts):
                 chip_capable=self.board.reader_driver != "hid",  # a wedge has no chip slot
             )
             flow = FinancialFlow(request, ctx)
-            result = await self._drive(flow, io, cancellable=True)
+            try:
+                result = await self._drive(flow, io, cancellable=True)
+            finally:
+                await self._end_chip(io)
             assert result is not None
-            if result.status in ("reversal_pending", "cancelled_after_send"):
+            if result.status in ("reversal_pending", "cancelled_after_send", "card_declined"):
                 result = await self._reverse_now(result)
             return result
         except JournalFull as exc:
@@ -409,6 +551,10 @@ class FlowRunner(CoreParts):
             if await self._attempt(ReversalFlow(j.get(record.id), pan, self.term, self._timeout())):
                 break
         record = j.get(record.id)
+        if result.status == "card_declined":  # never "Approved": the card had the last word
+            key = "declined_by_card_reversed" if record.state is TxnState.REVERSED \
+                else "declined_by_card_reversal_pending"
+            return replace(result, status="declined", message_key=key, record=record)
         if record.state is TxnState.REVERSED:
             return replace(result, status="reversed", message_key="reversal_sent", record=record)
         return replace(result, status="reversal_pending", message_key="reversal_pending",

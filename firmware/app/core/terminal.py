@@ -94,6 +94,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.notice: str | None = None  # shown on the idle screen / status
         self.sign_on_problem = "host_unreachable"  # catalog key: why the last sign-on failed
         self.card_refusal: str | None = None  # the reader's last refusal in the running operation
+        self._chip_spent = False  # a chip card whose session ended may still be in the slot
         self._lock = asyncio.Lock()
         self._cancel = asyncio.Event()
         self._running: str | None = None  # the operation under the lock, for the CANCEL audit

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from firmware.emv.record import summary as chip_summary
 from firmware.engine.model import TxnRecord, TxnResult
 from firmware.engine.states import TxnState
 from firmware.i18n import register, text
@@ -82,6 +83,11 @@ def result_payload(result: TxnResult, lang: str = "en") -> dict[str, Any]:
             "rrn": record.rrn, "auth": record.auth_code,
             "date": record.local_date, "time": record.local_time, "ref": record.reference,
         })
+        chip = chip_summary(record.chip_tags)
+        if chip is not None:  # a chip transaction: what its slip prints of the chip
+            payload["chip"] = {"aid": chip.aid, "app_label": chip.label,
+                               "cryptogram": chip.cryptogram_name, "ac": chip.cryptogram,
+                               "tvr": chip.tvr, "tsi": chip.tsi}
     return payload
 
 

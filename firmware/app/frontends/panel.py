@@ -75,6 +75,7 @@ class FrontPanel:
         self._op: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pin: asyncio.Future[str | None] | None = None
+        self._choice: asyncio.Future[int | None] | None = None  # a chip application being chosen
         self._changed = asyncio.Event()
         self._refresh_queued = False
         self.frames_drawn = 0  # for the idle benchmark: how often the LCD was redrawn
@@ -285,6 +286,15 @@ class FrontPanel:
         finally:
             self._pin = None
 
+    async def choose_application(self, labels: list[str]) -> int | None:
+        loop = asyncio.get_running_loop()
+        self._choice = loop.create_future()
+        self._events.put_nowait(ui.AppChoiceWanted(tuple(labels)))
+        try:
+            return await self._choice
+        finally:
+            self._choice = None
+
     async def release_reader(self) -> None:
         watch, self._watch = self._watch, None
         self._watch_purpose = None
@@ -313,6 +323,11 @@ class FrontPanel:
             t.cancel("keypad")
             if self._pin is not None and not self._pin.done():
                 self._pin.set_exception(OperatorCancelled())
+            if self._choice is not None and not self._choice.done():
+                self._choice.set_exception(OperatorCancelled())
+        elif isinstance(command, ui.SubmitChoice):
+            if self._choice is not None and not self._choice.done():
+                self._choice.set_result(command.index)
         elif isinstance(command, ui.SubmitPin):
             if self._pin is not None and not self._pin.done():
                 self._pin.set_result(command.pin)

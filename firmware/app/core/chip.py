@@ -1,0 +1,157 @@
+"""One chip card's session in a transaction: the app side of the sans-I/O kernel (firmware/emv).
+
+ChipSession carries the kernel's actions out: APDUs to the reader, the application choice and
+the online PIN to the operator (or the ECR request's sim-board PIN), and gives the financial
+flow a CardRead at the kernel's GoOnline (the first GENERATE AC answered ARQC). After the host's
+answer, `complete` runs issuer authentication, scripts and the second GENERATE AC; `close`
+ends the session whatever happened: a card left between its two GENERATE ACs is asked for an AAC
+(the transaction is being reversed or was never sent), then powered off.
+
+The clear PIN becomes an encrypted block at once (encrypt_pin_block, under the session's PIK)
+and only the block is kept, for the request's field 52. Nothing of the card is logged but the
+masked PAN, the AID and the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from firmware.app.core.contract import OperatorCancelled
+from firmware.emv import kernel as emv
+from firmware.emv.record import receipt_tags_hex
+from firmware.emv.params import EmvParams
+from firmware.engine import events as ev
+from firmware.engine.model import CardRead
+from firmware.host.messages import mask_pan
+from firmware.ports import CardReader, ChipGone
+
+log = logging.getLogger("posfw.app")
+
+# Words for the kernel's outcomes before anything was sent (catalog keys in firmware/i18n.py).
+DECLINED_BEFORE_ONLINE = {"offline_declined": "declined_offline", "not_accepted": "chip_not_accepted"}
+
+
+class ChipFailed(Exception):
+    """The chip could not be read (mute, removed, a malformed answer): one chip failure, which
+    counts towards the fallback to a swipe (settings: transactions.chip_fallback_after)."""
+
+
+@dataclass
+class ChipHooks:
+    """What the session asks of the operator side; each may raise OperatorCancelled."""
+
+    choose: Callable[[list[str]], Awaitable[int | None]]
+    ask_pin: Callable[[str], Awaitable[str | None]]
+    encrypt_pin: Callable[[str, str], bytes | None]  # (clear PIN, PAN) -> block, or None: no keys
+    step: Callable[[str], None]
+
+
+class ChipSession:
+    """A chip card's life in one transaction (see the module docstring)."""
+
+    def __init__(self, reader: CardReader, params: EmvParams, config: emv.KernelConfig,
+                 amount: int, txn_type: str, now: datetime, hooks: ChipHooks) -> None:
+        self.reader = reader
+        self.hooks = hooks
+        self.kernel = emv.ChipKernel(config, params, emv.TxnData(
+            amount=amount, txn_type=txn_type, now=now,
+            unpredictable_number=os.urandom(4), random_number=os.urandom(1)[0] % 100))
+        self.pin_block: bytes | None = None
+        self.apdus = 0
+        self.outcome: emv.Finished | None = None
+        self._online = False  # the first GENERATE AC answered ARQC and the second is owed
+        self._pan = ""
+
+    # -- up to the host --------------------------------------------------------
+
+    async def read(self) -> CardRead | ev.CardDeclined:
+        """Runs the kernel from selection to the first GENERATE AC."""
+        self.hooks.step("chip_reading")
+        action = self.kernel.start()
+        while True:
+            if isinstance(action, emv.GoOnline):
+                self._online = True
+                return self._card(action.card)
+            if isinstance(action, emv.Finished):
+                self.outcome = action
+                key = DECLINED_BEFORE_ONLINE.get(action.outcome)
+                if key is not None:
+                    log.info("chip: %s (%s)", action.outcome, action.reason)
+                    return ev.CardDeclined(key, action.reason)
+                raise ChipFailed(action.reason or action.outcome)
+            action = await self._answer(action)
+
+    def _card(self, chip: emv.ChipCard) -> CardRead:
+        self._pan = chip.pan
+        log.info("chip: ARQC for %s, AID %s", mask_pan(chip.pan), chip.aid)
+        return CardRead(
+            entry_mode="chip", pan=chip.pan, expiry=chip.expiry, service_code=chip.service_code,
+            track2=chip.track2, card_seq=chip.card_seq, icc_data=chip.field55.hex().upper(),
+            chip_cvm=chip.cvm, chip_tags=receipt_tags_hex(self.kernel.tags),
+        )
+
+    async def _answer(self, action: object) -> object:
+        """Carries out one kernel action and returns the kernel's next one."""
+        if isinstance(action, emv.SendApdu):
+            self.apdus += 1
+            try:
+                response = await self.reader.transmit(action.apdu)
+            except ChipGone as exc:
+                return self.kernel.handle(emv.CardGone(str(exc)))
+            return self.kernel.handle(emv.ApduResponse(response))
+        if isinstance(action, emv.ChooseApplication):
+            self.hooks.step("chip_choose")
+            index = await self.hooks.choose([c.label for c in action.candidates])
+            self.hooks.step("chip_reading")
+            if index is None:
+                raise OperatorCancelled
+            return self.kernel.handle(emv.Chosen(index))
+        if isinstance(action, emv.AskOnlinePin):
+            pin = await self.hooks.ask_pin(action.pan_masked)
+            self.hooks.step("chip_reading")
+            block = None
+            if pin is not None:
+                block = self.hooks.encrypt_pin(pin, self.kernel.pan)
+            self.pin_block = block
+            return self.kernel.handle(emv.PinResult(entered=block is not None))
+        raise TypeError(f"no chip executor for {action!r}")
+
+    # -- after the host ----------------------------------------------------------
+
+    async def complete(self, response_code: str | None, icc_reply: str | None,
+                       cancelled: bool) -> ev.ChipCompleted:
+        """Issuer authentication, scripts and the second GENERATE AC."""
+        if cancelled:
+            await self.close()
+            return ev.ChipCompleted(False, self._tags(), "cancelled")
+        reply = bytes.fromhex(icc_reply) if icc_reply else None
+        action = self.kernel.handle(emv.OnlineResult(response_code, reply))
+        while not isinstance(action, emv.Finished):
+            action = await self._answer(action)
+        self._online = False
+        self.outcome = action
+        log.info("chip: second GENERATE AC: %s (%s)", action.outcome, action.reason)
+        return ev.ChipCompleted(action.outcome == "approved", self._tags(), action.reason)
+
+    def _tags(self) -> str:
+        return receipt_tags_hex(self.kernel.tags)
+
+    async def close(self) -> None:
+        """Ends the card's session: an AAC is asked of a card still owed its second GENERATE AC
+        (the host was not reached, or the transaction is being reversed), then power off."""
+        if self._online:
+            self._online = False
+            action = self.kernel.abort()
+            try:
+                while not isinstance(action, emv.Finished):
+                    action = await self._answer(action)
+            except Exception as exc:  # a card gone now changes nothing owed
+                log.info("chip: the closing AAC was not given (%s)", exc)
+        try:
+            await self.reader.power_off()
+        except Exception as exc:  # the session is over either way
+            log.debug("chip power off: %s", exc)
