@@ -291,6 +291,11 @@ MIGRATIONS.append([
     "ALTER TABLE txn ADD COLUMN card_seq TEXT",
     "ALTER TABLE txn ADD COLUMN icc_data TEXT",
     "ALTER TABLE txn ADD COLUMN chip_tags TEXT",
+    # The issuer-script result advice (0620) a chip transaction owes once its card ran the
+    # issuer's scripts: NULL none, 'due' until the host acknowledges it, 'sent', or 'dropped'
+    # after SCRIPT_ADVICE_TRIES unanswered tries (audited). Set in the outcome's own commit.
+    "ALTER TABLE txn ADD COLUMN script_advice TEXT",
+    "CREATE INDEX txn_script_advice ON txn (script_advice) WHERE script_advice = 'due'",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

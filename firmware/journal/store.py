@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.digits import is_digits
+from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
@@ -358,6 +359,8 @@ class Journal:
             if chip_tags is not None:
                 sets.append("chip_tags = ?")
                 args.append(chip_tags)
+                if "DF31" in decode_kept(chip_tags):  # the card ran the issuer's scripts
+                    sets.append("script_advice = 'due'")
             if problem is not None:
                 sets.append("problem = ?")
                 args.append(problem[:500])
@@ -481,6 +484,22 @@ class Journal:
 
     def advices_due(self) -> list[TxnRecord]:
         return self._select("state = 'ADVICE_DUE'")
+
+    def script_advices_due(self) -> list[TxnRecord]:
+        """Chip transactions whose issuer-script results the host has not acknowledged yet."""
+        return self._select("script_advice = 'due'")
+
+    def script_advice_done(self, record_id: int, sent: bool, why: str) -> None:
+        """The script advice was acknowledged (sent), or is given up (why, audited)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT stan, operator FROM txn WHERE id = ? AND "
+                              "script_advice = 'due'", (record_id,)).fetchone()
+            if row is None:
+                return
+            cur.execute("UPDATE txn SET script_advice = ? WHERE id = ?",
+                        ("sent" if sent else "dropped", record_id))
+            self._audit(cur, row[1], "script advice", f"trace {row[0]}: {why}",
+                        "sent" if sent else "dropped")
 
     def quarantined(self) -> list[TxnRecord]:
         """Records owed to the host whose message cannot be built: a supervisor decides."""

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from firmware.app.boards import BoardProfile
 from firmware.app.core import lifecycle
 from firmware.app.core.chip import ChipFailed, ChipHooks, ChipSession
+from firmware.emv.kernel import KernelConfig
+from firmware.emv.params import EmvParams
 from firmware.app.core.contract import (
     OPERATOR_INPUT,
     OperatorCancelled,
@@ -373,6 +375,20 @@ class FlowRunner(CoreParts):
             await session.close()
             self._chip_spent = True
         return result
+
+    def _emv_params(self) -> EmvParams:
+        """The chip tables the host downloaded (the journal keeps them), or the built-in
+        defaults where nothing was downloaded yet."""
+        assert self.journal is not None
+        return self.journal.emv_params()
+
+    def _kernel_config(self) -> KernelConfig:
+        merchant = self.settings.get("merchant", {})
+        return KernelConfig(
+            ifd_serial=self.term.tid[-8:].rjust(8, "0"), terminal_id=self.term.tid,
+            merchant_id=self.term.mid,
+            merchant_name=str(merchant.get("name", "")).encode("ascii", "ignore").decode()[:20],
+            currency="0" + str(self._tx()["currency"]).zfill(3)[-3:])
 
     async def _choose_application(self, labels: list[str]) -> int | None:
         if self.observer is None:
