@@ -94,6 +94,13 @@ def find(data: bytes, tag: str) -> bytes | None:
 
 
 def encode_one(tag: str, value: bytes) -> bytes:
+    """One object; a constructed tag's value is its already-encoded content (pyemv wants a
+    dict there, which cannot hold repeated children: the header is written here)."""
+    if is_constructed(tag):
+        size = len(value)
+        width = (size.bit_length() + 7) // 8
+        length = bytes([size]) if size < 0x80 else bytes([0x80 | width]) + size.to_bytes(width, "big")
+        return bytes.fromhex(tag) + length + bytes(value)
     return _pyemv_tlv.encode({tag: bytes(value)})
 
 
