@@ -1,5 +1,5 @@
 """Field 55 (ICC system related data) per message type, in the CUP tag order, and the tags a
-chip receipt prints (docs/emv.md has the table, its sources and what is our choice).
+chip receipt prints (the CUP dialect lists, as open CUP terminal code uses them).
 
 Only tags present are sent, each once, in the listed order. Tags 57 (track 2 equivalent), 5A
 (PAN) and 5F20 (cardholder name) are never put in field 55, whatever the caller passes.

@@ -11,7 +11,7 @@ GENERATE AC; after an ARQC the app goes online and brings back the host's answer
 authentication (EXTERNAL AUTHENTICATE, or 91 in CDOL2), scripts 71, the second GENERATE AC,
 scripts 72.
 
-Our choices (docs/emv.md): the terminal is online-only, so an ARQC is asked unless the denial
+Our choices (firmware/emv/__init__.py): the terminal is online-only, so an ARQC is asked unless the denial
 codes say AAC, and "unable to go online" ends in an AAC; an expired or not yet effective card,
 or a service its AUC forbids, is refused in words before any cryptogram. The kernel reads no
 clock and no RNG: the date, time, unpredictable number and random-selection number come in
@@ -40,7 +40,7 @@ class KernelConfig:
 
     country: str = "0156"                # 9F1A
     currency: str = "0156"               # 5F2A
-    capabilities: bytes = bytes.fromhex("E0E1C8")   # 9F33 as CUP terminals send it (docs/emv.md)
+    capabilities: bytes = bytes.fromhex("E0E1C8")   # 9F33 as CUP terminals send it (see __init__)
     terminal_type: int = 0x22            # 9F35
     additional_capabilities: bytes = bytes.fromhex("6000F0A001")  # 9F40
     ifd_serial: str = "00000000"         # 9F1E, 8 characters

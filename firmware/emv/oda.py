@@ -1,5 +1,5 @@
 """Offline data authentication: SDA and DDA (EMV 4.3 Book 2, sections 5 and 6). CDA is not
-done (the terminal does not ask for it at GENERATE AC; docs/emv.md).
+done (the terminal does not ask for it at GENERATE AC).
 
 Certificate recovery is raw RSA: `pow(certificate, exponent, modulus)` on integers, as EMV's
 "recovery" of signed data with message recovery (ISO 9796-2) is no padding scheme a library

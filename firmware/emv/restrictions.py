@@ -1,7 +1,7 @@
 """Processing restrictions (EMV 4.3 Book 3 10.4): application version, dates, usage control.
 
 Pure: the card's tags and the transaction in, TVR bits and words out. What the kernel does with
-them is its choice (docs/emv.md): an expired or not yet effective application, or a service the
+them is its choice (firmware/emv/__init__.py): an expired or not yet effective application, or a service the
 card's AUC forbids here, is refused ("not accepted"); a version mismatch only sets its bit.
 """
 
