@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from board.sim import chipcards, emvcrypto
+from board.sim.chipcard import CDOL1
 from firmware.emv import kernel as K
 from firmware.emv import tlv
 from firmware.emv.params import EmvParams
@@ -59,13 +60,8 @@ class Host:
         return K.OnlineResult(self.code, field55)
 
     def cdol1_values(self, tags: dict[str, bytes]) -> bytes:
-        """CDOL1 of the contract from what 55 carries (9F21 and 9F4E are not in 55: the test
-        config's values)."""
-        values = dict(tags)
-        values["9F21"] = bytes.fromhex("101500")
-        values["9F4E"] = CONFIG.merchant_name.encode()
-        return tlv.build_dol(bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F37049F21039F4E14"),
-                             values)
+        """The card's CDOL1 values from what 55 carries (every one of them travels in 55)."""
+        return tlv.build_dol(CDOL1, dict(tags))
 
 
 @dataclass

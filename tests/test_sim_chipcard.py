@@ -33,11 +33,9 @@ from firmware.engine.cardclass import luhn_ok
 OK = b"\x90\x00"
 PSE = b"1PAY.SYS.DDF01"
 UN = bytes.fromhex("11223344")
-# CDOL1 values: amount 12.34, other 0, country 0156, TVR, currency 0156, date, type, UN, time,
-# merchant name (20 bytes).
+# CDOL1 values: amount 12.34, other 0, country 0156, TVR, currency 0156, date, type, UN.
 CDOL1_DATA = (bytes.fromhex("000000001234") + bytes(6) + b"\x01\x56" + bytes(5) + b"\x01\x56"
-              + bytes.fromhex("251207") + b"\x00" + UN + bytes.fromhex("120000")
-              + b"TEST MERCHANT".ljust(20))
+              + bytes.fromhex("251207") + b"\x00" + UN)
 DDA_CARDS = [n for n in CARD_NAMES if PROFILES[n].oda == "dda"]
 SDA_CARDS = [n for n in CARD_NAMES if PROFILES[n].oda == "sda"]
 

@@ -53,7 +53,9 @@ AID_CREDIT: Final = bytes.fromhex("A000000333010102")
 PSE_NAME: Final = b"1PAY.SYS.DDF01"
 
 PDOL: Final = bytes.fromhex("9F1A029F02069F3704")
-CDOL1: Final = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F37049F21039F4E14")
+# Every CDOL1 value travels in the request's field 55 (the CUP tag list), so the issuer can
+# rebuild the cryptogram's input from the message alone: no 9F21 (time), no 9F4E (merchant name).
+CDOL1: Final = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
 CDOL2: Final = bytes.fromhex("8A029F37049505")
 DDOL: Final = bytes.fromhex("9F3704")
 

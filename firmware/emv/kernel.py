@@ -806,6 +806,16 @@ class ChipKernel:
     def _pan(self) -> str:
         return self.card.get("5A", b"").hex().upper().rstrip("F")
 
+    @property
+    def pan(self) -> str:
+        """The card number read from the chip (5A), for the PIN block; never log it."""
+        return self._pan()
+
+    def tags(self) -> dict[str, bytes]:
+        """The transaction's tags so far, as Finished carries them (never 57, 5A, 5F20)."""
+        values = self._values()
+        return {tag: values[tag] for tag in FINISHED_TAGS if tag in values}
+
     def _rapdu(self, event: object) -> bytes:
         assert isinstance(event, ApduResponse), event
         if len(event.rapdu) < 2:

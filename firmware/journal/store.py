@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.digits import is_digits
+from firmware.emv.params import BUILT_IN_EMV_PARAMS, EmvParams
 from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
@@ -484,6 +485,10 @@ class Journal:
 
     def advices_due(self) -> list[TxnRecord]:
         return self._select("state = 'ADVICE_DUE'")
+
+    def emv_params(self) -> EmvParams:
+        """The chip tables the kernel reads (see firmware/journal/emvparams.py)."""
+        return BUILT_IN_EMV_PARAMS
 
     def script_advices_due(self) -> list[TxnRecord]:
         """Chip transactions whose issuer-script results the host has not acknowledged yet."""

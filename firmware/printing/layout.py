@@ -15,9 +15,9 @@ from enum import StrEnum
 from typing import Any, Final
 
 from firmware.digits import is_digits
+from firmware.emv.record import summary as chip_summary
 from firmware.engine.cardclass import luhn_ok
 from firmware.engine.model import TxnRecord
-from firmware.emv.record import summary as chip_summary
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.ports import Align, Block, Cut, Document, Feed, Image, TextLine, char_cells, text_cells

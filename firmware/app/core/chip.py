@@ -22,8 +22,8 @@ from datetime import datetime
 
 from firmware.app.core.contract import OperatorCancelled
 from firmware.emv import kernel as emv
-from firmware.emv.record import receipt_tags_hex
 from firmware.emv.params import EmvParams
+from firmware.emv.record import receipt_tags_hex
 from firmware.engine import events as ev
 from firmware.engine.model import CardRead
 from firmware.host.messages import mask_pan
@@ -54,12 +54,13 @@ class ChipSession:
     """A chip card's life in one transaction (see the module docstring)."""
 
     def __init__(self, reader: CardReader, params: EmvParams, config: emv.KernelConfig,
-                 amount: int, txn_type: str, now: datetime, hooks: ChipHooks) -> None:
+                 amount: int, txn_type: int, now: datetime, hooks: ChipHooks) -> None:
         self.reader = reader
         self.hooks = hooks
         self.kernel = emv.ChipKernel(config, params, emv.TxnData(
-            amount=amount, txn_type=txn_type, now=now,
-            unpredictable_number=os.urandom(4), random_number=os.urandom(1)[0] % 100))
+            amount=amount, txn_type=txn_type, date=now.strftime("%y%m%d"),
+            time=now.strftime("%H%M%S"), unpredictable_number=os.urandom(4),
+            random_number=1 + os.urandom(1)[0] % 99))
         self.pin_block: bytes | None = None
         self.apdus = 0
         self.outcome: emv.Finished | None = None
@@ -91,7 +92,7 @@ class ChipSession:
         return CardRead(
             entry_mode="chip", pan=chip.pan, expiry=chip.expiry, service_code=chip.service_code,
             track2=chip.track2, card_seq=chip.card_seq, icc_data=chip.field55.hex().upper(),
-            chip_cvm=chip.cvm, chip_tags=receipt_tags_hex(self.kernel.tags),
+            chip_cvm=chip.cvm, chip_tags=receipt_tags_hex(self.kernel.tags()),
         )
 
     async def _answer(self, action: object) -> object:
@@ -138,7 +139,9 @@ class ChipSession:
         return ev.ChipCompleted(action.outcome == "approved", self._tags(), action.reason)
 
     def _tags(self) -> str:
-        return receipt_tags_hex(self.kernel.tags)
+        if self.outcome is not None:
+            return receipt_tags_hex(self.outcome.tags)
+        return receipt_tags_hex(self.kernel.tags())
 
     async def close(self) -> None:
         """Ends the card's session: an AAC is asked of a card still owed its second GENERATE AC
@@ -149,6 +152,7 @@ class ChipSession:
             try:
                 while not isinstance(action, emv.Finished):
                     action = await self._answer(action)
+                self.outcome = action
             except Exception as exc:  # a card gone now changes nothing owed
                 log.info("chip: the closing AAC was not given (%s)", exc)
         try:

@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any
 from firmware.app.boards import BoardProfile
 from firmware.app.core import lifecycle
 from firmware.app.core.chip import ChipFailed, ChipHooks, ChipSession
-from firmware.emv.kernel import KernelConfig
-from firmware.emv.params import EmvParams
 from firmware.app.core.contract import (
     OPERATOR_INPUT,
     OperatorCancelled,
@@ -35,6 +33,8 @@ from firmware.app.core.contract import (
     PaperQueue,
 )
 from firmware.app.core.parts import CoreParts
+from firmware.emv.kernel import KernelConfig
+from firmware.emv.params import EmvParams
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
 from firmware.engine.financial import FinancialFlow, FlowContext
@@ -60,7 +60,7 @@ log = logging.getLogger("posfw.app")  # the core's log lines, whichever part wri
 
 # 9C, the transaction type the chip is told (EMV: 00 goods and services, 31 enquiry, 03/30 pre-auth
 # per CUP practice; docs/chip.md). Kinds not listed read the chip as a sale does.
-KERNEL_TXN_TYPE: dict[str, str] = {"sale": "00", "balance": "31", "preauth": "03", "refund": "20"}
+KERNEL_TXN_TYPE: dict[str, int] = {"sale": 0x00, "balance": 0x31, "preauth": 0x03, "refund": 0x20}
 REMOVE_CARD_WAIT_S = 3.0  # "Remove card" holds the result this long; the next sale insists
 
 
@@ -352,7 +352,7 @@ class FlowRunner(CoreParts):
         assert self.reader is not None and self.link is not None
         request = flow.request
         session = ChipSession(self.reader, self._emv_params(), self._kernel_config(),
-                              request.amount or 0, KERNEL_TXN_TYPE.get(request.kind.value, "00"),
+                              request.amount or 0, KERNEL_TXN_TYPE.get(request.kind.value, 0x00),
                               self.now(), ChipHooks(
                                   choose=self._choose_application,
                                   ask_pin=lambda masked: self._chip_pin(io, masked, request.amount),
