@@ -430,3 +430,19 @@ def test_emulator_chip_commands_on_the_raw_link(reader, raw):
     assert raw.next(2000).type == "x"
     assert reader.control("card_mute")["ok"] and reader.control("card_delay", seconds=-1)["ok"] is False
     assert reader.control("insert_chip", card="nope")["ok"] is False
+
+
+def test_the_reader_going_away_between_exchanges_loses_the_session(reader):
+    card = TinyCard()
+
+    async def scenario(drv: SerialLinkReader):
+        await inserted(drv, reader, card)
+        await drv.transmit(SELECT_PSE)
+        reader.disconnect()
+        reader.reconnect()
+        await drv.version()  # the driver has seen the hang-up and is back
+        with pytest.raises(ChipGone, match="link was lost"):
+            await drv.transmit(GEN_AC)  # never sent to a card the reader powered down
+
+    drive(reader, scenario)
+    assert card.atc == 0
