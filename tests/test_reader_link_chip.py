@@ -446,3 +446,17 @@ def test_the_reader_going_away_between_exchanges_loses_the_session(reader):
 
     drive(reader, scenario)
     assert card.atc == 0
+
+
+def test_a_reader_without_a_chip_slot_is_chip_gone_no_chip_slot(reader, monkeypatch):
+    """What the RP2040 reader of board/pico answers (chip status 5, tests/test_pico.py), through
+    the driver: ChipGone("no chip slot ..."), as firmware.ports.CardReader asks."""
+    real = lp.chip_error_body
+    monkeypatch.setattr(lp, "chip_error_body", lambda status, text="": real(lp.ChipStatus.NO_CHIP_SLOT))
+
+    async def scenario(drv: SerialLinkReader):
+        with pytest.raises(ChipGone, match=r"^no chip slot"):
+            await drv.transmit(SELECT_PSE)
+        await drv.power_off()
+
+    drive(reader, scenario)
