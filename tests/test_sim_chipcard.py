@@ -524,3 +524,31 @@ def test_error_status_words() -> None:
     assert gen_ac(card, 0x80, CDOL1_DATA[:-1])[0] == b"\x67\x00"
     assert card.apdu(cmd("00820000", bytes(10), le=False)) == b"\x69\x85", "no ARQC yet"
     assert card.atc == 0, "a refused GEN AC does not count"
+
+
+def test_the_host_rebuilds_the_arqc_input_from_tags() -> None:
+    """What the host simulator does with field 55: split into tags, ac_input, cryptogram."""
+    card, g, _ = transaction("cup-debit")
+    arqc, sk = online(card, g)
+    values, pos = {}, 0
+    for tag, length in emvcrypto.parse_dol(CDOL1):
+        values[tag] = CDOL1_DATA[pos:pos + length]
+        pos += length
+    field55 = {**values, "82": g["82"], **arqc}
+    assert emvcrypto.cryptogram(sk, emvcrypto.ac_input(field55)) == arqc["9F26"]
+    # 9F21 and 9F4E are in CDOL1: a host without them cannot verify the ARQC.
+    short = {k: v for k, v in field55.items() if k != "9F4E"}
+    assert emvcrypto.cryptogram(sk, emvcrypto.ac_input(short)) != arqc["9F26"]
+    with pytest.raises(ValueError, match="9F02"):
+        emvcrypto.ac_input({**field55, "9F02": b"\x12\x34"})
+
+
+def test_a_card_pulled_while_online_says_so_in_the_next_cvr() -> None:
+    card, g, _ = transaction("cup-debit")
+    first, _ = online(card, g)
+    assert not first["9F10"][5] & 0x80
+    card.power_down()                      # pulled between the two GENERATE ACs
+    card, g, _ = transaction("cup-debit", card)
+    second, _ = online(card, g)
+    assert second["9F10"][5] & 0x80, "CVR: last online transaction not completed"
+    assert int.from_bytes(second["9F36"], "big") == int.from_bytes(first["9F36"], "big") + 1
