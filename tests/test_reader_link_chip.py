@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pyemv import tlv
 
-from board.sim.reader import EmulatedReader
+from board.sim.reader import EmulatedReader, make_chip_card
 from drivers.reader import ReaderRefused
 from drivers.reader import link_protocol as lp
 from drivers.reader.serial_link import SerialLinkReader
@@ -460,3 +461,47 @@ def test_a_reader_without_a_chip_slot_is_chip_gone_no_chip_slot(reader, monkeypa
         await drv.power_off()
 
     drive(reader, scenario)
+
+
+# ---- the test chip card of board.sim.chipcards -------------------------------------------------
+
+
+def _afl_reads(gpo_response: bytes) -> list[bytes]:
+    """READ RECORD commands for the AFL (94) of a format 2 GPO response."""
+    afl = tlv.decode(gpo_response[:-2])["77"]["94"]
+    reads = []
+    for i in range(0, len(afl), 4):
+        sfi, first, last = afl[i] >> 3, afl[i + 1], afl[i + 2]
+        reads += [bytes((0x00, 0xB2, rec, (sfi << 3) | 4, 0x00)) for rec in range(first, last + 1)]
+    return reads
+
+
+def test_the_default_chip_card_through_the_console_controls(reader):
+    """The dev console's `i` and `r` hot keys send insert_chip / remove_chip with no arguments:
+    the default card, cup-debit, goes in and answers a real EMV start (SELECT, GPO, the records
+    of its AFL) byte for byte as the card itself does."""
+    select_aid = bytes.fromhex("00A4040008A00000033301010100")
+    pdol_data = bytes.fromhex("0156") + bytes.fromhex("000000001234") + bytes.fromhex("11223344")
+    gpo = bytes.fromhex("80A80000") + bytes((len(pdol_data) + 2, 0x83, len(pdol_data))) + pdol_data + b"\x00"
+    twin = make_chip_card("cup-debit")  # the card the brief names, asked directly
+    twin.power_up()
+
+    async def scenario(drv: SerialLinkReader):
+        task = asyncio.create_task(drv.read(magstripe=True, chip=True, timeout_s=5))
+        await until(reader, lambda: reader.armed)
+        assert reader.control("insert_chip") == {"ok": True, "delivered": True}  # the `i` key
+        event = await task
+        answers = [await drv.transmit(apdu) for apdu in (SELECT_PSE, select_aid, gpo)]
+        reads = _afl_reads(answers[-1])
+        answers += [await drv.transmit(apdu) for apdu in reads]
+        await drv.power_off()
+        task = asyncio.create_task(drv.read(magstripe=False, chip=True, timeout_s=5))
+        await until(reader, lambda: reader.armed)
+        assert reader.control("remove_chip") == {"ok": True, "delivered": True}  # the `r` key
+        return event, [SELECT_PSE, select_aid, gpo, *reads], answers, await task
+
+    event, apdus, answers, removed = drive(reader, scenario)
+    assert event == ChipInserted(twin.atr)
+    assert all(a.endswith(SW_OK) for a in answers)
+    assert answers == [twin.apdu(apdu) for apdu in apdus]
+    assert removed == ChipRemoved()

@@ -29,15 +29,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from board.sim import chipcards
 from board.sim.cards import TEST_CARDS, TestCard
+from board.sim.chipcard import ChipCardApp
 from c_ext import posio
 from drivers.reader import link_protocol as lp
 from firmware.ports import MagstripeRead
 
-__all__ = ["DEFAULT_ATR", "DEFAULT_CHIP_CARD", "AtrOnlyCard", "ChipCardApp", "Command", "EmulatedReader",
-           "ReaderControlError"]
+__all__ = ["DEFAULT_ATR", "DEFAULT_CHIP_CARD", "AtrOnlyCard", "Command", "EmulatedReader",
+           "ReaderControlError", "make_chip_card"]
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +60,6 @@ class ReaderControlError(Exception):
     """A control request the emulated reader cannot carry out; the message says why."""
 
 
-class ChipCardApp(Protocol):
-    """The card app interface of the chip contract (board.sim.chipcards builds them)."""
-
-    atr: bytes
-
-    def power_up(self) -> bytes: ...
-
-    def power_down(self) -> None: ...
-
-    def apdu(self, command: bytes) -> bytes: ...
-
-
 class AtrOnlyCard:
     """A chip card that has an ATR and no application: every APDU gets 6D00 (INS not supported).
     What `insert_chip(atr)` puts in the slot, for tests of the slot itself."""
@@ -88,24 +78,11 @@ class AtrOnlyCard:
 
 
 def make_chip_card(name: str) -> ChipCardApp:
-    """A test chip card by name from board.sim.chipcards (imported here, when first needed)."""
-    try:
-        from board.sim import chipcards  # type: ignore[attr-defined]
-    except ImportError:
-        raise ReaderControlError("no chip test cards here (board.sim.chipcards is missing); "
-                                 "insert with an ATR or a ChipCardApp instead") from None
+    """A test chip card by name from board.sim.chipcards, personalised afresh."""
     if name not in chipcards.CARD_NAMES:
         raise ReaderControlError(f"no chip card named {name!r}; known: {', '.join(chipcards.CARD_NAMES)}")
     card: ChipCardApp = chipcards.make_card(name)
     return card
-
-
-def chip_card_names() -> list[str]:
-    try:
-        from board.sim import chipcards  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    return list(chipcards.CARD_NAMES)
 
 
 @dataclass(frozen=True)
@@ -368,9 +345,7 @@ class EmulatedReader:
         without an application: AtrOnlyCard) or None for DEFAULT_CHIP_CARD. True if `K` went
         out (armed for chip)."""
         if card is None:
-            # The test chip card when board.sim.chipcards is there; a card with only the
-            # default ATR where it is not (a board without the EMV test cards).
-            card = DEFAULT_CHIP_CARD if chip_card_names() else DEFAULT_ATR
+            card = DEFAULT_CHIP_CARD
         if isinstance(card, str):
             app = make_chip_card(card)
         elif isinstance(card, bytes | bytearray):
@@ -1084,5 +1059,5 @@ _CONTROL: dict[str, Callable[..., dict[str, Any]]] = {
     "reconnect": _ctl_reconnect,
     "status": lambda r: r.snapshot(),
     "commands": _ctl_commands,
-    "cards": lambda r: {"cards": sorted(TEST_CARDS), "chip_cards": chip_card_names()},
+    "cards": lambda r: {"cards": sorted(TEST_CARDS), "chip_cards": list(chipcards.CARD_NAMES)},
 }
