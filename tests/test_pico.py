@@ -332,6 +332,11 @@ check(command(b"B\x08\x00") == [b"n\x08\x02"], "bad body")
 link.inbox.extend(b"\x02\x10AB")
 run(60)
 check(command(b"V\x09")[0][:2] == b"v\x09", "partial frame dropped after the gap")
+check(command(b"P\x0a") == [b"p\x0a\x05" + main._NO_CHIP_SLOT_WORDS], "power on: no chip slot")
+check(command(b"X\x0b\x00\x00\x00\xa4\x04\x00") == [b"x\x0b\x05" + main._NO_CHIP_SLOT_WORDS],
+      "exchange: no chip slot")
+check(command(b"O\x0c") == [b"o\x0c"], "power off")
+check(command(b"G\x0d\x00\x00") == [b"n\x0d\x02"], "no response to take parts of")
 print("pico on MicroPython:", checks, "checks passed")
 '''
 
@@ -344,7 +349,7 @@ def test_reader_runs_on_micropython(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "micropython_unix", str(script), str(PICO)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "pico on MicroPython: 47 checks passed" in result.stdout
+    assert "pico on MicroPython: 59 checks passed" in result.stdout
 
 
 # ---- main.py under CPython on a real pty ---------------------------------------------------------
@@ -615,3 +620,22 @@ def test_unknown_and_malformed_commands(board: PicoBoard) -> None:
     os.write(board.master, encode_frame(b"V"))  # no SEQ at all
     assert board.next_frame(timeout=0.5) == b"n\x00\x02"
     assert board.command(b"V", 3)[:2] == b"v\x03"
+
+
+NO_CHIP_SLOT = b"\x05no chip slot: this reader (posreader-pico) reads magstripe only"
+
+
+def test_chip_commands_answer_no_chip_slot_in_words(board: PicoBoard) -> None:
+    """No ISO 7816 UART on this board: P and X get chip status 5 and words, O is answered,
+    a G (no response to take parts of) and malformed chip commands are NAK 2."""
+    select = bytes.fromhex("00A404000E315041592E5359532E444446303100")
+    assert board.command(b"P", 1) == b"p\x01" + NO_CHIP_SLOT
+    assert board.command(b"W", 2, b"\x00\x00" + select) == b"w\x02"
+    assert board.command(b"X", 3, b"\x00\x14" + select) == b"x\x03" + NO_CHIP_SLOT
+    assert board.command(b"X", 4, b"\x00\x00" + select) == b"x\x04" + NO_CHIP_SLOT
+    assert board.command(b"O", 5) == b"o\x05"
+    for seq, (kind, body) in enumerate([(b"G", b"\x00\x00"), (b"P", b"x"), (b"O", b"x"), (b"W", b"\x00\x00"),
+                                        (b"X", b"\x00"), (b"X", b"\x00\x00\x00\xa4")], start=10):
+        assert board.command(kind, seq, body) == b"n" + bytes([seq, 2]), (kind, body)
+    assert board.command(b"S", 20) == b"s\x14\x00"  # nothing powered, nothing armed
+

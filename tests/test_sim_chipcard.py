@@ -28,6 +28,7 @@ from board.sim.chipcards import (
     test_aid_params,
     test_capks,
 )
+from firmware.emv.field55 import REQUEST_TAGS
 from firmware.engine.cardclass import luhn_ok
 
 OK = b"\x90\x00"
@@ -283,6 +284,7 @@ def _check_ssad(tags: dict[str, bytes], static: bytes, issuer: tuple[bytes, byte
     rec = _recover(tags["93"], *issuer)
     n_i = len(issuer[0])
     assert rec[0] == 0x6A and rec[1] == 0x03 and rec[-1] == 0xBC, "SSAD header/trailer"
+    assert rec[2] == 0x01 and rec[5:n_i - 21] == b"\xbb" * (n_i - 26), "SHA-1, pad pattern"
     assert hashlib.sha1(rec[1:n_i - 21] + static).digest() == rec[n_i - 21:n_i - 1], "SSAD hash"
 
 
@@ -496,6 +498,7 @@ def test_get_data_and_verify_pin_try_counter() -> None:
     def block(pin: str) -> bytes:
         return bytes.fromhex(f"2{len(pin):X}{pin}".ljust(16, "F"))
     assert card.apdu(cmd("00200080", block("1111"), le=False)) == b"\x63\xc2"
+    assert ok(card, cmd("80CA9F17")) == bytes.fromhex("9F170102")
     assert card.apdu(cmd("00200080", block("123456"), le=False)) == OK
     assert ok(card, cmd("80CA9F17")) == bytes.fromhex("9F170103")
     for left in (2, 1, 0):
@@ -522,3 +525,53 @@ def test_error_status_words() -> None:
     assert gen_ac(card, 0x80, CDOL1_DATA[:-1])[0] == b"\x67\x00"
     assert card.apdu(cmd("00820000", bytes(10), le=False)) == b"\x69\x85", "no ARQC yet"
     assert card.atc == 0, "a refused GEN AC does not count"
+
+
+def test_the_host_rebuilds_the_arqc_input_from_tags() -> None:
+    """What the host simulator does with field 55: split into tags, ac_input, cryptogram."""
+    card, g, _ = transaction("cup-debit")
+    arqc, sk = online(card, g)
+    values, pos = {}, 0
+    for tag, length in emvcrypto.parse_dol(CDOL1):
+        values[tag] = CDOL1_DATA[pos:pos + length]
+        pos += length
+    field55 = {**values, "82": g["82"], **arqc}
+    assert emvcrypto.cryptogram(sk, emvcrypto.ac_input(field55)) == arqc["9F26"]
+    # Every CDOL1 tag is one of the CUP request's field 55 tags, and each one counts: the
+    # unpredictable number missing (taken as zeros), the ARQC no longer verifies.
+    assert {tag for tag, _ in emvcrypto.parse_dol(CDOL1)} <= set(REQUEST_TAGS)
+    short = {k: v for k, v in field55.items() if k != "9F37"}
+    assert emvcrypto.cryptogram(sk, emvcrypto.ac_input(short)) != arqc["9F26"]
+    with pytest.raises(ValueError, match="9F02"):
+        emvcrypto.ac_input({**field55, "9F02": b"\x12\x34"})
+
+
+def test_a_card_pulled_while_online_says_so_in_the_next_cvr() -> None:
+    card, g, _ = transaction("cup-debit")
+    first, _ = online(card, g)
+    assert not first["9F10"][5] & 0x80
+    card.power_down()                      # pulled between the two GENERATE ACs
+    card, g, _ = transaction("cup-debit", card)
+    second, _ = online(card, g)
+    assert second["9F10"][5] & 0x80, "CVR: last online transaction not completed"
+    assert int.from_bytes(second["9F36"], "big") == int.from_bytes(first["9F36"], "big") + 1
+
+
+def test_emvcrypto_follows_the_contract_derivations() -> None:
+    """The shared helpers are the contract's pyemv calls, not just self-consistent."""
+    from pyemv import ac, kd, sm
+    imk, pan, atc = TEST_ISSUER.imk_ac, PROFILES["cup-debit"].pan, 0x0102
+    mk = kd.derive_icc_mk_a(imk, pan, "01")
+    sk = kd.derive_common_sk(mk, b"\x01\x02" + bytes(6))
+    assert emvcrypto.session_key(imk, pan, "01", atc) == sk
+    assert emvcrypto.session_key(imk, pan, "001", b"\x01\x02") == sk, "field 23 form"
+    assert emvcrypto.cryptogram(sk, b"data") == ac.generate_ac(sk, b"data", ac.PaddingType.EMV)
+    arqc = bytes(range(8))
+    assert emvcrypto.arpc(sk, arqc, b"00") == ac.generate_arpc_1(sk, arqc, b"00")
+    smi = emvcrypto.smi_session_key(TEST_ISSUER.imk_smi, pan, "01", atc)
+    assert smi == kd.derive_common_sk(kd.derive_icc_mk_a(TEST_ISSUER.imk_smi, pan, "01"),
+                                      b"\x01\x02" + bytes(6))
+    header = bytes.fromhex("841E000004")
+    mac = sm.generate_command_mac(smi, header + b"\x01\x02" + arqc, length=4)
+    assert emvcrypto.script_command("block", smi, atc, arqc) == header + mac
+    assert emvcrypto.script_command("unblock", smi, atc, arqc)[:5] == bytes.fromhex("8418000004")

@@ -1,6 +1,8 @@
 """Card-reader emulator for a Raspberry Pi Pico (RP2040, MicroPython 1.2x): the reader end of
 docs/reader-link.md over UART0, frames per c_ext/FRAMING.md, buttons that swipe or insert one
 fake test card, the onboard LED as the green lamp. Valid MicroPython; runs on CPython via shim/.
+It has no ISO 7816 UART, so no chip session: the chip commands (P, W, X, G, O) are answered as
+the protocol says for a reader without a chip slot (chip status 5 and words).
 
 Theory of operation: one plain loop (`main`) calls `Reader.poll()` every few milliseconds.
 A poll drains the UART into the frame decoder (each complete frame is a command, answered at
@@ -102,6 +104,11 @@ _TRACK_READ = const(0)
 _TRACK_BLANK = const(1)
 _ERROR_SWIPE_UNREADABLE = const(1)
 _ERROR_REMOVED_TOO_EARLY = const(3)
+# Chip status (first byte of `p` and `x`): this board has no ISO 7816 interface.
+_CHIP_NO_SLOT = const(5)
+_NO_CHIP_SLOT_WORDS = b"no chip slot: this reader (posreader-pico) reads magstripe only"
+_OFFSET_LEN = const(2)
+_APDU_MIN = const(4)
 # Powering a freshly inserted chip and reading its ATR: the "chip transaction" of this reader.
 # K goes out when it ends; an A meanwhile is NAKed busy, pulling the card meanwhile is E 3.
 _CHIP_ACTIVATION_MS = const(500)
@@ -451,6 +458,8 @@ class Reader:
             self._on_led(seq, body)
         elif kind == 0x53:  # S
             self._on_status(seq, body)
+        elif kind == 0x50 or kind == 0x58 or kind == 0x57 or kind == 0x47 or kind == 0x4F:  # P X W G O
+            self._on_chip_command(kind, seq, body)
         else:
             self._nak(kind, seq, _NAK_UNKNOWN)
 
@@ -525,6 +534,33 @@ class Reader:
             return
         flags = (1 if self.armed else 0) | (2 if self.chip_present else 0)
         self._reply_with(b"s", seq, bytes((flags,)))
+
+    def _on_chip_command(self, kind: int, seq: int, body: bytes) -> None:
+        """P, W, X, G, O with no chip slot: well-formed ones get their reply (P and X with
+        status 5 and words), malformed ones NAK 2, as on any reader."""
+        if kind == 0x50:  # P: power on
+            if body:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"p", seq, bytes((_CHIP_NO_SLOT,)) + _NO_CHIP_SLOT_WORDS)
+        elif kind == 0x4F:  # O: power off, answered with or without a session
+            if body:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"o", seq, b"")
+        elif kind == 0x57:  # W: a command APDU's part; kept by nobody here
+            if len(body) <= _OFFSET_LEN:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"w", seq, b"")
+        elif kind == 0x58:  # X: the exchange itself
+            whole = len(body) >= _OFFSET_LEN and body[0] == 0 and body[1] == 0  # offset 0: all of it
+            if len(body) < _OFFSET_LEN or (whole and len(body) < _OFFSET_LEN + _APDU_MIN):
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"x", seq, bytes((_CHIP_NO_SLOT,)) + _NO_CHIP_SLOT_WORDS)
+        else:  # G: there is never a response to take parts of
+            self._nak(kind, seq, _NAK_BAD_BODY)
 
     # ---- output -----------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from typing import Final, Literal, Protocol
 from pyemv import tlv
 
 from board.sim import emvcrypto
-from board.sim.emvcrypto import CID, RsaKey
+from board.sim.emvcrypto import CDOL1, CDOL2, CID, RsaKey
 
 __all__ = [
     "AID_CREDIT",
@@ -53,10 +53,6 @@ AID_CREDIT: Final = bytes.fromhex("A000000333010102")
 PSE_NAME: Final = b"1PAY.SYS.DDF01"
 
 PDOL: Final = bytes.fromhex("9F1A029F02069F3704")
-# Every CDOL1 value travels in the request's field 55 (the CUP tag list), so the issuer can
-# rebuild the cryptogram's input from the message alone: no 9F21 (time), no 9F4E (merchant name).
-CDOL1: Final = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
-CDOL2: Final = bytes.fromhex("8A029F37049505")
 DDOL: Final = bytes.fromhex("9F3704")
 
 # A T=1 ATR: T0 = 89 (TD1 follows, 9 historical bytes), TD1 = 80 (TD2 follows, T=0 listed),
@@ -212,13 +208,8 @@ def _tlv(tag: str, value: bytes) -> bytes:
 
 
 def _dol_length(dol: bytes) -> int:
-    """The total length a DOL asks for (tag, length pairs)."""
-    total, i = 0, 0
-    while i < len(dol):
-        i += 2 if dol[i] & 0x1F == 0x1F else 1
-        total += dol[i]
-        i += 1
-    return total
+    """The total length a DOL asks for."""
+    return sum(length for _, length in emvcrypto.parse_dol(dol))
 
 
 def _personalise(profile: CardProfile, issuer: IssuerKeys, ca: RsaKey,

@@ -145,10 +145,10 @@ def test_capks() -> list[Capk]:
 def test_aid_params() -> list[AidParams]:
     """The terminal's AID list for the test cards: CUP debit and credit, partial match on,
     floor limit 0 (every transaction online), the usual CUP terminal action codes."""
-    common = dict(tac_default=bytes.fromhex("D84000A800"),
-                  tac_denial=bytes.fromhex("0010000000"),
-                  tac_online=bytes.fromhex("D84004F800"))
-    return [AidParams(aid=AID_DEBIT, **common), AidParams(aid=AID_CREDIT, **common)]
+    return [AidParams(aid=aid, tac_default=bytes.fromhex("D84000A800"),
+                      tac_denial=bytes.fromhex("0010000000"),
+                      tac_online=bytes.fromhex("D84004F800"))
+            for aid in (AID_DEBIT, AID_CREDIT)]
 
 
 # Not pytest test functions, despite the names.

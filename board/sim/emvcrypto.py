@@ -16,6 +16,7 @@ on Python ints. The block layouts are Book 2 tables 6, 7, 14 and 17.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,8 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pyemv import ac, kd, sm
 
 __all__ = [
+    "CDOL1",
+    "CDOL2",
     "KEY_DIR",
     "RsaKey",
+    "ac_input",
     "arpc",
     "build_icc_cert",
     "build_issuer_cert",
@@ -35,7 +39,9 @@ __all__ = [
     "build_ssad",
     "capk_check_value",
     "cryptogram",
+    "dol_values",
     "load_key",
+    "parse_dol",
     "recover",
     "script_command",
     "script_mac",
@@ -44,6 +50,12 @@ __all__ = [
 ]
 
 KEY_DIR: Final = Path(__file__).resolve().parent / "emvkeys"
+
+# The chip contract's card risk management DOLs (the test cards' 8C and 8D).
+# Every CDOL1 value travels in the request's field 55 (the CUP tag list), so the issuer can
+# rebuild the cryptogram's input from the message alone: no 9F21 (time), no 9F4E (merchant name).
+CDOL1: Final = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
+CDOL2: Final = bytes.fromhex("8A029F37049505")
 
 # Cryptogram information data (9F27) for each kind of application cryptogram.
 CID: Final[dict[str, int]] = {"AAC": 0x00, "TC": 0x40, "ARQC": 0x80}
@@ -94,6 +106,39 @@ def script_command(kind: Literal["block", "unblock"], sk_smi: bytes, atc: int | 
     `86` tag carries)."""
     header = bytes([0x84, SCRIPT_INS[kind], 0x00, 0x00, 0x04])
     return header + script_mac(sk_smi, header, atc, arqc)
+
+
+def parse_dol(dol: bytes) -> list[tuple[str, int]]:
+    """A data object list as (tag hex, length) pairs (EMV Book 3 5.4)."""
+    out, i = [], 0
+    while i < len(dol):
+        size = 1
+        if dol[i] & 0x1F == 0x1F:
+            while dol[i + size] & 0x80:
+                size += 1
+            size += 1
+        out.append((dol[i:i + size].hex().upper(), dol[i + size]))
+        i += size + 1
+    return out
+
+
+def dol_values(dol: bytes, values: Mapping[str, bytes]) -> bytes:
+    """The DOL's values concatenated in DOL order; a tag not in `values` is zeros (Book 3 5.4).
+    A value of another length than the DOL asks is an error here (the contract's tags have fixed
+    lengths; a mismatch means the two sides disagree)."""
+    out = b""
+    for tag, length in parse_dol(dol):
+        value = values.get(tag, bytes(length))
+        if len(value) != length:
+            raise ValueError(f"tag {tag}: {len(value)} bytes, the DOL asks {length}")
+        out += value
+    return out
+
+
+def ac_input(tags: Mapping[str, bytes], dol: bytes = CDOL1) -> bytes:
+    """What a cryptogram covers, rebuilt from tags (the host's view of field 55): the DOL's
+    values || AIP (82) || ATC (9F36) || CVR (9F10 bytes 3..6)."""
+    return dol_values(dol, tags) + tags["82"] + tags["9F36"] + tags["9F10"][3:7]
 
 
 # --- RSA keys -------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 """The emulated card reader: docs/reader-link.md spoken over a real pseudo-terminal, as a device would.
 
 Owns the pty pair (and a stable symlink to its slave), the reader's state machine
-(armed, chip slot, LEDs, repeated-SEQ replay) and the control methods tests and
+(armed, chip slot, LEDs, repeated-SEQ replay), the chip slot's session (a ChipCardApp
+powered with `P`, APDUs through `W`/`X`/`G`, `O`) and the control methods tests and
 `make run` use to swipe, insert, garble the line or unplug the reader.
 
 Theory of operation: one thread owns the master fd and a wake pipe (selectors). Every
 control method is posted to that thread and runs there, so the state has one writer;
 readers of the state take the lock. Outgoing frames go through an outbox of
 (due time, bytes) chunks, which is how frames are split with pauses between writes.
+A chip exchange is answered when the card "has answered": at once, or after the card
+delay knob (a slow card), or with status 2 after the card time (a mute card); the card
+app is called at that moment, so a card pulled before it never sees the command.
 """
 
 from __future__ import annotations
@@ -27,18 +31,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from board.sim import chipcards
 from board.sim.cards import TEST_CARDS, TestCard
+from board.sim.chipcard import ChipCardApp
 from c_ext import posio
 from drivers.reader import link_protocol as lp
 from firmware.ports import MagstripeRead
 
-__all__ = ["DEFAULT_ATR", "Command", "EmulatedReader", "ReaderControlError"]
+__all__ = ["DEFAULT_ATR", "DEFAULT_CHIP_CARD", "AtrOnlyCard", "Command", "EmulatedReader",
+           "ReaderControlError", "make_chip_card"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VERSION = "posreader-sim 1.0"
 # A plausible EMV ATR (T=1, direct convention); content is not interpreted anywhere.
 DEFAULT_ATR = bytes.fromhex("3B6800000073C84013009000")
+# The chip card `insert_chip()` (the dev console's `i`) puts in the slot: board.sim.chipcards.
+DEFAULT_CHIP_CARD = "cup-debit"
+# How long the emulated reader waits for a card's answer before calling it mute (status 2).
+DEFAULT_CARD_TIME_S = 3.0
 INTER_BYTE_GAP_S = 0.05  # same rule as the terminal: a pause this long ends a partial frame
 READ_CHUNK = 4096
 
@@ -47,6 +58,31 @@ T = TypeVar("T")
 
 class ReaderControlError(Exception):
     """A control request the emulated reader cannot carry out; the message says why."""
+
+
+class AtrOnlyCard:
+    """A chip card that has an ATR and no application: every APDU gets 6D00 (INS not supported).
+    What `insert_chip(atr)` puts in the slot, for tests of the slot itself."""
+
+    def __init__(self, atr: bytes = DEFAULT_ATR) -> None:
+        self.atr = atr
+
+    def power_up(self) -> bytes:
+        return self.atr
+
+    def power_down(self) -> None:
+        return None
+
+    def apdu(self, command: bytes) -> bytes:
+        return b"\x6d\x00"
+
+
+def make_chip_card(name: str) -> ChipCardApp:
+    """A test chip card by name from board.sim.chipcards, personalised afresh."""
+    if name not in chipcards.CARD_NAMES:
+        raise ReaderControlError(f"no chip card named {name!r}; known: {', '.join(chipcards.CARD_NAMES)}")
+    card: ChipCardApp = chipcards.make_card(name)
+    return card
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,18 @@ class _Arm:
     deadline: float | None
 
 
+@dataclass
+class _Pending:
+    """A P or X the card has not answered yet."""
+
+    seq: int
+    payload: bytes  # the command's whole payload: its repeat is not acted on
+    kind: str  # POWER_ON or EXCHANGE
+    apdu: bytes
+    due: float  # when the card answers (or is declared mute)
+    mute: bool
+
+
 class EmulatedReader:
     """A card reader on a pty; `device_path` is a symlink that always points at the live pty.
 
@@ -79,10 +127,11 @@ class EmulatedReader:
     """
 
     def __init__(self, link_dir: str | os.PathLike[str], *, link_name: str = "reader-tty",
-                 version: str = DEFAULT_VERSION) -> None:
+                 version: str = DEFAULT_VERSION, card_time_s: float = DEFAULT_CARD_TIME_S) -> None:
         self.link_dir = Path(link_dir)
         self.device_path = self.link_dir / link_name
         self.version = version
+        self.card_time_s = card_time_s
         # Re-entrant: wait_until() predicates read the public properties, which lock too.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -107,6 +156,14 @@ class EmulatedReader:
         self._arm: _Arm | None = None
         self._chip_present = False
         self._chip_atr = b""
+        self._card: ChipCardApp | None = None
+        self._powered = False
+        self._apdu_buf = b""  # W parts of the command APDU under way
+        self._response = b""  # the last response APDU (for G)
+        self._pending: _Pending | None = None
+        self._card_delay_s = 0.0
+        self._card_mute = False
+        self._apdu_log: list[tuple[int, int]] = []  # (INS, length) of each APDU the card got
         self._chip_reported_seq: int | None = None  # SEQ of the arm whose K told the terminal
         self._last_event: tuple[str, int] | None = None  # (type, seq) of the last event sent
         self._last_command: tuple[int, bytes] | None = None
@@ -174,6 +231,24 @@ class EmulatedReader:
     def chip_present(self) -> bool:
         with self._lock:
             return self._chip_present
+
+    @property
+    def chip_powered(self) -> bool:
+        """A chip session runs (P answered, no O, removal or power-up since)."""
+        with self._lock:
+            return self._powered
+
+    @property
+    def exchanging(self) -> bool:
+        """A P or X waits for the card's answer."""
+        with self._lock:
+            return self._pending is not None
+
+    @property
+    def apdus_seen(self) -> list[tuple[int, int]]:
+        """(INS, length) of every APDU the card in the slot was given (never the bytes)."""
+        with self._lock:
+            return list(self._apdu_log)
 
     @property
     def connected(self) -> bool:
@@ -265,11 +340,22 @@ class EmulatedReader:
             raise ReaderControlError(f"cannot encode that swipe: {exc}") from None
         return self._call(lambda: self._event_if_armed(lp.MAGSTRIPE, body, needs="magstripe"))
 
-    def insert_chip(self, atr: bytes = DEFAULT_ATR) -> bool:
-        """A card into the chip slot. True if `K` went out (armed for chip)."""
+    def insert_chip(self, card: ChipCardApp | str | bytes | None = None) -> bool:
+        """A card into the chip slot: a ChipCardApp, a board.sim.chipcards name, an ATR (a card
+        without an application: AtrOnlyCard) or None for DEFAULT_CHIP_CARD. True if `K` went
+        out (armed for chip)."""
+        if card is None:
+            card = DEFAULT_CHIP_CARD
+        if isinstance(card, str):
+            app = make_chip_card(card)
+        elif isinstance(card, bytes | bytearray):
+            app = AtrOnlyCard(bytes(card))
+        else:
+            app = card
+        atr = bytes(app.atr)
         if len(atr) > lp.ATR_MAX:
             raise ReaderControlError(f"an ATR is at most {lp.ATR_MAX} bytes, got {len(atr)}")
-        return self._call(lambda: self._insert(atr))
+        return self._call(lambda: self._insert(app, atr))
 
     def remove_chip(self) -> bool:
         """The card out of the chip slot. True if `R` went out."""
@@ -308,6 +394,16 @@ class EmulatedReader:
         if not cuts or cuts[0] < 1:
             raise ReaderControlError("split offsets must be >= 1")
         self._call(lambda: setattr(self, "_split_next", (cuts, pause_s)))
+
+    def set_card_delay(self, seconds: float) -> None:
+        """The card takes this long to answer each P and X (a slow card; 0: at once)."""
+        if seconds < 0:
+            raise ReaderControlError(f"card delay must be >= 0 s, got {seconds}")
+        self._call(lambda: setattr(self, "_card_delay_s", float(seconds)))
+
+    def set_card_mute(self, mute: bool) -> None:
+        """The card stops answering: the next P or X ends with status 2 after card_time_s."""
+        self._call(lambda: setattr(self, "_card_mute", bool(mute)))
 
     def drop_replies(self, count: int) -> None:
         """Act on the next `count` commands but lose their replies (a noisy line)."""
@@ -350,7 +446,8 @@ class EmulatedReader:
                     "armed": self._arm is not None,
                     "arm": None if self._arm is None else {"magstripe": self._arm.magstripe,
                                                            "chip": self._arm.chip},
-                    "chip_present": self._chip_present, "leds": dict(self._leds),
+                    "chip_present": self._chip_present, "chip_powered": self._powered,
+                    "leds": dict(self._leds),
                     "beeps": len(self._beeps), "version": self.version,
                     "bad_payloads": self._bad_payloads, **self._decoder_errors()}
 
@@ -398,12 +495,14 @@ class EmulatedReader:
         self._run_actions()
         self._check_gap()
         self._check_arm_timeout()
+        self._check_card_answer()
         self._flush_outbox()
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
         due = [t for t in (self._gap_deadline,
                            self._arm.deadline if self._arm else None,
+                           self._pending.due if self._pending else None,
                            self._outbox[0][0] if self._outbox else None) if t is not None]
         return max(0.0, min(due) - now) if due else None
 
@@ -449,9 +548,11 @@ class EmulatedReader:
         with self._lock:
             self._master, self._slave = master, slave
             self._connected = True
-            # Power-up: idle, nothing reported about a card that may sit in the slot.
+            # Power-up: idle, nothing reported about a card that may sit in the slot, and
+            # no chip session (the card lost its power with the reader's).
             self._arm = None
             self._chip_reported_seq = None
+            self._end_session()
             self._last_command = None
             self._last_reply = None
         if self._selector is not None:
@@ -471,6 +572,7 @@ class EmulatedReader:
             self._master = self._slave = -1
             self._connected = False
             self._arm = None
+            self._end_session()
         self._notify()
 
     def _read_master(self) -> None:
@@ -548,6 +650,11 @@ class EmulatedReader:
             log.warning("emulated reader: dropped a frame: %s", exc)
             self._notify()
             return
+        pending = self._pending
+        if pending is not None and (pending.seq, pending.payload) == (msg.seq, payload):
+            # The terminal resent the P/X the card is still working on: the one reply follows.
+            self._record(msg, {}, repeat=True)
+            return
         repeat = self._last_command == (msg.seq, payload)
         if repeat and self._last_reply is not None:
             self._record(msg, {}, repeat=True)
@@ -555,6 +662,12 @@ class EmulatedReader:
             return
         reply_type, reply_body, args = self._act(msg)
         self._record(msg, args, repeat=False)
+        if reply_type == "":
+            # A chip command the card works on: _answer_pending replies (and keeps the reply for
+            # a repeat); until then nothing is kept to replay.
+            if self._pending is not None:
+                self._last_command, self._last_reply = None, None
+            return
         reply = lp.encode(reply_type, msg.seq, reply_body)
         self._last_command = (msg.seq, payload)
         self._last_reply = reply
@@ -584,8 +697,13 @@ class EmulatedReader:
         try:
             if msg.type == lp.VERSION:
                 return reply, self.version.encode("ascii", "replace"), {}
+            if msg.type in lp.CHIP_COMMANDS:
+                return self._chip_command(msg)
             if msg.type == lp.ARM:
                 req = lp.parse_arm(msg.body)
+                if self._powered:
+                    # The slot is in use: the terminal ends its chip session (O) before arming.
+                    return nak, lp.nak_body(lp.NakReason.BUSY), {"busy": "chip session"}
                 deadline = time.monotonic() + req.timeout_s if req.timeout_s else None
                 with self._lock:
                     # Arming again replaces the old arm; its SEQ gets no event.
@@ -617,10 +735,125 @@ class EmulatedReader:
             if msg.body:
                 raise lp.LinkError("status takes no body")
             with self._lock:
-                return reply, lp.status_body(self._arm is not None, self._chip_present), {}
+                return reply, lp.status_body(self._arm is not None, self._chip_present, self._powered), {}
         except lp.LinkError as exc:
             log.info("emulated reader: NAK bad body for %r: %s", msg.type, exc)
             return nak, lp.nak_body(lp.NakReason.BAD_BODY), {"error": str(exc)}
+
+    # ---- the chip slot -----------------------------------------------------------
+
+    def _chip_command(self, msg: lp.Message) -> tuple[str, bytes, dict[str, Any]]:
+        """P, W, X, G, O. ("", b"", args) when the card's answer comes later."""
+        nak, reply = lp.NAK, msg.type.lower()
+        if self._pending is not None:
+            return nak, lp.nak_body(lp.NakReason.BUSY), {"busy": "exchange under way"}
+        if msg.type == lp.POWER_OFF:
+            if msg.body:
+                raise lp.LinkError("power-off takes no body")
+            was = self._powered
+            if was and self._card is not None:
+                self._card.power_down()
+            with self._lock:
+                self._end_session()
+            return reply, b"", {"was_powered": was}
+        if msg.type == lp.POWER_ON:
+            if msg.body:
+                raise lp.LinkError("power-on takes no body")
+            if self._card is None:
+                return reply, lp.chip_error_body(lp.ChipStatus.NO_CARD), {}
+            with self._lock:
+                self._end_session()
+            self._start_card(msg, lp.POWER_ON, b"")
+            return "", b"", {}
+        if msg.type == lp.GET_PART:
+            offset, rest = lp.parse_offset_part(msg.body, "response part")
+            if rest:
+                raise lp.LinkError("response part takes only the offset")
+            if not self._response or offset >= len(self._response):
+                raise lp.LinkError(f"no response bytes at offset {offset} (holding {len(self._response)})")
+            return reply, self._response[offset:offset + lp.BODY_MAX], {"offset": offset}
+        what = "APDU part" if msg.type == lp.APDU_PART else "APDU exchange"
+        offset, data = lp.parse_offset_part(msg.body, what)
+        if offset not in (0, len(self._apdu_buf)):
+            raise lp.LinkError(f"{what} at offset {offset}; the reader holds {len(self._apdu_buf)} bytes")
+        held = self._apdu_buf[:offset] + data
+        if len(held) > lp.APDU_MAX:
+            raise lp.LinkError(f"a command APDU is at most {lp.APDU_MAX} bytes")
+        if msg.type == lp.APDU_PART:
+            if not data:
+                raise lp.LinkError("an APDU part carries at least one byte")
+            self._apdu_buf = held
+            return reply, b"", {"offset": offset, "length": len(data)}
+        self._apdu_buf = b""
+        if len(held) < lp.APDU_MIN:
+            raise lp.LinkError(f"a command APDU is at least {lp.APDU_MIN} bytes, got {len(held)}")
+        args = {"ins": held[1], "length": len(held)}  # never the APDU's bytes: a PIN may be in it
+        if self._card is None:
+            return reply, lp.chip_error_body(lp.ChipStatus.NO_CARD), args
+        if not self._powered:
+            return reply, lp.chip_error_body(lp.ChipStatus.NOT_POWERED), args
+        self._response = b""
+        self._start_card(msg, lp.EXCHANGE, held)
+        return "", b"", args
+
+    def _start_card(self, msg: lp.Message, kind: str, apdu: bytes) -> None:
+        now = time.monotonic()
+        mute = self._card_mute
+        due = now + (self.card_time_s if mute else self._card_delay_s)
+        payload = msg.type.encode("ascii") + bytes((msg.seq,)) + msg.body
+        with self._lock:
+            self._pending = _Pending(msg.seq, payload, kind, apdu, due, mute)
+        self._check_card_answer()
+
+    def _check_card_answer(self) -> None:
+        pending = self._pending
+        if pending is None or time.monotonic() < pending.due:
+            return
+        card = self._card
+        body: bytes
+        if pending.mute or card is None:
+            body = lp.chip_error_body(lp.ChipStatus.MUTE)
+            with self._lock:
+                self._end_session()
+        elif pending.kind == lp.POWER_ON:
+            try:
+                atr = card.power_up()
+                body = lp.power_reply_body(atr)
+                with self._lock:
+                    self._powered = True
+            except Exception:
+                log.exception("emulated reader: the card app failed at power-up; answering mute")
+                body = lp.chip_error_body(lp.ChipStatus.MUTE)
+        else:
+            with self._lock:
+                self._apdu_log.append((pending.apdu[1], len(pending.apdu)))
+            try:
+                rapdu = card.apdu(pending.apdu)
+                body = lp.exchange_reply_body(rapdu)
+                self._response = rapdu
+            except Exception:
+                log.exception("emulated reader: the card app failed on an APDU; answering mute")
+                body = lp.chip_error_body(lp.ChipStatus.MUTE)
+                with self._lock:
+                    self._end_session()
+        self._answer_pending(pending, body)
+
+    def _answer_pending(self, pending: _Pending, body: bytes) -> None:
+        with self._lock:
+            self._pending = None
+        reply = lp.encode(pending.kind.lower(), pending.seq, body)
+        # From now on a repeat of it is answered with this reply, not acted on.
+        self._last_command = (pending.seq, pending.payload)
+        self._last_reply = reply
+        self._reply_frame(reply)
+        self._notify()
+
+    def _end_session(self) -> None:
+        """No chip session any more (caller holds the lock, or is the thread at power-up)."""
+        self._powered = False
+        self._apdu_buf = b""
+        self._response = b""
+        self._pending = None
 
     def _after_reply(self, msg: lp.Message, reply_type: str) -> None:
         # A chip arm with an unreported card in the slot is answered at once.
@@ -650,12 +883,13 @@ class EmulatedReader:
         self._emit(event_type, body)
         return True
 
-    def _insert(self, atr: bytes) -> bool:
+    def _insert(self, card: ChipCardApp, atr: bytes) -> bool:
         if self._chip_present:
             raise ReaderControlError("a card is already in the chip slot: remove it first")
         with self._lock:
             self._chip_present = True
             self._chip_atr = atr
+            self._card = card
             self._chip_reported_seq = None
         self._notify()
         if self._arm is not None and self._arm.chip and self._connected:
@@ -667,10 +901,16 @@ class EmulatedReader:
         if not self._chip_present:
             raise ReaderControlError("there is no card in the chip slot")
         reported = self._chip_reported_seq
+        pending = self._pending
         with self._lock:
             self._chip_present = False
             self._chip_atr = b""
+            self._card = None
             self._chip_reported_seq = None
+            self._end_session()
+        if pending is not None:
+            # Pulled during an exchange (or the activation): that command ends at once.
+            self._answer_pending(pending, lp.chip_error_body(lp.ChipStatus.REMOVED))
         self._notify()
         if self._arm is not None and self._arm.chip and self._connected:
             self._emit(lp.CHIP_OUT, b"")
@@ -712,12 +952,28 @@ def _ctl_swipe_raw(r: EmulatedReader, track1: str | None = None, track2: str | N
     return _delivered(r.swipe_raw(track1, track2, track3, st), "magstripe")
 
 
-def _ctl_insert(r: EmulatedReader, atr: str | None = None) -> dict[str, Any]:
-    try:
-        raw = DEFAULT_ATR if atr is None else bytes.fromhex(atr)
-    except ValueError:
-        raise ReaderControlError("atr must be hex digits, e.g. \"3B6800000073C84013009000\"") from None
-    return _delivered(r.insert_chip(raw), "chip")
+def _ctl_insert(r: EmulatedReader, card: str | None = None, atr: str | None = None) -> dict[str, Any]:
+    """A chip card by name (board.sim.chipcards; default DEFAULT_CHIP_CARD), or a card with only
+    this ATR (hex) and no application."""
+    if atr is not None:
+        if card is not None:
+            raise ReaderControlError("insert_chip takes \"card\" or \"atr\", not both")
+        try:
+            raw = bytes.fromhex(atr)
+        except ValueError:
+            raise ReaderControlError("atr must be hex digits, e.g. \"3B6800000073C84013009000\"") from None
+        return _delivered(r.insert_chip(raw), "chip")
+    return _delivered(r.insert_chip(card), "chip")
+
+
+def _ctl_card_delay(r: EmulatedReader, seconds: float) -> dict[str, Any]:
+    r.set_card_delay(float(seconds))
+    return {}
+
+
+def _ctl_card_mute(r: EmulatedReader, mute: bool = True) -> dict[str, Any]:
+    r.set_card_mute(bool(mute))
+    return {}
 
 
 def _ctl_garbage(r: EmulatedReader, hex: str | None = None, text: str | None = None) -> dict[str, Any]:
@@ -791,6 +1047,8 @@ _CONTROL: dict[str, Callable[..., dict[str, Any]]] = {
     "swipe_raw": _ctl_swipe_raw,
     "insert_chip": _ctl_insert,
     "remove_chip": _ctl_remove,
+    "card_delay": _ctl_card_delay,
+    "card_mute": _ctl_card_mute,
     "read_error": _ctl_read_error,
     "garbage": _ctl_garbage,
     "chunking": _ctl_chunking,
@@ -801,5 +1059,5 @@ _CONTROL: dict[str, Callable[..., dict[str, Any]]] = {
     "reconnect": _ctl_reconnect,
     "status": lambda r: r.snapshot(),
     "commands": _ctl_commands,
-    "cards": lambda r: {"cards": sorted(TEST_CARDS)},
+    "cards": lambda r: {"cards": sorted(TEST_CARDS), "chip_cards": list(chipcards.CARD_NAMES)},
 }

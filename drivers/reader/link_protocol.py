@@ -21,33 +21,45 @@ from firmware.ports import (
 )
 
 __all__ = [
+    "APDU_MAX",
+    "APDU_MIN",
     "BODY_MAX",
     "COMMANDS",
     "EVENTS",
     "LED_COLOURS",
+    "RESPONSE_MAX",
     "TRACK_MAX",
     "ArmRequest",
+    "ChipReply",
+    "ChipStatus",
     "LinkError",
     "Message",
     "NakReason",
     "ReadErrorCode",
     "TrackStatus",
+    "apdu_parts",
     "arm_body",
     "beep_body",
+    "chip_error_body",
     "encode",
     "error_body",
     "event_from_message",
+    "exchange_reply_body",
     "led_body",
     "magstripe_body",
     "nak_body",
     "parse",
     "parse_arm",
     "parse_beep",
+    "parse_chip_reply",
     "parse_error",
     "parse_led",
     "parse_magstripe",
     "parse_nak",
+    "parse_offset_part",
     "parse_status",
+    "parse_status_flags",
+    "power_reply_body",
     "status_body",
     "timeout_field",
 ]
@@ -56,14 +68,18 @@ BODY_MAX = posio.PAYLOAD_MAX - 2  # TYPE and SEQ take two of the frame's 250 byt
 
 # Commands (terminal to reader); the reply is the same letter in lower case, or NAK.
 VERSION, ARM, CANCEL, BEEP, LED, STATUS = "V", "A", "C", "B", "L", "S"
-COMMANDS = frozenset({VERSION, ARM, CANCEL, BEEP, LED, STATUS})
+# The chip session (docs/reader-link.md, "Chip commands").
+POWER_ON, APDU_PART, EXCHANGE, GET_PART, POWER_OFF = "P", "W", "X", "G", "O"
+CHIP_COMMANDS = frozenset({POWER_ON, APDU_PART, EXCHANGE, GET_PART, POWER_OFF})
+COMMANDS = frozenset({VERSION, ARM, CANCEL, BEEP, LED, STATUS}) | CHIP_COMMANDS
 NAK = "n"
 # Events (reader to terminal).
 MAGSTRIPE, CHIP_IN, CHIP_OUT, READ_ERROR, TIMED_OUT = "M", "K", "R", "E", "T"
 EVENTS = frozenset({MAGSTRIPE, CHIP_IN, CHIP_OUT, READ_ERROR, TIMED_OUT})
 
 COMMAND_NAMES = {VERSION: "version", ARM: "arm", CANCEL: "cancel", BEEP: "beep", LED: "LED",
-                 STATUS: "status"}
+                 STATUS: "status", POWER_ON: "chip power-on", APDU_PART: "APDU part",
+                 EXCHANGE: "APDU exchange", GET_PART: "response part", POWER_OFF: "chip power-off"}
 
 ARM_MAGSTRIPE = 0x01
 ARM_CHIP = 0x02
@@ -71,6 +87,14 @@ TIMEOUT_MAX_S = 0xFFFF
 BEEP_MIN_MS, BEEP_MAX_MS = 1, 2000
 LED_COLOURS: tuple[str, ...] = ("green", "red", "amber", "blue")
 ATR_MAX = 32
+# ISO 7816-4 short APDUs: CLA INS P1 P2 [Lc 1..255 data] [Le] is 4..261 bytes; a response is
+# up to 256 data bytes and SW1 SW2.
+APDU_MIN, APDU_MAX = 4, 261
+RESPONSE_MAX = 258
+OFFSET_LEN = 2
+PART_MAX = BODY_MAX - OFFSET_LEN  # APDU bytes in one W or X: 246
+FIRST_RESPONSE_MAX = BODY_MAX - 1 - 2  # after the status byte and the length: 245
+STATUS_ARMED, STATUS_CHIP_PRESENT, STATUS_CHIP_POWERED = 0x01, 0x02, 0x04
 
 # Longest track data a reader may send (ISO 7811/7813 data characters, without
 # sentinels and LRC).
@@ -112,6 +136,25 @@ class ReadErrorCode(enum.IntEnum):
         return {1: "the swipe could not be read on any track",
                 2: "the chip does not respond",
                 3: "the card was removed too early"}[self.value]
+
+
+class ChipStatus(enum.IntEnum):
+    """First byte of the `p` and `x` replies (docs/reader-link.md, "Chip status")."""
+
+    OK = 0
+    NO_CARD = 1
+    MUTE = 2
+    REMOVED = 3
+    NOT_POWERED = 4
+    NO_CHIP_SLOT = 5
+
+    @property
+    def words(self) -> str:
+        return {0: "done", 1: "no card in the chip slot",
+                2: "the chip card does not respond (mute); the reader deactivated it",
+                3: "the chip card was removed during an exchange",
+                4: "the chip card is not powered (no chip session)",
+                5: "no chip slot: this reader reads magstripe only"}[self.value]
 
 
 @dataclass(frozen=True)
@@ -224,14 +267,23 @@ def parse_led(body: bytes) -> tuple[str, bool]:
 # ---- reply bodies ------------------------------------------------------------
 
 
-def status_body(armed: bool, chip_present: bool) -> bytes:
-    return bytes(((1 if armed else 0) | (2 if chip_present else 0),))
+def status_body(armed: bool, chip_present: bool, chip_powered: bool = False) -> bytes:
+    return bytes(((STATUS_ARMED if armed else 0) | (STATUS_CHIP_PRESENT if chip_present else 0)
+                  | (STATUS_CHIP_POWERED if chip_powered else 0),))
 
 
 def parse_status(body: bytes) -> tuple[bool, bool]:
     """(armed, chip present) from an `s` reply."""
+    armed, present, _powered = parse_status_flags(body)
+    return armed, present
+
+
+def parse_status_flags(body: bytes) -> tuple[bool, bool, bool]:
+    """(armed, chip present, chip powered) from an `s` reply (a reader without the powered bit
+    reports it 0)."""
     _need_length(body, 1, "status reply")
-    return bool(body[0] & 1), bool(body[0] & 2)
+    return (bool(body[0] & STATUS_ARMED), bool(body[0] & STATUS_CHIP_PRESENT),
+            bool(body[0] & STATUS_CHIP_POWERED))
 
 
 def nak_body(reason: NakReason) -> bytes:
@@ -244,6 +296,95 @@ def parse_nak(body: bytes) -> NakReason:
         return NakReason(body[0])
     except ValueError:
         raise LinkError(f"NAK reason {body[0]} is not 1, 2 or 3") from None
+
+
+# ---- chip session: command and reply bodies --------------------------------------
+
+
+def apdu_parts(apdu: bytes) -> list[tuple[str, bytes]]:
+    """The (TYPE, body) commands that carry one command APDU: W parts, then the X."""
+    if not APDU_MIN <= len(apdu) <= APDU_MAX:
+        raise LinkError(f"a command APDU is {APDU_MIN}..{APDU_MAX} bytes, got {len(apdu)}")
+    parts: list[tuple[str, bytes]] = []
+    offset = 0
+    while len(apdu) - offset > PART_MAX:
+        parts.append((APDU_PART, offset.to_bytes(OFFSET_LEN, "big") + apdu[offset:offset + PART_MAX]))
+        offset += PART_MAX
+    parts.append((EXCHANGE, offset.to_bytes(OFFSET_LEN, "big") + apdu[offset:]))
+    return parts
+
+
+def parse_offset_part(body: bytes, what: str) -> tuple[int, bytes]:
+    """(offset, bytes) of a W, X or G body (G has no bytes)."""
+    if len(body) < OFFSET_LEN:
+        raise LinkError(f"{what} body needs a 2-byte offset, got {len(body)} bytes")
+    offset = int.from_bytes(body[:OFFSET_LEN], "big")
+    if offset > APDU_MAX and what != "response part":
+        raise LinkError(f"{what} offset {offset} is past the longest APDU ({APDU_MAX} bytes)")
+    return offset, bytes(body[OFFSET_LEN:])
+
+
+def chip_error_body(status: ChipStatus, text: str = "") -> bytes:
+    """A `p` or `x` body for a failed chip command: status + words for the log (no card data)."""
+    if status is ChipStatus.OK:
+        raise LinkError("an error body needs a status other than 0")
+    data = (text or status.words).encode("ascii", "replace")[: BODY_MAX - 1]
+    return bytes((int(status),)) + data
+
+
+def power_reply_body(atr: bytes) -> bytes:
+    if len(atr) > ATR_MAX:
+        raise LinkError(f"ATR of {len(atr)} bytes; at most {ATR_MAX}")
+    return bytes((int(ChipStatus.OK),)) + atr
+
+
+def exchange_reply_body(rapdu: bytes) -> bytes:
+    """The `x` body for an answered APDU: status 0, the response's length, its first bytes
+    (the rest is fetched with G)."""
+    if not 2 <= len(rapdu) <= RESPONSE_MAX:
+        raise LinkError(f"a response APDU is 2..{RESPONSE_MAX} bytes, got {len(rapdu)}")
+    return bytes((int(ChipStatus.OK),)) + len(rapdu).to_bytes(2, "big") + rapdu[:FIRST_RESPONSE_MAX]
+
+
+@dataclass(frozen=True)
+class ChipReply:
+    """A parsed `p` or `x`: status, and the ATR / the response's length and first bytes, or words.
+    The data may hold card data: never shown."""
+
+    status: ChipStatus
+    data: bytes = field(default=b"", repr=False)
+    total: int = 0  # `x` only: the whole response's length
+    words: str = ""
+
+    def __repr__(self) -> str:
+        return f"ChipReply({self.status.name}, data={len(self.data)} bytes, total={self.total})"
+
+
+def parse_chip_reply(body: bytes, *, exchange: bool) -> ChipReply:
+    """A `p` (exchange=False) or `x` reply body; LinkError if it breaks the rules."""
+    if not body:
+        raise LinkError("chip reply has no status byte")
+    try:
+        status = ChipStatus(body[0])
+    except ValueError:
+        raise LinkError(f"chip status {body[0]} is not 0..5") from None
+    rest = bytes(body[1:])
+    if status is not ChipStatus.OK:
+        return ChipReply(status, words=rest.decode("ascii", "replace") or status.words)
+    if not exchange:
+        if len(rest) > ATR_MAX:
+            raise LinkError(f"ATR of {len(rest)} bytes; at most {ATR_MAX}")
+        return ChipReply(status, rest)
+    if len(rest) < 2:
+        raise LinkError("exchange reply has no response length")
+    total = int.from_bytes(rest[:2], "big")
+    first = rest[2:]
+    if not 2 <= total <= RESPONSE_MAX:
+        raise LinkError(f"response length {total}: a response APDU is 2..{RESPONSE_MAX} bytes")
+    if len(first) != min(total, FIRST_RESPONSE_MAX):
+        raise LinkError(f"exchange reply carries {len(first)} response bytes of {total}; "
+                        f"expected {min(total, FIRST_RESPONSE_MAX)}")
+    return ChipReply(status, first, total)
 
 
 # ---- event bodies ------------------------------------------------------------

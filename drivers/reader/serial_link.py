@@ -1,8 +1,8 @@
 """A CardReader on the framed serial link of docs/reader-link.md (UART, USB-serial or a pty).
 
 Owns the port (drivers.serial_io.SerialPort), the one task that reads it, matching
-replies to commands by SEQ, events to the pending arm, and reopening a reader that
-hung up or went silent.
+replies to commands by SEQ, events to the pending arm, reopening a reader that
+hung up or went silent, and the terminal's side of a chip session (P, W/X/G, O).
 
 Theory of operation:
 - The pump task is the only reader of the port. It blocks in the pump's read_until
@@ -22,6 +22,14 @@ Theory of operation:
 - Cancelling read() writes `C` at once from the cancelled task and returns; a
   background task waits for `c` and, if it never comes, marks the link down so the
   next command probes `V` first.
+- Chip: transmit() powers the card (`P`) at the first APDU of a session, sends the APDU
+  (`W` parts and `X`), fetches a long response (`G`). `X` waits for the card, not the 500 ms
+  of other commands: resent once after 500 ms (the reader replays, never re-runs it), then
+  up to the APDU timeout; no reply then is a `V` probe: mute card or reader gone. A
+  removal, a mute card or a lost link ends the session (_Chip.LOST): every transmit until
+  power_off() or the next ChipInserted raises ChipGone at once. A transmit cancelled while
+  its `X` is out leaves a background wait for that reply, which the next chip command
+  awaits (bounded) so the reader is not busy when it comes.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from drivers.reader import ReaderRefused
 from drivers.reader import link_protocol as lp
 from drivers.serial_io import PortGone, SerialPort
 from firmware.ports import (
+    ChipGone,
     ChipInserted,
     ChipRemoved,
     ReaderEvent,
@@ -71,6 +80,12 @@ class _LinkLost(Exception):
 
 class _NoAnswer(Exception):
     """A command got no reply after its retry."""
+
+
+class _Chip(enum.Enum):
+    IDLE = 1  # no session: the next transmit powers the card
+    POWERED = 2  # P answered: APDUs go to the card
+    LOST = 3  # removed, mute or the link lost: ChipGone until power_off() or a new card
 
 
 class _Wake(enum.Enum):
@@ -149,6 +164,11 @@ class SerialLinkReader:
         self._chip_known_present = False  # the last chip event handed out was K
         self._removal_pending = False  # an R came while no chip read was pending
         self._version: str | None = None
+        self._chip = _Chip.IDLE
+        self._chip_lost = ""  # why the session is LOST, in words
+        self._atr = b""
+        self._abandoned: asyncio.Task[None] | None = None  # waits for a cancelled P/X's reply
+        self._chip_lock: asyncio.Lock | None = None
         # Created on the loop, in _start().
         self._port_open: asyncio.Event
         self._port_closed: asyncio.Event
@@ -189,6 +209,10 @@ class SerialLinkReader:
         loop = await self._start()
         if self._arm is not None:
             raise RuntimeError("a read is already pending on this reader")
+        if self._chip is _Chip.POWERED:
+            # The reader refuses A (busy) while the card is powered: say so before sending it.
+            raise ReaderRefused(f"the card reader on {self.path} holds a powered chip card: end the "
+                                f"chip session with power_off() before reading")
         if chip and self._removal_pending:
             # The card the terminal was told about left while nobody was reading.
             self._removal_pending = False
@@ -206,16 +230,225 @@ class SerialLinkReader:
             self._arm = None
         if isinstance(event, ChipInserted):
             self._chip_known_present = True
+            self._chip, self._chip_lost = _Chip.IDLE, ""  # a new card: a new session
         elif isinstance(event, ChipRemoved):
             self._chip_known_present = False
+            self._chip_gone("the chip card was removed")
         return event
+
+    # ---- chip ----------------------------------------------------------------
+
+    async def transmit(self, apdu: bytes, timeout_s: float = 5.0) -> bytes:
+        """One command APDU to the inserted chip card; its response (data + SW1 SW2).
+
+        Powers the card (`P`) at the first APDU of a session. Raises ChipGone (removed, mute,
+        no card, no chip slot, or a session that already ended: words say which),
+        ReaderUnavailable if the reader is gone, ValueError for an APDU of a bad length.
+        """
+        parts = lp.apdu_parts(bytes(apdu))  # LinkError (a ValueError) before anything is sent
+        loop = await self._start()
+        deadline = loop.time() + timeout_s
+        async with self._chip_guard():
+            await self._settle_abandoned(deadline)
+            if self._chip is _Chip.LOST:
+                raise ChipGone(self._chip_lost)
+            if self._chip is _Chip.IDLE:
+                await self._power_on(deadline)
+            for cmd, body in parts[:-1]:
+                await self._chip_simple(cmd, body, deadline)
+            cmd, body = parts[-1]
+            reply = await self._chip_exchange(cmd, body, deadline)
+            answer = self._chip_reply(reply, exchange=True)
+            rapdu = answer.data
+            while len(rapdu) < answer.total:
+                more = await self._chip_simple(lp.GET_PART, len(rapdu).to_bytes(2, "big"), deadline)
+                if not more.body or len(rapdu) + len(more.body) > answer.total:
+                    self._bad_message(f"response part of {len(more.body)} bytes at offset {len(rapdu)} "
+                                      f"of {answer.total}")
+                    self._chip_gone("the reader sent a damaged response; the chip session is over")
+                    raise ChipGone(self._chip_lost)
+                rapdu += more.body
+            return rapdu
+
+    async def power_on(self, timeout_s: float = 5.0) -> bytes:
+        """Activates the inserted card (cold reset: a new session) and returns its ATR.
+        transmit() does this by itself at a session's first APDU."""
+        loop = await self._start()
+        deadline = loop.time() + timeout_s
+        async with self._chip_guard():
+            await self._settle_abandoned(deadline)
+            return await self._power_on(deadline)
+
+    async def chip_present(self) -> bool:
+        """Whether a chip card sits in the slot now (the reader's `S`)."""
+        reply = await self._command(lp.STATUS)
+        return lp.parse_status_flags(reply.body)[1]
+
+    async def power_off(self) -> None:
+        """Ends the chip session (`O`). Best effort: a reader that is gone lost the session with
+        its power, so this never waits for one to come back."""
+        loop = await self._start()
+        async with self._chip_guard():
+            await self._settle_abandoned(loop.time() + self.reconnect_window_s)
+            self._chip, self._chip_lost = _Chip.IDLE, ""
+            self._atr = b""
+            if not self._link_up.is_set():
+                return
+            try:
+                await self._command(lp.POWER_OFF)
+            except ReaderUnavailable as exc:
+                log.warning("card reader on %s: chip power-off not confirmed (%s)", self.path, exc)
+
+    def _chip_guard(self) -> asyncio.Lock:
+        if self._chip_lock is None:
+            self._chip_lock = asyncio.Lock()
+        return self._chip_lock
+
+    def _chip_gone(self, reason: str) -> None:
+        """The session is over (if there was one): later transmits raise ChipGone(reason)."""
+        if self._chip is _Chip.POWERED:
+            self._lose_chip(reason)
+
+    def _lose_chip(self, reason: str) -> None:
+        """No session from now on, whatever the state: transmits raise ChipGone(reason) until
+        power_off() or the next ChipInserted."""
+        self._chip, self._chip_lost = _Chip.LOST, reason
+        log.info("card reader on %s: chip session over: %s", self.path, reason)
+
+    async def _power_on(self, deadline: float) -> bytes:
+        reply = await self._chip_exchange(lp.POWER_ON, b"", deadline)
+        self._chip = _Chip.POWERED  # a failed P below ends it again, in words
+        answer = self._chip_reply(reply, exchange=False)
+        self._atr = answer.data
+        return answer.data
+
+    def _chip_reply(self, reply: lp.Message, *, exchange: bool) -> lp.ChipReply:
+        try:
+            answer = lp.parse_chip_reply(reply.body, exchange=exchange)
+        except lp.LinkError as exc:
+            self._bad_message(str(exc))
+            self._lose_chip("the reader sent a damaged chip reply; the chip session is over")
+            raise ChipGone(self._chip_lost) from None
+        if answer.status is not lp.ChipStatus.OK:
+            self._lose_chip(answer.status.words)
+            log.info("card reader on %s: chip status %d (%s)", self.path, answer.status, answer.words)
+            raise ChipGone(answer.status.words)
+        return answer
+
+    async def _chip_simple(self, cmd: str, body: bytes, deadline: float) -> lp.Message:
+        """W or G: answered at once, like any command."""
+        await self._ensure_link(deadline)
+        try:
+            reply = await self._exchange(cmd, body)
+        except _LinkLost:
+            self._chip_gone("the reader link was lost during the chip session")
+            raise ReaderUnavailable(f"the card reader on {self.path} hung up during a chip "
+                                    f"exchange") from None
+        except _NoAnswer as exc:
+            self._suspect(str(exc))
+            self._chip_gone("the reader stopped answering during the chip session")
+            raise ReaderUnavailable(f"the card reader on {self.path} did not answer the "
+                                    f"{lp.COMMAND_NAMES[cmd]} command ({exc})") from None
+        if reply.type == lp.NAK:  # the card got nothing: the session goes on
+            raise ReaderRefused(f"the card reader on {self.path} refused the {lp.COMMAND_NAMES[cmd]} "
+                                f"command: {self._nak_words(reply)}")
+        return reply
+
+    async def _chip_exchange(self, cmd: str, body: bytes, deadline: float) -> lp.Message:
+        """P or X: the reply comes when the card has answered. Resent once (same SEQ) after
+        reply_timeout_s, then awaited until the deadline; a cancel leaves it to _abandoned."""
+        assert self._loop is not None
+        loop = self._loop
+        await self._ensure_link(deadline)
+        seq = self._next_seq()
+        frame = lp.encode(cmd, seq, body)
+        waiter = _Waiter(cmd.lower(), loop.create_future())
+        self._replies[seq] = waiter
+        handed_over = False
+        try:
+            for attempt in range(2):
+                if attempt:
+                    self.stats.retries += 1
+                try:
+                    await self._write(frame)
+                except _LinkLost:
+                    break  # the pump fails the waiter in words
+                left = deadline + self.reply_timeout_s - loop.time()
+                wait = min(self.reply_timeout_s, left) if attempt == 0 else left
+                done, _ = await asyncio.wait({waiter.future}, timeout=max(0.0, wait))
+                if done:
+                    break
+            if waiter.future.done():
+                try:
+                    reply = waiter.future.result()
+                except _LinkLost:
+                    self._chip_gone("the reader link was lost during the chip session")
+                    raise ReaderUnavailable(f"the card reader on {self.path} hung up during a chip "
+                                            f"exchange; the chip session is lost") from None
+                if reply.type == lp.NAK:
+                    raise ReaderRefused(f"the card reader on {self.path} refused the "
+                                        f"{lp.COMMAND_NAMES[cmd]} command: {self._nak_words(reply)}")
+                return reply
+        except asyncio.CancelledError:
+            if not waiter.future.done():
+                # The card may still be working: let its reply arrive before the next command.
+                handed_over = True
+                self._abandoned = loop.create_task(self._await_abandoned(seq, waiter, deadline))
+            raise
+        finally:
+            if not handed_over:
+                self._replies.pop(seq, None)
+        # No reply: is it the card or the reader?
+        self._replies.pop(seq, None)
+        try:
+            probe = await self._exchange(lp.VERSION)
+        except (_LinkLost, _NoAnswer) as exc:
+            self._suspect(f"no reply to a chip command nor to V ({exc})")
+            self._chip_gone("the reader stopped answering during the chip session")
+            raise ReaderUnavailable(f"the card reader on {self.path} does not answer "
+                                    f"({lp.COMMAND_NAMES[cmd]}, then V)") from None
+        del probe
+        self._lose_chip("the chip card does not respond (no answer in time)")
+        raise ChipGone(f"the chip card does not respond: no answer to the {lp.COMMAND_NAMES[cmd]} "
+                       f"command in {self.reply_timeout_s + max(0.0, deadline - loop.time()):.1f} s")
+
+    async def _await_abandoned(self, seq: int, waiter: _Waiter, deadline: float) -> None:
+        """The reply to a cancelled P/X: dropped (counted), but its chip status still counts."""
+        assert self._loop is not None
+        try:
+            left = deadline + self.reply_timeout_s - self._loop.time()
+            done, _ = await asyncio.wait({waiter.future}, timeout=max(0.0, left))
+            if not done:
+                return
+            try:
+                reply = waiter.future.result()
+            except _LinkLost:
+                self._chip_gone("the reader link was lost during the chip session")
+                return
+            self.stats.stray_replies += 1  # nobody takes it
+            if reply.type != lp.NAK and reply.body and reply.body[0] != lp.ChipStatus.OK:
+                self._lose_chip(lp.ChipStatus(reply.body[0]).words
+                                if reply.body[0] <= max(lp.ChipStatus) else "chip error")
+        finally:
+            self._replies.pop(seq, None)
+
+    async def _settle_abandoned(self, deadline: float) -> None:
+        task = self._abandoned
+        if task is None or task.done():
+            self._abandoned = None
+            return
+        assert self._loop is not None
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - self._loop.time()))
+        if not done:
+            raise ChipGone("the reader is still busy with an earlier, cancelled exchange")
+        self._abandoned = None
 
     async def close(self) -> None:
         """Stops the pump and closes the port; every later call raises ReaderUnavailable."""
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._connect_task, *self._background) if t is not None]
+        tasks = [t for t in (self._connect_task, self._abandoned, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
         pump = self._pump_task
@@ -567,6 +800,7 @@ class SerialLinkReader:
         self._port_closed.set()
         self._set_link(False, reason)
         self._fail_waiters(_LinkLost(reason))
+        self._chip_gone("the reader link was lost: the chip session with it")
         if was_up:
             self.stats.reconnects += 1
             log.warning("card reader on %s: %s; reopening with back-off when needed", self.path, reason)
@@ -622,6 +856,7 @@ class SerialLinkReader:
             self.events_taken += 1
             return
         if msg.type == lp.CHIP_OUT and self._chip_known_present:
+            self._chip_gone("the chip card was removed")
             # The card the terminal was told about left (R unarmed, for the K's arm): news
             # for a chip read, the pending one or else the next.
             if arm is not None and arm.chip and not arm.future.done():
