@@ -74,7 +74,7 @@ def test_chip_sale_with_pin_exact_bytes() -> None:
         "3132333435363738" "313233343536373839303132333435" "313536"  # 41 42 49
         "1122334455667788" "2600000000000000"  # 52 53
         "0011" "9F2608AABBCCDDEEFF0011"  # 55: byte count
-        "0011" "220000010000"  # 60
+        "0013" "22000001000500"  # 60: 60.4 = 5 (chip read), 60.5 = 0, pad nibble
     )
     payload = bytes.fromhex("6000030000603100000000" + body)
     expected = payload + cup_ecb_mac(MAK, bytes.fromhex(body))

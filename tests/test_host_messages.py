@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyemv import tlv
 
 from firmware.host.codec import decode, encode, verify_mac
 from firmware.host.errors import LocalProtocolError, RemoteProtocolError
@@ -123,7 +124,7 @@ def test_balance_has_no_amount_and_carries_pin() -> None:
     (SWIPE_PIN, {"35", "36", "26", "52", "53"}, "021"),
     (CHIP, {"2", "14", "23", "35", "55", "26", "52", "53"}, "051"),
     (KEYED, {"2", "14"}, "012"),
-    (CardInput("contactless", PAN, expiry="2512", icc_data="9F2701"), {"2", "14", "55"}, "072"),
+    (CardInput("contactless", PAN, expiry="2512", icc_data="9F270180"), {"2", "14", "55"}, "072"),
 ])
 def test_card_fields_per_entry_mode(card: CardInput, fields: set[str], f22: str) -> None:
     msg = financial_request(params(TxnKind.SALE, card))
@@ -131,16 +132,21 @@ def test_card_fields_per_entry_mode(card: CardInput, fields: set[str], f22: str)
     assert msg.fields["22"] == f22
 
 
-def test_a_fallback_swipe_goes_out_as_a_swipe_and_only_60_5_says_fallback() -> None:
+def test_a_fallback_swipe_goes_out_as_a_swipe_with_22_80x_or_the_acquirers_02x() -> None:
     """A fallback swipe (a chip card swiped after its chip could not be read) is sent as any
-    swipe: track 2 in 35 and never the PAN in 2, field 22 = 02 + 1 (PIN) or 2 (no PIN), and no
-    swipe without its track 2. Only 60.5 = 2 tells the host it was a fallback."""
+    swipe: track 2 in 35 and never the PAN in 2, and no swipe without its track 2. Field 22 is
+    80 + 1 (PIN) or 2 (no PIN) by default; an acquirer that wants 02x gets it
+    (fallback_entry_code) and then only 60.5 = 2 tells it the swipe was a fallback."""
     card = CardInput("fallback", PAN, track2=PAN + "=2512201")
     f = financial_request(replace(params(TxnKind.SALE, card), chip_capable=True)).fields
     assert set(f) == BASE | {"35"}
-    assert (f["35"], f["22"], f["60"][-2:]) == (PAN + "=2512201", "022", "52")
+    assert (f["35"], f["22"], f["60"][-2:]) == (PAN + "=2512201", "802", "52")
     with_pin = financial_request(params(TxnKind.SALE, replace(card, pin_block=PIN_BLOCK)))
-    assert with_pin.fields["22"] == "021"
+    assert with_pin.fields["22"] == "801"
+    as_swipe = financial_request(replace(params(TxnKind.SALE, card), fallback_entry_code="02"))
+    assert (as_swipe.fields["22"], as_swipe.fields["60"][-2:]) == ("022", "52")
+    with pytest.raises(LocalProtocolError, match="fallback entry code"):
+        financial_request(replace(params(TxnKind.SALE, card), fallback_entry_code="05"))
     with pytest.raises(LocalProtocolError, match="track 2"):
         financial_request(params(TxnKind.SALE, replace(card, track2=None)))
 
@@ -211,13 +217,15 @@ def test_terminal_validation() -> None:
 # -- reversal (section 5)
 
 def test_reversal_of_chip_sale() -> None:
+    """The 0400 copies the original's fields but not its whole 55: only the reversal's tags
+    (CHIP's 55 holds 9F26 alone, so none); tests/test_host_chip_messages.py has the rest."""
     p = params(TxnKind.SALE, CHIP)
     orig = financial_request(p)
     rev = reversal_request(p, "98", None)
     assert rev.mti == "0400"
     assert set(rev.fields) == {"2", "3", "4", "11", "22", "23", "25", "39", "41", "42", "49",
-                               "55", "60"}
-    for k in ("3", "4", "11", "22", "23", "25", "49", "60", "55"):
+                               "60"}
+    for k in ("3", "4", "11", "22", "23", "25", "49", "60"):
         assert rev.fields[k] == orig.fields[k]
     assert rev.fields["2"] == PAN
     assert rev.fields["39"] == "98"
@@ -455,7 +463,10 @@ def cards(draw: st.DrawFn) -> CardInput:
         track2=track2 if mode == "swipe" else draw(st.none() | st.just(track2)),
         track3=draw(st.none() | st.just("99" + pan + "=" + draw(digits(0, 80)))),
         card_seq=draw(st.none() | digits(1, 3)) if chip else None,
-        icc_data=draw(st.binary(min_size=1, max_size=255)).hex() if chip else None,
+        # Well-formed TLV (the builders refuse anything else): an ARQC and a TVR-sized value.
+        icc_data=tlv.encode({"9F26": draw(st.binary(min_size=1, max_size=200)),
+                             "95": draw(st.binary(min_size=0, max_size=40))}).hex()
+        if chip else None,
         pin_block=draw(st.none() | st.binary(min_size=8, max_size=8)),
     )
 

@@ -49,8 +49,9 @@ from firmware.host.messages import (
     response_for,
 )
 
+from . import issuer as chip_issuer
 from .cards import BLOCKED_PANS, card_by_pan, org_for_pan
-from .faults import Fault, FaultBook, FaultKind, Rule, RuleBook
+from .faults import CHIP_KNOBS, Fault, FaultBook, FaultKind, Rule, RuleBook
 from .ledger import Ledger, TxnRow
 from .testkit import TEST_MID, TEST_TID, TEST_TMK
 
@@ -87,9 +88,12 @@ NOT_SIGNED_ON_CODE: Final = "22"
 # its own reversal): declined as a duplicate and never approved.
 LATE_ORIGINAL_CODE: Final = "94"
 
-_REQUEST_MTIS: Final = frozenset({"0100", "0200", "0220", "0320", "0400", "0500", "0800",
-                                  "0820"})
-_MACED_REQUESTS: Final = frozenset({"0100", "0200", "0220", "0400"})
+_REQUEST_MTIS: Final = frozenset({"0100", "0200", "0220", "0320", "0400", "0500", "0620",
+                                  "0800", "0820"})
+_MACED_REQUESTS: Final = frozenset({"0100", "0200", "0220", "0400", "0620"})
+# The issuer-script result advice (firmware.host.messages.script_advice) and a chip upload.
+_SCRIPT_ADVICE_NETWORK: Final = "951"
+_CHIP_UPLOAD_NETWORK: Final = "203"
 _BY_TYPE_CODE: Final[dict[str, TxnKind]] = {w.type_code: k for k, w in WIRE.items()}
 _VOIDS: Final[dict[TxnKind, TxnKind]] = {
     # void kind -> the kind of the original it cancels
@@ -150,6 +154,12 @@ def _expiry_of(fields: dict[str, str]) -> str | None:
         after = track2.split("=", 1)[1]
         return after[:4] if len(after) >= 4 else None
     return None
+
+
+def is_chip_request(msg: Message) -> bool:
+    """A 0100/0200 read from the chip (22 = 05x) with its 55: the issuer checks its ARQC."""
+    return (msg.mti in ("0100", "0200") and msg.fields.get("22", "").startswith("05")
+            and "55" in msg.fields)
 
 
 def _fingerprint(msg: Message) -> str:
@@ -231,6 +241,8 @@ class AcquirerSimulator:
         self.ledger = Ledger(db_path)
         self.faults = FaultBook()
         self.rules = RuleBook()
+        # Who holds a chip card's issuer keys (tests may stand in another issuer).
+        self.issuer_lookup: chip_issuer.IssuerLookup = chip_issuer.default_lookup
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
@@ -403,7 +415,8 @@ class AcquirerSimulator:
             return
         kind = identify(msg) if msg.mti in _MACED_REQUESTS else None
         tid = msg.fields.get("41")
-        faults = self.faults.take(msg.mti, kind.value if kind else None, tid)
+        faults = self.faults.take(msg.mti, kind.value if kind else None, tid,
+                                  chip=is_chip_request(msg))
         early = [f for f in faults if not f.process and f.kind in
                  (FaultKind.DELAY, FaultKind.DROP, FaultKind.CLOSE, FaultKind.GARBAGE)]
         late = [f for f in faults if f not in early]
@@ -414,7 +427,8 @@ class AcquirerSimulator:
                 return
 
         try:
-            reply = self._process(decoded, kind)
+            reply = self._process(decoded, kind,
+                                  frozenset(f.kind for f in late) & CHIP_KNOBS)
         except Exception:
             # A bug in a decision must not take the whole host down: log, no reply.
             log.exception("%s: error processing %s", conn.peer, msg.mti)
@@ -479,7 +493,8 @@ class AcquirerSimulator:
 
     # ---- decisions ---------------------------------------------------------
 
-    def _process(self, decoded: Decoded, kind: TxnKind | None) -> _Reply | None:
+    def _process(self, decoded: Decoded, kind: TxnKind | None,
+                 knobs: frozenset[FaultKind] = frozenset()) -> _Reply | None:
         msg = decoded.message
         f = msg.fields
         tid = f.get("41")
@@ -526,12 +541,14 @@ class AcquirerSimulator:
                           f"-> {fields.get('39')} (repeat, stored reply)")
 
         ctx = _Ctx(msg=msg, tid=tid or "", batch=batch, stan=stan, current_batch=term.batch,
-                   pik=pik, mak=mak)
+                   pik=pik, mak=mak, knobs=knobs)
         with self.ledger.atomic():
             if msg.mti == "0500":
                 outcome = self._settlement(ctx)
             elif msg.mti == "0320":
                 outcome = self._batch_upload(ctx)
+            elif msg.mti == "0620":
+                outcome = self._script_result(ctx)
             elif kind is None:
                 # Not booked, not remembered: nothing in the table matches.
                 return self._reply(msg, "40" if _BY_TYPE_CODE.get(f.get("60", "")[:2]) is None
@@ -625,8 +642,12 @@ class AcquirerSimulator:
         currency = f.get("49", "156")
 
         orig: TxnRow | None = None
+        chip = self._chip_check(ctx, pan or "") if is_chip_request(msg) else None
         if msg.mti != "0220" and self.ledger.reversal_seen(ctx.tid, ctx.batch, ctx.stan):
             code, why = LATE_ORIGINAL_CODE, "arrived after its own reversal"
+        elif chip is not None and not chip.ok:
+            # An ARQC that does not verify, or a replayed ATC: "05", and no 91.
+            code, why = "05", f"chip: {chip.why}"
         else:
             code, why = self._rule_or_default(ctx, kind, pan, amount)
             if code is None:
@@ -645,6 +666,15 @@ class AcquirerSimulator:
             extra = {"32": ACQUIRER_ID, "37": rrn, "38": auth, "44": institution_field(org), "63": org}
             if kind is TxnKind.BALANCE:
                 extra["54"] = balance_field54(card.balance if card else 0, currency)
+        if chip is not None:
+            self._book_chip_auth(ctx, pan or "", chip, code)
+            if chip.ok:
+                extra["55"] = chip_issuer.reply_55(
+                    chip, code, wrong_arpc=FaultKind.WRONG_ARPC in ctx.knobs,
+                    block_script=FaultKind.SCRIPT_BLOCK in ctx.knobs,
+                    harmless_script=FaultKind.SCRIPT_HARMLESS in ctx.knobs)
+                if ctx.knobs:
+                    why += f" (knobs: {', '.join(sorted(ctx.knobs))})"
         ref = f.get("61", "")
         txn_id = self.ledger.insert_txn(
             tid=ctx.tid, batch=ctx.batch, stan=ctx.stan, mti=msg.mti, kind=kind.value,
@@ -656,6 +686,59 @@ class AcquirerSimulator:
         if code == "00" and kind in _VOIDS and orig is not None:
             self.ledger.set_voided_by(orig.id, txn_id)
         return _Outcome(self._reply(msg, code, ctx.mak, why, extra), store=True)
+
+    def _chip_check(self, ctx: _Ctx, pan: str) -> chip_issuer.ChipCheck:
+        """The issuer's verdict on a chip request's ARQC, the ATC replay check included."""
+        f = ctx.msg.fields
+        check = chip_issuer.verify_arqc(f["55"], pan, f.get("23"), self.issuer_lookup)
+        if check.ok and check.atc is not None and self.ledger.atc_seen(
+                chip_issuer.card_key(pan, f.get("23") or "00"), check.atc):
+            return dataclasses.replace(check, ok=False,
+                                       why=f"ATC {check.atc} replayed (already authorised)")
+        return check
+
+    def _book_chip_auth(self, ctx: _Ctx, pan: str, chip: chip_issuer.ChipCheck,
+                        code: str) -> None:
+        self.ledger.record_chip(
+            tid=ctx.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, event="auth",
+            card_key=chip_issuer.card_key(pan, ctx.msg.fields.get("23") or "00"),
+            atc=chip.atc, cryptogram=chip.arqc, tvr=chip.tvr,
+            result="ok" if chip.ok else "refused", why=chip.why, detail=f"39={code}")
+
+    def _book_chip_event(self, ctx: _Ctx, event: str, why: str) -> str | None:
+        """Book a reversal's, script advice's or upload's 55 (ATC, cryptogram, TVR, DF31);
+        the 55's problem in words when it is not TLV, else None."""
+        f = ctx.msg.fields
+        try:
+            tags = chip_issuer.decode_55(f["55"])
+        except ValueError as exc:
+            return str(exc)
+        atc = tags.get("9F36")
+        pan = _pan_of(f) or ""
+        self.ledger.record_chip(
+            tid=ctx.tid, batch=ctx.batch, stan=ctx.stan, mti=ctx.msg.mti, event=event,
+            card_key=chip_issuer.card_key(pan, f.get("23") or "00") if pan else None,
+            atc=int.from_bytes(atc, "big") if atc else None, cryptogram=tags.get("9F26"),
+            tvr=tags.get("95"), result="ok", why=why,
+            detail=f"DF31={tags['DF31'].hex().upper()}" if "DF31" in tags else None)
+        return None
+
+    def _script_result(self, ctx: _Ctx) -> _Outcome:
+        """0620 issuer-script result advice: booked with its DF31 and acknowledged (0630)."""
+        msg = ctx.msg
+        network = msg.fields.get("60", "")[8:11]
+        if network != _SCRIPT_ADVICE_NETWORK:
+            return _Outcome(self._reply(msg, "40", ctx.mak, f"0620 network code {network!r}"),
+                            store=False)
+        if "55" not in msg.fields:
+            return _Outcome(self._reply(msg, "30", ctx.mak, "script advice without 55"),
+                            store=False)
+        ref = msg.fields.get("61", "")
+        problem = self._book_chip_event(ctx, "script_result",
+                                        f"script result of {ref[:6]}/{ref[6:12]}")
+        if problem is not None:
+            return _Outcome(self._reply(msg, "30", ctx.mak, problem), store=False)
+        return _Outcome(self._reply(msg, "00", ctx.mak, "script result booked"), store=True)
 
     def _check_original(self, ctx: _Ctx, kind: TxnKind,
                         amount: int) -> tuple[str, str, TxnRow | None]:
@@ -722,6 +805,12 @@ class AcquirerSimulator:
                             store=False)
         orig = self.ledger.original(ctx.tid, ctx.batch, ctx.stan, ("0100", "0200"))
         reason = msg.fields.get("39")
+        if "55" in msg.fields:
+            # The chip data of the reversal (its 9F36 names the cryptogram cancelled): booked
+            # whatever becomes of the reversal itself; a malformed 55 is logged, not fatal.
+            problem = self._book_chip_event(ctx, "reversal", f"reversal, reason {reason}")
+            if problem is not None:
+                log.warning("reversal %06d: %s", ctx.stan, problem)
         if orig is None:
             # Tombstone: should the original still arrive, it is refused (never approved).
             self.ledger.record_reversal(tid=ctx.tid, batch=ctx.batch, stan=ctx.stan,
@@ -790,6 +879,8 @@ class AcquirerSimulator:
             for foreign, trace, pan, amount in items:
                 self.ledger.add_upload(ctx.tid, ctx.batch, trace, mask_pan(pan), amount, foreign)
             return _Outcome(self._plain(msg, "00", f"{len(items)} upload item(s)"), store=True)
+        if network_code == _CHIP_UPLOAD_NETWORK:
+            return self._chip_upload(ctx)
         if network_code in ("202", "207"):
             count = int(field48) if is_digits(field48) else None
             new_batch = self.ledger.close_batch(ctx.tid, ctx.batch, count)
@@ -797,6 +888,20 @@ class AcquirerSimulator:
                                                    f"now {new_batch:06d}"), store=True)
         return _Outcome(self._plain(msg, "40", f"upload network code {network_code!r}"),
                         store=False)
+
+    def _chip_upload(self, ctx: _Ctx) -> _Outcome:
+        """0320/203: one chip transaction with its 55 (messages.chip_upload_request)."""
+        f = ctx.msg.fields
+        ref, pan = f.get("61", ""), _pan_of(f)
+        if len(ref) < 12 or not is_digits(ref[:12]) or pan is None or "55" not in f:
+            return _Outcome(self._plain(ctx.msg, "30", "chip upload needs 2, 55 and 61"),
+                            store=False)
+        problem = self._book_chip_event(ctx, "upload", f"chip upload of trace {ref[6:12]}")
+        if problem is not None:
+            return _Outcome(self._plain(ctx.msg, "30", problem), store=False)
+        self.ledger.add_upload(ctx.tid, ctx.batch, int(ref[6:12]), mask_pan(pan),
+                               int(f.get("4", "0")), is_foreign(pan))
+        return _Outcome(self._plain(ctx.msg, "00", "1 chip upload item"), store=True)
 
     # ---- control interface ---------------------------------------------------
 
@@ -855,6 +960,8 @@ class AcquirerSimulator:
                     "foreign": dataclasses.asdict(foreign)}
         if cmd == "settlements":
             return {"ok": True, "settlements": self.ledger.settlements(args["tid"])}
+        if cmd == "chip_log":
+            return {"ok": True, "chip_log": self.ledger.chip_log(args["tid"])}
         if cmd == "uploads":
             return {"ok": True, "uploads": self.ledger.uploads(args["tid"], int(args["batch"]))}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -871,6 +978,7 @@ class _Ctx:
     current_batch: int
     pik: bytes
     mak: bytes
+    knobs: frozenset[FaultKind] = frozenset()  # chip knobs acting on this message
 
 
 @dataclass

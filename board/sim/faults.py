@@ -14,7 +14,7 @@ from typing import Any
 from firmware.digits import is_digits
 from firmware.host.messages import TxnKind
 
-__all__ = ["Fault", "FaultBook", "FaultKind", "Rule", "RuleBook"]
+__all__ = ["CHIP_KNOBS", "Fault", "FaultBook", "FaultKind", "Rule", "RuleBook"]
 
 
 class FaultKind(StrEnum):
@@ -31,6 +31,14 @@ class FaultKind(StrEnum):
     twice       the reply is sent twice
     refuse      the listening socket is closed (connections are refused by the kernel)
                 and open connections are closed; see Fault.seconds
+
+    Chip knobs (act on a chip 0100/0200 whose ARQC verified, counted only by those):
+    wrong_arpc      the reply's 91 carries an ARPC with one bit flipped (issuer
+                    authentication fails at the card)
+    script_block    the reply's 55 adds a 71 script blocking the application (the card then
+                    declines at the second GENERATE AC although 39 = 00)
+    script_harmless the reply's 55 adds a 72 script (APPLICATION UNBLOCK of an application
+                    that is not blocked: the card runs it, nothing changes)
     """
 
     DELAY = "delay"
@@ -42,6 +50,15 @@ class FaultKind(StrEnum):
     GARBAGE = "garbage"
     TWICE = "twice"
     REFUSE = "refuse"
+    WRONG_ARPC = "wrong_arpc"
+    SCRIPT_BLOCK = "script_block"
+    SCRIPT_HARMLESS = "script_harmless"
+
+
+# Knobs that change a chip reply's 55 rather than the wire: only chip requests take them.
+CHIP_KNOBS: frozenset[FaultKind] = frozenset(
+    {FaultKind.WRONG_ARPC, FaultKind.SCRIPT_BLOCK, FaultKind.SCRIPT_HARMLESS}
+)
 
 
 # Messages that follow only the rules naming their MTI (Rule).
@@ -202,17 +219,21 @@ class FaultBook:
         with self._lock:
             return list(self._faults)
 
-    def take(self, mti: str, txn_kind: str | None, tid: str | None) -> list[Fault]:
+    def take(self, mti: str, txn_kind: str | None, tid: str | None,
+             chip: bool = False) -> list[Fault]:
         """The faults acting on this message, each counted down once.
 
         Of the faults that replace the reply (drop, close, garbage) only the first
-        matching one is taken, so the others wait for a later message.
+        matching one is taken, so the others wait for a later message. Chip knobs are
+        taken by chip requests only (`chip`), so a magstripe sale does not use them up.
         """
         taken: list[Fault] = []
         replacing_taken = False
         with self._lock:
             for fault in list(self._faults):
                 if fault.kind is FaultKind.REFUSE or not fault.matches(mti, txn_kind, tid):
+                    continue
+                if fault.kind in CHIP_KNOBS and not chip:
                     continue
                 if fault.kind in REPLACING:
                     if replacing_taken:

@@ -103,6 +103,23 @@ CREATE TABLE IF NOT EXISTS settlements (
     at              TEXT NOT NULL,
     PRIMARY KEY (tid, batch)
 );
+CREATE TABLE IF NOT EXISTS chip_log (
+    id         INTEGER PRIMARY KEY,
+    tid        TEXT NOT NULL,
+    batch      INTEGER NOT NULL,
+    stan       INTEGER NOT NULL,
+    mti        TEXT NOT NULL,
+    event      TEXT NOT NULL CHECK (event IN ('auth', 'reversal', 'script_result', 'upload')),
+    card_key   TEXT,
+    atc        INTEGER,
+    cryptogram TEXT,
+    tvr        TEXT,
+    detail     TEXT,
+    result     TEXT NOT NULL,
+    why        TEXT NOT NULL,
+    created    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chip_log_atc ON chip_log (card_key, atc) WHERE event = 'auth';
 CREATE TABLE IF NOT EXISTS replies (
     tid         TEXT NOT NULL,
     batch       INTEGER NOT NULL,
@@ -359,6 +376,29 @@ class Ledger:
         return [_txn(r) for r in rows]
 
     # ---- deduplication -----------------------------------------------------
+
+    # ---- chip ------------------------------------------------------------
+
+    def record_chip(self, *, tid: str, batch: int, stan: int, mti: str, event: str,
+                    card_key: str | None, atc: int | None, cryptogram: bytes | None,
+                    tvr: bytes | None, result: str, why: str, detail: str | None = None) -> None:
+        """Book what the issuer side saw of one chip message (never a PAN: card_key is a
+        hash). result: 'ok' (ARQC verified, or the event booked), 'refused' (why says it)."""
+        self._exec(
+            "INSERT INTO chip_log (tid, batch, stan, mti, event, card_key, atc, cryptogram, tvr, "
+            "detail, result, why, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tid, batch, stan, mti, event, card_key, atc,
+             cryptogram.hex().upper() if cryptogram is not None else None,
+             tvr.hex().upper() if tvr is not None else None, detail, result, why, _now()))
+
+    def atc_seen(self, card_key: str, atc: int) -> bool:
+        """Whether this card's ATC already went with a verified ARQC (a replay)."""
+        return self._one("SELECT 1 FROM chip_log WHERE event = 'auth' AND result = 'ok' "
+                         "AND card_key = ? AND atc = ?", (card_key, atc)) is not None
+
+    def chip_log(self, tid: str) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM chip_log WHERE tid = ? ORDER BY id", (tid,))
+        return [dict(r) for r in rows]
 
     def stored_reply(self, tid: str, batch: int, stan: int, mti: str
                      ) -> tuple[str, dict[str, str]] | None:

@@ -22,7 +22,7 @@ __all__ = ["ALLOWED_MTIS", "Decoded", "decode", "encode", "verify_mac"]
 
 ALLOWED_MTIS: Final = frozenset({
     "0100", "0110", "0200", "0210", "0220", "0230", "0320", "0330",
-    "0400", "0410", "0500", "0510", "0800", "0810", "0820", "0830",
+    "0400", "0410", "0500", "0510", "0620", "0630", "0800", "0810", "0820", "0830",
 })
 _BODY_AT: Final = TPDU_LEN + HEADER_LEN  # payload offset of the MTI
 _BITMAP_AT: Final = _BODY_AT + 2

@@ -10,19 +10,26 @@ from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from pyemv import tlv
+
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_TPDU, Header, swap_tpdu
 from .spec import SENSITIVE_FIELDS
 
 __all__ = [
+    "DEFAULT_FALLBACK_ENTRY_CODE",
     "ECHOED_FIELDS",
     "ENTRY_MODES",
+    "FALLBACK_ENTRY_CODES",
+    "REVERSAL_55_TAGS",
     "REVERSAL_REASONS",
     "SECURITY_CONTROL",
     "WIRE",
     "CardInput",
+    "ChipUploadItem",
     "FinancialParams",
     "Message",
+    "ScriptAdviceParams",
     "SideTotals",
     "Terminal",
     "TxnKind",
@@ -30,9 +37,12 @@ __all__ = [
     "UploadItem",
     "batch_upload_end",
     "batch_upload_request",
+    "chip_upload_request",
     "deregister_request",
     "echo_request",
     "financial_request",
+    "icc_hex",
+    "icc_subset",
     "loggable",
     "mask_pan",
     "parse_settlement_field48",
@@ -40,6 +50,7 @@ __all__ = [
     "reply_needs_mac",
     "response_for",
     "reversal_request",
+    "script_advice",
     "settlement_field48",
     "settlement_request",
     "signoff_request",
@@ -111,7 +122,18 @@ WIRE: Final[dict[TxnKind, TxnWire]] = {
 
 REVERSAL_REASONS: Final = frozenset({"06", "98", "A0"})
 ENTRY_MODES: Final[dict[str, str]] = {"keyed": "01", "swipe": "02", "chip": "05",
-                                      "contactless": "07", "fallback": "02"}
+                                      "contactless": "07", "fallback": "80"}
+# Field 22 of a fallback swipe (a chip card whose chip could not be read): the domain doc's
+# 80x is the default; some acquirers want 02x (a plain swipe) and learn of the fallback from
+# 60.5 = 2 alone. Which one is per acquirer (FinancialParams.fallback_entry_code).
+FALLBACK_ENTRY_CODES: Final = ("80", "02")
+DEFAULT_FALLBACK_ENTRY_CODE: Final = "80"
+# What a chip reversal's 55 keeps of the chip data when the caller gives none of its own
+# (docs/dialect.md, "Chip"): TVR, issuer application data, IFD serial, script results and
+# the ATC that names the cryptogram being cancelled.
+REVERSAL_55_TAGS: Final = ("95", "9F10", "9F1E", "DF31", "9F36")
+# Field 55 is LLLVAR binary of at most 255 bytes (spec.py).
+MAX_ICC_DATA: Final = 255
 # 60.4 (read capability) + 60.5 (chip condition): a terminal with a contact chip slot says
 # "5" on every financial message, then "0" (normal) or "2" (a fallback swipe after the chip
 # could not be read). A terminal without a chip slot sends neither (docs/dialect.md).
@@ -126,6 +148,12 @@ ECHOED_FIELDS: Final = ("2", "3", "4", "11", "14", "25", "41", "42", "49", "60",
 # auth code when one came back.
 _REVERSAL_KEEPS: Final = ("3", "4", "11", "22", "23", "25", "38", "41", "42", "49", "55", "60",
                           "61")
+# The issuer-script result advice (Aviapay ScriptTrans.java / trans.properties: MTI 0620,
+# 60.1 = 00, 60.3 = 951); its reply is 0630.
+SCRIPT_ADVICE_MTI: Final = "0620"
+SCRIPT_ADVICE_NETWORK: Final = "951"
+# Batch upload of one chip transaction (0320 with 55; Aviapay trans.properties UPSEND: 203).
+CHIP_UPLOAD_NETWORK: Final = "203"
 _DIGITS: Final = frozenset("0123456789")
 
 
@@ -229,6 +257,7 @@ class FinancialParams:
     pos_entry: str | None = None
     read_cap: str | None = None
     chip_capable: bool = False  # the terminal has a contact chip slot (60.4)
+    fallback_entry_code: str = DEFAULT_FALLBACK_ENTRY_CODE  # field 22 of a fallback: "80"/"02"
 
 
 @dataclass(frozen=True)
@@ -301,12 +330,54 @@ def _terminal_fields(term: Terminal) -> dict[str, str]:
     return {"41": term.tid, "42": term.mid}
 
 
-def pos_entry_for(entry_mode: str, pin_entered: bool) -> str:
-    """Field 22: how the card was read (ENTRY_MODES), then 1 = PIN entered, 2 = no PIN."""
-    return ENTRY_MODES[entry_mode] + ("1" if pin_entered else "2")
+def pos_entry_for(entry_mode: str, pin_entered: bool,
+                  fallback_code: str = DEFAULT_FALLBACK_ENTRY_CODE) -> str:
+    """Field 22: how the card was read (ENTRY_MODES; a fallback swipe says `fallback_code`,
+    "80" or "02" per acquirer), then 1 = PIN entered, 2 = no PIN."""
+    if entry_mode == "fallback":
+        if fallback_code not in FALLBACK_ENTRY_CODES:
+            raise LocalProtocolError(f"fallback entry code must be one of "
+                                     f"{FALLBACK_ENTRY_CODES}, got {fallback_code!r}")
+        head = fallback_code
+    else:
+        head = ENTRY_MODES[entry_mode]
+    return head + ("1" if pin_entered else "2")
 
 
-def _card_fields(card: CardInput) -> dict[str, str]:
+def icc_hex(data: bytes | str, what: str = "ICC data (field 55)") -> str:
+    """Field 55's value as the Message carries it (uppercase hex) from bytes or hex; it must be
+    well-formed BER-TLV of at most 255 bytes, so a broken kernel output never goes out."""
+    if isinstance(data, str):
+        try:
+            raw = bytes.fromhex(data)
+        except ValueError:
+            raise LocalProtocolError(f"{what} must be hex") from None
+    elif isinstance(data, bytes | bytearray):
+        raw = bytes(data)
+    else:
+        raise LocalProtocolError(f"{what} must be bytes or hex, got {type(data).__name__}")
+    if not raw:
+        raise LocalProtocolError(f"{what} is empty")
+    if len(raw) > MAX_ICC_DATA:
+        raise LocalProtocolError(f"{what} is {len(raw)} bytes; the field holds {MAX_ICC_DATA}")
+    try:
+        tlv.decode(raw, flatten=True)
+    except (tlv.DecodeError, ValueError) as exc:
+        # Only the decoder's words, never the bytes: they may be card data.
+        raise LocalProtocolError(f"{what} is not well-formed TLV ({type(exc).__name__})") from None
+    return raw.hex().upper()
+
+
+def icc_subset(data: bytes | str, tags: tuple[str, ...]) -> str | None:
+    """The TLVs of `data` whose tag is in `tags`, in the order of `tags`, as hex (None when
+    none is there): what a reversal keeps of the original request's 55."""
+    decoded = tlv.decode(bytes.fromhex(icc_hex(data)), flatten=True)
+    kept = {tag: decoded[tag] for tag in tags if tag in decoded}
+    return tlv.encode(kept).hex().upper() if kept else None
+
+
+def _card_fields(card: CardInput,
+                 fallback_code: str = DEFAULT_FALLBACK_ENTRY_CODE) -> dict[str, str]:
     if card.entry_mode not in ENTRY_MODES:
         raise LocalProtocolError(f"unknown entry mode {card.entry_mode!r}; "
                                  f"expected one of {sorted(ENTRY_MODES)}")
@@ -332,14 +403,14 @@ def _card_fields(card: CardInput) -> dict[str, str]:
             fields["35"] = card.track2
         if not card.icc_data:
             raise LocalProtocolError("chip transaction needs ICC data (field 55)")
-        fields["55"] = card.icc_data.upper()
+        fields["55"] = icc_hex(card.icc_data)
     if card.pin_block is not None:
         if len(card.pin_block) != 8:
             raise LocalProtocolError("PIN block (field 52) must be 8 bytes")
         fields["26"] = PIN_CAPTURE
         fields["52"] = card.pin_block.hex().upper()
         fields["53"] = SECURITY_CONTROL
-    fields["22"] = pos_entry_for(card.entry_mode, card.pin_block is not None)
+    fields["22"] = pos_entry_for(card.entry_mode, card.pin_block is not None, fallback_code)
     return fields
 
 
@@ -355,6 +426,8 @@ def _read_cap(p: FinancialParams) -> str:
         return p.read_cap
     if p.card.entry_mode == "fallback":
         return CHIP_FALLBACK
+    if p.card.entry_mode == "chip":
+        return CHIP_NORMAL  # a chip read proves the slot, whatever chip_capable says
     return CHIP_NORMAL if p.chip_capable else ""
 
 
@@ -378,7 +451,7 @@ def financial_request(p: FinancialParams) -> Message:
         if isinstance(p.amount, int) and not isinstance(p.amount, bool) and p.amount <= 0:
             raise LocalProtocolError(f"amount must be positive, got {p.amount}")
         fields["4"] = _number("amount (field 4)", p.amount, 12)
-    fields.update(_card_fields(p.card))
+    fields.update(_card_fields(p.card, p.fallback_entry_code))
     if p.pos_entry is not None:
         fields["22"] = _digits("entry mode (field 22)", p.pos_entry, 3)
     if w.sends_orig_rrn:
@@ -401,14 +474,20 @@ def financial_request(p: FinancialParams) -> Message:
     return Message(w.mti, fields)
 
 
-def reversal_request(p: FinancialParams, reason: str, auth_code: str | None) -> Message:
+def reversal_request(p: FinancialParams, reason: str, auth_code: str | None,
+                     icc_data: bytes | str | None = None) -> Message:
     """The 0400 for a financial request whose outcome is unknown (section 5).
 
     A copy of the original request (built from `p`, whose pos_entry and read_cap carry what
-    the original said of the card read) under MTI 0400: 3, 4, 11, 22, 25, 41, 42, 49, 60 and
-    the PAN in field 2, 55 for chip, 61 whenever the original carried it; 39 the reason;
+    the original said of the card read) under MTI 0400: 3, 4, 11, 22, 23, 25, 41, 42, 49, 60
+    and the PAN in field 2, 61 whenever the original carried it; 39 the reason;
     38 the auth code the reply carried (`auth_code`), else the original's own 38 (voids and
     completions name the authorisation they refer to).
+
+    Chip: 55 is `icc_data` when given (the app passes the reversal's tags: 95, 9F10, 9F1E,
+    DF31, and 9F36 when the card declined after a host approval; docs/dialect.md), else the
+    REVERSAL_55_TAGS found in the original's 55, else none. A reversal rebuilt from the journal
+    has no card, so only `icc_data` can give it a 55.
     """
     if not WIRE[p.kind].reversible:
         raise LocalProtocolError(f"{p.kind.value} is not reversible")
@@ -417,6 +496,13 @@ def reversal_request(p: FinancialParams, reason: str, auth_code: str | None) -> 
                                  f"{sorted(REVERSAL_REASONS)}, got {reason!r}")
     orig = financial_request(p)
     fields = {k: orig.fields[k] for k in _REVERSAL_KEEPS if k in orig.fields}
+    fields.pop("55", None)
+    if icc_data is not None:
+        fields["55"] = icc_hex(icc_data, "reversal ICC data (field 55)")
+    elif "55" in orig.fields:
+        subset = icc_subset(orig.fields["55"], REVERSAL_55_TAGS)
+        if subset is not None:
+            fields["55"] = subset
     fields["2"] = _pan(p.card.pan)
     fields["39"] = reason
     if auth_code:
@@ -504,6 +590,97 @@ def batch_upload_end(stan: str, term: Terminal, batch: str, count: int,
     })
 
 
+@dataclass(frozen=True)
+class ChipUploadItem:
+    """One chip transaction for a batch-upload 0320 (one per message, with its 55)."""
+
+    trace: str  # the transaction's own STAN (61.2)
+    pan: str
+    amount: int
+    pos_entry: str  # field 22 as the transaction carried it
+    icc_data: bytes | str  # the TC (or ARQC) record's 55
+    card_seq: str | None = None  # field 23
+    proc: str = "000000"
+    currency: str = "156"
+
+
+def chip_upload_request(stan: str, term: Terminal, batch: str, item: ChipUploadItem) -> Message:
+    """0320 for one chip transaction: 2, 3, 4, 11, 22, 23, 41, 42, 49, 55, 60 (00 + batch +
+    203) and 61 = batch + the transaction's trace (our choice: the magstripe upload puts the
+    trace in 48, a chip upload has 55 instead and names its transaction in 61)."""
+    fields = {
+        "2": _pan(item.pan),
+        "3": _digits("processing code (field 3)", item.proc, 6),
+        "4": _number("upload amount (field 4)", item.amount, 12),
+        "11": _digits("STAN (field 11)", stan, 6),
+        "22": _digits("entry mode (field 22)", item.pos_entry, 3),
+        **_terminal_fields(term),
+        "49": _currency(item.currency),
+        "55": icc_hex(item.icc_data),
+        "60": _field60("00", batch, CHIP_UPLOAD_NETWORK),
+        "61": _digits("batch (61.1)", batch, 6) + _digits("upload trace (61.2)", item.trace, 6),
+    }
+    if item.card_seq is not None:
+        fields["23"] = _digits("card sequence (field 23)", item.card_seq, 3)
+    return Message("0320", fields)
+
+
+@dataclass(frozen=True)
+class ScriptAdviceParams:
+    """The issuer-script result advice: what the original carried and the script results.
+
+    Field 61 names the original (batch, trace, date MMDD); 37/38 its RRN and auth code when
+    the host gave them. `icc_data` is the advice's 55 (9F33, 95, 9F37, 9F1E, 9F10, 9F26, 9F36,
+    82, DF31, 9F1A, 9A: firmware.emv.field55.script_advice_55)."""
+
+    stan: str
+    batch: str
+    term: Terminal
+    pan: str
+    amount: int
+    pos_entry: str
+    icc_data: bytes | str
+    orig_batch: str
+    orig_stan: str
+    orig_date: str  # MMDD
+    _: KW_ONLY
+    proc: str = "000000"
+    currency: str = "156"
+    card_seq: str | None = None
+    orig_rrn: str | None = None
+    orig_auth: str | None = None
+
+
+def script_advice(p: ScriptAdviceParams) -> Message:
+    """0620 issuer-script result advice (60.1 00, 60.3 951), MACed like every advice; the host
+    acknowledges with 0630. Sources and our choices: docs/dialect.md, "Chip"."""
+    fields = {
+        "2": _pan(p.pan),
+        "3": _digits("processing code (field 3)", p.proc, 6),
+        "4": _number("amount (field 4)", p.amount, 12),
+        "11": _digits("STAN (field 11)", p.stan, 6),
+        "22": _digits("entry mode (field 22)", p.pos_entry, 3),
+        **_terminal_fields(p.term),
+        "49": _currency(p.currency),
+        "55": icc_hex(p.icc_data, "script advice ICC data (field 55)"),
+        "60": _field60("00", p.batch, SCRIPT_ADVICE_NETWORK),
+        "61": (_digits("original batch (61.1)", p.orig_batch, 6)
+               + _digits("original trace (61.2)", p.orig_stan, 6)
+               + _digits("original date MMDD (61.3)", p.orig_date, 4)),
+    }
+    if p.card_seq is not None:
+        fields["23"] = _digits("card sequence (field 23)", p.card_seq, 3)
+    if p.orig_rrn is not None:
+        if len(p.orig_rrn) != 12:
+            raise LocalProtocolError("original RRN (field 37) must be 12 characters")
+        fields["37"] = p.orig_rrn
+    if p.orig_auth is not None:
+        if len(p.orig_auth) != 6:
+            raise LocalProtocolError("original auth code (field 38) must be 6 characters")
+        fields["38"] = p.orig_auth
+    return Message(SCRIPT_ADVICE_MTI, fields)
+
+
 def _side(t: SideTotals, result: str) -> str:
     return (_number("debit amount", t.debit_amount, 12) + _number("debit count", t.debit_count, 3)
             + _number("credit amount", t.credit_amount, 12)
@@ -537,12 +714,12 @@ def parse_settlement_field48(s: str) -> tuple[SideTotals, str, SideTotals, str]:
     return dom, dom_result, foreign, foreign_result
 
 
-# Replies that always carry a MAC (field 64): every acknowledgement of an advice (0230) and
-# of a reversal (0410), whatever the code. A 0110/0210 carries one when it approves (39 =
-# 00); a decline need not (the host may be unable to compute it, e.g. after A0), and is
-# harmless without one: it moves no money. Sign-on/off, echo, settlement and batch-upload
-# replies carry none (docs/dialect.md, "MAC").
-ALWAYS_MACED_REPLIES: Final = frozenset({"0230", "0410"})
+# Replies that always carry a MAC (field 64): every acknowledgement of an advice (0230, and
+# 0630 for the script result advice) and of a reversal (0410), whatever the code. A
+# 0110/0210 carries one when it approves (39 = 00); a decline need not (the host may be
+# unable to compute it, e.g. after A0), and is harmless without one: it moves no money.
+# Sign-on/off, echo, settlement and batch-upload replies carry none (docs/dialect.md, "MAC").
+ALWAYS_MACED_REPLIES: Final = frozenset({"0230", "0410", "0630"})
 MACED_WHEN_APPROVED: Final = frozenset({"0110", "0210"})
 
 

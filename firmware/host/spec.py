@@ -110,10 +110,13 @@ SPEC: Final[dict[str, FieldSpec]] = {
     "52": _binary(0, 8, "PIN data"),
     "53": _fixed_n(16, "Security related control information"),
     "54": _text(LLLVAR, 20, "Balance amount"),
+    # Chip: the request's tags (TLV) and the reply's 91 / 71 / 72 (docs/dialect.md, "Chip").
     "55": _binary(LLLVAR, 255, "ICC system related data"),
     "60": _var_n(LLLVAR, 17, "Reserved private (type, batch, network code)"),
     "61": _var_n(LLLVAR, 29, "Original message (batch, trace, date)"),
-    "62": _binary(LLLVAR, 512, "Reserved private (working keys)"),
+    # Sign-on: the working keys; 0800/0820 with 60.3 370-382: the chip parameter download's
+    # one status byte + TLV (firmware/host/params_download.py).
+    "62": _binary(LLLVAR, 512, "Reserved private (working keys, chip parameters)"),
     # GBK, not ASCII: hosts put the issuer's name in Chinese here; GBK is a
     # superset of ASCII, so every ASCII value encodes to the same bytes.
     "63": _text(LLLVAR, 163, "Reserved private (operator / card organisation)", "gbk"),
@@ -152,7 +155,7 @@ FIELD_NAMES: Final[dict[str, str]] = {
     "55": "ICC data",
     "60": "type/batch/network code",
     "61": "original transaction",
-    "62": "working keys",
+    "62": "working keys / chip parameters",
     "63": "operator/card organisation",
     "64": "MAC",
 }
