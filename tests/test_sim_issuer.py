@@ -36,8 +36,7 @@ AMOUNT = 1234
 TAGS_CDOL1 = {
     "9F02": bytes.fromhex(f"{AMOUNT:012d}"),
     "9F03": bytes(6), "9F1A": b"\x01\x56", "95": bytes(5), "5F2A": b"\x01\x56",
-    "9A": bytes.fromhex("261207"), "9C": b"\x00", "9F37": UN, "9F21": bytes.fromhex("120000"),
-    "9F4E": b"TEST MERCHANT".ljust(20),
+    "9A": bytes.fromhex("261207"), "9C": b"\x00", "9F37": UN,
 }
 
 

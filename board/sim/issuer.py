@@ -26,10 +26,8 @@ __all__ = ["CDOL1", "ChipCheck", "IssuerLookup", "card_key", "decode_55", "defau
 
 IssuerLookup = Callable[[str], IssuerKeys | None]
 
-# The chip contract's CDOL1 (tag, length): the card signs these values in this order.
-CDOL1: Final[tuple[tuple[str, int], ...]] = (
-    ("9F02", 6), ("9F03", 6), ("9F1A", 2), ("95", 5), ("5F2A", 2), ("9A", 3), ("9C", 1),
-    ("9F37", 4), ("9F21", 3), ("9F4E", 20))
+# The test cards' CDOL1 (tag, length): the card signs these values in this order.
+CDOL1: Final[tuple[tuple[str, int], ...]] = tuple(emvcrypto.parse_dol(emvcrypto.CDOL1))
 # Script ids the simulator's scripts carry (9F18): the card reports them back in DF31.
 BLOCK_SCRIPT_ID: Final = bytes.fromhex("00000071")
 HARMLESS_SCRIPT_ID: Final = bytes.fromhex("00000072")

@@ -64,8 +64,11 @@ def summary(chip_tags: str | None) -> ChipSummary | None:
     if not tags:
         return None
     aid = (tags.get("4F") or tags.get("84") or b"").hex().upper()
-    raw_label = tags.get("9F12") or tags.get("50") or b""
-    label = raw_label.decode("ascii", errors="replace").strip()
+    # 50, the application label, is ASCII by definition (EMV Book 1, 4.3); 9F12, the preferred
+    # name, is in the issuer's code table (GBK on CUP cards) and only stands in for a missing 50.
+    label = tags.get("50", b"").decode("ascii", errors="replace").strip()
+    if not label and "9F12" in tags:
+        label = tags["9F12"].decode("gbk", errors="replace").strip()
     cid = tags.get("9F27", b"")
     name = CRYPTOGRAM_NAMES.get(cid[0] & 0xC0, "") if cid else ""
     return ChipSummary(aid=aid, label=label, cryptogram_name=name,

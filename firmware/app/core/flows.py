@@ -230,7 +230,8 @@ class FlowRunner(CoreParts):
             record = j.apply(action.record_id, action.event, action.result,
                              action.reversal_reason, action.void_of, receipt_copies=copies,
                              problem=action.problem,
-                             declined_after_stored=action.declined_after_stored)
+                             declined_after_stored=action.declined_after_stored,
+                             chip_tags=action.chip_tags)
             if (copies or action.declined_after_stored) and self.prints is not None:
                 self.prints.wake()
             if action.event is TxnEvent.QUARANTINE or action.declined_after_stored:
