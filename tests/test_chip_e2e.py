@@ -19,8 +19,9 @@ from board.sim.reader import EmulatedReader
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import AppConfig
 from firmware.app.terminal import Terminal
-from firmware.emv.record import summary
+from firmware.emv.record import decode_kept, summary
 from firmware.engine.model import TxnRequest
+from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 
 
@@ -65,3 +66,39 @@ def test_chip_sale_online_pin_is_approved_with_the_cards_tc(data_dir, sim, reade
     chip = summary(rec.chip_tags)
     assert chip is not None and chip.cryptogram_name == "TC" and chip.aid.startswith("A000000333")
     assert [row.amount for row in sim.ledger.rows(TID)] == [2345]
+
+
+def chip_log(sim) -> list[dict]:
+    return sim.call(sim._sim.control, {"cmd": "chip_log", "tid": TID})["chip_log"]
+
+
+def test_signature_card_is_approved_without_a_pin(data_dir, sim, reader):
+    r = sale(data_dir, reader, "cup-credit", pin=None)
+    assert r.status == "approved", r
+    assert r.record.pos_entry == "052" and not r.record.pin_entered
+    assert [row.amount for row in sim.ledger.approved(TID)] == [2345]
+
+
+def test_offline_decline_writes_and_sends_nothing(data_dir, sim, reader):
+    r = sale(data_dir, reader, "offline-decline", pin=None)
+    assert (r.status, r.message_key, r.record) == ("declined", "declined_offline", None)
+    assert sim.ledger.rows(TID) == [] and chip_log(sim) == []
+
+
+@pytest.mark.parametrize("card,fault", [("declines-2nd", None), ("cup-credit", "wrong_arpc"),
+                                        ("cup-credit", "script_block")])
+def test_card_declining_after_host_approval_is_reversed_with_55(data_dir, sim, reader, card, fault):
+    if fault:
+        sim.add_fault(fault, mti="0200")
+    r = sale(data_dir, reader, card, pin=None)
+    assert (r.status, r.message_key) == ("declined", "declined_by_card_reversed"), r
+    assert r.record.state is TxnState.REVERSED
+    chip = summary(r.record.chip_tags)
+    assert chip is not None and chip.cryptogram_name == "AAC"
+    assert sim.ledger.approved(TID) == []  # the host's approval was reversed
+    events = [(row["mti"], row["event"]) for row in chip_log(sim)]
+    assert events[0][0] == "0200" and events[-1][0] == "0400", events
+    reversal = chip_log(sim)[-1]
+    assert reversal["atc"] == chip_log(sim)[0]["atc"]  # 9F36 names the cryptogram reversed
+    if fault == "script_block":
+        assert "DF31" in decode_kept(r.record.chip_tags)

@@ -13,6 +13,8 @@ before settlement; settlement refuses while any remains.
 
 from __future__ import annotations
 
+from firmware.emv.field55 import reversal_55
+from firmware.emv.record import decode_kept
 from firmware.engine import events as ev
 from firmware.engine.codes import advice_answer
 from firmware.engine.financial import card_input_for, params_for
@@ -20,6 +22,7 @@ from firmware.engine.model import HostResult, TxnRecord
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.host.errors import LocalProtocolError
 from firmware.host.messages import (
+    CardInput,
     FinancialParams,
     Message,
     Terminal,
@@ -28,6 +31,28 @@ from firmware.host.messages import (
 )
 
 REVERSAL_RESOLVING_CODES = frozenset({"00", "25"})
+
+
+def journal_card_input(record: TxnRecord, pan: str) -> CardInput:
+    """The card as an owed message rebuilt from the journal carries it: a chip record keeps its
+    field 23 and the request's 55 (whose tags the reversal's 55 is cut from); any other record
+    sends its PAN alone (the tracks are never kept)."""
+    if record.entry_mode == "chip" and record.icc_data:
+        return CardInput(entry_mode="chip", pan=pan, card_seq=record.card_seq,
+                         icc_data=record.icc_data)
+    return card_input_for(pan, None, None)
+
+
+def reversal_icc(record: TxnRecord) -> str | None:
+    """A chip reversal's field 55 (hex): 95, 9F10, 9F1E, 9F36 and DF31 as the chip's record in
+    the journal has them (docs/chip.md: 9F36 always, our choice, so the issuer finds the
+    cryptogram it answered). None for a record not read from a chip."""
+    if record.entry_mode != "chip":
+        return None
+    tags = decode_kept(record.chip_tags)
+    if not tags:
+        return None
+    return reversal_55(tags, card_declined=True).hex().upper()
 
 
 class _OneAttempt:
@@ -47,7 +72,7 @@ class _OneAttempt:
         self.resolved: bool | None = None
 
     def _params(self) -> FinancialParams:
-        card = card_input_for(self.pan, None, None)
+        card = journal_card_input(self.record, self.pan)
         return params_for(self.record, self.term, card)
 
     def _message(self) -> Message:
@@ -86,7 +111,8 @@ class ReversalFlow(_OneAttempt):
 
     def _message(self) -> Message:
         return reversal_request(self._params(), self.record.reversal_reason or "06",
-                                self.record.auth_code or self.record.reversal_auth)
+                                self.record.auth_code or self.record.reversal_auth,
+                                icc_data=reversal_icc(self.record))
 
     def _on_reply(self, fields: dict[str, str]) -> ev.WriteOutcome:
         code = fields.get("39", "")
