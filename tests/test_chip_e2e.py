@@ -102,3 +102,135 @@ def test_card_declining_after_host_approval_is_reversed_with_55(data_dir, sim, r
     assert reversal["atc"] == chip_log(sim)[0]["atc"]  # 9F36 names the cryptogram reversed
     if fault == "script_block":
         assert "DF31" in decode_kept(r.record.chip_tags)
+
+
+def test_issuer_script_results_go_to_the_host_in_the_script_advice(data_dir, sim, reader):
+    """A harmless 72 script: the sale stands (approved, TC), the script result is reported to
+    the host in a 0620 the next time the backlog runs (here: the next sale), and only once."""
+    sim.add_fault("script_harmless", mti="0200")
+    r = sale(data_dir, reader, "cup-credit", pin=None)
+    assert r.status == "approved" and "DF31" in decode_kept(r.record.chip_tags)
+    assert [row["mti"] for row in chip_log(sim)] == ["0200"]
+    reader.remove_chip()
+    second = sale(data_dir, reader, "cup-debit")
+    assert second.status == "approved"
+    mtis = [row["mti"] for row in chip_log(sim)]
+    assert mtis.count("0620") == 1 and mtis.index("0620") < len(mtis) - 1, mtis
+    advice = next(row for row in chip_log(sim) if row["mti"] == "0620")
+    assert advice["atc"] == chip_log(sim)[0]["atc"]
+
+
+def test_fallback_to_a_swipe_only_after_the_chip_failed_enough_times(data_dir, sim, reader):
+    """chip_fallback_after = 3 (the factory setting): the chip card's swipe is refused ("insert
+    chip") until its chip failed three times in this transaction (here: pulled out during an
+    exchange each time); then the swipe is taken as a fallback, 22 = 801/802 and 60.5 = 2."""
+    from board.sim.chipcards import magstripe_tracks
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 3456),
+                                               OperatorInput(pin="123456")))
+        await until(lambda: reader.armed, what="armed")
+        reader.swipe_raw(None, magstripe_tracks("cup-debit"))
+        await until(lambda: t.card_refusal == "insert_chip", what="swipe refused: insert chip")
+        reader.set_card_delay(0.3)
+        for failure in range(1, 4):
+            reader.insert_chip("cup-debit")
+            await until(lambda: reader.exchanging, what="a chip exchange")
+            reader.remove_chip()
+            want = "chip_failed_swipe" if failure == 3 else "chip_failed"
+            await until(lambda w=want: t.card_refusal == w, what=f"failure {failure} said")
+            if failure < 3:
+                await until(lambda: reader.armed, what="armed again")
+                reader.swipe_raw(None, magstripe_tracks("cup-debit"))
+                await until(lambda: t.card_refusal == "insert_chip", what="still insert chip")
+        await until(lambda: reader.armed, what="armed for the fallback swipe")
+        reader.swipe_raw(None, magstripe_tracks("cup-debit"))
+        r = await task
+        await t.close()
+        return r
+
+    r = run(go())
+    assert r.status == "approved", r
+    assert r.record.entry_mode == "fallback" and r.record.pos_entry in ("801", "802")
+    assert r.record.read_cap == "52"
+
+
+class WaitingCardholder:
+    """A panel stand-in: the application choice and the PIN wait until CANCEL (the flow's
+    cancel raises OperatorCancelled into them) or forever."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def op_started(self, *a) -> None: ...
+    def op_step(self, *a, **k) -> None: ...
+    def op_finished(self, *a) -> None: ...
+    def changed(self) -> None: ...
+    def card_refused(self, key: str) -> None: ...
+
+    async def release_reader(self) -> None: ...
+
+    async def ask_pin(self, *a, **k):
+        self.asked.append("pin")
+        await asyncio.Event().wait()
+
+    async def choose_application(self, labels):
+        self.asked.append("choose")
+        await asyncio.Event().wait()
+
+
+GEN_AC = 0xAE
+
+
+def gen_acs(reader: EmulatedReader) -> int:
+    return sum(1 for ins, _ in reader.apdus_seen if ins == GEN_AC)
+
+
+@pytest.mark.parametrize("step", ["reading", "choose", "pin", "online", "between_acs"])
+def test_cancel_at_each_chip_step(data_dir, sim, reader, step):
+    """CANCEL while the chip is read, the application is chosen, the PIN is typed: nothing
+    written or sent, the card powered off. While online or between the two GENERATE ACs: the
+    request is reversed and the card is asked for an AAC; never approved."""
+    card = {"choose": "two-apps", "pin": "cup-debit"}.get(step, "cup-credit")
+    if step == "online":
+        sim.add_fault("delay", mti="0200", seconds=3.0)
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        cardholder = WaitingCardholder()
+        if step in ("choose", "pin"):
+            t.observer = cardholder  # type: ignore[assignment]
+        def hook(action):
+            name = type(action).__name__
+            if step == "between_acs" and name == "CompleteChip":
+                t.cancel("keypad")  # the host's approval is in, the card's word is not
+            if step == "online" and name == "SendRequest" and action.message.mti == "0200":
+                asyncio.get_running_loop().call_later(0.3, t.cancel, "keypad")
+        t.fault_hook = hook
+        if step == "reading":
+            reader.set_card_delay(0.3)
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 4567), OperatorInput()))
+        await until(lambda: reader.armed, what="armed")
+        reader.insert_chip(card)
+        if step == "reading":
+            await until(lambda: reader.exchanging, what="an exchange")
+            t.cancel("keypad")
+        elif step in ("choose", "pin"):
+            await until(lambda: step in cardholder.asked, what=f"asked {step}")
+            t.cancel("keypad")
+        r = await task
+        await t.close()
+        return r
+
+    r = run(go())
+    if step in ("reading", "choose", "pin"):
+        assert (r.status, r.record) == ("cancelled", None), r
+        assert sim.ledger.rows(TID) == [] and gen_acs(reader) == 0
+    else:
+        assert r.status == "reversed" and r.message_key == "reversal_sent", r
+        assert r.record.state is TxnState.REVERSED
+        assert sim.ledger.approved(TID) == []
+        assert gen_acs(reader) == 2  # the second one asked the card for an AAC
+        assert summary(r.record.chip_tags) is not None
+    assert not reader.chip_powered

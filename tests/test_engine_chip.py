@@ -84,7 +84,7 @@ def test_host_approval_and_the_cards_tc_approve():
     assert done[-1].result.status == "approved"
 
 
-@pytest.mark.parametrize("reason", ["the card declined (AAC)", "card removed", "cancelled"])
+@pytest.mark.parametrize("reason", ["the card declined (AAC)", "card removed"])
 def test_card_declining_after_host_approval_is_reversed_and_never_approved(reason):
     flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
     to_reply(flow, chip_card())
@@ -101,12 +101,18 @@ def test_card_declining_after_host_approval_is_reversed_and_never_approved(reaso
     assert result.detail == reason
 
 
-def test_cancel_while_the_card_finishes_reverses_the_approval():
+@pytest.mark.parametrize("how", ["cancel event", "card session cancelled"])
+def test_cancel_while_the_card_finishes_reverses_the_approval(how):
     flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), CTX)
     to_reply(flow, chip_card())
     flow.handle(reply("00"))
-    actions = flow.handle(ev.Cancel())
+    if how == "cancel event":
+        actions = flow.handle(ev.Cancel())
+    else:
+        actions = flow.handle(ev.ChipCompleted(False, None, "cancelled"))
     assert actions[0].event is TxnEvent.LOSE_REPLY and actions[0].reversal_reason == "06"
+    done = flow.handle(ev.OutcomeWritten(record(state=TxnState.REVERSAL_DUE)))
+    assert done[-1].result.status == "cancelled_after_send"  # the cashier's doing, not the card's
 
 
 def test_host_decline_is_a_decline_whatever_the_card_says():

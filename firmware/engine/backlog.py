@@ -13,7 +13,7 @@ before settlement; settlement refuses while any remains.
 
 from __future__ import annotations
 
-from firmware.emv.field55 import reversal_55
+from firmware.emv.field55 import reversal_55, script_advice_55
 from firmware.emv.record import decode_kept
 from firmware.engine import events as ev
 from firmware.engine.codes import advice_answer
@@ -25,9 +25,11 @@ from firmware.host.messages import (
     CardInput,
     FinancialParams,
     Message,
+    ScriptAdviceParams,
     Terminal,
     financial_request,
     reversal_request,
+    script_advice,
 )
 
 REVERSAL_RESOLVING_CODES = frozenset({"00", "25"})
@@ -146,3 +148,48 @@ class AdviceFlow(_OneAttempt):
 
     def _failed(self) -> TxnEvent:
         return TxnEvent.ADVICE_FAILED
+
+
+class ScriptAdviceFlow:
+    """One attempt to send a chip record's issuer-script result advice (0620): a fresh STAN,
+    the advice, and the journal told when the host acknowledged it (00) or refused it for good
+    (any other answer: given up, audited). Not delivered: it stays due for the next pass. It
+    moves no money, so it never holds up a sale or the settlement."""
+
+    def __init__(self, record: TxnRecord, pan: str, term: Terminal, batch: str,
+                 timeout: float) -> None:
+        self.record = record
+        self.pan = pan
+        self.term = term
+        self.batch = batch
+        self.timeout = timeout
+        self.resolved = False
+
+    def start(self) -> list[ev.Action]:
+        return [ev.AllocateStan()]
+
+    def _message(self, stan: str) -> Message:
+        r = self.record
+        tags = decode_kept(r.chip_tags)
+        return script_advice(ScriptAdviceParams(
+            stan=stan, batch=self.batch, term=self.term, pan=self.pan, amount=r.amount,
+            pos_entry=r.pos_entry, icc_data=script_advice_55(tags), orig_batch=r.batch,
+            orig_stan=r.stan, orig_date=r.local_date, currency=r.currency, card_seq=r.card_seq,
+            orig_rrn=r.rrn, orig_auth=r.auth_code))
+
+    def handle(self, event: object) -> list[ev.Action]:
+        if isinstance(event, ev.StanAllocated):
+            try:
+                message = self._message(event.stan)
+            except LocalProtocolError as exc:
+                return [ev.CloseScriptAdvice(self.record.id, False, f"cannot be built: {exc}")]
+            return [ev.SendRequest(message, mac=True, timeout=self.timeout)]
+        if isinstance(event, ev.ReplyReceived):
+            code = event.message.fields.get("39", "")
+            self.resolved = True
+            if code == "00":
+                return [ev.CloseScriptAdvice(self.record.id, True, "acknowledged")]
+            return [ev.CloseScriptAdvice(self.record.id, False, f"the host answered {code}")]
+        if isinstance(event, ev.ReplyLost | ev.Cancel | ev.Done):
+            return []
+        raise TypeError(f"unexpected event {event!r}")

@@ -130,14 +130,24 @@ class CompleteChip:
 
 
 @dataclass(frozen=True)
+class CloseScriptAdvice:
+    """The issuer-script result advice of a chip record was acknowledged (sent) or is given up
+    (why says which, audited)."""
+
+    record_id: int
+    sent: bool
+    why: str
+
+
+@dataclass(frozen=True)
 class Finish:
     result: TxnResult
 
 
 Action = (
     AskAuthorisation | AskCard | AskPin | WritePending | SendRequest | WriteOutcome | AuditNote
-    | CompleteChip | AllocateStan | BeginSettlement | RecordSettlementReply | LoadUploadItems | MarkUploaded
-    | RecordEndStan | AbandonSettlement | FinishSettlement | Finish
+    | CompleteChip | CloseScriptAdvice | AllocateStan | BeginSettlement | RecordSettlementReply
+    | LoadUploadItems | MarkUploaded | RecordEndStan | AbandonSettlement | FinishSettlement | Finish
 )
 
 # ---- events (app -> engine) -------------------------------------------------

@@ -393,9 +393,10 @@ class FinancialFlow:
         assert self.reply is not None
         if self.reply.response_code != "00" or event.accepted or not self.wire.reversible:
             return self._outcome(self.reply, event.chip_tags)
-        # The host approved, the card did not: the approval is reversed, written first. The
-        # reply is genuine, so its auth code goes back in 38 for the host to find.
-        self.lost_reason = CARD_DECLINED
+        # The host approved, the card did not (or the cashier cancelled before it could): the
+        # approval is reversed, written first. The reply is genuine, so its auth code goes
+        # back in 38 for the host to find.
+        self.lost_reason = "cancelled" if event.reason == "cancelled" else CARD_DECLINED
         self.chip_refusal = event.reason
         self.step = Step.WRITE_OUTCOME
         approved = HostResult("", auth_code=self.reply.auth_code) if self.reply.auth_code else None

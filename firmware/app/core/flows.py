@@ -242,6 +242,9 @@ class FlowRunner(CoreParts):
         if isinstance(action, ev.AuditNote):
             j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
             return None
+        if isinstance(action, ev.CloseScriptAdvice):
+            j.script_advice_done(action.record_id, action.sent, action.why)
+            return ev.Done()
         if isinstance(action, ev.AllocateStan):
             return ev.StanAllocated(j.allocate_stan())
         if isinstance(action, ev.BeginSettlement):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.parts import CoreParts
-from firmware.engine.backlog import AdviceFlow, ReversalFlow
+from firmware.engine.backlog import AdviceFlow, ReversalFlow, ScriptAdviceFlow
 from firmware.engine.model import TxnRecord, TxnResult
 from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
@@ -123,8 +123,20 @@ class HostSession(CoreParts):
                     if await self._attempt(flow_type(j.get(record.id), pan, self.term,
                                                      self._timeout())):
                         break
+            await self._send_script_advices()
         finally:
             self.backlog_left = 0
+
+    async def _send_script_advices(self) -> None:
+        """The issuer-script results chip cards reported (0620), one try each per pass."""
+        j = self.journal
+        assert j is not None
+        for record in j.script_advices_due():
+            pan = self._pan_for_backlog(record)
+            if pan is None:
+                continue
+            flow = ScriptAdviceFlow(record, pan, self.term, j.current_batch(), self._timeout())
+            await self._drive(flow, OperatorInput(), cancellable=False)
 
     def _pan_for_backlog(self, record: TxnRecord) -> str | None:
         """The card number an owed message carries; a record whose number cannot be read back
