@@ -61,7 +61,7 @@ log = logging.getLogger("posfw.app")  # the core's log lines, whichever part wri
 # 9C, the transaction type the chip is told (EMV: 00 goods and services, 31 enquiry, 03/30 pre-auth
 # per CUP practice; docs/chip.md). Kinds not listed read the chip as a sale does.
 KERNEL_TXN_TYPE: dict[str, int] = {"sale": 0x00, "balance": 0x31, "preauth": 0x03, "refund": 0x20}
-REMOVE_CARD_WAIT_S = 3.0  # "Remove card" holds the result this long; the next sale insists
+REMOVE_CARD_WAIT_S = 30.0  # "Please remove card" holds the keypad's result this long at most
 
 
 class CardSlot:
@@ -440,14 +440,16 @@ class FlowRunner(CoreParts):
 
     async def _end_chip(self, io: OperatorInput) -> None:
         """After the transaction: the card's session ends (an AAC where its second GENERATE AC
-        is still owed), then "Remove card" for a few seconds; the next transaction insists."""
+        is still owed), then, at the keypad, "Please remove card" until it is out (bounded);
+        a till gets its answer at once. The next transaction insists on the removal anyway."""
         session, io.chip = io.chip, None
         if session is None:
             return
         await asyncio.shield(session.close())
         self._chip_spent = True
-        with contextlib.suppress(Exception):
-            await self._wait_removed(REMOVE_CARD_WAIT_S)
+        if io.source == "keypad" and self.observer is not None:
+            with contextlib.suppress(Exception):
+                await self._wait_removed(REMOVE_CARD_WAIT_S)
 
     def _card_refused(self, key: str) -> None:
         """A card the reader refused (catalog key): said at once where the operator looks (the
