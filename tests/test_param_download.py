@@ -8,6 +8,7 @@ old tables"; the builders and parsers on their own at the end.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from dataclasses import replace
@@ -19,11 +20,16 @@ from helpers import TID, TerminalProcess, provision, run, terminal
 
 from board.sim.chipcards import test_aid_params, test_capks
 from board.sim.emvcrypto import load_key
+from firmware.diag.journal_check import check_journal
 from firmware.emv.params import AidParams, Capk
+from firmware.host import channel
 from firmware.host import params_download as pd
 from firmware.host.messages import Terminal as TermIds
+from firmware.host.messages import signon_request
 from firmware.journal import emvparams
 from firmware.journal.schema import MIGRATIONS
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
 
 TERM = TermIds(TID, "123456789012345")
 
@@ -49,7 +55,27 @@ def durable_params(data_dir: Path) -> tuple[dict[str, str], set[int]]:
 
 # ---- the app step against the simulator -------------------------------------------------
 
-def test_a_new_terminal_loads_the_ca_keys_then_the_aids_at_sign_on(tmp_path, sim) -> None:
+@pytest.fixture
+def ic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process terminals sign on as IC terminals (header application type 61)."""
+    monkeypatch.setattr(channel, "signon_request", functools.partial(signon_request, ic=True))
+
+
+def test_a_magstripe_terminal_is_not_asked_and_loads_nothing(tmp_path, sim) -> None:
+    async def go() -> None:
+        t = await terminal(provision(tmp_path / "t", sim.port))
+        try:
+            assert t.journal is not None
+            params = emvparams.load_emv_params(t.journal)
+            assert (params.capks, params.aids) == ((), emvparams.BUILTIN_AIDS)
+            assert sim.ledger.params_version(TID, "capk") is None
+        finally:
+            await shut(t)
+
+    run(go())
+
+
+def test_a_new_terminal_loads_the_ca_keys_then_the_aids_at_sign_on(tmp_path, sim, ic) -> None:
     async def go() -> None:
         t = await terminal(provision(tmp_path / "t", sim.port))
         try:
@@ -65,13 +91,17 @@ def test_a_new_terminal_loads_the_ca_keys_then_the_aids_at_sign_on(tmp_path, sim
             assert sim.ledger.params_version(TID, "aid") == served["aid"]
             audit = [r[0] for r in t.journal.read("SELECT action FROM audit")]
             assert audit.index("capk download") < audit.index("aid download")
+            # Diagnostics (the journal check) shows both tables, counts and versions.
+            lines = check_journal(t.journal, "en", time.time()).lines
+            assert f"CA keys: 1, version {status['capk'].version}" in lines
+            assert f"Chip AIDs: 2, version {status['aid'].version}" in lines
         finally:
             await shut(t)
 
     run(go())
 
 
-def test_the_host_asks_again_when_its_keys_change_and_the_version_follows(tmp_path, sim) -> None:
+def test_the_host_asks_again_when_its_keys_change_and_the_version_follows(tmp_path, sim, ic) -> None:
     async def go() -> None:
         data_dir = provision(tmp_path / "t", sim.port)
         t = await terminal(data_dir)
@@ -88,7 +118,7 @@ def test_the_host_asks_again_when_its_keys_change_and_the_version_follows(tmp_pa
 
 
 def test_a_key_with_a_wrong_check_value_is_refused_in_words_and_nothing_changes(
-        tmp_path, sim) -> None:
+        tmp_path, sim, ic) -> None:
     good = test_capks()[0]
     sim.call(setattr, sim._sim, "capks", [replace(good, check_value=bytes(20))])
 
@@ -107,6 +137,19 @@ def test_a_key_with_a_wrong_check_value_is_refused_in_words_and_nothing_changes(
             await shut(t)
 
     run(go())
+
+
+def test_diagnostics_say_a_journal_never_loaded_has_no_ca_key_and_the_builtin_aids(
+        tmp_path) -> None:
+    key = tmp_path / "card.key"
+    key.write_bytes(bytes(32))
+    key.chmod(0o600)
+    j = Journal.open(tmp_path / "journal.db", CardVault.from_key_file(key))
+    try:
+        lines = check_journal(j, "zh_CN", time.time()).lines
+        assert "CA公钥: 0个, 版本 无 (未下载)" in lines and "IC卡AID: 2个, 版本 内置" in lines
+    finally:
+        j.close()
 
 
 def test_a_terminal_never_loaded_has_the_builtin_aids_and_no_ca_key(tmp_path) -> None:
@@ -142,7 +185,7 @@ def test_a_failure_inside_the_swap_rolls_back_to_the_old_table(tmp_path) -> None
 def test_sigkill_mid_download_keeps_the_old_tables_then_the_next_start_loads(tmp_path,
                                                                            sim) -> None:
     data_dir = provision(tmp_path / "t", sim.port, reply_timeout=5.0)
-    term = TerminalProcess(data_dir)
+    term = TerminalProcess(data_dir, module="tests.ic_entry")  # an IC terminal
     term.start()  # loads version 1 at its start-up sign-on
     term.stop()
     v1, idx1 = durable_params(data_dir)

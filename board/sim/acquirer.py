@@ -605,7 +605,7 @@ class AcquirerSimulator:
             "62": build_signon_keys(keys, tmk, self.mak_check),
         }
         reply = response_for(msg, "00", extra)
-        processing = self._processing_for(tid)
+        processing = self._processing_for(tid, msg.header.app_type)
         if processing != "0":
             reply = dataclasses.replace(
                 reply, header=dataclasses.replace(reply.header, processing=processing))
@@ -618,9 +618,12 @@ class AcquirerSimulator:
         aid = hashlib.sha1(b"".join(pd.aid_62(a).encode() for a in self.aid_params))
         return {"capk": capk.hexdigest()[:12].upper(), "aid": aid.hexdigest()[:12].upper()}
 
-    def _processing_for(self, tid: str) -> str:
+    def _processing_for(self, tid: str, app_type: str) -> str:
         """Header processing requirement of a sign-on reply: 4 "update the CA keys" or 5
-        "download the IC card parameters" when this terminal lacks the tables served now."""
+        "download the IC card parameters" when an IC terminal (header application type 61)
+        lacks the tables served now; a magstripe terminal (60) is never asked."""
+        if app_type != "61":
+            return "0"
         versions = self.params_versions()
         if self.ledger.params_version(tid, "capk") != versions["capk"]:
             return "4"

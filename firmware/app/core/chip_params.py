@@ -1,13 +1,14 @@
 """The app step that loads the chip parameter tables from the host: CA public keys, then AID
 parameters (firmware/host/params_download.py on the wire, firmware/journal/emvparams.py on disk).
 
-When: right after a good sign-on, for each table the terminal never received, and for the
-table the host asks for in the sign-on reply's header processing requirement (CUP: 4 "update
-the CA public keys", 5 "download the IC card parameters", 9 both; docs/dialect.md, "Chip
-parameters"). Each table is stored by one SQL transaction only once all of it has arrived and
-checked out, so a lost link, a refused key or a power cut mid-download keeps the old table.
-A failed download never fails the sign-on: the terminal goes on with what it has, says why in
-the log and the audit, and tries again at the next sign-on.
+When: right after a good sign-on, for the table the host asks for in the sign-on reply's
+header processing requirement (CUP: 4 "update the CA public keys", 5 "download the IC card
+parameters", 9 both; docs/dialect.md, "Chip parameters"), and, on an IC terminal (its header
+says application type 61), for each table it never received. Each table is stored by one SQL
+transaction only once all of it has arrived and checked out, so a lost link, a refused key or
+a power cut mid-download keeps the old table. A failed download never fails the sign-on: the
+terminal goes on with what it has, says why in the log and the audit, and tries again at the
+next sign-on.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from firmware.journal import emvparams
 from firmware.journal.errors import JournalError
 from firmware.journal.store import Journal
 
-__all__ = ["ChipParamsResult", "after_sign_on", "download", "tables_wanted"]
+__all__ = ["IC_APP_TYPE", "ChipParamsResult", "after_sign_on", "download", "tables_wanted"]
 
 log = logging.getLogger("posfw.app")
 
 # Header processing requirement -> the tables it asks for.
 _ASKS: Final[dict[str, tuple[str, ...]]] = {"4": ("capk",), "5": ("aid",), "9": ("capk", "aid")}
+# Header application type of an IC terminal (60 is magstripe only).
+IC_APP_TYPE: Final = "61"
 # A query's pages are bounded: a host that says "more" forever is not followed.
 _MAX_PAGES: Final = 25
 
@@ -43,12 +46,13 @@ class ChipParamsResult:
     problems: list[str] = field(default_factory=list)
 
 
-def tables_wanted(journal: Journal, processing: str) -> list[str]:
-    """The tables to download now, CA keys first: those the host asks for and those never
-    received (the built-in AIDs are a stand-in, not a download)."""
-    status = emvparams.table_status(journal)
+def tables_wanted(journal: Journal, processing: str, ic_terminal: bool) -> list[str]:
+    """The tables to download now, CA keys first: those the host asks for and, on an IC
+    terminal, those never received (the built-in AIDs are a stand-in, not a download)."""
     wanted = set(_ASKS.get(processing, ()))
-    wanted |= {name for name, s in status.items() if not s.version}
+    if ic_terminal:
+        status = emvparams.table_status(journal)
+        wanted |= {name for name, s in status.items() if not s.version}
     return [name for name in ("capk", "aid") if name in wanted]
 
 
@@ -135,10 +139,11 @@ async def download(link: HostLink, journal: Journal, tables: list[str], *,
     return result
 
 
-async def after_sign_on(link: HostLink, journal: Journal, processing: str, *,
+async def after_sign_on(link: HostLink, journal: Journal, reply: Message, *,
                         timeout: float) -> ChipParamsResult:
-    """The call session.py makes after a good sign-on: download what is wanted, if anything."""
-    tables = tables_wanted(journal, processing)
+    """The call session.py makes after a good sign-on (`reply` is the 0810, whose header echoes
+    the terminal's application type): download what is wanted, if anything."""
+    tables = tables_wanted(journal, reply.header.processing, reply.header.app_type == IC_APP_TYPE)
     if not tables:
         return ChipParamsResult()
     log.info("downloading chip parameters: %s", ", ".join(tables))

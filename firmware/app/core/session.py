@@ -93,9 +93,8 @@ class HostSession(CoreParts):
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
         self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
-        # The chip tables the terminal never got, or the host asks for (never fails the sign-on).
-        await chip_params.after_sign_on(self.link, self.journal, reply.header.processing,
-                                        timeout=self._timeout())
+        # The chip tables the host asks for, or an IC terminal never got (never fails the sign-on).
+        await chip_params.after_sign_on(self.link, self.journal, reply, timeout=self._timeout())
         return True
 
     # -- the backlog: reversals, advices, interrupted settlement ----------------
