@@ -239,3 +239,15 @@ def test_the_test_decoder_is_itself_right() -> None:
         ("DF8101", b"\x01\x02"), ("9F26", b"\xaa")]
     with pytest.raises(ValueError):
         ber_tlv(bytes.fromhex("9F2605AA"))
+
+
+def test_an_ic_terminal_signs_on_with_application_type_61() -> None:
+    from firmware.host.messages import signon_request
+
+    assert signon_request("000001", TERM, "000001", "01", False).header.app_type == "60"
+    ic = roundtrip_plain(signon_request("000001", TERM, "000001", "01", False, ic=True))
+    assert ic.header.app_type == "61"
+
+
+def roundtrip_plain(msg):  # type: ignore[no-untyped-def]
+    return decode(encode(msg, None)[2:]).message

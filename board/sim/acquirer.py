@@ -25,9 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from pyemv import tlv
+
 from firmware.digits import is_digits
+from firmware.emv.params import AidParams, Capk
 from firmware.engine.cardclass import is_foreign, luhn_ok
 from firmware.engine.codes import advice_answer
+from firmware.host import params_download as pd
 from firmware.host.codec import Decoded, decode, encode, verify_mac
 from firmware.host.errors import HostError, LocalProtocolError, RemoteProtocolError
 from firmware.host.framing import MAX_FRAME, read_frame, swap_tpdu
@@ -49,6 +53,7 @@ from firmware.host.messages import (
     response_for,
 )
 
+from . import chipcards
 from . import issuer as chip_issuer
 from .cards import BLOCKED_PANS, card_by_pan, org_for_pan
 from .faults import CHIP_KNOBS, Fault, FaultBook, FaultKind, Rule, RuleBook
@@ -93,6 +98,9 @@ _REQUEST_MTIS: Final = frozenset({"0100", "0200", "0220", "0320", "0400", "0500"
 _MACED_REQUESTS: Final = frozenset({"0100", "0200", "0220", "0400", "0620"})
 # The issuer-script result advice (firmware.host.messages.script_advice) and a chip upload.
 _SCRIPT_ADVICE_NETWORK: Final = "951"
+# The chip parameter download (firmware/host/params_download.py) and its query page size.
+_PARAM_NETWORKS: Final = frozenset({"370", "371", "372", "380", "381", "382"})
+_QUERY_PAGE: Final = 4
 _CHIP_UPLOAD_NETWORK: Final = "203"
 _BY_TYPE_CODE: Final[dict[str, TxnKind]] = {w.type_code: k for k, w in WIRE.items()}
 _VOIDS: Final[dict[TxnKind, TxnKind]] = {
@@ -243,6 +251,9 @@ class AcquirerSimulator:
         self.rules = RuleBook()
         # Who holds a chip card's issuer keys (tests may stand in another issuer).
         self.issuer_lookup: chip_issuer.IssuerLookup = chip_issuer.default_lookup
+        # The chip parameters served by 370-382 (tests may serve others, or a broken key).
+        self.capks: list[Capk] = chipcards.test_capks()
+        self.aid_params: list[AidParams] = chipcards.test_aid_params()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._control: asyncio.Server | None = None
@@ -501,9 +512,11 @@ class AcquirerSimulator:
         term = self.ledger.terminal_status(tid) if tid else None
         if term is None or term.status != "bound":
             return self._plain(msg, "97", "unknown or unbound terminal")
+        network_code = f.get("60", "")[8:11]
+        if network_code in _PARAM_NETWORKS and msg.mti in ("0800", "0820"):
+            return self._param_download(msg, tid or "", network_code)
         if msg.mti == "0800":
             return self._sign_on(msg, tid or "", term.batch)
-        network_code = f.get("60", "")[8:11]
         if msg.mti == "0820" and network_code == "301":
             return self._plain(msg, "00", "echo")
         if msg.mti == "0820" and network_code == "002":
@@ -591,8 +604,64 @@ class AcquirerSimulator:
             "60": f"00{batch:06d}{network_code}",
             "62": build_signon_keys(keys, tmk, self.mak_check),
         }
-        return _Reply(response_for(msg, "00", extra), None,
-                      f"-> 00 (signed on, batch {batch:06d}, keys {keys!r})")
+        reply = response_for(msg, "00", extra)
+        processing = self._processing_for(tid, msg.header.app_type)
+        if processing != "0":
+            reply = dataclasses.replace(
+                reply, header=dataclasses.replace(reply.header, processing=processing))
+        return _Reply(reply, None, f"-> 00 (signed on, batch {batch:06d}, keys {keys!r}, "
+                                   f"processing {processing})")
+
+    def params_versions(self) -> dict[str, str]:
+        """The version of each served table: a digest of what it holds."""
+        capk = hashlib.sha1(b"".join(pd.capk_62(k).encode() for k in self.capks))
+        aid = hashlib.sha1(b"".join(pd.aid_62(a).encode() for a in self.aid_params))
+        return {"capk": capk.hexdigest()[:12].upper(), "aid": aid.hexdigest()[:12].upper()}
+
+    def _processing_for(self, tid: str, app_type: str) -> str:
+        """Header processing requirement of a sign-on reply: 4 "update the CA keys" or 5
+        "download the IC card parameters" when an IC terminal (header application type 61)
+        lacks the tables served now; a magstripe terminal (60) is never asked."""
+        if app_type != "61":
+            return "0"
+        versions = self.params_versions()
+        if self.ledger.params_version(tid, "capk") != versions["capk"]:
+            return "4"
+        if self.ledger.params_version(tid, "aid") != versions["aid"]:
+            return "5"
+        return "0"
+
+    def _param_download(self, msg: Message, tid: str, network: str) -> _Reply:
+        """0820/372 and 382 (query, paged), 0800/370 and 380 (one key / AID), 371 and 381
+        (end: the terminal has the current version)."""
+        raw = bytes.fromhex(msg.fields.get("62", ""))
+        if network in (pd.CAPK_QUERY, pd.AID_QUERY):
+            start = int(raw[1:3]) if len(raw) == 3 and raw[1:3].isdigit() else 0
+            table = self.capks if network == pd.CAPK_QUERY else self.aid_params
+            page = table[start:start + _QUERY_PAGE]
+            more = start + _QUERY_PAGE < len(table)
+            f62 = (pd.capk_query_62(page, more) if network == pd.CAPK_QUERY  # type: ignore[arg-type]
+                   else pd.aid_query_62(page, more))  # type: ignore[arg-type]
+            return _Reply(response_for(msg, "00", {**_now_fields(), "62": f62}), None,
+                          f"-> 00 ({len(page)} of {len(table)} listed from {start})")
+        if network in (pd.CAPK_END, pd.AID_END):
+            table_name = "capk" if network == pd.CAPK_END else "aid"
+            self.ledger.params_done(tid, table_name, self.params_versions()[table_name])
+            return self._plain(msg, "00", f"{table_name} download ended")
+        try:
+            asked = tlv.decode(raw, flatten=True)
+        except (tlv.DecodeError, ValueError):
+            return self._plain(msg, "30", "field 62 is not TLV")
+        if network == pd.CAPK_DOWNLOAD:
+            rid, index = asked.get("9F06", b""), asked.get("9F22", b"\xff")[0]
+            key = next((k for k in self.capks if k.rid == rid and k.index == index), None)
+            f62 = pd.capk_62(key)
+        else:
+            aid = asked.get("9F06", b"")
+            params = next((a for a in self.aid_params if a.aid == aid), None)
+            f62 = pd.aid_62(params)
+        return _Reply(response_for(msg, "00", {**_now_fields(), "62": f62}), None,
+                      f"-> 00 (62 status {bytes.fromhex(f62)[:1].decode()})")
 
     def _rule_or_default(self, ctx: _Ctx, kind: TxnKind, pan: str | None,
                          amount: int) -> tuple[str | None, str]:

@@ -120,6 +120,13 @@ CREATE TABLE IF NOT EXISTS chip_log (
     created    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chip_log_atc ON chip_log (card_key, atc) WHERE event = 'auth';
+CREATE TABLE IF NOT EXISTS param_downloads (
+    tid     TEXT NOT NULL,
+    tbl     TEXT NOT NULL CHECK (tbl IN ('capk', 'aid')),
+    version TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    PRIMARY KEY (tid, tbl)
+);
 CREATE TABLE IF NOT EXISTS replies (
     tid         TEXT NOT NULL,
     batch       INTEGER NOT NULL,
@@ -395,6 +402,16 @@ class Ledger:
         """Whether this card's ATC already went with a verified ARQC (a replay)."""
         return self._one("SELECT 1 FROM chip_log WHERE event = 'auth' AND result = 'ok' "
                          "AND card_key = ? AND atc = ?", (card_key, atc)) is not None
+
+    def params_done(self, tid: str, table: str, version: str) -> None:
+        """The terminal ended a download (371/381) of this version of a table."""
+        self._exec("INSERT OR REPLACE INTO param_downloads (tid, tbl, version, at) "
+                   "VALUES (?, ?, ?, ?)", (tid, table, version, _now()))
+
+    def params_version(self, tid: str, table: str) -> str | None:
+        row = self._one("SELECT version FROM param_downloads WHERE tid = ? AND tbl = ?",
+                        (tid, table))
+        return None if row is None else str(row["version"])
 
     def chip_log(self, tid: str) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM chip_log WHERE tid = ? ORDER BY id", (tid,))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from firmware.digits import is_digits
+from firmware.journal import emvparams
 from firmware.journal.errors import JournalError
 from firmware.journal.store import COUNTER_WRAP, Journal
 from firmware.printing.queue import PrintState
@@ -30,6 +31,11 @@ CATALOG: Catalog = {
     "unreadable_next": ("Restart the terminal; if it repeats, call support",
                         "请重启终端; 如再发生请联系维护"),
     "damaged": ("Journal file damaged", "流水文件已损坏"),
+    # the chip parameter tables (firmware/journal/emvparams.py): what the kernel works with
+    "line_chip_capk": ("CA keys: {count}, version {version}", "CA公钥: {count}个, 版本 {version}"),
+    "line_chip_aid": ("Chip AIDs: {count}, version {version}", "IC卡AID: {count}个, 版本 {version}"),
+    "chip_never": ("none (never downloaded)", "无 (未下载)"),
+    "chip_builtin": ("built-in", "内置"),
     "damaged_next": ("Stop trading and call support", "请停止交易并联系维护"),
     "counter_behind": ("{counter} counter behind numbers already used", "{counter}计数器落后于已用号码"),
     "counter_next": ("Call support before the next sale", "下笔交易前请联系维护"),
@@ -254,6 +260,17 @@ def _check_invariants(found: _Findings, journal: Journal, now: float, operation_
         found.warn("settlement", "settlement_next")
 
     _check_print_jobs(found, journal, now, operation_running)
+    _chip_tables(found, journal)
+
+
+def _chip_tables(found: _Findings, journal: Journal) -> None:
+    """The chip parameter tables' counts and versions (informational: a terminal never loaded
+    still takes magstripe cards, and its chip cards fail offline authentication in words)."""
+    status = emvparams.table_status(journal)
+    capk, aid = status["capk"], status["aid"]
+    found.line("line_chip_capk", count=capk.count,
+               version=capk.version or found.say("chip_never"))
+    found.line("line_chip_aid", count=aid.count, version=aid.version or found.say("chip_builtin"))
 
 
 def _check_print_jobs(found: _Findings, journal: Journal, now: float, operation_running: bool) -> None:

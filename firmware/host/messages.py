@@ -513,14 +513,16 @@ def reversal_request(p: FinancialParams, reason: str, auth_code: str | None,
 
 
 def signon_request(stan: str, term: Terminal, batch: str, operator: str,
-                   with_tdk: bool) -> Message:
-    """0800 sign-on; 60.3 asks for PIK+MAK (003) or PIK+MAK+TDK (004)."""
+                   with_tdk: bool, ic: bool = False) -> Message:
+    """0800 sign-on; 60.3 asks for PIK+MAK (003) or PIK+MAK+TDK (004). `ic`: the header says
+    application type 61 (an IC terminal), and the host may then ask it, in the reply's header,
+    to load the chip parameters (firmware/app/core/chip_params.py)."""
     return Message("0800", {
         "11": _digits("STAN (field 11)", stan, 6),
         **_terminal_fields(term),
         "60": _field60("00", batch, "004" if with_tdk else "003"),
         "63": _operator(operator),
-    })
+    }, header=Header(app_type="61" if ic else "60"))
 
 
 def signoff_request(stan: str, term: Terminal, batch: str) -> Message:

@@ -296,6 +296,30 @@ MIGRATIONS.append([
     # after SCRIPT_ADVICE_TRIES unanswered tries (audited). Set in the outcome's own commit.
     "ALTER TABLE txn ADD COLUMN script_advice TEXT",
     "CREATE INDEX txn_script_advice ON txn (script_advice) WHERE script_advice = 'due'",
+    # And the chip parameter tables the host downloads (0800/370 CA keys, 380 AIDs) and their
+    # versions (firmware/journal/emvparams.py). A download is swapped in by one transaction, so
+    # a power cut mid-download keeps the old tables; no row at all means "never downloaded"
+    # (the built-in AIDs, no CA key).
+    """CREATE TABLE emv_capk (
+        rid TEXT NOT NULL,
+        idx INTEGER NOT NULL CHECK (idx BETWEEN 0 AND 255),
+        modulus BLOB NOT NULL,
+        exponent BLOB NOT NULL,
+        check_value BLOB NOT NULL,
+        expiry TEXT NOT NULL,
+        PRIMARY KEY (rid, idx)
+    )""",
+    """CREATE TABLE emv_aid (
+        aid TEXT PRIMARY KEY,
+        params TEXT NOT NULL
+    )""",
+    """CREATE TABLE emv_param_version (
+        tbl TEXT PRIMARY KEY CHECK (tbl IN ('capk', 'aid')),
+        version TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        downloaded_at REAL NOT NULL
+    )""",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.digits import is_digits
-from firmware.emv.params import BUILT_IN_EMV_PARAMS, EmvParams
+from firmware.emv.params import EmvParams
 from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
-from firmware.journal import chain, follow
+from firmware.journal import chain, emvparams, follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
 from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
@@ -487,8 +487,9 @@ class Journal:
         return self._select("state = 'ADVICE_DUE'")
 
     def emv_params(self) -> EmvParams:
-        """The chip tables the kernel reads (see firmware/journal/emvparams.py)."""
-        return BUILT_IN_EMV_PARAMS
+        """The chip tables the kernel reads: the host's last download, else the built-in AIDs
+        and no CA key (firmware/journal/emvparams.py)."""
+        return emvparams.load_emv_params(self)
 
     def script_advices_due(self) -> list[TxnRecord]:
         """Chip transactions whose issuer-script results the host has not acknowledged yet."""

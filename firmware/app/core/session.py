@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from firmware.app.core import chip_params
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.parts import CoreParts
 from firmware.engine.backlog import AdviceFlow, ReversalFlow, ScriptAdviceFlow
@@ -92,6 +93,8 @@ class HostSession(CoreParts):
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
         self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        # The chip tables the host asks for, or an IC terminal never got (never fails the sign-on).
+        await chip_params.after_sign_on(self.link, self.journal, reply, timeout=self._timeout())
         return True
 
     # -- the backlog: reversals, advices, interrupted settlement ----------------
