@@ -102,7 +102,7 @@ def test_a_chip_sale_performs_the_expected_actions(tmp_path: Path, sim: Simulato
 
 
 CASES = ([pytest.param("apdu", n, id=f"apdu{n}") for n in range(APDUS)]
-         + [pytest.param("action", k, id=f"action{k}-{(ACTIONS + ('after',))[k]}")
+         + [pytest.param("action", k, id=f"action{k}-{(*ACTIONS, 'after')[k]}")
             for k in range(len(ACTIONS) + 1)])
 
 

@@ -61,8 +61,8 @@ class EmvParams:
         return None
 
 
-# The CUP applications every CUP terminal accepts before its first parameter download: debit,
-# credit and quasi-credit, partial selection, floor limit 0 (online-only), the terminal action
+# The CUP applications every CUP terminal accepts before its first parameter download: debit
+# and credit (partial selection also takes their longer AIDs), floor limit 0 (online-only), the terminal action
 # codes open CUP terminals ship with (docs/chip.md). No CA keys: until the host sends them, offline
 # data authentication cannot be done and the TVR says so (the host decides).
 _CUP_TACS = {"tac_default": bytes.fromhex("D84000A800"),
@@ -70,4 +70,4 @@ _CUP_TACS = {"tac_default": bytes.fromhex("D84000A800"),
              "tac_online": bytes.fromhex("D84004F800")}
 BUILT_IN_EMV_PARAMS = EmvParams(aids=tuple(
     AidParams(aid=bytes.fromhex(aid), **_CUP_TACS)
-    for aid in ("A000000333010101", "A000000333010102", "A000000333010103")))
+    for aid in ("A000000333010101", "A000000333010102")))
