@@ -7,6 +7,7 @@ ECR link; the simulator runs in a thread on 127.0.0.1. Both use real files.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -105,8 +106,11 @@ def pin_for(name: str) -> str | None:
     return TEST_CARDS[name].pin
 
 
-async def terminal(data_dir: Path) -> Terminal:
+async def terminal(data_dir: Path, chip_slot: bool = True) -> Terminal:
+    """A started terminal on the sim board; chip_slot=False: a magstripe-only board."""
     t = Terminal(AppConfig(data_dir=data_dir))
+    if not chip_slot:
+        t.board = dataclasses.replace(t.board, chip_slot=False)
     await t.start()
     return t
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import pty
 import time
@@ -68,7 +69,8 @@ class Shop:
 
     def __init__(self, tmp: Path, sim_port: int, *, rows: int = 4, cols: int = 16,
                  printer: bool = True, reader: bool = True, reply_timeout: float = 1.5,
-                 ecr: bool = False, print_poll_s: float = 0.05, **tx: Any) -> None:
+                 ecr: bool = False, print_poll_s: float = 0.05, chip_slot: bool = True,
+                 **tx: Any) -> None:
         self.tmp = tmp
         self.data_dir = provision(tmp / "terminal", sim_port, reply_timeout=reply_timeout, **tx)
         self.rows, self.cols = rows, cols
@@ -86,6 +88,7 @@ class Shop:
         self.with_ecr = ecr
         self.ecr: EcrServer | None = None
         self.print_poll_s = print_poll_s  # how often a paused printer is asked if it is ready
+        self.chip_slot = chip_slot  # False: a magstripe-only board (no chip tables to load)
 
     async def __aenter__(self) -> Shop:
         devices = self.tmp / "devices"
@@ -99,6 +102,8 @@ class Shop:
             printer_path=str(self.printer.path) if self.printer else "",
         )
         self.terminal = Terminal(cfg)
+        if not self.chip_slot:
+            self.terminal.board = dataclasses.replace(self.terminal.board, chip_slot=False)
         await self.terminal.open()
         self._master, slave = pty.openpty()
         self._slave = slave

@@ -63,7 +63,7 @@ def ic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_magstripe_terminal_is_not_asked_and_loads_nothing(tmp_path, sim) -> None:
     async def go() -> None:
-        t = await terminal(provision(tmp_path / "t", sim.port))
+        t = await terminal(provision(tmp_path / "t", sim.port), chip_slot=False)
         try:
             assert t.journal is not None
             params = emvparams.load_emv_params(t.journal)

@@ -4,6 +4,8 @@ original by it, and the journal finds the newest record with it in the scope ask
 
 The scenario of issue 13 item 1: a sign-on consumes a STAN, so a 2.22 sale's STAN equals the
 voucher number of the 56.78 sale after it; typing that sale's 凭证号 must void 56.78, never 2.22.
+The terminals here are magstripe-only boards: a chip board also loads its chip tables after its
+first sign-on, whose messages consume STANs too, and the numbers would no longer collide.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ async def sale_zh(shop: Shop, digits: str) -> Any:
 
 def test_a_void_by_the_receipts_voucher_number_voids_that_sale_in_chinese(tmp_path: Path, sim):
     async def go():
-        shop = Shop(tmp_path, sim.port)
+        shop = Shop(tmp_path, sim.port, chip_slot=False)
         set_language(shop.data_dir, "zh_CN")
         async with shop:
             small = await sale_zh(shop, "222")
@@ -75,7 +77,7 @@ def test_a_void_by_the_receipts_voucher_number_voids_that_sale_in_chinese(tmp_pa
 
 def test_reprint_by_voucher_number_on_the_keypad_prints_that_receipt(tmp_path: Path, sim):
     async def go():
-        async with Shop(tmp_path, sim.port) as shop:
+        async with Shop(tmp_path, sim.port, chip_slot=False) as shop:
             small = await shop_sale(shop, "222")
             big = await shop_sale(shop, "5678")
             printed = len(await shop.slips(4))
@@ -108,7 +110,7 @@ def test_ecr_names_originals_by_voucher_number(data_dir, sim):
     from helpers import terminal
 
     async def go():
-        t = await terminal(data_dir)
+        t = await terminal(data_dir, chip_slot=False)
         try:
             small = (await sale(t, 222)).record
             big = (await sale(t, 5678)).record
@@ -148,7 +150,7 @@ def test_the_newest_record_with_a_voucher_number_in_the_open_batch_is_the_one(da
     from helpers import terminal
 
     async def go():
-        t = await terminal(data_dir)
+        t = await terminal(data_dir, chip_slot=False)
         try:
             j = t.journal
             old = (await sale(t, 1000)).record

@@ -152,6 +152,19 @@ ROWS: dict[str, Row] = {r.name: r for r in (
         frozenset({"11", "41", "42", "48", "60"})),
     Row("batch upload end", "0320", None, None, "00", ("202", "207"),
         frozenset({"11", "41", "42", "48", "60"})),
+    # The chip parameter download after the first sign-on (firmware/host/params_download.py).
+    Row("CA key query", "0820", None, None, "00", ("372",),
+        frozenset({"11", "41", "42", "60", "62"})),
+    Row("CA key download", "0800", None, None, "00", ("370",),
+        frozenset({"11", "41", "42", "60", "62"})),
+    Row("CA key download end", "0800", None, None, "00", ("371",),
+        frozenset({"11", "41", "42", "60"})),
+    Row("AID query", "0820", None, None, "00", ("382",),
+        frozenset({"11", "41", "42", "60", "62"})),
+    Row("AID download", "0800", None, None, "00", ("380",),
+        frozenset({"11", "41", "42", "60", "62"})),
+    Row("AID download end", "0800", None, None, "00", ("381",),
+        frozenset({"11", "41", "42", "60"})),
 )}
 REVERSIBLE = ("sale", "void", "pre-auth", "pre-auth void", "completion", "completion void")
 REVERSAL_MUST = frozenset({"2", "3", "4", "11", "22", "25", "39", "41", "42", "49", "60", "64"})
@@ -163,8 +176,7 @@ NOT_SENT = {
     "reversal of a refund": "a refund is an advice (0220): resent until acknowledged, never reversed",
     "offline sale / adjustment advices (0220 other than refund)": "the terminal approves nothing "
     "offline: every sale goes online first",
-    "parameter / CA key / AID download (0800 60.3 = 360, 370-382)": "no chip kernel and no "
-    "downloadable parameters: settings come from settings.json",
+    "terminal parameter download (0800 60.3 = 360)": "settings come from settings.json",
     "issuer script result advice (0620)": "no chip kernel, so no issuer scripts run",
     "chip batch upload (0320 with 55)": "no chip transactions (no chip kernel yet)",
 }
@@ -337,7 +349,7 @@ def test_values_fixed_by_the_dialect(traffic):
             assert f["26"] == "12" and "52" in f
         if "53" in f:
             assert f["53"] == "2600000000000000"
-        if m.mti == "0800" or m.mti == "0500":
+        if (m.mti == "0800" and classify(m) == "sign-on") or m.mti == "0500":
             assert len(f["63"]) == 3
         if m.mti == "0500":
             assert len(f["48"]) == 62 and f["48"][30] == "0" and f["48"][61] == "0"

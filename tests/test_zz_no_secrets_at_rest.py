@@ -134,7 +134,10 @@ def wire_secrets(tap: WireTap) -> tuple[dict[str, bytes], int, int]:
         if frame.to_host and "52" in message.fields:
             needles |= secret_needles(f"wire PIN block {pins}", bytes.fromhex(message.fields["52"]))
             pins += 1
-        if not frame.to_host and message.mti == "0810" and "62" in message.fields:
+        # A sign-on reply (60.3 003/004); an 0810 of the chip parameter download carries
+        # public keys and AIDs in its 62, no secret.
+        if (not frame.to_host and message.mti == "0810" and "62" in message.fields
+                and message.fields.get("60", "")[8:11] in ("003", "004")):
             working = parse_signon_keys(message.fields["62"], TMK)
             for what, key in (("PIK", working.pik), ("MAK", working.mak), ("TDK", working.tdk)):
                 if key is not None:

@@ -29,6 +29,14 @@ class BoardProfile:
     keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
     keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
     display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames" | "spi:<driver>"
+    # The reader has a contact chip slot the firmware reads (docs/chip.md): the terminal signs
+    # on as an IC terminal (it then loads the host's chip tables), says 60.4 = 5, and reads an
+    # inserted card's chip. False for a magstripe-only board; a HID wedge never has one.
+    chip_slot: bool = True
+
+    @property
+    def reads_chip(self) -> bool:
+        return self.chip_slot and self.reader_driver != "hid"
 
 
 PROFILES: dict[str, BoardProfile] = {

@@ -61,10 +61,10 @@ class EmvParams:
         return None
 
 
-# The CUP applications every CUP terminal accepts before its first parameter download: debit
-# and credit (partial selection also takes their longer AIDs), floor limit 0 (online-only), the terminal action
-# codes open CUP terminals ship with (docs/chip.md). No CA keys: until the host sends them, offline
-# data authentication cannot be done and the TVR says so (the host decides).
+# The CUP applications every CUP terminal accepts before its first parameter download: debit and
+# credit (partial selection also takes their longer AIDs), floor limit 0 (online-only), the
+# terminal action codes open CUP terminals ship with (docs/chip.md). No CA keys: until the host
+# sends them, offline data authentication cannot be done and the TVR says so (the host decides).
 _CUP_TACS = {"tac_default": bytes.fromhex("D84000A800"),
              "tac_denial": bytes.fromhex("0010000000"),
              "tac_online": bytes.fromhex("D84004F800")}

@@ -254,15 +254,16 @@ class HostLink:
         return reply
 
     async def sign_on(self, stan: str, batch: str, operator: str, with_tdk: bool = False,
-                      timeout: float = 30.0) -> Message:
+                      timeout: float = 30.0, ic: bool = False) -> Message:
         """Send the 0800; on 00 install the working keys from field 62.
 
-        Returns the reply (the caller adopts 60.2 as its batch number). Raises
+        ic: the terminal reads chip cards (header application type 61): the host may ask it to
+        load the chip parameters. Returns the reply (the caller adopts 60.2 as its batch number). Raises
         KeyCheckError on a check value mismatch, RemoteProtocolError if 62 is
         missing or the wrong size; the previous keys are then left untouched and
         sign_on_required stays True.
         """
-        msg = signon_request(stan, self.term, batch, operator, with_tdk)
+        msg = signon_request(stan, self.term, batch, operator, with_tdk, ic=ic)
         reply = await self.request(msg, mac=False, timeout=timeout)
         if reply.fields.get("39") != "00":
             log.warning("sign-on declined with code %s", reply.fields.get("39"))

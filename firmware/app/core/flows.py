@@ -508,7 +508,7 @@ class FlowRunner(CoreParts):
                               allow_fallback_swipe=bool(tx["allow_fallback_swipe"])),
                 reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
                 allow_pin_bypass=bool(tx["allow_pin_bypass"]),
-                chip_capable=self.board.reader_driver != "hid",  # a wedge has no chip slot
+                chip_capable=self.board.reads_chip,
             )
             flow = FinancialFlow(request, ctx)
             try:

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from firmware.app.boards import BoardProfile
 from firmware.app.core import chip_params
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.parts import CoreParts
@@ -38,6 +39,7 @@ class HostSession(CoreParts):
     CoreParts (parts.py) so that a reader sees where each `self.x` comes from."""
 
     # State, set by TerminalCore.__init__ and open()
+    board: BoardProfile  # a board with a chip slot signs on as an IC terminal
     link_up: bool | None
     backlog_left: int
     _tmk: bytes
@@ -72,7 +74,8 @@ class HostSession(CoreParts):
         self.sign_on_problem = "host_unreachable"
         try:
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
-                                            self._tx()["operator"], timeout=self._timeout())
+                                            self._tx()["operator"], timeout=self._timeout(),
+                                            ic=self.board.reads_chip)
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
             self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
