@@ -1,41 +1,28 @@
 """Test kit for PC/SC: a private pcscd with vsmartcard's vpcd reader, and a virtual card in it
-(board/sim/vpcd.py), started per test and killed at teardown.
-
-pcscd 1.9.9 (Debian) has its socket and pid file fixed at /run/pcscd and vpcd listens on every
-interface, so the kit runs pcscd in mount and network namespaces of its own (`unshare`, root):
-a private directory is bound over /run/pcscd (the client finds the socket through
-PCSCLITE_CSOCK_NAME, which libpcsclite reads, once per process), and vpcd's port exists only on
-that namespace's loopback; the card process joins it with `nsenter --net`. So parallel test runs
-and a system pcscd never meet. Also the test card apps (T=0 style, 61xx / 6Cxx, a command that
-hangs until the card is pulled).
+(board/sim/vpcd.py), started per test and killed at teardown. pcscd runs in mount and network
+namespaces of its own (board.sim.vpcd.start_pcscd says why and how), so parallel test runs and a
+system pcscd never meet. Also the test card apps (T=0 style, 61xx / 6Cxx, a command that hangs
+until the card is pulled), made in the card process by `--factory pcsckit:make_test_app`.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from board.sim.vpcd import DEFAULT_PORT, send_control
+from board.sim.vpcd import PCSCD, VPCD_DRIVER, send_control, start_card, start_pcscd
 
 ROOT = Path(__file__).resolve().parents[1]
-PCSCD = "/usr/sbin/pcscd"
-VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
-READER_PATTERN = "POS Virtual PCD"
 # One socket path per test process: libpcsclite reads PCSCLITE_CSOCK_NAME once.
 RUN_DIR = Path(tempfile.gettempdir()) / f"posfw-pcsc-{os.getpid()}"
-SOCKET = RUN_DIR / "pcscd.comm"
-START_S = 20.0  # pcscd and the card process each get this long to come up (2 busy cores)
 
 
 def _installable(package: str) -> bool:
@@ -55,34 +42,7 @@ def require_pcsc() -> None:
         import smartcard.scard  # noqa: F401
     except ImportError:
         pytest.fail("pyscard missing from the venv: run `make` (requirements.txt locks it)")
-    os.environ["PCSCLITE_CSOCK_NAME"] = str(SOCKET)
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, what: str) -> None:
-    """Waits (bounded by START_S) for a line holding marker on the process's stdout; a thread
-    keeps reading it afterwards, so the child never blocks on a full pipe."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
-            lines.put(line.rstrip())
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_S
-    seen: list[str] = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if marker in line:
-            return
-    proc.kill()
-    raise AssertionError(f"{what} did not start: {seen[-15:]}")
+    os.environ["PCSCLITE_CSOCK_NAME"] = str(RUN_DIR / "pcscd.comm")
 
 
 @dataclass
@@ -93,19 +53,10 @@ class PcscRig:
 
     def start_card(self, card: str = "cup-debit", *, factory: str | None = None,
                    inserted: bool = True) -> None:
-        """The virtual card process in pcscd's network namespace."""
-        cmd = ["nsenter", f"--target={self.pcscd.pid}", "--net", "--",
-               sys.executable, "-m", "board.sim.vpcd", "--card", card,
-               "--port", str(DEFAULT_PORT), "--control", str(self.control)]
-        if factory:
-            cmd += ["--factory", factory]
-        if not inserted:
-            cmd.append("--removed")
+        """The virtual card process, in pcscd's network namespace."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))}
-        proc = subprocess.Popen(["nice", "-n", "19", *cmd], cwd=ROOT, text=True, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.cards.append(proc)
-        _read_until(proc, "ready", "the virtual card (board.sim.vpcd)")
+        self.cards.append(start_card(self.pcscd.pid, card, self.control, cwd=ROOT, env=env,
+                                     factory=factory, inserted=inserted))
 
     def ctl(self, command: str) -> str:
         answer = send_control(self.control, command)
@@ -126,27 +77,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(timeout=5)
 
 
-def start_pcscd(workdir: Path) -> subprocess.Popen[str]:
-    """pcscd with only the vpcd reader, in its own mount and network namespaces."""
-    conf = workdir / "reader.conf.d"
-    conf.mkdir()
-    (conf / "vpcd").write_text(
-        f'FRIENDLYNAME "{READER_PATTERN}"\nDEVICENAME /dev/null:{DEFAULT_PORT}\n'
-        f"LIBPATH {VPCD_DRIVER}\nCHANNELID {DEFAULT_PORT}\n")
-    RUN_DIR.mkdir(exist_ok=True)
-    script = (f"ip link set lo up && mkdir -p /run/pcscd && mount --bind {RUN_DIR} /run/pcscd"
-              f" && exec nice -n 19 {PCSCD} --foreground --info -c {conf}")
-    proc = subprocess.Popen(["unshare", "--mount", "--net", "sh", "-c", script], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # pcscd logs to stdout
-    _read_until(proc, "daemon ready", "pcscd (in unshare --mount --net; root?)")
-    return proc
-
-
 def pcsc_rig(tmp_path: Path) -> Iterator[PcscRig]:
     """For a fixture: a running private pcscd with the vpcd reader, no card process yet
     (start_card); both killed at teardown."""
     require_pcsc()
-    pcscd = start_pcscd(tmp_path)
+    pcscd = start_pcscd(tmp_path, RUN_DIR)
     rig = PcscRig(pcscd=pcscd, control=tmp_path / "card.ctl", cards=[])
     try:
         yield rig

@@ -21,6 +21,14 @@ one line per connection and answers one line:
 
 `python -m board.sim.vpcd ctl PATH insert cup-debit` sends one. Each card object lives as long as
 the process (its ATC and PIN tries go on across remove/insert); never a card datum in the log.
+
+`start_pcscd` runs a private pcscd with only this reader (the test kit and `make run READER=pcsc`):
+pcscd 1.9.9 has its socket and pid file fixed at /run/pcscd and vpcd listens on every interface,
+so it runs in mount and network namespaces of its own (`unshare`, root): a private directory is
+bound over /run/pcscd (clients find the socket through PCSCLITE_CSOCK_NAME, which libpcsclite
+reads once per process) and vpcd's port exists only on that namespace's loopback; the card
+process joins it with `nsenter --net` (`card_command`). So parallel runs and a system pcscd never
+meet.
 """
 
 from __future__ import annotations
@@ -31,10 +39,15 @@ import contextlib
 import importlib
 import ipaddress
 import logging
+import os
+import queue
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +56,9 @@ from board.sim.chipcard import ChipCardApp
 log = logging.getLogger("posfw.sim.vpcd")
 
 DEFAULT_PORT = 35963  # vpcd's default (0x8C7B), its CHANNELID in /etc/reader.conf.d/vpcd
+PCSCD = "/usr/sbin/pcscd"
+VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+READER_NAME = "POS Virtual PCD"  # pcscd lists it as "POS Virtual PCD 00 00" (and 00 01)
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 
 CardFactory = Callable[[str], ChipCardApp]
@@ -227,6 +243,73 @@ def send_control(path: Path, command: str, timeout_s: float = 5.0) -> str:
                 break
             data += chunk
     return data.decode().strip()
+
+
+def wait_for_line(proc: subprocess.Popen[str], marker: str, what: str,
+                  timeout_s: float = 20.0) -> None:
+    """Waits (bounded) for a line holding marker on the child's stdout; a thread keeps reading
+    it afterwards, so the child never blocks on a full pipe. Kills it and raises if none."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in iter(proc.stdout.readline, ""):  # type: ignore[union-attr]
+            lines.put(line.rstrip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if marker in line:
+            return
+    proc.kill()
+    raise RuntimeError(f"{what} did not start: {seen[-15:]}")
+
+
+def start_pcscd(workdir: Path, run_dir: Path, port: int = DEFAULT_PORT) -> subprocess.Popen[str]:
+    """A private pcscd with only the vpcd reader (see the module docstring); its socket is
+    run_dir/pcscd.comm. Returns once pcscd says it is ready."""
+    conf = workdir / "reader.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "vpcd").write_text(f'FRIENDLYNAME "{READER_NAME}"\nDEVICENAME /dev/null:{port}\n'
+                               f"LIBPATH {VPCD_DRIVER}\nCHANNELID {port}\n")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    script = (f"ip link set lo up && mkdir -p /run/pcscd && mount --bind {run_dir} /run/pcscd"
+              f" && exec nice -n 19 {PCSCD} --foreground --info -c {conf}")
+    proc = subprocess.Popen(["unshare", "--mount", "--net", "sh", "-c", script], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # logs to stdout
+    wait_for_line(proc, "daemon ready", "pcscd (in unshare --mount --net: needs root)")
+    return proc
+
+
+def card_command(pcscd_pid: int, card: str, control: Path, *, port: int = DEFAULT_PORT,
+                 factory: str | None = None, inserted: bool = True) -> list[str]:
+    """The command running this module's card in that pcscd's network namespace."""
+    cmd = ["nsenter", f"--target={pcscd_pid}", "--net", "--", sys.executable, "-m",
+           "board.sim.vpcd", "--card", card, "--port", str(port), "--control", str(control)]
+    if factory:
+        cmd += ["--factory", factory]
+    if not inserted:
+        cmd.append("--removed")
+    return cmd
+
+
+def start_card(pcscd_pid: int, card: str, control: Path, *, cwd: Path,
+               env: dict[str, str] | None = None, **options: object) -> subprocess.Popen[str]:
+    """The card process (card_command), returned once it says ready."""
+    proc = subprocess.Popen(["nice", "-n", "19", *card_command(pcscd_pid, card, control,
+                                                                **options)],  # type: ignore[arg-type]
+                            cwd=cwd, text=True, env=env or dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for_line(proc, "ready", "the virtual card (board.sim.vpcd)")
+    return proc
 
 
 def main(argv: list[str] | None = None) -> int:
