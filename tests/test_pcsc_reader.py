@@ -156,3 +156,15 @@ def test_pcscd_absent_or_no_reader_is_reader_unavailable_in_words(pcsc: PcscRig)
         await reader.close()
 
     asyncio.run(run())
+
+
+def test_the_sim_pcsc_board_makes_a_pcsc_reader() -> None:
+    from firmware.app.boards import profile
+    from firmware.app.devices import make_reader
+
+    class Paths:
+        printer_path = None
+        reader_path = None
+
+    reader = make_reader(profile("sim-pcsc"), Paths())
+    assert isinstance(reader, PcscReader) and reader.name == "POS Virtual PCD"
