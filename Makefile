@@ -76,8 +76,10 @@ lock: $(VENV_STAMP)
 include mk/c_ext.mk
 include mk/qemu.mk
 
+# READER=pcsc: the chip through PC/SC (pcscd + vpcd + board/sim/vpcd.py's card; root).
+READER ?=
 run: $(VENV_STAMP) build
-	$(PY) -m board.sim.devrun --board $(BOARD) $(RUN_ARGS)
+	$(PY) -m board.sim.devrun --board $(BOARD) $(if $(READER),--reader-driver $(READER)) $(RUN_ARGS)
 
 # The console test runs `make run` in a real terminal multiplexer (Debian package tmux).
 test-deps:
