@@ -149,7 +149,15 @@ def test_pcscd_absent_or_no_reader_is_reader_unavailable_in_words(pcsc: PcscRig)
         with pytest.raises(ReaderUnavailable, match=r"no PC/SC reader matching .*POS Virtual PCD"):
             await wrong.read(chip=True, timeout_s=1)
         await wrong.close()
-        pcsc.stop_pcscd()
+        # pcscd stops while a read waits: the read ends in words, not at its timeout.
+        waiting = PcscReader("POS Virtual PCD")
+        read = asyncio.ensure_future(waiting.read(chip=True, timeout_s=60))
+        await asyncio.sleep(0.3)
+        assert not read.done()
+        await asyncio.to_thread(pcsc.stop_pcscd)
+        with pytest.raises(ReaderUnavailable, match="pcscd stopped during the wait"):
+            await asyncio.wait_for(read, WAIT_S)
+        await waiting.close()
         reader = PcscReader("POS Virtual PCD")
         with pytest.raises(ReaderUnavailable, match="pcscd is not running"):
             await reader.read(chip=True, timeout_s=1)
@@ -168,3 +176,13 @@ def test_the_sim_pcsc_board_makes_a_pcsc_reader() -> None:
 
     reader = make_reader(profile("sim-pcsc"), Paths())
     assert isinstance(reader, PcscReader) and reader.name == "POS Virtual PCD"
+
+
+def test_the_virtual_card_takes_loopback_only_and_says_what_it_wants() -> None:
+    from board.sim.vpcd import check_loopback
+
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_loopback(host)
+    for host in ("0.0.0.0", "192.0.2.7", "example.org"):
+        with pytest.raises(SystemExit, match="only a loopback address"):
+            check_loopback(host)

@@ -118,6 +118,7 @@ class PcscReader:
                 scard.SCardReleaseContext(ctx)
         self._wait_ctx = self._card_ctx = None
         self._card = None
+        self._reported = False  # a new daemon: the slot is reported anew
 
     def _state(self, current: int, timeout_ms: int) -> tuple[int, int, bytes]:
         """SCardGetStatusChange on the reader: (hresult, event state, ATR)."""
@@ -155,6 +156,11 @@ class PcscReader:
             # The worker returns at once on SCARD_E_CANCELLED; wait for it so the next arm
             # starts from a quiet context (bounded: a stuck pcscd does not hold the cancel).
             await asyncio.wait({wait}, timeout=2.0)
+            if wait.done() and not wait.cancelled() and wait.exception() is None \
+                    and isinstance(wait.result(), ChipInserted):
+                # The insertion crossed the cancel and nobody took it: the next arm reports it
+                # again (as the reader link does, docs/reader-link.md).
+                self._reported = False
             raise
 
     def _cancel_wait(self) -> None:
@@ -175,13 +181,16 @@ class PcscReader:
             hresult, event, atr = self._state(current, 0 if current == 0 else max(1, timeout_ms))
             if hresult in (scard.SCARD_E_TIMEOUT, scard.SCARD_E_CANCELLED):
                 continue
-            if hresult == scard.SCARD_E_NO_SERVICE:
-                with self._lock:
+            if hresult in (scard.SCARD_E_NO_SERVICE, scard.SCARD_F_COMM_ERROR):
+                with self._lock:  # a dead daemon's contexts are dead too: the next read opens anew
                     self._drop_contexts()
                 raise ReaderUnavailable(f"pcscd stopped during the wait: {_words(hresult)}")
             if hresult != scard.SCARD_S_SUCCESS:
                 raise ReaderUnavailable(f"PC/SC reader {self._reader!r} is gone: "
                                         f"{_words(hresult)}")
+            if event & (scard.SCARD_STATE_UNKNOWN | scard.SCARD_STATE_UNAVAILABLE):
+                raise ReaderUnavailable(f"PC/SC reader {self._reader!r} was unplugged or is "
+                                        "unavailable")
             present = bool(event & scard.SCARD_STATE_PRESENT)
             if present and not self._reported:
                 if event & scard.SCARD_STATE_MUTE:
@@ -245,8 +254,8 @@ class PcscReader:
                            f"{_words(hresult)}")
         if hresult == scard.SCARD_W_UNRESPONSIVE_CARD:
             raise ChipGone(f"the chip card stopped answering: {_words(hresult)}")
-        if hresult in (scard.SCARD_E_NO_SERVICE, scard.SCARD_E_READER_UNAVAILABLE,
-                       scard.SCARD_E_UNKNOWN_READER):
+        if hresult in (scard.SCARD_E_NO_SERVICE, scard.SCARD_F_COMM_ERROR,
+                       scard.SCARD_E_READER_UNAVAILABLE, scard.SCARD_E_UNKNOWN_READER):
             raise ReaderUnavailable(f"PC/SC reader {self._reader!r} is gone: {_words(hresult)}")
         if hresult == scard.SCARD_S_SUCCESS:  # vpcd's answer when the card left mid-command
             raise ChipGone(f"the chip card was removed or stopped answering during the exchange"
