@@ -7,6 +7,7 @@ until the card is pulled), made in the card process by `--factory pcsckit:make_t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -89,6 +90,8 @@ def pcsc_rig(tmp_path: Path) -> Iterator[PcscRig]:
         for proc in rig.cards:
             _stop(proc)
         _stop(pcscd)
+        with contextlib.suppress(OSError):  # pcscd removed its socket and pid file on exit
+            RUN_DIR.rmdir()
 
 
 # ---- test card apps (ChipCardApp), made in the card process by --factory -----------------
