@@ -11,7 +11,7 @@ BOARD ?= sim
 RUN_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-deps lint bench clean kill-test lock mutate
+.PHONY: run test test-deps pcsc-deps lint bench clean kill-test lock mutate
 .DEFAULT_GOAL := test
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: install it
@@ -35,7 +35,20 @@ UNIFONT := /usr/share/fonts/opentype/unifont/unifont.otf
 # then requirements.txt the same way.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q --require-hashes
 
-$(VENV_STAMP): $(PY) requirements-build.txt requirements.txt requirements-dev.txt
+# PC/SC (drivers/reader/pcsc.py, tests/pcsckit.py, `make run READER=pcsc`): the daemon pcscd and
+# vpcd, its virtual reader driver (board/sim/vpcd.py is the card behind it); pyscard is an sdist
+# compiled with swig against libpcsclite-dev, so these come before the venv's pip step; the kit
+# runs pcscd in its own mount and network namespaces (unshare/nsenter; ip brings up their lo).
+VPCD_DRIVER := /usr/lib/pcsc/drivers/serial/libifdvpcd.so
+pcsc-deps:
+	@[ -x /usr/sbin/pcscd ] && [ -f $(VPCD_DRIVER) ] && [ -f /usr/include/PCSC/winscard.h ] && \
+	  command -v swig >/dev/null && command -v ip >/dev/null || { \
+	  echo "pcscd, vsmartcard-vpcd, libpcsclite-dev, swig or iproute2 missing: installing them with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    pcscd vsmartcard-vpcd libpcsclite-dev swig iproute2; }
+
+$(VENV_STAMP): $(PY) requirements-build.txt requirements.txt requirements-dev.txt | pcsc-deps
 	@[ -f $(UNIFONT) ] || { echo "fonts-unifont missing: installing it with apt-get"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-unifont; }
@@ -63,8 +76,10 @@ lock: $(VENV_STAMP)
 include mk/c_ext.mk
 include mk/qemu.mk
 
+# READER=pcsc: the chip through PC/SC (pcscd + vpcd + board/sim/vpcd.py's card; root).
+READER ?=
 run: $(VENV_STAMP) build
-	$(PY) -m board.sim.devrun --board $(BOARD) $(RUN_ARGS)
+	$(PY) -m board.sim.devrun --board $(BOARD) $(if $(READER),--reader-driver $(READER)) $(RUN_ARGS)
 
 # The console test runs `make run` in a real terminal multiplexer (Debian package tmux).
 test-deps:

@@ -15,7 +15,7 @@ def test_profile_names_what_exists(name):
     p = PROFILES[name]
     assert p.keymap in KEYMAPS
     assert p.keypad in ("terminal", "evdev")
-    assert p.reader_driver in ("serial", "hid")
+    assert p.reader_driver in ("serial", "hid", "pcsc")
     kind, _, driver = p.display.partition(":")
     assert kind in ("terminal", "capture", "framebuffer", "serial_frames", "spi")
     if kind == "spi":

@@ -108,6 +108,24 @@ def busy_ports(ports: dict[str, int]) -> str:
     return ", ".join(busy)
 
 
+def start_pcsc(var: Path) -> tuple[list[subprocess.Popen[str]], str]:
+    """READER=pcsc: a private pcscd with vpcd and the test chip card cup-debit in it (removed at
+    start; `python -m board.sim.vpcd ctl var/devices/vpcd.ctl insert [NAME]` / `remove`). The
+    terminal finds pcscd through PCSCLITE_CSOCK_NAME (set here, inherited). Returns the two
+    processes and the reader name for --reader."""
+    from board.sim.vpcd import READER_NAME, start_card, start_pcscd
+
+    work = (var / "pcsc").resolve()
+    os.environ["PCSCLITE_CSOCK_NAME"] = str(work / "run" / "pcscd.comm")
+    pcscd = start_pcscd(work, work / "run")
+    control = (var / "devices" / "vpcd.ctl").resolve()
+    card = start_card(pcscd.pid, "cup-debit", control, cwd=Path.cwd(), inserted=False)
+    print(f"PC/SC: pcscd with {READER_NAME!r}; insert the chip with\n"
+          f"  .venv/bin/python -m board.sim.vpcd ctl {control} insert cup-debit   (or remove)",
+          flush=True)
+    return [card, pcscd], READER_NAME
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="sim")
@@ -116,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-port", type=int,
                    help="use 4 ports from here (host, host control, peripherals, ECR) instead of "
                         f"{HOST_PORT}, {CONTROL_PORT}, {PERIPHERALS_PORT}, {ECR_PORT}")
+    p.add_argument("--reader-driver", choices=("serial", "pcsc"), default="serial",
+                   help="pcsc: the chip in a PC/SC reader (a private pcscd with vpcd and the "
+                        "test chip card of board/sim/vpcd.py; needs root) on board sim-pcsc")
     args = p.parse_args(argv)
     os.umask(0o077)  # var/ holds the journal, the settings, keys and logs: owner only
     host_port, control_port, peri_port, ecr_port = (
@@ -148,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                             stdout=paper_write)
     if paper_write is not None:
         os.close(paper_write)
+    peri_children: list[subprocess.Popen[str]] = []  # pcscd and the virtual card (READER=pcsc)
     deadline = time.monotonic() + 10
     while not ((devices / "reader-tty").exists() and (devices / "printer-tty").exists()):
         if peri.poll() is not None or time.monotonic() > deadline:
@@ -155,13 +177,25 @@ def main(argv: list[str] | None = None) -> int:
             sim.terminate()
             return 1
         time.sleep(0.05)
+    reader = str(devices / "reader-tty")
+    board = args.board
+    if args.reader_driver == "pcsc":
+        try:
+            pcsc_children, reader = start_pcsc(args.var)
+        except RuntimeError as exc:
+            print(f"make run READER=pcsc: {exc}", file=sys.stderr)
+            for proc in (peri, sim):
+                proc.terminate()
+            return 1
+        peri_children.extend(pcsc_children)
+        board = "sim-pcsc" if board == "sim" else board
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
     command = [py, "-m", "board.sim.firmware", "--data", str(args.var / "terminal"),
-               "--board", args.board, "--ecr-port", str(ecr_port), "--port", str(host_port),
+               "--board", board, "--ecr-port", str(ecr_port), "--port", str(host_port),
                "--ready-file", str(ready),
-               "--reader", str(devices / "reader-tty"),
+               "--reader", reader,
                "--printer", str(devices / "printer-tty")]
     if console:
         # The console takes this terminal (keys in, the LCD box out). Ctrl-C reaches every
@@ -171,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal handles Ctrl-C itself
         code = term.wait()
-        for proc in (peri, sim):
+        for proc in (*peri_children, peri, sim):
             proc.terminate()
             try:
                 proc.wait(5)
@@ -184,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.05)
     if not ready.exists():
         print("the terminal did not start; see var/terminal.stderr.log", file=sys.stderr)
-        for proc in (sim, term, peri):
+        for proc in (sim, term, peri, *peri_children):
             proc.terminate()
         return 1
     stop = {"now": False}
@@ -200,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop["now"] and term.poll() is None and sim.poll() is None and peri.poll() is None:
             time.sleep(0.2)
     finally:
-        for proc in (term, peri, sim):
+        for proc in (term, *peri_children, peri, sim):
             if proc.poll() is None:
                 proc.terminate()
                 try:

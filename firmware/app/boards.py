@@ -24,7 +24,9 @@ class BoardProfile:
     printer_columns: int = 32
     printer_path: str | None = None  # serial device of the ESC/POS printer; None = no printer
     reader_driver: str = "serial"  # "serial" (framed reader link) | "hid" (keyboard-wedge magstripe)
-    reader_path: str | None = None  # its device (tty or /dev/input/event*); None = no reader
+    # | "pcsc" (a PC/SC chip reader through pcscd)
+    reader_path: str | None = None  # its device (tty or /dev/input/event*; pcsc: the reader's
+    # name or a part of it); None = no reader
     keypad: str = "terminal"  # "terminal" (development) | "evdev"
     keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
     keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
@@ -45,6 +47,14 @@ PROFILES: dict[str, BoardProfile] = {
         description="development machine: emulated card source, ECR on loopback TCP",
         card_source="sim",
         ecr_accepts_card_data=True,
+    ),
+    "sim-pcsc": BoardProfile(
+        name="sim-pcsc",
+        description="development machine with the chip in a PC/SC reader (vpcd: make run READER=pcsc)",
+        card_source="sim",
+        ecr_accepts_card_data=True,
+        reader_driver="pcsc",
+        reader_path="POS Virtual PCD",  # board/sim/vpcd.py's reader in a private pcscd
     ),
     "qemu": BoardProfile(
         name="qemu",

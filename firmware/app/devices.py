@@ -37,6 +37,10 @@ def make_reader(board: BoardProfile, paths: DevicePaths) -> CardReader | None:
     path = paths.reader_path if paths.reader_path is not None else board.reader_path
     if not path:
         return None
+    if board.reader_driver == "pcsc":  # path: the PC/SC reader's name, or a part of it
+        from drivers.reader.pcsc import PcscReader
+
+        return PcscReader(path)
     if board.reader_driver == "hid":
         from drivers.reader.hid_wedge import HidWedgeReader
 
