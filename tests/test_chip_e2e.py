@@ -234,3 +234,39 @@ def test_cancel_at_each_chip_step(data_dir, sim, reader, step):
         assert gen_acs(reader) == 2  # the second one asked the card for an AAC
         assert summary(r.record.chip_tags) is not None
     assert not reader.chip_powered
+
+
+def test_an_unbalanced_settlement_uploads_a_chip_record_alone_with_its_55(data_dir, sim, reader):
+    """Batch upload: stripe records go 8 to a 0320 (field 48); a chip record goes alone, with its
+    55 (60.3 = 203), and the host books the ATC of its TC."""
+    from helpers import PASSWORD, swipe
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        sim.add_rule("96", mti="0400")  # the lost sale's reversal is refused: it stays owed
+        sim.add_fault("close", mti="0200")
+        lost = await t.financial(TxnRequest(TxnKind.SALE, 7700),
+                                 OperatorInput(card=swipe("cup_credit")))  # domestic: that side
+        assert lost.status == "reversal_pending", lost
+        t.journal.resolve_manually(lost.record.id, "supervisor", "bank confirmed by phone")
+        sim.clear_rules()
+        sim.clear_faults()
+        stripe = await t.financial(TxnRequest(TxnKind.SALE, 1200),
+                                   OperatorInput(card=swipe("cup_credit")))
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 2345),
+                                               OperatorInput(pin="123456")))
+        await until(lambda: reader.armed, what="armed")
+        reader.insert_chip("cup-debit")
+        chip = await task
+        reader.remove_chip()
+        settled = await t.settle(PASSWORD)
+        await t.close()
+        return stripe, chip, settled
+
+    stripe, chip, settled = run(go())
+    assert (stripe.status, chip.status) == ("approved", "approved")
+    assert (settled.status, settled.message_key) == ("settled", "settled_unbalanced"), settled
+    uploads = [row for row in chip_log(sim) if row["mti"] == "0320"]
+    assert len(uploads) == 1 and uploads[0]["atc"] == chip_log(sim)[0]["atc"], chip_log(sim)
+    booked = {u["trace"] for u in sim.ledger.uploads(TID, int(chip.record.batch))}
+    assert int(stripe.record.stan) in booked

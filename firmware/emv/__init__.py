@@ -16,10 +16,11 @@ Our choices and limits (the EMV books leave them to the terminal, or we do less)
   "offline PIN not supported on this terminal" and the next rule applies per its bit.
 - ODA: SDA and DDA; CDA is not done (never asked at GENERATE AC). Certificate recovery is raw
   RSA (pow on integers: EMV's signature with message recovery is no padding a library offers).
-- 9F33 defaults to E0 E1 C8 and 9F35 to 22, the values CUP terminals send; decoded strictly,
-  E1 also claims plaintext offline PIN and C8 claims CDA, and 22 is "offline with online
-  capability". The kernel's behaviour follows KernelConfig's explicit flags (online_pin,
-  signature, no_cvm, sda, dda, online_only), not those bits.
+- 9F33 is E0 68 C0: what this terminal does, bit for bit (manual key entry, magstripe, IC;
+  online enciphered PIN, signature, no CVM; SDA, DDA), not the E0 E1 C8 many CUP terminals
+  send, which would claim offline PIN and CDA to the card's CVM list. 9F35 is 22 (attended,
+  offline with online capability: the CUP POS value; the kernel is online-only by its
+  KernelConfig.online_only flag, which is what decides).
 - Hand-written beside pyemv: a one-level TLV walker that keeps repeated tags (pyemv decodes
   into a dict), a constructed-tag header for encoding, and DOL parse/build (pyemv has none).
 - Card removed before any cryptogram: "cancelled" (not a card error: it does not count

@@ -40,7 +40,9 @@ class KernelConfig:
 
     country: str = "0156"                # 9F1A
     currency: str = "0156"               # 5F2A
-    capabilities: bytes = bytes.fromhex("E0E1C8")   # 9F33 as CUP terminals send it (see __init__)
+    # 9F33 says what this terminal does (see __init__): manual key entry, magstripe, IC; online
+    # enciphered PIN, signature, no CVM; SDA, DDA.
+    capabilities: bytes = bytes.fromhex("E068C0")
     terminal_type: int = 0x22            # 9F35
     additional_capabilities: bytes = bytes.fromhex("6000F0A001")  # 9F40
     ifd_serial: str = "00000000"         # 9F1E, 8 characters

@@ -18,17 +18,21 @@ can close a batch only in plain sight of the merchant's and the acquirer's books
 
 from __future__ import annotations
 
+import itertools
 from enum import StrEnum
 
 from firmware.engine import events as ev
 from firmware.engine.model import SettlementRow, TxnResult
 from firmware.host.errors import RemoteProtocolError
 from firmware.host.messages import (
+    WIRE,
+    ChipUploadItem,
     SideTotals,
     Terminal,
     UploadItem,
     batch_upload_end,
     batch_upload_request,
+    chip_upload_request,
     parse_settlement_field48,
     settlement_field48,
     settlement_request,
@@ -131,14 +135,25 @@ class SettlementFlow:
             return [ev.AllocateStan()]
         if step is SStep.STAN_FOR_UPLOAD:
             assert isinstance(event, ev.StanAllocated)
-            items = [
-                UploadItem(foreign=rec.foreign, trace=rec.stan, pan=pan, amount=rec.amount)
-                for rec, pan in self._items
-            ]
-            self.pending_items = tuple(rec.id for rec, _ in self._items)
+            first, first_pan = self._items[0]
+            if first.entry_mode == "chip" and first.icc_data:
+                # A chip record goes alone, with its 55 (docs/dialect.md, "Chip"); the rest of
+                # the loaded items are loaded again after it is marked.
+                self.pending_items = (first.id,)
+                msg = chip_upload_request(event.stan, self.term, self.batch, ChipUploadItem(
+                    trace=first.stan, pan=first_pan, amount=first.amount,
+                    pos_entry=first.pos_entry, icc_data=first.icc_data, card_seq=first.card_seq,
+                    currency=first.currency, proc=WIRE[first.kind].proc))
+            else:
+                stripe = list(itertools.takewhile(
+                    lambda item: not (item[0].entry_mode == "chip" and item[0].icc_data),
+                    self._items))
+                items = [UploadItem(foreign=rec.foreign, trace=rec.stan, pan=pan, amount=rec.amount)
+                         for rec, pan in stripe]
+                self.pending_items = tuple(rec.id for rec, _ in stripe)
+                msg = batch_upload_request(event.stan, self.term, self.batch, items)
             self._items = ()
             self.step = SStep.AWAIT_UPLOAD_REPLY
-            msg = batch_upload_request(event.stan, self.term, self.batch, items)
             return [ev.SendRequest(msg, mac=False, timeout=self.timeout)]
         if step is SStep.AWAIT_UPLOAD_REPLY:
             failed = self._unless_approved(event, "batch upload")
