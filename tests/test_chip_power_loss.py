@@ -29,7 +29,7 @@ CARD = "cup-debit"
 # The flow's actions of a chip sale with the online PIN (proven by the first test).
 ACTIONS = ("AskCard", "AskPin", "WritePending", "SendRequest/0200", "CompleteChip",
            "WriteOutcome", "Finish")
-APDUS = 12  # what cup-debit's sale takes, selection to the second GENERATE AC (the first test)
+APDUS = 13  # what cup-debit's sale takes, selection to the second GENERATE AC (the first test)
 
 
 # One card object per test: its ATC goes on from sale to sale, as a real card's does (a fresh

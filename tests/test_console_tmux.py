@@ -28,6 +28,29 @@ def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
         screen = pane.wait_for("RMB 12.34", "Thank you")  # the receipt, in the printer panel
         slips = sorted((var / "devices" / "slips").glob("*.txt"))
         assert slips and "12.34" in slips[0].read_text()
+        # The chip sale of README's first minute: `i` inserts cup-debit, its PIN on the keypad,
+        # "Please remove card" until `r` takes it out, then the result; the slip's chip lines.
+        pane.keys("Enter")
+        pane.wait_for("MENU  F1 Sale")
+        pane.keys("2", "3", "4", "5")
+        pane.wait_for("23.45")
+        pane.keys("Enter")
+        pane.wait_for("ENTER confirm")
+        pane.keys("Enter")
+        pane.wait_for("swipe card")
+        pane.keys("i")
+        pane.wait_for("Enter PIN")
+        pane.keys("1", "2", "3", "4", "5", "6", "Enter")
+        pane.wait_for("Please remove")
+        pane.keys("r")
+        chip_screen = pane.wait_for("Approved", "CNY 23.45")
+        deadline = time.monotonic() + 20
+        while len(slips := sorted((var / "devices" / "slips").glob("*.txt"))) < 4:
+            assert time.monotonic() < deadline, "the chip sale's slips never printed"
+            time.sleep(0.1)
+        chip_slip = " ".join(slips[-1].read_text().split())
+        assert "AID: A000000333010101" in chip_slip and "TC:" in chip_slip, chip_slip
+        assert "APP LABEL: UnionPay Debit" in chip_slip and "TVR:" in chip_slip
         pane.keys("C-c")
         deadline = time.monotonic() + 20
         # The names `make run` starts them by: a name that matches no process would pass at once.
@@ -38,7 +61,7 @@ def test_a_complete_sale_in_the_make_run_console(tmp_path: Path) -> None:
                 time.sleep(0.1)
     finally:
         pane.close()
-    assert "Approved" in screen
+    assert "Approved" in screen and "Approved" in chip_screen
 
 
 def test_a_swipe_typed_with_the_enter_that_starts_the_card_wait_pays(tmp_path: Path) -> None:

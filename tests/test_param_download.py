@@ -147,7 +147,7 @@ def test_diagnostics_say_a_journal_never_loaded_has_no_ca_key_and_the_builtin_ai
     j = Journal.open(tmp_path / "journal.db", CardVault.from_key_file(key))
     try:
         lines = check_journal(j, "zh_CN", time.time()).lines
-        assert "CA公钥: 0个, 版本 无 (未下载)" in lines and "IC卡AID: 2个, 版本 内置" in lines
+        assert "认证中心公钥: 0个, 版本 无 (未下载)" in lines and "IC卡应用: 2个, 版本 内置" in lines
     finally:
         j.close()
 

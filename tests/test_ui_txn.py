@@ -121,7 +121,7 @@ def test_sale_from_menu_to_approved() -> None:
     assert term.keys("MENU 1 1 2 3 4 ENTER ENTER") == [core.StartOp("sale", amount=1234)]
     assert isinstance(term.screen, WorkingScreen) and "Sale" in term.text()
     term.feed(core.OpStep("card"))
-    assert "Swipe card" in term.text() and "CNY 12.34" in term.text()
+    assert "swipe card" in term.text() and "CNY 12.34" in term.text()
     term.feed(core.OpStep("connecting"))
     term.advance(3.2)
     term.feed(core.Tick())
@@ -204,14 +204,33 @@ def test_card_sale_cancel_drops_the_card() -> None:
     assert isinstance(term.screen, IdleScreen)
 
 
-def test_chip_at_idle_starts_a_sale_that_asks_for_a_swipe() -> None:
+def test_chip_at_idle_starts_a_sale_whose_card_step_reads_it() -> None:
     term = Term()
     term.feed(core.ChipSeen(True))
     assert isinstance(term.screen, AmountEntry)
     assert term.keys("1 ENTER ENTER") == [core.StartOp("sale", amount=1)]
     term.feed(core.OpStep("card"))
     term.feed(core.ChipSeen(True))
-    assert "please swipe" in term.text().replace("\n", " ")
+    assert "Card inserted" in term.text()
+    term.feed(core.OpStep("chip_reading"))
+    assert "do not remove" in term.text().replace("\n", " ")
+    term.feed(core.OpStep("remove_card", cancellable=False))
+    assert "Please remove card" in term.text().replace("\n", " ")
+
+
+def test_the_cardholder_chooses_the_chip_application_or_cancels() -> None:
+    term = Term()
+    term.keys("1 ENTER ENTER")
+    term.feed(core.OpStep("card"))
+    term.feed(core.AppChoiceWanted(("UnionPay Debit", "UnionPay Credit")))
+    assert "Choose app" in term.text()
+    assert "1>UnionPay Debit" in term.text() and "2 UnionPay Cred" in term.text()
+    assert term.keys("DOWN ENTER") == [core.SubmitChoice(1)]  # back to the working screen
+    term.feed(core.AppChoiceWanted(("UnionPay Debit", "UnionPay Credit")))
+    assert term.keys("2") == [core.SubmitChoice(1)]
+    term.feed(core.AppChoiceWanted(("UnionPay Debit", "UnionPay Credit")))
+    assert term.keys("9") == []  # no such line: nothing chosen
+    assert term.keys("CANCEL") == [core.CancelOp()]
 
 
 def test_card_refused_at_idle_is_shown_in_words() -> None:

@@ -69,7 +69,7 @@ def type_a_sale(pane: Pane) -> str:
     pane.keys("Enter")
     pane.wait_for("ENTER confirm")
     pane.keys("Enter")
-    pane.wait_for("Swipe card")
+    pane.wait_for("swipe card")
     pane.keys("s")
     # 4 x 16: the auth code is one DOWN away; the last row is the result's ENTER hint
     return pane.wait_for("Approved", "CNY 12.34", "ENTER: continue")

@@ -32,8 +32,8 @@ CATALOG: Catalog = {
                         "请重启终端; 如再发生请联系维护"),
     "damaged": ("Journal file damaged", "流水文件已损坏"),
     # the chip parameter tables (firmware/journal/emvparams.py): what the kernel works with
-    "line_chip_capk": ("CA keys: {count}, version {version}", "CA公钥: {count}个, 版本 {version}"),
-    "line_chip_aid": ("Chip AIDs: {count}, version {version}", "IC卡AID: {count}个, 版本 {version}"),
+    "line_chip_capk": ("CA keys: {count}, version {version}", "认证中心公钥: {count}个, 版本 {version}"),
+    "line_chip_aid": ("Chip AIDs: {count}, version {version}", "IC卡应用: {count}个, 版本 {version}"),
     "chip_never": ("none (never downloaded)", "无 (未下载)"),
     "chip_builtin": ("built-in", "内置"),
     "damaged_next": ("Stop trading and call support", "请停止交易并联系维护"),

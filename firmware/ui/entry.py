@@ -327,7 +327,9 @@ class AppChoice(core.Screen):
         return _stay(self)
 
     def render(self, ctx: core.UiContext) -> Frame:
-        rows = [f"{'>' if i == self.cursor else ' '}{i + 1} {label}"[:ctx.cols]
+        # "1>UnionPay Debit": the number to press, the marker ENTER picks, the label (cut to the
+        # LCD's width: a label is at most 16 characters, EMV Book 1 4.3)
+        rows = [f"{i + 1}{'>' if i == self.cursor else ' '}{label}"[:ctx.cols]
                 for i, label in enumerate(self.labels)]
         room = max(1, ctx.rows - 1)
         first = min(max(0, self.cursor - room + 1), max(0, len(rows) - room))
