@@ -270,3 +270,44 @@ def test_an_unbalanced_settlement_uploads_a_chip_record_alone_with_its_55(data_d
     assert len(uploads) == 1 and uploads[0]["atc"] == chip_log(sim)[0]["atc"], chip_log(sim)
     booked = {u["trace"] for u in sim.ledger.uploads(TID, int(chip.record.batch))}
     assert int(stripe.record.stan) in booked
+
+
+def test_a_card_left_in_the_slot_must_come_out_before_the_next_sale_reads_a_chip(
+        data_dir, sim, reader):
+    """A till's sale is answered at once; the card stays in. The next sale says "Please remove
+    card" and reads nothing until the card came out and went in again (the same card: its ATC
+    goes on)."""
+    from board.sim.chipcards import make_card
+
+    card = make_card("cup-credit")
+    steps: list[str] = []
+
+    class Steps:
+        def op_started(self, *a) -> None: ...
+        def op_step(self, step, *a, **k) -> None:
+            steps.append(step)
+        def op_finished(self, *a) -> None: ...
+        def changed(self) -> None: ...
+        def card_refused(self, key) -> None: ...
+        async def release_reader(self) -> None: ...
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        t.observer = Steps()  # type: ignore[assignment]
+        reader.insert_chip(card)
+        first = await t.financial(TxnRequest(TxnKind.SALE, 1111), OperatorInput())
+        assert reader.chip_present  # a till's answer does not wait for the card
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 2222), OperatorInput()))
+        await until(lambda: "remove_card" in steps, what="Please remove card")
+        apdus_before = len(reader.apdus_seen)
+        reader.remove_chip()
+        await until(lambda: reader.armed, what="armed for the next card")
+        assert len(reader.apdus_seen) == apdus_before  # nothing was sent to the card left in
+        reader.insert_chip(card)
+        second = await task
+        await t.close()
+        return first, second
+
+    first, second = run(go())
+    assert first.status == "approved" and second.status == "approved", (first, second)
+    assert [row.amount for row in sim.ledger.approved(TID)] == [1111, 2222]

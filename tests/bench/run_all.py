@@ -39,6 +39,9 @@ def main() -> int:
         print(f"bench_core failed: {exc!r}", flush=True)
         failures.append("bench_core")
     sys.stdout.flush()
+    banner("bench_chip: a chip sale, the terminal's own time and end to end over PC/SC")
+    if run_script(HERE / "bench_chip.py") != 0:
+        failures.append("bench_chip")
     banner("bench_posio: the C extension against its pure-Python twin")
     if run_script(HERE / "bench_posio.py") != 0:
         failures.append("bench_posio")

@@ -309,12 +309,11 @@ class FlowRunner(CoreParts):
         tx = self._tx()
         chip_failures = 0
         fallback_after = int(tx.get("chip_fallback_after", 3))
+        event: object = None
         if await self._chip_left_in():
             await self._wait_removed(60.0)
         elif await self.reader.chip_present():
-            event: object = ChipInserted()  # inserted before the amount was keyed: read it now
-        else:
-            event = None
+            event = ChipInserted()  # inserted before the amount was keyed: read it now
         while True:
             if event is None:
                 event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
