@@ -311,3 +311,106 @@ def test_a_card_left_in_the_slot_must_come_out_before_the_next_sale_reads_a_chip
     first, second = run(go())
     assert first.status == "approved" and second.status == "approved", (first, second)
     assert [row.amount for row in sim.ledger.approved(TID)] == [1111, 2222]
+
+
+TVR_SDA_FAILED, TVR_DDA_FAILED = 0x40, 0x08  # TVR byte 1 (EMV Book 3, C5)
+
+
+@pytest.mark.parametrize("card,bit", [("bad-cert", TVR_DDA_FAILED), ("bad-sda", TVR_SDA_FAILED),
+                                      ("cup-credit", 0)])
+def test_offline_data_authentication_failure_is_told_to_the_host_in_the_tvr(
+        data_dir, sim, reader, card, bit):
+    """With the CA key the host loaded at sign-on, a bad certificate (DDA) or a broken signed
+    hash (SDA) sets its TVR bit; the terminal's action codes send it online all the same, and the
+    host sees the bit in 95 (it decides: the simulator approves). A good card sets none."""
+    r = sale(data_dir, reader, card, pin=None)
+    assert r.status == "approved", r
+    tvr = bytes.fromhex(summary(r.record.chip_tags).tvr)
+    assert tvr[0] & (TVR_SDA_FAILED | TVR_DDA_FAILED) == bit, tvr.hex()
+    assert not tvr[0] & 0x80  # ODA was performed: the CA key is there
+    host_tvr = bytes.fromhex(next(row["tvr"] for row in chip_log(sim) if row["mti"] == "0200"))
+    assert host_tvr[0] & (TVR_SDA_FAILED | TVR_DDA_FAILED) == bit
+
+
+def test_the_card_pulled_while_online_is_a_decline_by_the_card_and_reversed(
+        data_dir, sim, reader):
+    sim.add_fault("delay", mti="0200", seconds=0.6)
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+
+        def hook(action):
+            if type(action).__name__ == "SendRequest" and action.message.mti == "0200":
+                asyncio.get_running_loop().call_later(0.2, reader.remove_chip)
+        t.fault_hook = hook
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 3300), OperatorInput()))
+        await until(lambda: reader.armed, what="armed")
+        reader.insert_chip("cup-credit")
+        r = await task
+        await t.close()
+        return r
+
+    r = run(go())
+    assert (r.status, r.message_key) == ("declined", "declined_by_card_reversed"), r
+    assert r.record.state is TxnState.REVERSED and sim.ledger.approved(TID) == []
+
+
+def test_an_expired_card_is_not_accepted_and_nothing_is_sent(data_dir, sim, reader):
+    r = sale(data_dir, reader, "expired")
+    assert (r.status, r.message_key, r.record) == ("declined", "chip_not_accepted", None), r
+    assert sim.ledger.rows(TID) == []
+
+
+def test_two_applications_the_first_by_priority_without_a_panel(data_dir, sim, reader):
+    r = sale(data_dir, reader, "two-apps")
+    assert r.status == "approved" and summary(r.record.chip_tags).aid == "A000000333010101"
+
+
+def test_no_pse_selects_from_the_terminals_aid_list(data_dir, sim, reader):
+    r = sale(data_dir, reader, "no-pse")
+    assert r.status == "approved" and summary(r.record.chip_tags).aid == "A000000333010101"
+
+
+def test_nothing_sensitive_from_the_chip_reaches_the_disk(data_dir, sim, reader):
+    """After chip sales (approved, declined by the card and reversed), no file of the terminal
+    holds the PAN (as text, or as 5A's BCD), the track 2 equivalent data (57, as bytes or as
+    text) or the cardholder name (5F20): looked for while the terminal still runs (the journal's
+    WAL holds every page written) and again after it closed."""
+    from board.sim.chipcards import PROFILES
+
+    needles: dict[str, bytes] = {}
+    for name in ("cup-debit", "declines-2nd"):
+        profile = PROFILES[name]
+        t2 = profile.track2.replace("=", "D")
+        t2_bcd = bytes.fromhex(t2 + "F" * (len(t2) % 2))
+        needles |= {
+            f"{name} PAN": profile.pan.encode(),
+            f"{name} PAN BCD": bytes.fromhex(profile.pan + "F" * (len(profile.pan) % 2)),
+            f"{name} 57": t2_bcd, f"{name} 57 hex": t2_bcd.hex().encode(),
+            f"{name} 57 HEX": t2_bcd.hex().upper().encode(),
+            f"{name} 57 as text": profile.track2.encode(),
+            f"{name} holder": profile.holder.encode(),
+            f"{name} holder hex": profile.holder.encode().hex().upper().encode(),
+        }
+
+    def found() -> list[tuple[str, str]]:
+        return [(what, path.name) for path in data_dir.rglob("*") if path.is_file()
+                for what, needle in needles.items() if needle in path.read_bytes()]
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        outcomes = []
+        for name in ("cup-debit", "declines-2nd"):
+            task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 2000),
+                                                   OperatorInput(pin="123456")))
+            await until(lambda: reader.armed, what="armed")
+            reader.insert_chip(name)
+            outcomes.append((await task).message_key)
+            reader.remove_chip()
+        running = found()
+        await t.close()
+        return outcomes, running
+
+    outcomes, running = run(go())
+    assert outcomes == ["00", "declined_by_card_reversed"]
+    assert running == [] and found() == []
