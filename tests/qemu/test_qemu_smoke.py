@@ -1,7 +1,8 @@
 """The qemu board smoke (part of `make test`): the firmware on a real kernel, end to end.
 
 Boot to the idle screen; sign-on reached the simulator through QEMU's user-mode network; one sale
-typed on the keypad through QMP with the card swiped at the emulated reader on /dev/ttyS1; the
+typed on the keypad through QMP with the card swiped at the emulated reader on /dev/ttyS1, and one
+with a chip card in that reader's slot and its PIN typed (the chip's APDUs over the same line); the
 receipt read off the emulated printer on /dev/ttyS2; a power cut (SIGKILL of qemu) while a sale
 driven over the ECR line on /dev/ttyS3 is at the host; the reboot sends the reversal; the journal,
 read off the ext4 data disk, and the simulator's ledger agree.
@@ -57,6 +58,29 @@ def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, im
         rig.press("ENTER")
         rig.wait_idle(15, since=drawn)
 
+        # One chip sale on the keypad: cup-debit into the reader's slot, its PIN typed, "Please
+        # remove card", approved with the card's TC; the host verified its ARQC.
+        rig.press("2345")
+        rig.lcd.wait(lambda f: "23.45" in "\n".join(f.rows), 10)
+        rig.press("ENTER")
+        rig.lcd.wait(lambda f: "ENTER confirm" in "\n".join(f.rows), 10)
+        rig.press("ENTER")
+        assert reader.wait_armed(15), "the chip sale never armed the card reader"
+        reader.insert_chip("cup-debit")
+        rig.lcd.wait(lambda f: "Enter PIN" in "\n".join(f.rows), 30)
+        rig.press("123456")
+        rig.press("ENTER")
+        rig.lcd.wait(lambda f: "Please remove" in "\n".join(f.rows), 30)
+        reader.remove_chip()
+        rig.lcd.wait(lambda f: "Approved" in "\n".join(f.rows), 30)
+        assert printer.wait_for(lambda p: len(p.slips) >= 4, timeout=30), "no chip receipts"
+        assert "A000000333010101" in printer.slips[2].text and "TC" in printer.slips[2].text
+        chip_log = rig.sim.call(rig.sim._sim.control, {"cmd": "chip_log", "tid": TID})["chip_log"]
+        assert [(row["mti"], row["result"]) for row in chip_log] == [("0200", "ok")], chip_log
+        drawn = len(rig.lcd.frames)
+        rig.press("ENTER")
+        rig.wait_idle(15, since=drawn)
+
         # A sale over the ECR line, approved at the host, whose answer is held back: power cut.
         rig.sim.add_fault("delay", mti="0200", seconds=30.0, count=1)
         assert rig.ecr is not None
@@ -80,7 +104,7 @@ def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, im
             time.sleep(0.5)
         recovered_s = time.monotonic() - recover_started
         assert ledger.reversal_seen(TID, 1, cut_stan), "no reversal of the cut sale reached the host"
-        assert [(r.kind, r.amount) for r in ledger.approved(TID)] == [("sale", 1234)]
+        assert [(r.kind, r.amount) for r in ledger.approved(TID)] == [("sale", 1234), ("sale", 2345)]
 
         # The journal as the device's disk holds it: cut the power once more, let the kernel replay
         # the ext4 journal (a boot that only mounts the disk), then read it without mounting.
