@@ -310,7 +310,7 @@ def test_a_pan_that_reached_the_layout_unmasked_is_masked_anyway() -> None:
 def test_a_card_number_field_is_masked_even_when_it_fails_luhn() -> None:
     bad_pan = "6222021234567891"  # not Luhn-valid, but it is in the card number field
     doc = receipt(record(pan_masked=bad_pan), CopyKind.MERCHANT, MERCHANT, lang="en", columns=48)
-    assert bad_pan not in all_text(doc) and "622202******7891 /C" in all_text(doc)
+    assert bad_pan not in all_text(doc) and "622202******7891 /I" in all_text(doc)
 
 
 def test_long_numbers_that_are_not_card_numbers_are_left_alone() -> None:
@@ -518,7 +518,8 @@ def test_catalog_is_complete_and_refuses_unknown_keys() -> None:
 
 
 def test_entry_mode_letters() -> None:
-    for mode, letter in (("swipe", "S"), ("chip", "C"), ("fallback", "F"), ("keyed", "M")):
+    for mode, letter in (("swipe", "S"), ("chip", "I"), ("fallback", "F"), ("keyed", "M"),
+                         ("contactless", "C")):
         doc = receipt(record(entry_mode=mode), CopyKind.MERCHANT, MERCHANT, lang="en", columns=48)
         assert f"{mask_pan(FULL_PAN)} /{letter}" in all_text(doc)
 
@@ -535,7 +536,7 @@ MERCHANT NO.:    123456789012345
 TERMINAL NO.:           12345678
 OPERATOR NO.:                 01
 --------------------------------
-CARD NO.: 622202*********0128 /C
+CARD NO.: 622202*********0128 /I
 CARD ORG.:                   CUP
 TRANS TYPE:                 SALE
 BATCH NO.:                000001
@@ -573,7 +574,7 @@ GOLDEN_ZH = """\
 操作员号(OPERATOR NO.):       01
 --------------------------------
 卡号(CARD NO.):
-          622202*********0128 /C
+          622202*********0128 /I
 卡组织(CARD ORG.):      银联 CUP
 交易类型(TRANS TYPE):  消费 SALE
 批次号(BATCH NO.):        000001

@@ -692,3 +692,13 @@ def test_a_settlement_that_did_not_settle_is_a_result_too() -> None:
     term.advance(5)
     term.feed(core.Tick())
     assert isinstance(term.screen, IdleScreen)
+
+
+def test_a_chip_card_swiped_at_idle_starts_a_sale_that_says_to_insert_it() -> None:
+    """Not a message screen (it would stop the card watch, and the insertion it asks for would
+    go unseen): the sale's amount entry, saying to insert the card."""
+    term = Term()
+    term.feed(core.CardRefused("insert_chip"))
+    assert isinstance(term.screen, AmountEntry)
+    assert "Insert the card" in term.text()
+    assert term.keys("1 ENTER ENTER") == [core.StartOp("sale", amount=1)]

@@ -9,6 +9,7 @@ the hot keys, which go to the emulated peripherals' control port like the CLI's 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -83,6 +84,7 @@ class DevConsole:
         self.board = board
         self.control_port = control_port
         self.card_index = 0
+        self._device_worker = concurrent.futures.ThreadPoolExecutor(1, "console-devices")
         self.cover_open = False
         self.message = ""
         self.paper: deque[str] = deque(maxlen=PAPER_LINES)
@@ -113,6 +115,7 @@ class DevConsole:
     def close(self) -> None:
         if self._swiping is not None:
             self._swiping.cancel()
+        self._device_worker.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None and self._feed_fd is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._feed_fd)
@@ -196,7 +199,9 @@ class DevConsole:
             if self._swiping is None or self._swiping.done():
                 self._swiping = self._loop.create_task(self._swipe_when_asked(card), name="console-swipe")
             return
-        self._loop.run_in_executor(None, self._control_and_say, device, cmd, args, words)
+        # One worker, in key order: `i` then `r` typed together must insert before they remove.
+        self._loop.run_in_executor(self._device_worker, self._control_and_say, device, cmd, args,
+                                   words)
 
     def _control(self, device: str, cmd: str, args: dict[str, object]) -> str | None:
         """One control request to the emulated devices: None when done, else what went wrong."""

@@ -133,7 +133,8 @@ def client(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m board.sim.peripherals",
                                      description="Drive the sim board's reader and printer.")
     parser.add_argument("command", choices=sorted(CLIENT_COMMANDS))
-    parser.add_argument("card", nargs="?", help="test card name for swipe (see board/sim/cards.py)")
+    parser.add_argument("card", nargs="?", help="test card name: for swipe (board/sim/cards.py), or "
+                        "for insert-chip (board/sim/chipcards.py; default cup-debit)")
     parser.add_argument("--after", type=int, default=0, help="paper-out: lines still printed")
     parser.add_argument("--bps", type=float, help="slow: bytes per second (omit for full speed)")
     parser.add_argument("--port", type=int, default=CONTROL_PORT)
@@ -143,6 +144,8 @@ def client(argv: list[str]) -> int:
     if args.command == "swipe":
         if not args.card:
             parser.error("swipe needs a card name, e.g. cup_debit")
+        kw["card"] = args.card
+    elif args.command == "insert-chip" and args.card:
         kw["card"] = args.card
     elif args.command == "paper-out":
         kw["lines"] = args.after

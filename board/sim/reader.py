@@ -77,11 +77,12 @@ class AtrOnlyCard:
         return b"\x6d\x00"
 
 
-def make_chip_card(name: str) -> ChipCardApp:
-    """A test chip card by name from board.sim.chipcards, personalised afresh."""
+def make_chip_card(name: str, state_path: Path | None = None) -> ChipCardApp:
+    """A test chip card by name from board.sim.chipcards (its counters in state_path, if given:
+    a card already seen there goes on from where it was)."""
     if name not in chipcards.CARD_NAMES:
         raise ReaderControlError(f"no chip card named {name!r}; known: {', '.join(chipcards.CARD_NAMES)}")
-    card: ChipCardApp = chipcards.make_card(name)
+    card: ChipCardApp = chipcards.make_card(name, state_path=state_path)
     return card
 
 
@@ -132,6 +133,7 @@ class EmulatedReader:
         self.device_path = self.link_dir / link_name
         self.version = version
         self.card_time_s = card_time_s
+        self._wallet: dict[str, ChipCardApp] = {}  # the chip cards by name (_wallet_card)
         # Re-entrant: wait_until() predicates read the public properties, which lock too.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -347,7 +349,7 @@ class EmulatedReader:
         if card is None:
             card = DEFAULT_CHIP_CARD
         if isinstance(card, str):
-            app = make_chip_card(card)
+            app = self._wallet_card(card)
         elif isinstance(card, bytes | bytearray):
             app = AtrOnlyCard(bytes(card))
         else:
@@ -356,6 +358,17 @@ class EmulatedReader:
         if len(atr) > lp.ATR_MAX:
             raise ReaderControlError(f"an ATR is at most {lp.ATR_MAX} bytes, got {len(atr)}")
         return self._call(lambda: self._insert(app, atr))
+
+    def _wallet_card(self, name: str) -> ChipCardApp:
+        """The one card of that name this reader has seen: a card's counters (its ATC above
+        all) go on from insertion to insertion, and from run to run through a counters-only
+        state file beside the reader's link (a fresh card at ATC 0 would replay cryptograms
+        the host has already authorised, and be declined)."""
+        card = self._wallet.get(name)
+        if card is None:
+            card = make_chip_card(name, state_path=self.link_dir / f"chip-{name}.json")
+            self._wallet[name] = card
+        return card
 
     def remove_chip(self) -> bool:
         """The card out of the chip slot. True if `R` went out."""

@@ -402,8 +402,10 @@ class _Slip:
 
     def label(self, key: str) -> str:
         """A field label: "商户编号(MERCHANT NO.):" in Chinese layouts, "MERCHANT NO.:" in English."""
-        en = texts.label(key, "en")
-        return f"{texts.label(key, 'zh_CN')}({en}):" if self.zh else f"{en}:"
+        en, zh = texts.label(key, "en"), texts.label(key, "zh_CN")
+        if not self.zh or zh == en:  # AID, TC, TVR: the same in both languages, printed once
+            return f"{en}:"
+        return f"{zh}({en}):"
 
     def words(self, key: str) -> str:
         """A value or mark: "消费 SALE" in Chinese layouts, "SALE" in English."""

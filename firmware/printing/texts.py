@@ -92,12 +92,13 @@ CATALOG: Final[dict[str, tuple[str, str]]] = {
     "org_AMX": ("AMEX", "美国运通"),
     "org_AEX": ("AMEX", "美国运通"),
     "org_DCC": ("DINERS", "大来"),
-    # entry modes, printed after the card number (keys are "entry_" + CardRead.entry_mode)
+    # entry modes, printed after the card number (keys are "entry_" + CardRead.entry_mode), as
+    # CUP slips mark them: S swiped, I inserted (chip), C contactless, F fallback, M keyed
     "entry_swipe": ("S", "S"),
-    "entry_chip": ("C", "C"),
+    "entry_chip": ("I", "I"),
     "entry_fallback": ("F", "F"),
     "entry_keyed": ("M", "M"),
-    "entry_contactless": ("Q", "Q"),
+    "entry_contactless": ("C", "C"),
     # the printer test page
     "firmware_version": ("FIRMWARE", "固件版本"),
     "paper_width": ("PAPER WIDTH", "纸宽"),

@@ -6,12 +6,12 @@ It redraws once a minute (HH:MM) and holds nothing typed, so the idle timeout ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from firmware.ports import Frame, Key
 from firmware.ui import core
-from firmware.ui.entry import DIGITS
+from firmware.ui.entry import DIGITS, NOTE_S, AmountEntry
 from firmware.ui.menu import MenuScreen
 from firmware.ui.scroll import message
 from firmware.ui.texts import max_amount, t, words
@@ -30,8 +30,16 @@ class IdleScreen(core.Screen):
         if isinstance(event, core.CardPresented):
             return open_flow("sale", self, ctx, use_card=True, pan_masked=event.pan_masked)
         if isinstance(event, core.ChipSeen):
-            # EMV is not built: a chip starts a sale whose card step asks for a swipe
+            # a chip card inserted at idle starts a sale; its card step reads the chip
             return open_flow("sale", self, ctx) if event.inserted else core.Transition(self)
+        if isinstance(event, core.CardRefused) and event.message_key == "insert_chip":
+            # a chip card swiped at idle: the sale starts, and its amount screen says to insert
+            # the card (a message screen here would stop the card watch the insertion needs)
+            opened = open_flow("sale", self, ctx)
+            if isinstance(opened.screen, AmountEntry):
+                note = replace(opened.screen, note="note_insert_chip", note_until=ctx.mono + NOTE_S)
+                return core.Transition(note, opened.commands)
+            return opened
         if isinstance(event, core.CardRefused):
             return core.Transition(message(event.message_key, self, "title_card"))
         if not isinstance(event, core.KeyIn):

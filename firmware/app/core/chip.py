@@ -14,11 +14,14 @@ masked PAN, the AID and the outcome.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from firmware.app.core.contract import OperatorCancelled
 from firmware.emv import kernel as emv
@@ -30,6 +33,8 @@ from firmware.host.messages import mask_pan
 from firmware.ports import CardReader, ChipGone
 
 log = logging.getLogger("posfw.app")
+T = TypeVar("T")
+REMOVAL_POLL_S = 0.3  # how often the slot is looked at while the cardholder is asked something
 
 # Words for the kernel's outcomes before anything was sent (catalog keys in firmware/i18n.py).
 DECLINED_BEFORE_ONLINE = {"offline_declined": "declined_offline", "not_accepted": "chip_not_accepted"}
@@ -88,7 +93,8 @@ class ChipSession:
 
     def _card(self, chip: emv.ChipCard) -> CardRead:
         self._pan = chip.pan
-        log.info("chip: ARQC for %s, AID %s", mask_pan(chip.pan), chip.aid)
+        # The AID as RID/PIX: its run of digits would read as a card number to the log's mask.
+        log.info("chip: ARQC for %s, AID %s/%s", mask_pan(chip.pan), chip.aid[:10], chip.aid[10:])
         return CardRead(
             entry_mode="chip", pan=chip.pan, expiry=chip.expiry, service_code=chip.service_code,
             track2=chip.track2, card_seq=chip.card_seq, icc_data=chip.field55.hex().upper(),
@@ -106,13 +112,20 @@ class ChipSession:
             return self.kernel.handle(emv.ApduResponse(response))
         if isinstance(action, emv.ChooseApplication):
             self.hooks.step("chip_choose")
-            index = await self.hooks.choose([c.label for c in action.candidates])
+            try:
+                index = await self._while_present(
+                    self.hooks.choose([c.label for c in action.candidates]))
+            except ChipGone as exc:
+                return self.kernel.handle(emv.CardGone(str(exc)))
             self.hooks.step("chip_reading")
             if index is None:
                 raise OperatorCancelled
             return self.kernel.handle(emv.Chosen(index))
         if isinstance(action, emv.AskOnlinePin):
-            pin = await self.hooks.ask_pin(action.pan_masked)
+            try:
+                pin = await self._while_present(self.hooks.ask_pin(action.pan_masked))
+            except ChipGone as exc:
+                return self.kernel.handle(emv.CardGone(str(exc)))
             self.hooks.step("chip_reading")
             block = None
             if pin is not None:
@@ -120,6 +133,23 @@ class ChipSession:
             self.pin_block = block
             return self.kernel.handle(emv.PinResult(entered=block is not None))
         raise TypeError(f"no chip executor for {action!r}")
+
+    async def _while_present(self, asking: Awaitable[T]) -> T:
+        """The cardholder's answer (the application, the PIN), unless the card is pulled
+        meanwhile: then the question goes away at once (ChipGone), not after the answer."""
+        task = asyncio.ensure_future(asking)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=REMOVAL_POLL_S)
+                if done:
+                    return task.result()
+                if not await self.reader.chip_present():
+                    raise ChipGone("the card was removed while the cardholder was asked")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     # -- after the host ----------------------------------------------------------
 

@@ -325,6 +325,7 @@ class FlowRunner(CoreParts):
                     chip_failures += 1
                     log.info("chip read failed (%d): %s", chip_failures, exc)
                     can_swipe = 0 < fallback_after <= chip_failures
+                    self._step("card")  # back to waiting for a card, the reason under it
                     self._card_refused("chip_failed_swipe" if can_swipe else "chip_failed")
                     self._chip_spent = True
                     continue
@@ -442,11 +443,11 @@ class FlowRunner(CoreParts):
         is still owed), then, at the keypad, "Please remove card" until it is out (bounded);
         a till gets its answer at once. The next transaction insists on the removal anyway."""
         session, io.chip = io.chip, None
-        if session is None:
-            return
-        await asyncio.shield(session.close())
-        self._chip_spent = True
-        if io.source == "keypad" and self.observer is not None:
+        if session is not None:
+            await asyncio.shield(session.close())
+            self._chip_spent = True
+        # A card read (or cancelled, or declined) in this operation may still be in the slot.
+        if self._chip_spent and io.source == "keypad" and self.observer is not None:
             with contextlib.suppress(Exception):
                 await self._wait_removed(REMOVE_CARD_WAIT_S)
 
