@@ -102,7 +102,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "settle_ask": ("Settle batch? ENTER", "确认结算? 按确认"),
     # working
     "step_wait": ("Please wait...", "请稍候..."),
-    "step_card": ("Insert chip or swipe card", "请插卡或刷卡"),
+    "step_card": ("Insert chip or\nswipe card", "请插卡或刷卡"),  # "swipe card" kept on one row
     "step_chip": ("Card inserted", "已插卡"),
     "step_chip_reading": ("Reading card - do not remove", "读卡中 请勿拔卡"),
     "step_chip_choose": ("Choose app", "请选择应用"),
