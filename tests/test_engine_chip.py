@@ -156,3 +156,19 @@ def test_card_declined_before_the_write_leaves_nothing():
     assert isinstance(actions[0], ev.AuditNote)
     result = actions[-1].result
     assert (result.status, result.message_key) == ("declined", "declined_offline")
+
+
+@pytest.mark.parametrize("code,want", [("80", "802"), ("02", "022")])
+def test_a_fallback_swipe_says_so_in_22_per_acquirer_and_in_60_5(code, want):
+    """The CUP dialect's 80x, or 02x where the acquirer asks it (settings comms.fallback_entry_code);
+    60.4/60.5 = 52 either way, and the record keeps what was sent for its reversal."""
+    card = CardRead("fallback", "6228480000000000117", "3012", "220",
+                    "6228480000000000117=30122200000000000")
+    ctx = dataclasses.replace(CTX, fallback_entry_code=code, allow_pin_bypass=True)
+    flow = FinancialFlow(TxnRequest(TxnKind.SALE, 1000), ctx)
+    flow.start()
+    actions = flow.handle(ev.CardPresented(card))
+    if isinstance(actions[0], ev.AskPin):
+        actions = flow.handle(ev.PinEntered(None))
+    draft = actions[0].draft
+    assert (draft.pos_entry, draft.read_cap) == (want, "52")

@@ -52,6 +52,7 @@ from firmware.engine.validation import (
 )
 from firmware.host.errors import LocalProtocolError
 from firmware.host.messages import (
+    DEFAULT_FALLBACK_ENTRY_CODE,
     WIRE,
     CardInput,
     FinancialParams,
@@ -101,6 +102,7 @@ class FlowContext:
     pin_tries: int = 3
     allow_pin_bypass: bool = False
     chip_capable: bool = False  # the terminal has a contact chip slot: 60.4 = 5 (docs/dialect.md)
+    fallback_entry_code: str = DEFAULT_FALLBACK_ENTRY_CODE  # 22 of a fallback swipe, per acquirer
     card_from_original: frozenset[TxnKind] = CARD_FROM_ORIGINAL
 
 
@@ -121,7 +123,8 @@ def card_input_for(pan: str, card: CardRead | None, pin_block: bytes | None) -> 
 
 def params_for(record: TxnRecord | PendingDraft, term: Terminal, card: CardInput, *,
                stan: str | None = None, batch: str | None = None,
-               chip_capable: bool = False) -> FinancialParams:
+               chip_capable: bool = False,
+               fallback_entry_code: str = DEFAULT_FALLBACK_ENTRY_CODE) -> FinancialParams:
     """The request's parameters from a journal record, or from a draft about to be written
     (then stan and batch stand in for the counters the journal will allocate, and 22 and
     60.4/60.5 come from the card read; a record's come from what the journal kept)."""
@@ -135,7 +138,7 @@ def params_for(record: TxnRecord | PendingDraft, term: Terminal, card: CardInput
         currency=record.currency, card=card, orig_rrn=record.orig_rrn, orig_auth=record.orig_auth,
         orig_batch=record.orig_batch, orig_stan=record.orig_stan, orig_date=record.orig_date,
         orig_card_org=record.orig_card_org, pos_entry=pos_entry, read_cap=read_cap,
-        chip_capable=chip_capable,
+        chip_capable=chip_capable, fallback_entry_code=fallback_entry_code,
     )
 
 
@@ -263,7 +266,8 @@ class FinancialFlow:
         try:
             return financial_request(params_for(draft, self.ctx.term, self._card_input(draft),
                                                 stan=_PROBE_STAN, batch=self.ctx.batch,
-                                                chip_capable=self.ctx.chip_capable))
+                                                chip_capable=self.ctx.chip_capable,
+                                                fallback_entry_code=self.ctx.fallback_entry_code))
         except LocalProtocolError as exc:
             return str(exc)
 

@@ -43,6 +43,7 @@ FACTORY: dict[str, dict[str, Any]] = {
         # A till retries within seconds or, after its own restart, within the business day.
         "ecr_repeat_window_s": 86400,
         "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
+        "fallback_entry_code": "80",  # field 22 of a fallback swipe (docs/dialect.md, "Chip")
     },
     "transactions": {
         "enabled": ["sale", "void", "refund", "balance", "preauth", "preauth_void",

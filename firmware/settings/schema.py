@@ -66,6 +66,9 @@ FIELDS: tuple[Field, ...] = (
     # Over what the acquirer computes the MAK's check value (docs/dialect.md, "Working keys").
     # Set per acquirer in settings.json, not on the keypad.
     Field("comms", "mak_check", "choice", choices=MAK_CHECK_CONVENTIONS, editable=False),
+    # Field 22 of a fallback swipe of a chip card: 80x (the CUP dialect) or 02x with 60.5 = 2
+    # (some acquirers; docs/dialect.md, "Chip"). Set per acquirer in settings.json.
+    Field("comms", "fallback_entry_code", "choice", choices=("80", "02"), editable=False),
     Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
     Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
     Field("transactions", "reversal_retries", "int", 1, 10),
@@ -104,7 +107,8 @@ BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_minutes",
                 "printer.no_signature_limit", "transactions.held_max_age_min",
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
-                "comms.mak_check", "printer.tear_pause", "display.result_timeout_s")
+                "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
+                "transactions.chip_fallback_after", "comms.fallback_entry_code")
 
 
 def field(group: str, name: str) -> Field:
@@ -144,6 +148,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_idle_timeout_s": ("ECR idle", "收银机空闲"),
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "收银机重发期"),
     "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
+    "f.comms.fallback_entry_code": ("Fallback code", "降级交易代码"),
     "f.transactions.enabled": ("Enabled", "开通交易"),
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),

@@ -509,6 +509,7 @@ class FlowRunner(CoreParts):
                 reply_timeout=self._timeout(), pin_tries=int(tx["pin_tries"]),
                 allow_pin_bypass=bool(tx["allow_pin_bypass"]),
                 chip_capable=self.board.reads_chip,
+                fallback_entry_code=str(self.settings["comms"].get("fallback_entry_code", "80")),
             )
             flow = FinancialFlow(request, ctx)
             try:
