@@ -87,7 +87,8 @@ test-deps:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tmux; }
 
-# The qemu smoke (tests/qemu/test_qemu_smoke.py) runs here; the rest of tests/qemu in qemu-test.
+# The qemu smoke (tests/qemu/test_qemu_smoke.py, test_qemu_pcsc.py) runs here; the rest of tests/qemu
+# in qemu-test.
 test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image
 	$(PY) -m ruff check .
 	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest

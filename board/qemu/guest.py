@@ -124,7 +124,8 @@ class Guest:
         return self.socket_dir / "qmp.sock"
 
     def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str,
-                  acquirer: tuple[str, int] | None = None) -> list[str]:
+                  acquirer: tuple[str, int] | None = None,
+                  host_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]:
         encoded = base64.b64encode(command.encode()).decode()
         # 8250.nr_uarts=5: ttyS4 exists, on a PCI 16550 (the LCD mirror; the ISA bus has four).
         append = (f"console=ttyS0 quiet 8250.nr_uarts=5 qcmd64={encoded} qcwd={cwd} "
@@ -154,6 +155,8 @@ class Guest:
                  "-device", "pci-serial,chardev=lcd"]
         if data_disk is not None:
             argv += ["-drive", f"file={data_disk},if=virtio,format=raw,cache=writeback"]
+        if host_forwards and acquirer is None:
+            raise GuestError("a host forward needs the guest's network (give the acquirer too)")
         if acquirer is not None:
             # restrict=on: the guest reaches nothing but the forwarded address (no host, no outside).
             # A comma in the command would end QEMU's option value, hence the check.
@@ -162,17 +165,23 @@ class Guest:
                 raise GuestError(f"the netpipe command may not contain a comma: {forward}")
             guest_ip, guest_port = ACQUIRER_GUEST_ADDRESS
             netdev = f"user,id=net0,restrict=on,guestfwd=tcp:{guest_ip}:{guest_port}-cmd:{forward}"
+            # Inward forwards (restrict=on leaves explicit forwards working): the host's
+            # 127.0.0.1:HOST reaches the guest's port GUEST; bound to loopback only.
+            for host_port, guest_port in host_forwards:
+                netdev += f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
             argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
         return argv
 
     def start(self, command: str, data_disk: Path | None = None, cwd: str = "/",
-              data_mount: str = "/run/data", acquirer: tuple[str, int] | None = None) -> None:
+              data_mount: str = "/run/data", acquirer: tuple[str, int] | None = None,
+              host_forwards: tuple[tuple[int, int], ...] = ()) -> None:
         """Boots the guest and runs `command` with /bin/sh in the chroot of the host's root.
 
         The data disk appears in the chroot at `data_mount` (also in $QEMU_DATA). With `acquirer`
         (a host address on loopback) the guest has eth0, and its connections to
-        ACQUIRER_GUEST_ADDRESS reach that address. qemu dies with the thread that calls this
-        (PR_SET_PDEATHSIG): call it from one that outlives the guest.
+        ACQUIRER_GUEST_ADDRESS reach that address; each (HOST, GUEST) of `host_forwards` lets the
+        host's connections to 127.0.0.1:HOST reach the guest's TCP port GUEST. qemu dies with
+        the thread that calls this (PR_SET_PDEATHSIG): call it from one that outlives the guest.
         """
         if self.process is not None and self.process.poll() is None:
             raise GuestError("the guest is already running")
@@ -181,7 +190,7 @@ class Guest:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.socket_dir.glob("*.sock"):
             stale.unlink()
-        argv = self.qemu_argv(command, data_disk, cwd, data_mount, acquirer)
+        argv = self.qemu_argv(command, data_disk, cwd, data_mount, acquirer, host_forwards)
         self.console_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.console_path, "wb") as console:
             self.started_at = time.monotonic()

@@ -9,7 +9,10 @@ one handle on them:
 - the ECR link on /dev/ttyS3 (JSON lines, the board's till port), the LCD frames from /dev/ttyS4;
 - the keypad as QMP key presses on the guest's virtio keyboard;
 - the data partition: an ext4 image provisioned on the host with mkfs.ext4 -d (keys, settings),
-  holding the journal once the terminal runs; power_cut() is SIGKILL of qemu.
+  holding the journal once the terminal runs; power_cut() is SIGKILL of qemu;
+- on the qemu-pcsc board, the chip card of board/sim/vpcd.py as a host process, reaching the
+  vpcd driver of the guest's pcscd through a QEMU hostfwd bound to 127.0.0.1 (`card()` inserts
+  and removes it).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import re
 import selectors
 import shlex
 import socket
+import subprocess
+import sys
 import termios
 import threading
 import time
@@ -39,6 +44,9 @@ from board.sim.acquirer import SimulatorThread
 from board.sim.devrun import DEV_MID, DEV_PASSWORD, DEV_TID, DEV_TMK
 from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
+from board.sim.vpcd import DEFAULT_PORT as VPCD_PORT
+from board.sim.vpcd import PCSCD, reader_conf, send_control, wait_for_line
+from firmware.app.boards import profile as board_profile
 from firmware.digits import is_digits
 from firmware.i18n import CATALOG
 from firmware.ports import Frame, Key
@@ -71,12 +79,40 @@ def is_idle_frame(frame: Frame) -> bool:
                for key in IDLE_NOTICES for text in CATALOG[key])
 
 
-def firmware_command(log_level: str = "INFO") -> str:
-    """The shell line the guest runs: the firmware with the qemu board profile on the data disk,
-    and the sim board's test cards (the tests name them over ECR)."""
-    return "exec " + shlex.join([".venv/bin/python", "-m", "board.sim.firmware", "--board", "qemu",
-                                 "--panel", "board", "--data", f"{GUEST_DATA}/{TERMINAL_DIR}",
-                                 "--log-level", log_level])
+# qemu-pcsc: the guest's pcscd reads its vpcd reader from here (the root is read-only; /run is
+# the guest's tmpfs). Its socket is pcsc-lite's default /run/pcscd/pcscd.comm, where the
+# firmware's libpcsclite looks: no PCSCLITE_CSOCK_NAME needed in the guest.
+GUEST_PCSC_CONF = "/run/pcsc/reader.conf.d"
+GUEST_PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
+PCSCD_START_S = 30  # under TCG pcscd takes a second or two
+
+
+def pcscd_command() -> str:
+    """Shell lines starting the guest's pcscd with only the vpcd reader (listening on VPCD_PORT,
+    which the host reaches through the hostfwd) and waiting for its socket."""
+    conf = f"{GUEST_PCSC_CONF}/vpcd"
+    return (f"mkdir -p {GUEST_PCSC_CONF} /run/pcscd && printf %s {shlex.quote(reader_conf(VPCD_PORT))}"
+            f" > {conf} && {{ {PCSCD} --foreground -c {GUEST_PCSC_CONF} & }}\n"
+            f"n=0; while [ ! -S {GUEST_PCSCD_SOCKET} ]; do n=$((n+1)); "
+            f"if [ $n -gt {PCSCD_START_S * 10} ]; then echo 'qemu-pcsc: pcscd did not start'; "
+            f"exit 1; fi; sleep 0.1; done\n")
+
+
+def firmware_command(log_level: str = "INFO", board: str = "qemu") -> str:
+    """The shell line the guest runs: the firmware with the board profile (qemu, or qemu-pcsc
+    after starting pcscd) on the data disk, and the sim board's test cards (the tests name them
+    over ECR)."""
+    start = pcscd_command() if board_profile(board).reader_driver == "pcsc" else ""
+    return start + "exec " + shlex.join([
+        ".venv/bin/python", "-m", "board.sim.firmware", "--board", board, "--panel", "board",
+        "--data", f"{GUEST_DATA}/{TERMINAL_DIR}", "--log-level", log_level])
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a hostfwd: QEMU binds it when the guest starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def provision(directory: Path, *, reply_timeout: float | None = None) -> Path:
@@ -331,8 +367,15 @@ class QemuTerminal:
 
     def __init__(self, workdir: Path, image: BuiltImage | None = None, *,
                  reply_timeout: float | None = 3.0, log_level: str = "INFO",
-                 on_frame: Callable[[Frame], None] | None = None) -> None:
+                 on_frame: Callable[[Frame], None] | None = None, board: str = "qemu",
+                 chip_card: str = "cup-debit") -> None:
         self.workdir = Path(workdir)
+        self.board = board
+        self.pcsc = board_profile(board).reader_driver == "pcsc"
+        self.chip_card = chip_card
+        self.card_process: subprocess.Popen[str] | None = None
+        self.card_port = 0  # qemu-pcsc: the host's end of the hostfwd to the guest's vpcd
+        self.card_control: Path | None = None
         self.image = image
         self.reply_timeout = reply_timeout
         self.log_level = log_level
@@ -367,16 +410,39 @@ class QemuTerminal:
             "ttyS2": SerialBridge("printer", self.peripherals.printer.path),
         }
         self.guest = Guest(self.image, console_path=self.workdir / "console-1.log")
+        if self.pcsc:
+            self._start_card()
         return self
+
+    def _start_card(self) -> None:
+        """qemu-pcsc: the chip card process on the host, out of the slot until card("insert")."""
+        assert self.guest is not None
+        self.card_port = free_loopback_port()
+        self.guest.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.card_control = self.guest.socket_dir / "vpcd.ctl"  # a short path (unix socket)
+        self.card_process = subprocess.Popen(
+            ["nice", "-n", "19", sys.executable, "-m", "board.sim.vpcd", "--card", self.chip_card,
+             "--host", "127.0.0.1", "--port", str(self.card_port),
+             "--control", str(self.card_control), "--removed"],
+            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for_line(self.card_process, "ready", "the virtual card (board.sim.vpcd)")
+
+    def card(self, command: str) -> str:
+        """qemu-pcsc: one command to the chip card ("insert [NAME]", "remove", "status"); its
+        one-line answer ("ok inserted cup-debit", or "error: ..." in words)."""
+        if self.card_control is None:
+            raise GuestError(f"board {self.board} has no PC/SC card (use board='qemu-pcsc')")
+        return send_control(self.card_control, command)
 
     def start(self, command: str | None = None) -> None:
         """Powers the guest on (running the firmware unless told otherwise) and attaches the ports."""
         assert self.guest is not None and self.sim is not None, "setup() first"
         self.boots += 1
         self.guest.console_path = self.workdir / f"console-{self.boots}.log"
-        self.guest.start(command or firmware_command(self.log_level),
+        self.guest.start(command or firmware_command(self.log_level, self.board),
                          data_disk=self.data_disk, cwd=str(REPO), data_mount=GUEST_DATA,
-                         acquirer=("127.0.0.1", self.sim.port))
+                         acquirer=("127.0.0.1", self.sim.port),
+                         host_forwards=((self.card_port, VPCD_PORT),) if self.pcsc else ())
         # Connect every port before the guest can write to it (QEMU drops bytes with no client).
         for port, bridge in self.bridges.items():
             bridge.attach(self.guest.connect_serial(port))
@@ -439,6 +505,14 @@ class QemuTerminal:
             self.lcd.close()
 
     def close(self) -> None:
+        if self.card_process is not None:
+            self.card_process.terminate()
+            try:
+                self.card_process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.card_process.kill()
+                self.card_process.wait()
+            self.card_process = None
         if self.guest is not None:
             self.guest.close()
         self._drop_links()

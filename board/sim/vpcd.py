@@ -273,13 +273,18 @@ def wait_for_line(proc: subprocess.Popen[str], marker: str, what: str,
     raise RuntimeError(f"{what} did not start: {seen[-15:]}")
 
 
+def reader_conf(port: int = DEFAULT_PORT) -> str:
+    """pcscd's reader.conf.d entry for vpcd listening for the card on `port` (every interface)."""
+    return (f'FRIENDLYNAME "{READER_NAME}"\nDEVICENAME /dev/null:{port}\n'
+            f"LIBPATH {VPCD_DRIVER}\nCHANNELID {port}\n")
+
+
 def start_pcscd(workdir: Path, run_dir: Path, port: int = DEFAULT_PORT) -> subprocess.Popen[str]:
     """A private pcscd with only the vpcd reader (see the module docstring); its socket is
     run_dir/pcscd.comm. Returns once pcscd says it is ready."""
     conf = workdir / "reader.conf.d"
     conf.mkdir(parents=True, exist_ok=True)
-    (conf / "vpcd").write_text(f'FRIENDLYNAME "{READER_NAME}"\nDEVICENAME /dev/null:{port}\n'
-                               f"LIBPATH {VPCD_DRIVER}\nCHANNELID {port}\n")
+    (conf / "vpcd").write_text(reader_conf(port))
     run_dir.mkdir(parents=True, exist_ok=True)
     script = (f"ip link set lo up && mkdir -p /run/pcscd && mount --bind {run_dir} /run/pcscd"
               f" && exec nice -n 19 {PCSCD} --foreground --info -c {conf}")

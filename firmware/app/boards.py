@@ -69,6 +69,21 @@ PROFILES: dict[str, BoardProfile] = {
         keymap="qemu",
         display="serial_frames",  # frames to /dev/ttyS4, drawn on the host by board/qemu/lcd_mirror
     ),
+    "qemu-pcsc": BoardProfile(
+        name="qemu-pcsc",
+        description="QEMU guest with the chip in a PC/SC reader: pcscd and vpcd in the guest, the "
+                    "card on the host (board/qemu/rig.py)",
+        card_source="sim",
+        ecr_accepts_card_data=True,
+        ecr_serial="/dev/ttyS3",
+        printer_path="/dev/ttyS2",
+        reader_driver="pcsc",
+        reader_path="POS Virtual PCD",  # board/sim/vpcd.py's reader in the guest's pcscd
+        keypad="evdev",
+        keypad_device="QEMU Virtio Keyboard",
+        keymap="qemu",
+        display="serial_frames",
+    ),
     "rpi": BoardProfile(
         name="rpi",
         description="Raspberry Pi dev board: USB-serial reader, serial printer, SPI LCD",
