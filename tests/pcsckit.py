@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,31 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(timeout=5)
 
 
+def _until_listed(name: str, timeout_s: float = 15.0) -> None:
+    """pcscd said "daemon ready"; a client may still meet no service for a moment (seen under
+    load): wait, bounded, until a client of this process lists the vpcd reader."""
+    from smartcard.Exceptions import ListReadersException
+    from smartcard.pcsc.PCSCExceptions import EstablishContextException
+    from smartcard.System import readers
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if any(name in str(r) for r in readers()):
+                return
+        except (EstablishContextException, ListReadersException):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"pcscd never listed the reader {name!r} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
 def pcsc_rig(tmp_path: Path) -> Iterator[PcscRig]:
     """For a fixture: a running private pcscd with the vpcd reader, no card process yet
     (start_card); both killed at teardown."""
     require_pcsc()
     pcscd = start_pcscd(tmp_path, RUN_DIR)
+    _until_listed("POS Virtual PCD")
     rig = PcscRig(pcscd=pcscd, control=tmp_path / "card.ctl", cards=[])
     try:
         yield rig
