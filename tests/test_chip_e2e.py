@@ -414,3 +414,34 @@ def test_nothing_sensitive_from_the_chip_reaches_the_disk(data_dir, sim, reader)
     outcomes, running = run(go())
     assert outcomes == ["00", "declined_by_card_reversed"]
     assert running == [] and found() == []
+
+
+def test_a_card_pulled_while_the_pin_is_asked_ends_the_question_at_once(data_dir, sim, reader):
+    """The PIN screen goes as soon as the card is out (not after the cardholder typed a PIN for
+    a card that is gone); the chip failure is said, the sale waits for a card again, and CANCEL
+    ends it with nothing sent."""
+    refused: list[str] = []
+
+    class Cardholder(WaitingCardholder):
+        def card_refused(self, key: str) -> None:
+            refused.append(key)
+
+    async def go():
+        t = await chip_terminal(data_dir, reader)
+        cardholder = Cardholder()
+        t.observer = cardholder  # type: ignore[assignment]
+        task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 4321), OperatorInput()))
+        await until(lambda: reader.armed, what="armed")
+        reader.insert_chip("cup-debit")
+        await until(lambda: "pin" in cardholder.asked, what="the PIN asked")
+        reader.remove_chip()
+        await until(lambda: "chip_failed" in refused, timeout=3.0, what="the pulled card said")
+        await until(lambda: reader.armed, what="waiting for a card again")
+        t.cancel("keypad")
+        r = await task
+        await t.close()
+        return r
+
+    r = run(go())
+    assert (r.status, r.record) == ("cancelled", None), r
+    assert sim.ledger.rows(TID) == [] and gen_acs(reader) == 0
