@@ -25,6 +25,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "resolved": ("Resolved by the supervisor (audited)", "已由主管处理 (已记录)"),
     "no_reply": ("No reply from host - nothing was charged", "主机无应答 - 未扣款"),
     "host_unreachable": ("Host unreachable - check network (F1: echo test)", "主机无法连接 - 请检查网络"),
+    "host_tls_refused": ("Host certificate refused - nothing sent; call support",
+                         "主机证书验证失败 - 未发送, 请联系维护"),
     "sign_on_failed": ("Sign-on failed", "签到失败"),
     "key_check_failed": ("Working key check failed - call support", "工作密钥校验失败 请联系维护"),
     "invalid_amount": ("Invalid amount", "金额无效"),

@@ -17,6 +17,7 @@ import logging
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -237,12 +238,14 @@ class AcquirerSimulator:
     """
 
     def __init__(self, db_path: str | Path, *, host: str = "127.0.0.1", port: int = 0,
-                 control_port: int | None = 0, mak_check: str = DEFAULT_MAK_CHECK) -> None:
+                 control_port: int | None = 0, mak_check: str = DEFAULT_MAK_CHECK,
+                 tls: ssl.SSLContext | None = None) -> None:
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the simulator listens on loopback only, not {host!r}")
         if mak_check not in MAK_CHECK_CONVENTIONS:
             raise ValueError(f"mak_check must be one of {MAK_CHECK_CONVENTIONS}, got {mak_check!r}")
         self.mak_check = mak_check  # how field 62 carries the MAK's check value (keys.py)
+        self.tls = tls  # a server context: the acquirer's side of TLS (its test CA's certificate)
         self.host = host
         self.port = port
         self.control_port = control_port
@@ -308,7 +311,7 @@ class AcquirerSimulator:
 
     async def _serve(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_server(self._on_connection, sock=sock,
-                                                  limit=MAX_FRAME * 2)
+                                                  limit=MAX_FRAME * 2, ssl=self.tls)
 
     # ---- knobs -------------------------------------------------------------
 
@@ -1129,9 +1132,10 @@ class SimulatorThread:
 
     def __init__(self, db_path: str | Path, *, port: int = 0, control_port: int | None = 0,
                  terminals: Iterable[tuple[str, str, bytes]] = (),
-                 mak_check: str = DEFAULT_MAK_CHECK) -> None:
+                 mak_check: str = DEFAULT_MAK_CHECK, tls: ssl.SSLContext | None = None) -> None:
         self._db_path = db_path
         self._mak_check = mak_check
+        self._tls = tls
         self._port = port
         self._control_port = control_port
         self._terminals = list(terminals)
@@ -1163,7 +1167,8 @@ class SimulatorThread:
         self._loop = loop
         try:
             sim = AcquirerSimulator(self._db_path, port=self._port,
-                                    control_port=self._control_port, mak_check=self._mak_check)
+                                    control_port=self._control_port, mak_check=self._mak_check,
+                                    tls=self._tls)
             for tid, mid, tmk in self._terminals:
                 sim.register_terminal(tid, mid, tmk)
             loop.run_until_complete(sim.start())

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Final
 
 from .codec import Decoded, decode, encode, verify_mac
-from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
+from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError, TlsRefused
 from .framing import MAX_FRAME, read_frame
 from .keys import DEFAULT_MAK_CHECK, WorkingKeys, parse_signon_keys
 from .messages import Message, Terminal, reply_needs_mac, signon_request
@@ -33,13 +34,31 @@ SIGN_ON_CODES: Final = frozenset({"22", "77", "99", "A0"})
 _Waiter = tuple[Callable[[Decoded], bool], asyncio.Future[Decoded]]
 
 
+# OpenSSL's verification codes a refused host certificate meets most, in words for support.
+_CERT_WORDS: Final[dict[int, str]] = {
+    18: "it is self-signed, not from the acquirer's pinned CA",
+    19: "it is not from the acquirer's pinned CA",
+    20: "it is not from the acquirer's pinned CA",
+    21: "it is not from the acquirer's pinned CA",
+    9: "it is not valid yet",
+    10: "it has expired",
+    62: "it names another host",
+    64: "it names another host (IP address)",
+}
+
+
 class HostChannel:
     """One TCP connection to the host, opened on demand, one request at a time."""
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
-                 max_frame: int = MAX_FRAME, connect_attempts: int = 1) -> None:
+                 max_frame: int = MAX_FRAME, connect_attempts: int = 1,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.host = host
         self.port = port
+        # TLS to the acquirer (firmware/host/tls.py): the context pins its CA; server_name is
+        # the name its certificate must carry (default: host).
+        self.tls = tls
+        self.server_name = server_name or host
         self.connect_timeout = connect_timeout
         self.connect_attempts = max(1, connect_attempts)  # settings: comms.retries + 1
         self.max_frame = max_frame
@@ -109,8 +128,32 @@ class HostChannel:
         for attempt in range(1, self.connect_attempts + 1):
             try:
                 async with asyncio.timeout(self.connect_timeout):
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                    if self.tls is None:
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
+                    else:
+                        # The handshake gets half the connect time, so that a host that does
+                        # not speak TLS is told apart from one that does not answer at all.
+                        reader, writer = await asyncio.open_connection(
+                            self.host, self.port, ssl=self.tls, server_hostname=self.server_name,
+                            ssl_handshake_timeout=max(0.5, self.connect_timeout / 2))
                 break
+            except ssl.SSLCertVerificationError as exc:
+                plain = _CERT_WORDS.get(exc.verify_code, "it did not verify")
+                why = f"the host's TLS certificate was refused: {plain} ({exc.verify_message})"
+                log.error("connect to host %s:%s: %s", self.host, self.port, why)
+                raise TlsRefused(f"connect to {self.host}:{self.port}: {why}") from None
+            except ssl.SSLError as exc:
+                why = f"the TLS handshake failed: {exc.reason or exc}"
+                log.error("connect to host %s:%s: %s", self.host, self.port, why)
+                raise TlsRefused(f"connect to {self.host}:{self.port}: {why}") from None
+            except (ConnectionAbortedError, ConnectionResetError) as exc:
+                if self.tls is None:
+                    why = f"failed: {exc.strerror or exc}"
+                else:  # the TCP connection was made: the handshake is what failed
+                    why = (f"the TLS handshake failed (does the host speak TLS?): "
+                           f"{exc.strerror or exc}")
+                    log.error("connect to host %s:%s: %s", self.host, self.port, why)
+                    raise TlsRefused(f"connect to {self.host}:{self.port}: {why}") from None
             except TimeoutError:
                 why = f"timed out after {self.connect_timeout:g} s"
             except OSError as exc:

@@ -96,3 +96,12 @@ class NoReply(HostError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (NoReply, (self.reason, self.detail, self.auth_code))
+
+
+class TlsRefused(NoReply):
+    """The host's TLS handshake was refused before anything was sent: its certificate is not
+    from the pinned CA, has expired, or names another host; or the host does not speak TLS.
+    `detail` says which, in words. Never retried at once: another try would meet the same."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(NoReply.LINK, detail)

@@ -44,6 +44,9 @@ FACTORY: dict[str, dict[str, Any]] = {
         "ecr_repeat_window_s": 86400,
         "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
         "fallback_entry_code": "80",  # field 22 of a fallback swipe (docs/dialect.md, "Chip")
+        "tls": False,  # TLS to the host, with the acquirer's CA pinned (docs/security.md)
+        "tls_ca": "keys/acquirer-ca.pem",
+        "tls_server_name": "",
     },
     "transactions": {
         "enabled": ["sale", "void", "refund", "balance", "preauth", "preauth_void",

@@ -69,6 +69,12 @@ FIELDS: tuple[Field, ...] = (
     # Field 22 of a fallback swipe of a chip card: 80x (the CUP dialect) or 02x with 60.5 = 2
     # (some acquirers; docs/dialect.md, "Chip"). Set per acquirer in settings.json.
     Field("comms", "fallback_entry_code", "choice", choices=("80", "02"), editable=False),
+    # TLS to the acquirer (firmware/host/tls.py): on or off, the pinned CA (a path under the data
+    # directory), and the name the host's certificate must carry ("" = the host setting).
+    # Set at provisioning in settings.json, not on the keypad.
+    Field("comms", "tls", "bool", editable=False),
+    Field("comms", "tls_ca", "text", 0, 200, editable=False),
+    Field("comms", "tls_server_name", "text", 0, 253, editable=False),
     Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
     Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
     Field("transactions", "reversal_retries", "int", 1, 10),
@@ -108,7 +114,8 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "printer.no_signature_limit", "transactions.held_max_age_min",
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
                 "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
-                "transactions.chip_fallback_after", "comms.fallback_entry_code")
+                "transactions.chip_fallback_after", "comms.fallback_entry_code",
+                "comms.tls", "comms.tls_ca", "comms.tls_server_name")
 
 
 def field(group: str, name: str) -> Field:
@@ -149,6 +156,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "收银机重发期"),
     "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
     "f.comms.fallback_entry_code": ("Fallback code", "降级交易代码"),
+    "f.comms.tls": ("TLS", "安全连接"),
+    "f.comms.tls_ca": ("TLS CA file", "安全连接根证书"),
+    "f.comms.tls_server_name": ("TLS host name", "安全连接主机名"),
     "f.transactions.enabled": ("Enabled", "开通交易"),
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),

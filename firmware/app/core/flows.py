@@ -42,7 +42,7 @@ from firmware.engine.model import CardRead, OriginalRef, TxnRequest, TxnResult
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.engine.validation import Limits, Refusal, check_original
-from firmware.host.errors import HostError, LocalProtocolError, NoReply
+from firmware.host.errors import HostError, LocalProtocolError, NoReply, TlsRefused
 from firmware.host.keys import encrypt_pin_block
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.journal.errors import JournalFull
@@ -486,7 +486,8 @@ class FlowRunner(CoreParts):
         j = self.journal
         assert j is not None and self.link is not None
         if not await self.ensure_signed_on():
-            return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
+            return TxnResult("failed", self.sign_on_problem,
+                             detail=getattr(self, "sign_on_detail", "sign-on failed"))
         try:
             await self._settle_backlog_before_anything()
             if j.open_settlement() is not None:
@@ -500,7 +501,8 @@ class FlowRunner(CoreParts):
                 return TxnResult("cancelled", "cancelled", detail="cancelled while connecting")
             except NoReply as exc:
                 self._link(False)
-                return TxnResult("failed", "host_unreachable", detail=exc.detail)
+                key = "host_tls_refused" if isinstance(exc, TlsRefused) else "host_unreachable"
+                return TxnResult("failed", key, detail=exc.detail)
             tx = self._tx()
             ctx = FlowContext(
                 term=self.term, batch=j.current_batch(), now=self.now(), currency=tx["currency"],

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware.app.boards import BoardProfile
@@ -23,9 +25,10 @@ from firmware.engine.model import TxnRecord, TxnResult
 from firmware.engine.settlement import SettlementFlow
 from firmware.engine.states import TxnEvent, TxnState
 from firmware.host.channel import HostChannel, HostLink
-from firmware.host.errors import HostError, KeyCheckError
+from firmware.host.errors import HostError, KeyCheckError, TlsRefused
 from firmware.host.messages import SideTotals, TxnKind, echo_request, signoff_request
 from firmware.host.messages import Terminal as TermIds
+from firmware.host.tls import TlsSetupError, client_context
 from firmware.journal.errors import JournalError, JournalFull
 from firmware.journal.vault import VaultError
 
@@ -40,6 +43,9 @@ class HostSession(CoreParts):
 
     # State, set by TerminalCore.__init__ and open()
     board: BoardProfile  # a board with a chip slot signs on as an IC terminal
+    data_dir: Path  # the TLS CA file is found under it
+    sign_on_detail: str  # the last sign-on failure in words (a refused TLS certificate says why)
+    service_problem: str | None
     link_up: bool | None
     backlog_left: int
     _tmk: bytes
@@ -54,8 +60,20 @@ class HostSession(CoreParts):
 
     def _make_link(self) -> HostLink:
         m, c = self.settings["merchant"], self.settings["comms"]
+        tls = None
+        if c.get("tls"):
+            # The acquirer's CA, pinned (firmware/host/tls.py); a CA file that cannot be read
+            # is a provisioning fault the terminal says in words (service mode), never a plain
+            # TCP fallback.
+            try:
+                tls = client_context(self.data_dir / str(c.get("tls_ca") or "keys/acquirer-ca.pem"))
+            except TlsSetupError as exc:
+                log.error("SERVICE MODE: %s", exc)
+                self.service_problem = str(exc)
+                tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts no one: never plain TCP
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
-                              connect_attempts=1 + int(c.get("retries", 0)))
+                              connect_attempts=1 + int(c.get("retries", 0)), tls=tls,
+                              server_name=str(c.get("tls_server_name") or "") or None)
         return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
                         mak_check=c["mak_check"])
 
@@ -70,6 +88,7 @@ class HostSession(CoreParts):
         if not self.link.sign_on_required and self.link.keys is not None:
             return True
         self._step("signing_on", cancellable=False)
+        self.sign_on_detail = "sign-on failed"
         stan = self.journal.allocate_stan()
         self.sign_on_problem = "host_unreachable"
         try:
@@ -84,6 +103,9 @@ class HostSession(CoreParts):
             return False
         except HostError as exc:
             log.warning("sign-on failed: %s", exc)
+            self.sign_on_detail = str(exc)
+            if isinstance(exc, TlsRefused):
+                self.sign_on_problem = self.notice = "host_tls_refused"
             self._link(False)
             return False
         self._link(True)
