@@ -51,8 +51,3 @@ def test_reversal_55_adds_9f36_only_when_the_card_declined_after_approval() -> N
 
 def test_script_advice_55() -> None:
     assert _tags(field55.script_advice_55(TAGS)) == list(field55.SCRIPT_ADVICE_TAGS)
-
-
-def test_receipt_tags_name_what_a_cup_slip_prints() -> None:
-    assert {"84", "50", "9F26", "95", "9B"} <= field55.RECEIPT_TAGS.keys()
-    assert not {"57", "5A", "5F20"} & field55.RECEIPT_TAGS.keys()

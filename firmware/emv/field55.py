@@ -1,8 +1,9 @@
-"""Field 55 (ICC system related data) per message type, in the CUP tag order, and the tags a
-chip receipt prints (the CUP dialect lists, as open CUP terminal code uses them).
+"""Field 55 (ICC system related data) per message type, in the CUP tag order (the CUP dialect
+lists, as open CUP terminal code uses them). What a chip slip prints is record.py's.
 
-Only tags present are sent, each once, in the listed order. Tags 57 (track 2 equivalent), 5A
-(PAN) and 5F20 (cardholder name) are never put in field 55, whatever the caller passes.
+Only tags present are sent, each once, in the listed order. The card data of NEVER_SENT (track 2
+equivalent, PAN, cardholder name, track data) is never put in field 55, whatever the caller
+passes.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ REVERSAL_TAGS: tuple[str, ...] = ("95", "9F10", "9F1E", "DF31")
 SCRIPT_ADVICE_TAGS: tuple[str, ...] = (
     "9F33", "95", "9F37", "9F1E", "9F10", "9F26", "9F36", "82", "DF31", "9F1A", "9A",
 )
-# what a CUP chip slip prints, tag -> the slip's label, in print order
-RECEIPT_TAGS: dict[str, str] = {
-    "50": "APP LABEL", "9F12": "APP NAME", "84": "AID", "9F26": "AC", "9F27": "CID",
-    "95": "TVR", "9B": "TSI", "9F36": "ATC", "9F37": "UNPR NUM", "82": "AIP", "9F33": "TERM CAP",
-    "9F10": "IAD",
-}
-NEVER_SENT: frozenset[str] = frozenset({"57", "5A", "5F20"})
+# Card data that never leaves the kernel: track 2 equivalent (57), PAN (5A), cardholder name
+# (5F20), track 1 and its discretionary data (56, 9F1F), track 2 data (9F6B). Field 55 and the
+# journal's chip record (record.py) both leave them out.
+NEVER_SENT: frozenset[str] = frozenset({"57", "5A", "5F20", "56", "9F1F", "9F6B"})
 
 
 def _build(tags: Mapping[str, bytes], order: tuple[str, ...]) -> bytes:

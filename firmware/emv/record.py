@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from pyemv import tlv
 
+from firmware.emv.field55 import NEVER_SENT
+
 # What the journal keeps of a chip transaction, in this order: the application (AID, label,
 # preferred name), the cryptogram and its type, the verification results (TVR, TSI, CVM
 # results), the counter, the issuer application data, the IFD serial number, the card
@@ -21,7 +23,6 @@ KEPT_TAGS: tuple[str, ...] = (
     "4F", "84", "50", "9F12", "9F26", "9F27", "95", "9B", "9F34", "9F36", "9F10", "9F1E",
     "5F34", "9F37", "DF31", "9F33", "9F1A", "9A", "82", "9F02", "5F2A", "9C",
 )
-SENSITIVE_TAGS = frozenset({"57", "5A", "5F20", "9F1F", "56", "9F6B"})
 
 # 9F27 bits 8-7: what the card's cryptogram says (EMV Book 3, C5).
 CRYPTOGRAM_NAMES = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}
@@ -29,7 +30,7 @@ CRYPTOGRAM_NAMES = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}
 
 def receipt_tags_hex(tags: Mapping[str, bytes]) -> str:
     """The kept tags found in `tags` (a kernel's tag store: tag name -> value), as hex TLV."""
-    kept = {tag: tags[tag] for tag in KEPT_TAGS if tag in tags and tag not in SENSITIVE_TAGS}
+    kept = {tag: tags[tag] for tag in KEPT_TAGS if tag in tags and tag not in NEVER_SENT}
     return tlv.encode(kept).hex().upper() if kept else ""
 
 
