@@ -41,6 +41,8 @@ def test_action_analysis() -> None:
     params = AidParams(aid=b"\xa0", tac_denial=bytes.fromhex("0010000000"),
                        tac_online=bytes.fromhex("D84004F800"))
     assert risk.action_analysis(Tvr.FLOOR_LIMIT_EXCEEDED, params, {}) == risk.ARQC
+    # online-only: ARQC even when no online code matches (no TC offline)
+    assert risk.action_analysis(Tvr(0), params, {"9F0F": bytes(5)}) == risk.ARQC
     assert risk.action_analysis(Tvr.SERVICE_NOT_ALLOWED, params, {}) == risk.AAC
     # the card's IAC denial counts too
     iac = {"9F0E": Tvr.EXPIRED_APPLICATION.to_bytes5()}
