@@ -9,16 +9,14 @@ fallback to a swipe after chip failures, and a card left in the slot."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
+from chipkit import chip_terminal, emulated_reader, until
 from helpers import TID, run
 
 from board.sim.reader import EmulatedReader
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig
-from firmware.app.terminal import Terminal
 from firmware.emv.record import decode_kept, summary
 from firmware.engine.model import TxnRequest
 from firmware.engine.states import TxnState
@@ -27,22 +25,7 @@ from firmware.host.messages import TxnKind
 
 @pytest.fixture
 def reader(tmp_path: Path):
-    r = EmulatedReader(link_dir=tmp_path).start()
-    yield r
-    r.stop()
-
-
-async def chip_terminal(data_dir: Path, reader: EmulatedReader) -> Terminal:
-    t = Terminal(AppConfig(data_dir=data_dir, reader_path=str(reader.device_path)))
-    await t.start()
-    return t
-
-
-async def until(predicate, timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"never: {what}"
-        await asyncio.sleep(0.01)
+    yield from emulated_reader(tmp_path)
 
 
 def sale(data_dir, reader, card: str, amount: int = 2345, pin: str | None = "123456"):

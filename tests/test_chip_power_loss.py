@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from chipkit import chip_terminal, emulated_reader
 from faultkit import PowerCut, PowerLoss, action_label, durable_records, power_loss, shut
 from helpers import PASSWORD, TID, assert_agree, provision, run
 
@@ -19,7 +20,6 @@ from board.sim.acquirer import SimulatorThread
 from board.sim.chipcards import make_card
 from board.sim.reader import EmulatedReader
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.terminal import AppConfig
 from firmware.app.terminal import Terminal
 from firmware.engine.model import TxnRequest, TxnResult
 from firmware.host.messages import TxnKind
@@ -45,15 +45,7 @@ def the_card():
 
 @pytest.fixture
 def reader(tmp_path: Path):
-    r = EmulatedReader(link_dir=tmp_path).start()
-    yield r
-    r.stop()
-
-
-async def chip_terminal(data_dir: Path, reader: EmulatedReader) -> Terminal:
-    t = Terminal(AppConfig(data_dir=data_dir, reader_path=str(reader.device_path)))
-    await t.start()
-    return t
+    yield from emulated_reader(tmp_path)
 
 
 async def chip_sale(t: Terminal, reader: EmulatedReader, amount: int) -> TxnResult:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from ber_tlv.tlv import Tlv
+from chipkit import emulated_reader
 from helpers import PASSWORD, run, swipe
 
 from board.sim.chipcards import make_card
-from board.sim.reader import EmulatedReader
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import AppConfig
 from firmware.app.terminal import Terminal
@@ -61,9 +61,7 @@ def in_order(tags: list[str], order: tuple[str, ...]) -> bool:
 
 @pytest.fixture
 def reader(tmp_path: Path):
-    r = EmulatedReader(link_dir=tmp_path).start()
-    yield r
-    r.stop()
+    yield from emulated_reader(tmp_path)
 
 
 def test_every_chip_message_carries_its_tags_and_only_those(data_dir, sim, reader):
