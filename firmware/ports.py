@@ -308,3 +308,123 @@ class Printer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# ---- key store ---------------------------------------------------------------
+#
+# Where the terminal's secrets live (docs/security.md "Key custody"). The application asks for
+# operations under named keys and never holds a clear key on a board with a token: the master key
+# (TMK) and the card-vault key are token objects created at provisioning; the working keys (PIK,
+# MAK, TDK) are installed at each sign-on from field 62, checked against their check values, and
+# used only through the methods below. Two roles, because a board may split them: the host keys
+# (DES, for the acquirer) may live in a secure PIN pad while the vault key lives in a TPM.
+
+WORKING_KEY_ROLES = ("PIK", "MAK", "TDK")
+
+
+class KeyStoreError(Exception):
+    """The key store cannot do what was asked. The message is words an engineer can act on
+    ("the key token 'posfw' is not present: check the PKCS#11 module ..."), never key bytes."""
+
+
+class KeyStoreUnavailable(KeyStoreError):
+    """The token (or PIN pad) is absent, refuses its PIN, or its module cannot be loaded."""
+
+
+class KeyMissing(KeyStoreError):
+    """The key an operation needs is not in the store (not provisioned, destroyed, or no
+    sign-on yet for a working key)."""
+
+
+class KeyCheckFailed(KeyStoreError):
+    """A key's check value disagrees: `role` names it, `expected` is what was sent with it,
+    `got` what the key in the store gives (both 4 bytes, hex in words)."""
+
+    def __init__(self, role: str, expected: bytes, got: bytes, detail: str = "") -> None:
+        self.role, self.expected, self.got = role, expected, got
+        super().__init__(f"{role} check value mismatch: expected {expected.hex().upper()}, "
+                         f"the key gives {got.hex().upper()}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """One working key as the host sends it: 16 bytes encrypted TDES-ECB under the TMK, and its
+    check value (first 4 bytes of TDES-ECB of 8 zero bytes under the clear key; over the key's
+    first 8 bytes only when `check_first8`, the MAK convention of some acquirers)."""
+
+    role: str  # one of WORKING_KEY_ROLES
+    wrapped: bytes
+    check_value: bytes
+    check_first8: bool = False
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What a store holds, for diagnostics and the deregistration report (no key bytes)."""
+
+    kind: str  # "memory" (development files), "pkcs11", "pinpad", "split"
+    where: str  # words: "SoftHSM2 token 'posfw'", "development key files in keys/"
+    tmk_check: str | None  # the TMK's check value (hex), None when there is no TMK
+    vault_key: bool  # the card-vault key is present
+    working_keys: tuple[str, ...] = ()  # roles installed since the last sign-on
+    notes: tuple[str, ...] = ()  # anything an engineer should know, in words
+
+
+@runtime_checkable
+class HostKeys(Protocol):
+    """The acquirer's DES keys: TMK and the working keys under it. Methods may block briefly
+    (a token call); a PIN pad implementation answers over its link."""
+
+    def install_working_keys(self, keys: list[WrappedKey]) -> None:
+        """Decrypt each under the TMK inside the store, check its check value, and replace the
+        working keys, all or none. KeyCheckFailed names the first mismatch (the old keys stay);
+        KeyMissing if there is no TMK."""
+        ...
+
+    def forget_working_keys(self) -> None: ...
+
+    def has_working_key(self, role: str) -> bool: ...
+
+    def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
+        """Encrypt `data` (a multiple of 8 bytes) under the MAK: single DES with its first half
+        (double=False) or TDES with both halves (double=True); ECB block by block (chain=False)
+        or CBC from a zero IV (chain=True). Returns the ciphertext, same length. The only use of
+        the MAK; firmware/host/mac.py builds the CUP and X9.19 MACs from it."""
+        ...
+
+    def encrypt_pin(self, pin: str, pan: str) -> bytes:
+        """The ISO 9564 format 0 PIN block for a PIN typed on the terminal's own keypad,
+        encrypted TDES-ECB under the PIK (sim boards only: a real board's PIN pad encrypts)."""
+        ...
+
+    def encrypt_track_block(self, block: bytes) -> bytes:
+        """TDES-ECB of one 8-byte block under the TDK (track data encryption, field 35/36)."""
+        ...
+
+
+@runtime_checkable
+class VaultKeys(Protocol):
+    """The card-vault key: authenticated encryption of PANs at rest. Fast and synchronous (the
+    journal calls it inside its transactions)."""
+
+    def seal(self, plain: bytes, aad: bytes) -> bytes:
+        """nonce || ciphertext || tag under the vault key."""
+        ...
+
+    def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        """Inverse of seal; KeyStoreError in words if the blob is damaged or the key is wrong."""
+        ...
+
+
+@runtime_checkable
+class KeyStore(HostKeys, VaultKeys, Protocol):
+    """A board's whole key store."""
+
+    def status(self) -> KeyStatus: ...
+
+    def destroy_all(self) -> list[str]:
+        """Destroy every key object (deregistration). Returns what was destroyed, in words,
+        one line each ("terminal master key (token object posfw-tmk)"), for the report."""
+        ...
+
+    def close(self) -> None: ...
