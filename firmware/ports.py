@@ -372,10 +372,11 @@ class KeyStatus:
 
 @runtime_checkable
 class HostKeys(Protocol):
-    """The acquirer's DES keys: TMK and the working keys under it. Methods may block briefly
-    (a token call); a PIN pad implementation answers over its link."""
+    """The acquirer's DES keys: TMK and the working keys under it. The operations are
+    coroutines: a token answers at once (or from a thread, for a slow TPM), a secure PIN pad
+    answers over its serial link."""
 
-    def install_working_keys(self, keys: list[WrappedKey]) -> None:
+    async def install_working_keys(self, keys: list[WrappedKey]) -> None:
         """Decrypt each under the TMK inside the store, check its check value, and replace the
         working keys, all or none. KeyCheckFailed names the first mismatch (the old keys stay);
         KeyMissing if there is no TMK."""
@@ -385,19 +386,19 @@ class HostKeys(Protocol):
 
     def has_working_key(self, role: str) -> bool: ...
 
-    def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
+    async def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
         """Encrypt `data` (a multiple of 8 bytes) under the MAK: single DES with its first half
         (double=False) or TDES with both halves (double=True); ECB block by block (chain=False)
         or CBC from a zero IV (chain=True). Returns the ciphertext, same length. The only use of
         the MAK; firmware/host/mac.py builds the CUP and X9.19 MACs from it."""
         ...
 
-    def encrypt_pin(self, pin: str, pan: str) -> bytes:
+    async def encrypt_pin(self, pin: str, pan: str) -> bytes:
         """The ISO 9564 format 0 PIN block for a PIN typed on the terminal's own keypad,
         encrypted TDES-ECB under the PIK (sim boards only: a real board's PIN pad encrypts)."""
         ...
 
-    def encrypt_track_block(self, block: bytes) -> bytes:
+    async def encrypt_track_block(self, block: bytes) -> bytes:
         """TDES-ECB of one 8-byte block under the TDK (track data encryption, field 35/36)."""
         ...
 

@@ -104,7 +104,7 @@ class MemoryKeyStore:
 
     # ---- HostKeys ----
 
-    def install_working_keys(self, keys: list[WrappedKey]) -> None:
+    async def install_working_keys(self, keys: list[WrappedKey]) -> None:
         tmk = self._load_tmk()
         fresh: dict[str, bytes] = {}
         for k in keys:
@@ -130,7 +130,7 @@ class MemoryKeyStore:
         except KeyError:
             raise KeyMissing(f"no {role}: sign on first") from None
 
-    def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
+    async def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
         if len(data) % 8:
             raise KeyStoreError("MAC data must be a multiple of 8 bytes")
         mak = self._key("MAK")
@@ -139,7 +139,7 @@ class MemoryKeyStore:
             return encrypt_tdes_cbc(key, b"\x00" * 8, data)
         return encrypt_tdes_ecb(key, data)
 
-    def encrypt_pin(self, pin: str, pan: str) -> bytes:
+    async def encrypt_pin(self, pin: str, pan: str) -> bytes:
         try:
             block = encode_pinblock_iso_0(pin, pan)
         except ValueError:
@@ -148,7 +148,7 @@ class MemoryKeyStore:
                 from None
         return encrypt_tdes_ecb(_tdes(self._key("PIK")), block)
 
-    def encrypt_track_block(self, block: bytes) -> bytes:
+    async def encrypt_track_block(self, block: bytes) -> bytes:
         if len(block) != 8:
             raise KeyStoreError("track data is encrypted one 8-byte block at a time")
         return encrypt_tdes_ecb(_tdes(self._key("TDK")), block)
