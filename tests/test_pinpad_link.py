@@ -137,24 +137,33 @@ def test_pinpad_keys_is_the_boards_host_keys_and_pin_pad(reader):
 
 
 def test_tr31_tmk_load_answers_its_check_value(reader):
+    other_tmk = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
     async def scenario(drv: SerialLinkReader, pad: PinPadKeys):
         before = await pad.pad_status()
         cv = await pad.load_tmk_tr31(tmk_block(reader))
-        return before, cv, await pad.pad_status()
+        after = await pad.pad_status()
+        await pad.install_working_keys(field62_keys(generate_working_keys(with_tdk=False)))
+        # A new TMK drops the working keys wrapped under the old one, in the pad and here.
+        new_cv = await pad.load_tmk_tr31(tmk_block(reader, other_tmk))
+        return before, cv, after, new_cv, pad.has_working_key("PIK"), await pad.pad_status()
 
-    before, cv, after = drive(reader, scenario)
+    before, cv, after, new_cv, pik_here, last = drive(reader, scenario)
     assert not before.has_tmk and before.tmk_check is None and before.working_keys == ()
     assert cv == check_value(TMK).hex().upper() == after.tmk_check and after.has_tmk
+    assert new_cv == check_value(other_tmk).hex().upper() == last.tmk_check
+    assert not pik_here and last.working_keys == ()
 
 
 def test_tmk_block_under_another_kbpk_or_for_another_use_is_refused_in_words(reader):
     stranger = tr31.wrap(bytes.fromhex("13" * 16), "B0000K0TD00N0000", TMK)
-    a_pin_key = tr31.wrap(reader.pinpad.kbpk, "B0000P0TE00N0000", TMK)
+    a_pin_key = tr31.wrap(reader.pinpad.kbpk, "B0000P0TB00N0000", TMK)
+    encrypt_only = tr31.wrap(reader.pinpad.kbpk, "B0000K0TE00N0000", TMK)
 
     async def scenario(drv: SerialLinkReader, pad: PinPadKeys):
         await pad.load_tmk_tr31(tmk_block(reader))
         errors = []
-        for block in (stranger, a_pin_key, "B0096K0TD00N0000" + "0" * 80):
+        for block in (stranger, a_pin_key, "B0096K0TD00N0000" + "0" * 80, encrypt_only):
             with pytest.raises(KeyStoreError) as info:
                 await pad.load_tmk_tr31(block)
             errors.append(str(info.value))
@@ -164,6 +173,7 @@ def test_tmk_block_under_another_kbpk_or_for_another_use_is_refused_in_words(rea
     assert "does not open under this PIN pad's key-block protection key" in errors[0]
     assert "usage P0" in errors[1] and "usage K0" in errors[1]
     assert "does not open" in errors[2]
+    assert "mode E" in errors[3] and "mode B or D" in errors[3]
     assert status.tmk_check == check_value(TMK).hex().upper()  # the good TMK stayed
 
 
@@ -192,13 +202,18 @@ def test_a_check_value_mismatch_keeps_the_old_keys(reader, tmp_path):
     async def scenario(drv: SerialLinkReader, pad: PinPadKeys):
         await signed_on(reader, pad, old)
         with pytest.raises(KeyCheckFailed) as info:
-            await pad.install_working_keys(broken)
+            await pad.install_working_keys(broken)  # the PIK before the bad MAK is good
         mem = memory_store(tmp_path)
         await mem.install_working_keys(field62_keys(old))
+        entry = asyncio.create_task(pad.enter_pin(PAN, "PIN", timeout=20, allow_empty=False))
+        await type_on_pad(reader, PIN + "E")
         return (info.value, await pad.mac_cipher(data, double=False, chain=False),
-                await mem.mac_cipher(data, double=False, chain=False), pad.has_working_key("MAK"))
+                await mem.mac_cipher(data, double=False, chain=False), pad.has_working_key("MAK"),
+                await entry)
 
-    error, pad_mac, old_mac, held = drive(reader, scenario)
+    error, pad_mac, old_mac, held, entered = drive(reader, scenario)
+    assert isinstance(entered, PinEntered)  # under the old PIK, not the new one
+    assert decrypt_tdes_ecb(old.pik + old.pik[:8], entered.block) == encode_pinblock_iso_0(PIN, PAN)
     assert error.role == "MAK" and error.expected == bytes(4)
     assert error.got == check_value(new.mak[:8])  # what the pad decrypted: the new MAK's
     assert "kept its old keys" in str(error)
