@@ -32,7 +32,7 @@ from drivers.keystore.pinpad import PinPadKeys
 from drivers.reader import link_protocol as lp
 from drivers.reader.serial_link import SerialLinkReader
 from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
-from firmware.ports import PinEntered, WrappedKey
+from firmware.ports import KeyStoreUnavailable, PinEntered, WrappedKey
 
 REPO = Path(__file__).resolve().parent.parent
 PAN = "6222021000000000017"
@@ -160,7 +160,7 @@ def test_power_down_loses_the_entry_not_the_keys(tmp_path):
                 entry = asyncio.create_task(keys.enter_pin(PAN, "PIN", timeout=30, allow_empty=False))
                 assert await asyncio.to_thread(em.wait_until, lambda: em.pin_entry_running)
                 await asyncio.to_thread(em.disconnect)
-                with pytest.raises(Exception, match="hung up during a PIN entry"):
+                with pytest.raises(KeyStoreUnavailable, match="hung up during a PIN entry"):
                     await entry
                 await asyncio.to_thread(em.reconnect)
                 return await keys.pad_status(), keys.has_working_key("TDK")
