@@ -424,28 +424,35 @@ def test_status_in_words(store: Pkcs11KeyStore) -> None:
 
 
 def test_one_session_shared_by_threads(store: Pkcs11KeyStore) -> None:
-    """Seal/unseal from worker threads while the loop computes MACs: the lock serialises the
-    token calls, nothing fails and nothing mixes up."""
-    keys = generate_working_keys(with_tdk=False)
-    run(store.install_working_keys(wrapped_keys(keys)))
+    """Seal/unseal from worker threads while the loop signs on again and again and computes
+    MACs: the store's lock keeps each multi-call job (C_DecryptInit + C_Decrypt +
+    C_CreateObject, a check value) whole on the one session; nothing fails or mixes up."""
     errors: list[BaseException] = []
+    stop = threading.Event()
 
     def worker(n: int) -> None:
         try:
-            for i in range(40):
-                pan = f"62220212345678{n:02d}{i:03d}".encode()
+            i = 0
+            while not stop.is_set():
+                pan = f"62220212345678{n:02d}{i % 1000:03d}".encode()
                 assert store.unseal(store.seal(pan, b"t"), b"t") == pan
+                i += 1
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
     for t in threads:
         t.start()
-    data = os.urandom(64)
-    for _ in range(40):
-        assert run(cup_mac(store, data)) == cup_ecb_mac(keys.mak, data)
-    for t in threads:
-        t.join(timeout=60)
+    try:
+        data = os.urandom(64)
+        for _ in range(25):
+            keys = generate_working_keys(with_tdk=True)
+            run(store.install_working_keys(wrapped_keys(keys)))
+            assert run(cup_mac(store, data)) == cup_ecb_mac(keys.mak, data)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
     assert not errors and not any(t.is_alive() for t in threads)
 
 

@@ -27,7 +27,7 @@ import ctypes
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
@@ -91,6 +91,22 @@ _OPTIONAL = {
                            "generated in the token",
 }
 
+# glibc settings under which freed heap memory is overwritten at once (perturb) and no freed
+# chunk waits unwritten in a per-thread cache (tcache_count=0). With the C_Decrypt fallback
+# through p11-kit's client (a token in another process), p11-kit 0.24 frees the RPC buffers that
+# carried a clear working key without zeroing them; without these settings copies stay in the
+# heap until reused (tests/test_keystore_memory_scan.py found them). glibc reads
+# GLIBC_TUNABLES when the process starts, so the firmware's launcher sets it.
+HEAP_TUNABLES = "glibc.malloc.perturb=165:glibc.malloc.tcache_count=0"
+
+
+def heap_hardened(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process started with HEAP_TUNABLES' two settings (any perturb byte)."""
+    tunables = dict(item.split("=", 1) for item in environ.get("GLIBC_TUNABLES", "").split(":")
+                    if "=" in item)
+    return tunables.get("glibc.malloc.perturb", "0") not in ("", "0") and \
+        tunables.get("glibc.malloc.tcache_count") == "0"
+
 
 # ---- the raw calls of the C_Decrypt fallback -----------------------------------------------
 
@@ -115,6 +131,10 @@ _F_GET_SESSION_INFO, _F_CREATE_OBJECT, _F_DECRYPT_INIT, _F_DECRYPT = 15, 20, 33,
 _CKS_RW_USER_FUNCTIONS = 3
 # The layout this reads python-pkcs11's function list from (see _RawCalls.attach).
 _LAYOUT_VERSION = "0.10.1"
+
+
+class _RawCallFailed(PKCS11Error):
+    """A raw call's return code (hex in the message: a code, never data)."""
 
 
 class _RawCalls:
@@ -168,11 +188,11 @@ class _RawCalls:
         mech = _Mechanism(int(Mechanism.DES3_ECB), None, 0)
         rv = self.decrypt_init(session, ctypes.byref(mech), key)
         if rv != 0:
-            raise pkcs11.exceptions.PKCS11Error(f"C_DecryptInit returned 0x{rv:08X}")
+            raise _RawCallFailed(f"C_DecryptInit returned 0x{rv:08X}")
         n = ctypes.c_ulong(len(out))
         rv = self.decrypt(session, wrapped, len(wrapped), ctypes.addressof(out), ctypes.byref(n))
         if rv != 0 or n.value != len(wrapped):
-            raise pkcs11.exceptions.PKCS11Error(f"C_Decrypt returned 0x{rv:08X}")
+            raise _RawCallFailed(f"C_Decrypt returned 0x{rv:08X}")
 
     def create_secret(self, session: int, template: dict[int, Any], value: ctypes.Array) -> int:
         """C_CreateObject with CKA_VALUE pointing at `value` (no copy on the Python side)."""
@@ -192,7 +212,7 @@ class _RawCalls:
         handle = ctypes.c_ulong(0)
         rv = self.create_object(session, attrs, len(template) + 1, ctypes.byref(handle))
         if rv != 0:
-            raise pkcs11.exceptions.PKCS11Error(f"C_CreateObject returned 0x{rv:08X}")
+            raise _RawCallFailed(f"C_CreateObject returned 0x{rv:08X}")
         return handle.value
 
 
@@ -333,8 +353,9 @@ class Pkcs11KeyStore:
             try:
                 yield
             except PKCS11Error as exc:
+                why = str(exc) if isinstance(exc, _RawCallFailed) else type(exc).__name__
                 raise KeyStoreUnavailable(f"the key token '{self.token_label}' failed to {what} "
-                                          f"({type(exc).__name__})") from None
+                                          f"({why})") from None
 
     def _probe(self) -> tuple[set[Mechanism], list[str]]:
         have = self._slot.get_mechanisms()
@@ -684,6 +705,10 @@ class Pkcs11KeyStore:
             notes.append("this token cannot unwrap under a DES key: each working key is "
                          "decrypted under the master key and created as a session object, so its "
                          f"clear value crosses this process at sign-on, {how}")
+            if not heap_hardened():
+                notes.append("freed heap memory is not overwritten in this process (start it "
+                             f"with GLIBC_TUNABLES={HEAP_TUNABLES}): copies the PKCS#11 library "
+                             "makes of a working key in transit may stay until reused")
         return KeyStatus(kind="pkcs11", where=self._where, tmk_check=self._tmk_cv,
                          vault_key=self._vault is not None,
                          working_keys=tuple(r for r in WORKING_KEY_ROLES if r in self._working),
