@@ -28,7 +28,7 @@ from psec import mac as psec_mac
 from psec import tr31
 
 from drivers.keystore.memory import MemoryKeyStore
-from drivers.keystore.pkcs11 import LABEL_PREFIX, Pkcs11KeyStore
+from drivers.keystore.pkcs11 import HEAP_TUNABLES, LABEL_PREFIX, Pkcs11KeyStore
 from drivers.keystore.tr31 import wrap_tmk
 from firmware.host.keys import (
     WorkingKeys,
@@ -423,6 +423,14 @@ def test_status_in_words(store: Pkcs11KeyStore) -> None:
     assert any("cannot unwrap under a DES key" in n and "zeroed at once" in n for n in st.notes)
 
 
+def test_status_says_when_freed_memory_is_not_overwritten(
+        store: Pkcs11KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert any(f"GLIBC_TUNABLES={HEAP_TUNABLES}" in n for n in store.status().notes)
+    monkeypatch.setenv("GLIBC_TUNABLES", HEAP_TUNABLES)
+    assert not any("GLIBC_TUNABLES" in n for n in store.status().notes)
+
+
 def test_one_session_shared_by_threads(store: Pkcs11KeyStore) -> None:
     """Seal/unseal from worker threads while the loop signs on again and again and computes
     MACs: the store's lock keeps each multi-call job (C_DecryptInit + C_Decrypt +
@@ -471,6 +479,7 @@ def test_through_p11kit_client(provisioned: TokenEnv, tmp_path: Path,
             assert any("missing CKM_AES_GCM" in n for n in st.notes)
             assert any("missing CKM_DES3_CBC" in n for n in st.notes)
             assert any("zeroed at once" in n for n in st.notes)
+            assert any("through p11-kit's client" in n for n in st.notes)
             keys = generate_working_keys(with_tdk=True)
             run(s.install_working_keys(wrapped_keys(keys)))
             data = os.urandom(120)

@@ -257,8 +257,8 @@ def _load(module: str) -> Any:
         lib = pkcs11.lib(module)
     except PKCS11Error as exc:
         raise KeyStoreUnavailable(f"the PKCS#11 module {module} cannot be loaded or initialised "
-                                  f"({type(exc).__name__}: {exc}); for SoftHSM2 check SOFTHSM2_CONF and "
-                                  "its token directory, for p11-kit-client.so "
+                                  f"({type(exc).__name__}: {exc}); for SoftHSM2 check "
+                                  "SOFTHSM2_CONF and its token directory, for p11-kit-client.so "
                                   "P11_KIT_SERVER_ADDRESS and the server") from None
     _LOADED_WITH[module] = env
     return lib
@@ -316,6 +316,9 @@ class Pkcs11KeyStore:
         try:
             with self._call("read its mechanisms and keys"):
                 self._missing, self._notes = self._probe()
+                if lib.manufacturer_id.strip() == "PKCS#11 Kit":
+                    self._notes.append("the token is reached through p11-kit's client: p11-kit "
+                                       "before 0.25 forwards only mechanisms without parameters")
                 self._raw = _RawCalls.attach(self._session, token, self._slot, lib)
                 self._unwrap = self._can_unwrap()
                 self._tmk = self._find(TMK_LABEL)
@@ -383,10 +386,13 @@ class Pkcs11KeyStore:
         if not info.flags & MechanismFlag.UNWRAP or \
                 Mechanism.DES2_KEY_GEN not in self._slot.get_mechanisms():
             return False
-        trial = self._session.generate_key(KeyType.DES2, store=False, label="posfw-trial",
-                                           template={Attribute.UNWRAP: True,
-                                                     Attribute.SENSITIVE: True,
-                                                     Attribute.EXTRACTABLE: False})
+        try:
+            trial = self._session.generate_key(KeyType.DES2, store=False, label="posfw-trial",
+                                               template={Attribute.UNWRAP: True,
+                                                         Attribute.SENSITIVE: True,
+                                                         Attribute.EXTRACTABLE: False})
+        except PKCS11Error:
+            return False
         try:
             made = trial.unwrap_key(ObjectClass.SECRET_KEY, KeyType.DES2, bytes(16),
                                     label="posfw-trial", store=False,
