@@ -16,9 +16,12 @@ once, because python-pkcs11 copies a C_Decrypt result and a template's values in
 frees without wiping. docs/security.md says exactly this and no more.
 
 Threads: one session per store and a lock around every token call (a PKCS#11 session runs one
-operation at a time). Processes: SoftHSM and p11-kit detect a fork and refuse the parent's
-handles in the child (CKR_CRYPTOKI_NOT_INITIALIZED); python-pkcs11 0.10.1 does not re-initialise
-after fork, so a child must open its own store (the firmware does not fork while holding one).
+operation at a time, and installing keys is several calls). Processes: python-pkcs11 0.10.1 does
+nothing about fork. Tried here: in a forked child p11-kit's client refuses the inherited handles
+(CKR_CRYPTOKI_NOT_INITIALIZED), while SoftHSM 2.6.1 goes on working on its copy of the parent's
+state (two processes then write one token's files unknown to each other) and refuses a second
+login (CKR_USER_ALREADY_LOGGED_IN). So a child must neither use a store it inherited nor open one
+while that is open; the firmware does not fork while holding a store.
 """
 
 from __future__ import annotations
