@@ -210,3 +210,28 @@ def paired_offline(data_dir: Path, till: str) -> bytes:
     finally:
         journal.close()
     return key
+
+
+class SignedProcess:
+    """A terminal process (helpers.TerminalProcess) driven by a paired till: request() signs
+    with the next seq and checks the reply's MAC; start() waits out the start-up signed."""
+
+    def __init__(self, term: Any, till: str, key: bytes) -> None:
+        self.term, self.till, self.key, self.seq = term, till, key, 0
+
+    def start(self) -> None:
+        self.term.start(wait_idle=False)
+        deadline = time.monotonic() + 80
+        while self.request(op="status")["busy"]:
+            assert time.monotonic() < deadline, "terminal stayed busy after start-up"
+            time.sleep(0.05)
+
+    def request(self, timeout: float = 30.0, **request: Any) -> dict[str, Any]:
+        from firmware.ecr.auth import check_reply, sign
+
+        self.seq += 1
+        self.term.send_only(**sign(request, self.till, self.seq, self.key))
+        return check_reply(self.term.reply(timeout), self.till, self.seq, self.key)
+
+    def stop(self) -> None:
+        self.term.stop()
