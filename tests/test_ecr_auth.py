@@ -10,15 +10,23 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
+import pytest
+from cryptography.exceptions import InvalidTag
 from ecrkit import Link, TillLink, ecr_terminal, pair_over, set_comms
 from helpers import TID, run
 from panelkit import Shop
 
 from firmware.app.services import tills
-from firmware.ecr import auth
+from firmware.app.services.tills import _CardVaultSealer
+from firmware.ecr import auth, client
+from firmware.journal.store import Journal
+from firmware.journal.tills import TillBook
+from firmware.journal.vault import CardVault
 from firmware.ui.core import StartOp
 
 KEY = bytes(range(32))
@@ -225,3 +233,43 @@ def test_pairing_again_replaces_the_key_and_unpairing_removes_it(data_dir, sim):
     assert done.status == "done" and done.message_key == "till_unpaired"
     assert "Till T04 is not paired" in gone["message"]
     assert "its old key replaced" in audits and "ecr till unpaired" in audits
+
+
+def test_the_client_pairs_and_signs_through_its_till_file(data_dir, sim, tmp_path):
+    """`python -m firmware.ecr.client pair T05 CODE`, then any command: signed, reply checked,
+    the till file 0600 with the seq written before each request leaves."""
+    paired_mode(data_dir)
+    till_file = tmp_path / "till" / "ecr-till.json"
+
+    async def go():
+        async with ecr_terminal(data_dir) as (t, server):
+            code = tills.open_window(t, "T05").code
+            args = ["--port", str(server.port), "--till-file", str(till_file)]
+            paired = await asyncio.to_thread(client.main, [*args, "pair", "T05", code])
+            status = await asyncio.to_thread(client.main, [*args, "status"])
+            kept = json.loads(till_file.read_text())
+            mode = stat.S_IMODE(os.stat(till_file).st_mode)
+            refused = await asyncio.to_thread(client.main, ["--port", str(server.port),
+                                                            "--till-file", str(tmp_path / "none"),
+                                                            "status"])
+            return paired, status, kept, mode, refused, tills.book(t).tills()
+
+    paired, status, kept, mode, refused, book = run(go())
+    assert (paired, status, refused) == (0, 0, 1)
+    assert kept["till"] == "T05" and kept["seq"] == 1 and mode == 0o600
+    assert [(b.till, b.last_seq) for b in book] == [("T05", 1)]
+
+
+def test_a_sealed_till_key_opens_only_in_its_own_row(tmp_path):
+    vault = CardVault(bytes(32))
+    journal = Journal.open(tmp_path / "j.db", vault)
+    book = TillBook(journal, _CardVaultSealer(vault))
+    book.pair("T01", KEY, "test")
+    book.pair("T02", bytes(32), "test")
+    assert book.key("T01") == KEY and book.key("T03") is None
+    with journal.transaction() as cur:  # T01's sealed key copied into T02's row
+        cur.execute("UPDATE ecr_till SET key_sealed = (SELECT key_sealed FROM ecr_till WHERE "
+                    "till = 'T01') WHERE till = 'T02'")
+    with pytest.raises(InvalidTag):
+        book.key("T02")
+    journal.close()
