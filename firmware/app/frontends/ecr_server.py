@@ -330,8 +330,8 @@ class EcrServer:
                 seal, source = verdict.seal, verdict.source
                 reply = await self._answer(line, verdict)
             elif isinstance(verdict, Pairing):
-                audit = False  # the pairing window audits every try itself, at once
-                reply = await self._pair(verdict, peer.source)
+                reply, audited = await self._pair(verdict, peer.source)
+                audit = not audited  # a try at an open window is audited at once, by the window
             else:
                 reply = verdict.reply
         except Exception:
@@ -362,14 +362,15 @@ class EcrServer:
 
         return {"id": req.id, "op": req.op, **await self.repeats.run(req, admitted.source, run)}
 
-    async def _pair(self, pairing: Pairing, source: str) -> dict[str, Any]:
+    async def _pair(self, pairing: Pairing, source: str) -> tuple[dict[str, Any], bool]:
+        """A till's `pair` request: the reply, and whether the pairing window audited it."""
         from firmware.app.services.tills import answer_pair_request
 
         if self.terminal.journal is None:
             return {**pairing.envelope, "ok": False, "result": "refused",
-                    "message": text("service_mode", language(self.terminal))}
-        return {**pairing.envelope,
-                **await answer_pair_request(self.terminal, pairing.request, source)}
+                    "message": text("service_mode", language(self.terminal))}, False
+        reply, audited = await answer_pair_request(self.terminal, pairing.request, source)
+        return {**pairing.envelope, **reply}, audited
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
         try:

@@ -146,16 +146,16 @@ def _close(terminal: TerminalCore, window: Window, state: str, source: str = SUP
 
 
 async def answer_pair_request(terminal: TerminalCore, request: PairRequest,
-                              source: str) -> dict[str, Any]:
+                              source: str) -> tuple[dict[str, Any], bool]:
     """A till's `pair` request against the open window: the reply (paired with the terminal's
-    public key and proof, or refused in words). Audited either way; a wrong proof closes it."""
+    public key and proof, or refused in words) and whether it was audited here. A try against
+    an open window is audited at once, right or wrong (a wrong proof closes it); a request
+    with no window for it is left to the ECR link's refusal log, which counts a flood."""
     lang = _lang(terminal)
     window = current(terminal)
     if window is None or window.state != "open" or window.till != request.till:
-        detail = f"till {request.till}: no pairing open for it"
-        _audit(terminal, source, "ecr till pairing refused", detail)
         return {"ok": False, "result": "refused", "till": request.till,
-                "message": text("till_no_window", lang, till=request.till)}
+                "message": text("till_no_window", lang, till=request.till)}, False
     code = window.code
     # scrypt takes a tenth of a second: off the event loop. The window is taken first, so a
     # second request meanwhile finds it closed (one guess per window).
@@ -167,12 +167,13 @@ async def answer_pair_request(terminal: TerminalCore, request: PairRequest,
         _audit(terminal, source, "ecr till pairing refused",
                f"till {request.till}: wrong pairing code; pairing closed")
         return {"ok": False, "result": "refused", "till": request.till,
-                "message": text("till_pair_refused", lang)}
+                "message": text("till_pair_refused", lang)}, True
     replaced = book(terminal).pair(request.till, answer.key, f"{source} till {request.till}")
     _close(terminal, window, "replaced" if replaced else "paired")
     return {"ok": True, "result": "paired", "till": request.till, "pub": answer.pub.hex(),
             "proof": answer.proof.hex(),
-            "message": text("till_replaced" if replaced else "till_paired", lang, till=request.till)}
+            "message": text("till_replaced" if replaced else "till_paired", lang, till=request.till),
+            }, True
 
 
 def _audit(terminal: TerminalCore, source: str, action: str, detail: str) -> None:
