@@ -34,7 +34,7 @@ CATALOG: core.Catalog = {
     "tills_cancel": ("CANCEL=stop", "取消=停止"),
     "tills_closing": ("Closing...", "正在关闭..."),
     "tills_unpair_q": ("Unpair {till}?", "解除 {till} 配对?"),
-    "tills_unpair_note": ("Its key stops working", "其密钥将失效"),
+    "tills_unpair_note": ("Its key is void", "其密钥将失效"),
     "tills_yes_no": ("ENTER=yes CANCEL=no", "确认=是 取消=否"),
 }
 register(dict(CATALOG))  # the number entry and the results find them in the shared catalog
