@@ -273,3 +273,24 @@ def test_a_sealed_till_key_opens_only_in_its_own_row(tmp_path):
     with pytest.raises(InvalidTag):
         book.key("T02")
     journal.close()
+
+
+def test_the_keypad_lists_and_unpairs_a_till(tmp_path, sim):
+    async def go():
+        shop = Shop(tmp_path, sim.port, ecr=True)
+        paired_mode(shop.data_dir)
+        async with shop:
+            tills.book(shop.terminal).pair("T04", KEY, "test")
+            await shop.press("MENU", "0", "8")
+            await shop.password()
+            await shop.press("3")
+            await shop.shows("Paired tills", "T04 seq 0")
+            await shop.press("ENTER", "2", "4", "ENTER")
+            await shop.shows("Unpair T04?")
+            await shop.press("ENTER")
+            await shop.shows_words("Till T04 unpaired")
+            return tills.book(shop.terminal).tills(), audit_text(shop.terminal)
+
+    left, audits = run(go())
+    assert left == []
+    assert "ecr till unpaired | till T04" in audits
