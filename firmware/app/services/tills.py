@@ -160,8 +160,10 @@ async def answer_pair_request(terminal: TerminalCore, request: PairRequest,
     # scrypt takes a tenth of a second: off the event loop. The window is taken first, so a
     # second request meanwhile finds it closed (one guess per window).
     window.state = "checking"
-    answer = await asyncio.to_thread(answer_pair, code, request)
-    window.state = "open"
+    try:
+        answer = await asyncio.to_thread(answer_pair, code, request)
+    finally:
+        window.state = "open"  # closed just below, as the proof says (or by the deadline)
     if answer is None:
         _close(terminal, window, "wrong_code")
         _audit(terminal, source, "ecr till pairing refused",
