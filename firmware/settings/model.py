@@ -42,6 +42,9 @@ FACTORY: dict[str, dict[str, Any]] = {
         "ecr_idle_timeout_s": 300,
         # A till retries within seconds or, after its own restart, within the business day.
         "ecr_repeat_window_s": 86400,
+        # Only paired tills drive the link (docs/ecr.md, "Paired tills"); "open" is for an
+        # emulated board's tests and console only.
+        "ecr_auth": "paired",
         "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
         "fallback_entry_code": "80",  # field 22 of a fallback swipe (docs/dialect.md, "Chip")
         "tls": False,  # TLS to the host, with the acquirer's CA pinned (docs/security.md)

@@ -63,6 +63,11 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "ecr_max_connections", "int", 1, 64, editable=False),
     Field("comms", "ecr_idle_timeout_s", "int", 1, 86400, unit="s", editable=False),
     Field("comms", "ecr_repeat_window_s", "int", 60, 604800, unit="s", editable=False),
+    # Who may drive the ECR link (docs/ecr.md, "Paired tills"): "paired" tills only (every
+    # request carries the till, a sequence number and a MAC), or "open" (any peer, as before
+    # pairing existed), which only a board taking card data over the link (an emulated one)
+    # accepts; elsewhere "open" is refused in words and the link stays paired-only.
+    Field("comms", "ecr_auth", "choice", choices=("paired", "open"), editable=False),
     # Over what the acquirer computes the MAK's check value (docs/dialect.md, "Working keys").
     # Set per acquirer in settings.json, not on the keypad.
     Field("comms", "mak_check", "choice", choices=MAK_CHECK_CONVENTIONS, editable=False),
@@ -115,7 +120,7 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
                 "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
-                "comms.tls", "comms.tls_ca", "comms.tls_server_name")
+                "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth")
 
 
 def field(group: str, name: str) -> Field:
@@ -154,6 +159,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_max_connections": ("ECR links", "收银机连接数"),
     "f.comms.ecr_idle_timeout_s": ("ECR idle", "收银机空闲"),
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "收银机重发期"),
+    "f.comms.ecr_auth": ("ECR tills", "收银机认证"),
     "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
     "f.comms.fallback_entry_code": ("Fallback code", "降级交易代码"),
     "f.comms.tls": ("TLS", "安全连接"),

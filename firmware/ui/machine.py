@@ -32,7 +32,7 @@ route that gives a Transition adds its commands). Every route, in one place:
 A route the Ui does not know fails loudly by its name (a Ui built by hand without ROUTES).
 So the screen modules stack, each importing only modules listed before it: core, texts, scroll,
 entry, results, report_screens, txn, settings_screens, review_screens, held_screens,
-dereg_screens, diag_screens, menu, idle, machine (tests/test_layout.py fails on a circle).
+dereg_screens, pairing_screens, diag_screens, menu, idle, machine (tests/test_layout.py fails on a circle).
 
 Flows (txn.STEPS):
   sale, preauth: amount > confirm   void, preauth_void, completion_void: password > voucher no. > original
@@ -73,10 +73,12 @@ Menu tree (menu.MENUS; every item has its digit; kept equal to the table by test
         5 Language         language
         6 About            about
         7 Deregister       deregister
+        8 ECR tills        tills
 
 Idle shortcuts: MENU/ENTER menu, F1 sale, F2 void, F3 settle, F4 reprint last, a digit starts a
 sale with that digit; settings opens firmware.ui.settings_screens.settings_root after the
-password, diagnostics firmware.ui.diag_screens.diag_root (both imported when opened).
+password, diagnostics firmware.ui.diag_screens.diag_root, ECR tills
+firmware.ui.pairing_screens.tills_root (the password first; each imported when opened).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "menu_manage": ("Manage", "管理"),
     "menu_language": ("Language", "语言 Language"),
     "menu_about": ("About", "关于"),
+    "menu_tills": ("ECR tills", "收银机配对"),
     "item_completion_void": ("Compl. void", "完成撤销"),
     "item_settle": ("Settle", "结算"),
     "item_reprint_settlement": ("Settle reprint", "重打结算单"),
