@@ -6,17 +6,20 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hostkit import TMK, holds, store_in
 
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode, verify_mac
 from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
 from firmware.host.framing import Header, read_frame
 from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
+from firmware.host.mac import clear_mac
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -29,7 +32,6 @@ from firmware.host.messages import (
     reversal_request,
 )
 
-TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 KEYS = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"),
                    mak=bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A"))
 TERM = Terminal("TERM0001", "898440154110001")
@@ -49,7 +51,8 @@ async def receive(reader: asyncio.StreamReader) -> Message:
 
 
 def reply(req: Message, code: str = "00", mak: bytes | None = KEYS.mak, **extra: str) -> bytes:
-    return encode(response_for(req, code, {"37": "000000000001", **extra}), mak)
+    return encode(response_for(req, code, {"37": "000000000001", **extra}),
+                  clear_mac(mak) if mak is not None else None)
 
 
 async def serve(script: Script) -> tuple[asyncio.Server, int]:
@@ -72,12 +75,23 @@ def run(test: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(bounded())
 
 
+_KEYS_DIRS: list[Path] = []  # this test's tmp_path (the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _keys_dir(tmp_path: Path) -> Iterator[None]:
+    """Where linked() puts the development key store of the test's link."""
+    _KEYS_DIRS.append(tmp_path / "keys")
+    yield
+    _KEYS_DIRS.pop()
+
+
 async def linked(script: Script, keys: WorkingKeys | None = KEYS
                  ) -> tuple[asyncio.Server, HostChannel, HostLink]:
+    """A link to a scripted host; its key store holds `keys` (None: never signed on)."""
     server, port = await serve(script)
     channel = HostChannel("127.0.0.1", port, connect_timeout=2)
-    link = HostLink(channel, TERM, TMK)
-    link.keys = keys
+    link = HostLink(channel, TERM, await store_in(_KEYS_DIRS[-1], keys))
     return server, channel, link
 
 
@@ -92,7 +106,7 @@ def test_matching_reply_and_request_mac() -> None:
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         payload = await read_frame(r)
         d = decode(payload)
-        seen.append(verify_mac(d, KEYS.mak))
+        seen.append(verify_mac(d, clear_mac(KEYS.mak)))
         w.write(reply(d.message, "00", **{"38": "123456"}))
         await r.read()
 
@@ -385,7 +399,7 @@ def test_echo_matched_without_stan() -> None:
 
 def test_mac_without_keys_is_local_error() -> None:
     async def test() -> None:
-        link = HostLink(HostChannel("127.0.0.1", 9), TERM, TMK)
+        link = HostLink(HostChannel("127.0.0.1", 9), TERM, await store_in(_KEYS_DIRS[-1]))
         with pytest.raises(LocalProtocolError, match="sign on"):
             await link.request(sale(), mac=True, timeout=1)
 
@@ -418,7 +432,7 @@ def test_sign_on_installs_keys() -> None:
         return rep, link
 
     rep, link = run(test)
-    assert link.keys == fresh
+    assert asyncio.run(holds(link.keys_store, fresh)) and link.has_keys
     assert not link.sign_on_required
     assert rep.fields["60"][2:8] == "000042"  # the batch the caller adopts
     assert fresh.mak.hex() not in repr(link).lower()
@@ -433,7 +447,7 @@ def test_sign_on_bad_check_value() -> None:
         return link
 
     link = run(test)
-    assert link.keys == KEYS  # previous keys untouched
+    assert asyncio.run(holds(link.keys_store, KEYS))  # previous keys untouched
     assert link.sign_on_required
 
 
@@ -446,7 +460,7 @@ def test_sign_on_declined() -> None:
 
     rep, link = run(test)
     assert rep.fields["39"] == "97"
-    assert link.keys is None and link.sign_on_required
+    assert not link.has_keys and link.sign_on_required
 
 
 @pytest.mark.parametrize(("code", "processing", "required"), [
@@ -457,7 +471,7 @@ def test_sign_on_required_signals(code: str, processing: str, required: bool) ->
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         req = await receive(r)
         rep = response_for(req, code, {})
-        w.write(encode(replace(rep, header=Header(processing=processing)), KEYS.mak))
+        w.write(encode(replace(rep, header=Header(processing=processing)), clear_mac(KEYS.mak)))
         await r.read()
 
     async def test() -> HostLink:
@@ -534,7 +548,7 @@ def test_a_reply_matcher_that_raises_ends_the_request_with_its_error() -> None:
     async def test() -> None:
         server, channel, _ = await linked(script)
         with pytest.raises(ValueError, match="matcher broke"):
-            await channel.exchange(encode(sale(), KEYS.mak), faulty, timeout=5)
+            await channel.exchange(encode(sale(), clear_mac(KEYS.mak)), faulty, timeout=5)
         assert channel.connected
         await finish(server, channel)
 
@@ -558,7 +572,7 @@ def test_an_approved_sign_on_without_working_keys_is_an_error_naming_field_62() 
         return link
 
     link = run(test)
-    assert link.keys == KEYS and link.sign_on_required
+    assert asyncio.run(holds(link.keys_store, KEYS)) and link.sign_on_required
 
 
 @pytest.mark.parametrize(("attempts", "dials", "said"), [(None, 1, ""), (0, 1, ""), (1, 1, ""),
