@@ -14,9 +14,16 @@ from typing import Any
 import pytest
 from hostkit import TMK, holds, store_in
 
+from drivers.keystore.memory import MemoryKeyStore
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode, verify_mac
-from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
+from firmware.host.errors import (
+    KeyCheckError,
+    KeyStoreFailed,
+    LocalProtocolError,
+    NoReply,
+    RemoteProtocolError,
+)
 from firmware.host.framing import Header, read_frame
 from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
 from firmware.host.mac import clear_mac
@@ -738,3 +745,55 @@ def test_a_message_sent_without_a_mac_carries_none_even_when_keys_are_installed(
     run(test)
     sent = decode(seen[0]).message
     assert sent.mti == "0820" and "64" not in sent.fields
+
+
+def test_sign_on_without_a_terminal_master_key_says_so_in_words(tmp_path: Path) -> None:
+    """The store cannot take the keys (its TMK is missing): KeyStoreFailed with the store's
+    words (which file), nothing installed, a sign-on still required."""
+    async def test() -> HostLink:
+        server, port = await serve(_signon_script(generate_working_keys(False)))
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+        link = HostLink(channel, TERM, MemoryKeyStore(tmp_path / "empty-keys"))
+        with pytest.raises(KeyStoreFailed, match=r"terminal master key file .*tmk\.key is missing"):
+            await link.sign_on("000001", "000001", "01", timeout=2)
+        await finish(server, channel)
+        return link
+
+    link = run(test)
+    assert not link.has_keys and link.sign_on_required
+
+
+@pytest.mark.parametrize(("host_algorithm", "verifies"), [("x9_19", True), ("cup_ecb", False)])
+def test_the_x9_19_setting_macs_both_ways(host_algorithm: str, verifies: bool) -> None:
+    """mac_algorithm="x9_19": the request's field 64 is the X9.19 MAC of its MAC block under
+    the double-length MAK, and only a reply MACed the same way is taken."""
+    seen: list[bool] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        d = decode(await read_frame(r))
+        seen.append(verify_mac(d, clear_mac(KEYS.mak, "x9_19")))
+        w.write(encode(response_for(d.message, "00", {"37": "000000000001"}),
+                       clear_mac(KEYS.mak, host_algorithm)))
+        await r.read()
+
+    async def test() -> None:
+        server, port = await serve(script)
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+        link = HostLink(channel, TERM, await store_in(_KEYS_DIRS[-1], KEYS),
+                        mac_algorithm="x9_19")
+        try:
+            if verifies:
+                assert (await link.request(sale(), mac=True, timeout=2)).fields["39"] == "00"
+            else:
+                with pytest.raises(NoReply, match="does not verify"):
+                    await link.request(sale(), mac=True, timeout=2)
+        finally:
+            await finish(server, channel)
+
+    run(test)
+    assert seen == [True]
+
+
+def test_an_unknown_mac_algorithm_is_refused_in_words() -> None:
+    with pytest.raises(LocalProtocolError, match="MAC algorithm must be one of cup_ecb, x9_19"):
+        HostLink(HostChannel("127.0.0.1", 9), TERM, None, mac_algorithm="cbc")
