@@ -1,15 +1,22 @@
 """The host link's key store in tests: a development store (drivers.keystore.memory) over a
-temporary keys/ holding the test TMK, with a sign-on's working keys installed the way HostLink
-installs them (field 62 built by the acquirer's side, firmware.host.keys.build_signon_keys,
-then HostKeys.install_working_keys), and a check of which keys a store holds that only uses
-the store's own operations (a token never shows its keys).
+temporary keys/ holding the test TMK, or a SoftHSM2 token provisioned with it
+(drivers.keystore.pkcs11 through tests/p11kit.py); a sign-on's working keys installed the way
+HostLink installs them (field 62 built by the acquirer's side, firmware.host.keys.
+build_signon_keys, then HostKeys.install_working_keys); and a check of which keys a store holds
+that only uses the store's own operations (a token never shows its keys).
+
+The `host_store` fixture runs a test once per store kind (import it, and p11kit's
+`softhsm_template`, into the test module).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from p11kit import provision_token, softhsm_env
 from psec.des import decrypt_tdes_ecb, encrypt_tdes_ecb
 
 from drivers.keystore.memory import MemoryKeyStore
@@ -20,9 +27,10 @@ from firmware.host.keys import (
     expand_key,
     signon_entries,
 )
-from firmware.ports import HostKeys
+from firmware.ports import HostKeys, KeyStore
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+STORE_KINDS = ("memory", "pkcs11")
 _PROBE = bytes.fromhex("0011223344556677")
 
 
@@ -65,3 +73,52 @@ async def holds(store: HostKeys, keys: WorkingKeys) -> bool:
     if keys.tdk is None:
         return not store.has_working_key("TDK")
     return await store.encrypt_track_block(_PROBE) == encrypt_tdes_ecb(expand_key(keys.tdk), _PROBE)
+
+
+class StoreMaker:
+    """Makes a test's key stores of one kind, closes them after the test. A token test gets one
+    SoftHSM2 token, provisioned with the TMK like the firmware's provisioning does; SoftHSM
+    reads its configuration when the module loads, so one store of that kind at a time."""
+
+    def __init__(self, kind: str, root: Path) -> None:
+        self.kind, self.root = kind, root
+        self.stores: list[KeyStore] = []
+
+    async def __call__(self, keys: WorkingKeys | None = None, tmk: bytes | None = TMK) -> KeyStore:
+        """A store holding `tmk` (None: no TMK at all) and, when given, `keys` installed."""
+        store: KeyStore
+        if self.kind == "memory":
+            where = self.root / f"keys{len(self.stores)}"
+            if tmk is None:
+                where.mkdir(parents=True)
+                store = MemoryKeyStore(where)
+            else:
+                store = MemoryKeyStore(keys_dir(where, tmk))
+        else:
+            assert not self.stores, "one token store at a time"
+            env = softhsm_env(self.root / "softhsm")
+            if tmk is not None:
+                provision_token(env, tmk)
+            store = env.open()
+        self.stores.append(store)
+        if keys is not None:
+            await install(store, keys, tmk if tmk is not None else TMK)
+        return store
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.stores.clear()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def host_store(request: pytest.FixtureRequest, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreMaker]:
+    """Makes this test's key stores: the development store, then a SoftHSM2 token."""
+    if request.param == "pkcs11":
+        request.getfixturevalue("softhsm_template")
+        # softhsm_env points SOFTHSM2_CONF at the test's token; put it back after the test.
+        monkeypatch.setenv("SOFTHSM2_CONF", str(tmp_path / "stores" / "softhsm" / "softhsm2.conf"))
+    maker = StoreMaker(str(request.param), tmp_path / "stores")
+    yield maker
+    maker.close()

@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import hostkit
+import p11kit
 import pytest
-from hostkit import TMK, holds, store_in
+from hostkit import TMK, StoreMaker, holds, store_in
 
-from drivers.keystore.memory import MemoryKeyStore
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode, verify_mac
 from firmware.host.errors import (
@@ -39,6 +40,9 @@ from firmware.host.messages import (
     reversal_request,
 )
 
+# The sign-on and MAC tests run on both key stores: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 KEYS = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"),
                    mak=bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A"))
 TERM = Terminal("TERM0001", "898440154110001")
@@ -93,12 +97,15 @@ def _keys_dir(tmp_path: Path) -> Iterator[None]:
     _KEYS_DIRS.pop()
 
 
-async def linked(script: Script, keys: WorkingKeys | None = KEYS
+async def linked(script: Script, keys: WorkingKeys | None = KEYS,
+                 stores: StoreMaker | None = None
                  ) -> tuple[asyncio.Server, HostChannel, HostLink]:
-    """A link to a scripted host; its key store holds `keys` (None: never signed on)."""
+    """A link to a scripted host; its key store holds `keys` (None: never signed on). The
+    store: the development store, or one `stores` makes (the host_store fixture: both kinds)."""
     server, port = await serve(script)
     channel = HostChannel("127.0.0.1", port, connect_timeout=2)
-    link = HostLink(channel, TERM, await store_in(_KEYS_DIRS[-1], keys))
+    store = await (stores(keys) if stores is not None else store_in(_KEYS_DIRS[-1], keys))
+    link = HostLink(channel, TERM, store)
     return server, channel, link
 
 
@@ -107,7 +114,7 @@ async def finish(server: asyncio.Server, channel: HostChannel) -> None:
     server.close()
 
 
-def test_matching_reply_and_request_mac() -> None:
+def test_matching_reply_and_request_mac(host_store: StoreMaker) -> None:
     seen: list[bool] = []
 
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -118,7 +125,7 @@ def test_matching_reply_and_request_mac() -> None:
         await r.read()
 
     async def test() -> Message:
-        server, channel, link = await linked(script)
+        server, channel, link = await linked(script, stores=host_store)
         rep = await link.request(sale(), mac=True, timeout=2)
         assert channel.connected
         await finish(server, channel)
@@ -428,11 +435,11 @@ def _signon_script(keys: WorkingKeys, corrupt: bool = False, code: str = "00") -
     return script
 
 
-def test_sign_on_installs_keys() -> None:
+def test_sign_on_installs_keys(host_store: StoreMaker) -> None:
     fresh = generate_working_keys(with_tdk=True)
 
     async def test() -> tuple[Message, HostLink]:
-        server, channel, link = await linked(_signon_script(fresh), keys=None)
+        server, channel, link = await linked(_signon_script(fresh), keys=None, stores=host_store)
         assert link.sign_on_required
         rep = await link.sign_on("000001", "000001", "01", with_tdk=True, timeout=2)
         await finish(server, channel)
@@ -445,9 +452,12 @@ def test_sign_on_installs_keys() -> None:
     assert fresh.mak.hex() not in repr(link).lower()
 
 
-def test_sign_on_bad_check_value() -> None:
+def test_sign_on_bad_check_value(host_store: StoreMaker) -> None:
+    """A check value mismatch fails the sign-on in words; the keys of the last sign-on stay
+    installed and usable (holds() works them through the store)."""
     async def test() -> HostLink:
-        server, channel, link = await linked(_signon_script(generate_working_keys(False), True))
+        server, channel, link = await linked(_signon_script(generate_working_keys(False), True),
+                                             stores=host_store)
         with pytest.raises(KeyCheckError, match="MAC key check value mismatch"):
             await link.sign_on("000001", "000001", "01", timeout=2)
         await finish(server, channel)
@@ -458,9 +468,10 @@ def test_sign_on_bad_check_value() -> None:
     assert link.sign_on_required
 
 
-def test_sign_on_declined() -> None:
+def test_sign_on_declined(host_store: StoreMaker) -> None:
     async def test() -> tuple[Message, HostLink]:
-        server, channel, link = await linked(_signon_script(KEYS, code="97"), keys=None)
+        server, channel, link = await linked(_signon_script(KEYS, code="97"), keys=None,
+                                             stores=host_store)
         rep = await link.sign_on("000001", "000001", "01", timeout=2)
         await finish(server, channel)
         return rep, link
@@ -747,14 +758,16 @@ def test_a_message_sent_without_a_mac_carries_none_even_when_keys_are_installed(
     assert sent.mti == "0820" and "64" not in sent.fields
 
 
-def test_sign_on_without_a_terminal_master_key_says_so_in_words(tmp_path: Path) -> None:
-    """The store cannot take the keys (its TMK is missing): KeyStoreFailed with the store's
-    words (which file), nothing installed, a sign-on still required."""
+def test_sign_on_without_a_terminal_master_key_says_so_in_words(host_store: StoreMaker) -> None:
+    """The store cannot take the keys (it holds no TMK): KeyStoreFailed with the store's words
+    (which file, which token object), nothing installed, a sign-on still required."""
     async def test() -> HostLink:
         server, port = await serve(_signon_script(generate_working_keys(False)))
         channel = HostChannel("127.0.0.1", port, connect_timeout=2)
-        link = HostLink(channel, TERM, MemoryKeyStore(tmp_path / "empty-keys"))
-        with pytest.raises(KeyStoreFailed, match=r"terminal master key file .*tmk\.key is missing"):
+        link = HostLink(channel, TERM, await host_store(tmk=None))
+        with pytest.raises(KeyStoreFailed, match=r"cannot install the working keys: .*"
+                           r"(terminal master key file .*tmk\.key is missing|"
+                           r"holds no terminal master key \(posfw-tmk\))"):
             await link.sign_on("000001", "000001", "01", timeout=2)
         await finish(server, channel)
         return link
@@ -764,7 +777,8 @@ def test_sign_on_without_a_terminal_master_key_says_so_in_words(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("host_algorithm", "verifies"), [("x9_19", True), ("cup_ecb", False)])
-def test_the_x9_19_setting_macs_both_ways(host_algorithm: str, verifies: bool) -> None:
+def test_the_x9_19_setting_macs_both_ways(host_algorithm: str, verifies: bool,
+                                          host_store: StoreMaker) -> None:
     """mac_algorithm="x9_19": the request's field 64 is the X9.19 MAC of its MAC block under
     the double-length MAK, and only a reply MACed the same way is taken."""
     seen: list[bool] = []
@@ -779,8 +793,7 @@ def test_the_x9_19_setting_macs_both_ways(host_algorithm: str, verifies: bool) -
     async def test() -> None:
         server, port = await serve(script)
         channel = HostChannel("127.0.0.1", port, connect_timeout=2)
-        link = HostLink(channel, TERM, await store_in(_KEYS_DIRS[-1], KEYS),
-                        mac_algorithm="x9_19")
+        link = HostLink(channel, TERM, await host_store(KEYS), mac_algorithm="x9_19")
         try:
             if verifies:
                 assert (await link.request(sale(), mac=True, timeout=2)).fields["39"] == "00"

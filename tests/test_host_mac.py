@@ -5,23 +5,26 @@ terminal computes through its key store against the clear ones the simulator com
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
+import hostkit
+import p11kit
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from hostkit import store_in
-from hypothesis import given, settings
+from hostkit import StoreMaker
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psec.mac import generate_retail_mac
 from pyemv.mac import mac_iso9797_3
 
-from drivers.keystore.memory import MemoryKeyStore
 from firmware.host.errors import LocalProtocolError
 from firmware.host.keys import WorkingKeys
 from firmware.host.mac import MAC_ALGORITHMS, clear_mac, cup_ecb_mac, store_mac, x9_19_mac
 
 MAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The key stores the store-computed MACs are tried on: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 
 
 def _des(key8: bytes, block: bytes) -> bytes:
@@ -178,25 +181,23 @@ def test_an_unknown_algorithm_is_refused_in_words() -> None:
         clear_mac(MAK, "md5")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> MemoryKeyStore:
-    """A development key store holding the working keys of a sign-on whose MAK is MAK."""
-    keys = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"), mak=MAK)
-    return asyncio.run(store_in(tmp_path_factory.mktemp("mac") / "keys", keys))
-
-
 @pytest.mark.parametrize("algorithm", MAC_ALGORITHMS)
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # one store, many blocks
 @given(data=st.binary(max_size=300))
-def test_property_the_store_computes_the_clear_mac(store: MemoryKeyStore, algorithm: str,
+def test_property_the_store_computes_the_clear_mac(host_store: StoreMaker, algorithm: str,
                                                    data: bytes) -> None:
-    """The terminal's MAC (built from HostKeys.mac_cipher, the MAK inside the store) equals
-    the simulator's clear one, for both algorithms and any MAC block."""
+    """The terminal's MAC (built from HostKeys.mac_cipher, the MAK inside the store: the
+    development store or a SoftHSM2 token) equals the simulator's clear one, for both
+    algorithms and any MAC block."""
+    if not host_store.stores:
+        keys = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"), mak=MAK)
+        asyncio.run(host_store(keys))
+    store = host_store.stores[0]
     assert asyncio.run(store_mac(store, algorithm)(data)) == clear_mac(MAK, algorithm)(data)
 
 
-def test_the_store_mac_of_the_x9_19_vector(tmp_path: Path) -> None:
-    keys = WorkingKeys(pik=K2 + K1, mak=K1 + K2)
-    store = asyncio.run(store_in(tmp_path / "keys", keys))
+def test_the_store_mac_of_the_x9_19_vector(host_store: StoreMaker) -> None:
+    store = asyncio.run(host_store(WorkingKeys(pik=K2 + K1, mak=K1 + K2)))
     mac = asyncio.run(store_mac(store, "x9_19")(bytes.fromhex("1234567890ABCDEF")))
     assert mac.hex().upper() == "479EF7C1ECFE64AC"

@@ -22,10 +22,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import hostkit
 import iso8583
+import p11kit
 import pytest
 from helpers import MID, TID, TMK, provision, run, sale
-from hostkit import install, store_in
+from hostkit import StoreMaker
 
 from board.sim.acquirer import SimulatorThread
 from board.sim.cards import TEST_CARDS
@@ -41,6 +43,9 @@ from firmware.host.messages import FinancialParams, Message, TxnKind, financial_
 from firmware.host.spec import SPEC
 from firmware.settings.model import SettingsInvalid, factory, migrate, validate
 
+# The terminal's link runs on both key stores: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 CARD = TEST_CARDS["cup_credit"]
 AMOUNT = 2500
 BODY_AT = TPDU_LEN + HEADER_LEN  # where the MAC block (the MTI onward) starts in a payload
@@ -123,7 +128,7 @@ def test_the_cup_mac_does_not_see_it_and_x9_19_does(genuine, algorithm: str) -> 
 
 
 def test_the_terminal_link_takes_the_forged_approval_only_under_the_cup_mac(
-        genuine, algorithm: str, tmp_path: Path) -> None:
+        genuine, algorithm: str, host_store: StoreMaker) -> None:
     """The terminal sends its sale for trace 000003 (same amount); a host on the line answers
     with the forgery. cup_ecb: an approval the acquirer never gave. x9_19: refused as a bad
     MAC (the terminal reverses; no money moves on a forged word)."""
@@ -141,9 +146,8 @@ def test_the_terminal_link_takes_the_forged_approval_only_under_the_cup_mac(
     async def go() -> Message:
         server = await asyncio.start_server(host, "127.0.0.1", 0)
         channel = HostChannel("127.0.0.1", server.sockets[0].getsockname()[1], connect_timeout=2)
-        store = await store_in(tmp_path / "keys")
-        await install(store, term.keys)
-        link = HostLink(channel, term.term, store, mac_algorithm=algorithm)
+        link = HostLink(channel, term.term, await host_store(term.keys, TEST_TMK),
+                        mac_algorithm=algorithm)
         params = FinancialParams(TxnKind.SALE, "000003", term.batch, term.term, AMOUNT,
                                  card=term.params(TxnKind.SALE, AMOUNT, CARD).card)
         try:

@@ -18,10 +18,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import hostkit
 import iso8583
+import p11kit
 import pytest
 from helpers import MID, TID, provision, run, sale
-from hostkit import holds, store_in
+from hostkit import StoreMaker, holds, store_in
 from psec.des import decrypt_tdes_ecb, encrypt_tdes_ecb
 from test_wire_conformance import DIALECT, FRAMING
 from wiretap import WireTap
@@ -58,6 +60,9 @@ from firmware.host.messages import (
 )
 from firmware.settings.model import SettingsInvalid, factory, migrate, validate
 
+# The link tests run on both key stores: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 CREDIT = TEST_CARDS["cup_credit"]  # no PIN
 DEBIT = TEST_CARDS["cup_debit"]  # a PIN: 52 and 53 go with the track
 
@@ -295,9 +300,55 @@ def test_a_reversal_with_track_encryption_on_carries_no_track(tmp_path: Path, si
     assert not {"35", "36", "52", "53"} & reversal.keys() and reversal["2"] == DEBIT.pan
 
 
+# ---- the host link and its key store (both kinds) ------------------------------------------
+
+def test_the_link_signs_on_for_a_tdk_and_the_store_encrypts_the_block(
+        host_store: StoreMaker) -> None:
+    """Track encryption on: the 0800 asks 004, the reply's TDK goes into the store with the
+    PIK and MAK, and the sale's 35 arrives with its block encrypted under that TDK (the store
+    computed it: the development store, or the SoftHSM2 token's TDES)."""
+    given = generate_working_keys(with_tdk=True)
+    seen: list[Message] = []
+
+    async def host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        signon = decode(await read_frame(reader)).message
+        seen.append(signon)
+        f62 = build_signon_keys(given, TEST_TMK)
+        writer.write(encode(response_for(signon, "00", {"37": "000000000002", "62": f62})))
+        request = decode(await read_frame(reader))
+        assert given.tdk is not None
+        seen.append(decrypt_tracks(request, lambda b: decrypt_tdes_ecb(expand_key(given.tdk), b)))
+        seen.append(request.message)
+        writer.write(encode(response_for(request.message, "00", {"37": "000000000003"}),
+                            clear_mac(given.mak)))
+        await writer.drain()
+        await reader.read()
+
+    async def go() -> Message:
+        server = await asyncio.start_server(host, "127.0.0.1", 0)
+        channel = HostChannel("127.0.0.1", server.sockets[0].getsockname()[1], connect_timeout=2)
+        link = HostLink(channel, TERM, await host_store(tmk=TEST_TMK), track_encryption=True)
+        try:
+            async with asyncio.timeout(10):
+                await link.sign_on("000001", "000001", "01", timeout=5)
+                assert link.keys_store is not None and link.keys_store.has_working_key("TDK")
+                return await link.request(swiped_sale(), mac=True, timeout=5)
+        finally:
+            await channel.close()
+            server.close()
+
+    reply = asyncio.run(go())
+    assert reply.fields["39"] == "00"
+    signon, clear, sent = seen
+    assert signon.fields["60"][8:11] == "004"
+    assert clear.fields["35"] == DEBIT.track2 and sent.fields["35"] != DEBIT.track2.replace("=", "D")
+    assert sent.fields["53"] == "2610000000000000"
+
+
 # ---- sign-on: the TDK asked for and not given ----------------------------------------------
 
-def test_a_sign_on_reply_without_the_tdk_asked_for_fails_in_words(tmp_path: Path) -> None:
+def test_a_sign_on_reply_without_the_tdk_asked_for_fails_in_words(
+        host_store: StoreMaker) -> None:
     """The host answers the 004 sign-on with only PIK and MAK: the sign-on fails saying what
     is missing and which setting asks for it; the keys of the last sign-on stay."""
     old = generate_working_keys(with_tdk=True)
@@ -314,8 +365,7 @@ def test_a_sign_on_reply_without_the_tdk_asked_for_fails_in_words(tmp_path: Path
     async def go() -> HostLink:
         server = await asyncio.start_server(host, "127.0.0.1", 0)
         channel = HostChannel("127.0.0.1", server.sockets[0].getsockname()[1], connect_timeout=2)
-        link = HostLink(channel, TERM, await store_in(tmp_path / "keys", old, TEST_TMK),
-                        track_encryption=True)
+        link = HostLink(channel, TERM, await host_store(old, TEST_TMK), track_encryption=True)
         try:
             async with asyncio.timeout(10):
                 with pytest.raises(RemoteProtocolError, match="asked for a track data key") as info:
