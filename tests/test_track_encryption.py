@@ -383,12 +383,15 @@ def test_a_sign_on_reply_without_the_tdk_asked_for_fails_in_words(
 
 def test_a_request_with_tracks_and_no_tdk_is_not_sent_in_clear(tmp_path: Path) -> None:
     """Track encryption on, but the store holds no TDK (keys of a sign-on that asked none):
-    the request is refused before anything is sent, never sent in clear."""
+    the request is refused before anything is sent, never sent in clear, and the link wants a
+    sign-on (which asks for the TDK)."""
     async def go() -> None:
         store = await store_in(tmp_path / "keys", generate_working_keys(with_tdk=False))
         link = HostLink(HostChannel("127.0.0.1", 9), TERM, store, track_encryption=True)
+        link.sign_on_required = False
         with pytest.raises(LocalProtocolError, match="no track data key: sign on again"):
             await link.request(swiped_sale(), mac=True, timeout=1)
+        assert link.sign_on_required  # the next operation signs on, asking for a TDK
 
     asyncio.run(go())
 

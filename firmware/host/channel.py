@@ -305,6 +305,7 @@ class HostLink:
         tracks = None
         if self.track_encryption and TRACK_FIELDS & msg.fields.keys():
             if keys is None or not keys.has_working_key("TDK"):
+                self.sign_on_required = True  # the next sign-on asks for one (60.3 004)
                 raise LocalProtocolError("track encryption is on (comms.track_encryption) but "
                                          "the store has no track data key: sign on again")
             msg, tracks = with_tracks_encrypted(msg), keys.encrypt_track_block
