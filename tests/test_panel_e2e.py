@@ -403,7 +403,7 @@ def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
             await shop.press("4")
             off = await shop.shows("Signed off")
             host_off = sim.ledger.terminal_status(TID).signed_on
-            signed_after_off = shop.terminal.link.keys is not None
+            signed_after_off = shop.terminal.link.has_keys
             await back_to_idle(shop)
             await shop.press("MENU", "0", "3")
             on = await shop.shows("Signed on")

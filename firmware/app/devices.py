@@ -5,10 +5,11 @@ own drivers). Everything else in the firmware speaks to drivers through firmware
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from firmware.app.boards import BoardProfile
-from firmware.ports import CardReader, Display, Keypad, Printer
+from firmware.ports import CardReader, Display, Keypad, KeyStore, Printer
 
 log = logging.getLogger("posfw.app")
 
@@ -90,3 +91,11 @@ def make_display(board: BoardProfile) -> Display:
 
         return spi_lcd(board.display.split(":", 1)[1], rows=rows, cols=cols)
     raise SystemExit(f"board {board.name}: unknown display {board.display!r}")
+
+
+def make_key_store(board: BoardProfile, keys_dir: Path) -> KeyStore:
+    """The board's key store. For now the development store over keys/ on every board (the
+    profiles' token choice, firmware/app/boards.py, picks a PKCS#11 token or the PIN pad)."""
+    from drivers.keystore.memory import MemoryKeyStore
+
+    return MemoryKeyStore(keys_dir)

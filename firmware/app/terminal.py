@@ -1,19 +1,22 @@
 """The terminal as the process runs it: the core (firmware/app/core/terminal.py) with the
 services plugged in through its hooks.
 
-The core asks for paper, a card reader and two pieces of start-up work without importing any
-service; this module answers: the print desk with the board's printer, the board's reader
-(firmware/app/devices.py chooses both drivers), the deregistration's resume after a power loss
-and the held orders' reconcile. Front ends and tests take this Terminal; services take the core.
+The core asks for paper, a card reader, a key store and two pieces of start-up work without
+importing any service; this module answers: the print desk with the board's printer, the
+board's reader and key store (firmware/app/devices.py chooses the drivers), the
+deregistration's resume after a power loss and the held orders' reconcile. Front ends and
+tests take this Terminal; services take the core.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from firmware.app import devices
 from firmware.app.core.terminal import TerminalCore
 from firmware.app.services import deregister, held
 from firmware.app.services.printing import PrintDesk
-from firmware.ports import CardReader
+from firmware.ports import CardReader, HostKeys
 
 
 class Terminal(TerminalCore):
@@ -34,6 +37,9 @@ class Terminal(TerminalCore):
 
     def _open_reader(self) -> CardReader | None:
         return devices.make_reader(self.board, self.cfg)
+
+    def _open_host_keys(self, keys_dir: Path) -> HostKeys:
+        return devices.make_key_store(self.board, keys_dir)
 
     async def _after_open(self) -> None:
         # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.

@@ -15,6 +15,7 @@ from typing import Any
 
 from firmware.digits import is_digits
 from firmware.host.keys import DEFAULT_MAK_CHECK
+from firmware.host.mac import DEFAULT_MAC_ALGORITHM
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
 FACTORY_PASSWORD = "000000"  # documented in docs/provisioning.md; must be changed before any payment
@@ -46,6 +47,8 @@ FACTORY: dict[str, dict[str, Any]] = {
         # emulated board's tests and console only.
         "ecr_auth": "paired",
         "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
+        "mac_algorithm": DEFAULT_MAC_ALGORITHM,  # the dialect's CUP ECB MAC (docs/dialect.md)
+        "track_encryption": False,  # tracks 35/36 in clear unless the acquirer gives a TDK
         "fallback_entry_code": "80",  # field 22 of a fallback swipe (docs/dialect.md, "Chip")
         "tls": False,  # TLS to the host, with the acquirer's CA pinned (docs/security.md)
         "tls_ca": "keys/acquirer-ca.pem",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware.host.keys import MAK_CHECK_CONVENTIONS
+from firmware.host.mac import MAC_ALGORITHMS
 
 KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash")
 SELF_TEST_ORDER = ("echo", "printer", "display")
@@ -71,6 +72,13 @@ FIELDS: tuple[Field, ...] = (
     # Over what the acquirer computes the MAK's check value (docs/dialect.md, "Working keys").
     # Set per acquirer in settings.json, not on the keypad.
     Field("comms", "mak_check", "choice", choices=MAK_CHECK_CONVENTIONS, editable=False),
+    # Which MAC fills field 64 (docs/dialect.md, "MAC strength"): cup_ecb, the dialect's own
+    # (forgeable by changing two blocks consistently), or x9_19 (ISO 9797-1 algorithm 3 with
+    # the double-length MAK) where the acquirer takes it. Per acquirer in settings.json.
+    Field("comms", "mac_algorithm", "choice", choices=MAC_ALGORITHMS, editable=False),
+    # Track encryption (docs/dialect.md, "Track encryption"): sign on for a track data key
+    # (60.3 = 004) and send fields 35/36 encrypted under it. Per acquirer in settings.json.
+    Field("comms", "track_encryption", "bool", editable=False),
     # Field 22 of a fallback swipe of a chip card: 80x (the CUP dialect) or 02x with 60.5 = 2
     # (some acquirers; docs/dialect.md, "Chip"). Set per acquirer in settings.json.
     Field("comms", "fallback_entry_code", "choice", choices=("80", "02"), editable=False),
@@ -120,7 +128,8 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
                 "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
-                "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth")
+                "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
+                "comms.mac_algorithm", "comms.track_encryption")
 
 
 def field(group: str, name: str) -> Field:
@@ -161,6 +170,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "收银机重发期"),
     "f.comms.ecr_auth": ("ECR tills", "收银机认证"),
     "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
+    "f.comms.mac_algorithm": ("MAC algorithm", "MAC算法"),
+    "f.comms.track_encryption": ("Track encrypt", "磁道加密"),
     "f.comms.fallback_entry_code": ("Fallback code", "降级交易代码"),
     "f.comms.tls": ("TLS", "安全连接"),
     "f.comms.tls_ca": ("TLS CA file", "安全连接根证书"),

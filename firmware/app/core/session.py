@@ -31,6 +31,7 @@ from firmware.host.messages import Terminal as TermIds
 from firmware.host.tls import TlsSetupError, client_context
 from firmware.journal.errors import JournalError, JournalFull
 from firmware.journal.vault import VaultError
+from firmware.ports import HostKeys
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
 
@@ -49,6 +50,7 @@ class HostSession(CoreParts):
     link_up: bool | None
     backlog_left: int
     _tmk: bytes
+    host_keys: HostKeys | None  # the board's key store, host half (the link signs on into it)
     _lock: asyncio.Lock
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
@@ -74,8 +76,9 @@ class HostSession(CoreParts):
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
                               connect_attempts=1 + int(c.get("retries", 0)), tls=tls,
                               server_name=str(c.get("tls_server_name") or "") or None)
-        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
-                        mak_check=c["mak_check"])
+        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self.host_keys,
+                        mak_check=c["mak_check"], mac_algorithm=str(c["mac_algorithm"]),
+                        track_encryption=bool(c["track_encryption"]))
 
     def _link(self, up: bool) -> None:
         if self.link_up != up:
@@ -85,7 +88,7 @@ class HostSession(CoreParts):
 
     async def ensure_signed_on(self) -> bool:
         assert self.link is not None and self.journal is not None
-        if not self.link.sign_on_required and self.link.keys is not None:
+        if not self.link.sign_on_required and self.link.has_keys:
             return True
         self._step("signing_on", cancellable=False)
         self.sign_on_detail = "sign-on failed"
@@ -284,7 +287,6 @@ class HostSession(CoreParts):
                 reply = await self.link.request(msg, mac=False, timeout=self._timeout())
             except HostError:
                 return False
-            self.link.keys = None
-            self.link.sign_on_required = True
+            self.link.forget_keys()
             self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
             return reply.fields.get("39") == "00"

@@ -44,7 +44,7 @@ from firmware.i18n import CATALOG, text
 from firmware.journal.errors import JournalCorrupt, JournalError
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
-from firmware.ports import CardReader
+from firmware.ports import CardReader, HostKeys
 from firmware.security import PasswordGuard, locked_key
 from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
@@ -87,6 +87,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.settings: dict[str, dict[str, Any]] = {}
         self.journal: Journal | None = None
         self.link: HostLink | None = None
+        self.host_keys: HostKeys | None = None  # open(): the board's key store, host half
         self.service_problem: str | None = None
         self.card_slot = CardSlot()
         self.password_guard = PasswordGuard()
@@ -155,6 +156,7 @@ class TerminalCore(FlowRunner, HostSession):
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
         self._tmk = tmk
+        self.host_keys = self._open_host_keys(keys_dir)
         self.link = self._make_link()
         self.prints = self._open_paper()
         self.reader = self._open_reader()
@@ -168,6 +170,10 @@ class TerminalCore(FlowRunner, HostSession):
 
     def _open_reader(self) -> CardReader | None:
         """open(): the board's card reader (None: cards come from the card slot only)."""
+        return None
+
+    def _open_host_keys(self, keys_dir: Path) -> HostKeys | None:
+        """open(): the board's key store for the host link (None: the link cannot sign on)."""
         return None
 
     async def _after_open(self) -> None:
@@ -287,8 +293,7 @@ class TerminalCore(FlowRunner, HostSession):
     def forget_keys(self) -> None:
         """Working keys and the terminal master key leave memory (deregistration)."""
         if self.link is not None:
-            self.link.keys = None
-            self.link.sign_on_required = True
+            self.link.forget_keys()
         self._tmk = b""
 
     def _step(self, step: str, done: int | None = None, total: int | None = None,
@@ -375,6 +380,7 @@ class TerminalCore(FlowRunner, HostSession):
         relink = any(k.startswith("comms.") or k in ("merchant.tid", "merchant.mid") for k in changed)
         if relink and self.link is not None:
             await self.link.channel.close()
+            self.link.forget_keys()  # the keys of the old sign-on go with the old link
             self.link = self._make_link()  # signs on again before the next operation
 
     # -- the operation lock: one operation at a time ----------------------------
@@ -428,7 +434,7 @@ class TerminalCore(FlowRunner, HostSession):
             info.update({
                 "tid": self.term.tid,
                 "mid": self.term.mid,
-                "signed_on": not self.link.sign_on_required and self.link.keys is not None,
+                "signed_on": not self.link.sign_on_required and self.link.has_keys,
                 "batch": self.journal.current_batch(),
                 "unresolved": self.journal.unresolved_counts(),
                 "quarantined": [{"voucher": r.invoice, "batch": r.batch, "type": r.kind.value,

@@ -193,7 +193,7 @@ class FrontPanel:
             with contextlib.suppress(Exception):
                 paper, printing, confirm, tear_off = self._paper_state()
         held_open, held_aged = self._held_counts()
-        signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
+        signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.has_keys)
         locked = t.password_guard.seconds_left("keypad")  # its own lock or everyone's
         notice = (t.service_problem and "service_mode") or t.notice
         return ui.UiContext(

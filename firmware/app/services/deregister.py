@@ -197,7 +197,7 @@ async def _host_exchange(terminal: TerminalCore, ident: dict[str, Any],
     term = TermIds(tid=ident["tid"], mid=ident["mid"])
     channel = HostChannel(ident["host"], int(ident["port"]), connect_timeout=ident["connect_timeout"],
                           connect_attempts=2)
-    link = HostLink(channel, term, bytes(16))  # no MAC, no sign-on: the TMK is not needed
+    link = HostLink(channel, term, None)  # no MAC, no sign-on: no key store needed
     try:
         reply = await link.request(build(j.allocate_stan(), term, ident["batch"]), mac=False,
                                    timeout=ident["reply_timeout"])
@@ -242,8 +242,7 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
             raise DeregRefused(f"the host cannot be reached to sign off ({exc})") from exc
         if reply.fields.get("39") != "00":
             raise DeregRefused(f"the host refused the sign-off ({reply.fields.get('39')})")
-        terminal.link.keys = None  # the working keys, in memory only, go here
-        terminal.link.sign_on_required = True
+        terminal.link.forget_keys()  # the working keys leave the key store here
         _record(terminal, step)
     elif step is Step.WIPING:
         # The point of no return, written before any of the wipe's effects. The supervisor
@@ -384,7 +383,7 @@ async def resume_at_startup(terminal: TerminalCore) -> OpOutcome | None:
     if life is Lifecycle.ACTIVE:
         return None
     if terminal.link is not None:
-        terminal.link.keys = None
+        terminal.link.forget_keys()
     kept = state(j).get("dereg_supervisor")
     if kept:  # the settings are wiped: a person who resumes gives the password of before
         terminal.settings["security"]["supervisor_hash"] = kept
