@@ -240,7 +240,7 @@ class FlowRunner(CoreParts):
                 self.notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
-            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
+            j.audit(self.actor(io.source), action.action, action.detail, action.outcome)  # who asked
             return None
         if isinstance(action, ev.CloseScriptAdvice):
             j.script_advice_done(action.record_id, action.sent, action.why)

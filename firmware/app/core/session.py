@@ -92,8 +92,9 @@ class HostSession(CoreParts):
         stan = self.journal.allocate_stan()
         self.sign_on_problem = "host_unreachable"
         try:
+            # field 63: the operator signed in at the keypad (operators.py says who otherwise)
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
-                                            self._tx()["operator"], timeout=self._timeout(),
+                                            self.operators.keypad_code(), timeout=self._timeout(),
                                             ic=self.board.reads_chip)
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
@@ -185,7 +186,7 @@ class HostSession(CoreParts):
         if self.journal.open_settlement() is not None:
             self.notice = "settlement_resuming"
             log.warning("resuming an interrupted settlement")
-            return await self._run_settlement(self._tx()["operator"])
+            return await self._run_settlement(self.operators.code_for("system"))
         return None
 
     async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
@@ -200,7 +201,7 @@ class HostSession(CoreParts):
                 return TxnResult("refused", "anomaly_bad_action", record,
                                  detail=f"voucher {record.invoice} is {record.state.value}: nothing "
                                         "to resolve")
-            record = j.resolve_manually(record_id, source, reason)
+            record = j.resolve_manually(record_id, self.actor(source), reason)
             return TxnResult("resolved", "resolved", record)
 
         return await self.operation("resolve", source, work)
@@ -221,7 +222,7 @@ class HostSession(CoreParts):
         self._step("signing_on", cancellable=False)
         if not await self.ensure_signed_on():
             return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
-        return await self._run_settlement(self._tx()["operator"])
+        return await self._run_settlement(self.operators.code_for(source))
 
     async def _run_settlement(self, operator: str) -> TxnResult:
         j = self.journal
@@ -276,7 +277,7 @@ class HostSession(CoreParts):
             self.link.sign_on_required = True
             return await self.ensure_signed_on()
 
-    async def sign_off(self) -> bool:
+    async def sign_off(self, source: str = "ecr") -> bool:
         async with self._lock:
             assert self.link is not None and self.journal is not None
             msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
@@ -286,5 +287,5 @@ class HostSession(CoreParts):
                 return False
             self.link.keys = None
             self.link.sign_on_required = True
-            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
+            self.journal.audit(self.actor(source), "sign-off", "", reply.fields.get("39", ""))
             return reply.fields.get("39") == "00"
