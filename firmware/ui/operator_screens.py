@@ -36,7 +36,7 @@ CATALOG: core.Catalog = {
     "opr_title": ("Operator {code}", "操作员 {code}"),
     "opr_supervisor": ("Supervisor 00", "主管 00"),
     "opr_enter_pin": ("Enter PIN", "请输入密码"),
-    "opr_enter_password": ("Supervisor password", "请输入主管密码"),
+    "opr_enter_password": ("Enter password", "请输入主管密码"),
     "opr_pin_again": ("PIN again", "请再输入一次"),
     "opr_pin_length": ("PIN: {lo}-{hi} digits", "密码{lo}-{hi}位"),
     "opr_pins_differ": ("PINs differ - again", "两次不同 请重输"),
@@ -46,7 +46,7 @@ CATALOG: core.Catalog = {
     "opr_manage": ("Operators", "操作员管理"),
     "opr_add": ("Add operator", "增加操作员"),
     "opr_change": ("Change PIN", "修改密码"),
-    "opr_remove": ("Remove operator", "删除操作员"),
+    "opr_remove": ("Remove", "删除操作员"),
     "opr_list": ("List", "操作员列表"),
     "opr_sign_out": ("Sign out {code}", "签退 {code}"),
     "opr_sign_out_none": ("Sign out", "签退操作员"),
@@ -58,11 +58,22 @@ CATALOG: core.Catalog = {
     "opr_row_signed": ("{code} signed in", "{code} 已签到"),
     "opr_row_supervisor": ("00 supervisor", "00 主管"),
     "opr_none_yet": ("No cashiers yet", "尚无操作员"),
-    "opr_idle": ("Operator {code}", "操作员 {code}"),
+    # short forms of the app's answers, for the one row a 4-row screen has left for them
+    "opr_pin_wrong": ("Wrong PIN", "密码错误"),
+    "opr_unknown": ("No such operator", "操作员不存在"),
+    "opr_exists": ("Exists already", "已存在"),
+    "opr_code_bad": ("Use 01-99", "应为01-99"),
+    "opr_rule_digits": ("PIN: 4-6 digits", "密码应为4-6位"),
+    "opr_rule_one_digit": ("Not one digit x4", "不能是同一数字"),
+    "opr_rule_run": ("Not a run: 1234", "不能是连续数字"),
     **OPERATOR_PIN_RULES,
 }
 
 register(CATALOG)  # titles and notes also reach scroll.message(), which words through the catalog
+# the app's answer key -> the short note a PIN screen shows
+SHORT = {"operator_pin_wrong": "opr_pin_wrong", "operator_unknown": "opr_unknown",
+         "operator_pin_rule_digits": "opr_rule_digits", "operator_pin_rule_one_digit": "opr_rule_one_digit",
+         "operator_pin_rule_run": "opr_rule_run"}
 
 
 def _t(ctx: core.UiContext, key: str, **values: Any) -> str:
@@ -115,7 +126,7 @@ class SignInScreen(core.Screen):
             if len(code) != 2:
                 return core.Transition(self._noted("opr_hint_no", ctx))
             if code != SUPERVISOR and code not in operators_of(ctx):
-                return core.Transition(replace(self._noted("operator_unknown", ctx), digits=""))
+                return core.Transition(replace(self._noted("opr_unknown", ctx), digits=""))
             return core.Transition(OperatorPinEntry(code, SignInScreen()))
         return core.Transition(self)
 
@@ -170,7 +181,8 @@ class OperatorPinEntry(core.Screen):
                                                locked_until=ctx.mono + event.locked_s))
             if event.key == "operator_unknown":  # removed meanwhile
                 return core.Transition(message("operator_unknown", self.back, "opr_sign_in"))
-            return core.Transition(replace(self, digits="", checking=False, note=event.key))
+            return core.Transition(replace(self, digits="", checking=False,
+                                           note=SHORT.get(event.key, event.key)))
         if not isinstance(event, core.KeyIn):
             return None
         key = event.key
@@ -317,12 +329,12 @@ class CodeEntry(core.Screen):
         if key is Key.ENTER:
             code = self.digits
             if code not in OPERATOR_CODES:
-                return core.Transition(replace(self, note="operator_code_bad"))
+                return core.Transition(replace(self, note="opr_code_bad"))
             known = code in operators_of(ctx)
             if self.action == "add" and known:
-                return core.Transition(replace(self, note="operator_exists"))
+                return core.Transition(replace(self, note="opr_exists"))
             if self.action != "add" and not known:
-                return core.Transition(replace(self, note="operator_unknown"))
+                return core.Transition(replace(self, note="opr_unknown"))
             if self.action == "remove":
                 return core.Transition(RemoveConfirm(code, self))
             return core.Transition(NewPinEntry(self.action, code, self))
@@ -368,7 +380,7 @@ class NewPinEntry(core.Screen):
         if self.first is None:
             rule = operator_pin_problem(self.digits)
             if rule is not None:
-                return core.Transition(replace(self, digits="", note=rule))
+                return core.Transition(replace(self, digits="", note=SHORT[rule]))
             return core.Transition(replace(self, first=self.digits, digits="", note=None))
         if self.digits != self.first:
             return core.Transition(replace(self, first=None, digits="", note="opr_pins_differ"))
