@@ -14,6 +14,7 @@ from helpers import PASSWORD, run
 from panelkit import Shop, squeezed
 
 from firmware.settings.model import hash_password, verify_password
+from firmware.ui import core as ui
 from firmware.ui.idle import IdleScreen
 from firmware.ui.operator_screens import SignInScreen
 
@@ -56,6 +57,13 @@ def test_cashiers_sign_in_and_out_and_the_supervisor_manages_them_by_keys(tmp_pa
             seen["no_payment"] = await shop.shows_words("The supervisor takes no payments")
             await shop.press("ENTER")
             await shop.idle()
+            # the app refuses it too, should a screen ever let the supervisor's sale through
+            assert shop.panel is not None
+            shop.panel._execute(ui.StartOp("sale", amount=100))
+            seen["app_refused"] = await shop.shows_words("The supervisor takes no")  # a result
+            assert shop.current.outcome.message_key == "operator_cashier_only"  # (scrolls on)
+            await shop.press("ENTER")
+            await shop.idle()
             await shop.press("MENU", "0", "8")
             await shop.password()
             await shop.shows("Operators", "Add operator")
@@ -73,7 +81,7 @@ def test_cashiers_sign_in_and_out_and_the_supervisor_manages_them_by_keys(tmp_pa
             slips = await shop.slips(2)
             await shop.press("ENTER")
             await shop.idle()
-            record = shop.journal.records()[-1]
+            [record] = shop.journal.records()
             # the supervisor removes 07 while 07 is signed in: back at home, the sign-in screen
             await shop.press("MENU", "0", "8")
             await shop.password()
@@ -91,7 +99,7 @@ def test_cashiers_sign_in_and_out_and_the_supervisor_manages_them_by_keys(tmp_pa
     assert "Wrong PIN" in seen["wrong"]
     assert "Operator 00" in seen["supervisor"] and "Operator 07" in seen["idle"]
     assert "Operator 09" in seen["nine"]
-    assert record.operator == "07" and record.amount == 1500
+    assert record.operator == "07" and record.amount == 1500  # the only record: 00 sold nothing
     assert all("OPERATORNO.:07" in squeezed(slip) for slip in slips), slips
     rows = [(who, action, detail, outcome) for _, who, action, detail, outcome in reversed(audit)]
     assert ("07 keypad", "password for sign-in", "", "wrong") in rows
