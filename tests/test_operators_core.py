@@ -178,16 +178,20 @@ def test_removing_the_cashier_signed_in_signs_them_out_and_the_last_ends_operato
         t = await terminal(data_dir)
         try:
             assert (await t.operators.add("07", "2580")).ok
+            assert (await t.operators.add("08", "1357")).ok
             assert (await t.operators.sign_in("07", "2580")).ok
             unknown = await t.operators.remove("09")
             removed = await t.operators.remove("07")
-            return unknown, removed, t.operators.signed_in, t.operators.configured, t.actor("keypad")
+            after = (t.operators.signed_in, t.operators.needs_sign_in, t.actor("keypad"))
+            last = await t.operators.remove("08")
+            return unknown, removed, after, last, t.operators.configured, t.actor("keypad")
         finally:
             await t.close()
 
-    unknown, removed, signed_in, configured, who = run(go())
-    assert unknown.key == "operator_unknown" and removed.ok
-    assert signed_in is None and not configured and who == "01 keypad"
+    unknown, removed, after, last, configured, who = run(go())
+    assert unknown.key == "operator_unknown" and removed.ok and last.ok
+    assert after == (None, True, "00 keypad")  # 07 signed out with it; the keypad asks again
+    assert not configured and who == "01 keypad"  # the last one gone: the implicit operator
 
 
 def test_management_refuses_in_words_and_audits_a_refused_pin(data_dir, sim):
