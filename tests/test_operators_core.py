@@ -265,14 +265,17 @@ def test_the_sign_on_names_the_operator_signed_in_in_field_63(tmp_path: Path, si
         await t.start()  # no operators: the implicit operator signs on
         try:
             assert (await t.operators.add("07", "2580")).ok
-            assert await t.sign_on()  # operators, nobody signed in: the supervisor
+            assert await t.sign_on("keypad")  # operators, nobody signed in: the supervisor
             assert (await t.operators.sign_in("07", "2580")).ok
-            assert await t.sign_on()
+            assert await t.sign_on("keypad")
+            return _who(t, "sign-on")
         finally:
             await t.close()
 
     try:
-        run(go())
+        rows = run(go())
         assert _sign_on_operators(tap) == ["01 ", "00 ", "07 "]
+        # the start-up sign-on is the terminal's own; Manage > Sign on names who and where
+        assert [who for who, *_ in rows] == ["system", "00 keypad", "07 keypad"]
     finally:
         tap.close()

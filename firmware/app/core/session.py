@@ -83,7 +83,9 @@ class HostSession(CoreParts):
             if self.observer is not None:
                 self.observer.changed()
 
-    async def ensure_signed_on(self) -> bool:
+    async def ensure_signed_on(self, who: str = "system") -> bool:
+        """Signs on unless signed on already; `who` asked for it (the audit rows name it: the
+        terminal's own sign-on before an operation is "system")."""
         assert self.link is not None and self.journal is not None
         if not self.link.sign_on_required and self.link.keys is not None:
             return True
@@ -100,7 +102,7 @@ class HostSession(CoreParts):
             log.error("sign-on failed: %s", exc)
             self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
             self.sign_on_problem = "key_check_failed"
-            self.journal.audit("system", "sign-on", str(exc), "failed")
+            self.journal.audit(who, "sign-on", str(exc), "failed")
             return False
         except HostError as exc:
             log.warning("sign-on failed: %s", exc)
@@ -118,7 +120,7 @@ class HostSession(CoreParts):
             return False
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
-        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        self.journal.audit(who, "sign-on", f"batch {self.journal.current_batch()}", "done")
         # The chip tables the host asks for, or an IC terminal never got (never fails the sign-on).
         await chip_params.after_sign_on(self.link, self.journal, reply, timeout=self._timeout())
         return True
@@ -271,11 +273,12 @@ class HostSession(CoreParts):
             self._link(True)
             return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
 
-    async def sign_on(self) -> bool:
+    async def sign_on(self, source: str = "ecr") -> bool:
+        """A sign-on asked for by `source` (Manage > Sign on, the ECR op)."""
         async with self._lock:
             assert self.link is not None
             self.link.sign_on_required = True
-            return await self.ensure_signed_on()
+            return await self.ensure_signed_on(self.actor(source))
 
     async def sign_off(self, source: str = "ecr") -> bool:
         async with self._lock:

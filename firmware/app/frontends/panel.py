@@ -485,7 +485,7 @@ class FrontPanel:
             return settle_outcome(t, result, self._lang())  # a refusal names what is pending
         if c.op == "sign_on":
             self.op_step("signing_on", cancellable=False)
-            ok = await t.sign_on()
+            ok = await t.sign_on("keypad")
             return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_on" if ok else "sign_on_failed",
                                 detail=t.notice or "")
         if c.op == "sign_off":
