@@ -190,7 +190,7 @@ def test_removing_the_cashier_signed_in_signs_them_out_and_the_last_ends_operato
 
     unknown, removed, after, last, configured, who = run(go())
     assert unknown.key == "operator_unknown" and removed.ok and last.ok
-    assert after == (None, True, "00 keypad")  # 07 signed out with it; the keypad asks again
+    assert after == (None, True, "-- keypad")  # 07 signed out with it; the keypad asks again
     assert not configured and who == "01 keypad"  # the last one gone: the implicit operator
 
 
@@ -276,6 +276,27 @@ def test_the_sign_on_names_the_operator_signed_in_in_field_63(tmp_path: Path, si
         rows = run(go())
         assert _sign_on_operators(tap) == ["01 ", "00 ", "07 "]
         # the start-up sign-on is the terminal's own; Manage > Sign on names who and where
-        assert [who for who, *_ in rows] == ["system", "00 keypad", "07 keypad"]
+        assert [who for who, *_ in rows] == ["system", "-- keypad", "07 keypad"]
     finally:
         tap.close()
+
+
+def test_the_supervisors_sign_in_tries_are_00s_and_a_key_while_nobody_is_signed_in_nobodys(
+        data_dir, sim):
+    async def go():
+        t = await terminal(data_dir)
+        try:
+            assert (await t.operators.add("07", "2580")).ok
+            nobody = t.actor("keypad")  # a CANCEL pressed at the sign-in screen, say
+            wrong = await t.operators.sign_in("00", "999999")
+            right = await t.operators.sign_in("00", PASSWORD)
+            return nobody, wrong, right, _who(t, "password for sign-in"), t.password_guard
+        finally:
+            await t.close()
+
+    nobody, wrong, right, rows, guard = run(go())
+    assert nobody == "-- keypad"
+    assert (wrong.ok, wrong.key, right.ok) == (False, "operator_pin_wrong", True)
+    # counted where the supervisor password always is (the keypad), audited as 00's
+    assert rows == [("00 keypad", "", "wrong"), ("00 keypad", "", "ok")]
+    assert guard.seconds_left("keypad") == 0.0

@@ -54,6 +54,7 @@ from firmware.settings.store import SettingsStore
 PAYMENTS = frozenset({"sale", "void", "refund", "balance", "preauth", "preauth_void", "completion",
                       "completion_void", "held_resume", "held_cancel"})
 _TILL = re.compile(r"\btill (\S+)$")
+NOBODY = "--"  # the audit's operator of a key pressed while nobody is signed in
 
 
 class OperatorHost(Protocol):
@@ -63,7 +64,8 @@ class OperatorHost(Protocol):
     journal: Journal | None
     settings_store: SettingsStore
 
-    async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
+    async def check_password(self, password: str | None, purpose: str, source: str,
+                             who: str | None = None) -> bool: ...
     def password_refused(self, source: str) -> str: ...
     def exclusive(self) -> asyncio.Lock: ...
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None: ...
@@ -138,7 +140,10 @@ class Operators:
         return self.keypad_code()
 
     def actor(self, source: str) -> str:
-        """Who and from where, for an audit row ("07 keypad", an ECR source, "system")."""
+        """Who and from where, for an audit row ("07 keypad", an ECR source, "system"); a key
+        pressed while nobody is signed in (operators set up) is "-- keypad"."""
+        if source == KEYPAD and self.needs_sign_in:
+            return actor(NOBODY, source)
         return actor(self.code_for(source), source)
 
     def keypad_refusal(self, op: str) -> str | None:
@@ -176,8 +181,8 @@ class Operators:
         if not self.configured:
             return Answer(False, "operators_none")
         if code == SUPERVISOR:
-            # the supervisor password, counted and audited where it always is ("00 keypad")
-            if not await self.host.check_password(pin, "sign-in", KEYPAD):
+            # the supervisor password, counted where it always is, audited as 00's try
+            if not await self.host.check_password(pin, "sign-in", KEYPAD, who=who):
                 refused = self.host.password_refused(KEYPAD)
                 if refused == "password_wrong":
                     return Answer(False, "operator_pin_wrong")

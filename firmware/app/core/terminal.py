@@ -309,8 +309,10 @@ class TerminalCore(FlowRunner, HostSession):
 
     # -- passwords --------------------------------------------------------------
 
-    async def check_password(self, password: str | None, purpose: str, source: str) -> bool:
-        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited.
+    async def check_password(self, password: str | None, purpose: str, source: str,
+                             who: str | None = None) -> bool:
+        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited
+        (`who`: the audit's operator and source, when not the source's operator: a sign-in as 00).
 
         scrypt takes tens of milliseconds: it runs off the event loop so the LCD, the ECR link
         and CANCEL stay live; the attempt is counted and audited back on the loop (the journal
@@ -320,17 +322,18 @@ class TerminalCore(FlowRunner, HostSession):
         assert self.journal is not None
         left = self.password_guard.seconds_left(source)
         if left > 0:
-            self.journal.audit(self.actor(source), f"password for {purpose}",
+            self.journal.audit(who or self.actor(source), f"password for {purpose}",
                                f"locked, {left:.0f} s left", "refused")
             return False
         ok = password is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))
-        return self.record_password_result(ok, purpose, source)
+        return self.record_password_result(ok, purpose, source, who)
 
-    def record_password_result(self, ok: bool, purpose: str, source: str) -> bool:
+    def record_password_result(self, ok: bool, purpose: str, source: str,
+                               who: str | None = None) -> bool:
         """Counts the attempt (locking after too many) and audits it, on the loop's thread."""
         assert self.journal is not None
-        self.password_guard.record(self.journal, ok, source, purpose, who=self.actor(source))
+        self.password_guard.record(self.journal, ok, source, purpose, who=who or self.actor(source))
         return ok
 
     def password_refused(self, source: str) -> str:
