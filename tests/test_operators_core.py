@@ -183,12 +183,16 @@ def test_removing_the_cashier_signed_in_signs_them_out_and_the_last_ends_operato
             unknown = await t.operators.remove("09")
             removed = await t.operators.remove("07")
             after = (t.operators.signed_in, t.operators.needs_sign_in, t.actor("keypad"))
+            assert (await t.operators.add("07", "2468")).ok  # the number again: a new cashier
+            again = t.operators.signed_in  # ... who has not signed in
+            assert (await t.operators.remove("07")).ok
             last = await t.operators.remove("08")
-            return unknown, removed, after, last, t.operators.configured, t.actor("keypad")
+            return unknown, removed, after, again, last, t.operators.configured, t.actor("keypad")
         finally:
             await t.close()
 
-    unknown, removed, after, last, configured, who = run(go())
+    unknown, removed, after, again, last, configured, who = run(go())
+    assert again is None
     assert unknown.key == "operator_unknown" and removed.ok and last.ok
     assert after == (None, True, "-- keypad")  # 07 signed out with it; the keypad asks again
     assert not configured and who == "01 keypad"  # the last one gone: the implicit operator

@@ -239,9 +239,14 @@ class Operators:
             return Answer(False, "operator_unknown")
         table = {c: h for c, h in self.table.items() if c != code}
 
-        # removed while signed in: signed out with it (`signed_in` names only those set up)
-        return await self._save(table, "operator remove", code,
-                                lambda: self.guard.forget(self._journal(), operator_source(code)))
+        def after() -> None:
+            # removed while signed in: signed out with it, for good (the same number added
+            # again is a new cashier, who signs in)
+            if self._signed_in == code:
+                self._signed_in = None
+            self.guard.forget(self._journal(), operator_source(code))
+
+        return await self._save(table, "operator remove", code, after)
 
     async def _set(self, code: str, pin: str, action: str) -> Answer:
         rule = operator_pin_problem(pin)
