@@ -54,11 +54,14 @@ def test_a_sale_typed_on_the_keypad_with_the_card_swiped_at_the_reader(tmp_path:
             slips = await shop.slips(2)
             await shop.press("ENTER")
             await shop.idle()
-            return screen, slips, shop.journal.records()
+            return screen, slips, shop.journal.records(), shop.journal.audit_lines(50)
 
-    screen, slips, rows = run(go())
+    screen, slips, rows, audit = run(go())
     assert [(r.kind.value, r.state, r.amount) for r in rows] == [("sale", TxnState.APPROVED, 1234)]
     record = rows[0]
+    # no operators set up: the one implicit operator (01) did it, at the keypad (issue 17)
+    assert record.operator == "01"
+    assert ("01 keypad", "operation", "sale", "requested") in [line[1:] for line in audit]
     assert f"Auth {record.auth_code}" in screen
     assert all("12.34" in slip and record.invoice in slip for slip in slips)
     assert not any("REPRINT" in slip for slip in slips)

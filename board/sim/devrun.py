@@ -84,7 +84,7 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
         s["merchant"].update({"tid": DEV_TID, "mid": DEV_MID})
         s["comms"]["port"] = host_port
         # The console and the QEMU rig drive the link unauthenticated, which an emulated board
-        # allows; a till paired on the keypad (Manage > 8) is still checked in full.
+        # allows; a till paired on the keypad (Manage > 0) is still checked in full.
         s["comms"]["ecr_auth"] = "open"
         if host is not None:
             s["comms"]["host"] = host

@@ -1,6 +1,6 @@
 """A small ECR client: drive the terminal from a shell, a script or a till.
 
-    python -m firmware.ecr.client pair T01 123456      # the code the terminal shows (Manage > 8)
+    python -m firmware.ecr.client pair T01 123456      # the code the terminal shows (Manage > 0)
     python -m firmware.ecr.client sale 12.34 --card cup_debit --pin 123456
     python -m firmware.ecr.client raw '{"op": "status"}'
 

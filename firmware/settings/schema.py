@@ -13,7 +13,7 @@ from typing import Any
 from firmware.host.keys import MAK_CHECK_CONVENTIONS
 from firmware.host.mac import MAC_ALGORITHMS
 
-KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash")
+KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash", "operators")
 SELF_TEST_ORDER = ("echo", "printer", "display")
 TRANSACTION_TYPES = ("sale", "void", "refund", "balance", "preauth", "preauth_void",
                      "completion", "completion_void")
@@ -117,6 +117,11 @@ FIELDS: tuple[Field, ...] = (
     # The password is changed through its own screen (ChangePassword), never edited as a field.
     Field("security", "supervisor_hash", "hash", editable=False),
     Field("security", "password_changed", "bool", editable=False),
+    # The cashiers (operators 01-99) and their PIN hashes, {"01": "scrypt$..."}; {} = none, the
+    # terminal's one implicit operator (transactions.operator). Operator 00 is the supervisor,
+    # whose PIN is the supervisor password. Managed on the keypad (Manage > Operators), never
+    # edited as a field (docs/operating.md, "Operators").
+    Field("security", "operators", "operators", editable=False),
 )
 
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -129,7 +134,8 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
                 "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
-                "comms.mac_algorithm", "comms.track_encryption")
+                "comms.mac_algorithm", "comms.track_encryption",
+                "security.operators")
 
 
 def field(group: str, name: str) -> Field:
@@ -201,6 +207,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.security.lock_minutes": ("Lock min", "锁定分钟"),
     "f.security.supervisor_hash": ("Password", "密码"),
     "f.security.password_changed": ("Pwd changed", "已改密码"),
+    "f.security.operators": ("Operators", "操作员"),
     "c.sale": ("Sale", "消费"),
     "c.void": ("Void", "撤销"),
     "c.refund": ("Refund", "退货"),
@@ -246,4 +253,6 @@ def format_value(fld: Field, value: Any, lang: str) -> str:
         return f"{value}s"
     if fld.kind == "hash":
         return "******"
+    if fld.kind == "operators":
+        return str(len(value)) if isinstance(value, dict) else "?"
     return str(value)

@@ -105,7 +105,7 @@ class FlowRunner(CoreParts):
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
         # methods of HostSession, found through the class.
         def _link(self, up: bool) -> None: ...
-        async def ensure_signed_on(self) -> bool: ...
+        async def ensure_signed_on(self, who: str = "system") -> bool: ...
         async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool: ...
         async def _settle_backlog_before_anything(self) -> TxnResult | None: ...
 
@@ -240,7 +240,7 @@ class FlowRunner(CoreParts):
                 self.notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
-            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
+            j.audit(self.actor(io.source), action.action, action.detail, action.outcome)  # who asked
             return None
         if isinstance(action, ev.CloseScriptAdvice):
             j.script_advice_done(action.record_id, action.sent, action.why)

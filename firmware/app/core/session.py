@@ -86,7 +86,9 @@ class HostSession(CoreParts):
             if self.observer is not None:
                 self.observer.changed()
 
-    async def ensure_signed_on(self) -> bool:
+    async def ensure_signed_on(self, who: str = "system") -> bool:
+        """Signs on unless signed on already; `who` asked for it (the audit rows name it: the
+        terminal's own sign-on before an operation is "system")."""
         assert self.link is not None and self.journal is not None
         if not self.link.sign_on_required and self.link.has_keys:
             return True
@@ -95,14 +97,15 @@ class HostSession(CoreParts):
         stan = self.journal.allocate_stan()
         self.sign_on_problem = "host_unreachable"
         try:
+            # field 63: the operator signed in at the keypad (operators.py says who otherwise)
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
-                                            self._tx()["operator"], timeout=self._timeout(),
+                                            self.operators.keypad_code(), timeout=self._timeout(),
                                             ic=self.board.reads_chip)
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
             self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
             self.sign_on_problem = "key_check_failed"
-            self.journal.audit("system", "sign-on", str(exc), "failed")
+            self.journal.audit(who, "sign-on", str(exc), "failed")
             return False
         except HostError as exc:
             log.warning("sign-on failed: %s", exc)
@@ -120,7 +123,7 @@ class HostSession(CoreParts):
             return False
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
-        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        self.journal.audit(who, "sign-on", f"batch {self.journal.current_batch()}", "done")
         # The chip tables the host asks for, or an IC terminal never got (never fails the sign-on).
         await chip_params.after_sign_on(self.link, self.journal, reply, timeout=self._timeout())
         return True
@@ -188,7 +191,7 @@ class HostSession(CoreParts):
         if self.journal.open_settlement() is not None:
             self.notice = "settlement_resuming"
             log.warning("resuming an interrupted settlement")
-            return await self._run_settlement(self._tx()["operator"])
+            return await self._run_settlement(self.operators.code_for("system"))
         return None
 
     async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
@@ -203,7 +206,7 @@ class HostSession(CoreParts):
                 return TxnResult("refused", "anomaly_bad_action", record,
                                  detail=f"voucher {record.invoice} is {record.state.value}: nothing "
                                         "to resolve")
-            record = j.resolve_manually(record_id, source, reason)
+            record = j.resolve_manually(record_id, self.actor(source), reason)
             return TxnResult("resolved", "resolved", record)
 
         return await self.operation("resolve", source, work)
@@ -224,7 +227,7 @@ class HostSession(CoreParts):
         self._step("signing_on", cancellable=False)
         if not await self.ensure_signed_on():
             return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
-        return await self._run_settlement(self._tx()["operator"])
+        return await self._run_settlement(self.operators.code_for(source))
 
     async def _run_settlement(self, operator: str) -> TxnResult:
         j = self.journal
@@ -273,13 +276,14 @@ class HostSession(CoreParts):
             self._link(True)
             return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
 
-    async def sign_on(self) -> bool:
+    async def sign_on(self, source: str = "ecr") -> bool:
+        """A sign-on asked for by `source` (Manage > Sign on, the ECR op)."""
         async with self._lock:
             assert self.link is not None
             self.link.sign_on_required = True
-            return await self.ensure_signed_on()
+            return await self.ensure_signed_on(self.actor(source))
 
-    async def sign_off(self) -> bool:
+    async def sign_off(self, source: str = "ecr") -> bool:
         async with self._lock:
             assert self.link is not None and self.journal is not None
             msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
@@ -288,5 +292,5 @@ class HostSession(CoreParts):
             except HostError:
                 return False
             self.link.forget_keys()
-            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
+            self.journal.audit(self.actor(source), "sign-off", "", reply.fields.get("39", ""))
             return reply.fields.get("39") == "00"

@@ -35,13 +35,14 @@ from firmware.app.boards import BoardProfile, profile
 from firmware.app.core import lifecycle
 from firmware.app.core.contract import PaperQueue, TerminalObserver
 from firmware.app.core.flows import CardSlot, FlowRunner
+from firmware.app.core.operators import Operators
 from firmware.app.core.session import HostSession
 from firmware.engine.deregistration import Lifecycle
 from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
-from firmware.journal.errors import JournalCorrupt, JournalError
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.ports import CardReader, HostKeys
@@ -91,6 +92,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.service_problem: str | None = None
         self.card_slot = CardSlot()
         self.password_guard = PasswordGuard()
+        self.operators = Operators(self)  # who is signed in at the keypad; the audit's who
         self.fault_hook: Callable[[object], None] | None = None
         self.notice: str | None = None  # shown on the idle screen / status
         self.sign_on_problem = "host_unreachable"  # catalog key: why the last sign-on failed
@@ -270,7 +272,7 @@ class TerminalCore(FlowRunner, HostSession):
         if not self.busy or self.journal is None:
             return
         try:
-            self.journal.audit(source, "cancel", f"while {self._running or 'terminal work'} ran",
+            self.journal.audit(self.actor(source), "cancel", f"while {self._running or 'terminal work'} ran",
                                "requested")
         except JournalError as exc:  # the CANCEL itself must still work on a full disk
             log.error("CANCEL from %s not audited: %s", source, exc)
@@ -305,10 +307,17 @@ class TerminalCore(FlowRunner, HostSession):
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def actor(self, source: str) -> str:
+        """Who and from where, as the audit names them: "07 keypad" (the operator signed in at
+        the keypad, or the implicit one), an ECR source naming its till, "system"."""
+        return self.operators.actor(source)
+
     # -- passwords --------------------------------------------------------------
 
-    async def check_password(self, password: str | None, purpose: str, source: str) -> bool:
-        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited.
+    async def check_password(self, password: str | None, purpose: str, source: str,
+                             who: str | None = None) -> bool:
+        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited
+        (`who`: the audit's operator and source, when not the source's operator: a sign-in as 00).
 
         scrypt takes tens of milliseconds: it runs off the event loop so the LCD, the ECR link
         and CANCEL stay live; the attempt is counted and audited back on the loop (the journal
@@ -318,17 +327,18 @@ class TerminalCore(FlowRunner, HostSession):
         assert self.journal is not None
         left = self.password_guard.seconds_left(source)
         if left > 0:
-            self.journal.audit(source, f"password for {purpose}", f"locked, {left:.0f} s left",
-                               "refused")
+            self.journal.audit(who or self.actor(source), f"password for {purpose}",
+                               f"locked, {left:.0f} s left", "refused")
             return False
         ok = password is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))
-        return self.record_password_result(ok, purpose, source)
+        return self.record_password_result(ok, purpose, source, who)
 
-    def record_password_result(self, ok: bool, purpose: str, source: str) -> bool:
+    def record_password_result(self, ok: bool, purpose: str, source: str,
+                               who: str | None = None) -> bool:
         """Counts the attempt (locking after too many) and audits it, on the loop's thread."""
         assert self.journal is not None
-        self.password_guard.record(self.journal, ok, source, purpose)
+        self.password_guard.record(self.journal, ok, source, purpose, who=who or self.actor(source))
         return ok
 
     def password_refused(self, source: str) -> str:
@@ -353,7 +363,7 @@ class TerminalCore(FlowRunner, HostSession):
         rule = password_problem(new)
         if rule is not None:
             assert self.journal is not None
-            self.journal.audit(source, "password change", rule, "refused")
+            self.journal.audit(self.actor(source), "password change", rule, "refused")
             return TxnResult("refused", rule, detail=password_words(rule))
         return await asyncio.to_thread(hash_password, new)
 
@@ -370,7 +380,7 @@ class TerminalCore(FlowRunner, HostSession):
             await asyncio.to_thread(self.settings_store.save, data, "supervisor password changed")
             self.settings = data
             assert self.journal is not None
-            self.journal.audit(source, "password change", "", "done")
+            self.journal.audit(self.actor(source), "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
@@ -395,6 +405,15 @@ class TerminalCore(FlowRunner, HostSession):
             self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
             try:
+                if self.journal is not None:
+                    # who asked for what, from where (the journal's own rows of the operation
+                    # name its operator code only); a full disk refuses the operation here
+                    try:
+                        self.journal.audit(self.actor(source), "operation", op, "requested")
+                    except JournalFull as exc:
+                        log.error("%s from %s not started: %s", op, source, exc)
+                        result = TxnResult("failed", "journal_full", detail=str(exc))
+                        return result
                 result = self._password_words(await work(), source)
                 self.last_result = result
                 return result
@@ -447,6 +466,9 @@ class TerminalCore(FlowRunner, HostSession):
                 "backlog_left": self.backlog_left,
                 "settlement_open": self.journal.open_settlement() is not None,
                 "password_changed": bool(self.settings["security"].get("password_changed")),
+                # the operator signed in at the keypad (None: nobody, or no operators set up)
+                "operator": self.operators.signed_in,
+                "operators": self.operators.configured,
             })
         if self.prints is not None:
             info["printing"] = self.prints.status()

@@ -332,8 +332,8 @@ def _path_refusal(terminal: TerminalCore, path: str | None, lang: str, source: s
     if lifecycle(terminal) is not Lifecycle.ACTIVE or _offered(terminal, path):
         return None
     assert terminal.journal is not None
-    terminal.journal.audit(source, "deregistration refused", f"backup path not offered: {path}"[:300],
-                           "nothing changed")
+    terminal.journal.audit(terminal.actor(source), "deregistration refused",
+                           f"backup path not offered: {path}"[:300], "nothing changed")
     return OpOutcome("deregister", "refused", "dereg_bad_dir",
                      detail="offered: " + ", ".join(export_dirs(terminal)))
 
