@@ -1,0 +1,158 @@
+"""The TPM token without QEMU: swtpm on 127.0.0.1 behind tpm2-abrmd, tpm2-pkcs11 loaded into this
+process by python-pkcs11 (tests/tpmkit.py), the token initialised as the QEMU guest does.
+
+What the QEMU board's key custody rests on, proven against the real TPM stack: what tpm2-pkcs11
+offers (AES ECB/CBC; no GCM, no DES; no C_GenerateKey, hence tpm2_ptool addkey at
+initialisation), that the vault keys are sensitive and never extractable, that the CBC vault
+format (drivers/keystore/vault_cbc.py) runs on it, and that its keys outlive a TPM power cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tpmkit import (
+    TOKEN_LABEL,
+    TPM2_PKCS11_MODULE,
+    USER_PIN,
+    SwtpmToken,
+    swtpm_token,
+    token_environment,
+)
+
+from drivers.keystore import vault_cbc
+from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL, CbcCmacVault
+from firmware.ports import KeyStoreError
+
+pkcs11 = pytest.importorskip("pkcs11")
+from pkcs11 import Attribute, KeyType, Mechanism  # noqa: E402
+
+AAD = b"posfw/pan/v1"
+PAN = b"6225880000000001"
+
+
+@pytest.fixture(scope="module")
+def tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwtpmToken]:
+    with swtpm_token(tmp_path_factory.mktemp("tpm")) as token:
+        yield token
+
+
+@pytest.fixture
+def session(tpm: SwtpmToken):
+    with token_environment(tpm):
+        token = pkcs11.lib(TPM2_PKCS11_MODULE).get_token(token_label=TOKEN_LABEL)
+        with token.open(user_pin=USER_PIN, rw=True) as opened:
+            yield opened
+
+
+def vault_over(session, one_call_mac: bool = False) -> CbcCmacVault:
+    enc = session.get_key(label=ENC_KEY_LABEL, key_type=KeyType.AES)
+    mac = session.get_key(label=MAC_KEY_LABEL, key_type=KeyType.AES)
+    return CbcCmacVault(
+        cbc_encrypt=lambda iv, data: enc.encrypt(data, mechanism=Mechanism.AES_CBC,
+                                                 mechanism_param=iv),
+        cbc_decrypt=lambda iv, data: enc.decrypt(data, mechanism=Mechanism.AES_CBC,
+                                                 mechanism_param=iv),
+        ecb_encrypt=lambda block: mac.encrypt(block, mechanism=Mechanism.AES_ECB),
+        mac_cbc_encrypt=(lambda iv, data: mac.encrypt(data, mechanism=Mechanism.AES_CBC,
+                                                      mechanism_param=iv))
+        if one_call_mac else None)
+
+
+def test_tpm2_pkcs11_offers_aes_ecb_cbc_and_nothing_for_gcm_or_des(session) -> None:
+    mechanisms = session.token.slot.get_mechanisms()
+    assert {Mechanism.AES_ECB, Mechanism.AES_CBC} <= mechanisms
+    # Why the vault is CBC + CMAC on this token and the DES keys live in the PIN pad:
+    assert Mechanism.AES_GCM not in mechanisms and Mechanism.AES_CMAC not in mechanisms
+    assert not {Mechanism.DES3_ECB, Mechanism.DES3_CBC, Mechanism.DES3_KEY_GEN} & mechanisms
+    # Why initialisation makes the keys with tpm2_ptool addkey:
+    with pytest.raises(pkcs11.FunctionNotSupported):
+        session.generate_key(KeyType.AES, 256, label="posfw-probe", store=True)
+
+
+def test_the_vault_keys_are_sensitive_and_never_extractable(session) -> None:
+    for label in (ENC_KEY_LABEL, MAC_KEY_LABEL):
+        key = session.get_key(label=label, key_type=KeyType.AES)
+        assert key[Attribute.VALUE_LEN] == 32
+        assert key[Attribute.TOKEN] and key[Attribute.PRIVATE]
+        assert key[Attribute.SENSITIVE] and key[Attribute.ALWAYS_SENSITIVE]
+        assert not key[Attribute.EXTRACTABLE] and key[Attribute.NEVER_EXTRACTABLE]
+        assert key[Attribute.VALUE] == b""  # tpm2-pkcs11 has no clear value to give
+
+
+def test_the_cbc_vault_runs_on_the_tpm(session) -> None:
+    vault, fast = vault_over(session), vault_over(session, one_call_mac=True)
+    blob = vault.seal(PAN, AAD)
+    assert blob[0] == vault_cbc.FORMAT_CBC_CMAC and PAN not in blob
+    assert vault.unseal(blob, AAD) == PAN
+    assert fast.unseal(blob, AAD) == PAN and vault.unseal(fast.seal(PAN, AAD), AAD) == PAN
+    damaged = bytearray(blob)
+    damaged[20] ^= 1
+    with pytest.raises(KeyStoreError, match="integrity"):
+        vault.unseal(bytes(damaged), AAD)
+    with pytest.raises(KeyStoreError, match="integrity"):
+        vault.unseal(blob, b"posfw/pan/v2")
+    # The token's CBC is the chain of its ECB: the two CMAC paths agree on the TPM too.
+    iv = bytes(range(16))
+    enc = session.get_key(label=ENC_KEY_LABEL, key_type=KeyType.AES)
+    by_blocks = vault_cbc.seal(PAN, AAD, cbc_encrypt=vault._cbc_encrypt,
+                               ecb_encrypt=vault._ecb_encrypt, iv=iv)
+    one_call = vault_cbc.seal(PAN, AAD, cbc_encrypt=fast._cbc_encrypt,
+                              ecb_encrypt=fast._ecb_encrypt, mac_cbc_encrypt=fast._mac_cbc, iv=iv)
+    assert by_blocks == one_call
+    block = enc.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+    assert enc.encrypt(bytes(16), mechanism=Mechanism.AES_CBC, mechanism_param=bytes(16)) == block
+
+
+def test_a_blob_sealed_before_a_tpm_power_cycle_opens_after_it(tpm: SwtpmToken) -> None:
+    with token_environment(tpm):
+        token = pkcs11.lib(TPM2_PKCS11_MODULE).get_token(token_label=TOKEN_LABEL)
+        with token.open(user_pin=USER_PIN) as session:
+            blob = vault_over(session).seal(PAN, AAD)
+    tpm.restart_tpm()  # swtpm ends and starts again from its state directory
+    with token_environment(tpm):
+        token = pkcs11.lib(TPM2_PKCS11_MODULE).get_token(token_label=TOKEN_LABEL)
+        with pytest.raises(pkcs11.PinIncorrect):
+            token.open(user_pin="wrong-pin")
+        with token.open(user_pin=USER_PIN) as session:
+            assert vault_over(session).unseal(blob, AAD) == PAN
+
+
+def test_per_call_cost_on_the_host_tpm(session) -> None:
+    """Figures for docs/qemu.md (printed with -s): one AES call through tpm2-pkcs11, abrmd and
+    swtpm, and a vault seal both ways. Bounded loosely: a TPM call here is milliseconds."""
+    enc = session.get_key(label=ENC_KEY_LABEL, key_type=KeyType.AES)
+    n = 20
+    started = time.perf_counter()
+    for _ in range(n):
+        enc.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+    per_call = (time.perf_counter() - started) / n
+    vault, fast = vault_over(session), vault_over(session, one_call_mac=True)
+    vault.seal(PAN, AAD), fast.seal(PAN, AAD)  # subkeys computed before timing
+    timings = {}
+    for name, v in (("ecb-cmac", vault), ("cbc-cmac", fast)):
+        started = time.perf_counter()
+        for _ in range(n):
+            v.seal(PAN, AAD)
+        timings[name] = (time.perf_counter() - started) / n
+    print(f"\n[tpm host] one AES call {per_call * 1000:.1f} ms; seal of a card number: "
+          f"{timings['ecb-cmac'] * 1000:.1f} ms with the CMAC block by block (6 calls), "
+          f"{timings['cbc-cmac'] * 1000:.1f} ms with one CBC call for it (2 calls)")
+    assert per_call < 1.0, f"one TPM AES call took {per_call:.2f} s"
+
+
+def test_the_kit_leaves_no_process_behind(tmp_path: Path) -> None:
+    with swtpm_token(tmp_path, init=False) as token:
+        pids = [p.pid for p in token.processes.values()]
+        assert len(pids) == 3
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        # reaped by Popen.wait in close(): a pid still signalable would be a stray process
+        raise AssertionError(f"process {pid} of the TPM kit still runs")
