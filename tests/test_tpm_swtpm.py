@@ -22,10 +22,11 @@ from tpmkit import (
     SwtpmToken,
     swtpm_token,
     token_environment,
+    vault_over,
 )
 
 from drivers.keystore import vault_cbc
-from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL, CbcCmacVault
+from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL
 from firmware.ports import KeyStoreError
 
 pkcs11 = pytest.importorskip("pkcs11")
@@ -47,20 +48,6 @@ def session(tpm: SwtpmToken):
         token = pkcs11.lib(TPM2_PKCS11_MODULE).get_token(token_label=TOKEN_LABEL)
         with token.open(user_pin=USER_PIN, rw=True) as opened:
             yield opened
-
-
-def vault_over(session, one_call_mac: bool = False) -> CbcCmacVault:
-    enc = session.get_key(label=ENC_KEY_LABEL, key_type=KeyType.AES)
-    mac = session.get_key(label=MAC_KEY_LABEL, key_type=KeyType.AES)
-    return CbcCmacVault(
-        cbc_encrypt=lambda iv, data: enc.encrypt(data, mechanism=Mechanism.AES_CBC,
-                                                 mechanism_param=iv),
-        cbc_decrypt=lambda iv, data: enc.decrypt(data, mechanism=Mechanism.AES_CBC,
-                                                 mechanism_param=iv),
-        ecb_encrypt=lambda block: mac.encrypt(block, mechanism=Mechanism.AES_ECB),
-        mac_cbc_encrypt=(lambda iv, data: mac.encrypt(data, mechanism=Mechanism.AES_CBC,
-                                                      mechanism_param=iv))
-        if one_call_mac else None)
 
 
 def test_tpm2_pkcs11_offers_aes_ecb_cbc_and_nothing_for_gcm_or_des(session) -> None:

@@ -226,6 +226,28 @@ class SwtpmToken:
                       f"--userpin={user_pin}", "--algorithm=aes256", f"--path={self.store}"])
 
 
+def vault_over(session, one_call_mac: bool = False):
+    """The CBC card vault over an open session's two vault keys (the AES calls python-pkcs11
+    makes on them), as drivers/keystore/pkcs11.py builds it for a token without AES-GCM."""
+    from pkcs11 import KeyType, Mechanism
+
+    from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL, CbcCmacVault
+
+    enc = session.get_key(label=ENC_KEY_LABEL, key_type=KeyType.AES)
+    mac = session.get_key(label=MAC_KEY_LABEL, key_type=KeyType.AES)
+
+    def mac_cbc(iv: bytes, data: bytes) -> bytes:
+        return mac.encrypt(data, mechanism=Mechanism.AES_CBC, mechanism_param=iv)
+
+    return CbcCmacVault(
+        cbc_encrypt=lambda iv, data: enc.encrypt(data, mechanism=Mechanism.AES_CBC,
+                                                 mechanism_param=iv),
+        cbc_decrypt=lambda iv, data: enc.decrypt(data, mechanism=Mechanism.AES_CBC,
+                                                 mechanism_param=iv),
+        ecb_encrypt=lambda block: mac.encrypt(block, mechanism=Mechanism.AES_ECB),
+        mac_cbc_encrypt=mac_cbc if one_call_mac else None)
+
+
 @contextmanager
 def swtpm_token(root: Path, init: bool = True) -> Iterator[SwtpmToken]:
     require_tpm()

@@ -12,7 +12,10 @@ one handle on them:
   holding the journal once the terminal runs; power_cut() is SIGKILL of qemu;
 - on the qemu-pcsc board, the chip card of board/sim/vpcd.py as a host process, reaching the
   vpcd driver of the guest's pcscd through a QEMU hostfwd bound to 127.0.0.1 (`card()` inserts
-  and removes it).
+  and removes it);
+- the TPM 2.0 (swtpm beside qemu, its state under the rig's workdir, kept between boots like a
+  TPM's NVRAM) and the guest's tpm2-pkcs11 token on the data partition, initialised at the
+  factory by one boot of its own (docs/qemu.md "The TPM").
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
 from board.sim.vpcd import DEFAULT_PORT as VPCD_PORT
 from board.sim.vpcd import PCSCD, reader_conf, send_control, wait_for_line
+from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL
 from firmware.app.boards import profile as board_profile
 from firmware.digits import is_digits
 from firmware.i18n import CATALOG
@@ -96,6 +100,50 @@ def pcscd_command() -> str:
             f"n=0; while [ ! -S {GUEST_PCSCD_SOCKET} ]; do n=$((n+1)); "
             f"if [ $n -gt {PCSCD_START_S * 10} ]; then echo 'qemu-pcsc: pcscd did not start'; "
             f"exit 1; fi; sleep 0.1; done\n")
+
+
+# The TPM in the guest: tpm2-pkcs11 keeps its token store (a SQLite file of wrapped key blobs
+# that only this TPM can load) on the data partition, as the root is read-only, and reaches the
+# TPM through the kernel's resource manager (a TPM holds three loaded objects; /dev/tpmrm0 swaps
+# them per process). tpm2_ptool's tools read TPM2TOOLS_TCTI. Log level 0: errors only.
+GUEST_TPM_STORE = f"{GUEST_DATA}/tpm2"
+GUEST_TPM_ENV = {"TPM2_PKCS11_STORE": GUEST_TPM_STORE, "TPM2_PKCS11_TCTI": "device:/dev/tpmrm0",
+                 "TPM2TOOLS_TCTI": "device:/dev/tpmrm0", "TPM2_PKCS11_LOG_LEVEL": "0"}
+TOKEN_LABEL = "posfw"
+TOKEN_PIN_FILE = "keys/token.pin"  # under the terminal's data directory, 0600 (the board profile)
+TPM_INIT_DONE = "qemu-tpm: token initialised"
+TPM_INIT_FAILED = "qemu-tpm: token initialisation failed"
+
+
+def tpm_env_command() -> str:
+    """The shell line giving the guest's processes the TPM token's environment."""
+    return "export " + " ".join(f"{name}={shlex.quote(value)}"
+                                for name, value in GUEST_TPM_ENV.items()) + "\n"
+
+
+def tpm_token_init_command(label: str = TOKEN_LABEL) -> str:
+    """Shell lines for the factory's boot: a fresh tpm2-pkcs11 store with a primary key in the
+    TPM, the token, and the card vault's two AES-256 keys made inside the TPM (tpm2-pkcs11 has no
+    C_GenerateKey: tpm2_ptool addkey). The user PIN is the terminal's token.pin; the SO PIN is
+    random and forgotten (no object recovery: a terminal is re-provisioned instead). tpm2_ptool
+    takes PINs only as arguments: they are in this boot's process list while it runs, which is
+    the factory's boot, not the terminal's."""
+    pin_file = f"{GUEST_DATA}/{TERMINAL_DIR}/{TOKEN_PIN_FILE}"
+    ptool = "tpm2_ptool"
+    steps = " && ".join([
+        f"{ptool} init >/dev/null",
+        f'{ptool} addtoken --pid=1 --label={label} --sopin="$sopin" --userpin="$pin" >/dev/null',
+        *(f'{ptool} addkey --label={label} --key-label={key} --userpin="$pin" '
+          f"--algorithm=aes256 >/dev/null" for key in (ENC_KEY_LABEL, MAC_KEY_LABEL)),
+    ])
+    return (tpm_env_command()
+            + f"[ -c /dev/tpmrm0 ] || {{ echo '{TPM_INIT_FAILED}: no /dev/tpmrm0'; exit 1; }}\n"
+            f"pin=$(cat {pin_file}) || {{ echo '{TPM_INIT_FAILED}: no {TOKEN_PIN_FILE}'; exit 1; }}\n"
+            "sopin=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')\n"
+            f"rm -rf {GUEST_TPM_STORE} && mkdir -m 0700 {GUEST_TPM_STORE}\n"
+            f"if {steps}; then echo '{TPM_INIT_DONE}'; "
+            f"else echo '{TPM_INIT_FAILED}'; exit 1; fi\n"
+            "unset pin sopin\n")
 
 
 def firmware_command(log_level: str = "INFO", board: str = "qemu") -> str:
