@@ -54,6 +54,9 @@ def main() -> int:
     banner("bench_panel: cold start to the idle screen, idle CPU, memory after 1,000 sales")
     if run_script(HERE / "bench_panel.py") != 0:
         failures.append("bench_panel")
+    banner("bench_tls: TLS to the host on loopback: the handshake, the cost per message")
+    if run_script(HERE / "bench_tls.py") != 0:
+        failures.append("bench_tls")
     banner("bench_qemu: the firmware in a QEMU guest: power-on to idle, recovery, key to frame")
     if run_script(HERE / "bench_qemu.py") != 0:
         failures.append("bench_qemu")
