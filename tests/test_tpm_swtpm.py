@@ -4,17 +4,21 @@ process by python-pkcs11 (tests/tpmkit.py), the token initialised as the QEMU gu
 What the QEMU board's key custody rests on, proven against the real TPM stack: what tpm2-pkcs11
 offers (AES ECB/CBC; no GCM, no DES; no C_GenerateKey, hence tpm2_ptool addkey at
 initialisation), that the vault keys are sensitive and never extractable, that the CBC vault
-format (drivers/keystore/vault_cbc.py) runs on it, and that its keys outlive a TPM power cycle.
+format (drivers/keystore/vault_cbc.py) runs on it, that its keys outlive a TPM power cycle, and
+the PKCS#11 key store (drivers/keystore/pkcs11.py) sealing with it there and destroying its keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pkcs11
 import pytest
+from pkcs11 import Attribute, KeyType, Mechanism
 from tpmkit import (
     TOKEN_LABEL,
     TPM2_PKCS11_MODULE,
@@ -26,11 +30,9 @@ from tpmkit import (
 )
 
 from drivers.keystore import vault_cbc
+from drivers.keystore.pkcs11 import Pkcs11KeyStore
 from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL
-from firmware.ports import KeyStoreError
-
-pkcs11 = pytest.importorskip("pkcs11")
-from pkcs11 import Attribute, KeyType, Mechanism  # noqa: E402
+from firmware.ports import KeyMissing, KeyStoreError, KeyStoreUnavailable, WrappedKey
 
 AAD = b"posfw/pan/v1"
 PAN = b"6225880000000001"
@@ -143,3 +145,52 @@ def test_the_kit_leaves_no_process_behind(tmp_path: Path) -> None:
             continue
         # reaped by Popen.wait in close(): a pid still signalable would be a stray process
         raise AssertionError(f"process {pid} of the TPM kit still runs")
+
+
+def test_the_pkcs11_key_store_seals_with_the_cbc_vault_on_the_tpm(tpm: SwtpmToken) -> None:
+    with token_environment(tpm):
+        store = Pkcs11KeyStore(TPM2_PKCS11_MODULE, TOKEN_LABEL, USER_PIN)
+        try:
+            status = store.status()
+            assert status.kind == "pkcs11" and status.vault_key and status.tmk_check is None
+            notes = " ".join(status.notes)
+            assert "AES-CBC then AES-CMAC" in notes and "CKM_DES3_ECB" in notes
+            assert "card vault cannot use this token" not in notes
+            assert "crosses this process" not in notes  # no working key ever comes to a TPM
+            blob = store.seal(PAN, AAD)
+            assert blob[0] == vault_cbc.FORMAT_CBC_CMAC and PAN not in blob
+            assert store.unseal(blob, AAD) == PAN
+            with pytest.raises(KeyStoreError, match="integrity"):
+                store.unseal(blob[:-1] + bytes([blob[-1] ^ 1]), AAD)
+            # The DES jobs are not this token's (on the qemu board the PIN pad has them).
+            with pytest.raises(KeyStoreUnavailable, match="DES3_ECB"):
+                asyncio.run(store.install_working_keys(
+                    [WrappedKey("PIK", bytes(16), bytes(4))]))
+            with pytest.raises(KeyStoreError, match="tpm2_ptool addkey"):
+                store.create_vault_key()
+        finally:
+            store.close()
+
+
+def test_deregistration_destroys_the_tpm_vault_keys(tmp_path: Path) -> None:
+    with swtpm_token(tmp_path) as tpm, token_environment(tpm):
+        with pytest.raises(KeyStoreUnavailable, match="refused the PIN"):
+            Pkcs11KeyStore(TPM2_PKCS11_MODULE, TOKEN_LABEL, "not-the-pin")
+        store = Pkcs11KeyStore(TPM2_PKCS11_MODULE, TOKEN_LABEL, USER_PIN)
+        try:
+            store.seal(PAN, AAD)
+            destroyed = store.destroy_all()
+            assert sorted(destroyed) == [
+                f"card-data MAC key (token object {MAC_KEY_LABEL})",
+                f"card-data encryption key (token object {ENC_KEY_LABEL})",
+            ]
+            assert not store.status().vault_key
+            with pytest.raises(KeyMissing, match="no card-vault keys"):
+                store.seal(PAN, AAD)
+        finally:
+            store.close()
+        again = Pkcs11KeyStore(TPM2_PKCS11_MODULE, TOKEN_LABEL, USER_PIN)
+        try:  # gone from the token, not only from the store object
+            assert not again.status().vault_key
+        finally:
+            again.close()
