@@ -3,7 +3,8 @@ attached as tpm-tis, /dev/tpmrm0 in the guest, the factory's token initialisatio
 (board/qemu/rig.py tpm_token_init_command), python-pkcs11 in the guest opening tpm2-pkcs11's
 token and sealing a card number with the CBC vault (drivers/keystore/vault_cbc.py) under its two
 TPM keys; the blob opens again after a clean power-off and after a power cut (the TPM's state
-is swtpm's, kept under the guest's var dir), and no swtpm outlives its qemu.
+is swtpm's, kept under the guest's var dir), and no swtpm outlives its qemu. And the firmware
+selling on such a guest (the rig's TPM board: factory boot, then a guest without ACPI).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ if os.environ.get("QEMU_TESTS") != "1":
 from guestkit import image_fixture  # noqa: F401 - the fixture "image"
 
 from board.qemu.guest import Guest
-from board.qemu.image import BuiltImage, make_data_disk
+from board.qemu.image import BuiltImage, make_data_disk, read_data_disk
 from board.qemu.rig import (
     GUEST_DATA,
     TERMINAL_DIR,
+    TID,
     TOKEN_PIN_FILE,
     TPM_INIT_DONE,
+    QemuTerminal,
     tpm_env_command,
     tpm_token_init_command,
 )
@@ -119,3 +122,34 @@ def test_tpm_token_in_the_guest_survives_power_off_and_a_power_cut(
               f"block by block, {seal_ms[1]} ms with one CBC call")
     finally:
         guest.close()
+
+
+def test_the_firmware_sells_on_a_guest_with_a_tpm(image: BuiltImage, tmp_path: Path) -> None:
+    """The rig's TPM board as the smoke will run it: the factory's boot makes the token, then the
+    firmware on the guest without ACPI (serial ports, the PCI LCD port, the virtio keyboard and
+    network all found without it): boot to idle, one sale typed and swiped, approved."""
+    with QemuTerminal(tmp_path / "rig", image, reply_timeout=5.0, tpm=True) as rig:
+        assert rig.sim is not None and rig.peripherals is not None and rig.guest is not None
+        factory_console = (tmp_path / "rig" / "console-1.log").read_text(errors="replace")
+        assert TPM_INIT_DONE in factory_console
+        boot_s = rig.boot()
+        assert "acpi=off" in rig.guest.process.args[rig.guest.process.args.index("-append") + 1]
+        assert rig.sim.ledger.working_keys(TID) is not None, "no sign-on reached the simulator"
+        reader, printer = rig.peripherals.reader, rig.peripherals.printer
+        rig.press("1234")
+        rig.lcd.wait(lambda f: "12.34" in "\n".join(f.rows), 10)
+        rig.press("ENTER")
+        rig.lcd.wait(lambda f: "ENTER confirm" in "\n".join(f.rows), 10)
+        rig.press("ENTER")
+        assert reader.wait_armed(15), "the sale never armed the card reader on /dev/ttyS1"
+        reader.swipe("cup_credit")
+        rig.lcd.wait(lambda f: "Approved" in "\n".join(f.rows), 30)
+        assert printer.wait_for(lambda p: len(p.slips) >= 1, timeout=30), "no receipt printed"
+        assert [(r.kind, r.amount) for r in rig.sim.ledger.approved(TID)] == [("sale", 1234)]
+        status = rig.ecr.request(op="status", timeout=10)
+        assert status["unresolved"]["PENDING"] == 0, status  # the ECR line on ttyS3 answers
+        rig.power_cut()
+        assert rig.guest.swtpm is None
+        store = read_data_disk(rig.data_disk, "/tpm2", tmp_path / "disk")
+        assert (store / "tpm2_pkcs11.sqlite3").exists()
+        print(f"\n[qemu tpm] firmware on the TPM guest: boot to idle {boot_s:.1f} s")
