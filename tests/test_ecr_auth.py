@@ -90,9 +90,11 @@ def test_a_till_pairs_with_the_code_on_the_lcd_then_its_sale_is_answered_sealed(
             raw = await asyncio.to_thread(till.ask, op="status")
             till.close()
             stored = shop.terminal.journal.read("SELECT key_sealed, last_seq FROM ecr_till")
-            return code, key, sale, raw, stored, audit_text(shop.terminal)
+            operators = shop.terminal.journal.read("SELECT operator FROM txn")
+            return code, key, sale, raw, stored, audit_text(shop.terminal), operators
 
-    code, key, sale, status, stored, audits = run(go())
+    code, key, sale, status, stored, audits, operators = run(go())
+    assert operators == [("T01",)]  # the till is the operator of its sale (docs/operating.md)
     assert sale["result"] == "approved" and sale["till"] == "T01" and sale["seq"] == 1, sale
     assert status["ok"] is True and status["seq"] == 2
     assert [(r.kind, r.amount) for r in sim.ledger.rows(TID)] == [("sale", 1234)]

@@ -456,11 +456,11 @@ class EcrServer:
                 return {"ok": False, "result": "none", "message": "no such voucher number in the batch"}
             return {**record_state(record, lang), "ok": True}  # found: ok; result says what happened
         if req.op == "signon":
-            ok = await t.sign_on()
+            ok = await t.sign_on(origin.source)
             return {"ok": ok, "result": "signed on" if ok else "failed",
                     "message": "" if ok else text("sign_on_failed", lang)}
         if req.op == "signoff":
-            ok = await t.sign_off()
+            ok = await t.sign_off(origin.source)
             return {"ok": ok, "result": "signed off" if ok else "failed"}
         if req.op == "echo":
             ok, seconds, detail = await t.echo()
@@ -521,7 +521,8 @@ class EcrServer:
             # trace number 61.2 names (one found here by RRN uses its own STAN instead).
             original = OriginalRef(rrn=a["orig_rrn"], date=a["orig_date"],
                                    trace=a.get("orig_voucher"), batch=a.get("orig_batch"))
-        operator = self.terminal.settings["transactions"]["operator"]
+        # The till is the operator of its requests (firmware/app/core/operators.py).
+        operator = self.terminal.operators.code_for(origin.source)
         return TxnRequest(kind=kind, amount=a.get("amount"), operator=operator,
                           original=original, reference=a.get("ref")), io
 
