@@ -112,7 +112,7 @@ def test_a_host_that_asks_for_a_client_certificate(tmp_path: Path, has_certifica
             settings["comms"].update({"tls_client_cert": "keys/terminal.pem",
                                       "tls_client_key": "keys/terminal.key"})
             (data_dir / "settings.json").write_text(json.dumps(settings))
-        result, records, _ = one_sale(data_dir)
+        result, _, _ = one_sale(data_dir)
         if has_certificate:
             assert result.status == "approved", result
             assert [r.amount for r in sim.ledger.approved(TID)] == [1234]
