@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from board.sim.acquirer import SimulatorThread
+from firmware.app import devices
+from firmware.app.boards import profile
+from firmware.app.core import custody
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import AppConfig
+from firmware.app.provision import tmk_check_value
 from firmware.app.terminal import Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
 from firmware.settings.model import factory, hash_password
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,12 +41,15 @@ PASSWORD = "246810"
 
 
 def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: Any) -> Path:
-    """What a terminal vendor's provisioning step leaves on the device."""
+    """What a terminal vendor's provisioning step leaves on the device: the keys in the sim
+    board's key store with the provisioning record, and the settings."""
     data_dir.mkdir(parents=True, exist_ok=True)
     keys = data_dir / "keys"
     keys.mkdir(exist_ok=True)
     (keys / "tmk.key").write_text(TMK.hex())
     os.chmod(keys / "tmk.key", 0o600)
+    record = custody.new_record(tmk_check_value(TMK), "memory", "clear (development)")
+    custody.write_private(data_dir / custody.RECORD, custody.record_bytes(record))
     settings = factory()
     settings["merchant"].update({"tid": TID, "mid": MID})
     settings["comms"].update({"port": sim_port, "reply_timeout": reply_timeout,
@@ -50,6 +59,13 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
     settings["transactions"].update(tx)
     (data_dir / "settings.json").write_text(json.dumps(settings))
     return data_dir
+
+
+def open_journal(data_dir: Path, board: str = "sim", **kw: Any) -> Journal:
+    """A terminal's journal opened as the terminal opens it: under its own key store's vault key
+    (another process may run the terminal meanwhile: a token takes several sessions)."""
+    store = devices.open_key_store(profile(board), data_dir)
+    return Journal.open(data_dir / "journal.db", CardVault(store), **kw)
 
 
 def set_language(data_dir: Path, lang: str) -> None:

@@ -211,15 +211,18 @@ def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log
     handler = logging.FileHandler(data / "terminal.log", encoding="utf-8")  # held open, as the app's
     handler.setFormatter(logging.Formatter("%(message)s"))
     seen: list[tuple[str, bool, bool, int]] = []
+    running: list[Any] = []
 
     def watch(action: object) -> None:
         step = getattr(action, "step", "")
         if step.startswith("WIPE:"):
-            seen.append((step, (data / "keys" / "card.key").exists(), (data / "keys" / "tmk.key").exists(),
+            keys = running[0].key_store.status()  # the terminal's own store, as it sees it
+            seen.append((step, keys.vault_key, keys.tmk_check is not None,
                          _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NOT NULL")[0][0]))
 
     async def go() -> dict[str, Any]:
         t = await terminal(data)
+        running.append(t)
         t.fault_hook = watch
         try:
             return await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
@@ -237,11 +240,16 @@ def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log
     # The card-data key goes before anything else, while the encrypted PANs are still there.
     assert [s[0] for s in seen] == ["WIPE:card_key", "WIPE:keys", "WIPE:card_data", "WIPE:settings",
                                     "WIPE:log"]
-    assert seen[1][1:] == (False, True, 3)  # after the card key's part: key gone, TMK and PANs not yet
+    assert seen[0][1:] == (True, True, 3)  # before the key part: the keys and the PANs there
+    assert seen[1][1:] == (False, False, 3)  # after it: the vault key and the TMK gone, PANs not yet
     assert not (data / "settings.json.meta").exists() and not (data / "terminal.log.1").exists()
     assert (data / "terminal.log").read_bytes() == b"after the wipe\n"  # emptied, written on from 0
     report = "\n".join(reply["report"])
     assert "The card-data key was destroyed first" in " ".join(reply["report"]), report
+    keys = reply["report"][reply["report"].index("KEYS DESTROYED") + 1:reply["report"].index("WIPED")]
+    destroyed = " ".join(line.strip() for line in keys)  # the store's lines, wrapped at words
+    assert "terminal master key (file keys/tmk.key) destroyed" in destroyed, report
+    assert "card-data key (file keys/card.key) destroyed" in destroyed, report
 
 
 @pytest.mark.parametrize(("lang", "words"), [

@@ -1,6 +1,6 @@
 """Data files are the owner's alone: what the firmware (a real process), make run's provisioning
 and the provision CLI create is 0600 (directories 0700), and a terminal master key that others
-can read stops the start with a clear message, as the card-data key does."""
+can read puts the terminal in service mode with a clear message, as the card-data key does."""
 
 from __future__ import annotations
 
@@ -59,20 +59,20 @@ def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
     assert _loose(data_dir, skip={data_dir / "stderr.log", tmk.parent, tmk}) == []
 
 
-def test_a_master_key_others_can_read_stops_the_start_in_words(tmp_path, sim):
+def test_a_master_key_others_can_read_puts_the_terminal_in_service_mode_in_words(tmp_path, sim):
     data_dir = provision(tmp_path / "terminal", sim.port)
     (data_dir / "keys" / "tmk.key").chmod(0o644)
     proc = TerminalProcess(data_dir)
     try:
         proc.start(timeout=20)
-        started = True
-    except RuntimeError as exc:
-        started, why = False, str(exc)
+        why = proc.request(op="status")["service_mode"]
+        sale = proc.request(op="sale", amount=100, card="visa")
     finally:
         proc.kill()
-    assert not started
     assert "terminal master key" in why and "readable by others (mode 644)" in why
-    assert "chmod 600" in why and "Traceback" not in why
+    assert "chmod 600" in why
+    assert not sale["ok"] and sim.ledger.rows("12345678") == []  # no money work in service mode
+    assert "Traceback" not in (data_dir / "stderr.log").read_text()
 
 
 def test_make_run_provisioning_writes_private_files_whatever_the_umask(tmp_path):

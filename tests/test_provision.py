@@ -13,30 +13,28 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MID, REPO, TID, TMK, provision, run, terminal
+from helpers import MID, REPO, TID, TMK, open_journal, provision, run, terminal
 
 from firmware.app.core.lifecycle import put_state
 from firmware.app.provision import TEMPLATE
 from firmware.app.provision import provision as provision_again
 from firmware.engine.deregistration import Lifecycle, Step
 from firmware.journal import wipe
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
 
 
 def deregistered(data: Path, port: int = 5800) -> Path:
     """A terminal as the deregistration's wipe leaves it: keys and settings gone, the journal
     DEREGISTERED after the last step, the marker written."""
     provision(data, port)
-    journal = Journal.open(data / "journal.db", CardVault.from_key_file(data / "keys" / "card.key"))
+    journal = open_journal(data)
     try:
         with journal.transaction() as cur:
             put_state(cur, {"lifecycle": Lifecycle.DEREGISTERED.value, "dereg_step": list(Step)[-1].value})
     finally:
         journal.close()
     wipe.write_marker(data, TID)
-    for gone in (data / "keys" / "tmk.key", data / "keys" / "card.key", data / "settings.json"):
-        gone.unlink()
+    wipe.wipe_keys(data)
+    (data / "settings.json").unlink()
     return data
 
 

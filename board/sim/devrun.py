@@ -68,6 +68,12 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
     tmk = keys / "tmk.key"
     if not tmk.exists():
         _write_private(tmk, DEV_TMK)
+        from firmware.app.core import custody
+        from firmware.app.provision import tmk_check_value
+
+        record = custody.new_record(tmk_check_value(bytes.fromhex(DEV_TMK)), "memory",
+                                    "clear (development)")
+        custody.write_private(data / custody.RECORD, custody.record_bytes(record))
     settings = data / "settings.json"
     if not settings.exists():
         from firmware.settings.model import factory, hash_password, password_problem

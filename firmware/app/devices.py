@@ -5,10 +5,21 @@ own drivers). Everything else in the firmware speaks to drivers through firmware
 from __future__ import annotations
 
 import logging
+import os
+import stat
+from pathlib import Path
 from typing import Any, Protocol
 
-from firmware.app.boards import BoardProfile
-from firmware.ports import CardReader, Display, Keypad, Printer
+from firmware.app.boards import KEY_STORES, BoardProfile
+from firmware.ports import (
+    CardReader,
+    Display,
+    Keypad,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    Printer,
+)
 
 log = logging.getLogger("posfw.app")
 
@@ -90,3 +101,84 @@ def make_display(board: BoardProfile) -> Display:
 
         return spi_lcd(board.display.split(":", 1)[1], rows=rows, cols=cols)
     raise SystemExit(f"board {board.name}: unknown display {board.display!r}")
+
+
+def key_store_kind(board: BoardProfile, override: str | None = None) -> str:
+    """The key store a board runs ("memory", "pkcs11", "pinpad"), or KeyStoreError in words: the
+    development store is refused on a board that is not a development board."""
+    kind = override or board.key_store
+    if kind not in KEY_STORES:
+        raise KeyStoreError(f"board {board.name}: unknown key store {kind!r} "
+                            f"(one of {', '.join(KEY_STORES)})")
+    if kind == "memory" and not board.development:
+        raise KeyStoreError(f"board {board.name} keeps no keys in clear files (key store "
+                            "'memory' is for development boards only): give it a token "
+                            "(docs/security.md, \"Key custody\")")
+    return kind
+
+
+def token_pin(board: BoardProfile, data_dir: Path) -> str:
+    """The token's user PIN from the profile's source ("file:PATH" under the data directory,
+    0600, or "env:NAME"), or KeyStoreUnavailable in words (never the PIN itself)."""
+    source = board.token_pin
+    kind, _, where = source.partition(":")
+    if kind == "env":
+        pin = os.environ.get(where, "")
+        if not pin:
+            raise KeyStoreUnavailable(f"the token PIN variable {where} is not set "
+                                      f"(board {board.name}: token_pin {source})")
+        return pin
+    if kind != "file" or not where:
+        raise KeyStoreUnavailable(f"board {board.name}: token_pin must be file:PATH or env:NAME, "
+                                  f"not {source!r}")
+    path = Path(data_dir) / where
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is missing: provision the "
+                                  "terminal (docs/provisioning.md)") from None
+    if mode & 0o077:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is readable by others (mode "
+                                  f"{mode:o}); run chmod 600 {path}")
+    pin = path.read_text(encoding="utf-8").strip()
+    if not pin:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is empty")
+    return pin
+
+
+def use_token_conf(board: BoardProfile, data_dir: Path) -> None:
+    """Point SoftHSM2 at the board's configuration under the data directory when there is one
+    (its object store beside the journal): read when the module is initialised."""
+    if board.token_conf:
+        conf = Path(data_dir) / board.token_conf
+        if conf.is_file():
+            os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+
+
+def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = None) -> KeyStore:
+    """The board's key store, opened (KeyStoreError in words when it cannot be)."""
+    kind = key_store_kind(board, override)
+    data_dir = Path(data_dir)
+    if kind == "memory":
+        from drivers.keystore.memory import MemoryKeyStore
+
+        return MemoryKeyStore(data_dir / "keys")
+    if kind == "pkcs11":
+        use_token_conf(board, data_dir)
+        try:
+            from drivers.keystore.pkcs11 import Pkcs11KeyStore
+        except ImportError as exc:
+            raise KeyStoreUnavailable(f"the PKCS#11 key store cannot be loaded ({exc.name or exc}): "
+                                      "install the runtime lock (docs/dependencies.md)") from None
+        return Pkcs11KeyStore(board.token_module, board.token_label, token_pin(board, data_dir))
+    raise KeyStoreUnavailable(f"board {board.name}: the PIN pad key store is not in this build yet")
+
+
+def development_tmk(store: KeyStore) -> bytes:
+    """The clear TMK of a development store, for the host link until it asks the store for its
+    MACs and PIN blocks; 16 zero bytes for any other store (a token gives no clear key)."""
+    from drivers.keystore.memory import MemoryKeyStore
+
+    if isinstance(store, MemoryKeyStore):
+        return store._load_tmk()  # transitional, see the docstring
+    return bytes(16)

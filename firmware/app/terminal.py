@@ -1,10 +1,11 @@
 """The terminal as the process runs it: the core (firmware/app/core/terminal.py) with the
 services plugged in through its hooks.
 
-The core asks for paper, a card reader and two pieces of start-up work without importing any
-service; this module answers: the print desk with the board's printer, the board's reader
-(firmware/app/devices.py chooses both drivers), the deregistration's resume after a power loss
-and the held orders' reconcile. Front ends and tests take this Terminal; services take the core.
+The core asks for its key store, paper, a card reader and two pieces of start-up work without
+importing any service; this module answers: the board's key store, the print desk with the
+board's printer, the board's reader (firmware/app/devices.py chooses the drivers), the
+deregistration's resume after a power loss and the held orders' reconcile. Front ends and tests
+take this Terminal; services take the core.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from firmware.app import devices
 from firmware.app.core.terminal import TerminalCore
 from firmware.app.services import deregister, held
 from firmware.app.services.printing import PrintDesk
-from firmware.ports import CardReader
+from firmware.ports import CardReader, KeyStore
 
 
 class Terminal(TerminalCore):
@@ -21,6 +22,12 @@ class Terminal(TerminalCore):
     resume and the held orders' start-up reconcile plugged in."""
 
     prints: PrintDesk | None
+
+    def _open_key_store(self) -> KeyStore:
+        return devices.open_key_store(self.board, self.data_dir, self.cfg.key_store)
+
+    def _clear_tmk_for_host_link(self, store: KeyStore) -> bytes:
+        return devices.development_tmk(store)
 
     def _open_paper(self) -> PrintDesk:
         assert self.journal is not None

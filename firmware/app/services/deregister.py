@@ -242,8 +242,10 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
             raise DeregRefused(f"the host cannot be reached to sign off ({exc})") from exc
         if reply.fields.get("39") != "00":
             raise DeregRefused(f"the host refused the sign-off ({reply.fields.get('39')})")
-        terminal.link.keys = None  # the working keys, in memory only, go here
+        terminal.link.keys = None  # the working keys go here
         terminal.link.sign_on_required = True
+        if terminal.key_store is not None:
+            terminal.key_store.forget_working_keys()
         _record(terminal, step)
     elif step is Step.WIPING:
         # The point of no return, written before any of the wipe's effects. The supervisor
@@ -254,9 +256,20 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
     elif step is Step.WIPED:
         ident = json.loads(state(j)["dereg_identity"])
         terminal.forget_keys()
+        destroyed: list[str] = []
+
+        def destroy_keys() -> int:
+            # The key store's objects, in the wipe's key part (before the PANs are cleared). A
+            # store that cannot be reached is said in words and the wipe goes on.
+            destroyed.extend(terminal.destroy_keys())
+            for line in destroyed:
+                log.warning("deregistration: %s", line)
+            return sum(line.endswith(" destroyed") for line in destroyed)
+
         run.wiped = wipe.wipe(terminal.data_dir, j.path, ident["tid"], between=lambda part: _hook(
-            terminal)(f"WIPE:{part}"))
-        _record(terminal, step, json.dumps(run.wiped), dereg_wiped=json.dumps(run.wiped))
+            terminal)(f"WIPE:{part}"), destroy_keys=destroy_keys)
+        _record(terminal, step, json.dumps(run.wiped) + "; " + "; ".join(destroyed),
+                dereg_wiped=json.dumps(run.wiped), dereg_keys=json.dumps(destroyed))
     elif step is Step.DEREGISTERED:
         ident = json.loads(state(j)["dereg_identity"])
         code = await _host_exchange(terminal, ident, deregister_request)
@@ -270,7 +283,7 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
                            backup_dir=st.get("dereg_backup", ""),
                            backup_txns=int(st.get("dereg_backup_txns", "0")),
                            steps=[s.value for s in Step], wiped=json.loads(st.get("dereg_wiped", "{}")),
-                           host_unbound=True)
+                           host_unbound=True, keys=json.loads(st.get("dereg_keys", "[]")))
         _record(terminal, step, doc.title, dereg_report=json.dumps(as_text(doc), ensure_ascii=False))
         desk = printing.desk(terminal)
         if desk is not None:
