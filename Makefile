@@ -11,7 +11,7 @@ BOARD ?= sim
 RUN_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-deps pcsc-deps lint bench clean kill-test lock mutate
+.PHONY: run test test-deps pcsc-deps token-deps lint bench clean kill-test lock mutate
 .DEFAULT_GOAL := test
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: install it
@@ -48,7 +48,21 @@ pcsc-deps:
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
 	    pcscd vsmartcard-vpcd libpcsclite-dev swig iproute2; }
 
-$(VENV_STAMP): $(PY) requirements-build.txt requirements.txt requirements-dev.txt | pcsc-deps
+# Key tokens (drivers/keystore/pkcs11.py, tests/p11kit.py, `make run`): SoftHSM2 is the PKCS#11
+# token of the sim board and the tests (softhsm2-util initialises it); p11-kit's server and its
+# client module (p11-kit-modules) put the token in another process for the memory proof
+# (tests/test_keystore_memory_scan.py) and the benchmark.
+SOFTHSM_MODULE := /usr/lib/softhsm/libsofthsm2.so
+P11KIT_CLIENT := /usr/lib/$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('MULTIARCH'))")/pkcs11/p11-kit-client.so
+token-deps:
+	@[ -f $(SOFTHSM_MODULE) ] && command -v softhsm2-util >/dev/null && command -v p11-kit >/dev/null && \
+	  [ -f $(P11KIT_CLIENT) ] || { \
+	  echo "softhsm2, p11-kit or p11-kit-modules missing: installing them with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    softhsm2 p11-kit p11-kit-modules; }
+
+$(VENV_STAMP): $(PY) requirements-build.txt requirements.txt requirements-dev.txt | pcsc-deps token-deps
 	@[ -f $(UNIFONT) ] || { echo "fonts-unifont missing: installing it with apt-get"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-unifont; }

@@ -429,3 +429,88 @@ class KeyStore(HostKeys, VaultKeys, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ---- PIN pad -------------------------------------------------------------------
+#
+# The encrypting PIN pad on the card reader's link (docs/reader-link.md "PIN pad"). The
+# cardholder types the PIN on the pad; the terminal never sees it. At the key ceremony the pad
+# takes the TMK as a TR-31 block under its own key-block protection key; at each sign-on it takes
+# the field 62 working keys through HostKeys.install_working_keys and checks their check values
+# itself; for a sale it returns the ISO 9564 format 0 PIN block encrypted under the PIK, which the
+# terminal forwards to field 52 unchanged. One object is both the board's HostKeys and its PinPad
+# (drivers/keystore/pinpad.py `PinPadKeys`); its encrypt_pin raises KeyStoreError, because a PIN
+# pad never takes a clear PIN.
+
+
+@dataclass(frozen=True)
+class PinEntered:
+    """The cardholder typed a PIN and pressed ENTER: the 8-byte ISO 9564 format 0 PIN block,
+    encrypted TDES-ECB under the PIK, for field 52 as it is. Never log or persist it."""
+
+    block: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"PinEntered(block={len(self.block)} bytes)"
+
+
+@dataclass(frozen=True)
+class PinCancelled:
+    """CANCEL on the pad, or the terminal's cancel_pin()."""
+
+
+@dataclass(frozen=True)
+class PinTimedOut:
+    """Nobody finished the entry within its timeout."""
+
+
+@dataclass(frozen=True)
+class PinSkipped:
+    """ENTER with no digits where the entry allowed that (allow_empty): no PIN, no field 52."""
+
+
+PinResult = PinEntered | PinCancelled | PinTimedOut | PinSkipped
+
+
+@dataclass(frozen=True)
+class PinPadStatus:
+    """What the pad holds, as it reports it (no key bytes)."""
+
+    has_tmk: bool
+    tmk_check: str | None  # the TMK's check value (8 hex digits), None without a TMK
+    working_keys: tuple[str, ...] = ()  # roles loaded (WORKING_KEY_ROLES order)
+    entry_running: bool = False  # a PIN entry is under way on the pad
+
+
+@runtime_checkable
+class PinPad(Protocol):
+    """The encrypting PIN pad. Errors are the key store's: KeyStoreUnavailable (this reader has no
+    PIN pad, or it does not answer), KeyMissing (no TMK, or no PIK: sign on first), KeyStoreError
+    (refused, in words). No method takes or returns a clear PIN or a clear key."""
+
+    async def enter_pin(self, pan: str, prompt: str, *, timeout: float,
+                        allow_empty: bool) -> PinResult:
+        """Shows `prompt` on the pad (its own display; cut to fit) and waits for the cardholder:
+        digits, CLEAR, ENTER, CANCEL typed on the pad. `pan` (13..19 digits) goes into the
+        format 0 block; `timeout` is seconds (1..300) from the pad's first prompt. One entry at a
+        time. Cancelling the awaiting task cancels the entry on the pad too (as cancel_pin)."""
+        ...
+
+    async def cancel_pin(self) -> None:
+        """The terminal's CANCEL: the pending enter_pin returns PinCancelled (at once, whatever
+        the pad does). Does nothing when no entry is pending."""
+        ...
+
+    async def load_tmk_tr31(self, block: str) -> str:
+        """The key ceremony: a TR-31 key block (the TMK, usage K0, wrapped under the pad's own
+        key-block protection key) replaces the pad's TMK and drops its working keys. Returns the
+        new TMK's check value (8 hex digits) for the ceremony record."""
+        ...
+
+    async def pad_status(self) -> PinPadStatus: ...
+
+    async def destroy_keys(self) -> list[str]:
+        """Deregistration: erase the TMK and the working keys in the pad. Returns what was
+        erased, one line each in words, for the report (the pad's own key-block protection key
+        stays: it belongs to the device, not to the merchant)."""
+        ...

@@ -337,6 +337,12 @@ check(command(b"X\x0b\x00\x00\x00\xa4\x04\x00") == [b"x\x0b\x05" + main._NO_CHIP
       "exchange: no chip slot")
 check(command(b"O\x0c") == [b"o\x0c"], "power off")
 check(command(b"G\x0d\x00\x00") == [b"n\x0d\x02"], "no response to take parts of")
+NO_PAD = b"\x01" + main._NO_PIN_PAD_WORDS
+check(command(b"Y\x0eS") == [b"y\x0e" + NO_PAD], "PIN pad status: no PIN pad")
+check(command(b"Y\x0fZ") == [b"n\x0f\x02"], "unknown PIN pad operation")
+check(command(b"J\x10\x00\x1e\x00\x13" + b"6" * 19) == [b"j\x10" + NO_PAD], "PIN entry: no PIN pad")
+check(command(b"J\x11\x00\x1e") == [b"n\x11\x02"], "short PIN entry")
+check(command(b"Q\x12") == [b"q\x12\x00"], "nothing to cancel")
 print("pico on MicroPython:", checks, "checks passed")
 '''
 
@@ -349,7 +355,7 @@ def test_reader_runs_on_micropython(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "micropython_unix", str(script), str(PICO)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "pico on MicroPython: 59 checks passed" in result.stdout
+    assert "pico on MicroPython: 74 checks passed" in result.stdout
 
 
 # ---- main.py under CPython on a real pty ---------------------------------------------------------
@@ -639,3 +645,22 @@ def test_chip_commands_answer_no_chip_slot_in_words(board: PicoBoard) -> None:
         assert board.command(kind, seq, body) == b"n" + bytes([seq, 2]), (kind, body)
     assert board.command(b"S", 20) == b"s\x14\x00"  # nothing powered, nothing armed
 
+
+
+NO_PIN_PAD = b"\x01this reader (posreader-pico) has no PIN pad: it takes no PIN and holds no keys"
+
+
+def test_pin_pad_commands_answer_no_pin_pad_in_words(board: PicoBoard) -> None:
+    """No PIN pad on this board (docs/reader-link.md, "PIN pad"): every known `Y` operation and a
+    `J` get pad status 1 and words, `Q` says nothing was running; what does not even say which
+    command it is gets NAK 2. Nothing is armed, beeped or lit on the way."""
+    for seq, op in enumerate(b"STIFMED", start=1):
+        assert board.command(b"Y", seq, bytes((op,))) == b"y" + bytes([seq]) + NO_PIN_PAD, chr(op)
+    entry = b"\x00\x1e\x00\x13" + b"6222021000000000017" + b"PIN"
+    assert board.command(b"J", 20, entry) == b"j\x14" + NO_PIN_PAD
+    assert board.command(b"Q", 21) == b"q\x15\x00"
+    for seq, (kind, body) in enumerate([(b"Y", b""), (b"Y", b"Z"), (b"J", b"\x00\x1e"), (b"Q", b"x")],
+                                       start=30):
+        assert board.command(kind, seq, body) == b"n" + bytes([seq, 2]), (kind, body)
+    assert board.command(b"S", 40) == b"s\x28\x00"
+    assert board.reports.count(f"pwm {BUZZER_GP} 32768") == 0

@@ -2,7 +2,8 @@
 docs/reader-link.md over UART0, frames per c_ext/FRAMING.md, buttons that swipe or insert one
 fake test card, the onboard LED as the green lamp. Valid MicroPython; runs on CPython via shim/.
 It has no ISO 7816 UART, so no chip session: the chip commands (P, W, X, G, O) are answered as
-the protocol says for a reader without a chip slot (chip status 5 and words).
+the protocol says for a reader without a chip slot (chip status 5 and words). Nor has it a PIN
+pad: the PIN pad commands (Y, J, Q) get pad status 1 and words (Q: nothing to cancel).
 
 Theory of operation: one plain loop (`main`) calls `Reader.poll()` every few milliseconds.
 A poll drains the UART into the frame decoder (each complete frame is a command, answered at
@@ -107,6 +108,11 @@ _ERROR_REMOVED_TOO_EARLY = const(3)
 # Chip status (first byte of `p` and `x`): this board has no ISO 7816 interface.
 _CHIP_NO_SLOT = const(5)
 _NO_CHIP_SLOT_WORDS = b"no chip slot: this reader (posreader-pico) reads magstripe only"
+# Pad status (first byte of `y` and `j`): this board has no PIN pad.
+_PAD_NONE = const(1)
+_NO_PIN_PAD_WORDS = b"this reader (posreader-pico) has no PIN pad: it takes no PIN and holds no keys"
+_PAD_OPS = b"STIFMED"  # the `Y` operations (docs/reader-link.md, "PIN pad")
+_PIN_ENTRY_MIN = const(4)  # timeout (2), flags, PAN length
 _OFFSET_LEN = const(2)
 _APDU_MIN = const(4)
 # Powering a freshly inserted chip and reading its ATR: the "chip transaction" of this reader.
@@ -460,6 +466,8 @@ class Reader:
             self._on_status(seq, body)
         elif kind == 0x50 or kind == 0x58 or kind == 0x57 or kind == 0x47 or kind == 0x4F:  # P X W G O
             self._on_chip_command(kind, seq, body)
+        elif kind == 0x59 or kind == 0x4A or kind == 0x51:  # Y J Q
+            self._on_pinpad_command(kind, seq, body)
         else:
             self._nak(kind, seq, _NAK_UNKNOWN)
 
@@ -561,6 +569,26 @@ class Reader:
             self._reply_with(b"x", seq, bytes((_CHIP_NO_SLOT,)) + _NO_CHIP_SLOT_WORDS)
         else:  # G: there is never a response to take parts of
             self._nak(kind, seq, _NAK_BAD_BODY)
+
+    def _on_pinpad_command(self, kind: int, seq: int, body: bytes) -> None:
+        """Y, J, Q with no PIN pad: Y (a known operation) and J (at least its fixed fields) get
+        pad status 1 and words, Q answers that nothing was running; the rest NAK 2. Only the
+        fields that say which command it is are checked: there is no pad to use the others."""
+        if kind == 0x51:  # Q: cancel a PIN entry; none ever runs here
+            if body:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"q", seq, b"\x00")
+        elif kind == 0x59:  # Y: a key operation
+            if not body or _PAD_OPS.find(bytes((body[0],))) < 0:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"y", seq, bytes((_PAD_NONE,)) + _NO_PIN_PAD_WORDS)
+        else:  # J: a PIN entry
+            if len(body) < _PIN_ENTRY_MIN:
+                self._nak(kind, seq, _NAK_BAD_BODY)
+                return
+            self._reply_with(b"j", seq, bytes((_PAD_NONE,)) + _NO_PIN_PAD_WORDS)
 
     # ---- output -----------------------------------------------------------------------------
 

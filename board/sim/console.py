@@ -47,6 +47,8 @@ LEGEND = (
     "  s  swipe the card",
     "  c  next test card",
     "  i/r insert/remove chip",
+    "  k  PIN pad: card's PIN+ENTER",
+    "  x  PIN pad: CANCEL",
     "  p  paper out  l load",
     "  o  open/close cover",
     "  Ctrl-C quit",
@@ -175,8 +177,13 @@ class DevConsole:
 
     def hot_key(self, ch: str) -> None:
         card = CARD_ORDER[self.card_index]
+        pin = TEST_CARDS[card].pin
         commands = {
             "s": ("reader", "swipe", {"card": card}, f"swiped {card}"),
+            # The cardholder's fingers on the reader's PIN pad (the PIN goes to the pad, never
+            # to the terminal): the selected card's PIN and ENTER, or CANCEL.
+            "k": ("reader", "pin_keys", {"keys": f"{pin or ''}E"}, "PIN typed on the PIN pad"),
+            "x": ("reader", "pin_keys", {"keys": "X"}, "CANCEL on the PIN pad"),
             "i": ("reader", "insert_chip", {}, "chip card inserted"),
             "r": ("reader", "remove_chip", {}, "chip removed"),
             "p": ("printer", "paper_out_after", {"lines": 0}, "paper out"),
@@ -213,6 +220,8 @@ class DevConsole:
         if not answer.get("ok", True):
             return f"{cmd}: {answer.get('error')}"
         if answer.get("delivered") is False:
+            if cmd == "pin_keys":
+                return "the PIN pad is not asking for a PIN"
             return "reader not waiting for a card (start a sale first)"
         return None
 

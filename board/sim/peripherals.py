@@ -3,6 +3,7 @@ printer on real ptys, one JSON-lines control port for both, and every printed sl
 saved as text and PNG. `make run` starts it; a second shell drives it:
 
     .venv/bin/python -m board.sim.peripherals swipe cup_debit
+    .venv/bin/python -m board.sim.peripherals pin-keys 123456E     (on the reader's PIN pad)
     .venv/bin/python -m board.sim.peripherals paper-out --after 5
     .venv/bin/python -m board.sim.peripherals load-paper
     .venv/bin/python -m board.sim.peripherals state
@@ -119,6 +120,7 @@ CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
     "swipe": ("reader", "swipe"),
     "insert-chip": ("reader", "insert_chip"),
     "remove-chip": ("reader", "remove_chip"),
+    "pin-keys": ("reader", "pin_keys"),
     "reader-state": ("reader", "status"),
     "paper-out": ("printer", "paper_out_after"),
     "load-paper": ("printer", "load_paper"),
@@ -134,7 +136,8 @@ def client(argv: list[str]) -> int:
                                      description="Drive the sim board's reader and printer.")
     parser.add_argument("command", choices=sorted(CLIENT_COMMANDS))
     parser.add_argument("card", nargs="?", help="test card name: for swipe (board/sim/cards.py), or "
-                        "for insert-chip (board/sim/chipcards.py; default cup-debit)")
+                        "for insert-chip (board/sim/chipcards.py; default cup-debit); for pin-keys "
+                        "the keys on the PIN pad: digits, E ENTER, C CLEAR, X CANCEL (1234E)")
     parser.add_argument("--after", type=int, default=0, help="paper-out: lines still printed")
     parser.add_argument("--bps", type=float, help="slow: bytes per second (omit for full speed)")
     parser.add_argument("--port", type=int, default=CONTROL_PORT)
@@ -147,6 +150,10 @@ def client(argv: list[str]) -> int:
         kw["card"] = args.card
     elif args.command == "insert-chip" and args.card:
         kw["card"] = args.card
+    elif args.command == "pin-keys":
+        if not args.card:
+            parser.error("pin-keys needs the keys, e.g. 123456E (E ENTER, C CLEAR, X CANCEL)")
+        kw["keys"] = args.card
     elif args.command == "paper-out":
         kw["lines"] = args.after
     elif args.command == "slow":

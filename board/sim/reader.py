@@ -2,8 +2,9 @@
 
 Owns the pty pair (and a stable symlink to its slave), the reader's state machine
 (armed, chip slot, LEDs, repeated-SEQ replay), the chip slot's session (a ChipCardApp
-powered with `P`, APDUs through `W`/`X`/`G`, `O`) and the control methods tests and
-`make run` use to swipe, insert, garble the line or unplug the reader.
+powered with `P`, APDUs through `W`/`X`/`G`, `O`), the link side of its encrypting PIN pad
+(`Y`, `J`, `Q`; the pad's keys and entry are board/sim/pinpad.py) and the control methods tests
+and `make run` use to swipe, insert, type on the PIN pad, garble the line or unplug the reader.
 
 Theory of operation: one thread owns the master fd and a wake pipe (selectors). Every
 control method is posted to that thread and runs there, so the state has one writer;
@@ -12,6 +13,8 @@ readers of the state take the lock. Outgoing frames go through an outbox of
 A chip exchange is answered when the card "has answered": at once, or after the card
 delay knob (a slow card), or with status 2 after the card time (a mute card); the card
 app is called at that moment, so a card pulled before it never sees the command.
+A PIN entry (`J`) is answered the same way, when it ends: a key typed on the pad (the control
+port's `pin_keys`), its timeout, or the terminal's `Q`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, TypeVar
 from board.sim import chipcards
 from board.sim.cards import TEST_CARDS, TestCard
 from board.sim.chipcard import ChipCardApp
+from board.sim.pinpad import KEYS_FILE, PAD_KEYS, EmulatedPinPad, PinPadError
 from c_ext import posio
 from drivers.reader import link_protocol as lp
 from firmware.ports import MagstripeRead
@@ -128,8 +132,16 @@ class EmulatedReader:
     """
 
     def __init__(self, link_dir: str | os.PathLike[str], *, link_name: str = "reader-tty",
-                 version: str = DEFAULT_VERSION, card_time_s: float = DEFAULT_CARD_TIME_S) -> None:
+                 version: str = DEFAULT_VERSION, card_time_s: float = DEFAULT_CARD_TIME_S,
+                 pinpad: bool = True) -> None:
         self.link_dir = Path(link_dir)
+        # The PIN pad's secure memory (TEST ONLY, 0600): beside the link, made at start().
+        self.pinpad_keys_path: Path | None = self.link_dir / KEYS_FILE if pinpad else None
+        self._pad: EmulatedPinPad | None = None
+        self._pin_wait: tuple[int, bytes] | None = None  # (SEQ, payload) of the J being typed
+        # (SEQ, payload, reply) of the J the last command (a Q) cancelled: a resend of it that
+        # crossed the Q is answered again, not started (docs/reader-link.md, the cancel rule).
+        self._cancelled_entry: tuple[int, bytes, bytes] | None = None
         self.device_path = self.link_dir / link_name
         self.version = version
         self.card_time_s = card_time_s
@@ -182,6 +194,11 @@ class EmulatedReader:
         if self._thread is not None:
             raise ReaderControlError("the emulated reader is already running")
         self.link_dir.mkdir(parents=True, exist_ok=True)
+        if self.pinpad_keys_path is not None and self._pad is None:
+            try:
+                self._pad = EmulatedPinPad(self.pinpad_keys_path)
+            except PinPadError as exc:
+                raise ReaderControlError(str(exc)) from None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -251,6 +268,21 @@ class EmulatedReader:
         """(INS, length) of every APDU the card in the slot was given (never the bytes)."""
         with self._lock:
             return list(self._apdu_log)
+
+    @property
+    def pinpad(self) -> EmulatedPinPad:
+        """The PIN pad's secure memory (its KBPK for a test ceremony, check values). Read it from
+        tests between link commands: the reader thread is its only writer."""
+        if self._pad is None:
+            raise ReaderControlError("this emulated reader has no PIN pad (pinpad=False), or it "
+                                     "has not started")
+        return self._pad
+
+    @property
+    def pin_entry_running(self) -> bool:
+        """A `J` waits for the cardholder on the PIN pad."""
+        with self._lock:
+            return self._pin_wait is not None
 
     @property
     def connected(self) -> bool:
@@ -370,6 +402,24 @@ class EmulatedReader:
             self._wallet[name] = card
         return card
 
+    def pin_keys(self, keys: str | list[str]) -> bool:
+        """Keys pressed on the PIN pad, in order: digits, CLEAR, ENTER, CANCEL. A string is read
+        one character a key with `E` ENTER, `C` CLEAR and `X` CANCEL ("1234E"). True if a PIN
+        entry was running when the first key went down (keys on an idle pad do nothing).
+        Nothing of what is typed is logged or kept."""
+        if isinstance(keys, str):
+            names = {"E": "ENTER", "C": "CLEAR", "X": "CANCEL"}
+            seq = [names.get(ch, ch) for ch in keys.upper() if not ch.isspace()]
+        else:
+            seq = [str(k).upper() for k in keys]
+        bad = [k for k in seq if k not in PAD_KEYS]
+        if bad:
+            raise ReaderControlError(f"the PIN pad has keys {' '.join(PAD_KEYS)} (or in a string: "
+                                     f"digits, E, C, X); {len(bad)} key(s) are not among them")
+        if self._pad is None:
+            raise ReaderControlError("this emulated reader has no PIN pad")
+        return self._call(lambda: self._press(seq))
+
     def remove_chip(self) -> bool:
         """The card out of the chip slot. True if `R` went out."""
         return self._call(self._remove)
@@ -460,6 +510,12 @@ class EmulatedReader:
                     "arm": None if self._arm is None else {"magstripe": self._arm.magstripe,
                                                            "chip": self._arm.chip},
                     "chip_present": self._chip_present, "chip_powered": self._powered,
+                    "pinpad": None if self._pad is None else {
+                        "entry_running": self._pin_wait is not None,
+                        "display": self._pad.display,
+                        "working_keys": list(self._pad.roles),
+                        "tmk_check": (self._pad.tmk_check.hex().upper()
+                                      if self._pad.tmk_check is not None else None)},
                     "leds": dict(self._leds),
                     "beeps": len(self._beeps), "version": self.version,
                     "bad_payloads": self._bad_payloads, **self._decoder_errors()}
@@ -509,6 +565,7 @@ class EmulatedReader:
         self._check_gap()
         self._check_arm_timeout()
         self._check_card_answer()
+        self._check_pin_deadline()
         self._flush_outbox()
 
     def _next_timeout(self) -> float | None:
@@ -516,6 +573,7 @@ class EmulatedReader:
         due = [t for t in (self._gap_deadline,
                            self._arm.deadline if self._arm else None,
                            self._pending.due if self._pending else None,
+                           self._pad.deadline if self._pad else None,
                            self._outbox[0][0] if self._outbox else None) if t is not None]
         return max(0.0, min(due) - now) if due else None
 
@@ -566,6 +624,7 @@ class EmulatedReader:
             self._arm = None
             self._chip_reported_seq = None
             self._end_session()
+            self._end_pin_entry()
             self._last_command = None
             self._last_reply = None
         if self._selector is not None:
@@ -586,6 +645,7 @@ class EmulatedReader:
             self._connected = False
             self._arm = None
             self._end_session()
+            self._end_pin_entry()
         self._notify()
 
     def _read_master(self) -> None:
@@ -668,6 +728,15 @@ class EmulatedReader:
             # The terminal resent the P/X the card is still working on: the one reply follows.
             self._record(msg, {}, repeat=True)
             return
+        if self._pin_wait == (msg.seq, payload):
+            # The resent J of the entry under way: its one reply comes when the entry ends.
+            self._record(msg, {}, repeat=True)
+            return
+        crossed, self._cancelled_entry = self._cancelled_entry, None
+        if crossed is not None and crossed[:2] == (msg.seq, payload):
+            self._record(msg, {}, repeat=True)
+            self._reply_frame(crossed[2])
+            return
         repeat = self._last_command == (msg.seq, payload)
         if repeat and self._last_reply is not None:
             self._record(msg, {}, repeat=True)
@@ -678,7 +747,7 @@ class EmulatedReader:
         if reply_type == "":
             # A chip command the card works on: _answer_pending replies (and keeps the reply for
             # a repeat); until then nothing is kept to replay.
-            if self._pending is not None:
+            if self._pending is not None or self._pin_wait is not None:
                 self._last_command, self._last_reply = None, None
             return
         reply = lp.encode(reply_type, msg.seq, reply_body)
@@ -712,6 +781,8 @@ class EmulatedReader:
                 return reply, self.version.encode("ascii", "replace"), {}
             if msg.type in lp.CHIP_COMMANDS:
                 return self._chip_command(msg)
+            if msg.type in lp.PINPAD_COMMANDS:
+                return self._pinpad_command(msg)
             if msg.type == lp.ARM:
                 req = lp.parse_arm(msg.body)
                 if self._powered:
@@ -752,6 +823,81 @@ class EmulatedReader:
         except lp.LinkError as exc:
             log.info("emulated reader: NAK bad body for %r: %s", msg.type, exc)
             return nak, lp.nak_body(lp.NakReason.BAD_BODY), {"error": str(exc)}
+
+    # ---- the PIN pad ----------------------------------------------------------------
+
+    def _pinpad_command(self, msg: lp.Message) -> tuple[str, bytes, dict[str, Any]]:
+        """Y, J, Q. ("", b"", args) for a J the cardholder now types (answered when it ends).
+        Independent of the card slot: an arm or a chip session neither blocks nor is blocked."""
+        reply, pad = msg.type.lower(), self._pad
+        if msg.type == lp.PIN_CANCEL:
+            if msg.body:
+                raise lp.LinkError("PIN entry cancel takes no body")
+            ended = self._cancel_pin_entry()
+            return reply, bytes((1 if ended else 0,)), {"was_running": ended}
+        if msg.type == lp.PINPAD:
+            op, args = lp.parse_pad(msg.body)
+            if pad is None:
+                return reply, lp.pad_reply_body(lp.PadStatus.NO_PIN_PAD), {"op": op}
+            # Never the arguments in the log: wrapped keys, MAC data, track blocks.
+            return reply, pad.key_command(op, args), {"op": op, "length": len(args)}
+        req = lp.parse_pin_entry(msg.body)
+        args = {"timeout_s": req.timeout_s, "allow_empty": req.allow_empty, "prompt": req.prompt}
+        if pad is None:
+            return reply, lp.pad_reply_body(lp.PadStatus.NO_PIN_PAD), args
+        refused = pad.start_entry(req, time.monotonic())
+        if refused is not None:
+            return reply, refused, args
+        with self._lock:
+            self._pin_wait = (msg.seq, msg.type.encode("ascii") + bytes((msg.seq,)) + msg.body)
+        return "", b"", args
+
+    def _press(self, keys: list[str]) -> bool:
+        pad = self._pad
+        assert pad is not None
+        running = pad.entry_running
+        for key in keys:
+            body = pad.press(key)
+            if body is not None:
+                self._answer_pin_entry(body)
+        self._notify()
+        return running
+
+    def _check_pin_deadline(self) -> None:
+        if self._pad is not None:
+            body = self._pad.expire(time.monotonic())
+            if body is not None:
+                self._answer_pin_entry(body)
+
+    def _cancel_pin_entry(self) -> bool:
+        """The terminal's Q: the running entry's J is answered `cancelled` (before the `q`)."""
+        body = self._pad.cancel() if self._pad is not None else None
+        wait = self._pin_wait
+        if body is None or wait is None:
+            return False
+        self._answer_pin_entry(body)
+        assert self._last_reply is not None
+        self._cancelled_entry = (*wait, self._last_reply)
+        return True
+
+    def _answer_pin_entry(self, body: bytes) -> None:
+        wait = self._pin_wait
+        with self._lock:
+            self._pin_wait = None
+        if wait is None:
+            return
+        seq, payload = wait
+        reply = lp.encode(lp.PIN_ENTRY.lower(), seq, body)
+        # From now on a repeat of that J is answered with this reply, not typed again.
+        self._last_command, self._last_reply = (seq, payload), reply
+        self._reply_frame(reply)
+        self._notify()
+
+    def _end_pin_entry(self) -> None:
+        """Power lost: the entry is gone and its J is never answered (caller holds the lock)."""
+        if self._pad is not None:
+            self._pad.power_down()
+        self._pin_wait = None
 
     # ---- the chip slot -----------------------------------------------------------
 
@@ -1027,6 +1173,13 @@ def _ctl_read_error(r: EmulatedReader, code: int, text: str = "") -> dict[str, A
     return _delivered(r.read_error(int(code), text), "that read")
 
 
+def _ctl_pin_keys(r: EmulatedReader, keys: str | list[str]) -> dict[str, Any]:
+    """Keys on the PIN pad: "1234E" (E ENTER, C CLEAR, X CANCEL) or ["1", ..., "ENTER"]."""
+    if r.pin_keys(keys):
+        return {"delivered": True}
+    return {"delivered": False, "note": "the PIN pad is not asking for a PIN: nothing was typed"}
+
+
 def _ctl_drop_replies(r: EmulatedReader, count: int) -> dict[str, Any]:
     r.drop_replies(int(count))
     return {}
@@ -1060,6 +1213,7 @@ _CONTROL: dict[str, Callable[..., dict[str, Any]]] = {
     "swipe_raw": _ctl_swipe_raw,
     "insert_chip": _ctl_insert,
     "remove_chip": _ctl_remove,
+    "pin_keys": _ctl_pin_keys,
     "card_delay": _ctl_card_delay,
     "card_mute": _ctl_card_mute,
     "read_error": _ctl_read_error,

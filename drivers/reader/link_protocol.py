@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 
 from c_ext import posio
 from firmware.ports import (
+    WORKING_KEY_ROLES,
     ChipInserted,
     ChipRemoved,
     MagstripeRead,
+    PinPadStatus,
     ReaderEvent,
     ReadFailed,
     ReadTimedOut,
+    WrappedKey,
 )
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "COMMANDS",
     "EVENTS",
     "LED_COLOURS",
+    "PAD_OPS",
     "RESPONSE_MAX",
     "TRACK_MAX",
     "ArmRequest",
@@ -35,33 +39,54 @@ __all__ = [
     "LinkError",
     "Message",
     "NakReason",
+    "PadReply",
+    "PadStatus",
+    "PinEntryRequest",
     "ReadErrorCode",
     "TrackStatus",
     "apdu_parts",
     "arm_body",
     "beep_body",
+    "check_failed_body",
     "chip_error_body",
+    "cut_prompt",
     "encode",
     "error_body",
     "event_from_message",
     "exchange_reply_body",
+    "install_args",
+    "key_bits",
     "led_body",
+    "mac_args",
     "magstripe_body",
     "nak_body",
+    "pad_body",
+    "pad_reply_body",
+    "pad_status_data",
     "parse",
     "parse_arm",
     "parse_beep",
     "parse_chip_reply",
     "parse_error",
+    "parse_install",
     "parse_led",
+    "parse_mac",
     "parse_magstripe",
     "parse_nak",
     "parse_offset_part",
+    "parse_pad",
+    "parse_pad_reply",
+    "parse_pad_status",
+    "parse_pin_entry",
     "parse_status",
     "parse_status_flags",
+    "parse_tr31",
+    "pin_entry_body",
     "power_reply_body",
+    "roles_of",
     "status_body",
     "timeout_field",
+    "tr31_args",
 ]
 
 BODY_MAX = posio.PAYLOAD_MAX - 2  # TYPE and SEQ take two of the frame's 250 bytes
@@ -71,7 +96,11 @@ VERSION, ARM, CANCEL, BEEP, LED, STATUS = "V", "A", "C", "B", "L", "S"
 # The chip session (docs/reader-link.md, "Chip commands").
 POWER_ON, APDU_PART, EXCHANGE, GET_PART, POWER_OFF = "P", "W", "X", "G", "O"
 CHIP_COMMANDS = frozenset({POWER_ON, APDU_PART, EXCHANGE, GET_PART, POWER_OFF})
-COMMANDS = frozenset({VERSION, ARM, CANCEL, BEEP, LED, STATUS}) | CHIP_COMMANDS
+# The PIN pad (docs/reader-link.md, "PIN pad"): key commands (one letter, the operation in the
+# body), PIN entry, and its cancel. Not N: its reply would be the NAK's letter.
+PINPAD, PIN_ENTRY, PIN_CANCEL = "Y", "J", "Q"
+PINPAD_COMMANDS = frozenset({PINPAD, PIN_ENTRY, PIN_CANCEL})
+COMMANDS = frozenset({VERSION, ARM, CANCEL, BEEP, LED, STATUS}) | CHIP_COMMANDS | PINPAD_COMMANDS
 NAK = "n"
 # Events (reader to terminal).
 MAGSTRIPE, CHIP_IN, CHIP_OUT, READ_ERROR, TIMED_OUT = "M", "K", "R", "E", "T"
@@ -79,7 +108,8 @@ EVENTS = frozenset({MAGSTRIPE, CHIP_IN, CHIP_OUT, READ_ERROR, TIMED_OUT})
 
 COMMAND_NAMES = {VERSION: "version", ARM: "arm", CANCEL: "cancel", BEEP: "beep", LED: "LED",
                  STATUS: "status", POWER_ON: "chip power-on", APDU_PART: "APDU part",
-                 EXCHANGE: "APDU exchange", GET_PART: "response part", POWER_OFF: "chip power-off"}
+                 EXCHANGE: "APDU exchange", GET_PART: "response part", POWER_OFF: "chip power-off",
+                 PINPAD: "PIN pad", PIN_ENTRY: "PIN entry", PIN_CANCEL: "PIN entry cancel"}
 
 ARM_MAGSTRIPE = 0x01
 ARM_CHIP = 0x02
@@ -488,3 +518,294 @@ def event_from_message(msg: Message) -> ReaderEvent:
         _need_length(msg.body, 0, "timeout event")
         return ReadTimedOut()
     raise LinkError(f"{msg.type!r} is not a reader event")
+
+
+# ---- PIN pad: command and reply bodies (docs/reader-link.md, "PIN pad") ------------------------
+#
+# No clear PIN and no clear key ever crosses the link: the bodies below carry wrapped keys, check
+# values, MAC data and ciphertext, the PAN the PIN block is built over, and the PIN block
+# encrypted under the PIK.
+
+# Operations of `Y` (the body's first byte, an ASCII letter).
+PAD_STATUS, PAD_LOAD_TMK, PAD_INSTALL, PAD_FORGET = "S", "T", "I", "F"
+PAD_MAC, PAD_TRACK, PAD_DESTROY = "M", "E", "D"
+PAD_OPS = {PAD_STATUS: "status", PAD_LOAD_TMK: "load TMK", PAD_INSTALL: "install working keys",
+           PAD_FORGET: "forget working keys", PAD_MAC: "MAC cipher", PAD_TRACK: "track block",
+           PAD_DESTROY: "destroy keys"}
+# Operations that change the keys: refused (status BUSY) while a PIN entry runs.
+PAD_KEY_CHANGES = frozenset({PAD_LOAD_TMK, PAD_INSTALL, PAD_FORGET, PAD_DESTROY})
+
+KCV_LEN = 4
+KEY_LEN = 16  # double-length DES keys: the TMK and every working key
+PIN_BLOCK_LEN = 8
+PAN_MIN, PAN_MAX = 13, 19
+PIN_TIMEOUT_MIN_S, PIN_TIMEOUT_MAX_S = 1, 300
+PROMPT_MAX = 96  # bytes of UTF-8 text for the pad's display; "\n" starts its second line
+TR31_MIN, TR31_MAX = 16, BODY_MAX - 1
+MAC_FLAG_DOUBLE, MAC_FLAG_CHAIN = 0x01, 0x02
+MAC_IV_LEN = 8
+MAC_DATA_MAX = (BODY_MAX - 2 - MAC_IV_LEN) // 8 * 8  # 232: op, flags and IV take ten bytes
+ENTRY_ALLOW_EMPTY = 0x01
+INSTALL_FIRST8 = 0x01
+_INSTALL_ENTRY = 3 + 1 + KEY_LEN + KCV_LEN  # role, flags, wrapped key, check value
+# Key bits of the `Y S` and `Y D` replies: the TMK, then the working keys in WORKING_KEY_ROLES order.
+PAD_HAS_TMK = 0x01
+PAD_ENTRY_RUNNING = 0x10
+_ROLE_BITS = {"PIK": 0x02, "MAK": 0x04, "TDK": 0x08}
+
+
+class PadStatus(enum.IntEnum):
+    """First byte of the `y` and `j` replies. Not 0: the rest is ASCII words for the log, except
+    after CHECK_FAILED, whose role and two check values come first."""
+
+    OK = 0
+    NO_PIN_PAD = 1
+    NO_TMK = 2
+    KEY_MISSING = 3
+    CHECK_FAILED = 4
+    KEY_BLOCK_REFUSED = 5
+    BUSY = 6
+    CANCELLED = 7  # j only
+    TIMED_OUT = 8  # j only
+    SKIPPED = 9  # j only
+
+    @property
+    def words(self) -> str:
+        return {0: "done", 1: "this reader has no PIN pad",
+                2: "the PIN pad holds no terminal master key (load one at the key ceremony)",
+                3: "the PIN pad does not hold that working key (sign on first)",
+                4: "a working key's check value disagrees; the PIN pad kept its old keys",
+                5: "the PIN pad refused the key block",
+                6: "the PIN pad is busy with a PIN entry",
+                7: "the PIN entry was cancelled", 8: "the PIN entry timed out",
+                9: "the cardholder skipped the PIN (ENTER with no digits)"}[self.value]
+
+
+def pad_body(op: str, args: bytes = b"") -> bytes:
+    """A `Y` body: the operation's letter and its arguments."""
+    if op not in PAD_OPS:
+        raise LinkError(f"PIN pad operation {op!r} is not one of {', '.join(PAD_OPS)}")
+    return op.encode("ascii") + args
+
+
+def parse_pad(body: bytes) -> tuple[str, bytes]:
+    """(operation, arguments) of a `Y` body."""
+    if not body:
+        raise LinkError("PIN pad command has no operation")
+    op = chr(body[0])
+    if op not in PAD_OPS:
+        raise LinkError(f"PIN pad operation 0x{body[0]:02X} is not one of {', '.join(PAD_OPS)}")
+    return op, bytes(body[1:])
+
+
+def tr31_args(block: str) -> bytes:
+    data = block.strip().encode("ascii", "replace")
+    if not TR31_MIN <= len(data) <= TR31_MAX or not all(0x21 <= b <= 0x7E for b in data):
+        raise LinkError(f"a TR-31 key block is {TR31_MIN}..{TR31_MAX} printable ASCII characters, "
+                        f"got {len(data)}")
+    return data
+
+
+def parse_tr31(args: bytes) -> str:
+    if not TR31_MIN <= len(args) <= TR31_MAX or not all(0x21 <= b <= 0x7E for b in args):
+        raise LinkError(f"a TR-31 key block is {TR31_MIN}..{TR31_MAX} printable ASCII characters")
+    return args.decode("ascii")
+
+
+def install_args(keys: list[WrappedKey]) -> bytes:
+    """`Y I` arguments: count, then role (3 ASCII), flags, wrapped key (16), check value (4)."""
+    if not 1 <= len(keys) <= len(WORKING_KEY_ROLES):
+        raise LinkError(f"install 1..{len(WORKING_KEY_ROLES)} working keys, got {len(keys)}")
+    out = bytearray((len(keys),))
+    for k in keys:
+        if k.role not in WORKING_KEY_ROLES or len(k.wrapped) != KEY_LEN or len(k.check_value) != KCV_LEN:
+            raise LinkError(f"a working key is one of {', '.join(WORKING_KEY_ROLES)}, {KEY_LEN} bytes "
+                            f"wrapped and a {KCV_LEN}-byte check value")
+        out += k.role.encode("ascii") + bytes((INSTALL_FIRST8 if k.check_first8 else 0,))
+        out += k.wrapped + k.check_value
+    return bytes(out)
+
+
+def parse_install(args: bytes) -> list[WrappedKey]:
+    if not args or not 1 <= args[0] <= len(WORKING_KEY_ROLES):
+        raise LinkError(f"install names 1..{len(WORKING_KEY_ROLES)} working keys")
+    count = args[0]
+    _need_length(args, 1 + count * _INSTALL_ENTRY, f"install of {count} keys")
+    keys: list[WrappedKey] = []
+    for i in range(count):
+        e = args[1 + i * _INSTALL_ENTRY: 1 + (i + 1) * _INSTALL_ENTRY]
+        role = e[:3].decode("ascii", "replace")
+        if role not in WORKING_KEY_ROLES or e[3] & ~INSTALL_FIRST8:
+            raise LinkError(f"working key {i + 1}: role must be one of {', '.join(WORKING_KEY_ROLES)}, "
+                            f"flags only bit 0")
+        if role in (k.role for k in keys):
+            raise LinkError(f"working key {role} appears twice")
+        keys.append(WrappedKey(role, bytes(e[4:4 + KEY_LEN]), bytes(e[4 + KEY_LEN:]),
+                               bool(e[3] & INSTALL_FIRST8)))
+    return keys
+
+
+def mac_args(data: bytes, *, iv: bytes, double: bool, chain: bool) -> bytes:
+    """`Y M` arguments: flags, the CBC chaining value (zeros for the first piece), the data."""
+    if not data or len(data) % 8 or len(data) > MAC_DATA_MAX:
+        raise LinkError(f"MAC data goes in pieces of 8..{MAC_DATA_MAX} bytes, a multiple of 8; "
+                        f"got {len(data)}")
+    if len(iv) != MAC_IV_LEN or (iv != bytes(MAC_IV_LEN) and not chain):
+        raise LinkError("the chaining value is 8 bytes, and zeros unless chained")
+    flags = (MAC_FLAG_DOUBLE if double else 0) | (MAC_FLAG_CHAIN if chain else 0)
+    return bytes((flags,)) + iv + data
+
+
+def parse_mac(args: bytes) -> tuple[bool, bool, bytes, bytes]:
+    """(double, chain, iv, data) of `Y M` arguments."""
+    if len(args) < 1 + MAC_IV_LEN + 8:
+        raise LinkError("MAC cipher needs flags, an 8-byte chaining value and at least 8 bytes of data")
+    flags, iv, data = args[0], bytes(args[1:1 + MAC_IV_LEN]), bytes(args[1 + MAC_IV_LEN:])
+    if flags & ~(MAC_FLAG_DOUBLE | MAC_FLAG_CHAIN):
+        raise LinkError(f"MAC flags 0x{flags:02X}: only bit 0 (double) and bit 1 (chain)")
+    if len(data) % 8 or len(data) > MAC_DATA_MAX:
+        raise LinkError(f"MAC data is a multiple of 8 bytes, at most {MAC_DATA_MAX}; got {len(data)}")
+    if not flags & MAC_FLAG_CHAIN and iv != bytes(MAC_IV_LEN):
+        raise LinkError("a chaining value other than zeros needs the chain flag")
+    return bool(flags & MAC_FLAG_DOUBLE), bool(flags & MAC_FLAG_CHAIN), iv, data
+
+
+def key_bits(has_tmk: bool, roles: tuple[str, ...] | list[str], entry_running: bool = False) -> int:
+    bits = PAD_HAS_TMK if has_tmk else 0
+    for role in roles:
+        bits |= _ROLE_BITS[role]
+    return bits | (PAD_ENTRY_RUNNING if entry_running else 0)
+
+
+def roles_of(bits: int) -> tuple[str, ...]:
+    return tuple(r for r in WORKING_KEY_ROLES if bits & _ROLE_BITS[r])
+
+
+def pad_status_data(has_tmk: bool, tmk_check: bytes | None, roles: tuple[str, ...],
+                    entry_running: bool) -> bytes:
+    """The data of a `y` to `Y S`: key bits, then the TMK's check value when there is a TMK."""
+    bits = key_bits(has_tmk, roles, entry_running)
+    if has_tmk:
+        if tmk_check is None or len(tmk_check) != KCV_LEN:
+            raise LinkError("a PIN pad with a TMK reports its 4-byte check value")
+        return bytes((bits,)) + tmk_check
+    return bytes((bits,))
+
+
+def parse_pad_status(data: bytes) -> PinPadStatus:
+    if not data:
+        raise LinkError("PIN pad status has no key bits")
+    bits = data[0]
+    if bits & ~(PAD_HAS_TMK | PAD_ENTRY_RUNNING | sum(_ROLE_BITS.values())):
+        raise LinkError(f"PIN pad key bits 0x{bits:02X} have unknown bits set")
+    has_tmk = bool(bits & PAD_HAS_TMK)
+    _need_length(data, 1 + (KCV_LEN if has_tmk else 0), "PIN pad status")
+    return PinPadStatus(has_tmk=has_tmk, tmk_check=data[1:].hex().upper() if has_tmk else None,
+                        working_keys=roles_of(bits), entry_running=bool(bits & PAD_ENTRY_RUNNING))
+
+
+def pad_reply_body(status: PadStatus, data: bytes = b"", words: str = "") -> bytes:
+    """A `y` or `j` body: status 0 and the data, or a status and words (no secrets in them)."""
+    if status is PadStatus.OK:
+        if len(data) > BODY_MAX - 1:
+            raise LinkError(f"PIN pad reply data of {len(data)} bytes; at most {BODY_MAX - 1}")
+        return bytes((0,)) + data
+    if data:
+        raise LinkError("only status 0 carries data; CHECK_FAILED is built by check_failed_body")
+    return bytes((int(status),)) + (words or status.words).encode("ascii", "replace")[:BODY_MAX - 1]
+
+
+def check_failed_body(role: str, expected: bytes, got: bytes, words: str = "") -> bytes:
+    if role not in WORKING_KEY_ROLES or len(expected) != KCV_LEN or len(got) != KCV_LEN:
+        raise LinkError("a check failure names a working key and two 4-byte check values")
+    text = (words or PadStatus.CHECK_FAILED.words).encode("ascii", "replace")
+    return (bytes((int(PadStatus.CHECK_FAILED),)) + role.encode("ascii") + expected + got
+            + text[:BODY_MAX - 12])
+
+
+@dataclass(frozen=True)
+class PadReply:
+    """A parsed `y` or `j`: status, then the data (status 0) or words; after CHECK_FAILED the
+    role and both check values. The data may be ciphertext or a PIN block: never shown."""
+
+    status: PadStatus
+    data: bytes = field(default=b"", repr=False)
+    words: str = ""
+    role: str = ""
+    expected: bytes = b""
+    got: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"PadReply({self.status.name}, data={len(self.data)} bytes, words={self.words!r})"
+
+
+def parse_pad_reply(body: bytes) -> PadReply:
+    if not body:
+        raise LinkError("PIN pad reply has no status byte")
+    try:
+        status = PadStatus(body[0])
+    except ValueError:
+        raise LinkError(f"PIN pad status {body[0]} is not 0..{max(PadStatus)}") from None
+    rest = bytes(body[1:])
+    if status is PadStatus.OK:
+        return PadReply(status, rest)
+    if status is PadStatus.CHECK_FAILED:
+        if len(rest) < 3 + 2 * KCV_LEN:
+            raise LinkError("a check failure carries the role and two check values")
+        role = rest[:3].decode("ascii", "replace")
+        if role not in WORKING_KEY_ROLES:
+            raise LinkError(f"a check failure names {role!r}, not a working key")
+        return PadReply(status, words=rest[11:].decode("ascii", "replace") or status.words, role=role,
+                        expected=rest[3:3 + KCV_LEN], got=rest[3 + KCV_LEN:3 + 2 * KCV_LEN])
+    return PadReply(status, words=rest.decode("ascii", "replace") or status.words)
+
+
+@dataclass(frozen=True)
+class PinEntryRequest:
+    """A parsed `J`. The PAN is card data: never shown."""
+
+    pan: str = field(repr=False)
+    prompt: str
+    timeout_s: int
+    allow_empty: bool
+
+
+def cut_prompt(prompt: str) -> bytes:
+    """The prompt as at most PROMPT_MAX bytes of UTF-8, cut at a character boundary."""
+    data = prompt.encode("utf-8")
+    if len(data) <= PROMPT_MAX:
+        return data
+    return data[:PROMPT_MAX].decode("utf-8", "ignore").encode("utf-8")
+
+
+def pin_entry_body(pan: str, prompt: str, timeout_s: float, allow_empty: bool) -> bytes:
+    """`J`: timeout (2 bytes, seconds), flags (bit 0 allow empty), PAN length + PAN digits, prompt."""
+    if not (PAN_MIN <= len(pan) <= PAN_MAX and pan.isascii() and pan.isdigit()):
+        raise LinkError(f"the PAN for a PIN block is {PAN_MIN}..{PAN_MAX} digits")
+    seconds = math.ceil(timeout_s)
+    if not PIN_TIMEOUT_MIN_S <= seconds <= PIN_TIMEOUT_MAX_S:
+        raise LinkError(f"a PIN entry's timeout is {PIN_TIMEOUT_MIN_S}..{PIN_TIMEOUT_MAX_S} s, "
+                        f"got {timeout_s}")
+    return (seconds.to_bytes(2, "big") + bytes((ENTRY_ALLOW_EMPTY if allow_empty else 0, len(pan)))
+            + pan.encode("ascii") + cut_prompt(prompt))
+
+
+def parse_pin_entry(body: bytes) -> PinEntryRequest:
+    if len(body) < 4:
+        raise LinkError("PIN entry needs a timeout, flags and the PAN")
+    seconds, flags, pan_len = int.from_bytes(body[:2], "big"), body[2], body[3]
+    if not PIN_TIMEOUT_MIN_S <= seconds <= PIN_TIMEOUT_MAX_S:
+        raise LinkError(f"a PIN entry's timeout is {PIN_TIMEOUT_MIN_S}..{PIN_TIMEOUT_MAX_S} s, got {seconds}")
+    if flags & ~ENTRY_ALLOW_EMPTY:
+        raise LinkError(f"PIN entry flags 0x{flags:02X}: only bit 0 (allow empty)")
+    pan = body[4:4 + pan_len]
+    if not PAN_MIN <= pan_len <= PAN_MAX or len(pan) != pan_len or not pan.isdigit():
+        raise LinkError(f"the PAN for a PIN block is {PAN_MIN}..{PAN_MAX} digits")
+    prompt = body[4 + pan_len:]
+    if len(prompt) > PROMPT_MAX:
+        raise LinkError(f"the prompt is at most {PROMPT_MAX} bytes of UTF-8, got {len(prompt)}")
+    try:
+        text = prompt.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LinkError("the prompt is not UTF-8") from None
+    return PinEntryRequest(pan.decode("ascii"), text, seconds, bool(flags & ENTRY_ALLOW_EMPTY))

@@ -30,6 +30,9 @@ Theory of operation:
   power_off() or the next ChipInserted raises ChipGone at once. A transmit cancelled while
   its `X` is out leaves a background wait for that reply, which the next chip command
   awaits (bounded) so the reader is not busy when it comes.
+- PIN pad: this class only carries its frames (`Y`, `J`, `Q`); what they mean is
+  drivers/keystore/pinpad.py. `J` waits like `X` (resent once after 500 ms, then until the
+  entry's time), and a cancelled wait sends `Q` at once, as a cancelled read sends `C`.
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ class SerialLinkReader:
         self._atr = b""
         self._abandoned: asyncio.Task[None] | None = None  # waits for a cancelled P/X's reply
         self._chip_lock: asyncio.Lock | None = None
+        # A `Q` went out for the `J` being awaited: that `J` is never resent (a resend after the
+        # `Q` would start a new entry nobody waits for).
+        self._entry_cancel_sent = False
         # Created on the loop, in _start().
         self._port_open: asyncio.Event
         self._port_closed: asyncio.Event
@@ -443,6 +449,81 @@ class SerialLinkReader:
             raise ChipGone("the reader is still busy with an earlier, cancelled exchange")
         self._abandoned = None
 
+    # ---- PIN pad transport (what the frames mean: drivers/keystore/pinpad.py) ----------
+
+    async def pinpad_command(self, body: bytes) -> lp.Message:
+        """One `Y` (a PIN pad key operation; body from lp.pad_body) and its `y` reply, or the
+        `n` that refused it. ReaderUnavailable when the reader does not answer."""
+        return await self._command(lp.PINPAD, body, nak_ok=True)
+
+    async def pin_entry(self, body: bytes, wait_s: float) -> lp.Message | None:
+        """Sends `J` (body from lp.pin_entry_body) and returns its `j` (or the `n` that refused
+        it), which comes when the entry ends: resent once (same SEQ) after reply_timeout_s, as
+        `X`, then awaited until wait_s from now. None when no reply came by then.
+        ReaderUnavailable when the reader is gone or hangs up. Cancelling the awaiting task
+        writes `Q` at once (the pad stops; its `j` to this `J` is dropped when it comes)."""
+        loop = await self._start()
+        deadline = loop.time() + wait_s
+        await self._ensure_link(min(deadline, loop.time() + self.reconnect_window_s))
+        seq = self._next_seq()
+        frame = lp.encode(lp.PIN_ENTRY, seq, body)
+        waiter = _Waiter(lp.PIN_ENTRY.lower(), loop.create_future())
+        self._replies[seq] = waiter
+        self._entry_cancel_sent = False
+        try:
+            for attempt in range(2):
+                if attempt and self._entry_cancel_sent:
+                    await asyncio.wait({waiter.future}, timeout=max(0.0, deadline - loop.time()))
+                    break
+                if attempt:
+                    self.stats.retries += 1
+                try:
+                    await self._write(frame)
+                except _LinkLost as exc:
+                    raise ReaderUnavailable(f"the card reader on {self.path} is gone: the PIN "
+                                            f"entry could not start ({exc})") from None
+                wait = self.reply_timeout_s if attempt == 0 else deadline - loop.time()
+                done, _ = await asyncio.wait({waiter.future}, timeout=max(0.0, wait))
+                if done:
+                    break
+            if not waiter.future.done():
+                return None
+            try:
+                reply = waiter.future.result()
+            except _LinkLost:
+                raise ReaderUnavailable(f"the card reader on {self.path} hung up during a PIN "
+                                        f"entry") from None
+            return reply
+        except asyncio.CancelledError:
+            if not waiter.future.done():
+                self._cancel_pin_entry_now()
+            raise
+        finally:
+            self._replies.pop(seq, None)
+
+    async def cancel_pin_entry(self) -> bool:
+        """`Q`: the pad ends a running entry (its `J` is answered `cancelled` before this `q`).
+        True if an entry was running."""
+        self._entry_cancel_sent = True
+        reply = await self._command(lp.PIN_CANCEL)
+        return reply.body[:1] == b"\x01"
+
+    def _cancel_pin_entry_now(self) -> None:
+        """Writes `Q` at once from the calling (cancelled) task, like _disarm's `C`."""
+        if not self._port.is_open or self._loop is None:
+            return  # gone: the pad lost the entry with the link
+        self._entry_cancel_sent = True
+        seq = self._next_seq()
+        frame = lp.encode(lp.PIN_CANCEL, seq)
+        waiter = _Waiter(lp.PIN_CANCEL.lower(), self._loop.create_future())
+        self._replies[seq] = waiter
+        try:
+            self._write_now(frame, CANCEL_WRITE_DEADLINE_MS)
+        except _LinkLost:
+            self._replies.pop(seq, None)
+            return
+        self._spawn(self._confirm_cancel(seq, frame, waiter))
+
     async def close(self) -> None:
         """Stops the pump and closes the port; every later call raises ReaderUnavailable."""
         if self._closed:
@@ -567,7 +648,9 @@ class SerialLinkReader:
 
     # ---- commands ------------------------------------------------------------
 
-    async def _command(self, cmd: str, body: bytes = b"") -> lp.Message:
+    async def _command(self, cmd: str, body: bytes = b"", *, nak_ok: bool = False) -> lp.Message:
+        """Sends one command (reconnecting within the window) and returns its reply; a NAK
+        raises ReaderRefused, or is returned with nak_ok."""
         loop = await self._start()
         name = lp.COMMAND_NAMES[cmd]
         deadline = loop.time() + self.reconnect_window_s
@@ -581,7 +664,7 @@ class SerialLinkReader:
                 self._suspect(str(exc))
                 raise ReaderUnavailable(f"the card reader on {self.path} did not answer the {name} "
                                         f"command ({exc})") from None
-            if reply.type == lp.NAK:
+            if reply.type == lp.NAK and not nak_ok:
                 raise ReaderRefused(f"the card reader on {self.path} refused the {name} command: "
                                     f"{self._nak_words(reply)}")
             return reply

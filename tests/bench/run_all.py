@@ -54,6 +54,9 @@ def main() -> int:
     banner("bench_panel: cold start to the idle screen, idle CPU, memory after 1,000 sales")
     if run_script(HERE / "bench_panel.py") != 0:
         failures.append("bench_panel")
+    banner("bench_keystore: a sale's key work through PKCS#11 (SoftHSM2, p11-kit) against in-process crypto")
+    if run_script(HERE / "bench_keystore.py") != 0:
+        failures.append("bench_keystore")
     banner("bench_qemu: the firmware in a QEMU guest: power-on to idle, recovery, key to frame")
     if run_script(HERE / "bench_qemu.py") != 0:
         failures.append("bench_qemu")
