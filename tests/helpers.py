@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from p11kit import CONF_NAME, LABEL, SO_PIN, SOFTHSM_MODULE, TokenEnv, provision_token, softhsm_env
+from p11kit import PIN as TOKEN_PIN
+
 from board.sim.acquirer import SimulatorThread
 from firmware.app import devices
 from firmware.app.boards import profile
@@ -31,24 +34,33 @@ from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
+from firmware.ports import KeyStore
 from firmware.settings.model import factory, hash_password
 
 REPO = Path(__file__).resolve().parent.parent
 TID = "12345678"
 MID = "123456789012345"
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The card-vault key every test token imports (tests only): a scan for key bytes knows its value.
+VAULT_KEY = bytes.fromhex("5EC12E7A" * 8)
 PASSWORD = "246810"
 
 
-def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: Any) -> Path:
-    """What a terminal vendor's provisioning step leaves on the device: the keys in the sim
-    board's key store with the provisioning record, and the settings."""
+def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5,
+              key_store: str | None = None, **tx: Any) -> Path:
+    """What a terminal vendor's provisioning step leaves on the device: the keys in the board's
+    key store (the sim board's unless `key_store` says: "pkcs11", a SoftHSM2 token under keys/,
+    or "memory", the development key files) with the provisioning record, and the settings."""
     data_dir.mkdir(parents=True, exist_ok=True)
     keys = data_dir / "keys"
-    keys.mkdir(exist_ok=True)
-    (keys / "tmk.key").write_text(TMK.hex())
-    os.chmod(keys / "tmk.key", 0o600)
-    record = custody.new_record(tmk_check_value(TMK), "memory", "clear (development)")
+    keys.mkdir(mode=0o700, exist_ok=True)
+    kind = key_store or profile("sim").key_store
+    if kind == "pkcs11":
+        provision_token_dir(data_dir)
+    else:
+        (keys / "tmk.key").write_text(TMK.hex())
+        os.chmod(keys / "tmk.key", 0o600)
+    record = custody.new_record(tmk_check_value(TMK), kind, "clear (development)")
     custody.write_private(data_dir / custody.RECORD, custody.record_bytes(record))
     settings = factory()
     settings["merchant"].update({"tid": TID, "mid": MID})
@@ -61,11 +73,56 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
     return data_dir
 
 
+def provision_token_dir(data_dir: Path) -> TokenEnv:
+    """A SoftHSM2 token under data_dir/keys/ (a copy of the session's template, its configuration
+    keys/softhsm2.conf, as the sim board's profile names it) holding TMK and VAULT_KEY, and its
+    user PIN in keys/token.pin (0600)."""
+    keys = data_dir / "keys"
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = softhsm_env(keys, set_env=False)
+    provision_token(env, TMK, VAULT_KEY)
+    write_token_pin_file(data_dir)
+    return env
+
+
+def write_token_pin_file(data_dir: Path) -> None:
+    """keys/token.pin as provisioning's --token-pin-file leaves it (the test token's PIN)."""
+    custody.write_private(data_dir / "keys" / "token.pin", TOKEN_PIN.encode() + b"\n")
+
+
+def token_of(data_dir: Path) -> TokenEnv:
+    """The test token under data_dir/keys/ (its PIN as the test kit made it, whether or not
+    keys/token.pin is still there)."""
+    conf = data_dir / "keys" / CONF_NAME
+    return TokenEnv(conf=conf, module=SOFTHSM_MODULE, label=LABEL, pin=TOKEN_PIN, so_pin=SO_PIN)
+
+
+def open_store(data_dir: Path, board: str = "sim") -> KeyStore:
+    """The data directory's key store, as its terminal opens it (close it when done: a token
+    takes one store per process)."""
+    return devices.open_key_store(profile(board), data_dir)
+
+
 def open_journal(data_dir: Path, board: str = "sim", **kw: Any) -> Journal:
-    """A terminal's journal opened as the terminal opens it: under its own key store's vault key
-    (another process may run the terminal meanwhile: a token takes several sessions)."""
-    store = devices.open_key_store(profile(board), data_dir)
-    return Journal.open(data_dir / "journal.db", CardVault(store), **kw)
+    """A terminal's journal opened as the terminal opens it: under its own key store's vault key,
+    which closes with the journal (a terminal process may run meanwhile: another process gets a
+    session of its own; an in-process terminal must be closed first)."""
+    store = open_store(data_dir, board)
+    try:
+        journal = Journal.open(data_dir / "journal.db", CardVault(store), **kw)
+    except BaseException:
+        store.close()
+        raise
+    close = journal.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            store.close()
+
+    journal.close = close_both  # type: ignore[method-assign]
+    return journal
 
 
 def set_language(data_dir: Path, lang: str) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from helpers import TID, TMK, open_journal, run, sale, terminal
+from helpers import TID, TMK, TOKEN_PIN, VAULT_KEY, open_journal, provision, run, sale, terminal, token_of
+from p11kit import pointing_at
 
 from drivers.keystore.memory import MemoryKeyStore
 from firmware.app import boards
@@ -198,3 +200,84 @@ def test_a_damaged_provisioning_record_is_said_in_words(data_dir: Path, sim) -> 
     assert "provisioning record" in status["service_mode"] and "provision the terminal again" in \
         status["service_mode"], status
     json.loads(json.dumps(status))  # the ECR status stays plain JSON
+
+
+# -- a board whose key store is a token (SoftHSM2, tests/p11kit.py) ---------------------------
+
+@pytest.fixture
+def token_dir(tmp_path: Path, sim, monkeypatch) -> Path:
+    """A terminal whose sim board keeps its keys in a SoftHSM2 token under its data directory."""
+    monkeypatch.setitem(boards.PROFILES, "sim", dataclasses.replace(boards.PROFILES["sim"],
+                                                                    key_store="pkcs11"))
+    monkeypatch.setenv("SOFTHSM2_CONF", "")  # the terminal points it at its own token
+    return provision(tmp_path / "terminal", sim.port, key_store="pkcs11")
+
+
+def _other_tmk_in(data_dir: Path) -> str:
+    with pointing_at(token_of(data_dir)):
+        store = token_of(data_dir).open()
+        try:
+            return store.install_tmk(bytearray.fromhex("00112233445566778899AABBCCDDEEFF"))
+        finally:
+            store.close()
+
+
+def test_a_token_board_opens_its_token_and_seals_card_numbers_in_it(token_dir: Path) -> None:
+    async def go() -> tuple[dict[str, Any], str, bytes]:
+        t = Terminal(AppConfig(data_dir=token_dir))
+        await t.open()
+        try:
+            assert t.journal is not None and t.key_store is not None
+            blob = t.journal._vault.encrypt("6222021234567890")  # the journal's own vault
+            return t.status(), t.journal._vault.decrypt(blob), blob
+        finally:
+            await t.close()
+
+    status, pan, blob = run(go())
+    assert status["service_mode"] is None, status
+    lines = status["key_store"]
+    assert any("SoftHSM" in line and "'posfw'" in line for line in lines), lines
+    assert f"Master key check value {custody.read_record(token_dir).tmk_check}" in lines
+    assert pan == "6222021234567890"
+    assert AESGCM(VAULT_KEY).decrypt(blob[:12], blob[12:], AAD) == b"6222021234567890"  # same format
+    assert not (token_dir / "keys" / "tmk.key").exists() and not (token_dir / "keys" / "card.key").exists()
+
+
+@pytest.mark.parametrize("fault", ["token gone", "wrong PIN", "PIN file others can read",
+                                   "no PIN file", "another TMK", "no vault key", "no TMK"])
+def test_a_token_problem_is_service_mode_in_words_and_no_money_moves(
+        fault: str, token_dir: Path, sim) -> None:
+    keys = token_dir / "keys"
+    words = {"token gone": "the key token 'posfw' is not present",
+             "wrong PIN": "refused the PIN it was given",
+             "PIN file others can read": "readable by others (mode 644); run chmod 600",
+             "no PIN file": "token PIN file",
+             "another TMK": "TMK check value mismatch",
+             "no vault key": "card-vault key",
+             "no TMK": "no terminal master key in SoftHSM"}[fault]
+    if fault == "token gone":
+        shutil.rmtree(keys / "tokens")
+        (keys / "tokens").mkdir()
+    elif fault == "wrong PIN":
+        (keys / "token.pin").write_text("999999\n")
+    elif fault == "PIN file others can read":
+        (keys / "token.pin").chmod(0o644)
+    elif fault == "no PIN file":
+        (keys / "token.pin").unlink()
+    elif fault == "another TMK":
+        _other_tmk_in(token_dir)
+    else:
+        with pointing_at(token_of(token_dir)):
+            store = token_of(token_dir).open()
+            try:
+                store.destroy_all()
+                if fault == "no vault key":
+                    store.install_tmk(bytearray(TMK))
+            finally:
+                store.close()
+    status, t = run(_status_of(token_dir))
+    why = status["service_mode"]
+    assert why is not None and words in why, (fault, status)
+    assert t.journal is None and t.service_notice == "service_keys"
+    assert TOKEN_PIN not in json.dumps(status) and TMK.hex().upper() not in json.dumps(status).upper()
+    _no_money_work(token_dir, sim)

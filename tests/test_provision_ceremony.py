@@ -84,9 +84,9 @@ def test_a_wrong_ceremony_input_is_refused_in_words_with_nothing_written(
     data = deregistered(tmp_path / "terminal")
     before = tree(data)
     args = ["--tr31", block, "--kbpk-file", str(kbpk)]
-    words = {"another KBPK": "does not open under this KBPK",
-             "a damaged block": "does not open under this KBPK",
-             "a PIN key block": "not a terminal master key",
+    words = {"another KBPK": "does not verify under this key-block protection key",
+             "a damaged block": "cannot be used: the TR-31 block",
+             "a PIN key block": "it is not a terminal master key",
              "a KBPK others can read": "readable by others (mode 644)",
              "both --tr31 and --tmk": "give the TMK once",
              "no KBPK file": "needs its key-transport key: --kbpk-file"}[fault]

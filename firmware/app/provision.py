@@ -68,7 +68,6 @@ class ProvisionRefused(ValueError):
         self.lines = lines
 
 
-TMK_USAGE = "K0"  # TR-31 key usage of a key-encryption key: the TMK wraps the working keys
 TOKEN_PIN_FILE = Path("keys") / "token.pin"
 
 
@@ -143,27 +142,21 @@ def read_kbpk(path: Path) -> bytearray:
 
 
 def checked_tr31(block: str, kbpk: bytearray) -> str:
-    """The block unwrapped here to check it (the right KBPK, a TDES double-length key-encryption
-    key), or ProvisionRefused; the TMK's check value (hex)."""
-    from psec import tr31
+    """The block opened here to check it (drivers/keystore/tr31.py: it verifies under the KBPK
+    and holds a double-length TDES key-encryption key), or ProvisionRefused in its words; the
+    TMK's check value (hex). The clear TMK is wiped at once."""
+    from drivers.keystore.tr31 import unwrap_tmk
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            header, key = tr31.unwrap(bytes(kbpk), block.strip())
-    except (tr31.KeyBlockError, tr31.HeaderError, ValueError) as exc:
-        # psec's words name the block's fields, never key bytes.
-        raise ProvisionRefused([f"the TR-31 key block does not open under this KBPK: {exc}"]) from None
-    lines = []
-    if header.key_usage != TMK_USAGE:
-        lines.append(f"the TR-31 block carries a key of usage {header.key_usage}, not a "
-                     f"key-encryption key ({TMK_USAGE}): not a terminal master key")
-    if header.algorithm != "T" or len(key) != 16:
-        lines.append(f"the TR-31 block carries a {len(key)}-byte key of algorithm "
-                     f"{header.algorithm}: the TMK is a double-length TDES key (T, 16 bytes)")
-    if lines:
-        raise ProvisionRefused(lines)
-    return tmk_check_value(key)
+            clear = unwrap_tmk(block, kbpk)
+    except KeyStoreError as exc:
+        raise ProvisionRefused([f"the TR-31 key block cannot be used: {exc}"]) from None
+    try:
+        return tmk_check_value(clear)
+    finally:
+        clear[:] = bytes(len(clear))
 
 
 def checked_keys(board: BoardProfile, tmk_hex: str | None, tr31: str | None,
@@ -406,10 +399,11 @@ def _provision(data_dir: Path, board: BoardProfile, kind: str, keys: KeyInput,
             store.close()
     step_hook("commit")
     staging.commit()
-    if not development and card_key.exists():
-        wipe.shred(card_key)  # in the token now (imported above): the clear copy goes
-        fsync_dir(key_dir)
-        notes.append("the development card-data key file keys/card.key was destroyed")
+    if not development:  # a development board's key files of before: in the token now
+        for old, words in ((card_key, "card-data key"), (tmk_path, "master key")):
+            if wipe.shred(old):
+                fsync_dir(key_dir)
+                notes.append(f"the development {words} file keys/{old.name} was destroyed")
     return Provisioned(settings, check, where, notes)
 
 
@@ -417,13 +411,16 @@ def _development_tmk_hex(keys: KeyInput) -> bytes:
     """A development board's key file content (its store reads the TMK from there)."""
     if keys.clear is not None:
         return keys.clear.hex().upper().encode()
-    from psec import tr31
+    from drivers.keystore.tr31 import unwrap_tmk
 
     assert keys.tr31 is not None and keys.kbpk is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, key = tr31.unwrap(bytes(keys.kbpk), keys.tr31)
-    return key.hex().upper().encode()
+        clear = unwrap_tmk(keys.tr31, keys.kbpk)
+    try:
+        return clear.hex().upper().encode()
+    finally:
+        clear[:] = bytes(len(clear))
 
 
 def _keys_into_store(store: KeyStore, kind: str, keys: KeyInput, card_key: Path,
