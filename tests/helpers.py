@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from p11kit import CONF_NAME, LABEL, SO_PIN, SOFTHSM_MODULE, TokenEnv, provision_token, softhsm_env
+from p11kit import (
+    CONF_NAME,
+    LABEL,
+    SO_PIN,
+    SOFTHSM_MODULE,
+    TokenEnv,
+    pointing_at,
+    provision_token,
+    softhsm_env,
+)
 from p11kit import PIN as TOKEN_PIN
 
 from board.sim.acquirer import SimulatorThread
@@ -57,6 +66,8 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5,
     kind = key_store or profile("sim").key_store
     if kind == "pkcs11":
         provision_token_dir(data_dir)
+    elif kind == "pinpad":  # the card-vault key in the token; the TMK goes into the PIN pad
+        provision_token_dir(data_dir, tmk=None)
     else:
         (keys / "tmk.key").write_text(TMK.hex())
         os.chmod(keys / "tmk.key", 0o600)
@@ -73,14 +84,22 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5,
     return data_dir
 
 
-def provision_token_dir(data_dir: Path) -> TokenEnv:
+def provision_token_dir(data_dir: Path, tmk: bytes | None = TMK) -> TokenEnv:
     """A SoftHSM2 token under data_dir/keys/ (a copy of the session's template, its configuration
-    keys/softhsm2.conf, as the sim board's profile names it) holding TMK and VAULT_KEY, and its
-    user PIN in keys/token.pin (0600)."""
+    keys/softhsm2.conf, as the sim board's profile names it) holding `tmk` (none: a PIN pad
+    board's token) and VAULT_KEY, and its user PIN in keys/token.pin (0600)."""
     keys = data_dir / "keys"
     keys.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = softhsm_env(keys, set_env=False)
-    provision_token(env, TMK, VAULT_KEY)
+    if tmk is not None:
+        provision_token(env, tmk, VAULT_KEY)
+    else:
+        with pointing_at(env):
+            store = env.open()
+            try:
+                store.create_vault_key(bytearray(VAULT_KEY))
+            finally:
+                store.close()
     write_token_pin_file(data_dir)
     return env
 

@@ -80,6 +80,15 @@ PROFILES: dict[str, BoardProfile] = {
         reader_driver="pcsc",
         reader_path="POS Virtual PCD",  # board/sim/vpcd.py's reader in a private pcscd
     ),
+    "sim-pinpad": BoardProfile(
+        name="sim-pinpad",
+        description="development machine whose emulated card reader has an encrypting PIN pad: "
+                    "the DES keys and the PIN in the pad, the card-vault key in a SoftHSM2 token",
+        development=True,
+        key_store="pinpad",
+        card_source="sim",
+        ecr_accepts_card_data=True,
+    ),
     "qemu": BoardProfile(
         name="qemu",
         development=True,

@@ -155,8 +155,23 @@ def use_token_conf(board: BoardProfile, data_dir: Path) -> None:
             os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
 
 
-def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = None) -> KeyStore:
-    """The board's key store, opened (KeyStoreError in words when it cannot be)."""
+def open_token(board: BoardProfile, data_dir: Path) -> KeyStore:
+    """The board's PKCS#11 token (its configuration under the data directory, its PIN from the
+    profile's source)."""
+    use_token_conf(board, data_dir)
+    try:
+        from drivers.keystore.pkcs11 import Pkcs11KeyStore
+    except ImportError as exc:
+        raise KeyStoreUnavailable(f"the PKCS#11 key store cannot be loaded ({exc.name or exc}): "
+                                  "install the runtime lock (docs/dependencies.md)") from None
+    return Pkcs11KeyStore(board.token_module, board.token_label, token_pin(board, data_dir))
+
+
+def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = None,
+                   reader: CardReader | None = None) -> KeyStore:
+    """The board's key store, opened (KeyStoreError in words when it cannot be). A PIN pad
+    board's host keys are in the PIN pad of `reader` (the board's card reader, opened by the
+    caller, who closes it after the store); its card-vault key is in the token."""
     kind = key_store_kind(board, override)
     data_dir = Path(data_dir)
     if kind == "memory":
@@ -164,14 +179,15 @@ def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = N
 
         return MemoryKeyStore(data_dir / "keys")
     if kind == "pkcs11":
-        use_token_conf(board, data_dir)
-        try:
-            from drivers.keystore.pkcs11 import Pkcs11KeyStore
-        except ImportError as exc:
-            raise KeyStoreUnavailable(f"the PKCS#11 key store cannot be loaded ({exc.name or exc}): "
-                                      "install the runtime lock (docs/dependencies.md)") from None
-        return Pkcs11KeyStore(board.token_module, board.token_label, token_pin(board, data_dir))
-    raise KeyStoreUnavailable(f"board {board.name}: the PIN pad key store is not in this build yet")
+        return open_token(board, data_dir)
+    if reader is None or not hasattr(reader, "pinpad_command"):
+        raise KeyStoreUnavailable(f"board {board.name} keeps its master key in the PIN pad of its "
+                                  "card reader (the serial reader link), and no such reader is "
+                                  "connected (its device path: --reader)")
+    from drivers.keystore.pinpad import PinPadKeys
+    from firmware.app.split_keys import SplitKeyStore
+
+    return SplitKeyStore(PinPadKeys(reader), open_token(board, data_dir))  # type: ignore[arg-type]
 
 
 def development_tmk(store: KeyStore) -> bytes:

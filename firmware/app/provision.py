@@ -27,6 +27,7 @@ which provisions from the start (a token's keys are installed again).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import copy
 import json
@@ -50,7 +51,7 @@ from firmware.journal import wipe
 from firmware.journal.backup import fsync_dir
 from firmware.journal.store import Journal
 from firmware.journal.vault import AAD, CardVault, LocalVaultKey
-from firmware.ports import KeyStore, KeyStoreError
+from firmware.ports import KeyStore, KeyStoreError, KeyStoreUnavailable
 from firmware.settings.model import factory, problems
 
 # The template ships with the settings it fills in (firmware/settings/), one folder above this file.
@@ -167,20 +168,25 @@ def checked_keys(board: BoardProfile, tmk_hex: str | None, tr31: str | None,
         if tmk_hex is not None:
             raise ProvisionRefused(["give the TMK once: --tr31 (the ceremony's key block) or "
                                     "--tmk (development boards), not both"])
+        if board.key_store == "pinpad":  # the PIN pad opens it under its own KBPK
+            if kbpk is not None:
+                kbpk[:] = bytes(len(kbpk))
+                raise ProvisionRefused([f"board {board.name}'s PIN pad opens the TR-31 block under "
+                                        "its own key-transport key: no --kbpk-file"])
+            return KeyInput(tr31=tr31.strip(), method="pinpad tr31")
         if kbpk is None:
             raise ProvisionRefused(["a TR-31 key block needs its key-transport key: --kbpk-file"])
-        if board.key_store == "pinpad":  # the PIN pad opens it under its own KBPK
-            return KeyInput(tr31=tr31.strip(), kbpk=kbpk, method="pinpad tr31")
         return KeyInput(tr31=tr31.strip(), kbpk=kbpk, check=checked_tr31(tr31, kbpk), method="tr31")
     if tmk_hex is None:
         raise ProvisionRefused(["the TMK is missing: --tr31 BLOCK --kbpk-file FILE (the key "
                                 "ceremony, docs/provisioning.md)"
                                 + (", or --tmk HEX on this development board" if board.development
                                    else "")])
-    if not board.development:
-        raise ProvisionRefused([f"a clear TMK (--tmk) is for development boards only; board "
-                                f"{board.name} takes the key ceremony's TR-31 block: --tr31 BLOCK "
-                                "--kbpk-file FILE (docs/provisioning.md)"])
+    if not board.development or board.key_store == "pinpad":
+        block = "--tr31 BLOCK" + ("" if board.key_store == "pinpad" else " --kbpk-file FILE")
+        raise ProvisionRefused([f"a clear TMK (--tmk) is for development boards only (never a "
+                                f"PIN pad's); board {board.name} takes the key ceremony's TR-31 "
+                                f"block: {block} (docs/provisioning.md)"])
     tmk = bytearray(checked_tmk(tmk_hex))
     return KeyInput(clear=tmk, check=tmk_check_value(tmk), method="clear (development)")
 
@@ -320,12 +326,13 @@ def provision(data_dir: Path, tmk_hex: str | None, given: Any,
               step_hook: Callable[[str], None] = lambda step: None, *, board: str = "sim",
               tr31: str | None = None, kbpk: bytearray | None = None,
               key_store: str | None = None, report: list[Provisioned] | None = None,
-              ) -> dict[str, dict[str, Any]]:
+              reader_path: str | None = None) -> dict[str, dict[str, Any]]:
     """Provision the terminal (the app stopped): the TMK into the board's key store, the
     merchant's settings, a card-vault key, the journal ACTIVE (audited). The acquirer binds the
     TID first. Raises ProvisionRefused (nothing written) or the error that stopped it (every file
     put back; a token's new objects destroyed). step_hook(name) runs before each step (tests stop
-    or kill the process there); `report` receives what was done."""
+    or kill the process there); `report` receives what was done; `reader_path` is a PIN pad
+    board's card reader when its profile names none."""
     prof = profile(board)
     try:
         kind = devices.key_store_kind(prof, key_store)
@@ -333,7 +340,7 @@ def provision(data_dir: Path, tmk_hex: str | None, given: Any,
         raise ProvisionRefused([str(exc)]) from None
     keys, settings = checked_input(prof, tmk_hex, given, tr31, kbpk)
     try:
-        done = _provision(Path(data_dir), prof, kind, keys, settings, step_hook)
+        done = _provision(Path(data_dir), prof, kind, keys, settings, step_hook, reader_path)
     finally:
         keys.wipe()
     if report is not None:
@@ -342,7 +349,8 @@ def provision(data_dir: Path, tmk_hex: str | None, given: Any,
 
 
 def _provision(data_dir: Path, board: BoardProfile, kind: str, keys: KeyInput,
-               settings: dict[str, dict[str, Any]], step_hook: Callable[[str], None]) -> Provisioned:
+               settings: dict[str, dict[str, Any]], step_hook: Callable[[str], None],
+               reader_path: str | None = None) -> Provisioned:
     key_dir = data_dir / "keys"
     tmk_path, settings_path = key_dir / "tmk.key", data_dir / "settings.json"
     meta_path, card_key = data_dir / "settings.json.meta", key_dir / "card.key"
@@ -369,10 +377,16 @@ def _provision(data_dir: Path, board: BoardProfile, kind: str, keys: KeyInput,
             step_hook(f"place {path.name}")
             staging.place(path)
         step_hook("keys")
-        store = devices.open_key_store(board, data_dir, kind)
+        # The token (a PIN pad board's holds the card-vault key only; its TMK goes to the pad).
+        store = devices.open_key_store(board, data_dir, "pkcs11" if kind == "pinpad" else kind)
         before = store.status()
         undo_token = not development and before.tmk_check is None and not before.vault_key
-        check, notes = _keys_into_store(store, kind, keys, card_key, before.vault_key)
+        if kind == "pinpad":
+            assert keys.tr31 is not None
+            check = asyncio.run(_pad_ceremony(board, reader_path, keys.tr31))
+            notes = _vault_key_into_token(store, store, card_key, before.vault_key)  # type: ignore[arg-type]
+        else:
+            check, notes = _keys_into_store(store, kind, keys, card_key, before.vault_key)
         if keys.check and check.upper() != keys.check.upper():
             raise KeyStoreError(f"the key store gives the TMK check value {check}, the key block "
                                 f"{keys.check}: nothing provisioned")
@@ -434,8 +448,6 @@ def _keys_into_store(store: KeyStore, kind: str, keys: KeyInput, card_key: Path,
         if status.tmk_check is None:
             raise KeyStoreError("; ".join(status.notes))
         return status.tmk_check, notes
-    if kind == "pinpad":
-        raise KeyStoreError("the PIN pad key store is not in this build yet")
     token: TokenProvisioning = store  # type: ignore[assignment]
     if keys.tr31 is not None:
         assert keys.kbpk is not None
@@ -445,6 +457,29 @@ def _keys_into_store(store: KeyStore, kind: str, keys: KeyInput, card_key: Path,
         check = token.install_tmk(keys.clear)
     notes.extend(_vault_key_into_token(store, token, card_key, had_vault))
     return check, notes
+
+
+@dataclass
+class _ReaderPath:
+    reader_path: str | None
+    printer_path: str | None = ""
+
+
+async def _pad_ceremony(board: BoardProfile, reader_path: str | None, block: str) -> str:
+    """The TR-31 block to the PIN pad in the board's card reader, which opens it under its own
+    KBPK; the new TMK's check value as the pad gives it."""
+    from drivers.keystore.pinpad import PinPadKeys
+
+    reader = devices.make_reader(board, _ReaderPath(reader_path))
+    if reader is None or not hasattr(reader, "pinpad_command"):
+        raise KeyStoreUnavailable(f"board {board.name}'s master key goes into the PIN pad of its "
+                                  "card reader: give the reader's device (--reader)")
+    pad = PinPadKeys(reader)  # type: ignore[arg-type]
+    try:
+        return await pad.load_tmk_tr31(block)
+    finally:
+        await pad.close()
+        await reader.close()
 
 
 def _vault_key_into_token(store: KeyStore, token: TokenProvisioning, card_key: Path,
@@ -503,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(development boards only)")
     parser.add_argument("--token-pin-file", type=Path, metavar="FILE", help="the key token's user "
                         "PIN, kept as the board's token_pin file (keys/token.pin, 0600)")
+    parser.add_argument("--reader", metavar="DEVICE", help="a PIN pad board's card reader, when "
+                        "its profile names none")
     parser.add_argument("--settings", type=Path, required=True, help="the merchant's settings file")
     args = parser.parse_args(argv)
     private_files()
@@ -516,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ProvisionRefused([f"the token PIN file {args.token_pin_file} is empty"])
             write_token_pin(args.data, prof, pin)
         provision(args.data, args.tmk, read_settings_file(args.settings), board=args.board,
-                  tr31=args.tr31, kbpk=kbpk, report=report)
+                  tr31=args.tr31, kbpk=kbpk, report=report, reader_path=args.reader)
     except ProvisionRefused as exc:
         print("provisioning refused, nothing written:", file=sys.stderr)
         for line in exc.lines:

@@ -24,7 +24,12 @@ class Terminal(TerminalCore):
     prints: PrintDesk | None
 
     def _open_key_store(self) -> KeyStore:
-        return devices.open_key_store(self.board, self.data_dir, self.cfg.key_store)
+        reader = None
+        if devices.key_store_kind(self.board, self.cfg.key_store) == "pinpad":
+            # The PIN pad is in the card reader: the reader opens first, and stays the board's
+            # (close() closes it, a start in service mode included).
+            reader = self.reader = devices.make_reader(self.board, self.cfg)
+        return devices.open_key_store(self.board, self.data_dir, self.cfg.key_store, reader)
 
     def _clear_tmk_for_host_link(self, store: KeyStore) -> bytes:
         return devices.development_tmk(store)
@@ -40,6 +45,8 @@ class Terminal(TerminalCore):
         return desk
 
     def _open_reader(self) -> CardReader | None:
+        if self.reader is not None:  # a PIN pad board's, opened with its keys
+            return self.reader
         return devices.make_reader(self.board, self.cfg)
 
     async def _after_open(self) -> None:

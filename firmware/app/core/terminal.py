@@ -175,6 +175,9 @@ class TerminalCore(FlowRunner, HostSession):
         in service mode with the words of what is wrong, when it cannot be used."""
         try:
             self.key_store = self._open_key_store()
+            refresh = getattr(self.key_store, "refresh", None)
+            if refresh is not None:  # a PIN pad's keys, asked over its link
+                await refresh()
             record = custody.read_record(self.data_dir)
             self.key_status = custody.check_store(self.key_store, record)
         except KeyStoreError as exc:
@@ -290,6 +293,9 @@ class TerminalCore(FlowRunner, HostSession):
             self.observer.changed()
 
     async def close(self) -> None:
+        aclose = getattr(self.key_store, "aclose", None)
+        if aclose is not None:  # a PIN pad's half ends its link work before the reader closes
+            await aclose()
         if self.reader is not None:
             await self.reader.close()
         if self.prints is not None:
@@ -298,7 +304,7 @@ class TerminalCore(FlowRunner, HostSession):
             await self.link.channel.close()
         if self.journal is not None:
             self.journal.close()
-        if self.key_store is not None:
+        if self.key_store is not None and aclose is None:
             self.key_store.close()
 
     # -- helpers ----------------------------------------------------------------
@@ -362,6 +368,18 @@ class TerminalCore(FlowRunner, HostSession):
         except KeyStoreError as exc:
             log.error("deregistration: the key store's objects were not destroyed: %s", exc)
             return [f"key store NOT reached, its keys not destroyed: {exc}"]
+
+    async def destroy_pad_keys(self) -> list[str]:
+        """A PIN pad board's keys in its pad erased (deregistration), one line each in words; a
+        pad that does not answer is said in words."""
+        destroy = getattr(self.key_store, "destroy_pad", None)
+        if destroy is None:
+            return []
+        try:
+            return [f"{line} destroyed" for line in await destroy()]
+        except KeyStoreError as exc:
+            log.error("deregistration: the PIN pad's keys were not destroyed: %s", exc)
+            return [f"PIN pad NOT reached, its keys not destroyed: {exc}"]
 
     def _step(self, step: str, done: int | None = None, total: int | None = None,
               cancellable: bool = True) -> None:

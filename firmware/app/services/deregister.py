@@ -268,6 +268,9 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
 
         run.wiped = wipe.wipe(terminal.data_dir, j.path, ident["tid"], between=lambda part: _hook(
             terminal)(f"WIPE:{part}"), destroy_keys=destroy_keys)
+        pad = await terminal.destroy_pad_keys()  # a PIN pad board's DES keys, over its link
+        destroyed.extend(pad)
+        run.wiped["card_key"] += sum(line.endswith(" destroyed") for line in pad)
         _record(terminal, step, json.dumps(run.wiped) + "; " + "; ".join(destroyed),
                 dereg_wiped=json.dumps(run.wiped), dereg_keys=json.dumps(destroyed))
     elif step is Step.DEREGISTERED:
