@@ -105,6 +105,19 @@ CATALOG: dict[str, tuple[str, str]] = {
     "settlement_not_finished": ("Settlement not finished - no report yet", "结算未完成, 暂无结算单"),
     "print_interrupted": ("Receipt cut by power loss - ENTER reprints, CANCEL voids",
                           "凭条因断电中断 - 确认重打, 取消作废"),
+    # operators (firmware/app/core/operators.py; docs/operating.md, "Operators")
+    "operator_signed_in": ("Operator signed in", "操作员已签到"),
+    "operator_signed_out": ("Operator signed out", "操作员已签退"),
+    "operator_pin_wrong": ("Wrong operator PIN", "操作员密码错误"),
+    "operator_unknown": ("No such operator", "操作员不存在"),
+    "operators_none": ("No operators are set up", "未设置操作员"),
+    "operator_none_signed_in": ("No operator is signed in", "无操作员签到"),
+    "operator_code_bad": ("Operator numbers are 01-99", "操作员号应为01-99"),
+    "operator_exists": ("That operator exists already", "该操作员已存在"),
+    "operators_saved": ("Operators saved", "操作员已保存"),
+    "operator_sign_in_first": ("Operator sign-in first", "请先进行操作员签到"),
+    "operator_cashier_only": ("The supervisor takes no payments - sign in as a cashier (01-99)",
+                              "主管不能做交易 - 请以操作员01-99签到"),
 }
 
 

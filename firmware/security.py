@@ -15,6 +15,17 @@ other till keep their own tries; someone guessing from many ECR peers gets at mo
 in an hour, then one per lock period (a six-digit password has about a million choices). The
 price is that they can keep the keypad locked meanwhile: a locked-out supervisor is the lesser
 harm than a guessed password, and every try and every lock is in the audit log with its source.
+
+Operators (docs/operating.md, "Operators") reuse the guard: a second PasswordGuard counts the
+cashiers' PINs per operator ("operator 07") with its own shared row ("operator *"). So five
+wrong PINs for 07 lock 07 for the lock time, fifteen wrong PINs across all cashiers within an
+hour lock every cashier's sign-in, and neither touches the supervisor password's counts: the
+supervisor can still sign in as 00 and give a locked cashier a new PIN, which clears its count.
+
+Who did what, from where (`actor`): every audit row of an operation names both, in the row's
+one `operator` column: "07 keypad" (operator 07 at the keypad; "00 keypad" the supervisor), an
+ECR source as it is ("ecr tcp 127.0.0.1 till T01": the till is the operator of its requests),
+"system" for the terminal's own work.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from firmware.i18n import register
-from firmware.settings.model import PASSWORD_RULES
+from firmware.settings.model import OPERATOR_PIN_RULES, PASSWORD_RULES
 
 if TYPE_CHECKING:
     from firmware.journal.store import Journal
@@ -36,16 +47,36 @@ ALL = "*"  # the row of every source together
 WINDOW_S = 3600.0
 CEILING_FACTOR = 3
 
+OPERATORS_ALL = "operator *"  # the row of every cashier's PIN together
 LOCKED = ("Supervisor password locked - {n} min left", "主管密码已锁定 - 还剩{n}分钟")
+OPERATOR_LOCKED = ("Operator locked - {n} min left", "操作员已锁定 - 还剩{n}分钟")
+KEYPAD = "keypad"
+SYSTEM = "system"
 
 register(PASSWORD_RULES)  # a refused new password is worded on the LCD and the ECR link alike
+register(OPERATOR_PIN_RULES)
 
 
-def locked_key(seconds_left: float) -> str:
-    """The catalog key saying how long the lock still lasts, in whole minutes rounded up."""
+def operator_source(code: str) -> str:
+    """The guard's row of one cashier's PIN tries."""
+    return f"operator {code}"
+
+
+def actor(operator: str, source: str) -> str:
+    """Who and from where, as an audit row's `operator` column holds it: "07 keypad"; an ECR
+    source names its till, the operator of its requests, so it stands as it is; "system" too."""
+    if source == SYSTEM or source.startswith("ecr"):
+        return source
+    return f"{operator} {source}"
+
+
+def locked_key(seconds_left: float, what: str = "password") -> str:
+    """The catalog key saying how long the lock still lasts, in whole minutes rounded up:
+    of the supervisor password, or (what="operator") of a cashier's sign-in."""
     minutes = max(1, math.ceil(seconds_left / 60))
-    key = f"password_locked_{minutes}m"
-    register({key: (LOCKED[0].format(n=minutes), LOCKED[1].format(n=minutes))})
+    words = OPERATOR_LOCKED if what == "operator" else LOCKED
+    key = f"{what}_locked_{minutes}m"
+    register({key: (words[0].format(n=minutes), words[1].format(n=minutes))})
     return key
 
 
@@ -62,9 +93,10 @@ class PasswordGuard:
     """The counts of every source, read from and written to the journal (wall-clock times)."""
 
     def __init__(self, max_tries: int = 5, lock_seconds: float = 300.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, every: str = ALL) -> None:
         self.max_tries = max_tries
         self.lock_seconds = lock_seconds
+        self.every = every  # the row of all its sources together (the ceiling)
         self._clock = clock
         self._counts: dict[str, Count] = {}
 
@@ -93,16 +125,20 @@ class PasswordGuard:
     def seconds_left(self, source: str) -> float:
         """How long `source` is still locked (its own lock or everyone's); 0.0 when it is not."""
         now = self._clock()
-        until = max(self._current(source, now).locked_until, self._current(ALL, now).locked_until)
+        until = max(self._current(source, now).locked_until,
+                    self._current(self.every, now).locked_until)
         return max(0.0, until - now)
 
     def locked(self, source: str) -> bool:
         return self.seconds_left(source) > 0.0
 
-    def record(self, journal: Journal, ok: bool, source: str, purpose: str) -> None:
-        """Count one checked attempt and audit it, a lock it starts too, in one journal commit."""
+    def record(self, journal: Journal, ok: bool, source: str, purpose: str,
+               who: str | None = None) -> None:
+        """Count one checked attempt and audit it, a lock it starts too, in one journal commit;
+        `who` names the row's operator and source (default: the source)."""
         now = self._clock()
-        own, every = self._current(source, now), self._current(ALL, now)
+        who = who or source
+        own, every = self._current(source, now), self._current(self.every, now)
         locks: list[str] = []
         if ok:
             own = Count()
@@ -118,15 +154,23 @@ class PasswordGuard:
         minutes = f"locked {int(self.lock_seconds // 60)} min"
         with journal.transaction() as cur:
             _store(cur, source, own)
-            _store(cur, ALL, every)
+            _store(cur, self.every, every)
             cur.execute("DELETE FROM password_lock WHERE locked_until <= ? AND since + ? <= ?",
                         (now, WINDOW_S, now))
-            journal.audit_in(cur, source, f"password for {purpose}", "", "ok" if ok else "wrong")
+            journal.audit_in(cur, who, f"password for {purpose}", "", "ok" if ok else "wrong")
             for detail in locks:
-                journal.audit_in(cur, source, "password lock", detail, minutes)
-        self._counts[source], self._counts[ALL] = own, every
+                journal.audit_in(cur, who, "password lock", detail, minutes)
+        self._counts[source], self._counts[self.every] = own, every
         self._counts = {name: count for name, count in self._counts.items()
                         if count.locked_until > now or count.since + WINDOW_S > now}
+
+
+    def forget(self, journal: Journal, source: str) -> None:
+        """`source`'s own count and lock go: a cashier given a new PIN by the supervisor (or
+        removed) starts again; the shared row stays."""
+        with journal.transaction() as cur:
+            _store(cur, source, Count())
+        self._counts.pop(source, None)
 
 
 def _store(cur: sqlite3.Cursor, source: str, count: Count) -> None:

@@ -50,19 +50,18 @@ PIN_BLOCKS_SEEN: list[bytes] = []
 def _record_pin_blocks(monkeypatch):
     from firmware.app.terminal import Terminal
 
-    # Patched where the method that makes PIN blocks looks the name up (its module's globals),
-    # not by a module path: wherever _perform lives, the recorder follows it. A module path that
-    # is wrong but still holds the name would record nothing, and the final scan would pass
-    # without checking a single PIN block.
-    where = Terminal._perform.__globals__
-    real = where["encrypt_pin_block"]
+    # Wrapped at the one method every keypad PIN block goes through (the swipe's and the chip's
+    # PIN step both call _encrypt_pin, which asks the key store), found on the class the tests
+    # run: whatever store the board uses, the recorder sees each block, and a rename fails here
+    # instead of leaving the final scan with nothing to check.
+    real = Terminal._encrypt_pin
 
-    def recording(pin: str, pan: str, pik: bytes) -> bytes:
-        block = real(pin, pan, pik)
+    async def recording(self, pin: str, pan: str) -> bytes:
+        block = await real(self, pin, pan)
         PIN_BLOCKS_SEEN.append(block)
         return block
 
-    monkeypatch.setitem(where, "encrypt_pin_block", recording)
+    monkeypatch.setattr(Terminal, "_encrypt_pin", recording)
 
 
 @pytest.fixture

@@ -28,4 +28,10 @@ class KillableTerminal(Terminal):
 
 
 if __name__ == "__main__":
+    # A deregistered terminal runs on factory settings, whose comms.ecr_auth is "paired" (and its
+    # paired tills are wiped): these tests drive it unauthenticated, as tests/helpers.py
+    # provisions every test terminal ("open", which the sim board allows).
+    from firmware.settings.model import FACTORY
+
+    FACTORY["comms"]["ecr_auth"] = "open"
     raise SystemExit(main(terminal_class=KillableTerminal))

@@ -152,3 +152,90 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0)
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+# -- paired tills (docs/ecr.md, "Paired tills") ----------------------------------------------
+
+class TillLink(Link):
+    """A paired till's TCP connection: ask() signs each request with the next seq and checks the
+    reply's MAC, till and seq (firmware/ecr/auth.py); send()/reply() stay raw for crafted lines."""
+
+    def __init__(self, port: int, till: str, key: bytes, seq: int = 0, timeout: float = 20.0) -> None:
+        super().__init__(port, timeout)
+        self.till, self.key, self.seq = till, key, seq
+
+    def signed(self, **request: Any) -> dict[str, Any]:
+        """The next request, signed (seq taken), not sent."""
+        from firmware.ecr.auth import sign
+
+        self.seq += 1
+        return sign(request, self.till, self.seq, self.key)
+
+    def ask_raw(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Send `obj` as it is (a crafted or replayed request); the reply, unchecked."""
+        self.send(json.dumps(obj).encode())
+        return self.reply()
+
+    def ask(self, **request: Any) -> dict[str, Any]:
+        from firmware.ecr.auth import check_reply
+
+        signed = self.signed(**request)
+        self.send(json.dumps(signed).encode())
+        return check_reply(self.reply(), self.till, signed["seq"], self.key)
+
+
+def pair_over(link: Link, till: str, code: str) -> bytes:
+    """The till's side of pairing over `link` (the code read off the terminal's screen)."""
+    from firmware.ecr.auth import TillPairing
+
+    pairing = TillPairing(till, code)
+    link.send(json.dumps(pairing.request("pair-1")).encode())
+    return pairing.finish(link.reply())
+
+
+def paired_offline(data_dir: Path, till: str) -> bytes:
+    """A till paired without the keypad (for tests of what comes after pairing, on a board
+    with no panel): its key written into the stopped terminal's journal, sealed as the terminal
+    seals it. Returns the key."""
+    from helpers import open_store
+
+    from firmware.app.services.tills import _CardVaultSealer
+    from firmware.journal.store import Journal
+    from firmware.journal.tills import TillBook
+    from firmware.journal.vault import CardVault
+
+    key = os.urandom(32)
+    store = open_store(data_dir)  # the terminal's own key store, its card-vault key
+    vault = CardVault(store)
+    journal = Journal.open(data_dir / "journal.db", vault)
+    try:
+        TillBook(journal, _CardVaultSealer(vault)).pair(till, key, "test setup")
+    finally:
+        journal.close()
+        store.close()
+    return key
+
+
+class SignedProcess:
+    """A terminal process (helpers.TerminalProcess) driven by a paired till: request() signs
+    with the next seq and checks the reply's MAC; start() waits out the start-up signed."""
+
+    def __init__(self, term: Any, till: str, key: bytes) -> None:
+        self.term, self.till, self.key, self.seq = term, till, key, 0
+
+    def start(self) -> None:
+        self.term.start(wait_idle=False)
+        deadline = time.monotonic() + 80
+        while self.request(op="status")["busy"]:
+            assert time.monotonic() < deadline, "terminal stayed busy after start-up"
+            time.sleep(0.05)
+
+    def request(self, timeout: float = 30.0, **request: Any) -> dict[str, Any]:
+        from firmware.ecr.auth import check_reply, sign
+
+        self.seq += 1
+        self.term.send_only(**sign(request, self.till, self.seq, self.key))
+        return check_reply(self.term.reply(timeout), self.till, self.seq, self.key)
+
+    def stop(self) -> None:
+        self.term.stop()

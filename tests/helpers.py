@@ -75,8 +75,10 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5,
     custody.write_private(data_dir / custody.RECORD, custody.record_bytes(record))
     settings = factory()
     settings["merchant"].update({"tid": TID, "mid": MID})
+    # "open": the ECR tests drive the sim board with unauthenticated requests (an emulated
+    # board allows it); tests/test_ecr_auth*.py pair their tills.
     settings["comms"].update({"port": sim_port, "reply_timeout": reply_timeout,
-                              "connect_timeout": 2.0})
+                              "connect_timeout": 2.0, "ecr_auth": "open"})
     settings["security"].update({"supervisor_hash": hash_password(PASSWORD),
                                  "password_changed": True})
     settings["transactions"].update(tx)

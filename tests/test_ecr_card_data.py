@@ -1,11 +1,13 @@
 """Card data (`card`, `pin`) never comes over the ECR link on a real board (issue 12, item 21):
 refused in one place, before anything runs, for every op the link knows, the app companions'
-ops (held orders, review, deregistration) included.
+ops (held orders, review, deregistration) included. A real board serves paired tills only
+(issue 17): the till here is paired, its requests signed, and card data is still refused.
 """
 
 from __future__ import annotations
 
 import pytest
+from ecrkit import SignedProcess, paired_offline
 from helpers import PASSWORD, TID, TerminalProcess
 
 from firmware.app.boards import profile
@@ -30,8 +32,9 @@ def rpi(tmp_path_factory):
     assert not profile("rpi").ecr_accepts_card_data
     tmp = tmp_path_factory.mktemp("rpi")
     sim = start_sim(tmp)
-    term = TerminalProcess(provision(tmp / "terminal", sim.port),
-                           ["--board", "rpi", "--printer", "", "--reader", ""])
+    data = provision(tmp / "terminal", sim.port)
+    term = SignedProcess(TerminalProcess(data, ["--board", "rpi", "--printer", "", "--reader", ""]),
+                         "T01", paired_offline(data, "T01"))
     term.start()
     parked = term.request(op="held_park", amount=2500, ref="TABLE-4")  # no card data: allowed
     assert parked["result"] == "stored", parked

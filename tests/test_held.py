@@ -75,7 +75,8 @@ def test_cancel_a_held_order_with_each_reason(data_dir, sim, reason):
             assert (order.state, order.cancel_reason, order.cancel_txn_id) == ("CANCELLED", reason, None)
             trail = HeldOrders(t.journal).trail(oid)
             assert [x.action for x in trail] == ["held park", "held cancel"]
-            assert reason in trail[-1].detail and trail[-1].operator == "01"
+            # the trail names the operator and where the cancel came from (issue 17)
+            assert reason in trail[-1].detail and trail[-1].operator == "01 keypad"
             assert (await run_op(t, keypad("held_list"), "en", 16)).items == ()
         finally:
             await t.close()

@@ -6,17 +6,28 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import hostkit
+import p11kit
 import pytest
+from hostkit import TMK, StoreMaker, holds, store_in
 
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode, verify_mac
-from firmware.host.errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError
+from firmware.host.errors import (
+    KeyCheckError,
+    KeyStoreFailed,
+    LocalProtocolError,
+    NoReply,
+    RemoteProtocolError,
+)
 from firmware.host.framing import Header, read_frame
 from firmware.host.keys import WorkingKeys, build_signon_keys, generate_working_keys
+from firmware.host.mac import clear_mac
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -29,7 +40,9 @@ from firmware.host.messages import (
     reversal_request,
 )
 
-TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The sign-on and MAC tests run on both key stores: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 KEYS = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"),
                    mak=bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A"))
 TERM = Terminal("TERM0001", "898440154110001")
@@ -49,7 +62,8 @@ async def receive(reader: asyncio.StreamReader) -> Message:
 
 
 def reply(req: Message, code: str = "00", mak: bytes | None = KEYS.mak, **extra: str) -> bytes:
-    return encode(response_for(req, code, {"37": "000000000001", **extra}), mak)
+    return encode(response_for(req, code, {"37": "000000000001", **extra}),
+                  clear_mac(mak) if mak is not None else None)
 
 
 async def serve(script: Script) -> tuple[asyncio.Server, int]:
@@ -72,12 +86,26 @@ def run(test: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(bounded())
 
 
-async def linked(script: Script, keys: WorkingKeys | None = KEYS
+_KEYS_DIRS: list[Path] = []  # this test's tmp_path (the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _keys_dir(tmp_path: Path) -> Iterator[None]:
+    """Where linked() puts the development key store of the test's link."""
+    _KEYS_DIRS.append(tmp_path / "keys")
+    yield
+    _KEYS_DIRS.pop()
+
+
+async def linked(script: Script, keys: WorkingKeys | None = KEYS,
+                 stores: StoreMaker | None = None
                  ) -> tuple[asyncio.Server, HostChannel, HostLink]:
+    """A link to a scripted host; its key store holds `keys` (None: never signed on). The
+    store: the development store, or one `stores` makes (the host_store fixture: both kinds)."""
     server, port = await serve(script)
     channel = HostChannel("127.0.0.1", port, connect_timeout=2)
-    link = HostLink(channel, TERM, TMK)
-    link.keys = keys
+    store = await (stores(keys) if stores is not None else store_in(_KEYS_DIRS[-1], keys))
+    link = HostLink(channel, TERM, store)
     return server, channel, link
 
 
@@ -86,18 +114,18 @@ async def finish(server: asyncio.Server, channel: HostChannel) -> None:
     server.close()
 
 
-def test_matching_reply_and_request_mac() -> None:
+def test_matching_reply_and_request_mac(host_store: StoreMaker) -> None:
     seen: list[bool] = []
 
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         payload = await read_frame(r)
         d = decode(payload)
-        seen.append(verify_mac(d, KEYS.mak))
+        seen.append(verify_mac(d, clear_mac(KEYS.mak)))
         w.write(reply(d.message, "00", **{"38": "123456"}))
         await r.read()
 
     async def test() -> Message:
-        server, channel, link = await linked(script)
+        server, channel, link = await linked(script, stores=host_store)
         rep = await link.request(sale(), mac=True, timeout=2)
         assert channel.connected
         await finish(server, channel)
@@ -385,7 +413,7 @@ def test_echo_matched_without_stan() -> None:
 
 def test_mac_without_keys_is_local_error() -> None:
     async def test() -> None:
-        link = HostLink(HostChannel("127.0.0.1", 9), TERM, TMK)
+        link = HostLink(HostChannel("127.0.0.1", 9), TERM, await store_in(_KEYS_DIRS[-1]))
         with pytest.raises(LocalProtocolError, match="sign on"):
             await link.request(sale(), mac=True, timeout=1)
 
@@ -407,46 +435,50 @@ def _signon_script(keys: WorkingKeys, corrupt: bool = False, code: str = "00") -
     return script
 
 
-def test_sign_on_installs_keys() -> None:
+def test_sign_on_installs_keys(host_store: StoreMaker) -> None:
     fresh = generate_working_keys(with_tdk=True)
 
     async def test() -> tuple[Message, HostLink]:
-        server, channel, link = await linked(_signon_script(fresh), keys=None)
+        server, channel, link = await linked(_signon_script(fresh), keys=None, stores=host_store)
         assert link.sign_on_required
         rep = await link.sign_on("000001", "000001", "01", with_tdk=True, timeout=2)
         await finish(server, channel)
         return rep, link
 
     rep, link = run(test)
-    assert link.keys == fresh
+    assert asyncio.run(holds(link.keys_store, fresh)) and link.has_keys
     assert not link.sign_on_required
     assert rep.fields["60"][2:8] == "000042"  # the batch the caller adopts
     assert fresh.mak.hex() not in repr(link).lower()
 
 
-def test_sign_on_bad_check_value() -> None:
+def test_sign_on_bad_check_value(host_store: StoreMaker) -> None:
+    """A check value mismatch fails the sign-on in words; the keys of the last sign-on stay
+    installed and usable (holds() works them through the store)."""
     async def test() -> HostLink:
-        server, channel, link = await linked(_signon_script(generate_working_keys(False), True))
+        server, channel, link = await linked(_signon_script(generate_working_keys(False), True),
+                                             stores=host_store)
         with pytest.raises(KeyCheckError, match="MAC key check value mismatch"):
             await link.sign_on("000001", "000001", "01", timeout=2)
         await finish(server, channel)
         return link
 
     link = run(test)
-    assert link.keys == KEYS  # previous keys untouched
+    assert asyncio.run(holds(link.keys_store, KEYS))  # previous keys untouched
     assert link.sign_on_required
 
 
-def test_sign_on_declined() -> None:
+def test_sign_on_declined(host_store: StoreMaker) -> None:
     async def test() -> tuple[Message, HostLink]:
-        server, channel, link = await linked(_signon_script(KEYS, code="97"), keys=None)
+        server, channel, link = await linked(_signon_script(KEYS, code="97"), keys=None,
+                                             stores=host_store)
         rep = await link.sign_on("000001", "000001", "01", timeout=2)
         await finish(server, channel)
         return rep, link
 
     rep, link = run(test)
     assert rep.fields["39"] == "97"
-    assert link.keys is None and link.sign_on_required
+    assert not link.has_keys and link.sign_on_required
 
 
 @pytest.mark.parametrize(("code", "processing", "required"), [
@@ -457,7 +489,7 @@ def test_sign_on_required_signals(code: str, processing: str, required: bool) ->
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         req = await receive(r)
         rep = response_for(req, code, {})
-        w.write(encode(replace(rep, header=Header(processing=processing)), KEYS.mak))
+        w.write(encode(replace(rep, header=Header(processing=processing)), clear_mac(KEYS.mak)))
         await r.read()
 
     async def test() -> HostLink:
@@ -534,7 +566,7 @@ def test_a_reply_matcher_that_raises_ends_the_request_with_its_error() -> None:
     async def test() -> None:
         server, channel, _ = await linked(script)
         with pytest.raises(ValueError, match="matcher broke"):
-            await channel.exchange(encode(sale(), KEYS.mak), faulty, timeout=5)
+            await channel.exchange(encode(sale(), clear_mac(KEYS.mak)), faulty, timeout=5)
         assert channel.connected
         await finish(server, channel)
 
@@ -558,7 +590,7 @@ def test_an_approved_sign_on_without_working_keys_is_an_error_naming_field_62() 
         return link
 
     link = run(test)
-    assert link.keys == KEYS and link.sign_on_required
+    assert asyncio.run(holds(link.keys_store, KEYS)) and link.sign_on_required
 
 
 @pytest.mark.parametrize(("attempts", "dials", "said"), [(None, 1, ""), (0, 1, ""), (1, 1, ""),
@@ -724,3 +756,57 @@ def test_a_message_sent_without_a_mac_carries_none_even_when_keys_are_installed(
     run(test)
     sent = decode(seen[0]).message
     assert sent.mti == "0820" and "64" not in sent.fields
+
+
+def test_sign_on_without_a_terminal_master_key_says_so_in_words(host_store: StoreMaker) -> None:
+    """The store cannot take the keys (it holds no TMK): KeyStoreFailed with the store's words
+    (which file, which token object), nothing installed, a sign-on still required."""
+    async def test() -> HostLink:
+        server, port = await serve(_signon_script(generate_working_keys(False)))
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+        link = HostLink(channel, TERM, await host_store(tmk=None))
+        with pytest.raises(KeyStoreFailed, match=r"cannot install the working keys: .*"
+                           r"(terminal master key file .*tmk\.key is missing|"
+                           r"holds no terminal master key \(posfw-tmk\))"):
+            await link.sign_on("000001", "000001", "01", timeout=2)
+        await finish(server, channel)
+        return link
+
+    link = run(test)
+    assert not link.has_keys and link.sign_on_required
+
+
+@pytest.mark.parametrize(("host_algorithm", "verifies"), [("x9_19", True), ("cup_ecb", False)])
+def test_the_x9_19_setting_macs_both_ways(host_algorithm: str, verifies: bool,
+                                          host_store: StoreMaker) -> None:
+    """mac_algorithm="x9_19": the request's field 64 is the X9.19 MAC of its MAC block under
+    the double-length MAK, and only a reply MACed the same way is taken."""
+    seen: list[bool] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        d = decode(await read_frame(r))
+        seen.append(verify_mac(d, clear_mac(KEYS.mak, "x9_19")))
+        w.write(encode(response_for(d.message, "00", {"37": "000000000001"}),
+                       clear_mac(KEYS.mak, host_algorithm)))
+        await r.read()
+
+    async def test() -> None:
+        server, port = await serve(script)
+        channel = HostChannel("127.0.0.1", port, connect_timeout=2)
+        link = HostLink(channel, TERM, await host_store(KEYS), mac_algorithm="x9_19")
+        try:
+            if verifies:
+                assert (await link.request(sale(), mac=True, timeout=2)).fields["39"] == "00"
+            else:
+                with pytest.raises(NoReply, match="does not verify"):
+                    await link.request(sale(), mac=True, timeout=2)
+        finally:
+            await finish(server, channel)
+
+    run(test)
+    assert seen == [True]
+
+
+def test_an_unknown_mac_algorithm_is_refused_in_words() -> None:
+    with pytest.raises(LocalProtocolError, match="MAC algorithm must be one of cup_ecb, x9_19"):
+        HostLink(HostChannel("127.0.0.1", 9), TERM, None, mac_algorithm="cbc")

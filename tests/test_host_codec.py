@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from firmware.host.codec import decode, encode, verify_mac
 from firmware.host.errors import LocalProtocolError, RemoteProtocolError
 from firmware.host.framing import Header
-from firmware.host.mac import cup_ecb_mac
+from firmware.host.mac import clear_mac, cup_ecb_mac
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -23,6 +23,7 @@ from firmware.host.messages import (
 )
 
 MAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+MAC = clear_mac(MAK)  # the CUP ECB MAC under MAK
 TERM = Terminal("12345678", "123456789012345")
 
 # A swiped sale, written out field by field from the domain doc (not produced by the code).
@@ -52,7 +53,7 @@ def swiped_sale() -> Message:
 
 
 def test_sale_frame_exact_bytes() -> None:
-    out = encode(swiped_sale(), MAK)
+    out = encode(swiped_sale(), MAC)
     assert out.hex().upper() == SALE_FRAME.hex().upper()
     assert out[:2] == b"\x00\x5b"
 
@@ -78,7 +79,7 @@ def test_chip_sale_with_pin_exact_bytes() -> None:
     )
     payload = bytes.fromhex("6000030000603100000000" + body)
     expected = payload + cup_ecb_mac(MAK, bytes.fromhex(body))
-    assert encode(msg, MAK) == len(expected).to_bytes(2, "big") + expected
+    assert encode(msg, MAC) == len(expected).to_bytes(2, "big") + expected
 
 
 def test_decode_sale_frame() -> None:
@@ -91,18 +92,18 @@ def test_decode_sale_frame() -> None:
     assert d.message.header == Header()
     assert d.raw == SALE_FRAME[2:]
     assert d.mac_input == bytes.fromhex(SALE_BODY_NO_MAC)
-    assert verify_mac(d, MAK)
-    assert not verify_mac(d, bytes(16))
+    assert verify_mac(d, MAC)
+    assert not verify_mac(d, clear_mac(bytes(16)))
 
 
 def test_verify_mac_detects_tampering_and_absence() -> None:
     tampered = bytearray(SALE_FRAME[2:])
     tampered[29] ^= 0x01  # amount 1234 -> 1235
-    assert not verify_mac(decode(bytes(tampered)), MAK)
+    assert not verify_mac(decode(bytes(tampered)), MAC)
     no_mac = encode(response_for(swiped_sale(), "00", {}))
     d = decode(no_mac[2:])
     assert d.mac_input == b""
-    assert not verify_mac(d, MAK)
+    assert not verify_mac(d, MAC)
 
 
 def test_encode_without_mak() -> None:
@@ -114,7 +115,7 @@ def test_encode_without_mak() -> None:
 def test_encode_with_mak_replaces_given_64() -> None:
     msg = swiped_sale()
     with_64 = Message(msg.mti, {**msg.fields, "64": "FF" * 8})
-    assert encode(with_64, MAK) == SALE_FRAME
+    assert encode(with_64, MAC) == SALE_FRAME
 
 
 @pytest.mark.parametrize(("fields", "mti", "needle"), [
@@ -143,7 +144,7 @@ def test_field_64_without_key() -> None:
 def test_encode_does_not_mutate_message() -> None:
     msg = swiped_sale()
     before = dict(msg.fields)
-    encode(msg, MAK)
+    encode(msg, MAC)
     assert msg.fields == before
 
 
@@ -205,10 +206,10 @@ def test_reply_with_binary_and_text_fields_round_trips() -> None:
     reply = response_for(swiped_sale(), "00", {
         "12": "103000", "13": "1122", "32": "48020000", "37": "123456789012", "38": "A1B2C3",
         "44": "0102030405 0607080910", "54": "1002156C000000012345", "63": "CUP中国银行"})
-    d = decode(encode(reply, MAK)[2:])
+    d = decode(encode(reply, MAC)[2:])
     assert d.message.fields == {**reply.fields, "64": d.message.fields["64"]}
     assert d.message.tpdu.hex() == "6000000003"
-    assert verify_mac(d, MAK)
+    assert verify_mac(d, MAC)
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)

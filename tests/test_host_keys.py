@@ -17,8 +17,11 @@ from firmware.host.keys import (
     encrypt_pin_block,
     expand_key,
     generate_working_keys,
+    key_check_error,
     parse_signon_keys,
+    signon_entries,
 )
+from firmware.ports import KeyCheckFailed
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PIK = bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A")
@@ -195,3 +198,49 @@ def test_expand_key_same_cipher() -> None:
     assert len(expand_key(PIK)) == 24
     with pytest.raises(LocalProtocolError):
         expand_key(bytes(12))
+
+
+# ---- field 62 for the key store (signon_entries, key_check_error) ----------------------------
+
+@pytest.mark.parametrize("convention", ["first8", "full16"])
+def test_signon_entries_keep_the_layout_and_say_the_mak_convention(convention: str) -> None:
+    """Field 62 goes to the store still encrypted under the TMK, entry by entry, in wire order,
+    with the check value and over what the MAK's is computed."""
+    raw = bytes.fromhex(_field62(PIK, MAK, TDK, mak_check=convention))
+    entries = signon_entries(raw.hex(), convention)
+    assert [e.role for e in entries] == ["PIK", "MAK", "TDK"]
+    assert [e.wrapped for e in entries] == [raw[0:16], raw[20:36], raw[40:56]]
+    assert [e.check_value for e in entries] == [raw[16:20], raw[36:40], raw[56:60]]
+    assert [e.check_first8 for e in entries] == [False, convention == "first8", False]
+    assert [e.role for e in signon_entries(_field62(PIK, MAK))] == ["PIK", "MAK"]
+
+
+@pytest.mark.parametrize("length", [0, 20, 39, 41, 80])
+def test_signon_entries_refuse_a_wrong_length_naming_field_62(length: int) -> None:
+    with pytest.raises(RemoteProtocolError, match="expected 40 or 60") as info:
+        signon_entries("00" * length)
+    assert info.value.field == "62"
+
+
+@pytest.mark.parametrize(("role", "convention", "words"), [
+    ("PIK", "first8", "PIN key check value mismatch"),
+    ("MAK", "first8", "MAC key check value mismatch"),
+    ("MAK", "full16", "MAC key check value mismatch"),
+    ("TDK", "first8", "track data key check value mismatch"),
+])
+def test_a_store_refusal_reads_as_the_parsers_words(role: str, convention: str,
+                                                    words: str) -> None:
+    """The key store's KeyCheckFailed becomes the KeyCheckError the terminal has always
+    raised: the same sentence, hint included, as the clear-key parser gives."""
+    keys = {"PIK": PIK, "MAK": MAK, "TDK": TDK}
+    index = list(keys).index(role)
+    raw = bytearray(bytes.fromhex(_field62(PIK, MAK, TDK, mak_check=convention)))
+    raw[index * 20 + 19] ^= 0x01  # the last byte of that key's check value
+    with pytest.raises(KeyCheckError) as parsed:
+        parse_signon_keys(raw.hex(), TMK, convention)
+    entry = signon_entries(raw.hex(), convention)[index]
+    got = bytes(a ^ b for a, b in zip(entry.check_value, b"\x00\x00\x00\x01", strict=True))
+    mapped = key_check_error(KeyCheckFailed(role, entry.check_value, got), convention)
+    assert str(mapped) == str(parsed.value)
+    assert str(mapped).startswith(words)
+    assert (f"comms.mak_check = {convention}" in str(mapped)) is (role == "MAK")

@@ -1,17 +1,30 @@
-"""CUP ECB MAC (firmware.host.mac) against an independent reference and fixed vectors."""
+"""The MACs of field 64 (firmware.host.mac): the CUP ECB MAC against an independent reference
+and fixed vectors; X9.19 against psec's and pyemv's ISO 9797-1 algorithm 3; the MACs the
+terminal computes through its key store against the clear ones the simulator computes."""
 
 from __future__ import annotations
 
+import asyncio
+
+import hostkit
+import p11kit
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from hypothesis import given, settings
+from hostkit import StoreMaker
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psec.mac import generate_retail_mac
+from pyemv.mac import mac_iso9797_3
 
 from firmware.host.errors import LocalProtocolError
-from firmware.host.mac import cup_ecb_mac
+from firmware.host.keys import WorkingKeys
+from firmware.host.mac import MAC_ALGORITHMS, clear_mac, cup_ecb_mac, store_mac, x9_19_mac
 
 MAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The key stores the store-computed MACs are tried on: the development store, a SoftHSM2 token.
+host_store = hostkit.host_store
+softhsm_template = p11kit.softhsm_template
 
 
 def _des(key8: bytes, block: bytes) -> bytes:
@@ -124,3 +137,67 @@ def test_property_whole_blocks_commute(a: bytes, b: bytes) -> None:
     # A known weakness of the CUP "ECB" MAC, pinned here so nobody mistakes it for
     # a chaining MAC: the XOR fold ignores the order of 8-byte blocks.
     assert cup_ecb_mac(MAK, a + b) == cup_ecb_mac(MAK, b + a)
+
+
+# ---- X9.19 (ISO 9797-1 algorithm 3) and the store-computed MACs ------------------------------
+
+# psec and pyemv agree on this vector (checked on this machine, plan17.md section 3).
+K1, K2 = bytes.fromhex("0123456789ABCDEF"), bytes.fromhex("FEDCBA9876543210")
+
+
+def test_x9_19_fixed_vector() -> None:
+    assert x9_19_mac(K1 + K2, bytes.fromhex("1234567890ABCDEF")).hex().upper() == "479EF7C1ECFE64AC"
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=300), st.binary(min_size=16, max_size=16))
+def test_property_x9_19_is_psecs_and_pyemvs_retail_mac(data: bytes, mak: bytes) -> None:
+    """The clear X9.19 MAC (the simulator's) is ISO 9797-1 algorithm 3 with padding method 1,
+    K1 = the MAK's first half, K2 its second: as psec and pyemv compute it."""
+    expected = generate_retail_mac(mak[:8], mak[8:], data, 1)
+    assert x9_19_mac(mak, data) == expected == mac_iso9797_3(mak[:8], mak[8:], data, 1)
+
+
+def test_x9_19_uses_both_halves_of_the_mak() -> None:
+    data = b"some message body"
+    assert x9_19_mac(MAK, data) != x9_19_mac(MAK[:8] + bytes(8), data)
+    assert x9_19_mac(MAK, data) != x9_19_mac(bytes(8) + MAK[8:], data)
+
+
+def test_x9_19_chains_the_blocks() -> None:
+    """What the CUP MAC cannot (test_property_whole_blocks_commute): the block order counts."""
+    a, b = b"\x01" * 8, b"\x02" * 8
+    assert x9_19_mac(MAK, a + b) != x9_19_mac(MAK, b + a)
+
+
+@pytest.mark.parametrize("bad", [b"", bytes(8), bytes(24)])
+def test_x9_19_needs_a_double_length_key(bad: bytes) -> None:
+    with pytest.raises(LocalProtocolError, match="16 bytes"):
+        x9_19_mac(bad, b"x")
+
+
+def test_an_unknown_algorithm_is_refused_in_words() -> None:
+    with pytest.raises(LocalProtocolError, match="cup_ecb, x9_19"):
+        clear_mac(MAK, "md5")
+
+
+@pytest.mark.parametrize("algorithm", MAC_ALGORITHMS)
+@settings(deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # one store, many blocks
+@given(data=st.binary(max_size=300))
+def test_property_the_store_computes_the_clear_mac(host_store: StoreMaker, algorithm: str,
+                                                   data: bytes) -> None:
+    """The terminal's MAC (built from HostKeys.mac_cipher, the MAK inside the store: the
+    development store or a SoftHSM2 token) equals the simulator's clear one, for both
+    algorithms and any MAC block."""
+    if not host_store.stores:
+        keys = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"), mak=MAK)
+        asyncio.run(host_store(keys))
+    store = host_store.stores[0]
+    assert asyncio.run(store_mac(store, algorithm)(data)) == clear_mac(MAK, algorithm)(data)
+
+
+def test_the_store_mac_of_the_x9_19_vector(host_store: StoreMaker) -> None:
+    store = asyncio.run(host_store(WorkingKeys(pik=K2 + K1, mak=K1 + K2)))
+    mac = asyncio.run(store_mac(store, "x9_19")(bytes.fromhex("1234567890ABCDEF")))
+    assert mac.hex().upper() == "479EF7C1ECFE64AC"

@@ -37,7 +37,7 @@ async def _sign_on_and_sell(data_dir: Path):
     try:
         result = await sale(t, 1500)
         audit = [line for line in t.journal.audit_lines(50) if line[2] == "sign-on"]
-        return t.link.keys is not None, result, t.notice, audit
+        return t.link.has_keys, result, t.notice, audit
     finally:
         await t.close()
 

@@ -54,11 +54,14 @@ def test_a_sale_typed_on_the_keypad_with_the_card_swiped_at_the_reader(tmp_path:
             slips = await shop.slips(2)
             await shop.press("ENTER")
             await shop.idle()
-            return screen, slips, shop.journal.records()
+            return screen, slips, shop.journal.records(), shop.journal.audit_lines(50)
 
-    screen, slips, rows = run(go())
+    screen, slips, rows, audit = run(go())
     assert [(r.kind.value, r.state, r.amount) for r in rows] == [("sale", TxnState.APPROVED, 1234)]
     record = rows[0]
+    # no operators set up: the one implicit operator (01) did it, at the keypad (issue 17)
+    assert record.operator == "01"
+    assert ("01 keypad", "operation", "sale", "requested") in [line[1:] for line in audit]
     assert f"Auth {record.auth_code}" in screen
     assert all("12.34" in slip and record.invoice in slip for slip in slips)
     assert not any("REPRINT" in slip for slip in slips)
@@ -403,7 +406,7 @@ def test_sign_off_then_sign_on_from_the_menu(tmp_path: Path, sim):
             await shop.press("4")
             off = await shop.shows("Signed off")
             host_off = sim.ledger.terminal_status(TID).signed_on
-            signed_after_off = shop.terminal.link.keys is not None
+            signed_after_off = shop.terminal.link.has_keys
             await back_to_idle(shop)
             await shop.press("MENU", "0", "3")
             on = await shop.shows("Signed on")

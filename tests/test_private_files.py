@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ecrkit import SignedProcess, paired_offline
 from helpers import REPO, TMK, TerminalProcess, provision
 
 from firmware.settings.model import factory
@@ -40,9 +41,15 @@ def _keys_only(data_dir: Path) -> Path:
 def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
     data_dir = tmp_path / "terminal"
     tmk = _keys_only(data_dir)
-    proc = TerminalProcess(data_dir, ["--port", str(sim.port)])
+    first = TerminalProcess(data_dir, ["--port", str(sim.port)])
     old = os.umask(0o022)  # what the firmware inherits must not decide its files' modes
     try:
+        # Factory settings serve paired tills only: a first start makes the journal, then a
+        # till is paired into it (as the keypad would) and the terminal started again.
+        first.start(wait_idle=False)
+        first.kill()
+        proc = SignedProcess(TerminalProcess(data_dir, ["--port", str(sim.port)]), "T01",
+                             paired_offline(data_dir, "T01"))
         proc.start()
     finally:
         os.umask(old)
@@ -51,7 +58,7 @@ def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
         changed = proc.request(op="set_password", old="000000", new="135790")  # history + meta
         sold = proc.request(op="sale", amount=100, card="visa")  # journal, WAL, card key
     finally:
-        proc.kill()
+        proc.term.kill()
     assert changed["ok"] and sold["ok"] and exports["ok"], (changed, sold, exports)
     created = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")}
     assert {"journal.db", "terminal.log", "settings.json", "settings.json.meta", "keys/card.key",

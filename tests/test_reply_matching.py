@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hostkit import store_in
 
 from firmware.host.channel import HostChannel, HostLink
 from firmware.host.codec import decode, encode
 from firmware.host.framing import read_frame
 from firmware.host.keys import WorkingKeys
+from firmware.host.mac import clear_mac
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -32,7 +35,6 @@ from firmware.host.messages import (
     reversal_request,
 )
 
-TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 KEYS = WorkingKeys(pik=bytes.fromhex("1A2A3D4C5E0B1A2C4C5E6B7A8C9D0E1A"),
                    mak=bytes.fromhex("2C2C2C2C2C2C2C2C4A4A4A4A4A4A4A4A"))
 TERM = Terminal("TERM0001", "898440154110001")
@@ -57,7 +59,8 @@ def _request(kind: str) -> Message:
 def _reply_as(request: Message, mti: str, code: str, auth: str) -> bytes:
     """A reply with the request's echoed fields (11, 41, 42, 4 ...) under `mti`, MACed."""
     base = response_for(request, code, {"37": "000000000001", "38": auth})
-    return encode(Message(mti, base.fields, header=base.header, tpdu=base.tpdu), KEYS.mak)
+    return encode(Message(mti, base.fields, header=base.header, tpdu=base.tpdu),
+                  clear_mac(KEYS.mak))
 
 
 # (request, a reply of another type with the same STAN) -> the true reply's MTI.
@@ -80,7 +83,8 @@ def _run(test: Callable[[], Awaitable[Any]]) -> Any:
 
 @pytest.mark.parametrize(("kind", "wrong_mti", "right_mti"), CASES)
 def test_a_reply_of_another_type_with_the_same_stan_is_not_the_answer(
-        kind: str, wrong_mti: str, right_mti: str, caplog: pytest.LogCaptureFixture) -> None:
+        kind: str, wrong_mti: str, right_mti: str, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
     """The pending request gets its own reply type (MTI + 10), here a decline (05) that follows
     an approval-looking "00" of another type carrying the same STAN: the link returns the 05."""
     request = _request(kind)
@@ -99,8 +103,7 @@ def test_a_reply_of_another_type_with_the_same_stan_is_not_the_answer(
         server = await asyncio.start_server(host, "127.0.0.1", 0)
         channel = HostChannel("127.0.0.1", server.sockets[0].getsockname()[1],
                               connect_timeout=2)
-        link = HostLink(channel, TERM, TMK)
-        link.keys = KEYS
+        link = HostLink(channel, TERM, await store_in(tmp_path / "keys", KEYS))
         try:
             return await link.request(request, mac=True, timeout=5)
         finally:

@@ -26,6 +26,8 @@ WRONG_TYPES = {
     "multi": ["sale", ["sale", "sale"], ["teleport"], None],
     "bool": ["yes", 1, None],
     "hash": ["plain", 0],
+    "operators": [["01"], None, {"00": "scrypt$1$1$1$ab$cd"}, {"7": "scrypt$1$1$1$ab$cd"},
+                  {"07": "1234"}],
 }
 
 

@@ -60,9 +60,10 @@ REPORTS = {"subtotals", "report_list", "report_totals"}
 
 def test_every_leaf_of_the_tree_has_a_scripted_path() -> None:
     leaves = {item.opens for _, item in menu_paths()}
-    # held orders and deregistration open their own screens (tests/test_ui_held.py, test_ui_dereg.py)
+    # held orders, deregistration, operators and ECR tills open their own screens
+    # (tests/test_ui_held.py, test_ui_dereg.py, test_operators.py, test_ecr_auth_pairing.py)
     assert leaves == set(PATHS) | {"settings", "diagnostics", "language", "about", "held_park",
-                                   "held_list", "deregister"}
+                                   "held_list", "deregister", "operators", "sign_out", "tills"}
 
 
 @pytest.mark.parametrize("op", sorted(PATHS))

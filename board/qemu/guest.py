@@ -1,5 +1,9 @@
 """One QEMU guest: boots the image from image.py, runs a command in the host-root chroot, and gives the
 host its console (a file), serial ports ttyS1-ttyS3 (unix sockets), QMP (keys, queries) and a power cut.
+
+With a TPM state directory the guest also has a TPM 2.0: swtpm (Debian swtpm) runs on the host
+beside qemu, started before it and killed by its pid with it, and appears in the guest as a
+tpm-tis device (/dev/tpm0, and the kernel's resource manager /dev/tpmrm0).
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ from pathlib import Path
 from board.qemu.image import EXIT_MARK, READY_MARK, BuiltImage
 
 QEMU_BINARY = "qemu-system-x86_64"
+SWTPM_BINARY = "swtpm"
+SWTPM_START_S = 10.0  # swtpm creates its control socket within milliseconds; bounded anyway
+# A guest with a TPM boots without ACPI and finds the TPM at its fixed address instead. Why:
+# QEMU 7.2 with SeaBIOS puts a direct-boot initrd just below (RAM top - 160 KiB), room for
+# 128 KiB of ACPI tables and 32 KiB of BIOS data; the TPM adds a 64 KiB event log there, so the
+# initrd is copied over the tables (seen here: RSDT garbage, "ACPI: Interpreter disabled", no
+# /dev/tpm0). tpm_tis.force=1 probes the TIS registers at 0xFED40000 (tpm_tis is built into
+# Debian's kernel); interrupts=0: polling, as there is no ACPI to route its interrupt.
+TPM_KERNEL_ARGS = "acpi=off tpm_tis.force=1 tpm_tis.interrupts=0"
+# Without ACPI the kernel cannot power the machine off: `poweroff -f` ends with this line and
+# the host quits qemu (the guest's /init has synced and unmounted the data disk before).
+HALTED_MARK = "reboot: System halted"
 # ttyS0 is the console; these are the peripherals' ports (reader, printer, host link).
 SERIAL_PORTS = ("ttyS1", "ttyS2", "ttyS3")
 LCD_PORT = "ttyS4"  # the guest LCD mirror: /dev/ttyS4 on a PCI serial card
@@ -42,6 +58,67 @@ def _die_with_parent() -> None:
 
 class GuestError(RuntimeError):
     """The guest did not do what was asked in time, or QEMU refused; the message says what."""
+
+
+class Swtpm:
+    """One software TPM 2.0 for one guest: `swtpm socket --tpm2` with its state in `state_dir`
+    (created on first start, kept between boots like a TPM's NVRAM) and its control socket at
+    `socket_path`, which QEMU's `-tpmdev emulator` connects to.
+
+    --terminate: swtpm ends when QEMU closes the connection (a power cut included); stop() also
+    kills it by its pid, and it dies with the process that started it (PR_SET_PDEATHSIG).
+    """
+
+    def __init__(self, state_dir: Path, socket_path: Path, log_path: Path) -> None:
+        self.state_dir = state_dir
+        self.socket_path = socket_path
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        return [SWTPM_BINARY, "socket", "--tpm2", "--tpmstate", f"dir={self.state_dir}",
+                "--ctrl", f"type=unixio,path={self.socket_path}", "--terminate",
+                "--log", f"file={self.log_path},level=1"]
+
+    def start(self) -> None:
+        if shutil.which(SWTPM_BINARY) is None:
+            raise GuestError(f"{SWTPM_BINARY} is not installed (Debian packages swtpm swtpm-tools; "
+                             "make qemu-deps)")
+        self.stop()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + SWTPM_START_S
+        # QEMU must find the socket at once (it refuses to start without its TPM backend).
+        while not self.socket_path.exists():
+            if self.process.poll() is not None:
+                raise GuestError(f"swtpm ended at start (status {self.process.returncode}): "
+                                 f"{self.log()[-1000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise GuestError(f"swtpm made no control socket within {SWTPM_START_S} s")
+            time.sleep(0.01)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends this swtpm (by its pid: SIGTERM, then SIGKILL); its state stays in state_dir."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
 
 
 class QmpClient:
@@ -116,12 +193,19 @@ class Guest:
     process: subprocess.Popen | None = None
     started_at: float = 0.0
     serial_sockets: dict[str, Path] = field(default_factory=dict)
+    # A TPM 2.0 for the guest: swtpm's state lives here (None: no TPM).
+    tpm_state: Path | None = None
+    swtpm: Swtpm | None = None
     _qmp: QmpClient | None = None
 
     @property
     def qmp_path(self) -> Path:
         # Unix socket paths are limited to ~108 bytes, hence the short temp dir.
         return self.socket_dir / "qmp.sock"
+
+    @property
+    def tpm_socket(self) -> Path:
+        return self.socket_dir / "swtpm.sock"
 
     def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str,
                   acquirer: tuple[str, int] | None = None,
@@ -132,6 +216,8 @@ class Guest:
                   f"qdata={data_mount}")
         if acquirer is not None:
             append += " qnet=1"
+        if self.tpm_state is not None:
+            append += " " + TPM_KERNEL_ARGS
         if len(append) >= KERNEL_CMDLINE_MAX:
             raise GuestError(f"command too long for the kernel command line ({len(append)} bytes)")
         argv = [
@@ -155,6 +241,12 @@ class Guest:
                  "-device", "pci-serial,chardev=lcd"]
         if data_disk is not None:
             argv += ["-drive", f"file={data_disk},if=virtio,format=raw,cache=writeback"]
+        if self.tpm_state is not None:
+            # The TPM on the ISA bus, described to the kernel by QEMU's ACPI tables (tpm_tis is
+            # built into Debian's kernel); its backend is this guest's swtpm.
+            argv += ["-chardev", f"socket,id=chrtpm,path={self.tpm_socket}",
+                     "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+                     "-device", "tpm-tis,tpmdev=tpm0"]
         if host_forwards and acquirer is None:
             raise GuestError("a host forward needs the guest's network (give the acquirer too)")
         if acquirer is not None:
@@ -192,10 +284,18 @@ class Guest:
             stale.unlink()
         argv = self.qemu_argv(command, data_disk, cwd, data_mount, acquirer, host_forwards)
         self.console_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.tpm_state is not None:
+            # Before qemu, which connects to the control socket as it starts.
+            self.swtpm = Swtpm(self.tpm_state, self.tpm_socket, self.tpm_state.parent / "swtpm.log")
+            self.swtpm.start()
         with open(self.console_path, "wb") as console:
             self.started_at = time.monotonic()
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            try:
+                self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            except OSError:
+                self._stop_swtpm()
+                raise
         self._qmp = None
 
     def connect_serial(self, port: str, timeout: float = 10.0) -> socket.socket:
@@ -241,16 +341,27 @@ class Guest:
     def wait_exit(self, timeout: float = 60.0) -> int:
         """Waits for the command to finish and the guest to power off; returns the command's status."""
         assert self.process is not None, "start() first"
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise GuestError(f"the guest did not power off within {timeout} s; console:\n"
-                             f"{self.console()[-2000:]}") from None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise GuestError(f"the guest did not power off within {timeout} s; console:\n"
+                                 f"{self.console()[-2000:]}")
+            if self.tpm_state is not None and self._halted():
+                self.stop()  # QMP quit: the halted guest's power switch
+                break
+            time.sleep(0.05)
         self._close_qmp()
+        self._stop_swtpm()
         for line in reversed(self.console().splitlines()):
             if line.startswith(EXIT_MARK):
                 return int(line.removeprefix(EXIT_MARK).strip())
         raise GuestError(f"the guest powered off without an exit status; console:\n{self.console()[-2000:]}")
+
+    def _halted(self) -> bool:
+        """The guest's /init printed its exit status and the kernel halted (no ACPI power-off)."""
+        console = self.console()
+        mark = console.rfind(EXIT_MARK)
+        return mark != -1 and HALTED_MARK in console[mark:]
 
     def qmp(self, command: dict) -> dict:
         """Sends one QMP command dict (e.g. {"execute": "query-status"}) and returns the reply dict."""
@@ -272,6 +383,7 @@ class Guest:
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self._close_qmp()
+        self._stop_swtpm()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ends the guest: asks QEMU to quit, and kills it if it does not."""
@@ -282,6 +394,12 @@ class Guest:
             except (GuestError, OSError, subprocess.TimeoutExpired):
                 self.power_cut()
         self._close_qmp()
+        self._stop_swtpm()
+
+    def _stop_swtpm(self) -> None:
+        if self.swtpm is not None:
+            self.swtpm.stop()
+            self.swtpm = None
 
     def _close_qmp(self) -> None:
         if self._qmp is not None:

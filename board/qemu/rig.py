@@ -12,7 +12,10 @@ one handle on them:
   holding the journal once the terminal runs; power_cut() is SIGKILL of qemu;
 - on the qemu-pcsc board, the chip card of board/sim/vpcd.py as a host process, reaching the
   vpcd driver of the guest's pcscd through a QEMU hostfwd bound to 127.0.0.1 (`card()` inserts
-  and removes it).
+  and removes it);
+- the TPM 2.0 (swtpm beside qemu, its state under the rig's workdir, kept between boots like a
+  TPM's NVRAM) and the guest's tpm2-pkcs11 token on the data partition, initialised at the
+  factory by one boot of its own (docs/qemu.md "The TPM").
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import itertools
 import json
 import os
 import re
+import secrets
 import selectors
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +51,7 @@ from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
 from board.sim.vpcd import DEFAULT_PORT as VPCD_PORT
 from board.sim.vpcd import PCSCD, reader_conf, send_control, wait_for_line
+from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL
 from firmware.app.boards import profile as board_profile
 from firmware.digits import is_digits
 from firmware.i18n import CATALOG
@@ -98,11 +104,62 @@ def pcscd_command() -> str:
             f"exit 1; fi; sleep 0.1; done\n")
 
 
-def firmware_command(log_level: str = "INFO", board: str = "qemu") -> str:
+# The TPM in the guest: tpm2-pkcs11 keeps its token store (a SQLite file of wrapped key blobs
+# that only this TPM can load) on the data partition, as the root is read-only, and reaches the
+# TPM through the kernel's resource manager (a TPM holds three loaded objects; /dev/tpmrm0 swaps
+# them per process). tpm2_ptool's tools read TPM2TOOLS_TCTI. Log level 0: errors only.
+GUEST_TPM_STORE = f"{GUEST_DATA}/tpm2"
+GUEST_TPM_ENV = {"TPM2_PKCS11_STORE": GUEST_TPM_STORE, "TPM2_PKCS11_TCTI": "device:/dev/tpmrm0",
+                 "TPM2TOOLS_TCTI": "device:/dev/tpmrm0", "TPM2_PKCS11_LOG_LEVEL": "0"}
+TOKEN_LABEL = "posfw"
+TOKEN_PIN_FILE = "keys/token.pin"  # under the terminal's data directory, 0600 (the board profile)
+TPM_INIT_DONE = "qemu-tpm: token initialised"
+TPM_INIT_FAILED = "qemu-tpm: token initialisation failed"
+
+
+def tpm_env_command() -> str:
+    """The shell line giving the guest's processes the TPM token's environment."""
+    return "export " + " ".join(f"{name}={shlex.quote(value)}"
+                                for name, value in GUEST_TPM_ENV.items()) + "\n"
+
+
+def tpm_token_init_command(label: str = TOKEN_LABEL) -> str:
+    """Shell lines for the factory's boot: a fresh tpm2-pkcs11 store with a primary key in the
+    TPM, the token, and the card vault's two AES-256 keys made inside the TPM (tpm2-pkcs11 has no
+    C_GenerateKey: tpm2_ptool addkey). The user PIN is the terminal's token.pin; the SO PIN is
+    random and forgotten (no object recovery: a terminal is re-provisioned instead). tpm2_ptool
+    takes PINs only as arguments: they are in this boot's process list while it runs, which is
+    the factory's boot, not the terminal's."""
+    pin_file = f"{GUEST_DATA}/{TERMINAL_DIR}/{TOKEN_PIN_FILE}"
+    ptool = "tpm2_ptool"
+    steps = " && ".join([
+        f"{ptool} init >/dev/null",
+        f'{ptool} addtoken --pid=1 --label={label} --sopin="$sopin" --userpin="$pin" >/dev/null',
+        *(f'{ptool} addkey --label={label} --key-label={key} --userpin="$pin" '
+          f"--algorithm=aes256 >/dev/null" for key in (ENC_KEY_LABEL, MAC_KEY_LABEL)),
+    ])
+    return (tpm_env_command()
+            + f"[ -c /dev/tpmrm0 ] || {{ echo '{TPM_INIT_FAILED}: no /dev/tpmrm0'; exit 1; }}\n"
+            f"pin=$(cat {pin_file}) || {{ echo '{TPM_INIT_FAILED}: no {TOKEN_PIN_FILE}'; exit 1; }}\n"
+            "sopin=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')\n"
+            f"rm -rf {GUEST_TPM_STORE} && mkdir -m 0700 {GUEST_TPM_STORE}\n"
+            f"if {steps}; then echo '{TPM_INIT_DONE}'; "
+            f"else echo '{TPM_INIT_FAILED}'; exit 1; fi\n"
+            "unset pin sopin\n")
+
+
+def board_has_tpm(board: str) -> bool:
+    """Whether a board keeps keys in a TPM token: its profile names tpm2-pkcs11's module."""
+    return "tpm2_pkcs11" in str(getattr(board_profile(board), "token_module", ""))
+
+
+def firmware_command(log_level: str = "INFO", board: str = "qemu", tpm: bool = False) -> str:
     """The shell line the guest runs: the firmware with the board profile (qemu, or qemu-pcsc
     after starting pcscd) on the data disk, and the sim board's test cards (the tests name them
-    over ECR)."""
+    over ECR); with `tpm`, in the TPM token's environment."""
     start = pcscd_command() if board_profile(board).reader_driver == "pcsc" else ""
+    if tpm:
+        start = tpm_env_command() + start
     return start + "exec " + shlex.join([
         ".venv/bin/python", "-m", "board.sim.firmware", "--board", board, "--panel", "board",
         "--data", f"{GUEST_DATA}/{TERMINAL_DIR}", "--log-level", log_level])
@@ -115,10 +172,17 @@ def free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def provision(directory: Path, *, reply_timeout: float | None = None) -> Path:
-    """The factory's data partition contents: the dev terminal, its acquirer where the guest sees it."""
+def provision(directory: Path, *, reply_timeout: float | None = None, tpm: bool = False) -> Path:
+    """The factory's data partition contents: the dev terminal, its acquirer where the guest sees
+    it; with `tpm`, the TPM token's user PIN (keys/token.pin, 0600, random)."""
     host, port = ACQUIRER_GUEST_ADDRESS
     dev_provision(directory / TERMINAL_DIR, port, host=host, reply_timeout=reply_timeout)
+    if tpm:
+        pin = directory / TERMINAL_DIR / TOKEN_PIN_FILE
+        if not pin.exists():
+            fd = os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(16))
     return directory
 
 
@@ -368,9 +432,13 @@ class QemuTerminal:
     def __init__(self, workdir: Path, image: BuiltImage | None = None, *,
                  reply_timeout: float | None = 3.0, log_level: str = "INFO",
                  on_frame: Callable[[Frame], None] | None = None, board: str = "qemu",
-                 chip_card: str = "cup-debit") -> None:
+                 chip_card: str = "cup-debit", tpm: bool | None = None) -> None:
         self.workdir = Path(workdir)
         self.board = board
+        # The guest's TPM: swtpm's state (the TPM's NVRAM) lives here, beside the data disk.
+        # Default: whether the board's profile keeps its keys in a TPM token.
+        self.tpm = board_has_tpm(board) if tpm is None else tpm
+        self.tpm_state = self.workdir / "tpm"
         self.pcsc = board_profile(board).reader_driver == "pcsc"
         self.chip_card = chip_card
         self.card_process: subprocess.Popen[str] | None = None
@@ -402,17 +470,37 @@ class QemuTerminal:
                                    terminals=[(TID, MID, bytes.fromhex(TMK_HEX))])
         self.sim.start()
         self.peripherals = Peripherals(self.workdir / "devices", echo=False).start()
-        if not (keep_disk and self.data_disk.exists()):
-            factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout)
+        fresh = not (keep_disk and self.data_disk.exists())
+        if fresh:
+            factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout,
+                                    tpm=self.tpm)
             make_data_disk(self.data_disk, contents=factory_dir)
         self.bridges = {
             "ttyS1": SerialBridge("reader", self.peripherals.reader.device_path),
             "ttyS2": SerialBridge("printer", self.peripherals.printer.path),
         }
-        self.guest = Guest(self.image, console_path=self.workdir / "console-1.log")
+        self.guest = Guest(self.image, console_path=self.workdir / "console-1.log",
+                           tpm_state=self.tpm_state if self.tpm else None)
         if self.pcsc:
             self._start_card()
+        # A kept disk keeps its TPM too; a disk without one (made before the board had a TPM)
+        # gets one now, as nothing on it can be sealed under a TPM yet.
+        if self.tpm and (fresh or not (self.tpm_state.exists() and any(self.tpm_state.iterdir()))):
+            self.init_tpm()
         return self
+
+    def init_tpm(self, timeout: float = 180.0) -> float:
+        """The factory's boot: a fresh TPM (its state started over) and the token made in it
+        (tpm_token_init_command). Returns its seconds; GuestError in words if it failed."""
+        assert self.guest is not None
+        shutil.rmtree(self.tpm_state, ignore_errors=True)
+        started = time.monotonic()
+        status = self.run_to_exit(tpm_token_init_command(), timeout)
+        console = self.console()
+        if status != 0 or TPM_INIT_DONE not in console:
+            raise GuestError(f"the TPM token was not initialised (status {status}); console:\n"
+                             f"{console[-3000:]}")
+        return time.monotonic() - started
 
     def _start_card(self) -> None:
         """qemu-pcsc: the chip card process on the host, out of the slot until card("insert")."""
@@ -439,7 +527,7 @@ class QemuTerminal:
         assert self.guest is not None and self.sim is not None, "setup() first"
         self.boots += 1
         self.guest.console_path = self.workdir / f"console-{self.boots}.log"
-        self.guest.start(command or firmware_command(self.log_level, self.board),
+        self.guest.start(command or firmware_command(self.log_level, self.board, self.tpm),
                          data_disk=self.data_disk, cwd=str(REPO), data_mount=GUEST_DATA,
                          acquirer=("127.0.0.1", self.sim.port),
                          host_forwards=((self.card_port, VPCD_PORT),) if self.pcsc else ())

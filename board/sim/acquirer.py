@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from psec.des import decrypt_tdes_ecb
 from pyemv import tlv
 
 from firmware.digits import is_digits
@@ -33,7 +34,7 @@ from firmware.emv.params import AidParams, Capk
 from firmware.engine.cardclass import is_foreign, luhn_ok
 from firmware.engine.codes import advice_answer
 from firmware.host import params_download as pd
-from firmware.host.codec import Decoded, decode, encode, verify_mac
+from firmware.host.codec import Decoded, decode, decrypt_tracks, encode, verify_mac
 from firmware.host.errors import HostError, LocalProtocolError, RemoteProtocolError
 from firmware.host.framing import MAX_FRAME, read_frame, swap_tpdu
 from firmware.host.keys import (
@@ -41,8 +42,10 @@ from firmware.host.keys import (
     MAK_CHECK_CONVENTIONS,
     build_signon_keys,
     decrypt_pin,
+    expand_key,
     generate_working_keys,
 )
+from firmware.host.mac import DEFAULT_MAC_ALGORITHM, MAC_ALGORITHMS, MacFunction, clear_mac
 from firmware.host.messages import (
     WIRE,
     Message,
@@ -146,6 +149,12 @@ def identify(msg: Message) -> TxnKind | None:
     return kind
 
 
+def _tdk_decrypt(tdk: bytes) -> Callable[[bytes], bytes]:
+    """One track block decrypted under a terminal's clear TDK (the acquirer's side)."""
+    key = expand_key(tdk)
+    return lambda block: decrypt_tdes_ecb(key, block)
+
+
 def _pan_of(fields: dict[str, str]) -> str | None:
     if "2" in fields:
         return fields["2"]
@@ -239,12 +248,19 @@ class AcquirerSimulator:
 
     def __init__(self, db_path: str | Path, *, host: str = "127.0.0.1", port: int = 0,
                  control_port: int | None = 0, mak_check: str = DEFAULT_MAK_CHECK,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None,
+                 mac_algorithm: str = DEFAULT_MAC_ALGORITHM) -> None:
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the simulator listens on loopback only, not {host!r}")
         if mak_check not in MAK_CHECK_CONVENTIONS:
             raise ValueError(f"mak_check must be one of {MAK_CHECK_CONVENTIONS}, got {mak_check!r}")
+        if mac_algorithm not in MAC_ALGORITHMS:
+            raise ValueError(f"mac_algorithm must be one of {MAC_ALGORITHMS}, "
+                             f"got {mac_algorithm!r}")
         self.mak_check = mak_check  # how field 62 carries the MAK's check value (keys.py)
+        # Which MAC fills field 64 both ways (firmware/host/mac.py); the terminal's
+        # comms.mac_algorithm must say the same.
+        self.mac_algorithm = mac_algorithm
         self.tls = tls  # a server context: the acquirer's side of TLS (its test CA's certificate)
         self.host = host
         self.port = port
@@ -492,18 +508,22 @@ class AcquirerSimulator:
             log.info("fault wrong_stan: reply carries STAN %s", fields["11"])
         if FaultKind.BAD_MAC in kinds:
             if reply.mak is not None:
-                data = bytearray(encode(message, reply.mak))
+                data = bytearray(encode(message, self._mac(reply.mak)))
                 data[-1] ^= 0x01  # field 64 is the last 8 bytes of the frame
                 data = bytes(data)
             else:
                 # The reply had no MAC: add one under a key nobody has.
-                data = encode(message, secrets.token_bytes(16))
+                data = encode(message, self._mac(secrets.token_bytes(16)))
             log.info("fault bad_mac: reply to %s carries a wrong MAC", message.mti)
             return data
         if FaultKind.NO_MAC in kinds:
             log.info("fault no_mac: reply to %s goes without field 64", message.mti)
             return encode(message, None)
-        return encode(message, reply.mak)
+        return encode(message, self._mac(reply.mak) if reply.mak is not None else None)
+
+    def _mac(self, mak: bytes) -> MacFunction:
+        """Field 64 under a terminal's clear MAK, by the algorithm this acquirer uses."""
+        return clear_mac(mak, self.mac_algorithm)
 
     # ---- decisions ---------------------------------------------------------
 
@@ -537,10 +557,20 @@ class AcquirerSimulator:
             header = dataclasses.replace(reply.message.header, processing="3")
             reply.message = dataclasses.replace(reply.message, header=header)
             return reply
-        pik, mak, _ = keys
-        if msg.mti in _MACED_REQUESTS and not verify_mac(decoded, mak):
+        pik, mak, tdk = keys
+        if msg.mti in _MACED_REQUESTS and not verify_mac(decoded, self._mac(mak)):
             # Not processed and not remembered: the same STAN may come back correctly.
             return self._reply(msg, "A0", mak, "bad MAC")
+        if decoded.tracks_encrypted:
+            # The MAC covered the encrypted tracks; everything from here reads them in clear.
+            if tdk is None:
+                return self._reply(msg, "30", mak, "encrypted tracks, but no track data key "
+                                                   "was given at sign-on")
+            try:
+                msg = decrypt_tracks(decoded, _tdk_decrypt(tdk))
+            except RemoteProtocolError as exc:
+                return self._reply(msg, "30", mak, str(exc))
+            f = msg.fields
 
         stan_text, batch_text = f.get("11", ""), f.get("60", "")[2:8]
         if len(stan_text) != 6 or len(batch_text) != 6:
@@ -1132,9 +1162,11 @@ class SimulatorThread:
 
     def __init__(self, db_path: str | Path, *, port: int = 0, control_port: int | None = 0,
                  terminals: Iterable[tuple[str, str, bytes]] = (),
-                 mak_check: str = DEFAULT_MAK_CHECK, tls: ssl.SSLContext | None = None) -> None:
+                 mak_check: str = DEFAULT_MAK_CHECK, tls: ssl.SSLContext | None = None,
+                 mac_algorithm: str = DEFAULT_MAC_ALGORITHM) -> None:
         self._db_path = db_path
         self._mak_check = mak_check
+        self._mac_algorithm = mac_algorithm
         self._tls = tls
         self._port = port
         self._control_port = control_port
@@ -1168,7 +1200,7 @@ class SimulatorThread:
         try:
             sim = AcquirerSimulator(self._db_path, port=self._port,
                                     control_port=self._control_port, mak_check=self._mak_check,
-                                    tls=self._tls)
+                                    tls=self._tls, mac_algorithm=self._mac_algorithm)
             for tid, mid, tmk in self._terminals:
                 sim.register_terminal(tid, mid, tmk)
             loop.run_until_complete(sim.start())
@@ -1263,7 +1295,7 @@ def _parse_register(text: str) -> tuple[str, str, bytes]:
 async def _serve_forever(args: argparse.Namespace) -> None:
     sim = AcquirerSimulator(args.db, port=args.port,
                             control_port=None if args.control_port < 0 else args.control_port,
-                            mak_check=args.mak_check)
+                            mak_check=args.mak_check, mac_algorithm=args.mac_algorithm)
     terminals = list(args.register)
     if args.test_terminal:
         terminals.append((TEST_TID, TEST_MID, TEST_TMK))
@@ -1296,6 +1328,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="over what the MAK's check value in field 62 is computed: first8 "
                              "(the 8 bytes the MAC uses) or full16 (the whole key); the "
                              "terminal's comms.mak_check must say the same")
+    parser.add_argument("--mac-algorithm", choices=MAC_ALGORITHMS, default=DEFAULT_MAC_ALGORITHM,
+                        help="the MAC of field 64: cup_ecb (the dialect's) or x9_19 (ISO 9797-1 "
+                             "algorithm 3, double-length MAK); the terminal's "
+                             "comms.mac_algorithm must say the same")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

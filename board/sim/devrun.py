@@ -50,6 +50,11 @@ def help_text(var: Path, host_port: int, control_port: int, peripherals_port: in
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} settle --password {DEV_PASSWORD}
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} status
 
+  Pair the client as a till (docs/ecr.md, "Paired tills"): on the console `m` `0` `8`, the
+  password, `1`, the till number, ENTER; then, with the code the LCD shows:
+    .venv/bin/python -m firmware.ecr.client --port {ecr_port} pair T01 <code>
+  and every request above is signed (var/ecr-till.json keeps the key; delete it to stop).
+
   Or let the card come through the emulated reader (a real pty and the real driver):
     .venv/bin/python -m firmware.ecr.client --port {ecr_port} sale 12.34      # waits for a card...
     .venv/bin/python -m board.sim.peripherals --port {peripherals_port} swipe cup_credit
@@ -94,6 +99,9 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
         s = factory()
         s["merchant"].update({"tid": DEV_TID, "mid": DEV_MID})
         s["comms"]["port"] = host_port
+        # The console and the QEMU rig drive the link unauthenticated, which an emulated board
+        # allows; a till paired on the keypad (Manage > 0) is still checked in full.
+        s["comms"]["ecr_auth"] = "open"
         if host is not None:
             s["comms"]["host"] = host
         if reply_timeout is not None:

@@ -17,6 +17,7 @@ from firmware.host.keys import (
     encrypt_pin_block,
     parse_signon_keys,
 )
+from firmware.host.mac import DEFAULT_MAC_ALGORITHM, clear_mac
 from firmware.host.messages import (
     CardInput,
     FinancialParams,
@@ -57,6 +58,7 @@ class SimTerminal:
     mid: str = TEST_MID
     tmk: bytes = TEST_TMK
     mak_check: str = DEFAULT_MAK_CHECK  # as the simulator was started with
+    mac_algorithm: str = DEFAULT_MAC_ALGORITHM  # likewise
     host: str = "127.0.0.1"
     timeout: float = 3.0
     stan: int = 0
@@ -119,7 +121,7 @@ class SimTerminal:
 
     def send(self, msg: Message, *, mac: bool = True) -> None:
         mak = self.keys.mak if (mac and self.keys is not None) else None
-        self.send_bytes(encode(msg, mak))
+        self.send_bytes(encode(msg, clear_mac(mak, self.mac_algorithm) if mak else None))
 
     def exchange(self, msg: Message, *, mac: bool = True,
                  timeout: float | None = None) -> Decoded:
@@ -131,7 +133,7 @@ class SimTerminal:
 
     def mac_ok(self, reply: Decoded) -> bool:
         assert self.keys is not None
-        return verify_mac(reply, self.keys.mak)
+        return verify_mac(reply, clear_mac(self.keys.mak, self.mac_algorithm))
 
     # ---- transactions ----------------------------------------------------------
 

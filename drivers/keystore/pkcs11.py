@@ -7,6 +7,11 @@ modifiable; the working keys of the last sign-on as session objects `posfw-pik`,
 `posfw-mak-k1` (the MAK's first half as a DES2 key K1||K1, which is single DES: SoftHSM on
 OpenSSL 3 has no single-DES mechanism) and `posfw-tdk`. They die with the session.
 
+A token without CKM_AES_GCM (a TPM through tpm2-pkcs11) holds the card vault as two AES-256 keys
+instead, `posfw-vault-enc` and `posfw-vault-mac`, and seals in drivers/keystore/vault_cbc.py's
+format (AES-CBC, then AES-CMAC from the token's AES; a one-byte format tag): the store uses it
+when the token has no AES-GCM and holds that pair (docs/qemu.md "The TPM").
+
 Installing working keys (field 62: each key TDES-ECB under the TMK). A token whose
 CKM_DES3_ECB can C_UnwrapKey gets the wrapped bytes and never shows them in clear. SoftHSM 2.6.1
 cannot (it unwraps under AES keys only), so the fallback is C_Decrypt under the TMK followed by
@@ -60,6 +65,7 @@ from firmware.ports import (
 )
 
 from .tr31 import unwrap_tmk
+from .vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL, CbcCmacVault
 
 TMK_LABEL = "posfw-tmk"
 VAULT_LABEL = "posfw-vault"
@@ -74,6 +80,8 @@ WORDS = {
     "posfw-mak": "MAC key",
     MAK_K1_LABEL: "MAC key, single-DES form",
     "posfw-tdk": "track data key",
+    ENC_KEY_LABEL: "card-data encryption key",
+    MAC_KEY_LABEL: "card-data MAC key",
 }
 NONCE_BYTES = 12
 TAG_BITS = 128
@@ -238,7 +246,7 @@ _LIBS_LOCK = threading.Lock()
 _STORES: dict[str, weakref.WeakSet[Pkcs11KeyStore]] = {}
 # What a module reads from the environment when it is loaded: a store opened later in the same
 # process must see the same, or it would silently get another configuration's token.
-_ENV_READ = ("SOFTHSM2_CONF", "P11_KIT_SERVER_ADDRESS")
+_ENV_READ = ("SOFTHSM2_CONF", "P11_KIT_SERVER_ADDRESS", "TPM2_PKCS11_STORE", "TPM2_PKCS11_TCTI")
 _LOADED_WITH: dict[str, tuple[str | None, ...]] = {}
 
 
@@ -278,6 +286,8 @@ class Pkcs11KeyStore:
         self._session: Any = None
         self._tmk: Any = None
         self._vault: Any = None
+        self._cbc: CbcCmacVault | None = None  # the vault on a token without AES-GCM
+        self._cbc_token = False  # no AES-GCM, but AES-ECB and AES-CBC: the CBC vault's kind
         self._tmk_cv: str | None = None
         self._working: dict[str, Any] = {}
         self._raw: _RawCalls | None = None
@@ -326,6 +336,7 @@ class Pkcs11KeyStore:
                 self._unwrap = self._can_unwrap()
                 self._tmk = self._find(TMK_LABEL)
                 self._vault = self._find(VAULT_LABEL)
+                self._cbc = self._cbc_vault()
                 if self._tmk is not None:
                     self._tmk_cv = self._cv(self._tmk).hex().upper()
         except BaseException:
@@ -407,6 +418,33 @@ class Pkcs11KeyStore:
             return True
         finally:
             trial.destroy()
+
+    def _cbc_vault(self) -> CbcCmacVault | None:
+        """The CBC + CMAC vault over posfw-vault-enc / posfw-vault-mac, when this token has no
+        AES-GCM but AES-ECB and AES-CBC and holds that pair; else None."""
+        if Mechanism.AES_GCM not in self._missing:
+            return None
+        have = self._slot.get_mechanisms()
+        if not {Mechanism.AES_ECB, Mechanism.AES_CBC} <= have:
+            return None
+        self._cbc_token = True
+        enc, mac = self._find(ENC_KEY_LABEL), self._find(MAC_KEY_LABEL)
+        if enc is None or mac is None:
+            return None
+        self._notes = [n for n in self._notes if "CKM_AES_GCM" not in n]
+        self._notes.append(f"the card vault is AES-CBC then AES-CMAC under {ENC_KEY_LABEL} and "
+                           f"{MAC_KEY_LABEL} (this token has no AES-GCM; the CMAC's chaining "
+                           "values pass through this process, never the keys)")
+        # seal/unseal hold the store's lock around these and turn PKCS#11 errors into words.
+        return CbcCmacVault(
+            cbc_encrypt=lambda iv, data: bytes(enc.encrypt(data, mechanism=Mechanism.AES_CBC,
+                                                           mechanism_param=iv)),
+            cbc_decrypt=lambda iv, data: bytes(enc.decrypt(data, mechanism=Mechanism.AES_CBC,
+                                                           mechanism_param=iv)),
+            ecb_encrypt=lambda block: bytes(mac.encrypt(block, mechanism=Mechanism.AES_ECB)),
+            # one token call for the whole CMAC chain (a TPM call takes milliseconds)
+            mac_cbc_encrypt=lambda iv, data: bytes(mac.encrypt(data, mechanism=Mechanism.AES_CBC,
+                                                               mechanism_param=iv)))
 
     def _find(self, label: str, id_: bytes | None = None) -> Any:
         try:
@@ -523,6 +561,12 @@ class Pkcs11KeyStore:
             if import_key is not None and len(import_key) != 32:
                 raise KeyStoreError(f"a card-vault key is 32 bytes (AES-256), not "
                                     f"{len(import_key)}")
+            if Mechanism.AES_GCM in self._missing:
+                raise KeyStoreError(
+                    f"the token '{self.token_label}' has no AES-GCM: its card vault is the pair "
+                    f"{ENC_KEY_LABEL} / {MAC_KEY_LABEL} (AES-CBC + AES-CMAC), made when the "
+                    "token is initialised (tpm2_ptool addkey on a TPM, docs/qemu.md); a "
+                    "development card.key cannot move into it")
             self._need(Mechanism.AES_GCM, "hold the card-vault key")
             with self._call("create the card-vault key"):
                 if self._find(VAULT_LABEL) is not None:
@@ -676,7 +720,16 @@ class Pkcs11KeyStore:
                              f"({VAULT_LABEL}): provision the terminal")
         return self._vault
 
+    def _cbc_keys(self) -> CbcCmacVault:
+        if self._cbc is None:
+            raise KeyMissing(f"the token '{self.token_label}' holds no card-vault keys "
+                             f"({ENC_KEY_LABEL}, {MAC_KEY_LABEL}): provision the terminal")
+        return self._cbc
+
     def seal(self, plain: bytes, aad: bytes) -> bytes:
+        if self._cbc_token:
+            with self._call("seal a card number"):
+                return self._cbc_keys().seal(bytes(plain), bytes(aad))
         nonce = os.urandom(NONCE_BYTES)
         with self._call("seal a card number"):
             ct = self._vault_key().encrypt(bytes(plain), mechanism=Mechanism.AES_GCM,
@@ -685,6 +738,9 @@ class Pkcs11KeyStore:
         return nonce + bytes(ct)
 
     def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        if self._cbc_token:
+            with self._call("open a sealed card number"):
+                return self._cbc_keys().unseal(bytes(blob), bytes(aad))
         if len(blob) < NONCE_BYTES + TAG_BITS // 8:
             raise KeyStoreError("an encrypted card number is too short to be one")
         with self._call("open a sealed card number"):
@@ -708,7 +764,7 @@ class Pkcs11KeyStore:
                              notes=("closed",))
         if self._unwrap:
             notes.append("working keys are unwrapped inside the token (C_UnwrapKey)")
-        else:
+        elif Mechanism.DES3_ECB not in self._missing:  # else no working key comes here at all
             how = ("through one buffer that is zeroed at once" if self._raw is not None else
                    "through python-pkcs11's buffers, which are freed without being zeroed")
             notes.append("this token cannot unwrap under a DES key: each working key is "
@@ -719,7 +775,7 @@ class Pkcs11KeyStore:
                              f"with GLIBC_TUNABLES={HEAP_TUNABLES}): copies the PKCS#11 library "
                              "makes of a working key in transit may stay until reused")
         return KeyStatus(kind="pkcs11", where=self._where, tmk_check=self._tmk_cv,
-                         vault_key=self._vault is not None,
+                         vault_key=self._vault is not None or self._cbc is not None,
                          working_keys=tuple(r for r in WORKING_KEY_ROLES if r in self._working),
                          notes=tuple(notes))
 
@@ -727,6 +783,7 @@ class Pkcs11KeyStore:
         done: list[str] = []
         with self._call("destroy its keys"):
             self._working, self._tmk, self._vault, self._tmk_cv = {}, None, None, None
+            self._cbc = None
             for obj in list(self._session.get_objects()):
                 try:
                     label = obj[Attribute.LABEL]
@@ -749,6 +806,7 @@ class Pkcs11KeyStore:
         with self._lock:
             session, self._session = self._session, None
             self._working, self._tmk, self._vault = {}, None, None
+            self._cbc = None
             self._raw = None
             if session is None:
                 return

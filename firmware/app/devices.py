@@ -188,13 +188,3 @@ def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = N
     from firmware.app.split_keys import SplitKeyStore
 
     return SplitKeyStore(PinPadKeys(reader), open_token(board, data_dir))  # type: ignore[arg-type]
-
-
-def development_tmk(store: KeyStore) -> bytes:
-    """The clear TMK of a development store, for the host link until it asks the store for its
-    MACs and PIN blocks; 16 zero bytes for any other store (a token gives no clear key)."""
-    from drivers.keystore.memory import MemoryKeyStore
-
-    if isinstance(store, MemoryKeyStore):
-        return store._load_tmk()  # transitional, see the docstring
-    return bytes(16)

@@ -31,9 +31,6 @@ class Terminal(TerminalCore):
             reader = self.reader = devices.make_reader(self.board, self.cfg)
         return devices.open_key_store(self.board, self.data_dir, self.cfg.key_store, reader)
 
-    def _clear_tmk_for_host_link(self, store: KeyStore) -> bytes:
-        return devices.development_tmk(store)
-
     def _open_paper(self) -> PrintDesk:
         assert self.journal is not None
         printer = devices.make_printer(self.board, self.cfg, self.settings)

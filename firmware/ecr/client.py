@@ -1,17 +1,69 @@
 """A small ECR client: drive the terminal from a shell, a script or a till.
 
+    python -m firmware.ecr.client pair T01 123456      # the code the terminal shows (Manage > 0)
     python -m firmware.ecr.client sale 12.34 --card cup_debit --pin 123456
     python -m firmware.ecr.client raw '{"op": "status"}'
+
+Once paired, the till's key and its last sequence number live in the till file (--till-file,
+0600; var/ecr-till.json by default): every request is sent with till, seq and mac and every
+reply's MAC is checked (firmware/ecr/auth.py). Without a till file requests go unauthenticated,
+which only a terminal set to comms.ecr_auth = "open" (an emulated board) takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
+
+from firmware.ecr.auth import AuthError, TillPairing, check_reply, sign
+
+DEFAULT_TILL_FILE = Path(os.environ.get("POSFW_TILL_FILE", "var/ecr-till.json"))
+
+
+class PairedTill:
+    """A paired till's key and sequence number, kept in a 0600 file. The sequence number is
+    written (fsync) before the request leaves, so a till that crashes never sends one twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = json.loads(path.read_text())
+        self.till = str(data["till"])
+        self._key = bytes.fromhex(data["key"])
+        self.seq = int(data["seq"])
+
+    def __repr__(self) -> str:
+        return f"PairedTill({self.till}, seq {self.seq}, <key hidden>)"
+
+    @classmethod
+    def create(cls, path: Path, till: str, key: bytes) -> PairedTill:
+        _write_private(path, {"till": till, "key": key.hex(), "seq": 0})
+        return cls(path)
+
+    def next_request(self, request: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        self.seq += 1
+        _write_private(self.path, {"till": self.till, "key": self._key.hex(), "seq": self.seq})
+        return sign(request, self.till, self.seq, self._key), self.seq
+
+    def checked(self, reply: dict[str, Any], seq: int) -> dict[str, Any]:
+        return check_reply(reply, self.till, seq, self._key)
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(data).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def to_fen(text: str) -> int:
@@ -26,7 +78,24 @@ def to_fen(text: str) -> int:
     return int(fen)
 
 
-def call(host: str, port: int, request: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+def call(host: str, port: int, request: dict[str, Any], timeout: float = 120.0,
+         till: PairedTill | None = None) -> dict[str, Any]:
+    """One request, one reply; with `till`, signed and its reply's MAC checked (AuthError)."""
+    if till is None:
+        return _exchange(host, port, request, timeout)
+    signed, seq = till.next_request(request)
+    return till.checked(_exchange(host, port, signed, timeout), seq)
+
+
+def pair(host: str, port: int, till: str, code: str, path: Path,
+         timeout: float = 30.0) -> PairedTill:
+    """Pair with the terminal showing `code` for `till`; the key goes to `path` (0600)."""
+    pairing = TillPairing(till, code)
+    key = pairing.finish(_exchange(host, port, pairing.request(), timeout))
+    return PairedTill.create(path, till, key)
+
+
+def _exchange(host: str, port: int, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall((json.dumps(request) + "\n").encode())
         buf = b""
@@ -42,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="ECR client for the POS terminal firmware")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8583)
+    p.add_argument("--till-file", type=Path, default=DEFAULT_TILL_FILE,
+                   help="the paired till's key and sequence number (written by pair)")
     sub = p.add_subparsers(dest="op", required=True)
+    s = sub.add_parser("pair", help="pair this till: the code the terminal shows for it")
+    s.add_argument("till", help="the till's name, T01 to T99")
+    s.add_argument("code", help="the 6-digit code on the terminal's screen")
     for op in ("sale", "preauth"):
         s = sub.add_parser(op)
         s.add_argument("amount")
@@ -83,18 +157,29 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("raw")
     s.add_argument("json")
     args = p.parse_args(argv)
+    if args.op == "pair":
+        try:
+            paired = pair(args.host, args.port, args.till, args.code, args.till_file)
+        except AuthError as exc:
+            raise SystemExit(f"not paired: {exc}") from None
+        print(f"paired as till {paired.till}; key kept in {args.till_file}")
+        return 0
     if args.op == "raw":
         request = json.loads(args.json)
     else:
         request = {"op": args.op}
         for name, value in vars(args).items():
-            if name in ("host", "port", "op") or value is None:
+            if name in ("host", "port", "op", "till_file") or value is None:
                 continue
             if name == "answer":
                 request["print"] = value == "print"
                 continue
             request[name] = to_fen(value) if name == "amount" else value
-    reply = call(args.host, args.port, request)
+    till = PairedTill(args.till_file) if args.till_file.exists() else None
+    try:
+        reply = call(args.host, args.port, request, till=till)
+    except AuthError as exc:
+        raise SystemExit(f"reply refused: {exc}") from None
     json.dump(reply, sys.stdout, ensure_ascii=False, indent=2)
     print()
     return 0 if reply.get("ok") else 1

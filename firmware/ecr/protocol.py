@@ -235,17 +235,25 @@ def parse_request(line: bytes,
                   ) -> EcrRequest:
     """One request line, checked field by field; extra_ops: the app companions' ops (held
     orders, review, deregistration) with their required and optional fields."""
-    ops = {**OPS, **(extra_ops or {})}
     if len(line) > MAX_LINE:
         raise EcrError(overlong_message())
-    obj = _decode(line)
+    return parse_object(decode(line), extra_ops)
+
+
+def parse_object(obj: dict[str, Any],
+                 extra_ops: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
+                 ) -> EcrRequest:
+    """A decoded request (a paired till's, its envelope taken off: firmware/ecr/auth.py),
+    checked field by field as parse_request does."""
+    ops = {**OPS, **(extra_ops or {})}
     try:
         return _checked(obj, ops)
     except EcrError as exc:
         raise EcrError(str(exc), _envelope(obj, ops)) from None
 
 
-def _decode(line: bytes) -> dict[str, Any]:
+def decode(line: bytes) -> dict[str, Any]:
+    """A request line as a JSON object; EcrError in words if it is not one."""
     try:
         obj = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:

@@ -5,8 +5,9 @@ Decoded messages and hands each to the one outstanding request if its `accept`
 says it matches (jPOS MUX idea); anything else is a stray, logged and dropped.
 A frame that cannot be decoded means framing can no longer be trusted: the
 waiter gets NoReply(MALFORMED) and the connection is closed. HostLink adds the
-working keys, the MAC, the CUP matching rule (MTI + 10, fields 11/41/42, amount)
-and the "sign on again" signals.
+working keys (installed in the terminal's key store, firmware/ports.py HostKeys: the link
+never holds a key), the MAC (comms.mac_algorithm), track encryption (comms.track_encryption),
+the CUP matching rule (MTI + 10, fields 11/41/42, amount) and the "sign on again" signals.
 """
 
 from __future__ import annotations
@@ -18,11 +19,21 @@ import ssl
 from collections.abc import Callable
 from typing import Final
 
-from .codec import Decoded, decode, encode, verify_mac
-from .errors import KeyCheckError, LocalProtocolError, NoReply, RemoteProtocolError, TlsRefused
+from firmware.ports import HostKeys, KeyCheckFailed, KeyStoreError
+
+from .codec import Decoded, decode, encode_async, verify_mac_async
+from .errors import (
+    KeyStoreFailed,
+    LocalProtocolError,
+    NoReply,
+    RemoteProtocolError,
+    TlsRefused,
+)
 from .framing import MAX_FRAME, read_frame
-from .keys import DEFAULT_MAK_CHECK, WorkingKeys, parse_signon_keys
-from .messages import Message, Terminal, reply_needs_mac, signon_request
+from .keys import DEFAULT_MAK_CHECK, MAK_CHECK_CONVENTIONS, key_check_error, signon_entries
+from .mac import DEFAULT_MAC_ALGORITHM, MAC_ALGORITHMS, store_mac
+from .messages import Message, Terminal, reply_needs_mac, signon_request, with_tracks_encrypted
+from .spec import TRACK_FIELDS
 
 __all__ = ["SIGN_ON_CODES", "HostChannel", "HostLink"]
 
@@ -237,34 +248,90 @@ class HostChannel:
 
 
 class HostLink:
-    """A session with the host over a channel: working keys, MAC and reply matching."""
+    """A session with the host over a channel: working keys, MAC and reply matching.
 
-    def __init__(self, channel: HostChannel, term: Terminal, tmk: bytes,
-                 mak_check: str = DEFAULT_MAK_CHECK) -> None:
+    `keys` is the terminal's key store (its host half): sign-on installs the working keys in
+    it, and every MAC, and every encrypted track block, is computed by it. None: a link that
+    never signs on or MACs (the deregistration's management messages).
+    """
+
+    def __init__(self, channel: HostChannel, term: Terminal, keys: HostKeys | None,
+                 mak_check: str = DEFAULT_MAK_CHECK, *,
+                 mac_algorithm: str = DEFAULT_MAC_ALGORITHM,
+                 track_encryption: bool = False) -> None:
+        if mak_check not in MAK_CHECK_CONVENTIONS:
+            raise LocalProtocolError(f"MAK check convention must be one of "
+                                     f"{', '.join(MAK_CHECK_CONVENTIONS)}, got {mak_check!r}")
+        if mac_algorithm not in MAC_ALGORITHMS:
+            raise LocalProtocolError(f"MAC algorithm must be one of {', '.join(MAC_ALGORITHMS)}"
+                                     f", got {mac_algorithm!r}")
         self.channel = channel
         self.term = term
-        self._tmk = tmk
+        self.keys_store = keys
         self._mak_check = mak_check  # the acquirer's MAK check value convention (keys.py)
-        self.keys: WorkingKeys | None = None
+        self.mac_algorithm = mac_algorithm  # comms.mac_algorithm: cup_ecb | x9_19 (mac.py)
+        # comms.track_encryption: sign on for a TDK (60.3 004) and send 35/36 encrypted.
+        self.track_encryption = track_encryption
+        self.sign_on_required = True
+
+    @property
+    def has_keys(self) -> bool:
+        """The store holds the working keys of a sign-on (what "signed on" means to the app)."""
+        return self.keys_store is not None and self.keys_store.has_working_key("MAK")
+
+    def forget_keys(self) -> None:
+        """The working keys leave the store (sign-off, deregistration); sign on again."""
+        if self.keys_store is not None:
+            self.keys_store.forget_working_keys()
         self.sign_on_required = True
 
     def __repr__(self) -> str:
-        # Never the master key; the working keys' repr shows check values only.
+        # No key at all is held here; the store's roles say what is installed.
         return (f"HostLink(host={self.channel.host}:{self.channel.port}, "
-                f"tid={self.term.tid}, keys={self.keys!r}, "
+                f"tid={self.term.tid}, has_keys={self.has_keys}, mac={self.mac_algorithm}, "
+                f"track_encryption={self.track_encryption}, "
                 f"sign_on_required={self.sign_on_required})")
+
+    async def _frame(self, msg: Message, mac: bool) -> bytes:
+        """The request's frame: MACed by the store, its tracks encrypted by it when the
+        setting is on. Nothing is sent when the store cannot do its part."""
+        keys = self.keys_store
+        mac_fn = None
+        if mac:
+            if keys is None or not keys.has_working_key("MAK"):
+                raise LocalProtocolError("no working keys: sign on before sending MACed "
+                                         "messages")
+            mac_fn = store_mac(keys, self.mac_algorithm)
+        tracks = None
+        if self.track_encryption and TRACK_FIELDS & msg.fields.keys():
+            if keys is None or not keys.has_working_key("TDK"):
+                self.sign_on_required = True  # the next sign-on asks for one (60.3 004)
+                raise LocalProtocolError("track encryption is on (comms.track_encryption) but "
+                                         "the store has no track data key: sign on again")
+            msg, tracks = with_tracks_encrypted(msg), keys.encrypt_track_block
+        try:
+            return await encode_async(msg, mac_fn, tracks=tracks)
+        except KeyStoreError as exc:
+            raise KeyStoreFailed(f"the key store cannot prepare the {msg.mti}: {exc}") from None
+
+    async def _reply_mac_ok(self, decoded: Decoded, auth: str | None) -> bool:
+        assert self.keys_store is not None
+        try:
+            return await verify_mac_async(decoded, store_mac(self.keys_store, self.mac_algorithm))
+        except KeyStoreError as exc:
+            # The reply came but cannot be checked: its outcome is unknown, like a bad MAC.
+            raise NoReply(NoReply.BAD_MAC, f"the reply MAC could not be checked: {exc}",
+                          auth) from None
 
     async def request(self, msg: Message, *, mac: bool, timeout: float) -> Message:
         """Send `msg`, return the matching reply.
 
         NoReply(MALFORMED) if the reply's amount differs from the request's,
         NoReply(BAD_MAC) if a reply that must carry a MAC (messages.reply_needs_mac: approvals,
-        every 0230 and 0410) has none or a wrong one.
+        every 0230 and 0410) has none or a wrong one. With track encryption on, fields 35/36
+        go encrypted under the TDK and field 53 says so.
         """
-        if mac and self.keys is None:
-            raise LocalProtocolError("no working keys: sign on before sending MACed messages")
-        mak = self.keys.mak if mac and self.keys is not None else None
-        frame = encode(msg, mak)
+        frame = await self._frame(msg, mac)
         req = msg.fields
         reply_mti = f"{int(msg.mti) + 10:04d}"
 
@@ -288,37 +355,55 @@ class HostLink:
             raise NoReply(NoReply.MALFORMED, "amount differs: reply field 4 is "
                           f"{reply.fields['4']}, request was {req['4']}")
         if mac and reply_needs_mac(reply.mti, code):
-            assert mak is not None
             auth = (reply.fields.get("38") or "").strip() or None
             if "64" not in reply.fields:
                 raise NoReply(NoReply.BAD_MAC, "reply carries no MAC (field 64)", auth)
-            if not verify_mac(decoded, mak):
+            if not await self._reply_mac_ok(decoded, auth):
                 raise NoReply(NoReply.BAD_MAC, "reply MAC (field 64) does not verify", auth)
         return reply
 
     async def sign_on(self, stan: str, batch: str, operator: str, with_tdk: bool = False,
                       timeout: float = 30.0, ic: bool = False) -> Message:
-        """Send the 0800; on 00 install the working keys from field 62.
+        """Send the 0800; on 00 install the working keys from field 62 in the key store.
 
-        ic: the terminal reads chip cards (header application type 61): the host may ask it to
-        load the chip parameters. Returns the reply (the caller adopts 60.2 as its batch number). Raises
-        KeyCheckError on a check value mismatch, RemoteProtocolError if 62 is
-        missing or the wrong size; the previous keys are then left untouched and
-        sign_on_required stays True.
+        The 0800 asks for a track data key too (60.3 004) when `with_tdk` or the link's
+        track_encryption setting says so. ic: the terminal reads chip cards (header application
+        type 61): the host may ask it to load the chip parameters. Returns the reply (the
+        caller adopts 60.2 as its batch number). Raises KeyCheckError on a check value mismatch,
+        RemoteProtocolError if 62 is missing, the wrong size, or lacks the TDK that was asked
+        for, KeyStoreFailed if the store cannot take the keys; the previous keys are then left
+        untouched (the store installs all or none) and sign_on_required stays True.
         """
-        msg = signon_request(stan, self.term, batch, operator, with_tdk, ic=ic)
+        if self.keys_store is None:
+            raise LocalProtocolError("this link has no key store: it cannot sign on")
+        ask_tdk = with_tdk or self.track_encryption
+        msg = signon_request(stan, self.term, batch, operator, ask_tdk, ic=ic)
         reply = await self.request(msg, mac=False, timeout=timeout)
         if reply.fields.get("39") != "00":
             log.warning("sign-on declined with code %s", reply.fields.get("39"))
             return reply
         if "62" not in reply.fields:
             raise RemoteProtocolError("approved sign-on reply has no working keys", field="62")
-        try:
-            keys = parse_signon_keys(reply.fields["62"], self._tmk, self._mak_check)
-        except KeyCheckError as exc:
+        entries = signon_entries(reply.fields["62"], self._mak_check)
+        if ask_tdk and not any(k.role == "TDK" for k in entries):
+            exc = RemoteProtocolError(
+                "the sign-on asked for a track data key (60.3 = 004, setting "
+                "comms.track_encryption) but the host sent only the PIN and MAC keys: the "
+                "acquirer does not encrypt tracks for this terminal, or it needs the setting off",
+                field="62")
             log.error("sign-on failed: %s", exc)
-            raise
-        self.keys = keys
+            raise exc
+        try:
+            await self.keys_store.install_working_keys(entries)
+        except KeyCheckFailed as failed:
+            exc = key_check_error(failed, self._mak_check)
+            log.error("sign-on failed: %s", exc)
+            raise exc from None
+        except KeyStoreError as failed:
+            exc2 = KeyStoreFailed(f"the key store cannot install the working keys: {failed}")
+            log.error("sign-on failed: %s", exc2)
+            raise exc2 from None
         self.sign_on_required = False
-        log.info("signed on: %r", keys)
+        log.info("signed on: working keys %s installed",
+                 ", ".join(k.role for k in entries))
         return reply

@@ -11,6 +11,7 @@ from typing import ClassVar
 __all__ = [
     "HostError",
     "KeyCheckError",
+    "KeyStoreFailed",
     "LocalProtocolError",
     "NoReply",
     "RemoteProtocolError",
@@ -66,6 +67,12 @@ class KeyCheckError(HostError):
 
     Usually the terminal master key is wrong; the sign-on must be treated as failed.
     """
+
+
+class KeyStoreFailed(HostError):
+    """The key store could not do what the host link asked of it (no terminal master key, the
+    token is absent or refuses, no working key for the job): the store's words. Nothing was
+    sent, or, at sign-on, the old working keys stay."""
 
 
 class NoReply(HostError):

@@ -1,7 +1,11 @@
-"""Working keys: sign-on field 62 (PIK, MAK, optional TDK under the master key),
-check values, and the PIN block (ISO 9564 format 0 under the PIK).
+"""Working keys on the wire: sign-on field 62 (PIK, MAK, optional TDK under the master key)
+and its check-value conventions.
 
-Keys live in memory only; nothing here logs or stores key bytes or PINs.
+The terminal's side: signon_entries() turns field 62 into WrappedKey entries for its key store
+(firmware/ports.py HostKeys), which decrypts and checks them where the TMK lives;
+key_check_error() words a refusal. The acquirer's side (the simulator holds clear keys because
+it is the acquirer) and the tests: build_signon_keys / parse_signon_keys over a clear TMK, the
+PIN block helpers. Nothing here logs or stores key bytes or PINs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Final
 
 from psec.des import adjust_key_parity, decrypt_tdes_ecb, encrypt_tdes_ecb
 from psec.pinblock import decode_pinblock_iso_0, encode_pinblock_iso_0
+
+from firmware.ports import KeyCheckFailed, WrappedKey
 
 from .errors import HostError, KeyCheckError, LocalProtocolError, RemoteProtocolError
 
@@ -25,7 +31,9 @@ __all__ = [
     "encrypt_pin_block",
     "expand_key",
     "generate_working_keys",
+    "key_check_error",
     "parse_signon_keys",
+    "signon_entries",
 ]
 
 KEY_LEN: Final = 16  # double-length keys on the wire
@@ -33,6 +41,8 @@ CV_LEN: Final = 4
 _ENTRY: Final = KEY_LEN + CV_LEN
 # (name used in messages, attribute) in wire order.
 _ORDER: Final = (("PIN key", "pik"), ("MAC key", "mak"), ("track data key", "tdk"))
+# The key store's role names (firmware/ports.py WORKING_KEY_ROLES), in the same order.
+_ROLES: Final = {"pik": "PIK", "mak": "MAK", "tdk": "TDK"}
 # Over what the MAK's check value is computed (an acquirer setting, docs/dialect.md "Working
 # keys"): "first8", the 8 bytes the MAC uses (the open CUP terminal implementations), or
 # "full16", the whole double-length key like the PIK and TDK.
@@ -91,9 +101,7 @@ def check_value(clear_key: bytes) -> bytes:
 
 def _entry_check_value(attr: str, key: bytes, mak_check: str) -> bytes:
     """The check value field 62 carries for one key under the MAK convention in force."""
-    if mak_check not in MAK_CHECK_CONVENTIONS:
-        raise LocalProtocolError(f"MAK check convention must be one of "
-                                 f"{', '.join(MAK_CHECK_CONVENTIONS)}, got {mak_check!r}")
+    _check_convention(mak_check)
     if attr == "mak" and mak_check == "first8":
         return check_value(key[:8])  # single DES: the only half the MAC ever uses
     return check_value(key)
@@ -104,15 +112,11 @@ def _require_tmk(tmk: bytes) -> None:
         raise LocalProtocolError(f"terminal master key must be {KEY_LEN} bytes, got {len(tmk)}")
 
 
-def parse_signon_keys(field62_hex: str, tmk: bytes,
-                      mak_check: str = DEFAULT_MAK_CHECK) -> WorkingKeys:
-    """Decrypt and verify the working keys of a sign-on reply's field 62.
+def _entries(field62_hex: str) -> list[tuple[str, str, bytes, bytes]]:
+    """(name, attribute, wrapped key, check value) of each entry of field 62, in wire order.
 
-    40 bytes: PIK+CV, MAK+CV; 60 bytes: and TDK+CV. A wrong length is a
-    RemoteProtocolError; a check value mismatch a KeyCheckError naming the key (and, for the
-    MAK, the convention it was checked under).
+    40 bytes: PIK+CV, MAK+CV; 60 bytes: and TDK+CV. Anything else is a RemoteProtocolError.
     """
-    _require_tmk(tmk)
     try:
         raw = bytes.fromhex(field62_hex)
     except ValueError:
@@ -121,20 +125,62 @@ def parse_signon_keys(field62_hex: str, tmk: bytes,
         raise RemoteProtocolError(
             f"working keys are {len(raw)} bytes, expected {2 * _ENTRY} or {3 * _ENTRY}",
             field="62")
+    return [(name, attr, raw[i * _ENTRY:i * _ENTRY + KEY_LEN],
+             raw[i * _ENTRY + KEY_LEN:(i + 1) * _ENTRY])
+            for i, (name, attr) in enumerate(_ORDER[: len(raw) // _ENTRY])]
+
+
+def _check_convention(mak_check: str) -> None:
+    if mak_check not in MAK_CHECK_CONVENTIONS:
+        raise LocalProtocolError(f"MAK check convention must be one of "
+                                 f"{', '.join(MAK_CHECK_CONVENTIONS)}, got {mak_check!r}")
+
+
+def signon_entries(field62_hex: str, mak_check: str = DEFAULT_MAK_CHECK) -> list[WrappedKey]:
+    """The working keys of a sign-on reply's field 62 as the key store takes them: each still
+    encrypted under the TMK, with its check value and, for the MAK, over what that value is
+    computed (the acquirer's convention, comms.mak_check). RemoteProtocolError on a wrong
+    length or non-hex field."""
+    _check_convention(mak_check)
+    return [WrappedKey(role=_ROLES[attr], wrapped=wrapped, check_value=cv,
+                       check_first8=attr == "mak" and mak_check == "first8")
+            for _name, attr, wrapped, cv in _entries(field62_hex)]
+
+
+def _mismatch(name: str, attr: str, expected: bytes, got: bytes, mak_check: str) -> KeyCheckError:
+    hint = "wrong terminal master key?"
+    if attr == "mak":
+        hint = (f"checked over {'its first 8 bytes' if mak_check == 'first8' else 'all 16 bytes'}"
+                f" (setting comms.mak_check = {mak_check}): a wrong terminal master key, "
+                "or the acquirer computes it the other way")
+    return KeyCheckError(f"{name} check value mismatch: host sent {expected.hex().upper()}, "
+                         f"decrypted key gives {got.hex().upper()} ({hint})")
+
+
+def key_check_error(exc: KeyCheckFailed, mak_check: str = DEFAULT_MAK_CHECK) -> KeyCheckError:
+    """The key store's refusal of a working key, in the words the terminal has always used
+    (the sign-on's audit line and log; the idle screen shows a catalog text)."""
+    attr = {role: attr for attr, role in _ROLES.items()}.get(exc.role, "")
+    name = dict((a, n) for n, a in _ORDER).get(attr, f"{exc.role} key")
+    return _mismatch(name, attr, exc.expected, exc.got, mak_check)
+
+
+def parse_signon_keys(field62_hex: str, tmk: bytes,
+                      mak_check: str = DEFAULT_MAK_CHECK) -> WorkingKeys:
+    """Decrypt and verify the working keys of field 62 under a clear TMK (the simulator's
+    testkit and the tests; the terminal's key store does this where its TMK lives).
+
+    A wrong length is a RemoteProtocolError; a check value mismatch a KeyCheckError naming
+    the key (and, for the MAK, the convention it was checked under).
+    """
+    _require_tmk(tmk)
+    _check_convention(mak_check)
     clear: dict[str, bytes] = {}
-    for i, (name, attr) in enumerate(_ORDER[: len(raw) // _ENTRY]):
-        entry = raw[i * _ENTRY:(i + 1) * _ENTRY]
-        key = decrypt_tdes_ecb(expand_key(tmk), entry[:KEY_LEN])
-        expected, got = entry[KEY_LEN:], _entry_check_value(attr, key, mak_check)
+    for name, attr, wrapped, expected in _entries(field62_hex):
+        key = decrypt_tdes_ecb(expand_key(tmk), wrapped)
+        got = _entry_check_value(attr, key, mak_check)
         if got != expected:
-            hint = "wrong terminal master key?"
-            if attr == "mak":
-                hint = (f"checked over {'its first 8 bytes' if mak_check == 'first8' else 'all 16 bytes'}"
-                        f" (setting comms.mak_check = {mak_check}): a wrong terminal master key, "
-                        "or the acquirer computes it the other way")
-            raise KeyCheckError(
-                f"{name} check value mismatch: host sent {expected.hex().upper()}, "
-                f"decrypted key gives {got.hex().upper()} ({hint})")
+            raise _mismatch(name, attr, expected, got, mak_check)
         clear[attr] = key
     return WorkingKeys(**clear)
 

@@ -1,7 +1,8 @@
 """Message builders: the only place that knows which fields each CUP transaction carries.
 
 Pure functions from typed parameters to Message (MTI + field dict); no I/O, no
-bytes. Field 64 is never added here: codec.encode fills it when given the MAK.
+bytes. Field 64 is never added here: the codec fills it from a MAC function. Tracks are
+clear here; with_tracks_encrypted() marks a request whose tracks the codec encrypts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pyemv import tlv
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_TPDU, Header, swap_tpdu
-from .spec import SENSITIVE_FIELDS
+from .spec import SENSITIVE_FIELDS, TRACK_FIELDS
 
 __all__ = [
     "DEFAULT_FALLBACK_ENTRY_CODE",
@@ -51,10 +52,13 @@ __all__ = [
     "response_for",
     "reversal_request",
     "script_advice",
+    "security_control",
     "settlement_field48",
     "settlement_request",
     "signoff_request",
     "signon_request",
+    "tracks_encrypted",
+    "with_tracks_encrypted",
 ]
 
 
@@ -141,6 +145,9 @@ CHIP_NORMAL: Final = "50"
 CHIP_FALLBACK: Final = "52"
 # Field 53: PIN format 2 (ANSI X9.8 with PAN), double-length key, tracks not encrypted.
 SECURITY_CONTROL: Final = "2600000000000000"
+# Its third digit: 1 = fields 35/36 are encrypted under the TDK (docs/dialect.md, "Track
+# encryption"), 0 = clear.
+_TRACKS_ENCRYPTED_AT: Final = 2
 PIN_CAPTURE: Final = "12"  # field 26: the PIN pad takes up to 12 digits
 # Fields a CUP host copies from request to reply (response_for, simulator use).
 ECHOED_FIELDS: Final = ("2", "3", "4", "11", "14", "25", "41", "42", "49", "60", "61")
@@ -412,6 +419,29 @@ def _card_fields(card: CardInput,
         fields["53"] = SECURITY_CONTROL
     fields["22"] = pos_entry_for(card.entry_mode, card.pin_block is not None, fallback_code)
     return fields
+
+
+def security_control(pin: bool, tracks: bool) -> str:
+    """Field 53: digit 1 the PIN block format (2 = ANSI X9.8 with PAN; 0 when no PIN block
+    goes), digit 2 the key length (6 = double), digit 3 whether the tracks are encrypted."""
+    return ("2" if pin else "0") + "6" + ("1" if tracks else "0") + "0" * 13
+
+
+def tracks_encrypted(msg: Message) -> bool:
+    """Field 53 says fields 35/36 are encrypted under the TDK."""
+    f53 = msg.fields.get("53", "")
+    return len(f53) > _TRACKS_ENCRYPTED_AT and f53[_TRACKS_ENCRYPTED_AT] == "1"
+
+
+def with_tracks_encrypted(msg: Message) -> Message:
+    """The request as it goes when the tracks are encrypted: field 53 present with its third
+    digit 1 (a swipe without a PIN carries 53 for this alone). Unchanged when the message
+    carries no track: there is nothing for 53 to speak of."""
+    if not TRACK_FIELDS & msg.fields.keys():
+        return msg
+    fields = dict(msg.fields)
+    fields["53"] = security_control(pin="52" in fields, tracks=True)
+    return Message(msg.mti, fields, header=msg.header, tpdu=msg.tpdu)
 
 
 def _field60(type_code: str, batch: str, network_code: str) -> str:

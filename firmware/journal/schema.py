@@ -322,4 +322,18 @@ MIGRATIONS.append([
     )""",
 ])
 
+MIGRATIONS.append([
+    # 15: the paired ECR tills (firmware/journal/tills.py, docs/ecr.md "Paired tills"): each
+    # till's key, sealed by the key store's vault key (never in clear on disk), and the last
+    # request sequence number it used, taken in its own commit before the request runs, so no
+    # request can be played again, across restarts and power cuts too.
+    """CREATE TABLE ecr_till (
+        till TEXT PRIMARY KEY CHECK (length(till) = 3),
+        key_sealed BLOB NOT NULL,
+        last_seq INTEGER NOT NULL CHECK (last_seq >= 0),
+        paired_at REAL NOT NULL,
+        paired_by TEXT NOT NULL
+    )""",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)

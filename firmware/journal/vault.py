@@ -49,7 +49,8 @@ class LocalVaultKey:
         try:
             return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except (InvalidTag, ValueError):
-            raise KeyStoreError("an encrypted card number failed its integrity check") from None
+            raise KeyStoreError("sealed data failed its integrity check (damaged, or sealed under "
+                                "another key or for another record)") from None
 
 
 class CardVault:
@@ -62,6 +63,11 @@ class CardVault:
 
     def __repr__(self) -> str:
         return f"CardVault({type(self._keys).__name__})"
+
+    @property
+    def keys(self) -> VaultKeys:
+        """The sealing keys under this vault (the store's card-vault key)."""
+        return self._keys
 
     @classmethod
     def throwaway(cls) -> CardVault:

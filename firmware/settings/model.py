@@ -15,6 +15,7 @@ from typing import Any
 
 from firmware.digits import is_digits
 from firmware.host.keys import DEFAULT_MAK_CHECK
+from firmware.host.mac import DEFAULT_MAC_ALGORITHM
 from firmware.settings.schema import ADDED_FIELDS, BY_KEY, GROUPS, Field, label
 
 FACTORY_PASSWORD = "000000"  # documented in docs/provisioning.md; must be changed before any payment
@@ -42,7 +43,12 @@ FACTORY: dict[str, dict[str, Any]] = {
         "ecr_idle_timeout_s": 300,
         # A till retries within seconds or, after its own restart, within the business day.
         "ecr_repeat_window_s": 86400,
+        # Only paired tills drive the link (docs/ecr.md, "Paired tills"); "open" is for an
+        # emulated board's tests and console only.
+        "ecr_auth": "paired",
         "mak_check": DEFAULT_MAK_CHECK,  # the open CUP terminals' convention (docs/dialect.md)
+        "mac_algorithm": DEFAULT_MAC_ALGORITHM,  # the dialect's CUP ECB MAC (docs/dialect.md)
+        "track_encryption": False,  # tracks 35/36 in clear unless the acquirer gives a TDK
         "fallback_entry_code": "80",  # field 22 of a fallback swipe (docs/dialect.md, "Chip")
         "tls": False,  # TLS to the host, with the acquirer's CA pinned (docs/security.md)
         "tls_ca": "keys/acquirer-ca.pem",
@@ -72,7 +78,7 @@ FACTORY: dict[str, dict[str, Any]] = {
     # result_timeout_s: a result screen goes back to idle after this long without a key.
     "display": {"language": "en", "contrast": 5, "idle_timeout_s": 60, "result_timeout_s": 15},
     "security": {"supervisor_hash": "", "password_changed": False,
-                 "max_password_tries": 5, "lock_minutes": 5},
+                 "max_password_tries": 5, "lock_minutes": 5, "operators": {}},
 }
 
 
@@ -134,6 +140,47 @@ def password_words(rule: str, lang: str = "en") -> str:
     return pair[1] if lang.startswith("zh") else pair[0]
 
 
+# Operators (docs/operating.md, "Operators"): 00 is the supervisor, whose PIN is the supervisor
+# password; 01-99 are cashiers with PINs of their own, hashed as the supervisor password is.
+SUPERVISOR = "00"
+OPERATOR_CODES = tuple(f"{n:02d}" for n in range(1, 100))
+OPERATOR_PIN_MIN, OPERATOR_PIN_MAX = 4, 6
+
+# Why a new operator PIN is refused: rule key -> (English, 简体中文), as PASSWORD_RULES.
+OPERATOR_PIN_RULES: dict[str, tuple[str, str]] = {
+    "operator_pin_rule_digits": ("The PIN must be 4-6 digits 0-9", "密码须为4-6位数字"),
+    "operator_pin_rule_one_digit": ("The PIN may not be one digit repeated (1111)",
+                                    "密码不能是同一数字重复(如1111)"),
+    "operator_pin_rule_run": ("The PIN may not be a run of digits (1234, 9876)",
+                              "密码不能是连续数字(如1234、9876)"),
+}
+
+
+def operator_pin_problem(pin: str) -> str | None:
+    """The rule a new cashier PIN breaks (an OPERATOR_PIN_RULES key), or None if it is fine:
+    4-6 digits, not one digit repeated, not a run (the supervisor password's rules, shorter)."""
+    if not is_digits(pin, OPERATOR_PIN_MIN, OPERATOR_PIN_MAX):
+        return "operator_pin_rule_digits"
+    if len(set(pin)) == 1:
+        return "operator_pin_rule_one_digit"
+    if {(int(b) - int(a)) % 10 for a, b in pairwise(pin)} in ({1}, {9}):
+        return "operator_pin_rule_run"
+    return None
+
+
+def _operators_problem(value: Any) -> str | None:
+    """What is wrong with an operator table, shown without words of either language and never
+    with a hash (a bad number as given, a bad hash as "07: ***"); None if it is fine."""
+    if not isinstance(value, dict):
+        return _shown(value)
+    for code, hashed in value.items():
+        if code not in OPERATOR_CODES:
+            return _shown(code)
+        if not (isinstance(hashed, str) and hashed.startswith("scrypt$") and hashed.count("$") == 5):
+            return f"{code}: ***"
+    return None
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
@@ -165,6 +212,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "multi": ("{label}: known names, no repeats, got {given}", "{label}: 应为不重复的已知项, 实为{given}"),
     "bool": ("{label}: yes or no, got {given}", "{label}: 应为是或否, 实为{given}"),
     "hash": ("{label}: not a valid password hash", "{label}: 密码散列无效"),
+    "operators": ("{label}: numbers 01-99 with PIN hashes, got {given}",
+                  "{label}: 应为01-99号及其密码散列, 实为{given}"),
 }
 
 
@@ -215,6 +264,9 @@ def _field_problem(fld: Field, value: Any) -> tuple[str, dict[str, Any]] | None:
     if kind == "hash":
         ok = isinstance(value, str) and value.startswith("scrypt$") and value.count("$") == 5
         return None if ok else ("hash", {})  # never echo a hash (or a typo'd password) back
+    if kind == "operators":
+        wrong = _operators_problem(value)
+        return None if wrong is None else ("operators", {**values, "given": wrong})
     raise ValueError(f"schema field {fld.key} has an unknown kind {kind!r}")
 
 

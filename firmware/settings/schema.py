@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware.host.keys import MAK_CHECK_CONVENTIONS
+from firmware.host.mac import MAC_ALGORITHMS
 
-KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash")
+KINDS = ("text", "digits", "int", "seconds", "choice", "multi", "bool", "hash", "operators")
 SELF_TEST_ORDER = ("echo", "printer", "display")
 TRANSACTION_TYPES = ("sale", "void", "refund", "balance", "preauth", "preauth_void",
                      "completion", "completion_void")
@@ -63,9 +64,21 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "ecr_max_connections", "int", 1, 64, editable=False),
     Field("comms", "ecr_idle_timeout_s", "int", 1, 86400, unit="s", editable=False),
     Field("comms", "ecr_repeat_window_s", "int", 60, 604800, unit="s", editable=False),
+    # Who may drive the ECR link (docs/ecr.md, "Paired tills"): "paired" tills only (every
+    # request carries the till, a sequence number and a MAC), or "open" (any peer, as before
+    # pairing existed), which only a board taking card data over the link (an emulated one)
+    # accepts; elsewhere "open" is refused in words and the link stays paired-only.
+    Field("comms", "ecr_auth", "choice", choices=("paired", "open"), editable=False),
     # Over what the acquirer computes the MAK's check value (docs/dialect.md, "Working keys").
     # Set per acquirer in settings.json, not on the keypad.
     Field("comms", "mak_check", "choice", choices=MAK_CHECK_CONVENTIONS, editable=False),
+    # Which MAC fills field 64 (docs/dialect.md, "MAC strength"): cup_ecb, the dialect's own
+    # (forgeable by changing two blocks consistently), or x9_19 (ISO 9797-1 algorithm 3 with
+    # the double-length MAK) where the acquirer takes it. Per acquirer in settings.json.
+    Field("comms", "mac_algorithm", "choice", choices=MAC_ALGORITHMS, editable=False),
+    # Track encryption (docs/dialect.md, "Track encryption"): sign on for a track data key
+    # (60.3 = 004) and send fields 35/36 encrypted under it. Per acquirer in settings.json.
+    Field("comms", "track_encryption", "bool", editable=False),
     # Field 22 of a fallback swipe of a chip card: 80x (the CUP dialect) or 02x with 60.5 = 2
     # (some acquirers; docs/dialect.md, "Chip"). Set per acquirer in settings.json.
     Field("comms", "fallback_entry_code", "choice", choices=("80", "02"), editable=False),
@@ -104,6 +117,11 @@ FIELDS: tuple[Field, ...] = (
     # The password is changed through its own screen (ChangePassword), never edited as a field.
     Field("security", "supervisor_hash", "hash", editable=False),
     Field("security", "password_changed", "bool", editable=False),
+    # The cashiers (operators 01-99) and their PIN hashes, {"01": "scrypt$..."}; {} = none, the
+    # terminal's one implicit operator (transactions.operator). Operator 00 is the supervisor,
+    # whose PIN is the supervisor password. Managed on the keypad (Manage > Operators), never
+    # edited as a field (docs/operating.md, "Operators").
+    Field("security", "operators", "operators", editable=False),
 )
 
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -115,7 +133,9 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "comms.ecr_max_connections", "comms.ecr_idle_timeout_s", "comms.ecr_repeat_window_s",
                 "comms.mak_check", "printer.tear_pause", "display.result_timeout_s",
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
-                "comms.tls", "comms.tls_ca", "comms.tls_server_name")
+                "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
+                "comms.mac_algorithm", "comms.track_encryption",
+                "security.operators")
 
 
 def field(group: str, name: str) -> Field:
@@ -154,7 +174,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.ecr_max_connections": ("ECR links", "收银机连接数"),
     "f.comms.ecr_idle_timeout_s": ("ECR idle", "收银机空闲"),
     "f.comms.ecr_repeat_window_s": ("ECR repeat", "收银机重发期"),
+    "f.comms.ecr_auth": ("ECR tills", "收银机认证"),
     "f.comms.mak_check": ("MAK check", "MAC密钥校验"),
+    "f.comms.mac_algorithm": ("MAC algorithm", "MAC算法"),
+    "f.comms.track_encryption": ("Track encrypt", "磁道加密"),
     "f.comms.fallback_entry_code": ("Fallback code", "降级交易代码"),
     "f.comms.tls": ("TLS", "安全连接"),
     "f.comms.tls_ca": ("TLS CA file", "安全连接根证书"),
@@ -184,6 +207,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.security.lock_minutes": ("Lock min", "锁定分钟"),
     "f.security.supervisor_hash": ("Password", "密码"),
     "f.security.password_changed": ("Pwd changed", "已改密码"),
+    "f.security.operators": ("Operators", "操作员"),
     "c.sale": ("Sale", "消费"),
     "c.void": ("Void", "撤销"),
     "c.refund": ("Refund", "退货"),
@@ -229,4 +253,6 @@ def format_value(fld: Field, value: Any, lang: str) -> str:
         return f"{value}s"
     if fld.kind == "hash":
         return "******"
+    if fld.kind == "operators":
+        return str(len(value)) if isinstance(value, dict) else "?"
     return str(value)

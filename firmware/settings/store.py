@@ -13,6 +13,10 @@ overwritten in place to hold the current hash instead, so the only hash on disk 
 current one. A version made live again (restore, restore previous, roll back) takes the
 live file's hash and password_changed; the fall-back at load, when the live file cannot be
 read, finds the current hash in the history copy it uses, and trading goes on.
+
+The operators (security.operators: the cashiers and their PIN hashes) go with the live file the
+same way: a version made live again keeps the live operators, so a restore never brings back a
+removed cashier or an old PIN; only the supervisor's hash is rewritten in the history copies.
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ HISTORY_KEEP = 10
 # its acquirer (host, port) or be recognised by it (MID, TID), and resetting the supervisor
 # password to the documented factory one would open refunds and settings to anyone at the counter.
 IDENTITY_FIELDS = (("merchant", "mid"), ("merchant", "tid"), ("comms", "host"), ("comms", "port"),
-                   ("security", "supervisor_hash"), ("security", "password_changed"))
+                   ("security", "supervisor_hash"), ("security", "password_changed"),
+                   ("security", "operators"))
 
 
-# A supervisor password hash as settings files hold it (model.hash_password's format).
-_HASH = re.compile(rb"scrypt\$\d+\$\d+\$\d+\$[0-9a-fA-F]*\$[0-9a-fA-F]*")
+# A supervisor password hash as settings files hold it (model.hash_password's format), after its
+# key: the operators' PIN hashes have the same format and must not become the supervisor's.
+_HASH = re.compile(rb'("supervisor_hash"\s*:\s*")scrypt\$\d+\$\d+\$\d+\$[0-9a-fA-F]*\$[0-9a-fA-F]*')
 
 
 @dataclass(frozen=True)
@@ -217,14 +223,18 @@ class SettingsStore:
         return None
 
     def _secret(self) -> dict[str, Any] | None:
-        """The live file's supervisor hash and password_changed, which every version made live
-        again keeps; None when the live file holds no valid hash (a history copy holds the
-        current one then)."""
+        """The live file's supervisor hash and password_changed (and its operators, when valid),
+        which every version made live again keeps; None when the live file holds no valid hash
+        (a history copy holds the current one then)."""
         with contextlib.suppress(ValueError, OSError, TypeError, KeyError, AttributeError):
             security = json.loads(self.path.read_text("utf-8"))["security"]
             hashed, changed = security["supervisor_hash"], security["password_changed"]
             if field_problem("security.supervisor_hash", hashed) is None and isinstance(changed, bool):
-                return {"supervisor_hash": hashed, "password_changed": changed}
+                secret = {"supervisor_hash": hashed, "password_changed": changed}
+                operators = security.get("operators")
+                if field_problem("security.operators", operators) is None:
+                    secret["operators"] = operators
+                return secret
         return None
 
     def _align_history(self, current: str) -> None:
@@ -238,7 +248,7 @@ class SettingsStore:
         for path in sorted(self.history_dir.glob("*.json")):
             try:
                 raw = path.read_bytes()
-                aligned = _HASH.sub(lambda _old: wanted, raw)
+                aligned = _HASH.sub(lambda old: old.group(1) + wanted, raw)
                 if aligned == raw:
                     continue
                 if len(aligned) > len(raw):  # another hash format: cannot be done in place

@@ -66,6 +66,9 @@ class UiContext:
     # off; ENTER at idle prints the next copy (TearOff). None: nothing waits.
     tear_off_job: int | None = None
     password_locked_s: float = 0.0  # > 0: supervisor functions are locked this long
+    # The operator signed in at the keypad ("00" supervisor, "01".."99"); "" when nobody is or
+    # no operators are set up (firmware/app/core/operators.py). The idle screen shows it.
+    operator: str = ""
     held_orders: int = 0  # orders parked (挂单) and not yet paid or cancelled
     held_aged: int = 0  # of those, held longer than the configured age (flagged at idle)
     # The live settings, read-only (max amount, enabled types, bypass, idle timeout...).
@@ -250,8 +253,19 @@ class OriginalFound:
     pan_masked: str | None = None
 
 
+@dataclass(frozen=True)
+class OperatorAnswer:
+    """The answer to SignIn, SignOut and ManageOperator: ok, a catalog key in words, and how
+    long the operator (or every cashier) is locked when a PIN was refused for that."""
+
+    ok: bool
+    key: str
+    locked_s: float = 0.0
+
+
 UiEvent = (KeyIn | Tick | CardPresented | ChipSeen | CardRefused | OpStarted | OpStep | PinWanted
-           | AppChoiceWanted | OpDone | PasswordChecked | SettingsSaved | DiagResult | OriginalFound)
+           | AppChoiceWanted | OpDone | PasswordChecked | SettingsSaved | DiagResult | OriginalFound
+           | OperatorAnswer)
 
 # ---------------------------------------------------------------------------- commands out
 
@@ -396,9 +410,33 @@ class LookupOriginal:
     voucher: str
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """Operator `code` signs in at the keypad with `pin` (00: the supervisor password)."""
+
+    code: str
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SignOut:
+    """The keypad's operator signs out (by_supervisor: the supervisor signs them out)."""
+
+    by_supervisor: bool = False
+
+
+@dataclass(frozen=True)
+class ManageOperator:
+    """The supervisor's operator management: "add", "change_pin" (with pin) or "remove"."""
+
+    action: str
+    code: str
+    pin: str | None = field(default=None, repr=False)
+
+
 UiCommand = (StartOp | CancelOp | SubmitPin | SubmitChoice | CheckPassword | DropCard | Audit | SaveSettings
              | RestorePrevious | FactoryDefaults | RollBackSettings | ChangePassword | RunDiag
-             | ConfirmPrint | TearOff | LookupOriginal)
+             | ConfirmPrint | TearOff | LookupOriginal | SignIn | SignOut | ManageOperator)
 
 # ---------------------------------------------------------------------------- screens
 

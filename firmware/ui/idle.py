@@ -64,6 +64,8 @@ class IdleScreen(core.Screen):
     def render(self, ctx: core.UiContext) -> Frame:
         header = [core.center(ctx.merchant_name, ctx.cols)] if ctx.merchant_name else []
         clock = [core.center(f"{ctx.now:%Y-%m-%d %H:%M}", ctx.cols)]
+        # who is signed in (operators set up: docs/operating.md, "Operators")
+        who = [core.center(t(ctx, "idle_operator", code=ctx.operator), ctx.cols)] if ctx.operator else []
         middle: list[str] = []
         if ctx.deregistered:
             middle.append(core.center(t(ctx, "banner_deregistered"), ctx.cols))
@@ -82,18 +84,21 @@ class IdleScreen(core.Screen):
         hints = [t(ctx, "hint_idle")]
         if ctx.rows >= 8:
             hints += [t(ctx, "hint_idle_more"), t(ctx, "hint_idle_more2")]
-        # what the operator must act on wins the rows; the name goes first, then hints, then time
-        for drop in ("header", "hints", "clock"):
-            if len(header) + len(clock) + len(middle) + len(hints) <= ctx.rows:
+        # what the operator must act on wins the rows; the name goes first, then who is signed
+        # in, then hints, then time
+        for drop in ("header", "who", "hints", "clock"):
+            if len(header) + len(clock) + len(who) + len(middle) + len(hints) <= ctx.rows:
                 break
             if drop == "header":
                 header = []
+            elif drop == "who":
+                who = []
             elif drop == "hints":
                 hints = hints[:max(0, ctx.rows - len(header) - len(clock) - len(middle))]
             else:
                 clock = []
-        gap = [""] * max(0, ctx.rows - len(header) - len(clock) - len(middle) - len(hints))
-        return core.frame(ctx, [*header, *clock, *middle, *gap, *hints])
+        gap = [""] * max(0, ctx.rows - len(header) - len(clock) - len(who) - len(middle) - len(hints))
+        return core.frame(ctx, [*header, *clock, *who, *middle, *gap, *hints])
 
     def notes(self, ctx: core.UiContext) -> list[str]:
         notes = []

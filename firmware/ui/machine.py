@@ -32,7 +32,8 @@ route that gives a Transition adds its commands). Every route, in one place:
 A route the Ui does not know fails loudly by its name (a Ui built by hand without ROUTES).
 So the screen modules stack, each importing only modules listed before it: core, texts, scroll,
 entry, results, report_screens, txn, settings_screens, review_screens, held_screens,
-dereg_screens, diag_screens, menu, idle, machine (tests/test_layout.py fails on a circle).
+dereg_screens, pairing_screens, diag_screens, operator_screens, menu, idle, machine (tests/test_layout.py
+fails on a circle).
 
 Flows (txn.STEPS):
   sale, preauth: amount > confirm   void, preauth_void, completion_void: password > voucher no. > original
@@ -73,20 +74,31 @@ Menu tree (menu.MENUS; every item has its digit; kept equal to the table by test
         5 Language         language
         6 About            about
         7 Deregister       deregister
+        8 Operators        operators
+        9 Op. sign-out     sign_out
+        0 ECR tills        tills
 
 Idle shortcuts: MENU/ENTER menu, F1 sale, F2 void, F3 settle, F4 reprint last, a digit starts a
 sale with that digit; settings opens firmware.ui.settings_screens.settings_root after the
-password, diagnostics firmware.ui.diag_screens.diag_root (both imported when opened).
+password, diagnostics firmware.ui.diag_screens.diag_root, ECR tills
+firmware.ui.pairing_screens.tills_root (the password first; each imported when opened).
+
+Operators (firmware/ui/operator_screens.py; the rules: firmware/app/core/operators.py): while
+operators are set up and nobody is signed in, home is the sign-in screen, not the idle screen
+(build_ui's `sign_in_needed` asks the app; the panel also swaps an idle screen reached through
+a `back` for it). Manage > Operators (after the supervisor password) adds, changes the PIN of,
+removes, lists and signs out operators; Manage > Op. sign-out signs the keypad's operator out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from firmware.ui import core, review_screens, txn
 from firmware.ui.idle import IdleScreen
 from firmware.ui.menu import MENUS
+from firmware.ui.operator_screens import SignInScreen
 from firmware.ui.results import result_screen
 from firmware.ui.texts import CATALOG
 
@@ -98,8 +110,28 @@ ROUTES: Mapping[str, core.Route] = MappingProxyType({
 })
 
 
-def build_ui() -> core.Ui:
-    return core.Ui(IdleScreen, result_screen, txn.external, routes=ROUTES)
+def build_ui(sign_in_needed: Callable[[], bool] | None = None) -> core.Ui:
+    """The screen machine. sign_in_needed: asked whenever home is built (start, timeouts, the
+    "home" route): True makes home the operator sign-in screen instead of the idle screen."""
+
+    def home() -> core.Screen:
+        if sign_in_needed is not None and sign_in_needed():
+            return SignInScreen()
+        return IdleScreen()
+
+    return core.Ui(home, result_screen, txn.external, routes=ROUTES)
+
+
+def home_for(screen: core.Screen, sign_in_needed: bool) -> core.Screen | None:
+    """The screen that must replace `screen` now that sign-in is (not) needed: an idle screen
+    reached through a `back` while nobody is signed in becomes the sign-in screen, and a sign-in
+    screen left when nobody needs to sign in (the last operator removed) the idle screen;
+    None: keep it."""
+    if sign_in_needed and isinstance(screen, IdleScreen):
+        return SignInScreen()
+    if not sign_in_needed and isinstance(screen, SignInScreen):
+        return IdleScreen()
+    return None
 
 
 def menu_tree_text(name: str = "main", indent: str = "") -> list[str]:

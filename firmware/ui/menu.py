@@ -25,7 +25,8 @@ class MenuItem:
     opens: str  # "menu:<name>", an operation of txn.STEPS, or one of MENU_ACTIONS
 
 
-MENU_ACTIONS = ("settings", "diagnostics", "language", "about", "held_park", "held_list", "deregister")
+MENU_ACTIONS = ("settings", "diagnostics", "language", "about", "held_park", "held_list", "deregister",
+                "operators", "sign_out", "tills")
 
 # menu name -> (title key, items). The machine.py docstring draws this table.
 MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
@@ -50,6 +51,9 @@ MENUS: dict[str, tuple[str, tuple[MenuItem, ...]]] = {
         MenuItem("menu_language", "5", "language"),
         MenuItem("menu_about", "6", "about"),
         MenuItem("menu_deregister", "7", "deregister"),
+        MenuItem("menu_operators", "8", "operators"),
+        MenuItem("menu_sign_out", "9", "sign_out"),
+        MenuItem("menu_tills", "0", "tills"),
     )),
     "held": ("menu_held", (
         MenuItem("item_held_park", "1", "held_park"),
@@ -165,6 +169,18 @@ class MenuScreen(core.Screen):
             from firmware.ui.dereg_screens import deregister_root
 
             return core.Transition(deregister_root(here))
+        if target == "operators":
+            from firmware.ui.operator_screens import operators_root  # import late, as held's
+
+            return core.Transition(operators_root(here))
+        if target == "sign_out":
+            from firmware.ui.operator_screens import sign_out
+
+            return sign_out(here, ctx)
+        if target == "tills":
+            from firmware.ui.pairing_screens import tills_root  # the supervisor's: password first
+
+            return core.Transition(tills_root(here))
         if target == "about":
             return core.Transition(AboutScreen(here), (core.RunDiag("version"),))
         raise ValueError(f"menu item opens {target!r}, which nothing handles")

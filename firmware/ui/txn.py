@@ -125,6 +125,9 @@ def open_flow(op: str, back: core.Screen, ctx: core.UiContext, *, amount: int | 
         return core.Transition(message("deregistered", back, f"op_{op}"), drop)
     if op in TXN_TYPES and not enabled(ctx, op):
         return core.Transition(message("type_disabled", back, f"op_{op}"), drop)
+    if op in TXN_TYPES and ctx.operator == "00":
+        # the supervisor takes no payments (docs/operating.md, "Operators"); the app refuses too
+        return core.Transition(message("operator_cashier_only", back, f"op_{op}"), drop)
     if op in PRINT_OP:
         return report_flow(op, back)
     flow = Flow(op, STEPS[op], amount=amount, use_card=use_card, pan_masked=pan_masked)

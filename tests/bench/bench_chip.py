@@ -33,7 +33,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 warnings.filterwarnings("ignore", message="TripleDES has been moved")
 warnings.filterwarnings("ignore", message="Two-key TripleDES")  # pyemv's session keys (EMV's own)
 
-from bench_core import KEYS, TID, TMK, LoopbackChannel, Phases, open_journal, pct  # noqa: E402
+from bench_core import (  # noqa: E402
+    KEYS,
+    TID,
+    LoopbackChannel,
+    Phases,
+    open_journal,
+    pct,
+    signed_on_store,
+)
 
 from board.sim import issuer as chip_issuer  # noqa: E402
 from board.sim.chipcards import make_card, test_aid_params, test_capks  # noqa: E402
@@ -45,7 +53,7 @@ from firmware.engine.financial import FinancialFlow, FlowContext  # noqa: E402
 from firmware.engine.model import TxnRequest, TxnResult  # noqa: E402
 from firmware.host.channel import HostLink  # noqa: E402
 from firmware.host.codec import decode, encode  # noqa: E402
-from firmware.host.keys import encrypt_pin_block  # noqa: E402
+from firmware.host.mac import clear_mac  # noqa: E402
 from firmware.host.messages import Terminal, TxnKind, response_for  # noqa: E402
 
 MID = "123456789012345"
@@ -90,7 +98,7 @@ class IssuerChannel(LoopbackChannel):
                  "12": now.strftime("%H%M%S"), "13": now.strftime("%m%d")}
         if check.ok:
             extra["55"] = chip_issuer.reply_55(check, code)
-        return encode(response_for(request, code, extra), self._mak)
+        return encode(response_for(request, code, extra), clear_mac(self._mak))
 
 
 async def chip_sale(journal: Any, link: HostLink, reader: CardTime, phases: Phases,
@@ -100,7 +108,7 @@ async def chip_sale(journal: Any, link: HostLink, reader: CardTime, phases: Phas
     session = ChipSession(reader, params, KernelConfig(ifd_serial="12345678"),  # type: ignore[arg-type]
                           amount, 0x00, datetime.now(), ChipHooks(
                               choose=_first, ask_pin=_pin,
-                              encrypt_pin=lambda pin, pan: encrypt_pin_block(pin, pan, KEYS.pik),
+                              encrypt_pin=link.keys_store.encrypt_pin,  # type: ignore[union-attr]
                               step=lambda step: None))
     ctx = FlowContext(term=link.term, batch=journal.current_batch(), now=datetime.now(),
                       chip_capable=True)
@@ -150,8 +158,9 @@ async def _pin(masked: str) -> str:
 def bench_terminal_side(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str, Any]:
     journal = open_journal(work / "chip.db")
     phases = Phases()
-    link = HostLink(IssuerChannel(KEYS.mak, phases), Terminal(TID, MID), TMK)  # type: ignore[arg-type]
-    link.keys, link.sign_on_required = KEYS, False
+    link = HostLink(IssuerChannel(KEYS.mak, phases), Terminal(TID, MID),  # type: ignore[arg-type]
+                    signed_on_store(work / "keys"))
+    link.sign_on_required = False
     reader = CardTime()
     samples: list[float] = []
     apdus: list[int] = []

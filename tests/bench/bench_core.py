@@ -35,12 +35,14 @@ sys.path.insert(0, str(ROOT))  # `import firmware` from the repo root, whatever 
 warnings.filterwarnings("ignore", message="TripleDES has been moved")  # psec, as pyproject does
 
 from board.sim.cards import TEST_CARDS  # noqa: E402
+from drivers.keystore.memory import MemoryKeyStore  # noqa: E402
 from firmware.engine import events as ev  # noqa: E402
 from firmware.engine.financial import FinancialFlow, FlowContext  # noqa: E402
 from firmware.engine.model import CardRead, TxnRequest, TxnResult  # noqa: E402
 from firmware.host.channel import HostLink  # noqa: E402
 from firmware.host.codec import Decoded, decode, encode  # noqa: E402
-from firmware.host.keys import WorkingKeys  # noqa: E402
+from firmware.host.keys import WorkingKeys, build_signon_keys, signon_entries  # noqa: E402
+from firmware.host.mac import clear_mac  # noqa: E402
 from firmware.host.messages import Terminal, TxnKind, response_for  # noqa: E402
 from firmware.journal.store import Journal  # noqa: E402
 from firmware.journal.vault import CardVault  # noqa: E402
@@ -136,7 +138,7 @@ class LoopbackChannel:
             "37": f"{self._rrn:012d}", "38": f"{self._rrn % 1_000_000:06d}",
             "12": now.strftime("%H%M%S"), "13": now.strftime("%m%d"),
         })
-        return encode(reply, self._mak)
+        return encode(reply, clear_mac(self._mak))
 
     async def exchange(self, frame: bytes, accept: Callable[[Decoded], bool],
                        timeout: float) -> Decoded:
@@ -157,6 +159,20 @@ def swiped(name: str = "cup_credit") -> CardRead:
     return CardRead("swipe", c.pan, c.expiry, c.service_code, c.track2)
 
 
+def signed_on_store(keys_dir: Path) -> MemoryKeyStore:
+    """The development key store over `keys_dir` (TMK written 0600) holding KEYS, as a sign-on
+    leaves it: the link MACs through it like the terminal does."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keys_dir / "tmk.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, TMK.hex().encode())
+    finally:
+        os.close(fd)
+    store = MemoryKeyStore(keys_dir)
+    asyncio.run(store.install_working_keys(signon_entries(build_signon_keys(KEYS, TMK))))
+    return store
+
+
 class SaleDriver:
     """Runs sales through FinancialFlow with the executor of firmware/app/core/flows.py
     (FlowRunner._perform)."""
@@ -164,8 +180,8 @@ class SaleDriver:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.phases = Phases()
-        self.link = HostLink(LoopbackChannel(KEYS.mak, self.phases), Terminal(TID, MID), TMK)  # type: ignore[arg-type]
-        self.link.keys = KEYS
+        self.link = HostLink(LoopbackChannel(KEYS.mak, self.phases), Terminal(TID, MID),  # type: ignore[arg-type]
+                             signed_on_store(Path(journal.path).parent / "keys"))
         self.link.sign_on_required = False
         self.card = swiped()
 

@@ -57,6 +57,9 @@ def main() -> int:
     banner("bench_keystore: a sale's key work through PKCS#11 (SoftHSM2, p11-kit) against in-process crypto")
     if run_script(HERE / "bench_keystore.py") != 0:
         failures.append("bench_keystore")
+    banner("bench_tls: TLS to the host on loopback: the handshake, the cost per message")
+    if run_script(HERE / "bench_tls.py") != 0:
+        failures.append("bench_tls")
     banner("bench_qemu: the firmware in a QEMU guest: power-on to idle, recovery, key to frame")
     if run_script(HERE / "bench_qemu.py") != 0:
         failures.append("bench_qemu")

@@ -7,7 +7,7 @@ answer, `complete` runs issuer authentication, scripts and the second GENERATE A
 ends the session whatever happened: a card left between its two GENERATE ACs is asked for an AAC
 (the transaction is being reversed or was never sent), then powered off.
 
-The clear PIN becomes an encrypted block at once (encrypt_pin_block, under the session's PIK)
+The clear PIN becomes an encrypted block at once (the key store's encrypt_pin, under the PIK)
 and only the block is kept, for the request's field 52. Nothing of the card is logged but the
 masked PAN, the AID and the outcome.
 """
@@ -51,7 +51,7 @@ class ChipHooks:
 
     choose: Callable[[list[str]], Awaitable[int | None]]
     ask_pin: Callable[[str], Awaitable[str | None]]
-    encrypt_pin: Callable[[str, str], bytes | None]  # (clear PIN, PAN) -> block, or None: no keys
+    encrypt_pin: Callable[[str, str], Awaitable[bytes | None]]  # (PIN, PAN) -> block; None: no keys
     step: Callable[[str], None]
 
 
@@ -129,7 +129,7 @@ class ChipSession:
             self.hooks.step("chip_reading")
             block = None
             if pin is not None:
-                block = self.hooks.encrypt_pin(pin, self.kernel.pan)
+                block = await self.hooks.encrypt_pin(pin, self.kernel.pan)
             self.pin_block = block
             return self.kernel.handle(emv.PinResult(entered=block is not None))
         raise TypeError(f"no chip executor for {action!r}")

@@ -43,13 +43,13 @@ from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.engine.validation import Limits, Refusal, check_original
 from firmware.host.errors import HostError, LocalProtocolError, NoReply, TlsRefused
-from firmware.host.keys import encrypt_pin_block
 from firmware.host.messages import TxnKind, mask_pan
 from firmware.journal.errors import JournalFull
 from firmware.ports import (
     CardReader,
     ChipInserted,
     ChipRemoved,
+    KeyStoreError,
     MagstripeRead,
     ReaderUnavailable,
     ReadFailed,
@@ -105,7 +105,7 @@ class FlowRunner(CoreParts):
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
         # methods of HostSession, found through the class.
         def _link(self, up: bool) -> None: ...
-        async def ensure_signed_on(self) -> bool: ...
+        async def ensure_signed_on(self, who: str = "system") -> bool: ...
         async def _attempt(self, flow: ReversalFlow | AdviceFlow) -> bool: ...
         async def _settle_backlog_before_anything(self) -> TxnResult | None: ...
 
@@ -182,7 +182,7 @@ class FlowRunner(CoreParts):
             return await io.chip.complete(action.response_code, action.icc_reply,
                                           cancelled=self._cancel.is_set())
         if isinstance(action, ev.AskPin):
-            if io.pin is None and self.observer is not None and self.link.keys is not None:
+            if io.pin is None and self.observer is not None and self.link.has_keys:
                 self._step("pin")
                 try:
                     io.pin = await self._race(self.observer.ask_pin(
@@ -192,12 +192,12 @@ class FlowRunner(CoreParts):
                     return ev.Cancel()
                 if io.pin is None:
                     return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
-            if io.pin is None or self.link.keys is None:
+            if io.pin is None or not self.link.has_keys:
                 if action.tries_left is not None:
                     return ev.NoPinAgain()  # the till asks the cardholder and sends it again
                 return ev.PinEntered(None) if action.bypass_allowed else ev.Cancel()
             # The clear PIN becomes an encrypted block here and is dropped at once.
-            block = encrypt_pin_block(io.pin, flow.card.pan, self.link.keys.pik)
+            block = await self._encrypt_pin(io.pin, flow.card.pan)
             io.pin = None
             return ev.PinEntered(block)
         if isinstance(action, ev.WritePending):
@@ -240,7 +240,7 @@ class FlowRunner(CoreParts):
                 self.notify_changed()
             return ev.OutcomeWritten(record)
         if isinstance(action, ev.AuditNote):
-            j.audit(io.source, action.action, action.detail, action.outcome)  # who asked
+            j.audit(self.actor(io.source), action.action, action.detail, action.outcome)  # who asked
             return None
         if isinstance(action, ev.CloseScriptAdvice):
             j.script_advice_done(action.record_id, action.sent, action.why)
@@ -403,16 +403,25 @@ class FlowRunner(CoreParts):
         if io.pin is not None:  # sim board: the test cardholder's PIN came with the request
             pin, io.pin = io.pin, None
             return pin
-        if self.observer is None or self.link is None or self.link.keys is None:
+        if self.observer is None or self.link is None or not self.link.has_keys:
             return None
         self._step("pin")
         return await self.observer.ask_pin(pan_masked, amount, False, None)
 
-    def _encrypt_chip_pin(self, pin: str, pan: str) -> bytes | None:
-        if self.link is None or self.link.keys is None:
+    async def _encrypt_chip_pin(self, pin: str, pan: str) -> bytes | None:
+        if self.link is None or not self.link.has_keys:
             return None
         # The clear PIN becomes an encrypted block here and is dropped at once.
-        return encrypt_pin_block(pin, pan, self.link.keys.pik)
+        return await self._encrypt_pin(pin, pan)
+
+    async def _encrypt_pin(self, pin: str, pan: str) -> bytes:
+        """The keypad PIN path (sim boards: a real board's PIN pad encrypts): the key store
+        makes the ISO 9564 format 0 block under its PIK."""
+        assert self.link is not None and self.link.keys_store is not None
+        try:
+            return await self.link.keys_store.encrypt_pin(pin, pan)
+        except KeyStoreError as exc:
+            raise LocalProtocolError(f"the PIN block cannot be made: {exc}") from None
 
     async def _chip_left_in(self) -> bool:
         """A card whose session ended is still in the slot: it must come out first."""

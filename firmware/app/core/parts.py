@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from firmware.app.core.contract import TerminalObserver
+from firmware.app.core.operators import Operators
 from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
@@ -24,6 +25,7 @@ class CoreParts:
     observer: TerminalObserver | None
     notice: str | None
     sign_on_problem: str
+    operators: Operators
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
         # methods of TerminalCore (core proper), found through the class.
@@ -34,6 +36,8 @@ class CoreParts:
         def _step(self, step: str, done: int | None = None, total: int | None = None,
                   cancellable: bool = True) -> None: ...
         def notify_changed(self) -> None: ...
-        async def check_password(self, password: str | None, purpose: str, source: str) -> bool: ...
+        def actor(self, source: str) -> str: ...
+        async def check_password(self, password: str | None, purpose: str, source: str,
+                                 who: str | None = None) -> bool: ...
         async def operation(self, op: str, source: str, work: Callable[[], Awaitable[TxnResult]],
                             amount: int | None = None) -> TxnResult: ...

@@ -31,6 +31,7 @@ from firmware.host.messages import Terminal as TermIds
 from firmware.host.tls import TlsSetupError, client_context
 from firmware.journal.errors import JournalError, JournalFull
 from firmware.journal.vault import VaultError
+from firmware.ports import HostKeys
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
 
@@ -48,7 +49,7 @@ class HostSession(CoreParts):
     service_problem: str | None
     link_up: bool | None
     backlog_left: int
-    _tmk: bytes
+    host_keys: HostKeys | None  # the board's key store, host half (the link signs on into it)
     _lock: asyncio.Lock
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
@@ -74,8 +75,9 @@ class HostSession(CoreParts):
         channel = HostChannel(c["host"], int(c["port"]), connect_timeout=float(c["connect_timeout"]),
                               connect_attempts=1 + int(c.get("retries", 0)), tls=tls,
                               server_name=str(c.get("tls_server_name") or "") or None)
-        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self._tmk,
-                        mak_check=c["mak_check"])
+        return HostLink(channel, TermIds(tid=m["tid"], mid=m["mid"]), self.host_keys,
+                        mak_check=c["mak_check"], mac_algorithm=str(c["mac_algorithm"]),
+                        track_encryption=bool(c["track_encryption"]))
 
     def _link(self, up: bool) -> None:
         if self.link_up != up:
@@ -83,23 +85,26 @@ class HostSession(CoreParts):
             if self.observer is not None:
                 self.observer.changed()
 
-    async def ensure_signed_on(self) -> bool:
+    async def ensure_signed_on(self, who: str = "system") -> bool:
+        """Signs on unless signed on already; `who` asked for it (the audit rows name it: the
+        terminal's own sign-on before an operation is "system")."""
         assert self.link is not None and self.journal is not None
-        if not self.link.sign_on_required and self.link.keys is not None:
+        if not self.link.sign_on_required and self.link.has_keys:
             return True
         self._step("signing_on", cancellable=False)
         self.sign_on_detail = "sign-on failed"
         stan = self.journal.allocate_stan()
         self.sign_on_problem = "host_unreachable"
         try:
+            # field 63: the operator signed in at the keypad (operators.py says who otherwise)
             reply = await self.link.sign_on(stan, self.journal.current_batch(),
-                                            self._tx()["operator"], timeout=self._timeout(),
+                                            self.operators.keypad_code(), timeout=self._timeout(),
                                             ic=self.board.reads_chip)
         except KeyCheckError as exc:
             log.error("sign-on failed: %s", exc)
             self.notice = "key_check_failed"  # a catalog key; the details go to the log and audit
             self.sign_on_problem = "key_check_failed"
-            self.journal.audit("system", "sign-on", str(exc), "failed")
+            self.journal.audit(who, "sign-on", str(exc), "failed")
             return False
         except HostError as exc:
             log.warning("sign-on failed: %s", exc)
@@ -117,7 +122,7 @@ class HostSession(CoreParts):
             return False
         host_batch = reply.fields.get("60", "")[2:8]
         self.journal.adopt_batch(host_batch)
-        self.journal.audit("system", "sign-on", f"batch {self.journal.current_batch()}", "done")
+        self.journal.audit(who, "sign-on", f"batch {self.journal.current_batch()}", "done")
         # The chip tables the host asks for, or an IC terminal never got (never fails the sign-on).
         await chip_params.after_sign_on(self.link, self.journal, reply, timeout=self._timeout())
         return True
@@ -185,7 +190,7 @@ class HostSession(CoreParts):
         if self.journal.open_settlement() is not None:
             self.notice = "settlement_resuming"
             log.warning("resuming an interrupted settlement")
-            return await self._run_settlement(self._tx()["operator"])
+            return await self._run_settlement(self.operators.code_for("system"))
         return None
 
     async def resolve_owed(self, record_id: int, reason: str, source: str) -> TxnResult:
@@ -200,7 +205,7 @@ class HostSession(CoreParts):
                 return TxnResult("refused", "anomaly_bad_action", record,
                                  detail=f"voucher {record.invoice} is {record.state.value}: nothing "
                                         "to resolve")
-            record = j.resolve_manually(record_id, source, reason)
+            record = j.resolve_manually(record_id, self.actor(source), reason)
             return TxnResult("resolved", "resolved", record)
 
         return await self.operation("resolve", source, work)
@@ -221,7 +226,7 @@ class HostSession(CoreParts):
         self._step("signing_on", cancellable=False)
         if not await self.ensure_signed_on():
             return TxnResult("failed", self.sign_on_problem, detail="sign-on failed")
-        return await self._run_settlement(self._tx()["operator"])
+        return await self._run_settlement(self.operators.code_for(source))
 
     async def _run_settlement(self, operator: str) -> TxnResult:
         j = self.journal
@@ -270,13 +275,14 @@ class HostSession(CoreParts):
             self._link(True)
             return reply.fields.get("39") == "00", time.monotonic() - start, reply.fields.get("39", "")
 
-    async def sign_on(self) -> bool:
+    async def sign_on(self, source: str = "ecr") -> bool:
+        """A sign-on asked for by `source` (Manage > Sign on, the ECR op)."""
         async with self._lock:
             assert self.link is not None
             self.link.sign_on_required = True
-            return await self.ensure_signed_on()
+            return await self.ensure_signed_on(self.actor(source))
 
-    async def sign_off(self) -> bool:
+    async def sign_off(self, source: str = "ecr") -> bool:
         async with self._lock:
             assert self.link is not None and self.journal is not None
             msg = signoff_request(self.journal.allocate_stan(), self.term, self.journal.current_batch())
@@ -284,7 +290,6 @@ class HostSession(CoreParts):
                 reply = await self.link.request(msg, mac=False, timeout=self._timeout())
             except HostError:
                 return False
-            self.link.keys = None
-            self.link.sign_on_required = True
-            self.journal.audit(self._tx()["operator"], "sign-off", "", reply.fields.get("39", ""))
+            self.link.forget_keys()
+            self.journal.audit(self.actor(source), "sign-off", "", reply.fields.get("39", ""))
             return reply.fields.get("39") == "00"

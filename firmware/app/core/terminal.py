@@ -38,16 +38,17 @@ from firmware.app.boards import BoardProfile, profile
 from firmware.app.core import custody, lifecycle
 from firmware.app.core.contract import PaperQueue, TerminalObserver
 from firmware.app.core.flows import CardSlot, FlowRunner
+from firmware.app.core.operators import Operators
 from firmware.app.core.session import HostSession
 from firmware.engine.deregistration import Lifecycle
 from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
-from firmware.journal.errors import JournalCorrupt, JournalError
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
-from firmware.ports import CardReader, KeyStatus, KeyStore, KeyStoreError, KeyStoreUnavailable
+from firmware.ports import CardReader, HostKeys, KeyStatus, KeyStore, KeyStoreError, KeyStoreUnavailable
 from firmware.security import PasswordGuard, locked_key
 from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
@@ -91,6 +92,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.settings: dict[str, dict[str, Any]] = {}
         self.journal: Journal | None = None
         self.link: HostLink | None = None
+        self.host_keys: HostKeys | None = None  # open(): the board's key store, host half
         self.service_problem: str | None = None
         self.service_notice = "service_mode"  # the catalog key the screen shows in service mode
         self.key_store: KeyStore | None = None
@@ -98,6 +100,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.key_problem: str | None = None  # why the key store cannot be used, in words
         self.card_slot = CardSlot()
         self.password_guard = PasswordGuard()
+        self.operators = Operators(self)  # who is signed in at the keypad; the audit's who
         self.fault_hook: Callable[[object], None] | None = None
         self.notice: str | None = None  # shown on the idle screen / status
         self.sign_on_problem = "host_unreachable"  # catalog key: why the last sign-on failed
@@ -111,7 +114,6 @@ class TerminalCore(FlowRunner, HostSession):
         self.reader: CardReader | None = None
         self.observer: TerminalObserver | None = None
         self.link_up: bool | None = None  # how the last exchange with the host went
-        self._tmk = b""
         self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
         self.backlog_left = 0  # reversals/advices still to be tried in the running backlog pass
         self.starting = False  # the start-up sign-on and backlog hold the operation lock
@@ -146,14 +148,15 @@ class TerminalCore(FlowRunner, HostSession):
             c["port"] = self.cfg.port
         if self.cfg.reply_timeout:
             c["reply_timeout"] = self.cfg.reply_timeout
-        if wiped:  # no key may come back: a throwaway vault, a TMK that never signs on
-            vault, tmk = CardVault.throwaway(), bytes(16)
+        if wiped:  # no key may come back: a throwaway vault, a link that never signs on
+            vault = CardVault.throwaway()
             self._key_store_to_destroy()
         else:
             store = await self._checked_key_store()
             if store is None:
                 return
-            vault, tmk = CardVault(store), self._clear_tmk_for_host_link(store)
+            vault = CardVault(store)
+            self.host_keys = store
         try:
             self.journal = Journal.open(self.data_dir / "journal.db", vault)
         except JournalCorrupt as exc:
@@ -164,7 +167,6 @@ class TerminalCore(FlowRunner, HostSession):
         report = self.journal.recover()
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
-        self._tmk = tmk
         self.link = self._make_link()
         self.prints = self._open_paper()
         self.reader = self._open_reader()
@@ -230,11 +232,6 @@ class TerminalCore(FlowRunner, HostSession):
         """open(): the board's key store (firmware/app/devices.py picks its driver). Raises
         KeyStoreError in words."""
         raise KeyStoreUnavailable("no key store is plugged into this terminal core")
-
-    def _clear_tmk_for_host_link(self, store: KeyStore) -> bytes:
-        """The clear TMK the host link still takes (until it asks the key store for its MACs and
-        PIN blocks): a development store's key; a token never gives one (sign-on then fails)."""
-        return bytes(16)
 
     def _open_paper(self) -> PaperQueue | None:
         """open(), the journal recovered: the print queue, started (None: no paper at all)."""
@@ -328,7 +325,7 @@ class TerminalCore(FlowRunner, HostSession):
         if not self.busy or self.journal is None:
             return
         try:
-            self.journal.audit(source, "cancel", f"while {self._running or 'terminal work'} ran",
+            self.journal.audit(self.actor(source), "cancel", f"while {self._running or 'terminal work'} ran",
                                "requested")
         except JournalError as exc:  # the CANCEL itself must still work on a full disk
             log.error("CANCEL from %s not audited: %s", source, exc)
@@ -351,11 +348,9 @@ class TerminalCore(FlowRunner, HostSession):
     def forget_keys(self) -> None:
         """Working keys and the terminal master key leave memory (deregistration)."""
         if self.link is not None:
-            self.link.keys = None
-            self.link.sign_on_required = True
-        if self.key_store is not None:
+            self.link.forget_keys()
+        elif self.key_store is not None:
             self.key_store.forget_working_keys()
-        self._tmk = b""
 
     def destroy_keys(self) -> list[str]:
         """Every key object of the store destroyed (deregistration's wipe), one line each in
@@ -390,10 +385,17 @@ class TerminalCore(FlowRunner, HostSession):
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def actor(self, source: str) -> str:
+        """Who and from where, as the audit names them: "07 keypad" (the operator signed in at
+        the keypad, or the implicit one), an ECR source naming its till, "system"."""
+        return self.operators.actor(source)
+
     # -- passwords --------------------------------------------------------------
 
-    async def check_password(self, password: str | None, purpose: str, source: str) -> bool:
-        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited.
+    async def check_password(self, password: str | None, purpose: str, source: str,
+                             who: str | None = None) -> bool:
+        """The supervisor password, from `source` ("keypad" or the ECR peer), counted and audited
+        (`who`: the audit's operator and source, when not the source's operator: a sign-in as 00).
 
         scrypt takes tens of milliseconds: it runs off the event loop so the LCD, the ECR link
         and CANCEL stay live; the attempt is counted and audited back on the loop (the journal
@@ -403,17 +405,18 @@ class TerminalCore(FlowRunner, HostSession):
         assert self.journal is not None
         left = self.password_guard.seconds_left(source)
         if left > 0:
-            self.journal.audit(source, f"password for {purpose}", f"locked, {left:.0f} s left",
-                               "refused")
+            self.journal.audit(who or self.actor(source), f"password for {purpose}",
+                               f"locked, {left:.0f} s left", "refused")
             return False
         ok = password is not None and await asyncio.get_running_loop().run_in_executor(
             None, verify_password, password, str(self.settings["security"]["supervisor_hash"]))
-        return self.record_password_result(ok, purpose, source)
+        return self.record_password_result(ok, purpose, source, who)
 
-    def record_password_result(self, ok: bool, purpose: str, source: str) -> bool:
+    def record_password_result(self, ok: bool, purpose: str, source: str,
+                               who: str | None = None) -> bool:
         """Counts the attempt (locking after too many) and audits it, on the loop's thread."""
         assert self.journal is not None
-        self.password_guard.record(self.journal, ok, source, purpose)
+        self.password_guard.record(self.journal, ok, source, purpose, who=who or self.actor(source))
         return ok
 
     def password_refused(self, source: str) -> str:
@@ -438,7 +441,7 @@ class TerminalCore(FlowRunner, HostSession):
         rule = password_problem(new)
         if rule is not None:
             assert self.journal is not None
-            self.journal.audit(source, "password change", rule, "refused")
+            self.journal.audit(self.actor(source), "password change", rule, "refused")
             return TxnResult("refused", rule, detail=password_words(rule))
         return await asyncio.to_thread(hash_password, new)
 
@@ -455,7 +458,7 @@ class TerminalCore(FlowRunner, HostSession):
             await asyncio.to_thread(self.settings_store.save, data, "supervisor password changed")
             self.settings = data
             assert self.journal is not None
-            self.journal.audit(source, "password change", "", "done")
+            self.journal.audit(self.actor(source), "password change", "", "done")
             return TxnResult("approved", "approved", detail="supervisor password changed")
 
     async def apply_settings(self, data: dict[str, dict[str, Any]], changed: list[str]) -> None:
@@ -465,6 +468,7 @@ class TerminalCore(FlowRunner, HostSession):
         relink = any(k.startswith("comms.") or k in ("merchant.tid", "merchant.mid") for k in changed)
         if relink and self.link is not None:
             await self.link.channel.close()
+            self.link.forget_keys()  # the keys of the old sign-on go with the old link
             self.link = self._make_link()  # signs on again before the next operation
 
     # -- the operation lock: one operation at a time ----------------------------
@@ -479,6 +483,15 @@ class TerminalCore(FlowRunner, HostSession):
             self._started(op, source, amount)
             result = TxnResult("failed", "internal_error")
             try:
+                if self.journal is not None:
+                    # who asked for what, from where (the journal's own rows of the operation
+                    # name its operator code only); a full disk refuses the operation here
+                    try:
+                        self.journal.audit(self.actor(source), "operation", op, "requested")
+                    except JournalFull as exc:
+                        log.error("%s from %s not started: %s", op, source, exc)
+                        result = TxnResult("failed", "journal_full", detail=str(exc))
+                        return result
                 result = self._password_words(await work(), source)
                 self.last_result = result
                 return result
@@ -519,7 +532,7 @@ class TerminalCore(FlowRunner, HostSession):
             info.update({
                 "tid": self.term.tid,
                 "mid": self.term.mid,
-                "signed_on": not self.link.sign_on_required and self.link.keys is not None,
+                "signed_on": not self.link.sign_on_required and self.link.has_keys,
                 "batch": self.journal.current_batch(),
                 "unresolved": self.journal.unresolved_counts(),
                 "quarantined": [{"voucher": r.invoice, "batch": r.batch, "type": r.kind.value,
@@ -532,6 +545,9 @@ class TerminalCore(FlowRunner, HostSession):
                 "backlog_left": self.backlog_left,
                 "settlement_open": self.journal.open_settlement() is not None,
                 "password_changed": bool(self.settings["security"].get("password_changed")),
+                # the operator signed in at the keypad (None: nobody, or no operators set up)
+                "operator": self.operators.signed_in,
+                "operators": self.operators.configured,
             })
         if self.prints is not None:
             info["printing"] = self.prints.status()

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from firmware.i18n import register
 from firmware.journal.errors import JournalError
 
 if TYPE_CHECKING:
@@ -21,6 +22,39 @@ log = logging.getLogger("posfw.ecr")
 
 WINDOW_S = 60.0
 REFUSED_RESULTS = frozenset({"error", "busy", "refused"})
+
+# What a till is told when the paired-till gate (ecr_gate.py) refuses its request: in the
+# terminal's language, with what to do. These replies carry no MAC ("authenticated": false).
+AUTH_MESSAGES: dict[str, tuple[str, str]] = {
+    "ecr_auth_required": ("This terminal takes requests from paired tills only: this one carries "
+                          "no till, seq and mac - pair the till (docs/ecr.md, Paired tills); "
+                          "nothing was done",
+                          "本终端只接受已配对收银机的请求: 该请求没有收银机编号、序号和校验码 - "
+                          "请先配对收银机; 未做任何处理"),
+    "ecr_open_refused": ("Unauthenticated requests are not taken on this board (only an emulated "
+                         "board allows them): paired tills only; nothing was done",
+                         "本机型不接受未认证的请求 (仅模拟机型允许): 只接受已配对的收银机; "
+                         "未做任何处理"),
+    "ecr_not_paired": ("Till {till} is not paired with this terminal: the supervisor pairs it "
+                       "(Manage > ECR tills); nothing was done",
+                       "收银机 {till} 未与本终端配对: 请主管配对 (管理 > 收银机配对); 未做任何处理"),
+    "ecr_bad_mac": ("Wrong MAC: the request was not sent by paired till {till}, or was changed on "
+                    "the way; nothing was done",
+                    "校验码 MAC 错误: 请求不是已配对的收银机 {till} 发出, 或在途中被改动; "
+                    "未做任何处理"),
+    "ecr_old_seq": ("seq {seq} refused: the last seq seen from till {till} is {last} (a request "
+                    "never runs twice); send it again with seq {next} or more; nothing was done",
+                    "序号 {seq} 被拒绝: 收银机 {till} 上一序号为 {last} (同一请求不会执行两次); "
+                    "请用序号 {next} 或更大重发; 未做任何处理"),
+    "ecr_bad_envelope": ("{detail}; nothing was done", "{detail}; 未做任何处理"),
+    "ecr_key_unreadable": ("Till {till}'s key cannot be opened by this terminal's key store: "
+                           "pair the till again; nothing was done",
+                           "本终端密钥库无法打开收银机 {till} 的密钥: 请重新配对; 未做任何处理"),
+    "ecr_auth_service": ("Service mode: paired tills cannot be checked without the journal - "
+                         "see the terminal's screen; nothing was done",
+                         "维护模式: 没有交易日志无法验证收银机 - 请看终端屏幕; 未做任何处理"),
+}
+register(AUTH_MESSAGES)
 
 
 @dataclass

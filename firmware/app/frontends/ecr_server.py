@@ -4,8 +4,10 @@ Theory of operation: each peer (a TCP connection, or the serial port) feeds its 
 LineFramer; every complete line becomes a task that answers it (`_handle`), so that `cancel`
 and `status` are heard while an operation runs (one operation at a time; anything else gets
 "busy"). `_handle` is the reply guarantee: whatever happens inside, exactly one reply line is
-queued for the peer. On the way in: the fields (firmware/ecr/protocol.py), the board's
-card-data rule (`dispatch`, for every op), then the repeat rule (ecr_repeats.py). On the way
+queued for the peer. On the way in: the paired-till gate (ecr_gate.py: the till, its seq and
+MAC; a till's `pair` request goes to the pairing window), the fields (firmware/ecr/protocol.py),
+the board's card-data rule (`dispatch`, for every op), then the repeat rule (ecr_repeats.py).
+A paired till's reply is sealed with its key (firmware/ecr/auth.py sealed_line). On the way
 out, a peer's output is bounded: a peer that does not read its replies is not read from
 either, and its replies are dropped past OUTPUT_CAP (serial) or its connection closed (TCP),
 so it can neither block nor spin the terminal. TCP connections are capped in number and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import termios
@@ -27,9 +30,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from firmware.app.core.contract import OperatorInput
+from firmware.app.frontends.ecr_gate import UNAUTHENTICATED, Admitted, Pairing, Seal, TillGate
 from firmware.app.frontends.ecr_refusals import RefusalLog
 from firmware.app.frontends.ecr_repeats import RepeatGate
 from firmware.app.frontends.ecr_replies import failed_inside, language, record_state, refusal, result_payload
+from firmware.ecr.auth import sealed_line
 from firmware.ecr.protocol import (
     CARD_DATA_FIELDS,
     FINANCIAL_OPS,
@@ -40,6 +45,7 @@ from firmware.ecr.protocol import (
     Overlong,
     encode_response,
     overlong_message,
+    parse_object,
     parse_request,
 )
 from firmware.engine.model import CardRead, OriginalRef, RequestKey, TxnRequest, TxnResult
@@ -84,9 +90,27 @@ class Peer(abc.ABC):
         self.running = 0
         self.last_active = time.monotonic()
 
+    def send(self, payload: dict[str, Any], seal: Seal | None = None) -> None:
+        """Queue one reply line (sealed with a paired till's key: its till, seq and MAC);
+        never blocks, never raises."""
+        self.send_line(encoded(payload, seal))
+
     @abc.abstractmethod
-    def send(self, payload: dict[str, Any]) -> None:
-        """Queue one reply line; never blocks, never raises."""
+    def send_line(self, data: bytes) -> None:
+        """Queue one encoded reply line; never blocks, never raises."""
+
+
+def encoded(payload: dict[str, Any], seal: Seal | None) -> bytes:
+    """The reply line: as encode_response makes it, or, for a paired till, the same content
+    (made encodable first) with its till and seq, canonical and MACed under its key."""
+    line = encode_response(payload)
+    if seal is None:
+        return line
+    try:
+        return sealed_line({**json.loads(line), "till": seal.till, "seq": seal.seq}, seal.key)
+    except Exception:  # never: encode_response's line is canonical-encodable; still one reply
+        log.exception("ECR reply to till %s not sealed", seal.till)
+        return line
 
 
 class TcpPeer(Peer):
@@ -97,10 +121,9 @@ class TcpPeer(Peer):
         self.writer = writer
         writer.transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
 
-    def send(self, payload: dict[str, Any]) -> None:
+    def send_line(self, data: bytes) -> None:
         if self.writer.is_closing():
             return
-        data = encode_response(payload)
         waiting = self.writer.transport.get_write_buffer_size()
         if waiting + len(data) > OUTPUT_CAP:
             log.warning("ECR %s does not read its replies (%d bytes waiting): connection closed",
@@ -124,10 +147,9 @@ class SerialPeer(Peer):
         self.drained = asyncio.Event()
         self.drained.set()
 
-    def send(self, payload: dict[str, Any]) -> None:
+    def send_line(self, data: bytes) -> None:
         if self._closed:
             return
-        data = encode_response(payload)
         if len(self._out) + len(data) > OUTPUT_CAP:
             # Keep the rest of the line under way, so the peer's next line starts clean.
             keep = self._out.find(b"\n") + 1
@@ -176,6 +198,7 @@ class EcrServer:
         self.test_cards = test_cards
         self.repeats = RepeatGate(terminal)
         self.refusals = RefusalLog(terminal)
+        self.gate = TillGate(terminal)
         self._server: asyncio.AbstractServer | None = None
         self._serial_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -283,6 +306,8 @@ class EcrServer:
         for line in peer.framer.feed(chunk):
             if isinstance(line, Overlong):
                 reply = {"ok": False, "result": "error", "message": overlong_message()}
+                if not self.gate.open:
+                    reply.update(UNAUTHENTICATED)
                 peer.send(reply)
                 self.refusals.note_reply(peer.source, reply)
                 continue
@@ -295,29 +320,57 @@ class EcrServer:
     async def _handle(self, line: bytes, peer: Peer) -> None:
         """The reply guarantee: exactly one reply line for the line, whatever happens."""
         reply = failed_inside(language(self.terminal))
+        seal: Seal | None = None
+        source, audit = peer.source, True
         peer.running += 1
         try:
-            reply = await self._answer(line, peer)
+            # First, before any await: a till's seq numbers are taken in the order it sent them.
+            verdict = self.gate.admit(line, peer.source)
+            if isinstance(verdict, Admitted):
+                seal, source = verdict.seal, verdict.source
+                reply = await self._answer(line, verdict)
+            elif isinstance(verdict, Pairing):
+                reply, audited = await self._pair(verdict, peer.source)
+                audit = not audited  # a try at an open window is audited at once, by the window
+            else:
+                reply = verdict.reply
         except Exception:
             log.exception("ECR request from %s failed inside the terminal", peer.source)
         finally:
             peer.running -= 1
-            peer.send(reply)
+            if seal is None and not self.gate.open and reply.get("result") != "paired":
+                reply = {**reply, **UNAUTHENTICATED}  # says so: no MAC to check
+            peer.send(reply, seal)
+        if not audit:
+            return
         try:
-            self.refusals.note_reply(peer.source, reply)
+            self.refusals.note_reply(source, reply)
         except Exception:  # the audit is not the reply: never let it take the link down
-            log.exception("ECR refusal from %s not recorded", peer.source)
+            log.exception("ECR refusal from %s not recorded", source)
 
-    async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
+    async def _answer(self, line: bytes, admitted: Admitted) -> dict[str, Any]:
         try:
-            req = parse_request(line, self._companion_ops())
+            if admitted.obj is None:
+                req = parse_request(line, self._companion_ops())
+            else:
+                req = parse_object(admitted.obj, self._companion_ops())
         except EcrError as exc:
             return exc.reply()
 
         async def run(key: RequestKey | None) -> dict[str, Any]:
-            return await self._run(req, peer.source, key)
+            return await self._run(req, admitted.source, key)
 
-        return {"id": req.id, "op": req.op, **await self.repeats.run(req, peer.source, run)}
+        return {"id": req.id, "op": req.op, **await self.repeats.run(req, admitted.source, run)}
+
+    async def _pair(self, pairing: Pairing, source: str) -> tuple[dict[str, Any], bool]:
+        """A till's `pair` request: the reply, and whether the pairing window audited it."""
+        from firmware.app.services.tills import answer_pair_request
+
+        if self.terminal.journal is None:
+            return {**pairing.envelope, "ok": False, "result": "refused",
+                    "message": text("service_mode", language(self.terminal))}, False
+        reply, audited = await answer_pair_request(self.terminal, pairing.request, source)
+        return {**pairing.envelope, **reply}, audited
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
         try:

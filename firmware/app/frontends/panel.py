@@ -8,6 +8,11 @@ observes the terminal (TerminalObserver) so that an ECR-started operation, its P
 result appear on the LCD. An idle panel sleeps until the next key, card or the screen's own
 wake-up time (the idle clock: once a minute). No key code is logged, PIN screen or not.
 The Diagnostics menu's checks run in panel_diag.py (PanelDiagnostics).
+
+Operators (firmware/app/core/operators.py): while operators are set up and nobody is signed in,
+the panel's home is the sign-in screen (at start, after a sign-out, and whenever an idle screen
+comes back through a `back`); the idle screen names the operator signed in; keypad operations
+carry that operator, and the keypad refuses what the operator may not do, in words.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class FrontPanel:
         if machine is None:
             from firmware.ui.machine import build_ui
 
-            machine = build_ui()
+            machine = build_ui(lambda: terminal.operators.needs_sign_in)
         self.terminal = terminal
         self.keypad = keypad
         self.display = display
@@ -100,6 +105,7 @@ class FrontPanel:
         keys = asyncio.create_task(self._pump_keys(), name="keypad") if self.keypad else None
         try:
             self.apply_display_settings()
+            self._guard_home()  # operators set up: the keypad starts at the sign-in screen
             self._draw(self.ui.frame(self._ctx()))
             self._sync_card_watch()
             while True:
@@ -121,7 +127,20 @@ class FrontPanel:
         self._draw(out.frame)
         for command in out.commands:
             self._execute(command)
+        if self._guard_home():
+            self._draw(self.ui.frame(self._ctx()))
         self._sync_card_watch()
+
+    def _guard_home(self) -> bool:
+        """The idle screen while nobody is signed in (operators set up) becomes the sign-in
+        screen, and the sign-in screen the idle one once no sign-in is needed; True: swapped."""
+        from firmware.ui.machine import home_for
+
+        swapped = home_for(self.ui.screen, self.terminal.operators.needs_sign_in)
+        if swapped is None:
+            return False
+        self.ui.screen = swapped
+        return True
 
     async def _next_event(self) -> ui.UiEvent:
         wake = self.ui.next_wakeup(self._ctx())
@@ -193,7 +212,7 @@ class FrontPanel:
             with contextlib.suppress(Exception):
                 paper, printing, confirm, tear_off = self._paper_state()
         held_open, held_aged = self._held_counts()
-        signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.keys is not None)
+        signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.has_keys)
         locked = t.password_guard.seconds_left("keypad")  # its own lock or everyone's
         notice = (t.service_problem and t.service_notice) or t.notice
         return ui.UiContext(
@@ -208,7 +227,7 @@ class FrontPanel:
             backlog_left=t.backlog_left,
             deregistered=self._deregistered(), notice=notice, settings=settings,
             print_confirm_job=confirm, tear_off_job=tear_off, password_locked_s=locked,
-            held_orders=held_open, held_aged=held_aged,
+            held_orders=held_open, held_aged=held_aged, operator=t.operators.signed_in or "",
         )
 
     def _deregistered(self) -> bool:
@@ -337,12 +356,18 @@ class FrontPanel:
             self._held_card = None
         elif isinstance(command, ui.Audit):
             if t.journal is not None:
-                t.journal.audit(str(t.settings["transactions"]["operator"]), command.action,
-                                command.detail, command.outcome)
+                t.journal.audit(t.actor("keypad"), command.action, command.detail, command.outcome)
+        elif isinstance(command, ui.SignIn):
+            self._spawn(self._sign_in(command), "sign-in")
+        elif isinstance(command, ui.SignOut):
+            answer = t.operators.sign_out(command.by_supervisor)
+            self._events.put_nowait(ui.OperatorAnswer(answer.ok, answer.key))
+        elif isinstance(command, ui.ManageOperator):
+            self._spawn(self._manage(command), "operators")
         elif isinstance(command, ui.ConfirmPrint):
             if t.prints is not None:
                 try:
-                    t.prints.confirm(command.job_id, command.print_again)
+                    t.prints.confirm(command.job_id, command.print_again, t.actor("keypad"))
                 except Exception as exc:  # the operator gets words, never a hung panel
                     log.error("print confirmation: %s", exc)
             self.changed()
@@ -388,6 +413,32 @@ class FrontPanel:
         locked = t.password_guard.seconds_left("keypad")
         self._events.put_nowait(ui.PasswordChecked(ok, locked))
 
+    async def _sign_in(self, command: ui.SignIn) -> None:
+        try:
+            answer = await self.terminal.operators.sign_in(command.code, command.pin)
+            event = ui.OperatorAnswer(answer.ok, answer.key, answer.locked_s)
+        except Exception:  # the operator gets words, never a screen stuck on "Checking..."
+            log.exception("operator sign-in failed")
+            event = ui.OperatorAnswer(False, "internal_error")
+        self._events.put_nowait(event)
+
+    async def _manage(self, command: ui.ManageOperator) -> None:
+        operators = self.terminal.operators
+        try:
+            if command.action == "add":
+                answer = await operators.add(command.code, command.pin or "")
+            elif command.action == "change_pin":
+                answer = await operators.change_pin(command.code, command.pin or "")
+            elif command.action == "remove":
+                answer = await operators.remove(command.code)
+            else:
+                raise ValueError(f"no operator action {command.action!r}")
+            event = ui.OperatorAnswer(answer.ok, answer.key)
+        except Exception:  # the operator gets words, never a screen stuck on "Saving..."
+            log.exception("operator %s failed", command.action)
+            event = ui.OperatorAnswer(False, "internal_error")
+        self._events.put_nowait(event)
+
     async def _run_op(self, command: ui.StartOp) -> None:
         try:
             outcome = await self._operation(command)
@@ -403,6 +454,9 @@ class FrontPanel:
         from firmware.app.services.registry import for_panel_op
 
         t = self.terminal
+        refusal = t.operators.keypad_refusal(c.op)  # nobody signed in; the supervisor's payment
+        if refusal is not None:
+            return ui.OpOutcome(c.op, "refused", refusal)
         companion = for_panel_op(c.op)  # held orders, settlement review, deregistration
         if companion is not None:
             return await companion.run_op(t, c, self._lang(), self.display.cols)
@@ -418,7 +472,7 @@ class FrontPanel:
             elif c.op == "refund":
                 original = OriginalRef(rrn=c.rrn, date=c.date)
             request = TxnRequest(kind=TxnKind(c.op), amount=c.amount,
-                                 operator=str(t.settings["transactions"]["operator"]),
+                                 operator=t.operators.code_for("keypad"),
                                  original=original, reference=c.reference)
             io = OperatorInput(card=card, source="keypad", authorised=c.authorised)
             return outcome_of(c.op, await t.financial(request, io))
@@ -431,11 +485,11 @@ class FrontPanel:
             return settle_outcome(t, result, self._lang())  # a refusal names what is pending
         if c.op == "sign_on":
             self.op_step("signing_on", cancellable=False)
-            ok = await t.sign_on()
+            ok = await t.sign_on("keypad")
             return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_on" if ok else "sign_on_failed",
                                 detail=t.notice or "")
         if c.op == "sign_off":
-            ok = await t.sign_off()
+            ok = await t.sign_off("keypad")
             return ui.OpOutcome(c.op, "done" if ok else "failed", "signed_off" if ok else "host_unreachable")
         if c.op == "echo":
             return self.diagnostics.echo_outcome(await t.echo())
@@ -452,12 +506,13 @@ class FrontPanel:
         lang = str(t.settings["display"].get("language", "en"))
         cols = self.display.cols
         if c.op in ("reprint_last", "reprint_voucher"):
-            job = desk.reprint(c.voucher if c.op == "reprint_voucher" else None)
+            job = desk.reprint(c.voucher if c.op == "reprint_voucher" else None,
+                               operator=t.actor("keypad"))
             if isinstance(job, str):
                 return ui.OpOutcome(c.op, "refused", job)
             return ui.OpOutcome(c.op, "done", "reprint_queued", detail=str(job_payload(job)["title"]))
         if c.op == "reprint_settlement":
-            job = desk.settlement_report(None, reprint=True)
+            job = desk.settlement_report(None, reprint=True, operator=t.actor("keypad"))
             if isinstance(job, str):
                 return ui.OpOutcome(c.op, "refused", job)
             return ui.OpOutcome(c.op, "done", "reprint_queued")

@@ -197,7 +197,7 @@ async def _host_exchange(terminal: TerminalCore, ident: dict[str, Any],
     term = TermIds(tid=ident["tid"], mid=ident["mid"])
     channel = HostChannel(ident["host"], int(ident["port"]), connect_timeout=ident["connect_timeout"],
                           connect_attempts=2)
-    link = HostLink(channel, term, bytes(16))  # no MAC, no sign-on: the TMK is not needed
+    link = HostLink(channel, term, None)  # no MAC, no sign-on: no key store needed
     try:
         reply = await link.request(build(j.allocate_stan(), term, ident["batch"]), mac=False,
                                    timeout=ident["reply_timeout"])
@@ -242,10 +242,7 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
             raise DeregRefused(f"the host cannot be reached to sign off ({exc})") from exc
         if reply.fields.get("39") != "00":
             raise DeregRefused(f"the host refused the sign-off ({reply.fields.get('39')})")
-        terminal.link.keys = None  # the working keys go here
-        terminal.link.sign_on_required = True
-        if terminal.key_store is not None:
-            terminal.key_store.forget_working_keys()
+        terminal.link.forget_keys()  # the working keys leave the key store here
         _record(terminal, step)
     elif step is Step.WIPING:
         # The point of no return, written before any of the wipe's effects. The supervisor
@@ -349,8 +346,8 @@ def _path_refusal(terminal: TerminalCore, path: str | None, lang: str, source: s
     if lifecycle(terminal) is not Lifecycle.ACTIVE or _offered(terminal, path):
         return None
     assert terminal.journal is not None
-    terminal.journal.audit(source, "deregistration refused", f"backup path not offered: {path}"[:300],
-                           "nothing changed")
+    terminal.journal.audit(terminal.actor(source), "deregistration refused",
+                           f"backup path not offered: {path}"[:300], "nothing changed")
     return OpOutcome("deregister", "refused", "dereg_bad_dir",
                      detail="offered: " + ", ".join(export_dirs(terminal)))
 
@@ -400,7 +397,7 @@ async def resume_at_startup(terminal: TerminalCore) -> OpOutcome | None:
     if life is Lifecycle.ACTIVE:
         return None
     if terminal.link is not None:
-        terminal.link.keys = None
+        terminal.link.forget_keys()
     kept = state(j).get("dereg_supervisor")
     if kept:  # the settings are wiped: a person who resumes gives the password of before
         terminal.settings["security"]["supervisor_hash"] = kept

@@ -51,8 +51,14 @@ def held(terminal: TerminalCore) -> HeldOrders:
     return HeldOrders(terminal.journal)
 
 
-def _operator(terminal: TerminalCore) -> str:
-    return str(terminal.settings["transactions"]["operator"])
+def _operator(terminal: TerminalCore, source: str) -> str:
+    """Who and from where (the order's operator and its audit trail name both: "07 keypad")."""
+    return terminal.actor(source)
+
+
+def _code(terminal: TerminalCore, source: str) -> str:
+    """The operator code of a sale or a refund the order makes (its receipt's OPERATOR NO.)."""
+    return terminal.operators.code_for(source)
 
 
 def max_age_min(terminal: TerminalCore) -> int:
@@ -131,7 +137,8 @@ async def park(terminal: TerminalCore, amount: int | None, reference: str | None
                source: str) -> OpOutcome:
     if terminal.service_problem:
         return _outcome("held_park", "refused", "service_mode", terminal.service_problem)
-    order = held(terminal).park(amount or 0, reference or "", note or "", _operator(terminal),
+    # the order's operator is the code (its slip prints it); the order keeps its source beside it
+    order = held(terminal).park(amount or 0, reference or "", note or "", _code(terminal, source),
                                 str(terminal.settings["transactions"]["currency"]), source)
     return _outcome("held_park", "stored", "held_parked", amount=order.amount,
                     items=(order_item(order),))
@@ -140,13 +147,14 @@ async def park(terminal: TerminalCore, amount: int | None, reference: str | None
 async def resume(terminal: TerminalCore, order_id: int, io: OperatorInput) -> OpOutcome:
     h = held(terminal)
     h.reconcile(stale=not terminal.busy)
-    order = h.mark_paying(order_id, _operator(terminal))
+    order = h.mark_paying(order_id, _operator(terminal, io.source))
     # From here a power loss leaves the order PAYING: with its sale tied to it if the sale was
     # written (the order follows it), else put back by reconcile() at start-up.
     result = await terminal.financial(
-        TxnRequest(TxnKind.SALE, order.amount, operator=_operator(terminal), reference=order.reference,
+        TxnRequest(TxnKind.SALE, order.amount, operator=_code(terminal, io.source), reference=order.reference,
                    held_order_id=order_id), io)
-    order = h.abandon_payment(order_id, _operator(terminal)) if result.record is None else h.get(order_id)
+    order = (h.abandon_payment(order_id, _operator(terminal, io.source)) if result.record is None
+             else h.get(order_id))
     return _from_result("held_resume", result, order)
 
 
@@ -163,7 +171,7 @@ async def cancel(terminal: TerminalCore, order_id: int, reason: str, io: Operato
     h = held(terminal)
     h.reconcile(stale=not terminal.busy)
     order = h.get(order_id)
-    operator = _operator(terminal)
+    operator = _operator(terminal, io.source)
     if order.state == HELD:
         order = h.cancel_unpaid(order_id, reason, operator)
         return _outcome("held_cancel", "done", "held_cancelled", amount=order.amount,
@@ -186,12 +194,13 @@ async def cancel(terminal: TerminalCore, order_id: int, reason: str, io: Operato
     sale = j.get(order.txn_id)
     if sale.settlement_id is not None or sale.batch != j.current_batch():
         order = h.begin_cancel(order_id, reason, operator, f"refund of sale voucher {sale.invoice} (settled)")
-        request = TxnRequest(TxnKind.REFUND, sale.amount, operator=operator, reference=order.reference,
+        request = TxnRequest(TxnKind.REFUND, sale.amount, operator=_code(terminal, io.source),
+                             reference=order.reference,
                              original=OriginalRef(rrn=sale.rrn, date=sale.local_date),
                              held_order_id=order_id)
     else:
         order = h.begin_cancel(order_id, reason, operator, f"void of sale voucher {sale.invoice}")
-        request = TxnRequest(TxnKind.VOID, operator=operator, reference=order.reference,
+        request = TxnRequest(TxnKind.VOID, operator=_code(terminal, io.source), reference=order.reference,
                              original=OriginalRef(invoice=sale.invoice, batch=sale.batch),
                              held_order_id=order_id)
     result = await terminal.financial(request, io)
@@ -222,16 +231,17 @@ async def _reverse_now(terminal: TerminalCore) -> TxnResult:
     return TxnResult("done", "held_cancel_reversal")
 
 
-async def trail(terminal: TerminalCore, order_id: int, lang: str, print_it: bool) -> OpOutcome:
+async def trail(terminal: TerminalCore, order_id: int, lang: str, print_it: bool,
+                source: str = "keypad") -> OpOutcome:
     h = held(terminal)
     order = h.get(order_id)
     doc = trail_document(terminal, order_id, lang)
     lines = tuple(b.text for b in doc.blocks if hasattr(b, "text"))
     desk = printing.desk(terminal)
     if print_it and desk is not None:
-        desk.held_trail(order_id, _operator(terminal))  # queued; audited by the queue
+        desk.held_trail(order_id, _operator(terminal, source))  # queued; audited by the queue
     elif print_it:
-        h.note_print(order_id, _operator(terminal))
+        h.note_print(order_id, _operator(terminal, source))
     return _outcome("held_trail", "done", "held_trail_ready", amount=order.amount, lines=lines,
                     items=(order_item(order),))
 

@@ -178,8 +178,8 @@ async def act(terminal: TerminalCore, action: str, voucher: str | None, authoris
     if record.kind is not TxnKind.SALE or record.state is not TxnState.APPROVED:
         return _outcome("anomaly_act", "refused", "anomaly_bad_action",
                         f"voucher {record.invoice} is a {record.state.value} {record.kind.value}")
-    operator = str(terminal.settings["transactions"]["operator"])
     io = OperatorInput(password=password, source="keypad" if authorised else "ecr", authorised=authorised)
+    operator = terminal.operators.code_for(io.source)
     result = await terminal.financial(
         TxnRequest(TxnKind.VOID, operator=operator,
                    original=OriginalRef(invoice=record.invoice, batch=record.batch)), io)
@@ -202,12 +202,13 @@ async def _resolve(terminal: TerminalCore, record: Any, authorised: bool,
                     amount=record.amount, pan_masked=record.pan_masked)
 
 
-def report(terminal: TerminalCore, kind: str) -> OpOutcome:
-    """Queue a report: x (subtotals, nothing closed), list (the open batch), z (last settlement)."""
+def report(terminal: TerminalCore, kind: str, source: str = "keypad") -> OpOutcome:
+    """Queue a report: x (subtotals, nothing closed), list (the open batch), z (last settlement);
+    `source` asked for it (the audit row names it and its operator)."""
     desk = printing.desk(terminal)
     if desk is None:
         return _outcome("print_report", "failed", "service_mode")
-    operator = str(terminal.settings["transactions"]["operator"])
+    operator = terminal.actor(source)  # the report's audit row: who and from where
     if kind == "x":
         desk.subtotals(operator)
     elif kind == "list":
@@ -252,8 +253,9 @@ async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int)
 
 async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
                  origin: OperatorInput | None = None) -> dict[str, Any]:
-    """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload. origin
-    (who asked) is not needed: these ops ask no password and move no money."""
+    """An ECR request of ECR_OPS (fields checked by the protocol): the reply payload. origin:
+    who asked (a printed report's audit row names it); these ops ask no password and move no
+    money."""
     lang = str(terminal.settings.get("display", {}).get("language", "en"))
     if terminal.journal is None:
         return {"ok": False, "result": "failed", "message": _words("service_mode", lang)}
@@ -263,7 +265,7 @@ async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
                 "message": _words("review_blocked" if review.blocked else "review_ready", lang),
                 "review": review.payload()}
     if op == "print_report":
-        outcome = report(terminal, str(args.get("kind", "")))
+        outcome = report(terminal, str(args.get("kind", "")), (origin or OperatorInput()).source)
         reply = {"ok": outcome.ok, "result": outcome.status,
                  "message": _words(outcome.message_key, lang)}
         if outcome.detail:

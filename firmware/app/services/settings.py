@@ -64,7 +64,10 @@ async def run(terminal: TerminalCore, command: ui.UiCommand) -> ui.SettingsSaved
         await terminal.apply_settings(data, changed)
         if terminal.journal is not None:
             detail = ", ".join(k for k in changed if not k.startswith("security.supervisor"))
-            terminal.journal.audit("supervisor", f"settings: {why}", detail[:500], "saved")
+            # the keypad's operator (the supervisor password, when one was asked, is audited
+            # with the same who just before)
+            terminal.journal.audit(terminal.actor("keypad"), f"settings: {why}", detail[:500],
+                                   "saved")
     tests = () if isinstance(command, ui.RollBackSettings) else self_tests_for(changed)
     terminal.notify_changed()
     return ui.SettingsSaved(True, {}, tests, version)
