@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from p11kit import (
     pointing_at,
     provision_token,
     softhsm_env,
+    write_conf,
 )
 from p11kit import PIN as TOKEN_PIN
 
@@ -92,6 +94,10 @@ def provision_token_dir(data_dir: Path, tmk: bytes | None = TMK) -> TokenEnv:
     board's token) and VAULT_KEY, and its user PIN in keys/token.pin (0600)."""
     keys = data_dir / "keys"
     keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if (keys / "tokens").is_dir():  # provisioned before (a test's second start): its token stays
+        write_conf(keys)
+        write_token_pin_file(data_dir)
+        return token_of(data_dir)
     env = softhsm_env(keys, set_env=False)
     if tmk is not None:
         provision_token(env, tmk, VAULT_KEY)
@@ -106,6 +112,15 @@ def provision_token_dir(data_dir: Path, tmk: bytes | None = TMK) -> TokenEnv:
     return env
 
 
+def copy_terminal(source: Path, target: Path) -> Path:
+    """A copy of a terminal's data directory whose token is its own copy too (the token's
+    configuration names its object store by an absolute path: rewritten for the copy)."""
+    shutil.copytree(source, target)
+    if (target / "keys" / CONF_NAME).exists():
+        write_conf(target / "keys")
+    return target
+
+
 def write_token_pin_file(data_dir: Path) -> None:
     """keys/token.pin as provisioning's --token-pin-file leaves it (the test token's PIN)."""
     custody.write_private(data_dir / "keys" / "token.pin", TOKEN_PIN.encode() + b"\n")
@@ -118,17 +133,18 @@ def token_of(data_dir: Path) -> TokenEnv:
     return TokenEnv(conf=conf, module=SOFTHSM_MODULE, label=LABEL, pin=TOKEN_PIN, so_pin=SO_PIN)
 
 
-def open_store(data_dir: Path, board: str = "sim") -> KeyStore:
+def open_store(data_dir: Path, board: str = "sim", key_store: str | None = None) -> KeyStore:
     """The data directory's key store, as its terminal opens it (close it when done: a token
     takes one store per process)."""
-    return devices.open_key_store(profile(board), data_dir)
+    return devices.open_key_store(profile(board), data_dir, key_store)
 
 
-def open_journal(data_dir: Path, board: str = "sim", **kw: Any) -> Journal:
+def open_journal(data_dir: Path, board: str = "sim", key_store: str | None = None,
+                 **kw: Any) -> Journal:
     """A terminal's journal opened as the terminal opens it: under its own key store's vault key,
     which closes with the journal (a terminal process may run meanwhile: another process gets a
     session of its own; an in-process terminal must be closed first)."""
-    store = open_store(data_dir, board)
+    store = open_store(data_dir, board, key_store)
     try:
         journal = Journal.open(data_dir / "journal.db", CardVault(store), **kw)
     except BaseException:

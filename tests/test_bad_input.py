@@ -224,4 +224,4 @@ def test_missing_master_key_puts_the_terminal_in_service_mode_saying_how_to_prov
     status, journal = run(go())
     assert journal is None  # no money work without keys
     assert "provision the terminal" in status["service_mode"], status
-    assert "terminal master key" in status["service_mode"]
+    assert "token PIN file" in status["service_mode"]  # the first thing a start needs of keys/

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers import PASSWORD, TID, run, terminal
+from helpers import PASSWORD, TID, open_store, run, terminal
 from test_deregister import _fresh, _journal_rows, _state, template  # noqa: F401 - the fixture
 
 from firmware.app.services import deregister
@@ -80,7 +80,12 @@ def test_a_wipe_cut_before_its_key_part_destroys_the_keys_at_the_next_start(
             pass
         finally:
             await t.close()
-        before = (data / "keys" / "tmk.key").exists(), (data / "keys" / "card.key").exists()
+        keys = open_store(data)  # the terminal closed: its token, as the cut left it
+        try:
+            status = keys.status()
+        finally:
+            keys.close()
+        before = status.tmk_check is not None, status.vault_key
         t = await terminal(data)  # resume_at_startup finishes the wipe and the host's steps
         try:
             status = t.key_store.status() if t.key_store is not None else None

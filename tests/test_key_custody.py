@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from helpers import TID, TMK, TOKEN_PIN, VAULT_KEY, open_journal, provision, run, sale, terminal, token_of
+from helpers import TID, TMK, TOKEN_PIN, VAULT_KEY, open_journal, provision, run, sale, token_of
 from p11kit import pointing_at
 
 from drivers.keystore.memory import MemoryKeyStore
@@ -61,7 +61,7 @@ def test_a_provisioned_terminal_says_where_its_keys_are_and_the_master_keys_chec
     assert record is not None and record.tmk_check
     lines = status["key_store"]
     assert f"Master key check value {record.tmk_check}" in lines, lines
-    assert any(line.startswith("Keys: development key files in") for line in lines), lines
+    assert any(line.startswith("Keys: SoftHSM") and "'posfw'" in line for line in lines), lines
     assert "Card-data key present" in lines
     assert not any(TMK.hex().upper() in line.upper() for line in lines)
 
@@ -70,8 +70,7 @@ def test_a_master_key_that_is_not_the_one_provisioned_is_service_mode_in_words(
         data_dir: Path, sim) -> None:
     """The record says the acquirer confirmed check value X; the store's TMK gives Y (another key
     file put in its place): service mode, both values in the words, nothing sent."""
-    other = "00112233445566778899AABBCCDDEEFF"
-    (data_dir / "keys" / "tmk.key").write_text(other)
+    _other_tmk_in(data_dir)  # another key put in its place
     status, t = run(_status_of(data_dir))
     why = status["service_mode"]
     assert why is not None and "TMK check value mismatch" in why, status
@@ -83,12 +82,15 @@ def test_a_master_key_that_is_not_the_one_provisioned_is_service_mode_in_words(
 
 
 def test_a_missing_card_vault_key_on_a_terminal_with_a_journal_is_found_at_start(
-        data_dir: Path, sim) -> None:
+        tmp_path: Path, sim) -> None:
     """The vault key file gone under a journal whose PANs it sealed: the development store makes a
     new one (as it always did) and the old PANs say they cannot be read back (VaultError), never
     another card's number."""
+    data_dir = provision(tmp_path / "terminal", sim.port, key_store="memory")
+
     async def first() -> None:
-        t = await terminal(data_dir)
+        t = Terminal(AppConfig(data_dir=data_dir, key_store="memory"))
+        await t.start()
         try:
             assert (await sale(t, 1234)).status == "approved"
         finally:
@@ -96,7 +98,7 @@ def test_a_missing_card_vault_key_on_a_terminal_with_a_journal_is_found_at_start
 
     run(first())
     (data_dir / "keys" / "card.key").unlink()
-    journal = open_journal(data_dir)
+    journal = open_journal(data_dir, key_store="memory")
     try:
         record = journal.records()[-1]
         with pytest.raises(VaultError, match="integrity"):
@@ -115,7 +117,7 @@ def test_the_development_store_is_refused_on_a_board_that_is_not_a_development_b
         data_dir: Path, sim, monkeypatch) -> None:
     real = dataclasses.replace(boards.PROFILES["sim"], name="sim-real", development=False)
     monkeypatch.setitem(boards.PROFILES, "sim-real", real)
-    status, t = run(_status_of(data_dir, board="sim-real"))
+    status, t = run(_status_of(data_dir, board="sim-real", key_store="memory"))
     why = status["service_mode"]
     assert why is not None and "development boards only" in why and "give it a token" in why, why
     assert t.journal is None

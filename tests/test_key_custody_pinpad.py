@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from chipkit import emulated_reader
 from helpers import PASSWORD, TMK, VAULT_KEY, provision, run
-from test_provision import filled_template
-from test_provision_token import deregistered_token, files_holding, secrets_of, token_status
+from test_provision import deregistered_token, filled_template
+from test_provision_token import files_holding, secrets_of, token_status
 
 from board.sim.reader import EmulatedReader
 from firmware.app.core import custody

@@ -27,19 +27,17 @@ from helpers import (
     write_token_pin_file,
 )
 from p11kit import pointing_at, softhsm_env
-from test_provision import filled_template, life, tree
+from test_provision import deregistered_token, filled_template, life, tree
 
 from board.sim.kld import tmk_block
 from firmware.app import boards
 from firmware.app.core import custody
-from firmware.app.core.lifecycle import put_state
 from firmware.app.core.terminal import AppConfig
 from firmware.app.provision import provision as provision_again
 from firmware.app.provision import tmk_check_value
 from firmware.app.services import deregister
 from firmware.app.terminal import Terminal
-from firmware.engine.deregistration import Lifecycle, Step
-from firmware.journal import wipe
+from firmware.engine.deregistration import Lifecycle
 
 KBPK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
 PAN = "6222021234567890"
@@ -65,10 +63,6 @@ def files_holding(root: Path, needles: dict[str, bytes]) -> dict[str, list[str]]
             and (hits := [name for name, needle in needles.items() if needle in p.read_bytes()])}
 
 
-def tree_without_token(root: Path) -> dict[str, bytes]:
-    return {k: v for k, v in tree(root).items() if not k.startswith("keys/tokens/")}
-
-
 def token_status(data: Path) -> Any:
     with pointing_at(token_of(data)):
         store = token_of(data).open()
@@ -76,28 +70,6 @@ def token_status(data: Path) -> Any:
             return store.status()
         finally:
             store.close()
-
-
-def deregistered_token(data: Path) -> Path:
-    """A token terminal as deregistration leaves it: the token's objects destroyed, the key files
-    (its PIN file too) shredded, the settings gone, the journal DEREGISTERED, the marker."""
-    provision(data, 5800, key_store="pkcs11")
-    journal = open_journal(data)
-    try:
-        with journal.transaction() as cur:
-            put_state(cur, {"lifecycle": Lifecycle.DEREGISTERED.value, "dereg_step": list(Step)[-1].value})
-    finally:
-        journal.close()
-    with pointing_at(token_of(data)):
-        store = token_of(data).open()
-        try:
-            store.destroy_all()
-        finally:
-            store.close()
-    wipe.write_marker(data, "12345678")
-    wipe.wipe_keys(data)
-    (data / "settings.json").unlink()
-    return data
 
 
 def given(tmp: Path) -> dict[str, Any]:
@@ -128,8 +100,7 @@ def test_a_development_data_directory_moves_its_keys_into_the_token_and_its_card
         tmp_path: Path) -> None:
     data = tmp_path / "terminal"
     provision(data, 5800, key_store="memory")
-    dev = boards.PROFILES["sim-pcsc"]  # a development board whose store is still the key files
-    journal = open_journal(data, board=dev.name)
+    journal = open_journal(data, key_store="memory")  # the development key files of before
     try:
         from helpers import record_in_state
 
@@ -171,7 +142,7 @@ def test_a_failure_at_any_step_leaves_the_token_empty_and_every_file_as_it_was(t
     for step in steps_on_a_token(tmp_path)[:-1]:
         data = deregistered_token(tmp_path / step.replace(" ", "-"))
         write_token_pin_file(data)
-        before = tree_without_token(data)
+        before = tree(data)
 
         def fail(at: str, step: str = step) -> None:
             if at == step:
@@ -179,7 +150,7 @@ def test_a_failure_at_any_step_leaves_the_token_empty_and_every_file_as_it_was(t
 
         with pytest.raises(OSError):
             provision_again(data, TMK.hex(), given(tmp_path), step_hook=fail)
-        assert tree_without_token(data) == before, step
+        assert tree(data) == before, step
         status = token_status(data)
         assert status.tmk_check is None and not status.vault_key, (step, status)
         assert life(data) == Lifecycle.DEREGISTERED.value

@@ -65,7 +65,7 @@ PROFILES: dict[str, BoardProfile] = {
     "sim": BoardProfile(
         name="sim",
         development=True,
-        key_store="memory",
+        key_store="pkcs11",  # SoftHSM2 under the data directory (keys/softhsm2.conf)
         description="development machine: emulated card source, ECR on loopback TCP",
         card_source="sim",
         ecr_accepts_card_data=True,
@@ -73,7 +73,7 @@ PROFILES: dict[str, BoardProfile] = {
     "sim-pcsc": BoardProfile(
         name="sim-pcsc",
         development=True,
-        key_store="memory",
+        key_store="pkcs11",  # SoftHSM2 under the data directory (keys/softhsm2.conf)
         description="development machine with the chip in a PC/SC reader (vpcd: make run READER=pcsc)",
         card_source="sim",
         ecr_accepts_card_data=True,
@@ -123,10 +123,7 @@ PROFILES: dict[str, BoardProfile] = {
     ),
     "rpi": BoardProfile(
         name="rpi",
-        # Until the PKCS#11 key store is in the tree (issue 17), the development store: then a
-        # token (key_store "pkcs11") and development=False.
-        development=True,
-        key_store="memory",
+        key_store="pkcs11",  # its token: token_module (docs/security.md "Key custody")
         description="Raspberry Pi dev board: USB-serial reader, serial printer, SPI LCD",
         card_source="reader",
         ecr_accepts_card_data=False,
