@@ -1,4 +1,5 @@
-"""Shared fixtures: the acquirer simulator on loopback and a provisioned data directory."""
+"""Shared fixtures: the acquirer simulator on loopback and a provisioned data directory (its
+keys in a SoftHSM2 token of its own), and the checks every test gets."""
 
 from __future__ import annotations
 
@@ -62,6 +63,22 @@ def _record_pin_blocks(monkeypatch):
         return block
 
     monkeypatch.setattr(Terminal, "_encrypt_pin", recording)
+
+
+@pytest.fixture(autouse=True)
+def _no_key_store_outlives_its_test():
+    """Every test's terminals keep their keys in a SoftHSM2 token of their own (tests/helpers.py
+    provision), and the PKCS#11 module reads its configuration once per loading: a store a test
+    left open (a terminal never closed, as a process that is killed leaves it) would hold the
+    module on that test's token. Closed here at teardown, as the process's exit would; the
+    session's later tests then load the module on their own token."""
+    yield
+    from drivers.keystore import pkcs11
+
+    for stores in list(pkcs11._STORES.values()):
+        for store in list(stores):
+            if store.is_open:
+                store.close()
 
 
 @pytest.fixture

@@ -215,18 +215,22 @@ def paired_offline(data_dir: Path, till: str) -> bytes:
     """A till paired without the keypad (for tests of what comes after pairing, on a board
     with no panel): its key written into the stopped terminal's journal, sealed as the terminal
     seals it. Returns the key."""
+    from helpers import open_store
+
     from firmware.app.services.tills import _CardVaultSealer
     from firmware.journal.store import Journal
     from firmware.journal.tills import TillBook
     from firmware.journal.vault import CardVault
 
     key = os.urandom(32)
-    vault = CardVault.from_key_file(data_dir / "keys" / "card.key")
+    store = open_store(data_dir)  # the terminal's own key store, its card-vault key
+    vault = CardVault(store)
     journal = Journal.open(data_dir / "journal.db", vault)
     try:
         TillBook(journal, _CardVaultSealer(vault)).pair(till, key, "test setup")
     finally:
         journal.close()
+        store.close()
     return key
 
 

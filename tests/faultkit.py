@@ -73,9 +73,12 @@ class PowerCut(ActionRecorder):
 
 
 async def power_loss(t: Terminal) -> None:
-    """Abandon `t` as a power cut would: its socket dies, its journal is left as it is."""
+    """Abandon `t` as a power cut would: its socket dies, its key token's session ends (a token's
+    sessions do not outlive the power), its journal is left as it is."""
     if t.link is not None:
         await t.link.channel.close()
+    if t.key_store is not None:
+        t.key_store.close()
 
 
 async def shut(*terminals: Terminal | None) -> None:
@@ -89,6 +92,9 @@ async def shut(*terminals: Terminal | None) -> None:
         if t.journal is not None:
             with contextlib.suppress(Exception):
                 t.journal.close()
+        if t.key_store is not None:
+            with contextlib.suppress(Exception):
+                t.key_store.close()
 
 
 # -- what the journal file holds (a fresh read-only connection) -------------------

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,28 +20,61 @@ import time
 from pathlib import Path
 from typing import Any
 
+from p11kit import (
+    CONF_NAME,
+    LABEL,
+    SO_PIN,
+    SOFTHSM_MODULE,
+    TokenEnv,
+    pointing_at,
+    provision_token,
+    softhsm_env,
+    write_conf,
+)
+from p11kit import PIN as TOKEN_PIN
+
 from board.sim.acquirer import SimulatorThread
+from firmware.app import devices
+from firmware.app.boards import profile
+from firmware.app.core import custody
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import AppConfig
+from firmware.app.provision import tmk_check_value
 from firmware.app.terminal import Terminal
 from firmware.engine.model import CardRead, OriginalRef, TxnRequest
 from firmware.host.messages import TxnKind
+from firmware.journal.store import Journal
+from firmware.journal.vault import CardVault
+from firmware.ports import KeyStore
 from firmware.settings.model import factory, hash_password
 
 REPO = Path(__file__).resolve().parent.parent
 TID = "12345678"
 MID = "123456789012345"
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The card-vault key every test token imports (tests only): a scan for key bytes knows its value.
+VAULT_KEY = bytes.fromhex("5EC12E7A" * 8)
 PASSWORD = "246810"
 
 
-def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: Any) -> Path:
-    """What a terminal vendor's provisioning step leaves on the device."""
+def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5,
+              key_store: str | None = None, **tx: Any) -> Path:
+    """What a terminal vendor's provisioning step leaves on the device: the keys in the board's
+    key store (the sim board's unless `key_store` says: "pkcs11", a SoftHSM2 token under keys/,
+    or "memory", the development key files) with the provisioning record, and the settings."""
     data_dir.mkdir(parents=True, exist_ok=True)
     keys = data_dir / "keys"
-    keys.mkdir(exist_ok=True)
-    (keys / "tmk.key").write_text(TMK.hex())
-    os.chmod(keys / "tmk.key", 0o600)
+    keys.mkdir(mode=0o700, exist_ok=True)
+    kind = key_store or profile("sim").key_store
+    if kind == "pkcs11":
+        provision_token_dir(data_dir)
+    elif kind == "pinpad":  # the card-vault key in the token; the TMK goes into the PIN pad
+        provision_token_dir(data_dir, tmk=None)
+    else:
+        (keys / "tmk.key").write_text(TMK.hex())
+        os.chmod(keys / "tmk.key", 0o600)
+    record = custody.new_record(tmk_check_value(TMK), kind, "clear (development)")
+    custody.write_private(data_dir / custody.RECORD, custody.record_bytes(record))
     settings = factory()
     settings["merchant"].update({"tid": TID, "mid": MID})
     # "open": the ECR tests drive the sim board with unauthenticated requests (an emulated
@@ -52,6 +86,80 @@ def provision(data_dir: Path, sim_port: int, reply_timeout: float = 1.5, **tx: A
     settings["transactions"].update(tx)
     (data_dir / "settings.json").write_text(json.dumps(settings))
     return data_dir
+
+
+def provision_token_dir(data_dir: Path, tmk: bytes | None = TMK) -> TokenEnv:
+    """A SoftHSM2 token under data_dir/keys/ (a copy of the session's template, its configuration
+    keys/softhsm2.conf, as the sim board's profile names it) holding `tmk` (none: a PIN pad
+    board's token) and VAULT_KEY, and its user PIN in keys/token.pin (0600)."""
+    keys = data_dir / "keys"
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if (keys / "tokens").is_dir():  # provisioned before (a test's second start): its token stays
+        write_conf(keys)
+        write_token_pin_file(data_dir)
+        return token_of(data_dir)
+    env = softhsm_env(keys, set_env=False)
+    if tmk is not None:
+        provision_token(env, tmk, VAULT_KEY)
+    else:
+        with pointing_at(env):
+            store = env.open()
+            try:
+                store.create_vault_key(bytearray(VAULT_KEY))
+            finally:
+                store.close()
+    write_token_pin_file(data_dir)
+    return env
+
+
+def copy_terminal(source: Path, target: Path) -> Path:
+    """A copy of a terminal's data directory whose token is its own copy too (the token's
+    configuration names its object store by an absolute path: rewritten for the copy)."""
+    shutil.copytree(source, target)
+    if (target / "keys" / CONF_NAME).exists():
+        write_conf(target / "keys")
+    return target
+
+
+def write_token_pin_file(data_dir: Path) -> None:
+    """keys/token.pin as provisioning's --token-pin-file leaves it (the test token's PIN)."""
+    custody.write_private(data_dir / "keys" / "token.pin", TOKEN_PIN.encode() + b"\n")
+
+
+def token_of(data_dir: Path) -> TokenEnv:
+    """The test token under data_dir/keys/ (its PIN as the test kit made it, whether or not
+    keys/token.pin is still there)."""
+    conf = data_dir / "keys" / CONF_NAME
+    return TokenEnv(conf=conf, module=SOFTHSM_MODULE, label=LABEL, pin=TOKEN_PIN, so_pin=SO_PIN)
+
+
+def open_store(data_dir: Path, board: str = "sim", key_store: str | None = None) -> KeyStore:
+    """The data directory's key store, as its terminal opens it (close it when done: a token
+    takes one store per process)."""
+    return devices.open_key_store(profile(board), data_dir, key_store)
+
+
+def open_journal(data_dir: Path, board: str = "sim", key_store: str | None = None,
+                 **kw: Any) -> Journal:
+    """A terminal's journal opened as the terminal opens it: under its own key store's vault key,
+    which closes with the journal (a terminal process may run meanwhile: another process gets a
+    session of its own; an in-process terminal must be closed first)."""
+    store = open_store(data_dir, board, key_store)
+    try:
+        journal = Journal.open(data_dir / "journal.db", CardVault(store), **kw)
+    except BaseException:
+        store.close()
+        raise
+    close = journal.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            store.close()
+
+    journal.close = close_both  # type: ignore[method-assign]
+    return journal
 
 
 def set_language(data_dir: Path, lang: str) -> None:

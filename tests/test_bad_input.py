@@ -20,7 +20,7 @@ from board.sim.firmware import sim_card
 from firmware.app.core.terminal import AppConfig
 from firmware.app.terminal import Terminal
 from firmware.ecr.protocol import EcrError, parse_request
-from firmware.journal.vault import CardVault, VaultError
+from firmware.ports import KeyStoreError
 
 # -- ECR ---------------------------------------------------------------------------
 
@@ -199,21 +199,29 @@ def test_corrupt_settings_file_uses_the_last_good_version_and_says_so(data_dir, 
 
 
 def test_card_key_file_readable_by_others_is_refused(tmp_path):
-    key = tmp_path / "card.key"
-    CardVault.from_key_file(key)
-    os.chmod(key, 0o644)
-    with pytest.raises(VaultError, match="chmod 600"):
-        CardVault.from_key_file(key)
+    from drivers.keystore.memory import MemoryKeyStore
+
+    MemoryKeyStore(tmp_path).seal(b"card", b"aad")  # makes keys/card.key, 0600
+    os.chmod(tmp_path / "card.key", 0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        MemoryKeyStore(tmp_path).seal(b"card", b"aad")
 
 
-def test_missing_master_key_says_how_to_provision(tmp_path, sim):
+def test_missing_master_key_puts_the_terminal_in_service_mode_saying_how_to_provision(tmp_path, sim):
     from helpers import provision
 
     d = provision(tmp_path / "t", sim.port)
     shutil.rmtree(d / "keys")
 
     async def go():
-        await Terminal(AppConfig(data_dir=d)).start()
+        t = Terminal(AppConfig(data_dir=d))
+        await t.start()
+        try:
+            return t.status(), t.journal
+        finally:
+            await t.close()
 
-    with pytest.raises(SystemExit, match="provision the terminal"):
-        run(go())
+    status, journal = run(go())
+    assert journal is None  # no money work without keys
+    assert "provision the terminal" in status["service_mode"], status
+    assert "token PIN file" in status["service_mode"]  # the first thing a start needs of keys/

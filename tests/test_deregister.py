@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,8 +21,24 @@ from board.sim.cards import TEST_CARDS
 from firmware.app.core import lifecycle
 from firmware.app.services import deregister
 from firmware.engine.deregistration import Lifecycle, Step, startup_plan
+from firmware.journal import wipe
 from firmware.ui.core import StartOp
-from tests.helpers import PASSWORD, REPO, TID, TerminalProcess, provision, run, sale, start_sim, terminal
+from tests.helpers import (
+    PASSWORD,
+    REPO,
+    TID,
+    TMK,
+    VAULT_KEY,
+    TerminalProcess,
+    copy_terminal,
+    provision,
+    run,
+    sale,
+    start_sim,
+    terminal,
+    token_of,
+)
+from tests.p11kit import pointing_at
 
 CARDS = ("cup_credit", "cup_debit", "visa")
 SECRETS = [c.pan.encode() for c in TEST_CARDS.values()] + [c.track2.encode() for c in TEST_CARDS.values()]
@@ -58,6 +73,14 @@ def _fully_deregistered(data_dir: Path, sim: Any, old_keys: dict[str, bytes]) ->
     st = _state(data_dir)
     assert st["lifecycle"] == "DEREGISTERED" and st["dereg_step"] == "UNBOUND_VERIFIED", st
     assert not (data_dir / "keys" / "tmk.key").exists()
+    with pointing_at(token_of(data_dir)):  # the token stays, empty (its PIN file is shredded)
+        store = token_of(data_dir).open()
+        try:
+            keys = store.status()
+        finally:
+            store.close()
+    assert keys.tmk_check is None and not keys.vault_key, keys
+    assert not (data_dir / "keys" / "token.pin").exists()
     assert not (data_dir / "settings.json.history").exists()
     assert (data_dir / "DEREGISTERED").exists()
     assert _journal_rows(data_dir, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NOT NULL") == [(0,)]
@@ -98,7 +121,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _fresh(template: Path, tmp: Path) -> tuple[Path, Any]:
     sim = start_sim(tmp)
     data = tmp / "term"
-    shutil.copytree(template, data)
+    copy_terminal(template, data)
     settings = json.loads((data / "settings.json").read_text())
     settings["comms"]["port"] = sim.port
     (data / "settings.json").write_text(json.dumps(settings))
@@ -107,7 +130,13 @@ def _fresh(template: Path, tmp: Path) -> tuple[Path, Any]:
 
 
 def _keys(data: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (data / "keys").iterdir()}
+    """What must not outlive the deregistration in any file: the key files' contents (the
+    token's PIN, the provisioning record; not the token's configuration, which stays: wipe.KEEP)
+    and the clear values of the keys in the token (the tests' TMK and card-vault key)."""
+    found = {p.name: p.read_bytes() for p in (data / "keys").iterdir()
+             if p.is_file() and p.name not in wipe.KEEP}
+    return found | {"TMK": TMK, "TMK hex": TMK.hex().encode(), "TMK HEX": TMK.hex().upper().encode(),
+                    "card-vault key": VAULT_KEY}
 
 
 def test_happy_path_unbound_backup_verified_and_restored(template: Path, tmp_path: Path) -> None:
@@ -162,7 +191,8 @@ def test_refused_with_pending_items_changes_nothing(template: Path, tmp_path: Pa
     async def go() -> tuple[Any, ...]:
         t = await terminal(data)
         try:
-            assert (await sale(t, 500)).status == "approved"  # an unsettled batch
+            first = await sale(t, 500)
+            assert first.status == "approved", (first, t.service_problem)  # an unsettled batch
             snapshot = _file_bytes(data, skip=("journal.db", "terminal.log", "export"))
             check = await deregister.ecr_op(t, "deregister_check", {})
             blocked = await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
@@ -211,15 +241,18 @@ def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log
     handler = logging.FileHandler(data / "terminal.log", encoding="utf-8")  # held open, as the app's
     handler.setFormatter(logging.Formatter("%(message)s"))
     seen: list[tuple[str, bool, bool, int]] = []
+    running: list[Any] = []
 
     def watch(action: object) -> None:
         step = getattr(action, "step", "")
         if step.startswith("WIPE:"):
-            seen.append((step, (data / "keys" / "card.key").exists(), (data / "keys" / "tmk.key").exists(),
+            keys = running[0].key_store.status()  # the terminal's own store, as it sees it
+            seen.append((step, keys.vault_key, keys.tmk_check is not None,
                          _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NOT NULL")[0][0]))
 
     async def go() -> dict[str, Any]:
         t = await terminal(data)
+        running.append(t)
         t.fault_hook = watch
         try:
             return await deregister.ecr_op(t, "deregister", {"password": PASSWORD,
@@ -237,11 +270,16 @@ def test_the_wipe_destroys_the_card_key_first_and_leaves_no_settings_meta_or_log
     # The card-data key goes before anything else, while the encrypted PANs are still there.
     assert [s[0] for s in seen] == ["WIPE:card_key", "WIPE:keys", "WIPE:card_data", "WIPE:settings",
                                     "WIPE:log"]
-    assert seen[1][1:] == (False, True, 3)  # after the card key's part: key gone, TMK and PANs not yet
+    assert seen[0][1:] == (True, True, 3)  # before the key part: the keys and the PANs there
+    assert seen[1][1:] == (False, False, 3)  # after it: the vault key and the TMK gone, PANs not yet
     assert not (data / "settings.json.meta").exists() and not (data / "terminal.log.1").exists()
     assert (data / "terminal.log").read_bytes() == b"after the wipe\n"  # emptied, written on from 0
     report = "\n".join(reply["report"])
     assert "The card-data key was destroyed first" in " ".join(reply["report"]), report
+    keys = reply["report"][reply["report"].index("KEYS DESTROYED") + 1:reply["report"].index("WIPED")]
+    destroyed = " ".join(line.strip() for line in keys)  # the store's lines, wrapped at words
+    assert "terminal master key (token object posfw-tmk) destroyed" in destroyed, report
+    assert "card-data key (token object posfw-vault) destroyed" in destroyed, report
 
 
 @pytest.mark.parametrize(("lang", "words"), [
@@ -336,7 +374,8 @@ def _kill_case(template: Path, tmp: Path, kill_at: str) -> str:
     data, sim = _fresh(template, tmp)
     old_keys = _keys(data)
     watched = ("keys", "settings.json", "settings.json.history")
-    before = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr"))
+    before = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr",
+                                      "keys/tokens"))
     proc = _Proc(data, kill_at)
     try:
         proc.start()
@@ -349,11 +388,19 @@ def _kill_case(template: Path, tmp: Path, kill_at: str) -> str:
         if kill_at in BEFORE_WIPE:
             st = _state(data)
             assert st["lifecycle"] == "ACTIVE" and "dereg_step" not in st, (kill_at, st)
-            after = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr"))
+            after = _file_bytes(data, skip=("journal.db", "terminal.log", "export", "ready", "stderr",
+                                      "keys/tokens"))
             assert {k: v for k, v in after.items() if k.startswith(watched)} == {
                 k: v for k, v in before.items() if k.startswith(watched)}, kill_at
             assert _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NULL") == [(0,)]
             assert sim.ledger.terminal_status(TID).status == "bound"
+            with pointing_at(token_of(data)):  # the token's keys untouched (its files are the
+                store = token_of(data).open()  # token's business: it counts its changes there)
+                try:
+                    keys = store.status()
+                finally:
+                    store.close()
+            assert keys.tmk_check is not None and keys.vault_key, (kill_at, keys)
             assert proc.request(op="balance", card="cup_credit")["result"] != "refused"
             return "nothing changed"
         _fully_deregistered(data, sim, old_keys)

@@ -6,16 +6,13 @@ collapsed, not written line by line into the journal.
 from __future__ import annotations
 
 from ecrkit import Link
-from helpers import PASSWORD, TerminalProcess
-
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
+from helpers import PASSWORD, TerminalProcess, open_journal
 
 PEER = "ecr tcp 127.0.0.1"
 
 
 def audit_of(data_dir) -> list[tuple[str, str, str, str]]:
-    journal = Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
+    journal = open_journal(data_dir)
     try:
         return [(who, action, detail, outcome) for _, who, action, detail, outcome
                 in reversed(journal.audit_lines(10_000))]

@@ -12,17 +12,10 @@ import os
 import random
 import time
 
-from helpers import PASSWORD, TID, TerminalProcess, assert_agree, provision
-
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
+from helpers import PASSWORD, TID, TerminalProcess, assert_agree, open_journal, provision
 
 CARDS = ["cup_credit", "visa", "mastercard", "cup_debit"]
 PINS = {"cup_debit": "123456"}
-
-
-def open_journal(data_dir):
-    return Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
 
 
 def test_sigkill_during_mixed_stream_then_settlement_balances(tmp_path, sim):

@@ -216,6 +216,8 @@ class MoneyMachine(RuleBasedStateMachine):
         t.fault_hook = None
         self.run(t.link.channel.close())
         t.journal.close()  # what was committed stays; nothing else runs on this instance
+        if t.key_store is not None:
+            t.key_store.close()  # the key token's session ends with the power
         self.t = self._power_on()
 
     # -- the invariants ------------------------------------------------------------------------

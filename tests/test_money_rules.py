@@ -16,6 +16,7 @@ from helpers import (
     TID,
     WireSpy,
     assert_agree,
+    open_journal,
     provision,
     record_in_state,
     refund,
@@ -36,8 +37,6 @@ from firmware.engine.states import TxnEvent, TxnState
 from firmware.engine.validation import check_original
 from firmware.host.messages import CardInput, FinancialParams, TxnKind, financial_request
 from firmware.host.messages import Terminal as Term
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
 
 
 def _draft(kind: TxnKind, amount: int, **kw) -> PendingDraft:
@@ -215,7 +214,7 @@ def test_the_refund_ceiling_counts_each_kind_of_earlier_refund(tmp_path, what, s
     refund when that refund counts and 50.00 when it does not, to the fen: one fen more is
     refused "refund_over_original"."""
     data_dir = provision(tmp_path / "terminal", sim_port=9)  # never connected
-    j = Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
+    j = open_journal(data_dir)
     try:
         s = record_in_state(j, _draft(TxnKind.SALE, 5000), TxnState.APPROVED)
         r = record_in_state(j, _draft(TxnKind.REFUND, 3000, orig_id=s.id, orig_rrn=s.rrn,

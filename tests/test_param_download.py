@@ -141,10 +141,7 @@ def test_a_key_with_a_wrong_check_value_is_refused_in_words_and_nothing_changes(
 
 def test_diagnostics_say_a_journal_never_loaded_has_no_ca_key_and_the_builtin_aids(
         tmp_path) -> None:
-    key = tmp_path / "card.key"
-    key.write_bytes(bytes(32))
-    key.chmod(0o600)
-    j = Journal.open(tmp_path / "journal.db", CardVault.from_key_file(key))
+    j = Journal.open(tmp_path / "journal.db", CardVault(bytes(32)))
     try:
         lines = check_journal(j, "zh_CN", time.time()).lines
         assert "认证中心公钥: 0个, 版本 无 (未下载)" in lines and "IC卡应用: 2个, 版本 内置" in lines

@@ -1,6 +1,6 @@
 """Data files are the owner's alone: what the firmware (a real process), make run's provisioning
 and the provision CLI create is 0600 (directories 0700), and a terminal master key that others
-can read stops the start with a clear message, as the card-data key does."""
+can read puts the terminal in service mode with a clear message, as a key file does."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 from ecrkit import SignedProcess, paired_offline
-from helpers import REPO, TMK, TerminalProcess, provision
+from helpers import REPO, TMK, TOKEN_PIN, TerminalProcess, provision, provision_token_dir
+from p11kit import softhsm_env
 
+from firmware.app.core import custody
+from firmware.app.provision import tmk_check_value
 from firmware.settings.model import factory
 
 
@@ -30,17 +33,17 @@ def _loose(root: Path, skip: set[Path]) -> list[str]:
 
 
 def _keys_only(data_dir: Path) -> Path:
-    """Only the key-injection step's TMK (0600): everything else the firmware creates."""
-    (data_dir / "keys").mkdir(parents=True, mode=0o700)
-    tmk = data_dir / "keys" / "tmk.key"
-    tmk.write_text(TMK.hex())
-    tmk.chmod(0o600)
-    return tmk
+    """Only what the key ceremony leaves (the token with the TMK and the card-vault key, its PIN
+    file, the record): everything else the firmware creates. Returns keys/."""
+    provision_token_dir(data_dir)
+    record = custody.new_record(tmk_check_value(TMK), "pkcs11", "clear (development)")
+    custody.write_private(data_dir / custody.RECORD, custody.record_bytes(record))
+    return data_dir / "keys"
 
 
 def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
     data_dir = tmp_path / "terminal"
-    tmk = _keys_only(data_dir)
+    keys = _keys_only(data_dir)
     first = TerminalProcess(data_dir, ["--port", str(sim.port)])
     old = os.umask(0o022)  # what the firmware inherits must not decide its files' modes
     try:
@@ -61,25 +64,25 @@ def test_every_file_the_firmware_creates_is_private(tmp_path, sim):
         proc.term.kill()
     assert changed["ok"] and sold["ok"] and exports["ok"], (changed, sold, exports)
     created = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")}
-    assert {"journal.db", "terminal.log", "settings.json", "settings.json.meta", "keys/card.key",
+    assert {"journal.db", "terminal.log", "settings.json", "settings.json.meta",
             "settings.json.history", "export"} <= created, created
-    assert _loose(data_dir, skip={data_dir / "stderr.log", tmk.parent, tmk}) == []
+    assert _loose(data_dir, skip={data_dir / "stderr.log", keys, *keys.rglob("*")}) == []
 
 
-def test_a_master_key_others_can_read_stops_the_start_in_words(tmp_path, sim):
+def test_a_token_pin_others_can_read_puts_the_terminal_in_service_mode_in_words(tmp_path, sim):
     data_dir = provision(tmp_path / "terminal", sim.port)
-    (data_dir / "keys" / "tmk.key").chmod(0o644)
+    (data_dir / "keys" / "token.pin").chmod(0o644)
     proc = TerminalProcess(data_dir)
     try:
         proc.start(timeout=20)
-        started = True
-    except RuntimeError as exc:
-        started, why = False, str(exc)
+        why = proc.request(op="status")["service_mode"]
+        sale = proc.request(op="sale", amount=100, card="visa")
     finally:
         proc.kill()
-    assert not started
-    assert "terminal master key" in why and "readable by others (mode 644)" in why
-    assert "chmod 600" in why and "Traceback" not in why
+    assert "token PIN file" in why and "readable by others (mode 644)" in why
+    assert "chmod 600" in why
+    assert not sale["ok"] and sim.ledger.rows("12345678") == []  # no money work in service mode
+    assert "Traceback" not in (data_dir / "stderr.log").read_text()
 
 
 def test_make_run_provisioning_writes_private_files_whatever_the_umask(tmp_path):
@@ -87,23 +90,30 @@ def test_make_run_provisioning_writes_private_files_whatever_the_umask(tmp_path)
 
     old = os.umask(0o022)
     try:
-        dev_provision(tmp_path / "var" / "terminal", 5800)
+        dev_provision(tmp_path / "var" / "terminal", 5800)  # the development key files (qemu)
+        dev_provision(tmp_path / "var" / "token", 5800, board="sim")  # the SoftHSM2 token
     finally:
         os.umask(old)
+    assert (tmp_path / "var" / "token" / "keys" / "tokens").is_dir()
     assert _loose(tmp_path / "var", skip=set()) == []
 
 
 def test_the_provision_cli_creates_private_files(tmp_path):
     data_dir = tmp_path / "terminal"
+    softhsm_env(data_dir / "keys", set_env=False)  # the board's blank token (its maker's files)
+    kit = {data_dir / "keys", *(data_dir / "keys").rglob("*")}
+    pin = tmp_path / "token-pin"
+    pin.write_text(TOKEN_PIN)
     settings = factory()
     settings["security"]["password_changed"] = True
     merchant = tmp_path / "merchant.json"
     merchant.write_text(json.dumps(settings))
     done = subprocess.run(
         [sys.executable, "-m", "firmware.app.provision", "--data", str(data_dir),
-         "--tmk", TMK.hex(), "--settings", str(merchant)],
+         "--tmk", TMK.hex(), "--token-pin-file", str(pin), "--settings", str(merchant)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
         timeout=60)
     assert done.returncode == 0, done.stderr
-    assert (data_dir / "journal.db").exists() and (data_dir / "keys" / "tmk.key").exists()
-    assert _loose(data_dir, skip=set()) == []
+    assert (data_dir / "journal.db").exists() and (data_dir / "keys" / "token.pin").exists()
+    assert (data_dir / custody.RECORD).exists() and not (data_dir / "keys" / "tmk.key").exists()
+    assert _loose(data_dir, skip=kit) == []

@@ -13,35 +13,77 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import MID, REPO, TID, TMK, provision, run, terminal
+from helpers import (
+    MID,
+    REPO,
+    TID,
+    TMK,
+    open_journal,
+    provision,
+    run,
+    terminal,
+    token_of,
+    write_token_pin_file,
+)
+from p11kit import pointing_at
 
+from firmware.app.core import custody
 from firmware.app.core.lifecycle import put_state
-from firmware.app.provision import TEMPLATE
+from firmware.app.provision import TEMPLATE, tmk_check_value
 from firmware.app.provision import provision as provision_again
 from firmware.engine.deregistration import Lifecycle, Step
 from firmware.journal import wipe
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
 
 
-def deregistered(data: Path, port: int = 5800) -> Path:
-    """A terminal as the deregistration's wipe leaves it: keys and settings gone, the journal
+def deregistered_token(data: Path, port: int = 5800) -> Path:
+    """A terminal as the deregistration's wipe leaves it: the token's objects destroyed (the
+    token stays), the key files (its PIN file too) shredded, the settings gone, the journal
     DEREGISTERED after the last step, the marker written."""
     provision(data, port)
-    journal = Journal.open(data / "journal.db", CardVault.from_key_file(data / "keys" / "card.key"))
+    journal = open_journal(data)
     try:
         with journal.transaction() as cur:
             put_state(cur, {"lifecycle": Lifecycle.DEREGISTERED.value, "dereg_step": list(Step)[-1].value})
     finally:
         journal.close()
+    with pointing_at(token_of(data)):
+        store = token_of(data).open()
+        try:
+            store.destroy_all()
+        finally:
+            store.close()
     wipe.write_marker(data, TID)
-    for gone in (data / "keys" / "tmk.key", data / "keys" / "card.key", data / "settings.json"):
-        gone.unlink()
+    wipe.wipe_keys(data)
+    (data / "settings.json").unlink()
+    return data
+
+
+def deregistered(data: Path, port: int = 5800) -> Path:
+    """deregistered_token, and the token's PIN given again (as --token-pin-file leaves it)."""
+    deregistered_token(data, port)
+    write_token_pin_file(data)
     return data
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file but the token's object store (keys/tokens/: SoftHSM2 rewrites it as objects
+    come and go; what it holds is checked through the token)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not str(p.relative_to(root)).startswith("keys/tokens/")}
+
+
+def holds_tmk(data: Path) -> bool:
+    """The token holds TMK (its check value) and a card-vault key, and the record says so."""
+    with pointing_at(token_of(data)):
+        store = token_of(data).open()
+        try:
+            status = store.status()
+        finally:
+            store.close()
+    record = custody.read_record(data)
+    check = tmk_check_value(TMK)
+    return (status.tmk_check == check and status.vault_key and record is not None
+            and record.tmk_check == check)
 
 
 def life(data: Path) -> str:
@@ -109,7 +151,7 @@ def test_the_shipped_template_filled_in_provisions_a_terminal_that_signs_on(tmp_
     settings = json.loads((data / "settings.json").read_text(encoding="utf-8"))
     assert settings["merchant"]["name"] == "NEW SHOP" and settings["comms"]["port"] == sim.port
     assert settings["printer"]["copies"] == 2  # the rest from the factory defaults
-    assert (data / "keys" / "tmk.key").read_text().lower() == TMK.hex()
+    assert holds_tmk(data) and not (data / "keys" / "tmk.key").exists()
     assert life(data) == Lifecycle.ACTIVE.value
     assert not wipe.is_marked(data)
     assert not [p for p in data.rglob("*.provision-*")]
@@ -174,5 +216,5 @@ def test_a_kill_at_any_step_leaves_it_deregistered_and_a_second_run_finishes(tmp
         assert done.returncode == 0, (step, done.stderr)
         assert life(data) == Lifecycle.ACTIVE.value and not wipe.is_marked(data)
         assert not [p for p in data.rglob("*.provision-*")], step
-        assert (data / "keys" / "tmk.key").read_text().lower() == TMK.hex()
-        assert os.stat(data / "keys" / "tmk.key").st_mode & 0o077 == 0
+        assert holds_tmk(data), step
+        assert os.stat(data / custody.RECORD).st_mode & 0o077 == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import PASSWORD, provision, record_in_state, run, sale, terminal
+from helpers import PASSWORD, open_journal, provision, record_in_state, run, sale, terminal
 from test_state_lists import PURGEABLE_STATES, STATES, draft
 
 from firmware.engine.model import HostResult, RequestKey
@@ -81,8 +81,7 @@ def test_a_settlement_purges_with_the_retention_days_setting(tmp_path, sim):
     data_dir = provision(tmp_path / "terminal", sim.port, retention_days=2)
     now = Clock(0.0)
     real_now = time.time()
-    j = Journal.open(data_dir / "journal.db",
-                     CardVault.from_key_file(data_dir / "keys" / "card.key"), clock=now)
+    j = open_journal(data_dir, clock=now)
     try:
         assert j.adopt_batch("000777")  # an earlier batch, apart from the host's current one
         now.now = real_now - 3 * DAY

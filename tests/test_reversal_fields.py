@@ -216,10 +216,7 @@ def test_older_rows_get_what_the_older_firmware_sent(tmp_path, entry_mode, pin, 
         (entry_mode, pin))
     con.commit()
     con.close()
-    key = tmp_path / "card.key"
-    key.write_bytes(bytes(32))
-    key.chmod(0o600)
-    j = Journal.open(path, CardVault.from_key_file(key))
+    j = Journal.open(path, CardVault(bytes(32)))
     try:
         assert j._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         record = j.reversals_due()[0]

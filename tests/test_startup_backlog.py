@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import PASSWORD, TerminalProcess, provision, run, sale, terminal
+from helpers import PASSWORD, TerminalProcess, open_journal, provision, run, sale, terminal
 from wiretap import WireTap
 
 from firmware.engine.model import PendingDraft
@@ -15,13 +15,12 @@ from firmware.engine.states import TxnEvent, TxnState
 from firmware.host.codec import decode
 from firmware.host.messages import TxnKind
 from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
 
 PAN = "6222020000000000012"
 
 
 def _journal(data_dir) -> Journal:
-    return Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
+    return open_journal(data_dir)
 
 
 def _draft(kind: TxnKind, amount: int, **kw) -> PendingDraft:

@@ -11,7 +11,7 @@ is walked to its state through the journal's legal transitions (helpers.record_i
 from __future__ import annotations
 
 import pytest
-from helpers import PATH_TO, record_in_state
+from helpers import PATH_TO, open_journal, record_in_state
 
 from firmware.engine.model import PendingDraft
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnState
@@ -144,7 +144,7 @@ def test_only_an_approved_sale_may_be_voided(tmp_path):
     from firmware.engine.model import OriginalRef
 
     data_dir = provision(tmp_path / "terminal", sim_port=9)  # never connected: no network here
-    j = Journal.open(data_dir / "journal.db", CardVault.from_key_file(data_dir / "keys" / "card.key"))
+    j = open_journal(data_dir)
     try:
         sales = {s: record_in_state(j, draft(TxnKind.SALE, amount_of(s)), s) for s in STATES}
     finally:

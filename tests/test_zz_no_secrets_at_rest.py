@@ -1,6 +1,8 @@
 """No secrets at rest: no clear PAN, track data, PIN block or clear key in any file a terminal
 leaves behind: its journal (with the print queue), the journal's WAL, its settings and their
-history, every log, the printed slips the merchant keeps and the journal's backups.
+history, every log, the printed slips the merchant keeps, the journal's backups, and its key store
+(keys/: the SoftHSM2 token's own object files, its configuration, the PIN file, the provisioning
+record): the token holds the keys, and its files must not hold their clear values either.
 
 The scan produces what it scans. A real terminal process (`python -m board.sim.firmware`, driven over
 its ECR port as a till does, printing on the emulated printer whose slips are archived as files,
@@ -9,7 +11,8 @@ talking to the acquirer simulator through a wire tap) does PIN sales, a sale who
 settings version in the history) and a settlement; the deregistration's journal backup is taken
 while it runs; then the process is killed with SIGKILL, as a power cut, so the WAL stays. The
 secrets it looks for are the test cards' numbers and tracks, the PIN blocks and the working keys
-the wire carried (decrypted with the master key), the master key and the card-data key.
+the wire carried (decrypted with the master key), the master key and the card-vault key (both
+known: the test token imported them, tests/helpers.py).
 
 A scan over nothing proves nothing: every kind of file must exist before it is scanned. And a
 scan that cannot see a kind of file proves nothing about it: a known card number or track is
@@ -28,7 +31,19 @@ from pathlib import Path
 
 import pytest
 from conftest import PIN_BLOCKS_SEEN
-from helpers import PASSWORD, TID, TMK, TerminalProcess, WireSpy, provision, run, sale, start_sim, terminal
+from helpers import (
+    PASSWORD,
+    TID,
+    TMK,
+    VAULT_KEY,
+    TerminalProcess,
+    WireSpy,
+    provision,
+    run,
+    sale,
+    start_sim,
+    terminal,
+)
 from wiretap import WireTap
 
 from board.sim.cards import TEST_CARDS
@@ -38,10 +53,10 @@ from firmware.host.keys import parse_signon_keys
 from firmware.journal import backup
 from firmware.printing.queue import JobKind
 
-# The kinds of file a terminal leaves, each with the names it has. The key store (keys/) is not
-# among them: the master key and the card-data key live there by design (provisioning.md).
+# The kinds of file a terminal leaves, each with the names it has. The key store (keys/) is one:
+# on a board with a token (the sim board) the keys are objects in the token, never in a file.
 KINDS = ("journal", "wal", "settings", "settings history", "terminal log", "stderr log",
-         "printed slip", "backup")
+         "printed slip", "backup", "key store")
 
 
 def terminal_files(root: Path) -> dict[Path, str]:
@@ -62,6 +77,10 @@ def terminal_files(root: Path) -> dict[Path, str]:
             found[log] = "terminal log"
         for version in (d / "settings.json.history").glob("*"):
             found[version] = "settings history"
+        if not (d / "keys" / "tmk.key").exists():  # not the development store's key files
+            for part in (d / "keys").rglob("*"):
+                if part.is_file():
+                    found[part] = "key store"
     for export in root.rglob("posfw-backup-*"):
         if export.is_dir():
             for part in export.rglob("*"):
@@ -191,8 +210,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         tap.close()
         sim.stop()
     needles, pins, keys = wire_secrets(tap)
-    card_key = (data_dir / "keys" / "card.key").read_bytes()
-    needles |= card_needles() | secret_needles("TMK", TMK) | secret_needles("card-data key", card_key)
+    needles |= card_needles() | secret_needles("TMK", TMK) | secret_needles("card-data key", VAULT_KEY)
     yield Run(root, data_dir, needles, pins, keys)
 
 
@@ -200,8 +218,10 @@ def test_a_terminals_whole_working_life_leaves_no_card_data_pin_block_or_clear_k
         produced: Run) -> None:
     """After PIN sales, a reversal, a stored refund advice, a void, a reprint, a password change,
     a settlement and a backup, cut by a power loss: no file of any kind holds a card number, a
-    track, a PIN block or a clear key. Every kind of file, and the print queue in the journal,
-    exists and has content (a scan over nothing would pass)."""
+    track, a PIN block or a clear key (the token's object files included: the TMK, the working
+    keys and the card-vault key are token objects, encrypted in its store). Every kind of file,
+    and the print queue in the journal, exists and has content (a scan over nothing would
+    pass)."""
     files = terminal_files(produced.root)
     kinds = {kind for path, kind in files.items() if path.stat().st_size > 0}
     assert kinds == set(KINDS), f"kinds of file missing: {set(KINDS) - kinds}"
@@ -211,6 +231,8 @@ def test_a_terminals_whole_working_life_leaves_no_card_data_pin_block_or_clear_k
     assert queued.count((JobKind.RECEIPT.value, 0)) >= 3, queued
     assert (JobKind.RECEIPT.value, 1) in queued and (JobKind.SETTLEMENT.value, 0) in queued, queued
     assert produced.pin_blocks >= 2 and produced.working_keys >= 1  # the wire carried both
+    token = [p for p, kind in files.items() if kind == "key store" and p.suffix == ".object"]
+    assert len(token) >= 3, token  # the token itself, its master key and its card-vault key
     hits = scan(files, produced.needles)
     assert not hits, "\n".join(f"{path}: {', '.join(what)}" for path, what in hits.items())
 
@@ -311,6 +333,26 @@ def test_each_kind_of_secret_is_recognised_in_a_log(secret: str, produced: Run, 
     hits = scan(terminal_files(tmp_path), produced.needles)
     assert list(hits) == [log] and prefix in hits[log], hits
     shutil.rmtree(log.parent)
+
+
+@pytest.mark.parametrize(("secret", "where"), [("TMK raw", "object"), ("card-data key raw", "object"),
+                                             ("sign-on 0 MAK raw", "object"), ("TMK hex", "pin")])
+def test_a_clear_key_in_the_key_stores_own_files_is_found_in_exactly_that_file(
+        secret: str, where: str, produced: Run, tmp_path: Path) -> None:
+    """The scan reads the token's object files (and the key store's other files) whole: a clear
+    master key, card-vault key or working key put into a copy of one is found there and nowhere
+    else, so the clean result above says something about the token's store."""
+    copy = tmp_path / "copy"
+    shutil.copytree(produced.root, copy)
+    try:
+        keys = copy / produced.data_dir.relative_to(produced.root) / "keys"
+        target = (sorted(keys.rglob("*.object"))[-1] if where == "object" else keys / "token.pin")
+        with open(target, "ab") as fh:
+            fh.write(produced.needles[secret])
+        hits = scan(terminal_files(copy), produced.needles)
+        assert list(hits) == [target] and secret in hits[target], hits
+    finally:
+        shutil.rmtree(copy)
 
 
 def test_the_pin_block_recorder_sees_the_blocks_an_in_process_terminal_sends(data_dir: Path, sim) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from board.qemu.image import read_data_disk
 from board.sim.ledger import Ledger
+from firmware.app.boards import profile
+from firmware.app.devices import open_key_store
 from firmware.engine.states import UNRESOLVED
 from firmware.journal.errors import JournalCorrupt
 from firmware.journal.store import Journal
@@ -61,8 +63,9 @@ def check_disk(image: Path, ledger: Ledger, tid: str, till: Iterable[TillApprova
         if not (terminal / "journal.db").exists():
             return []  # the terminal never got as far as opening its journal: nothing to lose yet
         try:
+            # under the data disk's own key store, as the guest's terminal opened it
             journal = Journal.open(terminal / "journal.db",
-                                   CardVault.from_key_file(terminal / "keys" / "card.key"))
+                                   CardVault(open_key_store(profile("qemu"), terminal)))
         except JournalCorrupt as error:
             return [f"SQLite integrity check: {error}"]
         try:

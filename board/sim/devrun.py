@@ -5,6 +5,11 @@ Starts the simulator and the peripherals as child processes, provisions var/term
 first use (dev keys, the dev supervisor password), then runs the terminal in the
 foreground: the LCD as a box, a key legend, the printer's paper and hot keys in this
 terminal, the ECR link on loopback beside it. Ctrl-C stops everything.
+
+The keys: on a board whose key store is a PKCS#11 token (the sim board) a SoftHSM2 token under
+var/terminal/keys/ (made once with softhsm2-util, found again by its label) holds the dev TMK and
+the card-vault key; a var/ of before, with the dev key files, moves into it (the files are then
+destroyed). On a board with the development store (the QEMU guest) the dev key files.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +29,7 @@ DEV_TID = "12345678"
 DEV_MID = "123456789012345"
 DEV_TMK = "0123456789ABCDEFFEDCBA9876543210"  # dev boards only; real TMKs come from a KLD
 DEV_PASSWORD = "246810"
+DEV_TOKEN_PIN = "posfw-dev-1357"  # the dev token's user PIN (dev boards only, like DEV_TMK)
 HOST_PORT = 5800
 CONTROL_PORT = 5801
 PERIPHERALS_PORT = 5802
@@ -62,17 +69,26 @@ def help_text(var: Path, host_port: int, control_port: int, peripherals_port: in
 
 
 def provision(data: Path, host_port: int, *, host: str | None = None,
-              reply_timeout: float | None = None) -> None:
-    """A dev terminal's first start: the dev TMK and settings (TID, MID, supervisor password, the
-    acquirer's address); an existing terminal is left as it is. Directories 0700, files 0600,
-    whatever the caller's umask (board/qemu/rig.py provisions with this too)."""
+              reply_timeout: float | None = None, board: str = "qemu") -> list[str]:
+    """A dev terminal's first start: the dev TMK in the board's key store and the settings (TID,
+    MID, supervisor password, the acquirer's address); an existing terminal is left as it is (a
+    token board's old dev key files move into its token). Directories 0700, files 0600, whatever
+    the caller's umask (board/qemu/rig.py provisions with this too). Returns what it did."""
+    from firmware.app.boards import profile
+
     keys = data / "keys"
     for directory in (data, keys):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-    tmk = keys / "tmk.key"
-    if not tmk.exists():
-        _write_private(tmk, DEV_TMK)
+    done: list[str] = []
+    if wiped(data):
+        pass  # deregistered: only `python -m firmware.app.provision` brings it back
+    elif profile(board).key_store == "pkcs11":
+        done += dev_token(data, board)
+    elif not (keys / "tmk.key").exists():
+        _write_private(keys / "tmk.key", DEV_TMK)
+        _record(data, "memory")
+        done.append("the dev TMK in keys/tmk.key")
     settings = data / "settings.json"
     if not settings.exists():
         from firmware.settings.model import factory, hash_password, password_problem
@@ -93,6 +109,97 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
         s["security"].update({"supervisor_hash": hash_password(DEV_PASSWORD),
                               "password_changed": True})
         _write_private(settings, json.dumps(s, indent=2))
+    return done
+
+
+def wiped(data: Path) -> bool:
+    from firmware.journal.wipe import is_marked
+
+    return is_marked(data)
+
+
+def _record(data: Path, key_store: str) -> None:
+    from firmware.app.core import custody
+    from firmware.app.provision import tmk_check_value
+
+    record = custody.new_record(tmk_check_value(bytes.fromhex(DEV_TMK)), key_store,
+                                "clear (development)")
+    custody.write_private(data / custody.RECORD, custody.record_bytes(record))
+
+
+def softhsm_conf(keys: Path) -> Path:
+    """keys/softhsm2.conf naming keys/tokens/ as the token store (written at every start: the
+    path is absolute, and var/ may have moved)."""
+    tokens = (keys / "tokens").resolve()
+    tokens.mkdir(mode=0o700, exist_ok=True)
+    conf = keys / "softhsm2.conf"
+    _write_private(conf, f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
+                         "log.level = ERROR\nslots.removable = false\n")
+    return conf
+
+
+def softhsm_token(keys: Path, label: str, pin: str) -> bool:
+    """The SoftHSM2 token `label` under keys/, made with softhsm2-util unless it is there
+    (idempotent). Its SO PIN is random and not kept: a dev token is deleted, not reset. True if
+    it was made now."""
+    env = dict(os.environ, SOFTHSM2_CONF=str(softhsm_conf(keys).resolve()))
+    try:
+        slots = subprocess.run(["softhsm2-util", "--show-slots"], env=env, capture_output=True,
+                               text=True, timeout=30, check=True).stdout
+    except FileNotFoundError:
+        raise SystemExit("make run: softhsm2-util is missing: sudo apt-get install softhsm2 "
+                         "(make run installs it)") from None
+    if any(line.split(":", 1)[1].strip() == label for line in slots.splitlines()
+           if line.strip().startswith("Label:")):
+        return False
+    made = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
+                           "--so-pin", secrets.token_hex(8), "--pin", pin],
+                          env=env, capture_output=True, text=True, timeout=30, check=False)
+    if made.returncode != 0:
+        raise SystemExit(f"make run: the dev key token could not be made: {made.stderr.strip()}")
+    return True
+
+
+def dev_token(data: Path, board: str) -> list[str]:
+    """The dev TMK and a card-vault key in the board's SoftHSM2 token under data/keys/; the dev
+    key files of an older var/ move into it and are destroyed."""
+    from firmware.app import devices
+    from firmware.app.boards import profile
+    from firmware.app.provision import write_token_pin
+    from firmware.journal.wipe import shred
+
+    prof = profile(board)
+    keys = data / "keys"
+    done = []
+    if softhsm_token(keys, prof.token_label, DEV_TOKEN_PIN):
+        done.append(f"a SoftHSM2 token '{prof.token_label}' in {keys / 'tokens'}")
+    if not (data / prof.token_pin.partition(":")[2]).exists():
+        write_token_pin(data, prof, DEV_TOKEN_PIN)
+    store = devices.open_key_store(prof, data)
+    try:
+        status = store.status()
+        if status.tmk_check is None:
+            old = keys / "tmk.key"
+            tmk = bytearray.fromhex(old.read_text().strip() if old.exists() else DEV_TMK)
+            store.install_tmk(tmk)  # type: ignore[attr-defined]  # wipes the bytearray
+            _record(data, "pkcs11")
+            done.append("the dev TMK in the token")
+        card_key = keys / "card.key"
+        if not status.vault_key:
+            if card_key.exists():  # an older var/: its journal's card numbers stay readable
+                key = bytearray(card_key.read_bytes())
+                store.create_vault_key(import_key=key)  # type: ignore[attr-defined]
+                key[:] = bytes(len(key))
+                done.append("the dev card-data key file moved into the token")
+            else:
+                store.create_vault_key()  # type: ignore[attr-defined]
+                done.append("a card-vault key in the token")
+        for old in (keys / "tmk.key", card_key):
+            if shred(old):
+                done.append(f"keys/{old.name} destroyed (in the token now)")
+    finally:
+        store.close()
+    return done
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -161,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print("make run needs a terminal for its console (or pass --headless)", file=sys.stderr)
         return 2
     args.var.mkdir(exist_ok=True)
-    provision(args.var / "terminal", host_port)
+    for line in provision(args.var / "terminal", host_port, board=args.board):
+        print(f"make run: {line}", flush=True)
     py = sys.executable
     sim_log = open(args.var / "acquirer.log", "ab")  # noqa: SIM115 - lives as long as the child
     sim = subprocess.Popen([py, "-m", "board.sim.acquirer", "--db", str(args.var / "ledger.db"),

@@ -53,6 +53,13 @@ def _private_file(path: Path, what: str) -> bytes:
     return path.read_bytes()
 
 
+def _overwrite(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.write(b"\0" * os.fstat(fh.fileno()).st_size)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class MemoryKeyStore:
     """firmware.ports.KeyStore over development key files (see the module docstring)."""
 
@@ -168,15 +175,16 @@ class MemoryKeyStore:
     # ---- the rest ----
 
     def status(self) -> KeyStatus:
+        problem: tuple[str, ...] = ()
         try:
             tmk_cv: str | None = check_value(self._load_tmk()).hex().upper()
-        except KeyStoreError:
-            tmk_cv = None
+        except KeyStoreError as exc:
+            tmk_cv, problem = None, (str(exc),)
         return KeyStatus(kind="memory", where=f"development key files in {self.keys_dir}",
                          tmk_check=tmk_cv, vault_key=(self.keys_dir / VAULT_FILE).exists(),
                          working_keys=tuple(r for r in WORKING_KEY_ROLES if r in self._working),
-                         notes=("development store: keys are in clear in files and memory; "
-                                "sim and dev boards only",))
+                         notes=(*problem, "development store: keys are in clear in files and "
+                                "memory; sim and dev boards only"))
 
     def destroy_all(self) -> list[str]:
         done = []
@@ -184,6 +192,7 @@ class MemoryKeyStore:
         for name, words in ((TMK_FILE, "terminal master key"), (VAULT_FILE, "card-data key")):
             path = self.keys_dir / name
             if path.exists():
+                _overwrite(path)  # zeros on the disk first: an unlinked file's blocks keep its bytes
                 path.unlink()
                 done.append(f"{words} (file keys/{name})")
         return done

@@ -1,7 +1,8 @@
 """Board profiles: which drivers a board runs and what it may accept.
 
-The app reads them (core: name, reader driver, ECR card-data rule; the driver choice: which
-driver; the process entry: the ECR serial port); board/qemu and the tests read them too. They
+The app reads them (core: name, reader driver, ECR card-data rule, the key store; the driver
+choice: which driver; the process entry: the ECR serial port); board/qemu and the tests read them
+too. They
 live in the firmware because `python -m firmware.app --board rpi` must resolve a name on a
 device without board/. A profile is plain data so that adding a board is adding an entry here
 (see docs/boards.md, "How to add a board").
@@ -10,6 +11,9 @@ device without board/. A profile is plain data so that adding a board is adding 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+KEY_STORES = ("memory", "pkcs11", "pinpad")
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"  # Debian's softhsm2 (libsofthsm2)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,22 @@ class BoardProfile:
     # on as an IC terminal (it then loads the host's chip tables), says 60.4 = 5, and reads an
     # inserted card's chip. False for a magstripe-only board; a HID wedge never has one.
     chip_slot: bool = True
+    # Where the keys live (docs/security.md "Key custody"): "memory", the development key files
+    # (keys/tmk.key, keys/card.key; refused unless `development`), "pkcs11", a PKCS#11 token
+    # holding the TMK, the working keys and the card-vault key, or "pinpad", the DES keys in the
+    # secure PIN pad on the reader link and the card-vault key in the token.
+    key_store: str = "pkcs11"
+    token_module: str = SOFTHSM_MODULE  # the token's PKCS#11 module (a shared library)
+    token_label: str = "posfw"  # the token's label (the slot id is not stable: the label is)
+    # Where the user PIN comes from: "file:keys/token.pin" (0600, under the data directory) or
+    # "env:NAME" (an environment variable the service manager sets).
+    token_pin: str = "file:keys/token.pin"
+    # A SoftHSM2 configuration under the data directory: when that file exists the module is
+    # pointed at it (SOFTHSM2_CONF), so the token's object store lives beside the journal.
+    token_conf: str | None = "keys/softhsm2.conf"
+    # A development board (an emulator, a PC): it may keep keys in clear files (key_store
+    # "memory") and take a clear TMK at provisioning (--tmk). Never a board that takes cards.
+    development: bool = False
 
     @property
     def reads_chip(self) -> bool:
@@ -44,20 +64,35 @@ class BoardProfile:
 PROFILES: dict[str, BoardProfile] = {
     "sim": BoardProfile(
         name="sim",
+        development=True,
+        key_store="pkcs11",  # SoftHSM2 under the data directory (keys/softhsm2.conf)
         description="development machine: emulated card source, ECR on loopback TCP",
         card_source="sim",
         ecr_accepts_card_data=True,
     ),
     "sim-pcsc": BoardProfile(
         name="sim-pcsc",
+        development=True,
+        key_store="pkcs11",  # SoftHSM2 under the data directory (keys/softhsm2.conf)
         description="development machine with the chip in a PC/SC reader (vpcd: make run READER=pcsc)",
         card_source="sim",
         ecr_accepts_card_data=True,
         reader_driver="pcsc",
         reader_path="POS Virtual PCD",  # board/sim/vpcd.py's reader in a private pcscd
     ),
+    "sim-pinpad": BoardProfile(
+        name="sim-pinpad",
+        description="development machine whose emulated card reader has an encrypting PIN pad: "
+                    "the DES keys and the PIN in the pad, the card-vault key in a SoftHSM2 token",
+        development=True,
+        key_store="pinpad",
+        card_source="sim",
+        ecr_accepts_card_data=True,
+    ),
     "qemu": BoardProfile(
         name="qemu",
+        development=True,
+        key_store="memory",
         description="QEMU guest: reader and printer on ttyS1/ttyS2, ECR on ttyS3",
         card_source="sim",
         ecr_accepts_card_data=True,
@@ -71,6 +106,8 @@ PROFILES: dict[str, BoardProfile] = {
     ),
     "qemu-pcsc": BoardProfile(
         name="qemu-pcsc",
+        development=True,
+        key_store="memory",
         description="QEMU guest with the chip in a PC/SC reader: pcscd and vpcd in the guest, the "
                     "card on the host (board/qemu/rig.py)",
         card_source="sim",
@@ -86,6 +123,7 @@ PROFILES: dict[str, BoardProfile] = {
     ),
     "rpi": BoardProfile(
         name="rpi",
+        key_store="pkcs11",  # its token: token_module (docs/security.md "Key custody")
         description="Raspberry Pi dev board: USB-serial reader, serial printer, SPI LCD",
         card_source="reader",
         ecr_accepts_card_data=False,

@@ -5,11 +5,21 @@ own drivers). Everything else in the firmware speaks to drivers through firmware
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Protocol
 
-from firmware.app.boards import BoardProfile
-from firmware.ports import CardReader, Display, Keypad, KeyStore, Printer
+from firmware.app.boards import KEY_STORES, BoardProfile
+from firmware.ports import (
+    CardReader,
+    Display,
+    Keypad,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    Printer,
+)
 
 log = logging.getLogger("posfw.app")
 
@@ -93,9 +103,88 @@ def make_display(board: BoardProfile) -> Display:
     raise SystemExit(f"board {board.name}: unknown display {board.display!r}")
 
 
-def make_key_store(board: BoardProfile, keys_dir: Path) -> KeyStore:
-    """The board's key store. For now the development store over keys/ on every board (the
-    profiles' token choice, firmware/app/boards.py, picks a PKCS#11 token or the PIN pad)."""
-    from drivers.keystore.memory import MemoryKeyStore
+def key_store_kind(board: BoardProfile, override: str | None = None) -> str:
+    """The key store a board runs ("memory", "pkcs11", "pinpad"), or KeyStoreError in words: the
+    development store is refused on a board that is not a development board."""
+    kind = override or board.key_store
+    if kind not in KEY_STORES:
+        raise KeyStoreError(f"board {board.name}: unknown key store {kind!r} "
+                            f"(one of {', '.join(KEY_STORES)})")
+    if kind == "memory" and not board.development:
+        raise KeyStoreError(f"board {board.name} keeps no keys in clear files (key store "
+                            "'memory' is for development boards only): give it a token "
+                            "(docs/security.md, \"Key custody\")")
+    return kind
 
-    return MemoryKeyStore(keys_dir)
+
+def token_pin(board: BoardProfile, data_dir: Path) -> str:
+    """The token's user PIN from the profile's source ("file:PATH" under the data directory,
+    0600, or "env:NAME"), or KeyStoreUnavailable in words (never the PIN itself)."""
+    source = board.token_pin
+    kind, _, where = source.partition(":")
+    if kind == "env":
+        pin = os.environ.get(where, "")
+        if not pin:
+            raise KeyStoreUnavailable(f"the token PIN variable {where} is not set "
+                                      f"(board {board.name}: token_pin {source})")
+        return pin
+    if kind != "file" or not where:
+        raise KeyStoreUnavailable(f"board {board.name}: token_pin must be file:PATH or env:NAME, "
+                                  f"not {source!r}")
+    path = Path(data_dir) / where
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is missing: provision the "
+                                  "terminal (docs/provisioning.md)") from None
+    if mode & 0o077:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is readable by others (mode "
+                                  f"{mode:o}); run chmod 600 {path}")
+    pin = path.read_text(encoding="utf-8").strip()
+    if not pin:
+        raise KeyStoreUnavailable(f"the token PIN file {path} is empty")
+    return pin
+
+
+def use_token_conf(board: BoardProfile, data_dir: Path) -> None:
+    """Point SoftHSM2 at the board's configuration under the data directory when there is one
+    (its object store beside the journal): read when the module is initialised."""
+    if board.token_conf:
+        conf = Path(data_dir) / board.token_conf
+        if conf.is_file():
+            os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+
+
+def open_token(board: BoardProfile, data_dir: Path) -> KeyStore:
+    """The board's PKCS#11 token (its configuration under the data directory, its PIN from the
+    profile's source)."""
+    use_token_conf(board, data_dir)
+    try:
+        from drivers.keystore.pkcs11 import Pkcs11KeyStore
+    except ImportError as exc:
+        raise KeyStoreUnavailable(f"the PKCS#11 key store cannot be loaded ({exc.name or exc}): "
+                                  "install the runtime lock (docs/dependencies.md)") from None
+    return Pkcs11KeyStore(board.token_module, board.token_label, token_pin(board, data_dir))
+
+
+def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = None,
+                   reader: CardReader | None = None) -> KeyStore:
+    """The board's key store, opened (KeyStoreError in words when it cannot be). A PIN pad
+    board's host keys are in the PIN pad of `reader` (the board's card reader, opened by the
+    caller, who closes it after the store); its card-vault key is in the token."""
+    kind = key_store_kind(board, override)
+    data_dir = Path(data_dir)
+    if kind == "memory":
+        from drivers.keystore.memory import MemoryKeyStore
+
+        return MemoryKeyStore(data_dir / "keys")
+    if kind == "pkcs11":
+        return open_token(board, data_dir)
+    if reader is None or not hasattr(reader, "pinpad_command"):
+        raise KeyStoreUnavailable(f"board {board.name} keeps its master key in the PIN pad of its "
+                                  "card reader (the serial reader link), and no such reader is "
+                                  "connected (its device path: --reader)")
+    from drivers.keystore.pinpad import PinPadKeys
+    from firmware.app.split_keys import SplitKeyStore
+
+    return SplitKeyStore(PinPadKeys(reader), open_token(board, data_dir))  # type: ignore[arg-type]

@@ -1,22 +1,20 @@
 """The terminal as the process runs it: the core (firmware/app/core/terminal.py) with the
 services plugged in through its hooks.
 
-The core asks for paper, a card reader, a key store and two pieces of start-up work without
-importing any service; this module answers: the print desk with the board's printer, the
-board's reader and key store (firmware/app/devices.py chooses the drivers), the
-deregistration's resume after a power loss and the held orders' reconcile. Front ends and
-tests take this Terminal; services take the core.
+The core asks for its key store, paper, a card reader and two pieces of start-up work without
+importing any service; this module answers: the board's key store, the print desk with the
+board's printer, the board's reader (firmware/app/devices.py chooses the drivers), the
+deregistration's resume after a power loss and the held orders' reconcile. Front ends and tests
+take this Terminal; services take the core.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from firmware.app import devices
 from firmware.app.core.terminal import TerminalCore
 from firmware.app.services import deregister, held
 from firmware.app.services.printing import PrintDesk
-from firmware.ports import CardReader, HostKeys
+from firmware.ports import CardReader, KeyStore
 
 
 class Terminal(TerminalCore):
@@ -24,6 +22,14 @@ class Terminal(TerminalCore):
     resume and the held orders' start-up reconcile plugged in."""
 
     prints: PrintDesk | None
+
+    def _open_key_store(self) -> KeyStore:
+        reader = None
+        if devices.key_store_kind(self.board, self.cfg.key_store) == "pinpad":
+            # The PIN pad is in the card reader: the reader opens first, and stays the board's
+            # (close() closes it, a start in service mode included).
+            reader = self.reader = devices.make_reader(self.board, self.cfg)
+        return devices.open_key_store(self.board, self.data_dir, self.cfg.key_store, reader)
 
     def _open_paper(self) -> PrintDesk:
         assert self.journal is not None
@@ -36,10 +42,9 @@ class Terminal(TerminalCore):
         return desk
 
     def _open_reader(self) -> CardReader | None:
+        if self.reader is not None:  # a PIN pad board's, opened with its keys
+            return self.reader
         return devices.make_reader(self.board, self.cfg)
-
-    def _open_host_keys(self, keys_dir: Path) -> HostKeys:
-        return devices.make_key_store(self.board, keys_dir)
 
     async def _after_open(self) -> None:
         # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.

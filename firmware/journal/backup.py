@@ -213,10 +213,10 @@ def restore(directory: Path, new_db: Path) -> Verdict:
     finally:
         source.close()
     from firmware.journal.store import Journal
-    from firmware.journal.vault import KEY_BYTES, CardVault
+    from firmware.journal.vault import CardVault
 
-    # A fresh card-data key: the copy holds no encrypted card numbers for the old one to read.
-    Journal.open(new_db, CardVault(os.urandom(KEY_BYTES))).close()  # opens, checks, migrates
+    # A throwaway card-data key: the copy holds no encrypted card numbers for any key to read.
+    Journal.open(new_db, CardVault.throwaway()).close()  # opens, checks, migrates
     conn = sqlite3.connect(f"file:{new_db}?mode=ro", uri=True)
     try:
         restored = Verdict(ok=True, counts=table_counts(conn), totals=txn_totals(conn))

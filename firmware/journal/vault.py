@@ -1,17 +1,23 @@
-"""The card vault: PANs encrypted with AES-GCM under the board's card-data key.
+"""The card vault: PANs sealed at rest under the board's card-vault key.
 
-On sim and dev boards the key store is a 0600 file of 32 random bytes; a
-real board's key store supplies the same 32 bytes from its secure element.
+CardVault is a thin layer over the key store's VaultKeys (firmware/ports.py): the store seals and
+unseals (AES-GCM, blob = nonce || ciphertext || tag, inside a PKCS#11 token on a board that has
+one), the vault fixes what is sealed (the PAN as ASCII) and the associated data (AAD), and turns a
+blob that fails its integrity check into VaultError. The blob format and the AAD are those of the
+development key file of old, so a development journal's PANs stay readable once its key moves into
+a token (provisioning imports it: firmware/app/provision.py).
+
 The clear PAN exists only in memory, for the one message that needs it.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from firmware.ports import KeyMissing, KeyStoreError, KeyStoreUnavailable, VaultKeys
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -19,48 +25,62 @@ AAD = b"posfw/pan/v1"
 
 
 class VaultError(Exception):
-    """The card-data key is missing, unreadable or unsafe, or a ciphertext is damaged."""
+    """A sealed card number cannot be read back: damaged, or sealed under another key."""
 
 
-class CardVault:
+class LocalVaultKey:
+    """VaultKeys over a key held in this process: for a vault that must never hold a real card
+    number (a wiped terminal's throwaway vault, a restore's check) and for tests. A terminal's
+    own vault key lives in its key store."""
+
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise VaultError(f"the card-data key must be {KEY_BYTES} bytes, got {len(key)}")
-        self._aead = AESGCM(key)
+        self._aead = AESGCM(bytes(key))
 
     def __repr__(self) -> str:
-        return "CardVault(<key hidden>)"
+        return "LocalVaultKey(<key hidden>)"
+
+    def seal(self, plain: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plain, aad)
+
+    def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except (InvalidTag, ValueError):
+            raise KeyStoreError("sealed data failed its integrity check (damaged, or sealed under "
+                                "another key or for another record)") from None
+
+
+class CardVault:
+    """PANs in and out of the vault key (see the module docstring). `keys`: the key store's
+    VaultKeys, or 32 bytes for a LocalVaultKey."""
+
+    def __init__(self, keys: VaultKeys | bytes) -> None:
+        self._keys: VaultKeys = (LocalVaultKey(bytes(keys)) if isinstance(keys, bytes | bytearray)
+                                 else keys)
+
+    def __repr__(self) -> str:
+        return f"CardVault({type(self._keys).__name__})"
+
+    @property
+    def keys(self) -> VaultKeys:
+        """The sealing keys under this vault (the store's card-vault key)."""
+        return self._keys
 
     @classmethod
-    def from_key_file(cls, path: str | os.PathLike[str], create: bool = True) -> CardVault:
-        """Load (or create, 0600, atomically) the dev-board key file."""
-        p = Path(path)
-        if not p.exists():
-            if not create:
-                raise VaultError(f"card-data key file {p} is missing")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, os.urandom(KEY_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, p)
-        mode = stat.S_IMODE(p.stat().st_mode)
-        if mode & 0o077:
-            raise VaultError(
-                f"card-data key file {p} is readable by others (mode {mode:o}); run chmod 600 {p}"
-            )
-        key = p.read_bytes()
-        return cls(key)
+    def throwaway(cls) -> CardVault:
+        """A vault under a random key nobody keeps: what it seals can never be read again."""
+        return cls(os.urandom(KEY_BYTES))
 
     def encrypt(self, pan: str) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, pan.encode("ascii"), AAD)
+        return self._keys.seal(pan.encode("ascii"), AAD)
 
     def decrypt(self, blob: bytes) -> str:
         try:
-            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], AAD).decode("ascii")
-        except Exception as exc:  # InvalidTag or a truncated blob: say which in words
+            return self._keys.unseal(blob, AAD).decode("ascii")
+        except (KeyStoreUnavailable, KeyMissing):
+            raise  # the store is gone, not the blob: never a reason to set a record aside
+        except (KeyStoreError, UnicodeDecodeError) as exc:
             raise VaultError("an encrypted card number failed its integrity check") from exc

@@ -1,13 +1,16 @@
-"""The deregistration wipe: the DEREGISTERED marker, the card-data key, the other key files
-(TMK), the encrypted PANs in the journal (cleared, vacuumed, WAL truncated), the merchant
-settings with their meta and history, and the log. Every part is idempotent, so a wipe cut by
-a power loss is simply run again.
+"""The deregistration wipe: the DEREGISTERED marker, the keys (the key store's objects and a
+development card-data key file), the other key files (a development TMK, the token PIN, the
+provisioning record), the encrypted PANs in the journal (cleared, vacuumed, WAL truncated), the
+merchant settings with their meta and history, and the log. Every part is idempotent, so a wipe
+cut by a power loss is simply run again.
 
 The marker goes first: from then on the data directory says "deregistered" even before the
-journal is open (so start-up does not ask for a TMK that is being wiped). The card-data key
-goes next, before the PANs are cleared: a flash file system may keep old copies of the
-encrypted PANs in blocks no file owns any more, and those are safe only because nothing can
-decrypt them once the key is gone. Working keys live in memory only; the app drops them.
+journal is open (so start-up does not ask for a TMK that is being wiped). The keys go next,
+before the PANs are cleared: a flash file system may keep old copies of the encrypted PANs in
+blocks no file owns any more, and those are safe only because nothing can decrypt them once the
+card-vault key is gone. The key store's objects (a token's TMK and vault key) are destroyed by
+the app's `destroy_keys` in that part; the token itself stays (its configuration, KEEP, says
+where its object store is and holds no secret), ready to be provisioned again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 MARKER_NAME = "DEREGISTERED"
 PARTS = ("marker", "card_key", "keys", "card_data", "settings", "log")
 CARD_KEY = "card.key"  # keys/card.key: the card vault's key on sim and dev boards
+KEEP = ("softhsm2.conf",)  # in keys/: where a SoftHSM2 token's object store is (no secret)
 SETTINGS_FILES = ("settings.json", "settings.json.meta", "settings.tmp", "settings.json.tmp",
                   "settings.json.meta.tmp", "logo.png")
 LOG_NAME = "terminal.log"
@@ -86,7 +90,7 @@ def wipe_keys(data_dir: Path) -> int:
     keys = Path(data_dir) / "keys"
     if not keys.is_dir():
         return 0
-    return sum(shred(p) for p in sorted(keys.iterdir()) if p.is_file())
+    return sum(shred(p) for p in sorted(keys.iterdir()) if p.is_file() and p.name not in KEEP)
 
 
 def wipe_card_data(journal_path: Path) -> int:
@@ -132,8 +136,10 @@ def wipe_log(data_dir: Path) -> int:
 
 
 def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
-         between: Callable[[str], None] | None = None) -> dict[str, int]:
-    """All parts in order; `between(part)` runs before each part but the first (fault injection)."""
+         between: Callable[[str], None] | None = None,
+         destroy_keys: Callable[[], int] | None = None) -> dict[str, int]:
+    """All parts in order; `between(part)` runs before each part but the first (fault injection);
+    `destroy_keys()` destroys the key store's objects in the card_key part (how many)."""
     done: dict[str, int] = {}
     for part in PARTS:
         if between is not None and part != PARTS[0]:
@@ -142,7 +148,8 @@ def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
             write_marker(data_dir, terminal_id)
             done[part] = 1
         elif part == "card_key":
-            done[part] = wipe_card_key(data_dir)
+            # the store's objects, then a development key file the store did not own
+            done[part] = (destroy_keys() if destroy_keys else 0) + wipe_card_key(data_dir)
         elif part == "keys":
             done[part] = wipe_keys(data_dir)
         elif part == "card_data":

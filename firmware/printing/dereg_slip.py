@@ -1,4 +1,5 @@
-"""The deregistration report (注销报告): which terminal, when, the verified backup, each step and
+"""The deregistration report (注销报告): which terminal, when, the verified backup, each step, the
+keys destroyed (each key store object, one line each, or why the store could not be reached) and
 what was wiped, and the host's verdict, as a device-independent Document in English or Chinese.
 Pure: no I/O; the app passes the facts in.
 """
@@ -20,8 +21,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "backup_txns": ("Transactions saved", "已备份交易"),
     "steps": ("STEPS", "步骤"),
     "wiped": ("WIPED", "已清除"),
-    "card_key": ("Card-data key", "卡数据密钥"),
-    "keys": ("Key files", "密钥文件"),
+    "keys_destroyed": ("KEYS DESTROYED", "已销毁密钥"),
+    "no_keys": ("none found", "未发现密钥"),
+    "card_key": ("Keys", "密钥"),
+    "keys": ("Other key files", "其他密钥文件"),
     "card_data": ("Card numbers", "卡号"),
     "settings": ("Settings files", "设置文件"),
     "log": ("Log files", "日志文件"),
@@ -51,10 +54,19 @@ def _fit(text: str, cols: int) -> list[str]:
     return rows
 
 
+def _key_line(line: str, lang: str) -> str:
+    """A key store's line ("terminal master key (token object posfw-tmk) destroyed"): the object
+    names are the store's own; the verdict is worded in the report's language."""
+    if lang == "zh_CN" and line.endswith(" destroyed"):
+        return f"{line[:-len(' destroyed')]} 已销毁"
+    return line
+
+
 def dereg_report(*, lang: str, columns: int, tid: str, mid: str, at: float, backup_dir: str,
                  backup_txns: int, steps: Sequence[str], wiped: Mapping[str, int],
-                 host_unbound: bool) -> Document:
-    """Every line fits `columns` cells; no card data is ever among the facts."""
+                 host_unbound: bool, keys: Sequence[str] = ()) -> Document:
+    """Every line fits `columns` cells; no card data is ever among the facts. `keys`: the key
+    store's lines, as the deregistration's wipe got them."""
     blocks: list[TextLine | Feed | Cut] = []
 
     def add(text: str, align: Align = Align.LEFT, bold: bool = False) -> None:
@@ -80,6 +92,9 @@ def dereg_report(*, lang: str, columns: int, tid: str, mid: str, at: float, back
     add(_t("steps", lang), bold=True)
     for step in steps:
         add(" " + step)
+    add(_t("keys_destroyed", lang), bold=True)
+    for line in keys or [_t("no_keys", lang)]:
+        blocks.extend(TextLine(" " + row) for row in wrap(_key_line(line, lang), columns - 1))
     add(_t("wiped", lang), bold=True)
     for part in ("card_key", "keys", "card_data", "settings", "log"):
         pair(" " + _t(part, lang), str(wiped.get(part, 0)))

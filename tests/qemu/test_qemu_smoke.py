@@ -23,12 +23,10 @@ if os.environ.get("QEMU_SMOKE") != "1" and os.environ.get("QEMU_TESTS") != "1":
                 "`make qemu-image`)", allow_module_level=True)
 
 from guestkit import image_fixture  # noqa: F401 - the fixture "image"
-from helpers import assert_agree
+from helpers import assert_agree, open_journal
 
 from board.qemu.image import BuiltImage
 from board.qemu.rig import TID, QemuTerminal
-from firmware.journal.store import Journal
-from firmware.journal.vault import CardVault
 
 
 def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, image: BuiltImage) -> None:
@@ -111,7 +109,7 @@ def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, im
         rig.power_cut()
         assert rig.run_to_exit("true", timeout=60) == 0
         copy = rig.read_terminal_dir(tmp_path / "disk")
-        journal = Journal.open(copy / "journal.db", CardVault.from_key_file(copy / "keys" / "card.key"))
+        journal = open_journal(copy, board="qemu")
         try:
             assert journal.integrity() == "ok"
             assert_agree(journal, ledger)

@@ -49,7 +49,6 @@ class HostSession(CoreParts):
     service_problem: str | None
     link_up: bool | None
     backlog_left: int
-    _tmk: bytes
     host_keys: HostKeys | None  # the board's key store, host half (the link signs on into it)
     _lock: asyncio.Lock
 

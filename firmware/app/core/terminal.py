@@ -14,17 +14,20 @@ wherever the flow allows it. `fault_hook` lets tests stop between any two
 actions, which is how a power loss at every step is proven.
 
 The core imports no service and no front end. What it needs of them it asks through hooks that
-do nothing here and that the assembled terminal (firmware/app/terminal.py) fills in: the paper
-(`_open_paper`, a PaperQueue), the card reader (`_open_reader`), the work after open() (a
-deregistration cut by a power loss) and before the start-up sign-on (held orders cut mid-sale).
+do nothing here and that the assembled terminal (firmware/app/terminal.py) fills in: the key store
+(`_open_key_store`, the board's driver), the paper (`_open_paper`, a PaperQueue), the card reader
+(`_open_reader`), the work after open() (a deregistration cut by a power loss) and before the
+start-up sign-on (held orders cut mid-sale).
+
+Keys: the core holds a KeyStore (firmware/ports.py), never a clear key of a token board. A store
+that cannot be opened or whose checks fail (firmware/app/core/custody.py) puts the terminal in
+service mode with words: no journal, no money work, the reason in `status` and on the screen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.app.boards import BoardProfile, profile
-from firmware.app.core import lifecycle
+from firmware.app.core import custody, lifecycle
 from firmware.app.core.contract import PaperQueue, TerminalObserver
 from firmware.app.core.flows import CardSlot, FlowRunner
 from firmware.app.core.operators import Operators
@@ -45,7 +48,7 @@ from firmware.i18n import CATALOG, text
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
-from firmware.ports import CardReader, HostKeys
+from firmware.ports import CardReader, HostKeys, KeyStatus, KeyStore, KeyStoreError, KeyStoreUnavailable
 from firmware.security import PasswordGuard, locked_key
 from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
@@ -71,6 +74,7 @@ class AppConfig:
     # "console" (the development console of `make run`, which python -m board.sim.firmware plugs in).
     panel: str | None = None
     idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
+    key_store: str | None = None  # overrides the board profile's key store (boards.KEY_STORES)
 
 
 class TerminalCore(FlowRunner, HostSession):
@@ -90,6 +94,10 @@ class TerminalCore(FlowRunner, HostSession):
         self.link: HostLink | None = None
         self.host_keys: HostKeys | None = None  # open(): the board's key store, host half
         self.service_problem: str | None = None
+        self.service_notice = "service_mode"  # the catalog key the screen shows in service mode
+        self.key_store: KeyStore | None = None
+        self.key_status: KeyStatus | None = None  # as the start-up check found it
+        self.key_problem: str | None = None  # why the key store cannot be used, in words
         self.card_slot = CardSlot()
         self.password_guard = PasswordGuard()
         self.operators = Operators(self)  # who is signed in at the keypad; the audit's who
@@ -106,7 +114,6 @@ class TerminalCore(FlowRunner, HostSession):
         self.reader: CardReader | None = None
         self.observer: TerminalObserver | None = None
         self.link_up: bool | None = None  # how the last exchange with the host went
-        self._tmk = b""
         self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
         self.backlog_left = 0  # reversals/advices still to be tried in the running backlog pass
         self.starting = False  # the start-up sign-on and backlog hold the operation lock
@@ -141,12 +148,15 @@ class TerminalCore(FlowRunner, HostSession):
             c["port"] = self.cfg.port
         if self.cfg.reply_timeout:
             c["reply_timeout"] = self.cfg.reply_timeout
-        keys_dir = self.data_dir / "keys"
-        if wiped:  # no key files may come back: a throwaway vault, a TMK that never signs on
-            vault, tmk = CardVault(os.urandom(32)), bytes(16)
+        if wiped:  # no key may come back: a throwaway vault, a link that never signs on
+            vault = CardVault.throwaway()
+            self._key_store_to_destroy()
         else:
-            vault = CardVault.from_key_file(keys_dir / "card.key")
-            tmk = self._load_tmk(keys_dir / "tmk.key")
+            store = await self._checked_key_store()
+            if store is None:
+                return
+            vault = CardVault(store)
+            self.host_keys = store
         try:
             self.journal = Journal.open(self.data_dir / "journal.db", vault)
         except JournalCorrupt as exc:
@@ -157,14 +167,71 @@ class TerminalCore(FlowRunner, HostSession):
         report = self.journal.recover()
         if report.to_reverse or report.enquiries_failed or report.settlements_abandoned:
             log.warning("start-up recovery: %s", report)
-        self._tmk = tmk
-        self.host_keys = self._open_host_keys(keys_dir)
         self.link = self._make_link()
         self.prints = self._open_paper()
         self.reader = self._open_reader()
         await self._after_open()
 
+    async def _checked_key_store(self) -> KeyStore | None:
+        """The board's key store, opened and checked (custody.check_store); None, the terminal
+        in service mode with the words of what is wrong, when it cannot be used."""
+        try:
+            self.key_store = self._open_key_store()
+            refresh = getattr(self.key_store, "refresh", None)
+            if refresh is not None:  # a PIN pad's keys, asked over its link
+                await refresh()
+            record = custody.read_record(self.data_dir)
+            self.key_status = custody.check_store(self.key_store, record)
+        except KeyStoreError as exc:
+            self._key_service_mode(str(exc))
+            return None
+        except Exception as exc:  # a driver's own failure (a library missing, a dead module)
+            log.exception("key store failed to open")
+            self._key_service_mode(f"the key store failed ({type(exc).__name__}); see the log")
+            return None
+        if record is None:
+            log.warning("no provisioning record (%s): the master key's check value %s is not "
+                        "compared with the one provisioned", custody.RECORD, self.key_status.tmk_check)
+        log.info("key store: %s, master key check value %s", self.key_status.where,
+                 self.key_status.tmk_check)
+        return self.key_store
+
+    def _key_store_to_destroy(self) -> None:
+        """A wiped terminal opens its store only so that a wipe cut by a power loss can still
+        destroy what is left in it (deregistration's resume); nothing is checked or used."""
+        try:
+            self.key_store = self._open_key_store()
+        except Exception as exc:  # said in the deregistration's report if it is still needed
+            self.key_problem = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+            log.info("deregistered: the key store is not open (%s)", self.key_problem)
+
+    def _key_service_mode(self, why: str) -> None:
+        self.key_problem = why
+        self.service_problem = f"key store: {why}"
+        self.service_notice = "service_keys"
+        log.error("SERVICE MODE: key store: %s", why)
+        if self.key_store is not None:
+            try:
+                self.key_status = self.key_store.status()
+            except KeyStoreError:
+                self.key_status = None
+
+    def key_words(self, lang: str) -> list[str]:
+        """The key store's state in words (diagnostics, the ECR status)."""
+        status = self.key_status
+        if self.key_store is not None and self.key_problem is None:
+            try:
+                status = self.key_store.status()
+            except KeyStoreError as exc:
+                return custody.status_words(None, str(exc), lang)
+        return custody.status_words(status, self.key_problem, lang)
+
     # -- hooks: what the services plug in (firmware/app/terminal.py) ------------
+
+    def _open_key_store(self) -> KeyStore:
+        """open(): the board's key store (firmware/app/devices.py picks its driver). Raises
+        KeyStoreError in words."""
+        raise KeyStoreUnavailable("no key store is plugged into this terminal core")
 
     def _open_paper(self) -> PaperQueue | None:
         """open(), the journal recovered: the print queue, started (None: no paper at all)."""
@@ -172,10 +239,6 @@ class TerminalCore(FlowRunner, HostSession):
 
     def _open_reader(self) -> CardReader | None:
         """open(): the board's card reader (None: cards come from the card slot only)."""
-        return None
-
-    def _open_host_keys(self, keys_dir: Path) -> HostKeys | None:
-        """open(): the board's key store for the host link (None: the link cannot sign on)."""
         return None
 
     async def _after_open(self) -> None:
@@ -226,22 +289,10 @@ class TerminalCore(FlowRunner, HostSession):
         if self.observer is not None:
             self.observer.changed()
 
-    @staticmethod
-    def _load_tmk(path: Path) -> bytes:
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:  # as the card-data key (CardVault.from_key_file): owner only
-                raise SystemExit(f"terminal master key {path} is readable by others (mode "
-                                 f"{mode:o}): the terminal does not start; run chmod 600 {path}")
-            tmk = bytes.fromhex(path.read_text().strip())
-        except FileNotFoundError:
-            raise SystemExit(f"terminal master key {path} is missing: provision the terminal "
-                             "(see docs/provisioning.md)") from None
-        if len(tmk) != 16:
-            raise SystemExit(f"terminal master key {path} must hold 16 bytes as hex")
-        return tmk
-
     async def close(self) -> None:
+        aclose = getattr(self.key_store, "aclose", None)
+        if aclose is not None:  # a PIN pad's half ends its link work before the reader closes
+            await aclose()
         if self.reader is not None:
             await self.reader.close()
         if self.prints is not None:
@@ -250,6 +301,8 @@ class TerminalCore(FlowRunner, HostSession):
             await self.link.channel.close()
         if self.journal is not None:
             self.journal.close()
+        if self.key_store is not None and aclose is None:
+            self.key_store.close()
 
     # -- helpers ----------------------------------------------------------------
 
@@ -296,7 +349,32 @@ class TerminalCore(FlowRunner, HostSession):
         """Working keys and the terminal master key leave memory (deregistration)."""
         if self.link is not None:
             self.link.forget_keys()
-        self._tmk = b""
+        elif self.key_store is not None:
+            self.key_store.forget_working_keys()
+
+    def destroy_keys(self) -> list[str]:
+        """Every key object of the store destroyed (deregistration's wipe), one line each in
+        words; a store that cannot be reached is said in words too (the wipe goes on)."""
+        self.forget_keys()
+        if self.key_store is None:
+            return [f"key store NOT reached, its keys not destroyed: {self.key_problem or 'not open'}"]
+        try:
+            return [f"{line} destroyed" for line in self.key_store.destroy_all()]
+        except KeyStoreError as exc:
+            log.error("deregistration: the key store's objects were not destroyed: %s", exc)
+            return [f"key store NOT reached, its keys not destroyed: {exc}"]
+
+    async def destroy_pad_keys(self) -> list[str]:
+        """A PIN pad board's keys in its pad erased (deregistration), one line each in words; a
+        pad that does not answer is said in words."""
+        destroy = getattr(self.key_store, "destroy_pad", None)
+        if destroy is None:
+            return []
+        try:
+            return [f"{line} destroyed" for line in await destroy()]
+        except KeyStoreError as exc:
+            log.error("deregistration: the PIN pad's keys were not destroyed: %s", exc)
+            return [f"PIN pad NOT reached, its keys not destroyed: {exc}"]
 
     def _step(self, step: str, done: int | None = None, total: int | None = None,
               cancellable: bool = True) -> None:
@@ -437,6 +515,7 @@ class TerminalCore(FlowRunner, HostSession):
             "board": self.board.name,
             "service_mode": self.service_problem,
             "busy": self.busy,
+            "key_store": self.key_words(self.language()),
         }
         if self.notice:
             # A till shows words, in the terminal's language; the key is for a till's own logic.

@@ -214,7 +214,7 @@ class FrontPanel:
         held_open, held_aged = self._held_counts()
         signed_on = bool(t.link is not None and not t.link.sign_on_required and t.link.has_keys)
         locked = t.password_guard.seconds_left("keypad")  # its own lock or everyone's
-        notice = (t.service_problem and "service_mode") or t.notice
+        notice = (t.service_problem and t.service_notice) or t.notice
         return ui.UiContext(
             now=self._now(), mono=self._clock(),
             rows=self.display.rows, cols=self.display.cols,

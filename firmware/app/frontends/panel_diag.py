@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from firmware.ui import core as ui
@@ -75,8 +76,9 @@ class PanelDiagnostics:
             return journal_check.check_journal(t.journal, lang, time.time())
         if name == "log":
             return logview.log_tail(t.data_dir / "terminal.log", 200, lang)
-        if name == "version":
-            return buildinfo.version_info(t.board.name, lang)
+        if name == "version":  # and where the keys are (the key store's state, in words)
+            result = buildinfo.version_info(t.board.name, lang)
+            return replace(result, lines=(*result.lines, *t.key_words(lang)))
         if name == "printer":
             return await self.printer_test()
         if name == "reader":

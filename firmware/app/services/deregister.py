@@ -253,9 +253,23 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
     elif step is Step.WIPED:
         ident = json.loads(state(j)["dereg_identity"])
         terminal.forget_keys()
+        destroyed: list[str] = []
+
+        def destroy_keys() -> int:
+            # The key store's objects, in the wipe's key part (before the PANs are cleared). A
+            # store that cannot be reached is said in words and the wipe goes on.
+            destroyed.extend(terminal.destroy_keys())
+            for line in destroyed:
+                log.warning("deregistration: %s", line)
+            return sum(line.endswith(" destroyed") for line in destroyed)
+
         run.wiped = wipe.wipe(terminal.data_dir, j.path, ident["tid"], between=lambda part: _hook(
-            terminal)(f"WIPE:{part}"))
-        _record(terminal, step, json.dumps(run.wiped), dereg_wiped=json.dumps(run.wiped))
+            terminal)(f"WIPE:{part}"), destroy_keys=destroy_keys)
+        pad = await terminal.destroy_pad_keys()  # a PIN pad board's DES keys, over its link
+        destroyed.extend(pad)
+        run.wiped["card_key"] += sum(line.endswith(" destroyed") for line in pad)
+        _record(terminal, step, json.dumps(run.wiped) + "; " + "; ".join(destroyed),
+                dereg_wiped=json.dumps(run.wiped), dereg_keys=json.dumps(destroyed))
     elif step is Step.DEREGISTERED:
         ident = json.loads(state(j)["dereg_identity"])
         code = await _host_exchange(terminal, ident, deregister_request)
@@ -269,7 +283,7 @@ async def _do_step(terminal: TerminalCore, step: Step, run: _Run) -> None:
                            backup_dir=st.get("dereg_backup", ""),
                            backup_txns=int(st.get("dereg_backup_txns", "0")),
                            steps=[s.value for s in Step], wiped=json.loads(st.get("dereg_wiped", "{}")),
-                           host_unbound=True)
+                           host_unbound=True, keys=json.loads(st.get("dereg_keys", "[]")))
         _record(terminal, step, doc.title, dereg_report=json.dumps(as_text(doc), ensure_ascii=False))
         desk = printing.desk(terminal)
         if desk is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -115,24 +114,24 @@ _WINDOWS: weakref.WeakKeyDictionary[TerminalCore, Window] = weakref.WeakKeyDicti
 # -- the sealing object ------------------------------------------------------------------------
 
 class _CardVaultSealer:
-    """VaultKeys.seal/unseal over the journal's CardVault, with the caller's AAD (the vault's
-    AES-GCM key, the blob nonce12 || ct || tag, as the key store's contract has it). Stands in
-    until the terminal holds its key store; then sealer() returns that instead."""
+    """VaultKeys.seal/unseal of the journal's CardVault with the caller's AAD (a vault the
+    terminal made without its key store: a wiped terminal's throwaway one, a test's)."""
 
     def __init__(self, vault: Any) -> None:
-        self._aead = vault._aead  # the CardVault's AES-GCM key object (no clear bytes read)
+        self._keys = vault.keys
 
     def seal(self, plain: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, plain, aad)
+        return self._keys.seal(plain, aad)
 
     def unseal(self, blob: bytes, aad: bytes) -> bytes:
-        return self._aead.decrypt(blob[:12], blob[12:], aad)
+        return self._keys.unseal(blob, aad)
 
 
 def sealer(terminal: TerminalCore) -> Sealer:
-    """The object that seals till keys: the key store's VaultKeys once the terminal has one
-    (`return terminal.keys`); until then the journal's CardVault."""
+    """The object that seals till keys: the key store's VaultKeys (the card-vault key, in the
+    token on a token board); without one, the journal's CardVault."""
+    if terminal.key_store is not None:
+        return terminal.key_store
     assert terminal.journal is not None
     return _CardVaultSealer(terminal.journal._vault)
 
