@@ -227,6 +227,23 @@ class _RawCalls:
         return handle.value
 
 
+def _cbc_over_ecb(ecb: Any, iv: bytes, data: bytes) -> bytes:
+    """CBC encryption as one ECB call per 16-byte block (each block's input depends on the last
+    block's output, so one call each)."""
+    out, prev = bytearray(), iv
+    for i in range(0, len(data), 16):
+        prev = ecb(bytes(a ^ b for a, b in zip(data[i:i + 16], prev, strict=True)))
+        out += prev
+    return bytes(out)
+
+
+def _xor_chain(decrypted: bytes, iv: bytes, data: bytes) -> bytes:
+    """CBC decryption from the ECB decryption of all blocks (one call): block i XOR the
+    ciphertext block before it (the IV for the first)."""
+    chain = iv + data[:-16]
+    return bytes(a ^ b for a, b in zip(decrypted, chain, strict=True))
+
+
 def _zero(buf: ctypes.Array | bytearray) -> None:
     if isinstance(buf, bytearray):
         n = len(buf)
@@ -421,11 +438,12 @@ class Pkcs11KeyStore:
 
     def _cbc_vault(self) -> CbcCmacVault | None:
         """The CBC + CMAC vault over posfw-vault-enc / posfw-vault-mac, when this token has no
-        AES-GCM but AES-ECB and AES-CBC and holds that pair; else None."""
+        AES-GCM but AES-ECB (and AES-CBC, or CBC is chained here over ECB calls: p11-kit's
+        client before 0.25 forwards no CBC IV) and holds that pair; else None."""
         if Mechanism.AES_GCM not in self._missing:
             return None
         have = self._slot.get_mechanisms()
-        if not {Mechanism.AES_ECB, Mechanism.AES_CBC} <= have:
+        if Mechanism.AES_ECB not in have:
             return None
         self._cbc_token = True
         enc, mac = self._find(ENC_KEY_LABEL), self._find(MAC_KEY_LABEL)
@@ -435,6 +453,17 @@ class Pkcs11KeyStore:
         self._notes.append(f"the card vault is AES-CBC then AES-CMAC under {ENC_KEY_LABEL} and "
                            f"{MAC_KEY_LABEL} (this token has no AES-GCM; the CMAC's chaining "
                            "values pass through this process, never the keys)")
+        if Mechanism.AES_CBC not in have:
+            self._notes.append("this token has no AES-CBC: the vault's CBC is chained here over "
+                               "one AES-ECB call per block (the chaining values are ciphertext, "
+                               "not key bytes)")
+            return CbcCmacVault(
+                cbc_encrypt=lambda iv, data: _cbc_over_ecb(
+                    lambda block: bytes(enc.encrypt(block, mechanism=Mechanism.AES_ECB)),
+                    iv, data),
+                cbc_decrypt=lambda iv, data: _xor_chain(
+                    bytes(enc.decrypt(data, mechanism=Mechanism.AES_ECB)), iv, data),
+                ecb_encrypt=lambda block: bytes(mac.encrypt(block, mechanism=Mechanism.AES_ECB)))
         # seal/unseal hold the store's lock around these and turn PKCS#11 errors into words.
         return CbcCmacVault(
             cbc_encrypt=lambda iv, data: bytes(enc.encrypt(data, mechanism=Mechanism.AES_CBC,

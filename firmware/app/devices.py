@@ -155,16 +155,35 @@ def use_token_conf(board: BoardProfile, data_dir: Path) -> None:
             os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
 
 
+# Names the token's PKCS#11 module instead of the profile's token_module: a device whose token
+# lives in another process (p11-kit's client, p11-kit-client.so, with P11_KIT_SERVER_ADDRESS)
+# or a module at another path. Set by the service manager (docs/security.md, "Key custody").
+TOKEN_MODULE_ENV = "POSFW_TOKEN_MODULE"
+
+
+def token_module(board: BoardProfile) -> str:
+    """The PKCS#11 module to load: POSFW_TOKEN_MODULE when set, else the profile's."""
+    module = os.environ.get(TOKEN_MODULE_ENV, "")
+    if not module:
+        return board.token_module
+    if not Path(module).is_file():
+        raise KeyStoreUnavailable(f"the PKCS#11 module {module} named by {TOKEN_MODULE_ENV} does "
+                                  "not exist: fix the variable or install its package "
+                                  "(p11-kit-modules for p11-kit-client.so)")
+    return module
+
+
 def open_token(board: BoardProfile, data_dir: Path) -> KeyStore:
     """The board's PKCS#11 token (its configuration under the data directory, its PIN from the
-    profile's source)."""
+    profile's source, its module from token_module())."""
+    module = token_module(board)
     use_token_conf(board, data_dir)
     try:
         from drivers.keystore.pkcs11 import Pkcs11KeyStore
     except ImportError as exc:
         raise KeyStoreUnavailable(f"the PKCS#11 key store cannot be loaded ({exc.name or exc}): "
                                   "install the runtime lock (docs/dependencies.md)") from None
-    return Pkcs11KeyStore(board.token_module, board.token_label, token_pin(board, data_dir))
+    return Pkcs11KeyStore(module, board.token_label, token_pin(board, data_dir))
 
 
 def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = None,
