@@ -126,10 +126,16 @@ def needles(tmk: bytes, working: tuple[bytes, bytes, bytes],
 
 
 def work_and_scan(proc: TerminalProcess, sim: SimulatorThread, tmk: bytes,
-                  vault: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, list[str]], str]:
-    """Start the terminal (it signs on), sell twice, settle; then scan its memory while it is
-    idle. Returns the needles, what the scan found and the process's mappings."""
+                  vault: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, dict], str]:
+    """Start the terminal (it signs on) and scan its memory; sell twice, settle, and scan again,
+    each time while it is idle. Returns the needles, what each scan found and the process's
+    mappings."""
     proc.start()
+    assert proc.proc is not None
+    working = sim.ledger.working_keys(TID)
+    assert working is not None and working[2] is not None, "no sign-on with a TDK"
+    wanted = needles(tmk, (working[0], working[1], working[2]), vault)
+    found = {"after sign-on": scan_memory(proc.proc.pid, wanted)}
     visa = proc.request(op="sale", amount=2000, card="visa")
     assert visa["result"] == "approved", visa
     debit = proc.request(op="sale", amount=1000, card="cup_debit", pin="123456")
@@ -137,12 +143,9 @@ def work_and_scan(proc: TerminalProcess, sim: SimulatorThread, tmk: bytes,
     settled = proc.request(op="settle", password=PASSWORD)
     assert settled["result"] == "settled", settled
     assert not proc.request(op="status")["busy"]
-    working = sim.ledger.working_keys(TID)
-    assert working is not None and working[2] is not None, "no sign-on with a TDK"
-    wanted = needles(tmk, (working[0], working[1], working[2]), vault)
-    assert proc.proc is not None
+    assert sim.ledger.working_keys(TID) == working  # the keys scanned for are the keys in use
     maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
-    found = scan_memory(proc.proc.pid, wanted)
+    found["after the sales and the settlement"] = scan_memory(proc.proc.pid, wanted)
     return wanted, found, maps
 
 
@@ -175,7 +178,8 @@ def test_the_running_terminal_holds_no_key_bytes_in_memory_or_files(
     assert "p11-kit-client" in maps and "libsofthsm2" not in maps
     notes = json.dumps(status)
     assert "AES-CMAC under posfw-vault-enc" in notes, status  # the vault served the sale
-    assert found == {}, f"key bytes in the terminal process's memory: {found}"
+    assert found == {"after sign-on": {}, "after the sales and the settlement": {}}, \
+        f"key bytes in the terminal process's memory: {found}"
     in_files = scan_files([data_dir, token_env.tokendir], wanted)
     assert in_files == {}, f"key bytes in files: {in_files}"
 
@@ -193,7 +197,8 @@ def test_control_the_same_run_on_the_development_store_is_found(sim, tmp_path: P
         wanted, found, _maps = work_and_scan(proc, simulator, tmk, vault)
     finally:
         proc.stop()
-    for name in ("TMK", "PIK", "MAK", "TDK", "vault key"):
-        assert name in found, f"the scan missed the development store's {name}: {found}"
+    for when, hits in found.items():
+        for name in ("TMK", "PIK", "MAK", "TDK", "vault key"):
+            assert name in hits, f"the scan {when} missed the development store's {name}: {hits}"
     in_files = scan_files([data_dir], wanted)
     assert str(data_dir / "keys" / "tmk.key") in in_files.get("TMK", []), in_files
