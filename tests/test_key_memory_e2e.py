@@ -202,3 +202,10 @@ def test_control_the_same_run_on_the_development_store_is_found(sim, tmp_path: P
             assert name in hits, f"the scan {when} missed the development store's {name}: {hits}"
     in_files = scan_files([data_dir], wanted)
     assert str(data_dir / "keys" / "tmk.key") in in_files.get("TMK", []), in_files
+
+
+def test_the_unit_starts_the_firmware_with_the_heap_settings() -> None:
+    """glibc reads GLIBC_TUNABLES at process start only: the service unit sets HEAP_TUNABLES."""
+    unit = (Path(__file__).resolve().parents[1] / "board" / "systemd" / "posfw.service")
+    lines = [line.strip() for line in unit.read_text().splitlines()]
+    assert f"Environment=GLIBC_TUNABLES={HEAP_TUNABLES}" in lines
