@@ -209,3 +209,34 @@ def test_the_unit_starts_the_firmware_with_the_heap_settings() -> None:
     unit = (Path(__file__).resolve().parents[1] / "board" / "systemd" / "posfw.service")
     lines = [line.strip() for line in unit.read_text().splitlines()]
     assert f"Environment=GLIBC_TUNABLES={HEAP_TUNABLES}" in lines
+
+
+def test_cbc_chained_over_ecb_is_aes_cbc() -> None:
+    """The vault's CBC over one AES-ECB call per block (a token without AES-CBC) gives AES-CBC's
+    bytes both ways, so its blobs are the TPM boards' format."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from drivers.keystore.pkcs11 import _cbc_over_ecb, _xor_chain
+
+    key, iv = os.urandom(32), os.urandom(16)
+    ecb = Cipher(algorithms.AES(key), modes.ECB())
+    for blocks in (1, 2, 5):
+        data = os.urandom(16 * blocks)
+        mine = _cbc_over_ecb(lambda b: ecb.encryptor().update(b), iv, data)
+        assert mine == Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor().update(data)
+        assert _xor_chain(ecb.decryptor().update(mine), iv, mine) == data
+
+
+def test_a_token_module_named_in_the_environment_must_exist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from firmware.app.boards import profile
+    from firmware.app.devices import token_module
+    from firmware.ports import KeyStoreUnavailable
+
+    monkeypatch.delenv(TOKEN_MODULE_ENV, raising=False)
+    assert token_module(profile("sim")) == profile("sim").token_module
+    monkeypatch.setenv(TOKEN_MODULE_ENV, p11kit.P11KIT_CLIENT)
+    assert token_module(profile("sim")) == p11kit.P11KIT_CLIENT
+    monkeypatch.setenv(TOKEN_MODULE_ENV, str(tmp_path / "nothing.so"))
+    with pytest.raises(KeyStoreUnavailable, match=TOKEN_MODULE_ENV):
+        token_module(profile("sim"))
