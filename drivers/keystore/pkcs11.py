@@ -445,8 +445,10 @@ class Pkcs11KeyStore:
         have = self._slot.get_mechanisms()
         if Mechanism.AES_ECB not in have:
             return None
-        self._cbc_token = True
         enc, mac = self._find(ENC_KEY_LABEL), self._find(MAC_KEY_LABEL)
+        if Mechanism.AES_CBC not in have and (enc is None or mac is None):
+            return None  # an ECB-only route to a GCM token (p11-kit's client): say no AES-GCM
+        self._cbc_token = True
         if enc is None or mac is None:
             return None
         self._notes = [n for n in self._notes if "CKM_AES_GCM" not in n]
