@@ -9,8 +9,8 @@ GLIBC_TUNABLES as the systemd unit sets it (board/systemd/posfw.service says why
 at start (PIK, MAK and TDK, track encryption on, installed through the token), sells with a card
 without PIN (its track encrypted under the TDK) and with a PIN card (the sim keypad's PIN comes
 in clear over the ECR link by design: a PIN is not a key, and the PIN block is made under the
-PIK in the token), and settles. Then, with the process idle and alive, the test reads every
-readable mapping of /proc/PID/mem and asserts that none of the known key values occurs: the TMK,
+PIK in the token), and settles. Right after the sign-on, and again after the settlement, with the
+process idle and alive, the test reads every readable mapping of /proc/PID/mem and asserts that none of the known key values occurs: the TMK,
 the PIK, MAK and TDK the simulator's ledger says it sent, each 16-byte key's 24-byte TDES form
 and 8-byte halves, the MAK's K1||K1, and the two card-vault keys. Every file under the data
 directory (journal, WAL, settings, logs, the PIN file, the record) and under the token's own
@@ -26,6 +26,11 @@ What this shows and what it does not:
   drivers/keystore/vault_cbc.py) over the token's AES-ECB, under the pair posfw-vault-enc /
   posfw-vault-mac that this test provisions with known values; the GCM vault key cannot serve a
   terminal through this client. The sale seals the card number with that pair.
+Sensitivity, tried by planting: a store that keeps a copy of each clear working key is caught;
+a sign-on buffer left unzeroed is not (later work in the process overwrites it before the first
+scan), nor are python-pkcs11's unwiped copies; without GLIBC_TUNABLES the scan found the PIK (and
+MAK) in the heap in about two runs of three, so that setting is not proved by this test alone
+(tests/test_keystore_memory_scan.py is the sharper one for transient buffers).
 The control (the plant that must be caught): the same run with the development store
 (tests/memstore_entry.py, MemoryKeyStore) finds every key in the process and the TMK in a file.
 """
