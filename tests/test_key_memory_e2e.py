@@ -10,7 +10,8 @@ at start (PIK, MAK and TDK, track encryption on, installed through the token), s
 without PIN (its track encrypted under the TDK) and with a PIN card (the sim keypad's PIN comes
 in clear over the ECR link by design: a PIN is not a key, and the PIN block is made under the
 PIK in the token), and settles. Right after the sign-on, and again after the settlement, with the
-process idle and alive, the test reads every readable mapping of /proc/PID/mem and asserts that none of the known key values occurs: the TMK,
+process idle and alive, the test reads every readable mapping of /proc/PID/mem and asserts that
+none of the known key values occurs: the TMK,
 the PIK, MAK and TDK the simulator's ledger says it sent, each 16-byte key's 24-byte TDES form
 and 8-byte halves, the MAK's K1||K1, and the two card-vault keys. Every file under the data
 directory (journal, WAL, settings, logs, the PIN file, the record) and under the token's own
