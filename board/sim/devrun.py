@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
+    from drivers.keystore.pkcs11 import HEAP_TUNABLES
+
+    # glibc reads these at the terminal's start: freed heap memory is overwritten at once, so a
+    # working key the token's library copied at sign-on does not linger (docs/security.md).
+    term_env = dict(os.environ, GLIBC_TUNABLES=HEAP_TUNABLES)
     command = [py, "-m", "board.sim.firmware", "--data", str(args.var / "terminal"),
                "--board", board, "--ecr-port", str(ecr_port), "--port", str(host_port),
                "--ready-file", str(ready),
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         # process here; each stops cleanly on it (and all of them on a hang-up).
         command += ["--panel", "console", "--console-control-port", str(peri_port),
                     "--console-printer-fd", str(paper_read)]
-        term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,))
+        term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,), env=term_env)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal handles Ctrl-C itself
         code = term.wait()
         for proc in (*peri_children, peri, sim):
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         return code
-    term = subprocess.Popen(command, stderr=term_log)
+    term = subprocess.Popen(command, stderr=term_log, env=term_env)
     deadline = time.monotonic() + 20
     while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
