@@ -186,11 +186,29 @@ class TillLink(Link):
 
 def pair_over(link: Link, till: str, code: str) -> bytes:
     """The till's side of pairing over `link` (the code read off the terminal's screen)."""
-    from firmware.ecr.auth import TillPairing
+    key, _ = pair_recorded(link, till, code)
+    if isinstance(key, Exception):
+        raise key
+    return key
+
+
+def pair_recorded(link: Link, till: str, code: str) -> tuple[bytes | Exception, list[dict[str, Any]]]:
+    """Pairing over `link` (SPAKE2: `pair`, its reply, `pair_confirm` or its abort, its reply),
+    and the lines as they crossed it (what someone listening on the link records): the till key,
+    or the AuthError that says why the till did not pair."""
+    from firmware.ecr.auth import AuthError, TillPairing
 
     pairing = TillPairing(till, code)
-    link.send(json.dumps(pairing.request("pair-1")).encode())
-    return pairing.finish(link.reply())
+    lines: list[dict[str, Any]] = [pairing.request("pair-1")]
+    link.send(json.dumps(lines[-1]).encode())
+    lines.append(link.reply())
+    try:
+        lines.append(pairing.answer(lines[-1], "pair-2"))
+        link.send(json.dumps(lines[-1]).encode())
+        lines.append(link.reply())
+        return pairing.finish(lines[-1]), lines
+    except AuthError as exc:
+        return exc, lines
 
 
 def paired_offline(data_dir: Path, till: str) -> bytes:

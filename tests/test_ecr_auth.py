@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from ecrkit import Link, TillLink, ecr_terminal, pair_over, set_comms
+from ecrkit import Link, TillLink, ecr_terminal, pair_over, pair_recorded, set_comms
 from helpers import TID, run
 from panelkit import Shop
 
@@ -90,9 +90,11 @@ def test_a_till_pairs_with_the_code_on_the_lcd_then_its_sale_is_answered_sealed(
             raw = await asyncio.to_thread(till.ask, op="status")
             till.close()
             stored = shop.terminal.journal.read("SELECT key_sealed, last_seq FROM ecr_till")
-            return code, key, sale, raw, stored, audit_text(shop.terminal)
+            operators = shop.terminal.journal.read("SELECT operator FROM txn")
+            return code, key, sale, raw, stored, audit_text(shop.terminal), operators
 
-    code, key, sale, status, stored, audits = run(go())
+    code, key, sale, status, stored, audits, operators = run(go())
+    assert operators == [("T01",)]  # the till is the operator of its sale (docs/operating.md)
     assert sale["result"] == "approved" and sale["till"] == "T01" and sale["seq"] == 1, sale
     assert status["ok"] is True and status["seq"] == 2
     assert [(r.kind, r.amount) for r in sim.ledger.rows(TID)] == [("sale", 1234)]
@@ -186,23 +188,33 @@ def _raw(link: Link, line: bytes) -> dict:
 
 
 def test_a_wrong_pairing_code_closes_the_window_and_is_audited(data_dir, sim):
+    """SPAKE2 does not show a wrong code in message 1: the terminal answers it, the till finds
+    the terminal's confirmation wrong and aborts (message 3 carries no MAC), the terminal
+    closes the window as a wrong code and keeps nothing; the right code after it is too late."""
     paired_mode(data_dir)
 
     async def go():
         async with ecr_terminal(data_dir) as (t, server):
             window = tills.open_window(t, "T03")
-            wrong = f"{(int(window.code) + 1) % 10**6:06d}"
+            right = window.code
+            wrong = f"{(int(right) + 1) % 10**6:06d}"
             link = Link(server.port)
-            refused = await asyncio.to_thread(_pair_reply, link, "T03", wrong)
-            right_too_late = await asyncio.to_thread(_pair_reply, link, "T03", window.code or "000000")
+            outcome, lines = await asyncio.to_thread(pair_recorded, link, "T03", wrong)
+            right_too_late = await asyncio.to_thread(_pair_reply, link, "T03", right)
             link.close()
-            return refused, right_too_late, window.state, audit_text(t), tills.book(t).tills()
+            return outcome, lines, right_too_late, window.state, audit_text(t), tills.book(t).tills()
 
-    refused, late, state, audits, paired = run(go())
+    outcome, lines, late, state, audits, paired = run(go())
+    assert isinstance(outcome, auth.AuthError) and "confirmation is wrong" in str(outcome)
+    assert lines[1]["result"] == "confirm"  # message 1 cannot tell a wrong code
+    assert lines[2] == {"op": "pair_confirm", "till": "T03", "id": "pair-2", "abort": True}
+    refused = lines[3]
     assert refused["result"] == "refused" and "Wrong pairing code" in refused["message"], refused
+    assert "mac" not in refused and refused["authenticated"] is False
     assert state == "wrong_code"
     assert late["result"] == "refused" and "No pairing open" in late["message"], late
-    assert "wrong pairing code; pairing closed" in audits
+    assert "wrong pairing code; pairing closed (the till found the terminal's confirmation " \
+           "wrong)" in audits
     assert paired == []
 
 

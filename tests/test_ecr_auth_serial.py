@@ -57,7 +57,8 @@ def test_a_till_pairs_and_sells_over_the_serial_link_and_a_replay_is_refused(dat
         try:
             window = tills.open_window(t, "T09")  # the code the LCD would show
             pairing = auth.TillPairing("T09", window.code)
-            key = pairing.finish(await asyncio.to_thread(till.ask_raw, pairing.request()))
+            offer = await asyncio.to_thread(till.ask_raw, pairing.request())
+            key = pairing.finish(await asyncio.to_thread(till.ask_raw, pairing.answer(offer)))
             sale = auth.sign({"op": "sale", "amount": 2500, "card": "visa", "id": "S"}, "T09", 1, key)
             approved = await asyncio.to_thread(till.ask_raw, sale)
             again = await asyncio.to_thread(till.ask_raw, sale)

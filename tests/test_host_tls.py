@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import MID, TID, TMK, provision, run, sale
-from tlskit import make_ca, server_context
+from tlskit import client_certificate, make_ca, server_context
 
 from board.sim.acquirer import SimulatorThread
 from firmware.app.core.terminal import AppConfig
@@ -92,5 +92,33 @@ def test_an_unreadable_ca_file_is_service_mode_in_words_never_plain_tcp(tmp_path
         assert "CA file" in result.detail
         assert sim.ledger.rows(TID) == [] and sim.ledger.working_keys(TID) is None
         del ca
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("has_certificate", [True, False])
+def test_a_host_that_asks_for_a_client_certificate(tmp_path: Path, has_certificate: bool) -> None:
+    """With comms.tls_client_cert/key the terminal proves itself and sells; without them the
+    host's refusal is said in words, and the host never saw the request."""
+    ca = make_ca(tmp_path / "ca.pem")
+    terminals_ca = make_ca(tmp_path / "terminals-ca.pem", "Acquirer Terminals CA")
+    sim = sim_with(tmp_path, server_context(tmp_path, ca, client_ca=tmp_path / "terminals-ca.pem"))
+    try:
+        data_dir = tls_terminal_dir(tmp_path, sim.port, tmp_path / "ca.pem")
+        if has_certificate:
+            client_certificate(data_dir / "keys" / "terminal.pem", data_dir / "keys" / "terminal.key",
+                               terminals_ca)
+            settings = json.loads((data_dir / "settings.json").read_text())
+            settings["comms"].update({"tls_client_cert": "keys/terminal.pem",
+                                      "tls_client_key": "keys/terminal.key"})
+            (data_dir / "settings.json").write_text(json.dumps(settings))
+        result, _, _ = one_sale(data_dir)
+        if has_certificate:
+            assert result.status == "approved", result
+            assert [r.amount for r in sim.ledger.approved(TID)] == [1234]
+        else:
+            assert result.status == "failed", result
+            assert "client certificate" in result.detail, result.detail
+            assert sim.ledger.rows(TID) == []  # the host never read a request
     finally:
         sim.stop()

@@ -36,8 +36,9 @@ def make_ca(out: Path, name: str = "Test Acquirer CA") -> tuple[ec.EllipticCurve
 
 def server_context(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], *,
                    names: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",),
-                   expired: bool = False) -> ssl.SSLContext:
-    """The simulator's TLS context: a certificate for names/ips signed by ca (or expired)."""
+                   expired: bool = False, client_ca: Path | None = None) -> ssl.SSLContext:
+    """The simulator's TLS context: a certificate for names/ips signed by ca (or expired);
+    with client_ca, the host asks every terminal for a certificate from that CA."""
     import ipaddress
 
     ca_key, ca_cert = ca
@@ -58,4 +59,26 @@ def server_context(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certifi
                                            serialization.NoEncryption()))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(client_ca))
     return context
+
+
+def client_certificate(cert_path: Path, key_path: Path,
+                       ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+                       name: str = "terminal 12345678") -> None:
+    """A terminal's client certificate signed by ca, its key written 0600."""
+    import os
+
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+            .sign(ca_key, hashes.SHA256()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))

@@ -2,15 +2,15 @@
 
 Owns the bytes both ends must agree on (docs/ecr.md, "Paired tills"): the canonical encoding a
 MAC covers, the request envelope (`till`, `seq`, `mac`) and its checks, the sealed reply line,
-and the pairing exchange (X25519 + HKDF, the one-time code proven with HMAC under a scrypt key).
+and the pairing exchange: SPAKE2 (a password-authenticated key exchange, the `spake2` package)
+with the one-time code as the password, key confirmation both ways, the till key from HKDF.
 The terminal (firmware/app/frontends/ecr_server.py) and the till (firmware/ecr/client.py) both
 use this module, so they cannot drift apart. No sockets, no journal, no clock.
 
-Why scrypt for the code: the till's proof is an HMAC keyed by the 6-digit code, over values
-anyone on the link sees; a cheap key would let someone who intercepts a genuine till's pair
-request find the code offline in about a second and pair in its place while the window is
-open. Stretching the code (about 0.1 s per guess here) makes that search take a day. It is a
-mitigation, not a PAKE; docs/ecr.md says so.
+Why a PAKE: a 6-digit code is 10^6 guesses. Proofs keyed by the code (the previous design)
+let anyone who intercepts a genuine till's pair request search them all offline. In SPAKE2 the
+messages and confirmations are fixed by random secrets that never leave each side, so a
+recording checks no guess; an impostor gets one guess per pairing window, online.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import hmac
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from spake2 import SPAKE2_A, SPAKE2_B
 
 ENVELOPE = ("till", "seq", "mac")
 TILL = re.compile(r"T(0[1-9]|[1-9][0-9])")  # T01..T99: typed as 1-2 digits on the keypad
@@ -34,10 +34,11 @@ MAX_SEQ = 2**53 - 1  # a number every till's JSON library holds exactly
 KEY_BYTES = 32
 CODE_DIGITS = 6
 PAIR_WINDOW_S = 120.0
-LABEL = b"posfw-ecr-pair-v1"
-KEY_INFO = b"posfw-ecr-till-key-v1"
-# scrypt cost of one code guess (RFC 7914 parameters; 32 MiB, ~0.1 s on the development PC)
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+CONFIRM_S = 30.0  # after message 2, how long the terminal waits for the till's confirmation
+LABEL = b"posfw-ecr-pair-v2"
+KEY_INFO = b"posfw-ecr-till-key-v2"
+MSG_BYTES = 33  # a SPAKE2 message: its side byte, then an Ed25519 point (32 bytes)
+SIDE_TILL, SIDE_TERMINAL = b"A", b"B"  # the library's side bytes: the till is A
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -143,96 +144,180 @@ def _shown(value: Any) -> str:
 
 
 # -- pairing ---------------------------------------------------------------------------------
+#
+# SPAKE2 (the `spake2` package, Ed25519 group): the till is side A, the terminal side B, the
+# one-time code is the password, the till's name and the terminal's TID are the identities.
+# Three messages (docs/ecr.md, "Pairing, message by message"):
+#   1 till     -> `pair`         till, msg (the till's SPAKE2 message)
+#   2 terminal -> reply          terminal (its TID), msg (the terminal's), confirm (its MAC)
+#   3 till     -> `pair_confirm` confirm (the till's MAC), or abort when the terminal's is wrong
+# and the terminal's reply to 3, MACed under the new till key with seq 0. Either side's
+# confirmation is an HMAC over the transcript under a key made from SPAKE2's key, so it shows
+# the other side reached the same key, which it only does with the same code. The terminal
+# sends its confirmation first and the till answers only once it checked: an impostor on either
+# side learns whether its one guess was right, and nothing else.
 
 def new_code() -> str:
     """A one-time pairing code: 6 random digits."""
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def code_key(code: str, till: str, till_pub: bytes) -> bytes:
-    """The code stretched with scrypt, salted with the till's name and public key (nothing can
-    be computed ahead of a pairing)."""
-    salt = LABEL + b"|" + till.encode("ascii") + till_pub
-    return Scrypt(salt=salt, length=KEY_BYTES, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(
-        code.encode("ascii"))
+def _lp(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
 
 
-def till_proof(ckey: bytes, till: str, till_pub: bytes) -> bytes:
-    return hmac.new(ckey, LABEL + b"|till|" + till.encode("ascii") + till_pub, hashlib.sha256).digest()
+def transcript(till: str, terminal: str, till_msg: bytes, terminal_msg: bytes) -> bytes:
+    """What both confirmations cover: the label, then each of till, TID and the two SPAKE2
+    messages (side byte included) with its length in 2 bytes (big-endian) before it."""
+    return LABEL + b"".join(_lp(x) for x in (till.encode("ascii"), terminal.encode("ascii"),
+                                             till_msg, terminal_msg))
 
 
-def terminal_proof(ckey: bytes, till: str, till_pub: bytes, terminal_pub: bytes) -> bytes:
-    msg = LABEL + b"|terminal|" + till.encode("ascii") + till_pub + terminal_pub
-    return hmac.new(ckey, msg, hashlib.sha256).digest()
+@dataclass(frozen=True)
+class PairingKeys:
+    """What SPAKE2's key gives: a confirmation key each way and the till key."""
+
+    terminal_confirm: bytes = field(repr=False)
+    till_confirm: bytes = field(repr=False)
+    till_key: bytes = field(repr=False)
 
 
-def till_key(shared: bytes, ckey: bytes, till: str, till_pub: bytes, terminal_pub: bytes) -> bytes:
-    """HKDF-SHA256 over the X25519 shared secret, bound to the till's name and both public keys."""
-    info = KEY_INFO + b"|" + till.encode("ascii") + till_pub + terminal_pub
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=ckey, info=info).derive(shared)
+def _hkdf(ikm: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(ikm)
 
 
-def _raw(key: X25519PrivateKey | X25519PublicKey) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+def pairing_keys(spake_key: bytes, till: str) -> PairingKeys:
+    """HKDF-SHA256 over SPAKE2's key (no salt), each key bound to the till's name."""
+    name = till.encode("ascii")
+    return PairingKeys(_hkdf(spake_key, LABEL + b"|confirm terminal|" + name),
+                       _hkdf(spake_key, LABEL + b"|confirm till|" + name),
+                       _hkdf(spake_key, KEY_INFO + b"|" + name))
 
-    pub = key.public_key() if isinstance(key, X25519PrivateKey) else key
-    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+def confirmation(key: bytes, script: bytes) -> bytes:
+    return hmac.new(key, script, hashlib.sha256).digest()
 
 
-def _hex32(name: str, value: Any) -> bytes:
-    if not (isinstance(value, str) and _HEX64.fullmatch(value)):
-        raise AuthError(f"pair: {name} must be 64 hex digits (32 bytes)")
+def _hex(name: str, value: Any, size: int) -> bytes:
+    if not (isinstance(value, str) and len(value) == 2 * size
+            and re.fullmatch(r"[0-9a-fA-F]*", value)):
+        raise AuthError(f"pair: {name} must be {2 * size} hex digits ({size} bytes)")
     return bytes.fromhex(value)
+
+
+def _spake_msg(value: Any, side: bytes, whose: str) -> bytes:
+    msg = _hex("msg", value, MSG_BYTES)
+    if msg[:1] != side:
+        raise AuthError(f"pair: msg must be {whose} SPAKE2 message (its first byte "
+                        f"{side.hex()}, {side.decode()!r})")
+    return msg
+
+
+def _till_of(obj: dict[str, Any]) -> str:
+    till = obj["till"]
+    if not (isinstance(till, str) and TILL.fullmatch(till)):
+        raise AuthError(f"till must be the till's name T01 to T99, got {_shown(till)}")
+    return till
+
+
+def _fields(obj: dict[str, Any], allowed: set[str], needed: tuple[str, ...]) -> None:
+    op = obj.get("op")
+    unknown = set(obj) - allowed
+    if unknown:
+        raise AuthError(f"{op} does not take {', '.join(sorted(_shown(k) for k in unknown))}")
+    missing = [n for n in needed if n not in obj]
+    if missing:
+        raise AuthError(f"{op} needs {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
 class PairRequest:
+    """Message 1: the till's name and its SPAKE2 message."""
+
     till: str
-    pub: bytes
-    proof: bytes
-
-
-def pair_request(obj: dict[str, Any]) -> PairRequest:
-    """A `pair` request's fields, checked for form (the proof needs the open window's code)."""
-    unknown = set(obj) - {"op", "id", "till", "pub", "proof"}
-    if unknown:
-        raise AuthError(f"pair does not take {', '.join(sorted(_shown(k) for k in unknown))}")
-    missing = [n for n in ("till", "pub", "proof") if n not in obj]
-    if missing:
-        raise AuthError(f"pair needs {', '.join(missing)}")
-    till = obj["till"]
-    if not (isinstance(till, str) and TILL.fullmatch(till)):
-        raise AuthError(f"till must be the till's name T01 to T99, got {_shown(till)}")
-    return PairRequest(till, _hex32("pub", obj["pub"]), _hex32("proof", obj["proof"]))
+    msg: bytes
 
 
 @dataclass(frozen=True)
-class PairAnswer:
-    """What the terminal sends back (pub, proof) and the till key it keeps (key)."""
+class PairConfirm:
+    """Message 3: the till's confirmation, or None when it aborts (the terminal's was wrong)."""
 
-    pub: bytes
-    proof: bytes
-    key: bytes
+    till: str
+    confirm: bytes | None
 
 
-def answer_pair(code: str, request: PairRequest) -> PairAnswer | None:
-    """The terminal's side: None if the till's proof does not follow from the code (a wrong
-    code, or not the till that was told it); else its public key, its proof and the till key."""
-    ckey = code_key(code, request.till, request.pub)
-    if not hmac.compare_digest(till_proof(ckey, request.till, request.pub), request.proof):
-        return None
-    mine = X25519PrivateKey.generate()
-    pub = _raw(mine)
+def pair_request(obj: dict[str, Any]) -> PairRequest | PairConfirm:
+    """A `pair` or `pair_confirm` request's fields, checked for form (whether they are right
+    needs the open window)."""
+    if obj.get("op") == "pair_confirm":
+        _fields(obj, {"op", "id", "till", "confirm", "abort"}, ("till",))
+        till = _till_of(obj)
+        if obj.get("abort") is True and "confirm" not in obj:
+            return PairConfirm(till, None)
+        if "abort" in obj or "confirm" not in obj:
+            raise AuthError("pair_confirm carries confirm (64 hex digits), or abort: true alone")
+        return PairConfirm(till, _hex("confirm", obj["confirm"], KEY_BYTES))
+    _fields(obj, {"op", "id", "till", "msg"}, ("till", "msg"))
+    return PairRequest(_till_of(obj), _spake_msg(obj["msg"], SIDE_TILL, "the till's"))
+
+
+@dataclass(frozen=True)
+class PairOffer:
+    """The terminal's answer to message 1 (msg, confirm) and what it keeps until message 3:
+    the till's confirmation it waits for and the till key, stored only once that arrives."""
+
+    msg: bytes
+    confirm: bytes
+    expected: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+
+def answer_pair(code: str, terminal: str, request: PairRequest) -> PairOffer | None:
+    """The terminal's side of message 1 -> 2. None if the till's message is not a point of the
+    group (SPAKE2 refuses it); a wrong code is not seen here: the keys just differ, and the
+    till's confirmation (message 3) shows it."""
+    side = SPAKE2_B(code.encode("ascii"), idA=request.till.encode("ascii"),
+                    idB=terminal.encode("ascii"))
+    msg = side.start()
     try:
-        shared = mine.exchange(X25519PublicKey.from_public_bytes(request.pub))
-    except ValueError:  # a low-order point: the shared secret would be all zeros
+        spake_key = side.finish(request.msg)
+    except Exception:  # the library raises several types for a bad point
         return None
-    return PairAnswer(pub, terminal_proof(ckey, request.till, request.pub, pub),
-                      till_key(shared, ckey, request.till, request.pub, pub))
+    keys = pairing_keys(spake_key, request.till)
+    script = transcript(request.till, terminal, request.msg, msg)
+    return PairOffer(msg, confirmation(keys.terminal_confirm, script),
+                     confirmation(keys.till_confirm, script), keys.till_key)
+
+
+def confirm_ok(offer: PairOffer, confirm: PairConfirm) -> bool:
+    """The till's confirmation (message 3) is the one the offer expects."""
+    return confirm.confirm is not None and hmac.compare_digest(offer.expected, confirm.confirm)
+
+
+def _stream(seed: bytes) -> Callable[[int], bytes]:
+    """Bytes from `seed` (SHAKE-256), the same run each time it is made from the same seed."""
+    taken = 0
+
+    def take(n: int) -> bytes:
+        nonlocal taken
+        out = hashlib.shake_256(seed).digest(taken + n)[taken:]
+        taken += n
+        return out
+
+    return take
 
 
 class TillPairing:
-    """The till's side of one pairing: `request()` to send, `finish(reply)` -> the till key."""
+    """The till's side of one pairing:
+
+        pairing = TillPairing("T01", "123456")
+        reply = send(pairing.request())          # message 1
+        reply = send(pairing.answer(reply))      # message 3 (or its abort)
+        key = pairing.finish(reply)              # the till key, or AuthError
+
+    Its SPAKE2 secret comes from a seed drawn here (32 random bytes): the library takes both
+    identities when the side is made, and the till learns the terminal's TID only from message
+    2, so the side is made again from the same seed then (the same secret, the same message)."""
 
     def __init__(self, till: str, code: str) -> None:
         if not TILL.fullmatch(till):
@@ -240,29 +325,73 @@ class TillPairing:
         if not (code.isascii() and code.isdigit() and len(code) == CODE_DIGITS):
             raise AuthError("the pairing code is the 6 digits the terminal shows")
         self.till = till
-        self._secret = X25519PrivateKey.generate()
-        self.pub = _raw(self._secret)
-        self._ckey = code_key(code, till, self.pub)
+        self._code = code.encode("ascii")
+        self._seed = secrets.token_bytes(32)
+        self.msg = self._side(b"").start()  # the identities are not in the message
+        self._key: bytes | None = None
+        self._refused: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TillPairing({self.till}, <code and secret hidden>)"
+
+    def _side(self, terminal: bytes) -> SPAKE2_A:
+        return SPAKE2_A(self._code, idA=self.till.encode("ascii"), idB=terminal,
+                        entropy_f=_stream(self._seed))
 
     def request(self, request_id: Any = None) -> dict[str, Any]:
-        req: dict[str, Any] = {"op": "pair", "till": self.till, "pub": self.pub.hex(),
-                               "proof": till_proof(self._ckey, self.till, self.pub).hex()}
+        """Message 1."""
+        req: dict[str, Any] = {"op": "pair", "till": self.till, "msg": self.msg.hex()}
         if request_id is not None:
             req["id"] = request_id
         return req
 
+    def answer(self, reply: dict[str, Any], request_id: Any = None) -> dict[str, Any]:
+        """Message 3 for the terminal's reply to message 1: the till's confirmation once the
+        terminal's checked; else an abort (finish() then says why). AuthError when the reply is
+        a refusal: there is nothing to answer."""
+        if reply.get("result") != "confirm":
+            raise AuthError(str(reply.get("message") or "the terminal did not answer the pairing"))
+        terminal = reply.get("terminal")
+        if not (isinstance(terminal, str) and terminal.isascii() and terminal.isprintable()
+                and 0 < len(terminal) <= 64):
+            raise AuthError("pair: the terminal's reply names no terminal (its TID)")
+        theirs = _spake_msg(reply.get("msg"), SIDE_TERMINAL, "the terminal's")
+        theirs_confirm = _hex("confirm", reply.get("confirm"), KEY_BYTES)
+        out: dict[str, Any] = {"op": "pair_confirm", "till": self.till}
+        if request_id is not None:
+            out["id"] = request_id
+        side = self._side(terminal.encode("ascii"))
+        if side.start() != self.msg:  # never: the same seed makes the same secret
+            raise AuthError("pair: the till's SPAKE2 side could not be made again")
+        try:
+            spake_key = side.finish(theirs)
+        except Exception:  # not a point of the group: as a wrong confirmation
+            spake_key = b""
+        keys = pairing_keys(spake_key, self.till) if spake_key else None
+        script = transcript(self.till, terminal, self.msg, theirs)
+        if keys is None or not hmac.compare_digest(
+                confirmation(keys.terminal_confirm, script), theirs_confirm):
+            self._refused = ("the terminal's confirmation is wrong: the code was mistyped, or "
+                             "this is not the terminal that shows it; nothing was kept")
+            return {**out, "abort": True}
+        self._key = keys.till_key
+        return {**out, "confirm": confirmation(keys.till_confirm, script).hex()}
+
     def finish(self, reply: dict[str, Any]) -> bytes:
-        """The till key, once the terminal proved it knows the code too; AuthError otherwise."""
+        """The till key, once the terminal took the till's confirmation: its reply to message 3
+        is MACed under the new key with seq 0. AuthError otherwise (nothing to keep)."""
+        if self._refused is not None:
+            raise AuthError(self._refused)
+        if self._key is None:
+            raise AuthError("pair: finish() before answer()")
         if reply.get("result") != "paired":
             raise AuthError(str(reply.get("message") or "the terminal did not pair this till"))
-        theirs = _hex32("pub", reply.get("pub"))
-        proof = _hex32("proof", reply.get("proof"))
-        expected = terminal_proof(self._ckey, self.till, self.pub, theirs)
-        if not hmac.compare_digest(expected, proof):
-            raise AuthError("the terminal's proof is wrong: this is not the terminal that showed "
-                            "the code (or the code was mistyped); nothing was kept")
-        shared = self._secret.exchange(X25519PublicKey.from_public_bytes(theirs))
-        return till_key(shared, self._ckey, self.till, self.pub, theirs)
+        try:
+            check_reply(reply, self.till, 0, self._key)
+        except AuthError as exc:
+            raise AuthError(f"the terminal's 'paired' reply does not check ({exc}); nothing "
+                            "was kept") from None
+        return self._key
 
 
 # -- the till's side of every request ------------------------------------------------------

@@ -89,22 +89,32 @@ def call(host: str, port: int, request: dict[str, Any], timeout: float = 120.0,
 
 def pair(host: str, port: int, till: str, code: str, path: Path,
          timeout: float = 30.0) -> PairedTill:
-    """Pair with the terminal showing `code` for `till`; the key goes to `path` (0600)."""
+    """Pair with the terminal showing `code` for `till` (SPAKE2: `pair`, then `pair_confirm`
+    on the same connection); the key goes to `path` (0600) once the terminal said it kept it."""
     pairing = TillPairing(till, code)
-    key = pairing.finish(_exchange(host, port, pairing.request(), timeout))
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        buf = bytearray()
+        offer = _ask(sock, buf, pairing.request("pair-1"))
+        key = pairing.finish(_ask(sock, buf, pairing.answer(offer, "pair-2")))
     return PairedTill.create(path, till, key)
 
 
 def _exchange(host: str, port: int, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall((json.dumps(request) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise SystemExit("the terminal closed the ECR link")
-            buf += chunk
-    return json.loads(buf)
+        return _ask(sock, bytearray(), request)
+
+
+def _ask(sock: socket.socket, buf: bytearray, request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request line, read its reply line (`buf` keeps what came after it)."""
+    sock.sendall((json.dumps(request) + "\n").encode())
+    while b"\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("the terminal closed the ECR link")
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return json.loads(line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,9 +218,15 @@ class HostChannel:
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         """Reader task: runs until the connection ends; never raises."""
         reason = "connection closed by host before the reply"
+        if self.tls is not None:
+            # TLS 1.3 ends the handshake before the host has checked the terminal's certificate:
+            # a host that wants one (and got none or a wrong one) closes the connection here.
+            reason += (" (over TLS, before any reply: a host that asks for a client certificate"
+                       " does this; check comms.tls_client_cert)")
         try:
             while True:
                 payload = await read_frame(reader, self.max_frame)
+                reason = "connection closed by host before the reply"
                 try:
                     decoded = decode(payload)
                 except RemoteProtocolError as exc:

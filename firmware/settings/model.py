@@ -53,6 +53,11 @@ FACTORY: dict[str, dict[str, Any]] = {
         "tls": False,  # TLS to the host, with the acquirer's CA pinned (docs/security.md)
         "tls_ca": "keys/acquirer-ca.pem",
         "tls_server_name": "",
+        # A client certificate, for an acquirer that asks for one: PEM files under the data
+        # directory ("" = none). The key is a 0600 file: Python's ssl takes keys from files only
+        # (docs/security.md "TLS client key").
+        "tls_client_cert": "",
+        "tls_client_key": "",
     },
     "transactions": {
         "enabled": ["sale", "void", "refund", "balance", "preauth", "preauth_void",

@@ -88,6 +88,8 @@ FIELDS: tuple[Field, ...] = (
     Field("comms", "tls", "bool", editable=False),
     Field("comms", "tls_ca", "text", 0, 200, editable=False),
     Field("comms", "tls_server_name", "text", 0, 253, editable=False),
+    Field("comms", "tls_client_cert", "text", 0, 200, editable=False),
+    Field("comms", "tls_client_key", "text", 0, 200, editable=False),
     Field("transactions", "enabled", "multi", choices=TRANSACTION_TYPES),
     Field("transactions", "max_amount", "int", 1, 9_999_999_999, unit="fen"),
     Field("transactions", "reversal_retries", "int", 1, 10),
@@ -135,7 +137,7 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
                 "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
                 "comms.mac_algorithm", "comms.track_encryption",
-                "security.operators")
+                "security.operators", "comms.tls_client_cert", "comms.tls_client_key")
 
 
 def field(group: str, name: str) -> Field:
@@ -182,6 +184,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.comms.tls": ("TLS", "安全连接"),
     "f.comms.tls_ca": ("TLS CA file", "安全连接根证书"),
     "f.comms.tls_server_name": ("TLS host name", "安全连接主机名"),
+    "f.comms.tls_client_cert": ("TLS own cert", "终端证书"),
+    "f.comms.tls_client_key": ("TLS own key", "终端证书私钥"),
     "f.transactions.enabled": ("Enabled", "开通交易"),
     "f.transactions.max_amount": ("Limit", "限额"),
     "f.transactions.reversal_retries": ("Rev tries", "冲正次数"),

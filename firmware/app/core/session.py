@@ -67,7 +67,10 @@ class HostSession(CoreParts):
             # is a provisioning fault the terminal says in words (service mode), never a plain
             # TCP fallback.
             try:
-                tls = client_context(self.data_dir / str(c.get("tls_ca") or "keys/acquirer-ca.pem"))
+                own_cert, own_key = str(c.get("tls_client_cert") or ""), str(c.get("tls_client_key") or "")
+                tls = client_context(self.data_dir / str(c.get("tls_ca") or "keys/acquirer-ca.pem"),
+                                     self.data_dir / own_cert if own_cert else None,
+                                     self.data_dir / own_key if own_key else None)
             except TlsSetupError as exc:
                 log.error("SERVICE MODE: %s", exc)
                 self.service_problem = str(exc)

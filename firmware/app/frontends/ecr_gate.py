@@ -4,8 +4,8 @@ read (docs/ecr.md, "Paired tills").
 A paired till's request carries `till`, `seq` and `mac`: the till must be paired (its key in the
 journal, sealed), the MAC must be right under its key, and seq above the last one it used; the
 seq is then taken, durably, before the request runs. Anything else is refused in words, with no
-MAC ("authenticated": false), and nothing runs. A `pair` request goes to the pairing window
-(firmware/app/services/tills.py) instead. With comms.ecr_auth = "open" on a board that takes
+MAC ("authenticated": false), and nothing runs. A `pair` or `pair_confirm` request goes to the
+pairing window (firmware/app/services/tills.py) instead. With comms.ecr_auth = "open" on a board that takes
 card data over the link (an emulated one), a request without an envelope is let through as it
 was before pairing existed; a paired till's request is still checked in full.
 
@@ -58,7 +58,7 @@ class Refused:
 
 @dataclass(frozen=True)
 class Pairing:
-    request: auth.PairRequest
+    request: auth.PairRequest | auth.PairConfirm
     envelope: dict[str, Any]
 
 
@@ -98,7 +98,7 @@ class TillGate:
         envelope = {k: obj[k] for k in ("id", "op") if k in obj and (k != "id" or echoable_id(obj[k]))}
         if not isinstance(envelope.get("op"), str):
             envelope.pop("op", None)
-        if obj.get("op") == "pair":
+        if obj.get("op") in ("pair", "pair_confirm"):
             try:
                 return Pairing(auth.pair_request(obj), envelope)
             except auth.AuthError as exc:

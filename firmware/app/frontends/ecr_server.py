@@ -5,7 +5,7 @@ LineFramer; every complete line becomes a task that answers it (`_handle`), so t
 and `status` are heard while an operation runs (one operation at a time; anything else gets
 "busy"). `_handle` is the reply guarantee: whatever happens inside, exactly one reply line is
 queued for the peer. On the way in: the paired-till gate (ecr_gate.py: the till, its seq and
-MAC; a till's `pair` request goes to the pairing window), the fields (firmware/ecr/protocol.py),
+MAC; a till's `pair` and `pair_confirm` go to the pairing window), the fields (firmware/ecr/protocol.py),
 the board's card-data rule (`dispatch`, for every op), then the repeat rule (ecr_repeats.py).
 A paired till's reply is sealed with its key (firmware/ecr/auth.py sealed_line). On the way
 out, a peer's output is bounded: a peer that does not read its replies is not read from
@@ -330,7 +330,7 @@ class EcrServer:
                 seal, source = verdict.seal, verdict.source
                 reply = await self._answer(line, verdict)
             elif isinstance(verdict, Pairing):
-                reply, audited = await self._pair(verdict, peer.source)
+                reply, audited, seal = await self._pair(verdict, peer.source)
                 audit = not audited  # a try at an open window is audited at once, by the window
             else:
                 reply = verdict.reply
@@ -338,7 +338,7 @@ class EcrServer:
             log.exception("ECR request from %s failed inside the terminal", peer.source)
         finally:
             peer.running -= 1
-            if seal is None and not self.gate.open and reply.get("result") != "paired":
+            if seal is None and not self.gate.open and reply.get("result") != "confirm":
                 reply = {**reply, **UNAUTHENTICATED}  # says so: no MAC to check
             peer.send(reply, seal)
         if not audit:
@@ -362,15 +362,17 @@ class EcrServer:
 
         return {"id": req.id, "op": req.op, **await self.repeats.run(req, admitted.source, run)}
 
-    async def _pair(self, pairing: Pairing, source: str) -> tuple[dict[str, Any], bool]:
-        """A till's `pair` request: the reply, and whether the pairing window audited it."""
+    async def _pair(self, pairing: Pairing, source: str) -> tuple[dict[str, Any], bool, Seal | None]:
+        """A till's `pair` or `pair_confirm`: the reply, whether the pairing window audited it,
+        and for a till just paired the seal of its reply (the new key, seq 0)."""
         from firmware.app.services.tills import answer_pair_request
 
         if self.terminal.journal is None:
             return {**pairing.envelope, "ok": False, "result": "refused",
-                    "message": text("service_mode", language(self.terminal))}, False
-        reply, audited = await answer_pair_request(self.terminal, pairing.request, source)
-        return {**pairing.envelope, **reply}, audited
+                    "message": text("service_mode", language(self.terminal))}, False, None
+        reply, audited, key = await answer_pair_request(self.terminal, pairing.request, source)
+        seal = None if key is None else Seal(pairing.request.till, 0, key)
+        return {**pairing.envelope, **reply}, audited, seal
 
     async def _run(self, req: EcrRequest, source: str, key: RequestKey | None) -> dict[str, Any]:
         try:
@@ -456,11 +458,11 @@ class EcrServer:
                 return {"ok": False, "result": "none", "message": "no such voucher number in the batch"}
             return {**record_state(record, lang), "ok": True}  # found: ok; result says what happened
         if req.op == "signon":
-            ok = await t.sign_on()
+            ok = await t.sign_on(origin.source)
             return {"ok": ok, "result": "signed on" if ok else "failed",
                     "message": "" if ok else text("sign_on_failed", lang)}
         if req.op == "signoff":
-            ok = await t.sign_off()
+            ok = await t.sign_off(origin.source)
             return {"ok": ok, "result": "signed off" if ok else "failed"}
         if req.op == "echo":
             ok, seconds, detail = await t.echo()
@@ -521,7 +523,8 @@ class EcrServer:
             # trace number 61.2 names (one found here by RRN uses its own STAN instead).
             original = OriginalRef(rrn=a["orig_rrn"], date=a["orig_date"],
                                    trace=a.get("orig_voucher"), batch=a.get("orig_batch"))
-        operator = self.terminal.settings["transactions"]["operator"]
+        # The till is the operator of its requests (firmware/app/core/operators.py).
+        operator = self.terminal.operators.code_for(origin.source)
         return TxnRequest(kind=kind, amount=a.get("amount"), operator=operator,
                           original=original, reference=a.get("ref")), io
 

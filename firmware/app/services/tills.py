@@ -2,11 +2,15 @@
 till's `pair` request answered against it, unpairing and the list of paired tills.
 
 The window (one at a time, PAIR_WINDOW_S long) holds the one-time code in this process's memory
-only: the screen shows it, nothing writes it (not the log, not the audit). It closes on the
-first `pair` request for its till, right or wrong (so an active attacker gets one guess), on
-CANCEL, at its deadline, or when another window opens. The keypad side runs as two ops: the
-supervisor's `till_pair` opens it and returns the code, `till_pair_wait` holds the operation lock
-until it closes (CANCEL on the keypad closes it) and says how.
+only: the screen shows it, nothing writes it (not the log, not the audit). The exchange is
+SPAKE2 with key confirmation (firmware/ecr/auth.py, docs/ecr.md "Paired tills"): the first
+`pair` request for its till takes the window (no other `pair` is answered; so an active
+attacker gets one guess), the terminal answers with its SPAKE2 message and confirmation and
+waits up to CONFIRM_S for the till's `pair_confirm`; only a right confirmation stores the key.
+A wrong one, the till's abort, or none in time closes it, audited as a wrong code; so do
+CANCEL, the deadline and another window opening, each audited. The keypad side runs as two
+ops: the supervisor's `till_pair` opens it and returns the code, `till_pair_wait` holds the
+operation lock until it closes (CANCEL on the keypad closes it) and says how.
 
 Till keys are sealed by `sealer()`: the one place that names the sealing object.
 """
@@ -22,7 +26,16 @@ from typing import Any
 
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import TerminalCore
-from firmware.ecr.auth import PAIR_WINDOW_S, PairRequest, answer_pair, new_code
+from firmware.ecr.auth import (
+    CONFIRM_S,
+    PAIR_WINDOW_S,
+    PairConfirm,
+    PairOffer,
+    PairRequest,
+    answer_pair,
+    confirm_ok,
+    new_code,
+)
 from firmware.engine.model import TxnResult
 from firmware.i18n import register, text
 from firmware.journal.errors import JournalError
@@ -31,7 +44,8 @@ from firmware.ui.core import OpOutcome, StartOp
 
 PANEL_OPS = frozenset({"till_pair", "till_pair_wait", "till_unpair", "till_list"})
 # Pairing and unpairing are the supervisor's, at the terminal: none of it is an ECR op. A till's
-# `pair` request is answered by the ECR server before any op is parsed (answer_pair_request).
+# `pair` and `pair_confirm` are answered by the ECR server before any op is parsed
+# (answer_pair_request).
 ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 SUPERVISOR = "00"  # the operator code of the supervisor (issue 17: 00 supervisor, 01-99 cashiers)
 CANCEL_POLL_S = 0.2  # how soon a keypad CANCEL closes the window
@@ -44,6 +58,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "till_wrong_code": ("Wrong code from the till: pairing closed - open it again",
                         "收银机配对码错误: 已关闭配对 - 请重新开始"),
     "till_expired": ("No till paired in time: pairing closed", "未在时限内配对: 已关闭配对"),
+    "till_unconfirmed": ("The till did not confirm: pairing closed - open it again",
+                         "收银机未确认: 已关闭配对 - 请重新开始"),
     "till_pair_cancelled": ("Pairing cancelled", "配对已取消"),
     "till_unpaired": ("Till {till} unpaired", "收银机 {till} 已解除配对"),
     "till_not_paired": ("Till {till} is not paired", "收银机 {till} 未配对"),
@@ -56,8 +72,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "然后在2分钟内由收银机发送配对码"),
     "till_pair_refused": ("Wrong pairing code: pairing closed on the terminal - the supervisor "
                           "opens it again", "配对码错误: 终端已关闭配对 - 请主管重新开始配对"),
+    "till_pair_malformed": ("The till's pairing message is not valid: pairing closed on the "
+                            "terminal - the supervisor opens it again",
+                            "收银机的配对消息无效: 终端已关闭配对 - 请主管重新开始配对"),
+    "till_pair_confirm_next": ("Terminal {terminal} answered: check its confirmation, then send "
+                               "yours (pair_confirm) within {seconds} s",
+                               "终端 {terminal} 已应答: 请核对其确认, 并在 {seconds} 秒内发送收银机的确认"),
+    "till_no_confirm_wait": ("No pairing of till {till} is waiting for its confirmation: the "
+                             "supervisor opens one on the terminal, then the till pairs again",
+                             "收银机 {till} 没有等待确认的配对: 请主管在终端上重新开始配对"),
 }
 register(MESSAGES)
+
+
+LIVE = ("open", "checking", "confirming")  # the window is not closed yet
 
 
 @dataclass
@@ -65,13 +93,18 @@ class Window:
     till: str
     code: str = field(repr=False)
     deadline: float  # time.monotonic()
-    state: str = "open"  # open | paired | replaced | wrong_code | expired | cancelled
+    # open -> checking (message 1 being answered) -> confirming (message 2 sent), then closed:
+    # paired | replaced | wrong_code | unconfirmed | expired | cancelled
+    state: str = "open"
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    offer: PairOffer | None = field(default=None, repr=False)  # while confirming
+    tried_by: str = ""  # the source of message 1
 
     def close(self, state: str) -> None:
-        if self.state == "open":
+        if self.state in LIVE:
             self.state = state
             self.code = ""
+            self.offer = None
             self.changed.set()
 
 
@@ -129,52 +162,102 @@ def open_window(terminal: TerminalCore, till: str, by: str = SUPERVISOR) -> Wind
 
 def current(terminal: TerminalCore) -> Window | None:
     window = _WINDOWS.get(terminal)
-    if window is not None and window.state == "open" and time.monotonic() >= window.deadline:
+    if window is not None and window.state in LIVE and time.monotonic() >= window.deadline:
         _close(terminal, window, "expired")
     return window
 
 
 def _close(terminal: TerminalCore, window: Window, state: str, source: str = SUPERVISOR) -> None:
-    if window.state != "open":
+    """Close a live window. One that answered a till's message 1 and saw no confirmation was
+    a try at the code all the same (its sender may check its one guess against the terminal's
+    confirmation): audited as refused, under the till's source."""
+    if window.state not in LIVE:
         return
+    tried = window.state == "confirming"
+    if tried and state == "expired":
+        state = "unconfirmed"
     window.close(state)
-    if state in ("expired", "cancelled") and terminal.journal is not None:
-        with contextlib.suppress(JournalError):  # the window is closed whatever the disk says
+    if terminal.journal is None:
+        return
+    with contextlib.suppress(JournalError):  # the window is closed whatever the disk says
+        if tried and state in ("unconfirmed", "cancelled"):
+            terminal.journal.audit(window.tried_by or source, "ecr till pairing refused",
+                                   f"till {window.till}: no confirmation from the till (a wrong "
+                                   f"code, or the till gave up); pairing closed ({state})",
+                                   "refused")
+        elif state in ("expired", "cancelled"):
             terminal.journal.audit(source, "ecr till pairing closed", f"till {window.till}: {state}",
                                    state)
 
 
-async def answer_pair_request(terminal: TerminalCore, request: PairRequest,
-                              source: str) -> tuple[dict[str, Any], bool]:
-    """A till's `pair` request against the open window: the reply (paired with the terminal's
-    public key and proof, or refused in words) and whether it was audited here. A try against
-    an open window is audited at once, right or wrong (a wrong proof closes it); a request
-    with no window for it is left to the ECR link's refusal log, which counts a flood."""
+def _terminal_id(terminal: TerminalCore) -> str:
+    """The terminal's SPAKE2 identity: its TID (merchant.tid), the till's is its name."""
+    return str(terminal.settings.get("merchant", {}).get("tid", ""))
+
+
+async def answer_pair_request(terminal: TerminalCore, request: PairRequest | PairConfirm,
+                              source: str) -> tuple[dict[str, Any], bool, bytes | None]:
+    """A till's `pair` (message 1) or `pair_confirm` (message 3) against the open window: the
+    reply, whether it was audited here, and for a pairing just stored the till key (the reply
+    is MACed under it, seq 0). A try at an open window is audited by how it ends; a request
+    with no window waiting for it is left to the ECR link's refusal log, which counts a flood."""
+    if isinstance(request, PairConfirm):
+        return _confirm(terminal, request, source)
     lang = _lang(terminal)
     window = current(terminal)
     if window is None or window.state != "open" or window.till != request.till:
         return {"ok": False, "result": "refused", "till": request.till,
-                "message": text("till_no_window", lang, till=request.till)}, False
-    code = window.code
-    # scrypt takes a tenth of a second: off the event loop. The window is taken first, so a
-    # second request meanwhile finds it closed (one guess per window).
-    window.state = "checking"
+                "message": text("till_no_window", lang, till=request.till)}, False, None
+    code, tid = window.code, _terminal_id(terminal)
+    # Taken first: a second `pair` meanwhile finds no open window (one guess per window). The
+    # group arithmetic is pure Python (milliseconds): off the event loop.
+    window.state, window.tried_by = "checking", source
     try:
-        answer = await asyncio.to_thread(answer_pair, code, request)
-    finally:
-        window.state = "open"  # closed just below, as the proof says (or by the deadline)
-    if answer is None:
+        offer = await asyncio.to_thread(answer_pair, code, tid, request)
+    except Exception:
+        _close(terminal, window, "cancelled")
+        raise
+    if window.state != "checking":  # closed meanwhile: CANCEL, or another window opened
+        return {"ok": False, "result": "refused", "till": request.till,
+                "message": text("till_no_window", lang, till=request.till)}, False, None
+    if offer is None:
         _close(terminal, window, "wrong_code")
         _audit(terminal, source, "ecr till pairing refused",
-               f"till {request.till}: wrong pairing code; pairing closed")
+               f"till {request.till}: its SPAKE2 message is not valid; pairing closed")
         return {"ok": False, "result": "refused", "till": request.till,
-                "message": text("till_pair_refused", lang)}, True
-    replaced = book(terminal).pair(request.till, answer.key, f"{source} till {request.till}")
+                "message": text("till_pair_malformed", lang)}, True, None
+    window.offer, window.state = offer, "confirming"
+    window.deadline = min(window.deadline, time.monotonic() + CONFIRM_S)
+    return {"ok": True, "result": "confirm", "till": request.till, "terminal": tid,
+            "msg": offer.msg.hex(), "confirm": offer.confirm.hex(),
+            "message": text("till_pair_confirm_next", lang, terminal=tid,
+                            seconds=f"{CONFIRM_S:.0f}")}, True, None
+
+
+def _confirm(terminal: TerminalCore, request: PairConfirm,
+             source: str) -> tuple[dict[str, Any], bool, bytes | None]:
+    """Message 3: the till's confirmation stores its key; a wrong one, or its abort, closes the
+    window as a wrong code."""
+    lang = _lang(terminal)
+    window = current(terminal)
+    if (window is None or window.state != "confirming" or window.till != request.till
+            or window.offer is None):
+        return {"ok": False, "result": "refused", "till": request.till,
+                "message": text("till_no_confirm_wait", lang, till=request.till)}, False, None
+    offer = window.offer
+    if not confirm_ok(offer, request):
+        why = ("the till found the terminal's confirmation wrong" if request.confirm is None
+               else "the till's confirmation is wrong")
+        _close(terminal, window, "wrong_code")
+        _audit(terminal, source, "ecr till pairing refused",
+               f"till {request.till}: wrong pairing code; pairing closed ({why})")
+        return {"ok": False, "result": "refused", "till": request.till,
+                "message": text("till_pair_refused", lang)}, True, None
+    replaced = book(terminal).pair(request.till, offer.key, f"{source} till {request.till}")
     _close(terminal, window, "replaced" if replaced else "paired")
-    return {"ok": True, "result": "paired", "till": request.till, "pub": answer.pub.hex(),
-            "proof": answer.proof.hex(),
+    return {"ok": True, "result": "paired", "till": request.till,
             "message": text("till_replaced" if replaced else "till_paired", lang, till=request.till),
-            }, True
+            }, True, offer.key
 
 
 def _audit(terminal: TerminalCore, source: str, action: str, detail: str) -> None:
@@ -190,12 +273,12 @@ async def wait_window(terminal: TerminalCore, till: str) -> str:
     window = current(terminal)
     if window is None or window.till != till:
         return "expired"
-    while window.state in ("open", "checking"):
-        if terminal.cancel_requested() and window.state == "open":
+    while window.state in LIVE:
+        if terminal.cancel_requested():
             _close(terminal, window, "cancelled")
             break
         left = window.deadline - time.monotonic()
-        if left <= 0 and window.state == "open":
+        if left <= 0:
             _close(terminal, window, "expired")
             break
         with contextlib.suppress(TimeoutError):
