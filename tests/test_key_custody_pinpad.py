@@ -7,6 +7,7 @@ words; deregistration erases the pad's keys and the token's and names each on it
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from chipkit import emulated_reader
 from helpers import PASSWORD, TMK, VAULT_KEY, provision, run
+from helpers import TID as TID_
 from test_provision import deregistered_token, filled_template
 from test_provision_token import files_holding, secrets_of, token_status
 
@@ -133,3 +135,118 @@ def test_deregistration_erases_the_pads_keys_and_the_tokens_and_names_each(
     status = token_status(pad_dir)
     assert not status.vault_key
     assert files_holding(pad_dir, secrets_of(TMK, VAULT_KEY)) == {}
+
+
+# -- the PIN typed on the PIN pad ------------------------------------------------------------
+
+async def _pad_terminal(data: Path, reader: EmulatedReader) -> Terminal:
+    t = Terminal(AppConfig(data_dir=data, board=BOARD, reader_path=str(reader.device_path)))
+    await t.start()
+    assert t.service_problem is None, t.service_problem
+    assert t.link is not None and t.link.has_keys  # signed on: the working keys are in the pad
+    return t
+
+
+async def _until(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    from chipkit import until
+
+    await until(predicate, timeout=timeout, what=what)
+
+
+def _pad_sale(data: Path, reader: EmulatedReader, card: str, *, keys: str | None,
+              cancel_on_terminal: bool = False, pin_sent: str | None = None) -> Any:
+    """A sale whose card comes through the reader; the cardholder types `keys` on the pad (or
+    the cashier presses CANCEL on the terminal). Returns the result, the steps the LCD was told
+    and the field 52 the host got."""
+    from helpers import WireSpy
+
+    from firmware.app.core.contract import OperatorInput
+    from firmware.engine.model import TxnRequest
+    from firmware.host.messages import TxnKind
+
+    steps: list[str] = []
+
+    async def go() -> tuple[Any, list[str], list[str]]:
+        t = await _pad_terminal(data, reader)
+        spy = WireSpy(t)
+        try:
+            t._step = lambda step, *_, **__: steps.append(step)  # type: ignore[method-assign]
+            task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 2345),
+                                                   OperatorInput(pin=pin_sent)))
+            await _until(lambda: reader.armed, "the terminal armed the reader")
+            reader.swipe(card)
+            await _until(lambda: reader.pin_entry_running, "the PIN pad asked for the PIN")
+            if cancel_on_terminal:
+                t.cancel("keypad")
+                await _until(lambda: not reader.pin_entry_running, "the pad's entry ended")
+            else:
+                assert keys is not None and reader.pin_keys(keys)
+            result = await asyncio.wait_for(task, 30)
+            blocks = [m.fields["52"] for m in spy.sent if "52" in m.fields]
+            return result, steps, blocks
+        finally:
+            await t.close()
+
+    return run(go())
+
+
+def test_a_pin_sale_on_a_pin_pad_board_takes_the_pin_on_the_pad_and_forwards_its_block(
+        pad_dir: Path, reader: EmulatedReader, sim) -> None:
+    """The LCD says "Enter PIN on the PIN pad", the cardholder types on the pad, the host gets
+    the pad's block in field 52 (it decrypts it under its PIK and checks the PIN: approved); a
+    PIN that came with the request (a sim till's) is not used."""
+    result, steps, blocks = _pad_sale(pad_dir, reader, "cup_debit", keys="123456E",
+                                      pin_sent="999999")
+    assert result.status == "approved", result
+    assert "pin_pad" in steps and "pin" not in steps, steps
+    assert len(blocks) == 1 and len(bytes.fromhex(blocks[0])) == 8
+    assert [r.amount for r in sim.ledger.rows(TID_)] == [2345]
+
+
+@pytest.mark.parametrize("who", ["the pad's CANCEL", "the terminal's CANCEL"])
+def test_cancel_on_the_pad_or_on_the_terminal_cancels_the_sale_before_anything_is_sent(
+        who: str, pad_dir: Path, reader: EmulatedReader, sim) -> None:
+    result, _, blocks = _pad_sale(pad_dir, reader, "cup_debit",
+                                      keys="12X" if who == "the pad's CANCEL" else None,
+                                      cancel_on_terminal=who == "the terminal's CANCEL")
+    assert result.status == "cancelled", result
+    assert blocks == [] and sim.ledger.rows(TID_) == []  # no 0200 left
+    assert not reader.pin_entry_running
+
+
+@pytest.mark.parametrize(("lang", "words"), [("en", "Enter PIN on the PIN pad"),
+                                             ("zh_CN", "请在密码键盘上输入密码")])
+def test_the_lcd_words_for_the_pad_exist_in_both_languages(lang: str, words: str) -> None:
+    from firmware.ui.texts import CATALOG
+
+    assert CATALOG["step_pin_pad"][1 if lang == "zh_CN" else 0] == words
+
+
+def test_a_chip_cards_online_pin_is_typed_on_the_pad(pad_dir: Path, reader: EmulatedReader,
+                                                     sim) -> None:
+    """The chip kernel asks for the online PIN: the pad asks the cardholder, the kernel gets
+    "entered", field 52 is the pad's block, the host checks the PIN: approved."""
+    from helpers import WireSpy
+
+    from firmware.app.core.contract import OperatorInput
+    from firmware.engine.model import TxnRequest
+    from firmware.host.messages import TxnKind
+
+    async def go() -> tuple[Any, list[str]]:
+        t = await _pad_terminal(pad_dir, reader)
+        spy = WireSpy(t)
+        try:
+            task = asyncio.create_task(t.financial(TxnRequest(TxnKind.SALE, 2345), OperatorInput()))
+            await _until(lambda: reader.armed, "the terminal armed the reader")
+            reader.insert_chip("cup-debit")
+            await _until(lambda: reader.pin_entry_running, "the PIN pad asked for the PIN")
+            assert reader.pin_keys("123456E")
+            result = await asyncio.wait_for(task, 30)
+            return result, [m.fields["52"] for m in spy.sent if "52" in m.fields]
+        finally:
+            await t.close()
+
+    result, blocks = run(go())
+    assert result.status == "approved" and result.record.entry_mode == "chip", result
+    assert len(blocks) == 1
+    assert [r.amount for r in sim.ledger.rows(TID_)] == [2345]

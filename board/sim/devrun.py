@@ -85,6 +85,8 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
         pass  # deregistered: only `python -m firmware.app.provision` brings it back
     elif profile(board).key_store == "pkcs11":
         done += dev_token(data, board)
+    elif profile(board).key_store == "pinpad":  # the card-vault key; the TMK: dev_pad()
+        done += dev_token(data, board, tmk=False)
     elif not (keys / "tmk.key").exists():
         _write_private(keys / "tmk.key", DEV_TMK)
         _record(data, "memory")
@@ -160,9 +162,10 @@ def softhsm_token(keys: Path, label: str, pin: str) -> bool:
     return True
 
 
-def dev_token(data: Path, board: str) -> list[str]:
-    """The dev TMK and a card-vault key in the board's SoftHSM2 token under data/keys/; the dev
-    key files of an older var/ move into it and are destroyed."""
+def dev_token(data: Path, board: str, tmk: bool = True) -> list[str]:
+    """The dev TMK (unless not `tmk`: a PIN pad board's is in the pad) and a card-vault key in
+    the board's SoftHSM2 token under data/keys/; the dev key files of an older var/ move into it
+    and are destroyed."""
     from firmware.app import devices
     from firmware.app.boards import profile
     from firmware.app.provision import write_token_pin
@@ -175,10 +178,10 @@ def dev_token(data: Path, board: str) -> list[str]:
         done.append(f"a SoftHSM2 token '{prof.token_label}' in {keys / 'tokens'}")
     if not (data / prof.token_pin.partition(":")[2]).exists():
         write_token_pin(data, prof, DEV_TOKEN_PIN)
-    store = devices.open_key_store(prof, data)
+    store = devices.open_token(prof, data)  # a PIN pad board's token too (its vault key)
     try:
         status = store.status()
-        if status.tmk_check is None:
+        if tmk and status.tmk_check is None:
             old = keys / "tmk.key"
             tmk = bytearray.fromhex(old.read_text().strip() if old.exists() else DEV_TMK)
             store.install_tmk(tmk)  # type: ignore[attr-defined]  # wipes the bytearray
@@ -206,6 +209,29 @@ def _write_private(path: Path, content: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(content)
+
+
+def dev_pad(data: Path, board: str, devices: Path) -> list[str]:
+    """A PIN pad board's first start: the dev TMK into the emulated reader's PIN pad, as the key
+    ceremony does it (a TR-31 block under the pad's own KBPK, over the reader link), and its
+    check value recorded. Nothing when the record is there."""
+    import asyncio
+    import warnings
+
+    from board.sim.pinpad import KEYS_FILE, EmulatedPinPad
+    from firmware.app.boards import profile
+    from firmware.app.core import custody
+    from firmware.app.provision import _pad_ceremony
+
+    if wiped(data) or (data / custody.RECORD).exists():
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography's TripleDES deprecation, inside psec
+        block = EmulatedPinPad(devices / KEYS_FILE).wrap_tmk(bytes.fromhex(DEV_TMK))
+    check = asyncio.run(_pad_ceremony(profile(board), str(devices / "reader-tty"), block))
+    record = custody.new_record(check, "pinpad", "pinpad tr31")
+    custody.write_private(data / custody.RECORD, custody.record_bytes(record))
+    return [f"the dev TMK in the emulated PIN pad (check value {check})"]
 
 
 def busy_ports(ports: dict[str, int]) -> str:
@@ -295,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.05)
     reader = str(devices / "reader-tty")
     board = args.board
+    from firmware.app.boards import profile as board_profile
+
+    if board_profile(board).key_store == "pinpad":
+        for line in dev_pad(args.var / "terminal", board, devices):
+            print(f"make run: {line}", flush=True)
     if args.reader_driver == "pcsc":
         try:
             pcsc_children, reader = start_pcsc(args.var)
@@ -308,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     ready = args.var / "terminal" / "ready"
     ready.unlink(missing_ok=True)
     term_log = open(args.var / "terminal.stderr.log", "ab")  # noqa: SIM115 - as above
+    from drivers.keystore.pkcs11 import HEAP_TUNABLES
+
+    # glibc reads these at the terminal's start: freed heap memory is overwritten at once, so a
+    # working key the token's library copied at sign-on does not linger (docs/security.md).
+    term_env = dict(os.environ, GLIBC_TUNABLES=HEAP_TUNABLES)
     command = [py, "-m", "board.sim.firmware", "--data", str(args.var / "terminal"),
                "--board", board, "--ecr-port", str(ecr_port), "--port", str(host_port),
                "--ready-file", str(ready),
@@ -318,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         # process here; each stops cleanly on it (and all of them on a hang-up).
         command += ["--panel", "console", "--console-control-port", str(peri_port),
                     "--console-printer-fd", str(paper_read)]
-        term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,))
+        term = subprocess.Popen(command, stderr=term_log, pass_fds=(paper_read,), env=term_env)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal handles Ctrl-C itself
         code = term.wait()
         for proc in (*peri_children, peri, sim):
@@ -328,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         return code
-    term = subprocess.Popen(command, stderr=term_log)
+    term = subprocess.Popen(command, stderr=term_log, env=term_env)
     deadline = time.monotonic() + 20
     while not ready.exists() and term.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

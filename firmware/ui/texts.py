@@ -114,6 +114,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "step_remove_card": ("Please remove card", "请拔卡"),
     "note_insert_chip": ("Insert the card", "请插入IC卡"),  # one row: a chip card was swiped
     "step_pin": ("PIN entry...", "等待输入密码..."),
+    "step_pin_pad": ("Enter PIN on the PIN pad", "请在密码键盘上输入密码"),
     "step_connecting": ("Connecting... {s}s", "连接中... {s}秒"),
     "step_sending": ("Processing... {s}s", "处理中... {s}秒"),
     "step_reversing": ("Reversing...", "冲正中..."),

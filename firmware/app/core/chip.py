@@ -53,6 +53,9 @@ class ChipHooks:
     ask_pin: Callable[[str], Awaitable[str | None]]
     encrypt_pin: Callable[[str, str], Awaitable[bytes | None]]  # (PIN, PAN) -> block; None: no keys
     step: Callable[[str], None]
+    # A board with a PIN pad: the block typed on the pad, for the PAN (None: no keys); may raise
+    # OperatorCancelled (the pad's CANCEL or timeout). None: the keypad path above (sim boards).
+    pad_pin: Callable[[str], Awaitable[bytes | None]] | None = None
 
 
 class ChipSession:
@@ -122,6 +125,14 @@ class ChipSession:
                 raise OperatorCancelled
             return self.kernel.handle(emv.Chosen(index))
         if isinstance(action, emv.AskOnlinePin):
+            if self.hooks.pad_pin is not None:  # typed on the PIN pad: only its block comes back
+                try:
+                    block = await self._while_present(self.hooks.pad_pin(self.kernel.pan))
+                except ChipGone as exc:
+                    return self.kernel.handle(emv.CardGone(str(exc)))
+                self.hooks.step("chip_reading")
+                self.pin_block = block
+                return self.kernel.handle(emv.PinResult(entered=block is not None))
             try:
                 pin = await self._while_present(self.hooks.ask_pin(action.pan_masked))
             except ChipGone as exc:

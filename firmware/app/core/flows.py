@@ -44,6 +44,7 @@ from firmware.engine.tracks import CardProblem, card_from_swipe
 from firmware.engine.validation import Limits, Refusal, check_original
 from firmware.host.errors import HostError, LocalProtocolError, NoReply, TlsRefused
 from firmware.host.messages import TxnKind, mask_pan
+from firmware.i18n import register, text
 from firmware.journal.errors import JournalFull
 from firmware.ports import (
     CardReader,
@@ -51,12 +52,27 @@ from firmware.ports import (
     ChipRemoved,
     KeyStoreError,
     MagstripeRead,
+    PinCancelled,
+    PinEntered,
+    PinPad,
+    PinResult,
+    PinSkipped,
     ReaderUnavailable,
     ReadFailed,
     ReadTimedOut,
 )
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
+
+# A PIN typed on the PIN pad (a board whose key store is "pinpad"): how long the cardholder has,
+# and the prompt on the pad's own display (its language is the terminal's; the amount on it).
+PAD_PIN_TIMEOUT_S = 60.0
+MESSAGES: dict[str, tuple[str, str]] = {
+    "pad_prompt": ("{amount} Enter PIN", "{amount} 请输入密码"),
+    "pad_prompt_no_amount": ("Enter PIN", "请输入密码"),
+}
+
+register(MESSAGES)
 
 # 9C, the transaction type the chip is told (EMV: 00 goods and services, 31 enquiry, 03/30 pre-auth
 # per CUP practice; docs/chip.md). Kinds not listed read the chip as a sale does.
@@ -101,6 +117,7 @@ class FlowRunner(CoreParts):
     _cancel: asyncio.Event
     _upload_total: dict[int, int]
     data_dir: Path  # read by lifecycle.refusal
+    key_store: Any  # the board's KeyStore; a PIN pad board's has `pinpad`
 
     if TYPE_CHECKING:  # for the reader and the type checker only: at run time these are the
         # methods of HostSession, found through the class.
@@ -182,6 +199,17 @@ class FlowRunner(CoreParts):
             return await io.chip.complete(action.response_code, action.icc_reply,
                                           cancelled=self._cancel.is_set())
         if isinstance(action, ev.AskPin):
+            pad = self._pinpad()
+            if pad is not None and self.link.has_keys:
+                # The cardholder types on the PIN pad; the terminal gets the block (never a PIN,
+                # and a PIN that came with the request is not used: io.pin dropped unread).
+                io.pin = None
+                try:
+                    result = await self._race(self._pad_pin(pad, flow.card.pan, flow.request.amount,
+                                                            action.bypass_allowed), cancellable)
+                except OperatorCancelled:  # the terminal's CANCEL: the pad's entry ends too
+                    return ev.Cancel()
+                return self._pad_event(result, action.bypass_allowed)
             if io.pin is None and self.observer is not None and self.link.has_keys:
                 self._step("pin")
                 try:
@@ -361,7 +389,8 @@ class FlowRunner(CoreParts):
                                   choose=self._choose_application,
                                   ask_pin=lambda masked: self._chip_pin(io, masked, request.amount),
                                   encrypt_pin=self._encrypt_chip_pin,
-                                  step=lambda step: self._step(step)))
+                                  step=lambda step: self._step(step),
+                                  pad_pin=self._chip_pad_pin(request.amount)))
         io.chip = session
         try:
             result = await session.read()
@@ -414,9 +443,59 @@ class FlowRunner(CoreParts):
         # The clear PIN becomes an encrypted block here and is dropped at once.
         return await self._encrypt_pin(pin, pan)
 
+    def _pinpad(self) -> PinPad | None:
+        """The board's PIN pad (a "pinpad" key store), else None: the keypad PIN path."""
+        return getattr(self.key_store, "pinpad", None)
+
+    async def _pad_pin(self, pad: PinPad, pan: str, amount: int | None,
+                       allow_empty: bool) -> PinResult:
+        """The PIN typed on the PIN pad: the LCD says so (CANCEL on the terminal cancels the
+        pad's entry: the caller's task is cancelled), the pad shows the amount and asks."""
+        self._step("pin_pad")
+        lang = str(self.settings.get("display", {}).get("language", "en"))
+        prompt = (text("pad_prompt", lang, amount=f"{amount // 100}.{amount % 100:02d}")
+                  if amount else text("pad_prompt_no_amount", lang))
+        try:
+            return await pad.enter_pin(pan, prompt, timeout=PAD_PIN_TIMEOUT_S,
+                                       allow_empty=allow_empty)
+        except KeyStoreError as exc:
+            raise LocalProtocolError(f"the PIN pad cannot take the PIN: {exc}") from None
+
+    @staticmethod
+    def _pad_event(result: PinResult, bypass_allowed: bool) -> Any:
+        """The pad's answer as the flow's event: its CANCEL is the cashier's CANCEL
+        (docs/cancel-semantics.md), as is a PIN nobody finished in time."""
+        if isinstance(result, PinEntered):
+            return ev.PinEntered(result.block)
+        if isinstance(result, PinSkipped) and bypass_allowed:
+            return ev.PinEntered(None)
+        if isinstance(result, PinCancelled):
+            log.info("PIN entry cancelled on the PIN pad")
+        else:
+            log.info("PIN entry on the PIN pad ended without a PIN (%s)", type(result).__name__)
+        return ev.Cancel()
+
+    def _chip_pad_pin(self, amount: int | None) -> Callable[[str], Awaitable[bytes | None]] | None:
+        """A chip card's online PIN on the PIN pad (None on a board without one): the block,
+        or OperatorCancelled when the pad's entry ends without one."""
+        pad = self._pinpad()
+        if pad is None:
+            return None
+
+        async def pin_block(pan: str) -> bytes | None:
+            if self.link is None or not self.link.has_keys:
+                return None
+            result = await self._pad_pin(pad, pan, amount, allow_empty=False)
+            if isinstance(result, PinEntered):
+                return result.block
+            self._pad_event(result, False)  # said in the log
+            raise OperatorCancelled
+        return pin_block
+
     async def _encrypt_pin(self, pin: str, pan: str) -> bytes:
-        """The keypad PIN path (sim boards: a real board's PIN pad encrypts): the key store
-        makes the ISO 9564 format 0 block under its PIK."""
+        """The keypad PIN path, SIM BOARDS ONLY (the PIN typed on the terminal's own keypad or
+        sent by a sim till; a real board's PIN pad encrypts, _pad_pin): the key store makes the
+        ISO 9564 format 0 block under its PIK."""
         assert self.link is not None and self.link.keys_store is not None
         try:
             return await self.link.keys_store.encrypt_pin(pin, pan)
