@@ -199,8 +199,8 @@ def test_make_runs_first_start_makes_a_token_and_a_var_of_before_moves_into_it(t
     assert custody.read_record(fresh).tmk_check == store.tmk_check
 
     old = tmp_path / "old" / "terminal"
-    dev_provision(old, 5800, board="qemu")  # the development key files, as make run made them
-    journal = open_journal(old, board="qemu")
+    dev_provision(old, 5800, board="qemu-pcsc")  # the development key files, as make run made them
+    journal = open_journal(old, board="qemu-pcsc")
     try:
         from helpers import record_in_state
 

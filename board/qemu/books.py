@@ -5,6 +5,11 @@ the copy as the guest's kernel would at mount, so the guest's own replay still h
 original) and the invariants: SQLite integrity, no repeated STAN, no lost approval, no double
 charge, and at rest nothing left unresolved and both books equal record for record.
 Problems come back as sentences; an empty list means the books agree.
+
+The journal is read on the host without its card numbers: they are sealed under the guest's
+card-vault keys, which live in the guest's TPM (the qemu board, docs/qemu.md "The TPM"), and no
+check here needs one (records, states, amounts and STANs are in clear). A vault that keeps them
+sealed (SealedVault) stands in for the key store: the host never holds a card-data key.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ from pathlib import Path
 
 from board.qemu.image import read_data_disk
 from board.sim.ledger import Ledger
-from firmware.app.boards import profile
-from firmware.app.devices import open_key_store
 from firmware.engine.states import UNRESOLVED
 from firmware.journal.errors import JournalCorrupt
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
+from firmware.ports import KeyMissing
 
 MONEY_STATES = ("APPROVED", "VOIDED")
 # The terminal does not know yet, or still owes the host a message (a refund's advice is sent
@@ -39,6 +43,25 @@ class TillApproval:
     voucher: str  # the voucher number (invoice) the till was told
     kind: str
     amount: int
+
+
+class SealedVault:
+    """firmware.ports.VaultKeys for reading a journal on the host: seals nothing, opens nothing
+    (the card-vault keys are in the guest's TPM). A read that needs a card number fails in
+    words; nothing in the books' checks does."""
+
+    def seal(self, plain: bytes, aad: bytes) -> bytes:
+        raise KeyMissing("the host reads the journal without card numbers: the card-vault keys "
+                         "are in the guest's TPM")
+
+    def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        raise KeyMissing("the host reads the journal without card numbers: the card-vault keys "
+                         "are in the guest's TPM")
+
+
+def open_books(terminal: Path) -> Journal:
+    """The journal in a host copy of the terminal's data directory, its card numbers sealed."""
+    return Journal.open(terminal / "journal.db", CardVault(SealedVault()))
 
 
 def replayed_copy(image: Path, workdir: Path) -> Path:
@@ -63,9 +86,7 @@ def check_disk(image: Path, ledger: Ledger, tid: str, till: Iterable[TillApprova
         if not (terminal / "journal.db").exists():
             return []  # the terminal never got as far as opening its journal: nothing to lose yet
         try:
-            # under the data disk's own key store, as the guest's terminal opened it
-            journal = Journal.open(terminal / "journal.db",
-                                   CardVault(open_key_store(profile("qemu"), terminal)))
+            journal = open_books(terminal)
         except JournalCorrupt as error:
             return [f"SQLite integrity check: {error}"]
         try:

@@ -21,6 +21,7 @@ one handle on them:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -49,6 +50,7 @@ from board.sim.acquirer import SimulatorThread
 from board.sim.devrun import DEV_MID, DEV_PASSWORD, DEV_TID, DEV_TMK
 from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
+from board.sim.pinpad import KEYS_FILE as PAD_KEYS_FILE
 from board.sim.vpcd import DEFAULT_PORT as VPCD_PORT
 from board.sim.vpcd import PCSCD, reader_conf, send_control, wait_for_line
 from drivers.keystore.vault_cbc import ENC_KEY_LABEL, MAC_KEY_LABEL
@@ -148,6 +150,24 @@ def tpm_token_init_command(label: str = TOKEN_LABEL) -> str:
             "unset pin sopin\n")
 
 
+CEREMONY_DONE = "qemu-factory: terminal provisioned"
+CEREMONY_FAILED = "qemu-factory: provisioning failed"
+
+
+def ceremony_command(block: str, board: str = "qemu") -> str:
+    """Shell lines for the factory's key ceremony on a PIN pad board (after the token's
+    initialisation, in its environment): `python -m firmware.app.provision` with the TR-31 block
+    of the TMK under the PIN pad's KBPK, which it sends to the pad over the reader's line (the
+    pad opens it: no KBPK and no clear TMK in the guest), the card-vault keys the TPM already
+    holds, the settings the host wrote, and the journal ACTIVE. The block is no secret: only
+    the pad can open it."""
+    data = f"{GUEST_DATA}/{TERMINAL_DIR}"
+    argv = shlex.join([".venv/bin/python", "-m", "firmware.app.provision", "--data", data,
+                       "--board", board, "--tr31", block, "--settings", f"{data}/settings.json"])
+    return (f"if {argv}; then echo '{CEREMONY_DONE}'; "
+            f"else echo '{CEREMONY_FAILED}'; exit 1; fi\n")
+
+
 def board_has_tpm(board: str) -> bool:
     """Whether a board keeps keys in a TPM token: its profile names tpm2-pkcs11's module."""
     return "tpm2_pkcs11" in str(getattr(board_profile(board), "token_module", ""))
@@ -172,11 +192,15 @@ def free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def provision(directory: Path, *, reply_timeout: float | None = None, tpm: bool = False) -> Path:
-    """The factory's data partition contents: the dev terminal, its acquirer where the guest sees
-    it; with `tpm`, the TPM token's user PIN (keys/token.pin, 0600, random)."""
+def provision(directory: Path, *, reply_timeout: float | None = None, tpm: bool = False,
+              board: str = "qemu") -> Path:
+    """The factory's data partition contents: the dev terminal's settings, its acquirer where
+    the guest sees it (a development store's board: its dev key files; a PIN pad board's keys
+    come by the factory boot's ceremony); with `tpm`, the TPM token's user PIN (keys/token.pin,
+    0600, random)."""
     host, port = ACQUIRER_GUEST_ADDRESS
-    dev_provision(directory / TERMINAL_DIR, port, host=host, reply_timeout=reply_timeout)
+    dev_provision(directory / TERMINAL_DIR, port, host=host, reply_timeout=reply_timeout,
+                  board=board)
     if tpm:
         pin = directory / TERMINAL_DIR / TOKEN_PIN_FILE
         if not pin.exists():
@@ -184,6 +208,34 @@ def provision(directory: Path, *, reply_timeout: float | None = None, tpm: bool 
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_hex(16))
     return directory
+
+
+# What the factory's boot leaves depends on these sources (besides the image and the rig's own
+# parameters): a change to any of them makes a new factory cache entry.
+FACTORY_SOURCES = ("board/qemu/rig.py", "board/sim/devrun.py", "board/sim/pinpad.py",
+                   "firmware/app/provision.py", "firmware/app/boards.py", "firmware/journal",
+                   "firmware/settings", "drivers/keystore")
+FACTORY_KEEP = 2  # cache entries kept (each holds a data disk image)
+
+
+def factory_key(image: BuiltImage, board: str, reply_timeout: float | None) -> str:
+    """The factory cache's key: the image's build recipe, the board, the rig's settings and the
+    sources that shape what the factory's boot writes (FACTORY_SOURCES)."""
+    digest = hashlib.sha256()
+    stamp = Path(image.vmlinux).parent / "stamp.json"
+    digest.update(stamp.read_bytes() if stamp.exists() else str(Path(image.vmlinux).stat()).encode())
+    digest.update(repr((board, reply_timeout, TID, MID, TMK_HEX, GUEST_TPM_ENV)).encode())
+    for name in FACTORY_SOURCES:
+        path = REPO / name
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(source.relative_to(REPO).as_posix().encode() + b"\0")
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def factory_cache_dir(image: BuiltImage) -> Path:
+    """Where factory boots are kept: QEMU_FACTORY_CACHE, else beside the image (var/qemu)."""
+    return Path(os.environ.get("QEMU_FACTORY_CACHE") or Path(image.vmlinux).parent / "factory")
 
 
 class SerialBridge:
@@ -432,13 +484,20 @@ class QemuTerminal:
     def __init__(self, workdir: Path, image: BuiltImage | None = None, *,
                  reply_timeout: float | None = 3.0, log_level: str = "INFO",
                  on_frame: Callable[[Frame], None] | None = None, board: str = "qemu",
-                 chip_card: str = "cup-debit", tpm: bool | None = None) -> None:
+                 chip_card: str = "cup-debit", tpm: bool | None = None,
+                 factory_cache: bool = True) -> None:
         self.workdir = Path(workdir)
         self.board = board
         # The guest's TPM: swtpm's state (the TPM's NVRAM) lives here, beside the data disk.
         # Default: whether the board's profile keeps its keys in a TPM token.
         self.tpm = board_has_tpm(board) if tpm is None else tpm
         self.tpm_state = self.workdir / "tpm"
+        # A PIN pad board's TMK goes into the emulated reader's pad by the key ceremony.
+        self.pinpad = board_profile(board).key_store == "pinpad"
+        # A TPM board's factory boot (the token, the ceremony) is kept per image and sources and
+        # copied for the next rig (factory_key): the TPM's state, the data disk, the pad's keys.
+        self.factory_cache = factory_cache and self.tpm
+        self.factory_s: float | None = None  # the factory boot's seconds (None: from the cache)
         self.pcsc = board_profile(board).reader_driver == "pcsc"
         self.chip_card = chip_card
         self.card_process: subprocess.Popen[str] | None = None
@@ -469,11 +528,19 @@ class QemuTerminal:
         self.sim = SimulatorThread(self.workdir / "ledger.db",
                                    terminals=[(TID, MID, bytes.fromhex(TMK_HEX))])
         self.sim.start()
-        self.peripherals = Peripherals(self.workdir / "devices", echo=False).start()
         fresh = not (keep_disk and self.data_disk.exists())
-        if fresh:
+        cached = self._cached_factory() if fresh else None
+        if cached is not None:  # the pad's secure memory before the pad powers up
+            (self.workdir / "devices").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cached / PAD_KEYS_FILE, self.workdir / "devices" / PAD_KEYS_FILE)
+        self.peripherals = Peripherals(self.workdir / "devices", echo=False).start()
+        if cached is not None:
+            shutil.copyfile(cached / "data.img", self.data_disk)
+            shutil.rmtree(self.tpm_state, ignore_errors=True)
+            shutil.copytree(cached / "tpm", self.tpm_state)
+        elif fresh:
             factory_dir = provision(self.workdir / "factory", reply_timeout=self.reply_timeout,
-                                    tpm=self.tpm)
+                                    tpm=self.tpm, board=self.board)
             make_data_disk(self.data_disk, contents=factory_dir)
         self.bridges = {
             "ttyS1": SerialBridge("reader", self.peripherals.reader.device_path),
@@ -485,22 +552,67 @@ class QemuTerminal:
             self._start_card()
         # A kept disk keeps its TPM too; a disk without one (made before the board had a TPM)
         # gets one now, as nothing on it can be sealed under a TPM yet.
-        if self.tpm and (fresh or not (self.tpm_state.exists() and any(self.tpm_state.iterdir()))):
-            self.init_tpm()
+        if cached is None and self.tpm and (
+                fresh or not (self.tpm_state.exists() and any(self.tpm_state.iterdir()))):
+            self.factory_s = self.init_tpm()
+            if fresh and self.factory_cache:
+                self._keep_factory()
         return self
 
-    def init_tpm(self, timeout: float = 180.0) -> float:
+    def init_tpm(self, timeout: float = 240.0) -> float:
         """The factory's boot: a fresh TPM (its state started over) and the token made in it
-        (tpm_token_init_command). Returns its seconds; GuestError in words if it failed."""
-        assert self.guest is not None
+        (tpm_token_init_command); on a PIN pad board then the key ceremony (ceremony_command:
+        the TMK into the emulated reader's pad, the terminal provisioned). Returns its seconds;
+        GuestError in words if it failed."""
+        assert self.guest is not None and self.peripherals is not None
         shutil.rmtree(self.tpm_state, ignore_errors=True)
+        command = tpm_token_init_command()
+        if self.pinpad:
+            block = self.peripherals.reader.pinpad.wrap_tmk(bytes.fromhex(TMK_HEX))
+            command += tpm_env_command() + ceremony_command(block, self.board)
         started = time.monotonic()
-        status = self.run_to_exit(tpm_token_init_command(), timeout)
+        status = self.run_to_exit(command, timeout)
         console = self.console()
-        if status != 0 or TPM_INIT_DONE not in console:
-            raise GuestError(f"the TPM token was not initialised (status {status}); console:\n"
+        if status != 0 or TPM_INIT_DONE not in console or (
+                self.pinpad and CEREMONY_DONE not in console):
+            raise GuestError(f"the factory's boot failed (status {status}); console:\n"
                              f"{console[-3000:]}")
         return time.monotonic() - started
+
+    def _cached_factory(self) -> Path | None:
+        """The factory cache's entry for this rig, if there is one (see factory_key)."""
+        if not self.factory_cache:
+            return None
+        assert self.image is not None
+        entry = factory_cache_dir(self.image) / factory_key(self.image, self.board,
+                                                            self.reply_timeout)
+        return entry if (entry / "data.img").exists() else None
+
+    def _keep_factory(self) -> None:
+        """The factory boot's result into the cache: written aside, then renamed in whole (a
+        concurrent rig's entry wins); older entries beyond FACTORY_KEEP go."""
+        assert self.image is not None
+        cache = factory_cache_dir(self.image)
+        entry = cache / factory_key(self.image, self.board, self.reply_timeout)
+        if entry.exists():
+            return
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = cache / f".{entry.name}.{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        shutil.copyfile(self.data_disk, scratch / "data.img")
+        shutil.copytree(self.tpm_state, scratch / "tpm",
+                        ignore=shutil.ignore_patterns("*.lock", "*.sock"))
+        if self.pinpad:
+            shutil.copy2(self.workdir / "devices" / PAD_KEYS_FILE, scratch / PAD_KEYS_FILE)
+        try:
+            scratch.rename(entry)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)  # another rig kept the same boot first
+        entries = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[FACTORY_KEEP:]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _start_card(self) -> None:
         """qemu-pcsc: the chip card process on the host, out of the slot until card("insert")."""

@@ -9,7 +9,8 @@ terminal, the ECR link on loopback beside it. Ctrl-C stops everything.
 The keys: on a board whose key store is a PKCS#11 token (the sim board) a SoftHSM2 token under
 var/terminal/keys/ (made once with softhsm2-util, found again by its label) holds the dev TMK and
 the card-vault key; a var/ of before, with the dev key files, moves into it (the files are then
-destroyed). On a board with the development store (the QEMU guest) the dev key files.
+destroyed). On a board with the development store (the qemu-pcsc guest) the dev key files; on a
+PIN pad board (the qemu guest) only the settings: its keys come by the ceremony.
 """
 
 from __future__ import annotations
@@ -85,8 +86,11 @@ def provision(data: Path, host_port: int, *, host: str | None = None,
         pass  # deregistered: only `python -m firmware.app.provision` brings it back
     elif profile(board).key_store == "pkcs11":
         done += dev_token(data, board)
-    elif profile(board).key_store == "pinpad":  # the card-vault key; the TMK: dev_pad()
-        done += dev_token(data, board, tmk=False)
+    elif profile(board).key_store == "pinpad":
+        # The TMK goes into the pad by the ceremony (dev_pad(); board/qemu/rig.py on the QEMU
+        # board); the card-vault key: a SoftHSM2 token here, the guest's TPM on the QEMU board.
+        if profile(board).token_conf is not None:
+            done += dev_token(data, board, tmk=False)
     elif not (keys / "tmk.key").exists():
         _write_private(keys / "tmk.key", DEV_TMK)
         _record(data, "memory")

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 KEY_STORES = ("memory", "pkcs11", "pinpad")
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"  # Debian's softhsm2 (libsofthsm2)
+# Debian's libtpm2-pkcs11-1: a TPM 2.0 as a PKCS#11 token. Its store and its TPM come from the
+# environment (TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI), which the board's start script sets.
+TPM2_PKCS11_MODULE = "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1"
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,14 @@ PROFILES: dict[str, BoardProfile] = {
     "qemu": BoardProfile(
         name="qemu",
         development=True,
-        key_store="memory",
-        description="QEMU guest: reader and printer on ttyS1/ttyS2, ECR on ttyS3",
+        # The DES keys in the emulated reader's PIN pad (on the host, over /dev/ttyS1); the
+        # card-vault keys in the guest's TPM through tpm2-pkcs11 (docs/qemu.md "The TPM"), its
+        # environment set by board/qemu/rig.py's start script.
+        key_store="pinpad",
+        token_module=TPM2_PKCS11_MODULE,
+        token_conf=None,
+        description="QEMU guest: reader (with its PIN pad) and printer on ttyS1/ttyS2, ECR on "
+                    "ttyS3, a TPM 2.0",
         card_source="sim",
         ecr_accepts_card_data=True,
         ecr_serial="/dev/ttyS3",
