@@ -6,8 +6,8 @@ the ceremony) is cached per image and sources (board/qemu/rig.py factory_key).
 
 Boot to the idle screen; sign-on reached the simulator through QEMU's user-mode network; one sale
 typed on the keypad through QMP with the card swiped at the emulated reader on /dev/ttyS1, and one
-with a chip card in that reader's slot (the chip's APDUs over the same line; a signature card: on
-this board a PIN would be typed on the PIN pad); the receipt read off the emulated printer on
+with a chip card in that reader's slot (the chip's APDUs over the same line; its online PIN typed
+on the PIN pad, whose block the host checks); the receipt read off the emulated printer on
 /dev/ttyS2; a power cut (SIGKILL of qemu) while a sale driven over the ECR line on /dev/ttyS3 is at
 the host; the reboot sends the reversal; the journal, read off the ext4 data disk without its card
 numbers (sealed in the TPM's format, no clear one anywhere), and the simulator's ledger agree.
@@ -42,7 +42,7 @@ from drivers.reader import link_protocol as lp
 from firmware.app.core.custody import read_record
 from firmware.ports import KeyMissing
 
-CHIP_CARD = "cup-credit"  # signature: an online PIN would be typed on the PIN pad
+CHIP_CARD = "cup-debit"  # online PIN: typed on the PIN pad, its block under the pad's PIK
 PANS = (TEST_CARDS["cup_credit"].pan, CHIP_CARDS[CHIP_CARD].pan, TEST_CARDS["visa"].pan)
 
 
@@ -89,8 +89,8 @@ def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, im
         rig.press("ENTER")
         rig.wait_idle(15, since=drawn)
 
-        # One chip sale on the keypad: cup-credit into the reader's slot, "Please remove card",
-        # approved with the card's TC; the host verified its ARQC.
+        # One chip sale on the keypad: cup-debit into the reader's slot, its PIN on the PIN pad,
+        # "Please remove card", approved with the card's TC; the host verified its ARQC and PIN.
         rig.press("2345")
         rig.lcd.wait(lambda f: "23.45" in "\n".join(f.rows), 10)
         rig.press("ENTER")
@@ -98,11 +98,18 @@ def test_boot_sale_by_keys_power_cut_reversal_and_books_agree(tmp_path: Path, im
         rig.press("ENTER")
         assert reader.wait_armed(15), "the chip sale never armed the card reader"
         reader.insert_chip(CHIP_CARD)
+        # The LCD sends the cardholder to the pad; the PIN is typed there and never crosses
+        # the link (only the pad's ISO-0 block under its PIK does; the host checks it).
+        rig.lcd.wait(lambda f: "PIN pad" in " ".join(f.rows), 30)
+        deadline = time.monotonic() + 15
+        while not reader.pin_keys(f"{CHIP_CARDS[CHIP_CARD].pin}E"):  # the pad's entry is armed
+            assert time.monotonic() < deadline, "the PIN pad never asked for the PIN"
+            time.sleep(0.05)
         rig.lcd.wait(lambda f: "Please remove" in "\n".join(f.rows), 30)
         reader.remove_chip()
         rig.lcd.wait(lambda f: "Approved" in "\n".join(f.rows), 30)
         assert printer.wait_for(lambda p: len(p.slips) >= 4, timeout=30), "no chip receipts"
-        assert "A000000333010102" in printer.slips[2].text and "TC" in printer.slips[2].text
+        assert "A000000333010101" in printer.slips[2].text and "TC" in printer.slips[2].text
         chip_log = rig.sim.call(rig.sim._sim.control, {"cmd": "chip_log", "tid": TID})["chip_log"]
         assert [(row["mti"], row["result"]) for row in chip_log] == [("0200", "ok")], chip_log
         drawn = len(rig.lcd.frames)
