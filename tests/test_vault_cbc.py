@@ -132,7 +132,7 @@ def test_round_trip_and_fresh_iv(plain: bytes) -> None:
     assert first != second  # a fresh IV each time: equal PANs do not give equal blobs
     assert vault.unseal(first, AAD) == plain and vault.unseal(second, AAD) == plain
     assert len(first) == 1 + 16 + (len(plain) // 16 + 1) * 16 + 16
-    if plain:
+    if len(plain) >= 8:  # a shorter one turns up in 49 random bytes by chance (b"1": 1 in 5)
         assert plain not in first
 
 
