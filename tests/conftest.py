@@ -47,6 +47,24 @@ def tapped_dir(tmp_path: Path, tap: WireTap) -> Path:
 PIN_BLOCKS_SEEN: list[bytes] = []
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_every_terminal_this_session_ran(tmp_path_factory: pytest.TempPathFactory):
+    """After the last test of the session (of each worker, when `make test` runs them in
+    parallel), every terminal the session ran leaves no card number, track or PIN block in any
+    file: tests/test_zz_no_secrets_at_rest.py's final sweep, done at the session's end so that
+    it covers every worker's terminals whatever the order. A hit fails the run (an error at the
+    teardown of the session's last test)."""
+    yield
+    from test_zz_no_secrets_at_rest import card_needles, scan, secret_needles, terminal_files
+
+    needles = card_needles()
+    for i, block in enumerate(PIN_BLOCKS_SEEN):
+        needles |= secret_needles(f"PIN block {i}", block)
+    hits = scan(terminal_files(tmp_path_factory.getbasetemp()), needles)
+    assert not hits, "card data or a PIN block at rest:\n" + "\n".join(
+        f"{path}: {', '.join(what)}" for path, what in list(hits.items())[:20])
+
+
 @pytest.fixture(autouse=True)
 def _record_pin_blocks(monkeypatch):
     from firmware.app.terminal import Terminal
