@@ -102,10 +102,15 @@ test-deps:
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tmux; }
 
 # The qemu smoke (tests/qemu/test_qemu_smoke.py, test_qemu_pcsc.py) runs here; the rest of tests/qemu
-# in qemu-test.
+# in qemu-test. The suite runs in TEST_WORKERS processes (pytest-xdist), a module per worker: most
+# of its time is tests waiting on timers (reply timeouts, retries), so more workers than cores
+# pays; every test uses its own temporary directory, loopback ports and token. TEST_WORKERS=0
+# runs it in one process.
+TEST_WORKERS ?= 4
 test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image
 	$(PY) -m ruff check .
-	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest
+	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest \
+	  -n $(TEST_WORKERS) --dist loadfile
 
 # The long SIGKILL run (also part of `make test` with fewer transactions).
 kill-test: $(VENV_STAMP) build
