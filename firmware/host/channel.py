@@ -245,7 +245,9 @@ class HostChannel:
             self._fail_waiter(NoReply(NoReply.LINK, reason))
         except (ConnectionError, OSError) as exc:
             log.info("connection to host lost: %s", exc)
-            self._fail_waiter(NoReply(NoReply.LINK, f"connection lost: {exc}"))
+            hint = reason.partition(" (")[2]  # the TLS hint while no reply has come (above)
+            self._fail_waiter(NoReply(NoReply.LINK, f"connection lost: {exc}"
+                                      + (f" ({hint}" if hint else "")))
         finally:
             # Close here so `connected` turns False and the next exchange reconnects.
             writer = self._writer
