@@ -91,6 +91,12 @@ def _no_key_store_outlives_its_test():
     module on that test's token. Closed here at teardown, as the process's exit would; the
     session's later tests then load the module on their own token."""
     yield
+    close_open_key_stores()
+
+
+def close_open_key_stores() -> None:
+    """Close every PKCS#11 store this process holds open (what a process's exit does); a
+    module-scoped fixture that ran a terminal calls it too, so its test starts clean."""
     from drivers.keystore import pkcs11
 
     for stores in list(pkcs11._STORES.values()):

@@ -11,11 +11,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import close_open_key_stores
 
 from board.sim.cards import TEST_CARDS
 from firmware.app.core import lifecycle
@@ -43,6 +45,10 @@ from tests.p11kit import pointing_at
 CARDS = ("cup_credit", "cup_debit", "visa")
 SECRETS = [c.pan.encode() for c in TEST_CARDS.values()] + [c.track2.encode() for c in TEST_CARDS.values()]
 
+
+# SOFTHSM2_CONF is the process's and the module takes one store at a time: the kill cases run in
+# threads, so one of them at a time looks into its token.
+TOKEN_LOOK = threading.Lock()
 
 def _journal_rows(data_dir: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(f"file:{data_dir / 'journal.db'}?mode=ro", uri=True)
@@ -73,7 +79,7 @@ def _fully_deregistered(data_dir: Path, sim: Any, old_keys: dict[str, bytes]) ->
     st = _state(data_dir)
     assert st["lifecycle"] == "DEREGISTERED" and st["dereg_step"] == "UNBOUND_VERIFIED", st
     assert not (data_dir / "keys" / "tmk.key").exists()
-    with pointing_at(token_of(data_dir)):  # the token stays, empty (its PIN file is shredded)
+    with TOKEN_LOOK, pointing_at(token_of(data_dir)):  # the token stays, empty (its PIN file is shredded)
         store = token_of(data_dir).open()
         try:
             keys = store.status()
@@ -114,6 +120,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
             await t.close()
 
     run(go())
+    close_open_key_stores()  # the template's token is not the test's
     sim.stop()
     return data
 
@@ -394,7 +401,7 @@ def _kill_case(template: Path, tmp: Path, kill_at: str) -> str:
                 k: v for k, v in before.items() if k.startswith(watched)}, kill_at
             assert _journal_rows(data, "SELECT COUNT(*) FROM txn WHERE pan_enc IS NULL") == [(0,)]
             assert sim.ledger.terminal_status(TID).status == "bound"
-            with pointing_at(token_of(data)):  # the token's keys untouched (its files are the
+            with TOKEN_LOOK, pointing_at(token_of(data)):  # the token's keys untouched (its files are the
                 store = token_of(data).open()  # token's business: it counts its changes there)
                 try:
                     keys = store.status()
