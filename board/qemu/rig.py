@@ -135,10 +135,18 @@ def tpm_token_init_command(label: str = TOKEN_LABEL) -> str:
     pin_file = f"{GUEST_DATA}/{TERMINAL_DIR}/{TOKEN_PIN_FILE}"
     ptool = "tpm2_ptool"
     steps = " && ".join([
-        f"{ptool} init >/dev/null",
-        f'{ptool} addtoken --pid=1 --label={label} --sopin="$sopin" --userpin="$pin" >/dev/null',
+        # A terminal loses power: each unorderly shutdown after the token was used counts as a
+        # failed authorisation in the TPM's dictionary-attack protection, and the TPM's defaults
+        # (3 tries, then 1000 s locked) lock a terminal out after three power cuts (seen in
+        # `make bench`). 32 tries, each forgotten after 10 s, a 60 s lockout: power cuts never
+        # add up, a PIN guesser still gets a try per 10 s (docs/qemu.md "The TPM").
+        # (Short options, and the tools' output on the console: the whole boot command goes
+        # through the kernel's command line, 2048 bytes.)
+        "tpm2_dictionarylockout -s -n 32 -t 10 -l 60",
+        f"{ptool} init",
+        f'{ptool} addtoken --pid=1 --label={label} --sopin="$sopin" --userpin="$pin"',
         *(f'{ptool} addkey --label={label} --key-label={key} --userpin="$pin" '
-          f"--algorithm=aes256 >/dev/null" for key in (ENC_KEY_LABEL, MAC_KEY_LABEL)),
+          f"--algorithm=aes256" for key in (ENC_KEY_LABEL, MAC_KEY_LABEL)),
     ])
     return (tpm_env_command()
             + f"[ -c /dev/tpmrm0 ] || {{ echo '{TPM_INIT_FAILED}: no /dev/tpmrm0'; exit 1; }}\n"
