@@ -32,6 +32,13 @@ DEFAULT_DIR = ROOT / "var" / "image"
 SUITE = "bookworm"
 ARCH = "arm64"
 MIRROR = os.environ.get("IMAGE_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("IMAGE_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+
+
+def sources() -> list[str]:
+    """The release, its updates and its security fixes: a payment terminal's image carries them."""
+    return [f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {SUITE}-updates main",
+            f"deb {SECURITY_MIRROR} {SUITE}-security main"]
 COMPATIBLE = "posfw-qemu-arm64"  # RAUC's compatible: a bundle for another board is refused
 
 # What the device runs, and nothing to build or test with: systemd and udev, D-Bus and rauc (the
@@ -111,7 +118,7 @@ def _mmdebstrap(packages: tuple[str, ...], target: str, hooks: list[str], epoch:
     argv = ["mmdebstrap", f"--arch={ARCH}", f"--variant={variant}", "--mode=root", f"--format={form}",
             "--include=" + ",".join(packages)]
     argv += [f"--customize-hook={hook}" for hook in hooks]
-    argv += [SUITE, target, MIRROR]
+    argv += [SUITE, target, *sources()]
     _run(argv, env={"SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8", "TZ": "UTC"})
 
 
