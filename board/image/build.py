@@ -208,8 +208,17 @@ def build_rootfs(tree: Path, wheels: Path, kernel_tree: Path, extra: Path, epoch
                 variant="minbase", form="directory", log=log)
 
 
-def _extra_files(target: Path, keyring: Path | None) -> None:
-    """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring."""
+def firmware_version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _extra_files(target: Path, keyring: Path | None, release: dict[str, str]) -> None:
+    """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring,
+    /etc/posfw-release (what this root is: the firmware's version, the commit, the build's time)."""
+    (target / "etc").mkdir(parents=True, exist_ok=True)
+    (target / "etc/posfw-release").write_text("".join(f"{k}={v}\n" for k, v in release.items()))
     dropin = target / "etc/systemd/system/posfw.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "image.conf").write_text(SERVICE_DROPIN)
@@ -337,7 +346,8 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
     step = time.monotonic()
     tree, kernel_tree, extra = work / "rootfs", work / "kernel", work / "extra"
     shutil.rmtree(extra, ignore_errors=True)
-    _extra_files(extra, keyring)
+    _extra_files(extra, keyring, {"VERSION": firmware_version(), "COMMIT": commit,
+                                  "SOURCE_DATE_EPOCH": str(epoch), "COMPATIBLE": COMPATIBLE})
     build_rootfs(tree, wheels, kernel_tree, extra, epoch, log)
     figures["rootfs_s"] = time.monotonic() - step
     log(f"root filesystem (mmdebstrap, {SUITE} {ARCH}): {figures['rootfs_s']:.0f} s")
