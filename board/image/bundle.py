@@ -146,9 +146,12 @@ def stage(content: Path, manifest: Manifest, rootfs: Path, kernel: Path, epoch: 
         os.utime(path, (epoch, epoch))
 
 
-def sign(content: Path, out: Path, keys: SigningKeys, environ: Mapping[str, str] | None = None) -> None:
+def sign(content: Path, out: Path, keys: SigningKeys, epoch: int,
+         environ: Mapping[str, str] | None = None) -> None:
     """`rauc bundle` the staged folder into out (a new file; PKCS#11 keys need RAUC_PKCS11_MODULE
-    and the PIN in environ, as rauc reads them)."""
+    and the PIN in environ, as rauc reads them). mksquashfs, which rauc runs, stamps the payload
+    with SOURCE_DATE_EPOCH: set here, whether the caller's environment had it or not."""
+    environ = {**(os.environ if environ is None else environ), "SOURCE_DATE_EPOCH": str(epoch)}
     args = ["bundle", f"--cert={keys.cert}", f"--key={keys.key}", f"--keyring={keys.keyring}",
             f"--mksquashfs-args={MKSQUASHFS_ARGS}"]
     if keys.intermediate is not None:
@@ -203,7 +206,7 @@ def build_bundle(out: Path, manifest: Manifest, rootfs: Path, kernel: Path, keys
         staged = Path(work) / "content"
         stage(staged, manifest, rootfs, kernel, epoch)
         new = Path(work) / out.name
-        sign(staged, new, keys, environ)
+        sign(staged, new, keys, epoch, environ)
         shutil.rmtree(staged)  # the copies of the images: space for the extract check
         info = verify(new, keys.keyring, scratch_dir=Path(work)) if check else bundle_info(new, keys.keyring)
         os.replace(new, out)

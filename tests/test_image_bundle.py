@@ -1,0 +1,413 @@
+"""RAUC update bundles and their signing keys (board/image/bundle.py, signing.py), with the real
+rauc 1.8: a bundle signed with the development key verifies and names its version and board; an
+unsigned, wrong-key, truncated or tampered bundle is refused with rauc's words, which name the problem.
+
+The images are small stand-ins (a squashfs of a few files, a 1 MiB FAT image): rauc copies a slot's
+image byte for byte, so their size changes nothing but the time. Nothing is installed here (that
+needs a booted A/B board: the QEMU image tests do it).
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from board.image import bundle, signing
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_CONF = REPO / "board" / "image" / "rauc" / "system.conf"
+EPOCH = 1_700_000_000  # SOURCE_DATE_EPOCH of these builds (2023-11-14T22:13:20Z)
+SBIN = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/sbin"))
+
+# Debian package of each program the tests run.
+TOOLS = {"rauc": "rauc", "mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools",
+         "mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+MISSING = sorted({package for tool, package in TOOLS.items() if shutil.which(tool, path=SBIN) is None})
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"Debian packages missing: {', '.join(MISSING)}")
+
+
+def noise(size: int, seed: bytes) -> bytes:
+    """Incompressible bytes that are the same every run (SHAKE-256 of a seed)."""
+    return hashlib.shake_256(seed).digest(size)
+
+
+def make_rootfs(path: Path, seed: bytes) -> Path:
+    """A tiny squashfs, like the image's root (rauc wants a bundle payload over 4 KiB)."""
+    tree = path.with_suffix(".d")
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "os-release").write_text(f"NAME=posfw test root {seed.decode()}\n")
+    (tree / "blob").write_bytes(noise(32 * 1024, seed))
+    subprocess.run(["mksquashfs", str(tree), str(path), "-quiet", "-no-progress", "-all-root", "-noappend"],
+                   check=True, capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)})
+    return path
+
+
+def make_kernel(path: Path) -> Path:
+    """A 1 MiB FAT image holding a stand-in kernel, like a slot's kernel partition."""
+    subprocess.run([shutil.which("mkfs.vfat", path=SBIN) or "mkfs.vfat", "-C", str(path), "1024"],
+                   check=True, capture_output=True)
+    kernel = path.with_name("Image")
+    kernel.write_bytes(noise(8 * 1024, b"kernel"))
+    subprocess.run(["mcopy", "-i", str(path), str(kernel), "::Image"], check=True, capture_output=True,
+                   env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return path
+
+
+def manifest(version: str = "9.8.7", fmt: str = "verity") -> bundle.Manifest:
+    return bundle.Manifest(compatible=bundle.COMPATIBLE, version=version,
+                           build=bundle.build_string(EPOCH, "0123456789ab"),
+                           description=f"posfw {version} test", bundle_format=fmt)
+
+
+def key_set(folder: Path, name: str) -> signing.SigningKeys:
+    """A CA and a signing certificate of its own, in folder (a second CA is a 'wrong key')."""
+    signing.make_ca(folder, common_name=name)
+    cert, key = signing.issue_signing_cert(folder)
+    return signing.SigningKeys(cert=str(cert), key=str(key), keyring=folder / signing.CA_CERT,
+                               intermediate=None, source="test")
+
+
+@dataclass
+class Kit:
+    root: Path
+    rootfs: Path
+    kernel: Path
+    dev: signing.SigningKeys
+    other: signing.SigningKeys  # another CA with the development CA's very name
+    good: bundle.Built
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
+    root = tmp_path_factory.mktemp("bundle")
+    rootfs = make_rootfs(root / "rootfs.squashfs", b"A")
+    kernel = make_kernel(root / "kernel.vfat")
+    dev = signing.development_keys(root / "keys")
+    other = key_set(root / "other", "posfw development CA")
+    good = bundle.build_bundle(root / "good.raucb", manifest(), rootfs, kernel, dev, epoch=EPOCH)
+    return Kit(root, rootfs, kernel, dev, other, good)
+
+
+def rauc_info(path: Path, keyring: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rauc", f"--keyring={keyring}", *extra, "info", str(path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def field(text: str, name: str) -> str:
+    """A field of `rauc info`'s text output, e.g. Version: '1.2.3'."""
+    for line in text.splitlines():
+        if line.strip().startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip().strip("'")
+    raise AssertionError(f"rauc info printed no {name}: {text}")
+
+
+def test_a_signed_bundle_verifies_and_names_its_version_and_board(kit: Kit) -> None:
+    """rauc info with the development keyring (the image's) accepts the bundle and prints what was
+    asked: board, version, build, and the two images with the SHA-256 of the files given.
+    Planted: the manifest written without its version line (rauc info then shows none)."""
+    done = rauc_info(kit.good.path, kit.dev.keyring)
+    assert done.returncode == 0, done.stderr
+    assert field(done.stdout, "Compatible") == "posfw-qemu-arm64"
+    assert field(done.stdout, "Version") == "9.8.7"
+    assert field(done.stdout, "Build") == "2023-11-14T22:13:20Z 0123456789ab"
+    assert field(done.stdout, "Bundle Format") == "verity"
+    assert "Verified inline signature by 'O = posfw development, CN = posfw development bundle signing'" \
+        in done.stderr
+    images = {name: image for entry in kit.good.info["images"] for name, image in entry.items()}
+    assert images == {
+        "rootfs": {**images["rootfs"], "filename": "rootfs.squashfs", "checksum": sha256(kit.rootfs)},
+        "kernel": {**images["kernel"], "filename": "kernel.vfat", "checksum": sha256(kit.kernel)}}
+    assert kit.good.size == kit.good.path.stat().st_size
+    assert kit.good.sha256 == sha256(kit.good.path)
+
+
+def strip_signature(data: bytes) -> bytes:
+    """The bundle as it would be unsigned: its payload, then a signature size of 0."""
+    (size,) = struct.unpack(">Q", data[-8:])
+    return data[:len(data) - 8 - size] + struct.pack(">Q", 0)
+
+
+def cms(data: bytes) -> tuple[int, int]:
+    """Where the CMS signature lies in a bundle: (start, end)."""
+    (size,) = struct.unpack(">Q", data[-8:])
+    return len(data) - 8 - size, len(data) - 8
+
+
+def flip(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] ^= 0x01
+    return bytes(out)
+
+
+def flip_in_payload(data: bytes) -> bytes:
+    """One bit in the middle of the payload (the squashfs of manifest and images)."""
+    (bytes_used,) = struct.unpack_from("<Q", data, 40)
+    return flip(data, bytes_used // 2)
+
+
+def drop_a_block(data: bytes) -> bytes:
+    """A copy that lost 4 KiB in the middle of the payload but kept its end and signature."""
+    start = 8192
+    return data[:start] + data[start + 4096:]
+
+
+def flip_last_signature_byte(data: bytes) -> bytes:
+    """The CMS's last byte: inside the signature value itself."""
+    return flip(data, cms(data)[1] - 1)
+
+
+def change_signed_version(data: bytes) -> bytes:
+    """The version in the signed manifest (inside the CMS) changed from 9.8.7 to 9.9.7."""
+    start, end = cms(data)
+    at = data.index(b"version=9.8.7", start, end) + len("version=9.")
+    return data[:at] + b"9" + data[at + 1:]
+
+
+@dataclass(frozen=True)
+class Bad:
+    make: Callable[[Kit], bytes]
+    words: str  # what rauc's message must say
+    info_refuses: bool  # whether `rauc info` alone refuses it (the payload needs rauc extract)
+
+
+BAD = {
+    "unsigned": Bad(lambda k: strip_signature(k.good.path.read_bytes()), "Signature size is 0", True),
+    "signed by another CA of the same name": Bad(
+        lambda k: other_ca_bundle(k).read_bytes(), "signature verification failed", True),
+    "truncated to half": Bad(lambda k: k.good.path.read_bytes()[:k.good.size // 2],
+                             "Invalid bundle format", True),
+    "truncated by its last byte": Bad(lambda k: k.good.path.read_bytes()[:-1], "Invalid bundle format", True),
+    "empty": Bad(lambda k: b"", "Invalid bundle format", True),
+    "a payload byte flipped": Bad(lambda k: flip_in_payload(k.good.path.read_bytes()),
+                                  "bundle payload is corrupted", False),
+    "a payload block lost": Bad(lambda k: drop_a_block(k.good.path.read_bytes()),
+                                "bundle payload is corrupted", False),
+    "a signature byte flipped": Bad(lambda k: flip_last_signature_byte(k.good.path.read_bytes()),
+                                    "signature verification failed", True),
+    "the signed version changed": Bad(lambda k: change_signed_version(k.good.path.read_bytes()),
+                                      "signature verification failed", True),
+}
+
+
+def other_ca_bundle(kit: Kit) -> Path:
+    path = kit.root / "other-ca.raucb"
+    if not path.exists():
+        bundle.build_bundle(path, manifest(), kit.rootfs, kit.kernel, kit.other, epoch=EPOCH)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_a_bad_bundle_is_refused_in_words(kit: Kit, case: str, tmp_path: Path) -> None:
+    """Each bad bundle is refused by bundle.verify() (signature by rauc info, payload by rauc
+    extract) with rauc's own message, which names the fault (what the operator is shown).
+    `rauc info` alone misses the payload cases: a verity bundle's payload is checked only when it
+    is read (rauc extract, or dm-verity while installing), so a check that stops at rauc info
+    passes a corrupted payload. Planted: verify() without its rauc extract step (the payload cases
+    pass); the keyring of the bundle's own signer instead of the image's (the other-CA case passes);
+    --no-verify given to rauc info and extract (all signature cases pass)."""
+    bad = BAD[case]
+    path = tmp_path / "bad.raucb"
+    path.write_bytes(bad.make(kit))
+    with pytest.raises(bundle.BundleRefused) as refused:
+        bundle.verify(path, kit.dev.keyring)
+    assert bad.words in str(refused.value), str(refused.value)
+    assert "rauc-Message" not in str(refused.value)
+    assert (rauc_info(path, kit.dev.keyring).returncode != 0) == bad.info_refuses
+
+
+def test_the_other_ca_bundle_is_good_under_its_own_keyring(kit: Kit) -> None:
+    """The wrong-key case above fails for its key alone: under its own CA the same bundle verifies.
+    Planted: a broken second key set (its signing certificate issued by the development CA)."""
+    info = bundle.verify(other_ca_bundle(kit), kit.other.keyring)
+    assert info["version"] == "9.8.7"
+
+
+def conf_for_test(tmp_path: Path) -> Path:
+    """system.conf with its data-directory in tmp_path: rauc creates that folder when it loads the
+    config, and this host's /var/lib is not the board's data partition."""
+    text = SYSTEM_CONF.read_text()
+    assert "data-directory=/var/lib/rauc\n" in text
+    conf = tmp_path / "system.conf"
+    conf.write_text(text.replace("data-directory=/var/lib/rauc", f"data-directory={tmp_path / 'rauc'}"))
+    return conf
+
+
+def test_the_image_config_refuses_a_plain_bundle(kit: Kit, tmp_path: Path) -> None:
+    """board/image/rauc/system.conf (as rauc reads it) accepts our verity bundle and refuses a
+    correctly signed plain one (whose payload nothing checks block by block) in words.
+    Planted: bundle-formats=verity removed from system.conf (the plain bundle is accepted)."""
+    conf = conf_for_test(tmp_path)
+    plain = bundle.build_bundle(tmp_path / "plain.raucb", manifest(fmt="plain"), kit.rootfs, kit.kernel,
+                                kit.dev, epoch=EPOCH, check=False)
+    refused = rauc_info(plain.path, kit.dev.keyring, f"--conf={conf}")
+    assert refused.returncode != 0
+    assert "Bundle format 'plain' not allowed" in bundle.rauc_message(refused.stderr)
+    accepted = rauc_info(kit.good.path, kit.dev.keyring, f"--conf={conf}")
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_the_image_config_has_the_slots_decided(kit: Kit) -> None:
+    """system.conf names the board, U-Boot, the keyring the image carries, the data directory and
+    the four slots (root A/B by partition label, each kernel the child of its root); the bundle's
+    images are of exactly its slot classes. Planted: kernel.1's parent set to rootfs.0."""
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(SYSTEM_CONF)
+    assert conf["system"]["compatible"] == bundle.COMPATIBLE
+    assert conf["system"]["bootloader"] == "uboot"
+    assert conf["system"]["bundle-formats"] == "verity"
+    assert conf["system"]["data-directory"] == "/var/lib/rauc"
+    assert conf["keyring"]["path"] == signing.KEYRING_IN_IMAGE
+    slots = {name: dict(conf[name]) for name in conf.sections() if name.startswith("slot.")}
+    assert slots == {
+        "slot.rootfs.0": {"device": "/dev/disk/by-partlabel/root-a", "type": "raw", "bootname": "A"},
+        "slot.rootfs.1": {"device": "/dev/disk/by-partlabel/root-b", "type": "raw", "bootname": "B"},
+        "slot.kernel.0": {"device": "/dev/disk/by-partlabel/kernel-a", "type": "raw", "parent": "rootfs.0"},
+        "slot.kernel.1": {"device": "/dev/disk/by-partlabel/kernel-b", "type": "raw", "parent": "rootfs.1"},
+    }
+    classes = {name.split(".")[1] for name in slots}
+    assert {name for entry in kit.good.info["images"] for name in entry} == classes
+
+
+def test_development_keys_are_made_once_then_reused_and_kept_private(tmp_path: Path) -> None:
+    """The first call makes the CA, the signing certificate (issued by that CA) and the keyring;
+    the second returns the same files untouched; both private keys are 0600.
+    Planted: development_keys() regenerating every time; a key written with mode 0644."""
+    folder = tmp_path / "keys"
+    first = signing.development_keys(folder)
+    contents = {name: (folder / name).read_bytes() for name in signing.DEV_FILES}
+    second = signing.development_keys(folder)
+    assert second == first
+    assert {name: (folder / name).read_bytes() for name in signing.DEV_FILES} == contents
+    for name in (signing.CA_KEY, signing.SIGNING_KEY):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
+    ca = x509.load_pem_x509_certificate(contents[signing.CA_CERT])
+    cert = x509.load_pem_x509_certificate(contents[signing.SIGNING_CERT])
+    cert.verify_directly_issued_by(ca)
+    assert contents[signing.KEYRING] == contents[signing.CA_CERT]
+    assert first.source == "development" and first.keyring == folder / signing.KEYRING
+
+
+def test_a_partial_key_set_is_refused_not_replaced(tmp_path: Path) -> None:
+    """With the signing key gone, the CA is not silently replaced (images built with its keyring
+    would refuse every bundle after): refused, naming the missing file; a key readable by others
+    is refused too. Planted: development_keys() making a new set when one file is missing."""
+    folder = tmp_path / "keys"
+    signing.development_keys(folder)
+    ca = (folder / signing.CA_CERT).read_bytes()
+    (folder / signing.SIGNING_KEY).unlink()
+    with pytest.raises(signing.SigningError, match=f"{signing.SIGNING_KEY} missing"):
+        signing.development_keys(folder)
+    assert (folder / signing.CA_CERT).read_bytes() == ca
+    assert not (folder / signing.SIGNING_KEY).exists()
+    other = tmp_path / "open"
+    signing.development_keys(other)
+    (other / signing.CA_KEY).chmod(0o644)
+    with pytest.raises(signing.SigningError, match="readable by others"):
+        signing.development_keys(other)
+
+
+def test_a_vendor_key_from_the_environment_signs_and_only_its_keyring_accepts(kit: Kit,
+                                                                             tmp_path: Path) -> None:
+    """RAUC_KEY, RAUC_CERT and RAUC_KEYRING name a vendor's key set: it is used instead of the
+    development key (which is not even made), its keyring accepts the bundle and the development
+    keyring refuses it; one of the three missing is refused naming it.
+    Planted: signing_keys() ignoring the environment (the bundle is signed with the development key)."""
+    vendor = key_set(tmp_path / "vendor", "Vendor release CA")
+    environ = {"RAUC_KEY": vendor.key, "RAUC_CERT": vendor.cert, "RAUC_KEYRING": str(vendor.keyring)}
+    keys = signing.signing_keys(tmp_path / "dev-keys", environ)
+    assert keys.source == "vendor" and keys.keyring == vendor.keyring
+    assert signing.keyring_path(tmp_path / "dev-keys", environ) == vendor.keyring
+    assert not (tmp_path / "dev-keys").exists()
+    built = bundle.build_bundle(tmp_path / "vendor.raucb", manifest(), kit.rootfs, kit.kernel, keys,
+                                epoch=EPOCH)
+    assert bundle.verify(built.path, vendor.keyring)["compatible"] == bundle.COMPATIBLE
+    with pytest.raises(bundle.BundleRefused, match="signature verification failed"):
+        bundle.verify(built.path, kit.dev.keyring)
+    with pytest.raises(signing.SigningError, match="RAUC_KEYRING not set"):
+        signing.signing_keys(tmp_path / "dev-keys", {"RAUC_KEY": vendor.key, "RAUC_CERT": vendor.cert})
+    with pytest.raises(signing.SigningError, match="no such file"):
+        signing.signing_keys(tmp_path / "dev-keys", {**environ, "RAUC_CERT": str(tmp_path / "nope.pem")})
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "board.image.bundle", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False, env={**os.environ, **env})
+
+
+def test_the_command_line_builds_a_bundle_and_prints_its_size_and_sha256(kit: Kit, tmp_path: Path) -> None:
+    """`python -m board.image.bundle --image-dir D` takes D's rootfs.squashfs and kernel.vfat, the
+    firmware's version (pyproject.toml) and the development keys, writes D/posfw-VERSION.raucb and
+    prints its true size and SHA-256; --rootfs builds the same from another root (the bundle whose
+    firmware fails its health check). Planted: the SHA-256 printed of the payload, not the file."""
+    images = tmp_path / "image"
+    images.mkdir()
+    shutil.copyfile(kit.rootfs, images / "rootfs.squashfs")
+    shutil.copyfile(kit.kernel, images / "kernel.vfat")
+    env = {"SOURCE_DATE_EPOCH": str(EPOCH)}
+    done = run_cli("--image-dir", str(images), "--key-dir", str(tmp_path / "keys"), env=env)
+    assert done.returncode == 0, done.stderr
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    out = images / f"posfw-{version}.raucb"
+    lines = dict(line.split(":", 1) for line in done.stdout.splitlines())
+    assert lines["bundle"].strip() == str(out)
+    assert lines["size"].strip() == f"{out.stat().st_size} bytes"
+    assert lines["sha256"].strip() == sha256(out)
+    info = bundle.verify(out, tmp_path / "keys" / signing.KEYRING)
+    assert info["version"] == version and info["build"].startswith("2023-11-14T22:13:20Z")
+
+    broken = make_rootfs(tmp_path / "broken.squashfs", b"B")
+    done = run_cli("--image-dir", str(images), "--key-dir", str(tmp_path / "keys"), "--rootfs", str(broken),
+                   "--version", f"{version}-broken", "--out", str(tmp_path / "broken.raucb"), env=env)
+    assert done.returncode == 0, done.stderr
+    info = bundle.verify(tmp_path / "broken.raucb", tmp_path / "keys" / signing.KEYRING)
+    checksums = {name: image["checksum"] for entry in info["images"] for name, image in entry.items()}
+    assert checksums == {"rootfs": sha256(broken), "kernel": sha256(kit.kernel)}
+    assert info["version"] == f"{version}-broken"
+
+
+def test_the_command_line_says_what_is_missing(tmp_path: Path) -> None:
+    """No images in the image folder: exit 1 and a sentence naming the file, no traceback.
+    Planted: stage() copying without looking first (a FileNotFoundError traceback)."""
+    done = run_cli("--image-dir", str(tmp_path), "--key-dir", str(tmp_path / "keys"), env={})
+    assert done.returncode == 1
+    assert f"{tmp_path / 'rootfs.squashfs'}: no such image" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_payload_is_reproducible_the_bundle_file_is_not(kit: Kit, tmp_path: Path) -> None:
+    """Two builds of the same images with the same SOURCE_DATE_EPOCH: the bundle's squashfs (manifest
+    and images) is the same to the byte and its files carry SOURCE_DATE_EPOCH as their time; the
+    whole file differs, because rauc 1.8 draws a new verity salt and the signature carries its
+    signing time (docs/image.md says so). Planted: stage() without its os.utime (the files keep
+    the copy's time)."""
+    os.utime(kit.rootfs, (EPOCH + 500, EPOCH + 500))  # the inputs' own times must not matter
+    second = bundle.build_bundle(tmp_path / "again.raucb", manifest(), kit.rootfs, kit.kernel, kit.dev,
+                                 epoch=EPOCH)
+    assert second.payload_sha256 == kit.good.payload_sha256
+    assert second.sha256 != kit.good.sha256
+    out = tmp_path / "extract"
+    done = subprocess.run(["rauc", f"--keyring={kit.dev.keyring}", "extract", str(second.path), str(out)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert {path.name: int(path.stat().st_mtime) for path in out.iterdir()} == {
+        "manifest.raucm": EPOCH, "rootfs.squashfs": EPOCH, "kernel.vfat": EPOCH}
+    manifest_text = (out / "manifest.raucm").read_text()
+    assert "build=2023-11-14T22:13:20Z 0123456789ab\n" in manifest_text
+    assert json.dumps(second.info) == json.dumps(kit.good.info)
