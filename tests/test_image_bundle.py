@@ -219,9 +219,9 @@ def test_a_bad_bundle_is_refused_in_words(kit: Kit, case: str, tmp_path: Path) -
     extract) with rauc's own message, which names the fault (what the operator is shown).
     `rauc info` alone misses the payload cases: a verity bundle's payload is checked only when it
     is read (rauc extract, or dm-verity while installing), so a check that stops at rauc info
-    passes a corrupted payload. Planted: verify() without its rauc extract step (the payload cases
-    pass); the keyring of the bundle's own signer instead of the image's (the other-CA case passes);
-    --no-verify given to rauc info and extract (all signature cases pass)."""
+    passes a corrupted payload. Planted: verify() without its rauc extract step (the two payload
+    cases pass); that and rauc info --no-verify (the other-CA and the three tampered cases pass;
+    --no-verify alone does not do it: rauc extract checks the signature again)."""
     bad = BAD[case]
     path = tmp_path / "bad.raucb"
     path.write_bytes(bad.make(kit))
@@ -392,14 +392,19 @@ def test_the_command_line_says_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_the_payload_is_reproducible_the_bundle_file_is_not(kit: Kit, tmp_path: Path) -> None:
-    """Two builds of the same images with the same SOURCE_DATE_EPOCH: the bundle's squashfs (manifest
-    and images) is the same to the byte and its files carry SOURCE_DATE_EPOCH as their time; the
-    whole file differs, because rauc 1.8 draws a new verity salt and the signature carries its
-    signing time (docs/image.md says so). Planted: stage() without its os.utime (the files keep
-    the copy's time)."""
-    os.utime(kit.rootfs, (EPOCH + 500, EPOCH + 500))  # the inputs' own times must not matter
-    second = bundle.build_bundle(tmp_path / "again.raucb", manifest(), kit.rootfs, kit.kernel, kit.dev,
-                                 epoch=EPOCH)
+    """Two builds of the same images with the same SOURCE_DATE_EPOCH, the second under another
+    umask and with the input's time moved: the bundle's squashfs (manifest and images) is the same
+    to the byte and its files carry SOURCE_DATE_EPOCH as their time; the whole file differs, because
+    rauc 1.8 draws a new verity salt and the signature carries its signing time (docs/image.md says
+    so). Planted: rauc run without SOURCE_DATE_EPOCH (the payload is stamped with the build's time);
+    stage() without its chmod (the copies take the umask's mode)."""
+    os.utime(kit.rootfs, (EPOCH + 500, EPOCH + 500))
+    umask = os.umask(0o077)
+    try:
+        second = bundle.build_bundle(tmp_path / "again.raucb", manifest(), kit.rootfs, kit.kernel, kit.dev,
+                                     epoch=EPOCH)
+    finally:
+        os.umask(umask)
     assert second.payload_sha256 == kit.good.payload_sha256
     assert second.sha256 != kit.good.sha256
     out = tmp_path / "extract"

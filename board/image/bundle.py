@@ -131,10 +131,11 @@ def _run_rauc(args: list[str], environ: Mapping[str, str] | None = None,
         raise BundleError("rauc is not installed (Debian package rauc)") from exc
 
 
-def stage(content: Path, manifest: Manifest, rootfs: Path, kernel: Path, epoch: int) -> None:
-    """The folder `rauc bundle` packs: the manifest and the two images, every time stamp set to
-    SOURCE_DATE_EPOCH (mksquashfs 4.5 stamps the filesystem with it but keeps the files' own
-    times) and fixed modes, so the payload depends on the inputs alone."""
+def stage(content: Path, manifest: Manifest, rootfs: Path, kernel: Path) -> None:
+    """The folder `rauc bundle` packs: the manifest and copies of the two images, with fixed modes
+    (not the builder's umask), so that the payload depends on the inputs alone. Their times need
+    no setting: mksquashfs (4.5) clamps every time later than SOURCE_DATE_EPOCH to it, and fresh
+    copies are always later."""
     content.mkdir()
     for source, name in ((rootfs, manifest.rootfs), (kernel, manifest.kernel)):
         if not source.is_file():
@@ -143,7 +144,6 @@ def stage(content: Path, manifest: Manifest, rootfs: Path, kernel: Path, epoch: 
     (content / MANIFEST).write_text(manifest.text(), encoding="utf-8")
     for path in (*content.iterdir(), content):
         path.chmod(0o755 if path.is_dir() else 0o644)
-        os.utime(path, (epoch, epoch))
 
 
 def sign(content: Path, out: Path, keys: SigningKeys, epoch: int,
@@ -204,7 +204,7 @@ def build_bundle(out: Path, manifest: Manifest, rootfs: Path, kernel: Path, keys
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".bundle-") as work:
         staged = Path(work) / "content"
-        stage(staged, manifest, rootfs, kernel, epoch)
+        stage(staged, manifest, rootfs, kernel)
         new = Path(work) / out.name
         sign(staged, new, keys, epoch, environ)
         shutil.rmtree(staged)  # the copies of the images: space for the extract check
