@@ -397,7 +397,8 @@ def test_the_payload_is_reproducible_the_bundle_file_is_not(kit: Kit, tmp_path: 
     to the byte and its files carry SOURCE_DATE_EPOCH as their time; the whole file differs, because
     rauc 1.8 draws a new verity salt and the signature carries its signing time (docs/image.md says
     so). Planted: rauc run without SOURCE_DATE_EPOCH (the payload is stamped with the build's time);
-    stage() without its chmod (the copies take the umask's mode)."""
+    stage() without its chmod (the copies take the umask's mode); rauc run with the builder's umask
+    (the manifest rauc rewrites takes its mode)."""
     os.utime(kit.rootfs, (EPOCH + 500, EPOCH + 500))
     umask = os.umask(0o077)
     try:

@@ -124,9 +124,11 @@ def rauc_message(stderr: str) -> str:
 
 def _run_rauc(args: list[str], environ: Mapping[str, str] | None = None,
               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    # umask 022: `rauc bundle` rewrites manifest.raucm (with the images' checksums) in the staged
+    # folder, and the file's mode, which the payload records, would follow the builder's umask.
     try:
         return subprocess.run([RAUC, *args], capture_output=True, text=True, timeout=timeout, check=False,
-                              env=dict(os.environ if environ is None else environ))
+                              env=dict(os.environ if environ is None else environ), umask=0o022)
     except FileNotFoundError as exc:
         raise BundleError("rauc is not installed (Debian package rauc)") from exc
 
