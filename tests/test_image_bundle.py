@@ -17,11 +17,13 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import p11kit
 import pytest
 from cryptography import x509
 
@@ -417,3 +419,37 @@ def test_the_payload_is_reproducible_the_bundle_file_is_not(kit: Kit, tmp_path: 
     manifest_text = (out / "manifest.raucm").read_text()
     assert "build=2023-11-14T22:13:20Z 0123456789ab\n" in manifest_text
     assert json.dumps(second.info) == json.dumps(kit.good.info)
+
+
+PKCS11_ENGINE = Path(f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}"
+                     "/engines-3/pkcs11.so")
+
+
+@pytest.mark.skipif(not PKCS11_ENGINE.exists(), reason="Debian package missing: libengine-pkcs11-openssl "
+                    "(OpenSSL's PKCS#11 engine, which rauc loads for a pkcs11: key)")
+def test_a_key_in_a_pkcs11_token_signs_through_its_uri(kit: Kit, tmp_path: Path) -> None:
+    """A vendor's key held by a token (SoftHSM2 here, an HSM in a factory): RAUC_KEY is a pkcs11:
+    URI, rauc reads the module and PIN from RAUC_PKCS11_MODULE and RAUC_PKCS11_PIN, and the bundle
+    verifies under the vendor's CA; with a wrong PIN the build fails in rauc's words. The key file
+    is deleted once imported: only the token can have signed. Planted: sign() dropping the caller's
+    environment (rauc finds no module and fails)."""
+    vendor = key_set(tmp_path / "vendor", "Vendor HSM CA")
+    conf = p11kit.init_token(tmp_path / "token", label="release", pin="1234")
+    token_env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    imported = subprocess.run([p11kit.SOFTHSM_UTIL, "--import", vendor.key, "--token", "release",
+                               "--label", "bundle-signing", "--id", "01", "--pin", "1234"],
+                              env=token_env, capture_output=True, text=True, timeout=30, check=False)
+    assert imported.returncode == 0, imported.stderr
+    Path(vendor.key).unlink()
+    uri = "pkcs11:token=release;object=bundle-signing;type=private"
+    keys = signing.signing_keys(tmp_path / "dev-keys", {"RAUC_KEY": uri, "RAUC_CERT": vendor.cert,
+                                                        "RAUC_KEYRING": str(vendor.keyring)})
+    assert keys.key == uri
+    environ = {**token_env, "RAUC_PKCS11_MODULE": p11kit.SOFTHSM_MODULE, "RAUC_PKCS11_PIN": "1234"}
+    built = bundle.build_bundle(tmp_path / "hsm.raucb", manifest(), kit.rootfs, kit.kernel, keys,
+                                epoch=EPOCH, environ=environ)
+    assert bundle.verify(built.path, vendor.keyring)["version"] == "9.8.7"
+    with pytest.raises(bundle.BundleError, match="PIN incorrect"):
+        bundle.build_bundle(tmp_path / "wrong-pin.raucb", manifest(), kit.rootfs, kit.kernel, keys,
+                            epoch=EPOCH, environ={**environ, "RAUC_PKCS11_PIN": "4321"})
+    assert not (tmp_path / "wrong-pin.raucb").exists()
