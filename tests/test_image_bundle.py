@@ -348,6 +348,26 @@ def test_a_vendor_key_from_the_environment_signs_and_only_its_keyring_accepts(ki
         signing.signing_keys(tmp_path / "dev-keys", {**environ, "RAUC_CERT": str(tmp_path / "nope.pem")})
 
 
+def test_a_keyring_of_two_cas_lets_a_fleet_move_to_a_new_key(kit: Kit, tmp_path: Path) -> None:
+    """The rotation docs/image.md describes, with real rauc: a bundle signed with the new key is
+    refused by the old keyring, and accepted, as is one signed with the old key, by the keyring of
+    both CAs that signing.combine_keyrings() writes (the transition root carries it); a signing
+    certificate is refused as a keyring entry. Planted: combine_keyrings() keeping only the first
+    keyring's certificates (the new key's bundle is refused)."""
+    new_ca = key_set(tmp_path / "new", "posfw release CA 2")
+    new_bundle = bundle.build_bundle(tmp_path / "new.raucb", manifest(), kit.rootfs, kit.kernel, new_ca,
+                                     epoch=EPOCH)
+    with pytest.raises(bundle.BundleRefused, match="signature verification failed"):
+        bundle.bundle_info(new_bundle.path, kit.dev.keyring)
+    both = signing.combine_keyrings(tmp_path / "transition.pem",
+                                    [kit.dev.keyring, new_ca.keyring, kit.dev.keyring])
+    assert len(x509.load_pem_x509_certificates(both.read_bytes())) == 2
+    assert bundle.verify(new_bundle.path, both)["version"] == "9.8.7"
+    assert bundle.verify(kit.good.path, both)["version"] == "9.8.7"
+    with pytest.raises(signing.SigningError, match="is not a CA certificate"):
+        signing.combine_keyrings(tmp_path / "bad.pem", [kit.dev.keyring, Path(kit.dev.cert)])
+
+
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "board.image.bundle", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False, env={**os.environ, **env})

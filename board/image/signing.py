@@ -191,10 +191,47 @@ def keyring_path(key_dir: Path = KEY_DIR, environ: Mapping[str, str] | None = No
     return signing_keys(key_dir, environ).keyring
 
 
+def combine_keyrings(out: Path, keyrings: list[Path]) -> Path:
+    """One keyring holding every CA certificate of the given ones, each once: the keyring of a
+    root that moves a fleet from one CA to another (docs/image.md, "Changing the keyring").
+    A certificate that is not a CA's is refused: rauc would never trust a signer through it."""
+    found: list[x509.Certificate] = []
+    for path in keyrings:
+        try:
+            certs = x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"{path}: not a PEM file of certificates ({exc})") from exc
+        for cert in certs:
+            try:
+                is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            except x509.ExtensionNotFound:
+                is_ca = False
+            if not is_ca:
+                raise SigningError(f"{path}: {cert.subject.rfc4514_string()} is not a CA certificate "
+                                   f"(a keyring holds the CAs that issue signing certificates)")
+            if cert not in found:
+                found.append(cert)
+    _write_public(out, b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in found))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Make or show the keys that sign update bundles.")
     parser.add_argument("--key-dir", type=Path, default=KEY_DIR, help="development keys (var/image/keys)")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="KEYRING",
+                        help="write one keyring of these keyrings' CAs to --out (and nothing else)")
+    parser.add_argument("--out", type=Path, help="the combined keyring (with --combine)")
     args = parser.parse_args(argv)
+    if args.combine:
+        if args.out is None:
+            parser.error("--combine needs --out")
+        try:
+            combine_keyrings(args.out, args.combine)
+        except SigningError as exc:
+            print(f"signing: {exc}", file=sys.stderr)
+            return 1
+        print(f"keyring: {args.out}")
+        return 0
     try:
         keys = signing_keys(args.key_dir)
     except SigningError as exc:
