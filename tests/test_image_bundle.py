@@ -325,6 +325,28 @@ def test_a_partial_key_set_is_refused_not_replaced(tmp_path: Path) -> None:
         signing.development_keys(other)
 
 
+def test_a_key_set_whose_files_do_not_belong_together_is_refused(tmp_path: Path) -> None:
+    """Two builds racing to make the set, or files copied from two sets: a signing certificate
+    from another CA, a signing key that is not the certificate's, a keyring without the CA are
+    each refused in words (a bundle signed so would be refused by every image). Planted:
+    _check_development_set() returning at once."""
+    def fresh(name: str) -> Path:
+        folder = tmp_path / name
+        signing.development_keys(folder)
+        return folder
+
+    other = fresh("other")
+    # (the file replaced, the other set's file put there, what the refusal says)
+    cases = [(signing.SIGNING_CERT, signing.SIGNING_CERT, "was not issued by"),
+             (signing.SIGNING_KEY, signing.SIGNING_KEY, "is not the key of"),
+             (signing.KEYRING, signing.CA_CERT, "does not hold")]
+    for name, source, words in cases:
+        folder = fresh(name)
+        shutil.copyfile(other / source, folder / name)
+        with pytest.raises(signing.SigningError, match=words):
+            signing.development_keys(folder)
+
+
 def test_a_vendor_key_from_the_environment_signs_and_only_its_keyring_accepts(kit: Kit,
                                                                              tmp_path: Path) -> None:
     """RAUC_KEY, RAUC_CERT and RAUC_KEYRING name a vendor's key set: it is used instead of the

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import os
 import sys
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -137,14 +139,18 @@ def issue_signing_cert(key_dir: Path,
 def development_keys(key_dir: Path = KEY_DIR) -> SigningKeys:
     """The development key set in key_dir, made there the first time and reused after.
 
-    A folder holding only some of the files is refused rather than filled in: a new CA would make
-    every image built with the old keyring refuse the bundles signed from now on."""
-    present = [name for name in DEV_FILES if (key_dir / name).exists()]
-    if not present:
-        make_ca(key_dir)
-        issue_signing_cert(key_dir)
-        _write_public(key_dir / KEYRING, (key_dir / CA_CERT).read_bytes())
-    elif len(present) != len(DEV_FILES):
+    A folder holding only some of the files, or files that do not belong together, is refused
+    rather than filled in: a new CA would make every image built with the old keyring refuse the
+    bundles signed from now on. Two builds starting at once (make -j) make one set: a lock."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    with open(key_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        present = [name for name in DEV_FILES if (key_dir / name).exists()]
+        if not present:
+            make_ca(key_dir)
+            issue_signing_cert(key_dir)
+            _write_public(key_dir / KEYRING, (key_dir / CA_CERT).read_bytes())
+    if present and len(present) != len(DEV_FILES):
         missing = ", ".join(name for name in DEV_FILES if name not in present)
         raise SigningError(f"{key_dir} holds part of a development key set ({missing} missing). Images built "
                            f"with its keyring trust only that CA: restore the missing files, or delete the "
@@ -153,8 +159,29 @@ def development_keys(key_dir: Path = KEY_DIR) -> SigningKeys:
         mode = (key_dir / name).stat().st_mode & 0o777
         if mode & 0o077:
             raise SigningError(f"{key_dir / name} is readable by others (mode {mode:o}): chmod 600 it")
+    _check_development_set(key_dir)
     return SigningKeys(cert=str(key_dir / SIGNING_CERT), key=str(key_dir / SIGNING_KEY),
                        keyring=key_dir / KEYRING, intermediate=None, source="development")
+
+
+def _check_development_set(key_dir: Path) -> None:
+    """The files belong together: the keyring is the CA's certificate, the CA issued the signing
+    certificate, and the signing key is that certificate's."""
+    try:
+        ca = x509.load_pem_x509_certificate((key_dir / CA_CERT).read_bytes())
+        cert = x509.load_pem_x509_certificate((key_dir / SIGNING_CERT).read_bytes())
+        key = serialization.load_pem_private_key((key_dir / SIGNING_KEY).read_bytes(), password=None)
+        keyring = x509.load_pem_x509_certificates((key_dir / KEYRING).read_bytes())
+    except ValueError as exc:
+        raise SigningError(f"{key_dir}: a file of the development key set is damaged ({exc})") from exc
+    if ca not in keyring:
+        raise SigningError(f"{key_dir / KEYRING} does not hold {CA_CERT}: images would refuse its bundles")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise SigningError(f"{key_dir / SIGNING_CERT} was not issued by {key_dir / CA_CERT}") from exc
+    if key.public_key() != cert.public_key():
+        raise SigningError(f"{key_dir / SIGNING_KEY} is not the key of {key_dir / SIGNING_CERT}")
 
 
 def vendor_keys(environ: Mapping[str, str]) -> SigningKeys | None:
