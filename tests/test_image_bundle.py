@@ -26,6 +26,9 @@ from pathlib import Path
 import p11kit
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from board.image import bundle, signing
 
@@ -388,6 +391,53 @@ def test_a_keyring_of_two_cas_lets_a_fleet_move_to_a_new_key(kit: Kit, tmp_path:
     assert bundle.verify(kit.good.path, both)["version"] == "9.8.7"
     with pytest.raises(signing.SigningError, match="is not a CA certificate"):
         signing.combine_keyrings(tmp_path / "bad.pem", [kit.dev.keyring, Path(kit.dev.cert)])
+
+
+def pki_with_intermediate(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A vendor's PKI of three levels: root CA -> intermediate CA -> signing certificate.
+    Returns (root certificate, intermediate certificate, signing certificate, signing key)."""
+    folder.mkdir(parents=True)
+
+    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+             signer: ec.EllipticCurvePrivateKey, path_length: int | None) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                                        subject)]))
+                   .issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(signing.NOT_BEFORE).not_valid_after(signing.NOT_AFTER)
+                   .add_extension(x509.BasicConstraints(ca=path_length is not None, path_length=path_length),
+                                  critical=True))
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = cert("Vendor root CA", root_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                          "Vendor root CA")]), root_key, 1)
+    mid = cert("Vendor release CA", mid_key, root.subject, root_key, 0)
+    leaf = cert("Vendor release signing", leaf_key, mid.subject, mid_key, None)
+    paths = (folder / "root.pem", folder / "intermediate.pem", folder / "signing.pem", folder / "signing.key")
+    for path, item in zip(paths[:3], (root, mid, leaf), strict=True):
+        path.write_bytes(item.public_bytes(serialization.Encoding.PEM))
+    paths[3].write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    return paths
+
+
+def test_a_vendor_signing_certificate_below_an_intermediate_ca(kit: Kit, tmp_path: Path) -> None:
+    """A vendor whose signing certificate hangs below an intermediate CA: RAUC_INTERMEDIATE puts the
+    intermediate into the bundle's signature, and the image's keyring holds only the root. Without
+    it the chain cannot be built: rauc bundle, which checks its own signature against the keyring,
+    fails the build in words. Planted: sign() ignoring keys.intermediate."""
+    root, mid, cert, key = pki_with_intermediate(tmp_path / "vendor")
+    environ = {"RAUC_KEY": str(key), "RAUC_CERT": str(cert), "RAUC_KEYRING": str(root),
+               "RAUC_INTERMEDIATE": str(mid)}
+    keys = signing.signing_keys(tmp_path / "dev-keys", environ)
+    assert keys.intermediate == mid
+    built = bundle.build_bundle(tmp_path / "mid.raucb", manifest(), kit.rootfs, kit.kernel, keys, epoch=EPOCH)
+    assert bundle.verify(built.path, root)["version"] == "9.8.7"
+    without = signing.signing_keys(tmp_path / "dev-keys", {**environ, "RAUC_INTERMEDIATE": ""})
+    with pytest.raises(bundle.BundleError, match="unable to get local issuer certificate"):
+        bundle.build_bundle(tmp_path / "no-mid.raucb", manifest(), kit.rootfs, kit.kernel, without,
+                            epoch=EPOCH)
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
