@@ -1,1 +1,1 @@
-"""The arm64 image a vendor flashes, its update bundles and the keys that sign them."""
+"""The flashable arm64 image and its update bundles (docs/image.md)."""

@@ -91,7 +91,7 @@ def make_display(board: BoardProfile) -> Display:
     if board.display == "serial_frames":
         from drivers.display.serial_frames import LCD_MIRROR_PORT, SerialFrameDisplay
 
-        return SerialFrameDisplay(LCD_MIRROR_PORT, rows, cols)
+        return SerialFrameDisplay(board.display_path or LCD_MIRROR_PORT, rows, cols)
     if board.display == "framebuffer":
         from drivers.display.luma_backend import framebuffer
 
