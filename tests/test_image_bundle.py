@@ -246,11 +246,11 @@ def test_the_other_ca_bundle_is_good_under_its_own_keyring(kit: Kit) -> None:
 
 def conf_for_test(tmp_path: Path) -> Path:
     """system.conf with its data-directory in tmp_path: rauc creates that folder when it loads the
-    config, and this host's /var/lib is not the board's data partition."""
+    config, and this host's /data is not the board's data partition."""
     text = SYSTEM_CONF.read_text()
-    assert "data-directory=/var/lib/rauc\n" in text
+    assert "data-directory=/data/rauc\n" in text
     conf = tmp_path / "system.conf"
-    conf.write_text(text.replace("data-directory=/var/lib/rauc", f"data-directory={tmp_path / 'rauc'}"))
+    conf.write_text(text.replace("data-directory=/data/rauc", f"data-directory={tmp_path / 'rauc'}"))
     return conf
 
 
@@ -269,15 +269,23 @@ def test_the_image_config_refuses_a_plain_bundle(kit: Kit, tmp_path: Path) -> No
 
 
 def test_the_image_config_has_the_slots_decided(kit: Kit) -> None:
-    """system.conf names the board, U-Boot, the keyring the image carries, the data directory and
-    the four slots (root A/B by partition label, each kernel the child of its root); the bundle's
-    images are of exactly its slot classes. Planted: kernel.1's parent set to rootfs.0."""
+    """system.conf names the board, U-Boot, the keyring the image carries, a data directory on the
+    image's data partition and the four slots (root A/B by partition label, each kernel the child
+    of its root); the bundle's images are of exactly its slot classes. Planted: kernel.1's parent
+    set to rootfs.0; data-directory=/var/lib/rauc (on the read-only root)."""
     conf = configparser.ConfigParser(interpolation=None)
     conf.read(SYSTEM_CONF)
     assert conf["system"]["compatible"] == bundle.COMPATIBLE
     assert conf["system"]["bootloader"] == "uboot"
     assert conf["system"]["bundle-formats"] == "verity"
-    assert conf["system"]["data-directory"] == "/var/lib/rauc"
+    # rauc's status on the data partition (the image's fstab), made by the image's tmpfiles.d
+    overlay = REPO / "board" / "image" / "overlay"
+    mounts = {fields[0]: fields[1] for line in (overlay / "etc" / "fstab").read_text().splitlines()
+              if (fields := line.split()) and not fields[0].startswith("#")}
+    data_directory = conf["system"]["data-directory"]
+    assert Path(data_directory).is_relative_to(mounts["PARTLABEL=data"])
+    tmpfiles = (overlay / "usr" / "lib" / "tmpfiles.d" / "posfw.conf").read_text()
+    assert f"d {data_directory} 0700 root root -" in tmpfiles.splitlines()
     assert conf["keyring"]["path"] == signing.KEYRING_IN_IMAGE
     slots = {name: dict(conf[name]) for name in conf.sections() if name.startswith("slot.")}
     assert slots == {
