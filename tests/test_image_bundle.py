@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from board.image import bundle, signing
+from board.image import bundle, signing, verity
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_CONF = REPO / "board" / "image" / "rauc" / "system.conf"
@@ -235,6 +235,37 @@ def test_a_bad_bundle_is_refused_in_words(kit: Kit, case: str, tmp_path: Path) -
     assert bad.words in str(refused.value), str(refused.value)
     assert "rauc-Message" not in str(refused.value)
     assert (rauc_info(path, kit.dev.keyring).returncode != 0) == bad.info_refuses
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_the_standalone_payload_check_refuses_each_bad_bundle(kit: Kit, case: str, tmp_path: Path) -> None:
+    """board/image/verity.py, the check a terminal can run before `rauc install` touches the other
+    slot, refuses every bad bundle above: the signature cases with rauc's words (it asks rauc info
+    first), the payload cases with rauc extract's ("bundle payload is corrupted").
+    Planted: check_payload() not comparing the root it computed (the payload cases pass)."""
+    path = tmp_path / "bad.raucb"
+    path.write_bytes(BAD[case].make(kit))
+    with pytest.raises(verity.PayloadCorrupted) as refused:
+        verity.check_payload(path, kit.dev.keyring)
+    expected = "bundle payload is corrupted" if not BAD[case].info_refuses else BAD[case].words
+    assert expected in str(refused.value), str(refused.value)
+
+
+def test_the_standalone_payload_check_computes_rauc_s_root_hash(kit: Kit, tmp_path: Path) -> None:
+    """The root computed from the payload is the one rauc signed, for a tree of one hash block
+    (the small bundle) and of two levels (a payload over 128 blocks: 1 MiB of incompressible root).
+    Planted: the salt after the block instead of before it; the last hash block not zero-padded."""
+    big = make_rootfs(tmp_path / "big.squashfs", b"big")
+    (tmp_path / "big.d" / "more").write_bytes(noise(1 << 20, b"more"))
+    subprocess.run(["mksquashfs", str(tmp_path / "big.d"), str(big), "-quiet", "-no-progress", "-all-root",
+                    "-noappend"], check=True, capture_output=True)
+    two_level = bundle.build_bundle(tmp_path / "big.raucb", manifest(), big, kit.kernel, kit.dev, epoch=EPOCH)
+    for built in (kit.good, two_level):
+        signed = verity.signed_verity(built.path, kit.dev.keyring)
+        size = verity.payload_size(built.path, signed.tree_size)
+        assert verity.tree_root(built.path, size, bytes.fromhex(signed.salt)) == signed.root
+        assert verity.check_payload(built.path, kit.dev.keyring) == signed
+    assert verity.payload_size(two_level.path, signed.tree_size) > 128 * verity.BLOCK
 
 
 def test_the_other_ca_bundle_is_good_under_its_own_keyring(kit: Kit) -> None:
