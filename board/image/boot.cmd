@@ -5,7 +5,8 @@
 # with none left is passed over, so a new slot that never proves itself falls back to the old one.
 # The state lives in uboot.env on this partition (fw_setenv/fw_printenv in Linux read the same
 # file: /etc/fw_env.config).
-setenv envaddr 0x4f000000
+# The state's buffer: U-Boot's free slot between the script (scriptaddr) and the kernel.
+setenv envaddr ${pxefile_addr_r}
 setenv BOOT_ORDER
 setenv BOOT_A_LEFT
 setenv BOOT_B_LEFT
