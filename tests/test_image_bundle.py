@@ -479,6 +479,22 @@ def test_a_vendor_signing_certificate_below_an_intermediate_ca(kit: Kit, tmp_pat
                             epoch=EPOCH)
 
 
+def test_the_image_build_asks_signing_for_its_keyring(tmp_path: Path) -> None:
+    """`python -m board.image.signing --print-keyring` prints the keyring the image must carry
+    (build.py --keyring takes it): the development one, made on first use, or RAUC_KEYRING.
+    Planted: the signing certificate's path printed instead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAUC_")}
+    argv = [sys.executable, "-m", "board.image.signing", "--key-dir", str(tmp_path / "keys"),
+            "--print-keyring"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{tmp_path / 'keys' / signing.KEYRING}\n"
+    vendor = key_set(tmp_path / "vendor", "Vendor CA")
+    env.update(RAUC_KEY=vendor.key, RAUC_CERT=vendor.cert, RAUC_KEYRING=str(vendor.keyring))
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.stdout == f"{vendor.keyring}\n"
+
+
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "board.image.bundle", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False, env={**os.environ, **env})

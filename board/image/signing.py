@@ -172,6 +172,10 @@ def _check_development_set(key_dir: Path) -> None:
         cert = x509.load_pem_x509_certificate((key_dir / SIGNING_CERT).read_bytes())
         key = serialization.load_pem_private_key((key_dir / SIGNING_KEY).read_bytes(), password=None)
         keyring = x509.load_pem_x509_certificates((key_dir / KEYRING).read_bytes())
+    except PermissionError as exc:
+        raise SigningError(f"cannot read {exc.filename}: the key set belongs to another user (made by a "
+                           f"build run with sudo?); make it with python -m board.image.signing first, "
+                           f"as the user who builds bundles") from exc
     except ValueError as exc:
         raise SigningError(f"{key_dir}: a file of the development key set is damaged ({exc})") from exc
     if ca not in keyring:
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--combine", type=Path, nargs="+", metavar="KEYRING",
                         help="write one keyring of these keyrings' CAs to --out (and nothing else)")
     parser.add_argument("--out", type=Path, help="the combined keyring (with --combine)")
+    parser.add_argument("--print-keyring", action="store_true",
+                        help="print only the keyring's path (for the image build: --keyring)")
     args = parser.parse_args(argv)
     if args.combine:
         if args.out is None:
@@ -264,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     except SigningError as exc:
         print(f"signing: {exc}", file=sys.stderr)
         return 1
+    if args.print_keyring:
+        print(keys.keyring.resolve())
+        return 0
     print(f"source:   {keys.source}")
     print(f"cert:     {keys.cert}")
     print(f"key:      {keys.key}")
