@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from board.image import signing
+from board.image.bundle import COMPATIBLE
 from board.qemu.image import ImageError, pack_initrd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +41,6 @@ def sources() -> list[str]:
     """The release, its updates and its security fixes: a payment terminal's image carries them."""
     return [f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {SUITE}-updates main",
             f"deb {SECURITY_MIRROR} {SUITE}-security main"]
-COMPATIBLE = "posfw-qemu-arm64"  # RAUC's compatible: a bundle for another board is refused
 
 # What the device runs, and nothing to build or test with: systemd and udev, D-Bus and rauc (the
 # updates), libubootenv's fw_printenv/fw_setenv (rauc's U-Boot backend), Python 3.11 (Debian's,
@@ -111,6 +112,17 @@ def export_source(target: Path, log: Log) -> str:
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return commit
+
+
+# What the wheels are made of: a commit that changes none of these reuses the wheels it has.
+WHEEL_SOURCES = ("firmware", "drivers", "c_ext", "pyproject.toml", "setup.py", "requirements-build.txt",
+                 "requirements.txt", "board/image/wheels.sh")
+
+
+def wheel_sources() -> dict[str, str]:
+    """The committed tree's object id of each of WHEEL_SOURCES."""
+    return {name: _run(["git", "-C", str(ROOT), "rev-parse", f"HEAD:{name}"]).strip()
+            for name in WHEEL_SOURCES}
 
 
 def _mmdebstrap(packages: tuple[str, ...], target: str, hooks: list[str], epoch: int, *,
@@ -214,7 +226,7 @@ def firmware_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
-def _extra_files(target: Path, keyring: Path | None, release: dict[str, str]) -> None:
+def _extra_files(target: Path, keyring: Path, release: dict[str, str]) -> None:
     """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring,
     /etc/posfw-release (what this root is: the firmware's version, the commit, the build's time)."""
     (target / "etc").mkdir(parents=True, exist_ok=True)
@@ -226,9 +238,8 @@ def _extra_files(target: Path, keyring: Path | None, release: dict[str, str]) ->
     if system_conf.exists():
         (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
         shutil.copy(system_conf, target / "etc/rauc/system.conf")
-    if keyring is not None:
-        (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
-        shutil.copy(keyring, target / "etc/rauc/keyring.pem")
+    (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
+    shutil.copy(keyring, target / "etc/rauc/keyring.pem")
 
 
 def _set_times(root: Path, epoch: int) -> None:
@@ -334,9 +345,9 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
     commit = export_source(source, log)
     wheels = directory / "wheels"
     stamp = wheels / "source.json"
-    recipe = {"commit": commit, "epoch": epoch, "packages": BUILDER_PACKAGES}
+    recipe = {"sources": wheel_sources(), "epoch": epoch, "packages": BUILDER_PACKAGES}
     if reuse_wheels and stamp.exists() and json.loads(stamp.read_text()) == recipe:
-        log(f"wheels for {commit[:10]} already built ({wheels})")
+        log(f"wheels of these sources already built ({wheels})")
     else:
         names = build_wheels(source, wheels, epoch, log)
         stamp.write_text(json.dumps(recipe))
@@ -346,6 +357,10 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
     step = time.monotonic()
     tree, kernel_tree, extra = work / "rootfs", work / "kernel", work / "extra"
     shutil.rmtree(extra, ignore_errors=True)
+    if keyring is None:
+        # RAUC_KEYRING (a vendor's), else the development one
+        keyring = signing.keyring_path(directory / "keys")
+    log(f"the image trusts bundles signed under {keyring}")
     _extra_files(extra, keyring, {"VERSION": firmware_version(), "COMMIT": commit,
                                   "SOURCE_DATE_EPOCH": str(epoch), "COMPATIBLE": COMPATIBLE})
     build_rootfs(tree, wheels, kernel_tree, extra, epoch, log)
