@@ -27,6 +27,7 @@ from pathlib import Path
 from board.image import signing
 from board.image.bundle import COMPATIBLE
 from board.qemu.image import ImageError, pack_initrd
+from firmware.diag.buildinfo import firmware_version
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -220,12 +221,6 @@ def build_rootfs(tree: Path, wheels: Path, kernel_tree: Path, extra: Path, epoch
                 variant="minbase", form="directory", log=log)
 
 
-def firmware_version() -> str:
-    import tomllib
-
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-
 def _extra_files(target: Path, keyring: Path, release: dict[str, str]) -> None:
     """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring,
     /etc/posfw-release (what this root is: the firmware's version, the commit, the build's time)."""
@@ -361,7 +356,7 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
         # RAUC_KEYRING (a vendor's), else the development one
         keyring = signing.keyring_path(directory / "keys")
     log(f"the image trusts bundles signed under {keyring}")
-    _extra_files(extra, keyring, {"VERSION": firmware_version(), "COMMIT": commit,
+    _extra_files(extra, keyring, {"VERSION": firmware_version(ROOT), "COMMIT": commit,
                                   "SOURCE_DATE_EPOCH": str(epoch), "COMPATIBLE": COMPATIBLE})
     build_rootfs(tree, wheels, kernel_tree, extra, epoch, log)
     figures["rootfs_s"] = time.monotonic() - step
@@ -397,7 +392,7 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
                    kernel_bytes=kernel_image.stat().st_size, disk_bytes=disk.stat().st_size)
     (directory / "image.json").write_text(json.dumps({
         "sha256": digest, "commit": commit, "source_date_epoch": epoch, "compatible": COMPATIBLE,
-        "kernel": release.name, "figures": figures}, indent=2) + "\n")
+        "kernel": release.name, "keyring": str(keyring), "figures": figures}, indent=2) + "\n")
     log(f"image {disk} ({disk.stat().st_size / MiB:.0f} MiB; root slot {rootfs.stat().st_size / MiB:.0f} MiB"
         f" squashfs), built in {figures['build_s']:.0f} s")
     log(f"SHA-256 {digest}")

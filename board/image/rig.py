@@ -160,6 +160,18 @@ class ImageTerminal(QemuTerminal):
                 raise GuestError(f"plugging the stick in failed: {reply['error'].get('desc')}")
         return stick
 
+    def unplug_stick(self, name: str = "stick") -> None:
+        """Pulls the stick out (QMP device_del, then its drive once the guest let it go)."""
+        assert self.guest is not None
+        reply = self.guest.qmp({"execute": "device_del", "arguments": {"id": name}})
+        if "error" in reply:
+            raise GuestError(f"pulling the stick out failed: {reply['error'].get('desc')}")
+        deadline = time.monotonic() + 30
+        while "error" in self.guest.qmp({"execute": "blockdev-del", "arguments": {"node-name": name}}):
+            if time.monotonic() > deadline:
+                raise GuestError(f"the guest never let go of the stick {name}")
+            time.sleep(0.5)
+
     def read_data(self, directory: str, target: Path) -> Path:
         """A host copy of a directory of the data partition (the guest off), e.g. "/posfw"."""
         offset, _ = partition_offsets(self.disk)["data"]
@@ -170,6 +182,21 @@ class ImageTerminal(QemuTerminal):
         if not copied.is_dir():
             raise GuestError(f"{directory} is not on the data partition: {result.stderr.strip()[-300:]}")
         return copied
+
+    def read_data_after_cut(self, target: Path) -> Path:
+        """The firmware's directory as a reboot would find it after a power cut: the data
+        partition copied out, its ext4 journal replayed (e2fsck -p), then read (debugfs)."""
+        offset, size = partition_offsets(self.disk)["data"]
+        target.mkdir(parents=True, exist_ok=True)
+        copy = target / "data.img"
+        subprocess.run(["dd", f"if={self.disk}", f"of={copy}", "bs=1M", f"skip={offset // MiB}",
+                        f"count={size // MiB}", "status=none"], check=True)
+        fsck = subprocess.run(["e2fsck", "-p", str(copy)], capture_output=True, text=True)
+        if fsck.returncode >= 4:
+            raise GuestError(f"e2fsck could not repair the data partition: {fsck.stdout}{fsck.stderr}")
+        subprocess.run(["debugfs", "-R", f"rdump /{DATA_DIR} {target}", str(copy)], capture_output=True,
+                       check=True)
+        return target / DATA_DIR
 
     def read_terminal_dir(self, target: Path) -> Path:
         return self.read_data(f"/{DATA_DIR}", target)
