@@ -164,9 +164,11 @@ SERVICE_DROPIN = """\
 # The image's settings for board/systemd/posfw.service (board/image/build.py writes this).
 [Unit]
 RequiresMountsFor=/data
-# A firmware that cannot stay up (a bad update) reboots the board, which spends one of the slot's
-# boot attempts: U-Boot then falls back to the other slot.
+# A firmware that cannot stay up (a bad update: five starts in ten minutes) reboots the board,
+# which spends one of the slot's boot attempts: U-Boot then falls back to the other slot.
 StartLimitAction=reboot
+StartLimitIntervalSec=600
+StartLimitBurst=5
 
 [Service]
 Environment=BOARD=qemu-arm64
@@ -204,7 +206,8 @@ def _rootfs_hooks(wheels: Path, kernel_tree: Path, extra: Path) -> list[str]:
         '"$1/etc/udev/rules.d/"',
         'mkdir -p "$1/data" "$1/boot/state" && ln -sfn /data/journal "$1/var/log/journal" && '
         'echo posfw > "$1/etc/hostname"',
-        'chroot "$1" systemctl enable -q posfw.service posfw-reboot.path systemd-networkd.service',
+        'chroot "$1" systemctl enable -q posfw.service posfw-reboot.path posfw-boot-deadline.timer '
+        'systemd-networkd.service',
         # No login on a payment terminal's console; nothing on a read-only root updates itself.
         'chroot "$1" systemctl mask -q serial-getty@ttyAMA0.service getty@tty1.service '
         'apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service',
