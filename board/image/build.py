@@ -301,6 +301,8 @@ REPART_SEED = "b0d1e5c3-7c1f-4c2a-8f7e-3a9d6c0f5e18"
 
 
 def assemble_disk(disk: Path, sources: dict[str, Path]) -> None:
+    """The GPT disk: each partition of PARTITIONS holds its source file's blocks (absolute paths)."""
+    sources = {label: path.resolve() for label, path in sources.items()}
     with tempfile.TemporaryDirectory(prefix="posfw-repart-") as tmp:
         for index, (label, size) in enumerate(PARTITIONS, start=1):
             (Path(tmp) / f"{index:02d}-{label}.conf").write_text(
@@ -310,6 +312,15 @@ def assemble_disk(disk: Path, sources: dict[str, Path]) -> None:
         disk.unlink(missing_ok=True)
         _run(["systemd-repart", "--empty=create", "--size=auto", "--dry-run=no", "--no-pager",
               f"--seed={REPART_SEED}", f"--definitions={tmp}", str(disk)])
+    # systemd-repart 252 leaves a partition empty, without a word, when it cannot use a source.
+    offsets = partition_offsets(disk)
+    with disk.open("rb") as image:
+        for label, source in sources.items():
+            image.seek(offsets[label][0])
+            with source.open("rb") as original:
+                head = original.read(1 << 16)
+            if image.read(len(head)) != head:
+                raise ImageError(f"partition {label} of {disk} does not hold {source}")
 
 
 def partition_offsets(disk: Path) -> dict[str, tuple[int, int]]:
@@ -333,6 +344,7 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
         raise ImageError("building the image needs root (mmdebstrap --mode=root, chroot): run it with sudo")
     started = time.monotonic()
     figures: dict[str, float] = {}
+    directory = directory.resolve()  # systemd-repart's CopyBlocks= takes absolute paths only
     directory.mkdir(parents=True, exist_ok=True)
     epoch = source_date_epoch()
     work = directory / "work"
