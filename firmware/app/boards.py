@@ -37,7 +37,8 @@ class BoardProfile:
     keypad: str = "terminal"  # "terminal" (development) | "evdev"
     keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
     keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
-    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames" | "spi:<driver>"
+    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames[:<tty>]"
+    # | "spi:<driver>"
     # The reader has a contact chip slot the firmware reads (docs/chip.md): the terminal signs
     # on as an IC terminal (it then loads the host's chip tables), says 60.4 = 5, and reads an
     # inserted card's chip. False for a magstripe-only board; a HID wedge never has one.
@@ -58,6 +59,9 @@ class BoardProfile:
     # A development board (an emulator, a PC): it may keep keys in clear files (key_store
     # "memory") and take a clear TMK at provisioning (--tmk). Never a board that takes cards.
     development: bool = False
+    # What updates the firmware (docs/updates.md): "rauc", an A/B image with RAUC (the root slots,
+    # the boot counter), or "none", a board whose firmware is not updated by itself.
+    update_agent: str = "none"
 
     @property
     def reads_chip(self) -> bool:
@@ -129,6 +133,26 @@ PROFILES: dict[str, BoardProfile] = {
         keypad_device="QEMU Virtio Keyboard",
         keymap="qemu",
         display="serial_frames",
+    ),
+    "qemu-arm64": BoardProfile(
+        name="qemu-arm64",
+        development=True,
+        # The arm64 image (make image) under qemu-system-aarch64 -M virt: RAUC with U-Boot A/B
+        # slots; the DES keys in the emulated reader's PIN pad, the card-vault key in a SoftHSM2
+        # token on the data partition (like sim-pinpad).
+        key_store="pinpad",
+        update_agent="rauc",
+        description="QEMU aarch64 image with A/B slots: reader (with its PIN pad) on ttyS0, "
+                    "printer on ttyS1, ECR on ttyS2, LCD frames on ttyS3",
+        card_source="sim",
+        ecr_accepts_card_data=True,
+        reader_path="/dev/ttyS0",
+        printer_path="/dev/ttyS1",
+        ecr_serial="/dev/ttyS2",
+        keypad="evdev",
+        keypad_device="QEMU Virtio Keyboard",
+        keymap="qemu",
+        display="serial_frames:/dev/ttyS3",
     ),
     "rpi": BoardProfile(
         name="rpi",

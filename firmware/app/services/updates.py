@@ -1,0 +1,481 @@
+"""Firmware updates at the app layer: the rules that refuse an update, the bundle checked and
+shown before it is installed, the install with its progress, the restart asked for; the
+slots' state in words; and the first start of a new slot (its health check, then mark good).
+
+Rules (docs/updates.md): an update is refused, in words, while the host is owed a reversal or
+an advice (or a record awaits its reply or a supervisor), while a settlement is unfinished,
+while the batch has been open longer than transactions.update_max_batch_hours, or while a
+receipt is printing; it runs under the one operation lock, so never during a transaction.
+Held orders and queued receipts do not stop it: they live in the journal and the restart takes
+them up again. Every attempt and its outcome go to the journal's audit trail; nothing prints.
+
+The bundle comes from a path (ECR) or from the directories a USB stick offers, under the same
+mount rules as the deregistration backup (deregister.EXPORT_ROOTS): a *.raucb file in a mounted
+directory under /media or /mnt, or in the data directory's export/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.app.core.contract import OperatorInput
+from firmware.app.core.lifecycle import put_state, state
+from firmware.app.core.terminal import TerminalCore
+from firmware.app.services.deregister import EXPORT_ROOTS
+from firmware.diag.buildinfo import firmware_version
+from firmware.diag.journal_check import check_journal
+from firmware.engine.model import TxnResult
+from firmware.i18n import register, text
+from firmware.ports import BundleInfo, InstallProgress, UpdateError, UpdateStatus, UpdatesUnavailable
+from firmware.ui.core import OpOutcome, StartOp
+
+log = logging.getLogger("posfw.updates")
+
+PANEL_OPS = frozenset({"update_sources", "update_check", "update_install", "firmware_status"})
+ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "update": (("path", "password"), ("version", "check")),
+    "firmware_status": ((), ()),
+}
+SUFFIX = ".raucb"
+SYSTEM = "system"  # the audit's who for the start-up health check
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "upd_unavailable": ("Updates are not available on this board", "本机不支持固件升级"),
+    "upd_blocked": ("Update refused: {why}; nothing changed", "不能升级:{why};未作任何更改"),
+    "upd_item_reversal": ("{n} reversal(s) pending", "{n}笔冲正未完成"),
+    "upd_item_advice": ("{n} advice(s) not sent", "{n}笔通知未上送"),
+    "upd_item_pending": ("{n} transaction(s) awaiting reply", "{n}笔交易等待应答"),
+    "upd_item_quarantined": ("{n} set aside for a supervisor", "{n}笔已隔离待主管处理"),
+    "upd_item_settlement": ("settlement interrupted: settle first", "结算中断:请先结算"),
+    "upd_item_batch": ("batch open {hours} h (limit {limit} h): settle first",
+                       "批次已开{hours}小时(上限{limit}小时):请先结算"),
+    "upd_item_printing": ("a receipt is printing", "正在打印"),
+    "upd_no_bundles": ("No update file (.raucb) found: insert the USB stick",
+                       "未找到升级文件:请插入优盘"),
+    "upd_pick": ("Choose the update file", "请选择升级文件"),
+    "upd_bad_path": ("Update refused: take the file from a USB stick or the export folder; "
+                     "nothing changed", "不能升级:升级文件须在优盘或导出目录中;未作任何更改"),
+    "upd_bad_bundle": ("Update refused: the file is not a valid signed update; nothing changed",
+                       "不能升级:文件不是有效的签名升级包;未作任何更改"),
+    "upd_wrong_board": ("Update refused: the file is for another terminal model ({found}); "
+                        "nothing changed", "不能升级:升级包适用于其他型号({found});未作任何更改"),
+    "upd_wrong_version": ("Update refused: the file holds version {found}, not {wanted}; "
+                          "nothing changed", "不能升级:升级包版本为{found},不是{wanted};未作任何更改"),
+    "upd_confirm": ("Install version {version}? Now running {current}",
+                    "安装版本{version}?当前版本{current}"),
+    "upd_checked": ("Update file checked: version {version}", "升级包已校验:版本{version}"),
+    "upd_checking": ("Checking the update file", "正在校验升级包"),
+    "upd_writing": ("Writing the update: do not switch off; cannot be cancelled",
+                    "正在写入升级:请勿关机;不能取消"),
+    "upd_cancelled": ("Update cancelled: nothing changed", "升级已取消:未作任何更改"),
+    "upd_failed": ("Update failed: nothing changed; the terminal runs version {current}",
+                   "升级失败:未作任何更改;当前版本{current}"),
+    "upd_restarting": ("Restarting into version {version}", "正在重启进入版本{version}"),
+    "upd_restart_manual": ("Installed version {version}: switch the terminal off and on",
+                           "已安装版本{version}:请关机后重新开机"),
+    "upd_slot": ("Slot {name}: {version}, {state}{marks}", "分区{name}:{version},{state}{marks}"),
+    "upd_state_good": ("good", "正常"),
+    "upd_state_bad": ("bad", "故障"),
+    "upd_mark_booted": (", running", ",运行中"),
+    "upd_mark_next": (", boots next", ",下次启动"),
+    "upd_no_version": ("factory", "出厂"),
+    "upd_firmware": ("Firmware {version}", "固件版本{version}"),
+    "upd_why_normal": ("Started from {slot}: the slot to boot", "从分区{slot}启动:正常启动"),
+    "upd_why_new": ("First start of {slot}: health check", "分区{slot}首次启动:自检中"),
+    "upd_why_confirmed": ("{slot} passed its health check", "分区{slot}自检通过"),
+    "upd_why_fallback": ("Fallback: {other} failed its boot attempts; running {slot}",
+                         "回退:分区{other}启动失败;运行分区{slot}"),
+    "upd_why_unconfirmed": ("{slot} failed its health check ({why}): the previous firmware "
+                            "returns after restarts", "分区{slot}自检未通过({why}):重启后将回到原固件"),
+    "upd_health_journal": ("journal check failed", "交易记录检查失败"),
+    "upd_health_host": ("no answer from the host", "主机无应答"),
+    "upd_health_printer": ("printer does not answer", "打印机无应答"),
+    "upd_status_unknown": ("Update system status unknown: {why}", "升级系统状态未知:{why}"),
+}
+
+register(MESSAGES)
+
+
+# -- where bundles come from ------------------------------------------------------------
+
+def bundle_dirs(terminal: TerminalCore) -> list[Path]:
+    """Where update files may come from: mounted directories under /media and /mnt (a USB stick,
+    read-only is enough) and the data directory's export/ (deregister.export_dirs' rule)."""
+    found: list[Path] = []
+    for root in EXPORT_ROOTS:
+        base = Path(root)
+        with contextlib.suppress(OSError):
+            for candidate in sorted([base, *base.glob("*"), *base.glob("*/*")]):
+                if candidate.is_dir() and os.path.ismount(candidate) and os.access(candidate, os.R_OK):
+                    found.append(candidate)
+    found.append(terminal.data_dir / "export")
+    return found
+
+
+def find_bundles(terminal: TerminalCore) -> list[Path]:
+    """The *.raucb files in bundle_dirs() (the directory itself and one level below)."""
+    files: list[Path] = []
+    for where in bundle_dirs(terminal):
+        with contextlib.suppress(OSError):
+            for path in sorted([*where.glob("*" + SUFFIX), *where.glob("*/*" + SUFFIX)]):
+                if path.is_file() and path not in files:
+                    files.append(path)
+    return files
+
+
+def _offered(terminal: TerminalCore, path: str | None) -> bool:
+    if not path or not path.endswith(SUFFIX):
+        return False
+    wanted = Path(path).resolve()
+    return wanted.is_file() and any(wanted.is_relative_to(d.resolve()) for d in bundle_dirs(terminal))
+
+
+# -- the rules --------------------------------------------------------------------------
+
+def blockers(terminal: TerminalCore, lang: str) -> list[str]:
+    """What stops an update now, in words (empty: nothing)."""
+    j = terminal.journal
+    if j is None:
+        return []  # service mode: no journal is open, so nothing owed is known to this firmware
+    found: list[str] = []
+    counts = j.unresolved_counts()
+    for state_name, key in (("REVERSAL_DUE", "upd_item_reversal"), ("ADVICE_DUE", "upd_item_advice"),
+                            ("PENDING", "upd_item_pending"), ("QUARANTINED", "upd_item_quarantined")):
+        if counts.get(state_name):
+            found.append(text(key, lang, n=counts[state_name]))
+    if j.open_settlement() is not None:
+        found.append(text("upd_item_settlement", lang))
+    oldest = j.read("SELECT MIN(created_at) FROM txn WHERE batch = ? AND settlement_id IS NULL "
+                    "AND state IN ('APPROVED', 'VOIDED')", (j.current_batch(),))[0][0]
+    limit = int(terminal.settings["transactions"].get("update_max_batch_hours", 24))
+    if oldest is not None and time.time() - float(oldest) > limit * 3600:
+        hours = int((time.time() - float(oldest)) // 3600)
+        found.append(text("upd_item_batch", lang, hours=hours, limit=limit))
+    if j.read("SELECT COUNT(*) FROM print_job WHERE state = 'PRINTING'")[0][0]:
+        found.append(text("upd_item_printing", lang))
+    return found
+
+
+def _audit(terminal: TerminalCore, who: str, action: str, detail: str, outcome: str) -> None:
+    if terminal.journal is None:
+        log.warning("firmware update (no journal open): %s %s: %s", action, outcome, detail)
+        return
+    terminal.journal.audit(who, f"firmware update: {action}", detail[:500], outcome)
+
+
+def current_version() -> str:
+    return firmware_version() or "unknown"
+
+
+async def _checked_bundle(terminal: TerminalCore, path: str | None, lang: str, who: str,
+                          wanted: str | None = None) -> BundleInfo | OpOutcome:
+    """The rules, the path, then the bundle (signature, compatible, version): the bundle's info,
+    or the refusal in words (audited). Nothing is changed either way."""
+    agent = terminal.update_agent
+    if agent is None or not agent.available:
+        return OpOutcome("update_check", "refused", "upd_unavailable", detail=text("upd_unavailable", lang))
+    items = blockers(terminal, lang)
+    if items:
+        why = "; ".join(items)
+        _audit(terminal, who, "refused", why, "nothing changed")
+        return OpOutcome("update_check", "refused", "upd_blocked", detail=text("upd_blocked", lang, why=why))
+    if not _offered(terminal, path):
+        _audit(terminal, who, "refused", f"file not offered: {path}", "nothing changed")
+        return OpOutcome("update_check", "refused", "upd_bad_path", detail=text("upd_bad_path", lang),
+                         lines=("offered: " + ", ".join(str(d) for d in bundle_dirs(terminal)),))
+    assert path is not None
+    try:
+        info = await agent.bundle_info(path)
+        status = await agent.status()
+    except UpdateError as exc:
+        _audit(terminal, who, "refused", f"{Path(path).name}: {exc}", "nothing changed")
+        return OpOutcome("update_check", "refused", "upd_bad_bundle", detail=text("upd_bad_bundle", lang),
+                         lines=(str(exc),))
+    if info.compatible != status.compatible:
+        _audit(terminal, who, "refused", f"{Path(path).name} is for {info.compatible!r}, this board "
+               f"is {status.compatible!r}", "nothing changed")
+        return OpOutcome("update_check", "refused", "upd_wrong_board",
+                         detail=text("upd_wrong_board", lang, found=info.compatible))
+    if wanted is not None and info.version != wanted:
+        _audit(terminal, who, "refused", f"{Path(path).name} holds {info.version}, {wanted} was "
+               "confirmed", "nothing changed")
+        return OpOutcome("update_check", "refused", "upd_wrong_version",
+                         detail=text("upd_wrong_version", lang, found=info.version, wanted=wanted))
+    return info
+
+
+async def check(terminal: TerminalCore, path: str | None, lang: str, source: str) -> OpOutcome:
+    """The bundle looked at, for the operator's confirmation (its version and the running one)."""
+    got = await _checked_bundle(terminal, path, lang, terminal.actor(source))
+    if isinstance(got, OpOutcome):
+        return got
+    _audit(terminal, terminal.actor(source), "checked", f"{Path(got.path).name}: version {got.version}",
+           "confirm asked")
+    return OpOutcome("update_check", "done", "upd_confirm",
+                     detail=text("upd_confirm", lang, version=got.version, current=current_version()),
+                     items=({"path": got.path, "version": got.version, "current": current_version(),
+                             "compatible": got.compatible},))
+
+
+async def install(terminal: TerminalCore, path: str | None, version: str | None, lang: str,
+                  source: str) -> OpOutcome:
+    """Checks the bundle again (the version the operator confirmed), then installs it under the
+    operation lock. CANCEL counts until the write begins; after a good install the restart is
+    asked for. A failure leaves the running slot as it was."""
+    outcome: list[OpOutcome] = []
+    who = terminal.actor(source)
+
+    async def work() -> TxnResult:
+        terminal.progress("upd_checking", cancellable=True)
+        got = await _checked_bundle(terminal, path, lang, who, wanted=version)
+        if isinstance(got, OpOutcome):
+            outcome.append(OpOutcome("update_install", got.status, got.message_key, detail=got.detail,
+                                     lines=got.lines))
+            return TxnResult(got.status, got.message_key, detail=got.detail)
+        if terminal.cancel_requested():  # the last moment a CANCEL counts
+            _audit(terminal, who, "cancelled", f"{Path(got.path).name}: version {got.version}",
+                   "nothing changed")
+            outcome.append(OpOutcome("update_install", "cancelled", "upd_cancelled",
+                                     detail=text("upd_cancelled", lang)))
+            return TxnResult("cancelled", "upd_cancelled")
+        result = await _write(terminal, got, lang, who)
+        outcome.append(result)
+        return TxnResult(result.status, result.message_key, detail=result.detail)
+
+    await terminal.operation("update", source, work)  # the one operation lock
+    return outcome[0] if outcome else OpOutcome("update_install", "failed", "internal_error")
+
+
+async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) -> OpOutcome:
+    agent = terminal.update_agent
+    assert agent is not None
+    name = Path(info.path).name
+    _audit(terminal, who, "install", f"{name}: version {info.version} (running {current_version()})",
+           "started")
+    terminal.progress("upd_writing", 0, 100, cancellable=False)
+
+    def progress(step: InstallProgress) -> None:
+        terminal.progress("upd_writing", step.percent, 100, cancellable=False)
+
+    try:
+        await agent.install(info.path, progress)
+    except UpdateError as exc:
+        _audit(terminal, who, "install", f"{name}: {exc}", "failed, nothing changed")
+        return OpOutcome("update_install", "failed", "upd_failed",
+                         detail=text("upd_failed", lang, current=current_version()), lines=(str(exc),))
+    if terminal.journal is not None:
+        with terminal.journal.transaction() as cur:
+            put_state(cur, {"update_installed": info.version})
+    _audit(terminal, who, "install", f"{name}: version {info.version}", "installed, restart asked")
+    terminal.notice = "upd_restarting"
+    try:
+        agent.request_reboot()
+    except UpdateError as exc:
+        log.error("%s", exc)
+        return OpOutcome("update_install", "done", "upd_restart_manual",
+                         detail=text("upd_restart_manual", lang, version=info.version))
+    return OpOutcome("update_install", "done", "upd_restarting",
+                     detail=text("upd_restarting", lang, version=info.version))
+
+
+# -- the slots in words ---------------------------------------------------------------------
+
+def slot_lines(status: UpdateStatus, lang: str) -> list[str]:
+    lines = []
+    for slot in status.slots:
+        marks = (text("upd_mark_booted", lang) if slot.booted else "") + \
+                (text("upd_mark_next", lang) if slot.boots_next else "")
+        lines.append(text("upd_slot", lang, name=slot.name, version=slot.version or text(
+            "upd_no_version", lang), state=text(f"upd_state_{slot.state}", lang), marks=marks))
+    return lines
+
+
+def boot_reason(terminal: TerminalCore, status: UpdateStatus, lang: str) -> str:
+    """Why the board runs the slot it runs, in words."""
+    booted = status.booted
+    if booted is None:
+        return text("upd_status_unknown", lang, why="no booted slot")
+    st = state(terminal.journal) if terminal.journal is not None else {}
+    other = status.other(booted.name)
+    if st.get("update_unconfirmed") == booted.name:
+        return text("upd_why_unconfirmed", lang, slot=booted.name, why=st.get("update_health", ""))
+    if booted.activated and st.get(f"update_confirmed_{booted.name}") == booted.activated:
+        if other is not None and other.state == "bad" and (other.activated or "") > booted.activated:
+            return text("upd_why_fallback", lang, other=other.name, slot=booted.name)
+        return text("upd_why_confirmed", lang, slot=booted.name)
+    if booted.activated:
+        return text("upd_why_new", lang, slot=booted.name)
+    if other is not None and other.state == "bad" and other.activated:
+        return text("upd_why_fallback", lang, other=other.name, slot=booted.name)
+    return text("upd_why_normal", lang, slot=booted.name)
+
+
+async def firmware_lines(terminal: TerminalCore, lang: str) -> tuple[bool, list[str], dict[str, Any]]:
+    """The Firmware screen and the ECR firmware_status: this firmware's version, both slots, why
+    this one runs. (ok, lines, the same as plain data)."""
+    lines = [text("upd_firmware", lang, version=current_version())]
+    data: dict[str, Any] = {"version": current_version()}
+    agent = terminal.update_agent
+    if agent is None or not agent.available:
+        lines.append(text("upd_unavailable", lang))
+        data["available"] = False
+        return True, lines, data
+    try:
+        status = await agent.status()
+    except UpdateError as exc:
+        lines.append(text("upd_status_unknown", lang, why=str(exc)))
+        data.update(available=True, problem=str(exc))
+        return False, lines, data
+    lines += slot_lines(status, lang)
+    why = boot_reason(terminal, status, lang)
+    lines.append(why)
+    data.update(available=True, compatible=status.compatible, why=why,
+                booted=status.booted.name if status.booted else None,
+                boots_next=status.next_boot.name if status.next_boot else None,
+                slots=[{"name": s.name, "version": s.version, "state": s.state, "booted": s.booted,
+                        "boots_next": s.boots_next} for s in status.slots])
+    return True, lines, data
+
+
+# -- the first start of a new slot ---------------------------------------------------------
+
+async def health_check(terminal: TerminalCore) -> list[str]:
+    """The new firmware's own check: the journal, an echo with the host, the printer. Returns
+    the catalog keys of what failed (empty: passed)."""
+    failed: list[str] = []
+    j = terminal.journal
+    if j is None or not check_journal(j, "en", time.time()).passed:
+        failed.append("upd_health_journal")
+    if terminal.link is not None:
+        ok, _seconds, detail = await terminal.echo()
+        if not ok:
+            log.warning("health check: echo failed: %s", detail)
+            failed.append("upd_health_host")
+    else:
+        failed.append("upd_health_host")
+    printer = getattr(terminal.prints, "printer", None)
+    if printer is not None:
+        try:
+            await printer.status()
+        except Exception as exc:  # any driver failure: the printer does not answer
+            log.warning("health check: printer: %s", exc)
+            failed.append("upd_health_printer")
+    return failed
+
+
+async def confirm_at_startup(terminal: TerminalCore) -> str | None:
+    """At start-up, after open(): on the first start of a newly activated slot (its activation
+    stamp not yet confirmed in the journal) run the health check, and only when it passes mark
+    the slot good. On any other start nothing happens (no host traffic). Returns the words said
+    (None: nothing to do)."""
+    agent, j = terminal.update_agent, terminal.journal
+    if agent is None or not agent.available or j is None:
+        return None
+    try:
+        status = await agent.status()
+    except UpdatesUnavailable:
+        return None
+    except UpdateError as exc:
+        log.error("update status at start-up: %s", exc)
+        return None
+    booted = status.booted
+    st = state(j)
+    if booted is None:
+        return None
+    if not booted.activated or st.get(f"update_confirmed_{booted.name}") == booted.activated:
+        other = status.other(booted.name)
+        if other is not None and other.state == "bad" and other.activated and \
+                st.get("update_fallback_seen") != other.activated:
+            # Back on this slot because the other one ran out of boot attempts: said and kept.
+            why = text("upd_why_fallback", "en", other=other.name, slot=booted.name)
+            with j.transaction() as cur:
+                put_state(cur, {"update_fallback_seen": other.activated})
+                j.audit_in(cur, SYSTEM, "firmware update: fallback", why, "running the previous slot")
+            terminal.notice = "upd_why_fallback"
+            return why
+        return None
+    failed = await health_check(terminal)
+    version = booted.version or current_version()
+    if failed:
+        why = ", ".join(text(key, "en") for key in failed)
+        with j.transaction() as cur:
+            put_state(cur, {"update_unconfirmed": booted.name, "update_health": why})
+            j.audit_in(cur, SYSTEM, "firmware update: health check", f"slot {booted.name} version "
+                       f"{version}: {why}", "failed, not marked good")
+        terminal.notice = "upd_why_unconfirmed"
+        log.error("health check of slot %s failed: %s; it is not marked good", booted.name, why)
+        return why
+    try:
+        await agent.mark_good()
+    except UpdateError as exc:
+        _audit(terminal, SYSTEM, "mark good", f"slot {booted.name}: {exc}", "failed")
+        return str(exc)
+    with j.transaction() as cur:
+        put_state(cur, {f"update_confirmed_{booted.name}": booted.activated})
+        cur.execute("DELETE FROM terminal_state WHERE name IN ('update_unconfirmed', 'update_health')")
+        j.audit_in(cur, SYSTEM, "firmware update: health check", f"slot {booted.name} version "
+                   f"{version}: journal, host and printer answer", "passed, marked good")
+    return text("upd_why_confirmed", "en", slot=booted.name)
+
+
+# -- keypad and ECR ---------------------------------------------------------------------------
+
+async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int) -> OpOutcome:
+    """Keypad ops: update_sources (items: the files found), update_check (path: the file),
+    update_install (path, reference = the confirmed version; authorised: the supervisor's
+    password was checked on the way into Settings), firmware_status (lines)."""
+    if command.op == "firmware_status":
+        ok, lines, _data = await firmware_lines(terminal, lang)
+        return OpOutcome("firmware_status", "done" if ok else "failed", "upd_firmware",
+                         lines=tuple(lines))
+    agent = terminal.update_agent
+    if agent is None or not agent.available:
+        return OpOutcome(command.op, "refused", "upd_unavailable")
+    if command.op == "update_sources":
+        found = find_bundles(terminal)
+        if not found:
+            return OpOutcome("update_sources", "refused", "upd_no_bundles")
+        return OpOutcome("update_sources", "done", "upd_pick",
+                         items=tuple({"path": str(p), "name": p.name} for p in found))
+    if command.op == "update_check":
+        return await check(terminal, command.path, lang, "keypad")
+    if command.op == "update_install":
+        if not command.authorised:
+            return OpOutcome("update_install", "refused", "password_wrong",
+                             detail="the supervisor password was not checked")
+        return await install(terminal, command.path, command.reference, lang, "keypad")
+    return OpOutcome(command.op, "refused", "upd_unavailable", detail=f"not an update op: {command.op}")
+
+
+async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
+                 origin: OperatorInput | None = None) -> dict[str, Any]:
+    """ECR `firmware_status` and `update` {path, password, version?, check?} (docs/ecr.md)."""
+    lang = terminal.language()
+    source = origin.source if origin is not None else "ecr"
+    if op == "firmware_status":
+        ok, lines, data = await firmware_lines(terminal, lang)
+        return {"ok": ok, "result": "firmware", "message": "; ".join(lines), **data}
+    if op != "update":
+        return {"ok": False, "result": "refused", "message": f"not an update op: {op}"}
+    agent = terminal.update_agent
+    if agent is None or not agent.available:
+        return {"ok": False, "result": "refused", "message": text("upd_unavailable", lang)}
+    if terminal.journal is not None and not await terminal.check_password(
+            args.get("password"), "firmware update", source):
+        return {"ok": False, "result": "refused", "message": text(terminal.password_refused(source), lang)}
+    if args.get("check"):
+        outcome = await check(terminal, args["path"], lang, source)
+    else:
+        outcome = await install(terminal, args["path"], args.get("version"), lang, source)
+    payload: dict[str, Any] = {"ok": outcome.ok, "result": outcome.status,
+                               "message": outcome.detail or text(outcome.message_key, lang)}
+    if outcome.items:
+        payload.update(outcome.items[0])
+    if outcome.lines:  # the update system's own reason (English), for support
+        payload["reason"] = outcome.lines[0]
+    return payload
