@@ -144,6 +144,14 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "transactions.update_max_batch_hours")
 
 
+# The settings files' version: how many fields were added since the first release. A file
+# written by newer firmware (a fall back after an update) carries a higher one, and its fields
+# this firmware does not know are kept as they are rather than refused (docs/updates.md,
+# "Settings after a fallback"): every field is added to ADDED_FIELDS, so this only grows.
+SETTINGS_VERSION = len(ADDED_FIELDS)
+VERSION_KEY = "_version"
+
+
 def field(group: str, name: str) -> Field:
     return BY_KEY[f"{group}.{name}"]
 

@@ -45,7 +45,7 @@ from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
-from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
 from firmware.ports import (
@@ -170,7 +170,9 @@ class TerminalCore(FlowRunner, HostSession):
             self.host_keys = store
         try:
             self.journal = Journal.open(self.data_dir / "journal.db", vault)
-        except JournalCorrupt as exc:
+        except (JournalCorrupt, JournalTooNew) as exc:
+            # Damaged, or written by newer firmware this one cannot read (a fall back after an
+            # update whose journal migration was not additive): untouched, said in words.
             self.service_problem = str(exc)
             log.error("SERVICE MODE: %s", exc)
             return
