@@ -182,7 +182,7 @@ async def _checked_bundle(terminal: TerminalCore, path: str | None, lang: str, w
     items = blockers(terminal, lang)
     if items:
         why = "; ".join(items)
-        _audit(terminal, who, "refused", why, "nothing changed")
+        _audit(terminal, who, "refused", "; ".join(blockers(terminal, "en")), "nothing changed")
         return OpOutcome("update_check", "refused", "upd_blocked", detail=text("upd_blocked", lang, why=why))
     if not _offered(terminal, path):
         _audit(terminal, who, "refused", f"file not offered: {path}", "nothing changed")
