@@ -164,5 +164,5 @@ def test_an_unknown_field_in_a_file_of_this_version_is_still_refused(tmp_path: P
     data = json.loads(path.read_text())
     data["comms"]["hots"] = "10.0.0.1"
     path.write_text(json.dumps(data))
-    with pytest.raises(RuntimeError, match="comms.hots: unknown field"):
+    with pytest.raises(RuntimeError, match=r"comms\.hots: unknown field"):
         SettingsStore(path).load()  # no earlier version to fall back to: refused in words
