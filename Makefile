@@ -89,6 +89,7 @@ lock: $(VENV_STAMP)
 
 include mk/c_ext.mk
 include mk/qemu.mk
+include mk/image.mk
 
 # READER=pcsc: the chip through PC/SC (pcscd + vpcd + board/sim/vpcd.py's card; root).
 READER ?=
@@ -107,7 +108,7 @@ test-deps:
 # pays; every test uses its own temporary directory, loopback ports and token. TEST_WORKERS=0
 # runs it in one process.
 TEST_WORKERS ?= 4
-test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image
+test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image image-deps
 	$(PY) -m ruff check .
 	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest \
 	  -n $(TEST_WORKERS) --dist loadfile

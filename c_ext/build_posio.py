@@ -116,17 +116,22 @@ def _build_time() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
-def make_ffibuilder() -> FFI:
-    """The FFI builder for `_posio`, with the build record baked in as macros."""
+def make_ffibuilder(relative_to: Path | None = None) -> FFI:
+    """The FFI builder for `_posio`, with the build record baked in as macros. Paths are absolute
+    (ffi.compile() works in its own directory) or, for setuptools, relative to `relative_to`."""
+
+    def path(p: Path) -> str:
+        return str(p if relative_to is None else p.relative_to(relative_to))
+
     compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     ffibuilder = FFI()
     ffibuilder.cdef(CDEF)
     ffibuilder.set_source(
         MODULE,
         '#include "posio.h"\n',
-        sources=[str(p) for p in c_sources()],
-        include_dirs=[str(HERE)],
-        depends=[str(HERE / "posio.h")],
+        sources=[path(p) for p in c_sources()],
+        include_dirs=[path(HERE)],
+        depends=[path(HERE / "posio.h")],
         extra_compile_args=CFLAGS,
         extra_link_args=LDFLAGS,
         define_macros=[
@@ -136,6 +141,12 @@ def make_ffibuilder() -> FFI:
         ],
     )
     return ffibuilder
+
+
+def wheel_ffibuilder() -> FFI:
+    """The builder setup.py names (`pip wheel .` runs in the source tree; setuptools takes only
+    relative paths)."""
+    return make_ffibuilder(relative_to=ROOT)
 
 
 def target_path() -> Path:

@@ -197,6 +197,7 @@ class Guest:
     tpm_state: Path | None = None
     swtpm: Swtpm | None = None
     _qmp: QmpClient | None = None
+    binary = QEMU_BINARY  # the emulator (board/image's arm64 guest runs another)
 
     @property
     def qmp_path(self) -> Path:
@@ -277,8 +278,8 @@ class Guest:
         """
         if self.process is not None and self.process.poll() is None:
             raise GuestError("the guest is already running")
-        if shutil.which(QEMU_BINARY) is None:
-            raise GuestError(f"{QEMU_BINARY} is not installed (Debian package qemu-system-x86)")
+        if shutil.which(self.binary) is None:
+            raise GuestError(f"{self.binary} is not installed (make qemu-deps / make image-deps)")
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.socket_dir.glob("*.sock"):
             stale.unlink()

@@ -168,13 +168,13 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
     raise ImageError("no xz or gzip stream in the bzImage decompresses to an ELF kernel")
 
 
-def module_load_order(modules_root: Path) -> list[str]:
-    """TARGET_MODULES and everything they depend on, dependencies first, as modprobe would load them."""
+def module_load_order(modules_root: Path, targets: tuple[str, ...] = TARGET_MODULES) -> list[str]:
+    """`targets` and everything they depend on, dependencies first, as modprobe would load them."""
     release = modules_root.name
     tree = modules_root.parents[2]
     _run(["depmod", "-b", str(tree), release])
     order: list[str] = []
-    for target in TARGET_MODULES:
+    for target in targets:
         plan = _run(["modprobe", "-d", str(tree), "-S", release, "--show-depends", target])
         for line in plan.splitlines():
             words = line.split()
@@ -198,28 +198,40 @@ def _find_module(modules_root: Path, name: str) -> bytes:
 
 def build_initrd(busybox: Path, modules_root: Path, target: Path) -> list[str]:
     """Packs busybox, the modules and /init with cpio (newc) and gzip."""
+    return pack_initrd(busybox, modules_root, init_script(), TARGET_MODULES, target)
+
+
+def pack_initrd(busybox: Path, modules_root: Path, init: str, modules: tuple[str, ...], target: Path,
+                epoch: int = 0) -> list[str]:
+    """An initramfs of busybox, `modules` (with their dependencies, in load order, listed in
+    /lib/modules/order) and `init`, as cpio (newc) and gzip; every time is `epoch` and the
+    members are sorted, so the same inputs give the same bytes (the arm64 image, board/image,
+    is reproducible). Returns the load order."""
     with tempfile.TemporaryDirectory(prefix="qemu-initrd-") as tmp:
         root = Path(tmp)
         (root / "bin").mkdir()
         shutil.copy2(busybox, root / "bin" / "busybox")
         modules_dir = root / "lib" / "modules"
         modules_dir.mkdir(parents=True)
-        order = module_load_order(modules_root)
+        order = module_load_order(modules_root, modules)
         for name in order:
             (modules_dir / f"{name}.ko").write_bytes(_find_module(modules_root, name))
         (modules_dir / "order").write_text(" ".join(order) + "\n")
-        init = root / "init"
-        init.write_text(init_script())
-        init.chmod(0o755)
-        names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+        init_file = root / "init"
+        init_file.write_text(init)
+        init_file.chmod(0o755)
+        members = sorted(root.rglob("*"))
+        for path in [root, *members]:
+            os.utime(path, (epoch, epoch))
+        names = [str(p.relative_to(root)) for p in members]
         archive = subprocess.run(
-            ["cpio", "--quiet", "-o", "-H", "newc", "--owner=0:0"],
+            ["cpio", "--quiet", "-o", "-H", "newc", "--owner=0:0", "--reproducible"],
             cwd=root, input="\n".join(names).encode() + b"\n", capture_output=True,
         )
         if archive.returncode != 0:
             raise ImageError(f"cpio failed: {archive.stderr.decode(errors='replace').strip()}")
     partial = target.with_suffix(".partial")
-    partial.write_bytes(gzip.compress(archive.stdout, compresslevel=6))
+    partial.write_bytes(gzip.compress(archive.stdout, compresslevel=6, mtime=0))
     partial.replace(target)
     return order
 

@@ -37,8 +37,8 @@ class BoardProfile:
     keypad: str = "terminal"  # "terminal" (development) | "evdev"
     keypad_device: str | None = None  # evdev: a /dev/input/event* path or a device-name hint
     keymap: str = "pc"  # a name in drivers/keypad/keymaps.py
-    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames[:<tty>]"
-    # | "spi:<driver>"
+    display: str = "terminal"  # "terminal" | "capture" | "framebuffer" | "serial_frames" | "spi:<driver>"
+    display_path: str | None = None  # serial_frames: its serial port (None: the x86 QEMU board's)
     # The reader has a contact chip slot the firmware reads (docs/chip.md): the terminal signs
     # on as an IC terminal (it then loads the host's chip tables), says 60.4 = 5, and reads an
     # inserted card's chip. False for a magstripe-only board; a HID wedge never has one.
@@ -137,22 +137,24 @@ PROFILES: dict[str, BoardProfile] = {
     "qemu-arm64": BoardProfile(
         name="qemu-arm64",
         development=True,
-        # The arm64 image (make image) under qemu-system-aarch64 -M virt: RAUC with U-Boot A/B
-        # slots; the DES keys in the emulated reader's PIN pad, the card-vault key in a SoftHSM2
-        # token on the data partition (like sim-pinpad).
+        # The flashable arm64 image (board/image, docs/image.md) under qemu-system-aarch64 -M virt:
+        # it runs `python -m firmware.app` as a device does (no test cards: cards are swiped at the
+        # emulated reader), on four PCI 16550 ports; the DES keys in the reader's PIN pad, the
+        # card-vault key in a SoftHSM2 token on the data partition.
         key_store="pinpad",
-        update_agent="rauc",
-        description="QEMU aarch64 image with A/B slots: reader (with its PIN pad) on ttyS0, "
-                    "printer on ttyS1, ECR on ttyS2, LCD frames on ttyS3",
-        card_source="sim",
-        ecr_accepts_card_data=True,
+        update_agent="rauc",  # RAUC over U-Boot's A/B slots (docs/updates.md)
+        description="QEMU arm64 (virt) image: reader with PIN pad, printer, ECR and LCD frames on "
+                    "ttyS0-ttyS3",
+        card_source="reader",
+        ecr_accepts_card_data=False,
         reader_path="/dev/ttyS0",
         printer_path="/dev/ttyS1",
         ecr_serial="/dev/ttyS2",
         keypad="evdev",
         keypad_device="QEMU Virtio Keyboard",
         keymap="qemu",
-        display="serial_frames:/dev/ttyS3",
+        display="serial_frames",
+        display_path="/dev/ttyS3",
     ),
     "rpi": BoardProfile(
         name="rpi",

@@ -89,11 +89,10 @@ def make_display(board: BoardProfile) -> Display:
         from drivers.display.capture import CaptureDisplay
 
         return CaptureDisplay(rows, cols)
-    if board.display.split(":", 1)[0] == "serial_frames":  # "serial_frames[:<tty>]"
+    if board.display == "serial_frames":
         from drivers.display.serial_frames import LCD_MIRROR_PORT, SerialFrameDisplay
 
-        port = board.display.split(":", 1)[1] if ":" in board.display else LCD_MIRROR_PORT
-        return SerialFrameDisplay(port, rows, cols)
+        return SerialFrameDisplay(board.display_path or LCD_MIRROR_PORT, rows, cols)
     if board.display == "framebuffer":
         from drivers.display.luma_backend import framebuffer
 

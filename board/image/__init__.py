@@ -1,0 +1,1 @@
+"""The flashable arm64 image and its update bundles (docs/image.md)."""

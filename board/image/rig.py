@@ -1,0 +1,156 @@
+"""The arm64 image under qemu-system-aarch64 (-M virt, U-Boot, the whole disk) with the host's
+parts around it, as board/qemu/rig.py wires the x86 dev guest: the acquirer simulator behind
+user-mode networking, the emulated reader (with its PIN pad) and printer on the guest's ttyS0 and
+ttyS1 (a PCI 16550 card of four ports), the ECR line on ttyS2, the LCD frames from ttyS3, keys
+through QMP. The guest boots from its own disk and reboots by itself (updates, fallback); a
+power cut is SIGKILL of qemu.
+
+The factory (provision()): the terminal's data partition is personalised on the host before the
+first boot, as a production line writes it before flashing: settings, the SoftHSM2 token with the
+card-vault key, the TMK loaded into the emulated PIN pad by its ceremony.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from board.image.build import SERVICE_UID, make_data_ext4, partition_offsets
+from board.qemu.guest import ACQUIRER_GUEST_ADDRESS, NETPIPE, Guest, GuestError
+from board.qemu.rig import MID, TID, TMK_HEX, EcrLine, LcdWatch, QemuTerminal, SerialBridge
+from board.sim.acquirer import SimulatorThread
+from board.sim.devrun import dev_pad
+from board.sim.devrun import provision as dev_provision
+from board.sim.peripherals import Peripherals
+
+U_BOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")  # Debian's u-boot-qemu
+BOARD = "qemu-arm64"
+DATA_DIR = "posfw"  # the firmware's directory on the data partition (/data/posfw in the guest)
+# The guest's serial ports, in the order of the PCI card's four UARTs (ttyS0..ttyS3).
+PORTS = ("ttyS0", "ttyS1", "ttyS2", "ttyS3")
+READER, PRINTER, ECR, LCD = PORTS
+
+
+@dataclass
+class ImageGuest(Guest):
+    """A Guest that boots a whole disk through U-Boot instead of a kernel and a command."""
+
+    binary = "qemu-system-aarch64"
+    memory_mb: int = 1024
+
+    def qemu_argv(self, command: str, data_disk: Path | None, cwd: str, data_mount: str,
+                  acquirer: tuple[str, int] | None = None,
+                  host_forwards: tuple[tuple[int, int], ...] = ()) -> list[str]:
+        if data_disk is None:
+            raise GuestError("the image guest boots from its disk: give it")
+        argv = [
+            self.binary, "-M", "virt", "-cpu", "cortex-a57", "-accel", "tcg,thread=multi", "-smp", "2",
+            "-m", str(self.memory_mb), "-nodefaults", "-display", "none", "-bios", str(U_BOOT),
+            "-drive", f"file={data_disk},if=none,format=raw,id=disk,cache=writeback",
+            "-device", "virtio-blk-pci,drive=disk",
+            "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+            "-device", "virtio-keyboard-pci",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+        ]
+        card = []
+        for index, port in enumerate(PORTS, start=1):
+            path = self.socket_dir / f"{port}.sock"
+            self.serial_sockets[port] = path
+            argv += ["-chardev", f"socket,id=s{index},path={path},server=on,wait=off"]
+            card.append(f"chardev{index}=s{index}")
+        argv += ["-device", "pci-serial-4x," + ",".join(card)]
+        if acquirer is not None:
+            forward = f"{sys.executable} {NETPIPE} {acquirer[0]} {acquirer[1]}"
+            guest_ip, guest_port = ACQUIRER_GUEST_ADDRESS
+            netdev = f"user,id=net0,restrict=on,guestfwd=tcp:{guest_ip}:{guest_port}-cmd:{forward}"
+            argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
+        return argv
+
+
+def provision(factory: Path, devices: Path, reply_timeout: float | None) -> Path:
+    """The data partition's contents, made on the host: posfw/ (settings, the SoftHSM2 token with
+    the card-vault key, the provisioning record) owned by the image's service user, and the TMK in
+    the emulated pad (devices/) by its ceremony over the reader link."""
+    data = factory / DATA_DIR
+    host, port = ACQUIRER_GUEST_ADDRESS
+    dev_provision(data, port, host=host, reply_timeout=reply_timeout, board=BOARD)
+    dev_pad(data, BOARD, devices)
+    # The token's configuration names its directory as the guest sees it.
+    conf = data / "keys" / "softhsm2.conf"
+    if conf.exists():
+        conf.write_text(conf.read_text().replace(str((data / "keys").resolve()), f"/data/{DATA_DIR}/keys"))
+    for path in [factory, *factory.rglob("*")]:
+        os.chown(path, SERVICE_UID if path != factory else 0, SERVICE_UID if path != factory else 0,
+                 follow_symlinks=False)
+    return factory
+
+
+class ImageTerminal(QemuTerminal):
+    """The flashed board: QemuTerminal's hands (press, ecr, lcd, power_cut) on the arm64 image.
+
+        with ImageTerminal(tmp_path, disk=Path("var/image/disk.img")) as rig:
+            rig.boot()
+    """
+
+    def __init__(self, workdir: Path, disk: Path, *, reply_timeout: float | None = 3.0) -> None:
+        super().__init__(workdir, None, reply_timeout=reply_timeout, board=BOARD, tpm=False,
+                         factory_cache=False)
+        self.source_disk = Path(disk)
+        self.disk = self.workdir / "disk.img"
+
+    def setup(self, keep_disk: bool = False) -> ImageTerminal:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sim = SimulatorThread(self.workdir / "ledger.db", terminals=[(TID, MID, bytes.fromhex(TMK_HEX))])
+        self.sim.start()
+        self.peripherals = Peripherals(self.workdir / "devices", echo=False).start()
+        if not (keep_disk and self.disk.exists()):
+            subprocess.run(["cp", "--sparse=always", str(self.source_disk), str(self.disk)], check=True)
+            factory = self.workdir / "factory"
+            shutil.rmtree(factory, ignore_errors=True)
+            provision(factory, self.workdir / "devices", self.reply_timeout)
+            offset, size = partition_offsets(self.disk)["data"]
+            make_data_ext4(self.disk, size, 0, contents=factory, offset=offset)
+        self.bridges = {
+            READER: SerialBridge("reader", self.peripherals.reader.device_path),
+            PRINTER: SerialBridge("printer", self.peripherals.printer.path),
+        }
+        self.guest = ImageGuest(self.image, console_path=self.workdir / "console-1.log")  # type: ignore[arg-type]
+        return self
+
+    def start(self, command: str | None = None) -> None:
+        assert self.guest is not None and self.sim is not None, "setup() first"
+        self.boots += 1
+        self.guest.console_path = self.workdir / f"console-{self.boots}.log"
+        self.guest.start("", data_disk=self.disk, acquirer=("127.0.0.1", self.sim.port))
+        for port, bridge in self.bridges.items():
+            bridge.attach(self.guest.connect_serial(port))
+        self.ecr = EcrLine(self.guest.connect_serial(ECR), self._ecr_ids)
+        self.lcd = LcdWatch(self.guest.connect_serial(LCD), on_frame=self.on_frame)
+
+    def read_data(self, directory: str, target: Path) -> Path:
+        """A host copy of a directory of the data partition (the guest off), e.g. "/posfw"."""
+        offset, _ = partition_offsets(self.disk)["data"]
+        target.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(["debugfs", "-R", f"rdump {directory} {target}",
+                                 f"{self.disk}?offset={offset}"], capture_output=True, text=True)
+        copied = target / Path(directory).name
+        if not copied.is_dir():
+            raise GuestError(f"{directory} is not on the data partition: {result.stderr.strip()[-300:]}")
+        return copied
+
+    def read_terminal_dir(self, target: Path) -> Path:
+        return self.read_data(f"/{DATA_DIR}", target)
+
+    def boot_state(self) -> dict[str, str]:
+        """U-Boot's A/B state (BOOT_ORDER, BOOT_A_LEFT, BOOT_B_LEFT) read off the boot partition."""
+        offset, _ = partition_offsets(self.disk)["boot"]
+        raw = subprocess.run(["mtype", "-i", f"{self.disk}@@{offset}", "::uboot.env"], capture_output=True,
+                             env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}, check=True).stdout
+        pairs = raw[4:].split(b"\0")
+        return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
+
+

@@ -1,0 +1,47 @@
+# mk/image.mk: the flashable arm64 image (board/image, docs/image.md): image-deps, image, bundle,
+# image-test.
+#
+# Include it from the top-level Makefile after PY and VENV_STAMP are defined.
+#   IMAGE_DIR  where the image, its wheels and bundles are built (default var/image)
+
+PY ?= .venv/bin/python
+VENV_STAMP ?=
+IMAGE_DIR ?= var/image
+# mmdebstrap builds the root (qemu-user-static + binfmt-support run arm64 programs in it);
+# squashfs-tools (the slots), dosfstools + mtools (the FAT partitions), e2fsprogs (data), fdisk
+# (sfdisk reads the GPT back), u-boot-tools (mkimage, mkenvimage), systemd-repart (the disk:
+# Debian's systemd has it); rauc (bundles; its `info` checks them); qemu-system-arm +
+# u-boot-qemu (the board: U-Boot for QEMU virt).
+IMAGE_PACKAGES := mmdebstrap qemu-user-static binfmt-support squashfs-tools dosfstools mtools \
+  e2fsprogs fdisk u-boot-tools systemd rauc qemu-system-arm u-boot-qemu
+IMAGE_TOOLS := mmdebstrap qemu-aarch64-static mksquashfs mkfs.vfat mcopy mkfs.ext4 sfdisk mkimage \
+  mkenvimage systemd-repart rauc qemu-system-aarch64
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: image-deps image bundle image-test
+
+# The arm64 programs of the root run through binfmt_misc: Debian's qemu-user-static registers
+# them when binfmt-support runs; a container may need the registration made here.
+image-deps:
+	@PATH="$(PATH):/usr/sbin:/sbin"; missing=; for tool in $(IMAGE_TOOLS); do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ] || missing="$$missing u-boot.bin"; \
+	[ -z "$$missing" ] || { echo "missing:$$missing; installing $(IMAGE_PACKAGES) with apt-get"; \
+	  $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends $(IMAGE_PACKAGES); }
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || $(SUDO) mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+	  $(SUDO) update-binfmts --enable qemu-aarch64 || true; }
+
+# Root: mmdebstrap --mode=root and chroot. Prints the disk's SHA-256.
+image: $(VENV_STAMP) image-deps
+	$(SUDO) $(PY) -m board.image.build --dir $(IMAGE_DIR)
+
+# BUNDLE_VERSION defaults to the firmware's version; RAUC_KEY/RAUC_CERT name a vendor's key.
+bundle: image
+	$(PY) -m board.image.bundle --image-dir $(IMAGE_DIR) $(if $(BUNDLE_VERSION),--version $(BUNDLE_VERSION))
+
+# The image under qemu-system-aarch64 (tests/image): boot, sale, update, fallback, power cuts,
+# and two builds giving the same SHA-256. About N minutes on 2 cores.
+image-test: image build
+	IMAGE_TESTS=1 IMAGE_DIR=$(IMAGE_DIR) $(PY) -m pytest tests/image -p no:xdist -q -s
