@@ -313,7 +313,10 @@ def test_the_first_start_of_a_new_slot_marks_it_good_after_its_health_check(data
     run(go())
 
 
-def test_a_failed_health_check_does_not_mark_good_and_says_why(data_dir, sim) -> None:
+def test_a_failed_health_check_does_not_mark_good_says_why_and_restarts(
+        data_dir, sim, monkeypatch) -> None:
+    monkeypatch.setattr(updates, "HEALTH_RESTART_S", 0.0)
+
     async def go() -> None:
         t = await terminal(data_dir)
         t.update_agent = agent = _agent(slots=NEW_B)
@@ -321,11 +324,14 @@ def test_a_failed_health_check_does_not_mark_good_and_says_why(data_dir, sim) ->
             sim.stop()  # the host does not answer the echo
             said = await updates.confirm_at_startup(t)
             assert said == "no answer from the host" and agent.marked == []
-            assert _audit(t)[-1][::2] == ("firmware update: health check", "failed, not marked good")
+            assert _audit(t)[-1][::2] == ("firmware update: health check",
+                                          "failed, not marked good, restart asked")
             assert t.status()["notice_key"] == "upd_why_unconfirmed"
             lines = (await _keypad(t, "firmware_status")).lines
-            assert lines[-1] == ("B failed its health check (no answer from the host): the previous "
-                                 "firmware returns after restarts")
+            assert lines[-1] == ("B failed its health check (no answer from the host): restarting; "
+                                 "the previous firmware returns after failed starts")
+            await asyncio.sleep(0.05)  # the restart, once the screen has said why
+            assert agent.reboots == 1 and agent.marked == []
         finally:
             await t.close()
     run(go())

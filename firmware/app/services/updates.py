@@ -16,6 +16,7 @@ directory under /media or /mnt, or in the data directory's export/.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -31,7 +32,14 @@ from firmware.diag.buildinfo import firmware_version
 from firmware.diag.journal_check import check_journal
 from firmware.engine.model import TxnResult
 from firmware.i18n import register, text
-from firmware.ports import BundleInfo, InstallProgress, UpdateError, UpdateStatus, UpdatesUnavailable
+from firmware.ports import (
+    BundleInfo,
+    InstallProgress,
+    UpdateAgent,
+    UpdateError,
+    UpdateStatus,
+    UpdatesUnavailable,
+)
 from firmware.ui.core import OpOutcome, StartOp
 
 log = logging.getLogger("posfw.updates")
@@ -43,6 +51,7 @@ ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 SUFFIX = ".raucb"
 SYSTEM = "system"  # the audit's who for the start-up health check
+HEALTH_RESTART_S = 30.0  # how long a failed first start says why before it asks for the restart
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "upd_unavailable": ("Updates are not available on this board", "本机不支持固件升级"),
@@ -90,8 +99,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upd_why_confirmed": ("{slot} passed its health check", "分区{slot}自检通过"),
     "upd_why_fallback": ("Fallback: {other} failed its boot attempts; running {slot}",
                          "回退:分区{other}启动失败;运行分区{slot}"),
-    "upd_why_unconfirmed": ("{slot} failed its health check ({why}): the previous firmware "
-                            "returns after restarts", "分区{slot}自检未通过({why}):重启后将回到原固件"),
+    "upd_why_unconfirmed": ("{slot} failed its health check ({why}): restarting; the previous "
+                            "firmware returns after failed starts",
+                            "分区{slot}自检未通过({why}):正在重启;多次失败后将回到原固件"),
     "upd_health_journal": ("journal check failed", "交易记录检查失败"),
     "upd_health_host": ("no answer from the host", "主机无应答"),
     "upd_health_printer": ("printer does not answer", "打印机无应答"),
@@ -406,9 +416,14 @@ async def confirm_at_startup(terminal: TerminalCore) -> str | None:
         with j.transaction() as cur:
             put_state(cur, {"update_unconfirmed": booted.name, "update_health": why})
             j.audit_in(cur, SYSTEM, "firmware update: health check", f"slot {booted.name} version "
-                       f"{version}: {why}", "failed, not marked good")
+                       f"{version}: {why}", "failed, not marked good, restart asked")
         terminal.notice = "upd_why_unconfirmed"
-        log.error("health check of slot %s failed: %s; it is not marked good", booted.name, why)
+        log.error("health check of slot %s failed: %s; it is not marked good, restart in %.0f s",
+                  booted.name, why, HEALTH_RESTART_S)
+        # Each failed first start spends one of the slot's boot attempts: the restart, after the
+        # screen has said why for a while, lets the boot counter run out and bring back the
+        # previous firmware by itself (a host that was only down passes at the next start).
+        asyncio.get_running_loop().call_later(HEALTH_RESTART_S, _restart_after_failed_check, agent)
         return why
     try:
         await agent.mark_good()
@@ -421,6 +436,13 @@ async def confirm_at_startup(terminal: TerminalCore) -> str | None:
         j.audit_in(cur, SYSTEM, "firmware update: health check", f"slot {booted.name} version "
                    f"{version}: journal, host and printer answer", "passed, marked good")
     return text("upd_why_confirmed", "en", slot=booted.name)
+
+
+def _restart_after_failed_check(agent: UpdateAgent) -> None:
+    try:
+        agent.request_reboot()
+    except UpdateError as exc:
+        log.error("restart after the failed health check: %s", exc)
 
 
 # -- keypad and ECR ---------------------------------------------------------------------------
