@@ -65,6 +65,7 @@ FIXTURE_LINES = {
     "txn_confirm_settle": ("Sales",),
     "settings_history": ("edited on the keypad",),
     "settings_problems": ("Port: whole number", "got"),
+    "update_files": ("posfw",),  # the update files' names on the USB stick, shown as they are
 }
 
 

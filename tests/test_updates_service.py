@@ -8,82 +8,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pytest
 from helpers import record_in_state, run, sale, terminal
+from updatekit import bundle_file, stand_in
 
 from firmware.app.services import updates
 from firmware.engine.model import PendingDraft
 from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 from firmware.i18n import text
-from firmware.ports import BundleInfo, InstallProgress, SlotInfo, UpdateError, UpdateStatus
+from firmware.ports import SlotInfo
 from firmware.ui.core import StartOp
-
-COMPATIBLE = "posfw-qemu-arm64"
-
-
-@dataclass
-class FakeAgent:
-    """Stands in for RAUC (module docstring): slot A booted, B the other; bundles by file name."""
-
-    bundles: dict[str, BundleInfo | str] = field(default_factory=dict)
-    slots: tuple[SlotInfo, ...] = (
-        SlotInfo("A", None, "good", True, True),
-        SlotInfo("B", "1.0.0", "good", False, False, activated="2026-12-01T10:00:00Z #1"))
-    install_error: str | None = None
-    on_info: Callable[[], None] | None = None
-    available: bool = True
-    installed: list[str] = field(default_factory=list)
-    progress: list[InstallProgress] = field(default_factory=list)
-    marked: list[str] = field(default_factory=list)
-    reboots: int = 0
-    status_calls: int = 0
-
-    async def status(self) -> UpdateStatus:
-        self.status_calls += 1
-        return UpdateStatus(COMPATIBLE, self.slots)
-
-    async def bundle_info(self, path: str) -> BundleInfo:
-        if self.on_info is not None:
-            self.on_info()
-        found = self.bundles.get(Path(path).name)
-        if found is None or isinstance(found, str):
-            raise UpdateError(f"the bundle was refused: {found or 'not a bundle'}")
-        return replace(found, path=path)
-
-    async def install(self, path: str, progress: Callable[[InstallProgress], None]) -> None:
-        for pct, step, writing in ((0, "Installing", False), (80, "Updating slots", True),
-                                   (100, "Installing done.", True)):
-            progress(InstallProgress(pct, step, writing))
-        if self.install_error:
-            raise UpdateError(f"the install failed: {self.install_error}")
-        self.installed.append(path)
-
-    async def mark_good(self) -> None:
-        self.marked.append("good")
-
-    async def mark_bad(self) -> None:
-        self.marked.append("bad")
-
-    def request_reboot(self) -> None:
-        self.reboots += 1
-
-
-def _bundle(data_dir: Path, name: str = "posfw-1.1.0.raucb") -> str:
-    export = data_dir / "export"
-    export.mkdir(exist_ok=True)
-    (export / name).write_bytes(b"bundle")
-    return str(export / name)
-
-
-def _agent(**kw) -> FakeAgent:
-    return FakeAgent(bundles={"posfw-1.1.0.raucb": BundleInfo("", COMPATIBLE, "1.1.0"),
-                              "other-board.raucb": BundleInfo("", "posfw-rpi", "1.1.0"),
-                              "tampered.raucb": "signature verification failed"}, **kw)
 
 
 def _audit(t) -> list[tuple[str, str, str]]:
@@ -98,9 +34,9 @@ def _keypad(t, op: str, lang: str = "en", **kw):
 def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
-            path = _bundle(data_dir)
+            path = bundle_file(data_dir)
             found = await _keypad(t, "update_sources")
             assert [i["path"] for i in found.items] == [path]
             checked = await _keypad(t, "update_check", path=path)
@@ -117,7 +53,7 @@ def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim) -> N
             # CANCEL counts while the file is checked, never once the write began
             assert steps[0] == ("upd_checking", None, True)
             assert [s for s in steps[1:] if s[2]] == [] and steps[-1] == ("upd_writing", 100, False)
-            assert t.status()["notice"] == text("upd_restarting")
+            assert t.status()["notice"] == "Update installed: restarting"
             assert [(a, o) for a, _d, o in _audit(t)] == [
                 ("firmware update: checked", "confirm asked"),
                 ("firmware update: install", "started"),
@@ -140,11 +76,11 @@ def _owed(t, state: TxnState) -> None:
 def test_refused_while_the_host_is_owed_a_message(data_dir, sim, state, en, zh) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
             sim.stop()  # the backlog must stay owed: nothing answers it
             _owed(t, state)
-            path = _bundle(data_dir)
+            path = bundle_file(data_dir)
             for lang, words in (("en", en), ("zh_CN", zh)):
                 out = await _keypad(t, "update_install", lang, path=path, reference="1.1.0",
                                     authorised=True)
@@ -160,10 +96,10 @@ def test_refused_while_the_host_is_owed_a_message(data_dir, sim, state, en, zh) 
 def test_refused_while_the_batch_is_open_too_long(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
             assert (await sale(t, 1234)).status == "approved"
-            path = _bundle(data_dir)
+            path = bundle_file(data_dir)
             ok = await _keypad(t, "update_check", path=path)
             assert ok.status == "done"  # a sale of a minute ago does not stop it
             db = sqlite3.connect(t.journal.path)
@@ -187,9 +123,9 @@ def test_refused_while_the_batch_is_open_too_long(data_dir, sim) -> None:
 def test_a_bundle_for_another_board_or_badly_signed_is_refused(data_dir, sim, name, key, words) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
-            path = _bundle(data_dir, name)
+            path = bundle_file(data_dir, name)
             out = await _keypad(t, "update_install", path=path, reference="1.1.0", authorised=True)
             assert (out.status, out.message_key) == ("refused", key) and words in out.detail
             assert agent.installed == [] and _audit(t)[-1][2] == "nothing changed"
@@ -201,7 +137,7 @@ def test_a_bundle_for_another_board_or_badly_signed_is_refused(data_dir, sim, na
 def test_a_file_not_on_the_stick_or_in_export_is_refused(data_dir, sim, tmp_path) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
             elsewhere = tmp_path / "posfw-1.1.0.raucb"
             elsewhere.write_bytes(b"bundle")
@@ -218,9 +154,9 @@ def test_a_file_not_on_the_stick_or_in_export_is_refused(data_dir, sim, tmp_path
 def test_a_version_other_than_the_one_confirmed_is_refused(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
-            out = await _keypad(t, "update_install", path=_bundle(data_dir), reference="1.0.9",
+            out = await _keypad(t, "update_install", path=bundle_file(data_dir), reference="1.0.9",
                                 authorised=True)
             assert out.message_key == "upd_wrong_version" and "version 1.1.0, not 1.0.9" in out.detail
             assert agent.installed == []
@@ -232,9 +168,9 @@ def test_a_version_other_than_the_one_confirmed_is_refused(data_dir, sim) -> Non
 def test_cancel_before_the_write_begins_changes_nothing(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(on_info=lambda: t.cancel("keypad"))
+        t.update_agent = agent = stand_in(on_info=lambda: t.cancel("keypad"))
         try:
-            out = await _keypad(t, "update_install", path=_bundle(data_dir), reference="1.1.0",
+            out = await _keypad(t, "update_install", path=bundle_file(data_dir), reference="1.1.0",
                                 authorised=True)
             assert (out.status, out.detail) == ("cancelled", "Update cancelled: nothing changed")
             assert agent.installed == [] and agent.reboots == 0
@@ -247,9 +183,9 @@ def test_cancel_before_the_write_begins_changes_nothing(data_dir, sim) -> None:
 def test_a_failed_install_changes_nothing_and_asks_no_restart(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(install_error="No space left on device")
+        t.update_agent = agent = stand_in(install_error="No space left on device")
         try:
-            out = await _keypad(t, "update_install", path=_bundle(data_dir), reference="1.1.0",
+            out = await _keypad(t, "update_install", path=bundle_file(data_dir), reference="1.1.0",
                                 authorised=True)
             assert (out.status, out.message_key) == ("failed", "upd_failed")
             assert out.detail.startswith("Update failed: nothing changed; the terminal runs version")
@@ -263,9 +199,9 @@ def test_a_failed_install_changes_nothing_and_asks_no_restart(data_dir, sim) -> 
 def test_the_keypad_install_needs_the_supervisor(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
-            out = await _keypad(t, "update_install", path=_bundle(data_dir), reference="1.1.0")
+            out = await _keypad(t, "update_install", path=bundle_file(data_dir), reference="1.1.0")
             assert out.message_key == "password_wrong" and agent.installed == []
         finally:
             await t.close()
@@ -296,7 +232,7 @@ NEW_B = (SlotInfo("A", None, "good", False, False),
 def test_the_first_start_of_a_new_slot_marks_it_good_after_its_health_check(data_dir, sim) -> None:
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(slots=NEW_B)
+        t.update_agent = agent = stand_in(slots=NEW_B)
         try:
             said = await updates.confirm_at_startup(t)
             assert said == "B passed its health check" and agent.marked == ["good"]
@@ -319,14 +255,14 @@ def test_a_failed_health_check_does_not_mark_good_says_why_and_restarts(
 
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(slots=NEW_B)
+        t.update_agent = agent = stand_in(slots=NEW_B)
         try:
             sim.stop()  # the host does not answer the echo
             said = await updates.confirm_at_startup(t)
             assert said == "no answer from the host" and agent.marked == []
             assert _audit(t)[-1][::2] == ("firmware update: health check",
                                           "failed, not marked good, restart asked")
-            assert t.status()["notice_key"] == "upd_why_unconfirmed"
+            assert t.status()["notice"] == "The update failed its health check: restarting"
             lines = (await _keypad(t, "firmware_status")).lines
             assert lines[-1] == ("B failed its health check (no answer from the host): restarting; "
                                  "the previous firmware returns after failed starts")
@@ -343,7 +279,7 @@ def test_back_on_the_old_slot_after_a_fallback_says_so_once(data_dir, sim) -> No
 
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(slots=fell_back)
+        t.update_agent = agent = stand_in(slots=fell_back)
         try:
             said = await updates.confirm_at_startup(t)
             assert said == "Fallback: B failed its boot attempts; running A" and agent.marked == []
@@ -362,7 +298,7 @@ def test_an_ordinary_start_asks_the_host_nothing(data_dir, sim) -> None:
 
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent(slots=factory)
+        t.update_agent = agent = stand_in(slots=factory)
         try:
             called: list[str] = []
 
@@ -381,11 +317,11 @@ def test_blockers_are_checked_before_the_file(data_dir, sim) -> None:
     """The rules come first: a refusal never reads the stick (rauc info can take minutes)."""
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
             sim.stop()
             _owed(t, TxnState.REVERSAL_DUE)
-            await _keypad(t, "update_check", path=_bundle(data_dir))
+            await _keypad(t, "update_check", path=bundle_file(data_dir))
             assert agent.status_calls == 0
         finally:
             await t.close()
@@ -397,9 +333,9 @@ def test_the_ecr_update_takes_the_password_then_installs(data_dir, sim) -> None:
 
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = _agent()
+        t.update_agent = agent = stand_in()
         try:
-            path = _bundle(data_dir)
+            path = bundle_file(data_dir)
             wrong = await updates.ecr_op(t, "update", {"path": path, "password": "000000"})
             assert wrong["ok"] is False and agent.installed == []
             checked = await updates.ecr_op(t, "update", {"path": path, "password": PASSWORD,
@@ -411,4 +347,37 @@ def test_the_ecr_update_takes_the_password_then_installs(data_dir, sim) -> None:
             assert agent.installed == [path] and agent.reboots == 1
         finally:
             await t.close()
+    asyncio.run(go())
+
+
+def test_update_and_firmware_status_over_the_ecr_link(data_dir, sim) -> None:
+    """The ops through the ECR server on loopback TCP: the protocol's field checks included."""
+    from ecrkit import Link, ecr_terminal
+    from helpers import PASSWORD
+
+    async def go() -> None:
+        async with ecr_terminal(data_dir) as (t, server):
+            t.update_agent = agent = stand_in()
+            path = bundle_file(data_dir)
+            link = Link(server.port)
+            try:
+                status = await asyncio.to_thread(link.ask, op="firmware_status")
+                assert status["ok"] and status["booted"] == "A" and status["available"] is True
+                assert status["message"].startswith("Firmware ")
+                assert "Slot B: 1.0.0, good" in status["message"]
+                bad = await asyncio.to_thread(link.ask, op="update", path=path, password=PASSWORD,
+                                              version="x" * 65)
+                assert bad["ok"] is False and agent.installed == []  # the field check refused it
+                checked = await asyncio.to_thread(link.ask, op="update", path=path, password=PASSWORD,
+                                                  check=True)
+                assert (checked["ok"], checked["version"]) == (True, "1.1.0")
+                done = await asyncio.to_thread(link.ask, op="update", path=path, password=PASSWORD,
+                                               version="1.1.0")
+                assert (done["ok"], done["message"]) == (True, "Restarting into version 1.1.0")
+                assert agent.installed == [path] and agent.reboots == 1
+                refused = await asyncio.to_thread(link.ask, op="update", path="/etc/passwd",
+                                                  password=PASSWORD)
+                assert refused["ok"] is False and "USB stick or the export folder" in refused["message"]
+            finally:
+                link.close()
     asyncio.run(go())

@@ -105,6 +105,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upd_health_journal": ("journal check failed", "交易记录检查失败"),
     "upd_health_host": ("no answer from the host", "主机无应答"),
     "upd_health_printer": ("printer does not answer", "打印机无应答"),
+    # the idle screen's notices (a notice is a key without blanks to fill)
+    "upd_notice_restarting": ("Update installed: restarting", "升级已安装:正在重启"),
+    "upd_notice_fallback": ("Previous firmware restored: the update did not start",
+                            "已恢复原固件:升级后未能启动"),
+    "upd_notice_unconfirmed": ("The update failed its health check: restarting",
+                               "升级自检未通过:正在重启"),
     "upd_status_unknown": ("Update system status unknown: {why}", "升级系统状态未知:{why}"),
 }
 
@@ -282,7 +288,7 @@ async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) 
         with terminal.journal.transaction() as cur:
             put_state(cur, {"update_installed": info.version})
     _audit(terminal, who, "install", f"{name}: version {info.version}", "installed, restart asked")
-    terminal.notice = "upd_restarting"
+    terminal.notice = "upd_notice_restarting"
     try:
         agent.request_reboot()
     except UpdateError as exc:
@@ -406,7 +412,7 @@ async def confirm_at_startup(terminal: TerminalCore) -> str | None:
             with j.transaction() as cur:
                 put_state(cur, {"update_fallback_seen": other.activated})
                 j.audit_in(cur, SYSTEM, "firmware update: fallback", why, "running the previous slot")
-            terminal.notice = "upd_why_fallback"
+            terminal.notice = "upd_notice_fallback"
             return why
         return None
     failed = await health_check(terminal)
@@ -417,7 +423,7 @@ async def confirm_at_startup(terminal: TerminalCore) -> str | None:
             put_state(cur, {"update_unconfirmed": booted.name, "update_health": why})
             j.audit_in(cur, SYSTEM, "firmware update: health check", f"slot {booted.name} version "
                        f"{version}: {why}", "failed, not marked good, restart asked")
-        terminal.notice = "upd_why_unconfirmed"
+        terminal.notice = "upd_notice_unconfirmed"
         log.error("health check of slot %s failed: %s; it is not marked good, restart in %.0f s",
                   booted.name, why, HEALTH_RESTART_S)
         # Each failed first start spends one of the slot's boot attempts: the restart, after the
@@ -463,7 +469,7 @@ async def run_op(terminal: TerminalCore, command: StartOp, lang: str, cols: int)
         if not found:
             return OpOutcome("update_sources", "refused", "upd_no_bundles")
         return OpOutcome("update_sources", "done", "upd_pick",
-                         items=tuple({"path": str(p), "name": p.name} for p in found))
+                         items=tuple({"path": str(p), "name": p.stem} for p in found))
     if command.op == "update_check":
         return await check(terminal, command.path, lang, "keypad")
     if command.op == "update_install":
