@@ -381,3 +381,36 @@ def test_update_and_firmware_status_over_the_ecr_link(data_dir, sim) -> None:
             finally:
                 link.close()
     asyncio.run(go())
+
+
+def test_service_mode_refuses_updates(data_dir, sim) -> None:
+    """A journal this firmware refuses (newer, breaking): nothing owed can be checked and no
+    password either, so no update runs, from the keypad or the ECR link."""
+    from firmware.app.core.terminal import AppConfig
+    from firmware.app.terminal import Terminal
+    from firmware.journal.schema import SCHEMA_VERSION
+    from firmware.journal.store import Journal
+    from firmware.journal.vault import CardVault
+
+    Journal.open(data_dir / "journal.db", CardVault(b"k" * 32)).close()
+    db = sqlite3.connect(data_dir / "journal.db")
+    db.executemany("UPDATE journal_compat SET value = ? WHERE name = ?",
+                   ((SCHEMA_VERSION + 1, "min_reader"), (SCHEMA_VERSION + 1, "schema")))
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+
+    async def go() -> None:
+        t = Terminal(AppConfig(data_dir=data_dir, printer_path="", reader_path=""))
+        await t.open()
+        t.update_agent = agent = stand_in()
+        try:
+            assert t.journal is None
+            reply = await updates.ecr_op(t, "update", {"path": bundle_file(data_dir), "password": "x"})
+            assert reply["ok"] is False and reply["message"] == text("service_mode")
+            out = await _keypad(t, "update_check", path=bundle_file(data_dir))
+            assert out.message_key == "service_mode"
+            assert agent.installed == [] and agent.status_calls == 0
+        finally:
+            await t.close()
+    asyncio.run(go())

@@ -156,8 +156,7 @@ def _offered(terminal: TerminalCore, path: str | None) -> bool:
 def blockers(terminal: TerminalCore, lang: str) -> list[str]:
     """What stops an update now, in words (empty: nothing)."""
     j = terminal.journal
-    if j is None:
-        return []  # service mode: no journal is open, so nothing owed is known to this firmware
+    assert j is not None, "service mode refuses updates before the rules"
     found: list[str] = []
     counts = j.unresolved_counts()
     for state_name, key in (("REVERSAL_DUE", "upd_item_reversal"), ("ADVICE_DUE", "upd_item_advice"),
@@ -178,9 +177,7 @@ def blockers(terminal: TerminalCore, lang: str) -> list[str]:
 
 
 def _audit(terminal: TerminalCore, who: str, action: str, detail: str, outcome: str) -> None:
-    if terminal.journal is None:
-        log.warning("firmware update (no journal open): %s %s: %s", action, outcome, detail)
-        return
+    assert terminal.journal is not None
     terminal.journal.audit(who, f"firmware update: {action}", detail[:500], outcome)
 
 
@@ -195,6 +192,8 @@ async def _checked_bundle(terminal: TerminalCore, path: str | None, lang: str, w
     agent = terminal.update_agent
     if agent is None or not agent.available:
         return OpOutcome("update_check", "refused", "upd_unavailable", detail=text("upd_unavailable", lang))
+    if terminal.journal is None:  # service mode: what the host is owed cannot be known
+        return OpOutcome("update_check", "refused", "service_mode", detail=text("service_mode", lang))
     items = blockers(terminal, lang)
     if items:
         why = "; ".join(items)
@@ -493,8 +492,9 @@ async def ecr_op(terminal: TerminalCore, op: str, args: dict[str, Any],
     agent = terminal.update_agent
     if agent is None or not agent.available:
         return {"ok": False, "result": "refused", "message": text("upd_unavailable", lang)}
-    if terminal.journal is not None and not await terminal.check_password(
-            args.get("password"), "firmware update", source):
+    if terminal.journal is None:  # service mode: nothing owed can be checked, no password either
+        return {"ok": False, "result": "refused", "message": text("service_mode", lang)}
+    if not await terminal.check_password(args.get("password"), "firmware update", source):
         return {"ok": False, "result": "refused", "message": text(terminal.password_refused(source), lang)}
     if args.get("check"):
         outcome = await check(terminal, args["path"], lang, source)
