@@ -238,10 +238,11 @@ def test_the_first_start_of_a_new_slot_marks_it_good_after_its_health_check(data
             assert said == "B passed its health check" and agent.marked == ["good"]
             assert _audit(t)[-1] == ("firmware update: health check", "slot B version 1.1.0: journal, "
                                      "host and printer answer", "passed, marked good")
-            # any later start: nothing (no mark, no host traffic, no audit)
+            # any later start: the attempts given back, nothing else (no echo, no audit)
             lines = len(t.journal.audit_lines())
+            t.echo = None  # a call would fail the test
             assert await updates.confirm_at_startup(t) is None
-            assert agent.marked == ["good"] and len(t.journal.audit_lines()) == lines
+            assert agent.marked == ["good", "good"] and len(t.journal.audit_lines()) == lines
             words = (await _keypad(t, "firmware_status", "zh_CN")).lines
             assert words[1:] == ("分区A:出厂,正常", "分区B:1.1.0,正常,运行中,下次启动", "分区B自检通过")
         finally:
@@ -282,7 +283,8 @@ def test_back_on_the_old_slot_after_a_fallback_says_so_once(data_dir, sim) -> No
         t.update_agent = agent = stand_in(slots=fell_back)
         try:
             said = await updates.confirm_at_startup(t)
-            assert said == "Fallback: B failed its boot attempts; running A" and agent.marked == []
+            assert said == "Fallback: B failed its boot attempts; running A"
+            assert agent.marked == ["good"]  # A, which runs, keeps its boot attempts
             assert await updates.confirm_at_startup(t) is None  # said once, not at every start
             status = await updates.ecr_op(t, "firmware_status", {})
             assert status["booted"] == "A" and status["boots_next"] == "A"
@@ -293,7 +295,7 @@ def test_back_on_the_old_slot_after_a_fallback_says_so_once(data_dir, sim) -> No
     run(go())
 
 
-def test_an_ordinary_start_asks_the_host_nothing(data_dir, sim) -> None:
+def test_an_ordinary_start_gives_the_attempts_back_and_asks_the_host_nothing(data_dir, sim) -> None:
     factory = (SlotInfo("A", None, "good", True, True), SlotInfo("B", None, "good", False, False))
 
     async def go() -> None:
@@ -307,7 +309,8 @@ def test_an_ordinary_start_asks_the_host_nothing(data_dir, sim) -> None:
                 return True, 0.0, "00"
             t.echo = echo
             assert await updates.confirm_at_startup(t) is None
-            assert called == [] and agent.marked == [] and _audit(t) == []
+            # the factory slot's attempts given back at every start; no echo, no audit
+            assert called == [] and agent.marked == ["good"] and _audit(t) == []
         finally:
             await t.close()
     run(go())

@@ -386,8 +386,9 @@ async def health_check(terminal: TerminalCore) -> list[str]:
 async def confirm_at_startup(terminal: TerminalCore) -> str | None:
     """At start-up, after open(): on the first start of a newly activated slot (its activation
     stamp not yet confirmed in the journal) run the health check, and only when it passes mark
-    the slot good. On any other start nothing happens (no host traffic). Returns the words said
-    (None: nothing to do)."""
+    the slot good. On any other start the slot is marked good at once (the boot counter spends
+    an attempt at every boot), with no check and no host traffic. Returns the words said (None:
+    an ordinary start)."""
     agent, j = terminal.update_agent, terminal.journal
     if agent is None or not agent.available or j is None:
         return None
@@ -403,17 +404,23 @@ async def confirm_at_startup(terminal: TerminalCore) -> str | None:
     if booted is None:
         return None
     if not booted.activated or st.get(f"update_confirmed_{booted.name}") == booted.activated:
+        # A slot proven before (or the factory's): every boot spends one of its attempts
+        # (board/image/boot.cmd), so every start gives them back; no check, no host traffic.
+        said = None
         other = status.other(booted.name)
         if other is not None and other.state == "bad" and other.activated and \
                 st.get("update_fallback_seen") != other.activated:
             # Back on this slot because the other one ran out of boot attempts: said and kept.
-            why = text("upd_why_fallback", "en", other=other.name, slot=booted.name)
+            said = text("upd_why_fallback", "en", other=other.name, slot=booted.name)
             with j.transaction() as cur:
                 put_state(cur, {"update_fallback_seen": other.activated})
-                j.audit_in(cur, SYSTEM, "firmware update: fallback", why, "running the previous slot")
+                j.audit_in(cur, SYSTEM, "firmware update: fallback", said, "running the previous slot")
             terminal.notice = "upd_notice_fallback"
-            return why
-        return None
+        try:
+            await agent.mark_good()
+        except UpdateError as exc:
+            log.error("slot %s not marked good at start-up: %s", booted.name, exc)
+        return said
     failed = await health_check(terminal)
     version = booted.version or current_version()
     if failed:
