@@ -10,10 +10,11 @@ IMAGE_DIR ?= var/image
 # mmdebstrap builds the root (qemu-user-static + binfmt-support run arm64 programs in it);
 # squashfs-tools (the slots), dosfstools + mtools (the FAT partitions), e2fsprogs (data), fdisk
 # (sfdisk reads the GPT back), u-boot-tools (mkimage, mkenvimage), systemd-repart (the disk:
-# Debian's systemd has it); rauc (bundles; its `info` checks them); qemu-system-arm +
+# Debian's systemd has it); rauc (bundles; its `info` checks them) and libengine-pkcs11-openssl
+# (rauc signs with a key in a PKCS#11 token through it); qemu-system-arm +
 # u-boot-qemu (the board: U-Boot for QEMU virt).
 IMAGE_PACKAGES := mmdebstrap qemu-user-static binfmt-support squashfs-tools dosfstools mtools \
-  e2fsprogs fdisk u-boot-tools systemd rauc qemu-system-arm u-boot-qemu
+  e2fsprogs fdisk u-boot-tools systemd rauc qemu-system-arm u-boot-qemu libengine-pkcs11-openssl
 IMAGE_TOOLS := mmdebstrap qemu-aarch64-static mksquashfs mkfs.vfat mcopy mkfs.ext4 sfdisk mkimage \
   mkenvimage systemd-repart rauc qemu-system-aarch64
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -37,9 +38,12 @@ image-deps:
 image: $(VENV_STAMP) image-deps
 	$(SUDO) $(PY) -m board.image.build --dir $(IMAGE_DIR)
 
-# BUNDLE_VERSION defaults to the firmware's version; RAUC_KEY/RAUC_CERT name a vendor's key.
+# BUNDLE_VERSION defaults to the firmware's version; RAUC_KEY/RAUC_CERT name a vendor's key
+# (docs/image.md "Bundles and signing keys"); BUNDLE_ARGS adds options (e.g. --rootfs FILE --out FILE).
+BUNDLE_ARGS ?=
 bundle: image
-	$(PY) -m board.image.bundle --image-dir $(IMAGE_DIR) $(if $(BUNDLE_VERSION),--version $(BUNDLE_VERSION))
+	$(PY) -m board.image.bundle --image-dir $(IMAGE_DIR) --key-dir $(IMAGE_DIR)/keys \
+	  $(if $(BUNDLE_VERSION),--version $(BUNDLE_VERSION)) $(BUNDLE_ARGS)
 
 # The image under qemu-system-aarch64 (tests/image): boot, sale, update, fallback, power cuts,
 # and two builds giving the same SHA-256. About N minutes on 2 cores.

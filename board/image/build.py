@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from board.image import signing
+from board.image.bundle import COMPATIBLE
 from board.qemu.image import ImageError, pack_initrd
+from firmware.diag.buildinfo import firmware_version
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -39,7 +42,6 @@ def sources() -> list[str]:
     """The release, its updates and its security fixes: a payment terminal's image carries them."""
     return [f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {SUITE}-updates main",
             f"deb {SECURITY_MIRROR} {SUITE}-security main"]
-COMPATIBLE = "posfw-qemu-arm64"  # RAUC's compatible: a bundle for another board is refused
 
 # What the device runs, and nothing to build or test with: systemd and udev, D-Bus and rauc (the
 # updates), libubootenv's fw_printenv/fw_setenv (rauc's U-Boot backend), Python 3.11 (Debian's,
@@ -113,6 +115,17 @@ def export_source(target: Path, log: Log) -> str:
     return commit
 
 
+# What the wheels are made of: a commit that changes none of these reuses the wheels it has.
+WHEEL_SOURCES = ("firmware", "drivers", "c_ext", "pyproject.toml", "setup.py", "requirements-build.txt",
+                 "requirements.txt", "board/image/wheels.sh")
+
+
+def wheel_sources() -> dict[str, str]:
+    """The committed tree's object id of each of WHEEL_SOURCES."""
+    return {name: _run(["git", "-C", str(ROOT), "rev-parse", f"HEAD:{name}"]).strip()
+            for name in WHEEL_SOURCES}
+
+
 def _mmdebstrap(packages: tuple[str, ...], target: str, hooks: list[str], epoch: int, *,
                 variant: str, form: str, log: Log) -> None:
     argv = ["mmdebstrap", f"--arch={ARCH}", f"--variant={variant}", "--mode=root", f"--format={form}",
@@ -151,9 +164,11 @@ SERVICE_DROPIN = """\
 # The image's settings for board/systemd/posfw.service (board/image/build.py writes this).
 [Unit]
 RequiresMountsFor=/data
-# A firmware that cannot stay up (a bad update) reboots the board, which spends one of the slot's
-# boot attempts: U-Boot then falls back to the other slot.
+# A firmware that cannot stay up (a bad update: five starts in ten minutes) reboots the board,
+# which spends one of the slot's boot attempts: U-Boot then falls back to the other slot.
 StartLimitAction=reboot
+StartLimitIntervalSec=600
+StartLimitBurst=5
 
 [Service]
 Environment=BOARD=qemu-arm64
@@ -191,7 +206,8 @@ def _rootfs_hooks(wheels: Path, kernel_tree: Path, extra: Path) -> list[str]:
         '"$1/etc/udev/rules.d/"',
         'mkdir -p "$1/data" "$1/boot/state" && ln -sfn /data/journal "$1/var/log/journal" && '
         'echo posfw > "$1/etc/hostname"',
-        'chroot "$1" systemctl enable -q posfw.service posfw-reboot.path systemd-networkd.service',
+        'chroot "$1" systemctl enable -q posfw.service posfw-reboot.path posfw-boot-deadline.timer '
+        'systemd-networkd.service',
         # No login on a payment terminal's console; nothing on a read-only root updates itself.
         'chroot "$1" systemctl mask -q serial-getty@ttyAMA0.service getty@tty1.service '
         'apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service',
@@ -208,8 +224,11 @@ def build_rootfs(tree: Path, wheels: Path, kernel_tree: Path, extra: Path, epoch
                 variant="minbase", form="directory", log=log)
 
 
-def _extra_files(target: Path, keyring: Path | None) -> None:
-    """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring."""
+def _extra_files(target: Path, keyring: Path, release: dict[str, str]) -> None:
+    """Files of the root made at build time: the unit's drop-in, rauc's configuration and keyring,
+    /etc/posfw-release (what this root is: the firmware's version, the commit, the build's time)."""
+    (target / "etc").mkdir(parents=True, exist_ok=True)
+    (target / "etc/posfw-release").write_text("".join(f"{k}={v}\n" for k, v in release.items()))
     dropin = target / "etc/systemd/system/posfw.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "image.conf").write_text(SERVICE_DROPIN)
@@ -217,9 +236,8 @@ def _extra_files(target: Path, keyring: Path | None) -> None:
     if system_conf.exists():
         (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
         shutil.copy(system_conf, target / "etc/rauc/system.conf")
-    if keyring is not None:
-        (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
-        shutil.copy(keyring, target / "etc/rauc/keyring.pem")
+    (target / "etc/rauc").mkdir(parents=True, exist_ok=True)
+    shutil.copy(keyring, target / "etc/rauc/keyring.pem")
 
 
 def _set_times(root: Path, epoch: int) -> None:
@@ -325,9 +343,9 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
     commit = export_source(source, log)
     wheels = directory / "wheels"
     stamp = wheels / "source.json"
-    recipe = {"commit": commit, "epoch": epoch, "packages": BUILDER_PACKAGES}
+    recipe = {"sources": wheel_sources(), "epoch": epoch, "packages": BUILDER_PACKAGES}
     if reuse_wheels and stamp.exists() and json.loads(stamp.read_text()) == recipe:
-        log(f"wheels for {commit[:10]} already built ({wheels})")
+        log(f"wheels of these sources already built ({wheels})")
     else:
         names = build_wheels(source, wheels, epoch, log)
         stamp.write_text(json.dumps(recipe))
@@ -337,7 +355,12 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
     step = time.monotonic()
     tree, kernel_tree, extra = work / "rootfs", work / "kernel", work / "extra"
     shutil.rmtree(extra, ignore_errors=True)
-    _extra_files(extra, keyring)
+    if keyring is None:
+        # RAUC_KEYRING (a vendor's), else the development one
+        keyring = signing.keyring_path(directory / "keys")
+    log(f"the image trusts bundles signed under {keyring}")
+    _extra_files(extra, keyring, {"VERSION": firmware_version(ROOT), "COMMIT": commit,
+                                  "SOURCE_DATE_EPOCH": str(epoch), "COMPATIBLE": COMPATIBLE})
     build_rootfs(tree, wheels, kernel_tree, extra, epoch, log)
     figures["rootfs_s"] = time.monotonic() - step
     log(f"root filesystem (mmdebstrap, {SUITE} {ARCH}): {figures['rootfs_s']:.0f} s")
@@ -372,7 +395,7 @@ def build(directory: Path = DEFAULT_DIR, *, reuse_wheels: bool = True, keyring: 
                    kernel_bytes=kernel_image.stat().st_size, disk_bytes=disk.stat().st_size)
     (directory / "image.json").write_text(json.dumps({
         "sha256": digest, "commit": commit, "source_date_epoch": epoch, "compatible": COMPATIBLE,
-        "kernel": release.name, "figures": figures}, indent=2) + "\n")
+        "kernel": release.name, "keyring": str(keyring), "figures": figures}, indent=2) + "\n")
     log(f"image {disk} ({disk.stat().st_size / MiB:.0f} MiB; root slot {rootfs.stat().st_size / MiB:.0f} MiB"
         f" squashfs), built in {figures['build_s']:.0f} s")
     log(f"SHA-256 {digest}")

@@ -16,10 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from board.image.build import SERVICE_UID, make_data_ext4, partition_offsets
+from board.image import bootstate
+from board.image.build import SERVICE_UID, MiB, make_data_ext4, make_vfat, partition_offsets
 from board.qemu.guest import ACQUIRER_GUEST_ADDRESS, NETPIPE, Guest, GuestError
 from board.qemu.rig import MID, TID, TMK_HEX, EcrLine, LcdWatch, QemuTerminal, SerialBridge
 from board.sim.acquirer import SimulatorThread
@@ -63,6 +65,7 @@ class ImageGuest(Guest):
             argv += ["-chardev", f"socket,id=s{index},path={path},server=on,wait=off"]
             card.append(f"chardev{index}=s{index}")
         argv += ["-device", "pci-serial-4x," + ",".join(card)]
+        argv += ["-device", "qemu-xhci,id=usb"]  # a USB port for sticks (plug_stick)
         if acquirer is not None:
             forward = f"{sys.executable} {NETPIPE} {acquirer[0]} {acquirer[1]}"
             guest_ip, guest_port = ACQUIRER_GUEST_ADDRESS
@@ -131,6 +134,44 @@ class ImageTerminal(QemuTerminal):
         self.ecr = EcrLine(self.guest.connect_serial(ECR), self._ecr_ids)
         self.lcd = LcdWatch(self.guest.connect_serial(LCD), on_frame=self.on_frame)
 
+    def plug_stick(self, files: dict[str, Path], name: str = "stick") -> Path:
+        """A USB stick holding `files` (a FAT filesystem) plugged into the running board's USB
+        port (QMP device_add), as a merchant plugs one in; the image mounts it at
+        /media/usb-sda1 (the first stick). Returns the stick's image file."""
+        assert self.guest is not None
+        size = max(32 * MiB, 2 * sum(p.stat().st_size for p in files.values()) + 8 * MiB)
+        stick = self.workdir / f"{name}.img"
+        volume = self.workdir / f"{name}.vfat"
+        make_vfat(files, volume, size, "POSUSB", "5e1f00aa", int(time.time()))
+        # A stick has a partition table: the FAT in its first partition (sda1).
+        stick.unlink(missing_ok=True)
+        subprocess.run(["truncate", "-s", str(size + 2 * MiB), str(stick)], check=True)
+        subprocess.run(["sfdisk", "-q", str(stick)], input=f"start=2048, size={size // 512}, type=c\n",
+                       text=True, check=True, capture_output=True)
+        subprocess.run(["dd", f"if={volume}", f"of={stick}", "bs=1M", "seek=1", "conv=notrunc,sparse",
+                        "status=none"], check=True)
+        for command in ({"execute": "blockdev-add", "arguments": {
+                            "driver": "raw", "node-name": name,
+                            "file": {"driver": "file", "filename": str(stick)}}},
+                        {"execute": "device_add", "arguments": {
+                            "driver": "usb-storage", "id": name, "drive": name, "bus": "usb.0"}}):
+            reply = self.guest.qmp(command)
+            if "error" in reply:
+                raise GuestError(f"plugging the stick in failed: {reply['error'].get('desc')}")
+        return stick
+
+    def unplug_stick(self, name: str = "stick") -> None:
+        """Pulls the stick out (QMP device_del, then its drive once the guest let it go)."""
+        assert self.guest is not None
+        reply = self.guest.qmp({"execute": "device_del", "arguments": {"id": name}})
+        if "error" in reply:
+            raise GuestError(f"pulling the stick out failed: {reply['error'].get('desc')}")
+        deadline = time.monotonic() + 30
+        while "error" in self.guest.qmp({"execute": "blockdev-del", "arguments": {"node-name": name}}):
+            if time.monotonic() > deadline:
+                raise GuestError(f"the guest never let go of the stick {name}")
+            time.sleep(0.5)
+
     def read_data(self, directory: str, target: Path) -> Path:
         """A host copy of a directory of the data partition (the guest off), e.g. "/posfw"."""
         offset, _ = partition_offsets(self.disk)["data"]
@@ -142,15 +183,24 @@ class ImageTerminal(QemuTerminal):
             raise GuestError(f"{directory} is not on the data partition: {result.stderr.strip()[-300:]}")
         return copied
 
+    def read_data_after_cut(self, target: Path) -> Path:
+        """The firmware's directory as a reboot would find it after a power cut: the data
+        partition copied out, its ext4 journal replayed (e2fsck -p), then read (debugfs)."""
+        offset, size = partition_offsets(self.disk)["data"]
+        target.mkdir(parents=True, exist_ok=True)
+        copy = target / "data.img"
+        subprocess.run(["dd", f"if={self.disk}", f"of={copy}", "bs=1M", f"skip={offset // MiB}",
+                        f"count={size // MiB}", "status=none"], check=True)
+        fsck = subprocess.run(["e2fsck", "-p", str(copy)], capture_output=True, text=True)
+        if fsck.returncode >= 4:
+            raise GuestError(f"e2fsck could not repair the data partition: {fsck.stdout}{fsck.stderr}")
+        subprocess.run(["debugfs", "-R", f"rdump /{DATA_DIR} {target}", str(copy)], capture_output=True,
+                       check=True)
+        return target / DATA_DIR
+
     def read_terminal_dir(self, target: Path) -> Path:
         return self.read_data(f"/{DATA_DIR}", target)
 
     def boot_state(self) -> dict[str, str]:
-        """U-Boot's A/B state (BOOT_ORDER, BOOT_A_LEFT, BOOT_B_LEFT) read off the boot partition."""
-        offset, _ = partition_offsets(self.disk)["boot"]
-        raw = subprocess.run(["mtype", "-i", f"{self.disk}@@{offset}", "::uboot.env"], capture_output=True,
-                             env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}, check=True).stdout
-        pairs = raw[4:].split(b"\0")
-        return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
-
-
+        """U-Boot's A/B state (BOOT_ORDER, BOOT_A_LEFT, BOOT_B_LEFT) off the boot partition."""
+        return bootstate.read(self.disk, partition_offsets(self.disk)["boot"][0])

@@ -5,6 +5,8 @@
 set -eu
 cd /src
 python3 -m venv /builder
+# pyscard's build runs swig, which the build lock installs into the builder's venv.
+export PATH="/builder/bin:$PATH"
 /builder/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-build.txt
 # Binary wheels are fetched for aarch64; sdists (evdev, pyscard) are compiled here; --require-hashes
 # refuses any file whose sha256 is not in the lock.
