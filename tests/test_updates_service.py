@@ -31,7 +31,9 @@ def _keypad(t, op: str, lang: str = "en", **kw):
     return updates.run_op(t, StartOp(op, **kw), lang, 16)
 
 
-def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim) -> None:
+def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim, monkeypatch) -> None:
+    monkeypatch.setattr(updates, "RESTART_DELAY_S", 0.0)
+
     async def go() -> None:
         t = await terminal(data_dir)
         t.update_agent = agent = stand_in()
@@ -49,7 +51,9 @@ def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim) -> N
                                  authorised=True)
             assert (done.status, done.message_key, done.detail) == (
                 "done", "upd_restarting", "正在重启进入版本1.1.0")
-            assert agent.installed == [path] and agent.reboots == 1
+            assert agent.installed == [path] and agent.reboots == 0  # the answer goes out first
+            await asyncio.sleep(0.05)
+            assert agent.reboots == 1
             # CANCEL counts while the file is checked, never once the write began
             assert steps[0] == ("upd_checking", None, True)
             assert [s for s in steps[1:] if s[2]] == [] and steps[-1] == ("upd_writing", 100, False)
@@ -331,7 +335,8 @@ def test_blockers_are_checked_before_the_file(data_dir, sim) -> None:
     run(go())
 
 
-def test_the_ecr_update_takes_the_password_then_installs(data_dir, sim) -> None:
+def test_the_ecr_update_takes_the_password_then_installs(data_dir, sim, monkeypatch) -> None:
+    monkeypatch.setattr(updates, "RESTART_DELAY_S", 0.0)
     from helpers import PASSWORD
 
     async def go() -> None:
@@ -347,14 +352,16 @@ def test_the_ecr_update_takes_the_password_then_installs(data_dir, sim) -> None:
             done = await updates.ecr_op(t, "update", {"path": path, "password": PASSWORD,
                                                       "version": "1.1.0"})
             assert done == {"ok": True, "result": "done", "message": "Restarting into version 1.1.0"}
+            await asyncio.sleep(0.05)
             assert agent.installed == [path] and agent.reboots == 1
         finally:
             await t.close()
     asyncio.run(go())
 
 
-def test_update_and_firmware_status_over_the_ecr_link(data_dir, sim) -> None:
+def test_update_and_firmware_status_over_the_ecr_link(data_dir, sim, monkeypatch) -> None:
     """The ops through the ECR server on loopback TCP: the protocol's field checks included."""
+    monkeypatch.setattr(updates, "RESTART_DELAY_S", 0.0)
     from ecrkit import Link, ecr_terminal
     from helpers import PASSWORD
 
@@ -377,6 +384,7 @@ def test_update_and_firmware_status_over_the_ecr_link(data_dir, sim) -> None:
                 done = await asyncio.to_thread(link.ask, op="update", path=path, password=PASSWORD,
                                                version="1.1.0")
                 assert (done["ok"], done["message"]) == (True, "Restarting into version 1.1.0")
+                await asyncio.sleep(0.05)  # the restart is asked just after the reply
                 assert agent.installed == [path] and agent.reboots == 1
                 refused = await asyncio.to_thread(link.ask, op="update", path="/etc/passwd",
                                                   password=PASSWORD)

@@ -15,7 +15,7 @@ from panelkit import Shop
 from ui_snapshots import assert_snapshot
 from updatekit import bundle_file, stand_in
 
-from firmware.app.services import updates  # noqa: F401  (registers the app's result words)
+from firmware.app.services import updates  # (importing it registers the app's result words)
 from firmware.i18n import text
 from firmware.ports import Frame, Key
 from firmware.settings.model import factory
@@ -180,8 +180,10 @@ def test_diagnostics_offers_the_firmware_screen() -> None:
 
 # -- the whole path by keys on a real terminal ----------------------------------------------
 
-def test_update_firmware_by_keys(tmp_path: Path, sim) -> None:
+def test_update_firmware_by_keys(tmp_path: Path, sim, monkeypatch) -> None:
     import asyncio
+
+    monkeypatch.setattr(updates, "RESTART_DELAY_S", 0.0)
 
     async def go() -> None:
         async with Shop(tmp_path, sim.port) as shop:
@@ -197,7 +199,8 @@ def test_update_firmware_by_keys(tmp_path: Path, sim) -> None:
             assert agent.installed == []
             await shop.press("ENTER")
             await shop.shows_words("Restarting into version 1.1.0")
-            assert agent.installed == [path] and agent.reboots == 1
+            await shop.until(lambda: agent.reboots == 1, "the restart asked")
+            assert agent.installed == [path]
             await shop.press("ENTER")
             await shop.idle()
             await shop.shows_words("Update installed: restarting")  # the idle screen says it too

@@ -51,6 +51,7 @@ ECR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 SUFFIX = ".raucb"
 SYSTEM = "system"  # the audit's who for the start-up health check
+RESTART_DELAY_S = 2.0  # from "Restarting into version X" to the restart asked
 HEALTH_RESTART_S = 30.0  # how long a failed first start says why before it asks for the restart
 
 MESSAGES: dict[str, tuple[str, str]] = {
@@ -85,8 +86,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upd_failed": ("Update failed: nothing changed; the terminal runs version {current}",
                    "升级失败:未作任何更改;当前版本{current}"),
     "upd_restarting": ("Restarting into version {version}", "正在重启进入版本{version}"),
-    "upd_restart_manual": ("Installed version {version}: switch the terminal off and on",
-                           "已安装版本{version}:请关机后重新开机"),
     "upd_slot": ("Slot {name}: {version}, {state}{marks}", "分区{name}:{version},{state}{marks}"),
     "upd_state_good": ("good", "正常"),
     "upd_state_bad": ("bad", "故障"),
@@ -107,6 +106,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upd_health_printer": ("printer does not answer", "打印机无应答"),
     # the idle screen's notices (a notice is a key without blanks to fill)
     "upd_notice_restarting": ("Update installed: restarting", "升级已安装:正在重启"),
+    "upd_notice_restart_manual": ("Update installed: switch the terminal off and on",
+                                  "升级已安装:请关机后重新开机"),
     "upd_notice_fallback": ("Previous firmware restored: the update did not start",
                             "已恢复原固件:升级后未能启动"),
     "upd_notice_unconfirmed": ("The update failed its health check: restarting",
@@ -288,14 +289,20 @@ async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) 
             put_state(cur, {"update_installed": info.version})
     _audit(terminal, who, "install", f"{name}: version {info.version}", "installed, restart asked")
     terminal.notice = "upd_notice_restarting"
-    try:
-        agent.request_reboot()
-    except UpdateError as exc:
-        log.error("%s", exc)
-        return OpOutcome("update_install", "done", "upd_restart_manual",
-                         detail=text("upd_restart_manual", lang, version=info.version))
+    # The restart is asked a moment later: the till's reply and the LCD's "Restarting into
+    # version X" go out first (the system stops this process as soon as it is asked).
+    asyncio.get_running_loop().call_later(RESTART_DELAY_S, _restart, terminal, agent)
     return OpOutcome("update_install", "done", "upd_restarting",
                      detail=text("upd_restarting", lang, version=info.version))
+
+
+def _restart(terminal: TerminalCore, agent: UpdateAgent) -> None:
+    try:
+        agent.request_reboot()
+    except UpdateError as exc:  # the slot is switched: any power cycle starts the new firmware
+        log.error("%s", exc)
+        terminal.notice = "upd_notice_restart_manual"
+        terminal.notify_changed()
 
 
 # -- the slots in words ---------------------------------------------------------------------
