@@ -224,3 +224,31 @@ def test_a_board_without_updates_says_so_by_keys(tmp_path: Path, sim) -> None:
             await shop.press("0")
             await shop.shows_words("Updates are not available on this board")
     asyncio.run(go())
+
+
+def test_an_update_a_till_asked_for_shows_its_progress_on_the_lcd(tmp_path: Path, sim,
+                                                                   monkeypatch) -> None:
+    """ECR `update`: the LCD says what runs, the write's percentage, that CANCEL no longer
+    counts, and how it ended, in full words."""
+    import asyncio
+
+    from helpers import PASSWORD
+
+    monkeypatch.setattr(updates, "RESTART_DELAY_S", 0.0)
+
+    async def go() -> None:
+        async with Shop(tmp_path, sim.port, ecr=True, rows=8, cols=21) as shop:
+            shop.terminal.update_agent = agent = stand_in(hold=asyncio.Event())
+            path = bundle_file(shop.data_dir)
+            reply = shop.ecr_request(op="update", path=path, password=PASSWORD, version="1.1.0")
+            await shop.shows("ECR: Update")
+            await shop.shows_words("Writing 80%: do not switch off")
+            await shop.press("CANCEL")
+            await shop.shows_words("Cannot cancel now")
+            assert agent.hold is not None
+            agent.hold.set()
+            answer = await reply
+            assert answer["ok"] and answer["message"] == "Restarting into version 1.1.0"
+            await shop.shows_words("Restarting into version 1.1.0")
+            assert agent.installed == [path]
+    asyncio.run(go())

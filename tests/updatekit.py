@@ -4,6 +4,7 @@ RAUC driver's own parsing is tests/test_updates_rauc.py). Bundles are known by f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ class FakeAgent:
     marked: list[str] = field(default_factory=list)
     reboots: int = 0
     status_calls: int = 0
+    hold: asyncio.Event | None = None  # set: the write waits for it once it has begun
 
     async def status(self) -> UpdateStatus:
         self.status_calls += 1
@@ -46,6 +48,8 @@ class FakeAgent:
         for pct, step, writing in ((0, "Installing", False), (80, "Updating slots", True),
                                    (100, "Installing done.", True)):
             progress(InstallProgress(pct, step, writing))
+            if writing and pct < 100 and self.hold is not None:
+                await self.hold.wait()
         if self.install_error:
             raise UpdateError(f"the install failed: {self.install_error}")
         self.installed.append(path)

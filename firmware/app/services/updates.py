@@ -252,19 +252,25 @@ async def install(terminal: TerminalCore, path: str | None, version: str | None,
         if isinstance(got, OpOutcome):
             outcome.append(OpOutcome("update_install", got.status, got.message_key, detail=got.detail,
                                      lines=got.lines))
-            return TxnResult(got.status, got.message_key, detail=got.detail)
+            return _said(outcome[-1], lang)
         if terminal.cancel_requested():  # the last moment a CANCEL counts
             _audit(terminal, who, "cancelled", f"{Path(got.path).name}: version {got.version}",
                    "nothing changed")
             outcome.append(OpOutcome("update_install", "cancelled", "upd_cancelled",
                                      detail=text("upd_cancelled", lang)))
-            return TxnResult("cancelled", "upd_cancelled")
+            return _said(outcome[-1], lang)
         result = await _write(terminal, got, lang, who)
         outcome.append(result)
-        return TxnResult(result.status, result.message_key, detail=result.detail)
+        return _said(result, lang)
 
     await terminal.operation("update", source, work)  # the one operation lock
     return outcome[0] if outcome else OpOutcome("update_install", "failed", "internal_error")
+
+
+def _said(outcome: OpOutcome, lang: str) -> TxnResult:
+    """The operation's result for a screen that did not start it (an update a till asked for):
+    the words already written in full, so the screen shows them once, as they are."""
+    return TxnResult(outcome.status, outcome.detail or text(outcome.message_key, lang))
 
 
 async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) -> OpOutcome:
