@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from firmware.app.core.contract import OperatorInput
-from firmware.app.core.lifecycle import put_state, state
+from firmware.app.core.lifecycle import lifecycle, put_state, state
 from firmware.app.core.terminal import TerminalCore
 from firmware.app.services.deregister import EXPORT_ROOTS
 from firmware.diag.buildinfo import firmware_version
 from firmware.diag.journal_check import check_journal
+from firmware.engine.deregistration import Lifecycle
 from firmware.engine.model import TxnResult
 from firmware.i18n import register, text
 from firmware.ports import (
@@ -373,13 +374,16 @@ async def firmware_lines(terminal: TerminalCore, lang: str) -> tuple[bool, list[
 # -- the first start of a new slot ---------------------------------------------------------
 
 async def health_check(terminal: TerminalCore) -> list[str]:
-    """The new firmware's own check: the journal, an echo with the host, the printer. Returns
-    the catalog keys of what failed (empty: passed)."""
+    """The new firmware's own check: the journal, an echo with the host (not on a deregistered
+    terminal: it has no host), the printer. Returns the catalog keys of what failed (empty:
+    passed)."""
     failed: list[str] = []
     j = terminal.journal
     if j is None or not check_journal(j, "en", time.time()).passed:
         failed.append("upd_health_journal")
-    if terminal.link is not None:
+    if lifecycle(terminal) is not Lifecycle.ACTIVE:
+        pass  # deregistered: no host to ask (the terminal is provisioned again first)
+    elif terminal.link is not None:
         ok, _seconds, detail = await terminal.echo()
         if not ok:
             log.warning("health check: echo failed: %s", detail)
