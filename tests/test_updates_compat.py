@@ -166,3 +166,14 @@ def test_an_unknown_field_in_a_file_of_this_version_is_still_refused(tmp_path: P
     path.write_text(json.dumps(data))
     with pytest.raises(RuntimeError, match=r"comms\.hots: unknown field"):
         SettingsStore(path).load()  # no earlier version to fall back to: refused in words
+
+
+def test_a_terminal_s_own_settings_file_provisions_another(tmp_path: Path) -> None:
+    """The store's `_version` is not a setting: provisioning takes a settings.json as it is."""
+    from firmware.app.provision import read_settings_file
+    from firmware.settings.model import problems
+
+    path = tmp_path / "settings.json"
+    SettingsStore(path).load()
+    assert VERSION_KEY in json.loads(path.read_text())
+    assert problems(read_settings_file(path)) == {}
