@@ -36,14 +36,15 @@ def test_a_checked_bundle_is_installed_and_the_restart_asked(data_dir, sim, monk
 
     async def go() -> None:
         t = await terminal(data_dir)
-        t.update_agent = agent = stand_in()
+        t.update_agent = agent = stand_in(slots=(
+            SlotInfo("A", "1.0.0", "good", True, True), SlotInfo("B", None, "good", False, False)))
         try:
             path = bundle_file(data_dir)
             found = await _keypad(t, "update_sources")
             assert [i["path"] for i in found.items] == [path]
             checked = await _keypad(t, "update_check", path=path)
             assert checked.message_key == "upd_confirm" and checked.items[0]["version"] == "1.1.0"
-            assert checked.detail.startswith("Install version 1.1.0? Now running")
+            assert checked.detail == "Install version 1.1.0? Now running 1.0.0"  # the booted slot's
             steps: list[tuple[str, int | None, bool]] = []
             t.progress = lambda step, done=None, total=None, cancellable=True: steps.append(
                 (step, done, cancellable))

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import firmware
 from firmware.app.core.contract import OperatorInput
 from firmware.app.core.lifecycle import lifecycle, put_state, state
 from firmware.app.core.terminal import TerminalCore
@@ -184,13 +185,16 @@ def _audit(terminal: TerminalCore, who: str, action: str, detail: str, outcome: 
 
 
 def current_version() -> str:
-    return firmware_version() or "unknown"
+    """This firmware's version: the source tree's (a development run), else the installed
+    package's (the image, where no pyproject.toml is beside it)."""
+    return firmware_version() or getattr(firmware, "__version__", None) or "unknown"
 
 
 async def _checked_bundle(terminal: TerminalCore, path: str | None, lang: str, who: str,
-                          wanted: str | None = None) -> BundleInfo | OpOutcome:
+                          wanted: str | None = None) -> tuple[BundleInfo, str] | OpOutcome:
     """The rules, the path, then the bundle (signature, compatible, version): the bundle's info,
-    or the refusal in words (audited). Nothing is changed either way."""
+    and the version running now (the booted slot's, else this firmware's), or the refusal in
+    words (audited). Nothing is changed either way."""
     agent = terminal.update_agent
     if agent is None or not agent.available:
         return OpOutcome("update_check", "refused", "upd_unavailable", detail=text("upd_unavailable", lang))
@@ -223,19 +227,21 @@ async def _checked_bundle(terminal: TerminalCore, path: str | None, lang: str, w
                "confirmed", "nothing changed")
         return OpOutcome("update_check", "refused", "upd_wrong_version",
                          detail=text("upd_wrong_version", lang, found=info.version, wanted=wanted))
-    return info
+    booted = status.booted
+    return info, (booted.version if booted is not None and booted.version else current_version())
 
 
 async def check(terminal: TerminalCore, path: str | None, lang: str, source: str) -> OpOutcome:
     """The bundle looked at, for the operator's confirmation (its version and the running one)."""
-    got = await _checked_bundle(terminal, path, lang, terminal.actor(source))
-    if isinstance(got, OpOutcome):
-        return got
+    checked = await _checked_bundle(terminal, path, lang, terminal.actor(source))
+    if isinstance(checked, OpOutcome):
+        return checked
+    got, running = checked
     _audit(terminal, terminal.actor(source), "checked", f"{Path(got.path).name}: version {got.version}",
            "confirm asked")
     return OpOutcome("update_check", "done", "upd_confirm",
-                     detail=text("upd_confirm", lang, version=got.version, current=current_version()),
-                     items=({"path": got.path, "version": got.version, "current": current_version(),
+                     detail=text("upd_confirm", lang, version=got.version, current=running),
+                     items=({"path": got.path, "version": got.version, "current": running,
                              "compatible": got.compatible},))
 
 
@@ -249,18 +255,19 @@ async def install(terminal: TerminalCore, path: str | None, version: str | None,
 
     async def work() -> TxnResult:
         terminal.progress("upd_checking", cancellable=True)
-        got = await _checked_bundle(terminal, path, lang, who, wanted=version)
-        if isinstance(got, OpOutcome):
-            outcome.append(OpOutcome("update_install", got.status, got.message_key, detail=got.detail,
-                                     lines=got.lines))
+        checked = await _checked_bundle(terminal, path, lang, who, wanted=version)
+        if isinstance(checked, OpOutcome):
+            outcome.append(OpOutcome("update_install", checked.status, checked.message_key,
+                                     detail=checked.detail, lines=checked.lines))
             return _said(outcome[-1], lang)
+        got, running = checked
         if terminal.cancel_requested():  # the last moment a CANCEL counts
             _audit(terminal, who, "cancelled", f"{Path(got.path).name}: version {got.version}",
                    "nothing changed")
             outcome.append(OpOutcome("update_install", "cancelled", "upd_cancelled",
                                      detail=text("upd_cancelled", lang)))
             return _said(outcome[-1], lang)
-        result = await _write(terminal, got, lang, who)
+        result = await _write(terminal, got, running, lang, who)
         outcome.append(result)
         return _said(result, lang)
 
@@ -274,12 +281,12 @@ def _said(outcome: OpOutcome, lang: str) -> TxnResult:
     return TxnResult(outcome.status, outcome.detail or text(outcome.message_key, lang))
 
 
-async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) -> OpOutcome:
+async def _write(terminal: TerminalCore, info: BundleInfo, running: str, lang: str,
+                 who: str) -> OpOutcome:
     agent = terminal.update_agent
     assert agent is not None
     name = Path(info.path).name
-    _audit(terminal, who, "install", f"{name}: version {info.version} (running {current_version()})",
-           "started")
+    _audit(terminal, who, "install", f"{name}: version {info.version} (running {running})", "started")
     terminal.progress("upd_writing", 0, 100, cancellable=False)
 
     def progress(step: InstallProgress) -> None:
@@ -290,7 +297,7 @@ async def _write(terminal: TerminalCore, info: BundleInfo, lang: str, who: str) 
     except UpdateError as exc:
         _audit(terminal, who, "install", f"{name}: {exc}", "failed, nothing changed")
         return OpOutcome("update_install", "failed", "upd_failed",
-                         detail=text("upd_failed", lang, current=current_version()), lines=(str(exc),))
+                         detail=text("upd_failed", lang, current=running), lines=(str(exc),))
     if terminal.journal is not None:
         with terminal.journal.transaction() as cur:
             put_state(cur, {"update_installed": info.version})
