@@ -514,3 +514,105 @@ class PinPad(Protocol):
         erased, one line each in words, for the report (the pad's own key-block protection key
         stays: it belongs to the device, not to the merchant)."""
         ...
+
+
+# ---- update agent ------------------------------------------------------------
+#
+# What the firmware asks of the board's update system (docs/updates.md): the two root slots and
+# why the board booted the one it runs, a bundle looked at before it is installed, the install
+# with its progress, marking the booted slot good (or bad) and asking for a reboot. A board
+# without A/B slots has an agent that refuses all of it in words. Errors are UpdateError.
+
+
+class UpdateError(Exception):
+    """An update step refused or failed, in words (str()); nothing changed unless it says so."""
+
+
+class UpdatesUnavailable(UpdateError):
+    """This board has no update system (no A/B slots): nothing can be installed."""
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """One root slot as the update system reports it."""
+
+    name: str  # the boot name, "A" or "B"
+    version: str | None  # the firmware version installed there (None: never installed by a bundle)
+    state: str  # "good" | "bad": the boot status (bad: out of boot attempts, or marked bad)
+    booted: bool  # the board runs from this slot now
+    boots_next: bool  # the boot loader tries this slot first at the next boot
+    device: str = ""
+    # When an install last made this slot the one to boot (the update system's own stamp); None
+    # for a slot written at the factory. A stamp the firmware has not confirmed yet is a first
+    # start of a new slot: the health check runs (docs/updates.md).
+    activated: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """Both slots, which runs, which boots next, and the board's update identity."""
+
+    compatible: str  # what a bundle must name to be installed here
+    slots: tuple[SlotInfo, ...]
+
+    @property
+    def booted(self) -> SlotInfo | None:
+        return next((s for s in self.slots if s.booted), None)
+
+    @property
+    def next_boot(self) -> SlotInfo | None:
+        return next((s for s in self.slots if s.boots_next), None)
+
+    def other(self, name: str) -> SlotInfo | None:
+        return next((s for s in self.slots if s.name != name), None)
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """A bundle looked at before installing (its signature checked against the keyring)."""
+
+    path: str
+    compatible: str
+    version: str
+    description: str = ""
+    build: str = ""
+
+
+@dataclass(frozen=True)
+class InstallProgress:
+    """A step of an install: percent 0..100 and the update system's step (English, for the log
+    and support); writing: the new slot is being written (from here on nothing can cancel)."""
+
+    percent: int
+    step: str
+    writing: bool
+
+
+@runtime_checkable
+class UpdateAgent(Protocol):
+    available: bool  # False: a board without an update system (every call raises UpdatesUnavailable)
+
+    async def status(self) -> UpdateStatus: ...
+
+    async def bundle_info(self, path: str) -> BundleInfo:
+        """Reads and verifies a bundle without installing it. UpdateError in words when it is
+        unsigned, signed by another key, damaged or not a bundle."""
+        ...
+
+    async def install(self, path: str, progress: Callable[[InstallProgress], None]) -> None:
+        """Writes the bundle into the other slot and makes it the one that boots next. Once
+        called it runs to its end (an update system cannot stop a half-written slot safely);
+        the caller cancels before calling, never after. UpdateError: nothing was switched."""
+        ...
+
+    async def mark_good(self) -> None:
+        """The booted slot passed its health check: the boot loader keeps booting it."""
+        ...
+
+    async def mark_bad(self) -> None:
+        """The booted slot failed: the boot loader goes back to the other slot at the next boot."""
+        ...
+
+    def request_reboot(self) -> None:
+        """Asks the system to restart (the firmware cannot reboot the board itself)."""
+        ...

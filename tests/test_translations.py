@@ -65,6 +65,8 @@ FIXTURE_LINES = {
     "txn_confirm_settle": ("Sales",),
     "settings_history": ("edited on the keypad",),
     "settings_problems": ("Port: whole number", "got"),
+    "update_files": ("posfw",),  # the update files' names on the USB stick, shown as they are
+    "update_diag_firmware": ("分区A", "分区B"),  # the slots' names, as the boot loader has them
 }
 
 

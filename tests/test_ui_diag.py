@@ -118,7 +118,7 @@ def result(passed: bool = True, name: str = "echo") -> DiagResult:
 # ---------------------------------------------------------------------------- menu
 
 
-def test_menu_lists_the_nine_tests_and_moves_with_up_down_wrapping():
+def test_menu_lists_the_ten_tests_and_moves_with_up_down_wrapping():
     d = Driver()
     assert d.rows_shown == ("Diagnostics", "1 Printer test", "2 Card reader", "3 Keypad test")
     assert d.out.frame.inverse_row == 1
@@ -126,12 +126,13 @@ def test_menu_lists_the_nine_tests_and_moves_with_up_down_wrapping():
     assert d.rows_shown[1:] == ("2 Card reader", "3 Keypad test", "4 Display test")
     assert d.out.frame.inverse_row == 3
     d.keys(Key.UP, Key.UP, Key.UP, Key.UP)  # past the top wraps to the last item
-    assert d.rows_shown[3] == "9 Version" and d.out.frame.inverse_row == 3
+    assert d.rows_shown[3] == "0 Firmware" and d.out.frame.inverse_row == 3
     assert d.keys(Key.CANCEL).frame.rows[0] == "IDLE"
 
 
 @pytest.mark.parametrize("digit, name", [(Key.D1, "printer"), (Key.D5, "echo"), (Key.D6, "network"),
-                                         (Key.D7, "journal"), (Key.D8, "log"), (Key.D9, "version")])
+                                         (Key.D7, "journal"), (Key.D8, "log"), (Key.D9, "version"),
+                                         (Key.D0, "firmware")])
 def test_digit_runs_the_app_test_and_its_result_is_shown(digit, name):
     d = Driver()
     out = d.keys(digit)
@@ -152,7 +153,7 @@ def test_enter_opens_the_selected_item():
     d.keys(Key.DOWN, Key.ENTER)
     assert isinstance(d.ui.screen, ReaderTest)
     d = Driver()
-    assert d.keys(Key.UP, Key.ENTER).commands == (RunDiag("version"),)
+    assert d.keys(Key.UP, Key.ENTER).commands == (RunDiag("firmware"),)
 
 
 def test_printer_test_counts_seconds_and_cancel_drops_the_late_result():

@@ -59,6 +59,9 @@ class BoardProfile:
     # A development board (an emulator, a PC): it may keep keys in clear files (key_store
     # "memory") and take a clear TMK at provisioning (--tmk). Never a board that takes cards.
     development: bool = False
+    # What updates the firmware (docs/updates.md): "rauc", an A/B image with RAUC (the root slots,
+    # the boot counter), or "none", a board whose firmware is not updated by itself.
+    update_agent: str = "none"
 
     @property
     def reads_chip(self) -> bool:
@@ -139,6 +142,7 @@ PROFILES: dict[str, BoardProfile] = {
         # emulated reader), on four PCI 16550 ports; the DES keys in the reader's PIN pad, the
         # card-vault key in a SoftHSM2 token on the data partition.
         key_store="pinpad",
+        update_agent="rauc",  # RAUC over U-Boot's A/B slots (docs/updates.md)
         description="QEMU arm64 (virt) image: reader with PIN pad, printer, ECR and LCD frames on "
                     "ttyS0-ttyS3",
         card_source="reader",

@@ -19,6 +19,7 @@ from firmware.ports import (
     KeyStoreError,
     KeyStoreUnavailable,
     Printer,
+    UpdateAgent,
 )
 
 log = logging.getLogger("posfw.app")
@@ -207,3 +208,17 @@ def open_key_store(board: BoardProfile, data_dir: Path, override: str | None = N
     from firmware.app.split_keys import SplitKeyStore
 
     return SplitKeyStore(PinPadKeys(reader), open_token(board, data_dir))  # type: ignore[arg-type]
+
+
+def make_update_agent(board: BoardProfile) -> UpdateAgent:
+    """The board's update agent (docs/updates.md): RAUC on an A/B image, else one that says in
+    words that this board's firmware is not updated by itself."""
+    if board.update_agent == "rauc":
+        from drivers.update.rauc import RaucAgent
+
+        return RaucAgent()
+    if board.update_agent != "none":
+        raise SystemExit(f"board {board.name}: unknown update agent {board.update_agent!r}")
+    from drivers.update.none import NoUpdates
+
+    return NoUpdates()

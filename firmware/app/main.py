@@ -25,6 +25,7 @@ from firmware.app.devices import make_display, make_keypad
 from firmware.app.frontends.ecr_server import EcrServer, TestCards
 from firmware.app.process import private_files, require_c_extension, setup_logging
 from firmware.app.terminal import Terminal
+from firmware.app.watchdog import Notifier
 from firmware.journal.errors import JournalError
 from firmware.ports import Display, Keypad
 
@@ -63,6 +64,9 @@ async def serve(cfg: AppConfig, *, extras: BoardExtras = NO_EXTRAS,
                 terminal_class: type[Terminal] = Terminal) -> None:
     """Run the terminal until SIGINT or SIGTERM: open it, start the panel (if any), sign on in
     the background, serve the ECR link; terminal_class: tests run a subclass (a fault hook)."""
+    notifier = Notifier()  # systemd's notify socket, when it runs us (Type=notify, WatchdogSec)
+    notifier.status("starting")
+    pets = asyncio.create_task(notifier.pet(), name="watchdog")  # stops when the loop is stuck
     terminal = terminal_class(cfg)
     await terminal.open()
     panel, panel_task = None, None
@@ -86,6 +90,9 @@ async def serve(cfg: AppConfig, *, extras: BoardExtras = NO_EXTRAS,
         tmp.write_text(str(ecr.port))
         os.replace(tmp, cfg.ready_file)
     log.info("terminal ready: ECR on %s:%d, board %s", cfg.ecr_host, ecr.port, cfg.board)
+    # The idle screen is up (the panel drew its first frame above) and the ECR link listens.
+    notifier.ready(f"service mode: {terminal.service_problem}" if terminal.service_problem
+                   else f"ready: board {cfg.board}, ECR port {ecr.port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,11 +109,16 @@ async def serve(cfg: AppConfig, *, extras: BoardExtras = NO_EXTRAS,
         await panel.close()
     else:
         await stop.wait()
+    notifier.stopping()
     connecting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await connecting
     await ecr.close()
     await terminal.close()
+    pets.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pets
+    notifier.close()
 
 
 def arguments(prog: str = "python -m firmware.app") -> argparse.ArgumentParser:

@@ -53,6 +53,7 @@ from firmware.journal.store import Journal
 from firmware.journal.vault import AAD, CardVault, LocalVaultKey
 from firmware.ports import KeyStore, KeyStoreError, KeyStoreUnavailable
 from firmware.settings.model import factory, problems
+from firmware.settings.schema import VERSION_KEY
 
 # The template ships with the settings it fills in (firmware/settings/), one folder above this file.
 TEMPLATE = Path(__file__).resolve().parents[1] / "settings" / "merchant-template.json"
@@ -231,9 +232,13 @@ def checked_input(board: BoardProfile, tmk_hex: str | None, given: Any, tr31: st
 
 
 def read_settings_file(path: Path) -> Any:
-    """The merchant file's JSON, or ProvisionRefused saying why it cannot be read."""
+    """The merchant file's JSON, or ProvisionRefused saying why it cannot be read. A terminal's
+    own settings.json may be given: its `_version` (the settings store's) is not a setting."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(raw, dict):
+            raw.pop(VERSION_KEY, None)
+        return raw
     except OSError as exc:
         raise ProvisionRefused([f"cannot read {path}: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:

@@ -10,9 +10,11 @@ take this Terminal; services take the core.
 
 from __future__ import annotations
 
+from typing import Any
+
 from firmware.app import devices
-from firmware.app.core.terminal import TerminalCore
-from firmware.app.services import deregister, held
+from firmware.app.core.terminal import AppConfig, TerminalCore
+from firmware.app.services import deregister, held, updates
 from firmware.app.services.printing import PrintDesk
 from firmware.ports import CardReader, KeyStore
 
@@ -22,6 +24,10 @@ class Terminal(TerminalCore):
     resume and the held orders' start-up reconcile plugged in."""
 
     prints: PrintDesk | None
+
+    def __init__(self, cfg: AppConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        self.update_agent = devices.make_update_agent(self.board)
 
     def _open_key_store(self) -> KeyStore:
         reader = None
@@ -49,6 +55,8 @@ class Terminal(TerminalCore):
     async def _after_open(self) -> None:
         # A deregistration cut by a power loss: undone if the wipe had not begun, else finished.
         await deregister.resume_at_startup(self)
+        # The first start of a newly installed slot: its health check, then mark it good.
+        await updates.confirm_at_startup(self)
 
     def _before_start_up_sign_on(self) -> None:
         # An order whose operation was cut before its record was written goes back now;

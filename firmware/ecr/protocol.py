@@ -206,7 +206,8 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "kind": _text(1, 8),
     "job": _number("a print job number from print_jobs"),
     "order": _number("a held order number from held_list"),
-    "print": _bool, "all": _bool,
+    "version": _text(1, 64),  # the firmware version a till confirms for an update
+    "print": _bool, "all": _bool, "check": _bool,
 }
 
 

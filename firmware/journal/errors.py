@@ -29,8 +29,11 @@ class JournalFull(JournalError):
 
 
 class JournalTooNew(JournalError):
-    def __init__(self, path: Path, found: int, supported: int) -> None:
+    def __init__(self, path: Path, found: int, supported: int, needed: int | None = None) -> None:
+        self.found, self.supported, self.needed = found, supported, needed
+        older = "" if needed is None else f" (it needs firmware of schema {needed} or later)"
         super().__init__(
-            f"the journal {path} has schema {found} but this firmware knows up to {supported}: "
-            "install the newer firmware"
+            f"the journal {path} was written by newer firmware (schema {found}) that this "
+            f"firmware (schema {supported}) cannot read{older}; the file is untouched: "
+            "install the newer firmware again (docs/updates.md)"
         )

@@ -1,8 +1,15 @@
-"""The journal's SQL schema and its migrations, versioned with PRAGMA user_version.
+"""The journal's SQL schema and its migrations, versioned with PRAGMA user_version, and the rule
+that lets older firmware open a journal a newer one migrated (a board that fell back to its
+previous slot after an update: docs/updates.md, "The journal after a fallback").
 
 Each migration is a list of steps applied in one transaction: SQL statements, or a function
-of the cursor for what SQL cannot do (hashing); a journal written by a newer firmware is
-refused rather than guessed at.
+of the cursor for what SQL cannot do (hashing). Each migration from 16 on declares whether it is
+additive: firmware of the schema before it can still read AND write the journal after it (new
+tables, new nullable columns or columns with a default, new indexes; nothing renamed, dropped,
+retyped or given a new meaning, no rows that older firmware would misread). The journal records
+in journal_compat the lowest schema whose firmware may open it (min_reader); older firmware opens
+a newer journal only when its own schema is at least that, and otherwise refuses in words,
+touching nothing.
 """
 
 from __future__ import annotations
@@ -336,4 +343,30 @@ MIGRATIONS.append([
     )""",
 ])
 
+MIGRATIONS.append([
+    # 16: the compatibility rule (module docstring): 'min_reader' and the 'schema' it was worked
+    # out for, rewritten in the same transaction as every later migration (Journal._migrate),
+    # from ADDITIVE below. A record for another schema than user_version is not trusted.
+    """CREATE TABLE journal_compat (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# The migrations (by number, 1-based) that are additive in the sense of the module docstring.
+# 1-16 are not: firmware before 16 knows no rule and refuses any newer journal by its version.
+# A migration not listed here is breaking: firmware older than it refuses the journal after it.
+ADDITIVE: frozenset[int] = frozenset()
+COMPAT_SINCE = 16  # the first schema that records min_reader
+
+
+def min_reader(version: int, additive: frozenset[int] = ADDITIVE) -> int:
+    """The lowest schema whose firmware may read and write a journal at `version`: the newest
+    breaking migration up to it (an additive one keeps the readers of the schema before)."""
+    lowest = 0
+    for number in range(1, version + 1):
+        if number not in additive:
+            lowest = number
+    return lowest

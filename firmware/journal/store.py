@@ -28,7 +28,7 @@ from firmware.host.messages import SideTotals, TxnKind
 from firmware.journal import chain, emvparams, follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
-from firmware.journal.schema import MIGRATIONS, SCHEMA_VERSION
+from firmware.journal.schema import COMPAT_SINCE, MIGRATIONS, SCHEMA_VERSION, min_reader
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
     REPORT_KINDS,
@@ -186,7 +186,14 @@ class Journal:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise JournalTooNew(self.path, version, SCHEMA_VERSION)
+            # Written by newer firmware (a fall back after an update): opened as it is when every
+            # migration past ours was additive (schema.py), else refused before anything is written.
+            needed = self._compat(version)
+            if needed > SCHEMA_VERSION:
+                raise JournalTooNew(self.path, version, SCHEMA_VERSION, needed)
+            log.warning("journal at schema %d, written by newer firmware: opened by schema %d "
+                        "(its migrations since are additive)", version, SCHEMA_VERSION)
+            return
         for number in range(version, SCHEMA_VERSION):
             with self._tx() as cur:
                 for step in MIGRATIONS[number]:
@@ -194,8 +201,24 @@ class Journal:
                         step(cur)
                     else:
                         cur.execute(step)
+                if number + 1 >= COMPAT_SINCE:
+                    cur.executemany("INSERT INTO journal_compat (name, value) VALUES (?, ?) "
+                                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                                    (("min_reader", min_reader(number + 1)), ("schema", number + 1)))
                 cur.execute(f"PRAGMA user_version = {number + 1}")
             log.info("journal migrated to schema %d", number + 1)
+
+    def _compat(self, version: int) -> int:
+        """The min_reader a newer journal records; its own version (nobody older may open it)
+        when it records none, or records it for another schema than the one it is at (a
+        firmware that migrated without keeping the rule)."""
+        try:
+            found = dict(self._db.execute("SELECT name, value FROM journal_compat"))
+        except sqlite3.OperationalError:  # no such table: written before the rule existed
+            return version
+        if found.get("schema") != version or "min_reader" not in found:
+            return version
+        return int(found["min_reader"])
 
     def close(self) -> None:
         self._db.close()

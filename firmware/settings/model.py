@@ -74,6 +74,7 @@ FACTORY: dict[str, dict[str, Any]] = {
         "currency": "156",
         "retention_days": 90,
         "held_max_age_min": 120,
+        "update_max_batch_hours": 24,
         "operator": "01",
     },
     # no_signature_limit: merchant copies of PIN-verified transactions up to this many fen

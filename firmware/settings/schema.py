@@ -102,6 +102,9 @@ FIELDS: tuple[Field, ...] = (
     Field("transactions", "retention_days", "int", 1, 3650, editable=False),
     Field("transactions", "held_max_age_min", "int", 1, 10080, unit="min"),
     Field("transactions", "operator", "digits", 1, 4, editable=False),
+    # A firmware update is refused while the batch has been open longer than this (docs/updates.md):
+    # the restart must not land on a day's takings that nobody settled. Set in settings.json.
+    Field("transactions", "update_max_batch_hours", "int", 1, 720, unit="h", editable=False),
     Field("printer", "profile", "choice", choices=("58mm", "58mm-tear", "80mm"), self_test="printer"),
     Field("printer", "copies", "int", 1, 3, self_test="printer"),
     Field("printer", "density", "int", 1, 8, self_test="printer"),
@@ -137,7 +140,16 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "transactions.chip_fallback_after", "comms.fallback_entry_code",
                 "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
                 "comms.mac_algorithm", "comms.track_encryption",
-                "security.operators", "comms.tls_client_cert", "comms.tls_client_key")
+                "security.operators", "comms.tls_client_cert", "comms.tls_client_key",
+                "transactions.update_max_batch_hours")
+
+
+# The settings files' version: how many fields were added since the first release. A file
+# written by newer firmware (a fall back after an update) carries a higher one, and its fields
+# this firmware does not know are kept as they are rather than refused (docs/updates.md,
+# "Settings after a fallback"): every field is added to ADDED_FIELDS, so this only grows.
+SETTINGS_VERSION = len(ADDED_FIELDS)
+VERSION_KEY = "_version"
 
 
 def field(group: str, name: str) -> Field:
@@ -198,6 +210,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.transactions.currency": ("Currency", "货币"),
     "f.transactions.retention_days": ("Keep days", "保留天数"),
     "f.transactions.operator": ("Operator", "操作员"),
+    "f.transactions.update_max_batch_hours": ("Update batch h", "升级前批次时限"),
     "f.printer.profile": ("Paper", "纸宽"),
     "f.printer.copies": ("Copies", "联数"),
     "f.printer.density": ("Density", "浓度"),

@@ -35,6 +35,7 @@ from typing import Any
 
 from firmware.digits import is_digits
 from firmware.settings.model import SettingsInvalid, factory, field_problem, migrate, validate
+from firmware.settings.schema import BY_KEY, GROUPS, SETTINGS_VERSION, VERSION_KEY
 
 log = logging.getLogger("posfw.settings")
 HISTORY_KEEP = 10
@@ -81,6 +82,10 @@ class SettingsStore:
         self.problem: str | None = None  # set when the live file was unusable at load
         self.migrated: tuple[str, ...] = ()  # fields filled from factory at the last load
         self.last_backup = ""  # the history id the last write made of the file it replaced
+        # Fields of newer firmware found in the live file at the last load, kept aside and
+        # written back by every save (with the newer version), so that firmware finds them again.
+        self.newer_fields: dict[str, Any] = {}  # group -> its unknown fields, or a whole new group
+        self.newer_version = 0
 
     # ------------------------------------------------------------------ reading
 
@@ -144,7 +149,15 @@ class SettingsStore:
         validate(data)
         reason = reason or "edited"
         backup = self._backup(replaced_by=reason)
-        payload = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        stored: dict[str, Any] = {group: dict(fields) for group, fields in data.items()}
+        for group, kept in self.newer_fields.items():  # a newer firmware's, kept as they were
+            if group not in stored:
+                stored[group] = kept
+            elif isinstance(kept, dict):
+                for name, value in kept.items():
+                    stored[group].setdefault(name, value)
+        stored[VERSION_KEY] = max(SETTINGS_VERSION, self.newer_version)
+        payload = json.dumps(stored, indent=2, ensure_ascii=False).encode("utf-8")
         _atomic_write(self.path, payload)
         # A new password: the copies (the backup just made too) hold the old hash no longer.
         self._align_history(str(data["security"]["supervisor_hash"]))
@@ -204,6 +217,9 @@ class SettingsStore:
         raw = json.loads(path.read_text("utf-8"))
         if secret is not None and isinstance(raw, dict) and isinstance(raw.get("security"), dict):
             raw["security"].update(secret)
+        raw, newer, version = _set_aside_newer(raw)
+        if path == self.path:
+            self.newer_fields, self.newer_version = newer, version
         data, filled = migrate(raw)
         validate(data)
         if filled:
@@ -300,6 +316,34 @@ class SettingsStore:
                 with contextlib.suppress(FileNotFoundError):
                     (self.history_dir / f"{old}{suffix}").unlink()
         return vid
+
+
+def _set_aside_newer(raw: Any) -> tuple[Any, dict[str, Any], int]:
+    """A settings file without its version, and, when newer firmware wrote it (a higher version),
+    the fields this firmware does not know, set aside. In a file of this firmware's version or
+    older an unknown field stays in, and validation refuses it (a typo is not a newer field)."""
+    if not isinstance(raw, dict):
+        return raw, {}, 0
+    raw = dict(raw)
+    version = raw.pop(VERSION_KEY, 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version <= SETTINGS_VERSION:
+        return raw, {}, 0
+    newer: dict[str, Any] = {}
+    for group in list(raw):
+        fields = raw[group]
+        if group not in GROUPS:
+            newer[group] = raw.pop(group)
+        elif isinstance(fields, dict):
+            unknown = {n: v for n, v in fields.items() if f"{group}.{n}" not in BY_KEY}
+            if unknown:
+                newer[group] = unknown
+                raw[group] = {n: v for n, v in fields.items() if n not in unknown}
+    if newer:
+        log.warning("settings written by newer firmware (version %d, this firmware %d): its fields "
+                    "%s are kept as they are and not used", version, SETTINGS_VERSION,
+                    ", ".join(f"{g}.{n}" if n else g for g, f in newer.items()
+                              for n in (f if isinstance(f, dict) and g in GROUPS else [""])))
+    return raw, newer, version
 
 
 def _meta(saved_at: float, reason: str, replaced_by: str | None = None) -> bytes:

@@ -52,6 +52,7 @@ CATALOG: Catalog = {
     "item_journal": ("Journal check", "流水检查"),
     "item_log": ("Log viewer", "查看日志"),
     "item_version": ("Version", "版本信息"),
+    "item_firmware": ("Firmware", "固件分区"),
     "testing": ("Testing... {s}s", "测试中... {s}秒"),
     "printing": ("Printing... {s}s", "打印中... {s}秒"),
     "cancel_back": ("CANCEL: back", "取消: 返回"),
@@ -92,12 +93,13 @@ ITEMS: tuple[tuple[str, str], ...] = (
     ("item_journal", "journal"),
     ("item_log", "log"),
     ("item_version", "version"),
+    ("item_firmware", "firmware"),  # both slots, which runs and why (docs/updates.md)
 )
 DIAG_TITLES = {"printer": "item_printer", "reader": "item_reader", "echo": "item_echo",
                "network": "item_network", "journal": "item_journal", "log": "item_log",
-               "version": "item_version"}
+               "version": "item_version", "firmware": "item_firmware"}
 DIGITS = {Key.D1: 0, Key.D2: 1, Key.D3: 2, Key.D4: 3, Key.D5: 4, Key.D6: 5, Key.D7: 6, Key.D8: 7,
-          Key.D9: 8}
+          Key.D9: 8, Key.D0: 9}
 
 # Each key's name as the keypad test shows it: English and Chinese together, so an
 # operator can read it whatever the language setting.
@@ -161,7 +163,8 @@ class DiagMenu(Screen):
         return Transition(DiagRunning(here, action, ctx.mono), (RunDiag(action),))
 
     def render(self, ctx: UiContext) -> Frame:
-        rows = [f"{index + 1} {say(CATALOG, item[0], ctx.lang)}" for index, item in enumerate(ITEMS)]
+        rows = [f"{(index + 1) % 10} {say(CATALOG, item[0], ctx.lang)}"
+                for index, item in enumerate(ITEMS)]
         return pick_frame(ctx, say(CATALOG, "title", ctx.lang), rows, self.selected)
 
 

@@ -112,7 +112,8 @@ def above_hint(ctx: core.UiContext) -> core.UiContext:
 
 # Operations that only read (the screen that asked may be gone when they answer).
 READ_ONLY_OPS = frozenset({"settle_review", "deregister_check", "held_list",
-                           "report_list", "report_totals", "subtotals"})
+                           "report_list", "report_totals", "subtotals",
+                           "update_sources", "update_check", "firmware_status"})
 
 
 def result_screen(outcome: core.OpOutcome, current: core.Screen | None = None) -> core.Screen:

@@ -47,6 +47,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "restore_previous": ("Undo last save", "恢复上一版本"),
     "factory_defaults": ("Reset defaults", "恢复出厂设置"),
     "history": ("History", "历史版本"),
+    "update": ("Install update", "固件升级"),
     "save": ("Save", "保存"),
     "change_password": ("Change password", "修改密码"),
     "discard_q": ("Discard changes?", "放弃修改?"),
@@ -101,7 +102,8 @@ MULTITAP: dict[Key, str] = {
     Key.D9: "wxyz9WXYZ", Key.D0: "0", Key.DOT: ".",
 }
 MULTITAP_S = 1.0
-_ROOT_ITEMS = (*(f"g.{g}" for g in GROUPS), "restore_previous", "factory_defaults", "history")
+_ROOT_ITEMS = (*(f"g.{g}" for g in GROUPS), "restore_previous", "factory_defaults", "history",
+               "update")  # the tenth: digit 0
 
 
 def settings_root(back: Screen) -> Screen:
@@ -134,6 +136,8 @@ def _move(sel: int, count: int, key: Key | None) -> int | None:
 def _pick(key: Key | None, count: int) -> int | None:
     """Digit keys 1..9 pick the item with that number."""
     digit = _DIGITS.get(key) if key is not None else None
+    if digit == "0" and count == 10:  # a tenth item takes the 0, as the menus' tenth does
+        return 9
     if digit is None or digit == "0" or int(digit) > count:
         return None
     return int(digit) - 1
@@ -198,10 +202,14 @@ class GroupsScreen(Screen):
             return Transition(FieldList(root, item[2:], Staged(ctx.settings)))
         if item == "history":
             return Transition(HistoryWait(root), (RunDiag("settings_history"),))
+        if item == "update":
+            from firmware.ui.update_screens import update_root  # its own flow: import late
+
+            return Transition(update_root(root))
         return Transition(ConfirmScreen(root, item))
 
     def render(self, ctx: UiContext) -> Frame:
-        items = [f"{i + 1} {_say(item, ctx)}" for i, item in enumerate(_ROOT_ITEMS)]
+        items = [f"{(i + 1) % 10} {_say(item, ctx)}" for i, item in enumerate(_ROOT_ITEMS)]
         return _menu(ctx, _say("settings", ctx), items, self.sel)
 
 

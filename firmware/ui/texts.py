@@ -23,6 +23,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "op_preauth_void": ("Pre-auth void", "预授权撤销"),
     "op_completion_void": ("Completion void", "完成撤销"),
     "op_settle": ("Settlement", "结算"),
+    "op_update": ("Update", "固件升级"),  # a firmware update a till started (ECR `update`)
     "op_subtotals": ("Subtotals", "结算小计"),
     "op_reprint_settlement": ("Last settlement", "重打结算单"),
     "op_reprint_last": ("Reprint last", "重打上笔"),
@@ -119,6 +120,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "step_sending": ("Processing... {s}s", "处理中... {s}秒"),
     "step_reversing": ("Reversing...", "冲正中..."),
     "step_advice": ("Sending advice...", "上送通知..."),
+    "step_upd_checking": ("Checking the update file", "校验升级包"),
+    "step_upd_writing": ("Writing {done}%: do not switch off", "写入{done}% 勿关机"),
     "step_uploading": ("Uploading {done}/{total}", "批上送 {done}/{total}"),
     "step_settling": ("Settling...", "结算中..."),
     "step_printing": ("Printing {done}/{total}", "打印中 {done}/{total}"),

@@ -301,7 +301,7 @@ class WorkingScreen(core.Screen):
             return t(ctx, "step_chip" if self.chip_seen else "step_card")
         if step in COUNTING_STEPS:
             return t(ctx, f"step_{step}", s=int(max(0.0, ctx.mono - self.since)))
-        if step in ("uploading", "printing"):
+        if step in ("uploading", "printing", "upd_writing"):
             return t(ctx, f"step_{step}", done=_count(self.done), total=_count(self.total))
         return t(ctx, f"step_{step}") if f"step_{step}" in CATALOG else t(ctx, "step_wait")
 

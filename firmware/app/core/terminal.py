@@ -45,10 +45,18 @@ from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
-from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull
+from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
-from firmware.ports import CardReader, HostKeys, KeyStatus, KeyStore, KeyStoreError, KeyStoreUnavailable
+from firmware.ports import (
+    CardReader,
+    HostKeys,
+    KeyStatus,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreUnavailable,
+    UpdateAgent,
+)
 from firmware.security import PasswordGuard, locked_key
 from firmware.settings.model import factory, hash_password, password_problem, password_words, verify_password
 from firmware.settings.store import SettingsStore
@@ -117,6 +125,9 @@ class TerminalCore(FlowRunner, HostSession):
         self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
         self.backlog_left = 0  # reversals/advices still to be tried in the running backlog pass
         self.starting = False  # the start-up sign-on and backlog hold the operation lock
+        # The board's update agent (firmware/app/terminal.py plugs it in; None: updates are not
+        # this core's business, as in the core alone). The updates service speaks to it.
+        self.update_agent: UpdateAgent | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -159,7 +170,9 @@ class TerminalCore(FlowRunner, HostSession):
             self.host_keys = store
         try:
             self.journal = Journal.open(self.data_dir / "journal.db", vault)
-        except JournalCorrupt as exc:
+        except (JournalCorrupt, JournalTooNew) as exc:
+            # Damaged, or written by newer firmware this one cannot read (a fall back after an
+            # update whose journal migration was not additive): untouched, said in words.
             self.service_problem = str(exc)
             log.error("SERVICE MODE: %s", exc)
             return

@@ -39,7 +39,7 @@ log = logging.getLogger("posfw.ecr")
 # Ops that only read, or that are harmless to run twice: no key, no journal write.
 UNPROTECTED_OPS = frozenset({
     "status", "last", "lookup", "held_list", "held_trail", "review", "print_jobs",
-    "deregister_check",  # read-only
+    "deregister_check", "firmware_status",  # read-only
     "signon", "signoff", "echo",  # host management: moves no money, repeating is harmless
     "cancel",  # must be heard at once, while the op it cancels runs
     "present_card",  # emulated boards: hands a test card to the waiting op

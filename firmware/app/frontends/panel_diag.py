@@ -1,5 +1,5 @@
 """The panel's diagnostics: the checks behind the Diagnostics menu (echo, network, journal, log,
-version, printer, reader, settings history, display), run for the keypad/LCD front end.
+version, firmware slots, printer, reader, settings history, display), run for the keypad/LCD front end.
 
 Split out of panel.py by concern: FrontPanel starts a check as a task (RunDiag) and queues the
 DiagResult it gets back; the checks themselves live in firmware/diag and take what they need as
@@ -89,6 +89,11 @@ class PanelDiagnostics:
             return ui.DiagResult(name, True, "", "", tuple(history_lines(t.settings_store.history(), lang)))
         if name == "display":
             return diag_words(name, True, "check_shown", None, lang)
+        if name == "firmware":  # both slots, which runs and why, this firmware's version
+            from firmware.app.services.updates import firmware_lines
+
+            ok, lines, _data = await firmware_lines(t, lang)
+            return ui.DiagResult(name, ok, lines[0], "", tuple(lines[1:]))
         log.error("diagnostics: no check named %s", name)
         return diag_words(name, False, "check_failed", "check_failed_next", lang)
 

@@ -1,5 +1,5 @@
 """The terminal's app-layer companions: held orders, the settlement review, deregistration, ECR
-till pairing.
+till pairing, firmware updates.
 
 Owns the one table of which module carries out which keypad op (StartOp) and which ECR op, so
 the front panel and the ECR server route them without knowing each companion's insides. Each
@@ -16,9 +16,9 @@ from types import ModuleType
 def companions() -> tuple[ModuleType, ...]:
     # Imported on first use, not with this module (the same cold start as the importlib by name
     # this replaced), and as arrows the import graph sees.
-    from firmware.app.services import deregister, held, review, tills
+    from firmware.app.services import deregister, held, review, tills, updates
 
-    return (held, review, deregister, tills)
+    return (held, review, deregister, tills, updates)
 
 
 def for_panel_op(op: str) -> ModuleType | None:

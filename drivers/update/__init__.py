@@ -1,0 +1,1 @@
+"""Update agents (firmware/ports.py UpdateAgent): RAUC on an A/B image, and none elsewhere."""
