@@ -171,6 +171,8 @@ StartLimitIntervalSec=600
 StartLimitBurst=5
 
 [Service]
+# Under QEMU's emulation the first start (bytecode from a squashfs, the token) takes a while.
+TimeoutStartSec=300
 Environment=BOARD=qemu-arm64
 Environment=POSFW_REBOOT_REQUEST=/run/posfw/reboot-request
 WorkingDirectory=/data/posfw
@@ -198,19 +200,21 @@ def _rootfs_hooks(wheels: Path, kernel_tree: Path, extra: Path) -> list[str]:
         f'cp -a {q(str(wheels))} "$1/wheels"',
         f'cp {q(str(HERE / "install.sh"))} "$1/tmp/install.sh" && '
         f'chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 sh /tmp/install.sh',
-        f'chroot "$1" useradd --system --uid {SERVICE_UID} --user-group --home-dir /data/posfw '
-        '--no-create-home --shell /usr/sbin/nologin --groups dialout,input,video posfw',
+        # The unit's SupplementaryGroups (spi: SPI LCDs) must all exist, or systemd refuses to start it.
+        f'chroot "$1" groupadd --system spi && chroot "$1" useradd --system --uid {SERVICE_UID} '
+        '--user-group --home-dir /data/posfw --no-create-home --shell /usr/sbin/nologin '
+        '--groups dialout,input,video,spi posfw',
         f'cp -a {q(str(overlay))}/. "$1/" && cp -a {q(str(extra))}/. "$1/"',
         f'cp {q(str(ROOT / "board/systemd/posfw.service"))} "$1/etc/systemd/system/posfw.service"',
         f'mkdir -p "$1/etc/udev/rules.d" && cp {q(str(ROOT / "board/udev/99-posfw.rules"))} '
         '"$1/etc/udev/rules.d/"',
-        'mkdir -p "$1/data" "$1/boot/state" && ln -sfn /data/journal "$1/var/log/journal" && '
-        'echo posfw > "$1/etc/hostname"',
+        'mkdir -p "$1/data" "$1/boot/state" "$1/media" && echo posfw > "$1/etc/hostname"',
         'chroot "$1" systemctl enable -q posfw.service posfw-reboot.path posfw-boot-deadline.timer '
         'systemd-networkd.service',
         # No login on a payment terminal's console; nothing on a read-only root updates itself.
         'chroot "$1" systemctl mask -q serial-getty@ttyAMA0.service getty@tty1.service '
-        'apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service',
+        'systemd-logind.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer '
+        'e2scrub_reap.service',
         # State a build leaves that a boot makes anew (systemd: an empty machine-id on a
         # read-only root means "first boot, keep it in memory").
         'rm -rf "$1/wheels" "$1"/tmp/* "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/apt/lists/* '
