@@ -9,6 +9,7 @@ needs a booted A/B board: the QEMU image tests do it).
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import hashlib
 import json
@@ -30,7 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from board.image import bundle, signing, verity
+from board.image import bundle, signing
+from drivers.update import verity
+from drivers.update.rauc import RaucAgent
+from firmware.ports import UpdateError
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_CONF = REPO / "board" / "image" / "rauc" / "system.conf"
@@ -239,7 +243,7 @@ def test_a_bad_bundle_is_refused_in_words(kit: Kit, case: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
 def test_the_standalone_payload_check_refuses_each_bad_bundle(kit: Kit, case: str, tmp_path: Path) -> None:
-    """board/image/verity.py, the check a terminal can run before `rauc install` touches the other
+    """drivers/update/verity.py, the check a terminal can run before `rauc install` touches the other
     slot, refuses every bad bundle above: the signature cases with rauc's words (it asks rauc info
     first), the payload cases with rauc extract's ("bundle payload is corrupted").
     Planted: check_payload() not comparing the root it computed (the payload cases pass)."""
@@ -600,3 +604,35 @@ def test_a_key_in_a_pkcs11_token_signs_through_its_uri(kit: Kit, tmp_path: Path)
         bundle.build_bundle(tmp_path / "wrong-pin.raucb", manifest(), kit.rootfs, kit.kernel, keys,
                             epoch=EPOCH, environ={**environ, "RAUC_PKCS11_PIN": "4321"})
     assert not (tmp_path / "wrong-pin.raucb").exists()
+
+
+def rauc_with_keyring(folder: Path, keyring: Path) -> str:
+    """The real rauc as the terminal runs it, its keyring given as system.conf gives it there."""
+    wrapper = folder / "rauc"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("rauc", path=SBIN)} --keyring={keyring} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_the_terminal_s_update_agent_reads_a_good_bundle(kit: Kit, tmp_path: Path) -> None:
+    """drivers/update/rauc.py's bundle_info against the real rauc: the board, the version."""
+    agent = RaucAgent(rauc=rauc_with_keyring(tmp_path, kit.dev.keyring))
+    info = asyncio.run(agent.bundle_info(str(kit.good.path)))
+    assert (info.compatible, info.version) == (bundle.COMPATIBLE, "9.8.7")
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_the_terminal_s_update_agent_refuses_each_bad_bundle_before_installing(
+        kit: Kit, case: str, tmp_path: Path) -> None:
+    """The agent refuses every bad bundle at its check, before `rauc install` could touch the
+    other slot: the signature cases in rauc's words, the payload cases (which rauc info passes)
+    by its own check of every block. Planted: bundle_info without the payload check (the two
+    payload cases pass)."""
+    path = tmp_path / "bad.raucb"
+    path.write_bytes(BAD[case].make(kit))
+    agent = RaucAgent(rauc=rauc_with_keyring(tmp_path, kit.dev.keyring))
+    with pytest.raises(UpdateError) as refused:
+        asyncio.run(agent.bundle_info(str(path)))
+    expected = "bundle payload is corrupted" if not BAD[case].info_refuses else BAD[case].words
+    assert str(refused.value).startswith("the bundle was refused: "), str(refused.value)
+    assert expected in str(refused.value), str(refused.value)

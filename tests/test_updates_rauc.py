@@ -22,7 +22,6 @@ from firmware.ports import InstallProgress, UpdateAgent, UpdateError, UpdatesUna
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     def make(**state):
         state.setdefault("status", raucfake.status())
-        state.setdefault("info", {})
         bindir, calls = raucfake.install(tmp_path, state)
         monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
         monkeypatch.delenv("POSFW_RAUC", raising=False)
@@ -58,17 +57,7 @@ def test_a_booted_field_holding_the_device_still_finds_the_slot(fake) -> None:
     assert asyncio.run(agent.status()).booted.name == "A"
 
 
-def test_bundle_info_and_its_refusal_in_words(fake, tmp_path: Path) -> None:
-    good, bad = tmp_path / "good.raucb", tmp_path / "tampered.raucb"
-    good.write_bytes(b"bundle")
-    bad.write_bytes(b"bundle")
-    agent, calls = fake(info={"good.raucb": {"compatible": "posfw-qemu-arm64", "version": "1.1.0"},
-                              "tampered.raucb": "signature verification failed: CMS_verify failed"})
-    info = asyncio.run(agent.bundle_info(str(good)))
-    assert (info.compatible, info.version, info.build) == ("posfw-qemu-arm64", "1.1.0", "20261207")
-    with pytest.raises(UpdateError, match="the bundle was refused: signature verification failed"):
-        asyncio.run(agent.bundle_info(str(bad)))
-    assert _calls(calls)[0] == ["info", "--output-format=json", str(good)]
+# bundle_info runs against the real rauc and real bundles (good and bad): tests/test_image_bundle.py.
 
 
 def test_install_reports_progress_and_when_the_write_begins(fake, tmp_path: Path) -> None:

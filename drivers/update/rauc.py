@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drivers.update.verity import PayloadCorrupted, check_payload
 from firmware.ports import BundleInfo, InstallProgress, SlotInfo, UpdateError, UpdateStatus
 
 REBOOT_REQUEST = "/run/posfw/reboot-request"
@@ -87,6 +88,12 @@ class RaucAgent:
         code, out, err = await self._run(["info", "--output-format=json", path], INFO_TIMEOUT_S)
         if code != 0:
             raise UpdateError(f"the bundle was refused: {_last_words(err)}")
+        # rauc info checks the signature, not the payload: a damaged block would only show as a
+        # read error half-way through writing the other slot. Every block is checked first.
+        try:
+            await asyncio.to_thread(check_payload, Path(path), None, rauc=self.rauc)
+        except PayloadCorrupted as exc:
+            raise UpdateError(f"the bundle was refused: {exc}") from None
         try:
             raw = json.loads(out)
             return BundleInfo(path=path, compatible=str(raw["compatible"] or ""),
