@@ -130,3 +130,19 @@ def test_the_firmware_process_says_ready_pets_and_says_stopping(data_dir: Path, 
     finally:
         term.stop()
     assert _next(sock, "STOPPING=1") == ["STOPPING=1", "STATUS=stopping"]
+
+
+def test_the_process_knows_how_long_it_has_lived(tmp_path) -> None:
+    """seconds_since_start() (the 'terminal ready ... after the process started' log line, the
+    firmware's share of a board's boot): a child asked at once says a moment, one
+    that slept first says at least that long (never less: the clock it reads does not go back)."""
+    import subprocess
+    import sys
+
+    ask = ("import time, sys; time.sleep(float(sys.argv[1])); "
+           "from firmware.app.process import seconds_since_start; print(seconds_since_start())")
+    quick = float(subprocess.run([sys.executable, "-c", ask, "0"], capture_output=True, text=True,
+                                 check=True).stdout)
+    slow = float(subprocess.run([sys.executable, "-c", ask, "1.5"], capture_output=True, text=True,
+                                check=True).stdout)
+    assert quick >= 0 and slow >= 1.5

@@ -23,7 +23,7 @@ from typing import Any
 from firmware.app.core.terminal import AppConfig
 from firmware.app.devices import make_display, make_keypad
 from firmware.app.frontends.ecr_server import EcrServer, TestCards
-from firmware.app.process import private_files, require_c_extension, setup_logging
+from firmware.app.process import private_files, require_c_extension, seconds_since_start, setup_logging
 from firmware.app.terminal import Terminal
 from firmware.app.watchdog import Notifier
 from firmware.journal.errors import JournalError
@@ -89,7 +89,9 @@ async def serve(cfg: AppConfig, *, extras: BoardExtras = NO_EXTRAS,
         tmp = cfg.ready_file.with_suffix(".tmp")
         tmp.write_text(str(ecr.port))
         os.replace(tmp, cfg.ready_file)
-    log.info("terminal ready: ECR on %s:%d, board %s", cfg.ecr_host, ecr.port, cfg.board)
+    age = seconds_since_start()
+    log.info("terminal ready: ECR on %s:%d, board %s, %s after the process started", cfg.ecr_host,
+             ecr.port, cfg.board, f"{age:.2f} s" if age is not None else "unknown time")
     # The idle screen is up (the panel drew its first frame above) and the ECR link listens.
     notifier.ready(f"service mode: {terminal.service_problem}" if terminal.service_problem
                    else f"ready: board {cfg.board}, ECR port {ecr.port}")

@@ -52,3 +52,17 @@ def require_c_extension() -> None:
         import c_ext.posio  # noqa: F401
     except ImportError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def seconds_since_start() -> float | None:
+    """How long this process has lived (Linux: its start time in /proc/self/stat against
+    /proc/uptime), interpreter start-up included; None where /proc does not say. The firmware
+    logs it when it is ready: its own share of a board's boot."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        # Field 22 (starttime, clock ticks after boot), counted after the ")" that ends the name.
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
