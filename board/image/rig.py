@@ -12,24 +12,32 @@ card-vault key, the TMK loaded into the emulated PIN pad by its ceremony.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from board.image import bootstate
 from board.image.build import SERVICE_UID, MiB, make_data_ext4, make_vfat, partition_offsets
 from board.qemu.guest import ACQUIRER_GUEST_ADDRESS, NETPIPE, Guest, GuestError
-from board.qemu.rig import MID, TID, TMK_HEX, EcrLine, LcdWatch, QemuTerminal, SerialBridge
+from board.qemu.rig import MID, PASSWORD, TID, TMK_HEX, EcrLine, LcdWatch, QemuTerminal, SerialBridge
 from board.sim.acquirer import SimulatorThread
 from board.sim.devrun import dev_pad
 from board.sim.devrun import provision as dev_provision
 from board.sim.peripherals import Peripherals
+from firmware.ecr.auth import TillPairing, check_reply, sign
 
 U_BOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")  # Debian's u-boot-qemu
+TILL = "T01"  # the rig's till, paired on the keypad (pair_till) as a shop pairs its register
 BOARD = "qemu-arm64"
 DATA_DIR = "posfw"  # the firmware's directory on the data partition (/data/posfw in the guest)
 # The guest's serial ports, in the order of the PCI card's four UARTs (ttyS0..ttyS3).
@@ -74,6 +82,29 @@ class ImageGuest(Guest):
         return argv
 
 
+class PairedEcrLine(EcrLine):
+    """The till's end of the ECR line once paired: every request carries the till, its sequence
+    number and the MAC under the till key (docs/ecr.md "Paired tills"), as the board, which takes
+    no unauthenticated request, wants; every reply's MAC is checked."""
+
+    def __init__(self, link: socket.socket, ids: Iterator[int], till: str, key: bytes,
+                 seq: Iterator[int]) -> None:
+        super().__init__(link, ids)
+        self.till, self._key, self._seq = till, key, seq
+        self._sent: dict[int, int] = {}  # request id -> its seq
+
+    def send(self, **request: Any) -> int:
+        request.setdefault("id", next(self._ids))
+        seq = next(self._seq)
+        self._sent[int(request["id"])] = seq
+        self._link.sendall(json.dumps(sign(request, self.till, seq, self._key)).encode() + b"\n")
+        return int(request["id"])
+
+    def answer(self, request_id: int, timeout: float = 60.0) -> dict[str, Any]:
+        reply = super().answer(request_id, timeout)
+        return check_reply(reply, self.till, self._sent.pop(request_id), self._key)
+
+
 def provision(factory: Path, devices: Path, reply_timeout: float | None) -> Path:
     """The data partition's contents, made on the host: posfw/ (settings, the SoftHSM2 token with
     the card-vault key, the provisioning record) owned by the image's service user, and the TMK in
@@ -104,6 +135,8 @@ class ImageTerminal(QemuTerminal):
                          factory_cache=False)
         self.source_disk = Path(disk)
         self.disk = self.workdir / "disk.img"
+        self.till_key: bytes | None = None  # once pair_till() has paired the rig's till
+        self.till_seq = itertools.count(1)
 
     def setup(self, keep_disk: bool = False) -> ImageTerminal:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +164,41 @@ class ImageTerminal(QemuTerminal):
         self.guest.start("", data_disk=self.disk, acquirer=("127.0.0.1", self.sim.port))
         for port, bridge in self.bridges.items():
             bridge.attach(self.guest.connect_serial(port))
-        self.ecr = EcrLine(self.guest.connect_serial(ECR), self._ecr_ids)
+        link = self.guest.connect_serial(ECR)
+        self.ecr = (EcrLine(link, self._ecr_ids) if self.till_key is None
+                    else PairedEcrLine(link, self._ecr_ids, TILL, self.till_key, self.till_seq))
         self.lcd = LcdWatch(self.guest.connect_serial(LCD), on_frame=self.on_frame)
+
+    def pair_till(self, timeout: float = 120.0) -> None:
+        """Pairs the rig's till as a shop does: Manage > ECR tills on the keypad (the supervisor's
+        password), till 1, the code the LCD shows typed at the till, which proves it over the
+        line (SPAKE2); from then on every request is signed (PairedEcrLine)."""
+        assert self.ecr is not None and self.lcd is not None
+        drawn = len(self.lcd.frames)
+        self.press("MENU", "0", "0")
+        self.lcd.wait(lambda f: "Supervisor" in " ".join(f.rows), timeout, since=drawn)
+        self.press(PASSWORD, "ENTER")
+        self.lcd.wait(lambda f: "Pair a till" in " ".join(f.rows), timeout, since=drawn)
+        self.press("1", "1", "ENTER")
+        self.lcd.wait(lambda f: re.search(r"Code \d{6}", " ".join(f.rows)) is not None, timeout,
+                      since=drawn)
+        found = re.search(r"Code (\d{6})", self.lcd.screen)
+        assert found is not None, self.lcd.screen
+        pairing = TillPairing(TILL, found.group(1))
+        offer = self.ecr.request(timeout, **pairing.request(next(self._ecr_ids)))
+        self.till_key = pairing.finish(
+            self.ecr.request(timeout, **pairing.answer(offer, next(self._ecr_ids))))
+        self.ecr = PairedEcrLine(self.ecr.detach(), self._ecr_ids, TILL, self.till_key, self.till_seq)
+        self.lcd.wait(lambda f: "paired" in " ".join(f.rows), timeout, since=drawn)
+        for _ in range(4):  # back out of the tills menu and Manage to the idle screen
+            drawn = len(self.lcd.frames)
+            self.press("CANCEL")
+            try:
+                self.wait_idle(5, since=drawn)
+                return
+            except GuestError:
+                continue
+        raise GuestError(f"the idle screen did not come back after pairing: {self.lcd.screen}")
 
     def plug_stick(self, files: dict[str, Path], name: str = "stick") -> Path:
         """A USB stick holding `files` (a FAT filesystem) plugged into the running board's USB
