@@ -108,7 +108,7 @@ test-deps:
 # pays; every test uses its own temporary directory, loopback ports and token. TEST_WORKERS=0
 # runs it in one process.
 TEST_WORKERS ?= 4
-test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image image-deps
+test: $(VENV_STAMP) build fuzz-deps test-deps qemu-image image-check-deps
 	$(PY) -m ruff check .
 	QEMU_SMOKE=1 QEMU_IMAGE_DIR=$(QEMU_IMAGE_DIR) PATH="$(QEMU_TOOLS_PATH)" $(PY) -m pytest \
 	  -n $(TEST_WORKERS) --dist loadfile
