@@ -217,8 +217,11 @@ def _rootfs_hooks(wheels: Path, kernel_tree: Path, extra: Path) -> list[str]:
         'e2scrub_reap.service',
         # State a build leaves that a boot makes anew (systemd: an empty machine-id on a
         # read-only root means "first boot, keep it in memory").
-        'rm -rf "$1/wheels" "$1"/tmp/* "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/apt/lists/* '
-        '"$1"/var/cache/apt/*.bin "$1"/var/log/*.log "$1"/var/log/apt/* && : > "$1/etc/machine-id"',
+        # Not "$1"/tmp/*: mmdebstrap keeps its apt configuration there until its own clean-up,
+        # which without it would run `apt-get update` on the build machine's lists (and empty them).
+        # The package lists and apt's cache: mmdebstrap's clean-up removes them.
+        'rm -rf "$1/wheels" "$1/tmp/install.sh" "$1"/var/cache/ldconfig/aux-cache "$1"/var/log/*.log '
+        '"$1"/var/log/apt/* && : > "$1/etc/machine-id"',
     ]
 
 
