@@ -38,6 +38,8 @@ from board.image.rig import ImageTerminal
 from board.qemu.books import open_books
 from board.qemu.rig import PASSWORD, TID
 
+# Each step boots the board under emulation, some several times: minutes, not the suite's 120 s.
+pytestmark = pytest.mark.timeout(2400)
 IMAGE_DIR = Path(os.environ.get("IMAGE_DIR", "var/image")).resolve()
 BOOTED = re.compile(r"posfw-boot: slot (\w) ")
 READY = re.compile(r"terminal ready: .* ([0-9.]+) s after the process started")
