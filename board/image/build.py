@@ -78,12 +78,14 @@ class BuiltImage:
     figures: dict[str, float]
 
 
-def _run(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+def _run(argv: list[str], *, env: dict[str, str | None] | None = None, cwd: Path | None = None,
          log: Log | None = None) -> str:
     found = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
     if found is None:
         raise ImageError(f"{argv[0]} is not installed (make image-deps installs what the image needs)")
     full_env = {**os.environ, **(env or {})}
+    for name in [k for k, v in full_env.items() if v is None]:  # None: unset it for this program
+        del full_env[name]
     result = subprocess.run([found, *argv[1:]], env=full_env, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr.strip() or result.stdout.strip())[-1500:]
@@ -254,8 +256,10 @@ def _set_times(root: Path, epoch: int) -> None:
 
 def make_squashfs(tree: Path, target: Path, epoch: int) -> None:
     target.unlink(missing_ok=True)
+    # mksquashfs refuses explicit times beside SOURCE_DATE_EPOCH in its environment.
     _run(["mksquashfs", str(tree), str(target), "-noappend", "-quiet", "-no-progress", "-comp", "zstd",
-          "-mkfs-time", str(epoch), "-all-time", str(epoch), "-processors", "2"])
+          "-mkfs-time", str(epoch), "-all-time", str(epoch), "-processors", "2"],
+         env={"SOURCE_DATE_EPOCH": None})
 
 
 def make_vfat(files: dict[str, Path], target: Path, size: int, label: str, volume_id: str,

@@ -29,7 +29,17 @@ from typing import Any
 from board.image import bootstate
 from board.image.build import SERVICE_UID, MiB, make_data_ext4, make_vfat, partition_offsets
 from board.qemu.guest import ACQUIRER_GUEST_ADDRESS, NETPIPE, Guest, GuestError
-from board.qemu.rig import MID, PASSWORD, TID, TMK_HEX, EcrLine, LcdWatch, QemuTerminal, SerialBridge
+from board.qemu.rig import (
+    MID,
+    PASSWORD,
+    TID,
+    TMK_HEX,
+    EcrLine,
+    LcdWatch,
+    QemuTerminal,
+    SerialBridge,
+    is_idle_frame,
+)
 from board.sim.acquirer import SimulatorThread
 from board.sim.devrun import dev_pad
 from board.sim.devrun import provision as dev_provision
@@ -190,14 +200,15 @@ class ImageTerminal(QemuTerminal):
             self.ecr.request(timeout, **pairing.answer(offer, next(self._ecr_ids))))
         self.ecr = PairedEcrLine(self.ecr.detach(), self._ecr_ids, TILL, self.till_key, self.till_seq)
         self.lcd.wait(lambda f: "paired" in " ".join(f.rows), timeout, since=drawn)
-        for _ in range(4):  # back out of the tills menu and Manage to the idle screen
+        # Back out to the idle screen one CANCEL at a time, each answered by a new screen before
+        # the next: a CANCEL still on its way when a sale starts would cancel the sale.
+        for _ in range(5):
+            if self.lcd.frames and is_idle_frame(self.lcd.frames[-1][1]):
+                return
             drawn = len(self.lcd.frames)
             self.press("CANCEL")
-            try:
-                self.wait_idle(5, since=drawn)
-                return
-            except GuestError:
-                continue
+            self.lcd.wait(lambda f: True, timeout, since=drawn)
+            time.sleep(1)  # a screen may redraw once more as it settles
         raise GuestError(f"the idle screen did not come back after pairing: {self.lcd.screen}")
 
     def plug_stick(self, files: dict[str, Path], name: str = "stick") -> Path:
