@@ -200,15 +200,16 @@ class ImageTerminal(QemuTerminal):
             self.ecr.request(timeout, **pairing.answer(offer, next(self._ecr_ids))))
         self.ecr = PairedEcrLine(self.ecr.detach(), self._ecr_ids, TILL, self.till_key, self.till_seq)
         self.lcd.wait(lambda f: "paired" in " ".join(f.rows), timeout, since=drawn)
-        # Back out to the idle screen one CANCEL at a time, each answered by a new screen before
-        # the next: a CANCEL still on its way when a sale starts would cancel the sale.
-        for _ in range(5):
-            if self.lcd.frames and is_idle_frame(self.lcd.frames[-1][1]):
+        # Back out to the idle screen one CANCEL at a time, each only once the screen has settled
+        # (the result screen goes back to the menu by itself): a CANCEL still on its way when a
+        # sale starts would cancel the sale.
+        for _ in range(6):
+            self._settle()
+            if is_idle_frame(self.lcd.frames[-1][1]):
                 return
             drawn = len(self.lcd.frames)
             self.press("CANCEL")
             self.lcd.wait(lambda f: True, timeout, since=drawn)
-            time.sleep(1)  # a screen may redraw once more as it settles
         raise GuestError(f"the idle screen did not come back after pairing: {self.lcd.screen}")
 
     def plug_stick(self, files: dict[str, Path], name: str = "stick") -> Path:
@@ -259,6 +260,16 @@ class ImageTerminal(QemuTerminal):
         if not copied.is_dir():
             raise GuestError(f"{directory} is not on the data partition: {result.stderr.strip()[-300:]}")
         return copied
+
+    def _settle(self, quiet_s: float = 2.0, timeout: float = 60.0) -> None:
+        """Waits until the LCD has drawn nothing new for quiet_s."""
+        assert self.lcd is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            count = len(self.lcd.frames)
+            time.sleep(quiet_s)
+            if len(self.lcd.frames) == count:
+                return
 
     def read_data_after_cut(self, target: Path) -> Path:
         """The firmware's directory as a reboot would find it after a power cut: the data
