@@ -80,10 +80,14 @@ def slots(status: dict) -> dict[str, dict]:
 
 
 def sell(rig: ImageTerminal, amount: int, card: str = "cup_credit") -> dict:
-    """A sale asked by the till over ECR, the card swiped at the reader."""
+    """A sale asked by the till over ECR, the card swiped at the reader when the LCD asks."""
     assert rig.ecr is not None and rig.peripherals is not None
+    assert rig.lcd is not None
+    drawn = len(rig.lcd.frames)
     request = rig.ecr.send(op="sale", amount=amount)
     assert rig.peripherals.reader.wait_armed(60), "the sale never armed the card reader"
+    # The cardholder swipes when the LCD asks (not while it still says "Connecting...").
+    rig.lcd.wait(lambda f: "swipe card" in " ".join(f.rows), 60, since=drawn)
     rig.peripherals.reader.swipe(card)
     answer = rig.ecr.answer(request, timeout=120)
     assert answer.get("result") == "approved", answer
