@@ -86,11 +86,14 @@ def sell(rig: ImageTerminal, amount: int, card: str = "cup_credit") -> dict:
     drawn = len(rig.lcd.frames)
     request = rig.ecr.send(op="sale", amount=amount)
     assert rig.peripherals.reader.wait_armed(60), "the sale never armed the card reader"
-    # The cardholder swipes when the LCD asks (not while it still says "Connecting...").
+    # The cardholder swipes when the LCD asks, and a moment later (a swipe within milliseconds of
+    # the prompt was answered "cancelled at step card" on this board: see the issue 18 note).
     rig.lcd.wait(lambda f: "swipe card" in " ".join(f.rows), 60, since=drawn)
+    time.sleep(2)
     rig.peripherals.reader.swipe(card)
     answer = rig.ecr.answer(request, timeout=120)
-    assert answer.get("result") == "approved", answer
+    screens = [" | ".join(f.rows) for _at, f in rig.lcd.frames[drawn:]]
+    assert answer.get("result") == "approved", (answer, screens)
     return answer
 
 
