@@ -98,8 +98,15 @@ def sell(rig: ImageTerminal, amount: int, card: str = "cup_credit") -> dict:
 
 
 def update(rig: ImageTerminal, path: str, timeout: float = 1200.0, **extra: object) -> dict:
+    """The till's update request; while a receipt (the last settlement's report) is still
+    printing the terminal refuses, as it must, so the till asks again once it is out."""
     assert rig.ecr is not None
-    return rig.ecr.request(op="update", path=path, password=PASSWORD, timeout=timeout, **extra)
+    deadline = time.monotonic() + 300
+    while True:
+        answer = rig.ecr.request(op="update", path=path, password=PASSWORD, timeout=timeout, **extra)
+        if "receipt is printing" not in answer.get("message", "") or time.monotonic() > deadline:
+            return answer
+        time.sleep(5)
 
 
 def plug(rig: ImageTerminal, name: str, files: dict[str, Path]) -> None:
