@@ -55,6 +55,6 @@ bundle: image
 	  $(if $(BUNDLE_VERSION),--version $(BUNDLE_VERSION)) $(BUNDLE_ARGS)
 
 # The image under qemu-system-aarch64 (tests/image): boot, sale, update, fallback, power cuts,
-# and two builds giving the same SHA-256. About N minutes on 2 cores.
+# and two builds giving the same SHA-256: about 40 minutes on 2 cores (an image build is ~10).
 image-test: image build
 	IMAGE_TESTS=1 IMAGE_DIR=$(IMAGE_DIR) $(PY) -m pytest tests/image -p no:xdist -q -s
