@@ -231,6 +231,21 @@ def build_rootfs(tree: Path, wheels: Path, kernel_tree: Path, extra: Path, epoch
     shutil.rmtree(tree, ignore_errors=True)
     _mmdebstrap(RUNTIME_PACKAGES, str(tree), _rootfs_hooks(wheels, kernel_tree, extra), epoch,
                 variant="minbase", form="directory", log=log)
+    normalise_tree(tree)
+
+
+# Left by apt owned by _apt or by root depending on whether apt could drop its privileges at
+# mmdebstrap's clean-up (two builds differed in this alone); the read-only root never runs apt.
+APT_PARTIAL_DIRS = ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial")
+
+
+def normalise_tree(tree: Path) -> None:
+    """What differs between two builds of the same inputs for no reason, made the same."""
+    for name in APT_PARTIAL_DIRS:
+        path = tree / name
+        if path.exists():
+            os.chown(path, 0, 0, follow_symlinks=False)
+            path.chmod(0o700)
 
 
 def _extra_files(target: Path, keyring: Path, release: dict[str, str]) -> None:
