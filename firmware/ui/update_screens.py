@@ -51,24 +51,29 @@ def update_root(back: core.Screen) -> core.Screen:
     return Looking(back)
 
 
-@dataclass(frozen=True)
-class Looking(core.Screen):
-    """Asks for the files found (reads only, so CANCEL just goes back)."""
+class _AskOnce(core.Screen):
+    """A screen that starts one read-only op on its first tick and waits for it; CANCEL just goes
+    back (the op only reads). Subclasses have the fields `back` and `sent` and say which op,
+    what comes after it and their words."""
 
     staged: ClassVar[bool] = False
     running: ClassVar[bool] = True
-
+    op: ClassVar[str]
+    words: ClassVar[str]  # the catalog key shown while waiting
     back: core.Screen
-    sent: bool = False
+    sent: bool
+
+    def start(self) -> core.StartOp:
+        return core.StartOp(self.op)
+
+    def after(self, outcome: core.OpOutcome) -> core.Screen:
+        raise NotImplementedError
 
     def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
         if isinstance(event, core.Tick) and not self.sent:
-            return core.Transition(replace(self, sent=True), (core.StartOp("update_sources"),))
-        if isinstance(event, core.OpDone) and event.outcome.op == "update_sources":
-            o = event.outcome
-            files = tuple((str(i["path"]), str(i["name"])) for i in o.items if i.get("path"))
-            return core.Transition(FilePick(files, self.back) if o.ok and files
-                                   else UpdateResult(o, self.back))
+            return core.Transition(replace(self, sent=True), (self.start(),))
+        if isinstance(event, core.OpDone) and event.outcome.op == self.op:
+            return core.Transition(self.after(event.outcome))
         key = _key(event)
         if key is Key.CANCEL:
             return core.Transition(self.back)
@@ -78,7 +83,21 @@ class Looking(core.Screen):
         return None if self.sent else ctx.mono
 
     def render(self, ctx: core.UiContext) -> Frame:
-        return core.frame(ctx, [_t(ctx, "upd_title"), *core.wrap(_t(ctx, "upd_looking"), ctx.cols)])
+        return core.frame(ctx, [_t(ctx, "upd_title"), *core.wrap(_t(ctx, self.words), ctx.cols)])
+
+
+@dataclass(frozen=True)
+class Looking(_AskOnce):
+    """Asks for the files found."""
+
+    op: ClassVar[str] = "update_sources"
+    words: ClassVar[str] = "upd_looking"
+    back: core.Screen
+    sent: bool = False
+
+    def after(self, outcome: core.OpOutcome) -> core.Screen:
+        files = tuple((str(i["path"]), str(i["name"])) for i in outcome.items if i.get("path"))
+        return FilePick(files, self.back) if outcome.ok and files else UpdateResult(outcome, self.back)
 
 
 @dataclass(frozen=True)
@@ -101,35 +120,22 @@ class FilePick(core.PickList):
 
 
 @dataclass(frozen=True)
-class Checking(core.Screen):
+class Checking(_AskOnce):
     """The file checked by the app (signature, model, version); CANCEL goes back to the list."""
 
-    staged: ClassVar[bool] = False
-    running: ClassVar[bool] = True
-
+    op: ClassVar[str] = "update_check"
+    words: ClassVar[str] = "upd_checking_file"
     path: str
     back: core.Screen
     sent: bool = False
 
-    def handle(self, event: core.UiEvent, ctx: core.UiContext) -> core.Transition | None:
-        if isinstance(event, core.Tick) and not self.sent:
-            return core.Transition(replace(self, sent=True),
-                                   (core.StartOp("update_check", path=self.path),))
-        if isinstance(event, core.OpDone) and event.outcome.op == "update_check":
-            o = event.outcome
-            if o.ok and o.items:
-                return core.Transition(Confirm(self.path, str(o.items[0]["version"]), o.detail, self.back))
-            return core.Transition(UpdateResult(o, self.back))
-        key = _key(event)
-        if key is Key.CANCEL:
-            return core.Transition(self.back)
-        return core.Transition(self) if key is not None else None
+    def start(self) -> core.StartOp:
+        return core.StartOp(self.op, path=self.path)
 
-    def next_wakeup(self, ctx: core.UiContext) -> float | None:
-        return None if self.sent else ctx.mono
-
-    def render(self, ctx: core.UiContext) -> Frame:
-        return core.frame(ctx, [_t(ctx, "upd_title"), *core.wrap(_t(ctx, "upd_checking_file"), ctx.cols)])
+    def after(self, outcome: core.OpOutcome) -> core.Screen:
+        if outcome.ok and outcome.items:
+            return Confirm(self.path, str(outcome.items[0]["version"]), outcome.detail, self.back)
+        return UpdateResult(outcome, self.back)
 
 
 @dataclass(frozen=True)
