@@ -27,10 +27,11 @@ def row_hash(previous: str, row: AuditRow) -> str:
                           .encode("utf-8")).hexdigest()
 
 
-def first_break(rows: Iterable[tuple[int, float, str, str, str, str, str | None]]) -> int | None:
+def first_break(rows: Iterable[tuple[int, float, str, str, str, str, str | None]],
+                previous: str = GENESIS) -> int | None:
     """The id of the first row (in id order) whose chain value is wrong or missing; None if the
-    whole chain holds."""
-    previous = GENESIS
+    whole chain holds. previous: what the first row chains from (the genesis, or the last row
+    that moved into the archive)."""
     for *row, stored in rows:
         expected = row_hash(previous, (row[0], row[1], row[2], row[3], row[4], row[5]))
         if stored != expected:

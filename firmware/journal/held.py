@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firmware.journal.errors import JournalError
 from firmware.journal.follow import (
     CANCELLED,
     CANCELLING,
@@ -94,18 +95,16 @@ class HeldOrders:
 
     def trail(self, order_id: int) -> list[TrailLine]:
         """Every audit line of one order, oldest first ("keep the evidence")."""
-        rows = self.journal.read(
-            "SELECT at, operator, action, detail, outcome FROM audit "
-            "WHERE action LIKE 'held %' AND detail LIKE ? ORDER BY id", (_tag(order_id) + "%",))
+        rows = self.journal.audit_matching("held %", _tag(order_id) + "%")
         return [TrailLine(*row) for row in rows]
 
     def _txn(self, txn_id: int) -> tuple[str, str, str | None, int | None]:
         """(kind, state, batch, settlement_id) of one journal record."""
-        rows = self.journal.read("SELECT kind, state, batch, settlement_id FROM txn WHERE id = ?",
-                                 (txn_id,))
-        if not rows:
-            raise HeldError(f"journal record {txn_id} is missing")
-        return rows[0]
+        try:
+            record = self.journal.get(txn_id)  # in the archive once its batch moved
+        except JournalError:
+            raise HeldError(f"journal record {txn_id} is missing") from None
+        return record.kind.value, record.state.value, record.batch, record.settlement_id
 
     # -- changing -----------------------------------------------------------------------------
 

@@ -353,6 +353,32 @@ MIGRATIONS.append([
     )""",
 ])
 
+MIGRATIONS.append([
+    # 17: the archive (firmware/journal/archive.py, docs/journal.md "The archive"): settled batches
+    # past the newest few move into one SQLite file per month, so the hot journal stays small.
+    # One row per batch that moved or is moving: where to, how many records, the digest of what
+    # was copied, the audit rows that went with it and the chain value the hot rows follow from.
+    # Not additive: firmware before it would not find archived records (a refund's original)
+    # and would see the hot audit chain start past its genesis.
+    """CREATE TABLE archive_log (
+        settlement_id INTEGER PRIMARY KEY,
+        batch TEXT NOT NULL,
+        file TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('COPYING', 'MOVED', 'PURGED', 'WIPED')),
+        txn_count INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        audit_from INTEGER NOT NULL,
+        audit_to INTEGER NOT NULL,
+        audit_hash TEXT NOT NULL,
+        txn_min_id INTEGER NOT NULL,
+        txn_max_id INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        moved_at REAL
+    )""",
+    # A settled batch is found by its settlement (the move selects and deletes by it).
+    "CREATE INDEX txn_settlement ON txn (settlement_id) WHERE settlement_id IS NOT NULL",
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The migrations (by number, 1-based) that are additive in the sense of the module docstring.
@@ -370,3 +396,8 @@ def min_reader(version: int, additive: frozenset[int] = ADDITIVE) -> int:
         if number not in additive:
             lowest = number
     return lowest
+
+# The first schema with the archive (archive_log): found by the table, not by a number to keep.
+ARCHIVE_SINCE = next(number for number, steps in enumerate(MIGRATIONS, start=1)
+                     if any(isinstance(step, str) and "CREATE TABLE archive_log" in step
+                            for step in steps))

@@ -25,10 +25,16 @@ from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
-from firmware.journal import chain, emvparams, follow
+from firmware.journal import archive, chain, emvparams, follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
-from firmware.journal.schema import COMPAT_SINCE, MIGRATIONS, SCHEMA_VERSION, min_reader
+from firmware.journal.schema import (
+    ARCHIVE_SINCE,
+    COMPAT_SINCE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    min_reader,
+)
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
     REPORT_KINDS,
@@ -63,6 +69,7 @@ _TXN_COLUMNS = (
     "orig_card_org, pos_entry, read_cap, reversal_auth, orig_invoice, issuer_id, acquirer_id, "
     "expiry_shown, card_seq, icc_data, chip_tags"
 )
+_TXN_COLUMN_NAMES = tuple(c.strip() for c in _TXN_COLUMNS.split(","))
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,10 @@ class Journal:
         self.path = path
         self._vault = vault
         self._clock = clock
+        self.archive_dir = archive.directory_for(path)
+        self._archives = archive.ArchiveReader(self.archive_dir)
+        self._archived_max_id = 0  # new records are numbered above every archived one
+        self.archive_check: archive.ArchiveCheck | None = None  # the last idle-time check
 
     # -- opening ----------------------------------------------------------------
 
@@ -173,6 +184,8 @@ class Journal:
             conn.execute("PRAGMA foreign_keys = ON")
             journal = cls(conn, p, vault, clock)
             journal._migrate()
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= ARCHIVE_SINCE:
+                journal._archived_max_id = archive.archived_max_id(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if "full" in str(exc).lower():
@@ -221,6 +234,7 @@ class Journal:
         return int(found["min_reader"])
 
     def close(self) -> None:
+        self._archives.close()
         self._db.close()
 
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
@@ -305,6 +319,22 @@ class Journal:
     def begin(self, draft: PendingDraft) -> TxnRecord:
         """Write ahead: the record, the counters it consumes and the ECR request key that asked
         for it (if any), in one commit."""
+        # A refund or completion of a record whose batch moved to the archive names an id that
+        # is no longer in this file: the reference is written with foreign keys off for this
+        # one commit (archive.move_one says why that is sound), after checking it is archived.
+        archived_original = (draft.orig_id is not None and not self._db.execute(
+            "SELECT 1 FROM txn WHERE id = ?", (draft.orig_id,)).fetchone())
+        if archived_original:
+            assert draft.orig_id is not None
+            self.get(draft.orig_id)  # JournalError when it is nowhere
+            self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            return self._begin(draft)
+        finally:
+            if archived_original:
+                self._db.execute("PRAGMA foreign_keys = ON")
+
+    def _begin(self, draft: PendingDraft) -> TxnRecord:
         now = self._clock()
         state = TxnState.ADVICE_DUE if draft.advice else TxnState.PENDING
         pan_enc = self._vault.encrypt(draft.pan)
@@ -313,14 +343,19 @@ class Journal:
             invoice = f"{self._next(cur, 'invoice'):06d}"
             batch_no = cur.execute("SELECT value FROM counters WHERE name = 'batch'").fetchone()[0]
             batch = f"{batch_no:06d}"
+            # Above every archived id too: an id names one record for the terminal's life.
+            new_id = None
+            if self._archived_max_id:
+                top = cur.execute("SELECT MAX(id) FROM txn").fetchone()[0] or 0
+                new_id = max(top, self._archived_max_id) + 1
             cur.execute(
-                "INSERT INTO txn (kind, state, stan, batch, invoice, amount, currency, pan_enc, "
+                "INSERT INTO txn (id, kind, state, stan, batch, invoice, amount, currency, pan_enc, "
                 "pan_masked, foreign_card, entry_mode, pin_entered, operator, local_date, "
                 "local_time, created_at, updated_at, reference, orig_id, orig_batch, orig_stan, "
                 "orig_rrn, orig_auth, orig_date, orig_card_org, pos_entry, read_cap, orig_invoice, "
                 "expiry_shown, card_seq, icc_data, chip_tags) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (new_id, draft.kind.value, state.value, stan, batch, invoice, draft.amount, draft.currency,
                  pan_enc, draft.pan_masked, int(draft.foreign), draft.entry_mode,
                  int(draft.pin_entered), draft.operator, draft.local_date, draft.local_time, now,
                  now, draft.reference, draft.orig_id, draft.orig_batch, draft.orig_stan,
@@ -450,10 +485,115 @@ class Journal:
         return changed
 
     def get(self, record_id: int) -> TxnRecord:
+        """A record by id, in the hot journal or, once its batch moved, in the archive."""
         row = self._db.execute(f"SELECT {_TXN_COLUMNS} FROM txn WHERE id = ?", (record_id,)).fetchone()
         if row is None:
-            raise JournalError(f"no journal record {record_id}")
+            found = self._archived("id = ?", (record_id,), "id", near=record_id)
+            if not found:
+                raise JournalError(f"no journal record {record_id}")
+            return found[0]
         return _row_to_record(row)
+
+    # -- the archive (firmware/journal/archive.py) ------------------------------------------
+
+    def _archive_files(self, near: int | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """Archive files holding moved batches, newest first, each with the settlements whose
+        copy in it is not committed yet (a move cut short: not to be read). near: only the files
+        whose moved ids span this record id."""
+        if self._archived_max_id == 0:
+            return []
+        rows = archive.log_rows(self._db, "state IN ('MOVED', 'COPYING')")
+        files: dict[str, list[int]] = {}
+        for r in sorted(rows, key=lambda r: r.settlement_id, reverse=True):
+            moved_here = r.state == "MOVED" and (near is None or r.txn_min_id <= near <= r.txn_max_id)
+            if moved_here:
+                files.setdefault(r.file, [])
+        for r in rows:
+            if r.state == "COPYING" and r.file in files:
+                files[r.file].append(r.settlement_id)
+        return [(name, tuple(skip)) for name, skip in files.items()]
+
+    def _archived(self, where: str, args: tuple = (), order: str = "id DESC",
+                  limit: int | None = None, near: int | None = None) -> list[TxnRecord]:
+        """Archived records matching `where`, newest file first (and `limit` in all)."""
+        found: list[TxnRecord] = []
+        for name, skip in self._archive_files(near):
+            conn = self._archives.connection(name)
+            if conn is None:
+                continue
+            cols = self._archives.select_list(name, _TXN_COLUMN_NAMES)
+            clause = f"({where})" + (f" AND settlement_id NOT IN ({','.join('?' * len(skip))})"
+                                     if skip else "")
+            sql = f"SELECT {cols} FROM txn WHERE {clause} ORDER BY {order}"
+            if limit is not None:
+                sql += f" LIMIT {int(limit) - len(found)}"
+            found += [_row_to_record(r) for r in conn.execute(sql, (*args, *skip))]
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def archive_settled(self, keep_batches: int) -> list[archive.Move]:
+        """Move every settled batch past the newest `keep_batches` into the archive, oldest
+        first; a move cut short before is finished first. Returns what moved or why not."""
+        moves: list[archive.Move] = []
+        pending = [(r.settlement_id, r.batch) for r in
+                   archive.log_rows(self._db, "state = 'COPYING'")]
+        finished = {sid: at for sid, at in self._db.execute(
+            "SELECT id, finished_at FROM settlement WHERE state = 'DONE'")}
+        todo = [(sid, batch, finished.get(sid, 0.0)) for sid, batch in pending]
+        todo += [c for c in archive.candidates(self._db, keep_batches) if c[0] not in dict(pending)]
+        for sid, batch, finished_at in todo:
+            move = archive.move_one(self._db, self.archive_dir, sid, batch, finished_at,
+                                    self._archive_audit("archive batch"), self._tx)
+            moves.append(move)
+            if move.moved:
+                self._archived_max_id = archive.archived_max_id(self._db)
+                self._archives.forget(move.file)  # its reader reopens and sees the new rows
+            else:
+                log.warning("batch %s stays in the journal: %s", batch, move.reason)
+        return moves
+
+    def purge_archives(self, retention_days: int) -> list[str]:
+        """Archive files past retention are deleted (audited); returns their names."""
+        gone = archive.purge(self._db, self.archive_dir, retention_days, self._clock(),
+                             self._archive_audit("purge archive"), self._tx)
+        for name in gone:
+            self._archives.forget(name)
+        return gone
+
+    def _archive_audit(self, action: str) -> Callable[[sqlite3.Cursor, str], None]:
+        def write(cur: sqlite3.Cursor, detail: str) -> None:
+            self._audit(cur, "system", action, detail, "done")
+        return write
+
+    def archive_log(self) -> list[archive.LogRow]:
+        """Every batch that moved, is moving, or was purged, oldest first."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < ARCHIVE_SINCE:
+            return []
+        return archive.log_rows(self._db)
+
+    def check_archives(self) -> archive.ArchiveCheck:
+        """Check every archive file now (integrity, digests, the audit chain) and keep the
+        result for Diagnostics. The app runs archive.check off the event loop instead."""
+        self.archive_check = archive.check(self.archive_dir, self.archive_log())
+        return self.archive_check
+
+    def archived_settlements(self, limit: int) -> list[SettlementRow]:
+        """Settlements whose batch moved into the archive, newest first."""
+        found: list[SettlementRow] = []
+        for name, skip in self._archive_files():
+            conn = self._archives.connection(name)
+            if conn is None:
+                continue
+            marks = ",".join("?" * len(skip))
+            rows = conn.execute(
+                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE state = 'DONE'"
+                + (f" AND id NOT IN ({marks})" if skip else "") + " ORDER BY id DESC LIMIT ?",
+                (*skip, limit - len(found))).fetchall()
+            found += [_row_to_settlement(r) for r in rows]
+            if len(found) >= limit:
+                break
+        return found
 
     def _select(self, where: str, args: tuple = (), order: str = "id") -> list[TxnRecord]:
         rows = self._db.execute(
@@ -470,6 +610,8 @@ class Journal:
         if kind is not None:
             found = self._select("invoice = ? AND kind = ?", (invoice, kind.value),
                                  order="id DESC LIMIT 1")
+            found = found or self._archived("invoice = ? AND kind = ?", (invoice, kind.value),
+                                            limit=1)
         else:
             found = self._select("invoice = ? AND batch = ?", (invoice, batch or self.current_batch()),
                                  order="id DESC LIMIT 1")
@@ -478,6 +620,7 @@ class Journal:
     def find_by_rrn(self, rrn: str) -> TxnRecord | None:
         """The newest record the host answered with this RRN, whatever its state now."""
         found = self._select("rrn = ? AND kind != 'refund'", (rrn,), order="id DESC LIMIT 1")
+        found = found or self._archived("rrn = ? AND kind != 'refund'", (rrn,), limit=1)
         return found[0] if found else None
 
     def follow_ups(self, record: TxnRecord) -> list[TxnRecord]:
@@ -487,7 +630,10 @@ class Journal:
         marks = ",".join("?" * len(_LIVE))
         by_rrn = "OR (kind = 'refund' AND orig_rrn = ?)" if record.rrn else ""
         args = (record.id, *((record.rrn,) if record.rrn else ()), *_LIVE)
-        return self._select(f"(orig_id = ? {by_rrn}) AND state IN ({marks})", args)
+        where = f"(orig_id = ? {by_rrn}) AND state IN ({marks})"
+        # A follow-up of an archived original may be archived too (the money rules count both).
+        archived = self._archived(where, args, order="id")
+        return sorted([*archived, *self._select(where, args)], key=lambda r: r.id)
 
     def last_record(self) -> TxnRecord | None:
         found = self._select("1", order="id DESC LIMIT 1")
@@ -551,9 +697,24 @@ class Journal:
 
     def decrypt_pan(self, record_id: int) -> str:
         row = self._db.execute("SELECT pan_enc FROM txn WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            row = self._archived_pan(record_id)
         if row is None or row[0] is None:
             raise JournalError(f"record {record_id} holds no card number")
         return self._vault.decrypt(row[0])
+
+    def _archived_pan(self, record_id: int) -> tuple[bytes | None] | None:
+        for name, skip in self._archive_files(near=record_id):
+            conn = self._archives.connection(name)
+            if conn is None:
+                continue
+            marks = ",".join("?" * len(skip))
+            row = conn.execute("SELECT pan_enc FROM txn WHERE id = ?"
+                               + (f" AND settlement_id NOT IN ({marks})" if skip else ""),
+                               (record_id, *skip)).fetchone()
+            if row is not None:
+                return (row[0],)
+        return None
 
     # -- start-up recovery ------------------------------------------------------
 
@@ -635,6 +796,15 @@ class Journal:
         row = self._db.execute(
             f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?", (settlement_id,)
         ).fetchone()
+        if row is None:
+            for name, skip in self._archive_files():
+                conn = self._archives.connection(name)
+                if conn is None or settlement_id in skip:
+                    continue
+                row = conn.execute(f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?",
+                                   (settlement_id,)).fetchone()
+                if row is not None:
+                    break
         if row is None:
             raise JournalError(f"no settlement {settlement_id}")
         return _row_to_settlement(row)
@@ -1001,6 +1171,10 @@ class Journal:
         """One audit line, chained to the one before it (inside the caller's BEGIN IMMEDIATE,
         so no other writer can slip a row in between the read and the insert)."""
         last = cur.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        if last is None:  # none yet, or every row moved: go on from the last that moved
+            with contextlib.suppress(sqlite3.OperationalError):  # no archive_log before schema 17
+                moved = archive.anchor(cur.connection)
+                last = moved if moved[0] else None
         row = ((last[0] + 1) if last else 1, float(self._clock()), operator, action, detail, outcome)
         previous = (last[1] or "") if last else chain.GENESIS
         cur.execute(
@@ -1024,7 +1198,24 @@ class Journal:
         (changed, removed or inserted behind the journal's back); None if the chain holds."""
         rows = self._db.execute(
             "SELECT id, at, operator, action, detail, outcome, chain FROM audit ORDER BY id")
-        return chain.first_break(rows)
+        start = archive.anchor(self._db) if self.archive_log() else (0, chain.GENESIS)
+        return chain.first_break(rows, start[1])
+
+    def audit_matching(self, action_like: str, detail_like: str) -> list[tuple[float, str, str, str, str]]:
+        """Audit lines (at, operator, action, detail, outcome) matching both LIKE patterns, oldest
+        first, archived ones included (a held order's trail may span the move)."""
+        sql = ("SELECT at, operator, action, detail, outcome FROM audit WHERE action LIKE ? "
+               "AND detail LIKE ? ORDER BY id")
+        lines: list[tuple[float, str, str, str, str]] = []
+        # Rows of a move cut short are still hot: read them there, not twice.
+        moving = [r.audit_from for r in self.archive_log() if r.state == "COPYING"]
+        below = min(moving) if moving else None
+        for name, _skip in reversed(self._archive_files()):
+            conn = self._archives.connection(name)
+            if conn is not None:
+                lines += conn.execute(sql.replace("ORDER BY", "AND id < ? ORDER BY"),
+                                      (action_like, detail_like, below if below else 2**62)).fetchall()
+        return lines + self._db.execute(sql, (action_like, detail_like)).fetchall()
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA quick_check").fetchone()[0]

@@ -73,6 +73,9 @@ FACTORY: dict[str, dict[str, Any]] = {
         "chip_fallback_after": 3,
         "currency": "156",
         "retention_days": 90,
+        # Settled batches kept in the journal itself; older ones move to the monthly archive
+        # files (docs/journal.md), where retention_days counts from the end of their month.
+        "hot_batches": 3,
         "held_max_age_min": 120,
         "update_max_batch_hours": 24,
         "operator": "01",

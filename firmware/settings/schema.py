@@ -100,6 +100,7 @@ FIELDS: tuple[Field, ...] = (
     Field("transactions", "chip_fallback_after", "int", 0, 9),
     Field("transactions", "currency", "digits", 3, 3),
     Field("transactions", "retention_days", "int", 1, 3650, editable=False),
+    Field("transactions", "hot_batches", "int", 1, 100, editable=False),
     Field("transactions", "held_max_age_min", "int", 1, 10080, unit="min"),
     Field("transactions", "operator", "digits", 1, 4, editable=False),
     # A firmware update is refused while the batch has been open longer than this (docs/updates.md):
@@ -141,7 +142,7 @@ ADDED_FIELDS = ("comms.retries", "security.max_password_tries", "security.lock_m
                 "comms.tls", "comms.tls_ca", "comms.tls_server_name", "comms.ecr_auth",
                 "comms.mac_algorithm", "comms.track_encryption",
                 "security.operators", "comms.tls_client_cert", "comms.tls_client_key",
-                "transactions.update_max_batch_hours")
+                "transactions.update_max_batch_hours", "transactions.hot_batches")
 
 
 # The settings files' version: how many fields were added since the first release. A file
@@ -209,6 +210,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "f.transactions.allow_fallback_swipe": ("Fallback", "降级刷卡"),
     "f.transactions.currency": ("Currency", "货币"),
     "f.transactions.retention_days": ("Keep days", "保留天数"),
+    "f.transactions.hot_batches": ("Batches in journal", "日志内批次数"),
     "f.transactions.operator": ("Operator", "操作员"),
     "f.transactions.update_max_batch_hours": ("Update batch h", "升级前批次时限"),
     "f.printer.profile": ("Paper", "纸宽"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 import time
 from pathlib import Path
@@ -260,8 +261,21 @@ class HostSession(CoreParts):
         assert result is not None
         if result.status == "settled":
             self.notice = None
-            j.purge_settled(int(self._tx()["retention_days"]))
+            self.archive_settled()
         return result
+
+    def archive_settled(self) -> None:
+        """After a settlement: settled batches past the newest few move to the archive and
+        archive files past retention go (docs/journal.md). A failure here costs nothing but the
+        journal's size: it is logged and tried again after the next settlement."""
+        j = self.journal
+        assert j is not None
+        tx = self._tx()
+        try:
+            j.archive_settled(int(tx["hot_batches"]))
+            j.purge_archives(int(tx["retention_days"]))
+        except (JournalError, sqlite3.Error, OSError) as exc:
+            log.error("archiving settled batches failed (they stay in the journal): %s", exc)
 
     async def echo(self) -> tuple[bool, float, str]:
         async with self._lock:
