@@ -270,6 +270,7 @@ def _move(conn: sqlite3.Connection, directory: Path, settlement_id: int, batch: 
                 "VALUES (?,?,?,'COPYING',?,'',?,?,?,?,?,?)",
                 (settlement_id, batch, name, int(ids[2]), last_id + 1, audit_to, audit_hash,
                  int(ids[0] or 0), int(ids[1] or 0), time.time()))
+            _step("intent_commit")
         row = log_rows(conn, "settlement_id = ?", (settlement_id,))[0]
     else:
         row = LogRow(*existing)
@@ -345,6 +346,7 @@ def _move(conn: sqlite3.Connection, directory: Path, settlement_id: int, batch: 
             cur.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
                         "SELECT RAISE(ABORT, 'the audit log is append-only'); END")
         audit_writer(cur, f"batch {batch}: {row.txn_count} records to {name}")
+        _step("delete_commit")
     _step("done")
     return Move(settlement_id, batch, name, row.txn_count, True)
 
