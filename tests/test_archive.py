@@ -10,6 +10,7 @@ Power cuts during a move are in tests/test_archive_kill.py; the terminal's own s
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -182,18 +183,30 @@ def test_a_completion_finds_its_archived_preauth_and_a_held_order_its_sale_and_t
     assert orders.begin_cancel(order.id, "customer_cancelled", "01", "refund").state == "CANCELLING"
 
 
-def test_a_batch_with_an_unfinished_print_job_stays_until_the_job_ends(books):
+def test_an_unprinted_batch_report_keeps_its_batch_and_a_receipt_or_z_report_does_not(books):
+    """An X report (subtotals) renders from the batch's rows when it prints: the batch waits for
+    it. A receipt and a Z report render from the record and the settlement, found in the
+    archive too: a board without a printer (jobs wait in its queue) still archives, and both
+    still render from what was archived."""
     j, _clock, sales = books
-    job = j.enqueue_print(JobKind.RECEIPT, (CopyKind.MERCHANT,), txn_id=sales[0].id)
+    receipt = j.enqueue_print(JobKind.RECEIPT, (CopyKind.MERCHANT,), txn_id=sales[0].id)
+    z_report = j.enqueue_report(JobKind.SETTLEMENT, settlement_id=1)
+    x_report = j._insert_job  # an X report of batch 000001 queued before it was settled
+    with j.transaction() as cur:
+        x_id = x_report(cur, JobKind.SUBTOTALS, (CopyKind.MERCHANT,), batch="000001")
+    totals = j.settled_totals_by_kind(1)
     moves = j.archive_settled(keep_batches=3)
     assert [(m.batch, m.moved) for m in moves] == [("000001", False)]
-    assert "print job" in moves[0].reason
+    assert "report" in moves[0].reason
     assert j.read("SELECT COUNT(*) FROM txn WHERE batch = '000001'") == [(3,)]
-    j.update_print_job(job.id, PrintState.PRINTING)
-    j.update_print_job(job.id, PrintState.DONE)
+    j.update_print_job(x_id, PrintState.PRINTING)
+    j.update_print_job(x_id, PrintState.DONE)
     moves = j.archive_settled(keep_batches=3)
     assert [(m.batch, m.moved) for m in moves] == [("000001", True)]
-    assert j.read("SELECT COUNT(*) FROM print_job WHERE id = ?", (job.id,)) == [(0,)]
+    assert j.read("SELECT id FROM print_job ORDER BY id") == [(receipt.id,), (z_report.id,)]
+    assert j.get(j.print_job(receipt.id).txn_id).amount == sales[0].amount
+    assert totals == {("domestic", "sale"): (3, 1000 + 1001 + 1002)}
+    assert j.settled_totals_by_kind(1) == totals and j.settlement_operator(1) == "01"
 
 
 def test_a_changed_archive_row_or_a_removed_audit_row_is_reported(books):
@@ -248,3 +261,38 @@ def test_moved_batch_survives_a_reopen_and_a_missing_file_is_reported(books):
         assert found.problems == ["journal-2027-01.sqlite is missing"]
     finally:
         reopened.close()
+
+
+def test_the_deregistration_export_carries_the_archive_and_the_wipe_shreds_it(books, tmp_path):
+    """The export copies every archive file (card data cleared) with its own records and totals
+    in the manifest, and the CSV lists archived records too; a changed copy fails verify; a
+    restore brings the archive back beside the new journal; the wipe shreds the files."""
+    from firmware.journal import backup, wipe
+
+    j, _clock, _sales = books
+    j.archive_settled(keep_batches=2)
+    everything = every_record(j)
+    out = tmp_path / "usb"
+    out.mkdir()
+    target = backup.export(j.path, out, "12345678")
+    verdict = backup.verify(target)
+    assert verdict.ok, verdict
+    manifest = json.loads((target / backup.MANIFEST_NAME).read_text())
+    assert sorted(manifest["archives"]) == ["journal-2027-01.sqlite", "journal-2027-02.sqlite"]
+    assert {r["records"] for r in manifest["archives"].values()} == {3}
+    csv_ids = [int(line.split(",")[0]) for line in
+               (target / backup.CSV_NAME).read_text().splitlines()[1:]]
+    assert csv_ids == [r[0] for r in everything]
+    restored = tmp_path / "restored" / "journal.db"
+    restored.parent.mkdir()
+    backup.restore(target, restored)
+    assert [p.name for p in archive.files_in(restored.parent / "archive")] == [
+        "journal-2027-01.sqlite", "journal-2027-02.sqlite"]
+    copy = target / backup.ARCHIVE_SUBDIR / "journal-2027-02.sqlite"
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE txn SET amount = amount + 1")
+    assert not backup.verify(target).ok
+    assert wipe.wipe_archives(j.path) == 2
+    assert archive.files_in(j.archive_dir) == []
+    assert {r.state for r in j.archive_log()} == {"WIPED"}
+    assert j.audit_chain_break() is None

@@ -1,7 +1,8 @@
-"""Retention (docs/states.md, "Retention"): after a settlement, records of settled batches older
-than `transactions.retention_days` DAYS are purged (Journal.purge_settled), never an unresolved
-one, never one of the open batch (issue 14: the purge had no test; hours instead of days
-survived).
+"""Retention of the hot journal's records by age (Journal.purge_settled, docs/states.md
+"Retention"): records of settled batches older than N days, never an unresolved one, never one
+of the open batch (issue 14: the purge had no test; hours instead of days survived). The
+terminal's settlement now moves settled batches into the archive instead, where
+`transactions.retention_days` counts (tests/test_archive_terminal.py).
 
 The journal's clock is the one it is opened with, so a record's age is set to the minute; the
 terminal test runs a real settlement against the acquirer simulator.
@@ -9,9 +10,7 @@ terminal test runs a real settlement against the acquirer simulator.
 
 from __future__ import annotations
 
-import time
-
-from helpers import PASSWORD, open_journal, provision, record_in_state, run, sale, terminal
+from helpers import record_in_state
 from test_state_lists import PURGEABLE_STATES, STATES, draft
 
 from firmware.engine.model import HostResult, RequestKey
@@ -72,40 +71,6 @@ def test_settled_records_go_after_n_days_never_sooner_never_unresolved_never_the
                         | {r.id for r in open_batch})
     finally:
         j.close()
-
-
-def test_a_settlement_purges_with_the_retention_days_setting(tmp_path, sim):
-    """retention_days = 2. An earlier settled batch holds a sale written 3 days ago and one
-    written 1 day ago. A settlement run by the terminal (real host) ends by purging: the 3-day-old
-    sale goes, the 1-day-old one and the batch just settled stay."""
-    data_dir = provision(tmp_path / "terminal", sim.port, retention_days=2)
-    now = Clock(0.0)
-    real_now = time.time()
-    j = open_journal(data_dir, clock=now)
-    try:
-        assert j.adopt_batch("000777")  # an earlier batch, apart from the host's current one
-        now.now = real_now - 3 * DAY
-        old = record_in_state(j, draft(TxnKind.SALE, 700), TxnState.APPROVED)
-        now.now = real_now - 1 * DAY
-        recent = record_in_state(j, draft(TxnKind.SALE, 800), TxnState.APPROVED)
-        _settle_open_batch(j)
-        assert j.adopt_batch("000001")  # the host's batch (sign-on would say the same)
-    finally:
-        j.close()
-
-    async def go():
-        t = await terminal(data_dir)
-        try:
-            sold = await sale(t, 500)
-            settled = await t.settle(PASSWORD)
-            return sold, settled, {r.id for r in t.journal.records()}
-        finally:
-            await t.close()
-
-    sold, settled, kept = run(go())
-    assert sold.status == "approved" and settled.status == "settled", (sold, settled)
-    assert kept == {recent.id, sold.record.id}
-    assert old.id not in kept
 
 
 def _approved(j: Journal, d, rrn: str):

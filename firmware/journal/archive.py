@@ -182,13 +182,22 @@ def blocker(conn: sqlite3.Connection, settlement_id: int) -> str | None:
         "OR script_advice = 'due')", (settlement_id, *FINAL_STATES)).fetchone()[0]
     if owed:
         return f"{owed} record(s) still owe the host a message"
+    # An X report or transaction list renders from the batch's rows in the hot journal when it
+    # prints (by batch number): one still queued keeps the batch here. A receipt and the Z report
+    # render from the record and the settlement, which the journal finds in the archive too, so
+    # those still queued (a board without a printer) do not.
     jobs = conn.execute(
         "SELECT COUNT(*) FROM print_job WHERE state IN ('QUEUED','PRINTING','PAUSED') AND "
-        "(settlement_id = ? OR txn_id IN (SELECT id FROM txn WHERE settlement_id = ?))",
-        (settlement_id, settlement_id)).fetchone()[0]
+        "batch = ? AND settlement_id IS NULL AND txn_id IS NULL",
+        (batch_of(conn, settlement_id),)).fetchone()[0]
     if jobs:
-        return f"{jobs} print job(s) for it are not finished"
+        return f"{jobs} report(s) of it are not printed yet"
     return None
+
+
+def batch_of(conn: sqlite3.Connection, settlement_id: int) -> str:
+    return str(conn.execute("SELECT batch FROM settlement WHERE id = ?",
+                            (settlement_id,)).fetchone()[0])
 
 
 def _create_archive(conn: sqlite3.Connection) -> None:
@@ -329,13 +338,15 @@ def _move(conn: sqlite3.Connection, directory: Path, settlement_id: int, batch: 
         cur.execute("UPDATE archive_log SET state = 'MOVED', digest = ?, moved_at = ? "
                     "WHERE settlement_id = ? AND state = 'COPYING'",
                     (hot[1], time.time(), settlement_id))
-        ids = "SELECT id FROM txn WHERE settlement_id = ?"
-        # Finished print jobs of the batch: their documents are re-rendered from records, which
-        # are archived now; an open one would have kept the batch here (blocker()).
-        cur.execute(f"DELETE FROM print_job WHERE voids_job IN (SELECT id FROM print_job WHERE "
-                    f"txn_id IN ({ids}) OR settlement_id = ?)", (settlement_id, settlement_id))
-        cur.execute(f"DELETE FROM print_job WHERE txn_id IN ({ids}) OR settlement_id = ?",
-                    (settlement_id, settlement_id))
+        # The batch's finished print jobs go with it (what they printed is re-rendered from the
+        # records); a receipt or Z report still queued stays and prints from the archive, and so
+        # does a finished job that a void slip names.
+        cur.execute(
+            "DELETE FROM print_job WHERE state NOT IN ('QUEUED','PRINTING','PAUSED') AND "
+            "(txn_id IN (SELECT id FROM txn WHERE settlement_id = ?) OR settlement_id = ? OR "
+            "(batch = ? AND settlement_id IS NULL AND txn_id IS NULL)) AND "
+            "id NOT IN (SELECT voids_job FROM print_job WHERE voids_job IS NOT NULL)",
+            (settlement_id, settlement_id, batch))
         cur.execute("DELETE FROM txn WHERE settlement_id = ?", (settlement_id,))
         cur.execute("DELETE FROM settlement WHERE id = ? OR (batch = ? AND state = 'ABANDONED' "
                     "AND id < ?)", (settlement_id, batch, settlement_id))

@@ -778,6 +778,21 @@ class Journal:
         ).fetchall()
         return {("foreign" if f else "domestic", k): (c, int(a)) for f, k, c, a in rows}
 
+    def settled_totals_by_kind(self, settlement_id: int) -> dict[tuple[str, str], tuple[int, int]]:
+        """totals_by_kind of a settled batch, by its settlement (its Z report), wherever the
+        batch is kept: the hot journal or, once it moved, the archive."""
+        sql = ("SELECT foreign_card, kind, COUNT(*), SUM(amount) FROM txn WHERE settlement_id = ? "
+               "AND state IN ('APPROVED', 'VOIDED') GROUP BY foreign_card, kind")
+        rows = self._db.execute(sql, (settlement_id,)).fetchall()
+        if not rows:
+            for name, skip in self._archive_files():
+                conn = self._archives.connection(name)
+                if conn is not None and settlement_id not in skip:
+                    rows = conn.execute(sql, (settlement_id,)).fetchall()
+                    if rows:
+                        break
+        return {("foreign" if f else "domestic", k): (c, int(a)) for f, k, c, a in rows}
+
     def open_settlement(self) -> SettlementRow | None:
         row = self._db.execute(
             f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE state IN "
@@ -920,8 +935,14 @@ class Journal:
 
     def settlement_operator(self, settlement_id: int) -> str | None:
         """Who asked for the settlement (None for one begun before schema 5 kept it)."""
-        row = self._db.execute("SELECT operator FROM settlement WHERE id = ?",
-                               (settlement_id,)).fetchone()
+        sql = "SELECT operator FROM settlement WHERE id = ?"
+        row = self._db.execute(sql, (settlement_id,)).fetchone()
+        for name, skip in self._archive_files() if row is None else ():
+            conn = self._archives.connection(name)
+            if conn is not None and settlement_id not in skip:
+                row = conn.execute(sql, (settlement_id,)).fetchone()
+                if row is not None:
+                    break
         if row is None:
             raise JournalError(f"no settlement {settlement_id}")
         return row[0]

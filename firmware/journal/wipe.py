@@ -15,6 +15,7 @@ where its object store is and holds no secret), ready to be provisioned again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -114,6 +115,32 @@ def wipe_card_data(journal_path: Path) -> int:
     return int(cleared)
 
 
+def wipe_archives(journal_path: Path) -> int:
+    """The archive files (the export holds their copies): shredded, and the journal's log says
+    WIPED for their batches, so nothing looks for them. Returns how many files went."""
+    from firmware.journal.archive import directory_for, files_in
+
+    done = 0
+    for path in files_in(directory_for(journal_path)):
+        done += shred(path)
+        stray = path.with_name(path.name + "-journal")
+        if stray.exists():
+            shred(stray)
+    conn = sqlite3.connect(journal_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        with contextlib.suppress(sqlite3.OperationalError):  # a journal from before the archive
+            # A move cut short never happened (its rows are still in the journal); the others
+            # are in the export now.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM archive_log WHERE state = 'COPYING'")
+            conn.execute("UPDATE archive_log SET state = 'WIPED' WHERE state IN ('MOVED', 'PURGED')")
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return done
+
+
 def wipe_settings(data_dir: Path) -> int:
     data_dir = Path(data_dir)
     done = sum(shred(data_dir / name) for name in SETTINGS_FILES)
@@ -153,7 +180,7 @@ def wipe(data_dir: Path, journal_path: Path, terminal_id: str,
         elif part == "keys":
             done[part] = wipe_keys(data_dir)
         elif part == "card_data":
-            done[part] = wipe_card_data(journal_path)
+            done[part] = wipe_card_data(journal_path) + wipe_archives(journal_path)
         elif part == "settings":
             done[part] = wipe_settings(data_dir)
         else:

@@ -202,7 +202,7 @@ class PrintDesk:
             if job.settlement_id is None:
                 raise LookupError(f"print job {job.id} names no settlement")
             settlement = j.get_settlement(job.settlement_id)
-            return reports.settlement_report(settlement, j.totals_by_kind(settlement.batch), merchant,
+            return reports.settlement_report(settlement, j.settled_totals_by_kind(settlement.id), merchant,
                                              operator=j.settlement_operator(settlement.id), **common)
         if job.batch is None:
             raise LookupError(f"print job {job.id} names no batch")
