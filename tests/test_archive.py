@@ -296,3 +296,22 @@ def test_the_deregistration_export_carries_the_archive_and_the_wipe_shreds_it(bo
     assert archive.files_in(j.archive_dir) == []
     assert {r.state for r in j.archive_log()} == {"WIPED"}
     assert j.audit_chain_break() is None
+
+
+def test_diagnostics_show_the_archive_check_and_fail_on_an_altered_file(books):
+    from firmware.diag.journal_check import check_journal
+
+    j, clock, _sales = books
+    assert any("Archive: empty" in line for line in check_journal(j, "en", clock.now).lines)
+    j.archive_settled(keep_batches=2)
+    waiting = check_journal(j, "zh", clock.now)
+    assert any("归档: 2个文件, 尚未检查" in line for line in waiting.lines), waiting.lines
+    j.check_archives()
+    ok = check_journal(j, "en", clock.now)
+    assert ok.passed and any("2 file(s), 2 batch(es), 6 record(s) OK" in x for x in ok.lines)
+    with sqlite3.connect(j.archive_dir / "journal-2027-01.sqlite") as conn:
+        conn.execute("UPDATE txn SET amount = 1")
+    j.check_archives()
+    bad = check_journal(j, "en", clock.now)
+    assert not bad.passed
+    assert any("batch 000001 does not match" in line for line in bad.lines), bad.lines

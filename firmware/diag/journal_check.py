@@ -31,6 +31,14 @@ CATALOG: Catalog = {
     "unreadable_next": ("Restart the terminal; if it repeats, call support",
                         "请重启终端; 如再发生请联系维护"),
     "damaged": ("Journal file damaged", "流水文件已损坏"),
+    # the archive (firmware/journal/archive.py): checked at idle, not here
+    "line_archive_none": ("Archive: empty", "归档: 无"),
+    "line_archive_waiting": ("Archive: {files} file(s), not checked yet", "归档: {files}个文件, 尚未检查"),
+    "line_archive_ok": ("Archive: {files} file(s), {batches} batch(es), {records} record(s) OK",
+                        "归档: {files}个文件, {batches}个批次, {records}笔 正常"),
+    "line_archive_problem": ("Archive: {problem}", "归档: {problem}"),
+    "archive_damaged": ("Archive file damaged or altered", "归档文件损坏或被改动"),
+    "archive_next": ("Keep the terminal as it is and call support", "请保持终端现状并联系维护"),
     # the chip parameter tables (firmware/journal/emvparams.py): what the kernel works with
     "line_chip_capk": ("CA keys: {count}, version {version}", "认证中心公钥: {count}个, 版本 {version}"),
     "line_chip_aid": ("Chip AIDs: {count}, version {version}", "IC卡应用: {count}个, 版本 {version}"),
@@ -260,7 +268,26 @@ def _check_invariants(found: _Findings, journal: Journal, now: float, operation_
         found.warn("settlement", "settlement_next")
 
     _check_print_jobs(found, journal, now, operation_running)
+    _archive(found, journal)
     _chip_tables(found, journal)
+
+
+def _archive(found: _Findings, journal: Journal) -> None:
+    """The last idle-time check of the archive files (the terminal runs it, off the event loop;
+    reading every file here would make this screen as slow as the archive is large)."""
+    files = {r.file for r in journal.archive_log() if r.state in ("MOVED", "COPYING")}
+    checked = journal.archive_check
+    if not files:
+        found.line("line_archive_none")
+    elif checked is None:
+        found.line("line_archive_waiting", files=len(files))
+    elif checked.ok:
+        found.line("line_archive_ok", files=checked.files, batches=checked.batches,
+                   records=checked.records)
+    else:
+        for problem in checked.problems[:3]:
+            found.line("line_archive_problem", problem=problem)
+        found.fail(found.say("archive_damaged"), "archive_next")
 
 
 def _chip_tables(found: _Findings, journal: Journal) -> None:

@@ -45,6 +45,7 @@ from firmware.engine.model import TxnResult
 from firmware.host.channel import HostLink
 from firmware.host.messages import Terminal as TermIds
 from firmware.i18n import CATALOG, text
+from firmware.journal import archive
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.store import Journal
 from firmware.journal.vault import CardVault
@@ -62,6 +63,9 @@ from firmware.settings.model import factory, hash_password, password_problem, pa
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
+# The archive check (_check_archive_when_idle): first a minute after start, then daily.
+ARCHIVE_CHECK_AFTER_START_S = 60.0
+ARCHIVE_CHECK_EVERY_S = 86_400.0
 
 
 @dataclass
@@ -128,6 +132,7 @@ class TerminalCore(FlowRunner, HostSession):
         # The board's update agent (firmware/app/terminal.py plugs it in; None: updates are not
         # this core's business, as in the core alone). The updates service speaks to it.
         self.update_agent: UpdateAgent | None = None
+        self._archive_watch: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -183,7 +188,30 @@ class TerminalCore(FlowRunner, HostSession):
         self.link = self._make_link()
         self.prints = self._open_paper()
         self.reader = self._open_reader()
+        self._archive_watch = asyncio.create_task(self._check_archive_when_idle(),
+                                                  name="archive check")
         await self._after_open()
+
+    async def _check_archive_when_idle(self) -> None:
+        """The archive files are checked in idle time, never at start-up (the hot journal's own
+        check is all a start pays for): a minute after it, then daily, waiting while an
+        operation runs; the check reads in a thread of its own. Diagnostics shows the result,
+        and a failed one is audited."""
+        delay = ARCHIVE_CHECK_AFTER_START_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = ARCHIVE_CHECK_EVERY_S
+            while self._lock.locked():
+                await asyncio.sleep(1.0)
+            j = self.journal
+            rows = j.archive_log() if j is not None else []
+            if j is None or not rows:
+                continue
+            result = await asyncio.to_thread(archive.check, j.archive_dir, rows)
+            j.archive_check = result
+            if not result.ok:
+                log.error("archive check: %s", "; ".join(result.problems))
+                j.audit("system", "archive check", "; ".join(result.problems)[:500], "FAILED")
 
     async def _checked_key_store(self) -> KeyStore | None:
         """The board's key store, opened and checked (custody.check_store); None, the terminal
@@ -303,6 +331,8 @@ class TerminalCore(FlowRunner, HostSession):
             self.observer.changed()
 
     async def close(self) -> None:
+        if self._archive_watch is not None:
+            self._archive_watch.cancel()
         aclose = getattr(self.key_store, "aclose", None)
         if aclose is not None:  # a PIN pad's half ends its link work before the reader closes
             await aclose()
