@@ -82,6 +82,7 @@ def test_a_clean_journal_passes_with_every_check_named(journal, clock):
         "PENDING at rest: 0",
         "No open settlement",
         "No print job stuck",
+        "Archive: empty",
         "CA keys: 0, version none (never downloaded)",
         "Chip AIDs: 2, version built-in",
     )

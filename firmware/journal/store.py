@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -146,6 +147,25 @@ _SETTLEMENT_COLUMNS = (
 )
 
 
+def _read_ahead(path: Path) -> None:
+    """Read the hot journal and its WAL once, front to back, before quick_check walks them in
+    b-tree order: from a cold cache, one sequential pass costs a fraction of the scattered page
+    reads it replaces (start-up to a sale, bench_journal). The file is small by design (the
+    archive keeps it so); a missing file is a new journal."""
+    buffer = bytearray(1 << 20)
+    for part in (path, Path(f"{path}-wal")):
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while os.readv(fd, [buffer]) == len(buffer):
+                pass
+        finally:
+            os.close(fd)
+
+
 class Journal:
     """The open journal file. Not thread-safe: the app's event loop is its only user."""
 
@@ -167,6 +187,7 @@ class Journal:
              clock: Callable[[], float] = time.time) -> Journal:
         """Open (creating if absent), check and migrate. A damaged file is never recreated."""
         p = Path(path)
+        _read_ahead(p)
         try:
             # timeout: a writer that holds the file for a moment (a backup) is waited for, up
             # to 5 s, instead of failing the sale with "database is locked".
