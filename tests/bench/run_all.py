@@ -50,10 +50,11 @@ class Bench:
     quick: bool = False  # part of `make bench-quick`
     quick_args: tuple[str, ...] = ()  # its command-line knobs for the quick run
     quick_env: Mapping[str, str] = field(default_factory=dict)  # and its environment knobs
+    script: Path | None = None  # default: tests/bench/NAME.py
 
     @property
     def path(self) -> Path:
-        return HERE / f"{self.name}.py"
+        return self.script or HERE / f"{self.name}.py"
 
 
 CORE_TITLE = "bench_core: sale, fsyncs per sale, start-up recovery, settlement totals"
