@@ -11,7 +11,7 @@ BOARD ?= sim
 RUN_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test test-deps pcsc-deps token-deps lint bench clean kill-test lock mutate
+.PHONY: run test test-deps pcsc-deps token-deps lint bench bench-quick bench-plots clean kill-test lock mutate
 .DEFAULT_GOAL := test
 
 # Debian's python3 lacks ensurepip until python3-venv is installed: install it
@@ -86,6 +86,7 @@ lock: $(VENV_STAMP)
 	$(PIP_COMPILE) -o requirements-build.txt requirements-build.in
 	$(PIP_COMPILE) -o requirements.txt requirements.in
 	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	$(PIP_COMPILE) -o requirements-bench.txt requirements-bench.in
 
 include mk/c_ext.mk
 include mk/qemu.mk
@@ -127,8 +128,22 @@ mutate: $(VENV_STAMP) build test-deps
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 
+# Every benchmark, its tables printed and its figures in var/bench/results.json (docs/benchmarks.md);
+# bench-quick: the core figures only, in under two minutes; bench-plots: the scaling curves of the
+# last results.json drawn into docs/bench/*.png with matplotlib (its own lock, not a test dependency).
 bench: $(VENV_STAMP) build qemu-image
 	PATH="$(QEMU_TOOLS_PATH)" $(PY) tests/bench/run_all.py
+
+bench-quick: $(VENV_STAMP) build
+	$(PY) tests/bench/run_all.py --quick
+
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(VENV_STAMP) requirements-bench.txt
+	$(PIP_INSTALL) -r requirements-bench.txt
+	touch $@
+
+bench-plots: $(BENCH_STAMP)
+	$(PY) tests/bench/plots.py
 
 clean:
 	rm -rf $(VENV) build var _posio*.so c_ext/_posio.c

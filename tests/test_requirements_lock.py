@@ -18,6 +18,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ("requirements-build", "requirements", "requirements-dev")
+BENCH_LOCK = "requirements-bench"  # `make bench-plots` only (matplotlib), constrained by the dev lock
 # Fixed releases of the advisories named in issue 12 (item 26).
 SETUPTOOLS_FIXED = {"CVE-2024-6345": "70.0.0", "CVE-2025-47273": "78.1.1"}
 
@@ -67,7 +68,7 @@ def _direct(name: str) -> dict[str, Requirement]:
     return wanted
 
 
-@pytest.mark.parametrize("name", LOCKS)
+@pytest.mark.parametrize("name", [*LOCKS, BENCH_LOCK])
 def test_every_package_is_pinned_with_hashes(name: str) -> None:
     pins = _lock(name)  # asserts == and sha256 on every line
     assert pins
@@ -75,7 +76,7 @@ def test_every_package_is_pinned_with_hashes(name: str) -> None:
     assert not [line for line in _logical_lines(ROOT / f"{name}.txt") if line.startswith("-")]
 
 
-@pytest.mark.parametrize("name", LOCKS)
+@pytest.mark.parametrize("name", [*LOCKS, BENCH_LOCK])
 def test_each_lock_holds_what_its_in_file_asks_for(name: str) -> None:
     pins = _lock(name)
     for package, requirement in _direct(name).items():
@@ -109,6 +110,14 @@ def test_runtime_is_split_from_development() -> None:
         assert {package: lock[package] for package in build if package in lock} == {
             package: pin for package, pin in build.items() if package in lock
         }
+
+
+def test_the_bench_lock_keeps_the_dev_pins() -> None:
+    bench, dev = _lock(BENCH_LOCK), _lock("requirements-dev")
+    shared = set(bench) & set(dev)
+    assert "pillow" in shared  # the one a test and the plots both use
+    assert {package: bench[package] for package in shared} == {package: dev[package] for package in shared}
+    assert "matplotlib" in bench and "matplotlib" not in dev  # not a test dependency
 
 
 def test_x86_64_only_packages_keep_their_marker() -> None:

@@ -257,6 +257,15 @@ def main() -> dict[str, Any]:
         rows.append(("chip e2e over PC/SC median < 1.5 s", e2e["e2e_median_ms"] < 1500))
     for name, ok in rows:
         print(f"  {'PASS' if ok else 'MISS'}  {name}")
+
+    from results import emit  # the recorder beside this script: run_all collects what it emits
+    emit("chip_terminal_median_ms", term["terminal_median_ms"], "ms", group="bench_chip",
+         target={"op": "<", "value": 50, "of": "value"},
+         note=f"{term['sales']} cup-debit sales, card and host time taken out")
+    emit("chip_terminal_p99_ms", term["terminal_p99_ms"], "ms", group="bench_chip")
+    emit("chip_e2e_pcsc_median_ms", e2e.get("e2e_median_ms"), "ms", group="bench_chip",
+         target={"op": "<", "value": 1500, "of": "value"},
+         note=f"skipped: {e2e['skipped']}" if "skipped" in e2e else f"{e2e['sales']} sales over PC/SC")
     return {"terminal": term, "e2e": e2e}
 
 

@@ -100,7 +100,11 @@ def wrapped(keys, tmk: bytes) -> list[WrappedKey]:
             for i, r in enumerate(("PIK", "MAK", "TDK"))]
 
 
+ROWS: dict[str, float] = {}  # every row printed, by name: main() records the headline ones
+
+
 def row(name: str, value: float, fmt: str = "{:.1f}") -> None:
+    ROWS[name] = value
     print(f"  {name:<40} {fmt.format(value)}", flush=True)
 
 
@@ -237,6 +241,20 @@ def main() -> None:
     finally:
         loop.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+    from results import emit  # the recorder beside this script: run_all collects what it emits
+    compared = [("pkcs11_sign_on_ms", "memory_sign_on_ms", "ms", "sign-on, SoftHSM2 in process"),
+                ("p11kit_sign_on_ms", "memory_sign_on_ms", "ms", "sign-on, p11-kit server")]
+    for algo in ("cup_ecb", "x9_19"):
+        compared += [(f"pkcs11_sale_{algo}_median_us", f"memory_sale_{algo}_median_us", "us",
+                      f"a sale's key work, SoftHSM2 in process, {SALES} sales"),
+                     (f"p11kit_sale_no_vault_{algo}_median_us", f"memory_sale_no_vault_{algo}_median_us",
+                      "us", f"a sale's key work without the vault, p11-kit server, {SALES} sales")]
+    for name, peer, unit, note in compared:
+        if name in ROWS and peer in ROWS:
+            emit(name, ROWS[name], unit, group="bench_keystore",
+                 floor={"name": peer, "value": ROWS[peer], "unit": unit},
+                 ratio=ROWS[name] / ROWS[peer], note=note + "; ratio: token / memory store")
 
 
 if __name__ == "__main__":

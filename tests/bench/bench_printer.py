@@ -162,6 +162,17 @@ def main() -> dict[str, Any]:
           f"start in Chinese mode {figures['escpos_chinese_ok_cn_default']}/{len(chinese_lines)}.")
     print(f"  python-escpos cut with its '{get_profile(PROFILE).escpos_profile}' profile: "
           f"{'GS V sent' if figures['escpos_has_cut'] else 'no GS V (the profile has no cutter): feed only'}")
+
+    from results import emit  # the recorder beside this script: run_all collects what it emits
+    peer = figures["python-escpos alone"]
+    for case, slug in (("text (ours)", "text"), ("raster (ours)", "raster")):
+        f = figures[case]
+        for key, unit in (("bytes", "B"), ("line_ms", "ms"), ("render_ms", "ms")):
+            emit(f"receipt_{slug}_{key}", f[key], unit, group="bench_printer",
+                 floor={"name": f"python-escpos alone {key}", "value": peer[key], "unit": unit},
+                 ratio=f[key] / peer[key] if peer[key] else None,
+                 note=f"one sale receipt, {PROFILE}, line time at {BAUD} baud; ratio: ours / python-escpos"
+                 + (f"; {figures['text_lines_read_back']} lines read back exact" if slug == "text" else ""))
     return figures
 
 

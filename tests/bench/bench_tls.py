@@ -121,12 +121,23 @@ def main() -> dict[str, Any]:
     print(f"     one echo over TLS:             {ms(tls['message'])}")
     per_message = statistics.median(tls["message"]) - statistics.median(plain["message"])
     print(f"     TLS adds per message:          {per_message * 1000:6.3f} ms (medians)")
-    return {"connect_tcp_ms": statistics.median(plain["connect"]) * 1000,
-            "connect_tls_ms": statistics.median(tls["connect"]) * 1000,
-            "handshake_ms": handshake * 1000,
-            "message_tcp_ms": statistics.median(plain["message"]) * 1000,
-            "message_tls_ms": statistics.median(tls["message"]) * 1000,
-            "tls_per_message_ms": per_message * 1000}
+    figures = {"connect_tcp_ms": statistics.median(plain["connect"]) * 1000,
+               "connect_tls_ms": statistics.median(tls["connect"]) * 1000,
+               "handshake_ms": handshake * 1000,
+               "message_tcp_ms": statistics.median(plain["message"]) * 1000,
+               "message_tls_ms": statistics.median(tls["message"]) * 1000,
+               "tls_per_message_ms": per_message * 1000}
+
+    from results import emit  # the recorder beside this script: run_all collects what it emits
+    for name, peer in (("connect_tls_ms", "connect_tcp_ms"), ("message_tls_ms", "message_tcp_ms")):
+        emit(name, figures[name], "ms", group="bench_tls",
+             floor={"name": peer, "value": figures[peer], "unit": "ms"},
+             ratio=figures[name] / figures[peer],
+             note=f"loopback, medians of {CONNECTS} connects / {MESSAGES} echoes; {' '.join(NEGOTIATED)}")
+    emit("handshake_ms", figures["handshake_ms"], "ms", group="bench_tls", note="TLS connect - TCP connect")
+    emit("tls_per_message_ms", figures["tls_per_message_ms"], "ms", group="bench_tls",
+         note="TLS echo - TCP echo (medians)")
+    return figures
 
 
 if __name__ == "__main__":
