@@ -64,6 +64,7 @@ typedef struct {
     uint64_t bad_etx;
     uint64_t bad_checksum;
     uint64_t truncated;
+    uint64_t line_errors;
     ...;
 } posio_decoder;
 

@@ -1,13 +1,16 @@
 """What the C wrapper (posio.py) and its Python twin (reference.py) share.
 
-Wire constants, the pump's exceptions and the argument checks live here once,
-so both implementations accept the same input and fail with the same errors.
+Wire constants, the decoder's record format and interface, the pump's
+exceptions and the argument checks live here once, so both implementations
+accept the same input, answer in the same form and fail with the same errors.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Iterator
+from typing import Protocol
 
 # Reader link framing (FRAMING.md); the C values come from posio.h and a test
 # checks they agree.
@@ -16,6 +19,51 @@ ETX = 0x03
 PAYLOAD_MAX = 250
 FRAME_MAX = PAYLOAD_MAX + 4
 ERROR_KEYS = ("noise_bytes", "bad_checksum", "bad_length", "bad_etx", "truncated")
+# feed_records() with no bytes, or with none that finish a frame.
+NO_RECORDS: tuple[bytes, int] = (b"", 0)
+
+
+class LinkDecoder(Protocol):
+    """What a reader-link frame decoder offers (posio.FrameDecoder, its twin in reference.py).
+
+    The *_records forms return (records, count): the payloads of `count` frames in one bytes
+    object, each as a record of one length byte then the payload (the frame without its STX,
+    ETX and LRC), back to back: no object per frame.  record_spans() walks them,
+    split_records() turns them into feed()'s list.
+    """
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def feed_records(self, data: bytes) -> tuple[bytes, int]: ...
+    def flush(self) -> list[bytes]: ...
+    def flush_records(self) -> tuple[bytes, int]: ...
+    def reset(self) -> None: ...
+    @property
+    def errors(self) -> dict[str, int]: ...
+    @property
+    def line_errors(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+
+
+def record_spans(records: bytes, count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each payload in records: records[start:end] is the payload."""
+    end = 0
+    for _ in range(count):
+        start = end + 1
+        end = start + records[end]
+        yield start, end
+
+
+def split_records(records: bytes, count: int) -> list[bytes]:
+    """The payloads in records, one bytes object each (what feed() returns)."""
+    # One slice per frame is the whole cost here, so the loop around it is a
+    # comprehension with no per-record statement: j is the length byte of the
+    # record, i its payload, and after the slice j is the next length byte
+    # (the slice's start is evaluated before its stop).
+    j = 0
+    return [records[(i := j + 1) : (j := i + records[j])] for _ in range(count)]
 
 # GS v 0 (print raster bit image), normal density.
 GS_V0 = b"\x1d\x76\x30\x00"

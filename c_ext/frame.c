@@ -98,6 +98,14 @@ void posio_decoder_init(posio_decoder *d)
     memset(d, 0, sizeof *d);
 }
 
+/* Brings line_errors up to date: summed once per call rather than bumped
+ * beside each of the nine counter updates, so none can be missed. */
+static void tally(posio_decoder *d)
+{
+    d->line_errors = d->noise_bytes + d->bad_length + d->bad_etx +
+                     d->bad_checksum + d->truncated;
+}
+
 /* The fast path for a candidate STX at in[0] while the buffer is empty and
  * the input holds its whole frame (have >= 4 + LEN): the same checks, in the
  * same order, as check_at() makes byte by byte, but made in place, and a good
@@ -181,6 +189,7 @@ size_t posio_decoder_feed(posio_decoder *d, const uint8_t *in, size_t n,
         d->buf[d->len++] = in[k++];
         settle(d, d->len - 1, out, out_len, n_frames);
     }
+    tally(d);
     return k;
 }
 
@@ -195,6 +204,7 @@ int posio_decoder_flush(posio_decoder *d, uint8_t *out, size_t out_cap,
         d->truncated++;
         settle(d, resync(d, 1), out, out_len, n_frames);
     }
+    tally(d);
     return 0;
 }
 

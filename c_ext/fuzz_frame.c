@@ -8,6 +8,7 @@
  *    feeding it at once;
  *  - every payload re-encodes to a frame that occurs in the input;
  *  - the internal buffer never exceeds one frame and always starts at STX;
+ *  - line_errors is the sum of the five error counters after every call;
  *  - output never runs past out_cap, every input byte is consumed;
  *  - flush() then empties the buffer, the same way for both runs, and what
  *    it delivers also occurs in the input;
@@ -44,6 +45,8 @@ static void check_state(const posio_decoder *d)
         CHECK(d->buf[0] == POSIO_STX);
     if (d->len > 1)
         CHECK(d->buf[1] <= POSIO_PAYLOAD_MAX);
+    CHECK(d->line_errors == d->noise_bytes + d->bad_length + d->bad_etx +
+                               d->bad_checksum + d->truncated);
 }
 
 /* Tiny deterministic PRNG so a crash input replays the same chunking. */
@@ -128,6 +131,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(posio_decoder_flush(&b, small, POSIO_OUT_RESERVE, &fb_len,
                               &fb_frames) == 0);
     CHECK(a.len == 0 && b.len == 0);
+    check_state(&a);
+    check_state(&b);
     CHECK(fa_len == fb_len && fa_frames == fb_frames);
     CHECK(memcmp(all, small, fa_len) == 0);
     CHECK(a.truncated == b.truncated && a.noise_bytes == b.noise_bytes);

@@ -30,12 +30,15 @@ typedef struct {
     uint64_t bad_etx;      /* byte after the payload was not ETX */
     uint64_t bad_checksum; /* LRC mismatch */
     uint64_t truncated;    /* partial frames given up by flush */
+    /* The sum of the five counters above, brought up to date before feed and
+     * flush return: one field to read to learn whether any of them moved. */
+    uint64_t line_errors;
 } posio_decoder;
 
 void posio_decoder_init(posio_decoder *d);
 /* Consume in[0..n).  Each good payload is appended to out as a record
- * (1 length byte, then the payload) at out[*out_len]; *out_len and *n_frames
- * are advanced.  Stops early, returning how many input bytes it consumed,
+ * (1 length byte, then the payload: the frame without STX, ETX and LRC) at
+ * out[*out_len]; *out_len and *n_frames are advanced.  Stops early, returning how many input bytes it consumed,
  * once fewer than POSIO_OUT_RESERVE bytes of out are free; the caller then
  * drains out and feeds the rest. */
 size_t posio_decoder_feed(posio_decoder *d, const uint8_t *in, size_t n,

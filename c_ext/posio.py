@@ -9,8 +9,10 @@ from typing import Any
 from .common import (
     ERROR_KEYS,
     ETX,
+    NO_RECORDS,
     PAYLOAD_MAX,
     STX,
+    LinkDecoder,
     ReadCancelled,
     WriteTimeout,
     check_bands,
@@ -21,7 +23,9 @@ from .common import (
     check_read,
     check_write,
     finish_read,
+    record_spans,
     row_stride,
+    split_records,
     write_failed,
 )
 
@@ -53,6 +57,7 @@ __all__ = [
     "PAYLOAD_MAX",
     "STX",
     "FrameDecoder",
+    "LinkDecoder",
     "ReadCancelled",
     "WriteTimeout",
     "crc16_ccitt",
@@ -61,6 +66,8 @@ __all__ = [
     "lrc",
     "raster_bands",
     "read_until",
+    "record_spans",
+    "split_records",
     "threshold",
     "write_all",
 ]
@@ -97,28 +104,14 @@ def encode_frame(payload: bytes) -> bytes:
     return ffi.buffer(out, n)[:]
 
 
-def _split_records(blob: bytes, count: int | None = None) -> list[bytes]:
-    """Splits the decoder's output records (1 length byte + payload); count is
-    how many there are, when the caller already knows (the C side counts them)."""
-    if count is None:
-        count, i, end = 0, 0, len(blob)
-        while i < end:
-            i += 1 + blob[i]
-            count += 1
-    # One slice per frame is the whole cost here, so the loop around it is a
-    # comprehension with no per-record statement: j is the length byte of
-    # the record, i its payload, and after the slice j is the next length
-    # byte (the slice's start is evaluated before its stop).
-    j = 0
-    return [blob[(i := j + 1) : (j := i + blob[j])] for _ in range(count)]
-
-
 class FrameDecoder:
     """Incremental, resynchronising decoder for the reader link (FRAMING.md).
 
-    feed() returns every complete good payload, whatever the chunking; at most
-    one partial frame (< 254 bytes) is kept between calls.  Not thread-safe:
-    one decoder per link, fed from one thread.
+    feed() returns every complete good payload, whatever the chunking;
+    feed_records() returns the same payloads as records in one bytes object
+    (common.LinkDecoder), which spares the object per frame.  At most one
+    partial frame (< 254 bytes) is kept between calls.  Not thread-safe: one
+    decoder per link, fed from one thread.
     """
 
     # Size of the one reused output buffer (plus two reserves): a feed up to
@@ -128,44 +121,52 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._d = ffi.new("posio_decoder *")
         lib.posio_decoder_init(self._d)
-        self._small_cap = self._SMALL + 2 * lib.POSIO_OUT_RESERVE
-        self._small_out = ffi.new("uint8_t[]", self._small_cap)
+        self._cap = self._SMALL + 2 * lib.POSIO_OUT_RESERVE
+        # A char array, because ffi.unpack copies one out as bytes in one step;
+        # the C side takes it through a uint8_t view (this object keeps it alive).
+        self._out_chars = ffi.new("char[]", self._cap)
+        self._out = ffi.cast("uint8_t *", self._out_chars)
         self._out_len = ffi.new("size_t *")
         self._n_frames = ffi.new("size_t *")
 
     def feed(self, data: bytes) -> list[bytes]:
         """Consumes data; returns the payloads of the frames it completed."""
+        records, count = self.feed_records(data)
+        if count == 1:  # the usual case for short reads
+            return [records[1:]]
+        return split_records(records, count)
+
+    def feed_records(self, data: bytes) -> tuple[bytes, int]:
+        """Consumes data; returns (records, count) for the frames it completed:
+        feed()'s payloads as records in one bytes object (common.LinkDecoder)."""
         n = len(data)
         if n == 0:
-            return []
-        # Longer inputs also go through the small buffer, in several C calls:
-        # cheaper than a fresh len(data)-sized one (page faults, cold cache).
-        out, cap = self._small_out, self._small_cap
-        # cffi passes a bytes object's own buffer to a `const uint8_t *`
-        # argument, which saves building a view on every (often tiny) read.
-        src = data if type(data) is bytes else _u8(data)
+            return NO_RECORDS
         out_len, n_frames = self._out_len, self._n_frames
         out_len[0] = 0
         n_frames[0] = 0
-        pos = lib.posio_decoder_feed(self._d, src, n, out, cap, out_len, n_frames)
+        # cffi passes a bytes object's own buffer to a `const uint8_t *`
+        # argument, which saves building a view on every (often tiny) read.
+        src = data if type(data) is bytes else _u8(data)
+        pos = lib.posio_decoder_feed(self._d, src, n, self._out, self._cap, out_len, n_frames)
+        records = ffi.unpack(self._out_chars, out_len[0])
         count = n_frames[0]
-        frames: list[bytes]
-        if count == 0:
-            frames = []
-        elif count == 1:  # the usual case for short reads: out holds one record
-            frames = [ffi.buffer(out, out_len[0])[1:]]
-        else:
-            frames = _split_records(ffi.buffer(out, out_len[0])[:], count)
         if pos < n:
             # out filled up (only for inputs over _SMALL): drain it, go on.
+            # Longer inputs also go through the small buffer, in several C calls:
+            # cheaper than a fresh len(data)-sized one (page faults, cold cache).
+            parts = [records]
             view = _u8(data)
             while pos < n:
                 out_len[0] = 0
                 n_frames[0] = 0
-                pos += lib.posio_decoder_feed(self._d, view + pos, n - pos, out, cap, out_len, n_frames)
-                if n_frames[0]:
-                    frames += _split_records(ffi.buffer(out, out_len[0])[:], n_frames[0])
-        return frames
+                pos += lib.posio_decoder_feed(
+                    self._d, view + pos, n - pos, self._out, self._cap, out_len, n_frames
+                )
+                parts.append(ffi.unpack(self._out_chars, out_len[0]))
+                count += n_frames[0]
+            records = b"".join(parts)
+        return records, count
 
     def flush(self) -> list[bytes]:
         """The link went quiet mid-frame: give up the partial frame, return what it hid.
@@ -176,13 +177,15 @@ class FrameDecoder:
         `buffered` > 0.  Counts each abandoned candidate in `truncated`;
         the buffer is empty afterwards.
         """
+        return split_records(*self.flush_records())
+
+    def flush_records(self) -> tuple[bytes, int]:
+        """flush(), with its payloads as (records, count) like feed_records()."""
         self._out_len[0] = 0
         self._n_frames[0] = 0
         # The reused buffer always has POSIO_OUT_RESERVE free: cannot fail.
-        lib.posio_decoder_flush(
-            self._d, self._small_out, self._small_cap, self._out_len, self._n_frames
-        )
-        return _split_records(ffi.buffer(self._small_out, self._out_len[0])[:])
+        lib.posio_decoder_flush(self._d, self._out, self._cap, self._out_len, self._n_frames)
+        return ffi.unpack(self._out_chars, self._out_len[0]), self._n_frames[0]
 
     def reset(self) -> None:
         """Back to the initial state: partial frame dropped, counters zeroed."""
@@ -193,6 +196,11 @@ class FrameDecoder:
         """Counts since creation/reset: noise_bytes, bad_checksum, bad_length,
         bad_etx, truncated (candidates given up by flush)."""
         return {key: int(getattr(self._d, key)) for key in ERROR_KEYS}
+
+    @property
+    def line_errors(self) -> int:
+        """The sum of the `errors` counts: a cheap test for "anything new there"."""
+        return int(self._d.line_errors)
 
     @property
     def frames(self) -> int:

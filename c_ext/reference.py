@@ -29,8 +29,10 @@ from .common import (
     check_write,
     finish_read,
     row_stride,
+    split_records,
     write_failed,
 )
+from .common import record_spans as record_spans  # re-exported, as c_ext.posio does
 
 IMPLEMENTATION = "python"
 
@@ -83,21 +85,31 @@ class FrameDecoder:
         self._frames = 0
 
     def feed(self, data: bytes) -> list[bytes]:
+        return split_records(*self.feed_records(data))
+
+    def feed_records(self, data: bytes) -> tuple[bytes, int]:
         self._buf += data
-        return self._scan(0)
+        out = bytearray()
+        count = self._scan(0, out)
+        return bytes(out), count
 
     def flush(self) -> list[bytes]:
-        out: list[bytes] = []
+        return split_records(*self.flush_records())
+
+    def flush_records(self) -> tuple[bytes, int]:
+        out = bytearray()
+        count = 0
         while self._buf:
             self._errors["truncated"] += 1
-            out += self._scan(1)  # the abandoned candidate's STX goes
-        return out
+            count += self._scan(1, out)  # the abandoned candidate's STX goes
+        return bytes(out), count
 
-    def _scan(self, i: int) -> list[bytes]:
-        """Hunts and checks from buf[i]; drops what is settled, keeps a valid prefix."""
+    def _scan(self, i: int, out: bytearray) -> int:
+        """Hunts and checks from buf[i]; drops what is settled, keeps a valid prefix.
+        Appends a record per good frame to out; returns how many."""
         buf = self._buf
         errs = self._errors
-        out: list[bytes] = []
+        count = 0
         while True:
             j = buf.find(STX, i)
             if j < 0:
@@ -126,15 +138,20 @@ class FrameDecoder:
                 errs["bad_checksum"] += 1
                 i += 1
                 continue
-            out.append(bytes(buf[i + 2 : i + 2 + n]))
+            out += buf[i + 1 : i + 2 + n]  # the record: LEN, then the payload
+            count += 1
             self._frames += 1
             i += 4 + n
         del buf[:i]
-        return out
+        return count
 
     @property
     def errors(self) -> dict[str, int]:
         return dict(self._errors)
+
+    @property
+    def line_errors(self) -> int:
+        return sum(self._errors.values())
 
     @property
     def frames(self) -> int:

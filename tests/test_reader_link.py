@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from board.sim.cards import TEST_CARDS
 from board.sim.reader import DEFAULT_ATR, EmulatedReader
 from c_ext import posio
+from c_ext import reference as ref
 from drivers.reader import ReaderRefused
 from drivers.reader import link_protocol as lp
 from drivers.reader.serial_link import SerialLinkReader
@@ -326,7 +329,8 @@ def test_a_second_read_while_one_is_pending_is_refused(reader):
 # ---- the line ------------------------------------------------------------------------------
 
 
-def test_garbage_before_and_between_frames_is_skipped_and_counted(reader, caplog):
+@pytest.mark.parametrize("decoder", [posio.FrameDecoder, ref.FrameDecoder], ids=["c", "twin"])
+def test_garbage_before_and_between_frames_is_skipped_and_counted(reader, caplog, decoder):
     caplog.set_level(logging.WARNING)
     # "\x02\xf0" is a false start (LEN 240): it holds every frame behind it until the
     # inter-byte gap makes the driver flush it.
@@ -345,7 +349,7 @@ def test_garbage_before_and_between_frames_is_skipped_and_counted(reader, caplog
         await drv.beep(10)  # still in step after the trailing noise
         return version, event, drv.link_stats
 
-    version, event, stats = drive(reader, scenario)
+    version, event, stats = drive(reader, scenario, decoder=decoder())
     assert version == "posreader-sim 1.0"
     assert isinstance(event, MagstripeRead) and event.track2 == CARD.track2
     assert stats["noise_bytes"] >= 2 * (len(noise) - 1) and stats["truncated"] == 2
@@ -497,6 +501,123 @@ def test_missing_device_at_start_is_unavailable(tmp_path):
 
     message = asyncio.run(scenario())
     assert "no-such-tty" in message and "cannot be opened" in message
+
+
+# ---- the decode path, without a port ------------------------------------------------------
+
+
+@st.composite
+def reader_traffic(draw: st.DrawFn) -> list[tuple[bytes, bool]]:
+    """What the pump hands _take: reads of link traffic (messages nobody waits for, events
+    for no arm, payloads that break the protocol, noise, damaged and cut frames), each with
+    whether the inter-byte gap ended it (then often with no bytes, as when a read times out)."""
+    parts = []
+    for _ in range(draw(st.integers(0, 14))):
+        kind = draw(st.sampled_from(["reply", "event", "bad", "noise", "flip", "cut"]))
+        seq = draw(st.integers(0, 255))
+        body = draw(st.binary(max_size=30) | st.binary(min_size=200, max_size=lp.BODY_MAX))
+        letter = draw(st.sampled_from(sorted(lp.EVENTS)) if kind == "event" else st.sampled_from("vabsxn"))
+        frame = lp.encode(letter, seq, body)
+        if kind == "bad":  # a good frame whose payload is not a message
+            frame = posio.encode_frame(draw(st.binary(max_size=3)))
+        elif kind == "noise":
+            frame = draw(st.binary(min_size=1, max_size=20))
+        elif kind == "flip":
+            i = draw(st.integers(0, len(frame) - 1))
+            frame = frame[:i] + bytes([frame[i] ^ draw(st.integers(1, 255))]) + frame[i + 1 :]
+        elif kind == "cut":
+            frame = frame[: draw(st.integers(1, len(frame) - 1))]
+        parts.append(frame)
+    stream = b"".join(parts)
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=12))))
+    reads = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        gap = draw(st.booleans())
+        reads.append((stream[start:end], gap))
+        if gap and draw(st.booleans()):
+            reads.append((b"", True))
+    return reads
+
+
+def _fed(decoder: posio.LinkDecoder) -> tuple[SerialLinkReader, list[bytes]]:
+    """A driver (never opened) on decoder, and the list of payloads its _dispatch acts on."""
+    drv = SerialLinkReader("/dev/null/not-opened", decoder=decoder)
+    seen: list[bytes] = []
+    dispatch = drv._dispatch
+
+    def spy(records: bytes, start: int, end: int) -> None:
+        seen.append(records[start:end])
+        dispatch(records, start, end)
+
+    drv._dispatch = spy  # type: ignore[method-assign]
+    return drv, seen
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reader_traffic())
+def test_driver_decodes_reads_as_feed_and_flush_did_with_c_and_twin(reads):
+    """The driver's read path (_take: records, flush at a gap, line-error stats, dispatch)
+    acts on exactly the payloads FrameDecoder.feed()/flush() give, in order, and counts the
+    same, with the C decoder and with the twin."""
+    c_dec, py_dec, plain = posio.FrameDecoder(), ref.FrameDecoder(), posio.FrameDecoder()
+    c_drv, c_seen = _fed(c_dec)
+    py_drv, py_seen = _fed(py_dec)
+    want: list[bytes] = []
+    try:
+        for data, gap in reads:
+            for drv in (c_drv, py_drv):
+                drv._take(data, gap_ended=gap and not data)
+            # What the driver did before the records form (feed, then flush at a gap).
+            want += plain.feed(data) if data else []
+            if gap and not data and plain.buffered:
+                want += plain.flush()
+            assert c_seen == py_seen == want
+            assert c_dec.frames == py_dec.frames == len(want)  # each driver used its own
+            assert c_drv.link_stats == py_drv.link_stats
+            assert {k: c_drv.link_stats[k] for k in plain.errors} == plain.errors
+    finally:
+        asyncio.run(c_drv.close())
+        asyncio.run(py_drv.close())
+
+
+def test_driver_counts_what_its_dispatch_found(caplog):
+    """One read with a reply nobody waits for, an event for no arm, a payload that is no
+    message, noise and a frame the gap cut short: each lands in its own count."""
+    caplog.set_level(logging.WARNING)
+    drv, seen = _fed(posio.FrameDecoder())
+    read = (b"\xff" + lp.encode("v", 7, b"1.0") + lp.encode("M", 9) + posio.encode_frame(b"?")
+            + lp.encode("b", 1, b"xyz")[:5])
+    try:
+        drv._take(read, gap_ended=False)
+        assert seen == [b"v\x071.0", b"M\x09", b"?"]
+        drv._take(b"", gap_ended=True)
+    finally:
+        asyncio.run(drv.close())
+    stats = drv.link_stats
+    assert (stats["stray_replies"], stats["stale_events"], stats["bad_messages"]) == (1, 1, 1)
+    assert stats["noise_bytes"] == 1 + 4 and stats["truncated"] == 1
+    assert caplog.text.count("line errors skipped") == 2
+
+
+_MESSAGES = st.builds(lambda letter, seq, body: letter.encode() + bytes((seq,)) + body,
+                      st.sampled_from("AMTvxn"), st.integers(0, 255), st.binary(max_size=30))
+
+
+@given(st.binary(max_size=8), _MESSAGES | st.binary(max_size=4), st.binary(max_size=8))
+def test_parse_within_bounds_is_parse_of_the_slice(before, payload, after):
+    buf, start = before + payload + after, len(before)
+    end = start + len(payload)
+    try:
+        want: lp.Message | str = lp.parse(payload)
+    except lp.LinkError as exc:
+        want = str(exc)
+    try:
+        got: lp.Message | str = lp.parse(buf, start, end)
+    except lp.LinkError as exc:
+        got = str(exc)
+    assert got == want
+    if isinstance(got, lp.Message):
+        assert got.body == payload[2:] and type(got.body) is bytes
 
 
 # ---- the emulated reader on its own ----------------------------------------------------------

@@ -214,14 +214,17 @@ def encode(msg_type: str, seq: int, body: bytes = b"") -> bytes:
     return posio.encode_frame(msg_type.encode("ascii") + bytes((seq,)) + body)
 
 
-def parse(payload: bytes) -> Message:
-    """A decoded frame's payload as a Message; LinkError if it has no TYPE letter and SEQ."""
-    if len(payload) < 2:
-        raise LinkError(f"payload of {len(payload)} bytes has no TYPE and SEQ")
-    letter = payload[0]
+def parse(payload: bytes, start: int = 0, end: int | None = None) -> Message:
+    """A decoded frame's payload, payload[start:end], as a Message; LinkError if it has no
+    TYPE letter and SEQ. The bounds let the driver parse the decoder's records in place."""
+    if end is None:
+        end = len(payload)
+    if end - start < 2:
+        raise LinkError(f"payload of {end - start} bytes has no TYPE and SEQ")
+    letter = payload[start]
     if not (0x41 <= letter <= 0x5A or 0x61 <= letter <= 0x7A):
         raise LinkError(f"TYPE byte 0x{letter:02X} is not an ASCII letter")
-    return Message(chr(letter), payload[1], bytes(payload[2:]))
+    return Message(chr(letter), payload[start + 1], bytes(payload[start + 2 : end]))
 
 
 def _need_length(body: bytes, length: int, what: str) -> None:

@@ -9,9 +9,11 @@ Theory of operation:
   (no deadline) in a worker thread, so an idle terminal uses no CPU, and decodes what
   each read returns at once. While a partial frame is held the read gets a 50 ms
   deadline instead: if nothing comes, the frame was cut short and flush() drops it.
-  Payloads go to _dispatch: replies resolve the future waiting on their SEQ, events
-  resolve the pending arm if their SEQ is the arm's, everything else is counted and
-  dropped (a late event never reaches a later read).
+  The decoder hands each read's frames back as records in one bytes object (no object
+  per frame, c_ext/FRAMING.md); each payload goes from there to _dispatch: replies
+  resolve the future waiting on their SEQ, events resolve the pending arm if their SEQ
+  is the arm's, everything else is counted and dropped (a late event never reaches a
+  later read).
 - Commands write their frame and wait reply_timeout_s for the reply; with no reply
   they send the same frame again (same SEQ) once. Writes are serialised by a lock
   that also guards opening and closing the port.
@@ -141,15 +143,18 @@ class SerialLinkReader:
 
     def __init__(self, path: str, *, baudrate: int = 115200, reply_timeout_s: float = 0.5,
                  reopen_backoff_s: tuple[float, float] = (0.1, 2.0),
-                 reconnect_window_s: float = 5.0) -> None:
+                 reconnect_window_s: float = 5.0,
+                 decoder: posio.LinkDecoder | None = None) -> None:
         self.path = path
         self.reply_timeout_s = reply_timeout_s
         self.reopen_backoff_s = reopen_backoff_s
         self.reconnect_window_s = reconnect_window_s
         self.stats = LinkStats()
         self._port = SerialPort(path, baudrate)
-        self._decoder = posio.FrameDecoder()
+        # The C decoder unless told otherwise (tests and tests/bench pass c_ext.reference's twin).
+        self._decoder = posio.FrameDecoder() if decoder is None else decoder
         self._decoder_seen = dict.fromkeys(self._decoder.errors, 0)
+        self._line_errors_seen = 0  # the decoder's line_errors when _decoder_seen was taken
         self._io_lock = threading.Lock()  # port open/close/write
         self._seq = 0
         self._replies: dict[int, _Waiter] = {}
@@ -878,6 +883,7 @@ class SerialLinkReader:
         self._take(b"", gap_ended=True)  # what the decoder held is lost with the link
         self._decoder.reset()
         self._decoder_seen = dict.fromkeys(self._decoder_seen, 0)
+        self._line_errors_seen = 0
         self._reopen_wanted = False
         self._port_open.clear()
         self._port_closed.set()
@@ -889,14 +895,25 @@ class SerialLinkReader:
             log.warning("card reader on %s: %s; reopening with back-off when needed", self.path, reason)
 
     def _take(self, data: bytes, gap_ended: bool) -> None:
-        payloads = self._decoder.feed(data) if data else []
-        if gap_ended and self._decoder.buffered:
-            payloads += self._decoder.flush()
-        self._count_line_errors()
-        for payload in payloads:
-            self._dispatch(payload)
+        records, count = self._decode(data, gap_ended)
+        for start, end in posio.record_spans(records, count):
+            self._dispatch(records, start, end)
+
+    def _decode(self, data: bytes, gap_ended: bool) -> tuple[bytes, int]:
+        """The frames one read completed (and, when the gap ended it, what flush() found),
+        as the decoder's (records, count); line errors go to the stats."""
+        decoder = self._decoder
+        records, count = decoder.feed_records(data)
+        if gap_ended and decoder.buffered:
+            more, extra = decoder.flush_records()
+            records, count = records + more, count + extra
+        # One counter to read per read; the five are compared only when it moved.
+        if decoder.line_errors != self._line_errors_seen:
+            self._count_line_errors()
+        return records, count
 
     def _count_line_errors(self) -> None:
+        self._line_errors_seen = self._decoder.line_errors
         now = self._decoder.errors
         delta = {k: v - self._decoder_seen[k] for k, v in now.items() if v != self._decoder_seen[k]}
         if not delta:
@@ -908,9 +925,10 @@ class SerialLinkReader:
         log.warning("card reader on %s: line errors skipped (%s)", self.path,
                     ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in delta.items()))
 
-    def _dispatch(self, payload: bytes) -> None:
+    def _dispatch(self, records: bytes, start: int, end: int) -> None:
+        """Acts on one payload, records[start:end]."""
         try:
-            msg = lp.parse(payload)
+            msg = lp.parse(records, start, end)
         except lp.LinkError as exc:
             self._bad_message(str(exc))
             return
