@@ -1,12 +1,7 @@
-"""The ESC/POS thermal printer: profiles, the document renderer and the serial driver.
+"""The ESC/POS thermal printer: profiles (profiles.py), the document renderer (render.py) and the
+serial driver (escpos_serial.py).
 
 firmware/app/devices.py picks EscPosSerialPrinter from the board profile; board.sim.printer
-emulates the device.
+emulates the device. The package re-exports nothing: the firmware reads the profiles at start
+on every board, and only a board with a printer needs the driver and pyserial behind it.
 """
-
-from .escpos_serial import EscPosSerialPrinter, PrinterLostMidCopy
-from .profiles import PROFILES, PrinterProfile, get_profile
-from .render import parse_status, render, status_query
-
-__all__ = ["PROFILES", "EscPosSerialPrinter", "PrinterLostMidCopy", "PrinterProfile", "get_profile",
-           "parse_status", "render", "status_query"]

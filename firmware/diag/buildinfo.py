@@ -6,11 +6,9 @@ Nothing here may fail the screen: whatever cannot be found is shown as "unknown"
 from __future__ import annotations
 
 import importlib
-import platform
 import sqlite3
 import subprocess
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import firmware
@@ -73,6 +71,10 @@ def git_commit(repo_root: Path = REPO_ROOT) -> str | None:
 
 
 def library_version(name: str) -> str | None:
+    # importlib.metadata (email, zipfile ...) and platform only for the diagnostics screen:
+    # the firmware imports this module at start for firmware_version.
+    from importlib import metadata
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -80,6 +82,8 @@ def library_version(name: str) -> str | None:
 
 
 def version_info(board_name: str, lang: str, *, repo_root: Path = REPO_ROOT) -> DiagResult:
+    import platform  # the screen's only (see library_version)
+
     unknown = say(CATALOG, "unknown", lang)
     version = firmware_version(repo_root)
     package = getattr(firmware, "__version__", None)

@@ -22,11 +22,10 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from spake2 import SPAKE2_A, SPAKE2_B
+if TYPE_CHECKING:
+    from spake2 import SPAKE2_A
 
 ENVELOPE = ("till", "seq", "mac")
 TILL = re.compile(r"T(0[1-9]|[1-9][0-9])")  # T01..T99: typed as 1-2 digits on the keypad
@@ -183,6 +182,10 @@ class PairingKeys:
 
 
 def _hkdf(ikm: bytes, info: bytes) -> bytes:
+    # cryptography and spake2 (below) only when a till pairs: the terminal's idle needs neither.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(ikm)
 
 
@@ -276,6 +279,8 @@ def answer_pair(code: str, terminal: str, request: PairRequest) -> PairOffer | N
     """The terminal's side of message 1 -> 2. None if the till's message is not a point of the
     group (SPAKE2 refuses it); a wrong code is not seen here: the keys just differ, and the
     till's confirmation (message 3) shows it."""
+    from spake2 import SPAKE2_B  # only when a till pairs (see _hkdf)
+
     side = SPAKE2_B(code.encode("ascii"), idA=request.till.encode("ascii"),
                     idB=terminal.encode("ascii"))
     msg = side.start()
@@ -335,6 +340,8 @@ class TillPairing:
         return f"TillPairing({self.till}, <code and secret hidden>)"
 
     def _side(self, terminal: bytes) -> SPAKE2_A:
+        from spake2 import SPAKE2_A  # only when a till pairs (see _hkdf)
+
         return SPAKE2_A(self._code, idA=self.till.encode("ascii"), idB=terminal,
                         entropy_f=_stream(self._seed))
 

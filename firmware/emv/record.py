@@ -2,7 +2,8 @@
 slip, the till and the review read it.
 
 Only the tags in KEPT_TAGS are ever written: none is sensitive (no 57 track 2 equivalent, no 5A
-PAN, no 5F20 cardholder name). Encoding and decoding are pyemv.tlv's.
+PAN, no 5F20 cardholder name). Encoding and decoding are pyemv.tlv's (imported at the first
+record that has chip tags: firmware/emv/tlv.py pyemv_tlv).
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyemv import tlv
-
 from firmware.emv.field55 import NEVER_SENT
+from firmware.emv.tlv import pyemv_tlv
 
 # What the journal keeps of a chip transaction, in this order: the application (AID, label,
 # preferred name), the cryptogram and its type, the verification results (TVR, TSI, CVM
@@ -31,13 +31,14 @@ CRYPTOGRAM_NAMES = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}
 def receipt_tags_hex(tags: Mapping[str, bytes]) -> str:
     """The kept tags found in `tags` (a kernel's tag store: tag name -> value), as hex TLV."""
     kept = {tag: tags[tag] for tag in KEPT_TAGS if tag in tags and tag not in NEVER_SENT}
-    return tlv.encode(kept).hex().upper() if kept else ""
+    return pyemv_tlv().encode(kept).hex().upper() if kept else ""
 
 
 def decode_kept(chip_tags: str | None) -> dict[str, bytes]:
     """A journal's chip_tags back into tag -> value ({} for none or an unreadable value)."""
     if not chip_tags:
         return {}
+    tlv = pyemv_tlv()
     try:
         decoded = tlv.decode(bytes.fromhex(chip_tags), simple=True)
     except (ValueError, tlv.DecodeError):

@@ -12,10 +12,15 @@ Tags are upper-case hex strings ("9F26"), values bytes, as pyemv gives them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 
-from pyemv import tlv as _pyemv_tlv
 
-DecodeError = _pyemv_tlv.DecodeError
+def pyemv_tlv() -> ModuleType:
+    """pyemv.tlv, imported at the first use: importing pyemv loads its cryptogram and MAC modules
+    and with them cryptography (megabytes resident), which the idle terminal does not need."""
+    from pyemv import tlv
+
+    return tlv
 
 
 class TlvError(ValueError):
@@ -25,9 +30,10 @@ class TlvError(ValueError):
 def decode(data: bytes) -> dict[str, bytes]:
     """Every primitive object at any depth, tag -> value, in the order met (a repeated tag keeps
     its last value: use `items` where repeats matter)."""
+    pyemv = pyemv_tlv()
     try:
-        return dict(_pyemv_tlv.decode(bytes(data), flatten=True))
-    except DecodeError as exc:
+        return dict(pyemv.decode(bytes(data), flatten=True))
+    except pyemv.DecodeError as exc:
         raise TlvError(f"malformed TLV: {exc}") from None
 
 
@@ -101,7 +107,7 @@ def encode_one(tag: str, value: bytes) -> bytes:
         width = (size.bit_length() + 7) // 8
         length = bytes([size]) if size < 0x80 else bytes([0x80 | width]) + size.to_bytes(width, "big")
         return bytes.fromhex(tag) + length + bytes(value)
-    return _pyemv_tlv.encode({tag: bytes(value)})
+    return pyemv_tlv().encode({tag: bytes(value)})
 
 
 def encode(pairs: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> bytes:

@@ -14,9 +14,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-from psec.des import adjust_key_parity, decrypt_tdes_ecb, encrypt_tdes_ecb
-from psec.pinblock import decode_pinblock_iso_0, encode_pinblock_iso_0
-
 from firmware.ports import KeyCheckFailed, WrappedKey
 
 from .errors import HostError, KeyCheckError, LocalProtocolError, RemoteProtocolError
@@ -96,6 +93,9 @@ class WorkingKeys:
 
 def check_value(clear_key: bytes) -> bytes:
     """First 4 bytes of TDES-ECB of 8 zero bytes under the key."""
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import encrypt_tdes_ecb
+
     return encrypt_tdes_ecb(expand_key(clear_key), b"\x00" * 8)[:CV_LEN]
 
 
@@ -173,6 +173,9 @@ def parse_signon_keys(field62_hex: str, tmk: bytes,
     A wrong length is a RemoteProtocolError; a check value mismatch a KeyCheckError naming
     the key (and, for the MAK, the convention it was checked under).
     """
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import decrypt_tdes_ecb
+
     _require_tmk(tmk)
     _check_convention(mak_check)
     clear: dict[str, bytes] = {}
@@ -187,6 +190,9 @@ def parse_signon_keys(field62_hex: str, tmk: bytes,
 
 def build_signon_keys(keys: WorkingKeys, tmk: bytes, mak_check: str = DEFAULT_MAK_CHECK) -> str:
     """Inverse of parse_signon_keys (acquirer simulator side): field 62 as hex."""
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import encrypt_tdes_ecb
+
     _require_tmk(tmk)
     out = bytearray()
     for name, attr in _ORDER:
@@ -201,6 +207,9 @@ def build_signon_keys(keys: WorkingKeys, tmk: bytes, mak_check: str = DEFAULT_MA
 
 def generate_working_keys(with_tdk: bool) -> WorkingKeys:
     """Fresh random double-length keys with odd parity (simulator and tests)."""
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import adjust_key_parity
+
     def one() -> bytes:
         return adjust_key_parity(secrets.token_bytes(KEY_LEN))
     return WorkingKeys(pik=one(), mak=one(), tdk=one() if with_tdk else None)
@@ -208,6 +217,10 @@ def generate_working_keys(with_tdk: bool) -> WorkingKeys:
 
 def encrypt_pin_block(pin: str, pan: str, pik: bytes) -> bytes:
     """ISO 9564 format 0 PIN block (ANSI X9.8, with PAN) encrypted TDES-ECB under the PIK."""
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import encrypt_tdes_ecb
+    from psec.pinblock import encode_pinblock_iso_0
+
     try:
         block = encode_pinblock_iso_0(pin, pan)
     except ValueError:
@@ -219,6 +232,10 @@ def encrypt_pin_block(pin: str, pan: str, pik: bytes) -> bytes:
 
 def decrypt_pin(pin_block: bytes, pan: str, pik: bytes) -> str:
     """Recover the clear PIN (acquirer simulator side). HostError if the block is malformed."""
+    # psec loads cryptography: imported by the clear-key helpers only, not at idle.
+    from psec.des import decrypt_tdes_ecb
+    from psec.pinblock import decode_pinblock_iso_0
+
     if len(pin_block) != 8:
         raise HostError(f"PIN block must be 8 bytes, got {len(pin_block)}")
     try:

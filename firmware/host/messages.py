@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
+from types import ModuleType
 from typing import Final
-
-from pyemv import tlv
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_TPDU, Header, swap_tpdu
@@ -48,6 +47,7 @@ __all__ = [
     "mask_pan",
     "parse_settlement_field48",
     "pos_entry_for",
+    "pyemv_tlv",
     "reply_needs_mac",
     "response_for",
     "reversal_request",
@@ -351,6 +351,15 @@ def pos_entry_for(entry_mode: str, pin_entered: bool,
     return head + ("1" if pin_entered else "2")
 
 
+def pyemv_tlv() -> ModuleType:
+    """pyemv.tlv, imported at the first field 55 or chip table: importing pyemv loads its
+    cryptogram and MAC modules and with them cryptography (megabytes resident), which the idle
+    terminal does not need."""
+    from pyemv import tlv
+
+    return tlv
+
+
 def icc_hex(data: bytes | str, what: str = "ICC data (field 55)") -> str:
     """Field 55's value as the Message carries it (uppercase hex) from bytes or hex; it must be
     well-formed BER-TLV of at most 255 bytes, so a broken kernel output never goes out."""
@@ -367,6 +376,7 @@ def icc_hex(data: bytes | str, what: str = "ICC data (field 55)") -> str:
         raise LocalProtocolError(f"{what} is empty")
     if len(raw) > MAX_ICC_DATA:
         raise LocalProtocolError(f"{what} is {len(raw)} bytes; the field holds {MAX_ICC_DATA}")
+    tlv = pyemv_tlv()
     try:
         tlv.decode(raw, flatten=True)
     except (tlv.DecodeError, ValueError) as exc:
@@ -378,6 +388,7 @@ def icc_hex(data: bytes | str, what: str = "ICC data (field 55)") -> str:
 def icc_subset(data: bytes | str, tags: tuple[str, ...]) -> str | None:
     """The TLVs of `data` whose tag is in `tags`, in the order of `tags`, as hex (None when
     none is there): what a reversal keeps of the original request's 55."""
+    tlv = pyemv_tlv()
     decoded = tlv.decode(bytes.fromhex(icc_hex(data)), flatten=True)
     kept = {tag: decoded[tag] for tag in tags if tag in decoded}
     return tlv.encode(kept).hex().upper() if kept else None

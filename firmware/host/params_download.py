@@ -21,13 +21,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Final
 
-from pyemv import tlv
-
 # The parse results (re-exported: the app step names them without importing firmware/emv).
 from firmware.emv.params import AidParams, Capk
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .messages import Message, Terminal
+from .messages import Message, Terminal, pyemv_tlv
 
 __all__ = [
     "AID_DOWNLOAD",
@@ -138,6 +136,7 @@ def aid_query_request(stan: str, term: Terminal, batch: str, received: int) -> M
 
 def capk_download_request(stan: str, term: Terminal, batch: str, key: CapkId) -> Message:
     """0800/370 for one key, named by RID and index."""
+    tlv = pyemv_tlv()
     if len(key.rid) != 5 or not 0 <= key.index <= 255:
         raise LocalProtocolError("a CAPK is named by a 5-byte RID and a one-byte index")
     return _request("0800", stan, term, batch, CAPK_DOWNLOAD,
@@ -146,6 +145,7 @@ def capk_download_request(stan: str, term: Terminal, batch: str, key: CapkId) ->
 
 def aid_download_request(stan: str, term: Terminal, batch: str, aid: bytes) -> Message:
     """0800/380 for one AID."""
+    tlv = pyemv_tlv()
     if not 5 <= len(aid) <= 16:
         raise LocalProtocolError(f"an AID is 5-16 bytes, got {len(aid)}")
     return _request("0800", stan, term, batch, AID_DOWNLOAD, tlv.encode({"9F06": aid}))
@@ -177,6 +177,7 @@ def _split(field62: str) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _decode(data: bytes) -> dict[str, bytes]:
+    tlv = pyemv_tlv()
     try:
         return tlv.decode(data, flatten=True)
     except (tlv.DecodeError, ValueError) as exc:
@@ -317,6 +318,7 @@ def _bcd(value: int, length: int) -> bytes:
 
 def capk_query_62(keys: list[Capk], more: bool) -> str:
     """A 0830/372's 62: the keys' RID, index and expiry ("0" when the list is empty)."""
+    tlv = pyemv_tlv()
     if not keys:
         return _NONE.hex().upper()
     body = b"".join(tlv.encode({"9F06": k.rid, "9F22": bytes([k.index]),
@@ -326,6 +328,7 @@ def capk_query_62(keys: list[Capk], more: bool) -> str:
 
 def aid_query_62(aids: list[AidParams], more: bool) -> str:
     """A 0830/382's 62: the AIDs ("0" when the list is empty)."""
+    tlv = pyemv_tlv()
     if not aids:
         return _NONE.hex().upper()
     body = b"".join(tlv.encode({"9F06": a.aid}) for a in aids)
@@ -334,6 +337,7 @@ def aid_query_62(aids: list[AidParams], more: bool) -> str:
 
 def capk_62(key: Capk | None) -> str:
     """A 0810/370's 62: the key, or "0"."""
+    tlv = pyemv_tlv()
     if key is None:
         return _NONE.hex().upper()
     check = key.check_value or capk_check_value(key.rid, key.index, key.modulus, key.exponent)
@@ -346,6 +350,7 @@ def capk_62(key: Capk | None) -> str:
 
 def aid_62(params: AidParams | None) -> str:
     """A 0810/380's 62: the AID's parameters, or "0"."""
+    tlv = pyemv_tlv()
     if params is None:
         return _NONE.hex().upper()
     fields: dict[str, bytes] = {

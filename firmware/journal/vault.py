@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from firmware.ports import KeyMissing, KeyStoreError, KeyStoreUnavailable, VaultKeys
 
 KEY_BYTES = 32
@@ -36,6 +33,10 @@ class LocalVaultKey:
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise VaultError(f"the card-data key must be {KEY_BYTES} bytes, got {len(key)}")
+        # cryptography only for a vault whose key is in this process: a terminal's own vault
+        # seals in its key store, and idle loads neither.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(bytes(key))
 
     def __repr__(self) -> str:
@@ -46,6 +47,8 @@ class LocalVaultKey:
         return nonce + self._aead.encrypt(nonce, plain, aad)
 
     def unseal(self, blob: bytes, aad: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM in __init__
+
         try:
             return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except (InvalidTag, ValueError):

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.app.boards import BoardProfile
 from firmware.app.core import lifecycle
-from firmware.app.core.chip import ChipFailed, ChipHooks, ChipSession
 from firmware.app.core.contract import (
     OPERATOR_INPUT,
     OperatorCancelled,
@@ -33,7 +32,6 @@ from firmware.app.core.contract import (
     PaperQueue,
 )
 from firmware.app.core.parts import CoreParts
-from firmware.emv.kernel import KernelConfig
 from firmware.emv.params import EmvParams
 from firmware.engine import events as ev
 from firmware.engine.backlog import AdviceFlow, ReversalFlow
@@ -61,6 +59,9 @@ from firmware.ports import (
     ReadFailed,
     ReadTimedOut,
 )
+
+if TYPE_CHECKING:
+    from firmware.emv.kernel import KernelConfig
 
 log = logging.getLogger("posfw.app")  # the core's log lines, whichever part writes them
 
@@ -346,6 +347,9 @@ class FlowRunner(CoreParts):
             if event is None:
                 event = await self.reader.read(magstripe=True, chip=True, timeout_s=60.0)
             if isinstance(event, ChipInserted):
+                # The chip kernel (firmware/emv) is loaded at the first card inserted, not at idle.
+                from firmware.app.core.chip import ChipFailed
+
                 event = None
                 try:
                     return await self._read_chip(io, flow)
@@ -381,6 +385,8 @@ class FlowRunner(CoreParts):
 
     async def _read_chip(self, io: OperatorInput, flow: Any) -> CardRead | ev.CardDeclined:
         """A chip session up to the host: the kernel's selection to its first GENERATE AC."""
+        from firmware.app.core.chip import ChipFailed, ChipHooks, ChipSession  # not at idle: see _read_card
+
         assert self.reader is not None and self.link is not None
         request = flow.request
         session = ChipSession(self.reader, self._emv_params(), self._kernel_config(),
@@ -416,6 +422,8 @@ class FlowRunner(CoreParts):
         return self.journal.emv_params()
 
     def _kernel_config(self) -> KernelConfig:
+        from firmware.emv.kernel import KernelConfig  # not at idle: see _read_card
+
         merchant = self.settings.get("merchant", {})
         return KernelConfig(
             ifd_serial=self.term.tid[-8:].rjust(8, "0"), terminal_id=self.term.tid,

@@ -342,11 +342,12 @@ LOGO_MAX_HEIGHT = 160
 def load_logo(path: Path, columns: int) -> Image | None:
     """The merchant's logo (any image file Pillow reads) as gray, scaled to fit the paper.
     A missing or unreadable file is reported and the receipt prints without it."""
+    if not path.exists():
+        return None
+    # Pillow only for a terminal that has a logo: it is megabytes resident, and idle needs none.
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    if not path.exists():
-        return None
     try:
         with PILImage.open(path) as img:
             gray = img.convert("L")
