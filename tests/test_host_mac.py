@@ -201,3 +201,30 @@ def test_the_store_mac_of_the_x9_19_vector(host_store: StoreMaker) -> None:
     store = asyncio.run(host_store(WorkingKeys(pik=K2 + K1, mak=K1 + K2)))
     mac = asyncio.run(store_mac(store, "x9_19")(bytes.fromhex("1234567890ABCDEF")))
     assert mac.hex().upper() == "479EF7C1ECFE64AC"
+
+
+@pytest.mark.parametrize("algorithm", MAC_ALGORITHMS)
+def test_a_clear_mac_function_builds_its_ciphers_once_and_keeps_no_state(
+        algorithm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clear_mac builds its ciphers when it is made (issue 19): MACing many messages with one
+    function builds none, and each message's MAC is the one a fresh function computes (no
+    chaining state is carried from one message to the next)."""
+    import firmware.host.mac as mac_module
+
+    messages = [bytes([i]) * (3 + 11 * i) for i in range(8)]
+    expected = [clear_mac(MAK, algorithm)(m) for m in messages]
+    built: list[bytes] = []
+    real = mac_module.TripleDES
+
+    def counting(key: bytes):
+        built.append(bytes(key))
+        return real(key)
+
+    monkeypatch.setattr(mac_module, "TripleDES", counting)
+    mac = clear_mac(MAK, algorithm)
+    made = len(built)
+    assert [mac(m) for m in messages] == expected
+    assert [mac(m) for m in reversed(messages)] == expected[::-1]
+    assert len(built) == made <= 2
+    assert expected[1] == (reference_mac(MAK, messages[1]) if algorithm == "cup_ecb"
+                           else generate_retail_mac(MAK[:8], MAK[8:], messages[1], padding=1))

@@ -126,3 +126,82 @@ def test_destroy_all_in_words(keys_dir: Path) -> None:
     assert not any(keys_dir.iterdir())
     assert not store.has_working_key("PIK")
     assert store.destroy_all() == []
+
+
+def test_each_working_key_builds_its_cipher_once(keys_dir: Path, monkeypatch) -> None:
+    """A sale MACs twice and may encrypt a PIN and a track block: each key's cipher is built at
+    its first use, not at every block (issue 19), and stays the key's own: every output equals
+    the one computed afresh from the clear key."""
+    import drivers.keystore.memory as memory
+
+    built: list[bytes] = []
+    real = memory.TripleDES
+
+    def counting(key: bytes):
+        built.append(bytes(key))
+        return real(key)
+
+    monkeypatch.setattr(memory, "TripleDES", counting)
+    store = MemoryKeyStore(keys_dir)
+    keys = generate_working_keys(with_tdk=True)
+    run(store.install_working_keys(wrapped(keys)))
+    pan = "6222021234567890123"
+    for i in range(5):
+        block = bytes([i]) * 8
+        assert run(store.mac_cipher(block * 2, double=False, chain=True)) == \
+            clear_cbc(keys.mak[:8] * 3, block * 2)
+        assert run(store.mac_cipher(block, double=True, chain=False)) == \
+            clear_ecb(keys.mak + keys.mak[:8], block)
+        assert run(store.encrypt_pin(f"{1234 + i}", pan)) == encrypt_pin_block(f"{1234 + i}", pan, keys.pik)
+        assert run(store.encrypt_track_block(block)) == clear_ecb(keys.tdk + keys.tdk[:8], block)
+    # MAK single (K1) and double length, PIK, TDK: four ciphers for twenty blocks.
+    assert len(built) == 4
+
+
+def test_a_new_sign_on_or_forget_drops_the_old_ciphers(keys_dir: Path) -> None:
+    """The ciphers go with their keys: after a new sign-on the MAC is the new MAK's, after
+    forget_working_keys (or close, or destroy_all) nothing is computed until the next one."""
+    store = MemoryKeyStore(keys_dir)
+    block = b"ABCDEFGH" * 2
+    for _ in range(2):
+        keys = generate_working_keys(with_tdk=False)
+        run(store.install_working_keys(wrapped(keys)))
+        assert run(store.mac_cipher(block, double=False, chain=True)) == \
+            clear_cbc(keys.mak[:8] * 3, block)
+        assert run(store.encrypt_pin("1234", "6222021234567890123")) == \
+            encrypt_pin_block("1234", "6222021234567890123", keys.pik)
+    for end in (store.forget_working_keys, store.close, store.destroy_all):
+        run(store.install_working_keys(wrapped(generate_working_keys(with_tdk=False))))
+        run(store.mac_cipher(block, double=False, chain=True))
+        end()
+        with pytest.raises(KeyStoreError):  # KeyMissing, or the TMK file gone (destroy_all)
+            run(store.mac_cipher(block, double=False, chain=True))
+        with pytest.raises(KeyStoreError):
+            run(store.encrypt_pin("1234", "6222021234567890123"))
+        (keys_dir / "tmk.key").write_text(TMK.hex())
+        os.chmod(keys_dir / "tmk.key", 0o600)
+
+
+def test_no_partial_block_reaches_the_cipher(keys_dir: Path) -> None:
+    """A cipher context would keep a partial block back silently: the store refuses in words."""
+    store = MemoryKeyStore(keys_dir)
+    run(store.install_working_keys(wrapped(generate_working_keys(with_tdk=False))))
+    for data in (b"", b"1234567", b"123456789"):
+        for chain in (False, True):
+            with pytest.raises(KeyStoreError, match="multiple of 8"):
+                run(store.mac_cipher(data, double=False, chain=chain))
+
+
+def clear_ecb(key24: bytes, data: bytes) -> bytes:
+    """The reference: a cipher built for this one call (what the store did before caching)."""
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    return Cipher(TripleDES(key24), modes.ECB()).encryptor().update(data)
+
+
+def clear_cbc(key24: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    return Cipher(TripleDES(key24), modes.CBC(bytes(8))).encryptor().update(data)

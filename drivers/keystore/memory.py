@@ -4,7 +4,8 @@ working keys in this process's memory.
 For the sim and dev boards only (firmware/app/boards.py refuses it elsewhere): every key here is
 in clear in Python memory, which is exactly what a board with a token avoids. It keeps the file
 formats the firmware has always used (tmk.key: 32 hex digits; card.key: 32 random bytes), so a
-development journal stays readable.
+development journal stays readable. Each working key's DES/TDES cipher is built once, when it is
+first used, and goes with the key (a new sign-on, forget, destroy, close).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from psec.des import decrypt_tdes_ecb, encrypt_tdes_cbc, encrypt_tdes_ecb
+from psec.des import decrypt_tdes_ecb, encrypt_tdes_ecb
 from psec.pinblock import encode_pinblock_iso_0
 
 from firmware.ports import (
@@ -29,6 +32,7 @@ from firmware.ports import (
 
 VAULT_KEY_BYTES = 32
 NONCE_BYTES = 12
+ZERO_IV = bytes(8)
 TMK_FILE = "tmk.key"
 VAULT_FILE = "card.key"
 
@@ -40,6 +44,26 @@ def _tdes(key: bytes) -> bytes:
 
 def check_value(key: bytes) -> bytes:
     return encrypt_tdes_ecb(_tdes(key), b"\x00" * 8)[:4]
+
+
+class _DesCipher:
+    """One working key's cipher, built once: ECB, and CBC from a zero IV (the MAC's chaining).
+    It holds the key (its 24-byte form) in this process's memory, where the store's dict of
+    working keys already holds it. Each call takes a fresh encryptor context: no state is
+    carried from one call to the next."""
+
+    __slots__ = ("_cbc", "_ecb")
+
+    def __init__(self, key: bytes) -> None:
+        algorithm = TripleDES(_tdes(key))
+        self._ecb = Cipher(algorithm, modes.ECB())
+        self._cbc = Cipher(algorithm, modes.CBC(ZERO_IV))
+
+    def ecb(self, data: bytes) -> bytes:
+        return self._ecb.encryptor().update(data)
+
+    def cbc(self, data: bytes) -> bytes:
+        return self._cbc.encryptor().update(data)
 
 
 def _private_file(path: Path, what: str) -> bytes:
@@ -67,6 +91,8 @@ class MemoryKeyStore:
         self.keys_dir = Path(keys_dir)
         self._tmk: bytes | None = None
         self._working: dict[str, bytes] = {}
+        # (role, double) -> the cipher of that key (double: all 16 bytes; else its first 8)
+        self._ciphers: dict[tuple[str, bool], _DesCipher] = {}
         self._aead: AESGCM | None = None
         self._create_vault_key = create_vault_key
 
@@ -123,10 +149,10 @@ class MemoryKeyStore:
             if got != k.check_value:
                 raise KeyCheckFailed(k.role, k.check_value, got)
             fresh[k.role] = clear
-        self._working = fresh
+        self._working, self._ciphers = fresh, {}
 
     def forget_working_keys(self) -> None:
-        self._working = {}
+        self._working, self._ciphers = {}, {}
 
     def has_working_key(self, role: str) -> bool:
         return role in self._working
@@ -137,14 +163,22 @@ class MemoryKeyStore:
         except KeyError:
             raise KeyMissing(f"no {role}: sign on first") from None
 
+    def _cipher(self, role: str, double: bool = True) -> _DesCipher:
+        """The key's cipher, built at its first use since the keys were installed: a sale MACs
+        twice and may encrypt a PIN, and building the cipher (key checks, psec's and
+        cryptography's wrappers) each time was about two thirds of each call's cost."""
+        cipher = self._ciphers.get((role, double))
+        if cipher is None:
+            key = self._key(role)
+            cipher = self._ciphers[(role, double)] = _DesCipher(key if double else key[:8])
+        return cipher
+
     async def mac_cipher(self, data: bytes, *, double: bool, chain: bool) -> bytes:
-        if len(data) % 8:
+        # A cipher context buffers a partial block silently: refuse one here, in words.
+        if not data or len(data) % 8:
             raise KeyStoreError("MAC data must be a multiple of 8 bytes")
-        mak = self._key("MAK")
-        key = _tdes(mak if double else mak[:8])
-        if chain:
-            return encrypt_tdes_cbc(key, b"\x00" * 8, data)
-        return encrypt_tdes_ecb(key, data)
+        cipher = self._cipher("MAK", double)
+        return cipher.cbc(data) if chain else cipher.ecb(data)
 
     async def encrypt_pin(self, pin: str, pan: str) -> bytes:
         try:
@@ -153,12 +187,12 @@ class MemoryKeyStore:
             # psec's words are safe, but keep ours fixed so no PIN can leak into a message.
             raise KeyStoreError("a PIN must be 4-12 digits and the PAN at least 13 digits") \
                 from None
-        return encrypt_tdes_ecb(_tdes(self._key("PIK")), block)
+        return self._cipher("PIK").ecb(block)
 
     async def encrypt_track_block(self, block: bytes) -> bytes:
         if len(block) != 8:
             raise KeyStoreError("track data is encrypted one 8-byte block at a time")
-        return encrypt_tdes_ecb(_tdes(self._key("TDK")), block)
+        return self._cipher("TDK").ecb(bytes(block))
 
     # ---- VaultKeys ----
 
@@ -188,7 +222,7 @@ class MemoryKeyStore:
 
     def destroy_all(self) -> list[str]:
         done = []
-        self._tmk, self._working, self._aead = None, {}, None
+        self._tmk, self._working, self._ciphers, self._aead = None, {}, {}, None
         for name, words in ((TMK_FILE, "terminal master key"), (VAULT_FILE, "card-data key")):
             path = self.keys_dir / name
             if path.exists():
@@ -198,4 +232,4 @@ class MemoryKeyStore:
         return done
 
     def close(self) -> None:
-        self._tmk, self._working, self._aead = None, {}, None
+        self._tmk, self._working, self._ciphers, self._aead = None, {}, {}, None

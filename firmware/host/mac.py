@@ -7,7 +7,8 @@ Two forms of each, computing the same 8 bytes:
   asked of it is `HostKeys.mac_cipher` (DES/TDES, ECB or CBC from a zero IV) over data that is
   not key material, and the XORs and hex steps around it are done here;
 - over a clear MAK (`clear_mac`): the acquirer simulator's, which holds its keys in clear because
-  it is the acquirer.
+  it is the acquirer. The MAC function clear_mac returns builds its DES/TDES ciphers once, when
+  it is made, not at every message.
 The codec decides what goes in (the MAC block: MTI up to the byte before field 64); this module
 only computes the 8 bytes.
 """
@@ -17,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from psec.des import encrypt_tdes_cbc, encrypt_tdes_ecb
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from firmware.ports import HostKeys
 
@@ -102,9 +104,7 @@ def cup_ecb_mac(mak: bytes, data: bytes) -> bytes:
     62 is used for its left half only in this dialect. Steps 3 and 4 (encrypt the first 8
     characters, XOR the last 8, encrypt again) are one CBC pass over the 16 characters.
     """
-    _check_mak(mak, double=False)
-    chained = encrypt_tdes_cbc(expand_key(mak[:8]), _ZERO_IV, _cup_fold(data))
-    return _cup_finish(chained[8:])
+    return clear_mac(mak, "cup_ecb")(data)
 
 
 def x9_19_mac(mak: bytes, data: bytes) -> bytes:
@@ -112,19 +112,29 @@ def x9_19_mac(mak: bytes, data: bytes) -> bytes:
     K2 = second half): CBC single DES under K1 over every block but the last, then TDES
     (K1, K2, K1) of that chaining value XOR the last block, which is the same as ending the
     CBC pass with decrypt-K2 / encrypt-K1 of the last block."""
-    _check_mak(mak, double=True)
-    head, last = _x9_19_blocks(data)
-    chain = encrypt_tdes_cbc(expand_key(mak[:8]), _ZERO_IV, head)[-8:] if head else _ZERO_IV
-    return encrypt_tdes_ecb(expand_key(mak), _xor(chain, last))
+    return clear_mac(mak, "x9_19")(data)
 
 
 def clear_mac(mak: bytes, algorithm: str = DEFAULT_MAC_ALGORITHM) -> MacFunction:
-    """The MAC function of `algorithm` under a clear MAK (simulator and tests)."""
+    """The MAC function of `algorithm` under a clear MAK (simulator and tests). Its ciphers are
+    built here, once: a host that keeps the function for a session MACs every message with it."""
     _check_algorithm(algorithm)
     _check_mak(mak, double=algorithm == "x9_19")
-    compute = cup_ecb_mac if algorithm == "cup_ecb" else x9_19_mac
-    key = bytes(mak)
-    return lambda data: compute(key, data)
+    # Single DES under K1 (TDES with K1 three times), CBC from a zero IV: both algorithms chain
+    # with it. Each MAC takes a fresh encryptor, so no chaining state outlives one message.
+    k1_cbc = Cipher(TripleDES(expand_key(mak[:8])), modes.CBC(_ZERO_IV))
+    if algorithm == "cup_ecb":
+        def cup_ecb(data: bytes) -> bytes:
+            return _cup_finish(k1_cbc.encryptor().update(_cup_fold(data))[8:])
+        return cup_ecb
+
+    full_ecb = Cipher(TripleDES(expand_key(mak)), modes.ECB())
+
+    def x9_19(data: bytes) -> bytes:
+        head, last = _x9_19_blocks(data)
+        chain = k1_cbc.encryptor().update(head)[-8:] if head else _ZERO_IV
+        return full_ecb.encryptor().update(_xor(chain, last))
+    return x9_19
 
 
 # ---- a key store (the terminal) -----------------------------------------------------------

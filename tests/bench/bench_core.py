@@ -125,7 +125,7 @@ class LoopbackChannel:
 
     def __init__(self, mak: bytes, phases: Phases) -> None:
         self.host, self.port = "loopback", 0
-        self._mak = mak
+        self._mac = clear_mac(mak)  # a host MACs a session's messages with one key's cipher
         self._phases = phases
         self._rrn = 0
 
@@ -138,7 +138,7 @@ class LoopbackChannel:
             "37": f"{self._rrn:012d}", "38": f"{self._rrn % 1_000_000:06d}",
             "12": now.strftime("%H%M%S"), "13": now.strftime("%m%d"),
         })
-        return encode(reply, clear_mac(self._mak))
+        return encode(reply, self._mac)
 
     async def exchange(self, frame: bytes, accept: Callable[[Decoded], bool],
                        timeout: float) -> Decoded:
