@@ -141,12 +141,44 @@ def main() -> None:
         FIGURES["sale_flatness"] = (flat, "x")
         print("\nsettlement totals by batch size")
         totals(work)
+    record(smallest, largest)
     big = FIGURES[f"startup_cold_ms_{largest}"][0]
     print(f"\nbench_journal summary: start-up with {largest:,} records of history, cold: {big:.1f} ms "
           f"(target < {TARGET_START_MS:.0f}: {'PASS' if big < TARGET_START_MS else 'MISS'}); "
           f"sale/floor {', '.join(f'{r:.2f}x' for r in ratios.values())} (target <= {TARGET_RATIO}x: "
           f"{'PASS' if max(ratios.values()) <= TARGET_RATIO else 'MISS'}); sale at {largest:,} vs "
           f"{smallest:,}: {flat:.2f}x (target <= {TARGET_FLAT}: {'PASS' if flat <= TARGET_FLAT else 'MISS'})")
+
+
+def record(smallest: int, largest: int) -> None:
+    """The figures and the three scaling curves, for results.json (run_all collects them)."""
+    from results import emit, emit_series  # the recorder beside this script
+
+    group = "bench_journal"
+    for history in SIZES:
+        emit(f"startup_cold_ms_{history}", FIGURES[f"startup_cold_ms_{history}"][0], "ms",
+             group=group, target={"op": "<", "value": TARGET_START_MS, "of": "value"},
+             note=f"open + recover, {history:,} records of history (archived), {PENDING} PENDING, "
+                  "journal evicted from the page cache")
+        emit(f"startup_warm_ms_{history}", FIGURES[f"startup_warm_ms_{history}"][0], "ms", group=group)
+        sale = dict(SERIES["sale_ms_by_journal_rows"])[history]
+        floor = dict(SERIES["floor_ms_by_journal_rows"])[history]
+        emit(f"sale_ms_{history}", sale, "ms", group=group, ratio=sale / floor,
+             floor={"name": "two fsynced appends", "value": floor, "unit": "ms"},
+             target={"op": "<=", "value": TARGET_RATIO, "of": "ratio"},
+             note=f"median of {SALES} sales, {history:,} records of history")
+    emit("sale_flatness", FIGURES["sale_flatness"][0], "x", group=group,
+         target={"op": "<=", "value": TARGET_FLAT, "of": "value"},
+         note=f"sale at {largest:,} records of history / at {smallest:,}")
+    if "totals_10k_ms" in FIGURES:
+        emit("totals_10k_ms", FIGURES["totals_10k_ms"][0], "ms", group=group,
+             target={"op": "<", "value": 20.0, "of": "value"})
+    emit_series("sale_ms_by_journal_rows", "records of history", "", "one sale", "ms",
+                SERIES["sale_ms_by_journal_rows"], group, SERIES["floor_ms_by_journal_rows"])
+    emit_series("startup_ms_by_journal_rows", "records of history", "", "start-up to ready (cold)",
+                "ms", SERIES["startup_ms_by_journal_rows"], group)
+    emit_series("totals_ms_by_batch_rows", "records in the batch", "", "settlement totals", "ms",
+                SERIES["totals_ms_by_batch_rows"], group)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ class Bench:
 
 CORE_TITLE = "bench_core: sale, fsyncs per sale, start-up recovery, settlement totals"
 BENCHES: tuple[Bench, ...] = (
+    Bench("bench_journal", "bench_journal: start-up and a sale at 1k/100k/1M records of history "
+          "(archived), totals by batch size", quick=True,
+          quick_env={"BENCH_JOURNAL_SIZES": "1000,30000", "BENCH_JOURNAL_SALES": "150"}),
     Bench("bench_chip", "bench_chip: a chip sale, the terminal's own time and end to end over PC/SC"),
     Bench("bench_posio", "bench_posio: the C extension against its pure-Python twin", quick=True),
     Bench("bench_printer", "bench_printer: one sale receipt, text vs raster vs python-escpos on its own"),
