@@ -208,7 +208,7 @@ class FrameDecoder:
     @property
     def line_errors(self) -> int:
         """The sum of the `errors` counts: a cheap test for "anything new there"."""
-        return int(self._d.line_errors)
+        return self._d.line_errors  # cffi reads a uint64_t field as an int
 
     @property
     def frames(self) -> int:
