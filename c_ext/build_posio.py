@@ -78,6 +78,7 @@ size_t posio_encode_frame(const uint8_t *payload, size_t n, uint8_t *out,
                           size_t out_cap);
 
 uint8_t posio_lrc(const uint8_t *data, size_t n);
+uint8_t posio_copy_lrc(uint8_t *dst, const uint8_t *src, size_t n);
 uint16_t posio_crc16_ccitt(const uint8_t *data, size_t n, uint16_t init);
 
 void posio_threshold(const uint8_t *gray, size_t w, size_t h, int level,

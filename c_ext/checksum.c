@@ -78,6 +78,35 @@ uint8_t posio_lrc(const uint8_t *data, size_t n)
     return (uint8_t)acc;
 }
 
+uint8_t posio_copy_lrc(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    /* posio_lrc with a store beside each load: the decoder checks a frame
+     * and copies its record out in one pass over the bytes. */
+    if (n < 8) {
+        uint8_t acc = 0;
+        for (size_t i = 0; i < n; i++)
+            acc ^= dst[i] = src[i];
+        return acc;
+    }
+    uint64_t acc = 0, word, keep;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, src + i, 8);
+        memcpy(dst + i, &word, 8);
+        acc ^= word;
+    }
+    /* The last word overlaps bytes already copied: storing them again is
+     * harmless, and the mask keeps them out of the XOR as in posio_lrc. */
+    memcpy(&word, src + n - 8, 8);
+    memcpy(dst + n - 8, &word, 8);
+    memcpy(&keep, tail_keep + (n - i), 8);
+    acc ^= word & keep;
+    acc ^= acc >> 32;
+    acc ^= acc >> 16;
+    acc ^= acc >> 8;
+    return (uint8_t)acc;
+}
+
 uint16_t posio_crc16_ccitt(const uint8_t *data, size_t n, uint16_t init)
 {
     uint16_t crc = init;

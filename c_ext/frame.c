@@ -131,12 +131,15 @@ static size_t frame_in_place(posio_decoder *d, const uint8_t *in, size_t have,
         d->bad_etx++;
         return 1;
     }
-    if (posio_lrc(in + 1, len + 2) != in[3 + len]) {
+    /* The record (LEN and the payload) is the frame's in[1..2+len): copy it
+     * out while summing the LRC, which covers it and the ETX.  Out has room
+     * (the caller keeps POSIO_OUT_RESERVE free); a bad frame's copy there
+     * is simply not counted. */
+    if ((posio_copy_lrc(out + *out_len, in + 1, len + 1) ^ POSIO_ETX) !=
+        in[3 + len]) {
         d->bad_checksum++;
         return 1;
     }
-    out[*out_len] = (uint8_t)len;
-    memcpy(out + *out_len + 1, in + 2, len);
     *out_len += len + 1;
     (*n_frames)++;
     d->frames++;

@@ -38,7 +38,8 @@ typedef struct {
 void posio_decoder_init(posio_decoder *d);
 /* Consume in[0..n).  Each good payload is appended to out as a record
  * (1 length byte, then the payload: the frame without STX, ETX and LRC) at
- * out[*out_len]; *out_len and *n_frames are advanced.  Stops early, returning how many input bytes it consumed,
+ * out[*out_len]; *out_len and *n_frames are advanced.  out[*out_len..out_cap)
+ * is scratch: a frame that fails its LRC may have been copied there.  Stops early, returning how many input bytes it consumed,
  * once fewer than POSIO_OUT_RESERVE bytes of out are free; the caller then
  * drains out and feeds the rest. */
 size_t posio_decoder_feed(posio_decoder *d, const uint8_t *in, size_t n,
@@ -57,6 +58,8 @@ size_t posio_encode_frame(const uint8_t *payload, size_t n, uint8_t *out,
 
 /* ---- checksums ---- */
 uint8_t posio_lrc(const uint8_t *data, size_t n);
+/* Copies src[0..n) to dst[0..n) (not overlapping) and returns their LRC. */
+uint8_t posio_copy_lrc(uint8_t *dst, const uint8_t *src, size_t n);
 uint16_t posio_crc16_ccitt(const uint8_t *data, size_t n, uint16_t init);
 
 /* ---- printer raster: 1 bit per dot, MSB first, 1 = black ---- */

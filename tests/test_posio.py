@@ -131,6 +131,20 @@ def test_checksums_c_equals_reference(data: bytes, init: int, split: int) -> Non
     assert posio.crc16_ccitt(tail, posio.crc16_ccitt(head, init)) == ref.crc16_ccitt(data, init)
 
 
+@FAST
+@given(st.binary(max_size=260), st.integers(0, 7))
+def test_copy_lrc_copies_exactly_and_sums(data: bytes, offset: int) -> None:
+    # The decoder's one-pass check-and-copy (C only): every length and misalignment, and
+    # not one byte written past the end.
+    src = posio.ffi.new("uint8_t[]", bytes(offset) + data + b"\xee")
+    dst = posio.ffi.new("uint8_t[]", offset + len(data) + 8)
+    posio.ffi.memmove(dst, b"\x5a" * (offset + len(data) + 8), offset + len(data) + 8)
+    value = posio.lib.posio_copy_lrc(dst + offset, src + offset, len(data))
+    assert value == ref.lrc(data)
+    copied = posio.ffi.buffer(dst)[:]
+    assert copied == b"\x5a" * offset + data + b"\x5a" * 8
+
+
 # ---- frame codec --------------------------------------------------------------
 
 FRAME_VECTORS = [
@@ -191,6 +205,12 @@ def test_decoder_vectors(
     got = [p for i in range(len(stream)) for p in dec2.feed(stream[i : i + 1])]
     assert got == payloads
     assert dec2.errors == dec.errors and dec2.buffered == dec.buffered
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_error_counts_come_in_error_keys_order(impl: ModuleType) -> None:
+    # The driver's "line errors skipped (...)" log line lists them in this order.
+    assert tuple(impl.FrameDecoder().errors) == common.ERROR_KEYS
 
 
 @pytest.mark.parametrize("impl", IMPLS)

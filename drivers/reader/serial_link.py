@@ -913,17 +913,18 @@ class SerialLinkReader:
         return records, count
 
     def _count_line_errors(self) -> None:
-        self._line_errors_seen = self._decoder.line_errors
-        now = self._decoder.errors
-        delta = {k: v - self._decoder_seen[k] for k, v in now.items() if v != self._decoder_seen[k]}
-        if not delta:
-            return
+        decoder, seen, stats = self._decoder, self._decoder_seen, self.stats
+        self._line_errors_seen = decoder.line_errors
+        now = decoder.errors
+        delta = {k: v - seen[k] for k, v in now.items() if v != seen[k]}
         self._decoder_seen = now
         for key, n in delta.items():
-            setattr(self.stats, key, getattr(self.stats, key) + n)
-        # Counts only: the bytes may be card data.
-        log.warning("card reader on %s: line errors skipped (%s)", self.path,
-                    ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in delta.items()))
+            setattr(stats, key, getattr(stats, key) + n)
+        # Counts only: the bytes may be card data. The words are built only for a logger
+        # that takes them (on a noisy link most reads come here).
+        if delta and log.isEnabledFor(logging.WARNING):
+            log.warning("card reader on %s: line errors skipped (%s)", self.path,
+                        ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in delta.items()))
 
     def _dispatch(self, records: bytes, start: int, end: int) -> None:
         """Acts on one payload, records[start:end]."""
