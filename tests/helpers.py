@@ -370,7 +370,7 @@ def assert_agree(journal: Any, ledger: Any, tid: str = TID) -> None:
     assert not any(unresolved.values()), unresolved
     mine = {
         (int(r.batch), int(r.stan)): r
-        for r in journal.records()
+        for r in journal.every_record()
         if r.state.value in MONEY_STATES and r.kind is not TxnKind.BALANCE
     }
     host_rows = [r for r in ledger.approved(tid) if r.kind != "balance"]

@@ -114,12 +114,12 @@ class MoneyMachine(RuleBasedStateMachine):
                                                                   batch=original.batch)),
                     OperatorInput(password=PASSWORD))
 
-    @precondition(lambda self: self.journal.records())
+    @precondition(lambda self: self.journal.every_record())
     @rule(pick=st.integers(0, 10_000), share=st.integers(1, 120), other_card=st.booleans())
     def refund(self, pick: int, share: int, other_card: bool) -> None:
         """Against any record with an RRN (voided, refunded, declined ones too: the rules must
         refuse what makes no sense), for a share of its amount that may exceed what is left."""
-        candidates = [r for r in self.journal.records() if r.rrn and r.kind in (
+        candidates = [r for r in self.journal.every_record() if r.rrn and r.kind in (
             TxnKind.SALE, TxnKind.COMPLETION, TxnKind.PREAUTH)]
         if not candidates:
             return
@@ -224,7 +224,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def money_never_goes_back_twice(self) -> None:
-        records = self.journal.records()
+        records = self.journal.every_record()
         for original in records:
             if original.kind not in (TxnKind.SALE, TxnKind.COMPLETION) or not original.rrn:
                 continue
@@ -242,7 +242,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def both_books_agree_or_the_difference_is_owed(self) -> None:
-        mine = {(int(r.batch), int(r.stan)): r for r in self.journal.records()
+        mine = {(int(r.batch), int(r.stan)): r for r in self.journal.every_record()
                 if r.kind is not TxnKind.BALANCE}
         for row in self.sim.ledger.approved(TID):
             record = mine.get((row.batch, row.stan))

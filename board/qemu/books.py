@@ -101,7 +101,7 @@ def compare(journal: Journal, ledger: Ledger, tid: str, till: Iterable[TillAppro
     integrity = journal.integrity()
     if integrity != "ok":
         problems.append(f"SQLite integrity check: {integrity}")
-    records = journal.records()
+    records = journal.every_record()
     keys = [(int(r.batch), int(r.stan)) for r in records]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:

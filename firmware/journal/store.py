@@ -670,6 +670,12 @@ class Journal:
             args.append(batch)
         return self._select(" AND ".join(clauses), tuple(args))
 
+    def every_record(self) -> list[TxnRecord]:
+        """Every record the terminal keeps, archived ones included, oldest first: the books as a
+        whole (the comparison with the host's, a property test). Reads every archive file."""
+        archived = self._archived("1", order="id")
+        return sorted([*archived, *self._select("1")], key=lambda r: r.id)
+
     def reversals_due(self) -> list[TxnRecord]:
         return self._select("state = 'REVERSAL_DUE'")
 
