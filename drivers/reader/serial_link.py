@@ -46,6 +46,7 @@ import enum
 import logging
 import math
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,10 @@ class _Waiter:
     future: asyncio.Future[lp.Message]
 
 
+# Line errors on a noisy link are counted and logged at most this often while frames flow.
+LINE_ERRORS_LOG_INTERVAL_S = 1.0
+
+
 @dataclass
 class LinkStats:
     """What the link has put up with since the reader was created (counts only, never bytes)."""
@@ -149,7 +154,8 @@ class SerialLinkReader:
         self.reply_timeout_s = reply_timeout_s
         self.reopen_backoff_s = reopen_backoff_s
         self.reconnect_window_s = reconnect_window_s
-        self.stats = LinkStats()
+        self._stats = LinkStats()
+        self._line_errors_due = 0.0  # monotonic time the next per-read count is due
         self._port = SerialPort(path, baudrate)
         # The C decoder unless told otherwise (tests and tests/bench pass c_ext.reference's twin).
         self._decoder = posio.FrameDecoder() if decoder is None else decoder
@@ -557,6 +563,13 @@ class SerialLinkReader:
         return arm is not None and arm.held and arm.seq is not None and not arm.future.done()
 
     @property
+    def stats(self) -> LinkStats:
+        """The link's counters, line errors the decoder counted since the last read included."""
+        if self._decoder.line_errors != self._line_errors_seen:
+            self._count_line_errors()
+        return self._stats
+
+    @property
     def link_stats(self) -> dict[str, int]:
         return self.stats.as_dict()
 
@@ -907,14 +920,18 @@ class SerialLinkReader:
         if gap_ended and decoder.buffered:
             more, extra = decoder.flush_records()
             records, count = records + more, count + extra
-        # One counter to read per read; the five are compared only when it moved.
-        if decoder.line_errors != self._line_errors_seen:
+        # One counter to read per read; the five are compared and logged when it moved, at most
+        # once a second on a noisy line (a read's worth of words per 4 KiB would cost more than
+        # the decoding and flood the log), at a gap, and whenever the stats are read.
+        if decoder.line_errors != self._line_errors_seen and (
+                gap_ended or time.monotonic() >= self._line_errors_due):
             self._count_line_errors()
         return records, count
 
     def _count_line_errors(self) -> None:
-        decoder, seen, stats = self._decoder, self._decoder_seen, self.stats
+        decoder, seen, stats = self._decoder, self._decoder_seen, self._stats
         self._line_errors_seen = decoder.line_errors
+        self._line_errors_due = time.monotonic() + LINE_ERRORS_LOG_INTERVAL_S
         now = decoder.errors
         delta = {k: v - seen[k] for k, v in now.items() if v != seen[k]}
         self._decoder_seen = now
