@@ -741,3 +741,20 @@ def test_control_interface_takes_json_like_requests(reader, raw):
     assert not reader.device_path.exists()
     assert reader.control("disconnect")["error"] == "the reader is already disconnected"
     assert reader.control("reconnect")["ok"] and reader.device_path.exists()
+
+
+def test_a_noisy_line_is_logged_once_a_second_and_counted_exactly(caplog):
+    """Fifty reads in a row each carrying a noise byte and a good frame: the warning is written
+    once (not fifty times: a noisy line must not flood the log), and the counters read after
+    them hold all fifty bytes."""
+    caplog.set_level(logging.WARNING)
+    drv, seen = _fed(posio.FrameDecoder())
+    try:
+        for k in range(50):
+            drv._take(b"\xff" + lp.encode("M", k % 200), gap_ended=False)
+        assert len(seen) == 50
+        assert caplog.text.count("line errors skipped") == 1
+        assert drv.link_stats["noise_bytes"] == 50
+        assert caplog.text.count("line errors skipped") == 2  # reading them logged the rest
+    finally:
+        asyncio.run(drv.close())

@@ -385,7 +385,7 @@ class SerialLinkReader:
         try:
             for attempt in range(2):
                 if attempt:
-                    self.stats.retries += 1
+                    self._stats.retries += 1
                 try:
                     await self._write(frame)
                 except _LinkLost:
@@ -442,7 +442,7 @@ class SerialLinkReader:
             except _LinkLost:
                 self._chip_gone("the reader link was lost during the chip session")
                 return
-            self.stats.stray_replies += 1  # nobody takes it
+            self._stats.stray_replies += 1  # nobody takes it
             if reply.type != lp.NAK and reply.body and reply.body[0] != lp.ChipStatus.OK:
                 self._lose_chip(lp.ChipStatus(reply.body[0]).words
                                 if reply.body[0] <= max(lp.ChipStatus) else "chip error")
@@ -487,7 +487,7 @@ class SerialLinkReader:
                     await asyncio.wait({waiter.future}, timeout=max(0.0, deadline - loop.time()))
                     break
                 if attempt:
-                    self.stats.retries += 1
+                    self._stats.retries += 1
                 try:
                     await self._write(frame)
                 except _LinkLost as exc:
@@ -652,7 +652,7 @@ class SerialLinkReader:
         try:
             for attempt in range(2):
                 if attempt:
-                    self.stats.retries += 1
+                    self._stats.retries += 1
                     await self._write(frame)
                 done, _ = await asyncio.wait({waiter.future}, timeout=self.reply_timeout_s)
                 if done:
@@ -699,7 +699,7 @@ class SerialLinkReader:
         try:
             for attempt in range(2):
                 if attempt:
-                    self.stats.retries += 1
+                    self._stats.retries += 1
                 await self._write(frame)
                 # asyncio.wait, not wait_for: on 3.11 wait_for swallows a cancel that
                 # arrives together with the reply, and an operator CANCEL must never be lost.
@@ -904,7 +904,7 @@ class SerialLinkReader:
         self._fail_waiters(_LinkLost(reason))
         self._chip_gone("the reader link was lost: the chip session with it")
         if was_up:
-            self.stats.reconnects += 1
+            self._stats.reconnects += 1
             log.warning("card reader on %s: %s; reopening with back-off when needed", self.path, reason)
 
     def _take(self, data: bytes, gap_ended: bool) -> None:
@@ -953,7 +953,7 @@ class SerialLinkReader:
         if msg.is_reply:
             waiter = self._replies.get(msg.seq)
             if waiter is None or waiter.future.done():
-                self.stats.stray_replies += 1
+                self._stats.stray_replies += 1
                 log.debug("card reader on %s: reply %r nobody waits for", self.path, msg)
             elif msg.type in (waiter.expected, lp.NAK):
                 waiter.future.set_result(msg)
@@ -984,9 +984,9 @@ class SerialLinkReader:
             else:
                 self._removal_pending = True
             return
-        self.stats.stale_events += 1
+        self._stats.stale_events += 1
         log.debug("card reader on %s: dropped stale %r", self.path, msg)
 
     def _bad_message(self, what: str) -> None:
-        self.stats.bad_messages += 1
+        self._stats.bad_messages += 1
         log.warning("card reader on %s: dropped a message that breaks the protocol: %s", self.path, what)
