@@ -177,6 +177,9 @@ def test_a_completion_finds_its_archived_preauth_and_a_held_order_its_sale_and_t
     assert j.read("SELECT COUNT(*) FROM txn WHERE id IN (?, ?)", (paid.id, pre.id)) == [(0,)]
     found = j.find_by_invoice(pre.invoice, kind=TxnKind.PREAUTH)
     assert found is not None and found.id == pre.id
+    by_voucher = j.find_by_invoice(paid.invoice, paid.batch)  # a reprint naming its batch
+    assert by_voucher is not None and by_voucher.id == paid.id
+    assert j.find_by_invoice(paid.invoice) is None  # the open batch's voucher numbers only
     assert orders.get(order.id).state == "PAID"
     assert orders.trail(order.id) == trail_before  # its lines moved; the trail reads them there
     # The order can still be cancelled: its sale is read from the archive.

@@ -636,6 +636,8 @@ class Journal:
         else:
             found = self._select("invoice = ? AND batch = ?", (invoice, batch or self.current_batch()),
                                  order="id DESC LIMIT 1")
+            if not found and batch is not None:  # a reprint from a batch that moved
+                found = self._archived("invoice = ? AND batch = ?", (invoice, batch), limit=1)
         return found[0] if found else None
 
     def find_by_rrn(self, rrn: str) -> TxnRecord | None:
