@@ -1,7 +1,10 @@
-"""Builds and caches what a QEMU guest boots: an ELF vmlinux, a busybox initramfs and ext4 data disks.
+"""Builds and caches what a QEMU guest boots: an ELF vmlinux, a busybox initramfs, ext4 data disks
+and the guest's compiled bytecode.
 
 Everything comes from Debian packages (apt-get download, dpkg-deb -x); the guest's userland is the
-host's / shared read-only over 9p, so the project's venv runs in the guest as it is.
+host's / shared read-only over 9p, so the project's venv runs in the guest as it is. Its Python
+reads its .pyc files from a pycache prefix tree built here (board/qemu/bytecode.py: refreshed at
+every build, so it follows the sources).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from board.qemu import bytecode
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "var" / "qemu"
 
@@ -100,6 +105,9 @@ class BuiltImage:
     vmlinux: Path
     initrd: Path
     kernel_release: str
+    # The guest's .pyc tree (PYTHONPYCACHEPREFIX, board/qemu/bytecode.py); None: none built, the
+    # guest compiles what it imports at every boot.
+    pycache: Path | None = None
 
 
 def init_script() -> str:
@@ -285,7 +293,7 @@ def build(directory: Path = DEFAULT_DIR, log=print) -> BuiltImage:
         cached = False
     if cached and vmlinux.exists() and initrd.exists():
         log(f"qemu image up to date in {directory} ({kernel_package}); {time.monotonic() - started:.1f} s")
-        return BuiltImage(vmlinux, initrd, release)
+        return BuiltImage(vmlinux, initrd, release, build_bytecode(directory, log))
 
     stamp.unlink(missing_ok=True)
     scratch = directory / "scratch"
@@ -318,8 +326,23 @@ def build(directory: Path = DEFAULT_DIR, log=print) -> BuiltImage:
         log(f"made blank ext4 data disk {data}")
     shutil.rmtree(scratch, ignore_errors=True)
     stamp.write_text(json.dumps({"recipe": recipe, "kernel": kernel_package}) + "\n")
+    pycache = build_bytecode(directory, log)
     log(f"qemu image built in {directory}: {time.monotonic() - started:.1f} s")
-    return BuiltImage(vmlinux, initrd, release)
+    return BuiltImage(vmlinux, initrd, release, pycache)
+
+
+def build_bytecode(directory: Path, log=print) -> Path:
+    """The guest's .pyc tree in directory/pycache, refreshed from the sources (the first build
+    compiles everything, later ones what changed: board/qemu/bytecode.py)."""
+    prefix = directory / "pycache"
+    step = time.monotonic()
+    try:
+        summary = bytecode.build(prefix)
+    except RuntimeError as error:
+        raise ImageError(str(error)) from None
+    log(f"guest bytecode in {prefix}: {summary} (interpreter start included: "
+        f"{time.monotonic() - step:.1f} s)")
+    return prefix
 
 
 def main(argv: list[str] | None = None) -> int:

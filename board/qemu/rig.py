@@ -181,15 +181,18 @@ def board_has_tpm(board: str) -> bool:
     return "tpm2_pkcs11" in str(getattr(board_profile(board), "token_module", ""))
 
 
-def firmware_command(log_level: str = "INFO", board: str = "qemu", tpm: bool = False) -> str:
+def firmware_command(log_level: str = "INFO", board: str = "qemu", tpm: bool = False,
+                     pycache: Path | None = None) -> str:
     """The shell line the guest runs: the firmware with the board profile (qemu, or qemu-pcsc
     after starting pcscd) on the data disk, and the sim board's test cards (the tests name them
-    over ECR); with `tpm`, in the TPM token's environment."""
+    over ECR); with `tpm`, in the TPM token's environment; with `pycache`, its .pyc files read
+    from the image's prefix tree (board/qemu/bytecode.py) instead of compiled at every boot."""
     start = pcscd_command() if board_profile(board).reader_driver == "pcsc" else ""
     if tpm:
         start = tpm_env_command() + start
+    python = [".venv/bin/python"] + (["-X", f"pycache_prefix={pycache}"] if pycache else [])
     return start + "exec " + shlex.join([
-        ".venv/bin/python", "-m", "board.sim.firmware", "--board", board, "--panel", "board",
+        *python, "-m", "board.sim.firmware", "--board", board, "--panel", "board",
         "--data", f"{GUEST_DATA}/{TERMINAL_DIR}", "--log-level", log_level])
 
 
@@ -647,7 +650,8 @@ class QemuTerminal:
         assert self.guest is not None and self.sim is not None, "setup() first"
         self.boots += 1
         self.guest.console_path = self.workdir / f"console-{self.boots}.log"
-        self.guest.start(command or firmware_command(self.log_level, self.board, self.tpm),
+        self.guest.start(command or firmware_command(self.log_level, self.board, self.tpm,
+                                                     self.image.pycache if self.image else None),
                          data_disk=self.data_disk, cwd=str(REPO), data_mount=GUEST_DATA,
                          acquirer=("127.0.0.1", self.sim.port),
                          host_forwards=((self.card_port, VPCD_PORT),) if self.pcsc else ())

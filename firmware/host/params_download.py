@@ -25,7 +25,7 @@ from typing import Final
 from firmware.emv.params import AidParams, Capk
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .messages import Message, Terminal, pyemv_tlv
+from .messages import Message, Terminal, pyemv_tlv  # pyemv at the first chip table, not at idle
 
 __all__ = [
     "AID_DOWNLOAD",
