@@ -37,7 +37,6 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,6 @@ from pkcs11.exceptions import (
     PinLocked,
     PKCS11Error,
 )
-from psec.pinblock import encode_pinblock_iso_0
 
 from firmware.ports import (
     WORKING_KEY_ROLES,
@@ -174,6 +172,8 @@ class _RawCalls:
 
     @staticmethod
     def attach(session: Any, token: Any, slot: Any, lib: Any) -> _RawCalls | None:
+        from importlib import metadata  # email, zipfile...: megabytes, at the first sign-on only
+
         try:
             if metadata.version("python-pkcs11") != _LAYOUT_VERSION:
                 return None
@@ -729,6 +729,8 @@ class Pkcs11KeyStore:
 
     async def encrypt_pin(self, pin: str, pan: str) -> bytes:
         try:
+            from psec.pinblock import encode_pinblock_iso_0  # psec loads cryptography: not at idle
+
             block = encode_pinblock_iso_0(pin, pan)
         except ValueError:
             raise KeyStoreError("a PIN must be 4-12 digits and the PAN at least 13 digits") \

@@ -11,8 +11,6 @@ says so.
 
 from __future__ import annotations
 
-from psec import tr31
-
 from firmware.ports import KeyStoreError
 
 # ANSI X9.143 / TR-31 key usage "K0": key encryption or wrapping, what a TMK does to the working
@@ -27,6 +25,8 @@ def unwrap_tmk(block: str, kbpk: bytes | bytearray) -> bytearray:
     """The clear TMK of a TR-31 block (a bytearray for the caller to wipe). KeyStoreError in
     words for a block that does not verify under `kbpk`, is malformed, or holds another kind of
     key; never key bytes in the message."""
+    from psec import tr31  # psec loads cryptography: the ceremony's only, not at idle
+
     if len(kbpk) not in (16, 24, 32):
         raise KeyStoreError(f"a key-block protection key is 16, 24 or 32 bytes, not {len(kbpk)}")
     try:
@@ -70,5 +70,7 @@ def unwrap_tmk(block: str, kbpk: bytes | bytearray) -> bytearray:
 def wrap_tmk(tmk: bytes | bytearray, kbpk: bytes | bytearray, *, version: str = "B") -> str:
     """A TR-31 block carrying `tmk` as a terminal master key (the key-injection side: tests and
     the development ceremony)."""
+    from psec import tr31  # see unwrap_tmk
+
     header = f"{version}0000{TMK_USAGE}{TMK_ALGORITHM}B00E0000"
     return tr31.wrap(bytes(kbpk), header, bytes(tmk))

@@ -18,9 +18,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
 from firmware.ports import HostKeys
 
 from .errors import LocalProtocolError
@@ -118,6 +115,11 @@ def x9_19_mac(mak: bytes, data: bytes) -> bytes:
 def clear_mac(mak: bytes, algorithm: str = DEFAULT_MAC_ALGORITHM) -> MacFunction:
     """The MAC function of `algorithm` under a clear MAK (simulator and tests). Its ciphers are
     built here, once: a host that keeps the function for a session MACs every message with it."""
+    # cryptography is needed only where the MAK is in this process (a simulator, the tests, the
+    # development key store): a terminal whose key store MACs leaves it out of its idle memory.
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
     _check_algorithm(algorithm)
     _check_mak(mak, double=algorithm == "x9_19")
     # Single DES under K1 (TDES with K1 three times), CBC from a zero IV: both algorithms chain
