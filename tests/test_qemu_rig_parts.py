@@ -689,8 +689,8 @@ class ReadTwice:
         self._journal = journal
         self._again = dataclasses.replace(record, id=record.id + 1000, amount=record.amount + 1)
 
-    def records(self) -> list[TxnRecord]:
-        return [*self._journal.records(), self._again]
+    def every_record(self) -> list[TxnRecord]:
+        return [*self._journal.every_record(), self._again]
 
     def integrity(self) -> str:
         return self._journal.integrity()
