@@ -23,12 +23,19 @@ from firmware.digits import is_digits
 from firmware.emv.params import EmvParams
 from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
-from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
+from firmware.engine.states import LIVE_FOLLOW_UP, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
 from firmware.journal import chain, emvparams, follow
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
-from firmware.journal.schema import COMPAT_SINCE, MIGRATIONS, SCHEMA_VERSION, min_reader
+from firmware.journal.schema import (
+    COMPAT_SINCE,
+    MIGRATIONS,
+    PRINT_JOB_OPEN_WHERE,
+    SCHEMA_VERSION,
+    TXN_UNRESOLVED_WHERE,
+    min_reader,
+)
 from firmware.journal.vault import CardVault
 from firmware.printing.queue import (
     REPORT_KINDS,
@@ -53,7 +60,6 @@ DEBIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 CREDIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 OPEN_SETTLEMENT_STATES = ("REQUESTED", "UPLOADING", "ENDING")
 _LIVE = tuple(sorted(s.value for s in LIVE_FOLLOW_UP))
-_UNRESOLVED = tuple(sorted(s.value for s in UNRESOLVED))
 
 _TXN_COLUMNS = (
     "id, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign_card, "
@@ -541,9 +547,9 @@ class Journal:
                             "AND batch = ?", (batch or self.current_batch(),))
 
     def unresolved_counts(self) -> dict[str, int]:
-        marks = ",".join("?" * len(_UNRESOLVED))
+        # txn_unresolved's own WHERE: the idle screen asks at every redraw, an index lookup.
         rows = self._db.execute(
-            f"SELECT state, COUNT(*) FROM txn WHERE state IN ({marks}) GROUP BY state", _UNRESOLVED
+            f"SELECT state, COUNT(*) FROM txn WHERE {TXN_UNRESOLVED_WHERE} GROUP BY state"
         ).fetchall()
         counts = dict.fromkeys(("PENDING", "REVERSAL_DUE", "ADVICE_DUE", "QUARANTINED"), 0)
         counts.update(dict(rows))
@@ -870,7 +876,8 @@ class Journal:
         # A job waiting for the answer is QUEUED: recover_prints puts it there, the spooler never
         # takes it (next_print_job) and an answer clears the mark or closes the job.
         waiting = [r[0] for r in self._db.execute(
-            "SELECT id FROM print_job WHERE state = 'QUEUED' AND needs_confirm = 1 ORDER BY id")]
+            f"SELECT id FROM print_job WHERE {PRINT_JOB_OPEN_WHERE} AND state = 'QUEUED' "
+            "AND needs_confirm = 1 ORDER BY id")]
         row = self._db.execute(
             f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
             "ORDER BY id LIMIT 1").fetchone()
@@ -879,7 +886,8 @@ class Journal:
     def next_print_job(self) -> PrintJob | None:
         """The oldest job the spooler may print now (re-queued ones wait for the operator)."""
         row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PAUSED', 'PRINTING') "
+            # print_job_open's own WHERE, word for word, or SQLite scans every job ever printed.
+            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE {PRINT_JOB_OPEN_WHERE} "
             "AND needs_confirm = 0 ORDER BY id LIMIT 1"
         ).fetchone()
         return _row_to_job(row) if row else None
