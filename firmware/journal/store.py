@@ -25,7 +25,7 @@ from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
 from firmware.engine.states import LIVE_FOLLOW_UP, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
-from firmware.journal import chain, emvparams, follow
+from firmware.journal import chain, emvparams, follow, wal
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
 from firmware.journal.schema import (
@@ -154,6 +154,7 @@ class Journal:
         self.path = path
         self._vault = vault
         self._clock = clock
+        self._idle_mark = -1  # total_changes at the last complete idle checkpoint
 
     # -- opening ----------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class Journal:
              clock: Callable[[], float] = time.time) -> Journal:
         """Open (creating if absent), check and migrate. A damaged file is never recreated."""
         p = Path(path)
+        new = wal.is_new(p)
         try:
             # timeout: a writer that holds the file for a moment (a backup) is waited for, up
             # to 5 s, instead of failing the sale with "database is locked".
@@ -169,6 +171,8 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {p}: {exc}") from exc
         try:
+            if new:
+                wal.choose_page_size(conn)  # before WAL mode writes the first page
             verdict = conn.execute("PRAGMA quick_check").fetchone()[0]  # "ok" for a new file
             if verdict != "ok":
                 raise JournalCorrupt(p, verdict)
@@ -176,6 +180,7 @@ class Journal:
             if mode.lower() != "wal":
                 raise JournalError(f"the journal {p} cannot use WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
+            wal.bound(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             journal = cls(conn, p, vault, clock)
             journal._migrate()
@@ -228,6 +233,20 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint_at_idle(self) -> wal.Checkpoint | None:
+        """The WAL copied into the database and started again (journal/wal.py), for the app to
+        call when it is idle; None when nothing was written since the last complete one."""
+        if self._db.total_changes == self._idle_mark:
+            return None
+        try:
+            done = wal.checkpoint_at_idle(self._db)
+        except sqlite3.Error as exc:  # a full disk, a lock held past the timeout: try again later
+            raise (JournalFull if "full" in str(exc).lower() else JournalError)(
+                f"the idle checkpoint of {self.path} failed: {exc}") from exc
+        if done.complete:
+            self._idle_mark = self._db.total_changes
+        return done
 
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
         """One durable SQL transaction for the journal's companions (held orders, the terminal's
