@@ -43,9 +43,9 @@ def test_a_new_journal_has_the_small_pages_and_an_old_one_keeps_its_own(tmp_path
     try:
         db = j._db
         assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
-        # The bounds are in bytes whatever the page size: 4 MiB of WAL, 1 MiB kept.
+        # The bounds are in bytes whatever the page size: 4 MiB of WAL, as much kept for reuse.
         assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == (4 << 20) // 4096
-        assert db.execute("PRAGMA journal_size_limit").fetchone()[0] == 1 << 20
+        assert db.execute("PRAGMA journal_size_limit").fetchone()[0] == 4 << 20
     finally:
         j.close()
     j = Journal.open(tmp_path / "new.db", VAULT)  # reopened: still 2048, its bounds by it

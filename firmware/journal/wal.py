@@ -15,7 +15,7 @@ and commits with exactly its own fsyncs. PASSIVE, not TRUNCATE: PASSIVE never wa
 such as a backup in progress, only leaves the frames it still needs for the next idle), and the
 WAL file keeps its blocks (up to WAL_KEEP_BYTES), so a sale's fsync rewrites blocks the file
 already has instead of growing it; TRUNCATE would wait on readers through the busy handler
-(up to 5 s, on the event loop) and make the next commits grow the file again.
+(up to 5 s, on the event loop) and make every later commit grow the file again.
 
 SQLite's automatic checkpoint stays, raised to WAL_BACKSTOP_BYTES: it acts only for a terminal
 that never idles that long (back-to-back operations), and bounds the WAL all the same.
@@ -40,9 +40,11 @@ NEW_PAGE_SIZE: Final = 2048
 # The automatic checkpoint's threshold, as bytes of WAL: SQLite's default budget (1000 pages of
 # 4 KiB), whatever the page size, reached only when the app finds no idle moment to checkpoint.
 WAL_BACKSTOP_BYTES: Final = 4 << 20
-# What the WAL file may keep of its size once it starts again (journal_size_limit): a sale
-# rewrites these blocks in place; anything beyond is given back.
-WAL_KEEP_BYTES: Final = 1 << 20
+# What the WAL file may keep of its size once it starts again (journal_size_limit): as much as
+# the backstop lets it reach, so that a commit rewrites blocks the file already has instead of
+# growing it (an fdatasync that also grows the file cost ~1.5x one that does not, on ext4 here);
+# only what an unusually large transaction added beyond that is given back.
+WAL_KEEP_BYTES: Final = WAL_BACKSTOP_BYTES
 
 
 @dataclass(frozen=True)
