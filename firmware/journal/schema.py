@@ -5,8 +5,9 @@ previous slot after an update: docs/updates.md, "The journal after a fallback").
 Each migration is a list of steps applied in one transaction: SQL statements, or a function
 of the cursor for what SQL cannot do (hashing). Each migration from 16 on declares whether it is
 additive: firmware of the schema before it can still read AND write the journal after it (new
-tables, new nullable columns or columns with a default, new indexes; nothing renamed, dropped,
-retyped or given a new meaning, no rows that older firmware would misread). The journal records
+tables, new nullable columns or columns with a default, new indexes or one rebuilt under its own
+name with the same rows; nothing renamed, dropped, retyped or given a new meaning, no rows that
+older firmware would misread). The journal records
 in journal_compat the lowest schema whose firmware may open it (min_reader); older firmware opens
 a newer journal only when its own schema is at least that, and otherwise refuses in words,
 touching nothing.
