@@ -318,3 +318,20 @@ def test_diagnostics_show_the_archive_check_and_fail_on_an_altered_file(books):
     bad = check_journal(j, "en", clock.now)
     assert not bad.passed
     assert any("batch 000001 does not match" in line for line in bad.lines), bad.lines
+
+
+def test_firmware_before_the_archive_refuses_a_journal_with_it_in_words(tmp_path, monkeypatch):
+    """The archive's migration is breaking (schema.py): firmware of the schema before it would
+    not find archived records, so it refuses the journal, touching nothing."""
+    from firmware.journal import schema, store
+    from firmware.journal.errors import JournalTooNew
+
+    path = tmp_path / "journal.db"
+    Journal.open(path, CardVault(KEY)).close()
+    before = path.read_bytes()
+    assert schema.ARCHIVE_SINCE not in schema.ADDITIVE
+    monkeypatch.setattr(store, "SCHEMA_VERSION", schema.ARCHIVE_SINCE - 1)
+    monkeypatch.setattr(store, "MIGRATIONS", schema.MIGRATIONS[:schema.ARCHIVE_SINCE - 1])
+    with pytest.raises(JournalTooNew, match="written by newer firmware"):
+        Journal.open(path, CardVault(KEY))
+    assert path.read_bytes() == before

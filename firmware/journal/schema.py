@@ -5,8 +5,9 @@ previous slot after an update: docs/updates.md, "The journal after a fallback").
 Each migration is a list of steps applied in one transaction: SQL statements, or a function
 of the cursor for what SQL cannot do (hashing). Each migration from 16 on declares whether it is
 additive: firmware of the schema before it can still read AND write the journal after it (new
-tables, new nullable columns or columns with a default, new indexes; nothing renamed, dropped,
-retyped or given a new meaning, no rows that older firmware would misread). The journal records
+tables, new nullable columns or columns with a default, new indexes or one rebuilt under its own
+name with the same rows; nothing renamed, dropped, retyped or given a new meaning, no rows that
+older firmware would misread). The journal records
 in journal_compat the lowest schema whose firmware may open it (min_reader); older firmware opens
 a newer journal only when its own schema is at least that, and otherwise refuses in words,
 touching nothing.
@@ -353,8 +354,31 @@ MIGRATIONS.append([
     )""",
 ])
 
+# The WHERE of the partial indexes as the lookups must write it for SQLite to use the index
+# (migration 17's comment). Never edited: an index with another WHERE is a new migration.
+TXN_UNRESOLVED_WHERE = ("state = 'PENDING' OR state = 'REVERSAL_DUE' OR state = 'ADVICE_DUE' "
+                        "OR state = 'QUARANTINED'")  # txn_unresolved, migration 17
+PRINT_JOB_OPEN_WHERE = "state IN ('QUEUED', 'PRINTING', 'PAUSED')"  # print_job_open, migration 4
+
 MIGRATIONS.append([
-    # 17: the archive (firmware/journal/archive.py, docs/journal.md "The archive"): settled batches
+    # 17: lookups that scanned the whole journal, indexed (issue 19). SQLite uses a partial index
+    # only where it can prove that the query's WHERE implies the index's, term by term: `state =
+    # 'REVERSAL_DUE'` implies an OR of equalities that names it, but not `state IN (...)`. So
+    # txn_unresolved (migration 7) served no query at all while every sale kept it up (a page in
+    # each of its two commits), and recover() at start-up, the backlog check before every
+    # operation (reversals_due, advices_due) and the idle screen's counts each read every record
+    # (a 1M-record journal: seconds). The same rows, in the form those lookups can use:
+    "DROP INDEX txn_unresolved",
+    f"CREATE INDEX txn_unresolved ON txn (state) WHERE {TXN_UNRESOLVED_WHERE}",
+    # A refund's follow-ups are found by orig_id OR by the RRN of an original from elsewhere
+    # (store.follow_ups): without an index on that RRN the OR scanned the journal on every void
+    # and refund. Refunds only: no sale writes a page of it.
+    "CREATE INDEX txn_refund_orig_rrn ON txn (orig_rrn) WHERE kind = 'refund' "
+    "AND orig_rrn IS NOT NULL",
+])
+
+MIGRATIONS.append([
+    # 18: the archive (firmware/journal/archive.py, docs/journal.md "The archive"): settled batches
     # past the newest few move into one SQLite file per month, so the hot journal stays small.
     # One row per batch that moved or is moving: where to, how many records, the digest of what
     # was copied, the audit rows that went with it and the chain value the hot rows follow from.
@@ -384,7 +408,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # The migrations (by number, 1-based) that are additive in the sense of the module docstring.
 # 1-16 are not: firmware before 16 knows no rule and refuses any newer journal by its version.
 # A migration not listed here is breaking: firmware older than it refuses the journal after it.
-ADDITIVE: frozenset[int] = frozenset()
+# 17: an index rebuilt with the same rows and a new one; older firmware's SQL runs unchanged.
+ADDITIVE: frozenset[int] = frozenset({17})
 COMPAT_SINCE = 16  # the first schema that records min_reader
 
 

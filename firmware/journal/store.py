@@ -24,16 +24,18 @@ from firmware.digits import is_digits
 from firmware.emv.params import EmvParams
 from firmware.emv.record import decode_kept
 from firmware.engine.model import HostResult, PendingDraft, SettlementRow, TxnRecord
-from firmware.engine.states import LIVE_FOLLOW_UP, UNRESOLVED, TxnEvent, TxnState, next_state
+from firmware.engine.states import LIVE_FOLLOW_UP, TxnEvent, TxnState, next_state
 from firmware.host.messages import SideTotals, TxnKind
-from firmware.journal import archive, chain, emvparams, follow
+from firmware.journal import archive, chain, emvparams, follow, wal
 from firmware.journal.errors import JournalCorrupt, JournalError, JournalFull, JournalTooNew
 from firmware.journal.requests import link_in
 from firmware.journal.schema import (
     ARCHIVE_SINCE,
     COMPAT_SINCE,
     MIGRATIONS,
+    PRINT_JOB_OPEN_WHERE,
     SCHEMA_VERSION,
+    TXN_UNRESOLVED_WHERE,
     min_reader,
 )
 from firmware.journal.vault import CardVault
@@ -60,7 +62,6 @@ DEBIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 CREDIT_STATES = (TxnState.APPROVED.value, TxnState.VOIDED.value)
 OPEN_SETTLEMENT_STATES = ("REQUESTED", "UPLOADING", "ENDING")
 _LIVE = tuple(sorted(s.value for s in LIVE_FOLLOW_UP))
-_UNRESOLVED = tuple(sorted(s.value for s in UNRESOLVED))
 
 _TXN_COLUMNS = (
     "id, kind, state, stan, batch, invoice, amount, currency, pan_masked, foreign_card, "
@@ -179,6 +180,7 @@ class Journal:
         self._archives = archive.ArchiveReader(self.archive_dir)
         self._archived_max_id = 0  # new records are numbered above every archived one
         self.archive_check: archive.ArchiveCheck | None = None  # the last idle-time check
+        self._idle_mark = -1  # total_changes at the last complete idle checkpoint
 
     # -- opening ----------------------------------------------------------------
 
@@ -188,6 +190,7 @@ class Journal:
         """Open (creating if absent), check and migrate. A damaged file is never recreated."""
         p = Path(path)
         _read_ahead(p)
+        new = wal.is_new(p)
         try:
             # timeout: a writer that holds the file for a moment (a backup) is waited for, up
             # to 5 s, instead of failing the sale with "database is locked".
@@ -195,6 +198,8 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {p}: {exc}") from exc
         try:
+            if new:
+                wal.choose_page_size(conn)  # before WAL mode writes the first page
             verdict = conn.execute("PRAGMA quick_check").fetchone()[0]  # "ok" for a new file
             if verdict != "ok":
                 raise JournalCorrupt(p, verdict)
@@ -202,6 +207,7 @@ class Journal:
             if mode.lower() != "wal":
                 raise JournalError(f"the journal {p} cannot use WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
+            wal.bound(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             journal = cls(conn, p, vault, clock)
             journal._migrate()
@@ -257,6 +263,20 @@ class Journal:
     def close(self) -> None:
         self._archives.close()
         self._db.close()
+
+    def checkpoint_at_idle(self) -> wal.Checkpoint | None:
+        """The WAL copied into the database and started again (journal/wal.py), for the app to
+        call when it is idle; None when nothing was written since the last complete one."""
+        if self._db.total_changes == self._idle_mark:
+            return None
+        try:
+            done = wal.checkpoint_at_idle(self._db)
+        except sqlite3.Error as exc:  # a full disk, a lock held past the timeout: try again later
+            raise (JournalFull if "full" in str(exc).lower() else JournalError)(
+                f"the idle checkpoint of {self.path} failed: {exc}") from exc
+        if done.complete:
+            self._idle_mark = self._db.total_changes
+        return done
 
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
         """One durable SQL transaction for the journal's companions (held orders, the terminal's
@@ -716,9 +736,9 @@ class Journal:
                             "AND batch = ?", (batch or self.current_batch(),))
 
     def unresolved_counts(self) -> dict[str, int]:
-        marks = ",".join("?" * len(_UNRESOLVED))
+        # txn_unresolved's own WHERE: the idle screen asks at every redraw, an index lookup.
         rows = self._db.execute(
-            f"SELECT state, COUNT(*) FROM txn WHERE state IN ({marks}) GROUP BY state", _UNRESOLVED
+            f"SELECT state, COUNT(*) FROM txn WHERE {TXN_UNRESOLVED_WHERE} GROUP BY state"
         ).fetchall()
         counts = dict.fromkeys(("PENDING", "REVERSAL_DUE", "ADVICE_DUE", "QUARANTINED"), 0)
         counts.update(dict(rows))
@@ -1090,7 +1110,8 @@ class Journal:
         # A job waiting for the answer is QUEUED: recover_prints puts it there, the spooler never
         # takes it (next_print_job) and an answer clears the mark or closes the job.
         waiting = [r[0] for r in self._db.execute(
-            "SELECT id FROM print_job WHERE state = 'QUEUED' AND needs_confirm = 1 ORDER BY id")]
+            f"SELECT id FROM print_job WHERE {PRINT_JOB_OPEN_WHERE} AND state = 'QUEUED' "
+            "AND needs_confirm = 1 ORDER BY id")]
         row = self._db.execute(
             f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PRINTING', 'PAUSED') "
             "ORDER BY id LIMIT 1").fetchone()
@@ -1099,7 +1120,8 @@ class Journal:
     def next_print_job(self) -> PrintJob | None:
         """The oldest job the spooler may print now (re-queued ones wait for the operator)."""
         row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE state IN ('QUEUED', 'PAUSED', 'PRINTING') "
+            # print_job_open's own WHERE, word for word, or SQLite scans every job ever printed.
+            f"SELECT {_JOB_COLUMNS} FROM print_job WHERE {PRINT_JOB_OPEN_WHERE} "
             "AND needs_confirm = 0 ORDER BY id LIMIT 1"
         ).fetchone()
         return _row_to_job(row) if row else None

@@ -2,6 +2,9 @@
 
 Real SQLite files in a temp dir on the disk (never tmpfs); prints figures, ratios and a
 PASS/MISS table (informational: nothing here is an assertion). `main()` returns the figures.
+A sale is measured back to back (the journal's automatic checkpoint may land in one), after the
+app's idle checkpoint (firmware/journal/wal.py: what a terminal between customers does), and
+on journals of 1k, 100k and 1M records (it must not grow with the journal).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ VAULT_KEY = bytes(range(32))
 
 SALES, WARMUP = 500, 50
 FSYNC_SALES = 1000
+IDLE_FSYNC_SALES = 300
+SIZES = (1_000, 100_000, 1_000_000)  # journal records under the sale (issue 19: flat)
+SIZE_SALES, SIZE_WARMUP = 300, 30
 RECOVERY_ROWS, RECOVERY_BATCH, RECOVERY_PENDING = 100_000, 10_000, 300
 RECOVERY_RUNS = 5
 TOTALS_REPEAT = 30
@@ -106,13 +112,14 @@ def open_journal(path: Path, clock: Callable[[], float] = time.time) -> Journal:
 class Phases:
     """Where one sale's time goes (seconds, summed over the measured sales)."""
 
+    prologue: float = 0.0  # the journal reads the app's operation does before the flow
     begin: float = 0.0
     apply: float = 0.0
     link: float = 0.0  # HostLink.request: encode + MAC, decode + checks + verify_mac, and the host
     host: float = 0.0  # the host's part inside `link`: decode, response_for, encode + MAC
 
     def reset(self) -> None:
-        self.begin = self.apply = self.link = self.host = 0.0
+        self.prologue = self.begin = self.apply = self.link = self.host = 0.0
 
 
 class LoopbackChannel:
@@ -173,9 +180,23 @@ def signed_on_store(keys_dir: Path) -> MemoryKeyStore:
     return store
 
 
+def operation_reads(j: Journal) -> None:
+    """What TerminalCore._financial reads of the journal before every financial operation: the
+    backlog it must clear first (HostSession.clear_backlog: due reversals, stored advices,
+    script advices) and an interrupted settlement (asked twice). Reads only; on a journal of a
+    million records they must stay index lookups."""
+    j.reversals_due()
+    j.advices_due()
+    j.script_advices_due()
+    j.open_settlement()
+    j.open_settlement()
+
+
 class SaleDriver:
     """Runs sales through FinancialFlow with the executor of firmware/app/core/flows.py
-    (FlowRunner._perform)."""
+    (FlowRunner._perform), after the journal reads the operation does first (operation_reads).
+    Not included: the operation's own audit line (TerminalCore.operation, a commit of its own)
+    and an ECR request's key (claimed and finished in commits of their own)."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -187,6 +208,9 @@ class SaleDriver:
 
     async def sale(self, amount: int) -> TxnResult:
         j, ph = self.journal, self.phases
+        t0 = time.perf_counter()
+        operation_reads(j)
+        ph.prologue += time.perf_counter() - t0
         ctx = FlowContext(term=self.link.term, batch=j.current_batch(), now=datetime.now())
         flow = FinancialFlow(TxnRequest(TxnKind.SALE, amount), ctx)
         queue: deque[ev.Action] = deque(flow.start())
@@ -252,15 +276,32 @@ def floor_iteration(fd: int, payload: bytes) -> None:
     os.fsync(fd)
 
 
-def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str, Any]:
-    """Sales and floor iterations interleaved, so both see the same disk conditions."""
-    journal = open_journal(work / "sale.db")
+def idle_checkpoint(journal: Journal) -> Callable[[], object] | None:
+    """The app's checkpoint at idle (firmware/app/core/checkpoint.py), where the firmware has one."""
+    return getattr(journal, "checkpoint_at_idle", None)
+
+
+def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP, *,
+               path: Path | None = None, idle: bool = False) -> dict[str, Any]:
+    """Sales and floor iterations interleaved, so both see the same disk conditions.
+
+    path: a journal to sell on (a new one in `work` if None). idle: between two sales (outside
+    the timing) the journal is checkpointed as the app does when the terminal is idle; its cost
+    is reported as idle_checkpoint_*."""
+    path = path or work / "sale.db"
+    journal = open_journal(path)
+    page_size = journal._db.execute("PRAGMA page_size").fetchone()[0]
+    checkpoint = idle_checkpoint(journal) if idle else None
+    if idle and checkpoint is None:
+        journal.close()
+        return {}
     driver = SaleDriver(journal)
-    shm = work / "sale.db-shm"
+    shm = Path(f"{path}-shm")
     fd = os.open(work / "floor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     payload = (b"x" * 199) + b"\n"
     sale_t: list[float] = []
     floor_t: list[float] = []
+    idle_t: list[float] = []
     with_ckpt: list[bool] = []
 
     async def run() -> None:
@@ -269,6 +310,8 @@ def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str
             if result.status != "approved":
                 raise RuntimeError(f"warm-up sale not approved: {result}")
             floor_iteration(fd, payload)
+            if checkpoint is not None:
+                checkpoint()
         driver.phases.reset()
         for i in range(sales):
             before = wal_state(shm)
@@ -281,6 +324,10 @@ def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str
             t0 = time.perf_counter()
             floor_iteration(fd, payload)
             floor_t.append(time.perf_counter() - t0)
+            if checkpoint is not None:
+                t0 = time.perf_counter()
+                checkpoint()
+                idle_t.append(time.perf_counter() - t0)
 
     try:
         asyncio.run(run())
@@ -293,8 +340,9 @@ def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str
     host_ms = ph.host / sales * 1e3
     ckpt_t = [t for t, c in zip(sale_t, with_ckpt, strict=True) if c]
     plain_t = [t for t, c in zip(sale_t, with_ckpt, strict=True) if not c]
-    return {
+    out = {
         "sales": sales,
+        "journal_page_size": page_size,
         "sale_median_ms": med_sale * 1e3,
         "sale_p99_ms": pct(sale_t, 99) * 1e3,
         "sale_max_ms": max(sale_t) * 1e3,
@@ -306,17 +354,56 @@ def bench_sale(work: Path, sales: int = SALES, warmup: int = WARMUP) -> dict[str
         "host_part_mean_ms": host_ms,
         "terminal_only_median_ms": med_sale * 1e3 - host_ms,
         "ratio_terminal_only_floor": (med_sale * 1e3 - host_ms) / (med_floor * 1e3),
+        "mean_prologue_ms": ph.prologue / sales * 1e3,
         "mean_begin_ms": ph.begin / sales * 1e3,
         "mean_apply_ms": ph.apply / sales * 1e3,
         "mean_link_terminal_ms": (ph.link - ph.host) / sales * 1e3,
-        "mean_engine_rest_ms": (mean_sale - (ph.begin + ph.apply + ph.link) / sales) * 1e3,
+        "mean_engine_rest_ms": (mean_sale - (ph.prologue + ph.begin + ph.apply + ph.link) / sales) * 1e3,
         "slow_sales_over_3x_median": sum(t > 3 * med_sale for t in sale_t),
-        # The automatic WAL checkpoint runs inside the COMMIT that crosses 1000 pages:
+        # SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold:
         "sales_with_checkpoint": len(ckpt_t),
         "sale_with_checkpoint_median_ms": statistics.median(ckpt_t) * 1e3 if ckpt_t else None,
         "sale_without_checkpoint_median_ms": statistics.median(plain_t) * 1e3,
         "sale_without_checkpoint_p99_ms": pct(plain_t, 99) * 1e3,
     }
+    if idle_t:
+        out["idle_checkpoint_median_ms"] = statistics.median(idle_t) * 1e3
+        out["idle_checkpoint_p99_ms"] = pct(idle_t, 99) * 1e3
+    return out
+
+
+def bench_sale_sizes(work: Path, pristine_100k: Path | None, sizes: tuple[int, ...] = SIZES,
+                     sales: int = SIZE_SALES, warmup: int = SIZE_WARMUP) -> dict[str, Any]:
+    """bench_sale on journals of each size (built like section c's; the 100k one is a copy of
+    it), each with its own interleaved floor. The largest is deleted once measured."""
+    by_rows: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {"sale_sizes": by_rows}
+    for rows in sizes:
+        path = work / f"sale-{rows}.db"
+        t0 = time.perf_counter()
+        if rows == RECOVERY_ROWS and pristine_100k is not None:
+            shutil.copyfile(pristine_100k, path)
+        else:
+            build_journal(path, rows=rows, pending=min(RECOVERY_PENDING, rows // 10))
+        built = time.perf_counter() - t0
+        size_mb = path.stat().st_size / 2**20
+        f = bench_sale(work, sales, warmup, path=path)
+        by_rows[str(rows)] = {
+            "journal_mb": size_mb, "build_s": built, "page_size": f["journal_page_size"],
+            "sale_median_ms": f["sale_median_ms"], "sale_p99_ms": f["sale_p99_ms"],
+            "floor_median_ms": f["floor_median_ms"], "ratio_sale_floor": f["ratio_sale_floor"],
+            "mean_prologue_ms": f["mean_prologue_ms"], "mean_begin_ms": f["mean_begin_ms"],
+            "mean_apply_ms": f["mean_apply_ms"], "sales_with_checkpoint": f["sales_with_checkpoint"],
+        }
+        out[f"ratio_sale_floor_at_{rows}"] = f["ratio_sale_floor"]
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    ratios = [v["ratio_sale_floor"] for v in by_rows.values()]
+    out["ratio_sale_floor_worst_size"] = max(ratios)
+    # Flat: the largest journal's sale against the smallest's (1.0 = no growth at all).
+    first, last = by_rows[str(sizes[0])], by_rows[str(sizes[-1])]
+    out["sale_growth_smallest_to_largest"] = last["sale_median_ms"] / first["sale_median_ms"]
+    return out
 
 
 def profile_sales(work: Path, sales: int = 300, top: int = 12) -> str:
@@ -354,9 +441,12 @@ MARK = "getppid"  # the child calls os.getppid() around its sale loop: strace se
 _SYSCALL = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
 
 
-def fsync_child(work: Path, sales: int) -> None:
-    """Runs under strace: open a journal, warm up, marker, `sales` sales, marker, close."""
-    journal = open_journal(work / "fsync.db")
+def fsync_child(work: Path, sales: int, idle: bool = False) -> None:
+    """Runs under strace: open a journal, warm up, marker, `sales` sales, marker, close.
+    idle: the app's idle checkpoint between sales, each sale between markers of its own (what
+    the checkpoint syncs at idle is not the sale's)."""
+    journal = open_journal(work / ("fsync-idle.db" if idle else "fsync.db"))
+    checkpoint = idle_checkpoint(journal)
     driver = SaleDriver(journal)
 
     async def run() -> None:
@@ -364,6 +454,10 @@ def fsync_child(work: Path, sales: int) -> None:
             await driver.sale(100 + i)
         os.getppid()
         for i in range(sales):
+            if idle and checkpoint is not None:
+                os.getppid()
+                checkpoint()
+                os.getppid()
             result = await driver.sale(1000 + i)
             if result.status != "approved":
                 raise RuntimeError(f"sale not approved: {result}")
@@ -395,7 +489,7 @@ class SyncCount:
     in_loop: Counter[str] = field(default_factory=Counter)  # call:file -> syncs between markers
     whole: Counter[str] = field(default_factory=Counter)  # the whole child process
     written: Counter[str] = field(default_factory=Counter)  # file -> bytes written between markers
-    markers: int = 0
+    markers: int = 0  # odd: inside a measured window
 
 
 def _file_kind(path: str) -> str:
@@ -421,23 +515,32 @@ def parse_trace(text: str) -> SyncCount:
             fds.pop((pid, int(args.strip() or -1)), None)
         elif call in ("pwrite64", "write"):
             fd = int(args.split(",")[0])
-            if count.markers == 1 and ret > 0 and (pid, fd) in fds:
+            if count.markers % 2 == 1 and ret > 0 and (pid, fd) in fds:
                 count.written[_file_kind(fds[(pid, fd)])] += ret
         elif call in ("fsync", "fdatasync", "sync_file_range"):
             fd = int(args.split(",")[0])
             key = f"{call}:{_file_kind(fds.get((pid, fd), f'fd {fd}'))}"
             count.whole[key] += 1
-            if count.markers == 1:
+            if count.markers % 2 == 1:
                 count.in_loop[key] += 1
     return count
 
 
-def bench_fsync(work: Path, sales: int = FSYNC_SALES) -> dict[str, Any]:
+def bench_fsync(work: Path, sales: int = FSYNC_SALES, idle: bool = False) -> dict[str, Any]:
+    """Syncs and bytes per sale, counted with strace; idle: with the app's idle checkpoint
+    between sales (keys suffixed _after_idle; its own syncs, at idle, are not counted)."""
     strace = ensure_strace()
     if strace is None:
         return {"fsync_method": "not counted: strace is missing and cannot be installed (not root)"}
+    if idle:
+        probe = open_journal(work / "probe.db")
+        has_idle = idle_checkpoint(probe) is not None
+        probe.close()
+        if not has_idle:
+            return {}
     child = [sys.executable, str(Path(__file__).resolve()), "--fsync-child", str(work), str(sales)]
-    out = work / "strace.txt"
+    child += ["idle"] if idle else []
+    out = work / ("strace-idle.txt" if idle else "strace.txt")
     proc = None
     for seccomp in (True, False):
         proc = subprocess.run(_strace_cmd(out, seccomp) + child, capture_output=True, text=True,
@@ -448,8 +551,16 @@ def bench_fsync(work: Path, sales: int = FSYNC_SALES) -> dict[str, Any]:
         detail = (proc.stderr.strip().splitlines() or ["?"])[-1] if proc else "?"
         return {"fsync_method": f"not counted: strace failed ({detail})"}
     count = parse_trace(out.read_text())
-    if count.markers != 2:
-        return {"fsync_method": f"not counted: saw {count.markers} markers, expected 2"}
+    expected = 2 * sales + 2 if idle else 2
+    if count.markers != expected:
+        return {"fsync_method": f"not counted: saw {count.markers} markers, expected {expected}"}
+    if idle:
+        return {
+            "fsync_per_sale_after_idle": sum(count.in_loop.values()) / sales,
+            "fsync_in_loop_after_idle": dict(count.in_loop),
+            "wal_bytes_per_sale_after_idle": count.written.get("wal", 0) / sales,
+            "db_bytes_per_sale_after_idle": count.written.get("db", 0) / sales,
+        }
     loop_total = sum(count.in_loop.values())
     db_syncs = sum(n for k, n in count.in_loop.items() if k.endswith(":db"))
     wal_syncs = sum(n for k, n in count.in_loop.items() if k.endswith(":wal"))
@@ -830,6 +941,19 @@ def table(f: dict[str, Any]) -> str:
          f"< {TARGET_TOTALS_MS:g} ms", verdict(f["totals_by_kind_median_ms"] < TARGET_TOTALS_MS)),
         ("sale with a WAL checkpoint, median", fmt("sale_with_checkpoint_median_ms", ".3f", " ms"), "", ""),
         ("WAL bytes written per sale", fmt("wal_bytes_per_sale", ",.0f", " B"), "", ""),
+        ("  journal page size", fmt("journal_page_size", "d", " B"), "", ""),
+        ("sale after the idle checkpoint / floor", fmt("ratio_sale_floor_after_idle", ".2f", "x"),
+         f"<= {TARGET_RATIO:g}x", verdict(None if f.get("ratio_sale_floor_after_idle") is None
+                                          else f["ratio_sale_floor_after_idle"] <= TARGET_RATIO)),
+        ("  fsyncs per sale after it", fmt("fsync_per_sale_after_idle", ".3f"), f"{TARGET_FSYNC:g}",
+         verdict(None if f.get("fsync_per_sale_after_idle") is None
+                 else f["fsync_per_sale_after_idle"] <= TARGET_FSYNC + 1e-9)),
+        ("  the idle checkpoint itself (at idle)", fmt("idle_checkpoint_median_ms", ".3f", " ms"), "", ""),
+        *[(f"sale / floor, journal of {int(rows):,} records", f"{v['ratio_sale_floor']:.2f}x",
+           f"<= {TARGET_RATIO:g}x", verdict(v["ratio_sale_floor"] <= TARGET_RATIO))
+          for rows, v in f.get("sale_sizes", {}).items()],
+        ("  sale growth, smallest to largest journal", fmt("sale_growth_smallest_to_largest", ".2f", "x"),
+         "flat", ""),
         (f"purge_settled, {f.get('purge_deleted', '?')} rows (info)", fmt("purge_ms", ".0f", " ms"),
          "", ""),
         ("  same, with an index on txn.orig_id", fmt("purge_indexed_ms", ".0f", " ms"), "", ""),
@@ -841,7 +965,7 @@ def table(f: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> dict[str, Any]:
+def main(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     started = time.perf_counter()
     with scratch_dir() as work:
@@ -851,23 +975,38 @@ def main() -> dict[str, Any]:
         print(f"\na. one approved sale (swipe, MAC both ways, in-process host), "
               f"{SALES} sales after {WARMUP} warm-up, interleaved with the floor")
         figures.update(bench_sale(work))
-        for key in ("sale_median_ms", "sale_p99_ms", "sale_max_ms", "floor_median_ms", "floor_p99_ms",
+        for key in ("journal_page_size", "sale_median_ms", "sale_p99_ms", "sale_max_ms",
+                    "floor_median_ms", "floor_p99_ms",
                     "ratio_sale_floor", "host_part_mean_ms", "terminal_only_median_ms",
-                    "ratio_terminal_only_floor", "mean_begin_ms", "mean_apply_ms",
+                    "ratio_terminal_only_floor", "mean_prologue_ms", "mean_begin_ms", "mean_apply_ms",
                     "mean_link_terminal_ms", "mean_engine_rest_ms", "slow_sales_over_3x_median",
                     "sales_with_checkpoint", "sale_with_checkpoint_median_ms",
                     "sale_without_checkpoint_median_ms", "sale_without_checkpoint_p99_ms"):
             value = figures[key]
             print(f"  {key:<34} {value:.3f}" if isinstance(value, float) else f"  {key:<34} {value}")
+        print(f"\na2. the same, each sale after the app's idle checkpoint (untimed, as a terminal "
+              f"between customers), {SALES} sales")
+        after_idle = bench_sale(work, path=work / "sale-idle.db", idle=True)
+        if not after_idle:
+            print("  not measured: this firmware has no idle checkpoint")
+        for key in ("sale_median_ms", "floor_median_ms", "ratio_sale_floor", "sale_p99_ms",
+                    "sales_with_checkpoint", "idle_checkpoint_median_ms", "idle_checkpoint_p99_ms"):
+            if key in after_idle:
+                figures[f"{key}_after_idle" if not key.startswith("idle_") else key] = after_idle[key]
+                value = after_idle[key]
+                print(f"  {key:<34} {value:.3f}" if isinstance(value, float) else f"  {key:<34} {value}")
         print("  cProfile of 300 sales, top own time:")
         figures["profile_top"] = profile_sales(work)
         print("    " + figures["profile_top"].replace("\n", "\n    "))
 
         print(f"\nb. fsync/fdatasync calls during {FSYNC_SALES} sales (strace, child process)")
         figures.update(bench_fsync(work))
+        figures.update(bench_fsync(work, IDLE_FSYNC_SALES, idle=True))
         for key in ("fsync_method", "fsync_in_loop", "fsync_whole_process", "fsync_per_sale",
                     "fsync_wal_per_sale", "fsync_db_syncs_in_loop", "fsync_per_checkpoint",
-                    "fsync_per_sale_excl_checkpoints", "wal_bytes_per_sale", "db_bytes_per_sale"):
+                    "fsync_per_sale_excl_checkpoints", "wal_bytes_per_sale", "db_bytes_per_sale",
+                    "fsync_per_sale_after_idle", "fsync_in_loop_after_idle",
+                    "wal_bytes_per_sale_after_idle", "db_bytes_per_sale_after_idle"):
             if key in figures:
                 print(f"  {key:<32} {figures[key]}")
 
@@ -903,6 +1042,17 @@ def main() -> dict[str, Any]:
             if key.startswith("purge"):
                 print(f"  {key:<28} {value:.2f}" if isinstance(value, float) else f"  {key:<28} {value}")
 
+        if sizes:
+            print(f"\ne. one sale on journals of {', '.join(f'{n:,}' for n in sizes)} records "
+                  f"({SIZE_SALES} sales each after {SIZE_WARMUP}, each with its own floor)")
+            figures.update(bench_sale_sizes(work, pristine, sizes))
+            for rows, f in figures["sale_sizes"].items():
+                print(f"  {int(rows):>9,} records ({f['journal_mb']:.0f} MiB, built {f['build_s']:.0f} s): "
+                      f"sale {f['sale_median_ms']:.3f} ms, floor {f['floor_median_ms']:.3f} ms, "
+                      f"ratio {f['ratio_sale_floor']:.2f}x; prologue {f['mean_prologue_ms']:.3f} ms, "
+                      f"begin {f['mean_begin_ms']:.3f}, apply {f['mean_apply_ms']:.3f}")
+            print(f"  sale_growth_smallest_to_largest {figures['sale_growth_smallest_to_largest']:.2f}")
+
     figures["bench_core_s"] = time.perf_counter() - started
     print(f"\nbench_core summary ({figures['bench_core_s']:.0f} s; informational, not assertions)")
     print(table(figures))
@@ -911,15 +1061,18 @@ def main() -> dict[str, Any]:
 
 def _cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fsync-child", nargs=2, metavar=("DIR", "SALES"))
+    parser.add_argument("--fsync-child", nargs="+", metavar="DIR SALES [idle]")
     parser.add_argument("--recovery-child", metavar="JOURNAL")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="journal sizes (records) of section e, comma-separated; '' skips it")
     args = parser.parse_args()
     if args.fsync_child:
-        fsync_child(Path(args.fsync_child[0]), int(args.fsync_child[1]))
+        fsync_child(Path(args.fsync_child[0]), int(args.fsync_child[1]),
+                    idle=args.fsync_child[2:] == ["idle"])
     elif args.recovery_child:
         recovery_child(Path(args.recovery_child))
     else:
-        main()
+        main(tuple(int(n) for n in args.sizes.split(",") if n.strip()))
 
 
 if __name__ == "__main__":

@@ -83,9 +83,10 @@ class TerminalObserver(Protocol):
 
 
 class PaperQueue(Protocol):
-    """The four things the core asks of the print desk (firmware/app/services/printing.py): which
-    copies a receipt gets, a wake-up when a job was queued, its status and its close. The rest of
-    the desk (reprints, reports, slips) is for the services and front ends, which know it."""
+    """The five things the core asks of the print desk (firmware/app/services/printing.py): which
+    copies a receipt gets, a wake-up when a job was queued, whether a copy is printing now (the
+    journal's idle checkpoint waits for it), its status and its close. The rest of the desk
+    (reprints, reports, slips) is for the services and front ends, which know it."""
 
     @property
     def copies(self) -> tuple[CopyKind, ...]:
@@ -94,6 +95,11 @@ class PaperQueue(Protocol):
 
     def wake(self) -> None:
         """A job was queued: print it now if the printer is ready."""
+        ...
+
+    @property
+    def printing(self) -> bool:
+        """A copy is going to the printer now."""
         ...
 
     def status(self) -> dict[str, Any]:

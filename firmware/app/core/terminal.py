@@ -36,6 +36,7 @@ from typing import Any
 
 from firmware.app.boards import BoardProfile, profile
 from firmware.app.core import custody, lifecycle
+from firmware.app.core.checkpoint import IDLE_S, IdleCheckpoint
 from firmware.app.core.contract import PaperQueue, TerminalObserver
 from firmware.app.core.flows import CardSlot, FlowRunner
 from firmware.app.core.operators import Operators
@@ -87,6 +88,7 @@ class AppConfig:
     panel: str | None = None
     idle_file: Path | None = None  # written when the idle screen is first drawn (cold-start bench)
     key_store: str | None = None  # overrides the board profile's key store (boards.KEY_STORES)
+    idle_checkpoint_s: float = IDLE_S  # quiet this long, the journal's WAL is checkpointed
 
 
 class TerminalCore(FlowRunner, HostSession):
@@ -124,6 +126,7 @@ class TerminalCore(FlowRunner, HostSession):
         self.last_result: TxnResult | None = None
         self.prints: PaperQueue | None = None
         self.reader: CardReader | None = None
+        self.idle_checkpoint: IdleCheckpoint | None = None  # open(): the journal's, at idle
         self.observer: TerminalObserver | None = None
         self.link_up: bool | None = None  # how the last exchange with the host went
         self._upload_total: dict[int, int] = {}  # settlement id -> records to upload (progress)
@@ -190,6 +193,8 @@ class TerminalCore(FlowRunner, HostSession):
         self.reader = self._open_reader()
         self._archive_watch = asyncio.create_task(self._check_archive_when_idle(),
                                                   name="archive check")
+        self.idle_checkpoint = IdleCheckpoint(self.journal.checkpoint_at_idle, self._quiet,
+                                              self.cfg.idle_checkpoint_s)
         await self._after_open()
 
     async def _check_archive_when_idle(self) -> None:
@@ -329,10 +334,22 @@ class TerminalCore(FlowRunner, HostSession):
         """Something the idle screen shows changed: the front panel redraws its status."""
         if self.observer is not None:
             self.observer.changed()
+        self._poke_idle()
+
+    def _poke_idle(self) -> None:
+        """Activity: the journal's idle checkpoint waits for a quiet while from now."""
+        if self.idle_checkpoint is not None:
+            self.idle_checkpoint.poke()
+
+    def _quiet(self) -> bool:
+        """No operation holds the lock and no copy is printing: the checkpoint may run."""
+        return not self.busy and not (self.prints is not None and self.prints.printing)
 
     async def close(self) -> None:
         if self._archive_watch is not None:
             self._archive_watch.cancel()
+        if self.idle_checkpoint is not None:
+            self.idle_checkpoint.close()
         aclose = getattr(self.key_store, "aclose", None)
         if aclose is not None:  # a PIN pad's half ends its link work before the reader closes
             await aclose()
@@ -541,6 +558,7 @@ class TerminalCore(FlowRunner, HostSession):
             finally:
                 self._running = None
                 self._finished(op, source, result)
+                self._poke_idle()
 
     def _started(self, op: str, source: str, amount: int | None = None) -> None:
         if self.observer is not None and source != "keypad":

@@ -17,6 +17,7 @@ from firmware.app.core.contract import OperatorInput
 from firmware.app.core.terminal import TerminalCore
 from firmware.app.services import printing
 from firmware.engine.model import OriginalRef, TxnRequest, TxnResult
+from firmware.engine.states import TxnState
 from firmware.host.messages import TxnKind
 from firmware.i18n import register, text
 from firmware.journal.held import (
@@ -92,8 +93,7 @@ def list_items(terminal: TerminalCore) -> tuple[dict[str, Any], ...]:
     j = terminal.journal
     assert j is not None
     items = [order_item(o) for o in held(terminal).orders()]
-    for record in j.reversals_due() + j.advices_due() + [
-            r for r in j.records() if r.state.value == "PENDING"]:
+    for record in j.reversals_due() + j.advices_due() + j.records(TxnState.PENDING):
         items.append({"id": None, "txn_id": record.id, "time": f"{record.local_date[:2]}-"
                       f"{record.local_date[2:]} {record.local_time[:2]}:{record.local_time[2:4]}",
                       "amount": record.amount, "type": record.kind.value,

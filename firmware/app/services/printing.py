@@ -81,6 +81,10 @@ class PrintDesk:
         if self.spooler is not None:
             self.spooler.wake()
 
+    @property
+    def printing(self) -> bool:
+        return self.spooler is not None and self.spooler.printing
+
     # -- settings ---------------------------------------------------------------
 
     @property

@@ -39,6 +39,7 @@ class Spooler:
         self.status: PrinterStatus | None = None
         self.problem: str | None = None  # i18n key while printing is held up
         self.progress: tuple[int, int, int] | None = None  # (job id, lines done, lines)
+        self.printing = False  # a copy is going to the printer now
         self.idle = asyncio.Event()  # set while nothing is printable
         # Called (no arguments, must not block) when a job starts, pauses, resumes or ends,
         # so the LCD's paper icon and "Printing 1/2" follow without anyone polling.
@@ -130,8 +131,7 @@ class Spooler:
             job = j.update_print_job(job.id, PrintState.PRINTING, printed_any=True)
             self._changed()
             try:
-                await self.printer.print_document(
-                    doc, lambda done, total, jid=job.id: self._on_progress(jid, done, total))
+                await self._print_copy(doc, job.id)
             except PrinterPaused as exc:
                 printed = exc.printed_any or job.copy_restarted
                 j.update_print_job(job.id, PrintState.PAUSED, printed_any=printed,
@@ -156,6 +156,16 @@ class Spooler:
                 return
             if job.current_copy is not None and self.tear_pause():
                 await self._wait_for_tear_off(job.id)
+
+    async def _print_copy(self, doc: Document, job_id: int) -> None:
+        """One copy to the printer; `printing` while it goes (the journal's idle checkpoint
+        waits for the end of it)."""
+        self.printing = True
+        try:
+            await self.printer.print_document(
+                doc, lambda done, total: self._on_progress(job_id, done, total))
+        finally:
+            self.printing = False
 
     def _on_progress(self, job_id: int, done: int, total: int) -> None:
         self.progress = (job_id, done, total)
