@@ -123,7 +123,7 @@ def main() -> None:
             cold, warm = start_up(path, cold=True), start_up(path, cold=False)
             print(f"  start-up to ready: cold {cold['total_ms']:.1f} ms (quick_check "
                   f"{cold['quick_check_ms']:.1f}), warm {warm['total_ms']:.1f} ms")
-            sale = bench_core.bench_sale(size_dir, sales=SALES, warmup=30)
+            sale = bench_core.bench_sale(size_dir, sales=SALES, warmup=30, path=path, idle=True)
             ratios[history] = sale["ratio_sale_floor"]
             sale_ms[history] = sale["sale_median_ms"]
             print(f"  sale {sale['sale_median_ms']:.3f} ms vs floor {sale['floor_median_ms']:.3f} ms:"
