@@ -64,7 +64,7 @@ from firmware.settings.model import factory, hash_password, password_problem, pa
 from firmware.settings.store import SettingsStore
 
 log = logging.getLogger("posfw.app")
-# The archive check (_check_archive_when_idle): first a minute after start, then daily.
+# The archive check (_schedule_archive_check): first a minute after start, then daily.
 ARCHIVE_CHECK_AFTER_START_S = 60.0
 ARCHIVE_CHECK_EVERY_S = 86_400.0
 
@@ -135,7 +135,8 @@ class TerminalCore(FlowRunner, HostSession):
         # The board's update agent (firmware/app/terminal.py plugs it in; None: updates are not
         # this core's business, as in the core alone). The updates service speaks to it.
         self.update_agent: UpdateAgent | None = None
-        self._archive_watch: asyncio.Task[None] | None = None
+        self._archive_timer: asyncio.TimerHandle | None = None
+        self._archive_watch: asyncio.Future[None] | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -191,32 +192,37 @@ class TerminalCore(FlowRunner, HostSession):
         self.link = self._make_link()
         self.prints = self._open_paper()
         self.reader = self._open_reader()
-        self._archive_watch = asyncio.create_task(self._check_archive_when_idle(),
-                                                  name="archive check")
+        self._schedule_archive_check(ARCHIVE_CHECK_AFTER_START_S)
         self.idle_checkpoint = IdleCheckpoint(self.journal.checkpoint_at_idle, self._quiet,
                                               self.cfg.idle_checkpoint_s)
         await self._after_open()
 
-    async def _check_archive_when_idle(self) -> None:
+    def _schedule_archive_check(self, delay: float) -> None:
         """The archive files are checked in idle time, never at start-up (the hot journal's own
-        check is all a start pays for): a minute after it, then daily, waiting while an
-        operation runs; the check reads in a thread of its own. Diagnostics shows the result,
-        and a failed one is audited."""
-        delay = ARCHIVE_CHECK_AFTER_START_S
-        while True:
-            await asyncio.sleep(delay)
-            delay = ARCHIVE_CHECK_EVERY_S
+        check is all a start pays for): a minute after it, then daily. A timer, not a waiting
+        task, so a power cut (the loop dropped) leaves nothing half-done behind."""
+        self._archive_timer = asyncio.get_running_loop().call_later(
+            delay, lambda: setattr(self, "_archive_watch", asyncio.ensure_future(
+                self._check_archive_once())))
+
+    async def _check_archive_once(self) -> None:
+        """Waits while an operation runs, then reads every archive file in a thread of its own.
+        Diagnostics shows the result; a failed one is logged and audited."""
+        try:
             while self._lock.locked():
                 await asyncio.sleep(1.0)
             j = self.journal
             rows = j.archive_log() if j is not None else []
             if j is None or not rows:
-                continue
+                return
             result = await asyncio.to_thread(archive.check, j.archive_dir, rows)
             j.archive_check = result
             if not result.ok:
                 log.error("archive check: %s", "; ".join(result.problems))
                 j.audit("system", "archive check", "; ".join(result.problems)[:500], "FAILED")
+        finally:
+            if self._archive_timer is not None:  # not closed meanwhile
+                self._schedule_archive_check(ARCHIVE_CHECK_EVERY_S)
 
     async def _checked_key_store(self) -> KeyStore | None:
         """The board's key store, opened and checked (custody.check_store); None, the terminal
@@ -346,6 +352,9 @@ class TerminalCore(FlowRunner, HostSession):
         return not self.busy and not (self.prints is not None and self.prints.printing)
 
     async def close(self) -> None:
+        if self._archive_timer is not None:
+            self._archive_timer.cancel()
+            self._archive_timer = None
         if self._archive_watch is not None:
             self._archive_watch.cancel()
         if self.idle_checkpoint is not None:
