@@ -92,12 +92,18 @@ def terminal_files(root: Path) -> dict[Path, str]:
 
 
 def card_needles() -> dict[str, bytes]:
-    """Each test card's number and track data as text and as the packed BCD of the wire."""
+    """Each test card's number and track data as text and as the packed BCD of the wire.
+
+    A BCD number that is two bytes and then zeros (the JCB test card's 3566000000000000) is left
+    out: any two random bytes before one of SoftHSM's big-endian 8-byte lengths match it (a token
+    object file did, once in a few thousand runs). Its text and its track's BCD are scanned."""
     found: dict[str, bytes] = {}
     for card in TEST_CARDS.values():
         pan = card.pan
         found[f"{card.name} PAN ascii"] = pan.encode()
-        found[f"{card.name} PAN bcd"] = bytes.fromhex(pan + ("0" if len(pan) % 2 else ""))
+        bcd = bytes.fromhex(pan + ("0" if len(pan) % 2 else ""))
+        if len(bcd.rstrip(b"\0")) >= 4:
+            found[f"{card.name} PAN bcd"] = bcd
         track = card.track2
         found[f"{card.name} track2 ascii"] = track.encode()
         found[f"{card.name} track2 ascii D"] = track.replace("=", "D").encode()
