@@ -53,7 +53,6 @@ from firmware.engine.financial import FinancialFlow, FlowContext  # noqa: E402
 from firmware.engine.model import TxnRequest, TxnResult  # noqa: E402
 from firmware.host.channel import HostLink  # noqa: E402
 from firmware.host.codec import decode, encode  # noqa: E402
-from firmware.host.mac import clear_mac  # noqa: E402
 from firmware.host.messages import Terminal, TxnKind, response_for  # noqa: E402
 
 MID = "123456789012345"
@@ -98,7 +97,7 @@ class IssuerChannel(LoopbackChannel):
                  "12": now.strftime("%H%M%S"), "13": now.strftime("%m%d")}
         if check.ok:
             extra["55"] = chip_issuer.reply_55(check, code)
-        return encode(response_for(request, code, extra), clear_mac(self._mak))
+        return encode(response_for(request, code, extra), self._mac)
 
 
 async def chip_sale(journal: Any, link: HostLink, reader: CardTime, phases: Phases,
