@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.journal import chain
+from firmware.journal.backup import fsync_dir
 
 log = logging.getLogger("posfw.journal.archive")
 
@@ -228,14 +228,6 @@ def _sync_columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in hot]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def move_one(conn: sqlite3.Connection, directory: Path, settlement_id: int, batch: str,
              finished_at: float, audit_writer: Callable[[sqlite3.Cursor, str], None],
              begin: Callable[[], AbstractContextManager[sqlite3.Cursor]]) -> Move:
@@ -320,7 +312,7 @@ def _move(conn: sqlite3.Connection, directory: Path, settlement_id: int, batch: 
                 conn.execute("ROLLBACK")
             raise
         if new_file:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         _step("verify")
         hot = batch_digest(conn, "main", settlement_id, txn_cols, stl_cols, batch,
                            row.audit_from, row.audit_to)
@@ -383,7 +375,7 @@ def purge(conn: sqlite3.Connection, directory: Path, retention_days: int, now: f
         gone.append(name)
     for name in sorted({r.file for r in log_rows(conn) if r.state == "PURGED"} - busy):
         if remove_file(directory / name):
-            _fsync_dir(directory)
+            fsync_dir(directory)
     return gone
 
 

@@ -147,22 +147,9 @@ def read_entries(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def write_atomically(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON to `path` so a reader sees the old file or the new one, never half of one:
-    a temporary file beside it, fsync'd, renamed over it, then the directory fsync'd."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = (json.dumps(document, indent=1, sort_keys=False, allow_nan=False) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write JSON to `path` so a reader sees the old file or the new one, never half of one: the
+    firmware's own durable write (a temporary file beside it, fsync'd, renamed, the directory
+    fsync'd)."""
+    from firmware.app.core.custody import write_private
+
+    write_private(path, (json.dumps(document, indent=1, allow_nan=False) + "\n").encode())
