@@ -47,6 +47,7 @@ from firmware.host.codec import Decoded, decode, encode  # noqa: E402
 from firmware.host.keys import WorkingKeys, build_signon_keys, signon_entries  # noqa: E402
 from firmware.host.mac import clear_mac  # noqa: E402
 from firmware.host.messages import Terminal, TxnKind, response_for  # noqa: E402
+from firmware.journal import wal  # noqa: E402
 from firmware.journal.store import Journal  # noqa: E402
 from firmware.journal.vault import CardVault  # noqa: E402
 
@@ -245,18 +246,8 @@ class SaleDriver:
 
 
 def wal_state(shm: Path) -> tuple[int, int]:
-    """(mxFrame, nBackfill) from the WAL-index (-shm) header, native byte order.
-
-    mxFrame: frames in the WAL; nBackfill: frames a checkpoint has copied to the database.
-    """
-    try:
-        with open(shm, "rb") as f:
-            head = f.read(100)
-    except FileNotFoundError:
-        return 0, 0
-    if len(head) < 100:
-        return 0, 0
-    return int.from_bytes(head[16:20], sys.byteorder), int.from_bytes(head[96:100], sys.byteorder)
+    """(mxFrame, nBackfill) from the WAL-index (-shm) header: the journal's own reader."""
+    return wal.wal_index(Path(str(shm).removesuffix("-shm")))
 
 
 def checkpointed(before: tuple[int, int], after: tuple[int, int]) -> bool:
