@@ -197,11 +197,25 @@ def test_quick_core_shrinks_bench_core_and_puts_it_back() -> None:
     with run_all.quick_core():
         assert before["SALES"] > bench_core.SALES
         assert before["RECOVERY_ROWS"] > bench_core.RECOVERY_ROWS
-        assert bench_core.bench_sale.keywords == {"sales": bench_core.SALES,  # type: ignore[attr-defined]
-                                                  "warmup": bench_core.WARMUP}
-        assert bench_core.build_journal.keywords == {"rows": bench_core.RECOVERY_ROWS}  # type: ignore[attr-defined]
+        assert bench_core.bench_sale is not before["bench_sale"]
+        assert bench_core.build_journal is not before["build_journal"]
         assert bench_core.bench_purge(Path("/nowhere"), Path("/nowhere")) == {}
     assert {name: getattr(bench_core, name) for name in before} == before
+
+
+def test_quick_defaults_apply_only_where_the_call_is_silent() -> None:
+    """bench_core calls some steps with arguments of its own (bench_fsync(work, N, idle=True)):
+    the quick value replaces a default, never what the caller passed."""
+    seen: list[tuple[str, int, bool]] = []
+
+    def step(work: str, sales: int = 500, idle: bool = False) -> None:
+        seen.append((work, sales, idle))
+
+    quick = run_all._defaults(step, {"sales": 200})
+    quick("w")
+    quick("w", 300, idle=True)
+    quick("w", sales=7)
+    assert seen == [("w", 200, False), ("w", 300, True), ("w", 7, False)]
 
 
 # -- the plots ---------------------------------------------------------------------------------

@@ -268,6 +268,15 @@ def main() -> None:
                 target={"op": ">=", "value": 50, "of": "ratio"},
                 note=f"{mb:.1f} MB of link traffic in one call; ratio: C / Python throughput")
     recorded = [f"codec core {core['ratio']:.0f}x"]
+    for key, name, target in (
+            ("frame decode, driver path", "frame_decode_driver_path_ratio", DRIVER_TARGET),
+            ("frame decode, driver path, clean link", "frame_decode_driver_path_clean_ratio", None)):
+        emit(name, figures[key][0], "x", group="bench_posio",
+             target=None if target is None else {"op": ">=", "value": target, "of": "value"},
+             note=f"SerialLinkReader._decode in {read_max}-byte reads, C against the Python twin "
+                  "(CPU time, median of 5 interleaved rounds)"
+                  + ("" if target else "; traffic without noise or damage"))
+        recorded.append(f"{name} {figures[key][0]:.1f}x")
     for name, fn in (("threshold", "threshold"), ("floyd_steinberg", "floyd_steinberg")):
         def raster(impl: ModuleType, fn: str = fn) -> list[bytes]:
             return impl.raster_bands(getattr(impl, fn)(gray, RECEIPT_W, RECEIPT_H), RECEIPT_W, RECEIPT_H)

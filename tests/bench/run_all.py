@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
+import inspect
 import os
 import platform
 import sqlite3
@@ -159,10 +159,27 @@ def record_core(figures: Mapping[str, Any]) -> list[dict[str, Any]]:
 # bench_core has no knobs of its own: the quick run calls its steps with smaller arguments
 # (the names in its module are looked up when main() runs them) and restores them after.
 QUICK_CORE = {
-    "constants": {"SALES": 200, "WARMUP": 20, "FSYNC_SALES": 200, "RECOVERY_ROWS": 20_000,
-                  "RECOVERY_RUNS": 3, "TOTALS_REPEAT": 10},
+    "constants": {"SALES": 200, "WARMUP": 20, "FSYNC_SALES": 200, "IDLE_FSYNC_SALES": 100,
+                  "RECOVERY_ROWS": 20_000, "RECOVERY_RUNS": 3, "TOTALS_REPEAT": 10,
+                  "SIZE_SALES": 100},
+    # bench_core's section e (the sale on journals of each size): the quick run's sizes
+    "sizes": (1_000, 20_000),
     "skipped": ("profile_sales", "bench_purge"),
 }
+
+
+CORE_MAIN = bench_core.main  # run()'s default, whichever quick_core() puts in its place
+
+
+def _defaults(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Callable[..., Any]:
+    """fn with other defaults: each of `kwargs` applies where a call does not pass that
+    parameter itself (by position or by name)."""
+    signature = inspect.signature(fn)
+
+    def call(*args: Any, **given: Any) -> Any:
+        bound = signature.bind_partial(*args, **given).arguments
+        return fn(*args, **{**{k: v for k, v in kwargs.items() if k not in bound}, **given})
+    return call
 
 
 @contextlib.contextmanager
@@ -174,6 +191,8 @@ def quick_core() -> Iterator[None]:
         "build_journal": {"rows": consts["RECOVERY_ROWS"]},
         "bench_recovery": {"runs": consts["RECOVERY_RUNS"]},
         "bench_totals": {"repeat": consts["TOTALS_REPEAT"]},
+        "bench_sale_sizes": {"sizes": QUICK_CORE["sizes"], "sales": consts["SIZE_SALES"]},
+        "main": {"sizes": QUICK_CORE["sizes"]},
     }
     skipped = {"profile_sales": lambda *a, **k: "(not run in quick mode)",
                "bench_purge": lambda *a, **k: {}}
@@ -184,7 +203,7 @@ def quick_core() -> Iterator[None]:
             setattr(bench_core, name, value)
         for name, kwargs in calls.items():
             saved[name] = getattr(bench_core, name)
-            setattr(bench_core, name, functools.partial(saved[name], **kwargs))
+            setattr(bench_core, name, _defaults(saved[name], kwargs))
         for name, stub in skipped.items():
             saved[name] = getattr(bench_core, name)
             setattr(bench_core, name, stub)
@@ -293,7 +312,9 @@ def run(mode: str, out: Path, benches: Sequence[Bench] = BENCHES,
             banner(CORE_TITLE + (" (quick: fewer sales, a smaller journal)" if mode == "quick" else ""))
             try:
                 with quick_core() if mode == "quick" else contextlib.nullcontext():
-                    record_core(core())  # inside: the notes name the sizes this run used
+                    # bench_core.main looked up now: quick_core() gives it the quick sizes
+                    run_core = bench_core.main if core is CORE_MAIN else core
+                    record_core(run_core())  # inside: the notes name the sizes this run used
             except Exception as exc:  # keep going: the other benchmarks still have something to say
                 print(f"bench_core failed: {exc!r}", flush=True)
                 failures.append({"name": "bench_core", "reason": f"exception: {exc!r}"})
