@@ -48,7 +48,7 @@ from firmware.app.core.lifecycle import put_state
 from firmware.app.process import private_files
 from firmware.engine.deregistration import Lifecycle
 from firmware.journal import wipe
-from firmware.journal.backup import fsync_dir
+from firmware.journal.durable import fsync_dir
 from firmware.journal.store import Journal
 from firmware.journal.vault import AAD, CardVault, LocalVaultKey
 from firmware.ports import KeyStore, KeyStoreError, KeyStoreUnavailable

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.journal import chain
-from firmware.journal.backup import fsync_dir
+from firmware.journal.durable import fsync_dir
 
 log = logging.getLogger("posfw.journal.archive")
 

@@ -24,6 +24,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.journal.durable import fsync_dir, fsync_file
+
 JOURNAL_NAME = "journal.db"
 CSV_NAME = "transactions.csv"
 MANIFEST_NAME = "manifest.json"
@@ -60,24 +62,6 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def fsync_file(path: Path) -> None:
-    """Its data on the disk before anything names it (a rename, a marker)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """The directory's entries (a rename, a new file) on the disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
