@@ -557,21 +557,40 @@ class Journal:
     def _archived(self, where: str, args: tuple = (), order: str = "id DESC",
                   limit: int | None = None, near: int | None = None) -> list[TxnRecord]:
         """Archived records matching `where`, newest file first (and `limit` in all)."""
-        found: list[TxnRecord] = []
+        return [_row_to_record(r) for r in
+                self._archived_rows(_TXN_COLUMN_NAMES, where, args, order, limit, near)]
+
+    def _archived_rows(self, columns: tuple[str, ...], where: str, args: tuple = (),
+                       order: str = "id DESC", limit: int | None = None,
+                       near: int | None = None) -> list[tuple]:
+        """`columns` of the archived txn rows matching `where` (NULL for a column a file was
+        made without), newest file first, committed batches only (and `limit` in all)."""
+        found: list[tuple] = []
         for name, skip in self._archive_files(near):
             conn = self._archives.connection(name)
             if conn is None:
                 continue
-            cols = self._archives.select_list(name, _TXN_COLUMN_NAMES)
+            cols = self._archives.select_list(name, columns)
             clause = f"({where})" + (f" AND settlement_id NOT IN ({','.join('?' * len(skip))})"
                                      if skip else "")
             sql = f"SELECT {cols} FROM txn WHERE {clause} ORDER BY {order}"
             if limit is not None:
                 sql += f" LIMIT {int(limit) - len(found)}"
-            found += [_row_to_record(r) for r in conn.execute(sql, (*args, *skip))]
+            found += conn.execute(sql, (*args, *skip)).fetchall()
             if limit is not None and len(found) >= limit:
                 break
         return found
+
+    def _settled_in_archive(self, sql: str, settlement_id: int) -> list[tuple]:
+        """The rows `sql` (one parameter: the settlement id) gives in the archive file that
+        holds this settlement's committed batch; [] when none does."""
+        for name, skip in self._archive_files():
+            conn = self._archives.connection(name)
+            if conn is not None and settlement_id not in skip:
+                rows = conn.execute(sql, (settlement_id,)).fetchall()
+                if rows:
+                    return rows
+        return []
 
     def archive_settled(self, keep_batches: int) -> list[archive.Move]:
         """Move every settled batch past the newest `keep_batches` into the archive, oldest
@@ -618,23 +637,6 @@ class Journal:
         result for Diagnostics. The app runs archive.check off the event loop instead."""
         self.archive_check = archive.check(self.archive_dir, self.archive_log())
         return self.archive_check
-
-    def archived_settlements(self, limit: int) -> list[SettlementRow]:
-        """Settlements whose batch moved into the archive, newest first."""
-        found: list[SettlementRow] = []
-        for name, skip in self._archive_files():
-            conn = self._archives.connection(name)
-            if conn is None:
-                continue
-            marks = ",".join("?" * len(skip))
-            rows = conn.execute(
-                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE state = 'DONE'"
-                + (f" AND id NOT IN ({marks})" if skip else "") + " ORDER BY id DESC LIMIT ?",
-                (*skip, limit - len(found))).fetchall()
-            found += [_row_to_settlement(r) for r in rows]
-            if len(found) >= limit:
-                break
-        return found
 
     def _select(self, where: str, args: tuple = (), order: str = "id") -> list[TxnRecord]:
         rows = self._db.execute(
@@ -753,17 +755,8 @@ class Journal:
         return self._vault.decrypt(row[0])
 
     def _archived_pan(self, record_id: int) -> tuple[bytes | None] | None:
-        for name, skip in self._archive_files(near=record_id):
-            conn = self._archives.connection(name)
-            if conn is None:
-                continue
-            marks = ",".join("?" * len(skip))
-            row = conn.execute("SELECT pan_enc FROM txn WHERE id = ?"
-                               + (f" AND settlement_id NOT IN ({marks})" if skip else ""),
-                               (record_id, *skip)).fetchone()
-            if row is not None:
-                return (row[0],)
-        return None
+        rows = self._archived_rows(("pan_enc",), "id = ?", (record_id,), limit=1, near=record_id)
+        return rows[0] if rows else None
 
     # -- start-up recovery ------------------------------------------------------
 
@@ -832,14 +825,8 @@ class Journal:
         batch is kept: the hot journal or, once it moved, the archive."""
         sql = ("SELECT foreign_card, kind, COUNT(*), SUM(amount) FROM txn WHERE settlement_id = ? "
                "AND state IN ('APPROVED', 'VOIDED') GROUP BY foreign_card, kind")
-        rows = self._db.execute(sql, (settlement_id,)).fetchall()
-        if not rows:
-            for name, skip in self._archive_files():
-                conn = self._archives.connection(name)
-                if conn is not None and settlement_id not in skip:
-                    rows = conn.execute(sql, (settlement_id,)).fetchall()
-                    if rows:
-                        break
+        rows = (self._db.execute(sql, (settlement_id,)).fetchall()
+                or self._settled_in_archive(sql, settlement_id))
         return {("foreign" if f else "domestic", k): (c, int(a)) for f, k, c, a in rows}
 
     def open_settlement(self) -> SettlementRow | None:
@@ -857,21 +844,12 @@ class Journal:
         return _row_to_settlement(row) if row else None
 
     def get_settlement(self, settlement_id: int) -> SettlementRow:
-        row = self._db.execute(
-            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?", (settlement_id,)
-        ).fetchone()
-        if row is None:
-            for name, skip in self._archive_files():
-                conn = self._archives.connection(name)
-                if conn is None or settlement_id in skip:
-                    continue
-                row = conn.execute(f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?",
-                                   (settlement_id,)).fetchone()
-                if row is not None:
-                    break
-        if row is None:
+        sql = f"SELECT {_SETTLEMENT_COLUMNS} FROM settlement WHERE id = ?"
+        rows = (self._db.execute(sql, (settlement_id,)).fetchall()
+                or self._settled_in_archive(sql, settlement_id))
+        if not rows:
             raise JournalError(f"no settlement {settlement_id}")
-        return _row_to_settlement(row)
+        return _row_to_settlement(rows[0])
 
     def begin_settlement(self, batch: str, stan: str, domestic: SideTotals,
                          foreign: SideTotals, operator: str) -> int:
@@ -985,16 +963,11 @@ class Journal:
     def settlement_operator(self, settlement_id: int) -> str | None:
         """Who asked for the settlement (None for one begun before schema 5 kept it)."""
         sql = "SELECT operator FROM settlement WHERE id = ?"
-        row = self._db.execute(sql, (settlement_id,)).fetchone()
-        for name, skip in self._archive_files() if row is None else ():
-            conn = self._archives.connection(name)
-            if conn is not None and settlement_id not in skip:
-                row = conn.execute(sql, (settlement_id,)).fetchone()
-                if row is not None:
-                    break
-        if row is None:
+        rows = (self._db.execute(sql, (settlement_id,)).fetchall()
+                or self._settled_in_archive(sql, settlement_id))
+        if not rows:
             raise JournalError(f"no settlement {settlement_id}")
-        return row[0]
+        return rows[0][0]
 
     def purge_settled(self, older_than_days: int) -> int:
         """Retention: settled records older than the setting go (never unresolved ones, never
