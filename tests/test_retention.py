@@ -11,11 +11,12 @@ terminal test runs a real settlement against the acquirer simulator.
 from __future__ import annotations
 
 from helpers import record_in_state
+from test_archive import Clock, settle
 from test_state_lists import PURGEABLE_STATES, STATES, draft
 
 from firmware.engine.model import HostResult, RequestKey
 from firmware.engine.states import TxnEvent, TxnState
-from firmware.host.messages import SideTotals, TxnKind
+from firmware.host.messages import TxnKind
 from firmware.journal.held import HeldOrders
 from firmware.journal.requests import RequestBook
 from firmware.journal.store import Journal
@@ -24,22 +25,6 @@ from firmware.printing.layout import CopyKind
 
 DAY = 86_400.0
 T0 = 1_800_000_000.0  # when the records are written
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _settle_open_batch(j: Journal) -> None:
-    """Close the open batch as a settlement the host agreed with does (no report printed)."""
-    sid = j.begin_settlement(j.current_batch(), j.allocate_stan(), SideTotals(0, 0, 0, 0),
-                             SideTotals(0, 0, 0, 0), operator="01")
-    j.record_settlement_reply(sid, "1", "1")
-    j.finish_settlement(sid, report_copies=())
 
 
 def test_settled_records_go_after_n_days_never_sooner_never_unresolved_never_the_open_batch(
@@ -54,7 +39,7 @@ def test_settled_records_go_after_n_days_never_sooner_never_unresolved_never_the
     try:
         settled = {s: record_in_state(j, draft(TxnKind.SALE, 100 + i), s)
                    for i, s in enumerate(STATES)}
-        _settle_open_batch(j)
+        settle(j)
         open_batch = [record_in_state(j, draft(TxnKind.SALE, 900), TxnState.APPROVED),
                       record_in_state(j, draft(TxnKind.SALE, 901), TxnState.DECLINED)]
         everything = {r.id for r in (*settled.values(), *open_batch)}
@@ -102,7 +87,7 @@ def test_a_record_a_held_order_names_stays_and_the_purge_goes_on(tmp_path):
         plain = j.apply(plain.id, TxnEvent.APPROVE, HostResult("00", rrn="000000000004"),
                         receipt_copies=(CopyKind.MERCHANT,))
         assert orders.get(paid.id).state == "PAID" and orders.get(gone.id).state == "CANCELLED"
-        _settle_open_batch(j)
+        settle(j)
 
         clock.now = T0 + 8 * DAY
         assert j.purge_settled(7) == 1
