@@ -49,6 +49,15 @@ static const uint8_t tail_keep[16] = {
     0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
 };
 
+/* The XOR of a 64-bit word's eight byte lanes: the LRC of those eight bytes. */
+static inline uint8_t fold_lanes(uint64_t acc)
+{
+    acc ^= acc >> 32;
+    acc ^= acc >> 16;
+    acc ^= acc >> 8;
+    return (uint8_t)acc;
+}
+
 uint8_t posio_lrc(const uint8_t *data, size_t n)
 {
     if (n < 8) {
@@ -72,10 +81,7 @@ uint8_t posio_lrc(const uint8_t *data, size_t n)
     memcpy(&word, data + n - 8, 8);
     memcpy(&keep, tail_keep + (n - i), 8);
     acc ^= word & keep;
-    acc ^= acc >> 32;
-    acc ^= acc >> 16;
-    acc ^= acc >> 8;
-    return (uint8_t)acc;
+    return fold_lanes(acc);
 }
 
 uint8_t posio_copy_lrc(uint8_t *dst, const uint8_t *src, size_t n)
@@ -101,10 +107,7 @@ uint8_t posio_copy_lrc(uint8_t *dst, const uint8_t *src, size_t n)
     memcpy(dst + n - 8, &word, 8);
     memcpy(&keep, tail_keep + (n - i), 8);
     acc ^= word & keep;
-    acc ^= acc >> 32;
-    acc ^= acc >> 16;
-    acc ^= acc >> 8;
-    return (uint8_t)acc;
+    return fold_lanes(acc);
 }
 
 uint16_t posio_crc16_ccitt(const uint8_t *data, size_t n, uint16_t init)
